@@ -1,0 +1,195 @@
+"""The `edge` command: one sub-command per job, each with a clear exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edge import __version__
+from edge.config import EX_CONFIG, ConfigError, json_schema, load_config
+from edge.progress import Progress
+from edge.video import VideoError
+
+EX_OK, EX_USAGE, EX_SOFTWARE = 0, 64, 70
+
+
+def _err(msg: str) -> None:
+    print(f"edge: error: {msg}", file=sys.stderr)
+
+
+def cmd_check_config(args) -> int:
+    cfg = load_config(args.file)
+    cams = ", ".join(
+        f"{n} ({'calibrated' if c.facade else 'no facade calibration'})" for n, c in cfg.cameras.items()
+    )
+    print(f"{args.file}: OK: node {cfg.node.id}, cameras: {cams}")
+    return EX_OK
+
+
+def cmd_config_schema(args) -> int:
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    return EX_OK
+
+
+def cmd_replay(args) -> int:
+    from edge.replay import replay
+
+    cfg = load_config(args.config)
+    bar = Progress("replay", None if not args.quiet else False)
+    result = replay(
+        args.video,
+        cfg,
+        args.camera,
+        args.out,
+        on_alert=None if args.quiet else _print_alert,
+        progress=bar,
+        media=not args.no_media,
+    )
+    bar.close()
+    n = len(result.records)
+    print(f"{result.frames} frames, {n} event{'s' if n != 1 else ''} -> {Path(args.out) / 'events.jsonl'}")
+    if result.error is not None:
+        _err(f"{result.error} (events up to there were written)")
+        return result.error.code
+    return EX_OK
+
+
+def _print_alert(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_sim(args) -> int:
+    from edge.sim.scenes import build_scene
+    from edge.sim.simulate import simulate
+
+    try:
+        scene = build_scene(args.scene, args.seed, width=args.width, height=args.height, duration_s=args.duration)
+    except ValueError as exc:
+        _err(str(exc))
+        return EX_USAGE
+    bar = Progress(f"sim {args.scene}", None if not args.quiet else False)
+    truth = simulate(scene, args.out, progress=bar)
+    bar.close()
+    must = sum(t["must_detect"] for t in truth["throws"])
+    print(
+        f"{args.out}/scene.mp4: {truth['frames']} frames {scene.width}x{scene.height}, "
+        f"{len(truth['throws'])} throws ({must} must be detected); truth.json and config.yaml beside it"
+    )
+    return EX_OK
+
+
+def cmd_demo(args) -> int:
+    """Simulate a throw among distractors and replay it: the whole job with no camera and no broker."""
+    out = Path(args.out)
+    sim_dir = out / "sim"
+    print(f"1/2 rendering a simulated facade with a throw into {sim_dir} ...")
+    rc = cmd_sim(
+        argparse.Namespace(
+            scene="demo",
+            seed=args.seed,
+            width=None,
+            height=None,
+            duration=None,
+            out=str(sim_dir),
+            quiet=args.quiet,
+        )
+    )
+    if rc:
+        return rc
+    print(f"2/2 replaying it through the detector into {out / 'replay'} ...")
+    rc = cmd_replay(
+        argparse.Namespace(
+            video=str(sim_dir / "scene.mp4"),
+            config=str(sim_dir / "config.yaml"),
+            camera=None,
+            out=str(out / "replay"),
+            quiet=args.quiet,
+            no_media=False,
+        )
+    )
+    truth = json.loads((sim_dir / "truth.json").read_text())
+    floors = [t["origin"]["floor"] for t in truth["throws"]]
+    print(f"ground truth: thrown from floor(s) {floors}; clips and stills are in {out / 'replay'}")
+    return rc
+
+
+def cmd_bench(args) -> int:
+    from edge.bench import run_accuracy
+
+    return run_accuracy(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge", description="Detect objects thrown from high-rise windows.")
+    p.add_argument("--version", action="version", version=f"edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("check-config", help="validate a config file (exit 78 on a bad one)")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("config-schema", help="print the config's JSON Schema")
+    s.set_defaults(func=cmd_config_schema)
+
+    s = sub.add_parser("replay", help="run a video file through the live pipeline")
+    s.add_argument("video")
+    s.add_argument("--config", required=True)
+    s.add_argument("--camera", help="camera whose settings to use (needed when the config has several)")
+    s.add_argument("--out", required=True, help="output folder: events.jsonl, clips/, stills/")
+    s.add_argument("--no-media", action="store_true", help="write events only, no clips or stills")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("sim", help="render a simulated clip with ground truth")
+    s.add_argument("--scene", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.add_argument("--width", type=int)
+    s.add_argument("--height", type=int)
+    s.add_argument("--duration", type=float, help="seconds")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("demo", help="simulate a throw and replay it (no camera, no broker)")
+    s.add_argument("--out", default="demo-out")
+    s.add_argument("--seed", type=int, default=3)
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="measure the detector")
+    s.add_argument("what", choices=["accuracy"])
+    s.add_argument("--cache", default=".bench-cache", help="folder for rendered scenes (reused)")
+    s.add_argument("--scenes", help="comma-separated subset of the suite")
+    s.add_argument("--markdown", help="also write the table to this file")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handlers: dict[type, Callable[[Exception], int]] = {
+        ConfigError: lambda e: (_err(str(e)), EX_CONFIG)[1],
+        VideoError: lambda e: (_err(str(e)), e.code)[1],
+    }
+    try:
+        return args.func(args)
+    except tuple(handlers) as exc:
+        return handlers[type(exc)](exc)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        _err(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return 74
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""The node's YAML configuration: strict pydantic models, loading with line-accurate errors.
+
+Every tuned number of the pipeline is a field here, with a default, bounds and a one-line description,
+so that `edge config-schema` doubles as the reference an installer reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EX_CONFIG = 78
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Point01 = tuple[Unit, Unit]
+
+
+class Polygon(Strict):
+    """A polygon in 0..1 frame coordinates, so it survives a change of resolution."""
+
+    points: list[Point01] = Field(min_length=3, description="Vertices [x, y], 0..1 of frame width/height.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_list(cls, value: Any) -> Any:
+        return {"points": value} if isinstance(value, list) else value
+
+
+class NodeConfig(Strict):
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="Name of this node; part of every MQTT topic and event id.",
+    )
+
+
+class StorageConfig(Strict):
+    dir: Path = Field(Path("/var/lib/edge"), description="Where clips, stills, manifests and the outbox live.")
+
+
+class MqttConfig(Strict):
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    topic_prefix: str = Field(
+        "edge", pattern=r"^[^#+]+$", description="First topic level; topics are <prefix>/<node>/..."
+    )
+
+
+class RecordConfig(Strict):
+    pre_s: float = Field(4.0, ge=0.0, le=30.0, description="Seconds of video kept before the object appears.")
+    post_s: float = Field(2.0, ge=0.0, le=30.0, description="Seconds of video kept after the object is gone.")
+
+
+class FacadePoint(Strict):
+    image: tuple[float, float] = Field(description="Pixel [x, y] in the camera's full-resolution image.")
+    facade: tuple[float, float] = Field(description="[metres along the facade, metres above ground].")
+
+
+class FacadeConfig(Strict):
+    """Maps image pixels to metres on the facade plane; gives fall distances in metres and the origin floor."""
+
+    floor_height_m: float = Field(3.0, gt=1.5, le=10.0, description="Storey height in metres.")
+    ground_floor: int = Field(1, ge=-5, le=200, description="Number of the floor whose bottom is at 0 m.")
+    points: list[FacadePoint] = Field(description="4 or more image <-> facade correspondences.")
+
+    @field_validator("points")
+    @classmethod
+    def _four_or_more(cls, points: list[FacadePoint]) -> list[FacadePoint]:
+        if len(points) < 4:
+            raise ValueError(f"a facade calibration needs at least 4 points, got {len(points)}")
+        return points
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> FacadeConfig:
+        from edge.detect.facade import FacadeMap  # local: keeps config importable without cv2 at schema time
+
+        FacadeMap.from_points(
+            [p.image for p in self.points],
+            [p.facade for p in self.points],
+            self.floor_height_m,
+            self.ground_floor,
+        )
+        return self
+
+
+class MasksConfig(Strict):
+    shield: list[Polygon] = Field(
+        default_factory=list, description="Never alert from motion inside these (trees, a flag, a road)."
+    )
+    privacy: list[Polygon] = Field(
+        default_factory=list, description="Blurred in annotated clips and stills, never in the original."
+    )
+
+
+class MotionConfig(Strict):
+    """The background-subtraction prefilter on the luma plane."""
+
+    max_work_width: int = Field(
+        1920,
+        ge=320,
+        le=8192,
+        description="Wider frames are area-downscaled to this width (1080p stays full).",
+    )
+    background_alpha: float = Field(
+        0.04, gt=0.0, le=0.5, description="Learning rate of the running background, per frame."
+    )
+    noise_alpha: float = Field(
+        0.02, gt=0.0, le=0.5, description="Learning rate of the per-pixel noise level, per frame."
+    )
+    noise_k: float = Field(
+        4.0, ge=1.0, le=20.0, description="A pixel moves when it differs by this many times its usual noise."
+    )
+    min_diff: int = Field(7, ge=1, le=128, description="Luma difference below which nothing counts as motion.")
+    warmup_s: float = Field(1.0, ge=0.0, le=30.0, description="Seconds to learn the background before detecting.")
+    max_blob_frac: float = Field(
+        0.003,
+        gt=0.0,
+        le=0.2,
+        description="Blobs larger than this fraction of the frame are ignored (clouds).",
+    )
+    max_blobs: int = Field(
+        300,
+        ge=10,
+        le=10000,
+        description="More blobs than this in one frame is a whole-frame event (rain burst).",
+    )
+    global_change_frac: float = Field(
+        0.04, gt=0.0, le=1.0, description="Changed fraction of the frame that marks a whole-frame event."
+    )
+    global_luma_step: float = Field(
+        6.0, gt=0.0, le=255.0, description="Jump of mean luma that marks an exposure step or IR switch."
+    )
+    suppress_s: float = Field(
+        0.4,
+        ge=0.0,
+        le=10.0,
+        description="Seconds after a whole-frame event during which no new blob is trusted.",
+    )
+    stabilize: bool = Field(True, description="Compensate camera shake by aligning each frame to the background.")
+    shake_min_px: float = Field(
+        0.4, ge=0.0, le=20.0, description="Global shifts smaller than this are treated as no shake."
+    )
+    shake_max_px: float = Field(
+        24.0, ge=1.0, le=200.0, description="Shifts larger than this are a whole-frame event, not shake."
+    )
+
+
+class TrackerConfig(Strict):
+    """Constant-acceleration Kalman tracker for small fast objects."""
+
+    gate_sigma: float = Field(
+        4.0, ge=1.0, le=10.0, description="Association gate in standard deviations of the predicted position."
+    )
+    gate_min_px: float = Field(3.0, ge=0.5, le=50.0, description="Association gate never narrower than this.")
+    max_step_frac: float = Field(
+        0.06,
+        gt=0.0,
+        le=0.5,
+        description="Largest move of a new object between frames, as a fraction of height.",
+    )
+    max_missed: int = Field(4, ge=1, le=50, description="Frames a track may go undetected before it ends.")
+    max_missed_falling: int = Field(
+        10, ge=1, le=100, description="The same for a track already judged a fall (it is well predicted)."
+    )
+    max_tracks: int = Field(48, ge=1, le=1000, description="Tracks kept at once; new ones are refused beyond.")
+    measurement_px: float = Field(1.0, gt=0.0, le=20.0, description="Position noise of a detection in pixels.")
+    same_object_frac: float = Field(
+        0.025,
+        gt=0.0,
+        le=0.5,
+        description="A new fall this close (fraction of height) to an existing fall's path is the same object.",
+    )
+    jerk_px: float = Field(
+        0.08, gt=0.0, le=20.0, description="How much the acceleration may change per frame (drag, wind)."
+    )
+
+
+class FallConfig(Strict):
+    """When a track is a falling object, from physics."""
+
+    min_points: int = Field(6, ge=4, le=200, description="Detections a track needs before it is judged.")
+    min_fall_floors: float = Field(
+        2.0, ge=0.5, le=50.0, description="With a facade calibration: it must fall at least this many floors."
+    )
+    min_fall_frac: float = Field(
+        0.12,
+        gt=0.0,
+        le=1.0,
+        description="Without calibration: it must fall this fraction of the frame height.",
+    )
+    gravity_mps2: float = Field(9.81, gt=0.0, le=20.0, description="Gravitational acceleration.")
+    confirm_min_accel_g: float = Field(
+        0.45,
+        ge=0.0,
+        le=2.0,
+        description="Confirmed needs a fitted downward acceleration of at least this × g.",
+    )
+    max_accel_g: float = Field(
+        1.6, ge=1.0, le=5.0, description="Tracks accelerating down faster than this × g are not free falls."
+    )
+    min_speed_mps: float = Field(
+        2.5, ge=0.0, le=50.0, description="Mean falling speed needed; leaves and feathers fall slower."
+    )
+    max_horizontal_ratio: float = Field(
+        0.8,
+        ge=0.0,
+        le=10.0,
+        description="Sideways travel allowed per metre of fall (gliding birds exceed it).",
+    )
+    max_rise_frac: float = Field(
+        0.2, ge=0.0, le=1.0, description="Fraction of steps that may go up (noise) before it is no fall."
+    )
+    fit_tol_px: float = Field(
+        1.5, gt=0.0, le=50.0, description="RMS residual of the ballistic fit allowed, in pixels of the track."
+    )
+    fit_tol_m: float = Field(0.3, ge=0.0, le=10.0, description="Extra RMS residual allowed, in metres.")
+    suspect_score: float = Field(0.35, ge=0.0, le=1.0, description="Score from which a fall is reported.")
+    confirm_score: float = Field(0.6, ge=0.0, le=1.0, description="Score from which a fall is confirmed.")
+    max_backtrack_s: float = Field(
+        0.8, ge=0.0, le=5.0, description="How far back in time the origin may be extrapolated from the track."
+    )
+
+
+class CameraConfig(Strict):
+    source: str = Field(min_length=1, description="rtsp:// URL, /dev/videoN or a video file path.")
+    fps: float | None = Field(None, gt=0.0, le=240.0, description="Frame rate, when the stream does not say.")
+    facade: FacadeConfig | None = Field(None, description="Facade calibration; without it, no floor.")
+    masks: MasksConfig = Field(default_factory=MasksConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    fall: FallConfig = Field(default_factory=FallConfig)
+
+
+class EdgeConfig(Strict):
+    version: Literal[1] = Field(description="Config format version.")
+    node: NodeConfig
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="Camera settings deep-merged into every camera."
+    )
+    cameras: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")], CameraConfig] = Field(
+        min_length=1, description="The cameras of this node, by name."
+    )
+
+    def camera(self, name: str | None) -> tuple[str, CameraConfig]:
+        """The camera called `name`, or the only one when `name` is None."""
+        if name is None:
+            if len(self.cameras) != 1:
+                raise ConfigError(None, None, "cameras", sorted(self.cameras), "several cameras: name one")
+            return next(iter(self.cameras.items()))
+        if name not in self.cameras:
+            raise ConfigError(None, None, "cameras", name, f"no camera named {name!r}")
+        return name, self.cameras[name]
+
+
+@dataclass
+class ConfigError(Exception):
+    """A config problem, located in the file for the installer."""
+
+    file: str | None
+    line: int | None
+    path: str
+    value: Any
+    why: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else (self.file or "config")
+        return f"{where}: {self.path or '(top)'}: {self.why} (got {_short(self.value)})"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _fill_env(data: Any, path: tuple, missing: list[tuple]) -> Any:
+    if isinstance(data, dict):
+        return {k: _fill_env(v, (*path, k), missing) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_fill_env(v, (*path, i), missing) for i, v in enumerate(data)]
+    if isinstance(data, str):
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) in os.environ:
+                return os.environ[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            missing.append((path, m.group(1)))
+            return m.group(0)
+
+        return _ENV.sub(sub, data)
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, recursing into mappings; lists and scalars are replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
+    """1-based line of the deepest node along `path` in the composed YAML tree."""
+    node, line = root, None
+    for part in path:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        nxt = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    nxt, line = value, key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        node = nxt
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _locate(root: yaml.Node | None, loc: tuple) -> int | None:
+    # A camera setting may have come from `defaults:`; point there when the camera does not spell it out.
+    line = _line_of(root, loc)
+    if len(loc) > 2 and loc[0] == "cameras":
+        own = _line_of(root, loc[:2])
+        if line == own:
+            line = _line_of(root, ("defaults", *loc[2:])) or line
+    return line
+
+
+def _dig(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def parse_config(text: str, file: str = "config") -> EdgeConfig:
+    """Validate YAML text into an EdgeConfig, raising ConfigError at the first problem found."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            file, mark.line + 1 if mark else None, "", None, f"not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    if data is None:
+        raise ConfigError(file, None, "", None, "the config file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(file, 1, "", type(data).__name__, "the config must be a mapping of sections")
+    missing: list[tuple] = []
+    data = _fill_env(data, (), missing)
+    if missing:
+        path, name = missing[0]
+        raise ConfigError(
+            file,
+            _line_of(root, path),
+            _dotted(path),
+            f"${{{name}}}",
+            f"environment variable {name} is not set",
+        )
+    defaults = data.get("defaults") or {}
+    cameras = data.get("cameras")
+    if isinstance(defaults, dict) and isinstance(cameras, dict):
+        data["cameras"] = {k: deep_merge(defaults, v) if isinstance(v, dict) else v for k, v in cameras.items()}
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        value = err.get("input") if err["type"] != "missing" else None
+        if err["type"] == "extra_forbidden":
+            why = f"unknown key {loc[-1]!r}"
+        elif err["type"] == "missing":
+            why = "required key is missing"
+        else:
+            why = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(file, _locate(root, loc), _dotted(loc), value, why) from None
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Read and validate a config file; raises ConfigError (also for an unreadable file)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(str(p), None, "", str(p), "is a directory, not a config file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), None, "", str(p), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), None, "", str(p), "not UTF-8 text") from None
+    return parse_config(text, str(p))
+
+
+def config_hash(config: EdgeConfig) -> str:
+    """SHA-256 of the validated config, recorded in evidence to show which settings made it."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
+def json_schema() -> dict:
+    """JSON Schema of the config file, for editors."""
+    return EdgeConfig.model_json_schema()

@@ -1,0 +1,135 @@
+"""Is a track a falling object? Judged from physics, in facade metres when the camera is calibrated.
+
+A thrown or dropped object falls steadily, accelerates at up to g (less with air drag; light things
+soon fall at a constant terminal speed), drifts sideways far less than it falls, and is explained by a
+ballistic curve. Birds glide or climb, leaves fall slowly and sway, rain and insects are seen briefly or
+move erratically; each of those fails at least one of these rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.config import FallConfig
+from edge.detect.facade import FacadeMap
+from edge.detect.types import Origin, Verdict
+
+
+@dataclass
+class _Space:
+    """A track expressed in the space it is judged in: facade metres, or pixels without calibration."""
+
+    t: np.ndarray
+    along: np.ndarray
+    up: np.ndarray
+    tol: float
+    min_fall: float
+    gravity: float | None
+
+
+def _clip01(x: float) -> float:
+    return float(min(1.0, max(0.0, x)))
+
+
+class FallDecision:
+    """Judges a track's points, (frame, x, y) in work pixels, as a fall or not."""
+
+    def __init__(self, cfg: FallConfig, fps: float, frame_height: int, facade: FacadeMap | None):
+        self.cfg = cfg
+        self.fps = fps
+        self.frame_height = frame_height
+        self.facade = facade
+
+    def judge(self, points: list[tuple[int, float, float]]) -> Verdict:
+        """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why."""
+        cfg = self.cfg
+        if len(points) < cfg.min_points:
+            return Verdict(None, 0.0, ["too few detections"])
+        sp = self._space(np.asarray(points, dtype=np.float64))
+        coef, rms = _quadratic(sp.t, sp.up)
+        accel = -2.0 * coef[0]  # downward positive
+        apex = int(np.argmax(sp.up))
+        drop = float(sp.up[apex] - sp.up[-1])
+        duration = float(sp.t[-1] - sp.t[apex])
+        speed = drop / duration if duration > 0 else 0.0
+        sideways = float(abs(sp.along[-1] - sp.along[apex]))
+        rises = np.diff(sp.up[apex:])
+        rise_frac = float(np.mean(rises > sp.tol)) if len(rises) else 0.0
+
+        reasons = []
+        if drop < sp.min_fall:
+            reasons.append(f"fell {drop:.1f} < {sp.min_fall:.1f}")
+        if rise_frac > cfg.max_rise_frac:
+            reasons.append(f"goes up in {rise_frac:.0%} of steps")
+        if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
+            reasons.append(f"drifts sideways {sideways:.1f} for a fall of {drop:.1f}")
+        if rms > 2 * sp.tol:
+            reasons.append(f"not ballistic: residual {rms:.2f} > {2 * sp.tol:.2f}")
+        accel_g = speed_mps = None
+        if sp.gravity is not None:
+            accel_g, speed_mps = accel / sp.gravity, speed
+            if accel_g > cfg.max_accel_g:
+                reasons.append(f"accelerates at {accel_g:.1f} g")
+            if speed < cfg.min_speed_mps:
+                reasons.append(f"too slow: {speed:.1f} m/s")
+            accel_score = _clip01(accel_g / 0.8) if accel_g <= cfg.max_accel_g else 0.0
+        else:
+            lin_rms = _linear_rms(sp.t, sp.up)
+            accel_score = _clip01((lin_rms - rms) / max(lin_rms, 1e-9) * 2) if accel > 0 else 0.0
+        fit_score = _clip01(1.0 - rms / (2 * sp.tol))
+        drop_score = _clip01(drop / (2 * sp.min_fall))
+        score = round(0.45 * accel_score + 0.35 * fit_score + 0.2 * drop_score, 3)
+
+        origin = self._origin(sp, coef)
+        fall_m = float(origin.height_m - sp.up[-1]) if origin.height_m is not None else None
+        verdict = Verdict(None, score, reasons, fall_m, accel_g, speed_mps, origin)
+        if reasons or score < cfg.suspect_score:
+            return verdict
+        strong = rms <= sp.tol and (accel_g is None or accel_g >= cfg.confirm_min_accel_g)
+        if sp.gravity is None:
+            strong = strong and accel_score >= 0.5
+        verdict.level = "confirmed" if strong and score >= cfg.confirm_score else "suspected"
+        return verdict
+
+    def _space(self, pts: np.ndarray) -> _Space:
+        t = (pts[:, 0] - pts[0, 0]) / self.fps
+        xy = pts[:, 1:3]
+        cfg = self.cfg
+        if self.facade is None:
+            return _Space(t, xy[:, 0], -xy[:, 1], cfg.fit_tol_px, cfg.min_fall_frac * self.frame_height, None)
+        fac = self.facade.to_facade(xy)
+        mpp = self.facade.metres_per_pixel(tuple(np.median(xy, axis=0)))
+        tol = cfg.fit_tol_px * mpp + cfg.fit_tol_m
+        min_fall = cfg.min_fall_floors * self.facade.floor_height_m
+        return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
+
+    def _origin(self, sp: _Space, coef: np.ndarray) -> Origin:
+        # Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only
+        # makes that longer): extend the track back by that much, no more than max_backtrack_s.
+        v0 = -coef[1]  # downward speed at the first detection
+        up0 = float(np.polyval(coef, 0.0))
+        if sp.gravity is not None:
+            back_t = min(max(v0, 0.0) / sp.gravity, self.cfg.max_backtrack_s)
+            height = up0 + max(v0, 0.0) * back_t - 0.5 * sp.gravity * back_t**2
+        else:
+            back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), self.cfg.max_backtrack_s)
+            height = float(np.polyval(coef, -back_t))
+        along_fit = np.polyfit(sp.t, sp.along, 1) if len(sp.t) > 1 else np.array([0.0, sp.along[0]])
+        along = float(np.polyval(along_fit, -back_t))
+        if self.facade is None:
+            return Origin(along, -height, None, None, None)
+        px = self.facade.to_image(np.array([[along, height]]))[0]
+        return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height)
+
+
+def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    coef = np.polyfit(t, y, 2)
+    rms = float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
+    return coef, rms
+
+
+def _linear_rms(t: np.ndarray, y: np.ndarray) -> float:
+    coef = np.polyfit(t, y, 1)
+    return float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))

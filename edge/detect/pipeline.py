@@ -1,0 +1,179 @@
+"""One camera's detection: luma frames in, fall events (new / update / end) out. Pure computation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edge.config import CameraConfig
+from edge.detect.facade import FacadeMap
+from edge.detect.fall import FallDecision
+from edge.detect.motion import MotionPrefilter
+from edge.detect.tracker import Track, Tracker
+from edge.detect.types import FallEvent, Origin, Verdict
+
+_LEVELS = {None: 0, "suspected": 1, "confirmed": 2}
+
+
+@dataclass
+class EventUpdate:
+    """A change to an event: 'new' when the fall is decided, 'update' on a better verdict, 'end' when gone."""
+
+    kind: str
+    event: FallEvent
+
+
+def facade_map(cfg: CameraConfig) -> FacadeMap | None:
+    """The camera's facade calibration as a map, or None."""
+    if cfg.facade is None:
+        return None
+    pts = cfg.facade.points
+    return FacadeMap.from_points(
+        [p.image for p in pts], [p.facade for p in pts], cfg.facade.floor_height_m, cfg.facade.ground_floor
+    )
+
+
+class Detector:
+    """Runs prefilter, tracker and fall decision over successive luma frames of one camera."""
+
+    def __init__(self, camera: str, cfg: CameraConfig, fps: float, frame_size: tuple[int, int]):
+        self.camera = camera
+        self.cfg = cfg
+        self.fps = fps
+        self.frame_size = frame_size
+        self.motion = MotionPrefilter(cfg.motion, fps, [p.points for p in cfg.masks.shield])
+        self.scale = min(1.0, cfg.motion.max_work_width / frame_size[0])
+        work = (round(frame_size[0] * self.scale), round(frame_size[1] * self.scale))
+        self.tracker = Tracker(cfg.tracker, work)
+        full_map = facade_map(cfg)
+        work_map = full_map.scaled(self.scale) if full_map is not None else None
+        self.decision = FallDecision(cfg.fall, fps, work[1], work_map)
+        self._events: dict[int, FallEvent] = {}
+        self._recent: list[tuple[FallEvent, np.ndarray]] = []  # ended falls, with work-pixel trajectories
+        self._same_px = cfg.tracker.same_object_frac * work[1]
+        self._duplicates: set[int] = set()
+        self._suppress_until = -1
+        self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
+        self.last_global_event: str | None = None
+
+    def process(self, frame: int, luma: np.ndarray) -> list[EventUpdate]:
+        """Feed one frame's luma plane (full resolution); returns what changed about events."""
+        result = self.motion.process(luma)
+        blobs = result.blobs
+        self.last_global_event = result.global_event
+        if result.global_event not in (None, "warmup", "start"):
+            self._suppress_until = frame + self._suppress_frames
+        if frame <= self._suppress_until:
+            blobs = []
+        ended = self.tracker.step(frame, blobs)
+        updates = []
+        for track in self.tracker.tracks:
+            if track.missed == 0 and track.hits >= self.cfg.fall.min_points:
+                updates += self._judge(track, frame)
+        for track in ended:
+            updates += self._end(track)
+            self._duplicates.discard(track.id)
+        horizon = frame - 2 * self.fps
+        self._recent = [(e, p) for e, p in self._recent if e.end_frame >= horizon]
+        return updates
+
+    def finish(self) -> list[EventUpdate]:
+        """End all tracks at the end of the stream."""
+        updates = []
+        for track in self.tracker.flush():
+            updates += self._end(track)
+        return updates
+
+    def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
+        verdict = self.decision.judge(track.points)
+        event = self._events.get(track.id)
+        if event is None:
+            if verdict.level is None or track.id in self._duplicates:
+                return []
+            if self._is_known_fall(track):
+                self._duplicates.add(track.id)
+                return []
+            track.falling = True
+            event = self._new_event(track, frame, verdict)
+            self._events[track.id] = event
+            return [EventUpdate("new", replace(event))]
+        self._refresh(event, track, verdict)
+        if _LEVELS[verdict.level] > _LEVELS[event.level]:
+            event.level, event.score = verdict.level, verdict.score
+            return [EventUpdate("update", replace(event))]
+        return []
+
+    def _is_known_fall(self, track: Track) -> bool:
+        """True when the track runs along (or continues) the path of a fall already reported."""
+        pts = np.asarray(track.points)
+        live = [np.asarray(t.points) for t in self.tracker.tracks if t.id in self._events]
+        return any(_path_distance(path, pts) <= self._same_px for path in live + [p for _, p in self._recent])
+
+    def _end(self, track: Track) -> list[EventUpdate]:
+        event = self._events.pop(track.id, None)
+        if event is None:
+            return []
+        self._recent.append((event, np.asarray(track.points)))
+        verdict = self.decision.judge(track.points)
+        self._refresh(event, track, verdict)
+        if _LEVELS[verdict.level] > _LEVELS[event.level]:
+            event.level = verdict.level
+        event.score = max(event.score, verdict.score)
+        event.ended = True
+        return [EventUpdate("end", replace(event))]
+
+    def _new_event(self, track: Track, frame: int, verdict: Verdict) -> FallEvent:
+        start = track.points[0][0]
+        event = FallEvent(
+            id=f"{self.camera}-{start:07d}-{track.id}",
+            camera=self.camera,
+            level=verdict.level or "suspected",
+            score=verdict.score,
+            start_frame=start,
+            alert_frame=frame,
+            end_frame=frame,
+            trajectory=[],
+            origin=Origin(0.0, 0.0, None, None),
+            fall_m=None,
+            accel_g=None,
+            speed_mps=None,
+            fps=self.fps,
+        )
+        self._refresh(event, track, verdict)
+        return event
+
+    def _refresh(self, event: FallEvent, track: Track, verdict: Verdict) -> None:
+        s = 1.0 / self.scale
+        event.trajectory = [(f, round(x * s, 1), round(y * s, 1)) for f, x, y in track.points]
+        event.end_frame = track.points[-1][0]
+        if verdict.origin is not None:
+            o = verdict.origin
+            event.origin = Origin(round(o.x * s, 1), round(o.y * s, 1), o.floor, _r(o.facade_x_m), _r(o.height_m))
+        event.fall_m = _r(verdict.fall_m)
+        event.accel_g = _r(verdict.accel_g, 3)
+        event.speed_mps = _r(verdict.speed_mps)
+
+
+def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
+    """Median distance from `pts` (frame, x, y) to where `path` was, or would be by its own motion, then."""
+    recent = path[-15:]
+    t0 = recent[0, 0]
+    deg = min(2, len(recent) - 1)
+    fx = np.polyfit(recent[:, 0] - t0, recent[:, 1], deg)
+    fy = np.polyfit(recent[:, 0] - t0, recent[:, 2], deg)
+    lo = path[0, 0]
+    pts = pts[pts[:, 0] >= lo]
+    if len(pts) == 0:
+        return float("inf")
+    known = {int(f): (x, y) for f, x, y in path}
+    d = []
+    for f, x, y in pts:
+        px, py = known.get(int(f)) or (np.polyval(fx, f - t0), np.polyval(fy, f - t0))
+        d.append(np.hypot(x - px, y - py))
+    return float(np.median(d))
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)

@@ -1,0 +1,48 @@
+"""The event record: what `events.jsonl` holds and what the MQTT payload carries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from edge.detect.types import FallEvent
+
+SCHEMA_VERSION = 1
+
+
+def event_record(event: FallEvent, node: str, clip: str | None = None, still: str | None = None) -> dict:
+    """The JSON-ready record of an event (see README: Event schema)."""
+    fps = event.fps
+    return {
+        "v": SCHEMA_VERSION,
+        "id": event.id,
+        "node": node,
+        "camera": event.camera,
+        "level": event.level,
+        "score": round(event.score, 3),
+        "fps": fps,
+        "start_frame": event.start_frame,
+        "alert_frame": event.alert_frame,
+        "end_frame": event.end_frame,
+        "start_s": round(event.start_frame / fps, 3),
+        "alert_s": round(event.alert_frame / fps, 3),
+        "end_s": round(event.end_frame / fps, 3),
+        "origin": asdict(event.origin),
+        "fall_m": event.fall_m,
+        "accel_g": event.accel_g,
+        "speed_mps": event.speed_mps,
+        "trajectory": [list(p) for p in event.trajectory],
+        "clip": clip,
+        "still": still,
+    }
+
+
+def alert_line(record: dict) -> str:
+    """One human line for the terminal or a log."""
+    o = record["origin"]
+    where = f"floor {o['floor']}" if o.get("floor") is not None else f"pixel ({o['x']:.0f}, {o['y']:.0f})"
+    along = f", {o['facade_x_m']:.1f} m along the facade" if o.get("facade_x_m") is not None else ""
+    fell = f", fell {record['fall_m']:.1f} m" if record.get("fall_m") is not None else ""
+    return (
+        f"ALERT {record['level'].upper()} {record['camera']}: object from {where}{along}{fell} "
+        f"(score {record['score']:.2f}, at {record['alert_s']:.2f} s, id {record['id']})"
+    )

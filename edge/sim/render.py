@@ -1,0 +1,493 @@
+"""Renders a simulated scene frame by frame, with the ground truth of every throw.
+
+The facade is a textured plane warped into a pinhole camera; thrown objects, birds and leaves move in
+3D under their own physics and are drawn with sub-pixel coverage and motion blur; trees, laundry, rain,
+insects, lights, exposure steps, clouds, shake, sensor noise and H.264 compression are layered on top.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.sim.camera import PinholeCamera
+from edge.sim.scenes import OBJECTS, Scene, Throw
+
+G = 9.81
+WINDOW_PITCH_M = 3.6
+EXPOSURE = 0.5  # shutter open for half the frame interval: the length of motion blur
+
+
+def scene_camera(scene: Scene) -> PinholeCamera:
+    """The camera of a scene: centred on the building, roof near the top of the frame."""
+    rng = np.random.default_rng(scene.seed + 7)
+    width_m = scene.columns * WINDOW_PITCH_M
+    x = width_m / 2 + float(rng.uniform(-3, 3))
+    return PinholeCamera.looking_up(
+        scene.width, scene.height, scene.hfov_deg, scene.distance_m, x, scene.floors * scene.floor_height_m
+    )
+
+
+def visible_height_range(cam: PinholeCamera, scene: Scene) -> tuple[float, float]:
+    """Lowest and highest facade heights seen at the centre column of the image."""
+    hinv = np.linalg.inv(cam.facade_homography())
+    pts = cv2.perspectiveTransform(np.array([[[cam.width / 2, cam.height - 1.0]], [[cam.width / 2, 0.0]]]), hinv)
+    return float(pts[0, 0, 1]), float(pts[1, 0, 1])
+
+
+@dataclass
+class _Mover:
+    """Anything drawn as a blurred blob moving in 3D: position as a function of time."""
+
+    start_s: float
+    end_s: float
+    size_m: float
+    grey: int
+    kind: str
+
+    def position(self, t: float) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def opacity(self, t: float) -> float:
+        return 1.0
+
+
+class _Falling(_Mover):
+    """A thrown object: gravity and quadratic drag, integrated finely once."""
+
+    def __init__(self, throw: Throw, scene: Scene, dt: float):
+        size, vt, grey = OBJECTS[throw.kind]
+        super().__init__(throw.time_s, throw.time_s + 30.0, size, grey, throw.kind)
+        self.throw = throw
+        base = (throw.floor - 1) * scene.floor_height_m
+        x = (throw.column + 0.5) * WINDOW_PITCH_M
+        p = np.array([x, base + 1.3, 0.25])
+        v = np.array(throw.velocity, dtype=float)
+        k = G / vt**2
+        self.dt = dt / 8
+        n = int(30.0 / self.dt)
+        path = np.empty((n, 3))
+        for i in range(n):
+            path[i] = p
+            a = np.array([0.0, -G, 0.0]) - k * np.linalg.norm(v) * v
+            v = v + a * self.dt
+            p = p + v * self.dt
+            if p[1] < 0:
+                path[i + 1 :] = p
+                break
+        self.path = path
+        self.origin = path[0]
+
+    def position(self, t: float) -> np.ndarray:
+        i = int(np.clip((t - self.start_s) / self.dt, 0, len(self.path) - 1))
+        return self.path[i]
+
+
+class _Bird(_Mover):
+    """Glides, flaps along, or swoops and pulls out; never falls freely."""
+
+    def __init__(self, rng: np.random.Generator, scene: Scene, cam: PinholeCamera, lo: float, hi: float):
+        start = float(rng.uniform(0, max(0.5, scene.duration_s - 4)))
+        super().__init__(start, start + 8.0, float(rng.uniform(0.25, 0.45)), int(rng.integers(25, 70)), "bird")
+        self.mode = str(rng.choice(["glide", "flap", "swoop"]))
+        side = float(rng.choice([-1.0, 1.0]))
+        width = scene.columns * WINDOW_PITCH_M
+        self.p0 = np.array([width / 2 - side * (width / 2 + 8), rng.uniform(lo + 6, hi), rng.uniform(4, 14)])
+        speed = float(rng.uniform(8, 13))
+        self.v = np.array([side * speed, 0.0, 0.0])
+        if self.mode == "glide":
+            self.v[1] = -rng.uniform(0.5, 2.0)
+        self.phase = float(rng.uniform(0, 6.28))
+        self.swoop_at = float(rng.uniform(1.0, 2.5))
+
+    def position(self, t: float) -> np.ndarray:
+        s = t - self.start_s
+        p = self.p0 + self.v * s
+        if self.mode == "flap":
+            p[1] += 0.3 * math.sin(2 * math.pi * 4 * s + self.phase) + 0.4 * s
+        elif self.mode == "swoop" and s > self.swoop_at:
+            # a dive at 30-45 degrees below horizontal for about a second, then a pull-out and climb
+            u = s - self.swoop_at
+            p[1] -= 0.8 * abs(self.v[0]) * (u - u**2 / 2.4) if u < 1.2 else 0.8 * abs(self.v[0]) * 0.6 - (u - 1.2)
+        return p
+
+    def opacity(self, t: float) -> float:
+        return 0.65 + 0.35 * abs(math.sin(2 * math.pi * 5 * (t - self.start_s) + self.phase))
+
+
+class _Leaf(_Mover):
+    """Falls slowly at terminal speed, swaying and tumbling."""
+
+    def __init__(self, rng: np.random.Generator, scene: Scene, crown: np.ndarray):
+        start = float(rng.uniform(0, max(0.5, scene.duration_s - 3)))
+        super().__init__(start, start + 20.0, float(rng.uniform(0.05, 0.1)), int(rng.integers(30, 90)), "leaf")
+        self.p0 = crown + rng.uniform(-2.0, 2.0, 3) * np.array([1.0, 0.6, 1.0])
+        self.vt = float(rng.uniform(0.9, 1.6))
+        self.sway = float(rng.uniform(0.3, 0.6))
+        self.freq = float(rng.uniform(0.6, 1.2))
+        self.drift = float(rng.uniform(-0.6, 0.6))
+        self.phase = float(rng.uniform(0, 6.28))
+
+    def position(self, t: float) -> np.ndarray:
+        s = t - self.start_s
+        w = 2 * math.pi * self.freq * s + self.phase
+        return self.p0 + np.array([self.sway * math.sin(w) + self.drift * s, -self.vt * s, 0.3 * math.cos(w)])
+
+    def opacity(self, t: float) -> float:
+        return 0.4 + 0.6 * abs(math.sin(2 * math.pi * 1.7 * (t - self.start_s) + self.phase))
+
+
+def _splat(
+    frame: np.ndarray, p0: np.ndarray, p1: np.ndarray, width_px: float, grey: float, opacity: float
+) -> None:
+    """Composite a motion-blurred round object from p0 to p1, conserving its coverage when sub-pixel."""
+    ss = 4
+    r = max(width_px, 1.0) / 2 + 2
+    x0, y0 = int(math.floor(min(p0[0], p1[0]) - r)), int(math.floor(min(p0[1], p1[1]) - r))
+    x1, y1 = int(math.ceil(max(p0[0], p1[0]) + r)), int(math.ceil(max(p0[1], p1[1]) + r))
+    h, w = frame.shape[:2]
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h or x1 - x0 > 600 or y1 - y0 > 600:
+        return
+    canvas = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)
+    a = ((p0 - (x0, y0)) * ss * 16).round().astype(int)
+    b = ((p1 - (x0, y0)) * ss * 16).round().astype(int)
+    thick = max(1, round(width_px * ss))
+    cv2.line(canvas, tuple(a), tuple(b), 1.0, thickness=thick, lineType=cv2.LINE_AA, shift=4)
+    alpha = cv2.resize(canvas, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    total = float(alpha.sum())
+    if total <= 0:
+        return
+    alpha *= min(1.0, (math.pi / 4 * width_px**2) / total * (1 + math.hypot(*(p1 - p0)) / max(width_px, 1e-3)))
+    alpha = np.clip(alpha * opacity, 0, 1)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    al = alpha[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0, None]
+    roi = frame[cy0:cy1, cx0:cx1].astype(np.float32)
+    frame[cy0:cy1, cx0:cx1] = (roi * (1 - al) + grey * al).round().astype(np.uint8)
+
+
+class Renderer:
+    """Draws the frames of one scene; `truth()` describes its throws."""
+
+    def __init__(self, scene: Scene):
+        self.scene = scene
+        self.rng = np.random.default_rng(scene.seed + 1000)
+        self.cam = scene_camera(scene)
+        self.h_img = self.cam.facade_homography()
+        self.lo, self.hi = visible_height_range(self.cam, scene)
+        self.dt = 1.0 / scene.fps
+        self.windows = self._window_polygons()
+        self.lit = self.rng.random(len(self.windows)) < (0.3 if scene.night else 0.0)
+        self.facade_rgb, self.facade_w = self._facade_layer()
+        self.sky = self._sky_gradient()
+        self.cloud_tex = self._cloud_texture() if scene.clouds > 0 else None
+        self.throws = [_Falling(t, scene, self.dt) for t in scene.throws]
+        self.birds = [_Bird(self.rng, scene, self.cam, self.lo, self.hi) for _ in range(scene.birds)]
+        self.trees = self._trees() if scene.trees else []
+        crowns = [c for c, _ in self.trees] or [np.array([self.cam.position[0], self.lo + 4, 10.0])]
+        self.leaves = [_Leaf(self.rng, scene, crowns[i % len(crowns)]) for i in range(scene.leaves)]
+        self.laundry = [self._laundry_item() for _ in range(scene.laundry)]
+        self.insects = [self._insect() for _ in range(scene.insects)]
+        n = int(scene.duration_s * scene.fps)
+        self.switches = sorted(
+            (int(self.rng.integers(0, n)), int(self.rng.integers(len(self.windows))))
+            for _ in range(scene.window_switches)
+        )
+        self.exposure = sorted(
+            (int(self.rng.integers(scene.fps, n)), float(self.rng.choice([0.7, 1.35])))
+            for _ in range(scene.exposure_steps)
+        )
+        self.gain = 1.0
+        self.shake = self._shake_track(n)
+        self._static: np.ndarray | None = None
+
+    # -- static layers -------------------------------------------------------------------------------------
+    def _window_polygons(self) -> list[tuple[int, int, np.ndarray]]:
+        s = self.scene
+        out = []
+        for floor in range(1, s.floors + 1):
+            base = (floor - 1) * s.floor_height_m
+            for col in range(s.columns):
+                x = (col + 0.5) * WINDOW_PITCH_M
+                quad = np.array(
+                    [
+                        [x - 0.8, base + 0.9],
+                        [x + 0.8, base + 0.9],
+                        [x + 0.8, base + 2.4],
+                        [x - 0.8, base + 2.4],
+                    ]
+                )
+                img = cv2.perspectiveTransform(quad.reshape(-1, 1, 2), self.h_img).reshape(-1, 2)
+                out.append((floor, col, img))
+        return out
+
+    def _facade_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        s, rng = self.scene, self.rng
+        day = not s.night
+        width_m, top = s.columns * WINDOW_PITCH_M, s.floors * s.floor_height_m
+        ppm = float(np.clip(self.cam.f / s.distance_m * 1.3, 8, 40))
+        tw, th = int(width_m * ppm), int(top * ppm)
+        wall = np.array([172, 188, 204] if day else [48, 48, 48], np.float32)
+        noise = cv2.resize(rng.normal(0, 1, (th // 16 + 2, tw // 16 + 2)).astype(np.float32), (tw, th))
+        tex = np.clip(wall + noise[..., None] * (7 if day else 3), 0, 255).astype(np.uint8)
+        for floor in range(1, s.floors + 1):
+            y = int(th - (floor - 1) * s.floor_height_m * ppm)
+            cv2.rectangle(tex, (0, y - int(0.25 * ppm)), (tw, y), (138, 150, 162) if day else (35, 35, 35), -1)
+        m = np.array([[1 / ppm, 0, 0], [0, -1 / ppm, top], [0, 0, 1]])
+        warp = self.h_img @ m
+        size = (s.width, s.height)
+        rgb = cv2.warpPerspective(tex, warp, size, flags=cv2.INTER_AREA)
+        weight = cv2.warpPerspective(np.ones((th, tw), np.float32), warp, size, flags=cv2.INTER_LINEAR)
+        for i, (_, _, quad) in enumerate(self.windows):
+            shade = int(rng.integers(55, 95)) if day else int(rng.integers(18, 30))
+            cv2.fillPoly(
+                rgb,
+                [(quad * 16).round().astype(np.int32)],
+                (shade + 15, shade + 5, shade),
+                lineType=cv2.LINE_AA,
+                shift=4,
+            )
+            if self.lit[i]:
+                self._paint_window(rgb, i, True)
+        return rgb, weight
+
+    def _paint_window(self, rgb: np.ndarray, i: int, on: bool) -> None:
+        quad = self.windows[i][2]
+        colour = (150, 200, 225) if on else (24, 22, 20)
+        cv2.fillPoly(rgb, [(quad * 16).round().astype(np.int32)], colour, lineType=cv2.LINE_AA, shift=4)
+
+    def _sky_gradient(self) -> np.ndarray:
+        s = self.scene
+        v = np.linspace(0, 1, s.height, dtype=np.float32)[:, None, None]
+        top = np.array([200, 150, 95] if not s.night else [22, 22, 22], np.float32)
+        low = np.array([235, 215, 190] if not s.night else [38, 38, 38], np.float32)
+        return np.broadcast_to(top * (1 - v) + low * v, (s.height, s.width, 3)).copy()
+
+    def _cloud_texture(self) -> np.ndarray:
+        s, rng = self.scene, self.rng
+        w, h = s.width * 2, s.height
+        tex = np.zeros((h, w), np.float32)
+        for octave, amp in ((48, 1.0), (16, 0.5), (6, 0.25)):
+            small = rng.random((h // (s.height // octave) + 2, w // (s.height // octave) + 2)).astype(np.float32)
+            tex += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * amp
+        tex = np.clip((tex - tex.mean()) / (tex.std() + 1e-6) * 0.5 + 0.3, 0, 1)
+        return tex
+
+    def _trees(self) -> list[tuple[np.ndarray, float]]:
+        out = []
+        elev = math.radians(self.cam.pitch_deg) - math.atan(self.cam.height / 2 / self.cam.f) + math.radians(4)
+        for side in (-1, 1):
+            dist = float(self.rng.uniform(12, 16))
+            crown = np.array(
+                [
+                    self.cam.position[0] + side * self.rng.uniform(5, 9),
+                    1.5 + dist * math.tan(elev),
+                    self.cam.position[2] - dist,
+                ]
+            )
+            out.append((crown, float(self.rng.uniform(1.8, 2.6))))
+        return out
+
+    def _laundry_item(self) -> dict:
+        s = self.scene
+        floor = int(self.rng.integers(max(2, int(self.lo / s.floor_height_m) + 2), s.floors))
+        col = int(self.rng.integers(0, s.columns))
+        x = (col + 0.5) * WINDOW_PITCH_M + float(self.rng.uniform(-0.6, 0.6))
+        return {
+            "x": x,
+            "y": (floor - 1) * s.floor_height_m + 1.0,
+            "len": float(self.rng.uniform(0.6, 1.1)),
+            "colour": tuple(int(c) for c in self.rng.integers(40, 250, 3)),
+            "freq": float(self.rng.uniform(0.8, 2.5)),
+            "phase": float(self.rng.uniform(0, 6.28)),
+        }
+
+    def _insect(self) -> dict:
+        s = self.scene
+        return {
+            "p": np.array([self.rng.uniform(0, s.width), self.rng.uniform(0, s.height)]),
+            "v": self.rng.normal(0, 8, 2),
+            "r": float(self.rng.uniform(4, 14) * s.width / 1920),
+            "start": float(self.rng.uniform(0, s.duration_s / 2)),
+        }
+
+    def _shake_track(self, n: int) -> np.ndarray:
+        amp = self.scene.shake_px * self.scene.width / 1920
+        if amp <= 0:
+            return np.zeros((n, 2))
+        t = np.arange(n) * self.dt
+        gust = (np.sin(2 * np.pi * t / 4.0) > -0.2).astype(float)  # shakes in gusts, calm in between
+        jitter = self.rng.normal(0, 1, (n, 2))
+        jitter = cv2.GaussianBlur(jitter, (1, 5), 1.2)
+        return (
+            np.column_stack([np.sin(2 * np.pi * 2.3 * t), np.cos(2 * np.pi * 1.7 * t)]) * amp * gust[:, None]
+            + jitter * amp * 0.3 * gust[:, None]
+        )
+
+    # -- frames --------------------------------------------------------------------------------------------
+    def _background(self, i: int) -> np.ndarray:
+        for frame, win in self.switches:
+            if frame == i:
+                self.lit[win] = not self.lit[win]
+                self._paint_window(self.facade_rgb, win, bool(self.lit[win]))
+                self._static = None
+        if self.cloud_tex is None and self._static is not None:
+            return self._static.copy()
+        sky = self.sky
+        if self.cloud_tex is not None:
+            shift = int(i * 1.5 * self.scene.width / 1920) % self.scene.width
+            cloud = self.cloud_tex[:, shift : shift + self.scene.width, None] * self.scene.clouds
+            white = 250.0 if not self.scene.night else 60.0
+            sky = sky * (1 - cloud) + white * cloud
+        wgt = self.facade_w[..., None]
+        out = (self.facade_rgb.astype(np.float32) * wgt + sky * (1 - wgt)).astype(np.uint8)
+        if self.cloud_tex is None:
+            self._static = out
+            return out.copy()
+        return out
+
+    def _draw_mover(self, frame: np.ndarray, m: _Mover, t: float, shake: np.ndarray) -> tuple | None:
+        if not (m.start_s <= t <= m.end_s):
+            return None
+        pts, z = self.cam.project(np.array([m.position(t - EXPOSURE * self.dt), m.position(t)]))
+        if (z <= 0.5).any():
+            return None
+        pts = pts + shake
+        width_px = m.size_m * self.cam.f / float(z[1])
+        grey = m.grey if not self.scene.night else min(255, m.grey + 120)
+        _splat(frame, pts[0], pts[1], width_px, grey, m.opacity(t))
+        mid = (pts[0] + pts[1]) / 2
+        return float(mid[0]), float(mid[1]), width_px
+
+    def render(self, i: int) -> tuple[np.ndarray, dict[int, tuple[float, float, float]]]:
+        """Frame i (BGR uint8) and the image position and width of each throw in it."""
+        s = self.scene
+        t = i * self.dt
+        shake = self.shake[i]
+        frame = self._background(i)
+        for item in self.laundry:
+            self._draw_laundry(frame, item, t)
+        for bird in self.birds:
+            self._draw_mover(frame, bird, t, shake)
+        self._draw_trees(frame, t)
+        for leaf in self.leaves:
+            self._draw_mover(frame, leaf, t, shake)
+        truth = {}
+        for k, throw in enumerate(self.throws):
+            got = self._draw_mover(frame, throw, t, shake)
+            if got is not None and 0 <= got[0] < s.width and 0 <= got[1] < s.height:
+                truth[k] = got
+        self._draw_insects(frame, i)
+        self._draw_rain(frame)
+        for when, gain in self.exposure:
+            if i >= when:
+                self.gain = 1.0 + (gain - 1.0) * min(1.0, (i - when + 1) / 4)
+        if self.gain != 1.0:
+            frame = cv2.convertScaleAbs(frame, alpha=self.gain)
+        if shake.any():
+            m = np.float32([[1, 0, shake[0]], [0, 1, shake[1]]])
+            frame = cv2.warpAffine(frame, m, (s.width, s.height), borderMode=cv2.BORDER_REFLECT)
+        noise = np.empty(frame.shape, np.int16)
+        cv2.randn(noise, 0, s.noise)
+        frame = cv2.add(frame, noise, dtype=cv2.CV_8U) if s.noise > 0 else frame
+        if s.night:
+            frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        return frame, truth
+
+    def _draw_laundry(self, frame: np.ndarray, item: dict, t: float) -> None:
+        w = 2 * math.pi * item["freq"] * t + item["phase"]
+        x, y, ln = item["x"], item["y"], item["len"]
+        swing, out = 0.25 * math.sin(w), 0.3 + 0.25 * math.sin(1.3 * w)
+        quad = np.array(
+            [
+                [x - 0.3, y, 0.3],
+                [x + 0.3, y, 0.3],
+                [x + 0.3 + swing, y - ln, out],
+                [x - 0.3 + swing * 0.7, y - ln * (0.9 + 0.1 * math.sin(3 * w)), out],
+            ]
+        )
+        pts, z = self.cam.project(quad)
+        if (z > 0).all():
+            cv2.fillPoly(frame, [(pts * 16).round().astype(np.int32)], item["colour"], cv2.LINE_AA, shift=4)
+
+    def _draw_trees(self, frame: np.ndarray, t: float) -> None:
+        for k, (crown, radius) in enumerate(self.trees):
+            for j in range(7):
+                ang = j * 0.9 + k
+                sway = 0.35 * math.sin(2 * math.pi * 0.4 * t + j * 0.7) + 0.1 * math.sin(2 * math.pi * 1.3 * t + j)
+                centre = crown + np.array([math.cos(ang) * radius * 0.5 + sway, math.sin(ang) * radius * 0.4, 0.0])
+                (c,), (z,) = self.cam.project(centre[None])
+                r = int(radius * 0.45 * self.cam.f / z)
+                if z > 0:
+                    shade = (30 + 5 * j, 70 + 6 * j, 40 + 3 * j)
+                    cv2.circle(frame, (int(c[0]), int(c[1])), r, shade, -1, cv2.LINE_AA)
+
+    def _draw_insects(self, frame: np.ndarray, i: int) -> None:
+        s = self.scene
+        for ins in self.insects:
+            if i * self.dt < ins["start"]:
+                continue
+            ins["v"] = ins["v"] * 0.8 + self.rng.normal(0, 6, 2) * s.width / 1920
+            ins["p"] = (ins["p"] + ins["v"]) % (s.width, s.height)
+            r = ins["r"] * (0.8 + 0.4 * self.rng.random())
+            box = int(r * 3)
+            x, y = int(ins["p"][0]), int(ins["p"][1])
+            x0, y0, x1, y1 = max(0, x - box), max(0, y - box), min(s.width, x + box), min(s.height, y + box)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            patch = np.zeros((y1 - y0, x1 - x0), np.float32)
+            cv2.circle(patch, (x - x0, y - y0), max(1, int(r)), 1.0, -1, cv2.LINE_AA)
+            patch = cv2.GaussianBlur(patch, (0, 0), max(1.0, r / 2))[..., None] * 0.8
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            frame[y0:y1, x0:x1] = (roi * (1 - patch) + 230 * patch).astype(np.uint8)
+
+    def _draw_rain(self, frame: np.ndarray) -> None:
+        s = self.scene
+        n = int(s.rain * s.width * s.height / 1e6)
+        if n <= 0:
+            return
+        layer = np.zeros(frame.shape[:2], np.uint8)
+        xs = self.rng.uniform(0, s.width, n)
+        ys = self.rng.uniform(0, s.height, n)
+        ln = self.rng.uniform(15, 60, n) * s.width / 1920
+        for x, y, length in zip(xs, ys, ln, strict=True):
+            cv2.line(
+                layer,
+                (int(x), int(y)),
+                (int(x + 0.15 * length), int(y + length)),
+                int(self.rng.integers(20, 70)),
+                1,
+                cv2.LINE_AA,
+            )
+        frame[:] = cv2.add(frame, cv2.cvtColor(layer, cv2.COLOR_GRAY2BGR))
+
+    # -- truth ---------------------------------------------------------------------------------------------
+    def facade_points(self) -> list[dict]:
+        """Four window corners that are well inside the frame, as an installer would pick them."""
+        s = self.scene
+        good = [
+            (f, c, q)
+            for f, c, q in self.windows
+            if (q[:, 0] > 0.05 * s.width).all()
+            and (q[:, 0] < 0.95 * s.width).all()
+            and (q[:, 1] > 0.05 * s.height).all()
+            and (q[:, 1] < 0.95 * s.height).all()
+        ]
+        lo_f, hi_f = min(f for f, _, _ in good), max(f for f, _, _ in good)
+        cols = [c for f, c, _ in good if f == lo_f]
+        cols_hi = [c for f, c, _ in good if f == hi_f]
+        pick = [(lo_f, min(cols), 0), (lo_f, max(cols), 1), (hi_f, max(cols_hi), 2), (hi_f, min(cols_hi), 3)]
+        out = []
+        for f, c, corner in pick:
+            quad = next(q for ff, cc, q in self.windows if ff == f and cc == c)
+            x = (c + 0.5) * WINDOW_PITCH_M + (0.8 if corner in (1, 2) else -0.8)
+            y = (f - 1) * s.floor_height_m + (0.9 if corner < 2 else 2.4)
+            out.append(
+                {
+                    "image": [round(float(quad[corner, 0]), 1), round(float(quad[corner, 1]), 1)],
+                    "facade": [round(x, 2), round(y, 2)],
+                }
+            )
+        return out
