@@ -126,6 +126,18 @@ class MotionConfig(Strict):
         4.0, ge=1.0, le=20.0, description="A pixel moves when it differs by this many times its usual noise."
     )
     min_diff: int = Field(7, ge=1, le=128, description="Luma difference below which nothing counts as motion.")
+    edge_jitter_px: float = Field(
+        0.5,
+        ge=0.0,
+        le=5.0,
+        description="Sub-pixel jitter tolerated at edges: the threshold grows by this times the local gradient.",
+    )
+    min_pixels: int = Field(
+        2, ge=1, le=100, description="Moving pixels a blob needs; fewer is sensor noise (unless very strong)."
+    )
+    single_pixel_k: float = Field(
+        2.5, ge=1.0, le=20.0, description="A lone moving pixel counts when this many times over its threshold."
+    )
     warmup_s: float = Field(1.0, ge=0.0, le=30.0, description="Seconds to learn the background before detecting.")
     max_blob_frac: float = Field(
         0.003,
@@ -282,7 +294,8 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else (self.file or "config")
-        return f"{where}: {self.path or '(top)'}: {self.why} (got {_short(self.value)})"
+        got = f" (got {_short(self.value)})" if self.value is not None else ""
+        return f"{where}: {self.path or '(top)'}: {self.why}{got}"
 
 
 def _short(value: Any) -> str:
@@ -323,12 +336,12 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
-    """1-based line of the deepest node along `path` in the composed YAML tree."""
+def _walk(root: yaml.Node | None, path: tuple) -> tuple[int | None, bool]:
+    """1-based line of the deepest node found along `path`, and whether the whole path was found."""
     node, line = root, None
     for part in path:
         if node is None:
-            break
+            return line, False
         line = node.start_mark.line + 1
         nxt = None
         if isinstance(node, yaml.MappingNode):
@@ -339,28 +352,23 @@ def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             nxt = node.value[part]
         node = nxt
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line
+    if node is None:
+        return line, False
+    return node.start_mark.line + 1, True
+
+
+def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
+    return _walk(root, path)[0]
 
 
 def _locate(root: yaml.Node | None, loc: tuple) -> int | None:
     # A camera setting may have come from `defaults:`; point there when the camera does not spell it out.
-    line = _line_of(root, loc)
-    if len(loc) > 2 and loc[0] == "cameras":
-        own = _line_of(root, loc[:2])
-        if line == own:
-            line = _line_of(root, ("defaults", *loc[2:])) or line
+    line, found = _walk(root, loc)
+    if not found and len(loc) > 2 and loc[0] == "cameras":
+        d_line, d_found = _walk(root, ("defaults", *loc[2:]))
+        if d_found:
+            return d_line
     return line
-
-
-def _dig(data: Any, loc: tuple) -> Any:
-    for part in loc:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def parse_config(text: str, file: str = "config") -> EdgeConfig:

@@ -16,6 +16,7 @@ from edge.config import MotionConfig
 from edge.detect.types import Blob, MotionResult
 
 _SHAKE_SCALE = 4  # shake is measured on a 1/4-size image: cheap, and still sub-pixel at full size
+_REFINE_CROP, _REFINE_MARGIN = 384, 16  # full-resolution crop that refines the shift to sub-pixel
 _DILATE = np.ones((3, 3), np.uint8)  # joins the fragments of a blurred, low-contrast streak
 
 
@@ -43,6 +44,7 @@ class MotionPrefilter:
         self._noise: np.ndarray | None = None
         self._prev: np.ndarray | None = None
         self._shield: np.ndarray | None = None
+        self._edges: np.ndarray | None = None
         self._frames = 0
         self._warmup = max(2, round(cfg.warmup_s * fps))
 
@@ -67,9 +69,10 @@ class MotionPrefilter:
             self._seed(img)
             return MotionResult([], "start")
         self._frames += 1
-        img, shift, event = self._stabilise(img)
+        event = self._global_event(img)
+        shift = (0.0, 0.0)
         if event is None:
-            event = self._global_event(img)
+            img, shift, event = self._stabilise(img)
         if event is not None:
             self._seed(img, keep_noise=True)
             return MotionResult([], event, shift)
@@ -77,7 +80,7 @@ class MotionPrefilter:
         diff_bg = cv2.absdiff(img, bg_u8)
         diff_prev = cv2.absdiff(img, self._prev)
         thr = cv2.max(self._noise * self.cfg.noise_k, float(self.cfg.min_diff))
-        thr_u8 = cv2.convertScaleAbs(thr)
+        thr_u8 = cv2.convertScaleAbs(cv2.add(thr, self._edge_tolerance(bg_u8)))
         off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
         fg = cv2.bitwise_and(off_bg, cv2.compare(diff_prev, thr_u8, cv2.CMP_GT))
         changed = cv2.countNonZero(off_bg) / off_bg.size
@@ -88,10 +91,18 @@ class MotionPrefilter:
             return MotionResult([], "warmup", shift)
         if self._shield is not None:
             fg = cv2.bitwise_and(fg, cv2.bitwise_not(self._shield))
-        blobs = self._blobs(fg, diff_bg)
+        blobs = self._blobs(fg, diff_bg, thr_u8)
         if len(blobs) > self.cfg.max_blobs:
             return MotionResult([], "rain", shift)
         return MotionResult(blobs, None, shift)
+
+    def _edge_tolerance(self, bg_u8: np.ndarray) -> np.ndarray:
+        # Refreshed once a second: edges move slowly with the light, and Scharr on a full frame is not free.
+        if self._edges is None or self._edges.shape != bg_u8.shape or self._frames % max(1, round(self.fps)) == 0:
+            gx = cv2.Scharr(bg_u8, cv2.CV_32F, 1, 0, scale=1 / 32)  # luma levels per pixel
+            gy = cv2.Scharr(bg_u8, cv2.CV_32F, 0, 1, scale=1 / 32)  # luma levels per pixel
+            self._edges = cv2.magnitude(gx, gy) * self.cfg.edge_jitter_px
+        return self._edges
 
     def _seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
         self._bg = img.astype(np.float32)
@@ -116,33 +127,75 @@ class MotionPrefilter:
             return img, (0.0, 0.0), None
         small = cv2.resize(img, None, fx=1 / _SHAKE_SCALE, fy=1 / _SHAKE_SCALE, interpolation=cv2.INTER_AREA)
         ref = cv2.resize(self._bg, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
-        (dx, dy), _ = cv2.phaseCorrelate(ref, small.astype(np.float32))
-        dx, dy = dx * _SHAKE_SCALE, dy * _SHAKE_SCALE
-        dist = math.hypot(dx, dy)
-        if dist > self.cfg.shake_max_px:
-            return img, (dx, dy), "shake"
-        if dist < self.cfg.shake_min_px:
+        found = _bounded_shift(ref, small.astype(np.float32), self.cfg.shake_max_px / _SHAKE_SCALE)
+        if found is None:
+            return img, (0.0, 0.0), "shake"
+        dx, dy = _refine_shift(self._bg, img, found[0] * _SHAKE_SCALE, found[1] * _SHAKE_SCALE)
+        if math.hypot(dx, dy) < self.cfg.shake_min_px:
             return img, (0.0, 0.0), None
         m = np.float32([[1, 0, -dx], [0, 1, -dy]])
         aligned = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
         return aligned, (dx, dy), None
 
-    def _blobs(self, fg: np.ndarray, diff_bg: np.ndarray) -> list[Blob]:
-        fg = cv2.dilate(fg, _DILATE)
-        n, _, stats, centroids = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    def _blobs(self, fg: np.ndarray, diff_bg: np.ndarray, thr: np.ndarray) -> list[Blob]:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(fg, _DILATE), connectivity=8)
+        raw = np.bincount(labels[fg > 0], minlength=n)  # moving pixels per blob, before dilation
         max_area = self.cfg.max_blob_frac * fg.size
         out = []
-        for i in range(1, n):
+        for i in np.nonzero((raw > 0) & (stats[:, cv2.CC_STAT_AREA] <= max_area))[0]:
+            if i == 0:
+                continue
             x, y, w, h, area = stats[i]
-            if area > max_area:
-                continue
             patch = diff_bg[y : y + h, x : x + w]
-            weights = patch.astype(np.float32)
+            if raw[i] < self.cfg.min_pixels:
+                py, px = np.unravel_index(int(np.argmax(patch)), patch.shape)
+                if patch[py, px] < self.cfg.single_pixel_k * thr[y + py, x + px]:
+                    continue
+            weights = patch.astype(np.float32) * (labels[y : y + h, x : x + w] == i)
             total = float(weights.sum())
-            if total <= 0:
-                continue
             ys, xs = np.mgrid[y : y + h, x : x + w]
             cx = float((xs * weights).sum() / total)
             cy = float((ys * weights).sum() / total)
-            out.append(Blob(cx, cy, int(w), int(h), int(area), float(patch.max())))
+            out.append(Blob(cx, cy, int(w), int(h), int(raw[i]), float(patch.max())))
         return out
+
+
+def _bounded_shift(ref: np.ndarray, img: np.ndarray, max_shift: float) -> tuple[float, float] | None:
+    """Translation of `img` against `ref` by phase correlation, searched only within +-max_shift.
+
+    A facade is a periodic grid of windows: the global correlation peak may be a whole window pitch away,
+    so the peak is looked for only among shifts a shaking pole can make. None when no clear peak is there.
+    """
+    h, w = ref.shape
+    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    fa = np.fft.rfft2((img - img.mean()) * win)
+    fb = np.fft.rfft2((ref - ref.mean()) * win)
+    cross = fa * np.conj(fb)
+    corr = np.fft.irfft2(cross / (np.abs(cross) + 1e-6), s=(h, w))
+    r = max(1, int(math.ceil(max_shift)))
+    local = np.roll(corr, (r, r), axis=(0, 1))[: 2 * r + 1, : 2 * r + 1]
+    iy, ix = np.unravel_index(int(np.argmax(local)), local.shape)
+    if local[iy, ix] < 4 * corr.std():
+        return None
+    ys, xs = slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2)
+    patch = np.clip(local[ys, xs], 0, None)
+    gy, gx = np.mgrid[ys, xs]
+    total = patch.sum()
+    return float((gx * patch).sum() / total - r), float((gy * patch).sum() / total - r)
+
+
+def _refine_shift(ref: np.ndarray, img: np.ndarray, dx: float, dy: float) -> tuple[float, float]:
+    """Sub-pixel refinement of a coarse shift at full resolution, on the central crop of the frame."""
+    h, w = img.shape
+    ch, cw = min(_REFINE_CROP, h - 2 * _REFINE_MARGIN), min(_REFINE_CROP, w - 2 * _REFINE_MARGIN)
+    if ch < 32 or cw < 32:
+        return dx, dy
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    aligned = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    a = ref[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
+    b = aligned[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
+    (rx, ry), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((cw, ch), cv2.CV_32F))
+    if math.hypot(rx, ry) > _SHAKE_SCALE:  # not a refinement: keep the coarse estimate
+        return dx, dy
+    return dx + rx, dy + ry

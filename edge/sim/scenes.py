@@ -8,8 +8,9 @@ import numpy as np
 
 # Kinds of thrown object: size in metres, terminal speed in m/s (drag), grey level by day.
 OBJECTS: dict[str, tuple[float, float, int]] = {
-    "cigarette": (0.03, 7.0, 235),
+    "cigarette": (0.04, 7.0, 235),
     "bottle_cap": (0.03, 12.0, 225),
+    "lighter": (0.05, 16.0, 60),
     "fruit": (0.08, 25.0, 70),
     "bottle": (0.12, 28.0, 200),
     "brick": (0.22, 40.0, 90),
@@ -18,7 +19,7 @@ OBJECTS: dict[str, tuple[float, float, int]] = {
     "bag": (0.30, 5.0, 250),
 }
 HEAVY = ["fruit", "bottle", "brick", "shoe"]
-TINY = ["cigarette", "bottle_cap"]
+TINY = ["cigarette", "bottle_cap", "lighter"]
 LIGHT = ["paper", "bag"]
 
 
@@ -117,8 +118,7 @@ def _throw(s, r):
 
 
 def _tiny(s, r):
-    s.distance_m = 22.0
-    s.hfov_deg = 48.0
+    s.distance_m, s.hfov_deg = 22.0, 40.0  # a longer lens on the upper floors resolves a bottle cap
     s.throws = _throws(r, s, TINY, 2, high=True)
 
 

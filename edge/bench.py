@@ -1,0 +1,140 @@
+"""`edge bench accuracy`: render a fixed suite of 1080p+ scenes, replay them, score against the truth."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import load_config
+from edge.replay import replay
+from edge.sim.scenes import build_scene
+from edge.sim.score import SceneScore, score_scene
+from edge.sim.simulate import simulate
+
+# (scene, seed, duration_s or None): throws of every class, each distractor alone, and longer quiet clips.
+SUITE: list[tuple[str, int, float | None]] = [
+    ("throw", 1, None), ("throw", 2, None), ("throw", 3, None),
+    ("tiny", 1, None), ("tiny", 2, None), ("tiny", 3, None),
+    ("light", 1, None), ("light", 2, None), ("light", 3, None),
+    ("two_throws", 1, None), ("two_throws", 2, None),
+    ("night", 1, None), ("night", 2, None),
+    ("4mp", 1, None), ("far", 1, None), ("far", 2, None),
+    ("mixed", 1, None), ("mixed", 2, None),
+    ("birds", 1, 30.0), ("leaves", 1, 30.0), ("laundry", 1, 30.0), ("rain", 1, 30.0),
+    ("insects", 1, 30.0), ("windows", 1, 30.0), ("exposure", 1, 30.0), ("clouds", 1, 30.0),
+    ("shake", 1, 30.0), ("calm", 1, 30.0),
+]  # fmt: skip
+
+TARGETS = {
+    "recall": 0.97,
+    "fa_confirmed_h": 0.5,
+    "fa_suspected_h": 3.0,
+    "floor_exact": 0.90,
+    "floor_near": 0.98,
+    "latency_median_s": 1.5,
+    "latency_max_s": 2.5,
+}
+
+
+def _run_one(job: tuple[str, int, float | None, str]) -> SceneScore:
+    name, seed, duration, cache = job
+    folder = Path(cache) / f"{name}-{seed}"
+    truth_p = folder / "truth.json"
+    if not truth_p.exists():
+        simulate(build_scene(name, seed, duration_s=duration), folder)
+    truth = json.loads(truth_p.read_text())
+    cfg = load_config(folder / "config.yaml")
+    result = replay(folder / "scene.mp4", cfg, None, folder / "replay", media=False)
+    return score_scene(truth, result.records)
+
+
+def summarise(scores: list[SceneScore]) -> dict:
+    """Totals over the suite, in the units of the targets."""
+    hours = sum(s.seconds for s in scores) / 3600
+    must = sum(s.must for s in scores)
+    found = sum(s.found for s in scores)
+    lat = [x for s in scores for x in s.latencies]
+    return {
+        "clips": len(scores),
+        "footage_min": round(hours * 60, 1),
+        "throws": must,
+        "recall": found / must if must else 1.0,
+        "fa_confirmed_h": sum(s.false_confirmed for s in scores) / hours,
+        "fa_suspected_h": sum(s.false_suspected for s in scores) / hours,
+        "floor_exact": sum(s.floor_exact for s in scores) / found if found else 1.0,
+        "floor_near": sum(s.floor_near for s in scores) / found if found else 1.0,
+        "latency_median_s": float(np.median(lat)) if lat else 0.0,
+        "latency_max_s": max(lat) if lat else 0.0,
+        "duplicates": sum(s.duplicates for s in scores),
+    }
+
+
+def meets(total: dict) -> dict[str, bool]:
+    """Which targets the totals meet."""
+    out = {}
+    for key, bound in TARGETS.items():
+        upper = key.startswith(("fa_", "latency"))
+        out[key] = total[key] <= bound if upper else total[key] >= bound
+    return out
+
+
+def table(scores: list[SceneScore], total: dict) -> str:
+    """The markdown report: per scene, then totals against targets."""
+    lines = [
+        "| scene | min | throws | found | floor exact | ±1 | latency med s | FA conf | FA susp | dup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in scores:
+        med = f"{np.median(s.latencies):.2f}" if s.latencies else "-"
+        lines.append(
+            f"| {s.scene} | {s.seconds / 60:.1f} | {s.must} | {s.found} | {s.floor_exact} | {s.floor_near}"
+            f" | {med} | {s.false_confirmed} | {s.false_suspected} | {s.duplicates} |"
+        )
+    ok = meets(total)
+    lines += ["", "| measure | value | target | met |", "|---|---|---|---|"]
+    fmt = {"recall": "{:.1%}", "floor_exact": "{:.1%}", "floor_near": "{:.1%}"}
+    for key, bound in TARGETS.items():
+        f = fmt.get(key, "{:.2f}")
+        sign = "≤" if key.startswith(("fa_", "latency")) else "≥"
+        lines.append(
+            f"| {key} | {f.format(total[key])} | {sign} {f.format(bound)} | {'yes' if ok[key] else 'NO'} |"
+        )
+    lines.append(
+        f"\n{total['clips']} clips, {total['footage_min']} min of footage, {total['throws']} must-detect "
+        f"throws, {total['duplicates']} duplicate events."
+    )
+    notes = [f"- {s.scene}: missed {m}" for s in scores for m in s.missed]
+    notes += [f"- {s.scene}: wrong floor, {w}" for s in scores for w in s.wrong_floor]
+    if notes:
+        lines += ["", "Misses and wrong floors:", *notes]
+    return "\n".join(lines)
+
+
+def run_accuracy(args) -> int:
+    """Run the suite (or a subset), print the table, optionally write it; exit 1 when a target is missed."""
+    wanted = set(args.scenes.split(",")) if args.scenes else None
+    jobs = [(n, s, d, args.cache) for n, s, d in SUITE if wanted is None or n in wanted or f"{n}-{s}" in wanted]
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        scores = []
+        for sc in pool.map(_run_one, jobs):
+            scores.append(sc)
+            print(
+                f"  {sc.scene}: {sc.found}/{sc.must} found, FA {sc.false_confirmed}+{sc.false_suspected}",
+                file=sys.stderr,
+                flush=True,
+            )
+    total = summarise(scores)
+    report = table(scores, total)
+    cmd = "edge " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "edge bench accuracy"
+    header = f"# Accuracy bench\n\nCommand: `{cmd}` ({time.time() - t0:.0f} s on this machine)\n\n"
+    print(report)
+    if args.markdown:
+        Path(args.markdown).write_text(header + report + "\n")
+    return 0 if all(meets(total).values()) else 1

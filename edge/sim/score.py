@@ -1,0 +1,72 @@
+"""Matches detected events to a simulated clip's ground truth, and scores them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SceneScore:
+    """How a replay of one simulated clip compares with its truth."""
+
+    scene: str
+    seconds: float
+    must: int = 0
+    found: int = 0
+    extra_found: int = 0  # throws not required (too small or too short in view) that were found anyway
+    floor_exact: int = 0
+    floor_near: int = 0
+    latencies: list[float] = field(default_factory=list)
+    false_confirmed: int = 0
+    false_suspected: int = 0
+    duplicates: int = 0
+    missed: list[str] = field(default_factory=list)
+    wrong_floor: list[str] = field(default_factory=list)
+
+
+def _overlap(track: list, trajectory: list, tol: float) -> float:
+    """Fraction of the event's points that lie within `tol` pixels of the throw at the same frame."""
+    truth = {int(f): (x, y) for f, x, y, _ in track}
+    hits = [np.hypot(x - truth[f][0], y - truth[f][1]) <= tol for f, x, y in trajectory if f in truth]
+    return sum(hits) / max(1, len(trajectory))
+
+
+def score_scene(truth: dict, records: list[dict]) -> SceneScore:
+    """Recall, floors, latency and false alarms of `records` (events.jsonl rows) against `truth`."""
+    fps = truth["fps"]
+    s = SceneScore(truth["scene"] + f"/{truth['seed']}", truth["frames"] / fps)
+    tol = 12.0 * truth["height"] / 1080
+    matched: set[int] = set()
+    for k, throw in enumerate(truth["throws"]):
+        hits = [
+            r for r in records if _overlap(throw["track"], r["trajectory"], max(tol, 2 * throw["width_px"])) >= 0.5
+        ]
+        if hits:
+            matched.update(id(r) for r in hits)
+            s.duplicates += len(hits) - 1
+        if not throw["must_detect"]:
+            s.extra_found += bool(hits)
+            continue
+        s.must += 1
+        label = f"{throw['kind']} floor {throw['origin']['floor']} at frame {throw['release_frame']}"
+        if not hits:
+            s.missed.append(label)
+            continue
+        s.found += 1
+        first = min(hits, key=lambda r: r["alert_frame"])
+        s.latencies.append((first["alert_frame"] - throw["first_visible_frame"]) / fps)
+        got = first["origin"]["floor"]
+        want = throw["origin"]["floor"]
+        s.floor_exact += got == want
+        s.floor_near += got is not None and abs(got - want) <= 1
+        if got != want:
+            s.wrong_floor.append(f"{label}: reported {got}")
+    for r in records:
+        if id(r) not in matched:
+            if r["level"] == "confirmed":
+                s.false_confirmed += 1
+            else:
+                s.false_suspected += 1
+    return s

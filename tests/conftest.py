@@ -1,0 +1,43 @@
+"""Shared fixtures: running the `edge` command, and simulated clips rendered once per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.sim.scenes import build_scene
+from edge.sim.simulate import simulate
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_edge(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m edge ARGS` as a user would; returns the finished process with text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
+
+
+@pytest.fixture(scope="session")
+def sim_clip(tmp_path_factory):
+    """Render a scene once per session: sim_clip(name, seed, width=640, height=360, duration_s=8) -> folder."""
+    root = tmp_path_factory.mktemp("sim")
+    cache: dict[tuple, Path] = {}
+
+    def make(name: str, seed: int, width: int = 640, height: int = 360, duration_s: float = 8.0) -> Path:
+        key = (name, seed, width, height, duration_s)
+        if key not in cache:
+            folder = root / f"{name}-{seed}-{width}x{height}-{duration_s}"
+            simulate(build_scene(name, seed, width=width, height=height, duration_s=duration_s), folder)
+            cache[key] = folder
+        return cache[key]
+
+    return make
+
+
+def read_events(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if line.strip()]

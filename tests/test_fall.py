@@ -1,0 +1,92 @@
+"""The fall decision, on tracks made from physics: falls alert, birds, leaves and short drops do not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.config import FallConfig
+from edge.detect.facade import FacadeMap
+from edge.detect.fall import FallDecision
+
+FPS = 25.0
+# A facade 40 m wide and 80 m tall seen straight on at 10 px per metre (image y grows downward).
+FACADE = FacadeMap.from_points(
+    [(0, 800), (400, 800), (400, 0), (0, 0)], [(0, 0), (40, 0), (40, 80), (0, 80)], 3.0, 1
+)
+
+
+def _track(xs_m, ys_m, noise_px=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    px = FACADE.to_image(np.column_stack([xs_m, ys_m])) + rng.normal(0, noise_px, (len(xs_m), 2))
+    return [(i, float(x), float(y)) for i, (x, y) in enumerate(px)]
+
+
+def _free_fall(seconds, h0=60.0, vt=40.0, vx=0.5):
+    t = np.arange(0, seconds, 1 / FPS)
+    y = h0 - vt**2 / 9.81 * np.log(np.cosh(9.81 * t / vt))
+    return 20 + vx * t, y
+
+
+def decide(points, **cfg):
+    return FallDecision(FallConfig(**cfg), FPS, 800, FACADE).judge(points)
+
+
+def test_a_heavy_object_falling_three_floors_is_confirmed():
+    v = decide(_track(*_free_fall(1.3)))  # 8.3 m
+    assert v.level == "confirmed", v.reasons
+    assert 0.7 < v.accel_g < 1.2
+
+
+def test_the_origin_floor_is_where_it_was_released():
+    v = decide(_track(*_free_fall(1.2, h0=61.5)))
+    assert v.origin.floor == 21  # 61.5 m is in the 21st storey of 3 m
+
+
+def test_origin_is_extrapolated_when_first_seen_already_falling():
+    x, y = _free_fall(2.0, h0=61.5)
+    v = decide(_track(x[12:], y[12:]))  # first seen 0.48 s after release, 1.1 m lower
+    assert v.origin.floor == 21 and abs(v.origin.height_m - 61.5) < 0.6
+
+
+def test_a_light_object_at_terminal_speed_is_suspected():
+    x, y = _free_fall(2.5, vt=4.5, vx=0.3)
+    v = decide(_track(x, y))
+    assert v.level == "suspected", v.reasons
+
+
+def test_a_drop_shorter_than_two_floors_is_not_reported():
+    v = decide(_track(*_free_fall(0.5)))
+    assert v.level is None and any("fell" in r for r in v.reasons)
+
+
+def test_a_gliding_bird_is_not_a_fall():
+    t = np.arange(0, 3, 1 / FPS)
+    v = decide(_track(5 + 10 * t, 60 - 2.5 * t))
+    assert v.level is None and any("sideways" in r for r in v.reasons)
+
+
+def test_a_swaying_leaf_is_not_a_fall():
+    t = np.arange(0, 6, 1 / FPS)
+    v = decide(_track(20 + 0.5 * np.sin(2 * np.pi * 0.9 * t), 40 - 1.2 * t))
+    assert v.level is None
+
+
+def test_a_bird_that_pulls_up_is_not_a_fall():
+    t = np.arange(0, 3, 1 / FPS)
+    y = 60 - 8 * t + 4 * t**2  # dives, then climbs
+    v = decide(_track(20 + 3 * t, y))
+    assert v.level is None
+
+
+def test_erratic_motion_is_not_ballistic():
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 2, 1 / FPS)
+    v = decide(_track(20 + rng.normal(0, 1.5, len(t)), 60 - 5 * t + rng.normal(0, 1.5, len(t))))
+    assert v.level is None
+
+
+def test_without_calibration_a_parabola_in_pixels_is_a_fall():
+    t = np.arange(0, 1.2, 1 / FPS)
+    pts = [(i, 200 + 5 * ti, 100 + 300 * ti**2) for i, ti in enumerate(t)]
+    v = FallDecision(FallConfig(), FPS, 800, None).judge(pts)
+    assert v.level is not None and v.origin.floor is None
