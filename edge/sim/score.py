@@ -39,7 +39,7 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
     s = SceneScore(truth["scene"] + f"/{truth['seed']}", truth["frames"] / fps)
     tol = 12.0 * truth["height"] / 1080
     matched: set[int] = set()
-    for k, throw in enumerate(truth["throws"]):
+    for throw in truth["throws"]:
         hits = [
             r for r in records if _overlap(throw["track"], r["trajectory"], max(tol, 2 * throw["width_px"])) >= 0.5
         ]
