@@ -225,6 +225,21 @@ class FallConfig(Strict):
     max_accel_g: float = Field(
         1.6, ge=1.0, le=5.0, description="Tracks accelerating down faster than this × g are not free falls."
     )
+    min_accel_g: float = Field(
+        -0.5, ge=-5.0, le=1.0, description="Tracks slowing their fall harder than this × g are not falling freely."
+    )
+    max_speed_mps: float = Field(
+        45.0,
+        gt=0.0,
+        le=200.0,
+        description="Faster than anything dropped from a residential block (rain, glitches).",
+    )
+    min_detected_frac: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Share of frames in which a track must be seen (random chains fall short).",
+    )
     min_speed_mps: float = Field(
         2.5, ge=0.0, le=50.0, description="Mean falling speed needed; leaves and feathers fall slower."
     )
@@ -243,6 +258,9 @@ class FallConfig(Strict):
     fit_tol_m: float = Field(0.3, ge=0.0, le=10.0, description="Extra RMS residual allowed, in metres.")
     suspect_score: float = Field(0.35, ge=0.0, le=1.0, description="Score from which a fall is reported.")
     confirm_score: float = Field(0.6, ge=0.0, le=1.0, description="Score from which a fall is confirmed.")
+    origin_fit_s: float = Field(
+        0.6, ge=0.1, le=5.0, description="The origin is fitted to this first part of the track, before drag tells."
+    )
     max_backtrack_s: float = Field(
         0.8, ge=0.0, le=5.0, description="How far back in time the origin may be extrapolated from the track."
     )

@@ -136,6 +136,9 @@ class VideoFile:
             raise VideoError(f"{self.path}: decoding failed after {n} frames: {exc}") from None
         if n == 0:
             raise VideoError(f"{self.path}: no frame could be decoded (truncated or not a video)")
+        expected = self.info.frames
+        if expected and n < expected * 0.98 - 2:
+            raise VideoError(f"{self.path}: truncated: the file announces {expected} frames, {n} could be decoded")
 
     def close(self) -> None:
         self.container.close()

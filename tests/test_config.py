@@ -6,9 +6,10 @@ import json
 import os
 
 import pytest
-from conftest import REPO, run_edge
 
 from edge.config import ConfigError, parse_config
+
+from conftest import REPO, run_edge
 
 GOOD = """
 version: 1

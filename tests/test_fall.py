@@ -90,3 +90,21 @@ def test_without_calibration_a_parabola_in_pixels_is_a_fall():
     pts = [(i, 200 + 5 * ti, 100 + 300 * ti**2) for i, ti in enumerate(t)]
     v = FallDecision(FallConfig(), FPS, 800, None).judge(pts)
     assert v.level is not None and v.origin.floor is None
+
+
+def test_a_track_that_slows_its_fall_is_not_free_falling():
+    t = np.arange(0, 1.5, 1 / FPS)
+    v = decide(_track(20 + 0 * t, 60 - 20 * t + 8 * t**2))  # decelerates at 1.6 g
+    assert v.level is None and any("accelerates" in r for r in v.reasons)
+
+
+def test_faster_than_any_real_fall_is_rejected():
+    t = np.arange(0, 0.6, 1 / FPS)
+    v = decide(_track(20 + 0 * t, 75 - 60 * t))
+    assert v.level is None and any("too fast" in r for r in v.reasons)
+
+
+def test_a_track_seen_in_few_of_its_frames_is_rejected():
+    pts = _track(*_free_fall(1.5))[::3]  # a chain of unrelated blobs, one every third frame
+    v = decide(pts)
+    assert v.level is None and any("seen in only" in r for r in v.reasons)

@@ -55,6 +55,9 @@ class FallDecision:
         duration = float(sp.t[-1] - sp.t[apex])
         speed = drop / duration if duration > 0 else 0.0
         sideways = float(abs(sp.along[-1] - sp.along[apex]))
+        end_speed = float(-(coef[1] + 2 * coef[0] * sp.t[-1]))
+        span = (points[-1][0] - points[0][0]) + 1
+        detected = len(points) / span
         rises = np.diff(sp.up[apex:])
         rise_frac = float(np.mean(rises > sp.tol)) if len(rises) else 0.0
 
@@ -65,13 +68,17 @@ class FallDecision:
             reasons.append(f"goes up in {rise_frac:.0%} of steps")
         if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
             reasons.append(f"drifts sideways {sideways:.1f} for a fall of {drop:.1f}")
+        if detected < cfg.min_detected_frac:
+            reasons.append(f"seen in only {detected:.0%} of its frames")
         if rms > 2 * sp.tol:
             reasons.append(f"not ballistic: residual {rms:.2f} > {2 * sp.tol:.2f}")
         accel_g = speed_mps = None
         if sp.gravity is not None:
             accel_g, speed_mps = accel / sp.gravity, speed
-            if accel_g > cfg.max_accel_g:
+            if not cfg.min_accel_g <= accel_g <= cfg.max_accel_g:
                 reasons.append(f"accelerates at {accel_g:.1f} g")
+            if end_speed > cfg.max_speed_mps:
+                reasons.append(f"too fast: {end_speed:.0f} m/s")
             if speed < cfg.min_speed_mps:
                 reasons.append(f"too slow: {speed:.1f} m/s")
             accel_score = _clip01(accel_g / 0.8) if accel_g <= cfg.max_accel_g else 0.0
@@ -82,7 +89,7 @@ class FallDecision:
         drop_score = _clip01(drop / (2 * sp.min_fall))
         score = round(0.45 * accel_score + 0.35 * fit_score + 0.2 * drop_score, 3)
 
-        origin = self._origin(sp, coef)
+        origin = self._origin(sp)
         fall_m = float(origin.height_m - sp.up[-1]) if origin.height_m is not None else None
         verdict = Verdict(None, score, reasons, fall_m, accel_g, speed_mps, origin)
         if reasons or score < cfg.suspect_score:
@@ -105,7 +112,9 @@ class FallDecision:
         min_fall = cfg.min_fall_floors * self.facade.floor_height_m
         return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
 
-    def _origin(self, sp: _Space, coef: np.ndarray) -> Origin:
+    def _origin(self, sp: _Space) -> Origin:
+        early = max(4, int(np.searchsorted(sp.t, self.cfg.origin_fit_s, side="right")))
+        coef, _ = _quadratic(sp.t[:early], sp.up[:early])
         # Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only
         # makes that longer): extend the track back by that much, no more than max_backtrack_s.
         v0 = -coef[1]  # downward speed at the first detection
@@ -116,7 +125,7 @@ class FallDecision:
         else:
             back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), self.cfg.max_backtrack_s)
             height = float(np.polyval(coef, -back_t))
-        along_fit = np.polyfit(sp.t, sp.along, 1) if len(sp.t) > 1 else np.array([0.0, sp.along[0]])
+        along_fit = np.polyfit(sp.t[:early], sp.along[:early], 1)
         along = float(np.polyval(along_fit, -back_t))
         if self.facade is None:
             return Origin(along, -height, None, None, None)
