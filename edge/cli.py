@@ -66,6 +66,12 @@ def cmd_sim(args) -> int:
     from edge.sim.scenes import build_scene
     from edge.sim.simulate import simulate
 
+    if args.duration is not None and not 1.0 <= args.duration <= 3600:
+        _err("--duration must be between 1 and 3600 seconds")
+        return EX_USAGE
+    if any(v is not None and not 160 <= v <= 8192 for v in (args.width, args.height)):
+        _err("--width and --height must be between 160 and 8192 pixels")
+        return EX_USAGE
     try:
         scene = build_scene(args.scene, args.seed, width=args.width, height=args.height, duration_s=args.duration)
     except ValueError as exc:

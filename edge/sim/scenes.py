@@ -85,7 +85,7 @@ def _throws(
     low_floor = _lowest_visible_floor(scene) + 2
     if high:
         low_floor = (low_floor + scene.floors) // 2
-    span = scene.duration_s - 5.5
+    span = max(0.0, scene.duration_s - 5.5)
     for i in range(count):
         t = 1.8 + (rng.uniform(0, span) if gap_s is None else i * gap_s + 1.0)
         floor = int(rng.integers(low_floor, scene.floors + 1))

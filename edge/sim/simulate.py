@@ -91,5 +91,5 @@ def scene_config(scene: Scene, facade: dict, out: Path) -> str:
     }
     return (
         "# Written by `edge sim`: the facade points are the rendered camera's exact projection.\n"
-        + yaml.safe_dump(cfg, sort_keys=False)
+        + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
     )
