@@ -168,7 +168,7 @@ class MotionConfig(Strict):
         0.4, ge=0.0, le=20.0, description="Global shifts smaller than this are treated as no shake."
     )
     shake_max_px: float = Field(
-        24.0, ge=1.0, le=200.0, description="Shifts larger than this are a whole-frame event, not shake."
+        24.0, ge=1.0, le=200.0, description="Largest shake compensated; larger jumps become whole-frame events."
     )
 
 
@@ -223,7 +223,7 @@ class FallConfig(Strict):
         description="Confirmed needs a fitted downward acceleration of at least this × g.",
     )
     max_accel_g: float = Field(
-        1.6, ge=1.0, le=5.0, description="Tracks accelerating down faster than this × g are not free falls."
+        1.3, ge=1.0, le=5.0, description="Tracks accelerating down faster than this × g are not free falls."
     )
     min_accel_g: float = Field(
         -0.5, ge=-5.0, le=1.0, description="Tracks slowing their fall harder than this × g are not falling freely."
@@ -239,6 +239,15 @@ class FallConfig(Strict):
         ge=0.0,
         le=1.0,
         description="Share of frames in which a track must be seen (random chains fall short).",
+    )
+    max_entry_speed_mps: float = Field(
+        15.0,
+        gt=0.0,
+        le=200.0,
+        description="A fall first seen below the top edge already this fast should have been seen higher up.",
+    )
+    entry_margin_frac: float = Field(
+        0.1, ge=0.0, le=1.0, description="Band at the top of the frame (fraction of height) where falls enter."
     )
     min_speed_mps: float = Field(
         2.5, ge=0.0, le=50.0, description="Mean falling speed needed; leaves and feathers fall slower."

@@ -108,3 +108,15 @@ def test_a_track_seen_in_few_of_its_frames_is_rejected():
     pts = _track(*_free_fall(1.5))[::3]  # a chain of unrelated blobs, one every third frame
     v = decide(pts)
     assert v.level is None and any("seen in only" in r for r in v.reasons)
+
+
+def test_a_fast_fall_that_appears_mid_view_should_have_been_seen_higher_up():
+    t = np.arange(0, 0.5, 1 / FPS)
+    v = decide(_track(20 + 0 * t, 40 - 28 * t - 4.9 * t**2))  # first seen at 40 m already at 28 m/s
+    assert v.level is None and any("mid-view" in r for r in v.reasons)
+
+
+def test_a_fast_fall_entering_at_the_top_edge_is_a_fall():
+    t = np.arange(0, 0.5, 1 / FPS)
+    v = decide(_track(20 + 0 * t, 79.5 - 20 * t - 4.9 * t**2))  # enters the 80 m high view from above
+    assert v.level is not None, v.reasons

@@ -79,6 +79,9 @@ class FallDecision:
                 reasons.append(f"accelerates at {accel_g:.1f} g")
             if end_speed > cfg.max_speed_mps:
                 reasons.append(f"too fast: {end_speed:.0f} m/s")
+            entry_speed = self._entry_speed(sp)
+            if entry_speed > cfg.max_entry_speed_mps and points[0][2] > cfg.entry_margin_frac * self.frame_height:
+                reasons.append(f"appears mid-view already falling at {entry_speed:.0f} m/s")
             if speed < cfg.min_speed_mps:
                 reasons.append(f"too slow: {speed:.1f} m/s")
             accel_score = _clip01(accel_g / 0.8) if accel_g <= cfg.max_accel_g else 0.0
@@ -112,9 +115,16 @@ class FallDecision:
         min_fall = cfg.min_fall_floors * self.facade.floor_height_m
         return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
 
-    def _origin(self, sp: _Space) -> Origin:
+    def _early_fit(self, sp: _Space) -> tuple[int, np.ndarray]:
         early = max(4, int(np.searchsorted(sp.t, self.cfg.origin_fit_s, side="right")))
-        coef, _ = _quadratic(sp.t[:early], sp.up[:early])
+        return early, _quadratic(sp.t[:early], sp.up[:early])[0]
+
+    def _entry_speed(self, sp: _Space) -> float:
+        """Downward speed when first detected."""
+        return float(-self._early_fit(sp)[1][1])
+
+    def _origin(self, sp: _Space) -> Origin:
+        early, coef = self._early_fit(sp)
         # Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only
         # makes that longer): extend the track back by that much, no more than max_backtrack_s.
         v0 = -coef[1]  # downward speed at the first detection

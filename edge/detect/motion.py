@@ -15,9 +15,10 @@ import numpy as np
 from edge.config import MotionConfig
 from edge.detect.types import Blob, MotionResult
 
-_SHAKE_SCALE = 4  # shake is measured on a 1/4-size image: cheap, and still sub-pixel at full size
+_SHAKE_WIDTH = 320  # shake is first measured on a copy about this wide: cheap, and within a pixel at full size
+_SMALL_BG_EVERY = 5  # frames between refreshes of that copy of the (slowly changing) background
 _REFINE_CROP, _REFINE_MARGIN = 384, 16  # full-resolution crop that refines the shift to sub-pixel
-_DILATE = np.ones((3, 3), np.uint8)  # joins the fragments of a blurred, low-contrast streak
+_CELL = 4  # blobs are labelled on a grid of 4x4-pixel cells
 
 
 def polygons_mask(shape: tuple[int, int], polygons: list[list[tuple[float, float]]]) -> np.ndarray | None:
@@ -45,6 +46,7 @@ class MotionPrefilter:
         self._prev: np.ndarray | None = None
         self._shield: np.ndarray | None = None
         self._edges: np.ndarray | None = None
+        self._small_bg: np.ndarray | None = None
         self._frames = 0
         self._warmup = max(2, round(cfg.warmup_s * fps))
 
@@ -92,7 +94,7 @@ class MotionPrefilter:
         if self._shield is not None:
             fg = cv2.bitwise_and(fg, cv2.bitwise_not(self._shield))
         blobs = self._blobs(fg, diff_bg, thr_u8)
-        if len(blobs) > self.cfg.max_blobs:
+        if len(blobs) > self.cfg.max_blobs or None in blobs:
             return MotionResult([], "rain", shift)
         return MotionResult(blobs, None, shift)
 
@@ -125,38 +127,64 @@ class MotionPrefilter:
     def _stabilise(self, img: np.ndarray) -> tuple[np.ndarray, tuple[float, float], str | None]:
         if not self.cfg.stabilize:
             return img, (0.0, 0.0), None
-        small = cv2.resize(img, None, fx=1 / _SHAKE_SCALE, fy=1 / _SHAKE_SCALE, interpolation=cv2.INTER_AREA)
-        ref = cv2.resize(self._bg, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
-        found = _bounded_shift(ref, small.astype(np.float32), self.cfg.shake_max_px / _SHAKE_SCALE)
-        if found is None:
-            return img, (0.0, 0.0), "shake"
-        dx, dy = _refine_shift(self._bg, img, found[0] * _SHAKE_SCALE, found[1] * _SHAKE_SCALE)
-        if math.hypot(dx, dy) < self.cfg.shake_min_px:
+        k = max(1, round(img.shape[1] / _SHAKE_WIDTH))
+        small = cv2.resize(img, (img.shape[1] // k, img.shape[0] // k), interpolation=cv2.INTER_AREA)
+        if self._small_bg is None or self._small_bg.shape != small.shape or self._frames % _SMALL_BG_EVERY == 0:
+            self._small_bg = cv2.resize(self._bg, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+        found = _bounded_shift(self._small_bg, small.astype(np.float32), self.cfg.shake_max_px / k)
+        # No clear peak: too little texture to register (night sky), or a jump beyond the search range,
+        # which then changes most of the frame and is caught as a whole-frame event.
+        if found is None or math.hypot(found[0] * k, found[1] * k) < self.cfg.shake_min_px:
             return img, (0.0, 0.0), None
+        dx, dy = _refine_shift(self._bg, img, found[0] * k, found[1] * k)
         m = np.float32([[1, 0, -dx], [0, 1, -dy]])
         aligned = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
         return aligned, (dx, dy), None
 
     def _blobs(self, fg: np.ndarray, diff_bg: np.ndarray, thr: np.ndarray) -> list[Blob]:
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(fg, _DILATE), connectivity=8)
-        raw = np.bincount(labels[fg > 0], minlength=n)  # moving pixels per blob, before dilation
+        # Label on a grid of _CELL x _CELL cells: ~16x cheaper than full resolution, and it joins the
+        # fragments of a blurred streak that crosses a window edge into one blob.
+        h, w = fg.shape
+        gh, gw = -(-h // _CELL), -(-w // _CELL)
+        padded = cv2.copyMakeBorder(fg, 0, gh * _CELL - h, 0, gw * _CELL - w, cv2.BORDER_CONSTANT, value=0)
+        cells = cv2.resize(padded, (gw, gh), interpolation=cv2.INTER_AREA)  # non-zero where any pixel moved
+        if not cv2.countNonZero(cells):
+            return []
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+        if n - 1 > self.cfg.max_blobs:
+            return [None] * (n - 1)  # counted as a rain burst by the caller
         max_area = self.cfg.max_blob_frac * fg.size
         out = []
-        for i in np.nonzero((raw > 0) & (stats[:, cv2.CC_STAT_AREA] <= max_area))[0]:
-            if i == 0:
+        for i in range(1, n):
+            cx0, cy0, cw, ch, _ = stats[i]
+            x, y = cx0 * _CELL, cy0 * _CELL
+            x1, y1 = min(w, (cx0 + cw) * _CELL), min(h, (cy0 + ch) * _CELL)
+            own = np.repeat(np.repeat(labels[cy0 : cy0 + ch, cx0 : cx0 + cw] == i, _CELL, 0), _CELL, 1)
+            moving = (fg[y:y1, x:x1] > 0) & own[: y1 - y, : x1 - x]
+            count = int(moving.sum())
+            if count == 0 or count > max_area:
                 continue
-            x, y, w, h, area = stats[i]
-            patch = diff_bg[y : y + h, x : x + w]
-            if raw[i] < self.cfg.min_pixels:
-                py, px = np.unravel_index(int(np.argmax(patch)), patch.shape)
+            patch = diff_bg[y:y1, x:x1]
+            if count < self.cfg.min_pixels:
+                py, px = np.unravel_index(int(np.argmax(patch * moving)), patch.shape)
                 if patch[py, px] < self.cfg.single_pixel_k * thr[y + py, x + px]:
                     continue
-            weights = patch.astype(np.float32) * (labels[y : y + h, x : x + w] == i)
+            weights = patch.astype(np.float32) * moving
             total = float(weights.sum())
-            ys, xs = np.mgrid[y : y + h, x : x + w]
-            cx = float((xs * weights).sum() / total)
-            cy = float((ys * weights).sum() / total)
-            out.append(Blob(cx, cy, int(w), int(h), int(raw[i]), float(patch.max())))
+            ys, xs = np.nonzero(moving)
+            wts = weights[ys, xs]
+            bx = float((xs * wts).sum() / total) + x
+            by = float((ys * wts).sum() / total) + y
+            out.append(
+                Blob(
+                    bx,
+                    by,
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                    count,
+                    float(patch[ys, xs].max()),
+                )
+            )
         return out
 
 
@@ -165,6 +193,7 @@ def _bounded_shift(ref: np.ndarray, img: np.ndarray, max_shift: float) -> tuple[
 
     A facade is a periodic grid of windows: the global correlation peak may be a whole window pitch away,
     so the peak is looked for only among shifts a shaking pole can make. None when no clear peak is there.
+    A peak on the border of the search range is no peak: the true shift lies beyond it.
     """
     h, w = ref.shape
     win = cv2.createHanningWindow((w, h), cv2.CV_32F)
@@ -175,7 +204,7 @@ def _bounded_shift(ref: np.ndarray, img: np.ndarray, max_shift: float) -> tuple[
     r = max(1, int(math.ceil(max_shift)))
     local = np.roll(corr, (r, r), axis=(0, 1))[: 2 * r + 1, : 2 * r + 1]
     iy, ix = np.unravel_index(int(np.argmax(local)), local.shape)
-    if local[iy, ix] < 4 * corr.std():
+    if local[iy, ix] < 4 * corr.std() or iy in (0, 2 * r) or ix in (0, 2 * r):
         return None
     ys, xs = slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2)
     patch = np.clip(local[ys, xs], 0, None)
@@ -191,11 +220,10 @@ def _refine_shift(ref: np.ndarray, img: np.ndarray, dx: float, dy: float) -> tup
     if ch < 32 or cw < 32:
         return dx, dy
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    m = np.float32([[1, 0, -dx], [0, 1, -dy]])
-    aligned = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
     a = ref[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
-    b = aligned[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
+    centre = (x0 + (cw - 1) / 2 + dx, y0 + (ch - 1) / 2 + dy)
+    b = cv2.getRectSubPix(img, (cw, ch), centre).astype(np.float32)
     (rx, ry), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((cw, ch), cv2.CV_32F))
-    if math.hypot(rx, ry) > _SHAKE_SCALE:  # not a refinement: keep the coarse estimate
+    if math.hypot(rx, ry) > 2.0:  # not a refinement of the coarse estimate: keep that
         return dx, dy
     return dx + rx, dy + ry

@@ -390,6 +390,7 @@ class Renderer:
             m = np.float32([[1, 0, shake[0]], [0, 1, shake[1]]])
             frame = cv2.warpAffine(frame, m, (s.width, s.height), borderMode=cv2.BORDER_REFLECT)
         noise = np.empty(frame.shape, np.int16)
+        cv2.setRNGSeed(s.seed * 100_003 + i)  # OpenCV's generator is global: seed it so clips repeat exactly
         cv2.randn(noise, 0, s.noise)
         frame = cv2.add(frame, noise, dtype=cv2.CV_8U) if s.noise > 0 else frame
         if s.night:
