@@ -123,6 +123,32 @@ def cmd_demo(args) -> int:
     return rc
 
 
+def cmd_verify(args) -> int:
+    """Check evidence manifests and their files; name exactly what changed."""
+    from edge.publish.manifest import MANIFEST, verify_folder
+
+    root = Path(args.dir)
+    if not root.exists():
+        _err(f"{root}: not found")
+        return 66
+    folders = sorted({p.parent for p in root.rglob(MANIFEST)}) if root.is_dir() else []
+    if not folders:
+        _err(f"{root}: no {MANIFEST} found")
+        return 66
+    trusted = Path(args.key_file).read_text().strip() if args.key_file else args.key
+    bad = 0
+    for folder in folders:
+        problems = verify_folder(folder, trusted)
+        if problems:
+            bad += 1
+            for p in problems:
+                print(f"FAILED {p}")
+        else:
+            print(f"OK     {folder}")
+    print(f"{len(folders) - bad} of {len(folders)} event folders verify")
+    return 1 if bad else EX_OK
+
+
 def cmd_bench(args) -> int:
     from edge.bench import run_accuracy
 
@@ -166,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=3)
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("verify", help="check evidence manifests: signature and every file's SHA-256")
+    s.add_argument("dir", help="an event folder, or a folder holding many")
+    s.add_argument("--key", help="the node's public key (base64) to trust")
+    s.add_argument("--key-file", help="file holding that key (storage/keys/node_ed25519.pub on the node)")
+    s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("bench", help="measure the detector")
     s.add_argument("what", choices=["accuracy"])

@@ -64,6 +64,39 @@ class MqttConfig(Strict):
 class RecordConfig(Strict):
     pre_s: float = Field(4.0, ge=0.0, le=30.0, description="Seconds of video kept before the object appears.")
     post_s: float = Field(2.0, ge=0.0, le=30.0, description="Seconds of video kept after the object is gone.")
+    buffer_s: float = Field(
+        30.0,
+        ge=5.0,
+        le=600.0,
+        description="Compressed video held in memory; must exceed pre_s plus the longest fall in view.",
+    )
+
+    @model_validator(mode="after")
+    def _buffer_holds_pre_roll(self) -> RecordConfig:
+        if self.buffer_s < self.pre_s + 5:
+            raise ValueError(f"buffer_s ({self.buffer_s}) must be at least pre_s + 5 s to hold a whole fall")
+        return self
+
+
+class CaptureConfig(Strict):
+    """How a live source is read and watched."""
+
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives lossy links.")
+    open_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="Give up connecting after this long.")
+    stall_s: float = Field(
+        5.0, gt=0.0, le=600.0, description="Watchdog: no frame for this long restarts the stream."
+    )
+    max_pts_jump_s: float = Field(
+        5.0, gt=0.0, le=3600.0, description="Timestamps jumping more than this (either way) restart the stream."
+    )
+    reconnect_min_s: float = Field(
+        0.5, gt=0.0, le=60.0, description="First retry after a failure (then doubling, with jitter)."
+    )
+    reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between retries.")
+    queue_frames: int = Field(
+        50, ge=1, le=10000, description="Frames waiting for detection; beyond, frames are dropped and counted."
+    )
+    realtime_files: bool = Field(True, description="Pace a file source at its frame rate, like a camera.")
 
 
 class FacadePoint(Strict):
@@ -280,6 +313,7 @@ class CameraConfig(Strict):
     fps: float | None = Field(None, gt=0.0, le=240.0, description="Frame rate, when the stream does not say.")
     facade: FacadeConfig | None = Field(None, description="Facade calibration; without it, no floor.")
     masks: MasksConfig = Field(default_factory=MasksConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)

@@ -6,15 +6,17 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import EdgeConfig
-from edge.detect.pipeline import Detector, facade_map
-from edge.detect.types import FallEvent
-from edge.events import alert_line, event_record
-from edge.publish.evidence import write_event_media
-from edge.video import VideoError, VideoFile, luma_plane
+from edge.capture.packets import PacketRing
+from edge.capture.source import SourceError, SourceOptions, VideoSource
+from edge.config import EdgeConfig, config_hash
+from edge.events import alert_line
+from edge.pipeline import CameraPipeline, EventSink
+from edge.publish.evidence import EvidenceFiles
+from edge.publish.manifest import load_or_create_key
+from edge.video import EX_DATAERR, VideoError, check_readable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,44 @@ class ReplayResult:
     frames: int
     fps: float
     error: VideoError | None = None
-    global_events: dict[str, int] = field(default_factory=dict)
+
+
+class _Collector:
+    """Keeps each event's final record, with the paths of its evidence relative to the output folder."""
+
+    def __init__(self, out: Path, on_alert: Callable[[str], None] | None):
+        self.out, self.on_alert = out, on_alert
+        self.records: dict[str, dict] = {}
+
+    def on_update(self, kind: str, record: dict) -> None:
+        if kind == "new" and self.on_alert:
+            self.on_alert(alert_line(record))
+        if kind == "end":
+            self.records[record["id"]] = {
+                **record,
+                "clip": None,
+                "still": None,
+                "original": None,
+                "manifest": None,
+            }
+
+    def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
+        rel = files.folder.relative_to(self.out)
+        rec = self.records.setdefault(record["id"], dict(record))
+        rec.update(
+            clip=f"{rel}/{files.annotated}" if files.annotated else None,
+            still=f"{rel}/{files.still}" if files.still else None,
+            original=f"{rel}/{files.original}",
+            manifest=f"{rel}/{files.manifest}",
+        )
+
+
+def _signing_key(config: EdgeConfig, out: Path):
+    try:
+        return load_or_create_key(config.storage.dir / "keys")
+    except OSError as exc:
+        log.warning("cannot use the node key in %s (%s); signing with a key in %s", config.storage.dir, exc, out)
+        return load_or_create_key(out / "keys")
 
 
 def replay(
@@ -39,79 +78,67 @@ def replay(
     progress: Callable[[int, int | None], None] | None = None,
     media: bool = True,
 ) -> ReplayResult:
-    """Detect falls in `video` with camera `camera`'s settings; write events.jsonl, clips and stills."""
+    """Detect falls in `video` with camera `camera`'s settings; write events.jsonl and per-event evidence."""
     name, cam = config.camera(camera)
+    path = check_readable(video)
     out = Path(out_dir)
-    ended: dict[str, FallEvent] = {}
-    error = None
-    frames = 0
-    globals_seen: dict[str, int] = {}
-    with VideoFile(video, cam.fps) as vf:
-        info = vf.info
-        detector = None
-        try:
-            for i, frame in enumerate(vf.frames()):
-                luma = luma_plane(frame)
-                size = (luma.shape[1], luma.shape[0])
-                if detector is None or size != detector.frame_size:
-                    if detector is not None:  # resolution changed mid-stream: start afresh
-                        _collect(detector.finish(), ended, on_alert, name)
-                    detector = Detector(name, cam, info.fps, size)
-                _collect(detector.process(i, luma), ended, on_alert, name)
-                if detector.last_global_event not in (None, "warmup", "start"):
-                    globals_seen[detector.last_global_event] = globals_seen.get(detector.last_global_event, 0) + 1
-                frames = i + 1
-                if progress:
-                    progress(frames, info.frames)
-        except VideoError as exc:
-            error = exc
-        if detector is not None:
-            _collect(detector.finish(), ended, on_alert, name)
-    records = _write_outputs(video, config, name, out, sorted(ended.values(), key=lambda e: e.start_frame), media)
-    return ReplayResult(records, frames, info.fps, error, globals_seen)
-
-
-def _collect(updates, ended: dict, on_alert, camera: str) -> None:
-    for u in updates:
-        if u.kind == "new" and on_alert:
-            on_alert(alert_line(event_record(u.event, "replay")))
-        if u.kind == "end":
-            ended[u.event.id] = u.event
-
-
-def _write_outputs(video, config: EdgeConfig, name: str, out: Path, events: list[FallEvent], media: bool) -> list:
-    cam = config.cameras[name]
-    fmap = facade_map(cam)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for ev in events:
-        clip = still = None
-        if media:
-            (out / "clips").mkdir(exist_ok=True)
-            (out / "stills").mkdir(exist_ok=True)
-            clip_p, still_p = out / "clips" / f"{ev.id}.mp4", out / "stills" / f"{ev.id}.jpg"
-            caption = f"{config.node.id}/{name} {ev.level}"
-            try:
-                write_event_media(
-                    video,
-                    ev,
-                    clip_p,
-                    still_p,
-                    cam.record.pre_s,
-                    cam.record.post_s,
-                    caption,
-                    [p.points for p in cam.masks.privacy],
-                    fmap,
-                )
-                clip, still = str(clip_p.relative_to(out)), str(still_p.relative_to(out))
-            except VideoError as exc:
-                log.warning("no media for event %s: %s", ev.id, exc)
-        records.append(event_record(ev, config.node.id, clip, still))
-    tmp = out / "events.jsonl.tmp"
+    source = VideoSource(str(path), SourceOptions(clock="stream", open_timeout_s=60, read_timeout_s=60))
+    try:
+        params = source.open()
+    except SourceError as exc:
+        raise VideoError(f"cannot open {path} as video: {exc}") from None
+    fps = cam.fps or (float(params.rate) if params.rate else 0.0)
+    if not 0 < fps <= 240:
+        source.close()
+        raise VideoError(f"{path}: frame rate unknown; set the camera's fps in the config")
+    announced = source.stream.frames or None
+    collector = _Collector(out, on_alert)
+    ring = PacketRing(cam.record.buffer_s)
+    pipeline = CameraPipeline(
+        config.node.id,
+        name,
+        cam,
+        fps,
+        ring,
+        out / "events",
+        _signing_key(config, out),
+        config_hash(config),
+        EventSink(collector.on_update, collector.on_evidence),
+        submit=None if media else (lambda work: None),
+    )
+    frames, error = 0, None
+    try:
+        for pkt, decoded in source.packets():
+            if pkt is not None:
+                ring.add(pkt)
+            for frame in decoded:
+                pipeline.on_frame(frame)
+                frames += 1
+                if progress:
+                    progress(frames, announced)
+    except SourceError as exc:
+        if str(exc) != "stream ended":
+            error = VideoError(f"{path}: decoding failed after {frames} frames: {exc}")
+    finally:
+        source.close()
+    if error is None and frames == 0:
+        error = VideoError(f"{path}: no frame could be decoded (truncated or not a video)")
+    if error is None and announced and frames < announced * 0.98 - 2:
+        error = VideoError(
+            f"{path}: truncated: the file announces {announced} frames, {frames} could be decoded", EX_DATAERR
+        )
+    pipeline.finish()
+    records = sorted(collector.records.values(), key=lambda r: r["start_frame"])
+    _write_jsonl(out / "events.jsonl", records)
+    return ReplayResult(records, frames, fps, error)
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-    tmp.replace(out / "events.jsonl")
-    return records
+    tmp.replace(path)

@@ -6,6 +6,7 @@ Clips are small (640x360, 8 s) so the suite stays fast; `edge bench accuracy` me
 from __future__ import annotations
 
 import json
+import os
 
 import av
 import pytest
@@ -68,8 +69,13 @@ def test_distractors_alone_write_an_empty_events_file(sim_clip, tmp_path, scene,
     assert (tmp_path / "events.jsonl").exists()
 
 
-def test_replay_writes_the_documented_event_record_with_clip_and_still(sim_clip, tmp_path):
-    truth, events, proc = _replay(sim_clip("throw", 1), tmp_path)
+def _frames(path) -> int:
+    with av.open(str(path)) as clip:
+        return sum(1 for _ in clip.decode(video=0))
+
+
+def test_replay_writes_the_documented_event_record(sim_clip, tmp_path):
+    _, events, proc = _replay(sim_clip("throw", 1), tmp_path)
     ev = events[0]
     for key in (
         "id",
@@ -84,18 +90,29 @@ def test_replay_writes_the_documented_event_record_with_clip_and_still(sim_clip,
         "fall_m",
         "clip",
         "still",
+        "original",
+        "manifest",
     ):
         assert key in ev
     assert ev["level"] in ("suspected", "confirmed") and 0 <= ev["score"] <= 1
     assert ev["start_frame"] <= ev["alert_frame"] <= ev["end_frame"]
     assert set(ev["origin"]) >= {"x", "y", "floor", "facade_x_m"} and ev["fall_m"] > 6
     assert "ALERT" in proc.stdout
-    with av.open(str(tmp_path / ev["clip"])) as clip:
-        frames = sum(1 for _ in clip.decode(video=0))
+
+
+def test_the_original_clip_is_the_source_packets_from_pre_roll_to_post_roll(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    truth, events, _ = _replay(folder, tmp_path)
     fps = truth["fps"]
-    first, last = max(0, ev["start_frame"] - 4 * fps), min(truth["frames"] - 1, ev["end_frame"] + 2 * fps)
-    assert frames == last - first + 1  # 4 s before the object appeared to 2 s after, within the video
-    assert (tmp_path / ev["still"]).stat().st_size > 10_000
+    for ev in events:
+        first = max(0, ev["start_frame"] - 4 * fps)  # record.pre_s defaults to 4 s
+        last = min(truth["frames"] - 1, ev["end_frame"] + 2 * fps)  # and post_s to 2 s
+        n = _frames(tmp_path / ev["original"])
+        assert n >= last - first + 1  # starts at the keyframe at or before the pre-roll
+        assert _frames(tmp_path / ev["clip"]) == n  # the annotated copy shows the same frames
+        assert (tmp_path / ev["still"]).stat().st_size > 10_000
+        assert not os.access(tmp_path / ev["original"], os.W_OK) or os.geteuid() == 0
+        assert oct((tmp_path / ev["original"]).stat().st_mode & 0o777) == "0o444"
 
 
 def test_without_calibration_events_have_no_floor(sim_clip, tmp_path):

@@ -1,17 +1,24 @@
-"""The pictures people look at: an annotated clip and a trajectory still per event."""
+"""Evidence per event: the original clip (packets as received), an annotated clip, a still and a manifest."""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.capture.packets import KeptPacket, remux
 from edge.detect.facade import FacadeMap
 from edge.detect.motion import polygons_mask
 from edge.detect.types import FallEvent
-from edge.video import H264Writer, VideoError
+from edge.publish.manifest import write_manifest
+from edge.video import H264Writer
 
 _RED, _YELLOW, _WHITE, _BLACK = (40, 40, 230), (0, 215, 255), (255, 255, 255), (0, 0, 0)
 
@@ -64,61 +71,148 @@ def draw_floor_lines(img: np.ndarray, facade: FacadeMap, event: FallEvent) -> No
             _text(img, str(event.origin.floor + k), tuple(np.round(b).astype(int) + (6, 0)), 0.5 * scale)
 
 
-def _frame_index(frame: av.VideoFrame, stream, fps: float) -> int:
-    start = stream.start_time or 0
-    return int(round(float((frame.pts - start) * stream.time_base) * fps))
+@dataclass
+class EvidenceJob:
+    """An event's evidence being gathered: packets from pre-roll until post-roll after the object is gone."""
+
+    event: FallEvent
+    clip_from_t: float
+    first_t: float
+    packets: list[KeptPacket] = field(default_factory=list)
+    last_seq: int = 0
+    until_t: float | None = None
+    last_t: float | None = None
+    pts_index: dict[int, int] = field(default_factory=dict)
+
+    def take(self, fresh: list[tuple[int, KeptPacket]]) -> None:
+        for seq, pkt in fresh:
+            if seq > self.last_seq:
+                self.packets.append(pkt)
+                self.last_seq = seq
+
+    @property
+    def complete(self) -> bool:
+        return self.until_t is not None and bool(self.packets) and self.packets[-1].t >= self.until_t
 
 
-def write_event_media(
-    source: str | Path,
-    event: FallEvent,
-    clip_path: Path,
-    still_path: Path,
-    pre_s: float,
-    post_s: float,
+@dataclass
+class EvidenceFiles:
+    """What was written for one event, relative to its folder."""
+
+    folder: Path
+    original: str
+    annotated: str | None
+    still: str | None
+    manifest: str
+
+
+def write_evidence(
+    job: EvidenceJob,
+    folder: Path,
     caption: str,
     privacy: list,
     facade: FacadeMap | None,
-) -> None:
-    """Decode the event's span (pre/post roll) from a video file; write the annotated clip and the still."""
-    fps = event.fps
-    first = max(0, event.start_frame - round(pre_s * fps))
-    last = event.end_frame + round(post_s * fps)
-    still_at = event.start_frame
-    still = None
+    signer: Ed25519PrivateKey,
+    info: dict,
+    record: dict,
+) -> EvidenceFiles:
+    """Write the original (remuxed, never re-encoded), the annotated clip, the still, the event and a manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    packets = _until(job.packets, job.until_t)
+    original = _write_once(folder, lambda tmp: remux(packets, tmp))
+    annotated, still = _annotate(packets, job, folder, caption, privacy, facade)
+    record = {
+        **record,
+        "evidence": {
+            "original": original.name,
+            "annotated": annotated,
+            "still": still,
+            "manifest": "manifest.json",
+        },
+    }
+    (folder / "event.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    names = [original.name] + [n for n in (annotated, still) if n] + ["event.json"]
+    times = {"first_seen_t": job.first_t, "clip_from_t": packets[0].t, "clip_to_t": packets[-1].t}
+    manifest = write_manifest(folder, names, {**info, **times}, signer)
+    return EvidenceFiles(folder, original.name, annotated, still, manifest.name)
+
+
+def _until(packets: list[KeptPacket], until_t: float | None) -> list[KeptPacket]:
+    """Packets in decode order up to the first one stamped after `until_t` (the end of the post-roll)."""
+    if until_t is None:
+        return packets
+    cut = next((i for i, p in enumerate(packets) if i > 0 and p.t > until_t), len(packets))
+    return packets[:cut]
+
+
+def _write_once(folder: Path, write) -> Path:
+    """Write through a temporary name, then make the file read-only: originals are never modified."""
+    tmp = write(folder / ".original-partial")
+    final = folder / f"original{tmp.suffix}"
+    os.replace(tmp, final)
+    final.chmod(0o444)
+    return final
+
+
+def _annotate(
+    packets: list[KeptPacket],
+    job: EvidenceJob,
+    folder: Path,
+    caption: str,
+    privacy: list,
+    facade: FacadeMap | None,
+) -> tuple[str | None, str | None]:
+    params = packets[0].params
+    codec = av.CodecContext.create(params.codec, "r")
+    if params.extradata:
+        codec.extradata = params.extradata
+    event, fps = job.event, job.event.fps
+    writer, still = None, None
+    index = None
     try:
-        container = av.open(str(source))
-    except av.error.FFmpegError as exc:
-        raise VideoError(f"cannot reopen {source} for the evidence clip: {exc}") from None
-    with container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        start = stream.start_time or 0
-        container.seek(int(start + first / fps / stream.time_base), stream=stream, backward=True)
-        writer = None
-        try:
-            for frame in container.decode(stream):
-                idx = _frame_index(frame, stream, fps)
-                if idx < first:
-                    continue
-                if idx > last:
-                    break
-                img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
-                if idx == still_at or (still is None and idx >= still_at):
-                    still = img.copy()
-                if writer is None:
-                    writer = H264Writer(clip_path, img.shape[1], img.shape[0], fps, crf=23)
-                seconds = idx / fps
-                draw_event(img, event, idx, f"{caption}  t={seconds:7.2f}s  frame {idx}")
-                writer.write(img)
-        except av.error.FFmpegError:
-            pass  # a truncated tail: keep what was decoded, the clip is still evidence
-        finally:
-            if writer is not None:
-                writer.close()
+        for kept, frame in _decoded(codec, packets, params):
+            index = job.pts_index.get(frame.pts, None if index is None else index + 1)
+            img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
+            if still is None and index is not None and index >= event.start_frame:
+                still = img.copy()
+            if writer is None:
+                writer = H264Writer(folder / "annotated.mp4", img.shape[1], img.shape[0], fps, crf=23)
+            label = f"frame {index}" if index is not None else ""
+            draw_event(img, event, index, f"{caption}  {iso_short(kept.t)}  {label}")
+            writer.write(img)
+    finally:
+        if writer is not None:
+            writer.close()
     if still is None:
-        raise VideoError(f"{source}: frames {first}..{last} of event {event.id} could not be decoded")
+        return ("annotated.mp4" if writer else None), None
     if facade is not None:
         draw_floor_lines(still, facade, event)
     draw_event(still, event, None, caption)
-    cv2.imwrite(str(still_path), still, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(folder / "still.jpg"), still, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return "annotated.mp4", "still.jpg"
+
+
+def _decoded(codec, packets: list[KeptPacket], params):
+    """(packet, frame) pairs in display order, the decoder flushed at the end."""
+    kept = packets[0]
+    for kept in packets:
+        if kept.params != params:
+            break
+        try:
+            frames = codec.decode(kept.to_av())
+        except av.error.FFmpegError:
+            continue  # a damaged packet: the original keeps it, the annotated copy skips it
+        for frame in frames:
+            yield kept, frame
+    try:
+        for frame in codec.decode(None):
+            yield kept, frame
+    except av.error.FFmpegError:
+        return
+
+
+def iso_short(t: float) -> str:
+    """Capture time for the overlay: wall-clock UTC live, seconds into the video in replay."""
+    if t > 1e9:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return f"t={t:8.2f}s"

@@ -1,0 +1,145 @@
+"""One video source through PyAV: an RTSP URL, a /dev/video device or a file.
+
+It yields each compressed packet (for evidence) with the frames decoded from it (luma plane only).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import av
+import numpy as np
+
+from edge.capture.annexb import AnnexB
+from edge.capture.packets import KeptPacket, StreamParams
+from edge.video import luma_plane
+
+
+class SourceError(Exception):
+    """The source could not be opened or read; the message says why, for the camera status."""
+
+
+@dataclass
+class CapturedFrame:
+    """A decoded frame: its luma plane, capture time `t` and the stream's own timestamp."""
+
+    luma: np.ndarray
+    t: float
+    pts: int | None
+    pts_s: float | None
+
+
+@dataclass
+class SourceOptions:
+    transport: str = "tcp"
+    open_timeout_s: float = 5.0
+    read_timeout_s: float = 5.0
+    clock: str = "wall"  # "wall": t is time.time() at capture; "stream": t is the stream's pts in seconds
+    realtime: bool = False  # pace a file at its frame rate, as a camera would deliver it
+    extra: dict = field(default_factory=dict)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and status."""
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.split("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+class VideoSource:
+    """Opens a source and iterates (packet, frames) pairs; raises SourceError on any failure."""
+
+    def __init__(self, url: str, opts: SourceOptions | None = None):
+        self.url = url
+        self.opts = opts or SourceOptions()
+        self.container = None
+        self.stream = None
+        self.params: StreamParams | None = None
+        self._reframe: AnnexB | None = None
+
+    def open(self) -> StreamParams:
+        options = dict(self.opts.extra)
+        kwargs = {}
+        if self.url.startswith(("rtsp://", "rtsps://")):
+            options.setdefault("rtsp_transport", self.opts.transport)
+        if self.url.startswith("/dev/video"):
+            kwargs["format"] = "v4l2"
+        try:
+            self.container = av.open(
+                self.url, options=options, timeout=(self.opts.open_timeout_s, self.opts.read_timeout_s), **kwargs
+            )
+        except av.error.ExitError:
+            raise SourceError(f"no answer within {self.opts.open_timeout_s:.0f} s") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(_describe(exc)) from None
+        if not self.container.streams.video:
+            self.close()
+            raise SourceError("no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.params = StreamParams.of(self.stream)
+        self._reframe = None
+        if self.params.length_prefixed:
+            try:
+                self._reframe = AnnexB(self.params.codec, self.params.extradata)
+                self.params = replace(self.params, extradata=self._reframe.header)
+            except (ValueError, IndexError, struct.error):
+                pass  # another codec: its packets are kept as they are
+        return self.params
+
+    def packets(self) -> Iterator[tuple[KeptPacket | None, list[CapturedFrame]]]:
+        """Each packet with the frames it decoded to, until the stream ends (SourceError) or fails.
+
+        At the end of a file the decoder's last frames come with no packet (None).
+        """
+        assert self.container is not None and self.stream is not None
+        tb = self.stream.time_base
+        start = time.monotonic()
+        first_pts = None
+        try:
+            for packet in self.container.demux(self.stream):
+                flush = packet.dts is None and packet.pts is None  # end of stream: the decoder gives back the rest
+                now = time.time()
+                frames = []
+                for frame in packet.decode():
+                    pts_s = float(frame.pts * tb) if frame.pts is not None else None
+                    if self.opts.realtime and pts_s is not None:
+                        first_pts = pts_s if first_pts is None else first_pts
+                        delay = (pts_s - first_pts) - (time.monotonic() - start)
+                        if delay > 0:
+                            time.sleep(delay)
+                        now = time.time()
+                    t = now if self.opts.clock == "wall" else (pts_s or 0.0)
+                    frames.append(CapturedFrame(luma_plane(frame).copy(), t, frame.pts, pts_s))
+                if flush:
+                    yield None, frames
+                    continue
+                pkt_t = now if self.opts.clock == "wall" else float((packet.pts or packet.dts or 0) * tb)
+                kept = KeptPacket.of(packet, pkt_t, self.params)
+                if self._reframe is not None:
+                    kept = replace(kept, data=self._reframe.convert(kept.data, kept.keyframe))
+                yield kept, frames
+        except av.error.ExitError:
+            raise SourceError(f"stalled: no data for {self.opts.read_timeout_s:.0f} s") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(_describe(exc)) from None
+        raise SourceError("stream ended")
+
+    def close(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.close()
+            except av.error.FFmpegError:
+                pass
+            self.container = None
+
+
+def _describe(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(": '")[0] if ": '" in text else text
