@@ -5,6 +5,7 @@ It yields each compressed packet (for evidence) with the frames decoded from it 
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections.abc import Iterator
@@ -133,10 +134,8 @@ class VideoSource:
 
     def close(self) -> None:
         if self.container is not None:
-            try:
+            with contextlib.suppress(av.error.FFmpegError):
                 self.container.close()
-            except av.error.FFmpegError:
-                pass
             self.container = None
 
 
