@@ -123,6 +123,27 @@ def cmd_demo(args) -> int:
     return rc
 
 
+def cmd_run(args) -> int:
+    """The live node: every camera of the config until SIGTERM or Ctrl-C."""
+    import signal
+
+    from edge.node import Node
+
+    cfg = load_config(args.config)
+    if args.camera and any(c not in cfg.cameras for c in args.camera):
+        _err(f"no camera named {args.camera}; the config has {', '.join(cfg.cameras)}")
+        return EX_CONFIG
+    node = Node(cfg, cameras=args.camera)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: node._stop.set())
+    logging.getLogger().setLevel(logging.INFO)
+    logging.info("node %s starting: cameras %s, storage %s", cfg.node.id, ", ".join(node.cameras), cfg.storage.dir)
+    node.run_forever()
+    logging.info("stopping: finishing evidence in progress")
+    node.stop()
+    return EX_OK
+
+
 def cmd_verify(args) -> int:
     """Check evidence manifests and their files; name exactly what changed."""
     from edge.publish.manifest import MANIFEST, verify_folder
@@ -192,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=3)
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("run", help="the live node: capture, detect, record evidence, report")
+    s.add_argument("--config", required=True)
+    s.add_argument("--camera", action="append", help="run only this camera (repeatable)")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("verify", help="check evidence manifests: signature and every file's SHA-256")
     s.add_argument("dir", help="an event folder, or a folder holding many")

@@ -47,6 +47,9 @@ class NodeConfig(Strict):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
         description="Name of this node; part of every MQTT topic and event id.",
     )
+    status_interval_s: float = Field(
+        10.0, ge=1.0, le=3600.0, description="How often camera status and node health are refreshed."
+    )
 
 
 class StorageConfig(Strict):

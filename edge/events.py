@@ -44,5 +44,6 @@ def alert_line(record: dict) -> str:
     fell = f", fell {record['fall_m']:.1f} m" if record.get("fall_m") is not None else ""
     return (
         f"ALERT {record['level'].upper()} {record['camera']}: object from {where}{along}{fell} "
-        f"(score {record['score']:.2f}, at {record['alert_s']:.2f} s, id {record['id']})"
+        f"(score {record['score']:.2f}, at {record.get('alert_utc') or format(record['alert_s'], '.2f') + ' s'}, "
+        f"id {record['id']})"
     )

@@ -20,6 +20,7 @@ from edge.publish.evidence import EvidenceFiles, EvidenceJob, write_evidence
 from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
+_WALL_CLOCK = 1e9  # capture times above this are Unix time (live); below, seconds into a file (replay)
 
 
 @dataclass
@@ -127,8 +128,13 @@ class CameraPipeline:
 
     def _record(self, ev, job: EvidenceJob | None) -> dict:
         rec = event_record(ev, self.node)
-        if job is not None:
-            rec["first_seen_utc"] = iso(job.first_t) if job.first_t > 1e9 else None
+        for key, frame in (
+            ("start_utc", ev.start_frame),
+            ("alert_utc", ev.alert_frame),
+            ("end_utc", ev.end_frame),
+        ):
+            t = self.frames.t_of(frame)
+            rec[key] = iso(t) if t is not None and t > _WALL_CLOCK else None  # replay has stream time only
         return rec
 
     def _advance_jobs(self) -> None:

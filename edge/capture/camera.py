@@ -102,6 +102,7 @@ class CameraCapture(threading.Thread):
             cfg.transport, cfg.open_timeout_s, cfg.stall_s, "wall", realtime=is_file and cfg.realtime_files
         )
         self._recent: deque[float] = deque(maxlen=50)
+        self.stream_rate: float | None = None
 
     def stop(self) -> None:
         self._stop.set()
