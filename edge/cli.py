@@ -144,6 +144,30 @@ def cmd_run(args) -> int:
     return EX_OK
 
 
+def cmd_listen(args) -> int:
+    """The reference receiver: every node's alerts and files into a folder, one line per alert."""
+    import signal
+    import threading
+
+    from edge.listen import Listener
+
+    cfg = load_config(args.config)
+    listener = Listener(
+        cfg, Path(args.out), client_id=args.client_id, on_line=lambda line: print(line, flush=True)
+    )
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    listener.start()
+    print(
+        f"listening on {cfg.mqtt.host}:{cfg.mqtt.port} under {cfg.mqtt.topic_prefix}/#, writing to {args.out}",
+        flush=True,
+    )
+    done.wait()
+    listener.stop()
+    return EX_OK
+
+
 def cmd_verify(args) -> int:
     """Check evidence manifests and their files; name exactly what changed."""
     from edge.publish.manifest import MANIFEST, verify_folder
@@ -218,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--camera", action="append", help="run only this camera (repeatable)")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("listen", help="receive alerts and clips from every node (the community center's side)")
+    s.add_argument("--config", required=True, help="a config whose mqtt section says how to reach the broker")
+    s.add_argument("--out", default="received", help="folder for received events and files")
+    s.add_argument("--client-id", help="MQTT client id (default edge-listen-<node id>)")
+    s.set_defaults(func=cmd_listen)
 
     s = sub.add_parser("verify", help="check evidence manifests: signature and every file's SHA-256")
     s.add_argument("dir", help="an event folder, or a folder holding many")

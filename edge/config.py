@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 EX_CONFIG = 78
 
@@ -56,12 +56,57 @@ class StorageConfig(Strict):
     dir: Path = Field(Path("/var/lib/edge"), description="Where clips, stills, manifests and the outbox live.")
 
 
+class TlsConfig(Strict):
+    ca_file: Path = Field(description="CA certificate that signed the broker's certificate.")
+    cert_file: Path | None = Field(None, description="This client's certificate, when the broker asks for one.")
+    key_file: Path | None = Field(None, description="Private key of cert_file.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
 class MqttConfig(Strict):
+    enabled: bool = Field(True, description="Publish alerts, status and clips to the broker (edge run).")
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     topic_prefix: str = Field(
-        "edge", pattern=r"^[^#+]+$", description="First topic level; topics are <prefix>/<node>/..."
+        "edge", pattern=r"^[^#+/]+$", description="First topic level; topics are <prefix>/<node>/..."
     )
+    client_id: str | None = Field(None, description="MQTT client id; the node id when not given.")
+    username: str | None = Field(None, description="Broker user; by the shipped ACL, the node id.")
+    password: SecretStr | None = Field(None, description="Broker password; write ${ENV_NAME}, never the value.")
+    password_file: Path | None = Field(
+        None, description="File holding the password (a systemd credential: ${CREDENTIALS_DIRECTORY}/mqtt)."
+    )
+    tls: TlsConfig | None = Field(None, description="TLS to the broker; strongly advised off the LAN.")
+    keepalive_s: int = Field(30, ge=5, le=600, description="The broker declares the node dead after 1.5x this.")
+    reconnect_max_s: float = Field(30.0, ge=1.0, le=3600.0, description="Longest wait between reconnect attempts.")
+    max_inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages sent but not yet acknowledged.")
+    drain_rate_per_s: float = Field(
+        50.0, gt=0.0, le=10000.0, description="Messages per second when sending a backlog (alerts jump it)."
+    )
+    chunk_kib: int = Field(256, ge=16, le=8192, description="Size of the pieces clips are sent in.")
+    trajectory_points: int = Field(
+        100, ge=2, le=1000, description="Trajectory points in an event payload (keeps it under 8 KiB)."
+    )
+    outbox_max_mb: float = Field(
+        512.0, gt=0.0, le=100000.0, description="Outbox size; beyond, clip chunks are dropped first, alerts never."
+    )
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def secret(self) -> str | None:
+        """The password, read from password_file when that is how it is given."""
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return self.password.get_secret_value() if self.password else None
 
 
 class RecordConfig(Strict):
@@ -215,6 +260,12 @@ class TrackerConfig(Strict):
         4.0, ge=1.0, le=10.0, description="Association gate in standard deviations of the predicted position."
     )
     gate_min_px: float = Field(3.0, ge=0.5, le=50.0, description="Association gate never narrower than this.")
+    gate_speed_frac: float = Field(
+        0.5,
+        ge=0.0,
+        le=5.0,
+        description="The gate also widens by this fraction of the track's speed per frame (blurred streaks).",
+    )
     max_step_frac: float = Field(
         0.06,
         gt=0.0,
@@ -234,7 +285,7 @@ class TrackerConfig(Strict):
         description="A new fall this close (fraction of height) to an existing fall's path is the same object.",
     )
     jerk_px: float = Field(
-        0.08, gt=0.0, le=20.0, description="How much the acceleration may change per frame (drag, wind)."
+        0.3, gt=0.0, le=20.0, description="How much the acceleration may change per frame (drag, wind)."
     )
 
 

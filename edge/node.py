@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from edge.config import CameraConfig, EdgeConfig, config_hash
 from edge.events import alert_line
 from edge.pipeline import CameraPipeline, EventSink
 from edge.publish.evidence import EvidenceFiles
-from edge.publish.manifest import load_or_create_key
+from edge.publish.manifest import iso, load_or_create_key
 
 log = logging.getLogger(__name__)
 _DEFAULT_FPS = 25.0  # only when neither the config nor the stream says
@@ -133,12 +134,27 @@ class CameraRuntime:
 class Node:
     """Runs every camera of a config until stopped."""
 
-    def __init__(self, config: EdgeConfig, sinks: list[NodeSink] | None = None, cameras: list[str] | None = None):
+    def __init__(
+        self,
+        config: EdgeConfig,
+        sinks: list[NodeSink] | None = None,
+        cameras: list[str] | None = None,
+        mqtt: bool | None = None,
+    ):
         self.config = config
         self.storage = config.storage.dir
         self.storage.mkdir(parents=True, exist_ok=True)
         self.local = LocalLog(self.storage)
-        self.sink = _Fanout([self.local, *(sinks or [])])
+        self.detect_on = self._load_detect_state()
+        self.publisher = None
+        if config.mqtt.enabled if mqtt is None else mqtt:
+            from edge.publish.mqtt import MqttPublisher
+            from edge.publish.outbox import Outbox
+
+            outbox = Outbox(self.storage / "outbox.sqlite", int(config.mqtt.outbox_max_mb * 1024 * 1024))
+            self.publisher = MqttPublisher(config, outbox, self.storage, self.set_detect)
+        self.sink = _Fanout([self.local, *(sinks or []), *([self.publisher] if self.publisher else [])])
+        self._cpu = (time.monotonic(), time.process_time())
         self.key = load_or_create_key(self.storage / "keys")
         self.config_sha = config_hash(config)
         self.writer = EvidenceWriter()
@@ -155,6 +171,10 @@ class Node:
             self.cameras[name] = CameraRuntime(name, cam, ring, frames, capture)
 
     def start(self) -> None:
+        if self.publisher is not None:
+            self.publisher.start()
+            for name in self.cameras:
+                self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
         self.writer.start()
         for rt in self.cameras.values():
             rt.detection = threading.Thread(target=self._detect, args=(rt,), name=f"detect-{rt.name}", daemon=True)
@@ -171,6 +191,8 @@ class Node:
                 rt.detection.join(timeout)
         self.writer.stop()
         self.writer.join(timeout)
+        if self.publisher is not None:
+            self.publisher.stop()
 
     def status(self, camera: str) -> CameraStatus:
         return self.cameras[camera].capture.status
@@ -183,6 +205,8 @@ class Node:
                 frame = rt.frames.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if not self.detect_on.get(rt.name, True):
+                continue  # switched off by command: capture and the evidence buffer go on
             try:
                 if rt.pipeline is None:
                     rt.pipeline = self._pipeline(rt, sink)
@@ -217,9 +241,57 @@ class Node:
             self.refresh_status()
 
     def refresh_status(self) -> None:
-        """Report every camera's status now (fps and drops change without a change of state)."""
+        """Report every camera's status now (fps and drops change without a change of state), and stats."""
         for rt in self.cameras.values():
             self.sink.on_status(rt.name, rt.capture.status)
+        if self.publisher is not None:
+            self.publisher.publish_stats(self.stats())
+
+    def stats(self) -> dict:
+        """Node health: per camera fps, drops and reconnects; CPU, disk and the outbox."""
+        now, cpu = time.monotonic(), time.process_time()
+        busy = (cpu - self._cpu[1]) / max(now - self._cpu[0], 1e-6)
+        self._cpu = (now, cpu)
+        disk = shutil.disk_usage(self.storage)
+        out = {
+            "v": 1,
+            "node": self.config.node.id,
+            "time_utc": iso(time.time()),
+            "cpu_percent": round(100 * busy / (os.cpu_count() or 1), 1),
+            "load1": round(os.getloadavg()[0], 2),
+            "disk_free_gb": round(disk.free / 1e9, 2),
+            "disk_used_percent": round(100 * disk.used / disk.total, 1),
+            "cameras": {
+                n: {
+                    "state": rt.capture.status.state,
+                    "fps": round(rt.capture.status.fps, 2),
+                    "dropped": rt.frames.dropped,
+                    "processed": rt.processed,
+                    "reconnects_last_hour": rt.capture.status.reconnects_last_hour,
+                    "detect": self.detect_on.get(n, True),
+                }
+                for n, rt in self.cameras.items()
+            },
+        }
+        if self.publisher is not None:
+            n, size = self.publisher.outbox.depth()
+            out["outbox"] = {"messages": n, "bytes": size, "dropped": self.publisher.outbox.dropped()}
+        return out
+
+    def set_detect(self, camera: str, on: bool) -> None:
+        """Switch detection of one camera on or off (MQTT command); remembered across restarts."""
+        self.detect_on[camera] = on
+        path = self.storage / "detect.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.detect_on))
+        tmp.replace(path)
+        log.warning("camera %s: detection switched %s", camera, "ON" if on else "OFF")
+
+    def _load_detect_state(self) -> dict[str, bool]:
+        try:
+            return {k: bool(v) for k, v in json.loads((self.storage / "detect.json").read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
 
 
 def _stream_fps(rt: CameraRuntime) -> float | None:

@@ -100,7 +100,8 @@ class Tracker:
             z, s = t.innovation(self._r)
             e = pos - z
             d2 = np.einsum("ni,ij,nj->n", e, np.linalg.inv(s), e)
-            near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= self.cfg.gate_min_px)
+            floor = self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
+            near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= floor)
             cost[i, near] = d2[near]
         rows, cols = linear_sum_assignment(cost)
         return [(r, c) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]

@@ -371,14 +371,17 @@ class Renderer:
             self._draw_laundry(frame, item, t)
         for bird in self.birds:
             self._draw_mover(frame, bird, t, shake)
-        self._draw_trees(frame, t)
-        for leaf in self.leaves:
-            self._draw_mover(frame, leaf, t, shake)
         truth = {}
         for k, throw in enumerate(self.throws):
             got = self._draw_mover(frame, throw, t, shake)
             if got is not None and 0 <= got[0] < s.width and 0 <= got[1] < s.height:
                 truth[k] = got
+        crowns = self._draw_trees(frame, t)  # in front of the facade and of anything falling along it
+        truth = {
+            k: v for k, v in truth.items() if not any(np.hypot(v[0] - c[0], v[1] - c[1]) < r for c, r in crowns)
+        }
+        for leaf in self.leaves:
+            self._draw_mover(frame, leaf, t, shake)
         self._draw_insects(frame, i)
         self._draw_rain(frame)
         for when, gain in self.exposure:
@@ -413,7 +416,9 @@ class Renderer:
         if (z > 0).all():
             cv2.fillPoly(frame, [(pts * 16).round().astype(np.int32)], item["colour"], cv2.LINE_AA, shift=4)
 
-    def _draw_trees(self, frame: np.ndarray, t: float) -> None:
+    def _draw_trees(self, frame: np.ndarray, t: float) -> list[tuple[np.ndarray, int]]:
+        """Draw the swaying crowns; returns their circles (centre, radius), which hide what is behind."""
+        circles = []
         for k, (crown, radius) in enumerate(self.trees):
             for j in range(7):
                 ang = j * 0.9 + k
@@ -424,6 +429,8 @@ class Renderer:
                 if z > 0:
                     shade = (30 + 5 * j, 70 + 6 * j, 40 + 3 * j)
                     cv2.circle(frame, (int(c[0]), int(c[1])), r, shade, -1, cv2.LINE_AA)
+                    circles.append((c, r))
+        return circles
 
     def _draw_insects(self, frame: np.ndarray, i: int) -> None:
         s = self.scene

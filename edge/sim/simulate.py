@@ -56,9 +56,10 @@ def _throw_truth(r: Renderer, k: int, track: list) -> dict:
     fall_in_view = 0.0
     width = 0.0
     if track:
-        heights = [m.position(f / fps)[1] for f, *_ in track]
+        run = _longest_run(track)
+        heights = [m.position(f / fps)[1] for f, *_ in run]
         fall_in_view = float(heights[0] - heights[-1])
-        width = float(np.median([w for *_, w in track]))
+        width = float(np.median([w for *_, w in run]))
     return {
         "kind": t.kind,
         "size_m": OBJECTS[t.kind][0],
@@ -79,6 +80,16 @@ def _throw_truth(r: Renderer, k: int, track: list) -> dict:
         "must_detect": bool(fall_in_view >= 2 * fh and width >= 1.5),
         "track": track,
     }
+
+
+def _longest_run(track: list) -> list:
+    """The longest stretch of consecutive frames in which the throw is visible (not hidden by a tree)."""
+    best, cur = [], []
+    for p in track:
+        cur = cur + [p] if cur and p[0] == cur[-1][0] + 1 else [p]
+        if len(cur) > len(best):
+            best = cur
+    return best
 
 
 def scene_config(scene: Scene, facade: dict, out: Path) -> str:

@@ -1,0 +1,319 @@
+"""Alerts, status and clips over MQTT, through the outbox so nothing is lost while the broker is away.
+
+Topics, under <prefix>/<node>/ (see README, "MQTT"):
+  available                     online | offline, retained, QoS 1; offline is the last will
+  <camera>/status               retained JSON
+  <camera>/detect/set           command ON | OFF, answered on the retained <camera>/detect/state
+  events                        QoS 1 JSON: type new | update | end | clip_ready | original_ready
+  events/<id>/snapshot          the trajectory still, JPEG
+  events/<id>/clip              the annotated clip in chunks; events/<id>/original on request
+  events/<id>/original/get      command: send the original evidence clip
+  stats                         periodic node health
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from edge.config import EdgeConfig, MqttConfig
+from edge.publish.evidence import EvidenceFiles
+from edge.publish.outbox import Outbox
+
+log = logging.getLogger(__name__)
+CHUNK_MAGIC = b"EDGECHUNK1\n"  # a chunk is: magic, one JSON header line, then the bytes
+
+
+class Topics:
+    """The topic names of one node."""
+
+    def __init__(self, prefix: str, node: str):
+        self.base = f"{prefix}/{node}"
+
+    available = property(lambda self: f"{self.base}/available")
+    events = property(lambda self: f"{self.base}/events")
+    stats = property(lambda self: f"{self.base}/stats")
+
+    def status(self, camera: str) -> str:
+        return f"{self.base}/{camera}/status"
+
+    def detect_set(self, camera: str) -> str:
+        return f"{self.base}/{camera}/detect/set"
+
+    def detect_state(self, camera: str) -> str:
+        return f"{self.base}/{camera}/detect/state"
+
+    def files(self, event_id: str, name: str) -> str:
+        return f"{self.base}/events/{event_id}/{name}"
+
+
+def make_client(
+    cfg: MqttConfig, client_id: str, will: tuple[str, bytes] | None = None, clean_session: bool = True
+) -> mqtt.Client:
+    """A paho client with the config's TLS, credentials and last will (the password is never logged)."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311
+    )
+    if cfg.tls is not None:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_file),
+            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.secret())
+    if will:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    client.reconnect_delay_set(1, max(1, round(cfg.reconnect_max_s)))
+    return client
+
+
+def chunk_payloads(data: bytes, header: dict, chunk_bytes: int) -> list[bytes]:
+    """Split a file into self-describing chunks: each carries index, count and the whole file's SHA-256."""
+    digest = hashlib.sha256(data).hexdigest()
+    count = max(1, -(-len(data) // chunk_bytes))
+    out = []
+    for i in range(count):
+        head = {**header, "index": i, "count": count, "sha256": digest, "bytes": len(data)}
+        out.append(CHUNK_MAGIC + json.dumps(head).encode() + b"\n" + data[i * chunk_bytes : (i + 1) * chunk_bytes])
+    return out
+
+
+def parse_chunk(payload: bytes) -> tuple[dict, bytes]:
+    """(header, data) of a chunk; raises ValueError for anything else."""
+    if not payload.startswith(CHUNK_MAGIC):
+        raise ValueError("not a chunk")
+    head, _, data = payload[len(CHUNK_MAGIC) :].partition(b"\n")
+    return json.loads(head), data
+
+
+class MqttPublisher:
+    """Puts everything the node reports into the outbox, and a sender thread drains it to the broker."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        outbox: Outbox,
+        storage: Path,
+        on_detect_set: Callable[[str, bool], None] | None = None,
+    ):
+        self.cfg = config.mqtt
+        self.node = config.node.id
+        self.cameras = list(config.cameras)
+        self.topics = Topics(self.cfg.topic_prefix, self.node)
+        self.outbox = outbox
+        self.storage = storage
+        self.on_detect_set = on_detect_set
+        self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.connected = threading.Event()
+        self.commands_ready = threading.Event()  # the broker acknowledged our command subscriptions
+        self._pending_subs: set[int] = set()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._early: set[int] = set()  # acks that came back before publish() returned their mid
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self.last_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+        self._sender.start()
+
+    def stop(self) -> None:
+        """Say offline, then disconnect (what is not acknowledged stays in the outbox)."""
+        self._stop.set()
+        if self.connected.is_set():
+            self.client.publish(self.topics.available, b"offline", qos=1, retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._sender.join(5)
+
+    # -- what the node reports -----------------------------------------------------------------------------
+    def on_update(self, kind: str, record: dict) -> None:
+        payload = self._event_payload(kind, record)
+        self.outbox.put("alert" if kind == "new" else "event", self.topics.events, payload)
+
+    def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
+        eid = record["id"]
+        if files.still:
+            still = (files.folder / files.still).read_bytes()
+            self.outbox.put("snapshot", self.topics.files(eid, "snapshot"), still)
+        sizes = {}
+        if files.annotated:
+            sizes["clip_bytes"] = self._send_file(eid, "clip", files.folder / files.annotated)
+        sizes["original_bytes"] = (files.folder / files.original).stat().st_size
+        clip_sha = (
+            hashlib.sha256((files.folder / files.annotated).read_bytes()).hexdigest() if files.annotated else None
+        )
+        extra = {
+            "clip_sha256": clip_sha,
+            **sizes,
+            "snapshot_bytes": (files.folder / files.still).stat().st_size if files.still else None,
+        }
+        self.outbox.put("event", self.topics.events, self._event_payload("clip_ready", record, extra))
+
+    def on_status(self, camera: str, status) -> None:
+        body = json.dumps({"v": 1, "camera": camera, **status.to_dict()}).encode()
+        topic = self.topics.status(camera)
+        self.outbox.put("status", topic, body, retain=True, coalesce_key=topic)
+
+    def publish_stats(self, stats: dict) -> None:
+        self.outbox.put("stats", self.topics.stats, json.dumps(stats).encode(), coalesce_key="stats")
+
+    def send_original(self, event_id: str) -> bool:
+        """Queue the original evidence clip of an event; False when there is no such event here."""
+        folder = self.storage / "events" / event_id
+        originals = sorted(folder.glob("original.*")) if folder.is_dir() else []
+        if not originals or "/" in event_id or event_id.startswith("."):
+            return False
+        size = self._send_file(event_id, "original", originals[0])
+        rec = {"id": event_id, "node": self.node}
+        self.outbox.put(
+            "event",
+            self.topics.events,
+            self._event_payload(
+                "original_ready", rec, {"original_bytes": size, "original_sha256": _sha(originals[0])}
+            ),
+        )
+        return True
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _event_payload(self, kind: str, record: dict, extra: dict | None = None) -> bytes:
+        body = {
+            **record,
+            "v": 1,
+            "type": kind,
+            "node": self.node,
+            "msg_id": uuid.uuid4().hex,
+            "queued_utc": _now_iso(),
+            **(extra or {}),
+        }
+        traj = body.get("trajectory")
+        if traj and len(traj) > self.cfg.trajectory_points:
+            step = -(-len(traj) // self.cfg.trajectory_points)
+            body["trajectory"] = traj[::step] + ([traj[-1]] if (len(traj) - 1) % step else [])
+            body["trajectory_points_total"] = len(traj)
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    def _send_file(self, event_id: str, name: str, path: Path) -> int:
+        data = path.read_bytes()
+        for payload in chunk_payloads(
+            data, {"event": event_id, "node": self.node, "file": name}, self.cfg.chunk_kib * 1024
+        ):
+            self.outbox.put("chunk", self.topics.files(event_id, name), payload)
+        return len(data)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused: {reason_code}"
+            log.warning("MQTT %s:%s %s", self.cfg.host, self.cfg.port, self.last_error)
+            return
+        self.last_error = None
+        client.publish(self.topics.available, b"online", qos=1, retain=True)
+        self.commands_ready.clear()
+        topics = [(self.topics.detect_set(cam), 1) for cam in self.cameras]
+        _, mid = client.subscribe([*topics, (self.topics.files("+", "original/get"), 1)])
+        self._pending_subs = {mid}
+        with self._lock:
+            self._inflight.clear()
+        self.connected.set()
+        log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
+        self._pending_subs.discard(mid)
+        if not self._pending_subs:
+            self.commands_ready.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT disconnected (%s); keeping messages in the outbox", reason_code)
+        self.connected.clear()
+        self.commands_ready.clear()
+        with self._lock:
+            self._inflight.clear()  # unacknowledged messages stay in the outbox and go again
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
+        with self._lock:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                self._early.add(mid)
+        if seq is not None:
+            self.outbox.ack(seq)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        parts = msg.topic[len(self.topics.base) + 1 :].split("/")
+        try:
+            if len(parts) == 3 and parts[1:] == ["detect", "set"] and parts[0] in self.cameras:
+                self._detect_set(parts[0], msg.payload.decode().strip().upper())
+            elif len(parts) == 4 and parts[0] == "events" and parts[2:] == ["original", "get"]:
+                sent = self.send_original(parts[1])
+                if not sent:
+                    log.warning("original requested for unknown event %s", parts[1])
+        except Exception:
+            log.exception("command on %s failed", msg.topic)
+
+    def _detect_set(self, camera: str, value: str) -> None:
+        if value not in ("ON", "OFF"):
+            log.warning("ignoring %s for %s: expected ON or OFF", value, camera)
+            return
+        if self.on_detect_set:
+            self.on_detect_set(camera, value == "ON")
+        self.publish_detect_state(camera, value == "ON")
+
+    def publish_detect_state(self, camera: str, on: bool) -> None:
+        topic = self.topics.detect_state(camera)
+        self.outbox.put("command", topic, b"ON" if on else b"OFF", retain=True, coalesce_key=topic)
+
+    def _send_loop(self) -> None:
+        interval = 1.0 / self.cfg.drain_rate_per_s
+        while not self._stop.is_set():
+            if not self.connected.wait(0.5):
+                continue
+            with self._lock:
+                busy = set(self._inflight.values())
+            room = self.cfg.max_inflight - len(busy)
+            batch = self.outbox.next_batch(room, busy) if room > 0 else []
+            if not batch:
+                time.sleep(0.02)
+                continue
+            for msg in batch:
+                if not self.connected.is_set() or self._stop.is_set():
+                    break
+                info = self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break  # not connected after all: the message stays in the outbox
+                with self._lock:
+                    early = info.mid in self._early
+                    self._early.discard(info.mid)
+                    if not early:
+                        self._inflight[info.mid] = msg.seq
+                if early:
+                    self.outbox.ack(msg.seq)
+                time.sleep(interval)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _now_iso() -> str:
+    from edge.publish.manifest import iso
+
+    return iso(time.time())

@@ -1,0 +1,123 @@
+"""Store and forward: every outgoing MQTT message is written to SQLite first and deleted only on PUBACK.
+
+Messages leave by priority (alerts before status before clips), oldest first within a priority. When the
+outbox outgrows its bound, the least valuable go first: clip chunks, then snapshots, then stats; alerts
+and event updates are never dropped (they are tiny); every drop is counted and reported.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Lower number leaves first. Drop order when full is the reverse: chunks first.
+PRIORITY = {"alert": 0, "event": 1, "command": 2, "status": 3, "stats": 4, "snapshot": 5, "chunk": 6}
+DROPPABLE = ("chunk", "snapshot", "stats")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    coalesce_key TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, seq);
+CREATE TABLE IF NOT EXISTS dropped (kind TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    seq: int
+    kind: str
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Outbox:
+    """A durable queue of MQTT messages; safe to use from several threads."""
+
+    def __init__(self, path: Path, max_bytes: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an accepted alert survives a power cut
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def put(
+        self,
+        kind: str,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        coalesce_key: str | None = None,
+    ) -> int:
+        """Store a message; with a coalesce key, an older unsent message with the same key is replaced."""
+        with self._lock, self._db:
+            if coalesce_key is not None:
+                self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (coalesce_key,))
+            cur = self._db.execute(
+                "INSERT INTO outbox (kind, priority, topic, payload, qos, retain, coalesce_key, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, PRIORITY[kind], topic, payload, qos, int(retain), coalesce_key, time.time()),
+            )
+            self._enforce_bound()
+            return int(cur.lastrowid)
+
+    def next_batch(self, limit: int, exclude: set[int]) -> list[OutMessage]:
+        """Up to `limit` messages to send next, skipping those already in flight."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, topic, payload, qos, retain FROM outbox ORDER BY priority, seq LIMIT ?",
+                (limit + len(exclude),),
+            ).fetchall()
+        return [OutMessage(s, k, t, bytes(p), q, bool(r)) for s, k, t, p, q, r in rows if s not in exclude][:limit]
+
+    def ack(self, seq: int) -> None:
+        """The broker has it: forget the message."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def depth(self) -> tuple[int, int]:
+        """(messages, bytes) waiting."""
+        with self._lock:
+            n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        return int(n), int(size)
+
+    def dropped(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT kind, count FROM dropped").fetchall())
+
+    def _enforce_bound(self) -> None:
+        (size,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        for kind in DROPPABLE:
+            while size > self.max_bytes:
+                row = self._db.execute(
+                    "SELECT seq, LENGTH(payload) FROM outbox WHERE kind = ? ORDER BY seq LIMIT 1", (kind,)
+                ).fetchone()
+                if row is None:
+                    break
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (row[0],))
+                self._db.execute(
+                    "INSERT INTO dropped (kind, count) VALUES (?, 1)"
+                    " ON CONFLICT(kind) DO UPDATE SET count = count + 1",
+                    (kind,),
+                )
+                size -= row[1]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,265 @@
+"""Alerts and clips reach the community center through a real Mosquitto broker, with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from support.broker import Broker
+from support.servers import wait_for
+
+from edge.config import parse_config
+from edge.listen import Listener
+from edge.node import Node
+
+from conftest import REPO
+
+USERS = {"garden-a": "pw-a", "garden-b": "pw-b", "center": "pw-center"}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker", USERS).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def long_clip(sim_clip, tmp_path_factory):
+    """The throw clip played twelve times over (96 s, two throws every 8 s)."""
+    folder = sim_clip("throw", 1)
+    out = tmp_path_factory.mktemp("mqtt") / "long.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            "11",
+            "-i",
+            str(folder / "scene.mp4"),
+            "-c",
+            "copy",
+            str(out),
+        ],
+        check=True,
+    )
+    facade = yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]
+    return out, facade
+
+
+def _config(tmp_path, broker, user, source=None, facade=None, name="cfg.yaml", **mqtt_extra):
+    cfg = {
+        "version": 1,
+        "node": {"id": user, "status_interval_s": 2},
+        "storage": {"dir": str(tmp_path / user)},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "username": user,
+            "password": "${EDGE_TEST_PW}",
+            "tls": {"ca_file": str(broker.ca)},
+            "reconnect_max_s": 2,
+            **mqtt_extra,
+        },
+        "cameras": {
+            "cam": {
+                "source": str(source or "/dev/null"),
+                "facade": facade,
+                "record": {"pre_s": 2, "post_s": 1, "buffer_s": 10},
+            }
+        },
+    }
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _parse(path, password):
+    os.environ["EDGE_TEST_PW"] = password
+    try:
+        return parse_config(path.read_text())
+    finally:
+        del os.environ["EDGE_TEST_PW"]
+
+
+@pytest.fixture
+def center(tmp_path, broker):
+    listener = Listener(
+        _parse(_config(tmp_path, broker, "center", name="center.yaml"), "pw-center"),
+        tmp_path / "received",
+        client_id="center-test",
+        on_line=lambda _: None,
+    )
+    listener.start()
+    assert listener.connected.wait(10)
+    yield listener
+    listener.stop()
+
+
+def _connect(broker, user, password, tls=True) -> tuple[mqtt.Client, object]:
+    result = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}")
+    if tls:
+        client.tls_set(ca_certs=str(broker.ca))
+    client.username_pw_set(user, password)
+    client.on_connect = lambda c, u, f, rc, p=None: result.setdefault("rc", rc)
+    try:
+        client.connect("127.0.0.1", broker.port, keepalive=5)
+    except (OSError, ValueError) as exc:
+        return client, exc
+    client.loop_start()
+    wait_for(lambda: "rc" in result, 5)
+    client.loop_stop()
+    client.disconnect()
+    return client, result.get("rc")
+
+
+def _new_ids(listener):
+    return {e["id"] for e in listener.events if e["type"] == "new"}
+
+
+def _local_new_ids(storage):
+    path = storage / "events.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return {r["id"] for r in rows if r["type"] == "new"}
+
+
+def test_an_alert_from_a_throw_reaches_the_center_with_a_verified_clip(tmp_path, broker, center, long_clip):
+    node = Node(_parse(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a"))
+    node.start()
+    try:
+        assert wait_for(lambda: any(k[2] == "clip" for k in center.files_ok), 40), center.events
+        new = [e for e in center.events if e["type"] == "new"]
+        assert new and new[0]["node"] == "garden-a" and new[0]["origin"]["floor"] in (24, 25, 11, 12)
+        assert len(json.dumps(new[0]).encode()) < 8192
+        ready = wait_for(lambda: [e for e in center.events if e["type"] == "clip_ready"], 10)
+        node_id, event_id, _ = next(k for k in center.files_ok if k[2] == "clip")
+        clip = tmp_path / "received" / node_id / event_id / "clip.mp4"
+        assert clip.stat().st_size == next(e for e in ready if e["id"] == event_id)["clip_bytes"]
+        assert wait_for(lambda: center.available.get("garden-a") == "online", 5)
+        assert wait_for(lambda: ("garden-a", "cam") in center.status, 10)
+        assert center.files_bad == []
+    finally:
+        node.stop()
+
+
+def test_wrong_password_is_refused(broker):
+    _, rc = _connect(broker, "garden-a", "wrong")
+    assert rc is not None and getattr(rc, "is_failure", False)
+
+
+def test_a_client_without_tls_is_refused(broker):
+    _, rc = _connect(broker, "garden-a", "pw-a", tls=False)
+    assert rc is None or isinstance(rc, Exception) or getattr(rc, "is_failure", True)
+
+
+def test_a_node_cannot_publish_under_another_nodes_prefix(broker, center):
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-acl")
+    client.tls_set(ca_certs=str(broker.ca))
+    client.username_pw_set("garden-a", "pw-a")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        forged = {"v": 1, "type": "new", "id": "forged", "msg_id": "forged-1", "node": "garden-b"}
+        client.publish("edge/garden-b/events", json.dumps(forged), qos=1).wait_for_publish(5)
+        own = {**forged, "id": "genuine", "msg_id": "genuine-1", "node": "garden-a", "level": "suspected"}
+        client.publish("edge/garden-a/events", json.dumps(own), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: any(e["id"] == "genuine" for e in center.events), 5)
+        time.sleep(0.5)
+        assert not any(e["id"] == "forged" for e in center.events)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_detection_can_be_switched_off_and_the_state_is_retained(tmp_path, broker, center, long_clip):
+    node = Node(_parse(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a"))
+    node.start()
+    try:
+        assert node.publisher.commands_ready.wait(10)
+        center.client.publish("edge/garden-a/cam/detect/set", b"OFF", qos=1)
+        assert wait_for(lambda: node.detect_on.get("cam") is False, 10)
+        got = {}
+        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-state")
+        probe.tls_set(ca_certs=str(broker.ca))
+        probe.username_pw_set("center", "pw-center")
+        probe.on_message = lambda c, u, m: got.setdefault(m.topic, m.payload)
+        probe.connect("127.0.0.1", broker.port)
+        probe.subscribe("edge/garden-a/cam/detect/state", qos=1)
+        probe.loop_start()
+        assert wait_for(lambda: got.get("edge/garden-a/cam/detect/state") == b"OFF", 10), got
+        probe.loop_stop()
+        probe.disconnect()
+    finally:
+        node.stop()
+
+
+def test_three_throws_during_a_60_s_broker_outage_all_arrive_once(tmp_path, broker, center, long_clip):
+    node = Node(_parse(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a"))
+    node.start()
+    storage = tmp_path / "garden-a"
+    try:
+        assert node.publisher.connected.wait(10)
+        broker.stop()
+        t0 = time.monotonic()
+        assert wait_for(lambda: len(_local_new_ids(storage)) >= 3, 55), "three throws while the broker is away"
+        time.sleep(max(0.0, 60 - (time.monotonic() - t0)))
+        during = _local_new_ids(storage)
+        broker.start()
+        assert wait_for(lambda: during <= _new_ids(center), 60), during - _new_ids(center)
+        pairs = [(e["id"], e["type"]) for e in center.events if e["type"] in ("new", "end")]
+        assert len(pairs) == len(set(pairs))  # none twice at the receiver
+    finally:
+        node.stop()
+
+
+def _run_node(cfg_path, password):
+    env = {**os.environ, "EDGE_TEST_PW": password}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_node_killed_during_an_outage_delivers_everything_after_restart(tmp_path, broker, center, long_clip):
+    cfg = _config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1])
+    storage = tmp_path / "garden-a"
+    proc = _run_node(cfg, "pw-a")
+    try:
+        assert wait_for(lambda: center.available.get("garden-a") == "online", 20)
+        broker.stop()
+        assert wait_for(lambda: len(_local_new_ids(storage)) >= 2, 40)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = _local_new_ids(storage)
+        proc = _run_node(cfg, "pw-a")  # restarted while the broker is still away
+        time.sleep(3)
+        broker.start()
+        assert wait_for(lambda: before <= _new_ids(center), 60), before - _new_ids(center)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_available_turns_offline_when_the_node_dies(tmp_path, broker, center, long_clip):
+    proc = _run_node(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a")
+    try:
+        assert wait_for(lambda: center.available.get("garden-a") == "online", 20)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert wait_for(lambda: center.available.get("garden-a") == "offline", 10)
+    finally:
+        proc.kill()
+        proc.wait(10)
