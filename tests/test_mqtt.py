@@ -152,6 +152,22 @@ def test_an_alert_from_a_throw_reaches_the_center_with_a_verified_clip(tmp_path,
         node.stop()
 
 
+def test_the_original_clip_is_sent_on_request(tmp_path, broker, center, long_clip):
+    node = Node(_parse(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a"))
+    node.start()
+    try:
+        ready = wait_for(lambda: [e for e in center.events if e["type"] == "clip_ready"], 40)
+        assert ready and node.publisher.commands_ready.wait(10)
+        event_id = ready[0]["id"]
+        center.client.publish(f"edge/garden-a/events/{event_id}/original/get", b"", qos=1)
+        assert wait_for(lambda: ("garden-a", event_id, "original") in center.files_ok, 20), center.files_bad
+        got = tmp_path / "received" / "garden-a" / event_id / "original.ts"
+        local = tmp_path / "garden-a" / "events" / event_id / "original.ts"
+        assert got.read_bytes() == local.read_bytes()
+    finally:
+        node.stop()
+
+
 def test_wrong_password_is_refused(broker):
     _, rc = _connect(broker, "garden-a", "wrong")
     assert rc is not None and getattr(rc, "is_failure", False)

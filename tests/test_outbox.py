@@ -1,0 +1,48 @@
+"""The outbox keeps messages until acknowledged, sends alerts first and drops clips before anything else."""
+
+from edge.publish.outbox import Outbox
+
+
+def test_messages_survive_reopening_until_acknowledged(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    a = box.put("alert", "t/events", b"a")
+    box.put("chunk", "t/clip", b"c")
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    assert [m.payload for m in again.next_batch(10, set())] == [b"a", b"c"]
+    again.ack(a)
+    assert [m.payload for m in again.next_batch(10, set())] == [b"c"]
+
+
+def test_new_alerts_jump_a_backlog_of_clip_chunks(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    for i in range(50):
+        box.put("chunk", "t/clip", bytes([i]))
+    box.put("alert", "t/events", b"alert")
+    assert box.next_batch(1, set())[0].payload == b"alert"
+
+
+def test_in_flight_messages_are_not_handed_out_twice(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    first = box.put("event", "t", b"1")
+    box.put("event", "t", b"2")
+    assert [m.payload for m in box.next_batch(5, {first})] == [b"2"]
+
+
+def test_when_full_clip_chunks_go_first_and_alerts_never(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=3000)
+    for _ in range(3):
+        box.put("alert", "t/events", b"x" * 500)
+    for _ in range(10):
+        box.put("chunk", "t/clip", b"y" * 500)
+    kinds = [m.kind for m in box.next_batch(100, set())]
+    assert kinds.count("alert") == 3
+    assert box.depth()[1] <= 3000
+    assert box.dropped()["chunk"] == 7
+
+
+def test_a_newer_status_replaces_the_unsent_one(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    box.put("status", "t/cam/status", b"old", retain=True, coalesce_key="t/cam/status")
+    box.put("status", "t/cam/status", b"new", retain=True, coalesce_key="t/cam/status")
+    assert [m.payload for m in box.next_batch(10, set())] == [b"new"]
