@@ -176,6 +176,7 @@ class Node:
             for name in self.cameras:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
         self.writer.start()
+        threading.Thread(target=self._report_loop, name="status", daemon=True).start()
         for rt in self.cameras.values():
             rt.detection = threading.Thread(target=self._detect, args=(rt,), name=f"detect-{rt.name}", daemon=True)
             rt.detection.start()
@@ -237,8 +238,14 @@ class Node:
     def run_forever(self) -> None:
         """Start, then wait for stop() (from a signal handler)."""
         self.start()
+        self._stop.wait()
+
+    def _report_loop(self) -> None:
         while not self._stop.wait(self.config.node.status_interval_s):
-            self.refresh_status()
+            try:
+                self.refresh_status()
+            except Exception:
+                log.exception("reporting status failed")
 
     def refresh_status(self) -> None:
         """Report every camera's status now (fps and drops change without a change of state), and stats."""

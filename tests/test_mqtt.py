@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -54,6 +55,12 @@ def long_clip(sim_clip, tmp_path_factory):
     )
     facade = yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]
     return out, facade
+
+
+def _schema(name):
+    return jsonschema.Draft202012Validator(
+        json.loads((REPO / "docs" / "schemas" / f"{name}.schema.json").read_text())
+    )
 
 
 def _config(tmp_path, broker, user, source=None, facade=None, name="cfg.yaml", **mqtt_extra):
@@ -146,8 +153,12 @@ def test_an_alert_from_a_throw_reaches_the_center_with_a_verified_clip(tmp_path,
         clip = tmp_path / "received" / node_id / event_id / "clip.mp4"
         assert clip.stat().st_size == next(e for e in ready if e["id"] == event_id)["clip_bytes"]
         assert wait_for(lambda: center.available.get("garden-a") == "online", 5)
-        assert wait_for(lambda: ("garden-a", "cam") in center.status, 10)
+        assert wait_for(lambda: ("garden-a", "cam") in center.status and "garden-a" in center.stats, 10)
         assert center.files_bad == []
+        for e in center.events:
+            _schema("event").validate(e)
+        _schema("status").validate(center.status[("garden-a", "cam")])
+        _schema("stats").validate(center.stats["garden-a"])
     finally:
         node.stop()
 

@@ -1,6 +1,14 @@
 """The outbox keeps messages until acknowledged, sends alerts first and drops clips before anything else."""
 
+import hashlib
+import json
+
+import jsonschema
+
+from edge.publish.mqtt import chunk_payloads, parse_chunk
 from edge.publish.outbox import Outbox
+
+from conftest import REPO
 
 
 def test_messages_survive_reopening_until_acknowledged(tmp_path):
@@ -46,3 +54,13 @@ def test_a_newer_status_replaces_the_unsent_one(tmp_path):
     box.put("status", "t/cam/status", b"old", retain=True, coalesce_key="t/cam/status")
     box.put("status", "t/cam/status", b"new", retain=True, coalesce_key="t/cam/status")
     assert [m.payload for m in box.next_batch(10, set())] == [b"new"]
+
+
+def test_chunks_reassemble_to_the_file_and_match_their_schema():
+    data = bytes(range(256)) * 1000
+    parts = [parse_chunk(p) for p in chunk_payloads(data, {"event": "e1", "node": "n", "file": "clip"}, 65536)]
+    schema = json.loads((REPO / "docs" / "schemas" / "chunk-header.schema.json").read_text())
+    for head, _ in parts:
+        jsonschema.validate(head, schema)
+    assert b"".join(d for _, d in sorted(parts, key=lambda p: p[0]["index"])) == data
+    assert parts[0][0]["sha256"] == hashlib.sha256(data).hexdigest() and parts[0][0]["count"] == 4

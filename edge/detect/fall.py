@@ -48,7 +48,9 @@ class FallDecision:
         if len(points) < cfg.min_points:
             return Verdict(None, 0.0, ["too few detections"])
         sp = self._space(np.asarray(points, dtype=np.float64))
-        coef, rms = _quadratic(sp.t, sp.up)
+        coef, rms_up = _quadratic(sp.t, sp.up)
+        _, rms_side = _quadratic(sp.t, sp.along)  # ballistic motion is smooth sideways too: no zig-zag, no sway
+        rms = float(np.hypot(rms_up, rms_side))
         accel = -2.0 * coef[0]  # downward positive
         apex = int(np.argmax(sp.up))
         drop = float(sp.up[apex] - sp.up[-1])
