@@ -158,6 +158,16 @@ class FacadeConfig(Strict):
     floor_height_m: float = Field(3.0, gt=1.5, le=10.0, description="Storey height in metres.")
     ground_floor: int = Field(1, ge=-5, le=200, description="Number of the floor whose bottom is at 0 m.")
     points: list[FacadePoint] = Field(description="4 or more image <-> facade correspondences.")
+    top_floor: int | None = Field(
+        None, ge=1, le=300, description="Highest floor with windows: falls starting above its roof are ignored."
+    )
+    extent_m: tuple[float, float] | None = Field(
+        None,
+        description="[from, to] metres along the facade where windows are: falls starting outside are ignored.",
+    )
+    outside_margin_m: float = Field(
+        2.0, ge=0.0, le=50.0, description="Slack around top_floor and extent_m for an origin measured imprecisely."
+    )
 
     @field_validator("points")
     @classmethod

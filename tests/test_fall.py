@@ -120,3 +120,19 @@ def test_a_fast_fall_entering_at_the_top_edge_is_a_fall():
     t = np.arange(0, 0.5, 1 / FPS)
     v = decide(_track(20 + 0 * t, 79.5 - 20 * t - 4.9 * t**2))  # enters the 80 m high view from above
     assert v.level is not None, v.reasons
+
+
+def test_a_fall_that_starts_above_the_roof_is_not_from_a_window():
+    from dataclasses import replace
+
+    roofed = replace(FACADE, top_m=45.0, extent_m=(0.0, 40.0))
+    v = FallDecision(FallConfig(), FPS, 800, roofed).judge(_track(*_free_fall(1.4, h0=60.0)))
+    assert v.level is None and any("off the facade" in r for r in v.reasons)
+
+
+def test_a_fall_beside_the_building_is_not_from_a_window():
+    from dataclasses import replace
+
+    narrow = replace(FACADE, extent_m=(0.0, 10.0))
+    v = FallDecision(FallConfig(), FPS, 800, narrow).judge(_track(*_free_fall(1.4)))  # 20 m along
+    assert v.level is None and any("off the facade" in r for r in v.reasons)

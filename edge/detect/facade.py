@@ -17,6 +17,9 @@ class FacadeMap:
     facade_to_image: np.ndarray
     floor_height_m: float
     ground_floor: int
+    top_m: float | None = None  # roof height, when the top floor is known
+    extent_m: tuple[float, float] | None = None
+    margin_m: float = 2.0
 
     @classmethod
     def from_points(cls, image_pts, facade_pts, floor_height_m: float, ground_floor: int) -> FacadeMap:
@@ -34,7 +37,9 @@ class FacadeMap:
         """The same map for an image resized by `scale` (work resolution)."""
         s = np.diag([1.0 / scale, 1.0 / scale, 1.0])
         h = self.image_to_facade @ s
-        return FacadeMap(h, np.linalg.inv(h), self.floor_height_m, self.ground_floor)
+        return FacadeMap(
+            h, np.linalg.inv(h), self.floor_height_m, self.ground_floor, self.top_m, self.extent_m, self.margin_m
+        )
 
     def to_facade(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) pixels -> (N, 2) facade metres [along, up]."""
@@ -49,6 +54,15 @@ class FacadeMap:
         pts = np.array([[xy[0], xy[1]], [xy[0], xy[1] + 1.0]])
         f = self.to_facade(pts)
         return float(np.hypot(*(f[1] - f[0])))
+
+    def outside(self, along_m: float, height_m: float) -> bool:
+        """True when a point is off the facade: above the roof or beyond its ends (when those are known)."""
+        if self.top_m is not None and height_m > self.top_m + self.margin_m:
+            return True
+        if self.extent_m is not None:
+            lo, hi = self.extent_m
+            return not lo - self.margin_m <= along_m <= hi + self.margin_m
+        return False
 
     def floor_at(self, height_m: float) -> int:
         """Number of the floor whose storey contains `height_m` above ground."""

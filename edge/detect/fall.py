@@ -96,6 +96,8 @@ class FallDecision:
 
         origin = self._origin(sp)
         fall_m = float(origin.height_m - sp.up[-1]) if origin.height_m is not None else None
+        if self.facade is not None and self.facade.outside(origin.facade_x_m, origin.height_m):
+            reasons.append(f"starts off the facade ({origin.facade_x_m:.1f} m along, {origin.height_m:.1f} m up)")
         verdict = Verdict(None, score, reasons, fall_m, accel_g, speed_mps, origin)
         if reasons or score < cfg.suspect_score:
             return verdict

@@ -29,10 +29,12 @@ def facade_map(cfg: CameraConfig) -> FacadeMap | None:
     """The camera's facade calibration as a map, or None."""
     if cfg.facade is None:
         return None
-    pts = cfg.facade.points
-    return FacadeMap.from_points(
-        [p.image for p in pts], [p.facade for p in pts], cfg.facade.floor_height_m, cfg.facade.ground_floor
+    f = cfg.facade
+    base = FacadeMap.from_points(
+        [p.image for p in f.points], [p.facade for p in f.points], f.floor_height_m, f.ground_floor
     )
+    top = (f.top_floor - f.ground_floor + 1) * f.floor_height_m if f.top_floor is not None else None
+    return replace(base, top_m=top, extent_m=f.extent_m, margin_m=f.outside_margin_m)
 
 
 class Detector:

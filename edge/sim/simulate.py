@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from edge.sim.render import Renderer
+from edge.sim.render import WINDOW_PITCH_M, Renderer
 from edge.sim.scenes import OBJECTS, Scene
 from edge.video import H264Writer
 
@@ -28,7 +28,13 @@ def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
                 tracks[k].append([i, round(x, 2), round(y, 2), round(w, 2)])
             if progress:
                 progress(i + 1, n)
-    facade = {"floor_height_m": scene.floor_height_m, "ground_floor": 1, "points": r.facade_points()}
+    facade = {
+        "floor_height_m": scene.floor_height_m,
+        "ground_floor": 1,
+        "points": r.facade_points(),
+        "top_floor": scene.floors,
+        "extent_m": [0.0, round(scene.columns * WINDOW_PITCH_M, 2)],
+    }
     throws = [_throw_truth(r, k, tracks[k]) for k in range(len(r.throws))]
     truth = {
         "scene": scene.name,
