@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -138,3 +139,37 @@ def run_accuracy(args) -> int:
     if args.markdown:
         Path(args.markdown).write_text(header + report + "\n")
     return 0 if all(meets(total).values()) else 1
+
+
+SPEED_SCENES = [("throw", 1, "1920x1080"), ("4mp", 1, "2560x1440"), ("night", 1, "1920x1080 IR")]
+
+
+def run_speed(args) -> int:
+    """Replay throughput (decode + detection, no media) per resolution, and the process's peak memory."""
+    import resource
+
+    lines = [
+        "| clip | frames | seconds | frames/s | real time at 25 fps | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, seed, label in SPEED_SCENES:
+        folder = Path(args.cache) / f"{name}-{seed}"
+        if not (folder / "truth.json").exists():
+            simulate(build_scene(name, seed), folder)
+        cfg = load_config(folder / "config.yaml")
+        t0 = time.perf_counter()
+        result = replay(folder / "scene.mp4", cfg, None, folder / "speed", media=False)
+        dt = time.perf_counter() - t0
+        fps = result.frames / dt
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        lines.append(f"| {name} {label} | {result.frames} | {dt:.1f} | {fps:.1f} | {fps / 25:.1f}x | {rss:.0f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    report = "\n".join(lines)
+    print(report)
+    if args.markdown:
+        cores = os.cpu_count()
+        Path(args.markdown).write_text(
+            f"# Speed bench\n\nCommand: `edge bench speed --markdown {args.markdown}` "
+            f"on {cores} cores; one process, one camera at a time.\n\n{report}\n"
+        )
+    return 0

@@ -195,9 +195,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from edge.bench import run_accuracy
+    from edge.bench import run_accuracy, run_speed
 
-    return run_accuracy(args)
+    return run_accuracy(args) if args.what == "accuracy" else run_speed(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("bench", help="measure the detector")
-    s.add_argument("what", choices=["accuracy"])
+    s.add_argument("what", choices=["accuracy", "speed"])
     s.add_argument("--cache", default=".bench-cache", help="folder for rendered scenes (reused)")
     s.add_argument("--scenes", help="comma-separated subset of the suite")
     s.add_argument("--markdown", help="also write the table to this file")
