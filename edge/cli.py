@@ -260,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", default=".bench-cache", help="folder for rendered scenes (reused)")
     s.add_argument("--scenes", help="comma-separated subset of the suite")
     s.add_argument("--markdown", help="also write the table to this file")
+    s.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a camera setting for the run, e.g. fall.min_fall_floors=1.5 (repeatable)",
+    )
     s.set_defaults(func=cmd_bench)
     return p
 
