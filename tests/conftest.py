@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge.sim.scenes import build_scene
 from edge.sim.simulate import simulate
@@ -37,6 +38,32 @@ def sim_clip(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def loop_clip(clip: Path, times: int, out: Path) -> Path:
+    """`clip` played `times` times over, remuxed by ffmpeg with continuous timestamps."""
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            str(times - 1),
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            str(out),
+        ],
+        check=True,
+    )
+    return out
+
+
+def sim_facade(folder: Path) -> dict:
+    """The facade calibration `edge sim` wrote for a clip."""
+    return yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]
 
 
 def read_events(folder: Path) -> list[dict]:

@@ -140,3 +140,24 @@ def test_config_schema_is_json_schema_with_descriptions():
     motion = schema["$defs"]["MotionConfig"]["properties"]
     assert proc.returncode == 0 and "cameras" in schema["properties"]
     assert all("description" in field for field in motion.values())
+
+
+def test_the_mqtt_password_comes_from_a_file_and_is_never_shown(tmp_path):
+    secret = tmp_path / "mqtt"
+    secret.write_text("s3cret-pw\n")
+    cfg = parse_config(
+        GOOD.replace(
+            "mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: edge}",
+            f"mqtt: {{username: n1, password_file: {secret}}}",
+        ).replace("${CAM_PW}", "x")
+    )
+    assert cfg.mqtt.secret() == "s3cret-pw"
+    text = "version: 1\nnode: {id: n}\nmqtt: {username: n, password: hunter2}\ncameras:\n  c: {source: a.mp4}\n"
+    cfg = parse_config(text)
+    assert cfg.mqtt.secret() == "hunter2"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in cfg.model_dump_json()
+
+
+def test_a_password_and_a_password_file_together_are_refused(tmp_path):
+    text = "version: 1\nnode: {id: n}\nmqtt: {password: a, password_file: /x}\ncameras:\n  c: {source: a.mp4}\n"
+    assert "not both" in _error(text).why

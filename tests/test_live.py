@@ -12,34 +12,19 @@ import pytest
 import yaml
 from support.servers import RtspServer, free_port, wait_for
 
-from edge.capture.camera import CameraCapture, FrameQueue
+from edge.capture.camera import Backoff, CameraCapture, FrameQueue
 from edge.capture.packets import PacketRing
 from edge.config import CaptureConfig, parse_config
 from edge.node import Node
+
+from conftest import loop_clip, sim_facade
 
 
 @pytest.fixture(scope="module")
 def looped_clip(sim_clip, tmp_path_factory):
     """A throw clip played four times over (32 s), with continuous timestamps."""
     folder = sim_clip("throw", 1)
-    out = tmp_path_factory.mktemp("rtsp") / "loop.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-stream_loop",
-            "3",
-            "-i",
-            str(folder / "scene.mp4"),
-            "-c",
-            "copy",
-            str(out),
-        ],
-        check=True,
-    )
-    return out, folder
+    return loop_clip(folder / "scene.mp4", 4, tmp_path_factory.mktemp("rtsp") / "loop.mp4"), folder
 
 
 @pytest.fixture
@@ -73,10 +58,6 @@ def _node_config(tmp_path, url, facade, **capture):
     return parse_config(yaml.safe_dump(cfg))
 
 
-def _facade(folder):
-    return yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]
-
-
 def _evidence(store):
     path = store / "events.jsonl"
     if not path.exists():
@@ -98,7 +79,7 @@ def test_frames_arrive_from_an_rtsp_camera(server):
 
 
 def test_a_throw_in_the_stream_alerts_with_an_original_clip_from_before_it(server, looped_clip, tmp_path):
-    node = Node(_node_config(tmp_path, server.url, _facade(looped_clip[1])))
+    node = Node(_node_config(tmp_path, server.url, sim_facade(looped_clip[1])))
     node.start()
     try:
         store = tmp_path / "store"
@@ -129,7 +110,7 @@ def test_a_throw_in_the_stream_alerts_with_an_original_clip_from_before_it(serve
 def test_the_node_reconnects_after_each_of_three_server_restarts_and_keeps_detecting(looped_clip, tmp_path):
     port = free_port()
     srv = RtspServer(looped_clip[0], port).start()
-    node = Node(_node_config(tmp_path, srv.url, _facade(looped_clip[1])))
+    node = Node(_node_config(tmp_path, srv.url, sim_facade(looped_clip[1])))
     node.start()
     status = node.status("cam")
     try:
@@ -176,8 +157,6 @@ def test_an_unreachable_camera_is_reported_offline_not_crashed():
 
 
 def test_backoff_starts_within_a_second_and_is_capped():
-    from edge.capture.camera import Backoff
-
     b = Backoff(0.5, 8.0)
     delays = [b.next_delay() for _ in range(10)]
     assert delays[0] <= 1.0 and max(delays) <= 8.0 and delays[-1] >= 4.0

@@ -20,7 +20,7 @@ from edge.config import parse_config
 from edge.listen import Listener
 from edge.node import Node
 
-from conftest import REPO
+from conftest import REPO, loop_clip, sim_facade
 
 USERS = {"garden-a": "pw-a", "garden-b": "pw-b", "center": "pw-center"}
 
@@ -36,25 +36,7 @@ def broker(tmp_path):
 def long_clip(sim_clip, tmp_path_factory):
     """The throw clip played twelve times over (96 s, two throws every 8 s)."""
     folder = sim_clip("throw", 1)
-    out = tmp_path_factory.mktemp("mqtt") / "long.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-stream_loop",
-            "11",
-            "-i",
-            str(folder / "scene.mp4"),
-            "-c",
-            "copy",
-            str(out),
-        ],
-        check=True,
-    )
-    facade = yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]
-    return out, facade
+    return loop_clip(folder / "scene.mp4", 12, tmp_path_factory.mktemp("mqtt") / "long.mp4"), sim_facade(folder)
 
 
 def _schema(name):
@@ -110,6 +92,19 @@ def center(tmp_path, broker):
     assert listener.connected.wait(10)
     yield listener
     listener.stop()
+
+
+def _watch(broker, topic) -> dict:
+    """Latest payload per topic seen by a fresh subscriber (as the center); it runs until the test ends."""
+    got: dict = {}
+    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
+    probe.tls_set(ca_certs=str(broker.ca))
+    probe.username_pw_set("center", "pw-center")
+    probe.on_message = lambda c, u, m: got.__setitem__(m.topic, m.payload)
+    probe.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+    probe.connect("127.0.0.1", broker.port)
+    probe.loop_start()
+    return got
 
 
 def _connect(broker, user, password, tls=True) -> tuple[mqtt.Client, object]:
@@ -215,17 +210,10 @@ def test_detection_can_be_switched_off_and_the_state_is_retained(tmp_path, broke
         assert node.publisher.commands_ready.wait(10)
         center.client.publish("edge/garden-a/cam/detect/set", b"OFF", qos=1)
         assert wait_for(lambda: node.detect_on.get("cam") is False, 10)
-        got = {}
-        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-state")
-        probe.tls_set(ca_certs=str(broker.ca))
-        probe.username_pw_set("center", "pw-center")
-        probe.on_message = lambda c, u, m: got.setdefault(m.topic, m.payload)
-        probe.connect("127.0.0.1", broker.port)
-        probe.subscribe("edge/garden-a/cam/detect/state", qos=1)
-        probe.loop_start()
-        assert wait_for(lambda: got.get("edge/garden-a/cam/detect/state") == b"OFF", 10), got
-        probe.loop_stop()
-        probe.disconnect()
+        first = _watch(broker, "edge/garden-a/cam/detect/state")
+        assert wait_for(lambda: first.get("edge/garden-a/cam/detect/state") == b"OFF", 10), first
+        late = _watch(broker, "edge/garden-a/cam/detect/state")  # subscribes after: gets the retained state
+        assert wait_for(lambda: late.get("edge/garden-a/cam/detect/state") == b"OFF", 5), late
     finally:
         node.stop()
 
