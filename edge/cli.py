@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a camera setting for the run, e.g. fall.min_fall_floors=1.5 (repeatable)",
     )
+    s.add_argument("--uncalibrated", action="store_true", help="replay without the facade calibration")
     s.set_defaults(func=cmd_bench)
     return p
 
