@@ -14,7 +14,7 @@ from edge.config import EX_CONFIG, ConfigError, json_schema, load_config
 from edge.progress import Progress
 from edge.video import VideoError
 
-EX_OK, EX_USAGE, EX_SOFTWARE = 0, 64, 70
+EX_OK, EX_USAGE = 0, 64
 
 
 def _err(msg: str) -> None:

@@ -122,8 +122,7 @@ class CameraPipeline:
             if job is not None:
                 job.event = ev
                 if u.kind == "end":
-                    job.last_t = self.frames.t_of(ev.end_frame)
-                    job.until_t = (job.last_t or 0.0) + self.cfg.record.post_s
+                    job.until_t = (self.frames.t_of(ev.end_frame) or 0.0) + self.cfg.record.post_s
             self.sink.on_update(u.kind, self._record(ev, job))
 
     def _record(self, ev, job: EvidenceJob | None) -> dict:

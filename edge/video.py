@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -61,17 +59,6 @@ class H264Writer:
         self.close()
 
 
-@dataclass
-class VideoInfo:
-    """What a reader knows of a stream before decoding it."""
-
-    width: int
-    height: int
-    fps: float
-    frames: int | None
-    codec: str
-
-
 def luma_plane(frame: av.VideoFrame) -> np.ndarray:
     """The Y plane of a decoded frame as a (h, w) uint8 array, without a colour conversion."""
     if frame.format.name not in (
@@ -100,51 +87,3 @@ def check_readable(path: str | Path) -> Path:
     if p.stat().st_size == 0:
         raise VideoError(f"{p} is empty", EX_DATAERR)
     return p
-
-
-class VideoFile:
-    """Decodes a video file frame by frame; raises VideoError with a clear message on bad input."""
-
-    def __init__(self, path: str | Path, fps_hint: float | None = None):
-        self.path = check_readable(path)
-        try:
-            self.container = av.open(str(self.path))
-        except (av.error.FFmpegError, OSError) as exc:
-            raise VideoError(f"cannot open {self.path} as video: {exc}") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise VideoError(f"{self.path} has no video stream")
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
-        rate = self.stream.average_rate or self.stream.base_rate
-        fps = float(rate) if rate else (fps_hint or 0.0)
-        if fps_hint:
-            fps = fps_hint
-        if not fps or fps <= 0 or fps > 240:
-            raise VideoError(f"{self.path}: frame rate unknown; set the camera's fps in the config")
-        cc = self.stream.codec_context
-        self.info = VideoInfo(cc.width, cc.height, fps, self.stream.frames or None, cc.name)
-
-    def frames(self) -> Iterator[av.VideoFrame]:
-        """Decoded frames in order; a decoding failure part-way raises VideoError after what was decoded."""
-        n = 0
-        try:
-            for frame in self.container.decode(self.stream):
-                n += 1
-                yield frame
-        except av.error.FFmpegError as exc:
-            raise VideoError(f"{self.path}: decoding failed after {n} frames: {exc}") from None
-        if n == 0:
-            raise VideoError(f"{self.path}: no frame could be decoded (truncated or not a video)")
-        expected = self.info.frames
-        if expected and n < expected * 0.98 - 2:
-            raise VideoError(f"{self.path}: truncated: the file announces {expected} frames, {n} could be decoded")
-
-    def close(self) -> None:
-        self.container.close()
-
-    def __enter__(self) -> VideoFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

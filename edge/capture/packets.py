@@ -115,10 +115,6 @@ class PacketRing:
         with self._lock:
             return [(s, p) for s, p in self._packets if s > seq]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._packets.clear()
-
 
 def remux(packets: list[KeptPacket], path: Path) -> Path:
     """Write packets into a file without re-encoding; returns the path with the suffix their format needs."""

@@ -58,13 +58,11 @@ class Detector:
         self._duplicates: set[int] = set()
         self._suppress_until = -1
         self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
-        self.last_global_event: str | None = None
 
     def process(self, frame: int, luma: np.ndarray) -> list[EventUpdate]:
         """Feed one frame's luma plane (full resolution); returns what changed about events."""
         result = self.motion.process(luma)
         blobs = result.blobs
-        self.last_global_event = result.global_event
         if result.global_event not in (None, "warmup", "start"):
             self._suppress_until = frame + self._suppress_frames
         if frame <= self._suppress_until:

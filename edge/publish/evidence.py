@@ -81,7 +81,6 @@ class EvidenceJob:
     packets: list[KeptPacket] = field(default_factory=list)
     last_seq: int = 0
     until_t: float | None = None
-    last_t: float | None = None
     pts_index: dict[int, int] = field(default_factory=dict)
 
     def take(self, fresh: list[tuple[int, KeptPacket]]) -> None:
