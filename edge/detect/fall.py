@@ -48,6 +48,7 @@ class FallDecision:
         if len(points) < cfg.min_points:
             return Verdict(None, 0.0, ["too few detections"])
         sp = self._space(np.asarray(points, dtype=np.float64))
+        early, early_coef = self._early_fit(sp)
         coef, rms_up = _quadratic(sp.t, sp.up)
         _, rms_side = _quadratic(sp.t, sp.along)  # ballistic motion is smooth sideways too: no zig-zag, no sway
         rms = float(np.hypot(rms_up, rms_side))
@@ -81,7 +82,7 @@ class FallDecision:
                 reasons.append(f"accelerates at {accel_g:.1f} g")
             if end_speed > cfg.max_speed_mps:
                 reasons.append(f"too fast: {end_speed:.0f} m/s")
-            entry_speed = self._entry_speed(sp)
+            entry_speed = float(-early_coef[1])  # downward speed when first detected
             if entry_speed > cfg.max_entry_speed_mps and points[0][2] > cfg.entry_margin_frac * self.frame_height:
                 reasons.append(f"appears mid-view already falling at {entry_speed:.0f} m/s")
             if speed < cfg.min_speed_mps:
@@ -94,7 +95,7 @@ class FallDecision:
         drop_score = _clip01(drop / (2 * sp.min_fall))
         score = round(0.45 * accel_score + 0.35 * fit_score + 0.2 * drop_score, 3)
 
-        origin = self._origin(sp)
+        origin = self._origin(sp, early, early_coef)
         fall_m = float(origin.height_m - sp.up[-1]) if origin.height_m is not None else None
         if self.facade is not None and self.facade.outside(origin.facade_x_m, origin.height_m):
             reasons.append(f"starts off the facade ({origin.facade_x_m:.1f} m along, {origin.height_m:.1f} m up)")
@@ -120,15 +121,11 @@ class FallDecision:
         return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
 
     def _early_fit(self, sp: _Space) -> tuple[int, np.ndarray]:
+        """How many points the first origin_fit_s seconds hold, and the quadratic fitted to their height."""
         early = max(4, int(np.searchsorted(sp.t, self.cfg.origin_fit_s, side="right")))
         return early, _quadratic(sp.t[:early], sp.up[:early])[0]
 
-    def _entry_speed(self, sp: _Space) -> float:
-        """Downward speed when first detected."""
-        return float(-self._early_fit(sp)[1][1])
-
-    def _origin(self, sp: _Space) -> Origin:
-        early, coef = self._early_fit(sp)
+    def _origin(self, sp: _Space, early: int, coef: np.ndarray) -> Origin:
         # Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only
         # makes that longer): extend the track back by that much, no more than max_backtrack_s.
         v0 = -coef[1]  # downward speed at the first detection
