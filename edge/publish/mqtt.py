@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 
 from edge.config import EdgeConfig, MqttConfig
 from edge.publish.evidence import EvidenceFiles
+from edge.publish.manifest import iso
 from edge.publish.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,9 @@ def make_client(
     return client
 
 
-def chunk_payloads(data: bytes, header: dict, chunk_bytes: int) -> list[bytes]:
+def chunk_payloads(data: bytes, header: dict, chunk_bytes: int, digest: str | None = None) -> list[bytes]:
     """Split a file into self-describing chunks: each carries index, count and the whole file's SHA-256."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest or hashlib.sha256(data).hexdigest()
     count = max(1, -(-len(data) // chunk_bytes))
     out = []
     for i in range(count):
@@ -155,16 +156,13 @@ class MqttPublisher:
         if files.still:
             still = (files.folder / files.still).read_bytes()
             self.outbox.put("snapshot", self.topics.files(eid, "snapshot"), still)
-        sizes = {}
+        clip_bytes = clip_sha = None
         if files.annotated:
-            sizes["clip_bytes"] = self._send_file(eid, "clip", files.folder / files.annotated)
-        sizes["original_bytes"] = (files.folder / files.original).stat().st_size
-        clip_sha = (
-            hashlib.sha256((files.folder / files.annotated).read_bytes()).hexdigest() if files.annotated else None
-        )
+            clip_bytes, clip_sha = self._send_file(eid, "clip", files.folder / files.annotated)
         extra = {
             "clip_sha256": clip_sha,
-            **sizes,
+            "clip_bytes": clip_bytes,
+            "original_bytes": (files.folder / files.original).stat().st_size,
             "snapshot_bytes": (files.folder / files.still).stat().st_size if files.still else None,
         }
         self.outbox.put("event", self.topics.events, self._event_payload("clip_ready", record, extra))
@@ -183,15 +181,10 @@ class MqttPublisher:
         originals = sorted(folder.glob("original.*")) if folder.is_dir() else []
         if not originals or "/" in event_id or event_id.startswith("."):
             return False
-        size = self._send_file(event_id, "original", originals[0])
+        size, digest = self._send_file(event_id, "original", originals[0])
         rec = {"id": event_id, "node": self.node}
-        self.outbox.put(
-            "event",
-            self.topics.events,
-            self._event_payload(
-                "original_ready", rec, {"original_bytes": size, "original_sha256": _sha(originals[0])}
-            ),
-        )
+        extra = {"original_bytes": size, "original_sha256": digest}
+        self.outbox.put("event", self.topics.events, self._event_payload("original_ready", rec, extra))
         return True
 
     # -- internals -----------------------------------------------------------------------------------------
@@ -212,13 +205,14 @@ class MqttPublisher:
             body["trajectory_points_total"] = len(traj)
         return json.dumps(body, ensure_ascii=False).encode()
 
-    def _send_file(self, event_id: str, name: str, path: Path) -> int:
+    def _send_file(self, event_id: str, name: str, path: Path) -> tuple[int, str]:
+        """Queue a file in chunks; returns its size and SHA-256 (read and hashed once)."""
         data = path.read_bytes()
-        for payload in chunk_payloads(
-            data, {"event": event_id, "node": self.node, "file": name}, self.cfg.chunk_kib * 1024
-        ):
+        digest = hashlib.sha256(data).hexdigest()
+        header = {"event": event_id, "node": self.node, "file": name}
+        for payload in chunk_payloads(data, header, self.cfg.chunk_kib * 1024, digest):
             self.outbox.put("chunk", self.topics.files(event_id, name), payload)
-        return len(data)
+        return len(data), digest
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
@@ -309,11 +303,5 @@ class MqttPublisher:
                 time.sleep(interval)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _now_iso() -> str:
-    from edge.publish.manifest import iso
-
     return iso(time.time())
