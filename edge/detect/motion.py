@@ -50,11 +50,6 @@ class MotionPrefilter:
         self._frames = 0
         self._warmup = max(2, round(cfg.warmup_s * fps))
 
-    def reset(self) -> None:
-        """Forget the background (resolution change, reconnect)."""
-        self._bg = None
-        self._frames = 0
-
     def work_image(self, luma: np.ndarray) -> np.ndarray:
         """The luma plane at work resolution (area-averaged, so a thin object keeps some contrast)."""
         h, w = luma.shape
@@ -94,7 +89,7 @@ class MotionPrefilter:
         if self._shield is not None:
             fg = cv2.bitwise_and(fg, cv2.bitwise_not(self._shield))
         blobs = self._blobs(fg, diff_bg, thr_u8)
-        if len(blobs) > self.cfg.max_blobs or None in blobs:
+        if blobs is None:
             return MotionResult([], "rain", shift)
         return MotionResult(blobs, None, shift)
 
@@ -141,7 +136,8 @@ class MotionPrefilter:
         aligned = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
         return aligned, (dx, dy), None
 
-    def _blobs(self, fg: np.ndarray, diff_bg: np.ndarray, thr: np.ndarray) -> list[Blob]:
+    def _blobs(self, fg: np.ndarray, diff_bg: np.ndarray, thr: np.ndarray) -> list[Blob] | None:
+        """The blobs of moving pixels, or None when there are more than max_blobs (a rain burst)."""
         # Label on a grid of _CELL x _CELL cells: ~16x cheaper than full resolution, and it joins the
         # fragments of a blurred streak that crosses a window edge into one blob.
         h, w = fg.shape
@@ -152,7 +148,7 @@ class MotionPrefilter:
             return []
         n, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
         if n - 1 > self.cfg.max_blobs:
-            return [None] * (n - 1)  # counted as a rain burst by the caller
+            return None
         max_area = self.cfg.max_blob_frac * fg.size
         out = []
         for i in range(1, n):
