@@ -48,8 +48,9 @@ class FrameLog:
                 break
         return self._entries[0][1] if self._entries else None
 
-    def pts_index(self, first: int) -> dict[int, int]:
-        return {pts: i for i, _, pts in self._entries if i >= first and pts is not None}
+    def pts_index(self) -> dict[int, int]:
+        """Frame index by stream timestamp, for the frames still logged."""
+        return {pts: i for i, _, pts in self._entries if pts is not None}
 
 
 class CameraPipeline:
@@ -123,9 +124,9 @@ class CameraPipeline:
                 job.event = ev
                 if u.kind == "end":
                     job.until_t = (self.frames.t_of(ev.end_frame) or 0.0) + self.cfg.record.post_s
-            self.sink.on_update(u.kind, self._record(ev, job))
+            self.sink.on_update(u.kind, self._record(ev))
 
-    def _record(self, ev, job: EvidenceJob | None) -> dict:
+    def _record(self, ev) -> dict:
         rec = event_record(ev, self.node)
         for key, frame in (
             ("start_utc", ev.start_frame),
@@ -147,11 +148,11 @@ class CameraPipeline:
         if not job.packets:
             log.error("event %s: no video packets kept, no evidence clip", job.event.id)
             return
-        job.pts_index = self.frames.pts_index(0)
+        job.pts_index = self.frames.pts_index()
         folder = self.events_dir / job.event.id
         caption = f"{self.node}/{self.camera} {job.event.level}"
         privacy = [p.points for p in self.cfg.masks.privacy]
-        record = self._record(job.event, job)
+        record = self._record(job.event)
 
         def work() -> None:
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.capture.packets import PacketRing
-from edge.capture.source import SourceError, SourceOptions, VideoSource
+from edge.capture.source import SourceError, SourceOptions, StreamEnded, VideoSource
 from edge.config import EdgeConfig, config_hash
 from edge.events import alert_line
 from edge.pipeline import CameraPipeline, EventSink
@@ -117,9 +117,10 @@ def replay(
                 frames += 1
                 if progress:
                     progress(frames, announced)
+    except StreamEnded:
+        pass
     except SourceError as exc:
-        if str(exc) != "stream ended":
-            error = VideoError(f"{path}: decoding failed after {frames} frames: {exc}")
+        error = VideoError(f"{path}: decoding failed after {frames} frames: {exc}")
     finally:
         source.close()
     if error is None and frames == 0:

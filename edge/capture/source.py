@@ -23,6 +23,10 @@ class SourceError(Exception):
     """The source could not be opened or read; the message says why, for the camera status."""
 
 
+class StreamEnded(SourceError):
+    """The source came to its end: normal for a file, a failure for a camera."""
+
+
 @dataclass
 class CapturedFrame:
     """A decoded frame: its luma plane, capture time `t` and the stream's own timestamp."""
@@ -130,7 +134,7 @@ class VideoSource:
             raise SourceError(f"stalled: no data for {self.opts.read_timeout_s:.0f} s") from None
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(_describe(exc)) from None
-        raise SourceError("stream ended")
+        raise StreamEnded("stream ended")
 
     def close(self) -> None:
         if self.container is not None:
