@@ -306,6 +306,12 @@ class FallConfig(Strict):
     min_fall_floors: float = Field(
         2.0, ge=0.5, le=50.0, description="With a facade calibration: it must fall at least this many floors."
     )
+    suspect_fall_share: float = Field(
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="A fall of this share of the minimum raises a suspected alert; confirmed needs all of it.",
+    )
     min_fall_frac: float = Field(
         0.12,
         gt=0.0,
@@ -332,7 +338,7 @@ class FallConfig(Strict):
         description="Faster than anything dropped from a residential block (rain, glitches).",
     )
     min_detected_frac: float = Field(
-        0.6,
+        0.4,
         ge=0.0,
         le=1.0,
         description="Share of frames in which a track must be seen (random chains fall short).",
@@ -348,6 +354,15 @@ class FallConfig(Strict):
     )
     min_speed_mps: float = Field(
         2.5, ge=0.0, le=50.0, description="Mean falling speed needed; leaves and feathers fall slower."
+    )
+    max_object_m: float = Field(
+        1.2,
+        gt=0.0,
+        le=20.0,
+        description="Calibrated: wider than this on the facade is no thrown object (insects near the lens).",
+    )
+    size_slack_px: float = Field(
+        4.0, ge=0.0, le=50.0, description="Pixels of blur and codec halo taken off a blob's width before sizing."
     )
     max_horizontal_ratio: float = Field(
         0.8,

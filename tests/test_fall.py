@@ -54,9 +54,21 @@ def test_a_light_object_at_terminal_speed_is_suspected():
     assert v.level == "suspected", v.reasons
 
 
-def test_a_drop_shorter_than_two_floors_is_not_reported():
-    v = decide(_track(*_free_fall(0.5)))
+def test_a_drop_of_under_one_and_a_half_floors_is_not_reported():
+    v = decide(_track(*_free_fall(0.5)))  # 1.2 m
     assert v.level is None and any("fell" in r for r in v.reasons)
+
+
+def test_a_fall_is_suspected_from_one_and_a_half_floors_and_confirmed_from_two():
+    early = decide(_track(*_free_fall(1.04)))  # 4.9 m
+    later = decide(_track(*_free_fall(1.2)))  # 6.6 m
+    assert (early.level, later.level) == ("suspected", "confirmed"), (early.reasons, later.reasons)
+
+
+def test_a_track_first_seen_mid_fall_counts_its_fall_from_the_origin():
+    x, y = _free_fall(1.24)
+    v = decide(_track(x[15:], y[15:]))  # first seen 0.6 s after release: 5.3 m seen, 7 m since release
+    assert v.level == "confirmed" and v.fall_m > 6.0, v.reasons
 
 
 def test_a_gliding_bird_is_not_a_fall():
@@ -136,3 +148,21 @@ def test_a_fall_beside_the_building_is_not_from_a_window():
     narrow = replace(FACADE, extent_m=(0.0, 10.0))
     v = FallDecision(FallConfig(), FPS, 800, narrow).judge(_track(*_free_fall(1.4)))  # 20 m along
     assert v.level is None and any("off the facade" in r for r in v.reasons)
+
+
+def test_an_insect_near_the_lens_is_too_big_to_be_thrown():
+    pts = _track(*_free_fall(1.3))
+    v = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [30.0] * len(pts))  # 30 px at 10 px/m: 2.6 m
+    assert v.level is None and any("too big" in r for r in v.reasons)
+
+
+def test_a_bag_sized_blob_is_not_too_big():
+    pts = _track(*_free_fall(1.3))
+    v = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [9.0] * len(pts))  # 0.5 m after the halo
+    assert v.level == "confirmed", v.reasons
+
+
+def test_a_faint_object_seen_in_half_its_frames_is_still_a_fall():
+    pts = _track(*_free_fall(1.6))[::2]  # flickers in and out against a wall of its own shade
+    v = decide(pts)
+    assert v.level is not None, v.reasons

@@ -42,8 +42,11 @@ class FallDecision:
         self.frame_height = frame_height
         self.facade = facade
 
-    def judge(self, points: list[tuple[int, float, float]]) -> Verdict:
-        """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why."""
+    def judge(self, points: list[tuple[int, float, float]], widths: list[float] | None = None) -> Verdict:
+        """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why.
+
+        `widths` are the blobs' sizes across the motion, in pixels; with a calibration they bound the size.
+        """
         cfg = self.cfg
         if len(points) < cfg.min_points:
             return Verdict(None, 0.0, ["too few detections"])
@@ -64,9 +67,13 @@ class FallDecision:
         rises = np.diff(sp.up[apex:])
         rise_frac = float(np.mean(rises > sp.tol)) if len(rises) else 0.0
 
+        origin, start_up = self._origin(sp, early, early_coef)
+        # Counted from where it left the facade: a track that starts mid-fall has already fallen that far.
+        fall = float(max(sp.up[apex], start_up) - sp.up[-1])
         reasons = []
-        if drop < sp.min_fall:
-            reasons.append(f"fell {drop:.1f} < {sp.min_fall:.1f}")
+        # What was seen must make a fall on its own; extrapolation only adds to it.
+        if drop < cfg.suspect_fall_share * sp.min_fall:
+            reasons.append(f"fell {drop:.1f} < {cfg.suspect_fall_share * sp.min_fall:.1f}")
         if rise_frac > cfg.max_rise_frac:
             reasons.append(f"goes up in {rise_frac:.0%} of steps")
         if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
@@ -87,22 +94,24 @@ class FallDecision:
                 reasons.append(f"appears mid-view already falling at {entry_speed:.0f} m/s")
             if speed < cfg.min_speed_mps:
                 reasons.append(f"too slow: {speed:.1f} m/s")
+            size_m = self._size_m(points, widths)
+            if size_m > cfg.max_object_m:
+                reasons.append(f"too big to be thrown: {size_m:.1f} m across on the facade")
             accel_score = _clip01(accel_g / 0.8) if accel_g <= cfg.max_accel_g else 0.0
         else:
             lin_rms = _linear_rms(sp.t, sp.up)
             accel_score = _clip01((lin_rms - rms) / max(lin_rms, 1e-9) * 2) if accel > 0 else 0.0
         fit_score = _clip01(1.0 - rms / (2 * sp.tol))
-        drop_score = _clip01(drop / (2 * sp.min_fall))
+        drop_score = _clip01(fall / (2 * sp.min_fall))
         score = round(0.45 * accel_score + 0.35 * fit_score + 0.2 * drop_score, 3)
 
-        origin = self._origin(sp, early, early_coef)
-        fall_m = float(origin.height_m - sp.up[-1]) if origin.height_m is not None else None
+        fall_m = fall if sp.gravity is not None else None
         if self.facade is not None and self.facade.outside(origin.facade_x_m, origin.height_m):
             reasons.append(f"starts off the facade ({origin.facade_x_m:.1f} m along, {origin.height_m:.1f} m up)")
         verdict = Verdict(None, score, reasons, fall_m, accel_g, speed_mps, origin)
         if reasons or score < cfg.suspect_score:
             return verdict
-        strong = rms <= sp.tol and (accel_g is None or accel_g >= cfg.confirm_min_accel_g)
+        strong = fall >= sp.min_fall and rms <= sp.tol and (accel_g is None or accel_g >= cfg.confirm_min_accel_g)
         if sp.gravity is None:
             strong = strong and accel_score >= 0.5
         verdict.level = "confirmed" if strong and score >= cfg.confirm_score else "suspected"
@@ -120,12 +129,24 @@ class FallDecision:
         min_fall = cfg.min_fall_floors * self.facade.floor_height_m
         return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
 
+    def _size_m(self, points: list[tuple[int, float, float]], widths: list[float] | None) -> float:
+        """The object's size on the facade, from its blobs' median width less the halo of blur and codec.
+
+        An insect or bird close to the lens is big in the image and far bigger once put on the facade.
+        """
+        if not widths:
+            return 0.0
+        px = max(0.0, float(np.median(widths)) - self.cfg.size_slack_px)
+        where = tuple(np.median(np.asarray(points)[:, 1:3], axis=0))
+        return px * self.facade.metres_per_pixel(where)
+
     def _early_fit(self, sp: _Space) -> tuple[int, np.ndarray]:
         """How many points the first origin_fit_s seconds hold, and the quadratic fitted to their height."""
         early = max(4, int(np.searchsorted(sp.t, self.cfg.origin_fit_s, side="right")))
         return early, _quadratic(sp.t[:early], sp.up[:early])[0]
 
-    def _origin(self, sp: _Space, early: int, coef: np.ndarray) -> Origin:
+    def _origin(self, sp: _Space, early: int, coef: np.ndarray) -> tuple[Origin, float]:
+        """Where the track left the facade, and that height in the track's own space."""
         # Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only
         # makes that longer): extend the track back by that much, no more than max_backtrack_s.
         v0 = -coef[1]  # downward speed at the first detection
@@ -139,9 +160,9 @@ class FallDecision:
         along_fit = np.polyfit(sp.t[:early], sp.along[:early], 1)
         along = float(np.polyval(along_fit, -back_t))
         if self.facade is None:
-            return Origin(along, -height, None, None, None)
+            return Origin(along, -height, None, None, None), height
         px = self.facade.to_image(np.array([[along, height]]))[0]
-        return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height)
+        return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height), height
 
 
 def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:

@@ -32,7 +32,7 @@ class Track:
     state: np.ndarray
     cov: np.ndarray
     points: list[tuple[int, float, float]] = field(default_factory=list)
-    sizes: list[float] = field(default_factory=list)
+    widths: list[float] = field(default_factory=list)  # each blob's narrower side: its size across the blur
     missed: int = 0
     falling: bool = False
 
@@ -113,14 +113,14 @@ class Tracker:
         t.state = t.state + k @ (z - zp)
         t.cov = (np.eye(6) - k @ _H) @ t.cov
         t.points.append((frame, b.x, b.y))
-        t.sizes.append(float(max(b.w, b.h)))
+        t.widths.append(float(min(b.w, b.h)))
         t.missed = 0
 
     def _start(self, frame: int, b: Blob) -> None:
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
         t = Track(self._next_id, state, self._p0.copy())
         t.points.append((frame, b.x, b.y))
-        t.sizes.append(float(max(b.w, b.h)))
+        t.widths.append(float(min(b.w, b.h)))
         self._next_id += 1
         self.tracks.append(t)
 
