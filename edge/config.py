@@ -310,7 +310,7 @@ class FallConfig(Strict):
         0.75,
         gt=0.0,
         le=1.0,
-        description="A fall of this share of the minimum raises a suspected alert; confirmed needs all of it.",
+        description="Calibrated: this share of the minimum fall raises a suspected alert; confirmed needs all.",
     )
     min_fall_frac: float = Field(
         0.12,

@@ -71,9 +71,11 @@ class FallDecision:
         # Counted from where it left the facade: a track that starts mid-fall has already fallen that far.
         fall = float(max(sp.up[apex], start_up) - sp.up[-1])
         reasons = []
-        # What was seen must make a fall on its own; extrapolation only adds to it.
-        if drop < cfg.suspect_fall_share * sp.min_fall:
-            reasons.append(f"fell {drop:.1f} < {cfg.suspect_fall_share * sp.min_fall:.1f}")
+        # What was seen must make a fall on its own; extrapolation only adds to it. Without a calibration
+        # there is no g, speed or size check to back a shorter fall, so the whole minimum is needed.
+        needed = (cfg.suspect_fall_share if sp.gravity is not None else 1.0) * sp.min_fall
+        if drop < needed:
+            reasons.append(f"fell {drop:.1f} < {needed:.1f}")
         if rise_frac > cfg.max_rise_frac:
             reasons.append(f"goes up in {rise_frac:.0%} of steps")
         if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
