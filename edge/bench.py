@@ -30,6 +30,12 @@ SUITE: list[tuple[str, int, float | None]] = [
     ("birds", 1, 30.0), ("leaves", 1, 30.0), ("laundry", 1, 30.0), ("rain", 1, 30.0),
     ("insects", 1, 30.0), ("windows", 1, 30.0), ("exposure", 1, 30.0), ("clouds", 1, 30.0),
     ("shake", 1, 30.0), ("calm", 1, 30.0),
+    # More seeds, so that false alarms per hour rest on more than a few minutes of footage.
+    ("throw", 4, None), ("throw", 5, None), ("light", 4, None), ("light", 5, None),
+    ("tiny", 4, None), ("tiny", 5, None), ("night", 4, None), ("night", 5, None),
+    ("mixed", 4, None), ("mixed", 5, None),
+    *[(n, s, 30.0) for s in (2, 3)
+      for n in ("birds", "leaves", "laundry", "rain", "insects", "windows", "calm", "shake")],
 ]  # fmt: skip
 
 TARGETS = {
