@@ -338,10 +338,16 @@ class FallConfig(Strict):
         description="Faster than anything dropped from a residential block (rain, glitches).",
     )
     min_detected_frac: float = Field(
-        0.4,
+        0.6,
         ge=0.0,
         le=1.0,
         description="Share of frames in which a track must be seen (random chains fall short).",
+    )
+    faint_min_detected_frac: float = Field(
+        0.4, ge=0.0, le=1.0, description="The same for a faint object, which drops out when near its threshold."
+    )
+    faint_strength: float = Field(
+        5.0, ge=1.0, le=100.0, description="Faint: blobs at most this many times over their motion threshold."
     )
     max_entry_speed_mps: float = Field(
         15.0,

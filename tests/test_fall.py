@@ -164,5 +164,11 @@ def test_a_bag_sized_blob_is_not_too_big():
 
 def test_a_faint_object_seen_in_half_its_frames_is_still_a_fall():
     pts = _track(*_free_fall(1.6))[::2]  # flickers in and out against a wall of its own shade
-    v = decide(pts)
+    v = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, None, [2.0] * len(pts))
     assert v.level is not None, v.reasons
+
+
+def test_a_strong_blob_seen_in_half_its_frames_is_not_a_fall():
+    pts = _track(*_free_fall(1.6))[::2]  # could not have dropped below its threshold: a chain of other blobs
+    v = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, None, [12.0] * len(pts))
+    assert v.level is None and any("seen in only" in r for r in v.reasons)

@@ -42,10 +42,16 @@ class FallDecision:
         self.frame_height = frame_height
         self.facade = facade
 
-    def judge(self, points: list[tuple[int, float, float]], widths: list[float] | None = None) -> Verdict:
+    def judge(
+        self,
+        points: list[tuple[int, float, float]],
+        widths: list[float] | None = None,
+        strengths: list[float] | None = None,
+    ) -> Verdict:
         """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why.
 
-        `widths` are the blobs' sizes across the motion, in pixels; with a calibration they bound the size.
+        `widths` are the blobs' sizes across the motion in pixels (with a calibration they bound the size);
+        `strengths` their contrast over threshold (a faint object may drop out of more frames).
         """
         cfg = self.cfg
         if len(points) < cfg.min_points:
@@ -80,7 +86,10 @@ class FallDecision:
             reasons.append(f"goes up in {rise_frac:.0%} of steps")
         if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
             reasons.append(f"drifts sideways {sideways:.1f} for a fall of {drop:.1f}")
-        if detected < cfg.min_detected_frac:
+        # Hovering near its threshold, a faint object drops out of frames; a strong blob that does is
+        # something else, such as a fluttering insect chained with its neighbours.
+        faint = bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength
+        if detected < (cfg.faint_min_detected_frac if faint else cfg.min_detected_frac):
             reasons.append(f"seen in only {detected:.0%} of its frames")
         if rms > 2 * sp.tol:
             reasons.append(f"not ballistic: residual {rms:.2f} > {2 * sp.tol:.2f}")

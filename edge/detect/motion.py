@@ -166,6 +166,7 @@ class MotionPrefilter:
                 if patch[py, px] < self.cfg.single_pixel_k * thr[y + py, x + px]:
                     continue
             weights = patch.astype(np.float32) * moving
+            over = weights / np.maximum(thr[y:y1, x:x1], 1)
             total = float(weights.sum())
             ys, xs = np.nonzero(moving)
             wts = weights[ys, xs]
@@ -179,6 +180,7 @@ class MotionPrefilter:
                     int(ys.max() - ys.min() + 1),
                     count,
                     float(patch[ys, xs].max()),
+                    float(over.max()),
                 )
             )
         return out

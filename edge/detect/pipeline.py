@@ -87,7 +87,7 @@ class Detector:
         return updates
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
-        verdict = self.decision.judge(track.points, track.widths)
+        verdict = self.decision.judge(track.points, track.widths, track.strengths)
         event = self._events.get(track.id)
         if event is None:
             if verdict.level is None or track.id in self._duplicates:
@@ -116,7 +116,7 @@ class Detector:
         if event is None:
             return []
         self._recent.append((event, np.asarray(track.points)))
-        verdict = self.decision.judge(track.points, track.widths)
+        verdict = self.decision.judge(track.points, track.widths, track.strengths)
         self._refresh(event, track, verdict)
         if _LEVELS[verdict.level] > _LEVELS[event.level]:
             event.level = verdict.level

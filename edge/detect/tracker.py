@@ -33,6 +33,7 @@ class Track:
     cov: np.ndarray
     points: list[tuple[int, float, float]] = field(default_factory=list)
     widths: list[float] = field(default_factory=list)  # each blob's narrower side: its size across the blur
+    strengths: list[float] = field(default_factory=list)  # each blob's Blob.strength
     missed: int = 0
     falling: bool = False
 
@@ -114,6 +115,7 @@ class Tracker:
         t.cov = (np.eye(6) - k @ _H) @ t.cov
         t.points.append((frame, b.x, b.y))
         t.widths.append(float(min(b.w, b.h)))
+        t.strengths.append(b.strength)
         t.missed = 0
 
     def _start(self, frame: int, b: Blob) -> None:
@@ -121,6 +123,7 @@ class Tracker:
         t = Track(self._next_id, state, self._p0.copy())
         t.points.append((frame, b.x, b.y))
         t.widths.append(float(min(b.w, b.h)))
+        t.strengths.append(b.strength)
         self._next_id += 1
         self.tracks.append(t)
 

@@ -15,6 +15,7 @@ class Blob:
     h: int
     area: int
     contrast: float
+    strength: float = 0.0  # the strongest pixel's difference, in multiples of its own motion threshold
 
 
 @dataclass
