@@ -45,6 +45,12 @@ class Track:
     def hits(self) -> int:
         return len(self.points)
 
+    def record(self, frame: int, b: Blob) -> None:
+        """Keep the blob assigned to this track in `frame`."""
+        self.points.append((frame, b.x, b.y))
+        self.widths.append(float(min(b.w, b.h)))
+        self.strengths.append(b.strength)
+
     def innovation(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted measurement and its covariance."""
         return _H @ self.state, _H @ self.cov @ _H.T + r
@@ -113,17 +119,13 @@ class Tracker:
         k = t.cov @ _H.T @ np.linalg.inv(s)
         t.state = t.state + k @ (z - zp)
         t.cov = (np.eye(6) - k @ _H) @ t.cov
-        t.points.append((frame, b.x, b.y))
-        t.widths.append(float(min(b.w, b.h)))
-        t.strengths.append(b.strength)
+        t.record(frame, b)
         t.missed = 0
 
     def _start(self, frame: int, b: Blob) -> None:
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
         t = Track(self._next_id, state, self._p0.copy())
-        t.points.append((frame, b.x, b.y))
-        t.widths.append(float(min(b.w, b.h)))
-        t.strengths.append(b.strength)
+        t.record(frame, b)
         self._next_id += 1
         self.tracks.append(t)
 
