@@ -36,14 +36,16 @@ def event_record(event: FallEvent, node: str, clip: str | None = None, still: st
     }
 
 
-def alert_line(record: dict) -> str:
-    """One human line for the terminal or a log."""
+def alert_line(record: dict, raised: bool = False) -> str:
+    """One human line for the terminal or a log; `raised` when an update raised the event's level."""
     o = record["origin"]
     where = f"floor {o['floor']}" if o.get("floor") is not None else f"pixel ({o['x']:.0f}, {o['y']:.0f})"
     along = f", {o['facade_x_m']:.1f} m along the facade" if o.get("facade_x_m") is not None else ""
     fell = f", fell {record['fall_m']:.1f} m" if record.get("fall_m") is not None else ""
+    # An update is judged on the track so far, which ends at end_frame: that is when the level rose.
+    at = "end" if raised else "alert"
+    when = record.get(f"{at}_utc") or format(record[f"{at}_s"], ".2f") + " s"
     return (
         f"ALERT {record['level'].upper()} {record['camera']}: object from {where}{along}{fell} "
-        f"(score {record['score']:.2f}, at {record.get('alert_utc') or format(record['alert_s'], '.2f') + ' s'}, "
-        f"id {record['id']})"
+        f"(score {record['score']:.2f}, {'raised ' if raised else ''}at {when}, id {record['id']})"
     )

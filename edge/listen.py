@@ -108,8 +108,8 @@ class Listener:
         self.events.append(body)
         folder = self._folder(node, body["id"])
         (folder / f"event-{body['type']}.json").write_text(json.dumps(body, indent=1, ensure_ascii=False))
-        if body["type"] == "new":
-            self.on_line(alert_line(body))
+        if body["type"] in ("new", "update"):  # an update raises the level: say so too
+            self.on_line(alert_line(body, raised=body["type"] == "update"))
 
     def _chunk(self, node: str, payload: bytes) -> None:
         head, data = parse_chunk(payload)

@@ -51,8 +51,8 @@ class LocalLog(NodeSink):
             os.fsync(f.fileno())
 
     def on_update(self, kind: str, record: dict) -> None:
-        if kind == "new":
-            log.warning("%s", alert_line(record))
+        if kind in ("new", "update"):  # an update raises the level: say so too
+            log.warning("%s", alert_line(record, raised=kind == "update"))
         self._append("events.jsonl", {"type": kind, **record})
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:

@@ -39,8 +39,8 @@ class _Collector:
         self.records: dict[str, dict] = {}
 
     def on_update(self, kind: str, record: dict) -> None:
-        if kind == "new" and self.on_alert:
-            self.on_alert(alert_line(record))
+        if kind in ("new", "update") and self.on_alert:  # an update raises the level: say so too
+            self.on_alert(alert_line(record, raised=kind == "update"))
         if kind == "end":
             self.records[record["id"]] = {
                 **record,
