@@ -49,3 +49,10 @@ def alert_line(record: dict, raised: bool = False) -> str:
         f"ALERT {record['level'].upper()} {record['camera']}: object from {where}{along}{fell} "
         f"(score {record['score']:.2f}, {'raised ' if raised else ''}at {when}, id {record['id']})"
     )
+
+
+def announcement(kind: str, record: dict) -> str | None:
+    """The alert line an event update deserves: a new fall, or its level raised; None for the rest."""
+    if kind not in ("new", "update"):
+        return None
+    return alert_line(record, raised=kind == "update")

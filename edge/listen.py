@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import EdgeConfig
-from edge.events import alert_line
+from edge.events import announcement
 from edge.publish.mqtt import make_client, parse_chunk
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ class Listener:
         self.events.append(body)
         folder = self._folder(node, body["id"])
         (folder / f"event-{body['type']}.json").write_text(json.dumps(body, indent=1, ensure_ascii=False))
-        if body["type"] in ("new", "update"):  # an update raises the level: say so too
-            self.on_line(alert_line(body, raised=body["type"] == "update"))
+        line = announcement(body["type"], body)
+        if line:
+            self.on_line(line)
 
     def _chunk(self, node: str, payload: bytes) -> None:
         head, data = parse_chunk(payload)

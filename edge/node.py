@@ -17,7 +17,7 @@ from pathlib import Path
 from edge.capture.camera import CameraCapture, CameraStatus, FrameQueue
 from edge.capture.packets import PacketRing
 from edge.config import CameraConfig, EdgeConfig, config_hash
-from edge.events import alert_line
+from edge.events import announcement
 from edge.pipeline import CameraPipeline, EventSink
 from edge.publish.evidence import EvidenceFiles
 from edge.publish.manifest import iso, load_or_create_key
@@ -51,8 +51,9 @@ class LocalLog(NodeSink):
             os.fsync(f.fileno())
 
     def on_update(self, kind: str, record: dict) -> None:
-        if kind in ("new", "update"):  # an update raises the level: say so too
-            log.warning("%s", alert_line(record, raised=kind == "update"))
+        line = announcement(kind, record)
+        if line:
+            log.warning("%s", line)
         self._append("events.jsonl", {"type": kind, **record})
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:

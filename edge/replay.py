@@ -12,7 +12,7 @@ from pathlib import Path
 from edge.capture.packets import PacketRing
 from edge.capture.source import SourceError, SourceOptions, StreamEnded, VideoSource
 from edge.config import EdgeConfig, config_hash
-from edge.events import alert_line
+from edge.events import announcement
 from edge.pipeline import CameraPipeline, EventSink
 from edge.publish.evidence import EvidenceFiles
 from edge.publish.manifest import load_or_create_key
@@ -39,8 +39,9 @@ class _Collector:
         self.records: dict[str, dict] = {}
 
     def on_update(self, kind: str, record: dict) -> None:
-        if kind in ("new", "update") and self.on_alert:  # an update raises the level: say so too
-            self.on_alert(alert_line(record, raised=kind == "update"))
+        line = announcement(kind, record)
+        if line and self.on_alert:
+            self.on_alert(line)
         if kind == "end":
             self.records[record["id"]] = {
                 **record,

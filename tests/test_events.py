@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.events import alert_line
+from edge.events import alert_line, announcement
 
 RECORD = {
     "id": "east-0000091-52",
@@ -30,3 +30,9 @@ def test_a_raised_alert_says_when_its_level_rose():
 def test_a_live_alert_gives_wall_clock_time():
     line = alert_line({**RECORD, "alert_utc": "2026-11-28T02:40:01.120Z"})
     assert "at 2026-11-28T02:40:01.120Z" in line
+
+
+def test_only_a_new_fall_or_a_raised_level_is_announced():
+    said = {kind: announcement(kind, RECORD) for kind in ("new", "update", "end", "clip_ready")}
+    assert said["new"] == alert_line(RECORD) and said["update"] == alert_line(RECORD, raised=True)
+    assert said["end"] is None and said["clip_ready"] is None
