@@ -32,13 +32,19 @@ class H264Writer:
         crf: int = 23,
         preset: str = "veryfast",
         gop: int | None = None,
+        bitrate_kbps: int | None = None,
     ):
         self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001)
         self.stream = self.container.add_stream("libx264", rate=rate)
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": str(crf), "preset": preset, "g": str(gop or round(fps * 2))}
+        options = {"preset": preset, "g": str(gop or round(fps * 2))}
+        if bitrate_kbps:  # a camera streams at a set bitrate, and starves detail when the scene is busy
+            self.stream.bit_rate = bitrate_kbps * 1000
+        else:
+            options["crf"] = str(crf)
+        self.stream.options = options
 
     def write(self, bgr: np.ndarray) -> None:
         """Append one frame."""

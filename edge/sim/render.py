@@ -18,7 +18,9 @@ from edge.sim.scenes import OBJECTS, Scene, Throw
 
 G = 9.81
 WINDOW_PITCH_M = 3.6
-EXPOSURE = 0.5  # shutter open for half the frame interval: the length of motion blur
+IR_SWITCH_GAIN = (0.55, 1.8)  # brightness step when the IR-cut filter switches (day optics <-> IR lamp)
+IR_SWITCH_NOISE = 1.5  # the gain the camera adds with the IR lamp raises its noise by about this much
+MIN_NOISE = 0.5  # luma levels: quantisation and codec noise stay when the sensor noise is set to zero
 
 
 def scene_camera(scene: Scene) -> PinholeCamera:
@@ -60,8 +62,13 @@ class _Falling(_Mover):
 
     def __init__(self, throw: Throw, scene: Scene, dt: float):
         size, vt, grey = OBJECTS[throw.kind]
-        super().__init__(throw.time_s, throw.time_s + 30.0, size, grey, throw.kind)
+        size *= throw.size_scale
+        super().__init__(
+            throw.time_s, throw.time_s + 30.0, size, grey if throw.grey is None else throw.grey, throw.kind
+        )
         self.throw = throw
+        self.tone_fixed = throw.grey is not None  # a drawn tone is the tone seen, day or night
+        self.tumble_hz = 1.5 + 2.0 * ((throw.column * 37 + round(throw.time_s * 100)) % 100) / 100
         base = (throw.floor - 1) * scene.floor_height_m
         x = (throw.column + 0.5) * WINDOW_PITCH_M
         p = np.array([x, base + 1.3, 0.25])
@@ -84,6 +91,10 @@ class _Falling(_Mover):
     def position(self, t: float) -> np.ndarray:
         i = int(np.clip((t - self.start_s) / self.dt, 0, len(self.path) - 1))
         return self.path[i]
+
+    def opacity(self, t: float) -> float:
+        # A flat object tumbling shows more and less of itself to the camera.
+        return 1.0 - self.throw.tumble * 0.5 * (1 + math.sin(2 * math.pi * self.tumble_hz * (t - self.start_s)))
 
 
 class _Bird(_Mover):
@@ -142,7 +153,7 @@ class _Leaf(_Mover):
 
 def _splat(
     frame: np.ndarray, p0: np.ndarray, p1: np.ndarray, width_px: float, grey: float, opacity: float
-) -> None:
+) -> tuple[int, int, float, float] | None:
     """Composite a motion-blurred round object from p0 to p1, conserving its coverage when sub-pixel."""
     ss = 4
     r = max(width_px, 1.0) / 2 + 2
@@ -150,7 +161,7 @@ def _splat(
     x1, y1 = int(math.ceil(max(p0[0], p1[0]) + r)), int(math.ceil(max(p0[1], p1[1]) + r))
     h, w = frame.shape[:2]
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h or x1 - x0 > 600 or y1 - y0 > 600:
-        return
+        return None
     canvas = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)
     a = ((p0 - (x0, y0)) * ss * 16).round().astype(int)
     b = ((p1 - (x0, y0)) * ss * 16).round().astype(int)
@@ -159,13 +170,19 @@ def _splat(
     alpha = cv2.resize(canvas, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     total = float(alpha.sum())
     if total <= 0:
-        return
+        return None
     alpha *= min(1.0, (math.pi / 4 * width_px**2) / total * (1 + math.hypot(*(p1 - p0)) / max(width_px, 1e-3)))
     alpha = np.clip(alpha * opacity, 0, 1)
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     al = alpha[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0, None]
     roi = frame[cy0:cy1, cx0:cx1].astype(np.float32)
+    if roi.size == 0:
+        return None
     frame[cy0:cy1, cx0:cx1] = (roi * (1 - al) + grey * al).round().astype(np.uint8)
+    # The pixel the object changes most, with its value before and after: the object's contrast.
+    py, px = np.unravel_index(int(np.argmax(al[..., 0])), al.shape[:2])
+    before = float(roi[py, px].mean())
+    return cx0 + int(px), cy0 + int(py), before, before + (grey - before) * float(al[py, px, 0])
 
 
 class Renderer:
@@ -202,6 +219,8 @@ class Renderer:
         self.gain = 1.0
         self.shake = self._shake_track(n)
         self._static: np.ndarray | None = None
+        self._looks = _Looks(scene, self.rng, n) if scene.randomised else None
+        self.droplets = [self._droplet() for _ in range(scene.droplets)]
 
     # -- static layers -------------------------------------------------------------------------------------
     def _window_polygons(self) -> list[tuple[int, int, np.ndarray]]:
@@ -351,18 +370,19 @@ class Renderer:
     def _draw_mover(self, frame: np.ndarray, m: _Mover, t: float, shake: np.ndarray) -> tuple | None:
         if not (m.start_s <= t <= m.end_s):
             return None
-        pts, z = self.cam.project(np.array([m.position(t - EXPOSURE * self.dt), m.position(t)]))
+        pts, z = self.cam.project(np.array([m.position(t - self.scene.exposure_frac * self.dt), m.position(t)]))
         if (z <= 0.5).any():
             return None
         pts = pts + shake
         width_px = m.size_m * self.cam.f / float(z[1])
-        grey = m.grey if not self.scene.night else min(255, m.grey + 120)
-        _splat(frame, pts[0], pts[1], width_px, grey, m.opacity(t))
+        fixed = getattr(m, "tone_fixed", False)
+        grey = m.grey if fixed or not self.scene.night else min(255, m.grey + 120)
+        change = _splat(frame, pts[0], pts[1], width_px, grey, m.opacity(t))
         mid = (pts[0] + pts[1]) / 2
-        return float(mid[0]), float(mid[1]), width_px
+        return float(mid[0]), float(mid[1]), width_px, change
 
-    def render(self, i: int) -> tuple[np.ndarray, dict[int, tuple[float, float, float]]]:
-        """Frame i (BGR uint8) and the image position and width of each throw in it."""
+    def render(self, i: int) -> tuple[np.ndarray, dict[int, tuple[float, float, float, float]]]:
+        """Frame i (BGR uint8) and each throw's image position, width and contrast-to-noise ratio in it."""
         s = self.scene
         t = i * self.dt
         shake = self.shake[i]
@@ -387,18 +407,23 @@ class Renderer:
         for when, gain in self.exposure:
             if i >= when:
                 self.gain = 1.0 + (gain - 1.0) * min(1.0, (i - when + 1) / 4)
-        if self.gain != 1.0:
+        if self.gain != 1.0 and self._looks is None:
             frame = cv2.convertScaleAbs(frame, alpha=self.gain)
         if shake.any():
             m = np.float32([[1, 0, shake[0]], [0, 1, shake[1]]])
             frame = cv2.warpAffine(frame, m, (s.width, s.height), borderMode=cv2.BORDER_REFLECT)
+        if self._looks is not None:
+            self._draw_droplets(frame, i)
+            frame, cnr = self._looks.apply(frame, i, self.gain)
+            return frame, {k: (x, y, w, cnr(c)) for k, (x, y, w, c) in truth.items()}
         noise = np.empty(frame.shape, np.int16)
         cv2.setRNGSeed(s.seed * 100_003 + i)  # OpenCV's generator is global: seed it so clips repeat exactly
         cv2.randn(noise, 0, s.noise)
         frame = cv2.add(frame, noise, dtype=cv2.CV_8U) if s.noise > 0 else frame
         if s.night:
             frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-        return frame, truth
+        noise_sd = max(s.noise, MIN_NOISE)
+        return frame, {k: (x, y, w, _plain_cnr(c, self.gain, noise_sd)) for k, (x, y, w, c) in truth.items()}
 
     def _draw_laundry(self, frame: np.ndarray, item: dict, t: float) -> None:
         w = 2 * math.pi * item["freq"] * t + item["phase"]
@@ -471,6 +496,33 @@ class Renderer:
             )
         frame[:] = cv2.add(frame, cv2.cvtColor(layer, cv2.COLOR_GRAY2BGR))
 
+    def _droplet(self) -> dict:
+        s, rng = self.scene, self.rng
+        scale = s.width / 1920
+        return {
+            "p": np.array([rng.uniform(0, s.width), rng.uniform(0, s.height)]),
+            "r": float(rng.uniform(6, 40) * scale),
+            # most drops cling to the lens; some run down it, slowly and at a steady pace
+            "v": float(rng.uniform(0.3, 2.0) * scale) if rng.random() < 0.4 else 0.0,
+        }
+
+    def _draw_droplets(self, frame: np.ndarray, i: int) -> None:
+        """Water on the lens: each drop blurs and brightens what is behind it."""
+        s = self.scene
+        for d in self.droplets:
+            d["p"][1] = (d["p"][1] + d["v"]) % s.height
+            r = max(2, int(d["r"]))
+            x, y = int(d["p"][0]), int(d["p"][1])
+            x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(s.width, x + r), min(s.height, y + r)
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            blur = cv2.GaussianBlur(roi, (0, 0), max(1.0, r / 3)) * 1.08 + 4
+            mask = np.zeros(roi.shape[:2], np.float32)
+            cv2.circle(mask, (x - x0, y - y0), r, 1.0, -1, cv2.LINE_AA)
+            mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, r / 6))[..., None]
+            frame[y0:y1, x0:x1] = np.clip(roi * (1 - mask) + blur * mask, 0, 255).astype(np.uint8)
+
     # -- truth ---------------------------------------------------------------------------------------------
     def facade_points(self) -> list[dict]:
         """Four window corners that are well inside the frame, as an installer would pick them."""
@@ -499,3 +551,97 @@ class Renderer:
                 }
             )
         return out
+
+
+def _plain_cnr(change: tuple[int, int, float, float] | None, gain: float, noise_sd: float) -> float:
+    """Contrast-to-noise ratio of an object drawn by the plain renderer (linear tone, no vignette)."""
+    if change is None:
+        return 0.0
+    _, _, before, after = change
+    return abs(after - before) * gain / noise_sd
+
+
+class _Looks:
+    """A randomised camera's image chain after the optics: exposure, vignetting, glare, tone curve, noise."""
+
+    def __init__(self, scene: Scene, rng: np.random.Generator, frames: int):
+        self.scene = scene
+        h, w = scene.height, scene.width
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+        self.vignette = (1.0 - scene.vignette * r2).astype(np.float32)
+        self.glare = None
+        if scene.glare > 0:  # a low sun or a lamp near the top of the view, with its halo
+            cx, cy = rng.uniform(0, w), rng.uniform(0, 0.5 * h)
+            sigma = rng.uniform(0.05, 0.2) * w
+            self.glare = (255 * scene.glare * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))).astype(
+                np.float32
+            )
+        self.fixed = rng.normal(0, scene.fixed_pattern, (h, w)).astype(np.float32) if scene.fixed_pattern else None
+        self.dead = rng.choice(h * w, scene.dead_pixels, replace=False) if scene.dead_pixels else None
+        self.dead_values = (
+            rng.choice(np.array([0, 255], np.uint8), scene.dead_pixels) if scene.dead_pixels else None
+        )
+        self.switches = sorted(
+            int(rng.integers(min(frames - 1, round(2 * scene.fps)), frames)) for _ in range(scene.ir_switches)
+        )
+        self.switch_gain = [float(rng.choice(IR_SWITCH_GAIN)) for _ in self.switches]
+        self.lut = np.clip(255.0 * (np.arange(256) / 255.0) ** (1.0 / scene.gamma), 0, 255).astype(np.uint8)
+        self.grain = None
+        if scene.noise_grain_px > 0.05:
+            ksize = 2 * int(3 * scene.noise_grain_px) + 1
+            k1 = cv2.getGaussianKernel(ksize, scene.noise_grain_px)
+            self.grain = (ksize, float(1.0 / np.sum(k1**2)))  # blurring lowers the noise's spread: undo that
+
+    def _state(self, i: int) -> tuple[float, float]:
+        """Brightness and noise multipliers from the IR-cut switches up to frame i."""
+        gain, noise = 1.0, 1.0
+        for when, g in zip(self.switches, self.switch_gain, strict=True):
+            if i >= when:
+                gain *= g
+                noise *= IR_SWITCH_NOISE if g > 1 else 1 / IR_SWITCH_NOISE
+        return gain, noise
+
+    def apply(self, frame: np.ndarray, i: int, step_gain: float):
+        """The frame as the camera outputs it, and a function giving a throw's CNR from its drawn change."""
+        s = self.scene
+        ir_gain, ir_noise = self._state(i)
+        gain = s.gain * step_gain * ir_gain
+        if s.night:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        lit = frame.astype(np.float32) * (
+            self.vignette * gain if frame.ndim == 2 else (self.vignette * gain)[..., None]
+        )
+        if self.glare is not None:
+            lit += self.glare if frame.ndim == 2 else self.glare[..., None]
+        out = cv2.LUT(np.clip(lit, 0, 255).astype(np.uint8), self.lut)
+        sd = s.noise * ir_noise
+        noise = np.empty(out.shape[:2], np.float32)
+        cv2.setRNGSeed(s.seed * 100_003 + i)  # OpenCV's generator is global: seed it so clips repeat exactly
+        cv2.randn(noise, 0, sd)
+        if self.grain is not None:
+            ksize, k = self.grain
+            noise = cv2.GaussianBlur(noise, (ksize, ksize), s.noise_grain_px) * math.sqrt(k)
+        if self.fixed is not None:
+            noise += self.fixed
+        noisy = np.clip(out.astype(np.float32) + (noise if out.ndim == 2 else noise[..., None]), 0, 255)
+        out = noisy.round().astype(np.uint8)
+        if self.dead is not None:
+            flat = out.reshape(-1) if out.ndim == 2 else out.reshape(-1, 3)
+            flat[self.dead] = self.dead_values if out.ndim == 2 else self.dead_values[:, None]
+        if out.ndim == 2:
+            out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
+        return out, lambda change: self._cnr(change, gain, max(sd, MIN_NOISE))
+
+    def _cnr(self, change: tuple[int, int, float, float] | None, gain: float, noise_sd: float) -> float:
+        if change is None:
+            return 0.0
+        x, y, before, after = change
+        x, y = min(max(x, 0), self.scene.width - 1), min(max(y, 0), self.scene.height - 1)
+        glare = float(self.glare[y, x]) if self.glare is not None else 0.0
+
+        def tone(v: float) -> float:
+            lin = min(255.0, max(0.0, v * gain * float(self.vignette[y, x]) + glare))
+            return 255.0 * (lin / 255.0) ** (1.0 / self.scene.gamma)
+
+        return abs(tone(after) - tone(before)) / noise_sd

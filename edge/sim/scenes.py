@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,9 @@ class Throw:
     column: int
     kind: str
     velocity: tuple[float, float, float]  # m/s at release: along, up, out
+    grey: int | None = None  # the object's grey level; None: its kind's usual tone
+    size_scale: float = 1.0  # times its kind's usual size
+    tumble: float = 0.0  # share of its area that comes and goes as it tumbles
 
 
 @dataclass
@@ -63,6 +67,20 @@ class Scene:
     shake_px: float = 0.0
     noise: float = 1.6
     crf: int = 21
+    # Rendering choices that `edge.sim.randomise` draws; these defaults are the plain renderer.
+    randomised: bool = False
+    bitrate_kbps: int | None = None  # encode at this bitrate instead of at `crf`
+    gop_s: float = 2.0  # keyframe interval
+    gamma: float = 1.0  # tone curve of the camera's output
+    gain: float = 1.0  # exposure: brightness multiplier
+    exposure_frac: float = 0.5  # shutter open this share of the frame interval: the length of motion blur
+    noise_grain_px: float = 0.0  # spatial correlation of the sensor noise (IR grain is blotchy)
+    fixed_pattern: float = 0.0  # std of a per-pixel offset that never changes
+    dead_pixels: int = 0  # stuck dark or bright pixels
+    vignette: float = 0.0  # share of brightness lost in the corners
+    glare: float = 0.0  # strength of a light's halo in view
+    droplets: int = 0  # water drops on the lens
+    ir_switches: int = 0  # IR-cut filter switches: instant brightness and noise steps
 
 
 def _lowest_visible_floor(scene: Scene) -> int:
@@ -102,14 +120,29 @@ def _distractors_only(s: Scene) -> Scene:
     return s
 
 
-def build_scene(name: str, seed: int, **overrides) -> Scene:
-    """The scene called `name`, laid out from `seed`; overrides (width, height, duration_s ...) apply first."""
+def build_scene(name: str, seed: int, randomised: bool = False, **overrides) -> Scene:
+    """The scene called `name`, laid out from `seed`; overrides (width, height, duration_s ...) win.
+
+    `randomised` also draws the camera and the look of the image (edge.sim.randomise) from the seed.
+    """
+    from edge.sim.randomise import randomise_camera, randomise_look
+
     if name not in SCENES:
         raise ValueError(f"unknown scene {name!r}; known: {', '.join(sorted(SCENES))}")
-    rng = np.random.default_rng(seed)
-    scene = Scene(name=name, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # A randomised scene lays out its own throws: one seed must not give every scene the same ones.
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())] if randomised else seed)
+    # Its own stream, so the plain scenes stay as they were; the name too, so scenes of one seed differ.
+    looks = np.random.default_rng([seed, 0x5EED, zlib.crc32(name.encode())])
+    scene = Scene(name=name, seed=seed, randomised=randomised, **given)
     scene.distance_m *= float(rng.uniform(0.85, 1.15))
+    if randomised:
+        randomise_camera(scene, looks)
+        for k, v in given.items():
+            setattr(scene, k, v)
     SCENES[name](scene, rng)
+    if randomised:
+        randomise_look(scene, looks)
     return scene
 
 
@@ -144,6 +177,17 @@ def _four_mp(s, r):
 def _far(s, r):
     s.distance_m, s.hfov_deg = 55.0, 50.0
     s.throws = _throws(r, s, HEAVY, 2)
+
+
+def _rain_throw(s, r):
+    s.throws = _throws(r, s, HEAVY + LIGHT + TINY, 2)
+    s.rain, s.clouds, s.droplets = 120.0, 0.3, 6
+
+
+def _night_busy(s, r):
+    s.night, s.noise, s.clouds = True, 5.0, 0.0
+    s.throws = _throws(r, s, HEAVY + LIGHT + TINY, 2)
+    s.insects, s.window_switches = 2, 4
 
 
 def _mixed(s, r):
@@ -215,6 +259,8 @@ SCENES = {
     "4mp": _four_mp,
     "far": _far,
     "mixed": _mixed,
+    "rain_throw": _rain_throw,
+    "night_busy": _night_busy,
     "birds": _birds,
     "leaves": _leaves,
     "laundry": _laundry,

@@ -13,6 +13,7 @@ class SceneScore:
 
     scene: str
     seconds: float
+    condition: str = "day"  # day, night or rain
     must: int = 0
     found: int = 0
     extra_found: int = 0  # throws not required (too small or too short in view) that were found anyway
@@ -24,6 +25,19 @@ class SceneScore:
     duplicates: int = 0
     missed: list[str] = field(default_factory=list)
     wrong_floor: list[str] = field(default_factory=list)
+    floor_errors: list[int] = field(default_factory=list)  # reported minus true floor, per found throw
+    throws: list[ThrowOutcome] = field(default_factory=list)  # every throw in view, must-detect or not
+
+
+@dataclass(frozen=True)
+class ThrowOutcome:
+    """One throw's visibility and whether it was found: the data of the detection-limit table."""
+
+    cnr: float
+    width_px: float
+    must: bool
+    found: bool
+    fell: bool  # fell the minimum distance in view: visibility alone decides whether it could be found
 
 
 def _overlap(track: list, trajectory: list, tol: float) -> float:
@@ -36,7 +50,7 @@ def _overlap(track: list, trajectory: list, tol: float) -> float:
 def score_scene(truth: dict, records: list[dict]) -> SceneScore:
     """Recall, floors, latency and false alarms of `records` (events.jsonl rows) against `truth`."""
     fps = truth["fps"]
-    s = SceneScore(truth["scene"] + f"/{truth['seed']}", truth["frames"] / fps)
+    s = SceneScore(truth["scene"] + f"/{truth['seed']}", truth["frames"] / fps, truth.get("condition", "day"))
     tol = 12.0 * truth["height"] / 1080
     matched: set[int] = set()
     for throw in truth["throws"]:
@@ -46,6 +60,12 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
         if hits:
             matched.update(id(r) for r in hits)
             s.duplicates += len(hits) - 1
+        if throw["track"]:
+            fell = throw["fall_in_view_m"] >= 2 * truth["facade"]["floor_height_m"]
+            outcome = ThrowOutcome(
+                throw.get("cnr", 0.0), throw["width_px"], throw["must_detect"], bool(hits), fell
+            )
+            s.throws.append(outcome)
         if not throw["must_detect"]:
             s.extra_found += bool(hits)
             continue
@@ -61,6 +81,8 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
         want = throw["origin"]["floor"]
         s.floor_exact += got == want
         s.floor_near += got is not None and abs(got - want) <= 1
+        if got is not None:
+            s.floor_errors.append(got - want)
         if got != want:
             s.wrong_floor.append(f"{label}: reported {got}")
     for r in records:

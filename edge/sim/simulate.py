@@ -12,6 +12,10 @@ from edge.sim.render import WINDOW_PITCH_M, Renderer
 from edge.sim.scenes import OBJECTS, Scene
 from edge.video import H264Writer
 
+MUST_MIN_FLOORS = 2.0  # a throw must be found when it falls at least this many floors in view,
+MUST_MIN_WIDTH_PX = 1.5  # is at least this wide,
+MUST_MIN_CNR = 1.5  # and stands this far above the noise (below it, no single frame shows it)
+
 
 def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
     """Render `scene` into out_dir (scene.mp4, truth.json, config.yaml); returns the truth."""
@@ -20,12 +24,23 @@ def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
     r = Renderer(scene)
     n = int(round(scene.duration_s * scene.fps))
     tracks: dict[int, list] = {k: [] for k in range(len(r.throws))}
-    with H264Writer(out / "scene.mp4", scene.width, scene.height, scene.fps, crf=scene.crf) as writer:
+    cnrs: dict[int, dict[int, float]] = {k: {} for k in range(len(r.throws))}
+    gop = round(scene.gop_s * scene.fps)
+    with H264Writer(
+        out / "scene.mp4",
+        scene.width,
+        scene.height,
+        scene.fps,
+        crf=scene.crf,
+        gop=gop,
+        bitrate_kbps=scene.bitrate_kbps,
+    ) as writer:
         for i in range(n):
             frame, truth = r.render(i)
             writer.write(frame)
-            for k, (x, y, w) in truth.items():
+            for k, (x, y, w, cnr) in truth.items():
                 tracks[k].append([i, round(x, 2), round(y, 2), round(w, 2)])
+                cnrs[k][i] = cnr
             if progress:
                 progress(i + 1, n)
     facade = {
@@ -35,7 +50,7 @@ def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
         "top_floor": scene.floors,
         "extent_m": [0.0, round(scene.columns * WINDOW_PITCH_M, 2)],
     }
-    throws = [_throw_truth(r, k, tracks[k]) for k in range(len(r.throws))]
+    throws = [_throw_truth(r, k, tracks[k], cnrs[k]) for k in range(len(r.throws))]
     truth = {
         "scene": scene.name,
         "seed": scene.seed,
@@ -45,6 +60,9 @@ def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
         "frames": n,
         "duration_s": scene.duration_s,
         "night": scene.night,
+        "rain": scene.rain > 0,
+        "condition": "night" if scene.night else "rain" if scene.rain > 0 else "day",
+        "look": _look(scene),
         "facade": facade,
         "visible_height_m": [round(r.lo, 2), round(r.hi, 2)],
         "throws": throws,
@@ -54,18 +72,27 @@ def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
     return truth
 
 
-def _throw_truth(r: Renderer, k: int, track: list) -> dict:
+def _look(scene: Scene) -> dict:
+    """The rendering choices of a scene, for reading a bench result against them."""
+    keys = ("randomised", "bitrate_kbps", "gop_s", "gamma", "gain", "exposure_frac", "noise", "noise_grain_px")
+    keys += ("fixed_pattern", "dead_pixels", "vignette", "glare", "droplets", "ir_switches", "rain", "insects")
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k in keys for v in [getattr(scene, k)]}
+
+
+def _throw_truth(r: Renderer, k: int, track: list, cnrs: dict[int, float]) -> dict:
     m = r.throws[k]
     t = m.throw
     fps, fh = r.scene.fps, r.scene.floor_height_m
     ((ox, oy),) = r.cam.project(m.origin[None])[0]
     fall_in_view = 0.0
     width = 0.0
+    cnr = 0.0
     if track:
         run = _longest_run(track)
         heights = [m.position(f / fps)[1] for f, *_ in run]
         fall_in_view = float(heights[0] - heights[-1])
         width = float(np.median([w for *_, w in run]))
+        cnr = float(np.median([cnrs[f] for f, *_ in run]))
     return {
         "kind": t.kind,
         "size_m": OBJECTS[t.kind][0],
@@ -83,7 +110,11 @@ def _throw_truth(r: Renderer, k: int, track: list) -> dict:
         },
         "fall_in_view_m": round(fall_in_view, 2),
         "width_px": round(width, 2),
-        "must_detect": bool(fall_in_view >= 2 * fh and width >= 1.5),
+        "cnr": round(cnr, 2),
+        "grey": m.grey,
+        "must_detect": bool(
+            fall_in_view >= MUST_MIN_FLOORS * fh and width >= MUST_MIN_WIDTH_PX and cnr >= MUST_MIN_CNR
+        ),
         "track": track,
     }
 
