@@ -73,7 +73,14 @@ def cmd_sim(args) -> int:
         _err("--width and --height must be between 160 and 8192 pixels")
         return EX_USAGE
     try:
-        scene = build_scene(args.scene, args.seed, width=args.width, height=args.height, duration_s=args.duration)
+        scene = build_scene(
+            args.scene,
+            args.seed,
+            randomised=args.randomised,
+            width=args.width,
+            height=args.height,
+            duration_s=args.duration,
+        )
     except ValueError as exc:
         _err(str(exc))
         return EX_USAGE
@@ -82,7 +89,7 @@ def cmd_sim(args) -> int:
     bar.close()
     must = sum(t["must_detect"] for t in truth["throws"])
     print(
-        f"{args.out}/scene.mp4: {truth['frames']} frames {scene.width}x{scene.height}, "
+        f"{args.out}/scene.mp4: {truth['frames']} frames {scene.width}x{scene.height} at {scene.fps:g} fps, "
         f"{len(truth['throws'])} throws ({must} must be detected); truth.json and config.yaml beside it"
     )
     return EX_OK
@@ -229,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int)
     s.add_argument("--height", type=int)
     s.add_argument("--duration", type=float, help="seconds")
+    s.add_argument(
+        "--randomised",
+        action="store_true",
+        help="also draw resolution, frame rate, bitrate, noise, tone, blur and lens effects from the seed",
+    )
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sim)
 
@@ -267,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a camera setting for the run, e.g. fall.min_fall_floors=1.5 (repeatable)",
     )
     s.add_argument("--uncalibrated", action="store_true", help="replay without the facade calibration")
+    s.add_argument(
+        "--suite",
+        choices=["tuning", "held_out", "classic"],
+        help="only this suite (default: the randomised tuning and held-out suites)",
+    )
+    s.add_argument("--no-real", action="store_true", help="skip the real-footage section")
+    s.add_argument("--no-plot", action="store_true", help="do not write the detection-limit PNG")
     s.set_defaults(func=cmd_bench)
     return p
 
