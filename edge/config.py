@@ -240,7 +240,7 @@ class MotionConfig(Strict):
         300,
         ge=10,
         le=10000,
-        description="More blobs than this in one frame is a whole-frame event (rain burst).",
+        description="Blobs kept in one frame; in a busier one (rain, IR grain) the faintest are left out.",
     )
     global_change_frac: float = Field(
         0.04, gt=0.0, le=1.0, description="Changed fraction of the frame that marks a whole-frame event."
@@ -276,18 +276,32 @@ class TrackerConfig(Strict):
         le=5.0,
         description="The gate also widens by this fraction of the track's speed per frame (blurred streaks).",
     )
-    max_step_frac: float = Field(
-        0.06,
+    max_speed_frac: float = Field(
+        1.5,
         gt=0.0,
-        le=0.5,
-        description="Largest move of a new object between frames, as a fraction of height.",
+        le=10.0,
+        description="Fastest a new object may cross the image, in frame heights per second (frame-rate free).",
     )
     max_missed: int = Field(4, ge=1, le=50, description="Frames a track may go undetected before it ends.")
     max_missed_falling: int = Field(
         10, ge=1, le=100, description="The same for a track already judged a fall (it is well predicted)."
     )
-    max_tracks: int = Field(48, ge=1, le=1000, description="Tracks kept at once; new ones are refused beyond.")
+    max_tracks: int = Field(
+        48,
+        ge=1,
+        le=1000,
+        description="Tracks kept at once; beyond, a newcomer replaces a track seen once or twice.",
+    )
     measurement_px: float = Field(1.0, gt=0.0, le=20.0, description="Position noise of a detection in pixels.")
+    measurement_size_frac: float = Field(
+        0.15,
+        ge=0.0,
+        le=2.0,
+        description="Position noise also grows by this share of the blob's size (blur streaks, merged blobs).",
+    )
+    measurement_size_max_px: float = Field(
+        5.0, ge=0.0, le=100.0, description="...by at most this much: a big swaying blob is no precise object."
+    )
     same_object_frac: float = Field(
         0.025,
         gt=0.0,
@@ -317,6 +331,12 @@ class FallConfig(Strict):
         gt=0.0,
         le=1.0,
         description="Without calibration: it must fall this fraction of the frame height.",
+    )
+    uncalibrated_min_accel_share: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Without calibration: share of the fall its acceleration must explain (steady movers fail).",
     )
     gravity_mps2: float = Field(9.81, gt=0.0, le=20.0, description="Gravitational acceleration.")
     confirm_min_accel_g: float = Field(
@@ -381,6 +401,12 @@ class FallConfig(Strict):
     )
     fit_tol_px: float = Field(
         1.5, gt=0.0, le=50.0, description="RMS residual of the ballistic fit allowed, in pixels of the track."
+    )
+    fit_tol_blur_frac: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="The fit may also be off by this share of a blur streak's length beyond its width.",
     )
     fit_tol_m: float = Field(0.3, ge=0.0, le=10.0, description="Extra RMS residual allowed, in metres.")
     suspect_score: float = Field(0.35, ge=0.0, le=1.0, description="Score from which a fall is reported.")

@@ -18,7 +18,7 @@ from edge.capture.camera import CameraCapture, CameraStatus, FrameQueue
 from edge.capture.packets import PacketRing
 from edge.config import CameraConfig, EdgeConfig, config_hash
 from edge.events import announcement
-from edge.pipeline import CameraPipeline, EventSink
+from edge.pipeline import UNCALIBRATED, CameraPipeline, EventSink
 from edge.publish.evidence import EvidenceFiles
 from edge.publish.manifest import iso, load_or_create_key
 
@@ -169,6 +169,8 @@ class Node:
             frames = FrameQueue(cam.capture.queue_frames)
             is_file = Path(cam.source).is_file()
             capture = CameraCapture(name, cam.source, cam.capture, ring, frames, self.sink.on_status, is_file)
+            if cam.facade is None:
+                capture.status.calibrated, capture.status.warning = False, UNCALIBRATED
             self.cameras[name] = CameraRuntime(name, cam, ring, frames, capture)
 
     def start(self) -> None:

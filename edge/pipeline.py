@@ -21,6 +21,10 @@ from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
 _WALL_CLOCK = 1e9  # capture times above this are Unix time (live); below, seconds into a file (replay)
+UNCALIBRATED = (
+    "no facade calibration: no floors, and falls are judged in pixels only, which lets more false alarms "
+    "through and misses more falls; calibrate it (README: Calibrating the facade)"
+)
 
 
 @dataclass
@@ -71,6 +75,8 @@ class CameraPipeline:
         id_prefix: str = "",
     ):
         self.node, self.camera, self.cfg, self.fps = node, camera, cfg, fps
+        if cfg.facade is None:
+            log.warning("camera %s: %s", camera, UNCALIBRATED)
         self.ring, self.events_dir, self.signer = ring, events_dir, signer
         self.sink = sink
         self.submit = submit or (lambda work: work())

@@ -32,6 +32,8 @@ class CameraStatus:
     width: int | None = None
     height: int | None = None
     codec: str | None = None
+    calibrated: bool = True  # the camera has a facade calibration
+    warning: str | None = None  # a standing problem of its setup, such as no calibration
 
     def to_dict(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}

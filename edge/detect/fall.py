@@ -47,16 +47,21 @@ class FallDecision:
         points: list[tuple[int, float, float]],
         widths: list[float] | None = None,
         strengths: list[float] | None = None,
+        lengths: list[float] | None = None,
     ) -> Verdict:
         """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why.
 
         `widths` are the blobs' sizes across the motion in pixels (with a calibration they bound the size);
-        `strengths` their contrast over threshold (a faint object may drop out of more frames).
+        `strengths` their contrast over threshold (a faint object may drop out of more frames); `lengths`
+        their longer side (a long blur streak places its centre less precisely).
         """
         cfg = self.cfg
         if len(points) < cfg.min_points:
             return Verdict(None, 0.0, ["too few detections"])
-        sp = self._space(np.asarray(points, dtype=np.float64))
+        # Only elongation counts: a streak is long along its motion and narrow across; a swaying crown is not.
+        streak = float(np.median(np.subtract(lengths, widths))) if lengths and widths else 0.0
+        blur_px = cfg.fit_tol_blur_frac * max(streak, 0.0)
+        sp = self._space(np.asarray(points, dtype=np.float64), blur_px)
         early, early_coef = self._early_fit(sp)
         coef, rms_up = _quadratic(sp.t, sp.up)
         _, rms_side = _quadratic(sp.t, sp.along)  # ballistic motion is smooth sideways too: no zig-zag, no sway
@@ -112,6 +117,11 @@ class FallDecision:
         else:
             lin_rms = _linear_rms(sp.t, sp.up)
             accel_score = _clip01((lin_rms - rms) / max(lin_rms, 1e-9) * 2) if accel > 0 else 0.0
+            # No scale, so no g to compare with: what is left of gravity is that the fall speeds up. Cars,
+            # people and swaying branches move down the image at a steady pace, or slow down.
+            gained = 0.5 * accel * duration**2 / max(drop, 1e-9)
+            if gained < cfg.uncalibrated_min_accel_share:
+                reasons.append(f"does not speed up: acceleration explains {gained:.0%} of its fall")
         fit_score = _clip01(1.0 - rms / (2 * sp.tol))
         drop_score = _clip01(fall / (2 * sp.min_fall))
         score = round(0.45 * accel_score + 0.35 * fit_score + 0.2 * drop_score, 3)
@@ -128,15 +138,16 @@ class FallDecision:
         verdict.level = "confirmed" if strong and score >= cfg.confirm_score else "suspected"
         return verdict
 
-    def _space(self, pts: np.ndarray) -> _Space:
+    def _space(self, pts: np.ndarray, blur_px: float = 0.0) -> _Space:
         t = (pts[:, 0] - pts[0, 0]) / self.fps
         xy = pts[:, 1:3]
         cfg = self.cfg
         if self.facade is None:
-            return _Space(t, xy[:, 0], -xy[:, 1], cfg.fit_tol_px, cfg.min_fall_frac * self.frame_height, None)
+            tol = cfg.fit_tol_px + blur_px
+            return _Space(t, xy[:, 0], -xy[:, 1], tol, cfg.min_fall_frac * self.frame_height, None)
         fac = self.facade.to_facade(xy)
         mpp = self.facade.metres_per_pixel(tuple(np.median(xy, axis=0)))
-        tol = cfg.fit_tol_px * mpp + cfg.fit_tol_m
+        tol = (cfg.fit_tol_px + blur_px) * mpp + cfg.fit_tol_m
         min_fall = cfg.min_fall_floors * self.facade.floor_height_m
         return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
 

@@ -11,14 +11,16 @@ import math
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from edge.config import MotionConfig
-from edge.detect.types import Blob, MotionResult
+from edge.detect.types import Blob, GlobalEvent, MotionResult
 
 _SHAKE_WIDTH = 320  # shake is first measured on a copy about this wide: cheap, and within a pixel at full size
 _SMALL_BG_EVERY = 5  # frames between refreshes of that copy of the (slowly changing) background
 _REFINE_CROP, _REFINE_MARGIN = 384, 16  # full-resolution crop that refines the shift to sub-pixel
 _CELL = 4  # blobs are labelled on a grid of 4x4-pixel cells
+_COARSE = 2  # the coarse layer averages 2x2 pixels: half the noise of one pixel, for objects 2 px or more
 
 
 def polygons_mask(shape: tuple[int, int], polygons: list[list[tuple[float, float]]]) -> np.ndarray | None:
@@ -33,19 +35,81 @@ def polygons_mask(shape: tuple[int, int], polygons: list[list[tuple[float, float
     return mask
 
 
+class _Layer:
+    """Background, per-pixel noise level and previous frame of the luma plane at one scale."""
+
+    def __init__(self, cfg: MotionConfig, fps: float):
+        self.cfg, self.fps = cfg, fps
+        self.bg: np.ndarray | None = None
+        self.noise: np.ndarray | None = None
+        self.prev: np.ndarray | None = None
+        self._edges: np.ndarray | None = None
+        self.frames = 0
+
+    def seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
+        """Start the background from `img` (first frame, new size, or after a whole-frame event)."""
+        self.bg = img.astype(np.float32)
+        if not keep_noise or self.noise is None or self.noise.shape != img.shape:
+            self.noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
+        self.prev = img
+
+    def foreground(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """Moving pixels (255), differences to background and previous frame, threshold, share off background.
+
+        A pixel moves when it differs from both the background and the previous frame by more than its own
+        noise level: the AND removes the ghost a fast object leaves where it was a frame ago.
+        """
+        self.frames += 1
+        bg_u8 = cv2.convertScaleAbs(self.bg)
+        diff_bg = cv2.absdiff(img, bg_u8)
+        diff_prev = cv2.absdiff(img, self.prev)
+        thr = cv2.max(self.noise * self.cfg.noise_k, float(self.cfg.min_diff))
+        thr_u8 = cv2.convertScaleAbs(cv2.add(thr, self._edge_tolerance(bg_u8)))
+        off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
+        fg = cv2.bitwise_and(off_bg, cv2.compare(diff_prev, thr_u8, cv2.CMP_GT))
+        changed = cv2.countNonZero(off_bg) / off_bg.size
+        self._learn(img, diff_bg)
+        return fg, diff_bg, diff_prev, thr_u8, changed
+
+    def _edge_tolerance(self, bg_u8: np.ndarray) -> np.ndarray:
+        # Refreshed once a second: edges move slowly with the light, and Scharr on a full frame is not free.
+        if self._edges is None or self._edges.shape != bg_u8.shape or self.frames % max(1, round(self.fps)) == 0:
+            gx = cv2.Scharr(bg_u8, cv2.CV_32F, 1, 0, scale=1 / 32)  # luma levels per pixel
+            gy = cv2.Scharr(bg_u8, cv2.CV_32F, 0, 1, scale=1 / 32)  # luma levels per pixel
+            self._edges = cv2.magnitude(gx, gy) * self.cfg.edge_jitter_px
+        return self._edges
+
+    def _learn(self, img: np.ndarray, diff_bg: np.ndarray) -> None:
+        # Clip what one frame may add to the noise level, so a passing object does not raise it much.
+        cap = cv2.convertScaleAbs(self.noise, alpha=3.0, beta=self.cfg.min_diff)
+        cv2.accumulateWeighted(cv2.min(diff_bg, cap), self.noise, self.cfg.noise_alpha)
+        cv2.accumulateWeighted(img, self.bg, self.cfg.background_alpha)
+        self.prev = img
+
+
+def _coarse(img: np.ndarray) -> np.ndarray:
+    """The luma plane averaged over _COARSE x _COARSE pixels (cropped to a whole number of them)."""
+    h, w = img.shape[0] // _COARSE * _COARSE, img.shape[1] // _COARSE * _COARSE
+    return cv2.resize(img[:h, :w], (w // _COARSE, h // _COARSE), interpolation=cv2.INTER_AREA)
+
+
 class MotionPrefilter:
-    """Finds small moving blobs and whole-frame events in successive luma frames."""
+    """Finds small moving blobs and whole-frame events in successive luma frames.
+
+    Two scales: full resolution finds the 1-2 pixel objects; a copy averaged over 2x2 pixels has half the
+    noise and finds objects of 2 pixels or more whose contrast is lost in the grain of each single pixel
+    (a grey bottle at night, a faint streak of motion blur).
+    """
 
     def __init__(self, cfg: MotionConfig, fps: float, shield: list[list[tuple[float, float]]] | None = None):
         self.cfg = cfg
         self.fps = fps
         self.shield_polys = shield or []
         self.scale = 1.0
-        self._bg: np.ndarray | None = None
-        self._noise: np.ndarray | None = None
-        self._prev: np.ndarray | None = None
+        self._fine = _Layer(cfg, fps)
+        self._coarse = _Layer(cfg, fps)
         self._shield: np.ndarray | None = None
-        self._edges: np.ndarray | None = None
+        self._coarse_shield: np.ndarray | None = None
         self._small_bg: np.ndarray | None = None
         self._frames = 0
         self._warmup = max(2, round(cfg.warmup_s * fps))
@@ -62,9 +126,9 @@ class MotionPrefilter:
     def process(self, luma: np.ndarray) -> MotionResult:
         """Blobs of motion in this frame (work-resolution pixels), or a whole-frame event."""
         img = self.work_image(luma)
-        if self._bg is None or self._bg.shape != img.shape:
+        if self._fine.bg is None or self._fine.bg.shape != img.shape:
             self._seed(img)
-            return MotionResult([], "start")
+            return MotionResult([], GlobalEvent.START)
         self._frames += 1
         event = self._global_event(img)
         shift = (0.0, 0.0)
@@ -73,117 +137,154 @@ class MotionPrefilter:
         if event is not None:
             self._seed(img, keep_noise=True)
             return MotionResult([], event, shift)
-        bg_u8 = cv2.convertScaleAbs(self._bg)
-        diff_bg = cv2.absdiff(img, bg_u8)
-        diff_prev = cv2.absdiff(img, self._prev)
-        thr = cv2.max(self._noise * self.cfg.noise_k, float(self.cfg.min_diff))
-        thr_u8 = cv2.convertScaleAbs(cv2.add(thr, self._edge_tolerance(bg_u8)))
-        off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
-        fg = cv2.bitwise_and(off_bg, cv2.compare(diff_prev, thr_u8, cv2.CMP_GT))
-        changed = cv2.countNonZero(off_bg) / off_bg.size
-        self._learn(img, diff_bg)
+        fg, diff_bg, _, thr, changed = self._fine.foreground(img)
+        coarse = self._coarse.foreground(_coarse(img))
         if changed > self.cfg.global_change_frac:
-            return MotionResult([], "change", shift)
+            return MotionResult([], GlobalEvent.CHANGE, shift)
         if self._frames < self._warmup:
-            return MotionResult([], "warmup", shift)
+            return MotionResult([], GlobalEvent.WARMUP, shift)
         if self._shield is not None:
             fg = cv2.bitwise_and(fg, cv2.bitwise_not(self._shield))
-        blobs = self._blobs(fg, diff_bg, thr_u8)
-        if blobs is None:
-            return MotionResult([], "rain", shift)
-        return MotionResult(blobs, None, shift)
-
-    def _edge_tolerance(self, bg_u8: np.ndarray) -> np.ndarray:
-        # Refreshed once a second: edges move slowly with the light, and Scharr on a full frame is not free.
-        if self._edges is None or self._edges.shape != bg_u8.shape or self._frames % max(1, round(self.fps)) == 0:
-            gx = cv2.Scharr(bg_u8, cv2.CV_32F, 1, 0, scale=1 / 32)  # luma levels per pixel
-            gy = cv2.Scharr(bg_u8, cv2.CV_32F, 0, 1, scale=1 / 32)  # luma levels per pixel
-            self._edges = cv2.magnitude(gx, gy) * self.cfg.edge_jitter_px
-        return self._edges
+            coarse_fg = cv2.bitwise_and(coarse[0], cv2.bitwise_not(self._coarse_shield))
+            coarse = (coarse_fg, *coarse[1:])
+        blobs, dropped = self._blobs(fg, diff_bg, thr, coarse[0], coarse[1], coarse[3])
+        return MotionResult(blobs, None, shift, dropped)
 
     def _seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
-        self._bg = img.astype(np.float32)
-        if not keep_noise or self._noise is None or self._noise.shape != img.shape:
-            self._noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
+        if not keep_noise or self._fine.noise is None or self._fine.noise.shape != img.shape:
             self._shield = polygons_mask(img.shape, self.shield_polys)
-        self._prev = img
+            self._coarse_shield = _coarse(self._shield) if self._shield is not None else None
+        self._fine.seed(img, keep_noise)
+        self._coarse.seed(_coarse(img), keep_noise)
 
-    def _learn(self, img: np.ndarray, diff_bg: np.ndarray) -> None:
-        # Clip what one frame may add to the noise level, so a passing object does not raise it much.
-        cap = cv2.convertScaleAbs(self._noise, alpha=3.0, beta=self.cfg.min_diff)
-        cv2.accumulateWeighted(cv2.min(diff_bg, cap), self._noise, self.cfg.noise_alpha)
-        cv2.accumulateWeighted(img, self._bg, self.cfg.background_alpha)
-        self._prev = img
+    def _global_event(self, img: np.ndarray) -> GlobalEvent | None:
+        step = abs(float(cv2.mean(img)[0]) - float(cv2.mean(self._fine.prev)[0]))
+        return GlobalEvent.EXPOSURE if step > self.cfg.global_luma_step else None
 
-    def _global_event(self, img: np.ndarray) -> str | None:
-        step = abs(float(cv2.mean(img)[0]) - float(cv2.mean(self._prev)[0]))
-        return "exposure" if step > self.cfg.global_luma_step else None
-
-    def _stabilise(self, img: np.ndarray) -> tuple[np.ndarray, tuple[float, float], str | None]:
+    def _stabilise(self, img: np.ndarray) -> tuple[np.ndarray, tuple[float, float], GlobalEvent | None]:
         if not self.cfg.stabilize:
             return img, (0.0, 0.0), None
+        bg = self._fine.bg
         k = max(1, round(img.shape[1] / _SHAKE_WIDTH))
         small = cv2.resize(img, (img.shape[1] // k, img.shape[0] // k), interpolation=cv2.INTER_AREA)
         if self._small_bg is None or self._small_bg.shape != small.shape or self._frames % _SMALL_BG_EVERY == 0:
-            self._small_bg = cv2.resize(self._bg, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+            self._small_bg = cv2.resize(bg, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
         found = _bounded_shift(self._small_bg, small.astype(np.float32), self.cfg.shake_max_px / k)
         # No clear peak: too little texture to register (night sky), or a jump beyond the search range,
         # which then changes most of the frame and is caught as a whole-frame event.
         if found is None or math.hypot(found[0] * k, found[1] * k) < self.cfg.shake_min_px:
             return img, (0.0, 0.0), None
-        dx, dy = _refine_shift(self._bg, img, found[0] * k, found[1] * k)
+        dx, dy = _refine_shift(bg, img, found[0] * k, found[1] * k)
         m = np.float32([[1, 0, -dx], [0, 1, -dy]])
         aligned = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
         return aligned, (dx, dy), None
 
-    def _blobs(self, fg: np.ndarray, diff_bg: np.ndarray, thr: np.ndarray) -> list[Blob] | None:
-        """The blobs of moving pixels, or None when there are more than max_blobs (a rain burst)."""
+    def _blobs(
+        self,
+        fg: np.ndarray,
+        diff_bg: np.ndarray,
+        thr: np.ndarray,
+        coarse_fg: np.ndarray,
+        coarse_diff: np.ndarray,
+        coarse_thr: np.ndarray,
+    ) -> tuple[list[Blob], int]:
+        """The blobs of moving pixels at either scale (the strongest max_blobs), and how many were left out.
+
+        A busy frame (rain, IR grain, insects) is no reason to stop looking: the object is among the blobs,
+        and tracking and physics tell it from the rest.
+        """
         # Label on a grid of _CELL x _CELL cells: ~16x cheaper than full resolution, and it joins the
         # fragments of a blurred streak that crosses a window edge into one blob.
         h, w = fg.shape
         gh, gw = -(-h // _CELL), -(-w // _CELL)
         padded = cv2.copyMakeBorder(fg, 0, gh * _CELL - h, 0, gw * _CELL - w, cv2.BORDER_CONSTANT, value=0)
         cells = cv2.resize(padded, (gw, gh), interpolation=cv2.INTER_AREA)  # non-zero where any pixel moved
+        k = _CELL // _COARSE
+        ch, cw = coarse_fg.shape
+        coarse_pad = cv2.copyMakeBorder(coarse_fg, 0, gh * k - ch, 0, gw * k - cw, cv2.BORDER_CONSTANT, value=0)
+        cells = cv2.max(cells, cv2.resize(coarse_pad, (gw, gh), interpolation=cv2.INTER_AREA))
         if not cv2.countNonZero(cells):
-            return []
+            return [], 0
         n, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+        keep = range(1, n)
         if n - 1 > self.cfg.max_blobs:
-            return None
+            keep = self._strongest(padded, diff_bg, thr, labels, n)
         max_area = self.cfg.max_blob_frac * fg.size
         out = []
-        for i in range(1, n):
-            cx0, cy0, cw, ch, _ = stats[i]
-            x, y = cx0 * _CELL, cy0 * _CELL
-            x1, y1 = min(w, (cx0 + cw) * _CELL), min(h, (cy0 + ch) * _CELL)
-            own = np.repeat(np.repeat(labels[cy0 : cy0 + ch, cx0 : cx0 + cw] == i, _CELL, 0), _CELL, 1)
-            moving = (fg[y:y1, x:x1] > 0) & own[: y1 - y, : x1 - x]
-            count = int(moving.sum())
-            if count == 0 or count > max_area:
-                continue
-            patch = diff_bg[y:y1, x:x1]
-            if count < self.cfg.min_pixels:
-                py, px = np.unravel_index(int(np.argmax(patch * moving)), patch.shape)
-                if patch[py, px] < self.cfg.single_pixel_k * thr[y + py, x + px]:
-                    continue
-            weights = patch.astype(np.float32) * moving
-            over = weights / np.maximum(thr[y:y1, x:x1], 1)
-            total = float(weights.sum())
-            ys, xs = np.nonzero(moving)
-            wts = weights[ys, xs]
-            bx = float((xs * wts).sum() / total) + x
-            by = float((ys * wts).sum() / total) + y
-            out.append(
-                Blob(
-                    bx,
-                    by,
-                    int(xs.max() - xs.min() + 1),
-                    int(ys.max() - ys.min() + 1),
-                    count,
-                    float(patch[ys, xs].max()),
-                    float(over.max()),
-                )
-            )
-        return out
+        for i in keep:
+            cx0, cy0, cwid, chei, _ = stats[i]
+            own = labels[cy0 : cy0 + chei, cx0 : cx0 + cwid] == i
+            blob = _measure(fg, diff_bg, thr, own, cx0, cy0, _CELL, self.cfg, max_area)
+            if blob is None:  # nothing at full resolution: the coarse copy alone saw it
+                area = max_area / _COARSE**2
+                blob = _measure(coarse_fg, coarse_diff, coarse_thr, own, cx0, cy0, k, self.cfg, area, _COARSE)
+            if blob is not None:
+                out.append(blob)
+        return out, n - 1 - len(keep)
+
+    def _strongest(
+        self, fg: np.ndarray, diff_bg: np.ndarray, thr: np.ndarray, labels: np.ndarray, n: int
+    ) -> list[int]:
+        """Labels of the max_blobs components whose strongest pixel stands furthest over its threshold."""
+        h, w = diff_bg.shape
+        over = cv2.divide(diff_bg, cv2.max(thr, 1), dtype=cv2.CV_32F)
+        over = cv2.copyMakeBorder(over, 0, fg.shape[0] - h, 0, fg.shape[1] - w, cv2.BORDER_CONSTANT, value=0)
+        over[fg == 0] = 0
+        gh, gw = labels.shape
+        cell_max = over.reshape(gh, _CELL, gw, _CELL).max(axis=(1, 3))
+        strength = ndimage.maximum(cell_max, labels, index=np.arange(1, n))
+        best = np.argsort(-np.asarray(strength), kind="stable")[: self.cfg.max_blobs]
+        return sorted(int(i) + 1 for i in best)
+
+
+def _measure(
+    fg: np.ndarray,
+    diff: np.ndarray,
+    thr: np.ndarray,
+    own: np.ndarray,
+    cx0: int,
+    cy0: int,
+    cell: int,
+    cfg: MotionConfig,
+    max_area: float,
+    scale: int = 1,
+) -> Blob | None:
+    """The blob of one labelled component, measured on one layer (`cell` layer pixels per grid cell).
+
+    None when the layer has no moving pixel there, too many (a cloud), or a lone pixel that is not strong.
+    Positions and sizes are returned in work pixels (`scale` work pixels per layer pixel).
+    """
+    h, w = fg.shape
+    x, y = cx0 * cell, cy0 * cell
+    x1, y1 = min(w, x + own.shape[1] * cell), min(h, y + own.shape[0] * cell)
+    if x1 <= x or y1 <= y:
+        return None
+    mine = np.repeat(np.repeat(own, cell, 0), cell, 1)[: y1 - y, : x1 - x]
+    moving = (fg[y:y1, x:x1] > 0) & mine
+    count = int(moving.sum())
+    if count == 0 or count > max_area:
+        return None
+    patch = diff[y:y1, x:x1]
+    if count < cfg.min_pixels:
+        py, px = np.unravel_index(int(np.argmax(patch * moving)), patch.shape)
+        if patch[py, px] < cfg.single_pixel_k * thr[y + py, x + px]:
+            return None
+    weights = patch.astype(np.float32) * moving
+    over = weights / np.maximum(thr[y:y1, x:x1], 1)
+    total = float(weights.sum())
+    ys, xs = np.nonzero(moving)
+    wts = weights[ys, xs]
+    bx = (float((xs * wts).sum() / total) + x + 0.5) * scale - 0.5
+    by = (float((ys * wts).sum() / total) + y + 0.5) * scale - 0.5
+    return Blob(
+        bx,
+        by,
+        int(xs.max() - xs.min() + 1) * scale,
+        int(ys.max() - ys.min() + 1) * scale,
+        count * scale * scale,
+        float(patch[ys, xs].max()),
+        float(over.max()),
+    )
 
 
 def _bounded_shift(ref: np.ndarray, img: np.ndarray, max_shift: float) -> tuple[float, float] | None:

@@ -48,9 +48,16 @@ class Detector:
         self.motion = MotionPrefilter(cfg.motion, fps, [p.points for p in cfg.masks.shield])
         self.scale = min(1.0, cfg.motion.max_work_width / frame_size[0])
         work = (round(frame_size[0] * self.scale), round(frame_size[1] * self.scale))
-        self.tracker = Tracker(cfg.tracker, work)
         full_map = facade_map(cfg)
         work_map = full_map.scaled(self.scale) if full_map is not None else None
+        gravity = None
+        if work_map is not None:
+            g = cfg.fall.gravity_mps2 / fps**2  # metres per frame squared
+
+            def gravity(x: float, y: float) -> float:
+                return g / max(work_map.metres_per_pixel((x, y)), 1e-6)
+
+        self.tracker = Tracker(cfg.tracker, work, fps, gravity)
         self.decision = FallDecision(cfg.fall, fps, work[1], work_map)
         self._events: dict[int, FallEvent] = {}
         self._recent: list[tuple[FallEvent, np.ndarray]] = []  # ended falls, with work-pixel trajectories
@@ -63,7 +70,7 @@ class Detector:
         """Feed one frame's luma plane (full resolution); returns what changed about events."""
         result = self.motion.process(luma)
         blobs = result.blobs
-        if result.global_event not in (None, "warmup", "start"):
+        if result.global_event is not None and result.global_event.blinds:
             self._suppress_until = frame + self._suppress_frames
         if frame <= self._suppress_until:
             blobs = []
@@ -87,7 +94,7 @@ class Detector:
         return updates
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
-        verdict = self.decision.judge(track.points, track.widths, track.strengths)
+        verdict = self.decision.judge(track.points, track.widths, track.strengths, track.lengths)
         event = self._events.get(track.id)
         if event is None:
             if verdict.level is None or track.id in self._duplicates:
@@ -116,7 +123,7 @@ class Detector:
         if event is None:
             return []
         self._recent.append((event, np.asarray(track.points)))
-        verdict = self.decision.judge(track.points, track.widths, track.strengths)
+        verdict = self.decision.judge(track.points, track.widths, track.strengths, track.lengths)
         self._refresh(event, track, verdict)
         if _LEVELS[verdict.level] > _LEVELS[event.level]:
             event.level = verdict.level

@@ -7,6 +7,7 @@ more than its own size per frame), solved globally with the Hungarian method.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ _H[0, 0] = _H[1, 3] = 1.0
 # Discrete white-jerk process noise for one frame (per unit jerk variance).
 _Q1 = np.array([[1 / 20, 1 / 8, 1 / 6], [1 / 8, 1 / 3, 1 / 2], [1 / 6, 1 / 2, 1.0]])
 _UNASSIGNED = 1e9
+_TENTATIVE_HITS = 2  # a track seen this few times may give its place to a stronger newcomer
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Track:
     points: list[tuple[int, float, float]] = field(default_factory=list)
     widths: list[float] = field(default_factory=list)  # each blob's narrower side: its size across the blur
     strengths: list[float] = field(default_factory=list)  # each blob's Blob.strength
+    lengths: list[float] = field(default_factory=list)  # each blob's longer side: its blur streak
     missed: int = 0
     falling: bool = False
 
@@ -50,23 +53,31 @@ class Track:
         self.points.append((frame, b.x, b.y))
         self.widths.append(float(min(b.w, b.h)))
         self.strengths.append(b.strength)
+        self.lengths.append(float(max(b.w, b.h)))
 
     def innovation(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted measurement and its covariance."""
+        """Predicted measurement and its covariance; `r` is (2, 2), or (n, 2, 2) for n blobs at once."""
         return _H @ self.state, _H @ self.cov @ _H.T + r
 
 
 class Tracker:
     """Keeps several tracks at once; call `step` once per frame with that frame's blobs."""
 
-    def __init__(self, cfg: TrackerConfig, frame_size: tuple[int, int]):
+    def __init__(
+        self,
+        cfg: TrackerConfig,
+        frame_size: tuple[int, int],
+        fps: float = 25.0,
+        gravity_px: Callable[[float, float], float] | None = None,
+    ):
+        """`gravity_px(x, y)`: g in pixels per frame squared near a pixel, known from a facade calibration."""
         self.cfg = cfg
+        self.gravity_px = gravity_px
         self.width, self.height = frame_size
         self.tracks: list[Track] = []
         self._next_id = 1
-        self._r = np.eye(2) * cfg.measurement_px**2
         self._q = np.kron(np.eye(2), _Q1) * cfg.jerk_px**2
-        max_step = cfg.max_step_frac * self.height
+        max_step = cfg.max_speed_frac * self.height / fps  # per frame: a slow camera sees longer steps
         # A new track knows nothing of its speed: its gate must reach `max_step` at `gate_sigma`.
         v_sigma = max_step / cfg.gate_sigma
         self._p0 = np.diag([cfg.measurement_px**2, v_sigma**2, 1.0, cfg.measurement_px**2, v_sigma**2, 1.0])
@@ -87,10 +98,25 @@ class Tracker:
                 t.missed += 1
         ended = [t for t in self.tracks if self._is_over(t)]
         self.tracks = [t for t in self.tracks if not self._is_over(t)]
-        for bi, b in enumerate(blobs):
-            if bi not in used and len(self.tracks) < self.cfg.max_tracks:
-                self._start(frame, b)
+        # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
+        for b in sorted((b for bi, b in enumerate(blobs) if bi not in used), key=lambda b: -b.strength):
+            if len(self.tracks) >= self.cfg.max_tracks and not self._evict_tentative(b):
+                break
+            self._start(frame, b)
         return ended
+
+    def _evict_tentative(self, b: Blob) -> bool:
+        """Make room for a blob by dropping a weaker track seen only once or twice; False when there is none.
+
+        Otherwise a busy night (IR grain, insects) fills every slot with one-frame tracks and the object
+        that appears next gets none.
+        """
+        weak = [t for t in self.tracks if t.hits <= _TENTATIVE_HITS and not t.falling]
+        weak = [t for t in weak if (t.strengths[-1] if t.strengths else 0.0) < b.strength or t.missed > 0]
+        if not weak:
+            return False
+        self.tracks.remove(max(weak, key=lambda t: (t.missed, -t.hits)))
+        return True
 
     def flush(self) -> list[Track]:
         """End every track (end of stream)."""
@@ -98,24 +124,57 @@ class Tracker:
         return ended
 
     def _associate(self, blobs: list[Blob]) -> list[tuple[int, int]]:
+        """(track index, blob index) pairs: established tracks choose first, then the tentative ones.
+
+        In clutter (rain, IR grain) a track seen once or twice has a wide gate that reaches an established
+        track's blob; letting the established tracks choose first keeps a falling object's track whole.
+        """
         if not self.tracks or not blobs:
             return []
         pos = np.array([[b.x, b.y] for b in blobs])
-        cost = np.full((len(self.tracks), len(blobs)), _UNASSIGNED)
+        r = np.zeros((len(blobs), 2, 2))
+        r[:, 0, 0] = [self._sigma(b.w) ** 2 for b in blobs]
+        r[:, 1, 1] = [self._sigma(b.h) ** 2 for b in blobs]
+        established = [i for i, t in enumerate(self.tracks) if t.hits > _TENTATIVE_HITS]
+        tentative = [i for i, t in enumerate(self.tracks) if t.hits <= _TENTATIVE_HITS]
+        pairs: list[tuple[int, int]] = []
+        free = np.arange(len(blobs))
+        for group in (established, tentative):
+            if not group or not len(free):
+                continue
+            found = self._match(group, pos[free], r[free])
+            pairs += [(ti, int(free[bi])) for ti, bi in found]
+            free = np.delete(free, [bi for _, bi in found])
+        return pairs
+
+    def _sigma(self, size_px: float) -> float:
+        """Position noise of a blob this long: a blur streak, or a blob merged with a raindrop, centres loosely."""
+        return self.cfg.measurement_px + min(
+            self.cfg.measurement_size_frac * size_px, self.cfg.measurement_size_max_px
+        )
+
+    def _blob_r(self, b: Blob) -> np.ndarray:
+        return np.diag([self._sigma(b.w) ** 2, self._sigma(b.h) ** 2])
+
+    def _match(self, group: list[int], pos: np.ndarray, r: np.ndarray) -> list[tuple[int, int]]:
+        """Globally cheapest assignment of blobs at `pos` to the tracks of `group`, within their gates."""
+        cost = np.full((len(group), len(pos)), _UNASSIGNED)
         gate2 = self.cfg.gate_sigma**2
-        for i, t in enumerate(self.tracks):
-            z, s = t.innovation(self._r)
+        for row, i in enumerate(group):
+            t = self.tracks[i]
+            z, s = t.innovation(r)
             e = pos - z
-            d2 = np.einsum("ni,ij,nj->n", e, np.linalg.inv(s), e)
+            d2 = np.einsum("ni,nij,nj->n", e, np.linalg.inv(s), e)
             floor = self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
             near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= floor)
-            cost[i, near] = d2[near]
+            # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
+            cost[row, near] = d2[near] + np.log(np.maximum(np.linalg.det(s[near]), 1e-9))
         rows, cols = linear_sum_assignment(cost)
-        return [(r, c) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]
+        return [(group[r], int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]
 
     def _update(self, t: Track, frame: int, b: Blob) -> None:
         z = np.array([b.x, b.y])
-        zp, s = t.innovation(self._r)
+        zp, s = t.innovation(self._blob_r(b))
         k = t.cov @ _H.T @ np.linalg.inv(s)
         t.state = t.state + k @ (z - zp)
         t.cov = (np.eye(6) - k @ _H) @ t.cov
@@ -124,7 +183,14 @@ class Tracker:
 
     def _start(self, frame: int, b: Blob) -> None:
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
-        t = Track(self._next_id, state, self._p0.copy())
+        cov = self._p0.copy()
+        if self.gravity_px is not None:
+            # With a scale, a new object's downward acceleration is known to lie between 0 (a bag at its
+            # terminal speed) and g: start halfway, so a fast fall is caught from its third frame on.
+            g = self.gravity_px(b.x, b.y)
+            state[5] = g / 2
+            cov[5, 5] = max(cov[5, 5], (g / 2) ** 2)
+        t = Track(self._next_id, state, cov)
         t.record(frame, b)
         self._next_id += 1
         self.tracks.append(t)

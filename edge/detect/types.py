@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,28 @@ class Blob:
     strength: float = 0.0  # the strongest pixel's difference, in multiples of its own motion threshold
 
 
+class GlobalEvent(StrEnum):
+    """Why a frame gave no blobs at all: the whole image changed, or the background is still being learned."""
+
+    START = "start"  # first frame, or a new frame size: the background is seeded
+    WARMUP = "warmup"  # the background and its noise are still being learned
+    EXPOSURE = "exposure"  # mean brightness jumped: exposure step, IR-cut switch
+    CHANGE = "change"  # a large share of the frame changed at once: lights, a cloud's shadow, a big jolt
+
+    @property
+    def blinds(self) -> bool:
+        """True for a true whole-frame change, after which new blobs are not trusted for a moment."""
+        return self in (GlobalEvent.EXPOSURE, GlobalEvent.CHANGE)
+
+
 @dataclass
 class MotionResult:
     """What the prefilter found in one frame."""
 
     blobs: list[Blob]
-    global_event: str | None = None  # "exposure", "change", "rain", "shake" or None
+    global_event: GlobalEvent | None = None
     shift: tuple[float, float] = (0.0, 0.0)
+    dropped: int = 0  # blobs beyond max_blobs, the faintest, left out of a busy frame (rain, IR grain)
 
 
 @dataclass
