@@ -249,10 +249,10 @@ class MotionConfig(Strict):
         6.0, gt=0.0, le=255.0, description="Jump of mean luma that marks an exposure step or IR switch."
     )
     suppress_s: float = Field(
-        0.4,
+        0.2,
         ge=0.0,
         le=10.0,
-        description="Seconds after a whole-frame event during which no new blob is trusted.",
+        description="Seconds after a whole-frame event during which no new blob is trusted (a few frames).",
     )
     stabilize: bool = Field(True, description="Compensate camera shake by aligning each frame to the background.")
     shake_min_px: float = Field(

@@ -172,3 +172,18 @@ def test_a_strong_blob_seen_in_half_its_frames_is_not_a_fall():
     pts = _track(*_free_fall(1.6))[::2]  # could not have dropped below its threshold: a chain of other blobs
     v = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, None, [12.0] * len(pts))
     assert v.level is None and any("seen in only" in r for r in v.reasons)
+
+
+def test_without_calibration_a_steady_mover_down_the_image_is_no_fall():
+    t = np.arange(0, 1.6, 1 / FPS)
+    pts = [(i, 200 + 3 * ti, 100 + 250 * ti) for i, ti in enumerate(t)]  # a car or a walker: constant speed
+    v = FallDecision(FallConfig(), FPS, 800, None).judge(pts)
+    assert v.level is None and any("does not speed up" in r for r in v.reasons)
+
+
+def test_a_long_blur_streak_may_wander_more_than_a_round_blob():
+    pts = _track(*_free_fall(1.3), noise_px=8.0, seed=3)
+    round_blobs = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [6.0] * len(pts), None, [6.0] * len(pts))
+    streaks = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [6.0] * len(pts), None, [60.0] * len(pts))
+    assert any("not ballistic" in r for r in round_blobs.reasons)
+    assert streaks.level is not None, streaks.reasons

@@ -90,3 +90,57 @@ def test_motion_inside_a_shield_mask_is_ignored():
     img = _noisy(base, rng)
     img[200:204, 480:484] = 250
     assert pf.process(img).blobs == []
+
+
+def _sprinkle(img, rng, n, level=60):
+    """n isolated bright specks: rain streaks or IR grain in a busy frame."""
+    for x, y in zip(rng.integers(5, W - 5, n), rng.integers(5, H - 5, n), strict=True):
+        img[y, x : x + 2] = np.clip(img[y, x : x + 2].astype(int) + level, 0, 255)
+    return img
+
+
+def test_a_busy_frame_still_reports_the_strongest_blobs_and_never_goes_blind():
+    rng = np.random.default_rng(5)
+    base = _scene(rng)
+    pf = MotionPrefilter(MotionConfig(max_blobs=50), 25.0)
+    _warm(pf, base, rng)
+    img = _sprinkle(_noisy(base, rng), rng, 400)
+    img[100:106, 700:706] = 255  # the object: stronger than any speck
+    res = pf.process(img)
+    assert res.global_event is None
+    assert res.dropped > 0 and len(res.blobs) == 50
+    assert any(abs(b.x - 702.5) < 2 and abs(b.y - 102.5) < 2 for b in res.blobs)
+
+
+def test_a_quiet_frame_drops_nothing():
+    rng = np.random.default_rng(5)
+    base = _scene(rng)
+    pf = MotionPrefilter(MotionConfig(), 25.0)
+    _warm(pf, base, rng)
+    res = pf.process(_sprinkle(_noisy(base, rng), rng, 10))
+    assert res.dropped == 0 and 8 <= len(res.blobs) <= 50
+
+
+def _faint_hits(size, contrast, seed=6):
+    """In how many of 10 frames a moving square of `size` px and `contrast` levels is found (noise sigma 4)."""
+    rng = np.random.default_rng(seed)
+    base = np.full((H, W), 120, np.uint8)
+    pf = MotionPrefilter(MotionConfig(stabilize=False), 25.0)
+    for _ in range(60):
+        pf.process(_noisy(base, rng, sigma=4.0))
+    hits = 0
+    for i in range(10):
+        img = _noisy(base.astype(float) - 0, rng, sigma=4.0).astype(np.int16)
+        x, y = 300, 60 + 20 * i
+        img[y : y + size, x : x + size] += contrast
+        res = pf.process(np.clip(img, 0, 255).astype(np.uint8))
+        hits += any(abs(b.x - (x + size / 2)) < 3 and abs(b.y - (y + size / 2)) < 3 for b in res.blobs)
+    return hits
+
+
+def test_an_object_fainter_than_the_grain_of_one_pixel_is_found_when_it_covers_a_few():
+    assert _faint_hits(size=4, contrast=10) >= 8  # 2.5 sigma: under one pixel's threshold, over 2x2's
+
+
+def test_the_same_faintness_on_a_single_pixel_stays_below_the_threshold():
+    assert _faint_hits(size=1, contrast=10) <= 2

@@ -125,3 +125,21 @@ def test_without_calibration_events_have_no_floor(sim_clip, tmp_path):
     assert proc.returncode == 0, proc.stderr
     events = read_events(tmp_path / "o")
     assert events and all(e["origin"]["floor"] is None and e["fall_m"] is None for e in events)
+
+
+def test_an_uncalibrated_camera_is_warned_about_and_a_calibrated_one_is_not(sim_clip, tmp_path):
+    import yaml
+
+    folder = sim_clip("calm", 1, duration_s=3.0)
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    del cfg["cameras"]["sim"]["facade"]
+    bare = tmp_path / "uncalibrated.yaml"
+    bare.write_text(yaml.safe_dump(cfg))
+    video = str(folder / "scene.mp4")
+    warned = run_edge("replay", video, "--config", str(bare), "--out", str(tmp_path / "a"), "--no-media")
+    quiet = run_edge(
+        "replay", video, "--config", str(folder / "config.yaml"), "--out", str(tmp_path / "b"), "--no-media"
+    )
+    assert warned.returncode == 0 and quiet.returncode == 0
+    assert "no facade calibration" in warned.stderr
+    assert "no facade calibration" not in quiet.stderr

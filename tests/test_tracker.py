@@ -44,3 +44,37 @@ def test_a_track_ends_after_too_many_misses():
     for f in range(10, 16):
         ended += tr.step(f, [])
     assert len(ended) == 1 and not tr.tracks
+
+
+def test_an_established_track_keeps_its_blob_when_a_new_track_could_take_it():
+    tr = Tracker(TrackerConfig(), (1920, 1080))
+    pts = _fall(900, 50, 30)
+    for f, (x, y) in enumerate(pts):
+        clutter = [Blob(x + 25, y - 30, 2, 2, 4, 40.0)] if f % 2 else []  # a speck that starts tentative tracks
+        tr.step(f, [_blob(x, y), *clutter])
+    main = max(tr.tracks, key=lambda t: t.hits)
+    assert main.hits == 30
+
+
+def test_a_full_tracker_gives_a_stronger_newcomer_the_place_of_a_one_hit_track():
+    tr = Tracker(TrackerConfig(max_tracks=3), (1920, 1080))
+    tr.step(0, [Blob(100 + 300 * i, 100, 2, 2, 4, 10.0, strength=2.0) for i in range(3)])
+    tr.step(1, [Blob(1500, 900, 3, 3, 9, 60.0, strength=12.0)])
+    assert len(tr.tracks) == 3
+    assert any(t.points[0][1:] == (1500, 900) for t in tr.tracks)
+
+
+def test_a_full_tracker_keeps_its_established_tracks():
+    tr = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 5)):
+        tr.step(f, [_blob(x, y)])
+    tr.step(5, [Blob(200, 900, 3, 3, 9, 60.0, strength=50.0)])
+    assert len(tr.tracks) == 1 and tr.tracks[0].hits == 5
+
+
+def test_with_a_scale_a_fast_fall_is_followed_from_its_first_frames():
+    g_px = 20.0  # a tabletop drop seen close: g is 20 px per frame squared
+    tr = Tracker(TrackerConfig(), (640, 480), fps=15.0, gravity_px=lambda x, y: g_px)
+    for f in range(6):
+        tr.step(f, [Blob(300, 5 + 0.5 * g_px * f * f, 6, 12, 40, 60.0)])
+    assert max(t.hits for t in tr.tracks) == 6
