@@ -286,6 +286,12 @@ class TrackerConfig(Strict):
     max_missed_falling: int = Field(
         10, ge=1, le=100, description="The same for a track already judged a fall (it is well predicted)."
     )
+    max_missed_steady_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="A track seen 10 times or more may coast this long unseen (a tumbling paper fades in, out).",
+    )
     max_tracks: int = Field(
         48,
         ge=1,
@@ -401,6 +407,18 @@ class FallConfig(Strict):
     )
     fit_tol_px: float = Field(
         1.5, gt=0.0, le=50.0, description="RMS residual of the ballistic fit allowed, in pixels of the track."
+    )
+    min_evidence: float = Field(
+        2.5,
+        ge=-20.0,
+        le=50.0,
+        description="Track score per frame (nats): how much likelier an object than clutter made the track.",
+    )
+    max_blur_excess_px: float = Field(
+        4.0,
+        ge=0.0,
+        le=200.0,
+        description="Blobs may be streaks this much longer than the track's step per frame (more is rain).",
     )
     fit_tol_blur_frac: float = Field(
         0.1,

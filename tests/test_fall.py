@@ -182,8 +182,30 @@ def test_without_calibration_a_steady_mover_down_the_image_is_no_fall():
 
 
 def test_a_long_blur_streak_may_wander_more_than_a_round_blob():
-    pts = _track(*_free_fall(1.3), noise_px=8.0, seed=3)
-    round_blobs = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [6.0] * len(pts), None, [6.0] * len(pts))
-    streaks = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [6.0] * len(pts), None, [60.0] * len(pts))
+    # Seen close (no calibration), a fall crosses the view in half a second and smears into streaks.
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 0.5, 1 / FPS)
+    ys = 100 + 1500 * t**2 + rng.normal(0, 4, len(t))
+    pts = [(i, 300 + float(rng.normal(0, 4)), float(y)) for i, y in enumerate(ys)]
+    steps = np.abs(np.diff(ys, prepend=ys[0] - 1))
+    judge = FallDecision(FallConfig(), FPS, 800, None).judge
+    round_blobs = judge(pts, [6.0] * len(pts), None, [6.0] * len(pts))
+    streaks = judge(pts, [6.0] * len(pts), None, list(6.0 + steps))  # a blur as long as each step
     assert any("not ballistic" in r for r in round_blobs.reasons)
     assert streaks.level is not None, streaks.reasons
+
+
+def test_streaks_longer_than_the_motion_can_smear_are_not_one_object():
+    pts = _track(*_free_fall(1.3))
+    v = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [2.0] * len(pts), None, [40.0] * len(pts))
+    assert v.level is None and any("streaks" in r for r in v.reasons)
+    ok = FallDecision(FallConfig(), FPS, 800, FACADE).judge(pts, [2.0] * len(pts), None, [4.0] * len(pts))
+    assert ok.level is not None, ok.reasons
+
+
+def test_detections_that_clutter_alone_would_give_do_not_count():
+    pts = _track(*_free_fall(1.3))
+    sparse = [p for i, p in enumerate(pts) if i % 3 != 2]  # seen in two frames of three
+    assert FallDecision(FallConfig(), FPS, 800, FACADE).judge(sparse).level is not None
+    cluttered = FallDecision(FallConfig(), FPS, 800, FACADE).judge(sparse, chance=0.5 * len(pts))
+    assert cluttered.level is None and any("seen in only" in r for r in cluttered.reasons)

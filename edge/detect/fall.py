@@ -29,6 +29,10 @@ class _Space:
     gravity: float | None
 
 
+_DRAG_FIT_S = 1.0  # seconds of track after which drag may have bent a fall away from a parabola
+_DRAG_FIT_POINTS = 12  # and detections enough that a cubic does not simply follow the noise
+
+
 def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
@@ -48,12 +52,16 @@ class FallDecision:
         widths: list[float] | None = None,
         strengths: list[float] | None = None,
         lengths: list[float] | None = None,
+        chance: float = 0.0,
+        evidence: float | None = None,
     ) -> Verdict:
         """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why.
 
         `widths` are the blobs' sizes across the motion in pixels (with a calibration they bound the size);
         `strengths` their contrast over threshold (a faint object may drop out of more frames); `lengths`
-        their longer side (a long blur streak places its centre less precisely).
+        their longer side (a long blur streak places its centre less precisely); `chance` how many of its
+        detections clutter alone would have given (rain, grain), which do not count as seeing it;
+        `evidence` the tracker's score (log-likelihood ratio of object against clutter) summed over the track.
         """
         cfg = self.cfg
         if len(points) < cfg.min_points:
@@ -66,6 +74,10 @@ class FallDecision:
         coef, rms_up = _quadratic(sp.t, sp.up)
         _, rms_side = _quadratic(sp.t, sp.along)  # ballistic motion is smooth sideways too: no zig-zag, no sway
         rms = float(np.hypot(rms_up, rms_side))
+        if sp.t[-1] >= _DRAG_FIT_S and len(sp.t) >= _DRAG_FIT_POINTS:
+            # Over a longer fall drag bends the parabola (a paper settles to its terminal speed): a cubic
+            # follows that smooth bend, and still not an insect's zig-zag or a leaf's sway.
+            rms = min(rms, float(np.hypot(_cubic_rms(sp.t, sp.up), _cubic_rms(sp.t, sp.along))))
         accel = -2.0 * coef[0]  # downward positive
         apex = int(np.argmax(sp.up))
         drop = float(sp.up[apex] - sp.up[-1])
@@ -74,7 +86,9 @@ class FallDecision:
         sideways = float(abs(sp.along[-1] - sp.along[apex]))
         end_speed = float(-(coef[1] + 2 * coef[0] * sp.t[-1]))
         span = (points[-1][0] - points[0][0]) + 1
-        detected = len(points) / span
+        # In clutter a track finds some blob in its gate by chance: only detections beyond those count.
+        chance = min(chance, 0.9 * (span - 1))
+        detected = (len(points) - chance) / (span - chance)
         rises = np.diff(sp.up[apex:])
         rise_frac = float(np.mean(rises > sp.tol)) if len(rises) else 0.0
 
@@ -93,7 +107,13 @@ class FallDecision:
             reasons.append(f"drifts sideways {sideways:.1f} for a fall of {drop:.1f}")
         # Hovering near its threshold, a faint object drops out of frames; a strong blob that does is
         # something else, such as a fluttering insect chained with its neighbours.
+        excess = _blur_excess(points, widths, lengths)
+        if excess > cfg.max_blur_excess_px:
+            reasons.append(f"its blobs are streaks {excess:.0f} px longer than its own motion (rain)")
         faint = bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength
+        per_frame = evidence / max(1, span - 1) if evidence is not None else None
+        if per_frame is not None and per_frame < cfg.min_evidence:
+            reasons.append(f"weak evidence: {per_frame:.1f} nats per frame, as a chain of clutter gives")
         if detected < (cfg.faint_min_detected_frac if faint else cfg.min_detected_frac):
             reasons.append(f"seen in only {detected:.0%} of its frames")
         if rms > 2 * sp.tol:
@@ -193,6 +213,29 @@ def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, rms
 
 
+def _cubic_rms(t: np.ndarray, y: np.ndarray) -> float:
+    coef = np.polyfit(t, y, 3)
+    return float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
+
+
 def _linear_rms(t: np.ndarray, y: np.ndarray) -> float:
     coef = np.polyfit(t, y, 1)
     return float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
+
+
+def _blur_excess(
+    points: list[tuple[int, float, float]], widths: list[float] | None, lengths: list[float] | None
+) -> float:
+    """How much longer, in pixels, the track's blobs are than its own motion can smear them (median).
+
+    The shutter is open at most one frame interval, so an object's blur streak is no longer than the step it
+    makes per frame. A chain of raindrops moves as it happens to be chained, while each streak is as long
+    as its own drop made it.
+    """
+    if not widths or not lengths or len(points) < 3:
+        return 0.0
+    pts = np.asarray(points, dtype=np.float64)
+    steps = np.hypot(np.diff(pts[:, 1]), np.diff(pts[:, 2])) / np.maximum(np.diff(pts[:, 0]), 1)
+    step = np.concatenate([[steps[0]], np.maximum(steps[:-1], steps[1:]), [steps[-1]]])
+    excess = np.subtract(lengths, widths) - step
+    return float(np.median(excess))

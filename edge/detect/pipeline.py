@@ -93,8 +93,13 @@ class Detector:
             updates += self._end(track)
         return updates
 
+    def _verdict(self, track: Track) -> Verdict:
+        return self.decision.judge(
+            track.points, track.widths, track.strengths, track.lengths, track.chance, track.evidence
+        )
+
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
-        verdict = self.decision.judge(track.points, track.widths, track.strengths, track.lengths)
+        verdict = self._verdict(track)
         event = self._events.get(track.id)
         if event is None:
             if verdict.level is None or track.id in self._duplicates:
@@ -123,7 +128,7 @@ class Detector:
         if event is None:
             return []
         self._recent.append((event, np.asarray(track.points)))
-        verdict = self.decision.judge(track.points, track.widths, track.strengths, track.lengths)
+        verdict = self._verdict(track)
         self._refresh(event, track, verdict)
         if _LEVELS[verdict.level] > _LEVELS[event.level]:
             event.level = verdict.level

@@ -7,6 +7,7 @@ more than its own size per frame), solved globally with the Hungarian method.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,10 @@ _H[0, 0] = _H[1, 3] = 1.0
 _Q1 = np.array([[1 / 20, 1 / 8, 1 / 6], [1 / 8, 1 / 3, 1 / 2], [1 / 6, 1 / 2, 1.0]])
 _UNASSIGNED = 1e9
 _TENTATIVE_HITS = 2  # a track seen this few times may give its place to a stronger newcomer
+_STEADY_HITS = 10  # a track seen this often, with a positive score, is an object, not a chance chain
+_DETECTION_P = 0.9  # chance an object in view is detected in a frame, for the track score
+_HIT_LLR, _MISS_LLR = math.log(_DETECTION_P), math.log(1 - _DETECTION_P)
+_MIN_CLUTTER_DENSITY = 1e-6  # blobs per pixel: a quiet frame still holds a blob or two of noise
 
 
 @dataclass
@@ -37,6 +42,8 @@ class Track:
     widths: list[float] = field(default_factory=list)  # each blob's narrower side: its size across the blur
     strengths: list[float] = field(default_factory=list)  # each blob's Blob.strength
     lengths: list[float] = field(default_factory=list)  # each blob's longer side: its blur streak
+    chance: float = 0.0  # blobs that would have fallen into its gate by chance, summed over its frames
+    evidence: float = 0.0  # log-likelihood ratio, object against clutter, summed over its frames (nats)
     missed: int = 0
     falling: bool = False
 
@@ -73,6 +80,8 @@ class Tracker:
         """`gravity_px(x, y)`: g in pixels per frame squared near a pixel, known from a facade calibration."""
         self.cfg = cfg
         self.gravity_px = gravity_px
+        self._steady_missed = round(cfg.max_missed_steady_s * fps)
+        self._clutter = _MIN_CLUTTER_DENSITY
         self.width, self.height = frame_size
         self.tracks: list[Track] = []
         self._next_id = 1
@@ -84,9 +93,13 @@ class Tracker:
 
     def step(self, frame: int, blobs: list[Blob]) -> list[Track]:
         """Predict, associate and update; returns the tracks that ended this frame."""
+        density = len(blobs) / float(self.width * self.height)
+        self._clutter = max(density, _MIN_CLUTTER_DENSITY)
         for t in self.tracks:
             t.state = _F @ t.state
             t.cov = _F @ t.cov @ _F.T + self._q
+            if t.hits > 1:  # from the second frame on: the first point is where the track began
+                t.chance += min(1.0, density * self._gate_area(t))
         assigned = self._associate(blobs)
         used = set()
         for ti, bi in assigned:
@@ -96,6 +109,7 @@ class Tracker:
         for i, t in enumerate(self.tracks):
             if i not in assigned_tracks:
                 t.missed += 1
+                t.evidence += _MISS_LLR
         ended = [t for t in self.tracks if self._is_over(t)]
         self.tracks = [t for t in self.tracks if not self._is_over(t)]
         # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
@@ -147,6 +161,13 @@ class Tracker:
             free = np.delete(free, [bi for _, bi in found])
         return pairs
 
+    def _gate_area(self, t: Track) -> float:
+        """Pixels inside a track's gate this frame (for a small blob): how much clutter it can catch."""
+        _, s = t.innovation(np.eye(2) * self.cfg.measurement_px**2)
+        ellipse = np.pi * self.cfg.gate_sigma**2 * float(np.sqrt(max(np.linalg.det(s), 0.0)))
+        floor = self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
+        return max(ellipse, np.pi * floor**2)
+
     def _sigma(self, size_px: float) -> float:
         """Position noise of a blob this long: a blur streak, or a blob merged with a raindrop, centres loosely."""
         return self.cfg.measurement_px + min(
@@ -175,7 +196,14 @@ class Tracker:
     def _update(self, t: Track, frame: int, b: Blob) -> None:
         z = np.array([b.x, b.y])
         zp, s = t.innovation(self._blob_r(b))
-        k = t.cov @ _H.T @ np.linalg.inv(s)
+        s_inv = np.linalg.inv(s)
+        e = z - zp
+        # Track score (Blackman): how much likelier this blob is where the object was predicted than a blob
+        # of clutter at this frame's density; a wide gate or a far blob earns less.
+        t.evidence += (
+            _HIT_LLR - math.log(self._clutter * 2 * math.pi * math.sqrt(np.linalg.det(s))) - e @ s_inv @ e / 2
+        )
+        k = t.cov @ _H.T @ s_inv
         t.state = t.state + k @ (z - zp)
         t.cov = (np.eye(6) - k @ _H) @ t.cov
         t.record(frame, b)
@@ -196,7 +224,11 @@ class Tracker:
         self.tracks.append(t)
 
     def _is_over(self, t: Track) -> bool:
+        # A long, well-predicted track (a tumbling paper fading in and out) may coast as long as a fall.
+        steady = t.hits >= _STEADY_HITS and t.evidence > 0
         limit = self.cfg.max_missed_falling if t.falling else self.cfg.max_missed
+        if steady:
+            limit = max(limit, self._steady_missed)
         x, y = t.position
         outside = not (
             -0.05 * self.width <= x <= 1.05 * self.width and -0.05 * self.height <= y <= 1.05 * self.height
