@@ -286,12 +286,6 @@ class TrackerConfig(Strict):
     max_missed_falling: int = Field(
         10, ge=1, le=100, description="The same for a track already judged a fall (it is well predicted)."
     )
-    max_missed_steady_s: float = Field(
-        1.0,
-        ge=0.0,
-        le=10.0,
-        description="A track seen 10 times or more may coast this long unseen (a tumbling paper fades in, out).",
-    )
     max_tracks: int = Field(
         48,
         ge=1,

@@ -38,10 +38,10 @@ def test_two_throws_close_in_time_are_two_tracks():
 
 def test_a_track_ends_after_too_many_misses():
     tr = Tracker(TrackerConfig(max_missed=4), (1920, 1080))
-    for f, (x, y) in enumerate(_fall(900, 50, 10)):
+    for f, (x, y) in enumerate(_fall(900, 50, 8)):
         tr.step(f, [_blob(x, y)])
     ended = []
-    for f in range(10, 16):
+    for f in range(8, 14):
         ended += tr.step(f, [])
     assert len(ended) == 1 and not tr.tracks
 

@@ -29,8 +29,7 @@ class _Space:
     gravity: float | None
 
 
-_DRAG_FIT_S = 1.0  # seconds of track after which drag may have bent a fall away from a parabola
-_DRAG_FIT_POINTS = 12  # and detections enough that a cubic does not simply follow the noise
+_FIT_WINDOW_S = 2.0  # a longer track's curve is judged on its last this many seconds (drag bends it)
 
 
 def _clip01(x: float) -> float:
@@ -74,10 +73,15 @@ class FallDecision:
         coef, rms_up = _quadratic(sp.t, sp.up)
         _, rms_side = _quadratic(sp.t, sp.along)  # ballistic motion is smooth sideways too: no zig-zag, no sway
         rms = float(np.hypot(rms_up, rms_side))
-        if sp.t[-1] >= _DRAG_FIT_S and len(sp.t) >= _DRAG_FIT_POINTS:
-            # Over a longer fall drag bends the parabola (a paper settles to its terminal speed): a cubic
-            # follows that smooth bend, and still not an insect's zig-zag or a leaf's sway.
-            rms = min(rms, float(np.hypot(_cubic_rms(sp.t, sp.up), _cubic_rms(sp.t, sp.along))))
+        if sp.t[-1] > _FIT_WINDOW_S:
+            # Over a long fall drag bends the parabola (a paper settles to its terminal speed): judge the
+            # curve on its last seconds, long enough still to show an insect's zig-zag or a leaf's sway.
+            recent = sp.t >= sp.t[-1] - _FIT_WINDOW_S
+            if recent.sum() >= cfg.min_points:
+                rms_recent = np.hypot(
+                    _quadratic(sp.t[recent], sp.up[recent])[1], _quadratic(sp.t[recent], sp.along[recent])[1]
+                )
+                rms = min(rms, float(rms_recent))
         accel = -2.0 * coef[0]  # downward positive
         apex = int(np.argmax(sp.up))
         drop = float(sp.up[apex] - sp.up[-1])
@@ -211,11 +215,6 @@ def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     coef = np.polyfit(t, y, 2)
     rms = float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
     return coef, rms
-
-
-def _cubic_rms(t: np.ndarray, y: np.ndarray) -> float:
-    coef = np.polyfit(t, y, 3)
-    return float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
 
 
 def _linear_rms(t: np.ndarray, y: np.ndarray) -> float:

@@ -25,7 +25,6 @@ _H[0, 0] = _H[1, 3] = 1.0
 _Q1 = np.array([[1 / 20, 1 / 8, 1 / 6], [1 / 8, 1 / 3, 1 / 2], [1 / 6, 1 / 2, 1.0]])
 _UNASSIGNED = 1e9
 _TENTATIVE_HITS = 2  # a track seen this few times may give its place to a stronger newcomer
-_STEADY_HITS = 10  # a track seen this often, with a positive score, is an object, not a chance chain
 _DETECTION_P = 0.9  # chance an object in view is detected in a frame, for the track score
 _HIT_LLR, _MISS_LLR = math.log(_DETECTION_P), math.log(1 - _DETECTION_P)
 _MIN_CLUTTER_DENSITY = 1e-6  # blobs per pixel: a quiet frame still holds a blob or two of noise
@@ -80,7 +79,6 @@ class Tracker:
         """`gravity_px(x, y)`: g in pixels per frame squared near a pixel, known from a facade calibration."""
         self.cfg = cfg
         self.gravity_px = gravity_px
-        self._steady_missed = round(cfg.max_missed_steady_s * fps)
         self._clutter = _MIN_CLUTTER_DENSITY
         self.width, self.height = frame_size
         self.tracks: list[Track] = []
@@ -224,11 +222,7 @@ class Tracker:
         self.tracks.append(t)
 
     def _is_over(self, t: Track) -> bool:
-        # A long, well-predicted track (a tumbling paper fading in and out) may coast as long as a fall.
-        steady = t.hits >= _STEADY_HITS and t.evidence > 0
         limit = self.cfg.max_missed_falling if t.falling else self.cfg.max_missed
-        if steady:
-            limit = max(limit, self._steady_missed)
         x, y = t.position
         outside = not (
             -0.05 * self.width <= x <= 1.05 * self.width and -0.05 * self.height <= y <= 1.05 * self.height
