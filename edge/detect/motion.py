@@ -20,6 +20,7 @@ _SHAKE_WIDTH = 320  # shake is first measured on a copy about this wide: cheap, 
 _SMALL_BG_EVERY = 5  # frames between refreshes of that copy of the (slowly changing) background
 _REFINE_CROP, _REFINE_MARGIN = 384, 16  # full-resolution crop that refines the shift to sub-pixel
 _CELL = 4  # blobs are labelled on a grid of 4x4-pixel cells
+_THRESHOLD_EVERY = 4  # frames between recomputing each pixel's threshold: its noise level moves ~2% a frame
 _COARSE = 2  # the coarse layer averages 2x2 pixels: half the noise of one pixel, for objects 2 px or more
 
 
@@ -44,6 +45,7 @@ class _Layer:
         self.noise: np.ndarray | None = None
         self.prev: np.ndarray | None = None
         self._edges: np.ndarray | None = None
+        self._thr: np.ndarray | None = None
         self.frames = 0
 
     def seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
@@ -52,6 +54,7 @@ class _Layer:
         if not keep_noise or self.noise is None or self.noise.shape != img.shape:
             self.noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
         self.prev = img
+        self._thr = None
 
     def foreground(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """Moving pixels (255), differences to background and previous frame, threshold, share off background.
@@ -63,8 +66,10 @@ class _Layer:
         bg_u8 = cv2.convertScaleAbs(self.bg)
         diff_bg = cv2.absdiff(img, bg_u8)
         diff_prev = cv2.absdiff(img, self.prev)
-        thr = cv2.max(self.noise * self.cfg.noise_k, float(self.cfg.min_diff))
-        thr_u8 = cv2.convertScaleAbs(cv2.add(thr, self._edge_tolerance(bg_u8)))
+        if self._thr is None or self._thr.shape != img.shape or self.frames % _THRESHOLD_EVERY == 0:
+            thr = cv2.max(self.noise * self.cfg.noise_k, float(self.cfg.min_diff))
+            self._thr = cv2.convertScaleAbs(cv2.add(thr, self._edge_tolerance(bg_u8)))
+        thr_u8 = self._thr
         off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
         fg = cv2.bitwise_and(off_bg, cv2.compare(diff_prev, thr_u8, cv2.CMP_GT))
         changed = cv2.countNonZero(off_bg) / off_bg.size
@@ -198,10 +203,10 @@ class MotionPrefilter:
         h, w = fg.shape
         gh, gw = -(-h // _CELL), -(-w // _CELL)
         cells = np.zeros((gh, gw), np.uint8)
-        fine = _Pixels.of(fg, diff_bg, thr)
-        coarse = _Pixels.of(coarse_fg, coarse_diff, coarse_thr)
-        cells[fine.ys // _CELL, fine.xs // _CELL] = 255
         k = _CELL // _COARSE
+        fine = _Pixels.of(fg, diff_bg, thr, _CELL)
+        coarse = _Pixels.of(coarse_fg, coarse_diff, coarse_thr, k)
+        cells[fine.ys // _CELL, fine.xs // _CELL] = 255
         cells[coarse.ys // k, coarse.xs // k] = 255
         if not cells.any():
             return [], 0
@@ -259,10 +264,20 @@ class _Pixels:
     over: np.ndarray
 
     @classmethod
-    def of(cls, fg: np.ndarray, diff: np.ndarray, thr: np.ndarray) -> _Pixels:
-        found = cv2.findNonZero(fg)  # several times faster than np.nonzero on a whole frame
-        xy = found.reshape(-1, 2) if found is not None else np.empty((0, 2), np.int32)
-        xs, ys = xy[:, 0].astype(np.intp), xy[:, 1].astype(np.intp)
+    def of(cls, fg: np.ndarray, diff: np.ndarray, thr: np.ndarray, cell: int) -> _Pixels:
+        """The moving pixels, found through the `cell` x `cell` blocks that hold any: most of a frame is still."""
+        h, w = fg.shape
+        gh, gw = -(-h // cell), -(-w // cell)
+        padded = cv2.copyMakeBorder(fg, 0, gh * cell - h, 0, gw * cell - w, cv2.BORDER_CONSTANT, value=0)
+        found = cv2.findNonZero(cv2.resize(padded, (gw, gh), interpolation=cv2.INTER_AREA))
+        if found is None:
+            empty = np.empty(0, np.intp)
+            return cls(empty, empty, np.empty(0, np.float32), np.empty(0, np.float32))
+        found = found.reshape(-1, 2)
+        bx, by = found[:, 0].astype(np.intp), found[:, 1].astype(np.intp)
+        blocks = padded.reshape(gh, cell, gw, cell)[by, :, bx, :]  # (blocks, cell, cell)
+        k, dy, dx = np.nonzero(blocks)
+        ys, xs = by[k] * cell + dy, bx[k] * cell + dx
         d = diff[ys, xs].astype(np.float32)
         return cls(ys, xs, d, d / np.maximum(thr[ys, xs], 1).astype(np.float32))
 
