@@ -258,6 +258,15 @@ def floor_errors(scores: list[SceneScore]) -> str:
     return ", ".join(f"{k:+d}: {v}" for k, v in counts.items()) + f" (mean {mean:+.2f} floors, {len(errs)} throws)"
 
 
+INTRO = (
+    "Two suites rendered with domain randomisation (`edge sim --randomised`), with disjoint seeds: rules and "
+    "thresholds were tuned on `tuning` only; `held_out` was never tuned on, and its column is the one that "
+    "counts. Targets are judged on it. CNR is an object's contrast against what is behind it over the "
+    "temporal noise there; the detection-limit table counts every throw that fell two floors in view, "
+    "visible or not. The real-footage section replays the public clips of `../shared/footage/`."
+)
+
+
 def _command() -> str:
     """The command line that produced a report, for its header."""
     return "edge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -311,7 +320,8 @@ def run_accuracy(args) -> int:
     for sp, sc in results.items():
         parts += [f"\n## Every clip, {sp}\n", scene_table(sc)]
     report = "\n".join(parts)
-    header = f"# Accuracy bench\n\nCommand: `{_command()}` ({time.time() - t0:.0f} s on this machine)\n\n"
+    took = f"({time.time() - t0:.0f} s on this machine)"
+    header = f"# Accuracy bench\n\nCommand: `{_command()}` {took}\n\n{INTRO}\n\n"
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(header + report + "\n")

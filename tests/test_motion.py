@@ -81,15 +81,24 @@ def test_camera_shake_is_compensated_not_seen_as_motion():
     assert len(res.blobs) <= 2
 
 
-def test_motion_inside_a_shield_mask_is_ignored():
-    rng = np.random.default_rng(4)
+def _warmed(seed, cfg=None, shield=None):
+    """A prefilter that has learned the facade scene: (prefilter, scene, rng)."""
+    rng = np.random.default_rng(seed)
     base = _scene(rng)
-    shield = [[(0.4, 0.0), (0.6, 0.0), (0.6, 1.0), (0.4, 1.0)]]
-    pf = MotionPrefilter(MotionConfig(), 25.0, shield)
+    pf = MotionPrefilter(cfg or MotionConfig(), 25.0, shield)
     _warm(pf, base, rng)
+    return pf, base, rng
+
+
+def test_motion_inside_a_shield_mask_is_ignored_and_outside_it_is_found():
+    shield = [[(0.4, 0.0), (0.6, 0.0), (0.6, 1.0), (0.4, 1.0)]]
+    pf, base, rng = _warmed(4, shield=shield)
     img = _noisy(base, rng)
-    img[200:204, 480:484] = 250
-    assert pf.process(img).blobs == []
+    img[200:204, 480:484] = 250  # inside the shield
+    img[200:204, 100:104] = 250  # outside it
+    xs = [b.x for b in pf.process(img).blobs]
+    assert any(abs(x - 101.5) < 2 for x in xs)
+    assert not any(380 <= x <= 580 for x in xs)
 
 
 def _sprinkle(img, rng, n, level=60):
@@ -100,10 +109,7 @@ def _sprinkle(img, rng, n, level=60):
 
 
 def test_a_busy_frame_still_reports_the_strongest_blobs_and_never_goes_blind():
-    rng = np.random.default_rng(5)
-    base = _scene(rng)
-    pf = MotionPrefilter(MotionConfig(max_blobs=50), 25.0)
-    _warm(pf, base, rng)
+    pf, base, rng = _warmed(5, MotionConfig(max_blobs=50))
     img = _sprinkle(_noisy(base, rng), rng, 400)
     img[100:106, 700:706] = 255  # the object: stronger than any speck
     res = pf.process(img)
@@ -113,10 +119,7 @@ def test_a_busy_frame_still_reports_the_strongest_blobs_and_never_goes_blind():
 
 
 def test_a_quiet_frame_drops_nothing():
-    rng = np.random.default_rng(5)
-    base = _scene(rng)
-    pf = MotionPrefilter(MotionConfig(), 25.0)
-    _warm(pf, base, rng)
+    pf, base, rng = _warmed(5)
     res = pf.process(_sprinkle(_noisy(base, rng), rng, 10))
     assert res.dropped == 0 and 8 <= len(res.blobs) <= 50
 
