@@ -370,7 +370,7 @@ class FallConfig(Strict):
         5.0, ge=1.0, le=100.0, description="Faint: blobs at most this many times over their motion threshold."
     )
     max_entry_speed_mps: float = Field(
-        15.0,
+        8.0,
         gt=0.0,
         le=200.0,
         description="A fall first seen below the top edge already this fast should have been seen higher up.",
