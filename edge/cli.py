@@ -107,6 +107,7 @@ def cmd_demo(args) -> int:
             width=None,
             height=None,
             duration=None,
+            randomised=False,
             out=str(sim_dir),
             quiet=args.quiet,
         )
