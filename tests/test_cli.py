@@ -88,3 +88,14 @@ def test_sim_is_deterministic_per_seed(sim_clip, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "again" / "truth.json").read_text() == (folder / "truth.json").read_text()
     shutil.rmtree(tmp_path / "again")
+
+
+def test_the_demo_renders_a_throw_and_alerts_from_its_floor(tmp_path):
+    import json
+
+    proc = run_edge("demo", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "ALERT" in proc.stdout
+    truth = json.loads((tmp_path / "sim" / "truth.json").read_text())
+    events = read_events(tmp_path / "replay")
+    assert [e["origin"]["floor"] for e in events] == [t["origin"]["floor"] for t in truth["throws"]]
