@@ -33,6 +33,7 @@ class H264Writer:
         preset: str = "veryfast",
         gop: int | None = None,
         bitrate_kbps: int | None = None,
+        threads: int | None = None,
     ):
         self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001)
@@ -45,6 +46,8 @@ class H264Writer:
         else:
             options["crf"] = str(crf)
         self.stream.options = options
+        if threads:  # x264's output depends on its thread count: fix it where a file must repeat exactly
+            self.stream.codec_context.thread_count = threads
 
     def write(self, bgr: np.ndarray) -> None:
         """Append one frame."""

@@ -131,7 +131,6 @@ def test_real_replay_of_the_shortest_clip_gives_a_sane_score():
     assert (s.split, s.kind, s.falls) == ("tuning", "positive", 1)
     assert s.frames == s.expected_frames == 8 and s.error is None
     assert s.seconds == pytest.approx(8 / 6, abs=0.01)
-    assert 0 <= s.found <= s.falls
     assert s.extra_confirmed + s.extra_suspected == len(s.extras)
     assert not s.calibrated  # the pen's scale cannot be represented (see the manifest)
 

@@ -77,3 +77,17 @@ def test_the_bench_reports_recall_per_condition_and_by_visibility():
     cells = limit_cells([day, night])
     assert sum(n for row in cells for _, n in row) == 4
     assert sum(f for row in cells for f, _ in row) == 3
+
+
+def test_grainy_noise_keeps_the_spread_the_scene_asks_for():
+    import numpy as np
+
+    from edge.sim.render import _Looks
+    from edge.sim.scenes import Scene
+
+    for grain in (0.0, 0.8, 1.6):
+        scene = Scene("insects", 1, width=640, height=360, night=True, randomised=True, noise=6.0)
+        scene.noise_grain_px = grain
+        looks = _Looks(scene, np.random.default_rng(0), 10)
+        out, _ = looks.apply(np.full((360, 640, 3), 100, np.uint8), 3, 1.0)
+        assert abs(float(out[..., 1].std()) - 6.0) < 0.4, grain

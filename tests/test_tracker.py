@@ -1,5 +1,7 @@
 """The tracker keeps small fast accelerating objects apart and bridges short gaps."""
 
+import numpy as np
+
 from edge.config import TrackerConfig
 from edge.detect.tracker import Tracker
 from edge.detect.types import Blob
@@ -56,12 +58,54 @@ def test_an_established_track_keeps_its_blob_when_a_new_track_could_take_it():
     assert main.hits == 30
 
 
-def test_a_full_tracker_gives_a_stronger_newcomer_the_place_of_a_one_hit_track():
+def _full_of_weak_tracks(strength):
+    """A tracker whose 3 places hold two-hit tracks seen this frame, and a newcomer of `strength`."""
     tr = Tracker(TrackerConfig(max_tracks=3), (1920, 1080))
-    tr.step(0, [Blob(100 + 300 * i, 100, 2, 2, 4, 10.0, strength=2.0) for i in range(3)])
-    tr.step(1, [Blob(1500, 900, 3, 3, 9, 60.0, strength=12.0)])
+    weak = [Blob(100 + 300 * i, 100, 2, 2, 4, 10.0, strength=2.0) for i in range(3)]
+    tr.step(0, weak)
+    tr.step(1, [*weak, Blob(1500, 900, 3, 3, 9, 60.0, strength=strength)])
+    return tr
+
+
+def test_a_full_tracker_gives_a_stronger_newcomer_the_place_of_a_weak_track():
+    tr = _full_of_weak_tracks(strength=12.0)
     assert len(tr.tracks) == 3
     assert any(t.points[0][1:] == (1500, 900) for t in tr.tracks)
+
+
+def test_a_full_tracker_turns_away_a_weaker_newcomer():
+    tr = _full_of_weak_tracks(strength=1.0)
+    assert len(tr.tracks) == 3
+    assert not any(t.points[0][1:] == (1500, 900) for t in tr.tracks)
+
+
+def _scored_fall(clutter_per_frame, seed=0):
+    """The score per frame a clean fall earns among `clutter_per_frame` random specks."""
+    rng = np.random.default_rng(seed)
+    tr = Tracker(TrackerConfig(), (1920, 1080))
+    pts = _fall(900, 50, 30)
+    for f, (x, y) in enumerate(pts):
+        specks = [
+            Blob(float(a), float(b), 2, 2, 4, 30.0)
+            for a, b in rng.uniform((0, 0), (1920, 1080), (clutter_per_frame, 2))
+        ]
+        tr.step(f, [_blob(x, y), *specks])
+    main = max(tr.tracks, key=lambda t: t.hits)
+    return main.evidence_at_hit / (main.hits - 1)
+
+
+def test_a_fall_scores_high_where_blobs_are_few_and_lower_in_clutter():
+    clean, busy = _scored_fall(2), _scored_fall(300)
+    assert clean > 8 and 2.5 < busy < clean
+
+
+def test_misses_after_the_last_detection_do_not_lower_the_score_it_is_judged_by():
+    tr = Tracker(TrackerConfig(max_missed=4), (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 8)):
+        tr.step(f, [_blob(x, y)])
+    at_end = tr.tracks[0].evidence
+    ended = [t for f in range(8, 14) for t in tr.step(f, [])]
+    assert ended[0].evidence < at_end and ended[0].evidence_at_hit == at_end
 
 
 def test_a_full_tracker_keeps_its_established_tracks():

@@ -46,6 +46,7 @@ class _Layer:
         self.prev: np.ndarray | None = None
         self._edges: np.ndarray | None = None
         self._thr: np.ndarray | None = None
+        self._edges_frame = 0
         self.frames = 0
 
     def seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
@@ -55,6 +56,7 @@ class _Layer:
             self.noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
         self.prev = img
         self._thr = None
+        self._edges = None  # a new background has new edges (lights on, another exposure)
 
     def foreground(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """Moving pixels (255), differences to background and previous frame, threshold, share off background.
@@ -78,7 +80,12 @@ class _Layer:
 
     def _edge_tolerance(self, bg_u8: np.ndarray) -> np.ndarray:
         # Refreshed once a second: edges move slowly with the light, and Scharr on a full frame is not free.
-        if self._edges is None or self._edges.shape != bg_u8.shape or self.frames % max(1, round(self.fps)) == 0:
+        if (
+            self._edges is None
+            or self._edges.shape != bg_u8.shape
+            or self.frames - self._edges_frame >= max(1, round(self.fps))
+        ):
+            self._edges_frame = self.frames
             gx = cv2.Scharr(bg_u8, cv2.CV_32F, 1, 0, scale=1 / 32)  # luma levels per pixel
             gy = cv2.Scharr(bg_u8, cv2.CV_32F, 0, 1, scale=1 / 32)  # luma levels per pixel
             self._edges = cv2.magnitude(gx, gy) * self.cfg.edge_jitter_px

@@ -95,7 +95,7 @@ class Detector:
 
     def _verdict(self, track: Track) -> Verdict:
         return self.decision.judge(
-            track.points, track.widths, track.strengths, track.lengths, track.chance, track.evidence
+            track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
         )
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:

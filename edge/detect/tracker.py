@@ -43,6 +43,8 @@ class Track:
     lengths: list[float] = field(default_factory=list)  # each blob's longer side: its blur streak
     chance: float = 0.0  # blobs that would have fallen into its gate by chance, summed over its frames
     evidence: float = 0.0  # log-likelihood ratio, object against clutter, summed over its frames (nats)
+    evidence_at_hit: float = 0.0  # the same up to its last detection: misses after the end are no evidence
+    chance_at_hit: float = 0.0
     missed: int = 0
     falling: bool = False
 
@@ -57,6 +59,7 @@ class Track:
     def record(self, frame: int, b: Blob) -> None:
         """Keep the blob assigned to this track in `frame`."""
         self.points.append((frame, b.x, b.y))
+        self.evidence_at_hit, self.chance_at_hit = self.evidence, self.chance
         self.widths.append(float(min(b.w, b.h)))
         self.strengths.append(b.strength)
         self.lengths.append(float(max(b.w, b.h)))

@@ -20,6 +20,7 @@ G = 9.81
 WINDOW_PITCH_M = 3.6
 IR_SWITCH_GAIN = (0.55, 1.8)  # brightness step when the IR-cut filter switches (day optics <-> IR lamp)
 IR_SWITCH_NOISE = 1.5  # the gain the camera adds with the IR lamp raises its noise by about this much
+_LUMA_BGR = np.array([0.114, 0.587, 0.299])  # BT.601 weights, in OpenCV's channel order
 MIN_NOISE = 0.5  # luma levels: quantisation and codec noise stay when the sensor noise is set to zero
 
 
@@ -153,7 +154,7 @@ class _Leaf(_Mover):
 
 def _splat(
     frame: np.ndarray, p0: np.ndarray, p1: np.ndarray, width_px: float, grey: float, opacity: float
-) -> tuple[int, int, float, float] | None:
+) -> tuple[int, int, np.ndarray, np.ndarray] | None:
     """Composite a motion-blurred round object from p0 to p1, conserving its coverage when sub-pixel."""
     ss = 4
     r = max(width_px, 1.0) / 2 + 2
@@ -181,7 +182,7 @@ def _splat(
     frame[cy0:cy1, cx0:cx1] = (roi * (1 - al) + grey * al).round().astype(np.uint8)
     # The pixel the object changes most, with its value before and after: the object's contrast.
     py, px = np.unravel_index(int(np.argmax(al[..., 0])), al.shape[:2])
-    before = float(roi[py, px].mean())
+    before = roi[py, px].astype(np.float64)  # B, G, R
     return cx0 + int(px), cy0 + int(py), before, before + (grey - before) * float(al[py, px, 0])
 
 
@@ -417,13 +418,12 @@ class Renderer:
             frame, cnr = self._looks.apply(frame, i, self.gain)
             return frame, {k: (x, y, w, cnr(c)) for k, (x, y, w, c) in truth.items()}
         noise = np.empty(frame.shape, np.int16)
-        cv2.setRNGSeed(s.seed * 100_003 + i)  # OpenCV's generator is global: seed it so clips repeat exactly
+        cv2.setRNGSeed((s.seed * 100_003 + i) % 2**31)  # OpenCV's generator is global: seed it per frame
         cv2.randn(noise, 0, s.noise)
         frame = cv2.add(frame, noise, dtype=cv2.CV_8U) if s.noise > 0 else frame
         if s.night:
             frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-        noise_sd = max(s.noise, MIN_NOISE)
-        return frame, {k: (x, y, w, _plain_cnr(c, self.gain, noise_sd)) for k, (x, y, w, c) in truth.items()}
+        return frame, {k: (x, y, w, _plain_cnr(c, self.gain, s.noise)) for k, (x, y, w, c) in truth.items()}
 
     def _draw_laundry(self, frame: np.ndarray, item: dict, t: float) -> None:
         w = 2 * math.pi * item["freq"] * t + item["phase"]
@@ -553,12 +553,21 @@ class Renderer:
         return out
 
 
-def _plain_cnr(change: tuple[int, int, float, float] | None, gain: float, noise_sd: float) -> float:
-    """Contrast-to-noise ratio of an object drawn by the plain renderer (linear tone, no vignette)."""
+def _luma(bgr: np.ndarray) -> float:
+    """BT.601 luma of one B, G, R value: what the detector sees."""
+    return float(np.dot(_LUMA_BGR, bgr))
+
+
+def _plain_cnr(change: tuple[int, int, np.ndarray, np.ndarray] | None, gain: float, noise_sd: float) -> float:
+    """Contrast-to-noise ratio of an object drawn by the plain renderer (linear tone, no vignette).
+
+    Its noise is drawn for each colour channel apart, so luma carries |_LUMA_BGR| of it.
+    """
     if change is None:
         return 0.0
     _, _, before, after = change
-    return abs(after - before) * gain / noise_sd
+    contrast = abs(_luma(np.clip(after * gain, 0, 255)) - _luma(np.clip(before * gain, 0, 255)))
+    return contrast / max(noise_sd * float(np.linalg.norm(_LUMA_BGR)), MIN_NOISE)
 
 
 class _Looks:
@@ -591,7 +600,8 @@ class _Looks:
         if scene.noise_grain_px > 0.05:
             ksize = 2 * int(3 * scene.noise_grain_px) + 1
             k1 = cv2.getGaussianKernel(ksize, scene.noise_grain_px)
-            self.grain = (ksize, float(1.0 / np.sum(k1**2)))  # blurring lowers the noise's spread: undo that
+            # A 2-D blur of white noise scales its spread by the sum of the squared 1-D weights: undo that.
+            self.grain = (ksize, float(1.0 / np.sum(k1**2)))
 
     def _state(self, i: int) -> tuple[float, float]:
         """Brightness and noise multipliers from the IR-cut switches up to frame i."""
@@ -617,11 +627,11 @@ class _Looks:
         out = cv2.LUT(np.clip(lit, 0, 255).astype(np.uint8), self.lut)
         sd = s.noise * ir_noise
         noise = np.empty(out.shape[:2], np.float32)
-        cv2.setRNGSeed(s.seed * 100_003 + i)  # OpenCV's generator is global: seed it so clips repeat exactly
+        cv2.setRNGSeed((s.seed * 100_003 + i) % 2**31)  # OpenCV's generator is global: seed it per frame
         cv2.randn(noise, 0, sd)
         if self.grain is not None:
             ksize, k = self.grain
-            noise = cv2.GaussianBlur(noise, (ksize, ksize), s.noise_grain_px) * math.sqrt(k)
+            noise = cv2.GaussianBlur(noise, (ksize, ksize), s.noise_grain_px) * k
         if self.fixed is not None:
             noise += self.fixed
         noisy = np.clip(out.astype(np.float32) + (noise if out.ndim == 2 else noise[..., None]), 0, 255)
@@ -633,15 +643,19 @@ class _Looks:
             out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
         return out, lambda change: self._cnr(change, gain, max(sd, MIN_NOISE))
 
-    def _cnr(self, change: tuple[int, int, float, float] | None, gain: float, noise_sd: float) -> float:
+    def _cnr(self, change: tuple[int, int, np.ndarray, np.ndarray] | None, gain: float, noise_sd: float) -> float:
+        """The luma contrast the camera outputs for a drawn change, over the luma noise (one shared draw)."""
         if change is None:
             return 0.0
         x, y, before, after = change
         x, y = min(max(x, 0), self.scene.width - 1), min(max(y, 0), self.scene.height - 1)
         glare = float(self.glare[y, x]) if self.glare is not None else 0.0
 
-        def tone(v: float) -> float:
-            lin = min(255.0, max(0.0, v * gain * float(self.vignette[y, x]) + glare))
-            return 255.0 * (lin / 255.0) ** (1.0 / self.scene.gamma)
+        def out(bgr: np.ndarray) -> float:
+            # The same chain as apply(): grey first at night, then gain, vignette, glare, clip, gamma per channel.
+            values = np.array([_luma(bgr)]) if self.scene.night else bgr
+            lin = np.clip(values * gain * float(self.vignette[y, x]) + glare, 0.0, 255.0)
+            toned = 255.0 * (lin / 255.0) ** (1.0 / self.scene.gamma)
+            return float(toned[0]) if self.scene.night else _luma(toned)
 
-        return abs(tone(after) - tone(before)) / noise_sd
+        return abs(out(after) - out(before)) / noise_sd
