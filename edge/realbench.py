@@ -124,13 +124,17 @@ def write_config(entry: dict, video: Path, folder: Path, calibrated: bool) -> Pa
 
 
 def matches(record: dict, frames: tuple[int, int]) -> bool:
-    """True when at least half the event's trajectory points lie in the fall's range, widened by the slack."""
+    """True when at least half the event's points lie in the fall's frames (widened by the slack), going down."""
     lo, hi = frames[0] - MATCH_SLACK_FRAMES, frames[1] + MATCH_SLACK_FRAMES
     traj = record.get("trajectory") or []
     if not traj:  # no points: fall back on the event's own frame span
         traj = [[record["start_frame"]], [record["end_frame"]]]
-    inside = sum(lo <= p[0] <= hi for p in traj)
-    return inside >= MATCH_SHARE * len(traj)
+    inside = [p for p in traj if lo <= p[0] <= hi]
+    if len(inside) < MATCH_SHARE * len(traj):
+        return False
+    # Labels give frames, not places: an event in those frames must at least move down, as the fall did,
+    # so a hand or an object rocking in the bowl at the same moment is not credited as the fall.
+    return len(inside[0]) < 3 or inside[-1][2] > inside[0][2]
 
 
 def _describe(record: dict, entry: dict) -> str:

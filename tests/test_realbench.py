@@ -140,3 +140,10 @@ def test_missing_footage_folder_says_where_it_looked(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="EDGE_FOOTAGE_DIR") as exc:
         footage_dir()
     assert str(tmp_path / "nowhere") in str(exc.value)
+
+
+def test_an_event_in_the_falls_frames_that_moves_up_is_not_the_fall():
+    up = _event(90, 95)
+    up["trajectory"] = [[f, 10.0, 500.0 - 5.0 * f] for f in range(90, 96)]
+    assert not matches(up, (90, 95))
+    assert matches(_event(90, 95), (90, 95))
