@@ -12,6 +12,7 @@ from edge.realbench import (
     camera_settings,
     footage_dir,
     load_manifest,
+    matches,
     real_table,
     real_totals,
     run_real,
