@@ -109,15 +109,15 @@ class FallDecision:
             reasons.append(f"goes up in {rise_frac:.0%} of steps")
         if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
             reasons.append(f"drifts sideways {sideways:.1f} for a fall of {drop:.1f}")
-        # Hovering near its threshold, a faint object drops out of frames; a strong blob that does is
-        # something else, such as a fluttering insect chained with its neighbours.
         excess = _blur_excess(points, widths, lengths)
         if excess > cfg.max_blur_excess_px:
             reasons.append(f"its blobs are streaks {excess:.0f} px longer than its own motion (rain)")
-        faint = bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength
         per_frame = evidence / max(1, span - 1) if evidence is not None else None
         if per_frame is not None and per_frame < cfg.min_evidence:
             reasons.append(f"weak evidence: {per_frame:.1f} nats per frame, as a chain of clutter gives")
+        # Hovering near its threshold, a faint object drops out of frames; a strong blob that does is
+        # something else, such as a fluttering insect chained with its neighbours.
+        faint = bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength
         if detected < (cfg.faint_min_detected_frac if faint else cfg.min_detected_frac):
             reasons.append(f"seen in only {detected:.0%} of its frames")
         if rms > 2 * sp.tol:

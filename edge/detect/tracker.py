@@ -166,8 +166,11 @@ class Tracker:
         """Pixels inside a track's gate this frame (for a small blob): how much clutter it can catch."""
         _, s = t.innovation(np.eye(2) * self.cfg.measurement_px**2)
         ellipse = np.pi * self.cfg.gate_sigma**2 * float(np.sqrt(max(np.linalg.det(s), 0.0)))
-        floor = self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
-        return max(ellipse, np.pi * floor**2)
+        return max(ellipse, np.pi * self._gate_floor(t) ** 2)
+
+    def _gate_floor(self, t: Track) -> float:
+        """The gate's radius never falls below this many pixels: wider for a fast, blurred track."""
+        return self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
 
     def _sigma(self, size_px: float) -> float:
         """Position noise of a blob this long: a blur streak, or a blob merged with a raindrop, centres loosely."""
@@ -187,8 +190,7 @@ class Tracker:
             z, s = t.innovation(r)
             e = pos - z
             d2 = np.einsum("ni,nij,nj->n", e, np.linalg.inv(s), e)
-            floor = self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
-            near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= floor)
+            near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= self._gate_floor(t))
             # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
             cost[row, near] = d2[near] + np.log(np.maximum(np.linalg.det(s[near]), 1e-9))
         rows, cols = linear_sum_assignment(cost)
@@ -205,7 +207,7 @@ class Tracker:
             _HIT_LLR - math.log(self._clutter * 2 * math.pi * math.sqrt(np.linalg.det(s))) - e @ s_inv @ e / 2
         )
         k = t.cov @ _H.T @ s_inv
-        t.state = t.state + k @ (z - zp)
+        t.state = t.state + k @ e
         t.cov = (np.eye(6) - k @ _H) @ t.cov
         t.record(frame, b)
         t.missed = 0
