@@ -143,12 +143,13 @@ def cmd_run(args) -> int:
         return EX_CONFIG
     node = Node(cfg, cameras=args.camera)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: node._stop.set())
+        signal.signal(sig, lambda *_: node.request_stop())
     logging.getLogger().setLevel(logging.INFO)
     logging.info("node %s starting: cameras %s, storage %s", cfg.node.id, ", ".join(node.cameras), cfg.storage.dir)
     node.run_forever()
-    logging.info("stopping: finishing evidence in progress")
+    logging.info("stopping: saving the clips in progress")
     node.stop()
+    logging.info("stopped")
     return EX_OK
 
 

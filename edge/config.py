@@ -142,9 +142,18 @@ class CaptureConfig(Strict):
     )
     reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between retries.")
     queue_frames: int = Field(
-        50, ge=1, le=10000, description="Frames waiting for detection; beyond, frames are dropped and counted."
+        75,
+        ge=1,
+        le=10000,
+        description="Frames waiting for detection (3 s at 25 fps); beyond, dropped and counted.",
     )
     realtime_files: bool = Field(True, description="Pace a file source at its frame rate, like a camera.")
+    probe_s: float = Field(
+        1.0,
+        ge=0.1,
+        le=10.0,
+        description="Stream read before the first frame; FFmpeg's 5 s default delays it and bursts frames.",
+    )
 
 
 class FacadePoint(Strict):
@@ -158,6 +167,15 @@ class FacadeConfig(Strict):
     floor_height_m: float = Field(3.0, gt=1.5, le=10.0, description="Storey height in metres.")
     ground_floor: int = Field(1, ge=-5, le=200, description="Number of the floor whose bottom is at 0 m.")
     points: list[FacadePoint] = Field(description="4 or more image <-> facade correspondences.")
+    image_size: tuple[Annotated[int, Field(ge=16, le=16384)], Annotated[int, Field(ge=16, le=16384)]] | None = (
+        Field(
+            None,
+            description=(
+                "[width, height] of the images the points were measured on; the calibration is scaled to the size "
+                "the camera sends. Unset: the size of the first frame the camera sends."
+            ),
+        )
+    )
     top_floor: int | None = Field(
         None, ge=1, le=300, description="Highest floor with windows: falls starting above its roof are ignored."
     )
@@ -178,7 +196,7 @@ class FacadeConfig(Strict):
 
     @model_validator(mode="after")
     def _not_degenerate(self) -> FacadeConfig:
-        from edge.detect.facade import FacadeMap  # local: keeps config importable without cv2 at schema time
+        from edge.geometry import FacadeMap  # local: keeps config importable without cv2 at schema time
 
         FacadeMap.from_points(
             [p.image for p in self.points],

@@ -1,12 +1,145 @@
-"""The event record: what `events.jsonl` holds and what the MQTT payload carries."""
+"""The event record, the one `events.jsonl` format, and the Sink every consumer of events implements.
+
+`events.jsonl` (README: "events.jsonl") is append-only, one JSON object per line, written the same way by
+`edge run` and `edge replay`: a row per event change (`type` new | update | end, with the full event record)
+and a row per evidence stage (`type` evidence, `stage` original | complete, with file paths relative to the
+folder holding events.jsonl).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from edge.detect.types import FallEvent
+from edge.detect.types import FallEvent, UpdateKind
+
+if TYPE_CHECKING:
+    from edge.capture.camera import CameraStatus
+    from edge.publish.evidence import EvidenceFiles
 
 SCHEMA_VERSION = 1
+
+
+class RowType(StrEnum):
+    """The `type` of an events.jsonl row: an event change, or evidence written."""
+
+    NEW = UpdateKind.NEW.value
+    UPDATE = UpdateKind.UPDATE.value
+    END = UpdateKind.END.value
+    EVIDENCE = "evidence"
+
+
+class Sink(Protocol):
+    """What a camera's worker tells the world: event changes, evidence written, camera status."""
+
+    def on_update(self, kind: UpdateKind, record: dict) -> None: ...
+
+    def on_evidence(self, record: dict, files: EvidenceFiles) -> None: ...
+
+    def on_status(self, camera: str, status: CameraStatus) -> None: ...
+
+
+class Fanout:
+    """One sink that passes everything to several; a failing sink is logged and does not stop the others."""
+
+    def __init__(self, sinks: list[Sink], on_error: Callable[[str], None]):
+        self.sinks, self.on_error = sinks, on_error
+
+    def _each(self, method: str, *args) -> None:
+        for s in self.sinks:
+            try:
+                getattr(s, method)(*args)
+            except Exception as exc:  # the event log must not miss a row because MQTT failed, nor the reverse
+                self.on_error(f"{type(s).__name__}.{method} failed: {exc!r}")
+
+    def on_update(self, kind: UpdateKind, record: dict) -> None:
+        self._each("on_update", kind, record)
+
+    def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
+        self._each("on_evidence", record, files)
+
+    def on_status(self, camera: str, status: CameraStatus) -> None:
+        self._each("on_status", camera, status)
+
+
+class EventLog:
+    """The writer of events.jsonl: appends rows durably (fsync), and announces alerts."""
+
+    def __init__(self, path: Path, on_alert: Callable[[str], None] | None = None):
+        self.path = path
+        self.on_alert = on_alert
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, row: dict) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def on_update(self, kind: UpdateKind, record: dict) -> None:
+        line = announcement(kind, record)
+        if line and self.on_alert:
+            self.on_alert(line)
+        self._append({"type": str(kind), **record})
+
+    def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
+        rel = files.folder.relative_to(self.path.parent)
+
+        def at(name: str | None) -> str | None:
+            return f"{rel}/{name}" if name else None
+
+        self._append(
+            {
+                "type": str(RowType.EVIDENCE),
+                "stage": str(files.stage),
+                "id": record["id"],
+                "folder": str(rel),
+                "original": at(files.original),
+                "clip": at(files.annotated),
+                "still": at(files.still),
+                "manifest": at(files.manifest),
+                "note": files.note,
+            }
+        )
+
+    def on_status(self, camera: str, status: CameraStatus) -> None:
+        """Status is not an event: it goes to status.json and MQTT, not here."""
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Every row of an events.jsonl; a line cut short by a crash (the last one) is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def final_records(rows: list[dict]) -> list[dict]:
+    """Each event's last record, with the paths of its latest evidence, in order of first appearance."""
+    events: dict[str, dict] = {}
+    for row in rows:
+        if row["type"] == RowType.EVIDENCE:
+            rec = events.get(row["id"])
+            if rec is not None:
+                rec.update({k: row[k] for k in ("original", "clip", "still", "manifest")})
+        else:
+            old = events.get(row["id"], {})
+            events[row["id"]] = {
+                **{k: v for k, v in row.items() if k != "type"},
+                **{k: old.get(k) for k in ("original", "clip", "still", "manifest")},
+            }
+    return list(events.values())
 
 
 def event_record(event: FallEvent, node: str, clip: str | None = None, still: str | None = None) -> dict:
@@ -17,7 +150,7 @@ def event_record(event: FallEvent, node: str, clip: str | None = None, still: st
         "id": event.id,
         "node": node,
         "camera": event.camera,
-        "level": event.level,
+        "level": str(event.level),
         "score": round(event.score, 3),
         "fps": fps,
         "start_frame": event.start_frame,
@@ -51,8 +184,8 @@ def alert_line(record: dict, raised: bool = False) -> str:
     )
 
 
-def announcement(kind: str, record: dict) -> str | None:
+def announcement(kind: UpdateKind, record: dict) -> str | None:
     """The alert line an event update deserves: a new fall, or its level raised; None for the rest."""
-    if kind not in ("new", "update"):
+    if kind not in (UpdateKind.NEW, UpdateKind.UPDATE):
         return None
-    return alert_line(record, raised=kind == "update")
+    return alert_line(record, raised=kind == UpdateKind.UPDATE)

@@ -1,75 +1,47 @@
-"""The live node: every camera captured and watched in its own threads, events and evidence to the sinks."""
+"""The live node: a worker per camera, the annotator, status and MQTT; stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.capture.camera import CameraCapture, CameraStatus, FrameQueue
-from edge.capture.packets import PacketRing
+from edge import __version__
+from edge.capture.camera import CameraCapture, CameraStatus
+from edge.capture.feed import Feed
+from edge.capture.source import redact
 from edge.config import CameraConfig, EdgeConfig, config_hash
-from edge.events import announcement
-from edge.pipeline import UNCALIBRATED, CameraPipeline, EventSink
-from edge.publish.evidence import EvidenceFiles
+from edge.detect.types import UpdateKind
+from edge.events import EventLog, Fanout, Sink
+from edge.geometry import CameraGeometry
+from edge.pipeline import RUN_ID_FORMAT, UNCALIBRATED, CameraPipeline, EvidenceOutput
+from edge.publish.annotator import Annotator, pending
+from edge.publish.evidence import EvidenceFiles, recover_interrupted
 from edge.publish.manifest import iso, load_or_create_key
+from edge.worker import CameraWorker
 
 log = logging.getLogger(__name__)
 _DEFAULT_FPS = 25.0  # only when neither the config nor the stream says
 
 
-class NodeSink:
-    """What the node tells the outside world; the MQTT publisher implements the same methods."""
-
-    def on_update(self, kind: str, record: dict) -> None: ...
-
-    def on_evidence(self, record: dict, files: EvidenceFiles) -> None: ...
-
-    def on_status(self, camera: str, status: CameraStatus) -> None: ...
-
-
-class LocalLog(NodeSink):
-    """Appends every event and status change to files under storage.dir, and logs alerts."""
+class StatusFile:
+    """Keeps storage/status.json: every camera's latest status, replaced atomically."""
 
     def __init__(self, storage: Path):
         self.storage = storage
         self._lock = threading.Lock()
         self.statuses: dict[str, dict] = {}
 
-    def _append(self, name: str, obj: dict) -> None:
-        with self._lock, (self.storage / name).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def on_update(self, kind: str, record: dict) -> None:
-        line = announcement(kind, record)
-        if line:
-            log.warning("%s", line)
-        self._append("events.jsonl", {"type": kind, **record})
+    def on_update(self, kind: UpdateKind, record: dict) -> None:
+        """Events are not status."""
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
-        rel = str(files.folder.relative_to(self.storage))
-        self._append(
-            "events.jsonl",
-            {
-                "type": "evidence",
-                "id": record["id"],
-                "folder": rel,
-                "original": files.original,
-                "clip": files.annotated,
-                "still": files.still,
-                "manifest": files.manifest,
-            },
-        )
+        """Evidence is not status."""
 
     def on_status(self, camera: str, status: CameraStatus) -> None:
         with self._lock:
@@ -79,57 +51,7 @@ class LocalLog(NodeSink):
             tmp.replace(self.storage / "status.json")
 
 
-class _Fanout(NodeSink):
-    def __init__(self, sinks: list[NodeSink]):
-        self.sinks = sinks
-
-    def on_update(self, kind, record):
-        for s in self.sinks:
-            s.on_update(kind, record)
-
-    def on_evidence(self, record, files):
-        for s in self.sinks:
-            s.on_evidence(record, files)
-
-    def on_status(self, camera, status):
-        for s in self.sinks:
-            s.on_status(camera, status)
-
-
-class EvidenceWriter(threading.Thread):
-    """Writes evidence off the detection threads: encoding a clip must not make capture drop frames."""
-
-    def __init__(self):
-        super().__init__(name="evidence", daemon=True)
-        self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-
-    def run(self) -> None:
-        while (work := self.jobs.get()) is not None:
-            try:
-                work()
-            except Exception:
-                log.exception("writing evidence failed")
-
-    def submit(self, work: Callable[[], None]) -> None:
-        self.jobs.put(work)
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-
-
-@dataclass
-class CameraRuntime:
-    """One camera's threads and buffers."""
-
-    name: str
-    cfg: CameraConfig
-    ring: PacketRing
-    frames: FrameQueue
-    capture: CameraCapture
-    detection: threading.Thread | None = None
-    pipeline: CameraPipeline | None = None
-    processed: int = 0
-    failures: int = 0  # frames whose detection raised; counted, reported in stats, never fatal
+_STOP_BUDGET_S = 8.0  # SIGTERM to exit: systemd waits 10 s before SIGKILL; originals must be saved by then
 
 
 class Node:
@@ -138,14 +60,15 @@ class Node:
     def __init__(
         self,
         config: EdgeConfig,
-        sinks: list[NodeSink] | None = None,
+        sinks: list[Sink] | None = None,
         cameras: list[str] | None = None,
         mqtt: bool | None = None,
     ):
         self.config = config
         self.storage = config.storage.dir
         self.storage.mkdir(parents=True, exist_ok=True)
-        self.local = LocalLog(self.storage)
+        self.events = EventLog(self.storage / "events.jsonl", on_alert=lambda line: log.warning("%s", line))
+        self.status_file = StatusFile(self.storage)
         self.detect_on = self._load_detect_state()
         self.publisher = None
         if config.mqtt.enabled if mqtt is None else mqtt:
@@ -154,94 +77,101 @@ class Node:
 
             outbox = Outbox(self.storage / "outbox.sqlite", int(config.mqtt.outbox_max_mb * 1024 * 1024))
             self.publisher = MqttPublisher(config, outbox, self.storage, self.set_detect)
-        self.sink = _Fanout([self.local, *(sinks or []), *([self.publisher] if self.publisher else [])])
+        others = [*(sinks or []), *([self.publisher] if self.publisher else [])]
+        self.sink = Fanout([self.events, self.status_file, *others], on_error=log.error)
         self._cpu = (time.monotonic(), time.process_time())
         self.key = load_or_create_key(self.storage / "keys")
         self.config_sha = config_hash(config)
-        self.writer = EvidenceWriter()
-        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S-")
+        self.annotator = Annotator(self.key, self.sink.on_evidence)
+        self.run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)
         self._stop = threading.Event()
-        self.cameras: dict[str, CameraRuntime] = {}
+        self.cameras: dict[str, CameraWorker] = {}
         for name, cam in config.cameras.items():
-            if cameras and name not in cameras:
-                continue
-            ring = PacketRing(cam.record.buffer_s)
-            frames = FrameQueue(cam.capture.queue_frames)
-            is_file = Path(cam.source).is_file()
-            capture = CameraCapture(name, cam.source, cam.capture, ring, frames, self.sink.on_status, is_file)
-            if cam.facade is None:
-                capture.status.calibrated, capture.status.warning = False, UNCALIBRATED
-            self.cameras[name] = CameraRuntime(name, cam, ring, frames, capture)
+            if not cameras or name in cameras:
+                self.cameras[name] = self._worker(name, cam)
+
+    def _worker(self, name: str, cam: CameraConfig) -> CameraWorker:
+        is_file = Path(cam.source).is_file()
+        feed = Feed(cam.capture.queue_frames, lossless=is_file)  # a file can wait; a camera cannot
+        capture = CameraCapture(name, cam.source, cam.capture, feed, self.sink.on_status, is_file)
+        if cam.facade is None:
+            capture.status.calibrated, capture.status.warning = False, UNCALIBRATED
+
+        def on_geometry(geometry: CameraGeometry) -> None:
+            if cam.facade is not None:
+                capture.status.calibrated = geometry.facade is not None
+                capture.status.warning = geometry.problem
+
+        evidence = EvidenceOutput(self.storage / "events", self.key, self.config_sha, self.annotator.submit)
+        pipeline = CameraPipeline(
+            self.config.node.id, name, cam, self.sink, evidence, id_prefix=self.run_id, on_geometry=on_geometry
+        )
+        return CameraWorker(name, capture, feed, pipeline, detect_on=lambda: self.detect_on.get(name, True))
 
     def start(self) -> None:
         if self.publisher is not None:
             self.publisher.start()
             for name in self.cameras:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
-        self.writer.start()
+        self.annotator.start()
+        self._resume_evidence()
         threading.Thread(target=self._report_loop, name="status", daemon=True).start()
-        for rt in self.cameras.values():
-            rt.detection = threading.Thread(target=self._detect, args=(rt,), name=f"detect-{rt.name}", daemon=True)
-            rt.detection.start()
-            rt.capture.start()
+        for worker in self.cameras.values():
+            worker.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop capture, finish pending evidence with what was captured, stop the writer."""
+    def request_stop(self) -> None:
+        """Ask run_forever() to return (safe from a signal handler)."""
         self._stop.set()
-        for rt in self.cameras.values():
-            rt.capture.stop()
-        for rt in self.cameras.values():
-            if rt.detection is not None:
-                rt.detection.join(timeout)
-        self.writer.stop()
-        self.writer.join(timeout)
+
+    def stop(self, budget_s: float = _STOP_BUDGET_S) -> None:
+        """Stop capture, handle what was captured, save every clip in progress, then stop the rest."""
+        self._stop.set()
+        deadline = time.monotonic() + budget_s
+        for worker in self.cameras.values():
+            worker.stop()
+        for worker in self.cameras.values():
+            if not worker.join(max(0.0, deadline - time.monotonic() - 1.0)):
+                log.error("camera %s: its worker did not finish in time", worker.name)
+        self.annotator.stop(abort=True, timeout=max(0.1, deadline - time.monotonic() - 0.5))
         if self.publisher is not None:
             self.publisher.stop()
+        for worker in self.cameras.values():
+            worker.capture.join(max(0.0, deadline - time.monotonic()))
 
     def status(self, camera: str) -> CameraStatus:
         return self.cameras[camera].capture.status
 
-    def _detect(self, rt: CameraRuntime) -> None:
-        """One camera's detection loop; a failure here is logged and the loop goes on."""
-        sink = EventSink(self.sink.on_update, self.sink.on_evidence)
-        while not self._stop.is_set():
-            try:
-                frame = rt.frames.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if not self.detect_on.get(rt.name, True):
-                continue  # switched off by command: capture and the evidence buffer go on
-            try:
-                if rt.pipeline is None:
-                    rt.pipeline = self._pipeline(rt, sink)
-                rt.pipeline.on_frame(frame)
-                rt.processed += 1
-            except Exception:
-                log.exception("camera %s: detection failed on a frame", rt.name)
-                rt.failures += 1
-        if rt.pipeline is not None:
-            rt.pipeline.finish()
+    def _resume_evidence(self) -> None:
+        """Evidence a previous run left unfinished: partial originals saved as they are, annotations redone."""
+        events_dir = self.storage / "events"
+        for record, files in recover_interrupted(events_dir, self.key, self._info_for):
+            log.warning("event %s: original clip recovered after the node stopped abruptly", record["id"])
+            self.sink.on_evidence(record, files)
+        for folder in pending(events_dir):
+            record = json.loads((folder / "event.json").read_text())
+            cam = self.config.cameras.get(record.get("camera"))
+            size = tuple(record.get("evidence", {}).get("frame_size") or ()) or None
+            geometry = CameraGeometry.build(cam, size) if cam is not None and size else None
+            caption = f"{self.config.node.id}/{record.get('camera')} {record['level']}"
+            self.annotator.submit(folder, caption, geometry)
 
-    def _pipeline(self, rt: CameraRuntime, sink: EventSink) -> CameraPipeline:
-        fps = rt.cfg.fps or _stream_fps(rt) or _DEFAULT_FPS
-        return CameraPipeline(
-            self.config.node.id,
-            rt.name,
-            rt.cfg,
-            fps,
-            rt.ring,
-            self.storage / "events",
-            self.key,
-            self.config_sha,
-            sink,
-            submit=self.writer.submit,
-            id_prefix=self.run_id,
-        )
+    def _info_for(self, camera: str) -> dict:
+        cam = self.config.cameras.get(camera)
+        return {
+            "node": self.config.node.id,
+            "camera": camera,
+            "software": f"edge {__version__}",
+            "config_sha256": self.config_sha,
+            "source": redact(cam.source) if cam is not None else None,
+        }
 
     def run_forever(self) -> None:
-        """Start, then wait for stop() (from a signal handler)."""
+        """Start, then wait for request_stop() (from a signal handler)."""
         self.start()
-        self._stop.wait()
+        # Wake often: a signal may be delivered to another thread, and only the main thread runs Python's
+        # handler, which it cannot do while blocked in an untimed wait.
+        while not self._stop.wait(0.5):
+            pass
 
     def _report_loop(self) -> None:
         while not self._stop.wait(self.config.node.status_interval_s):
@@ -252,8 +182,8 @@ class Node:
 
     def refresh_status(self) -> None:
         """Report every camera's status now (fps and drops change without a change of state), and stats."""
-        for rt in self.cameras.values():
-            self.sink.on_status(rt.name, rt.capture.status)
+        for worker in self.cameras.values():
+            self.sink.on_status(worker.name, worker.capture.status)
         if self.publisher is not None:
             self.publisher.publish_stats(self.stats())
 
@@ -273,15 +203,15 @@ class Node:
             "disk_used_percent": round(100 * disk.used / disk.total, 1),
             "cameras": {
                 n: {
-                    "state": rt.capture.status.state,
-                    "fps": round(rt.capture.status.fps, 2),
-                    "dropped": rt.frames.dropped,
-                    "processed": rt.processed,
-                    "detection_failures": rt.failures,
-                    "reconnects_last_hour": rt.capture.status.reconnects_last_hour,
+                    "state": str(w.capture.status.state),
+                    "fps": round(w.capture.status.fps, 2),
+                    "dropped": w.feed.dropped,
+                    "processed": w.frames,
+                    "detection_failures": w.failures,
+                    "reconnects_last_hour": w.capture.status.reconnects_last_hour,
                     "detect": self.detect_on.get(n, True),
                 }
-                for n, rt in self.cameras.items()
+                for n, w in self.cameras.items()
             },
         }
         if self.publisher is not None:
@@ -303,12 +233,3 @@ class Node:
             return {k: bool(v) for k, v in json.loads((self.storage / "detect.json").read_text()).items()}
         except (OSError, ValueError, AttributeError):
             return {}
-
-
-def _stream_fps(rt: CameraRuntime) -> float | None:
-    for _ in range(50):  # the capture thread learns the rate when it opens the stream
-        rate = rt.capture.stream_rate
-        if rate:
-            return rate
-        time.sleep(0.01)
-    return None

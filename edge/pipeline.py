@@ -1,4 +1,9 @@
-"""One camera's path from frames to events and evidence, shared by the live node and `edge replay`."""
+"""One camera's path from stream to events and evidence: the same code for `edge run` and `edge replay`.
+
+It is fed, in order, what capture delivered: stream starts and stops, packets (kept for evidence) and
+decoded frames (for detection). Time comes from the stream's own timestamps, never from how many frames
+arrived, so frames dropped or delivered in a burst do not bend the physics.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,22 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import __version__
-from edge.capture.packets import PacketRing
+from edge.capture.feed import StreamStarted, StreamStopped
+from edge.capture.packets import KeptPacket, PacketRing
 from edge.capture.source import CapturedFrame, redact
 from edge.config import CameraConfig
-from edge.detect.pipeline import Detector, EventUpdate, facade_map
-from edge.events import event_record
-from edge.publish.evidence import EvidenceFiles, EvidenceJob, write_evidence
+from edge.detect.pipeline import Detector, EventUpdate
+from edge.detect.types import FallEvent, UpdateKind
+from edge.events import Sink, event_record
+from edge.geometry import CameraGeometry
+from edge.publish.evidence import EVENT, EvidenceJob, save_original, write_json
 from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
 _WALL_CLOCK = 1e9  # capture times above this are Unix time (live); below, seconds into a file (replay)
+RUN_ID_FORMAT = "%Y%m%dT%H%M%S-"  # event ids start with their run's start time: unique across restarts
+_MAX_FPS = 120  # frames per second the frame log is sized for
+_DEFAULT_FPS = 25.0  # a stream whose rate neither the config, the stream nor its timestamps tell
 UNCALIBRATED = (
     "no facade calibration: no floors, and falls are judged in pixels only, which lets more false alarms "
     "through and misses more falls; calibrate it (README: Calibrating the facade)"
@@ -28,15 +39,17 @@ UNCALIBRATED = (
 
 
 @dataclass
-class EventSink:
-    """Where a pipeline reports: the alert as soon as it is decided, and the evidence when it is written."""
+class EvidenceOutput:
+    """Where and how evidence is written; None in a pipeline that only detects (benchmarks)."""
 
-    on_update: Callable[[str, dict], None]  # kind ("new" | "update" | "end"), event record
-    on_evidence: Callable[[dict, EvidenceFiles], None]  # final record with file paths, and the files
+    events_dir: Path
+    signer: Ed25519PrivateKey
+    config_sha256: str
+    annotate: Callable[[Path, str, CameraGeometry], None]  # queue the annotated clip of saved evidence
 
 
 class FrameLog:
-    """Capture time and stream timestamp of the recent frames, by frame index."""
+    """Frame number, capture time and stream timestamp of the recent frames."""
 
     def __init__(self, keep: int):
         self._entries: deque[tuple[int, float, int | None]] = deque(maxlen=keep)
@@ -46,126 +59,188 @@ class FrameLog:
 
     def t_of(self, index: int) -> float | None:
         for i, t, _ in reversed(self._entries):
-            if i == index:
+            if i <= index:
                 return t
-            if i < index:
-                break
         return self._entries[0][1] if self._entries else None
 
-    def pts_index(self) -> dict[int, int]:
-        """Frame index by stream timestamp, for the frames still logged."""
-        return {pts: i for i, _, pts in self._entries if pts is not None}
+    def by_pts(self) -> dict[int, tuple[int, float]]:
+        """(frame number, capture time) by stream timestamp, for the frames still logged."""
+        return {pts: (i, t) for i, t, pts in self._entries if pts is not None}
 
 
 class CameraPipeline:
-    """Frames in order → detector → alerts now, evidence once the post-roll has been captured."""
+    """Stream events, packets and frames in order → detector → alerts now, evidence once post-roll is in."""
 
     def __init__(
         self,
         node: str,
         camera: str,
         cfg: CameraConfig,
-        fps: float,
-        ring: PacketRing,
-        events_dir: Path,
-        signer: Ed25519PrivateKey,
-        config_sha256: str,
-        sink: EventSink,
-        submit: Callable[[Callable[[], None]], None] | None = None,
+        sink: Sink,
+        evidence: EvidenceOutput | None,
         id_prefix: str = "",
+        on_geometry: Callable[[CameraGeometry], None] | None = None,
     ):
-        self.node, self.camera, self.cfg, self.fps = node, camera, cfg, fps
+        self.node, self.camera, self.cfg = node, camera, cfg
         if cfg.facade is None:
             log.warning("camera %s: %s", camera, UNCALIBRATED)
-        self.ring, self.events_dir, self.signer = ring, events_dir, signer
-        self.sink = sink
-        self.submit = submit or (lambda work: work())
+        self.sink, self.evidence = sink, evidence
         self.id_prefix = id_prefix
+        self.on_geometry = on_geometry
         self.info = {
             "node": node,
             "camera": camera,
             "software": f"edge {__version__}",
-            "config_sha256": config_sha256,
+            "config_sha256": evidence.config_sha256 if evidence else None,
             "source": redact(cfg.source),
         }
-        self.frames = FrameLog(keep=int(cfg.record.buffer_s * fps) + 1)
+        self.ring = PacketRing(cfg.record.buffer_s)
+        self.frames = FrameLog(keep=int(cfg.record.buffer_s * _MAX_FPS) + 1)
         self.detector: Detector | None = None
+        self.geometry: CameraGeometry | None = None
         self.jobs: dict[str, EvidenceJob] = {}
+        self.session = 0
+        self.fps: float | None = None
         self.index = -1
-        self.facade = facade_map(cfg)
+        self._pts0: float | None = None
+        self._base = 0
+        self._last_t: float | None = None
+        self._first_size: tuple[int, int] | None = None
 
-    def on_frame(self, frame: CapturedFrame) -> None:
-        """Feed the next frame; alerts go out at once, evidence when complete."""
-        self.index += 1
-        self.frames.add(self.index, frame.t, frame.pts)
-        size = (frame.luma.shape[1], frame.luma.shape[0])
-        if self.detector is None or size != self.detector.frame_size:
-            if self.detector is not None:  # resolution changed: end what was seen, start afresh
-                log.warning("camera %s: frame size changed to %dx%d", self.camera, *size)
-                self._route(self.detector.finish())
-            self.detector = Detector(self.camera, self.cfg, self.fps, size)
-        self._route(self.detector.process(self.index, frame.luma))
-        self._advance_jobs()
+    # -- what capture delivers ---------------------------------------------------------------------------
+    def start_stream(self, started: StreamStarted) -> None:
+        """A new connection: end what the last one saw; its packets cannot share a clip with the new ones."""
+        if self.session:
+            self.end_stream(StreamStopped(self.session, "the stream restarted"))
+        self.ring.clear()
+        self.session = started.session
+        self.fps = self.cfg.fps or started.rate or _DEFAULT_FPS
+        self._pts0 = None
 
-    def finish(self) -> None:
-        """End of stream: end every track, write the evidence with what was captured."""
-        if self.detector is not None:
-            self._route(self.detector.finish())
+    def on_packet(self, pkt: KeptPacket) -> None:
+        """Keep a packet for evidence: in the ring, and in every clip being recorded."""
+        self.ring.add(pkt)
+        for key, job in list(self.jobs.items()):
+            job.add(pkt)
+            if job.complete:
+                del self.jobs[key]
+                self._save(job)
+
+    def on_frame(self, frame: CapturedFrame, detect: bool = True) -> None:
+        """A decoded frame; with detection off it only moves time on (and ends what was being tracked)."""
+        self._frame(frame, detect)
+
+    def end_stream(self, stopped: StreamStopped) -> None:
+        """The stream ended or failed: end every track and save every clip with what was captured."""
+        if stopped.session != self.session:
+            return
+        self._stop_detecting()
         for job in list(self.jobs.values()):
-            job.take(self.ring.after(job.last_seq))
-            self._write(job)
+            self._save(job, note=f"the clip ends early: {stopped.reason}" if not job.complete else None)
         self.jobs.clear()
 
+    def finish(self) -> None:
+        """Nothing more will come (end of a file, or the node stopping)."""
+        self.end_stream(StreamStopped(self.session, "the node stopped"))
+
+    # -- frames ------------------------------------------------------------------------------------------
+    def _frame(self, frame: CapturedFrame, detect: bool) -> None:
+        self.index = self._index_of(frame)
+        self._last_t = frame.t
+        self.frames.add(self.index, frame.t, frame.pts)
+        if not detect:
+            self._stop_detecting()
+            return
+        size = (frame.luma.shape[1], frame.luma.shape[0])
+        if self.detector is None or size != self.detector.frame_size or self.fps != self.detector.fps:
+            self._stop_detecting()
+            self._geometry_for(size)
+            self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry)
+        self._route(self.detector.process(self.index, frame.luma))
+
+    def _index_of(self, frame: CapturedFrame) -> int:
+        """Frame number from the stream's timestamps, so a dropped frame leaves a gap in time as it should."""
+        nxt = self.index + 1
+        if frame.pts_s is None:
+            return nxt
+        if self._pts0 is None:
+            gap = 0
+            if self._last_t is not None and frame.t > _WALL_CLOCK:
+                gap = max(0, round((frame.t - self._last_t) * self.fps) - 1)
+            self._base, self._pts0 = nxt + gap, frame.pts_s
+        return max(nxt, self._base + round((frame.pts_s - self._pts0) * self.fps))
+
+    def _geometry_for(self, size: tuple[int, int]) -> None:
+        if self.geometry is not None and self.geometry.frame_size == size:
+            return
+        if self._first_size is None:
+            self._first_size = size
+        elif size != self._first_size:
+            log.warning("camera %s: frame size changed to %dx%d", self.camera, *size)
+        self.geometry = CameraGeometry.build(self.cfg, size, measured_at=self._first_size)
+        if self.geometry.problem:
+            log.warning("camera %s: %s", self.camera, self.geometry.problem)
+        if self.on_geometry:
+            self.on_geometry(self.geometry)
+
+    def _stop_detecting(self) -> None:
+        if self.detector is not None:
+            self._route(self.detector.finish())
+            self.detector = None
+
+    # -- events and evidence -----------------------------------------------------------------------------
     def _route(self, updates: list[EventUpdate]) -> None:
         for u in updates:
             ev = u.event
             ev.id = self.id_prefix + ev.id
-            if u.kind == "new":
-                first_t = self.frames.t_of(ev.start_frame) or 0.0
-                job = EvidenceJob(ev, first_t - self.cfg.record.pre_s, first_t)
-                job.take(self.ring.since(job.clip_from_t))
-                self.jobs[ev.id] = job
+            record = self._record(ev)
+            if u.kind == UpdateKind.NEW and self.evidence is not None:
+                try:
+                    self._start_job(ev, record)
+                except Exception:  # the alert goes out even when its clip cannot be recorded
+                    log.exception("event %s: cannot record its original clip", ev.id)
             job = self.jobs.get(ev.id)
             if job is not None:
                 job.event = ev
-                if u.kind == "end":
+                write_json(job.folder / EVENT, record)
+                if u.kind == UpdateKind.END:
                     job.until_t = (self.frames.t_of(ev.end_frame) or 0.0) + self.cfg.record.post_s
-            self.sink.on_update(u.kind, self._record(ev))
+            self.sink.on_update(u.kind, record)
+            if job is not None and job.complete:
+                del self.jobs[ev.id]
+                self._save(job)
 
-    def _record(self, ev) -> dict:
+    def _start_job(self, ev: FallEvent, record: dict) -> None:
+        first_t = self.frames.t_of(ev.start_frame) or 0.0
+        folder = self.evidence.events_dir / ev.id
+        folder.mkdir(parents=True, exist_ok=True)
+        job = EvidenceJob(ev, folder, self.session, first_t - self.cfg.record.pre_s, first_t)
+        for _, pkt in self.ring.since(job.clip_from_t):
+            job.add(pkt)
+        if job.original is not None:
+            job.original.sync()  # the pre-roll is on disk before anyone hears of the alert
+        write_json(folder / EVENT, record)
+        self.jobs[ev.id] = job
+
+    def _record(self, ev: FallEvent) -> dict:
         rec = event_record(ev, self.node)
-        for key, frame in (
-            ("start_utc", ev.start_frame),
-            ("alert_utc", ev.alert_frame),
-            ("end_utc", ev.end_frame),
-        ):
+        moments = (("start_utc", ev.start_frame), ("alert_utc", ev.alert_frame), ("end_utc", ev.end_frame))
+        for key, frame in moments:
             t = self.frames.t_of(frame)
             rec[key] = iso(t) if t is not None and t > _WALL_CLOCK else None  # replay has stream time only
         return rec
 
-    def _advance_jobs(self) -> None:
-        for key, job in list(self.jobs.items()):
-            job.take(self.ring.after(job.last_seq))
-            if job.complete:
-                del self.jobs[key]
-                self._write(job)
-
-    def _write(self, job: EvidenceJob) -> None:
-        if not job.packets:
+    def _save(self, job: EvidenceJob, note: str | None = None) -> None:
+        """Write the original clip and its signed manifest now; queue the annotated copy for later."""
+        if job.original is None:
             log.error("event %s: no video packets kept, no evidence clip", job.event.id)
             return
-        job.pts_index = self.frames.pts_index()
-        folder = self.events_dir / job.event.id
-        caption = f"{self.node}/{self.camera} {job.event.level}"
-        privacy = [p.points for p in self.cfg.masks.privacy]
         record = self._record(job.event)
-
-        def work() -> None:
-            try:
-                files = write_evidence(job, folder, caption, privacy, self.facade, self.signer, self.info, record)
-            except Exception:
-                log.exception("event %s: writing evidence failed", job.event.id)
-                return
-            self.sink.on_evidence(record, files)
-
-        self.submit(work)
+        try:
+            files = save_original(job, record, self.info, self.evidence.signer, self.frames.by_pts(), note)
+        except Exception:
+            log.exception("event %s: saving the original clip failed", job.event.id)
+            return
+        self.sink.on_evidence(record, files)
+        caption = f"{self.node}/{self.camera} {job.event.level}"
+        self.evidence.annotate(files.folder, caption, self.geometry)

@@ -1,22 +1,23 @@
-"""`edge replay`: run a recorded clip through exactly the live pipeline, as fast as the machine allows."""
+"""`edge replay`: a recorded clip through exactly the live camera worker, as fast as the machine allows."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.capture.packets import PacketRing
-from edge.capture.source import SourceError, SourceOptions, StreamEnded, VideoSource
+from edge.capture.camera import CameraCapture, CameraState
+from edge.capture.feed import Feed
+from edge.capture.source import Clock, SourceOptions
 from edge.config import EdgeConfig, config_hash
-from edge.events import announcement
-from edge.pipeline import CameraPipeline, EventSink
-from edge.publish.evidence import EvidenceFiles
+from edge.events import EventLog, final_records, read_rows
+from edge.pipeline import RUN_ID_FORMAT, CameraPipeline, EvidenceOutput
+from edge.publish.annotator import Annotator
 from edge.publish.manifest import load_or_create_key
 from edge.video import EX_DATAERR, VideoError, check_readable
+from edge.worker import CameraWorker
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +30,6 @@ class ReplayResult:
     frames: int
     fps: float
     error: VideoError | None = None
-
-
-class _Collector:
-    """Keeps each event's final record, with the paths of its evidence relative to the output folder."""
-
-    def __init__(self, out: Path, on_alert: Callable[[str], None] | None):
-        self.out, self.on_alert = out, on_alert
-        self.records: dict[str, dict] = {}
-
-    def on_update(self, kind: str, record: dict) -> None:
-        line = announcement(kind, record)
-        if line and self.on_alert:
-            self.on_alert(line)
-        if kind == "end":
-            self.records[record["id"]] = {
-                **record,
-                "clip": None,
-                "still": None,
-                "original": None,
-                "manifest": None,
-            }
-
-    def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
-        rel = files.folder.relative_to(self.out)
-        rec = self.records.setdefault(record["id"], dict(record))
-        rec.update(
-            clip=f"{rel}/{files.annotated}" if files.annotated else None,
-            still=f"{rel}/{files.still}" if files.still else None,
-            original=f"{rel}/{files.original}",
-            manifest=f"{rel}/{files.manifest}",
-        )
 
 
 def _signing_key(config: EdgeConfig, out: Path):
@@ -84,63 +54,47 @@ def replay(
     path = check_readable(video)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    source = VideoSource(str(path), SourceOptions(clock="stream", open_timeout_s=60, read_timeout_s=60))
-    try:
-        params = source.open()
-    except SourceError as exc:
-        raise VideoError(f"cannot open {path} as video: {exc}") from None
-    fps = cam.fps or (float(params.rate) if params.rate else 0.0)
-    if not 0 < fps <= 240:
-        source.close()
-        raise VideoError(f"{path}: frame rate unknown; set the camera's fps in the config")
-    announced = source.stream.frames or None
-    collector = _Collector(out, on_alert)
-    ring = PacketRing(cam.record.buffer_s)
-    pipeline = CameraPipeline(
-        config.node.id,
-        name,
-        cam,
-        fps,
-        ring,
-        out / "events",
-        _signing_key(config, out),
-        config_hash(config),
-        EventSink(collector.on_update, collector.on_evidence),
-        submit=None if media else (lambda work: None),
-    )
-    frames, error = 0, None
-    try:
-        for pkt, decoded in source.packets():
-            if pkt is not None:
-                ring.add(pkt)
-            for frame in decoded:
-                pipeline.on_frame(frame)
-                frames += 1
-                if progress:
-                    progress(frames, announced)
-    except StreamEnded:
-        pass
-    except SourceError as exc:
-        error = VideoError(f"{path}: decoding failed after {frames} frames: {exc}")
-    finally:
-        source.close()
-    if error is None and frames == 0:
-        error = VideoError(f"{path}: no frame could be decoded (truncated or not a video)")
-    if error is None and announced and frames < announced * 0.98 - 2:
-        error = VideoError(
+    log_path = out / "events.jsonl"
+    log_path.unlink(missing_ok=True)  # a replay's output describes this replay only
+    events = EventLog(log_path, on_alert)
+    annotator = None
+    evidence = None
+    if media:
+        key = _signing_key(config, out)
+        annotator = Annotator(key, events.on_evidence)
+        annotator.start()
+        evidence = EvidenceOutput(out / "events", key, config_hash(config), annotator.submit)
+    feed = Feed(cam.capture.queue_frames, lossless=True)
+    options = SourceOptions(clock=Clock.STREAM, open_timeout_s=60, read_timeout_s=60)
+    capture = CameraCapture(name, str(path), cam.capture, feed, is_file=True, options=options)
+    run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)  # as live: a second replay into `out` keeps the first's
+    pipeline = CameraPipeline(config.node.id, name, cam, events, evidence, id_prefix=run_id)
+    worker = CameraWorker(name, capture, feed, pipeline)
+    if progress is not None:
+        worker.on_frames = lambda frames: progress(frames, worker.announced_frames)
+    worker.start()
+    worker.join()
+    if annotator is not None:
+        annotator.drain()
+        annotator.stop(abort=False)
+    records = final_records(read_rows(log_path)) if log_path.exists() else []
+    if not log_path.exists():
+        log_path.touch()
+    return ReplayResult(records, worker.frames, pipeline.fps or 0.0, _error(path, capture, worker))
+
+
+def _error(path: Path, capture: CameraCapture, worker: CameraWorker) -> VideoError | None:
+    """What went wrong reading the file, if anything (the events up to there are kept)."""
+    status, frames = capture.status, worker.frames
+    if capture.session == 0:
+        return VideoError(f"cannot open {path} as video: {status.reason}")
+    if status.state != CameraState.ENDED:
+        return VideoError(f"{path}: decoding failed after {frames} frames: {status.reason}")
+    if frames == 0:
+        return VideoError(f"{path}: no frame could be decoded (truncated or not a video)")
+    announced = worker.announced_frames
+    if announced and frames < announced * 0.98 - 2:
+        return VideoError(
             f"{path}: truncated: the file announces {announced} frames, {frames} could be decoded", EX_DATAERR
         )
-    pipeline.finish()
-    records = sorted(collector.records.values(), key=lambda r: r["start_frame"])
-    _write_jsonl(out / "events.jsonl", records)
-    return ReplayResult(records, frames, fps, error)
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    return None

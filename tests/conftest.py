@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge.events import final_records, read_rows
 from edge.sim.scenes import build_scene
 from edge.sim.simulate import simulate
 
@@ -67,4 +67,5 @@ def sim_facade(folder: Path) -> dict:
 
 
 def read_events(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if line.strip()]
+    """Each event's final record (with its evidence paths) from folder/events.jsonl."""
+    return final_records(read_rows(folder / "events.jsonl"))

@@ -1,19 +1,42 @@
-"""Capture edge cases on real streams and files: timestamp jumps, resolution changes, a full queue."""
+"""Capture and the camera pipeline on real streams and files: timestamps, rates, sizes, drops, pauses."""
 
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 
 import numpy as np
-from support.servers import wait_for
+import pytest
+import yaml
 
-from edge.capture.camera import CameraCapture, FrameQueue
-from edge.capture.packets import PacketRing
-from edge.capture.source import CapturedFrame
+from edge.capture.camera import RATE_FRAMES, CameraCapture, CameraState, stream_rate
+from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
+from edge.capture.packets import StreamParams
+from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock
 from edge.config import CaptureConfig, parse_config
-from edge.pipeline import CameraPipeline, EventSink
-from edge.publish.evidence import blur_privacy
-from edge.publish.manifest import load_or_create_key
+from edge.detect.types import UpdateKind
+from edge.pipeline import CameraPipeline, EvidenceOutput
+from edge.publish.evidence import EvidenceStage, blur_privacy
+from edge.publish.manifest import load_or_create_key, verify_folder
+
+from conftest import sim_facade
+
+
+class Recorder:
+    """A sink that remembers everything it is told."""
+
+    def __init__(self):
+        self.updates: list[tuple[UpdateKind, dict]] = []
+        self.evidence: list = []
+
+    def on_update(self, kind, record):
+        self.updates.append((kind, record))
+
+    def on_evidence(self, record, files):
+        self.evidence.append(files)
+
+    def on_status(self, camera, status):
+        pass
 
 
 def _ts(src, out, offset=0.0, size=None):
@@ -26,59 +49,144 @@ def _ts(src, out, offset=0.0, size=None):
     return out
 
 
-def test_a_stream_whose_timestamps_jump_is_restarted(sim_clip, tmp_path):
+def _file_capture(path, feed, **cfg):
+    opts = SourceOptions(clock=Clock.STREAM)
+    return CameraCapture("cam", str(path), CaptureConfig(**cfg), feed, is_file=True, options=opts)
+
+
+def _drain(feed: Feed, cap: CameraCapture) -> list:
+    items = []
+    while cap.is_alive() or not feed.empty:
+        item = feed.get(0.2)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def test_a_stream_whose_timestamps_jump_is_stopped_with_the_reason(sim_clip, tmp_path):
     clip = sim_clip("throw", 1) / "scene.mp4"
     a, b = _ts(clip, tmp_path / "a.ts"), _ts(clip, tmp_path / "b.ts", offset=600)
     joined = tmp_path / "jump.ts"
     joined.write_bytes(a.read_bytes() + b.read_bytes())  # the second half is stamped ten minutes later
-    cap = CameraCapture(
-        "cam",
-        str(joined),
-        CaptureConfig(realtime_files=False, reconnect_max_s=30),
-        PacketRing(10),
-        FrameQueue(10_000),
-        is_file=True,
-    )
+    feed = Feed(10_000)
+    cap = _file_capture(joined, feed)
     cap.start()
-    try:
-        assert wait_for(lambda: "timestamps jumped" in cap.status.reason, 20), cap.status
-        assert cap.status.state == "offline"
-    finally:
-        cap.stop()
+    items = _drain(feed, cap)
+    assert "timestamps jumped" in cap.status.reason and cap.status.state == CameraState.OFFLINE
+    assert isinstance(items[-1], StreamStopped) and "timestamps jumped" in items[-1].reason
+    # control: the first half alone plays to its end
+    feed = Feed(10_000)
+    cap = _file_capture(a, feed)
+    cap.start()
+    _drain(feed, cap)
+    assert cap.status.state == CameraState.ENDED
 
 
-def test_a_full_queue_drops_frames_and_counts_them_while_capture_goes_on(sim_clip):
+def test_a_live_feed_that_falls_behind_drops_frames_but_never_packets(sim_clip):
     clip = sim_clip("throw", 1) / "scene.mp4"
-    frames = FrameQueue(5)
-    cap = CameraCapture(
-        "cam", str(clip), CaptureConfig(realtime_files=False), PacketRing(10), frames, is_file=True
-    )
+    feed = Feed(5)  # nobody reads while the file is decoded: a worker far behind
+    cap = _file_capture(clip, feed)
     cap.start()
-    try:
-        assert wait_for(lambda: cap.status.frames >= 200, 20)
-        assert frames.dropped == 195 and cap.status.dropped == 195 and frames.q.qsize() == 5
-    finally:
-        cap.stop()
+    cap.join(30)
+    items = []
+    while (item := feed.get(0)) is not None:
+        items.append(item)
+    chunks = [i for i in items if isinstance(i, Chunk)]
+    frames = sum(len(c.frames) for c in chunks)
+    packets = sum(c.packet is not None for c in chunks)
+    assert frames <= 5 and feed.dropped >= 150 and frames + feed.dropped == cap.status.frames
+    assert packets == 200  # every packet of the 8 s clip is kept for evidence
+
+
+def test_a_file_feed_waits_instead_of_dropping(sim_clip):
+    clip = sim_clip("throw", 1) / "scene.mp4"
+    feed = Feed(5, lossless=True)
+    cap = _file_capture(clip, feed)
+    cap.start()
+    items = _drain(feed, cap)
+    frames = sum(len(i.frames) for i in items if isinstance(i, Chunk))
+    assert frames == 200 and feed.dropped == 0
+
+
+def test_frames_delivered_in_a_burst_keep_their_stream_spacing():
+    clock = StreamClock(Clock.WALL, opened_at=1000.0)
+    arrival = 1001.0  # 25 frames arrive at once, one second after the connection opened
+    times = [clock.t(k / 25, arrival) for k in range(25)]
+    assert np.allclose(np.diff(times), 0.04) and times[0] == pytest.approx(1000.0)
+    # a frame is never stamped after it arrived
+    assert clock.t(10.0, 1002.0) == pytest.approx(1002.0)
+
+
+def _params(w=640, h=360):
+    return StreamParams("h264", w, h, None, Fraction(1, 90000), None)
+
+
+def _pipeline(tmp_path, cfg_text="", sink=None, evidence=False, **kw):
+    cfg = parse_config(f"version: 1\nnode: {{id: n}}\ncameras:\n  c: {{source: x.mp4{cfg_text}}}\n")
+    out = None
+    if evidence:
+        out = EvidenceOutput(tmp_path / "events", load_or_create_key(tmp_path / "k"), "0" * 64, lambda *a: None)
+    return CameraPipeline("n", "c", cfg.cameras["c"], sink or Recorder(), out, **kw)
+
+
+def _noise_frames(pipe, n, size=(360, 640), fps=25.0, start=0, pts_step=1):
+    rng = np.random.default_rng(start)
+    for k in range(start, start + n):
+        t = k * pts_step / fps
+        pipe.on_frame(CapturedFrame(rng.integers(0, 255, size, dtype=np.uint8), t, k * pts_step, t))
+
+
+def test_the_frame_rate_is_measured_from_the_timestamps_when_nothing_says_it():
+    assert stream_rate([k / 15 for k in range(RATE_FRAMES)], None) == pytest.approx(15.0)
+
+
+def test_a_declared_rate_that_disagrees_with_the_timestamps_loses():
+    stamps = [k / 25 for k in range(RATE_FRAMES)]
+    assert stream_rate(stamps, 50.0) == pytest.approx(25.0)  # RTSP often declares the field rate
+    ntsc = 30000 / 1001  # control: a right declaration is kept exactly
+    assert stream_rate([k / ntsc for k in range(RATE_FRAMES)], ntsc) == ntsc
+
+
+def test_dropped_frames_leave_a_gap_in_frame_numbers(tmp_path):
+    pipe = _pipeline(tmp_path)
+    pipe.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _noise_frames(pipe, 10, pts_step=3)  # only every third frame reaches detection
+    assert pipe.index == 27
 
 
 def test_a_change_of_resolution_restarts_detection_instead_of_crashing(tmp_path):
-    cfg = parse_config("version: 1\nnode: {id: n}\ncameras:\n  c: {source: x.mp4}\n")
-    updates = []
-    pipe = CameraPipeline(
-        "n",
-        "c",
-        cfg.cameras["c"],
-        25.0,
-        PacketRing(10),
-        tmp_path,
-        load_or_create_key(tmp_path),
-        "0" * 64,
-        EventSink(lambda k, r: updates.append(k), lambda r, f: None),
-    )
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate([(360, 640)] * 30 + [(180, 320)] * 30):
-        pipe.on_frame(CapturedFrame(rng.integers(0, 255, (h, w), dtype=np.uint8), i / 25, i, i / 25))
+    pipe = _pipeline(tmp_path)
+    pipe.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _noise_frames(pipe, 30)
+    _noise_frames(pipe, 30, size=(180, 320), start=30)
     assert pipe.detector.frame_size == (320, 180) and pipe.index == 59
+
+
+def test_a_resolution_change_rescales_the_calibration(sim_clip, tmp_path):
+    facade = sim_facade(sim_clip("throw", 1))  # measured on the 640x360 render
+    text = ", facade: " + yaml.safe_dump({**facade, "image_size": [640, 360]}, default_flow_style=True).strip()
+    pipe = _pipeline(tmp_path, text)
+    pipe.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _noise_frames(pipe, 3, size=(720, 1280))
+    big = pipe.geometry.facade
+    point = np.array([[640.0, 200.0]])
+    assert pipe.geometry.frame_size == (1280, 720)
+    small = _pipeline(tmp_path, text)
+    small.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _noise_frames(small, 3, size=(360, 640))
+    assert np.allclose(big.to_facade(point), small.geometry.facade.to_facade(point / 2))
+
+
+def test_a_calibration_is_refused_for_a_frame_of_another_shape(sim_clip, tmp_path):
+    facade = sim_facade(sim_clip("throw", 1))
+    text = ", facade: " + yaml.safe_dump({**facade, "image_size": [640, 360]}, default_flow_style=True).strip()
+    seen = []
+    pipe = _pipeline(tmp_path, text, on_geometry=seen.append)
+    pipe.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _noise_frames(pipe, 3, size=(480, 640))  # 4:3 now
+    assert pipe.geometry.facade is None and "another shape" in seen[-1].problem
+    _noise_frames(pipe, 3, size=(360, 640), start=3)  # control: the measured shape is calibrated
+    assert pipe.geometry.facade is not None and seen[-1].problem is None
 
 
 def test_privacy_masks_are_blurred_and_nothing_else():
@@ -87,3 +195,39 @@ def test_privacy_masks_are_blurred_and_nothing_else():
     out = blur_privacy(img.copy(), [[(0.5, 0.0), (1.0, 0.0), (1.0, 0.5), (0.5, 0.5)]])
     assert (out[:, :140] == img[:, :140]).all() and (out[110:] == img[110:]).all()
     assert np.abs(out[20:80, 170:280].astype(int) - img[20:80, 170:280]).mean() > 20
+
+
+def _feed_clip(pipe, clip, detect=lambda frame_no: True):
+    """Play a file through the pipeline as the worker would, with detection switched by frame number."""
+    feed = Feed(10_000, lossless=True)
+    cap = _file_capture(clip, feed)
+    cap.start()
+    n = 0
+    for item in _drain(feed, cap):
+        if isinstance(item, StreamStarted):
+            pipe.start_stream(item)
+        elif isinstance(item, StreamStopped):
+            pipe.end_stream(item)
+        else:
+            if item.packet is not None:
+                pipe.on_packet(item.packet)
+            for frame in item.frames:
+                pipe.on_frame(frame, detect(n))
+                n += 1
+
+
+def test_switching_detection_off_mid_event_ends_it_and_saves_its_clip(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    facade = ", facade: " + yaml.safe_dump(sim_facade(folder), default_flow_style=True).strip()
+    control = Recorder()
+    _feed_clip(_pipeline(tmp_path / "a", facade, control, evidence=True), folder / "scene.mp4")
+    first = next(r for k, r in control.updates if k == UpdateKind.NEW)
+    off_at = first["alert_frame"] + 2  # a moment after the alert, while the object still falls
+    sink = Recorder()
+    pipe = _pipeline(tmp_path / "b", facade, sink, evidence=True)
+    _feed_clip(pipe, folder / "scene.mp4", detect=lambda n: n < off_at)
+    ended = [r for k, r in sink.updates if k == UpdateKind.END]
+    assert ended and ended[0]["end_frame"] < off_at <= first["end_frame"] + 2
+    saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
+    assert len(saved) == len({r["id"] for k, r in sink.updates if k == UpdateKind.NEW})
+    assert all(verify_folder(f.folder) == [] for f in saved)

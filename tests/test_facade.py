@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge.detect.facade import FacadeMap
+from edge.geometry import FacadeMap
 
 IMG = [(233.7, 899.0), (1686.3, 899.0), (1500.1, 80.6), (419.9, 80.6)]
 FAC = [(7.2, 18.0), (28.8, 18.0), (36.0, 54.0), (0.0, 54.0)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge.config import FallConfig
-from edge.detect.facade import FacadeMap
 from edge.detect.fall import FallDecision
+from edge.geometry import FacadeMap
 
 FPS = 25.0
 # A facade 40 m wide and 80 m tall seen straight on at 10 px per metre (image y grows downward).

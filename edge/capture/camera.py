@@ -3,40 +3,81 @@
 from __future__ import annotations
 
 import logging
-import queue
 import random
+import statistics
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
-from edge.capture.packets import PacketRing
-from edge.capture.source import CapturedFrame, SourceError, SourceOptions, VideoSource, redact
+from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
+from edge.capture.packets import StreamParams
+from edge.capture.source import (
+    CapturedFrame,
+    Clock,
+    SourceError,
+    SourceOptions,
+    StreamEnded,
+    VideoSource,
+    redact,
+)
 from edge.config import CaptureConfig
 
 log = logging.getLogger(__name__)
+
+
+class CameraState(StrEnum):
+    """Where a camera stands, as status reports it."""
+
+    STARTING = "starting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ENDED = "ended"  # a file source played to its end
 
 
 @dataclass
 class CameraStatus:
     """What the rest of the node knows of a camera."""
 
-    state: str = "starting"  # starting | online | offline
+    state: CameraState = CameraState.STARTING
     reason: str = "starting"
     since: float = field(default_factory=time.time)
     fps: float = 0.0
     frames: int = 0
     dropped: int = 0
-    reconnects_last_hour: int = 0
+    reconnects_last_hour: int = 0  # times the stream came back after being lost, in the last hour
     width: int | None = None
     height: int | None = None
     codec: str | None = None
-    calibrated: bool = True  # the camera has a facade calibration
+    calibrated: bool = True  # the camera has a usable facade calibration at the size it sends
     warning: str | None = None  # a standing problem of its setup, such as no calibration
 
     def to_dict(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+RATE_FRAMES = 8  # a stream's first frames, whose timestamps measure its frame rate
+_RATE_AGREES = 0.05  # a declared rate within 5% of the measured one is taken as exact
+
+
+def stream_rate(stamps: list[float | None], declared: float | None) -> float | None:
+    """Frames per second from a stream's first frame timestamps; the declared rate when it agrees.
+
+    RTSP streams often declare a field rate (50 for a 25 fps camera), and cameras do not always run at
+    their nominal rate: the physics needs the real one.
+    """
+    known = sorted(s for s in stamps if s is not None)
+    steps = [b - a for a, b in zip(known, known[1:], strict=False) if b > a]
+    if not steps:
+        return declared
+    measured = 1.0 / statistics.median(steps)
+    if declared and abs(declared / measured - 1.0) <= _RATE_AGREES:
+        return declared
+    if declared:
+        log.info("stream declares %.2f fps, its timestamps say %.2f: using those", declared, measured)
+    return round(measured, 3)
 
 
 class Backoff:
@@ -56,91 +97,101 @@ class Backoff:
         self.failures = 0
 
 
-@dataclass
-class FrameQueue:
-    """Bounded hand-over from capture to detection; a full queue drops the frame and counts it."""
-
-    maxsize: int
-    q: queue.Queue = field(init=False)
-    dropped: int = 0
-
-    def __post_init__(self) -> None:
-        self.q = queue.Queue(self.maxsize)
-
-    def put(self, item) -> bool:
-        try:
-            self.q.put_nowait(item)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            return False
-
-    def get(self, timeout: float):
-        return self.q.get(timeout=timeout)
-
-
 class CameraCapture(threading.Thread):
-    """Reads one source forever in its own thread: packets to the ring, frames to the queue."""
+    """Reads one source in its own thread: stream starts, packets and frames to the feed, in order.
+
+    A camera is reconnected forever with backoff; a file is read once, to its end.
+    """
 
     def __init__(
         self,
         name: str,
         url: str,
         cfg: CaptureConfig,
-        ring: PacketRing,
-        frames: FrameQueue,
+        feed: Feed,
         on_status: Callable[[str, CameraStatus], None] | None = None,
         is_file: bool = False,
+        options: SourceOptions | None = None,
     ):
         super().__init__(name=f"capture-{name}", daemon=True)
         self.camera, self.url, self.cfg = name, url, cfg
-        self.ring, self.frames = ring, frames
+        self.feed = feed
         self.on_status = on_status
+        self.is_file = is_file
         self.status = CameraStatus()
         self.backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._reconnects: deque[float] = deque()
-        self._opts = SourceOptions(
-            cfg.transport, cfg.open_timeout_s, cfg.stall_s, "wall", realtime=is_file and cfg.realtime_files
+        self._opts = options or SourceOptions(
+            cfg.transport,
+            cfg.open_timeout_s,
+            cfg.stall_s,
+            Clock.WALL,
+            realtime=is_file and cfg.realtime_files,
+            probe_s=cfg.probe_s,
         )
         self._recent: deque[float] = deque(maxlen=50)
-        self.stream_rate: float | None = None
+        self.session = 0
+        self._online_sessions = 0
+        self._announced_stop = 0  # the last session whose end the feed was told
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             source = VideoSource(self.url, self._opts)
             try:
                 params = source.open()
+                self.session += 1
                 self.status.width, self.status.height, self.status.codec = (
                     params.width,
                     params.height,
                     params.codec,
                 )
-                self._read(source)
+                self._read(source, params)
+            except StreamEnded as exc:
+                self._lost(str(exc), ended=self.is_file)
             except SourceError as exc:
-                self._offline(str(exc))
+                self._lost(str(exc))
             except Exception as exc:  # a bug must not kill the camera thread: report it and retry
                 log.exception("camera %s: unexpected failure", self.camera)
-                self._offline(f"internal error: {exc}")
+                self._lost(f"internal error: {exc}")
             finally:
                 source.close()
-            if self._stop.is_set():
-                break
+            if self._halt.is_set() or self.is_file:
+                break  # a file is read once: its end, or a damaged part, does not change by retrying
             delay = self.backoff.next_delay()
             log.info("camera %s: retrying in %.2f s", self.camera, delay)
-            self._stop.wait(delay)
+            self._halt.wait(delay)
 
-    def _read(self, source: VideoSource) -> None:
+    def _read(self, source: VideoSource, params: StreamParams) -> None:
+        """Deliver the stream; its start is announced once its first frames have measured its rate."""
+        declared = float(params.rate) if params.rate else None
+        held: list[Chunk] = []
+
+        def announce() -> None:
+            stamps = [f.pts_s for c in held for f in c.frames]
+            rate = stream_rate(stamps, declared)
+            self.feed.put(StreamStarted(self.session, params, rate, source.announced_frames))
+            for chunk in held:
+                self.feed.put(chunk)
+            held.clear()
+
+        try:
+            self._deliver(source, held, announce)
+        finally:
+            if held:
+                announce()  # a stream shorter than the measurement still delivers what it had
+        self._announce_stop("stopping")  # only reached when asked to stop: a stream ends by raising
+
+    def _deliver(self, source: VideoSource, held: list[Chunk], announce: Callable[[], None]) -> None:
         last_pts_s = None
         last_frame = time.monotonic()
+        announced = False
         for pkt, frames in source.packets():
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
-            if pkt is not None:
-                self.ring.add(pkt)
             now = time.monotonic()
             if frames:
                 last_frame = now
@@ -153,32 +204,53 @@ class CameraCapture(threading.Thread):
                         raise SourceError(f"timestamps jumped by {jump:+.1f} s")
                 if frame.pts_s is not None:
                     last_pts_s = frame.pts_s
-                self._deliver(frame)
+            chunk = Chunk(self.session, pkt, frames)
+            if announced:
+                self.feed.put(chunk)
+            else:
+                held.append(chunk)
+                if sum(len(c.frames) for c in held) >= RATE_FRAMES:
+                    announce()
+                    announced = True
+            if frames:
+                self._delivered(frames)
 
-    def _deliver(self, frame: CapturedFrame) -> None:
-        if self.status.state != "online":
+    def _delivered(self, frames: list[CapturedFrame]) -> None:
+        if self.status.state != CameraState.ONLINE:
             self.backoff.reset()
-            self._set("online", "receiving frames")
-        self.status.frames += 1
-        self._recent.append(frame.t)
+            if self._online_sessions:
+                self._count_reconnect()
+            self._online_sessions += 1
+            self._set(CameraState.ONLINE, "receiving frames")
+        self.status.frames += len(frames)
+        self._recent.extend(f.t for f in frames)
         if len(self._recent) > 1:
             span = self._recent[-1] - self._recent[0]
             self.status.fps = (len(self._recent) - 1) / span if span > 0 else 0.0
-        self.frames.put(frame)
-        self.status.dropped = self.frames.dropped
+        self.status.dropped = self.feed.dropped
 
-    def _offline(self, reason: str) -> None:
+    def _count_reconnect(self) -> None:
         now = time.time()
         self._reconnects.append(now)
         while self._reconnects and self._reconnects[0] < now - 3600:
             self._reconnects.popleft()
         self.status.reconnects_last_hour = len(self._reconnects)
-        self.status.fps = 0.0
-        if self.status.state != "offline" or self.status.reason != reason:
-            log.warning("camera %s (%s) offline: %s", self.camera, redact(self.url), reason)
-            self._set("offline", reason)
 
-    def _set(self, state: str, reason: str) -> None:
+    def _announce_stop(self, reason: str, ended: bool = False) -> None:
+        if self.session and self._announced_stop != self.session:
+            self.feed.put(StreamStopped(self.session, reason, ended))
+            self._announced_stop = self.session
+
+    def _lost(self, reason: str, ended: bool = False) -> None:
+        self._announce_stop(reason, ended)
+        self.status.fps = 0.0
+        state = CameraState.ENDED if ended else CameraState.OFFLINE
+        if self.status.state != state or self.status.reason != reason:
+            if not ended:
+                log.warning("camera %s (%s) offline: %s", self.camera, redact(self.url), reason)
+            self._set(state, reason)
+
+    def _set(self, state: CameraState, reason: str) -> None:
         self.status.state, self.status.reason, self.status.since = state, reason, time.time()
         if self.on_status:
             self.on_status(self.camera, self.status)

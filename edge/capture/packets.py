@@ -6,7 +6,6 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import av
 
@@ -26,11 +25,6 @@ class StreamParams:
     def length_prefixed(self) -> bool:
         """True for H.264/H.265 packets as stored in mp4 (avcC/hvcC), False for Annex B (RTSP, TS)."""
         return bool(self.extradata) and self.extradata[0] == 1
-
-    @property
-    def suffix(self) -> str:
-        """File type that carries these packets as they are: mp4 for length-prefixed, MPEG-TS for Annex B."""
-        return ".mp4" if self.length_prefixed else ".ts"
 
     @classmethod
     def of(cls, stream: av.video.stream.VideoStream) -> StreamParams:
@@ -100,6 +94,11 @@ class PacketRing:
             for _ in range(nxt):
                 self._packets.popleft()
 
+    def clear(self) -> None:
+        """Forget every packet: a new connection's timestamps cannot follow the old ones in one clip."""
+        with self._lock:
+            self._packets.clear()
+
     def since(self, t: float) -> list[tuple[int, KeptPacket]]:
         """Packets from the last keyframe at or before `t` (or the oldest kept) to the newest."""
         with self._lock:
@@ -114,25 +113,3 @@ class PacketRing:
         """Packets newer than sequence number `seq`."""
         with self._lock:
             return [(s, p) for s, p in self._packets if s > seq]
-
-
-def remux(packets: list[KeptPacket], path: Path) -> Path:
-    """Write packets into a file without re-encoding; returns the path with the suffix their format needs."""
-    if not packets:
-        raise ValueError("no packets to write")
-    params = packets[0].params
-    path = path.with_suffix(params.suffix)
-    fmt = "mp4" if params.length_prefixed else "mpegts"
-    with av.open(str(path), "w", format=fmt) as out:
-        stream = out.add_stream(params.codec, rate=params.rate)
-        stream.width, stream.height = params.width, params.height
-        stream.time_base = params.time_base
-        if params.extradata:
-            stream.codec_context.extradata = params.extradata
-        for kept in packets:
-            if kept.params != params:
-                break  # the stream changed mid-clip: the rest would not decode in this file
-            p = kept.to_av()
-            p.stream = stream
-            out.mux(p)
-    return path

@@ -10,6 +10,7 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import av
 import numpy as np
@@ -27,9 +28,12 @@ class StreamEnded(SourceError):
     """The source came to its end: normal for a file, a failure for a camera."""
 
 
+_MAX_LATENESS_S = 3.0  # frames stamped later than this behind their arrival: the camera's clock drifted; re-anchor
+
+
 @dataclass
 class CapturedFrame:
-    """A decoded frame: its luma plane, capture time `t` and the stream's own timestamp."""
+    """A decoded frame: its luma plane, capture time `t` (from the stream's timestamps) and those timestamps."""
 
     luma: np.ndarray
     t: float
@@ -37,14 +41,53 @@ class CapturedFrame:
     pts_s: float | None
 
 
+class Clock(StrEnum):
+    """What a capture time means."""
+
+    WALL = "wall"  # Unix time: live cameras, and files played as cameras
+    STREAM = "stream"  # seconds of stream time: replay
+
+
 @dataclass
 class SourceOptions:
     transport: str = "tcp"
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
-    clock: str = "wall"  # "wall": t is time.time() at capture; "stream": t is the stream's pts in seconds
+    clock: Clock = Clock.WALL
     realtime: bool = False  # pace a file at its frame rate, as a camera would deliver it
+    probe_s: float = 1.0  # how much stream FFmpeg reads before the first frame; more delays and bursts frames
     extra: dict = field(default_factory=dict)
+
+
+class StreamClock:
+    """Capture times from the stream's own timestamps, so frames that arrive in a burst keep their spacing.
+
+    On the wall clock a stream's first frame is taken to be captured when the connection was opened; a frame
+    is never stamped after it arrived, and a camera clock that runs slow is pulled back within _MAX_LATENESS_S.
+    """
+
+    def __init__(self, clock: Clock, opened_at: float):
+        self.clock, self.opened_at = clock, opened_at
+        self.anchor: float | None = None
+        self.last = 0.0
+
+    def t(self, pts_s: float | None, arrival: float) -> float:
+        if pts_s is None:  # no timestamp: arrival on the wall clock, the last known time on stream time
+            self.last = arrival if self.clock is Clock.WALL else self.last
+            return self.last
+        if self.clock is Clock.STREAM:
+            self.last = pts_s
+            return pts_s
+        if self.anchor is None:
+            self.anchor = min(self.opened_at, arrival) - pts_s
+        t = self.anchor + pts_s
+        if t > arrival:
+            self.anchor, t = arrival - pts_s, arrival
+        elif arrival - t > _MAX_LATENESS_S:
+            self.anchor = arrival - _MAX_LATENESS_S - pts_s
+            t = self.anchor + pts_s
+        self.last = t
+        return t
 
 
 def redact(url: str) -> str:
@@ -67,12 +110,16 @@ class VideoSource:
         self.stream = None
         self.params: StreamParams | None = None
         self._reframe: AnnexB | None = None
+        self._opened_at = time.time()
 
     def open(self) -> StreamParams:
         options = dict(self.opts.extra)
         kwargs = {}
+        self._opened_at = time.time()
         if self.url.startswith(("rtsp://", "rtsps://")):
             options.setdefault("rtsp_transport", self.opts.transport)
+            # FFmpeg reads 5 s of stream by default before the first frame, then delivers it in one burst.
+            options.setdefault("analyzeduration", str(round(self.opts.probe_s * 1e6)))
         if self.url.startswith("/dev/video"):
             kwargs["format"] = "v4l2"
         try:
@@ -98,6 +145,11 @@ class VideoSource:
                 pass  # another codec: its packets are kept as they are
         return self.params
 
+    @property
+    def announced_frames(self) -> int | None:
+        """Frames the container says the stream holds (files), or None."""
+        return (self.stream.frames or None) if self.stream is not None else None
+
     def packets(self) -> Iterator[tuple[KeptPacket | None, list[CapturedFrame]]]:
         """Each packet with the frames it decoded to, until the stream ends (SourceError) or fails.
 
@@ -107,25 +159,29 @@ class VideoSource:
         tb = self.stream.time_base
         start = time.monotonic()
         first_pts = None
+        clock = StreamClock(self.opts.clock, self._opened_at)
+        stamped = False  # a frame with a timestamp has been seen
         try:
             for packet in self.container.demux(self.stream):
                 flush = packet.dts is None and packet.pts is None  # end of stream: the decoder gives back the rest
-                now = time.time()
                 frames = []
                 for frame in packet.decode():
                     pts_s = float(frame.pts * tb) if frame.pts is not None else None
+                    if pts_s is None and not stamped and self.opts.clock is Clock.WALL:
+                        continue  # RTSP's first frame may come before timing is known: it cannot be placed in time
+                    stamped = stamped or pts_s is not None
                     if self.opts.realtime and pts_s is not None:
                         first_pts = pts_s if first_pts is None else first_pts
                         delay = (pts_s - first_pts) - (time.monotonic() - start)
                         if delay > 0:
                             time.sleep(delay)
-                        now = time.time()
-                    t = now if self.opts.clock == "wall" else (pts_s or 0.0)
+                    t = clock.t(pts_s, time.time())
                     frames.append(CapturedFrame(luma_plane(frame).copy(), t, frame.pts, pts_s))
                 if flush:
                     yield None, frames
                     continue
-                pkt_t = now if self.opts.clock == "wall" else float((packet.pts or packet.dts or 0) * tb)
+                stamp = packet.dts if packet.dts is not None else packet.pts  # decode order: never reordered
+                pkt_t = clock.t(float(stamp * tb) if stamp is not None else None, time.time())
                 kept = KeptPacket.of(packet, pkt_t, self.params)
                 if self._reframe is not None:
                     kept = replace(kept, data=self._reframe.convert(kept.data, kept.keyframe))

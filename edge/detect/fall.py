@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.config import FallConfig
-from edge.detect.facade import FacadeMap
 from edge.detect.types import Origin, Verdict
+from edge.geometry import FacadeMap
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.config import MotionConfig
 from edge.detect.types import Blob, GlobalEvent, MotionResult
+from edge.geometry import polygons_mask
 
 _SHAKE_WIDTH = 320  # shake is first measured on a copy about this wide: cheap, and within a pixel at full size
 _SMALL_BG_EVERY = 5  # frames between refreshes of that copy of the (slowly changing) background
@@ -22,18 +23,6 @@ _REFINE_CROP, _REFINE_MARGIN = 384, 16  # full-resolution crop that refines the 
 _CELL = 4  # blobs are labelled on a grid of 4x4-pixel cells
 _THRESHOLD_EVERY = 4  # frames between recomputing each pixel's threshold: its noise level moves ~2% a frame
 _COARSE = 2  # the coarse layer averages 2x2 pixels: half the noise of one pixel, for objects 2 px or more
-
-
-def polygons_mask(shape: tuple[int, int], polygons: list[list[tuple[float, float]]]) -> np.ndarray | None:
-    """A uint8 mask (255 inside) of polygons given in 0..1 coordinates, or None when there are none."""
-    if not polygons:
-        return None
-    h, w = shape
-    mask = np.zeros((h, w), np.uint8)
-    for poly in polygons:
-        pts = np.array([[x * w, y * h] for x, y in poly], np.float32).round().astype(np.int32)
-        cv2.fillPoly(mask, [pts], 255)
-    return mask
 
 
 class _Layer:

@@ -8,47 +8,35 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.config import CameraConfig
-from edge.detect.facade import FacadeMap
 from edge.detect.fall import FallDecision
 from edge.detect.motion import MotionPrefilter
 from edge.detect.tracker import Track, Tracker
-from edge.detect.types import FallEvent, Origin, Verdict
+from edge.detect.types import AlertLevel, FallEvent, Origin, UpdateKind, Verdict
+from edge.geometry import CameraGeometry
 
-_LEVELS = {None: 0, "suspected": 1, "confirmed": 2}
+_LEVELS = {None: 0, AlertLevel.SUSPECTED: 1, AlertLevel.CONFIRMED: 2}
 
 
 @dataclass
 class EventUpdate:
     """A change to an event: 'new' when the fall is decided, 'update' on a better verdict, 'end' when gone."""
 
-    kind: str
+    kind: UpdateKind
     event: FallEvent
-
-
-def facade_map(cfg: CameraConfig) -> FacadeMap | None:
-    """The camera's facade calibration as a map, or None."""
-    if cfg.facade is None:
-        return None
-    f = cfg.facade
-    base = FacadeMap.from_points(
-        [p.image for p in f.points], [p.facade for p in f.points], f.floor_height_m, f.ground_floor
-    )
-    top = (f.top_floor - f.ground_floor + 1) * f.floor_height_m if f.top_floor is not None else None
-    return replace(base, top_m=top, extent_m=f.extent_m, margin_m=f.outside_margin_m)
 
 
 class Detector:
     """Runs prefilter, tracker and fall decision over successive luma frames of one camera."""
 
-    def __init__(self, camera: str, cfg: CameraConfig, fps: float, frame_size: tuple[int, int]):
+    def __init__(self, camera: str, cfg: CameraConfig, fps: float, geometry: CameraGeometry):
         self.camera = camera
         self.cfg = cfg
         self.fps = fps
-        self.frame_size = frame_size
-        self.motion = MotionPrefilter(cfg.motion, fps, [p.points for p in cfg.masks.shield])
+        self.frame_size = frame_size = geometry.frame_size
+        self.motion = MotionPrefilter(cfg.motion, fps, geometry.shield)
         self.scale = min(1.0, cfg.motion.max_work_width / frame_size[0])
         work = (round(frame_size[0] * self.scale), round(frame_size[1] * self.scale))
-        full_map = facade_map(cfg)
+        full_map = geometry.facade
         work_map = full_map.scaled(self.scale) if full_map is not None else None
         gravity = None
         if work_map is not None:
@@ -110,11 +98,11 @@ class Detector:
             track.falling = True
             event = self._new_event(track, frame, verdict)
             self._events[track.id] = event
-            return [EventUpdate("new", replace(event))]
+            return [EventUpdate(UpdateKind.NEW, replace(event))]
         self._refresh(event, track, verdict)
         if _LEVELS[verdict.level] > _LEVELS[event.level]:
-            event.level, event.score = verdict.level, verdict.score
-            return [EventUpdate("update", replace(event))]
+            event.level, event.score = AlertLevel(verdict.level), verdict.score
+            return [EventUpdate(UpdateKind.UPDATE, replace(event))]
         return []
 
     def _is_known_fall(self, track: Track) -> bool:
@@ -131,17 +119,17 @@ class Detector:
         verdict = self._verdict(track)
         self._refresh(event, track, verdict)
         if _LEVELS[verdict.level] > _LEVELS[event.level]:
-            event.level = verdict.level
+            event.level = AlertLevel(verdict.level)
         event.score = max(event.score, verdict.score)
         event.ended = True
-        return [EventUpdate("end", replace(event))]
+        return [EventUpdate(UpdateKind.END, replace(event))]
 
     def _new_event(self, track: Track, frame: int, verdict: Verdict) -> FallEvent:
         start = track.points[0][0]
         event = FallEvent(
             id=f"{self.camera}-{start:07d}-{track.id}",
             camera=self.camera,
-            level=verdict.level or "suspected",
+            level=AlertLevel(verdict.level or AlertLevel.SUSPECTED),
             score=verdict.score,
             start_frame=start,
             alert_frame=frame,

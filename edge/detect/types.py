@@ -33,6 +33,21 @@ class GlobalEvent(StrEnum):
         return self in (GlobalEvent.EXPOSURE, GlobalEvent.CHANGE)
 
 
+class AlertLevel(StrEnum):
+    """How sure the fall decision is: suspected alerts a person to look; confirmed is a fall by physics."""
+
+    SUSPECTED = "suspected"
+    CONFIRMED = "confirmed"
+
+
+class UpdateKind(StrEnum):
+    """What changed about an event: decided (new), level raised (update), or the object gone (end)."""
+
+    NEW = "new"
+    UPDATE = "update"
+    END = "end"
+
+
 @dataclass
 class MotionResult:
     """What the prefilter found in one frame."""
@@ -58,7 +73,7 @@ class Origin:
 class Verdict:
     """The physics judgement of one track at one moment."""
 
-    level: str | None  # "suspected", "confirmed" or None
+    level: AlertLevel | None
     score: float
     reasons: list[str] = field(default_factory=list)
     fall_m: float | None = None
@@ -73,7 +88,7 @@ class FallEvent:
 
     id: str
     camera: str
-    level: str
+    level: AlertLevel
     score: float
     start_frame: int
     alert_frame: int
@@ -85,3 +100,24 @@ class FallEvent:
     speed_mps: float | None
     fps: float
     ended: bool = False
+
+    @classmethod
+    def from_record(cls, rec: dict) -> FallEvent:
+        """The event back from its JSON record (events.jsonl, event.json), to draw it again after a restart."""
+        o = rec["origin"]
+        return cls(
+            id=rec["id"],
+            camera=rec["camera"],
+            level=AlertLevel(rec["level"]),
+            score=rec["score"],
+            start_frame=rec["start_frame"],
+            alert_frame=rec["alert_frame"],
+            end_frame=rec["end_frame"],
+            trajectory=[(int(f), float(x), float(y)) for f, x, y in rec["trajectory"]],
+            origin=Origin(o["x"], o["y"], o.get("floor"), o.get("facade_x_m"), o.get("height_m")),
+            fall_m=rec.get("fall_m"),
+            accel_g=rec.get("accel_g"),
+            speed_mps=rec.get("speed_mps"),
+            fps=rec["fps"],
+            ended=rec.get("ended", False),
+        )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 import av
@@ -13,11 +15,11 @@ import cv2
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.capture.packets import KeptPacket, remux
-from edge.detect.facade import FacadeMap
-from edge.detect.motion import polygons_mask
+from edge.capture.packets import KeptPacket
 from edge.detect.types import FallEvent
-from edge.publish.manifest import write_manifest
+from edge.geometry import CameraGeometry, FacadeMap, polygons_mask
+from edge.publish.manifest import MANIFEST, write_manifest
+from edge.publish.original import Made, OriginalClip, OriginalResult, recover_partial
 from edge.video import H264Writer
 
 _RED, _YELLOW, _WHITE, _BLACK = (40, 40, 230), (0, 215, 255), (255, 255, 255), (0, 0, 0)
@@ -71,27 +73,16 @@ def draw_floor_lines(img: np.ndarray, facade: FacadeMap, event: FallEvent) -> No
             _text(img, str(event.origin.floor + k), tuple(np.round(b).astype(int) + (6, 0)), 0.5 * scale)
 
 
-@dataclass
-class EvidenceJob:
-    """An event's evidence being gathered: packets from pre-roll until post-roll after the object is gone."""
+class EvidenceStage(StrEnum):
+    """How far an event's evidence has come."""
 
-    event: FallEvent
-    clip_from_t: float
-    first_t: float
-    packets: list[KeptPacket] = field(default_factory=list)
-    last_seq: int = 0
-    until_t: float | None = None
-    pts_index: dict[int, int] = field(default_factory=dict)
+    ORIGINAL = "original"  # original clip, event and signed manifest on disk: the evidence is safe
+    COMPLETE = "complete"  # annotated clip and still added, manifest signed again
 
-    def take(self, fresh: list[tuple[int, KeptPacket]]) -> None:
-        for seq, pkt in fresh:
-            if seq > self.last_seq:
-                self.packets.append(pkt)
-                self.last_seq = seq
 
-    @property
-    def complete(self) -> bool:
-        return self.until_t is not None and bool(self.packets) and self.packets[-1].t >= self.until_t
+PENDING = ".annotate"  # marker: the annotated clip and still are still to be made (survives a restart)
+FRAMES = "frames.json"  # frame number of each of the original's frames in display order, for the overlay
+EVENT = "event.json"
 
 
 @dataclass
@@ -99,91 +90,184 @@ class EvidenceFiles:
     """What was written for one event, relative to its folder."""
 
     folder: Path
+    stage: EvidenceStage
     original: str
     annotated: str | None
     still: str | None
     manifest: str
+    note: str | None = None  # why the clip is shorter than asked, when it is
 
 
-def write_evidence(
+@dataclass
+class EvidenceJob:
+    """An event's evidence being gathered: packets from pre-roll until post-roll after the object is gone."""
+
+    event: FallEvent
+    folder: Path
+    session: int
+    clip_from_t: float
+    first_t: float
+    original: OriginalClip | None = None
+    until_t: float | None = None
+    last_t: float | None = None
+    frame_pts: list[int] = field(default_factory=list)
+
+    def add(self, pkt: KeptPacket) -> None:
+        """Append the next packet of the stream (the clip is written to disk as it grows)."""
+        if self.until_t is not None and self.last_t is not None and pkt.t > self.until_t:
+            return  # past the post-roll: the clip is complete
+        if self.original is None:
+            if not pkt.keyframe:
+                return  # a clip starts at a keyframe
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.original = OriginalClip(self.folder, pkt.params)
+        if self.original.append(pkt):
+            self.last_t = pkt.t
+            if pkt.pts is not None:
+                self.frame_pts.append(pkt.pts)
+
+    @property
+    def complete(self) -> bool:
+        return self.until_t is not None and self.last_t is not None and self.last_t >= self.until_t
+
+
+def save_original(
     job: EvidenceJob,
+    record: dict,
+    info: dict,
+    signer: Ed25519PrivateKey,
+    pts_index: dict[int, tuple[int, float]],
+    note: str | None = None,
+) -> EvidenceFiles:
+    """Close the original clip and sign it with the event: the evidence that must never be lost."""
+    folder = job.folder
+    written = job.original.close()
+    size = [job.original.params.width, job.original.params.height]
+    record = {**record, "evidence": {"original": written.name, "manifest": MANIFEST, "frame_size": size}}
+    if note:
+        record["evidence"]["note"] = note
+    write_json(folder / EVENT, record)
+    frames = [pts_index.get(p, (None, None)) for p in sorted(job.frame_pts)]
+    write_json(folder / FRAMES, {"frames": [list(f) for f in frames]})
+    times = {"first_seen_t": job.first_t, "clip_from_t": written.first_t, "clip_to_t": written.last_t}
+    extra = {"original_made_by": str(written.made), **({"note": note} if note else {})}
+    (folder / PENDING).touch()
+    manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, **times, **extra}, signer)
+    return EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, note)
+
+
+RECOVERED = "the node stopped abruptly while recording; the clip ends where its writing stopped"
+
+
+def recover_interrupted(
+    events_dir: Path, signer: Ed25519PrivateKey, info_for: Callable[[str], dict]
+) -> list[tuple[dict, EvidenceFiles]]:
+    """Sign what a crash left: every event folder with a partial original and no manifest; returns them."""
+    done = []
+    if not events_dir.is_dir():
+        return done
+    for folder in sorted(p for p in events_dir.iterdir() if p.is_dir()):
+        if (folder / MANIFEST).exists() or not (folder / EVENT).exists():
+            continue
+        written = recover_partial(folder) or _finished_unsigned(folder)
+        if written is None:
+            continue
+        record = json.loads((folder / EVENT).read_text())
+        record["evidence"] = {"original": written.name, "manifest": MANIFEST, "note": RECOVERED}
+        write_json(folder / EVENT, record)
+        write_json(folder / FRAMES, {"frames": []})
+        times = {"clip_from_t": written.first_t, "clip_to_t": written.last_t}
+        info = {**info_for(record.get("camera", "")), **times, "original_made_by": str(written.made)}
+        (folder / PENDING).touch()
+        manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, "note": RECOVERED}, signer)
+        files = EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, RECOVERED)
+        done.append(({k: v for k, v in record.items() if k != "evidence"}, files))
+    return done
+
+
+def _finished_unsigned(folder: Path) -> OriginalResult | None:
+    """An original closed just before a crash, whose manifest was never written (how it was made is lost)."""
+    done = sorted(folder.glob("original.*"))
+    if not done:
+        return None
+    return OriginalResult(done[0].name, Made.UNKNOWN, "", "", 0, 0, None, None, recovered=True)
+
+
+def annotate(
     folder: Path,
     caption: str,
-    privacy: list,
-    facade: FacadeMap | None,
+    geometry: CameraGeometry | None,
     signer: Ed25519PrivateKey,
-    info: dict,
-    record: dict,
-) -> EvidenceFiles:
-    """Write the original (remuxed, never re-encoded), the annotated clip, the still, the event and a manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    packets = _until(job.packets, job.until_t)
-    original = _write_once(folder, lambda tmp: remux(packets, tmp))
-    annotated, still = _annotate(packets, job, folder, caption, privacy, facade)
-    record = {
-        **record,
-        "evidence": {
-            "original": original.name,
-            "annotated": annotated,
-            "still": still,
-            "manifest": "manifest.json",
-        },
-    }
-    (folder / "event.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    names = [original.name] + [n for n in (annotated, still) if n] + ["event.json"]
-    times = {"first_seen_t": job.first_t, "clip_from_t": packets[0].t, "clip_to_t": packets[-1].t}
-    manifest = write_manifest(folder, names, {**info, **times}, signer)
-    return EvidenceFiles(folder, original.name, annotated, still, manifest.name)
+    stop: Callable[[], bool] = lambda: False,
+) -> EvidenceFiles | None:
+    """Add the annotated clip and the still to saved evidence, and sign again; None if `stop` cut it short."""
+    record = json.loads((folder / EVENT).read_text())
+    event = FallEvent.from_record(record)
+    original = record["evidence"]["original"]
+    frames = json.loads((folder / FRAMES).read_text())["frames"]
+    body = json.loads((folder / MANIFEST).read_text())["manifest"]
+    privacy = geometry.privacy if geometry is not None else []
+    facade = geometry.facade if geometry is not None else None
+    annotated, still = _annotate(folder / original, frames, event, folder, caption, privacy, facade, stop)
+    if stop():
+        return None
+    info = {k: v for k, v in body.items() if k not in _MANIFEST_OWN}
+    record["evidence"].update(annotated=annotated, still=still)
+    write_json(folder / EVENT, record)
+    names = [original, EVENT, FRAMES] + [n for n in (annotated, still) if n]
+    manifest = write_manifest(folder, names, info, signer)
+    (folder / PENDING).unlink(missing_ok=True)
+    note = record["evidence"].get("note")
+    return EvidenceFiles(folder, EvidenceStage.COMPLETE, original, annotated, still, manifest.name, note)
 
 
-def _until(packets: list[KeptPacket], until_t: float | None) -> list[KeptPacket]:
-    """Packets in decode order up to the first one stamped after `until_t` (the end of the post-roll)."""
-    if until_t is None:
-        return packets
-    cut = next((i for i, p in enumerate(packets) if i > 0 and p.t > until_t), len(packets))
-    return packets[:cut]
+_MANIFEST_OWN = {"v", "files", "signed_utc", "key_id", "public_key"}  # written by write_manifest itself
 
 
-def _write_once(folder: Path, write) -> Path:
-    """Write through a temporary name, then make the file read-only: originals are never modified."""
-    tmp = write(folder / ".original-partial")
-    final = folder / f"original{tmp.suffix}"
-    os.replace(tmp, final)
-    final.chmod(0o444)
-    return final
+def write_json(path: Path, obj: dict) -> None:
+    """Replace a small JSON file atomically: a crash leaves the old one or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def _annotate(
-    packets: list[KeptPacket],
-    job: EvidenceJob,
+    original: Path,
+    frames: list[list],
+    event: FallEvent,
     folder: Path,
     caption: str,
     privacy: list,
     facade: FacadeMap | None,
+    stop: Callable[[], bool],
 ) -> tuple[str | None, str | None]:
-    params = packets[0].params
-    codec = av.CodecContext.create(params.codec, "r")
-    if params.extradata:
-        codec.extradata = params.extradata
-    event, fps = job.event, job.event.fps
-    writer, still = None, None
-    index = None
+    writer, still, k = None, None, 0
+    tmp = folder / ".annotated-partial.mp4"
     try:
-        for kept, frame in _decoded(codec, packets, params):
-            index = job.pts_index.get(frame.pts, None if index is None else index + 1)
-            img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
-            if still is None and index is not None and index >= event.start_frame:
-                still = img.copy()
-            if writer is None:
-                writer = H264Writer(folder / "annotated.mp4", img.shape[1], img.shape[0], fps, crf=23)
-            label = f"frame {index}" if index is not None else ""
-            draw_event(img, event, index, f"{caption}  {iso_short(kept.t)}  {label}")
-            writer.write(img)
+        with av.open(str(original)) as clip:
+            stream = clip.streams.video[0]
+            for k, frame in enumerate(_frames(clip, stream)):
+                if stop():
+                    return None, None
+                index, t = frames[k] if k < len(frames) else (None, None)
+                img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
+                unknown = not frames  # recovered after a crash: which frame is which was not saved
+                if still is None and (unknown or index is not None and index >= event.start_frame):
+                    still = img.copy()
+                if writer is None:
+                    writer = H264Writer(tmp, img.shape[1], img.shape[0], event.fps, crf=ANNOTATED_CRF)
+                label = f"frame {index}" if index is not None else ""
+                stamp = iso_short(t) if t is not None else ""
+                draw_event(img, event, index, f"{caption}  {stamp}  {label}")
+                writer.write(img)
     finally:
         if writer is not None:
             writer.close()
+    if writer is None:
+        return None, None
+    os.replace(tmp, folder / "annotated.mp4")
     if still is None:
-        return ("annotated.mp4" if writer else None), None
+        return "annotated.mp4", None
     if facade is not None:
         draw_floor_lines(still, facade, event)
     draw_event(still, event, None, caption)
@@ -191,23 +275,16 @@ def _annotate(
     return "annotated.mp4", "still.jpg"
 
 
-def _decoded(codec, packets: list[KeptPacket], params):
-    """(packet, frame) pairs in display order, the decoder flushed at the end."""
-    kept = packets[0]
-    for kept in packets:
-        if kept.params != params:
-            break
+ANNOTATED_CRF = 26  # a clip to look at on a phone, not the evidence itself (that is the original)
+
+
+def _frames(clip, stream):
+    """Every decodable frame of a clip; damaged packets are skipped (the original keeps them)."""
+    for packet in clip.demux(stream):
         try:
-            frames = codec.decode(kept.to_av())
+            yield from packet.decode()
         except av.error.FFmpegError:
-            continue  # a damaged packet: the original keeps it, the annotated copy skips it
-        for frame in frames:
-            yield kept, frame
-    try:
-        for frame in codec.decode(None):
-            yield kept, frame
-    except av.error.FFmpegError:
-        return
+            continue
 
 
 def iso_short(t: float) -> str:

@@ -1,12 +1,22 @@
-"""Image pixels <-> metres on the facade plane, and the floor a height belongs to."""
+"""A camera's geometry at the frame size it sends: image pixels <-> facade metres, floors, and the masks.
+
+Built once per camera and frame size; detection and evidence both take it from here, so a calibration is
+fitted once and a resolution change rescales it in one place.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.config import CameraConfig
+
+_ASPECT_TOLERANCE = 0.01  # a calibration scales to a frame of the same shape; beyond 1% it is another view
 
 
 @dataclass(frozen=True)
@@ -78,3 +88,61 @@ def _collinear(pts: np.ndarray) -> bool:
     centred = pts - pts.mean(axis=0)
     sv = np.linalg.svd(centred, compute_uv=False)
     return sv[1] < 1e-6 * max(sv[0], 1e-9)
+
+
+Polygon = list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class CameraGeometry:
+    """The facade map at this frame size (None when uncalibrated or unusable) and the masks (0..1 polygons)."""
+
+    frame_size: tuple[int, int]
+    facade: FacadeMap | None
+    shield: list[Polygon] = field(default_factory=list)
+    privacy: list[Polygon] = field(default_factory=list)
+    problem: str | None = None  # why a calibration that exists cannot be used at this frame size
+
+    @classmethod
+    def build(
+        cls, cfg: CameraConfig, frame_size: tuple[int, int], measured_at: tuple[int, int] | None = None
+    ) -> CameraGeometry:
+        """The geometry for frames of `frame_size`; the calibration is scaled from the size it was measured at.
+
+        That size is the facade's `image_size` or, when the config does not say, `measured_at` (the first
+        frame size the camera sent).
+        """
+        shield = [p.points for p in cfg.masks.shield]
+        privacy = [p.points for p in cfg.masks.privacy]
+        if cfg.facade is None:
+            return cls(frame_size, None, shield, privacy)
+        f = cfg.facade
+        source = f.image_size or measured_at or frame_size
+        sx, sy = frame_size[0] / source[0], frame_size[1] / source[1]
+        if abs(sx / sy - 1.0) > _ASPECT_TOLERANCE:
+            problem = (
+                f"the facade calibration was measured on {source[0]}x{source[1]} images and the camera now sends "
+                f"{frame_size[0]}x{frame_size[1]}, another shape: no floors until it is calibrated again"
+            )
+            return cls(frame_size, None, shield, privacy, problem)
+        base = FacadeMap.from_points(
+            [(x * sx, y * sy) for x, y in (p.image for p in f.points)],
+            [p.facade for p in f.points],
+            f.floor_height_m,
+            f.ground_floor,
+        )
+        top = (f.top_floor - f.ground_floor + 1) * f.floor_height_m if f.top_floor is not None else None
+        facade = replace(base, top_m=top, extent_m=f.extent_m, margin_m=f.outside_margin_m)
+        return cls(frame_size, facade, shield, privacy)
+
+
+def polygons_mask(shape: tuple[int, int], polygons: list[Polygon]) -> np.ndarray | None:
+    """A uint8 mask (255 inside) of polygons given in 0..1 coordinates, or None when there are none."""
+    if not polygons:
+        return None
+    h, w = shape
+    mask = np.zeros((h, w), np.uint8)
+    for poly in polygons:
+        pts = np.array([[x * w, y * h] for x, y in poly], np.float32).round().astype(np.int32)
+        cv2.fillPoly(mask, [pts], 255)
+    return mask
