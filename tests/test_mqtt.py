@@ -19,6 +19,7 @@ from support.servers import wait_for
 from edge.config import parse_config
 from edge.listen import Listener
 from edge.node import Node
+from edge.publish.mqtt import EventType
 
 from conftest import REPO, loop_clip, sim_facade
 
@@ -182,6 +183,11 @@ def test_wrong_password_is_refused(broker):
 def test_a_client_without_tls_is_refused(broker):
     _, rc = _connect(broker, "garden-a", "pw-a", tls=False)
     assert rc is None or isinstance(rc, Exception) or getattr(rc, "is_failure", True)
+
+
+def test_event_types_are_the_schema_values():
+    enum = json.loads((REPO / "docs" / "schemas" / "event.schema.json").read_text())["properties"]["type"]["enum"]
+    assert [t.value for t in EventType] == enum
 
 
 def test_a_node_cannot_publish_under_another_nodes_prefix(broker, center):

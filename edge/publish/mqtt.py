@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -28,10 +29,20 @@ import paho.mqtt.client as mqtt
 from edge.config import EdgeConfig, MqttConfig
 from edge.publish.evidence import EvidenceFiles
 from edge.publish.manifest import iso
-from edge.publish.outbox import Outbox
+from edge.publish.outbox import Kind, Outbox
 
 log = logging.getLogger(__name__)
 CHUNK_MAGIC = b"EDGECHUNK1\n"  # a chunk is: magic, one JSON header line, then the bytes
+
+
+class EventType(StrEnum):
+    """The `type` of a message on `events` (docs/schemas/event.schema.json); the values are the wire format."""
+
+    NEW = "new"  # the fall is decided: the alert
+    UPDATE = "update"  # its level was raised
+    END = "end"  # the object is gone
+    CLIP_READY = "clip_ready"  # snapshot and annotated clip were queued
+    ORIGINAL_READY = "original_ready"  # the original clip was queued, on request
 
 
 class Topics:
@@ -148,14 +159,15 @@ class MqttPublisher:
 
     # -- what the node reports -----------------------------------------------------------------------------
     def on_update(self, kind: str, record: dict) -> None:
+        kind = EventType(kind)  # new | update | end; anything else would break the event schema
         payload = self._event_payload(kind, record)
-        self.outbox.put("alert" if kind == "new" else "event", self.topics.events, payload)
+        self.outbox.put(Kind.ALERT if kind == EventType.NEW else Kind.EVENT, self.topics.events, payload)
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
         eid = record["id"]
         if files.still:
             still = (files.folder / files.still).read_bytes()
-            self.outbox.put("snapshot", self.topics.files(eid, "snapshot"), still)
+            self.outbox.put(Kind.SNAPSHOT, self.topics.files(eid, "snapshot"), still)
         clip_bytes = clip_sha = None
         if files.annotated:
             clip_bytes, clip_sha = self._send_file(eid, "clip", files.folder / files.annotated)
@@ -165,15 +177,15 @@ class MqttPublisher:
             "original_bytes": (files.folder / files.original).stat().st_size,
             "snapshot_bytes": (files.folder / files.still).stat().st_size if files.still else None,
         }
-        self.outbox.put("event", self.topics.events, self._event_payload("clip_ready", record, extra))
+        self.outbox.put(Kind.EVENT, self.topics.events, self._event_payload(EventType.CLIP_READY, record, extra))
 
     def on_status(self, camera: str, status) -> None:
         body = json.dumps({"v": 1, "camera": camera, **status.to_dict()}).encode()
         topic = self.topics.status(camera)
-        self.outbox.put("status", topic, body, retain=True, coalesce_key=topic)
+        self.outbox.put(Kind.STATUS, topic, body, retain=True, coalesce_key=topic)
 
     def publish_stats(self, stats: dict) -> None:
-        self.outbox.put("stats", self.topics.stats, json.dumps(stats).encode(), coalesce_key="stats")
+        self.outbox.put(Kind.STATS, self.topics.stats, json.dumps(stats).encode(), coalesce_key="stats")
 
     def send_original(self, event_id: str) -> bool:
         """Queue the original evidence clip of an event; False when there is no such event here."""
@@ -184,11 +196,11 @@ class MqttPublisher:
         size, digest = self._send_file(event_id, "original", originals[0])
         rec = {"id": event_id, "node": self.node}
         extra = {"original_bytes": size, "original_sha256": digest}
-        self.outbox.put("event", self.topics.events, self._event_payload("original_ready", rec, extra))
+        self.outbox.put(Kind.EVENT, self.topics.events, self._event_payload(EventType.ORIGINAL_READY, rec, extra))
         return True
 
     # -- internals -----------------------------------------------------------------------------------------
-    def _event_payload(self, kind: str, record: dict, extra: dict | None = None) -> bytes:
+    def _event_payload(self, kind: EventType, record: dict, extra: dict | None = None) -> bytes:
         body = {
             **record,
             "v": 1,
@@ -211,7 +223,7 @@ class MqttPublisher:
         digest = hashlib.sha256(data).hexdigest()
         header = {"event": event_id, "node": self.node, "file": name}
         for payload in chunk_payloads(data, header, self.cfg.chunk_kib * 1024, digest):
-            self.outbox.put("chunk", self.topics.files(event_id, name), payload)
+            self.outbox.put(Kind.CHUNK, self.topics.files(event_id, name), payload)
         return len(data), digest
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -273,7 +285,7 @@ class MqttPublisher:
 
     def publish_detect_state(self, camera: str, on: bool) -> None:
         topic = self.topics.detect_state(camera)
-        self.outbox.put("command", topic, b"ON" if on else b"OFF", retain=True, coalesce_key=topic)
+        self.outbox.put(Kind.COMMAND, topic, b"ON" if on else b"OFF", retain=True, coalesce_key=topic)
 
     def _send_loop(self) -> None:
         interval = 1.0 / self.cfg.drain_rate_per_s
