@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import ssl
 import threading
 import time
@@ -86,8 +87,53 @@ def make_client(
         client.username_pw_set(cfg.username, cfg.secret())
     if will:
         client.will_set(will[0], will[1], qos=1, retain=True)
-    client.reconnect_delay_set(1, max(1, round(cfg.reconnect_max_s)))
+    # Without jitter; a Reconnect attached to the client replaces this with the jittered schedule.
+    client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
     return client
+
+
+class Backoff:
+    """Reconnect delays: the first within `first` s, doubling up to `cap`, each drawn from the upper half of
+    its step (jitter: nodes that lost the same broker do not all come back in the same instant)."""
+
+    def __init__(self, first: float, cap: float, rng: random.Random | None = None):
+        self.first, self.cap = first, cap
+        self.rng = rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        base = min(self.cap, self.first * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return base * self.rng.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Reconnect:
+    """Paces paho's own reconnect loop (the loop_start thread) with a jittered Backoff.
+
+    paho waits before each reconnect attempt, and reconnect_delay_set starts its schedule afresh at min_delay.
+    So just before every attempt (on_pre_connect) min and max are both set to the next jittered delay: the wait
+    should this attempt fail, or this connection later drop. Call `connected()` from on_connect on success:
+    the schedule starts again from `mqtt.reconnect_min_s`. paho's threading is left exactly as it is.
+    """
+
+    def __init__(self, client: mqtt.Client, cfg: MqttConfig, rng: random.Random | None = None):
+        self.client = client
+        self.backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, rng)
+        client.on_pre_connect = self._before_attempt
+
+    def connected(self) -> None:
+        self.backoff.reset()
+        self._arm()
+
+    def _before_attempt(self, client, userdata) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
+        delay = self.backoff.next_delay()
+        self.client.reconnect_delay_set(delay, delay)
 
 
 def chunk_payloads(data: bytes, header: dict, chunk_bytes: int, digest: str | None = None) -> list[bytes]:
@@ -127,6 +173,7 @@ class MqttPublisher:
         self.storage = storage
         self.on_detect_set = on_detect_set
         self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
+        self.reconnect = Reconnect(self.client, self.cfg)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -231,6 +278,7 @@ class MqttPublisher:
             self.last_error = f"broker refused: {reason_code}"
             log.warning("MQTT %s:%s %s", self.cfg.host, self.cfg.port, self.last_error)
             return
+        self.reconnect.connected()
         self.last_error = None
         client.publish(self.topics.available, b"online", qos=1, retain=True)
         self.commands_ready.clear()
