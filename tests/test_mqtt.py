@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jsonschema
@@ -109,22 +110,42 @@ def _watch(broker, topic) -> dict:
     return got
 
 
-def _connect(broker, user, password, tls=True) -> tuple[mqtt.Client, object]:
-    result = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}")
+def _connect(broker, user, password, tls=True, timeout=5.0) -> tuple[str, object]:
+    """How one connection attempt ended, so a refusal is never mistaken for a timeout:
+    ("accepted", reason) or ("refused", reason) from the broker's CONNACK, ("closed", reason) when the broker
+    hung up before any CONNACK, ("error", exception) when connect() itself failed, ("timeout", None)."""
+    outcome: dict = {}
+    done = threading.Event()
+
+    def on_connect(c, u, flags, rc, props=None):
+        outcome.setdefault("end", ("refused" if rc.is_failure else "accepted", rc))
+        done.set()
+
+    def on_disconnect(c, u, flags, rc, props=None):
+        outcome.setdefault("end", ("closed", rc))
+        done.set()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{user}-{time.monotonic_ns()}",
+        reconnect_on_failure=False,
+    )
     if tls:
         client.tls_set(ca_certs=str(broker.ca))
     client.username_pw_set(user, password)
-    client.on_connect = lambda c, u, f, rc, p=None: result.setdefault("rc", rc)
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect("127.0.0.1", broker.port, keepalive=5)
     except (OSError, ValueError) as exc:
-        return client, exc
+        return "error", exc
     client.loop_start()
-    wait_for(lambda: "rc" in result, 5)
-    client.loop_stop()
-    client.disconnect()
-    return client, result.get("rc")
+    try:
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return outcome.get("end", ("timeout", None))
 
 
 def _new_ids(listener):
@@ -177,13 +198,16 @@ def test_the_original_clip_is_sent_on_request(tmp_path, broker, center, long_cli
 
 
 def test_wrong_password_is_refused(broker):
-    _, rc = _connect(broker, "garden-a", "wrong")
-    assert rc is not None and getattr(rc, "is_failure", False)
+    assert _connect(broker, "garden-a", "pw-a")[0] == "accepted"  # control: the right password gets in
+    outcome, reason = _connect(broker, "garden-a", "wrong")
+    assert outcome == "refused", (outcome, reason)
 
 
 def test_a_client_without_tls_is_refused(broker):
-    _, rc = _connect(broker, "garden-a", "pw-a", tls=False)
-    assert rc is None or isinstance(rc, Exception) or getattr(rc, "is_failure", True)
+    assert _connect(broker, "garden-a", "pw-a", tls=True)[0] == "accepted"  # control: the same client with TLS
+    outcome, reason = _connect(broker, "garden-a", "pw-a", tls=False)
+    # The TLS listener hangs up on a plain-text CONNECT at once: no CONNACK, and not a silent timeout either.
+    assert outcome == "closed", (outcome, reason)
 
 
 def test_the_reconnect_backoff_starts_fast_is_capped_and_jittered():
