@@ -83,7 +83,15 @@ class MqttConfig(Strict):
     )
     tls: TlsConfig | None = Field(None, description="TLS to the broker; strongly advised off the LAN.")
     keepalive_s: int = Field(30, ge=5, le=600, description="The broker declares the node dead after 1.5x this.")
-    reconnect_max_s: float = Field(30.0, ge=1.0, le=3600.0, description="Longest wait between reconnect attempts.")
+    reconnect_min_s: float = Field(
+        0.5, gt=0.0, le=60.0, description="First retry after losing the broker (then doubling, with jitter)."
+    )
+    reconnect_max_s: float = Field(
+        3.0,
+        gt=0.0,
+        le=3600.0,
+        description="Longest wait between reconnect attempts: an alert waits for the reconnect, so a few seconds.",
+    )
     max_inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages sent but not yet acknowledged.")
     drain_rate_per_s: float = Field(
         50.0, gt=0.0, le=10000.0, description="Messages per second when sending a backlog (alerts jump it)."
@@ -100,6 +108,14 @@ class MqttConfig(Strict):
     def _one_password(self) -> MqttConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give password or password_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) exceeds reconnect_max_s ({self.reconnect_max_s})"
+            )
         return self
 
     def secret(self) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edge.config import EdgeConfig
 from edge.events import announcement
-from edge.publish.mqtt import make_client, parse_chunk
+from edge.publish.mqtt import Reconnect, make_client, parse_chunk
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Listener:
         self.lock = threading.Lock()
         # A fixed id and a persistent session: the broker keeps messages for us while we are away.
         self.client = make_client(self.cfg, client_id or f"edge-listen-{config.node.id}", clean_session=False)
+        self.reconnect = Reconnect(self.client, self.cfg)  # alerts wait while the center is away too
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
@@ -59,6 +60,7 @@ class Listener:
         if reason_code.is_failure:
             log.warning("broker refused the listener: %s", reason_code)
             return
+        self.reconnect.connected()
         p = self.prefix
         for topic in (
             f"{p}/+/available",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jsonschema
@@ -16,9 +18,11 @@ import yaml
 from support.broker import Broker
 from support.servers import wait_for
 
-from edge.config import parse_config
+from edge.config import MqttConfig, parse_config
 from edge.listen import Listener
 from edge.node import Node
+from edge.publish.mqtt import Backoff, EventType, MqttPublisher, Reconnect
+from edge.publish.outbox import Outbox
 
 from conftest import REPO, loop_clip, sim_facade
 
@@ -56,7 +60,6 @@ def _config(tmp_path, broker, user, source=None, facade=None, name="cfg.yaml", *
             "username": user,
             "password": "${EDGE_TEST_PW}",
             "tls": {"ca_file": str(broker.ca)},
-            "reconnect_max_s": 2,
             **mqtt_extra,
         },
         "cameras": {
@@ -107,22 +110,42 @@ def _watch(broker, topic) -> dict:
     return got
 
 
-def _connect(broker, user, password, tls=True) -> tuple[mqtt.Client, object]:
-    result = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}")
+def _connect(broker, user, password, tls=True, timeout=5.0) -> tuple[str, object]:
+    """How one connection attempt ended, so a refusal is never mistaken for a timeout:
+    ("accepted", reason) or ("refused", reason) from the broker's CONNACK, ("closed", reason) when the broker
+    hung up before any CONNACK, ("error", exception) when connect() itself failed, ("timeout", None)."""
+    outcome: dict = {}
+    done = threading.Event()
+
+    def on_connect(c, u, flags, rc, props=None):
+        outcome.setdefault("end", ("refused" if rc.is_failure else "accepted", rc))
+        done.set()
+
+    def on_disconnect(c, u, flags, rc, props=None):
+        outcome.setdefault("end", ("closed", rc))
+        done.set()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{user}-{time.monotonic_ns()}",
+        reconnect_on_failure=False,
+    )
     if tls:
         client.tls_set(ca_certs=str(broker.ca))
     client.username_pw_set(user, password)
-    client.on_connect = lambda c, u, f, rc, p=None: result.setdefault("rc", rc)
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect("127.0.0.1", broker.port, keepalive=5)
     except (OSError, ValueError) as exc:
-        return client, exc
+        return "error", exc
     client.loop_start()
-    wait_for(lambda: "rc" in result, 5)
-    client.loop_stop()
-    client.disconnect()
-    return client, result.get("rc")
+    try:
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return outcome.get("end", ("timeout", None))
 
 
 def _new_ids(listener):
@@ -175,13 +198,60 @@ def test_the_original_clip_is_sent_on_request(tmp_path, broker, center, long_cli
 
 
 def test_wrong_password_is_refused(broker):
-    _, rc = _connect(broker, "garden-a", "wrong")
-    assert rc is not None and getattr(rc, "is_failure", False)
+    assert _connect(broker, "garden-a", "pw-a")[0] == "accepted"  # control: the right password gets in
+    outcome, reason = _connect(broker, "garden-a", "wrong")
+    assert outcome == "refused", (outcome, reason)
 
 
 def test_a_client_without_tls_is_refused(broker):
-    _, rc = _connect(broker, "garden-a", "pw-a", tls=False)
-    assert rc is None or isinstance(rc, Exception) or getattr(rc, "is_failure", True)
+    assert _connect(broker, "garden-a", "pw-a", tls=True)[0] == "accepted"  # control: the same client with TLS
+    outcome, reason = _connect(broker, "garden-a", "pw-a", tls=False)
+    # The TLS listener hangs up on a plain-text CONNECT at once: no CONNACK, and not a silent timeout either.
+    assert outcome == "closed", (outcome, reason)
+
+
+def test_the_reconnect_backoff_starts_fast_is_capped_and_jittered():
+    first, cap = 0.5, 3.0
+    b = Backoff(first, cap, random.Random(1))
+    schedule = [b.next_delay() for _ in range(12)]
+    assert first / 2 <= schedule[0] <= first
+    assert all(d <= cap for d in schedule) and all(d >= cap / 2 for d in schedule[4:])  # 0.5, 1, 2, then 3 s
+    b.reset()
+    assert b.next_delay() <= first  # a success starts the schedule again
+    # 100 nodes losing the broker together: at the cap their retries spread over half of it, not in lockstep.
+    at_cap = []
+    for seed in range(100):
+        node = Backoff(first, cap, random.Random(seed))
+        at_cap.append([node.next_delay() for _ in range(6)][-1])
+    assert max(at_cap) - min(at_cap) > 0.4 * cap
+    assert len({round(d, 2) for d in at_cap}) > 50
+
+
+def test_event_types_are_the_schema_values():
+    enum = json.loads((REPO / "docs" / "schemas" / "event.schema.json").read_text())["properties"]["type"]["enum"]
+    assert [t.value for t in EventType] == enum
+
+
+class _PahoStub:
+    def __init__(self):
+        self.delays: list[tuple[float, float]] = []
+        self.on_pre_connect = None
+
+    def reconnect_delay_set(self, min_delay, max_delay):
+        self.delays.append((min_delay, max_delay))
+
+
+def test_paho_is_paced_by_the_jittered_schedule_and_a_success_resets_it():
+    client = _PahoStub()
+    cfg = MqttConfig()
+    r = Reconnect(client, cfg, random.Random(3))
+    for _ in range(8):  # eight failed attempts: each sets the wait before the next one
+        client.on_pre_connect(client, None)
+    waits = [lo for lo, hi in client.delays]
+    assert all(lo == hi for lo, hi in client.delays)  # paho's own doubling is out of the way
+    assert waits[0] <= cfg.reconnect_min_s and max(waits) <= cfg.reconnect_max_s <= 5
+    r.connected()
+    assert client.delays[-1][0] <= cfg.reconnect_min_s  # the next outage is retried fast again
 
 
 def test_a_node_cannot_publish_under_another_nodes_prefix(broker, center):
@@ -235,6 +305,36 @@ def test_three_throws_during_a_60_s_broker_outage_all_arrive_once(tmp_path, brok
         assert len(pairs) == len(set(pairs))  # none twice at the receiver
     finally:
         node.stop()
+
+
+def _alert(event_id: str) -> dict:
+    origin = {"x": 320.0, "y": 40.0, "floor": 12, "facade_x_m": 8.0}
+    return {"id": event_id, "camera": "cam", "level": "suspected", "score": 0.9, "alert_s": 1.0, "origin": origin}
+
+
+def test_an_alert_queued_during_a_20_s_outage_arrives_within_seconds_of_the_broker_returning(
+    tmp_path, broker, center
+):
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")  # the shipped reconnect settings
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+    publisher.start()
+    try:
+        assert publisher.connected.wait(10)
+        broker.stop()
+        assert wait_for(lambda: not publisher.connected.is_set(), 5)
+        time.sleep(2)
+        publisher.on_update("new", _alert("during-outage"))
+        time.sleep(18)  # 20 s away in all: the old backoff (1, 2, 4, 8, 16 s) next tried 11 s after it returned
+        broker.start()
+        back = time.monotonic()
+        assert wait_for(lambda: "during-outage" in _new_ids(center), 30, step=0.05), center.events
+        delay = time.monotonic() - back
+        print(f"alert arrived {delay:.2f} s after the broker was back")
+        assert delay <= 5.0, f"alert arrived {delay:.1f} s after the broker was back"
+    finally:
+        publisher.stop()
+        outbox.close()
 
 
 def _run_node(cfg_path, password):

@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+import sqlite3
 
 import jsonschema
+import pytest
 
 from edge.publish.mqtt import chunk_payloads, parse_chunk
-from edge.publish.outbox import Outbox
+from edge.publish.outbox import Kind, Outbox
 
 from conftest import REPO
 
@@ -64,3 +66,33 @@ def test_chunks_reassemble_to_the_file_and_match_their_schema():
         jsonschema.validate(head, schema)
     assert b"".join(d for _, d in sorted(parts, key=lambda p: p[0]["index"])) == data
     assert parts[0][0]["sha256"] == hashlib.sha256(data).hexdigest() and parts[0][0]["count"] == 4
+
+
+def test_kinds_keep_the_stored_values_so_old_outboxes_still_drain(tmp_path):
+    assert [k.value for k in Kind] == ["alert", "event", "command", "status", "stats", "snapshot", "chunk"]
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    box.put(Kind.CHUNK, "t/clip", b"c")
+    box.put("alert", "t/events", b"a")  # a plain string is still accepted
+    box.close()
+    db = sqlite3.connect(tmp_path / "o.sqlite")
+    assert db.execute("SELECT kind FROM outbox ORDER BY seq").fetchall() == [("chunk",), ("alert",)]
+    # Rows as another version left them: one it knows, one it does not (after a rollback, say).
+    with db:
+        for kind, priority in (("event", 1), ("telemetry", 4)):
+            db.execute(
+                "INSERT INTO outbox (kind, priority, topic, payload, qos, retain, created)"
+                " VALUES (?, ?, 't', x'00', 1, 0, 0)",
+                (kind, priority),
+            )
+    db.close()
+    again = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    kinds = [m.kind for m in again.next_batch(10, set())]
+    assert kinds == [Kind.ALERT, Kind.EVENT, "telemetry", Kind.CHUNK]
+    assert isinstance(kinds[0], Kind) and not isinstance(kinds[2], Kind)  # the unknown one is still sent
+
+
+def test_an_unknown_kind_is_refused_when_queued(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    with pytest.raises(ValueError):
+        box.put("alrt", "t/events", b"a")
+    assert box.depth() == (0, 0)

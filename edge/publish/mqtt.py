@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -28,10 +30,20 @@ import paho.mqtt.client as mqtt
 from edge.config import EdgeConfig, MqttConfig
 from edge.publish.evidence import EvidenceFiles
 from edge.publish.manifest import iso
-from edge.publish.outbox import Outbox
+from edge.publish.outbox import Kind, Outbox
 
 log = logging.getLogger(__name__)
 CHUNK_MAGIC = b"EDGECHUNK1\n"  # a chunk is: magic, one JSON header line, then the bytes
+
+
+class EventType(StrEnum):
+    """The `type` of a message on `events` (docs/schemas/event.schema.json); the values are the wire format."""
+
+    NEW = "new"  # the fall is decided: the alert
+    UPDATE = "update"  # its level was raised
+    END = "end"  # the object is gone
+    CLIP_READY = "clip_ready"  # snapshot and annotated clip were queued
+    ORIGINAL_READY = "original_ready"  # the original clip was queued, on request
 
 
 class Topics:
@@ -75,8 +87,53 @@ def make_client(
         client.username_pw_set(cfg.username, cfg.secret())
     if will:
         client.will_set(will[0], will[1], qos=1, retain=True)
-    client.reconnect_delay_set(1, max(1, round(cfg.reconnect_max_s)))
+    # Without jitter; a Reconnect attached to the client replaces this with the jittered schedule.
+    client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
     return client
+
+
+class Backoff:
+    """Reconnect delays: the first within `first` s, doubling up to `cap`, each drawn from the upper half of
+    its step (jitter: nodes that lost the same broker do not all come back in the same instant)."""
+
+    def __init__(self, first: float, cap: float, rng: random.Random | None = None):
+        self.first, self.cap = first, cap
+        self.rng = rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        base = min(self.cap, self.first * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return base * self.rng.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Reconnect:
+    """Paces paho's own reconnect loop (the loop_start thread) with a jittered Backoff.
+
+    paho waits before each reconnect attempt, and reconnect_delay_set starts its schedule afresh at min_delay.
+    So just before every attempt (on_pre_connect) min and max are both set to the next jittered delay: the wait
+    should this attempt fail, or this connection later drop. Call `connected()` from on_connect on success:
+    the schedule starts again from `mqtt.reconnect_min_s`. paho's threading is left exactly as it is.
+    """
+
+    def __init__(self, client: mqtt.Client, cfg: MqttConfig, rng: random.Random | None = None):
+        self.client = client
+        self.backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, rng)
+        client.on_pre_connect = self._before_attempt
+
+    def connected(self) -> None:
+        self.backoff.reset()
+        self._arm()
+
+    def _before_attempt(self, client, userdata) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
+        delay = self.backoff.next_delay()
+        self.client.reconnect_delay_set(delay, delay)
 
 
 def chunk_payloads(data: bytes, header: dict, chunk_bytes: int, digest: str | None = None) -> list[bytes]:
@@ -116,6 +173,7 @@ class MqttPublisher:
         self.storage = storage
         self.on_detect_set = on_detect_set
         self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
+        self.reconnect = Reconnect(self.client, self.cfg)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -148,14 +206,15 @@ class MqttPublisher:
 
     # -- what the node reports -----------------------------------------------------------------------------
     def on_update(self, kind: str, record: dict) -> None:
+        kind = EventType(kind)  # new | update | end; anything else would break the event schema
         payload = self._event_payload(kind, record)
-        self.outbox.put("alert" if kind == "new" else "event", self.topics.events, payload)
+        self.outbox.put(Kind.ALERT if kind == EventType.NEW else Kind.EVENT, self.topics.events, payload)
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
         eid = record["id"]
         if files.still:
             still = (files.folder / files.still).read_bytes()
-            self.outbox.put("snapshot", self.topics.files(eid, "snapshot"), still)
+            self.outbox.put(Kind.SNAPSHOT, self.topics.files(eid, "snapshot"), still)
         clip_bytes = clip_sha = None
         if files.annotated:
             clip_bytes, clip_sha = self._send_file(eid, "clip", files.folder / files.annotated)
@@ -165,15 +224,15 @@ class MqttPublisher:
             "original_bytes": (files.folder / files.original).stat().st_size,
             "snapshot_bytes": (files.folder / files.still).stat().st_size if files.still else None,
         }
-        self.outbox.put("event", self.topics.events, self._event_payload("clip_ready", record, extra))
+        self.outbox.put(Kind.EVENT, self.topics.events, self._event_payload(EventType.CLIP_READY, record, extra))
 
     def on_status(self, camera: str, status) -> None:
         body = json.dumps({"v": 1, "camera": camera, **status.to_dict()}).encode()
         topic = self.topics.status(camera)
-        self.outbox.put("status", topic, body, retain=True, coalesce_key=topic)
+        self.outbox.put(Kind.STATUS, topic, body, retain=True, coalesce_key=topic)
 
     def publish_stats(self, stats: dict) -> None:
-        self.outbox.put("stats", self.topics.stats, json.dumps(stats).encode(), coalesce_key="stats")
+        self.outbox.put(Kind.STATS, self.topics.stats, json.dumps(stats).encode(), coalesce_key="stats")
 
     def send_original(self, event_id: str) -> bool:
         """Queue the original evidence clip of an event; False when there is no such event here."""
@@ -184,11 +243,11 @@ class MqttPublisher:
         size, digest = self._send_file(event_id, "original", originals[0])
         rec = {"id": event_id, "node": self.node}
         extra = {"original_bytes": size, "original_sha256": digest}
-        self.outbox.put("event", self.topics.events, self._event_payload("original_ready", rec, extra))
+        self.outbox.put(Kind.EVENT, self.topics.events, self._event_payload(EventType.ORIGINAL_READY, rec, extra))
         return True
 
     # -- internals -----------------------------------------------------------------------------------------
-    def _event_payload(self, kind: str, record: dict, extra: dict | None = None) -> bytes:
+    def _event_payload(self, kind: EventType, record: dict, extra: dict | None = None) -> bytes:
         body = {
             **record,
             "v": 1,
@@ -211,7 +270,7 @@ class MqttPublisher:
         digest = hashlib.sha256(data).hexdigest()
         header = {"event": event_id, "node": self.node, "file": name}
         for payload in chunk_payloads(data, header, self.cfg.chunk_kib * 1024, digest):
-            self.outbox.put("chunk", self.topics.files(event_id, name), payload)
+            self.outbox.put(Kind.CHUNK, self.topics.files(event_id, name), payload)
         return len(data), digest
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -219,6 +278,7 @@ class MqttPublisher:
             self.last_error = f"broker refused: {reason_code}"
             log.warning("MQTT %s:%s %s", self.cfg.host, self.cfg.port, self.last_error)
             return
+        self.reconnect.connected()
         self.last_error = None
         client.publish(self.topics.available, b"online", qos=1, retain=True)
         self.commands_ready.clear()
@@ -273,7 +333,7 @@ class MqttPublisher:
 
     def publish_detect_state(self, camera: str, on: bool) -> None:
         topic = self.topics.detect_state(camera)
-        self.outbox.put("command", topic, b"ON" if on else b"OFF", retain=True, coalesce_key=topic)
+        self.outbox.put(Kind.COMMAND, topic, b"ON" if on else b"OFF", retain=True, coalesce_key=topic)
 
     def _send_loop(self) -> None:
         interval = 1.0 / self.cfg.drain_rate_per_s

@@ -11,11 +11,33 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
+
+class Kind(StrEnum):
+    """What an outbox message is; the value is what the `kind` column holds (keep them: old rows use them)."""
+
+    ALERT = "alert"  # a new fall: the event message that matters most
+    EVENT = "event"  # every other event message (update, end, clip_ready, original_ready)
+    COMMAND = "command"  # an answer to a command (detect/state)
+    STATUS = "status"
+    STATS = "stats"
+    SNAPSHOT = "snapshot"
+    CHUNK = "chunk"
+
+
 # Lower number leaves first. Drop order when full is the reverse: chunks first.
-PRIORITY = {"alert": 0, "event": 1, "command": 2, "status": 3, "stats": 4, "snapshot": 5, "chunk": 6}
-DROPPABLE = ("chunk", "snapshot", "stats")
+PRIORITY = {
+    Kind.ALERT: 0,
+    Kind.EVENT: 1,
+    Kind.COMMAND: 2,
+    Kind.STATUS: 3,
+    Kind.STATS: 4,
+    Kind.SNAPSHOT: 5,
+    Kind.CHUNK: 6,
+}
+DROPPABLE = (Kind.CHUNK, Kind.SNAPSHOT, Kind.STATS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -37,7 +59,7 @@ CREATE TABLE IF NOT EXISTS dropped (kind TEXT PRIMARY KEY, count INTEGER NOT NUL
 @dataclass(frozen=True)
 class OutMessage:
     seq: int
-    kind: str
+    kind: Kind | str  # a str only for a row some other version wrote with a kind this one does not know
     topic: str
     payload: bytes
     qos: int
@@ -58,7 +80,7 @@ class Outbox:
 
     def put(
         self,
-        kind: str,
+        kind: Kind,
         topic: str,
         payload: bytes,
         qos: int = 1,
@@ -66,6 +88,7 @@ class Outbox:
         coalesce_key: str | None = None,
     ) -> int:
         """Store a message; with a coalesce key, an older unsent message with the same key is replaced."""
+        kind = Kind(kind)  # a plain string is accepted, an unknown kind is not
         with self._lock, self._db:
             if coalesce_key is not None:
                 self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (coalesce_key,))
@@ -84,7 +107,9 @@ class Outbox:
                 "SELECT seq, kind, topic, payload, qos, retain FROM outbox ORDER BY priority, seq LIMIT ?",
                 (limit + len(exclude),),
             ).fetchall()
-        return [OutMessage(s, k, t, bytes(p), q, bool(r)) for s, k, t, p, q, r in rows if s not in exclude][:limit]
+        return [OutMessage(s, _kind(k), t, bytes(p), q, bool(r)) for s, k, t, p, q, r in rows if s not in exclude][
+            :limit
+        ]
 
     def ack(self, seq: int) -> None:
         """The broker has it: forget the message."""
@@ -97,9 +122,9 @@ class Outbox:
             n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         return int(n), int(size)
 
-    def dropped(self) -> dict[str, int]:
+    def dropped(self) -> dict[Kind | str, int]:
         with self._lock:
-            return dict(self._db.execute("SELECT kind, count FROM dropped").fetchall())
+            return {_kind(k): n for k, n in self._db.execute("SELECT kind, count FROM dropped").fetchall()}
 
     def _enforce_bound(self) -> None:
         (size,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
@@ -121,3 +146,12 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _kind(value: str) -> Kind | str:
+    """The Kind of a stored row; an unknown one (written by another version, after a rollback, say) stays a
+    string, so the message is still sent instead of stopping the sender."""
+    try:
+        return Kind(value)
+    except ValueError:
+        return value
