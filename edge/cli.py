@@ -189,7 +189,16 @@ def cmd_verify(args) -> int:
     if not folders:
         _err(f"{root}: no {MANIFEST} found")
         return 66
-    trusted = Path(args.key_file).read_text().strip() if args.key_file else args.key
+    trusted = args.key
+    if args.key_file:
+        try:
+            trusted = Path(args.key_file).read_text().strip()
+        except OSError as exc:
+            _err(f"{args.key_file}: cannot read the trusted key ({exc.strerror or exc})")
+            return 66
+        if not trusted:
+            _err(f"{args.key_file}: empty, no key to trust")
+            return 65
     bad = 0
     for folder in folders:
         problems = verify_folder(folder, trusted)

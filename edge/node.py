@@ -51,7 +51,7 @@ class StatusFile:
             tmp.replace(self.storage / "status.json")
 
 
-_STOP_BUDGET_S = 8.0  # SIGTERM to exit: systemd waits 10 s before SIGKILL; originals must be saved by then
+_STOP_BUDGET_S = 8.0  # SIGTERM to exit; well inside the unit's TimeoutStopSec, and what an operator waits for
 
 
 class Node:

@@ -25,15 +25,18 @@ def run_edge(*args: str, env: dict | None = None, timeout: float = 600) -> subpr
 
 @pytest.fixture(scope="session")
 def sim_clip(tmp_path_factory):
-    """Render a scene once per session: sim_clip(name, seed, width=640, height=360, duration_s=8) -> folder."""
+    """Render a scene once per session: sim_clip(name, seed, width=640, height=360, duration_s=8, fps=25)."""
     root = tmp_path_factory.mktemp("sim")
     cache: dict[tuple, Path] = {}
 
-    def make(name: str, seed: int, width: int = 640, height: int = 360, duration_s: float = 8.0) -> Path:
-        key = (name, seed, width, height, duration_s)
+    def make(
+        name: str, seed: int, width: int = 640, height: int = 360, duration_s: float = 8.0, fps: float = 25.0
+    ) -> Path:
+        key = (name, seed, width, height, duration_s, fps)
         if key not in cache:
-            folder = root / f"{name}-{seed}-{width}x{height}-{duration_s}"
-            simulate(build_scene(name, seed, width=width, height=height, duration_s=duration_s), folder)
+            folder = root / f"{name}-{seed}-{width}x{height}-{duration_s}-{fps:g}"
+            scene = build_scene(name, seed, width=width, height=height, duration_s=duration_s, fps=fps)
+            simulate(scene, folder)
             cache[key] = folder
         return cache[key]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -27,9 +29,17 @@ def test_untouched_evidence_verifies(evidence):
     assert f"{len(events)} of {len(events)} event folders verify" in proc.stdout
 
 
+def _copy(out, rel: str, tmp_path):
+    """A copy of the event folder holding `rel`, to tamper with without spoiling the others' evidence."""
+    src = (out / rel).parent
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    return dst / Path(rel).name
+
+
 def test_one_changed_byte_in_a_clip_is_named(evidence, tmp_path):
     out, events, _ = evidence
-    clip = out / events[0]["clip"]
+    clip = _copy(out, events[0]["clip"], tmp_path)
     data = bytearray(clip.read_bytes())
     data[len(data) // 2] ^= 0x01
     clip.write_bytes(bytes(data))
@@ -39,9 +49,9 @@ def test_one_changed_byte_in_a_clip_is_named(evidence, tmp_path):
     assert proc.stdout.count("FAILED") == 1  # only that file
 
 
-def test_an_edited_manifest_fails_its_signature(evidence):
+def test_an_edited_manifest_fails_its_signature(evidence, tmp_path):
     out, events, _ = evidence
-    manifest = out / events[-1]["manifest"]
+    manifest = _copy(out, events[-1]["manifest"], tmp_path)
     signed = json.loads(manifest.read_text())
     signed["manifest"]["camera"] = "elsewhere"
     manifest.write_text(json.dumps(signed))
@@ -61,7 +71,13 @@ def test_the_node_key_is_trusted_from_its_public_key_file(evidence):
     pub = folder / "storage" / "keys" / "node_ed25519.pub"
     fresh = [e for e in events if "original" in e][0]
     proc = run_edge("verify", str(out / fresh["original"]).rsplit("/", 1)[0], "--key-file", str(pub))
-    assert "not by the trusted node key" not in proc.stdout
+    assert proc.returncode == 0 and "not by the trusted node key" not in proc.stdout, proc.stdout
+
+
+def test_a_key_file_that_does_not_exist_is_an_error_not_a_pass(evidence, tmp_path):
+    out, events, _ = evidence
+    proc = run_edge("verify", str((out / events[0]["manifest"]).parent), "--key-file", str(tmp_path / "nope.pub"))
+    assert proc.returncode == 66 and "nope.pub" in proc.stderr and "OK" not in proc.stdout
 
 
 def test_the_manifest_records_who_and_what(evidence):

@@ -23,8 +23,6 @@ from edge.config import CaptureConfig, parse_config
 from edge.events import read_rows
 from edge.node import Node
 from edge.publish.manifest import verify_folder
-from edge.sim.scenes import build_scene
-from edge.sim.simulate import simulate
 
 from conftest import REPO, loop_clip, sim_facade
 
@@ -200,26 +198,14 @@ def test_backoff_starts_within_a_second_and_is_capped():
 # -- the camera's own frame rate -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rate_clips(tmp_path_factory):
-    """The same throw rendered at each frame rate a camera may send."""
-    root = tmp_path_factory.mktemp("rates")
-    clips = {}
-    for fps in (12, 15, 20, 25, 30):
-        folder = root / f"fps{fps}"
-        simulate(build_scene("throw", 1, width=640, height=360, duration_s=8.0, fps=float(fps)), folder)
-        clips[fps] = folder
-    return clips
-
-
 def _floors(folder: Path) -> list[int]:
     truth = json.loads((folder / "truth.json").read_text())
     return sorted(t["origin"]["floor"] for t in truth["throws"] if t["must_detect"])
 
 
 @pytest.mark.parametrize("fps", [12, 15, 20, 25, 30])
-def test_a_throw_is_judged_at_the_camera_s_own_frame_rate_live(rate_clips, tmp_path, fps):
-    folder = rate_clips[fps]
+def test_a_throw_is_judged_at_the_camera_s_own_frame_rate_live(sim_clip, tmp_path, fps):
+    folder = sim_clip("throw", 1, fps=float(fps))
     srv = RtspServer(folder / "scene.mp4").start()
     node = Node(_node_config(tmp_path, srv.url, sim_facade(folder)))
     node.start()

@@ -15,7 +15,7 @@ import av
 import pytest
 
 from edge.capture.packets import KeptPacket
-from edge.capture.source import SourceOptions, StreamEnded, VideoSource
+from edge.capture.source import Clock, SourceOptions, StreamEnded, VideoSource
 from edge.publish.original import Made, OriginalClip, recover_partial
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def _ffmpeg(out: Path, size: str, rate: int, seconds: float, *codec: str) -> Pat
 
 def _packets(path: Path) -> list[KeptPacket]:
     """The packets a camera source gives for `path`, as the node would keep them."""
-    src = VideoSource(str(path), SourceOptions(clock="stream"))
+    src = VideoSource(str(path), SourceOptions(clock=Clock.STREAM))
     src.open()
     got = []
     try:

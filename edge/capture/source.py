@@ -58,6 +58,9 @@ class SourceOptions:
     probe_s: float = 1.0  # how much stream FFmpeg reads before the first frame; more delays and bursts frames
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.clock = Clock(self.clock)  # "stream" from a caller is Clock.STREAM, or an error
+
 
 class StreamClock:
     """Capture times from the stream's own timestamps, so frames that arrive in a burst keep their spacing.
@@ -67,7 +70,7 @@ class StreamClock:
     """
 
     def __init__(self, clock: Clock, opened_at: float):
-        self.clock, self.opened_at = clock, opened_at
+        self.clock, self.opened_at = Clock(clock), opened_at
         self.anchor: float | None = None
         self.last = 0.0
 

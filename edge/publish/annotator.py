@@ -19,7 +19,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.geometry import CameraGeometry
-from edge.publish.evidence import EVENT, PENDING, EvidenceFiles, annotate
+from edge.publish.evidence import EVENT, PENDING, EvidenceFiles, EvidenceStage, annotate
+from edge.publish.manifest import MANIFEST
 
 log = logging.getLogger(__name__)
 _NICE = 10  # below detection: an annotated clip may wait, a frame may not
@@ -69,6 +70,7 @@ class Annotator(threading.Thread):
                     self._do(job)
             except Exception:
                 log.exception("annotating %s failed; its original clip and manifest stand", job.folder)
+                self._give_up(job)
             finally:
                 with self._idle:
                     self._busy -= 1
@@ -81,6 +83,19 @@ class Annotator(threading.Thread):
         record = json.loads((job.folder / EVENT).read_text())
         record.pop("evidence", None)
         self.on_done(record, files)
+
+    def _give_up(self, job: Annotation) -> None:
+        """An annotation that fails would fail again: the evidence is complete without it."""
+        try:
+            (job.folder / PENDING).unlink(missing_ok=True)
+            record = json.loads((job.folder / EVENT).read_text())
+            saved = record.pop("evidence")
+            files = EvidenceFiles(
+                job.folder, EvidenceStage.COMPLETE, saved["original"], None, None, MANIFEST, saved.get("note")
+            )
+            self.on_done(record, files)
+        except Exception:
+            log.exception("%s: cannot report its evidence", job.folder)
 
 
 def pending(events_dir: Path) -> list[Path]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.config import EdgeConfig, MqttConfig
-from edge.publish.evidence import EvidenceFiles
+from edge.publish.evidence import EvidenceFiles, EvidenceStage
 from edge.publish.manifest import iso
 from edge.publish.outbox import Kind, Outbox
 
@@ -211,6 +211,8 @@ class MqttPublisher:
         self.outbox.put(Kind.ALERT if kind == EventType.NEW else Kind.EVENT, self.topics.events, payload)
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
+        if files.stage is not EvidenceStage.COMPLETE:
+            return  # the center hears once, when the still and clip exist (or are known not to)
         eid = record["id"]
         if files.still:
             still = (files.folder / files.still).read_bytes()
