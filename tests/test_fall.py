@@ -355,3 +355,15 @@ def test_rule_starts_on_the_facade():
     assert starts_on_the_facade(GOOD, FallConfig()) is None
     above = replace(GOOD, off_facade=True, origin=Origin(200.0, 20.0, 30, 20.0, 89.4))
     assert reasons(above) == ["starts off the facade (20.0 m along, 89.4 m up)"]
+
+
+def test_a_track_that_began_on_another_blob_before_a_gap_is_judged_without_it():
+    # A track seen once coasts through missed frames and takes up the object that then enters its gate.
+    body = _track(*_free_fall(1.6, h0=61.5))[6:]  # the object, from frame 6
+    f, x, y = body[0]
+    stray = (0, x + 25.0, y - 50.0)  # another blob 5 m higher, then five frames with nothing
+    v = decide([stray, *body])
+    assert v.level == "confirmed" and v.origin.floor == 21, v.reasons
+    # Without a gap, a head that bends away is part of the chain, and the rules judge it whole.
+    kept = decide([(5, stray[1], stray[2]), *body])
+    assert kept.level is None, kept.reasons

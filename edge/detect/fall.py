@@ -36,6 +36,9 @@ _FULL_ACCEL_G = 0.8  # accelerating at this share of g scores full marks (air dr
 # How the score weighs gravity-like acceleration, a tight fit and the height fallen (they add up to 1).
 _ACCEL_WEIGHT, _FIT_WEIGHT, _DROP_WEIGHT = 0.45, 0.35, 0.2
 _FULL_DROP = 2.0  # falling this many times the minimum fall scores full marks for height
+_STRAY_HEAD_MAX = 2  # at most this many first detections may be dropped as another blob's...
+_STRAY_GAP_FRAMES = 2  # ...when the track then went undetected for more frames than this
+_STRAY_HEAD_TOLS = 6.0  # ...when they lie this many fit tolerances off the curve of the detections after them
 _MAX_CHANCE_SHARE = 0.9  # clutter explains at most this share of a track's frames: some are the object's
 _UNCALIBRATED_STRONG_ACCEL = 0.5  # without a scale, confirmed needs an accel score of this: it clearly speeds up
 
@@ -262,6 +265,12 @@ class FallDecision:
         cfg = self.cfg
         if len(points) < cfg.min_points:
             return Verdict(None, 0.0, ["too few detections"])
+        # A track may begin on another blob (a second throw, a flicker) before it finds the object: those
+        # first detections lie off the curve the rest follows, and would put the origin where nothing fell.
+        head = _stray_head(points, cfg.fit_tol_px, cfg.min_points)
+        if head:
+            points = points[head:]
+            widths, strengths, lengths = (v[head:] if v else v for v in (widths, strengths, lengths))
         m = self.measure(points, widths, strengths, lengths, chance, evidence)
         reasons = [reason for rule in RULES if (reason := rule(m, cfg)) is not None]
         score = _score(m, cfg)
@@ -384,6 +393,32 @@ class FallDecision:
             return Origin(along, -height, None, None, None), height
         px = self.facade.to_image(np.array([[along, height]]))[0]
         return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height), height
+
+
+def _stray_head(points: list[tuple[int, float, float]], tol_px: float, min_points: int) -> int:
+    """How many first detections belong to another blob, seen before a gap and far off the curve after it.
+
+    A track seen once or twice coasts on its prediction through missed frames with a gate that widens
+    each frame, and takes up whatever enters it next: another throw, the object it was not. Such a head
+    ends in a gap of `_STRAY_GAP_FRAMES` or more and lies off the curve fitted, in pixels, to the next
+    `min_points` detections (a short piece, which drag has not bent). A head without a gap is kept: a
+    chain of contiguous blobs that bends is for the rules to judge.
+    """
+    for head in range(1, _STRAY_HEAD_MAX + 1):
+        if len(points) - head < min_points:
+            return 0
+        if points[head][0] - points[head - 1][0] <= _STRAY_GAP_FRAMES:
+            continue
+        body = np.asarray(points[head : head + min_points], dtype=np.float64)
+        t = body[:, 0] - points[0][0]
+        fx, fy = np.polyfit(t, body[:, 1], 2), np.polyfit(t, body[:, 2], 2)
+        tail = np.asarray(points[:head], dtype=np.float64)
+        miss = np.hypot(
+            np.polyval(fx, tail[:, 0] - points[0][0]) - tail[:, 1],
+            np.polyval(fy, tail[:, 0] - points[0][0]) - tail[:, 2],
+        )
+        return head if float(miss.min()) > _STRAY_HEAD_TOLS * tol_px else 0
+    return 0
 
 
 def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
