@@ -345,6 +345,21 @@ class TrackerConfig(Strict):
     jerk_px: float = Field(
         0.3, gt=0.0, le=20.0, description="How much the acceleration may change per frame (drag, wind)."
     )
+    stitch_gap_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=5.0,
+        description="A new track may continue a track lost this long ago (a paper that tumbles out of sight).",
+    )
+    stitch_min_hits: int = Field(
+        5, ge=2, le=100, description="...when the lost track was seen at least this often (not a chance chain)."
+    )
+    stitch_sigma: float = Field(
+        3.0,
+        gt=0.0,
+        le=20.0,
+        description="...and one curve passes within this many position sigmas of every detection of both.",
+    )
 
 
 class FallConfig(Strict):

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edge.config import FallConfig
-from edge.detect.fall import FallDecision
+from edge.detect.fall import (
+    RULES,
+    FallDecision,
+    Measures,
+    accelerates_like_gravity,
+    falls_more_than_it_drifts,
+    fell_far_enough,
+    is_ballistic,
+    no_faster_than_a_fall,
+    no_slower_than_a_fall,
+    rarely_rises,
+    seen_from_the_start,
+    seen_often_enough,
+    small_enough_to_throw,
+    speeds_up,
+    stands_above_clutter,
+    starts_on_the_facade,
+    streaks_match_its_motion,
+)
+from edge.detect.types import Origin
 from edge.geometry import FacadeMap
 
 FPS = 25.0
@@ -135,16 +156,12 @@ def test_a_fast_fall_entering_at_the_top_edge_is_a_fall():
 
 
 def test_a_fall_that_starts_above_the_roof_is_not_from_a_window():
-    from dataclasses import replace
-
     roofed = replace(FACADE, top_m=45.0, extent_m=(0.0, 40.0))
     v = FallDecision(FallConfig(), FPS, 800, roofed).judge(_track(*_free_fall(1.4, h0=60.0)))
     assert v.level is None and any("off the facade" in r for r in v.reasons)
 
 
 def test_a_fall_beside_the_building_is_not_from_a_window():
-    from dataclasses import replace
-
     narrow = replace(FACADE, extent_m=(0.0, 10.0))
     v = FallDecision(FallConfig(), FPS, 800, narrow).judge(_track(*_free_fall(1.4)))  # 20 m along
     assert v.level is None and any("off the facade" in r for r in v.reasons)
@@ -209,3 +226,144 @@ def test_detections_that_clutter_alone_would_give_do_not_count():
     assert FallDecision(FallConfig(), FPS, 800, FACADE).judge(sparse).level is not None
     cluttered = FallDecision(FallConfig(), FPS, 800, FACADE).judge(sparse, chance=0.5 * len(pts))
     assert cluttered.level is None and any("seen in only" in r for r in cluttered.reasons)
+
+
+# Each rule alone, on the measures of a track: a heavy object falling three floors passes every rule, and
+# changing one measure past its limit makes that rule, and only that one, give its reason.
+
+GOOD = Measures(
+    calibrated=True,
+    min_fall=6.0,
+    tol=0.45,
+    drop=9.0,
+    fall=9.5,
+    rise_frac=0.0,
+    sideways=0.6,
+    blur_excess=0.0,
+    evidence_per_frame=5.0,
+    detected=0.95,
+    faint=False,
+    rms=0.2,
+    accel=9.0,
+    accel_g=0.92,
+    speed=7.0,
+    end_speed=12.0,
+    entry_speed=1.0,
+    entry_y_frac=0.3,
+    size_m=0.2,
+    gained=0.9,
+    linear_rms=1.5,
+    origin=Origin(200.0, 200.0, 21, 20.0, 61.5),
+    off_facade=False,
+)
+UNCALIBRATED = replace(GOOD, calibrated=False, min_fall=96.0, tol=1.5, drop=150.0, accel_g=None, size_m=0.0)
+
+
+def reasons(m, **cfg):
+    return [r for rule in RULES if (r := rule(m, FallConfig(**cfg))) is not None]
+
+
+def test_a_good_fall_passes_every_rule_calibrated_or_not():
+    assert reasons(GOOD) == [] and reasons(UNCALIBRATED) == []
+
+
+def test_rule_fell_far_enough():
+    assert fell_far_enough(replace(GOOD, drop=4.6), FallConfig()) is None  # 1.5 floors of 3 m suspects
+    assert fell_far_enough(replace(GOOD, drop=4.4), FallConfig()) == "fell 4.4 < 4.5"
+    # Without a calibration the whole minimum is needed: nothing else backs a shorter fall.
+    assert fell_far_enough(replace(UNCALIBRATED, drop=80.0), FallConfig()) == "fell 80.0 < 96.0"
+
+
+def test_rule_rarely_rises():
+    assert rarely_rises(replace(GOOD, rise_frac=0.2), FallConfig()) is None
+    assert rarely_rises(replace(GOOD, rise_frac=0.3), FallConfig()) == "goes up in 30% of steps"
+
+
+def test_rule_falls_more_than_it_drifts():
+    assert falls_more_than_it_drifts(replace(GOOD, sideways=7.0), FallConfig()) is None
+    assert reasons(replace(GOOD, sideways=7.5)) == ["drifts sideways 7.5 for a fall of 9.0"]
+
+
+def test_rule_streaks_match_its_motion():
+    assert streaks_match_its_motion(replace(GOOD, blur_excess=3.9), FallConfig()) is None
+    assert reasons(replace(GOOD, blur_excess=12.0)) == [
+        "its blobs are streaks 12 px longer than its own motion (rain)"
+    ]
+
+
+def test_rule_stands_above_clutter():
+    assert stands_above_clutter(replace(GOOD, evidence_per_frame=None), FallConfig()) is None  # not scored
+    assert stands_above_clutter(replace(GOOD, evidence_per_frame=2.5), FallConfig()) is None
+    assert reasons(replace(GOOD, evidence_per_frame=1.0)) == [
+        "weak evidence: 1.0 nats per frame, as a chain of clutter gives"
+    ]
+
+
+def test_rule_seen_often_enough_asks_less_of_a_faint_object():
+    assert seen_often_enough(replace(GOOD, detected=0.6), FallConfig()) is None
+    assert reasons(replace(GOOD, detected=0.5)) == ["seen in only 50% of its frames"]
+    assert seen_often_enough(replace(GOOD, detected=0.5, faint=True), FallConfig()) is None
+    assert (
+        seen_often_enough(replace(GOOD, detected=0.3, faint=True), FallConfig())
+        == "seen in only 30% of its frames"
+    )
+
+
+def test_rule_is_ballistic():
+    assert is_ballistic(replace(GOOD, rms=0.9), FallConfig()) is None  # within twice the tolerance
+    assert reasons(replace(GOOD, rms=1.0)) == ["not ballistic: residual 1.00 > 0.90"]
+
+
+def test_rule_accelerates_like_gravity():
+    assert accelerates_like_gravity(replace(GOOD, accel_g=0.1), FallConfig()) is None  # a bag at terminal speed
+    assert reasons(replace(GOOD, accel_g=1.6)) == ["accelerates at 1.6 g"]
+    assert reasons(replace(GOOD, accel_g=-0.8)) == ["accelerates at -0.8 g"]
+    assert accelerates_like_gravity(UNCALIBRATED, FallConfig()) is None  # no g in pixels
+
+
+def test_rule_no_faster_than_a_fall():
+    assert no_faster_than_a_fall(replace(GOOD, end_speed=44.0), FallConfig()) is None
+    assert reasons(replace(GOOD, end_speed=60.0)) == ["too fast: 60 m/s"]
+
+
+def test_rule_seen_from_the_start():
+    fast = replace(GOOD, entry_speed=12.0)
+    assert reasons(fast) == ["appears mid-view already falling at 12 m/s"]
+    assert seen_from_the_start(replace(fast, entry_y_frac=0.05), FallConfig()) is None  # entered at the top
+    assert seen_from_the_start(replace(GOOD, entry_speed=7.5), FallConfig()) is None
+
+
+def test_rule_no_slower_than_a_fall():
+    assert no_slower_than_a_fall(replace(GOOD, speed=2.6), FallConfig()) is None  # a paper bag
+    assert reasons(replace(GOOD, speed=1.2)) == ["too slow: 1.2 m/s"]  # a leaf
+
+
+def test_rule_small_enough_to_throw():
+    assert small_enough_to_throw(replace(GOOD, size_m=1.1), FallConfig()) is None
+    assert reasons(replace(GOOD, size_m=2.6)) == ["too big to be thrown: 2.6 m across on the facade"]
+
+
+def test_rule_speeds_up_without_a_calibration():
+    assert speeds_up(replace(UNCALIBRATED, gained=0.35), FallConfig()) is None
+    assert reasons(replace(UNCALIBRATED, gained=0.1)) == [
+        "does not speed up: acceleration explains 10% of its fall"
+    ]
+    assert speeds_up(replace(GOOD, gained=0.1), FallConfig()) is None  # calibrated: g is checked instead
+
+
+def test_rule_starts_on_the_facade():
+    assert starts_on_the_facade(GOOD, FallConfig()) is None
+    above = replace(GOOD, off_facade=True, origin=Origin(200.0, 20.0, 30, 20.0, 89.4))
+    assert reasons(above) == ["starts off the facade (20.0 m along, 89.4 m up)"]
+
+
+def test_a_track_that_began_on_another_blob_before_a_gap_is_judged_without_it():
+    # A track seen once coasts through missed frames and takes up the object that then enters its gate.
+    body = _track(*_free_fall(1.6, h0=61.5))[6:]  # the object, from frame 6
+    f, x, y = body[0]
+    stray = (0, x + 25.0, y - 50.0)  # another blob 5 m higher, then five frames with nothing
+    v = decide([stray, *body])
+    assert v.level == "confirmed" and v.origin.floor == 21, v.reasons
+    # Without a gap, a head that bends away is part of the chain, and the rules judge it whole.
+    kept = decide([(5, stray[1], stray[2]), *body])
+    assert kept.level is None, kept.reasons

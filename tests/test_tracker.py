@@ -122,3 +122,20 @@ def test_with_a_scale_a_fast_fall_is_followed_from_its_first_frames():
     for f in range(6):
         tr.step(f, [Blob(300, 5 + 0.5 * g_px * f * f, 6, 12, 40, 60.0)])
     assert max(t.hits for t in tr.tracks) == 6
+
+
+def test_an_object_unseen_for_longer_than_a_track_coasts_is_stitched_back_to_its_track():
+    # A paper tumbles out of sight for 8 frames (a track ends after 4): the track that starts when it
+    # reappears continues the lost one's curve, so the two are one object.
+    tr = Tracker(TrackerConfig(), (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 40, g=0.3)):
+        tr.step(f, [] if 15 <= f < 23 else [_blob(x, y)])
+    assert [t.hits for t in tr.tracks] == [32] and tr.tracks[0].points[0][0] == 0
+
+
+def test_a_new_track_off_the_lost_tracks_curve_is_not_stitched():
+    # The same gap, but what appears after it is another object 60 px to the side.
+    tr = Tracker(TrackerConfig(), (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 40, g=0.3)):
+        tr.step(f, [] if 15 <= f < 23 else [_blob(x + (60 if f >= 23 else 0), y)])
+    assert [t.hits for t in tr.tracks] == [17]

@@ -8,6 +8,7 @@ move erratically; each of those fails at least one of these rules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +31,209 @@ class _Space:
 
 
 _FIT_WINDOW_S = 2.0  # a longer track's curve is judged on its last this many seconds (drag bends it)
+_BALLISTIC_FACTOR = 2.0  # a residual over this many fit tolerances is no ballistic curve; within one confirms
+_FULL_ACCEL_G = 0.8  # accelerating at this share of g scores full marks (air drag takes the rest)
+# How the score weighs gravity-like acceleration, a tight fit and the height fallen (they add up to 1).
+_ACCEL_WEIGHT, _FIT_WEIGHT, _DROP_WEIGHT = 0.45, 0.35, 0.2
+_FULL_DROP = 2.0  # falling this many times the minimum fall scores full marks for height
+_STRAY_HEAD_MAX = 2  # at most this many first detections may be dropped as another blob's...
+_STRAY_GAP_FRAMES = 2  # ...when the track then went undetected for more frames than this
+_STRAY_HEAD_TOLS = 6.0  # ...when they lie this many fit tolerances off the curve of the detections after them
+_MAX_CHANCE_SHARE = 0.9  # clutter explains at most this share of a track's frames: some are the object's
+_UNCALIBRATED_STRONG_ACCEL = 0.5  # without a scale, confirmed needs an accel score of this: it clearly speeds up
 
 
 def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
+
+
+@dataclass(frozen=True)
+class Measures:
+    """One track's motion, measured once, in the space it is judged in: facade metres, or pixels uncalibrated.
+
+    Heights and distances are in that space (metres, or pixels), times in seconds.
+    """
+
+    calibrated: bool
+    min_fall: float  # the whole minimum fall (min_fall_floors, or min_fall_frac of the frame)
+    tol: float  # RMS residual of a ballistic fit that confirms (blur streaks widen it)
+    drop: float  # seen falling, from its highest point to its last
+    fall: float  # fallen since it left the facade: the origin is extrapolated above its first detection
+    rise_frac: float  # share of its steps after its highest point that go up
+    sideways: float  # sideways travel from its highest point to its last
+    blur_excess: float  # pixels its blobs are longer than its own motion can smear them (median)
+    evidence_per_frame: float | None  # the tracker's score per frame, nats; None when not given
+    detected: float  # share of its frames it was seen in, beyond what clutter alone would give
+    faint: bool  # its blobs hover near their motion threshold
+    rms: float  # residual of the ballistic fit, up and sideways
+    accel: float  # fitted downward acceleration, per second squared
+    accel_g: float | None  # the same in g (calibrated only)
+    speed: float  # mean downward speed from its highest point, per second
+    end_speed: float  # fitted downward speed at its last detection
+    entry_speed: float  # fitted downward speed at its first detection
+    entry_y_frac: float  # where it was first seen, as a fraction of the frame height from the top
+    size_m: float  # width on the facade less blur and codec halo (calibrated only, else 0)
+    gained: float  # share of its fall its fitted acceleration explains
+    linear_rms: float  # residual of a constant-speed fit of its height
+    origin: Origin
+    off_facade: bool  # the origin lies above the roof or beside the building
+
+
+# Each rule looks at a track's measures and returns why it is no fall, or None. A track is a fall when
+# every rule passes; the reasons are reported in this order.
+Rule = Callable[[Measures, FallConfig], "str | None"]
+
+
+def fell_far_enough(m: Measures, cfg: FallConfig) -> str | None:
+    """Seen falling suspect_fall_share of the minimum fall; without a calibration, the whole minimum.
+
+    What was seen must make a fall on its own; extrapolation only adds to it. Without a calibration there
+    is no g, speed or size check to back a shorter fall.
+    """
+    needed = (cfg.suspect_fall_share if m.calibrated else 1.0) * m.min_fall
+    return f"fell {m.drop:.1f} < {needed:.1f}" if m.drop < needed else None
+
+
+def rarely_rises(m: Measures, cfg: FallConfig) -> str | None:
+    """After its highest point it goes up in at most max_rise_frac of its steps (birds climb)."""
+    return f"goes up in {m.rise_frac:.0%} of steps" if m.rise_frac > cfg.max_rise_frac else None
+
+
+def falls_more_than_it_drifts(m: Measures, cfg: FallConfig) -> str | None:
+    """Sideways at most max_horizontal_ratio per unit of fall (gliding birds drift further)."""
+    if m.sideways > cfg.max_horizontal_ratio * max(m.drop, 1e-9):
+        return f"drifts sideways {m.sideways:.1f} for a fall of {m.drop:.1f}"
+    return None
+
+
+def streaks_match_its_motion(m: Measures, cfg: FallConfig) -> str | None:
+    """Its blobs are no longer than its own step per frame can smear them, plus max_blur_excess_px.
+
+    The shutter is open at most one frame interval; a chain of raindrops is made of each drop's streaks.
+    """
+    if m.blur_excess > cfg.max_blur_excess_px:
+        return f"its blobs are streaks {m.blur_excess:.0f} px longer than its own motion (rain)"
+    return None
+
+
+def stands_above_clutter(m: Measures, cfg: FallConfig) -> str | None:
+    """The tracker's score is at least min_evidence nats per frame (chance chains of clutter score less)."""
+    if m.evidence_per_frame is not None and m.evidence_per_frame < cfg.min_evidence:
+        return f"weak evidence: {m.evidence_per_frame:.1f} nats per frame, as a chain of clutter gives"
+    return None
+
+
+def seen_often_enough(m: Measures, cfg: FallConfig) -> str | None:
+    """Seen in min_detected_frac of its frames; a faint object in faint_min_detected_frac.
+
+    Hovering near its threshold, a faint object drops out of frames; a strong blob that does is something
+    else, such as a fluttering insect chained with its neighbours.
+    """
+    if m.detected < (cfg.faint_min_detected_frac if m.faint else cfg.min_detected_frac):
+        return f"seen in only {m.detected:.0%} of its frames"
+    return None
+
+
+def is_ballistic(m: Measures, cfg: FallConfig) -> str | None:
+    """A ballistic curve explains it, up and sideways (insects zig-zag, leaves sway)."""
+    limit = _BALLISTIC_FACTOR * m.tol
+    return f"not ballistic: residual {m.rms:.2f} > {limit:.2f}" if m.rms > limit else None
+
+
+def accelerates_like_gravity(m: Measures, cfg: FallConfig) -> str | None:
+    """Calibrated: its downward acceleration lies between min_accel_g and max_accel_g."""
+    if m.accel_g is None or cfg.min_accel_g <= m.accel_g <= cfg.max_accel_g:
+        return None
+    return f"accelerates at {m.accel_g:.1f} g"
+
+
+def no_faster_than_a_fall(m: Measures, cfg: FallConfig) -> str | None:
+    """Calibrated: it ends no faster than max_speed_mps (rain, glitches)."""
+    return f"too fast: {m.end_speed:.0f} m/s" if m.calibrated and m.end_speed > cfg.max_speed_mps else None
+
+
+def seen_from_the_start(m: Measures, cfg: FallConfig) -> str | None:
+    """Calibrated: first seen below the top entry_margin_frac no faster than max_entry_speed_mps.
+
+    That fast it has fallen v^2/2g from rest and should have been seen higher up; an insect near the lens
+    appears anywhere, already moving.
+    """
+    if m.calibrated and m.entry_speed > cfg.max_entry_speed_mps and m.entry_y_frac > cfg.entry_margin_frac:
+        return f"appears mid-view already falling at {m.entry_speed:.0f} m/s"
+    return None
+
+
+def no_slower_than_a_fall(m: Measures, cfg: FallConfig) -> str | None:
+    """Calibrated: its mean speed is at least min_speed_mps (leaves and feathers are slower)."""
+    return f"too slow: {m.speed:.1f} m/s" if m.calibrated and m.speed < cfg.min_speed_mps else None
+
+
+def small_enough_to_throw(m: Measures, cfg: FallConfig) -> str | None:
+    """Calibrated: no wider than max_object_m on the facade (a moth near the lens looks metres wide)."""
+    if m.calibrated and m.size_m > cfg.max_object_m:
+        return f"too big to be thrown: {m.size_m:.1f} m across on the facade"
+    return None
+
+
+def speeds_up(m: Measures, cfg: FallConfig) -> str | None:
+    """Uncalibrated: its acceleration explains uncalibrated_min_accel_share of its fall.
+
+    No scale, so no g to compare with: what is left of gravity is that the fall speeds up. Cars, people
+    and swaying branches move down the image at a steady pace, or slow down.
+    """
+    if not m.calibrated and m.gained < cfg.uncalibrated_min_accel_share:
+        return f"does not speed up: acceleration explains {m.gained:.0%} of its fall"
+    return None
+
+
+def starts_on_the_facade(m: Measures, cfg: FallConfig) -> str | None:
+    """Its origin is not above the top floor's roof nor beyond the facade's extent (when configured)."""
+    if m.off_facade:
+        o = m.origin
+        return f"starts off the facade ({o.facade_x_m:.1f} m along, {o.height_m:.1f} m up)"
+    return None
+
+
+RULES: tuple[Rule, ...] = (
+    fell_far_enough,
+    rarely_rises,
+    falls_more_than_it_drifts,
+    streaks_match_its_motion,
+    stands_above_clutter,
+    seen_often_enough,
+    is_ballistic,
+    accelerates_like_gravity,
+    no_faster_than_a_fall,
+    seen_from_the_start,
+    no_slower_than_a_fall,
+    small_enough_to_throw,
+    speeds_up,
+    starts_on_the_facade,
+)
+
+
+def _accel_score(m: Measures, cfg: FallConfig) -> float:
+    """0..1: how gravity-like its acceleration is (uncalibrated: how much better a curve fits than a line)."""
+    if m.accel_g is not None:
+        return _clip01(m.accel_g / _FULL_ACCEL_G) if m.accel_g <= cfg.max_accel_g else 0.0
+    if m.accel <= 0:
+        return 0.0
+    return _clip01((m.linear_rms - m.rms) / max(m.linear_rms, 1e-9) * 2)
+
+
+def _score(m: Measures, cfg: FallConfig) -> float:
+    """0..1: gravity-like acceleration, a tight fit and the height fallen, weighed."""
+    fit = _clip01(1.0 - m.rms / (_BALLISTIC_FACTOR * m.tol))
+    drop = _clip01(m.fall / (_FULL_DROP * m.min_fall))
+    return round(_ACCEL_WEIGHT * _accel_score(m, cfg) + _FIT_WEIGHT * fit + _DROP_WEIGHT * drop, 3)
+
+
+def _is_strong(m: Measures, cfg: FallConfig) -> bool:
+    """Confirmable: the whole minimum fall from its origin, a tight fit, and heavy (it accelerates)."""
+    strong = m.fall >= m.min_fall and m.rms <= m.tol
+    if m.accel_g is not None:
+        return strong and m.accel_g >= cfg.confirm_min_accel_g
+    return strong and _accel_score(m, cfg) >= _UNCALIBRATED_STRONG_ACCEL
 
 
 class FallDecision:
@@ -65,6 +265,33 @@ class FallDecision:
         cfg = self.cfg
         if len(points) < cfg.min_points:
             return Verdict(None, 0.0, ["too few detections"])
+        # A track may begin on another blob (a second throw, a flicker) before it finds the object: those
+        # first detections lie off the curve the rest follows, and would put the origin where nothing fell.
+        head = _stray_head(points, cfg.fit_tol_px, cfg.min_points)
+        if head:
+            points = points[head:]
+            widths, strengths, lengths = (v[head:] if v else v for v in (widths, strengths, lengths))
+        m = self.measure(points, widths, strengths, lengths, chance, evidence)
+        reasons = [reason for rule in RULES if (reason := rule(m, cfg)) is not None]
+        score = _score(m, cfg)
+        fall_m = m.fall if m.calibrated else None
+        verdict = Verdict(None, score, reasons, fall_m, m.accel_g, m.speed if m.calibrated else None, m.origin)
+        if reasons or score < cfg.suspect_score:
+            return verdict
+        verdict.level = "confirmed" if _is_strong(m, cfg) and score >= cfg.confirm_score else "suspected"
+        return verdict
+
+    def measure(
+        self,
+        points: list[tuple[int, float, float]],
+        widths: list[float] | None = None,
+        strengths: list[float] | None = None,
+        lengths: list[float] | None = None,
+        chance: float = 0.0,
+        evidence: float | None = None,
+    ) -> Measures:
+        """Everything the rules look at, measured once from a track (arguments as for `judge`)."""
+        cfg = self.cfg
         # Only elongation counts: a streak is long along its motion and narrow across; a swaying crown is not.
         streak = float(np.median(np.subtract(lengths, widths))) if lengths and widths else 0.0
         blur_px = cfg.fit_tol_blur_frac * max(streak, 0.0)
@@ -86,81 +313,38 @@ class FallDecision:
         apex = int(np.argmax(sp.up))
         drop = float(sp.up[apex] - sp.up[-1])
         duration = float(sp.t[-1] - sp.t[apex])
-        speed = drop / duration if duration > 0 else 0.0
-        sideways = float(abs(sp.along[-1] - sp.along[apex]))
-        end_speed = float(-(coef[1] + 2 * coef[0] * sp.t[-1]))
         span = (points[-1][0] - points[0][0]) + 1
         # In clutter a track finds some blob in its gate by chance: only detections beyond those count.
-        chance = min(chance, 0.9 * (span - 1))
-        detected = (len(points) - chance) / (span - chance)
+        chance = min(chance, _MAX_CHANCE_SHARE * (span - 1))
         rises = np.diff(sp.up[apex:])
-        rise_frac = float(np.mean(rises > sp.tol)) if len(rises) else 0.0
-
         origin, start_up = self._origin(sp, early, early_coef)
-        # Counted from where it left the facade: a track that starts mid-fall has already fallen that far.
-        fall = float(max(sp.up[apex], start_up) - sp.up[-1])
-        reasons = []
-        # What was seen must make a fall on its own; extrapolation only adds to it. Without a calibration
-        # there is no g, speed or size check to back a shorter fall, so the whole minimum is needed.
-        needed = (cfg.suspect_fall_share if sp.gravity is not None else 1.0) * sp.min_fall
-        if drop < needed:
-            reasons.append(f"fell {drop:.1f} < {needed:.1f}")
-        if rise_frac > cfg.max_rise_frac:
-            reasons.append(f"goes up in {rise_frac:.0%} of steps")
-        if sideways > cfg.max_horizontal_ratio * max(drop, 1e-9):
-            reasons.append(f"drifts sideways {sideways:.1f} for a fall of {drop:.1f}")
-        excess = _blur_excess(points, widths, lengths)
-        if excess > cfg.max_blur_excess_px:
-            reasons.append(f"its blobs are streaks {excess:.0f} px longer than its own motion (rain)")
-        per_frame = evidence / max(1, span - 1) if evidence is not None else None
-        if per_frame is not None and per_frame < cfg.min_evidence:
-            reasons.append(f"weak evidence: {per_frame:.1f} nats per frame, as a chain of clutter gives")
-        # Hovering near its threshold, a faint object drops out of frames; a strong blob that does is
-        # something else, such as a fluttering insect chained with its neighbours.
-        faint = bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength
-        if detected < (cfg.faint_min_detected_frac if faint else cfg.min_detected_frac):
-            reasons.append(f"seen in only {detected:.0%} of its frames")
-        if rms > 2 * sp.tol:
-            reasons.append(f"not ballistic: residual {rms:.2f} > {2 * sp.tol:.2f}")
-        accel_g = speed_mps = None
-        if sp.gravity is not None:
-            accel_g, speed_mps = accel / sp.gravity, speed
-            if not cfg.min_accel_g <= accel_g <= cfg.max_accel_g:
-                reasons.append(f"accelerates at {accel_g:.1f} g")
-            if end_speed > cfg.max_speed_mps:
-                reasons.append(f"too fast: {end_speed:.0f} m/s")
-            entry_speed = float(-early_coef[1])  # downward speed when first detected
-            if entry_speed > cfg.max_entry_speed_mps and points[0][2] > cfg.entry_margin_frac * self.frame_height:
-                reasons.append(f"appears mid-view already falling at {entry_speed:.0f} m/s")
-            if speed < cfg.min_speed_mps:
-                reasons.append(f"too slow: {speed:.1f} m/s")
-            size_m = self._size_m(points, widths)
-            if size_m > cfg.max_object_m:
-                reasons.append(f"too big to be thrown: {size_m:.1f} m across on the facade")
-            accel_score = _clip01(accel_g / 0.8) if accel_g <= cfg.max_accel_g else 0.0
-        else:
-            lin_rms = _linear_rms(sp.t, sp.up)
-            accel_score = _clip01((lin_rms - rms) / max(lin_rms, 1e-9) * 2) if accel > 0 else 0.0
-            # No scale, so no g to compare with: what is left of gravity is that the fall speeds up. Cars,
-            # people and swaying branches move down the image at a steady pace, or slow down.
-            gained = 0.5 * accel * duration**2 / max(drop, 1e-9)
-            if gained < cfg.uncalibrated_min_accel_share:
-                reasons.append(f"does not speed up: acceleration explains {gained:.0%} of its fall")
-        fit_score = _clip01(1.0 - rms / (2 * sp.tol))
-        drop_score = _clip01(fall / (2 * sp.min_fall))
-        score = round(0.45 * accel_score + 0.35 * fit_score + 0.2 * drop_score, 3)
-
-        fall_m = fall if sp.gravity is not None else None
-        if self.facade is not None and self.facade.outside(origin.facade_x_m, origin.height_m):
-            reasons.append(f"starts off the facade ({origin.facade_x_m:.1f} m along, {origin.height_m:.1f} m up)")
-        verdict = Verdict(None, score, reasons, fall_m, accel_g, speed_mps, origin)
-        if reasons or score < cfg.suspect_score:
-            return verdict
-        strong = fall >= sp.min_fall and rms <= sp.tol and (accel_g is None or accel_g >= cfg.confirm_min_accel_g)
-        if sp.gravity is None:
-            strong = strong and accel_score >= 0.5
-        verdict.level = "confirmed" if strong and score >= cfg.confirm_score else "suspected"
-        return verdict
+        calibrated = sp.gravity is not None
+        return Measures(
+            calibrated=calibrated,
+            min_fall=sp.min_fall,
+            tol=sp.tol,
+            drop=drop,
+            # Counted from where it left the facade: a track that starts mid-fall has already fallen that far.
+            fall=float(max(sp.up[apex], start_up) - sp.up[-1]),
+            rise_frac=float(np.mean(rises > sp.tol)) if len(rises) else 0.0,
+            sideways=float(abs(sp.along[-1] - sp.along[apex])),
+            blur_excess=_blur_excess(points, widths, lengths),
+            evidence_per_frame=evidence / max(1, span - 1) if evidence is not None else None,
+            detected=(len(points) - chance) / (span - chance),
+            faint=bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength,
+            rms=rms,
+            accel=accel,
+            accel_g=accel / sp.gravity if calibrated else None,
+            speed=drop / duration if duration > 0 else 0.0,
+            end_speed=float(-(coef[1] + 2 * coef[0] * sp.t[-1])),
+            entry_speed=float(-early_coef[1]),  # downward speed when first detected
+            entry_y_frac=points[0][2] / self.frame_height,
+            size_m=self._size_m(points, widths) if calibrated else 0.0,
+            gained=0.5 * accel * duration**2 / max(drop, 1e-9),
+            linear_rms=_linear_rms(sp.t, sp.up),
+            origin=origin,
+            off_facade=self.facade is not None and self.facade.outside(origin.facade_x_m, origin.height_m),
+        )
 
     def _space(self, pts: np.ndarray, blur_px: float = 0.0) -> _Space:
         t = (pts[:, 0] - pts[0, 0]) / self.fps
@@ -209,6 +393,32 @@ class FallDecision:
             return Origin(along, -height, None, None, None), height
         px = self.facade.to_image(np.array([[along, height]]))[0]
         return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height), height
+
+
+def _stray_head(points: list[tuple[int, float, float]], tol_px: float, min_points: int) -> int:
+    """How many first detections belong to another blob, seen before a gap and far off the curve after it.
+
+    A track seen once or twice coasts on its prediction through missed frames with a gate that widens
+    each frame, and takes up whatever enters it next: another throw, the object it was not. Such a head
+    ends in a gap of `_STRAY_GAP_FRAMES` or more and lies off the curve fitted, in pixels, to the next
+    `min_points` detections (a short piece, which drag has not bent). A head without a gap is kept: a
+    chain of contiguous blobs that bends is for the rules to judge.
+    """
+    for head in range(1, _STRAY_HEAD_MAX + 1):
+        if len(points) - head < min_points:
+            return 0
+        if points[head][0] - points[head - 1][0] <= _STRAY_GAP_FRAMES:
+            continue
+        body = np.asarray(points[head : head + min_points], dtype=np.float64)
+        t = body[:, 0] - points[0][0]
+        fx, fy = np.polyfit(t, body[:, 1], 2), np.polyfit(t, body[:, 2], 2)
+        tail = np.asarray(points[:head], dtype=np.float64)
+        miss = np.hypot(
+            np.polyval(fx, tail[:, 0] - points[0][0]) - tail[:, 1],
+            np.polyval(fy, tail[:, 0] - points[0][0]) - tail[:, 2],
+        )
+        return head if float(miss.min()) > _STRAY_HEAD_TOLS * tol_px else 0
+    return 0
 
 
 def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:

@@ -28,6 +28,9 @@ _TENTATIVE_HITS = 2  # a track seen this few times may give its place to a stron
 _DETECTION_P = 0.9  # chance an object in view is detected in a frame, for the track score
 _HIT_LLR, _MISS_LLR = math.log(_DETECTION_P), math.log(1 - _DETECTION_P)
 _MIN_CLUTTER_DENSITY = 1e-6  # blobs per pixel: a quiet frame still holds a blob or two of noise
+_STITCH_HITS = 3  # a new track is matched to a lost one when it has this many hits: its motion is known
+_STITCH_TAIL = 10  # the lost track's last this many detections give the curve a new track must continue
+_MAX_LOST = 16  # lost tracks kept for stitching at once (a busy frame loses many; the newest are kept)
 
 
 @dataclass
@@ -85,6 +88,8 @@ class Tracker:
         self._clutter = _MIN_CLUTTER_DENSITY
         self.width, self.height = frame_size
         self.tracks: list[Track] = []
+        self._lost: list[Track] = []  # ended before they fell far, kept for a while for `_stitch`
+        self._stitch_frames = round(cfg.stitch_gap_s * fps)
         self._next_id = 1
         self._q = np.kron(np.eye(2), _Q1) * cfg.jerk_px**2
         max_step = cfg.max_speed_frac * self.height / fps  # per frame: a slow camera sees longer steps
@@ -107,18 +112,63 @@ class Tracker:
             self._update(self.tracks[ti], frame, blobs[bi])
             used.add(bi)
         assigned_tracks = {ti for ti, _ in assigned}
+        young = [self.tracks[ti] for ti in assigned_tracks if self.tracks[ti].hits == _STITCH_HITS]
         for i, t in enumerate(self.tracks):
             if i not in assigned_tracks:
                 t.missed += 1
                 t.evidence += _MISS_LLR
         ended = [t for t in self.tracks if self._is_over(t)]
         self.tracks = [t for t in self.tracks if not self._is_over(t)]
+        self._keep_lost(frame, ended)
+        for t in young:
+            if self._lost:
+                self._stitch(t)
         # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
         for b in sorted((b for bi, b in enumerate(blobs) if bi not in used), key=lambda b: -b.strength):
             if len(self.tracks) >= self.cfg.max_tracks and not self._evict_tentative(b):
                 break
             self._start(frame, b)
         return ended
+
+    def _keep_lost(self, frame: int, ended: list[Track]) -> None:
+        """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
+        self._lost += [t for t in ended if not t.falling and t.hits >= self.cfg.stitch_min_hits]
+        self._lost = [t for t in self._lost if frame - t.points[-1][0] <= self._stitch_frames][-_MAX_LOST:]
+
+    def _stitch(self, t: Track) -> None:
+        """Join a new track to the lost track it continues: one object that went unseen for a while.
+
+        A light object (paper, a bag) tumbles and fades out of sight for a few frames, and its track ends;
+        when it reappears a new track starts. Coasting the old track through the gap would let it take up
+        any blob (a swaying leaf, a raindrop); instead the new track, once seen three times on its own, is
+        joined to a lost one only when a single curve of constant acceleration, falling, passes within
+        `stitch_sigma` position sigmas of every detection of both. The fall decision then judges the whole.
+        """
+        first = t.points[0][0]
+        for lost in reversed(self._lost):
+            if lost.points[-1][0] >= first:
+                continue
+            pts = np.asarray(lost.points[-_STITCH_TAIL:] + t.points, dtype=np.float64)
+            f = pts[:, 0] - first
+            fx, fy = np.polyfit(f, pts[:, 1], 2), np.polyfit(f, pts[:, 2], 2)
+            if fy[1] + 2 * fy[0] * f[-1] <= 0:  # it must be moving down the image where it is now
+                continue
+            sizes = (lost.lengths[-_STITCH_TAIL:] + t.lengths) or [0.0]
+            tol = self.cfg.stitch_sigma * self._sigma(float(np.median(sizes)))
+            off = np.hypot(np.polyval(fx, f) - pts[:, 1], np.polyval(fy, f) - pts[:, 2])
+            if float(off.max()) > tol:
+                continue
+            gap = first - lost.points[-1][0] - 1
+            t.points[:0] = lost.points
+            t.widths[:0], t.strengths[:0], t.lengths[:0] = lost.widths, lost.strengths, lost.lengths
+            # The frames it went unseen count against it, as misses do in any track.
+            extra = lost.evidence_at_hit + gap * _MISS_LLR
+            t.evidence += extra
+            t.evidence_at_hit += extra
+            t.chance += lost.chance_at_hit
+            t.chance_at_hit += lost.chance_at_hit
+            self._lost.remove(lost)
+            return
 
     def _evict_tentative(self, b: Blob) -> bool:
         """Make room for a blob by dropping a weaker track seen only once or twice; False when there is none.
