@@ -20,6 +20,7 @@ from edge.video import EX_DATAERR, VideoError, check_readable
 from edge.worker import CameraWorker
 
 log = logging.getLogger(__name__)
+_DECODED_AHEAD = 8  # frames decoding may run ahead of detection: enough to overlap them, more costs memory
 
 
 @dataclass
@@ -64,7 +65,7 @@ def replay(
         annotator = Annotator(key, events.on_evidence)
         annotator.start()
         evidence = EvidenceOutput(out / "events", key, config_hash(config), annotator.submit)
-    feed = Feed(cam.capture.queue_frames, lossless=True)
+    feed = Feed(_DECODED_AHEAD, lossless=True)
     options = SourceOptions(clock=Clock.STREAM, open_timeout_s=60, read_timeout_s=60)
     capture = CameraCapture(name, str(path), cam.capture, feed, is_file=True, options=options)
     run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)  # as live: a second replay into `out` keeps the first's
