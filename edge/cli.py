@@ -215,6 +215,10 @@ def cmd_verify(args) -> int:
 def cmd_bench(args) -> int:
     from edge.bench import run_accuracy, run_speed
 
+    if args.what == "throughput":
+        from edge.throughput import run_throughput
+
+        return run_throughput(args)
     return run_accuracy(args) if args.what == "accuracy" else run_speed(args)
 
 
@@ -279,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("bench", help="measure the detector")
-    s.add_argument("what", choices=["accuracy", "speed"])
+    s.add_argument("what", choices=["accuracy", "speed", "throughput"])
     s.add_argument("--cache", default=".bench-cache", help="folder for rendered scenes (reused)")
     s.add_argument("--scenes", help="comma-separated subset of the suite")
     s.add_argument("--markdown", help="also write the table to this file")
@@ -297,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--no-real", action="store_true", help="skip the real-footage section")
     s.add_argument("--no-plot", action="store_true", help="do not write the detection-limit PNG")
+    s.add_argument("--cameras", type=int, default=4, help="throughput: live cameras to run at once")
+    s.add_argument(
+        "--live-seconds", type=float, default=300.0, help="throughput: length of the live run (0: skip it)"
+    )
     s.set_defaults(func=cmd_bench)
     return p
 

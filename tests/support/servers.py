@@ -33,7 +33,12 @@ class RtspServer:
 
     def start(self, timeout: float = 15.0) -> RtspServer:
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), str(self.port), str(self.clip)],
+            [
+                SYSTEM_PYTHON,
+                str(HERE.parent.parent / "scripts" / "rtsp_server.py"),
+                str(self.port),
+                str(self.clip),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
