@@ -66,7 +66,11 @@ class Node:
     ):
         self.config = config
         self.storage = config.storage.dir
-        self.storage.mkdir(parents=True, exist_ok=True)
+        # Evidence, the signing key and the outbox are for this node only: the storage dir is 0700 however
+        # it was made (a umask of 022, an older version), so nothing below it is reachable by other users.
+        self.storage.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.storage.stat().st_uid == os.geteuid():
+            self.storage.chmod(0o700)
         self.events = EventLog(self.storage / "events.jsonl", on_alert=lambda line: log.warning("%s", line))
         self.status_file = StatusFile(self.storage)
         self.detect_on = self._load_detect_state()

@@ -44,7 +44,8 @@ def public_b64(public: Ed25519PublicKey) -> str:
 
 def load_or_create_key(key_dir: Path) -> Ed25519PrivateKey:
     """The node's signing key from key_dir/node_ed25519.pem, created (mode 0600) on first use."""
-    key_dir.mkdir(parents=True, exist_ok=True)
+    key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_dir.chmod(0o700)
     path = key_dir / "node_ed25519.pem"
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -7,6 +7,7 @@ and event updates are never dropped (they are tiny); every drop is counted and r
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -71,6 +72,10 @@ class Outbox:
 
     def __init__(self, path: Path, max_bytes: int):
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Queued messages are evidence and alerts: 0600, whatever the umask; SQLite gives its -wal and
+        # -shm files the database file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path.chmod(0o600)
         self.max_bytes = max_bytes
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
