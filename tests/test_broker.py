@@ -8,6 +8,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -49,7 +50,7 @@ def test_the_broker_under_test_is_the_shipped_config_with_only_paths_and_port_ch
     assert wait_for(lambda: broker.proc.poll() is None, 1)  # it started from them, and runs
 
 
-def _center(tmp_path, broker, client_id="center-test") -> Listener:
+def _center(tmp_path, broker, client_id: str | None = "center-test") -> Listener:
     """`edge listen` as the center runs it: user center, a persistent session, everything at QoS 1."""
     cfg = {
         "version": 1,
@@ -168,5 +169,52 @@ def test_the_largest_chunk_a_node_can_send_passes_and_a_larger_message_does_not(
         _sync(broker, center)
         assert ("garden-a", "ev-big", "clip") in center.files_ok
         assert not [k for k in center.files_ok + center.files_bad if k[1] == "ev-huge"]
+    finally:
+        center.stop()
+
+
+@pytest.mark.parametrize(
+    ("victim", "victim_id", "taken_id"),
+    [
+        ("garden-b", "garden-b", "garden-b"),  # a node's client id is its node id
+        ("center", "edge-listen-center", "edge-listen-center"),  # what `edge listen` asks for
+        ("center", "edge-listen-center", "center"),  # what the broker gives it (use_username_as_clientid)
+    ],
+)
+def test_a_node_logging_in_with_another_clients_id_cannot_disconnect_it(broker, victim, victim_id, taken_id):
+    got: list[bytes] = []
+    topic = "edge/garden-b/cam/detect/set" if victim == "garden-b" else "edge/garden-b/events"
+    client, state = _client(broker, victim, victim_id, clean_session=victim != "garden-b")
+    client.on_message = lambda c, u, m: got.append(m.payload)
+    client.subscribe(topic, qos=1)
+    time.sleep(0.3)
+    intruder, _ = _client(broker, "garden-a", taken_id)  # garden-a's own password, someone else's client id
+    try:
+        time.sleep(1.0)
+        assert state["disconnects"] == 0 and state["connected"].is_set(), f"{victim} was thrown off"
+        # The control: the victim still receives what is meant for it.
+        sender, _ = _client(broker, "center" if victim == "garden-b" else "garden-b", "sender")
+        sender.publish(topic, b"OFF", qos=1).wait_for_publish(5)
+        _close(sender)
+        assert wait_for(lambda: b"OFF" in got, 5), f"{victim} no longer receives"
+    finally:
+        _close(intruder)
+        _close(client)
+
+
+def test_a_node_logging_in_with_the_centers_client_id_cannot_wipe_its_session(tmp_path, broker):
+    center = _center(tmp_path, broker, client_id=None)  # `edge listen`'s own id, edge-listen-<node id>
+    _sync(broker, center)
+    center.stop()  # away: its session holds what arrives meanwhile
+    node, _ = _client(broker, "garden-b", "garden-b")
+    node.publish("edge/garden-b/events", _event("while-away", "garden-b"), qos=1).wait_for_publish(5)
+    _close(node)
+    for taken_id in ("edge-listen-center", "center"):
+        # A clean session under the center's id would delete the center's session and its queue.
+        intruder, _ = _client(broker, "garden-a", taken_id, clean_session=True)
+        _close(intruder)
+    center = _center(tmp_path, broker, client_id=None)
+    try:
+        assert wait_for(lambda: "while-away" in _new_ids(center), 10), "the alert queued for the center is gone"
     finally:
         center.stop()
