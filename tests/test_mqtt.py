@@ -26,7 +26,8 @@ from edge.publish.outbox import Outbox
 
 from conftest import REPO, loop_clip, sim_facade
 
-USERS = {"garden-a": "pw-a", "garden-b": "pw-b", "center": "pw-center"}
+USERS = {"garden-a": "pw-a", "garden-b": "pw-b", "center": "pw-center", "monitor": "pw-monitor"}
+_watchers: list[mqtt.Client] = []
 
 
 @pytest.fixture
@@ -98,11 +99,19 @@ def center(tmp_path, broker):
 
 
 def _watch(broker, topic) -> dict:
-    """Latest payload per topic seen by a fresh subscriber (as the center); it runs until the test ends."""
+    """Latest payload per topic seen by a fresh subscriber; it runs until the next _watch.
+
+    It logs in as `monitor`, not `center`: the broker makes the client id the user name, so a second `center` login
+    would take over the center fixture's session. And one `monitor` login at a time, for the same reason."""
+    while _watchers:
+        old = _watchers.pop()
+        old.disconnect()
+        old.loop_stop()
     got: dict = {}
     probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
+    _watchers.append(probe)
     probe.tls_set(ca_certs=str(broker.ca))
-    probe.username_pw_set("center", "pw-center")
+    probe.username_pw_set("monitor", "pw-monitor")
     probe.on_message = lambda c, u, m: got.__setitem__(m.topic, m.payload)
     probe.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
     probe.connect("127.0.0.1", broker.port)

@@ -1,10 +1,11 @@
-"""A real Mosquitto broker for the tests: TLS with a CA made now, passwords, the shipped ACL."""
+"""A real Mosquitto broker for the tests: the shipped config and ACL, TLS with a CA made now, passwords."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+SHIPPED = REPO / "configs" / "mosquitto"
 
 
 def _name(cn: str) -> x509.Name:
@@ -69,8 +71,39 @@ def make_ca(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "ca.crt", folder / "broker.crt", folder / "broker.key"
 
 
+# Debian's /etc/mosquitto/mosquitto.conf, with the test's own paths: the shipped file goes in its conf.d/ as on a
+# real center, so a line there that clashes with Debian's (a second persistence_location) fails here too.
+DEBIAN_MAIN = """pid_file {folder}/mosquitto.pid
+persistence true
+persistence_location {folder}/data/
+log_dest file {folder}/mosquitto.log
+include_dir {folder}/conf.d
+"""
+
+
+def shipped_config(paths: dict[str, str]) -> str:
+    """configs/mosquitto/mosquitto.conf with only the first value of the options in `paths` replaced.
+
+    Every option in `paths` must occur exactly once, and every other line is kept byte for byte: the broker the
+    tests start is the shipped one, and a broken shipped line breaks the tests."""
+    lines = (SHIPPED / "mosquitto.conf").read_text().splitlines()
+    seen: dict[str, int] = dict.fromkeys(paths, 0)
+    out = []
+    for line in lines:
+        m = re.match(r"(\S+)(\s+)(\S+)(.*)", line)
+        if m and m[1] in paths:
+            seen[m[1]] += 1
+            line = m[1] + m[2] + paths[m[1]] + m[4]  # the first value only: whatever follows it stays
+        out.append(line)
+    wrong = {option: n for option, n in seen.items() if n != 1}
+    if wrong:
+        raise ValueError(f"configs/mosquitto/mosquitto.conf: expected each of these options once, got {wrong}")
+    return "\n".join(out) + "\n"
+
+
 class Broker:
-    """Mosquitto on a free loopback port: TLS, password file, the repo's ACL, persistence."""
+    """Mosquitto on a free loopback port, from the shipped mosquitto.conf and acl: only the paths of the password
+    file, ACL, certificates and persistence, and the listener's port, are the test's own."""
 
     def __init__(self, folder: Path, users: dict[str, str]):
         self.folder = folder
@@ -83,26 +116,33 @@ class Broker:
             subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True, capture_output=True)
         passwd.chmod(0o600)
         acl = folder / "acl"
-        shutil.copy(REPO / "configs" / "mosquitto" / "acl", acl)
+        shutil.copy(SHIPPED / "acl", acl)
         acl.chmod(0o600)
         (folder / "data").mkdir(exist_ok=True)
+        (folder / "conf.d").mkdir(exist_ok=True)
+        self.shipped = folder / "conf.d" / "edge.conf"
+        self.shipped.write_text(
+            shipped_config(
+                {
+                    "password_file": str(passwd),
+                    "acl_file": str(acl),
+                    "listener": f"{self.port} 127.0.0.1",
+                    "cafile": str(self.ca),
+                    "certfile": str(crt),
+                    "keyfile": str(key),
+                }
+            )
+        )
         self.conf = folder / "mosquitto.conf"
         # Started as root, mosquitto would switch to its own user, who cannot read the test's private folder.
         stay = "user root\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(
-            stay + "per_listener_settings false\nallow_anonymous false\n"
-            f"password_file {passwd}\nacl_file {acl}\n"
-            f"persistence true\npersistence_location {folder / 'data'}/\nautosave_interval 1\n"
-            f"log_dest file {folder / 'mosquitto.log'}\nlog_type error\nlog_type warning\nlog_type notice\n"
-            f"listener {self.port} 127.0.0.1\ncafile {self.ca}\ncertfile {crt}\nkeyfile {key}\n"
-            "require_certificate false\n"
-        )
+        self.conf.write_text(stay + DEBIAN_MAIN.format(folder=folder))
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> Broker:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        stderr = (self.folder / "stderr.log").open("ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=stderr)
+        stderr.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -112,7 +152,13 @@ class Broker:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start: {(self.folder / 'mosquitto.log').read_text()[-2000:]}")
+        self.stop()
+        raise RuntimeError(f"mosquitto did not start (exit {self.proc.returncode}): {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        """What mosquitto wrote: its log file, and stderr (where it reports a config it cannot load)."""
+        files = [self.folder / "mosquitto.log", self.folder / "stderr.log"]
+        return "".join(f.read_text(errors="replace") for f in files if f.exists())
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
