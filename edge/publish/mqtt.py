@@ -231,10 +231,13 @@ class MqttPublisher:
     def on_status(self, camera: str, status) -> None:
         body = json.dumps({"v": 1, "camera": camera, **status.to_dict()}).encode()
         topic = self.topics.status(camera)
-        self.outbox.put(Kind.STATUS, topic, body, retain=True, coalesce_key=topic)
+        # QoS 0, retained: never queued by the broker for an absent center (where it would crowd out alerts);
+        # the center reads the latest copy when it subscribes again.
+        self.outbox.put(Kind.STATUS, topic, body, qos=0, retain=True, coalesce_key=topic)
 
     def publish_stats(self, stats: dict) -> None:
-        self.outbox.put(Kind.STATS, self.topics.stats, json.dumps(stats).encode(), coalesce_key="stats")
+        body = json.dumps(stats).encode()
+        self.outbox.put(Kind.STATS, self.topics.stats, body, qos=0, retain=True, coalesce_key="stats")  # as status
 
     def send_original(self, event_id: str) -> bool:
         """Queue the original evidence clip of an event; False when there is no such event here."""
