@@ -7,9 +7,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import tracemalloc
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -18,8 +20,8 @@ from support.broker import Broker
 from support.servers import wait_for
 
 from edge.config import parse_config
-from edge.listen import Listener
-from edge.publish.mqtt import CHUNK_MAGIC, chunk_payloads
+from edge.listen import MAX_CHUNKS, MAX_FILE_BYTES, Listener
+from edge.publish.mqtt import CHUNK_MAGIC, chunk_payloads, valid_id
 
 # ".." is a broker account whose name is no safe path: the ACL lets it publish under edge/../#.
 USERS = {"garden-a": "pw-a", "..": "pw-dots", "center": "pw-center"}
@@ -237,3 +239,16 @@ def test_connected_is_cleared_when_the_connection_drops(broker, center):
     assert wait_for(lambda: not center.connected.is_set(), 10)
     broker.start()
     assert center.connected.wait(15)
+
+
+def test_the_schemas_state_the_receivers_checks():
+    schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    chunk = json.loads((schemas / "chunk-header.schema.json").read_text())["properties"]
+    event = json.loads((schemas / "event.schema.json").read_text())["properties"]
+    assert chunk["count"]["maximum"] == MAX_CHUNKS and chunk["bytes"]["maximum"] == MAX_FILE_BYTES
+    fields = [chunk["event"], chunk["node"], event["id"], event["msg_id"], event["node"]]
+    (pattern,) = {f["pattern"] for f in fields}
+    samples = ["20261129T023205-east-0000327-63", "garden-a", "a.b", "", ".", "..", "a..b", ".a", "a/b", "a b"]
+    samples += ["%2e%2e", "a" * 128, "a" * 129, "é"]
+    for s in samples:
+        assert valid_id(s) == bool(re.search(pattern, s)), s
