@@ -20,8 +20,8 @@ from support.broker import Broker
 from support.servers import wait_for
 
 from edge.config import parse_config
-from edge.listen import MAX_CHUNKS, MAX_FILE_BYTES, Listener
-from edge.publish.mqtt import CHUNK_MAGIC, chunk_payloads, valid_id
+from edge.listen import Listener
+from edge.publish.mqtt import CHUNK_MAGIC, chunk_payloads
 
 # ".." is a broker account whose name is no safe path: the ACL lets it publish under edge/../#.
 USERS = {"garden-a": "pw-a", "..": "pw-dots", "center": "pw-center"}
@@ -242,6 +242,9 @@ def test_connected_is_cleared_when_the_connection_drops(broker, center):
 
 
 def test_the_schemas_state_the_receivers_checks():
+    from edge.listen import MAX_CHUNKS, MAX_FILE_BYTES
+    from edge.publish.mqtt import valid_id
+
     schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
     chunk = json.loads((schemas / "chunk-header.schema.json").read_text())["properties"]
     event = json.loads((schemas / "event.schema.json").read_text())["properties"]
