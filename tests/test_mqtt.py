@@ -206,6 +206,59 @@ def test_the_original_clip_is_sent_on_request(tmp_path, broker, center, long_cli
         node.stop()
 
 
+def _record_all(broker, topic) -> list:
+    """Every (topic, payload) a fresh subscriber (as the center) sees, in order; it runs until the test ends."""
+    got: list = []
+    ready = threading.Event()
+    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
+    probe.tls_set(ca_certs=str(broker.ca))
+    probe.username_pw_set("center", "pw-center")
+    probe.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    probe.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+    probe.on_subscribe = lambda c, u, mid, rcs, p=None: ready.set()
+    probe.connect("127.0.0.1", broker.port)
+    probe.loop_start()
+    assert ready.wait(10)
+    return got
+
+
+def test_original_get_serves_only_a_valid_event_id_inside_storage_events(tmp_path, broker, center):
+    storage = tmp_path / "garden-a"
+    events = storage / "events"
+    real = "20260101T000000-cam-0000327-63"
+    (events / real).mkdir(parents=True)
+    (events / real / "original.ts").write_bytes(b"G" + os.urandom(5000))
+    # Decoys that a sloppy id check would serve: files next to the event folders, and a link out of them.
+    (events / "original.ts").write_bytes(b"G storage/events itself")
+    (storage / "original.ts").write_bytes(b"G storage itself")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "original.ts").write_bytes(b"G outside storage")
+    (events / "linked").symlink_to(tmp_path / "outside")
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, storage)
+    seen = _record_all(broker, "edge/garden-a/#")
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)
+        hostile = ["", "..", ".", "%2e%2e", "%2E%2E%2Fx", "linked", "missing", " ", "a" * 200]
+        for eid in hostile:
+            center.client.publish(f"edge/garden-a/events/{eid}/original/get", b"", qos=1).wait_for_publish(5)
+        # The control, sent last: a real event's original is still served, and once it is, the rest had their turn.
+        center.client.publish(f"edge/garden-a/events/{real}/original/get", b"", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: ("garden-a", real, "original") in center.files_ok, 20), center.files_bad
+        time.sleep(1.0)
+        file_topics = {t for t, _ in seen if t.endswith("/original")}
+        assert file_topics == {f"edge/garden-a/events/{real}/original"}, file_topics
+        ready = [json.loads(p) for t, p in seen if t == "edge/garden-a/events"]
+        assert [e["id"] for e in ready if e["type"] == "original_ready"] == [real]
+        got = tmp_path / "received" / "garden-a" / real / "original.ts"
+        assert got.read_bytes() == (events / real / "original.ts").read_bytes()
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
 def test_wrong_password_is_refused(broker):
     assert _connect(broker, "garden-a", "pw-a")[0] == "accepted"  # control: the right password gets in
     outcome, reason = _connect(broker, "garden-a", "wrong")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -155,6 +156,16 @@ def parse_chunk(payload: bytes) -> tuple[dict, bytes]:
     return json.loads(head), data
 
 
+# Node ids, event ids and msg_ids as they may appear in a topic level, a JSON field or a path: taken from the
+# network, one is used only if it matches this whole (fullmatch, so no trailing newline) and holds no "..".
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def valid_id(value) -> bool:
+    """True for a string safe as a topic level, a file name and a printed word (see ID_PATTERN)."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None and ".." not in value
+
+
 class MqttPublisher:
     """Puts everything the node reports into the outbox, and a sender thread drains it to the broker."""
 
@@ -240,10 +251,18 @@ class MqttPublisher:
         self.outbox.put(Kind.STATS, self.topics.stats, body, qos=0, retain=True, coalesce_key="stats")  # as status
 
     def send_original(self, event_id: str) -> bool:
-        """Queue the original evidence clip of an event; False when there is no such event here."""
+        """Queue the original evidence clip of an event; False when there is no such event here.
+
+        The id comes from a command topic, that is from the network: only a valid id naming a folder strictly
+        inside storage/events (itself, not a link out of it) is served, and only a regular file in it.
+        """
+        if not valid_id(event_id):
+            return False
         folder = self.storage / "events" / event_id
-        originals = sorted(folder.glob("original.*")) if folder.is_dir() else []
-        if not originals or "/" in event_id or event_id.startswith("."):
+        if not folder.is_dir() or folder.resolve() != (self.storage / "events").resolve() / event_id:
+            return False
+        originals = sorted(p for p in folder.glob("original.*") if p.is_file() and not p.is_symlink())
+        if not originals:
             return False
         size, digest = self._send_file(event_id, "original", originals[0])
         rec = {"id": event_id, "node": self.node}
@@ -317,20 +336,23 @@ class MqttPublisher:
             self.outbox.ack(seq)
 
     def _on_message(self, client, userdata, msg) -> None:
+        if not msg.topic.startswith(self.topics.base + "/"):
+            return
         parts = msg.topic[len(self.topics.base) + 1 :].split("/")
         try:
             if len(parts) == 3 and parts[1:] == ["detect", "set"] and parts[0] in self.cameras:
-                self._detect_set(parts[0], msg.payload.decode().strip().upper())
+                self._detect_set(parts[0], msg.payload.decode(errors="replace").strip().upper())
             elif len(parts) == 4 and parts[0] == "events" and parts[2:] == ["original", "get"]:
-                sent = self.send_original(parts[1])
-                if not sent:
+                if not valid_id(parts[1]):  # events//original/get, events/../original/get, ...
+                    log.warning("ignoring a request for the original of %r: not an event id", parts[1][:200])
+                elif not self.send_original(parts[1]):
                     log.warning("original requested for unknown event %s", parts[1])
         except Exception:
             log.exception("command on %s failed", msg.topic)
 
     def _detect_set(self, camera: str, value: str) -> None:
         if value not in ("ON", "OFF"):
-            log.warning("ignoring %s for %s: expected ON or OFF", value, camera)
+            log.warning("ignoring %r for %s: expected ON or OFF", value[:40], camera)
             return
         if self.on_detect_set:
             self.on_detect_set(camera, value == "ON")
