@@ -207,12 +207,14 @@ def test_the_original_clip_is_sent_on_request(tmp_path, broker, center, long_cli
 
 
 def _record_all(broker, topic) -> list:
-    """Every (topic, payload) a fresh subscriber (as the center) sees, in order; it runs until the test ends."""
+    """Every (topic, payload) a fresh subscriber sees, in order; it runs until the test ends.
+
+    It logs in as `monitor`: a second `center` login would take over the center fixture's session."""
     got: list = []
     ready = threading.Event()
     probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
     probe.tls_set(ca_certs=str(broker.ca))
-    probe.username_pw_set("center", "pw-center")
+    probe.username_pw_set("monitor", "pw-monitor")
     probe.on_message = lambda c, u, m: got.append((m.topic, m.payload))
     probe.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
     probe.on_subscribe = lambda c, u, mid, rcs, p=None: ready.set()
