@@ -10,7 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge import __version__
-from edge.config import EX_CONFIG, ConfigError, json_schema, load_config
+from edge.config import (
+    EX_CONFIG,
+    ConfigError,
+    StorageError,
+    json_schema,
+    load_config,
+    prepare_storage,
+    storage_problem,
+)
 from edge.progress import Progress
 from edge.video import VideoError
 
@@ -23,6 +31,9 @@ def _err(msg: str) -> None:
 
 def cmd_check_config(args) -> int:
     cfg = load_config(args.file)
+    problem = storage_problem(cfg)
+    if problem:  # a warning: the service may run as another user, or systemd may create the folder for it
+        print(f"edge: warning: storage.dir {cfg.storage.dir}: {problem}; `edge run` exits 73", file=sys.stderr)
     cams = ", ".join(
         f"{n} ({'calibrated' if c.facade else 'no facade calibration'})" for n, c in cfg.cameras.items()
     )
@@ -141,6 +152,7 @@ def cmd_run(args) -> int:
     if args.camera and any(c not in cfg.cameras for c in args.camera):
         _err(f"no camera named {args.camera}; the config has {', '.join(cfg.cameras)}")
         return EX_CONFIG
+    prepare_storage(cfg)  # StorageError (exit 73) naming storage.dir, before anything is started
     node = Node(cfg, cameras=args.camera)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.request_stop())
@@ -177,7 +189,7 @@ def cmd_listen(args) -> int:
     return EX_OK
 
 
-EX_VERIFIED, EX_TAMPERED, EX_UNVERIFIED, EX_DATAERR, EX_NOINPUT = 0, 1, 3, 65, 66
+EX_VERIFIED, EX_TAMPERED, EX_UNVERIFIED, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 0, 1, 3, 65, 66, 73
 
 VERIFY_STATUSES = """exit status:
   0   every event folder is intact and signed by a trusted node key
@@ -387,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[type, Callable[[Exception], int]] = {
         ConfigError: lambda e: (_err(str(e)), EX_CONFIG)[1],
         VideoError: lambda e: (_err(str(e)), e.code)[1],
+        StorageError: lambda e: (_err(str(e)), EX_CANTCREAT)[1],
     }
     try:
         return args.func(args)
