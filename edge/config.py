@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -545,6 +546,8 @@ class EdgeConfig(Strict):
         min_length=1, description="The cameras of this node, by name."
     )
 
+    _from_env: list = PrivateAttr(default_factory=list)  # (path, text as written) filled from the environment
+
     def camera(self, name: str | None) -> tuple[str, CameraConfig]:
         """The camera called `name`, or the only one when `name` is None."""
         if name is None:
@@ -770,7 +773,7 @@ def _parse(text: str, file: str) -> EdgeConfig:
             f"${{{name}}}",
             f"environment variable {name} is not set",
         )
-    data = _merge_defaults(data)
+    data, raw = _merge_defaults(data), _merge_defaults(raw)
     try:
         config = EdgeConfig.model_validate(data)
     except ValidationError as exc:
@@ -784,6 +787,7 @@ def _parse(text: str, file: str) -> EdgeConfig:
         else:
             why = err["msg"].removeprefix("Value error, ")
         raise ConfigError(file, _locate(root, loc), _dotted(loc), value, why) from None
+    config._from_env = list(_substituted(raw, data, ()))
     return config
 
 
@@ -794,6 +798,18 @@ def _merge_defaults(data: dict) -> dict:
         merged = {k: deep_merge(defaults, v) if isinstance(v, dict) else v for k, v in cameras.items()}
         return {**data, "cameras": merged}
     return data
+
+
+def _substituted(raw: Any, filled: Any, path: tuple):
+    """(path, text as written) of every string the environment filled in."""
+    if isinstance(raw, dict) and isinstance(filled, dict):
+        for k, v in raw.items():
+            yield from _substituted(v, filled.get(k), (*path, k))
+    elif isinstance(raw, list) and isinstance(filled, list):
+        for i, (a, b) in enumerate(zip(raw, filled, strict=False)):
+            yield from _substituted(a, b, (*path, i))
+    elif isinstance(raw, str) and raw != filled:
+        yield path, raw
 
 
 def _dotted(loc: tuple) -> str:
@@ -848,9 +864,48 @@ def prepare_storage(config: EdgeConfig) -> None:
         raise StorageError(f"storage.dir {path}: cannot write there: {exc.strerror or exc}{where}") from None
 
 
+def redacted_config(config: EdgeConfig) -> dict:
+    """The validated config as JSON data with every secret replaced by a fixed marker: what config_hash hashes.
+
+    Values the environment filled in appear as written (`${NAME}`); camera URLs lose user-info passwords and
+    secret-looking query parameters (source.redact); the MQTT password is `***`.
+    """
+    from edge.capture.source import redact  # local: the capture package pulls in PyAV
+
+    out = config.model_dump(mode="json")
+    for path, written in config._from_env:
+        _put(out, path, written)
+    for cam in out["cameras"].values():
+        cam["source"] = redact(cam["source"])
+    if isinstance(out["defaults"].get("source"), str):
+        out["defaults"]["source"] = redact(out["defaults"]["source"])
+    if out["mqtt"].get("password") is not None:
+        out["mqtt"]["password"] = "***"
+    return out
+
+
+def _put(tree: Any, path: tuple, value: str) -> None:
+    """Set tree[path] = value; where the path leaves the tree's shape, replace the deepest part that exists."""
+    parent, key, node = None, None, tree
+    for part in path:
+        inside = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if not inside:
+            break
+        parent, key, node = node, part, node[part]
+    if parent is not None:
+        parent[key] = value
+
+
 def config_hash(config: EdgeConfig) -> str:
-    """SHA-256 of the validated config, recorded in evidence to show which settings made it."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    """SHA-256 of the validated config without its secrets, recorded in evidence to show which settings made it.
+
+    Secrets are replaced by fixed markers first (redacted_config): the hash is published in every manifest, and
+    a hash over a config holding passwords would let anyone test guesses of them offline.
+    """
+    text = json.dumps(redacted_config(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def json_schema() -> dict:
