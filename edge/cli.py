@@ -10,7 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge import __version__
-from edge.config import EX_CONFIG, ConfigError, json_schema, load_config
+from edge.config import (
+    EX_CONFIG,
+    ConfigError,
+    StorageError,
+    json_schema,
+    load_config,
+    prepare_storage,
+    storage_problem,
+)
 from edge.progress import Progress
 from edge.video import VideoError
 
@@ -23,6 +31,9 @@ def _err(msg: str) -> None:
 
 def cmd_check_config(args) -> int:
     cfg = load_config(args.file)
+    problem = storage_problem(cfg)
+    if problem:  # a warning: the service may run as another user, or systemd may create the folder for it
+        print(f"edge: warning: storage.dir {cfg.storage.dir}: {problem}; `edge run` exits 73", file=sys.stderr)
     cams = ", ".join(
         f"{n} ({'calibrated' if c.facade else 'no facade calibration'})" for n, c in cfg.cameras.items()
     )
@@ -141,6 +152,7 @@ def cmd_run(args) -> int:
     if args.camera and any(c not in cfg.cameras for c in args.camera):
         _err(f"no camera named {args.camera}; the config has {', '.join(cfg.cameras)}")
         return EX_CONFIG
+    prepare_storage(cfg)  # StorageError (exit 73) naming storage.dir, before anything is started
     node = Node(cfg, cameras=args.camera)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.request_stop())
@@ -177,39 +189,96 @@ def cmd_listen(args) -> int:
     return EX_OK
 
 
+EX_VERIFIED, EX_TAMPERED, EX_UNVERIFIED, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 0, 1, 3, 65, 66, 73
+
+VERIFY_STATUSES = """exit status:
+  0   every event folder is intact and signed by a trusted node key
+  1   something changed since signing, or a manifest is signed by a key that is not trusted
+  3   intact, but UNVERIFIED: no trusted key was given, so anyone could have signed it
+  64  a trusted key (--key, --key-file, --key-dir) is not an Ed25519 public key, or --key-dir has no *.pub
+  65  a manifest is malformed (not JSON, missing fields, file names outside the event folder)
+  66  nothing to check: no such folder, no manifest.json in it, or a key file that cannot be read
+When folders differ, the most serious wins: 1, then 65, then 3."""
+
+
+def _trusted_keys(args) -> tuple[dict[bytes, str] | None, int]:
+    """The trusted node keys from --key, --key-file and --key-dir (raw key -> name), or (None, exit status)."""
+    from edge.publish.manifest import parse_public_key
+
+    given: list[tuple[str, str | Path]] = [("--key", k) for k in args.key or []]
+    given += [("file", Path(f)) for f in args.key_file or []]
+    for d in args.key_dir or []:
+        try:
+            pubs = sorted(p for p in Path(d).iterdir() if p.suffix == ".pub")
+        except OSError as exc:
+            _err(f"{d}: cannot read the trusted key folder ({exc.strerror or exc})")
+            return None, EX_NOINPUT
+        if not pubs:
+            _err(f"{d}: no *.pub key file in it, no key to trust")
+            return None, EX_USAGE
+        given += [("file", p) for p in pubs]
+    trusted: dict[bytes, str] = {}
+    for kind, source in given:
+        if kind == "file":
+            try:
+                text = Path(source).read_text(errors="replace")
+            except OSError as exc:
+                _err(f"{source}: cannot read the trusted key ({exc.strerror or exc})")
+                return None, EX_NOINPUT
+        else:
+            text, source = str(source), "--key"
+        try:
+            trusted.setdefault(parse_public_key(text), str(source))
+        except ValueError as exc:
+            _err(f"{source}: not a trusted key: {exc}")
+            return None, EX_USAGE
+    return trusted, EX_OK
+
+
 def cmd_verify(args) -> int:
-    """Check evidence manifests and their files; name exactly what changed."""
-    from edge.publish.manifest import MANIFEST, verify_folder
+    """Check evidence manifests and their files against trusted node keys; name exactly what is wrong."""
+    from edge.publish.manifest import MANIFEST, Status, check_folder
 
     root = Path(args.dir)
     if not root.exists():
         _err(f"{root}: not found")
-        return 66
+        return EX_NOINPUT
+    trusted, status = _trusted_keys(args)
+    if trusted is None:
+        return status
     folders = sorted({p.parent for p in root.rglob(MANIFEST)}) if root.is_dir() else []
     if not folders:
         _err(f"{root}: no {MANIFEST} found")
-        return 66
-    trusted = args.key
-    if args.key_file:
-        try:
-            trusted = Path(args.key_file).read_text().strip()
-        except OSError as exc:
-            _err(f"{args.key_file}: cannot read the trusted key ({exc.strerror or exc})")
-            return 66
-        if not trusted:
-            _err(f"{args.key_file}: empty, no key to trust")
-            return 65
-    bad = 0
+        return EX_NOINPUT
+    seen: dict[Status, int] = dict.fromkeys(Status, 0)
     for folder in folders:
-        problems = verify_folder(folder, trusted)
-        if problems:
-            bad += 1
-            for p in problems:
-                print(f"FAILED {p}")
+        v = check_folder(folder, trusted)
+        seen[v.status] += 1
+        if v.status is Status.VERIFIED:
+            print(f"OK         {folder} (signed by key {v.key_id}: {v.trusted_as})")
+        elif v.status is Status.UNVERIFIED:
+            print(
+                f"UNVERIFIED {folder}: intact, signed by key {v.key_id}, which nothing vouches for "
+                "(give the node's key with --key-file or --key-dir)"
+            )
         else:
-            print(f"OK     {folder}")
-    print(f"{len(folders) - bad} of {len(folders)} event folders verify")
-    return 1 if bad else EX_OK
+            word = "MALFORMED" if v.status is Status.MALFORMED else "FAILED"
+            for p in v.problems:
+                print(f"{word} {p}")
+        for name in v.unsigned:
+            print(f"NOTE       {folder / name}: not covered by the manifest")
+    summary = f"{seen[Status.VERIFIED]} of {len(folders)} event folders verify"
+    extra = [
+        f"{seen[Status.UNVERIFIED]} intact but unverified (no trusted key)" if seen[Status.UNVERIFIED] else "",
+        f"{seen[Status.FAILED]} failed" if seen[Status.FAILED] else "",
+        f"{seen[Status.MALFORMED]} malformed" if seen[Status.MALFORMED] else "",
+    ]
+    print("; ".join([summary, *filter(None, extra)]))
+    if seen[Status.FAILED]:
+        return EX_TAMPERED
+    if seen[Status.MALFORMED]:
+        return EX_DATAERR
+    return EX_UNVERIFIED if seen[Status.UNVERIFIED] else EX_VERIFIED
 
 
 def cmd_bench(args) -> int:
@@ -276,10 +345,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--client-id", help="MQTT client id (default edge-listen-<node id>)")
     s.set_defaults(func=cmd_listen)
 
-    s = sub.add_parser("verify", help="check evidence manifests: signature and every file's SHA-256")
+    s = sub.add_parser(
+        "verify",
+        help="check evidence manifests: signer, signature and every file's SHA-256",
+        description=(
+            "Check every manifest.json under DIR: that it is well formed and names only files of its own "
+            "folder, that its signature holds, that the key that signed it is a trusted node key, and every "
+            "file's size and SHA-256. Without a trusted key the result is at best UNVERIFIED (exit 3)."
+        ),
+        epilog=VERIFY_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("dir", help="an event folder, or a folder holding many")
-    s.add_argument("--key", help="the node's public key (base64) to trust")
-    s.add_argument("--key-file", help="file holding that key (storage/keys/node_ed25519.pub on the node)")
+    s.add_argument("--key", action="append", help="a node's public key (base64) to trust (repeatable)")
+    s.add_argument(
+        "--key-file",
+        action="append",
+        help="a file holding one (storage/keys/node_ed25519.pub on the node; base64 or PEM; repeatable)",
+    )
+    s.add_argument(
+        "--key-dir",
+        action="append",
+        metavar="DIR",
+        help="a folder of trusted node keys, one *.pub per node, registered out of band (repeatable)",
+    )
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("bench", help="measure the detector")
@@ -318,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[type, Callable[[Exception], int]] = {
         ConfigError: lambda e: (_err(str(e)), EX_CONFIG)[1],
         VideoError: lambda e: (_err(str(e)), e.code)[1],
+        StorageError: lambda e: (_err(str(e)), EX_CANTCREAT)[1],
     }
     try:
         return args.func(args)

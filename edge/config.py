@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 EX_CONFIG = 78
 
@@ -24,7 +33,7 @@ EX_CONFIG = 78
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .nan and .inf are never a setting
 
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -52,14 +61,42 @@ class NodeConfig(Strict):
     )
 
 
+def _readable_file(path: Path | None) -> Path | None:
+    """A file the node will read at start (TLS, password): checked when the config is, with its path."""
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return path
+
+
 class StorageConfig(Strict):
     dir: Path = Field(Path("/var/lib/edge"), description="Where clips, stills, manifests and the outbox live.")
+
+    @field_validator("dir")
+    @classmethod
+    def _can_be_a_directory(cls, path: Path) -> Path:
+        # A file in the way stops every user; whether this user may write there is storage_problem()'s job.
+        for p in (path, *path.parents):
+            if p.exists() or p.is_symlink():
+                if not p.is_dir():
+                    raise ValueError(f"{p} is not a directory")
+                break
+        return path
 
 
 class TlsConfig(Strict):
     ca_file: Path = Field(description="CA certificate that signed the broker's certificate.")
     cert_file: Path | None = Field(None, description="This client's certificate, when the broker asks for one.")
     key_file: Path | None = Field(None, description="Private key of cert_file.")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        return _readable_file(path)
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -103,6 +140,11 @@ class MqttConfig(Strict):
     outbox_max_mb: float = Field(
         512.0, gt=0.0, le=100000.0, description="Outbox size; beyond, clip chunks are dropped first, alerts never."
     )
+
+    @field_validator("password_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        return _readable_file(path)
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:
@@ -504,6 +546,8 @@ class EdgeConfig(Strict):
         min_length=1, description="The cameras of this node, by name."
     )
 
+    _from_env: list = PrivateAttr(default_factory=list)  # (path, text as written) filled from the environment
+
     def camera(self, name: str | None) -> tuple[str, CameraConfig]:
         """The camera called `name`, or the only one when `name` is None."""
         if name is None:
@@ -604,22 +648,122 @@ def _locate(root: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def parse_config(text: str, file: str = "config") -> EdgeConfig:
-    """Validate YAML text into an EdgeConfig, raising ConfigError at the first problem found."""
+MAX_BYTES = 256 * 1024  # a site with dozens of cameras is a few tens of KiB
+MAX_DEPTH = 24  # the deepest real setting is 7 levels down (cameras.x.masks.privacy[0][1][0])
+MAX_INT_DIGITS = 30  # no setting needs a longer number; Python refuses ints over 4300 digits with a traceback
+
+_INT, _MERGE, _DATE = "tag:yaml.org,2002:int", "tag:yaml.org,2002:merge", "tag:yaml.org,2002:timestamp"
+
+
+class _Refused(Exception):
+    def __init__(self, line: int | None, path: tuple, why: str):
+        super().__init__(why)
+        self.line, self.path, self.why = line, path, why
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with the bounds a config needs, checked while composing, before anything is built.
+
+    Anchors and aliases are refused outright (a config has no need for them, `defaults:` shares camera settings,
+    and they are how a 400-byte file expands to gigabytes); so are merge keys (`<<`), duplicate keys, nesting
+    deeper than MAX_DEPTH and integers longer than MAX_INT_DIGITS. Dates stay text (no setting is a date).
+    """
+
+    yaml_implicit_resolvers = {
+        k: [r for r in v if r[0] != _DATE] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._path: list = []
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        part = index.value if isinstance(index, yaml.ScalarNode) else index  # None: a key, or the document
+        path = (*self._path, part) if part is not None else tuple(self._path)
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            why = "anchors and aliases (& and *) are not accepted: write values out (shared settings: defaults:)"
+            raise _Refused(line, path, why)
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(line, path, f"nested deeper than {MAX_DEPTH} levels")
+        self._depth += 1
+        if part is not None:
+            self._path.append(part)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if part is not None:
+                self._path.pop()
+
+    def compose_scalar_node(self, anchor):
+        node = super().compose_scalar_node(anchor)
+        digits = node.value.lstrip("+-").replace("_", "")
+        if node.tag == _INT and len(digits) > MAX_INT_DIGITS:
+            raise _Refused(node.start_mark.line + 1, tuple(self._path), f"a number of {len(digits)} digits")
+        return node
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        seen: dict[str, int] = {}
+        for key, _ in node.value:
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode):
+                raise _Refused(line, tuple(self._path), "a key must be a plain name, not a list or mapping")
+            if key.tag == _MERGE:
+                raise _Refused(line, tuple(self._path), "merge keys (<<) are not accepted: use defaults:")
+            if key.value in seen:
+                why = f"duplicate key {key.value!r} (first at line {seen[key.value]})"
+                raise _Refused(line, (*self._path, key.value), why)
+            seen[key.value] = line
+        return node
+
+
+def _read_yaml(text: str, file: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of a YAML text, within the bounds of _Loader."""
+    if len(text) > MAX_BYTES:
+        why = f"too large for a config ({len(text)} characters, at most {MAX_BYTES})"
+        raise ConfigError(file, None, "", None, why)
+    loader = _Loader(text)
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    except _Refused as exc:
+        raise ConfigError(file, exc.line, _dotted(exc.path), None, exc.why) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        why = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        raise ConfigError(file, mark.line + 1 if mark else None, "", None, why) from None
+    finally:
+        loader.dispose()
+
+
+def parse_config(text: str, file: str = "config") -> EdgeConfig:
+    """Validate YAML text into an EdgeConfig, raising ConfigError at the first problem found.
+
+    Every failure is a ConfigError (exit 78 from the CLI), never a traceback: a unit restarted after a
+    traceback would restart forever on a config that cannot get better by itself.
+    """
+    try:
+        return _parse(text, file)
+    except ConfigError:
+        raise
+    except Exception as exc:  # anything a hostile file still provokes is a config error, not a crash
         raise ConfigError(
-            file, mark.line + 1 if mark else None, "", None, f"not valid YAML: {getattr(exc, 'problem', exc)}"
+            file, None, "", None, f"cannot be read as a config ({type(exc).__name__}: {exc})"
         ) from None
-    if data is None:
+
+
+def _parse(text: str, file: str) -> EdgeConfig:
+    root, raw = _read_yaml(text, file)
+    if raw is None:
         raise ConfigError(file, None, "", None, "the config file is empty")
-    if not isinstance(data, dict):
-        raise ConfigError(file, 1, "", type(data).__name__, "the config must be a mapping of sections")
+    if not isinstance(raw, dict):
+        raise ConfigError(file, 1, "", type(raw).__name__, "the config must be a mapping of sections")
     missing: list[tuple] = []
-    data = _fill_env(data, (), missing)
+    data = _fill_env(raw, (), missing)
     if missing:
         path, name = missing[0]
         raise ConfigError(
@@ -629,12 +773,9 @@ def parse_config(text: str, file: str = "config") -> EdgeConfig:
             f"${{{name}}}",
             f"environment variable {name} is not set",
         )
-    defaults = data.get("defaults") or {}
-    cameras = data.get("cameras")
-    if isinstance(defaults, dict) and isinstance(cameras, dict):
-        data["cameras"] = {k: deep_merge(defaults, v) if isinstance(v, dict) else v for k, v in cameras.items()}
+    data, raw = _merge_defaults(data), _merge_defaults(raw)
     try:
-        return EdgeConfig.model_validate(data)
+        config = EdgeConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -646,6 +787,29 @@ def parse_config(text: str, file: str = "config") -> EdgeConfig:
         else:
             why = err["msg"].removeprefix("Value error, ")
         raise ConfigError(file, _locate(root, loc), _dotted(loc), value, why) from None
+    config._from_env = list(_substituted(raw, data, ()))
+    return config
+
+
+def _merge_defaults(data: dict) -> dict:
+    defaults = data.get("defaults") or {}
+    cameras = data.get("cameras")
+    if isinstance(defaults, dict) and isinstance(cameras, dict):
+        merged = {k: deep_merge(defaults, v) if isinstance(v, dict) else v for k, v in cameras.items()}
+        return {**data, "cameras": merged}
+    return data
+
+
+def _substituted(raw: Any, filled: Any, path: tuple):
+    """(path, text as written) of every string the environment filled in."""
+    if isinstance(raw, dict) and isinstance(filled, dict):
+        for k, v in raw.items():
+            yield from _substituted(v, filled.get(k), (*path, k))
+    elif isinstance(raw, list) and isinstance(filled, list):
+        for i, (a, b) in enumerate(zip(raw, filled, strict=False)):
+            yield from _substituted(a, b, (*path, i))
+    elif isinstance(raw, str) and raw != filled:
+        yield path, raw
 
 
 def _dotted(loc: tuple) -> str:
@@ -653,22 +817,95 @@ def _dotted(loc: tuple) -> str:
 
 
 def load_config(path: str | Path) -> EdgeConfig:
-    """Read and validate a config file; raises ConfigError (also for an unreadable file)."""
+    """Read and validate a config file; raises ConfigError (also for an unreadable or oversized file)."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(str(p), None, "", str(p), "is a directory, not a config file")
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)  # bounded: /dev/zero or a huge file is refused, not swallowed
     except OSError as exc:
         raise ConfigError(str(p), None, "", str(p), f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(str(p), None, "", None, f"too large for a config (over {MAX_BYTES} bytes)")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(p), None, "", str(p), "not UTF-8 text") from None
     return parse_config(text, str(p))
 
 
+EX_CANTCREAT = 73
+
+
+class StorageError(Exception):
+    """storage.dir cannot be written: `edge run` exits EX_CANTCREAT (73)."""
+
+
+def storage_problem(config: EdgeConfig) -> str | None:
+    """Why this user could not write under storage.dir, or None; checked without creating anything."""
+    path = config.storage.dir
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user (uid {os.geteuid()})"
+    return None
+
+
+def prepare_storage(config: EdgeConfig) -> None:
+    """Create storage.dir and prove a file can be written in it; StorageError naming the path otherwise."""
+    path = config.storage.dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise StorageError(f"storage.dir {path}: cannot write there: {exc.strerror or exc}{where}") from None
+
+
+def redacted_config(config: EdgeConfig) -> dict:
+    """The validated config as JSON data with every secret replaced by a fixed marker: what config_hash hashes.
+
+    Values the environment filled in appear as written (`${NAME}`); camera URLs lose user-info passwords and
+    secret-looking query parameters (source.redact); the MQTT password is `***`.
+    """
+    from edge.capture.source import redact  # local: the capture package pulls in PyAV
+
+    out = config.model_dump(mode="json")
+    for path, written in config._from_env:
+        _put(out, path, written)
+    for cam in out["cameras"].values():
+        cam["source"] = redact(cam["source"])
+    if isinstance(out["defaults"].get("source"), str):
+        out["defaults"]["source"] = redact(out["defaults"]["source"])
+    if out["mqtt"].get("password") is not None:
+        out["mqtt"]["password"] = "***"
+    return out
+
+
+def _put(tree: Any, path: tuple, value: str) -> None:
+    """Set tree[path] = value; where the path leaves the tree's shape, replace the deepest part that exists."""
+    parent, key, node = None, None, tree
+    for part in path:
+        inside = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if not inside:
+            break
+        parent, key, node = node, part, node[part]
+    if parent is not None:
+        parent[key] = value
+
+
 def config_hash(config: EdgeConfig) -> str:
-    """SHA-256 of the validated config, recorded in evidence to show which settings made it."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    """SHA-256 of the validated config without its secrets, recorded in evidence to show which settings made it.
+
+    Secrets are replaced by fixed markers first (redacted_config): the hash is published in every manifest, and
+    a hash over a config holding passwords would let anyone test guesses of them offline.
+    """
+    text = json.dumps(redacted_config(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def json_schema() -> dict:

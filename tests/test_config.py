@@ -159,5 +159,122 @@ def test_the_mqtt_password_comes_from_a_file_and_is_never_shown(tmp_path):
 
 
 def test_a_password_and_a_password_file_together_are_refused(tmp_path):
-    text = "version: 1\nnode: {id: n}\nmqtt: {password: a, password_file: /x}\ncameras:\n  c: {source: a.mp4}\n"
+    (tmp_path / "pw").write_text("b\n")
+    text = f"version: 1\nnode: {{id: n}}\nmqtt: {{password: a, password_file: {tmp_path / 'pw'}}}\n"
+    text += "cameras:\n  c: {source: a.mp4}\n"
     assert "not both" in _error(text).why
+
+
+# Issue 11 item 6: hostile or careless input is refused with exit 78 and `file:line: key.path: why`, quickly.
+
+_BOMB = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+    "h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+    "i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n"
+    "version: 1\nnode: {id: n}\ncameras: {c: {source: a.mp4}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("version: 1\nnode: &n {id: n, x: *n}\ncameras: {c: {source: a.mp4}}\n", 2, "anchors and aliases"),
+        (_BOMB, 1, "anchors and aliases"),
+        ("version: 1\nnode: {id: n}\nx: " + "[" * 20000 + "]" * 20000 + "\n", 3, "nested deeper than"),
+        ("version: 1\nnode: {id: n, status_interval_s: " + "9" * 5000 + "}\n", 2, "node.status_interval_s: "),
+        ("version: 1\nnode: {id: n}\nnode: {id: m}\ncameras: {c: {source: a.mp4}}\n", 3, "duplicate key 'node'"),
+        (
+            "version: 1\nnode: {id: n}\ncameras:\n  c: {source: a.mp4, fps: 5, fps: 6}\n",
+            4,
+            "cameras.c.fps: duplicate",
+        ),
+        ("version: 1\nnode: {id: n}\ncameras: {c: {source: a.mp4}}\n" + "#" * 300_000 + "\n", None, "too large"),
+        ("version: 1\nnode: {id: n}\ncameras: {c: {source: a.mp4}}\nwhen: 2024-13-45\n", 4, "when"),
+    ],
+    ids=["recursive-alias", "bomb", "deep", "long-int", "dup-top", "dup-nested", "too-large", "bad-date"],
+)
+def test_hostile_yaml_exits_78_quickly_with_file_line_and_path(tmp_path, text, line, words):
+    proc = run_edge("check-config", _write(tmp_path, text), timeout=20)
+    assert proc.returncode == 78, (proc.returncode, proc.stderr[-500:])
+    assert "Traceback" not in proc.stderr and words in proc.stderr, proc.stderr[-500:]
+    assert f"site.yaml:{line}: " in proc.stderr if line else "site.yaml: " in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        (
+            ("      ground_floor: 1\n", "      ground_floor: 1\n      extent_m: [.nan, .inf]\n"),
+            "facade.extent_m[0]",
+        ),
+        (("[233.7, 899.0], facade: [7.2", "[.inf, 899.0], facade: [7.2"), "facade.points[0].image[0]"),
+        (("floor_height_m: 3.0", "floor_height_m: .nan"), "facade.floor_height_m"),
+    ],
+)
+def test_non_finite_numbers_are_refused(monkeypatch, edit, path):
+    monkeypatch.setenv("CAM_PW", "x")
+    err = _error(GOOD.replace(*edit))
+    assert err.path == f"cameras.east.{path}" and "finite" in err.why, str(err)
+
+
+def test_a_non_finite_number_from_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("CAM_PW", "x")
+    monkeypatch.setenv("EXTENT_FROM", "nan")
+    err = _error(
+        GOOD.replace("      ground_floor: 1\n", "      ground_floor: 1\n      extent_m: ['${EXTENT_FROM}', 9]\n")
+    )
+    assert err.path == "cameras.east.facade.extent_m[0]" and "finite" in err.why, str(err)
+
+
+def test_a_duplicate_key_names_both_lines(monkeypatch):
+    monkeypatch.setenv("CAM_PW", "x")
+    err = _error(GOOD.replace("    record: {post_s: 3}\n", "    record: {post_s: 3}\n    record: {post_s: 4}\n"))
+    assert (err.line, err.path) == (12, "cameras.east.record") and "first at line 11" in err.why, str(err)
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "path"),
+    [
+        ("mqtt: {tls: {ca_file: MISSING/ca.pem}}", "mqtt.tls.ca_file"),
+        ("mqtt: {tls: {ca_file: CA, cert_file: MISSING/c.pem, key_file: CA}}", "mqtt.tls.cert_file"),
+        ("mqtt: {tls: {ca_file: CA, cert_file: CA, key_file: MISSING/k.pem}}", "mqtt.tls.key_file"),
+        ("mqtt: {username: n, password_file: MISSING/pw}", "mqtt.password_file"),
+        ("mqtt: {tls: {ca_file: DIR}}", "mqtt.tls.ca_file"),
+    ],
+)
+def test_files_the_config_names_must_exist_at_check_config(tmp_path, mqtt, path):
+    (tmp_path / "ca.pem").write_text("not checked as a certificate here\n")
+    mqtt = mqtt.replace("MISSING", str(tmp_path / "nope")).replace("CA", str(tmp_path / "ca.pem"))
+    mqtt = mqtt.replace("DIR", str(tmp_path))
+    text = f"version: 1\nnode: {{id: n}}\n{mqtt}\ncameras: {{c: {{source: a.mp4}}}}\n"
+    proc = run_edge("check-config", _write(tmp_path, text))
+    assert proc.returncode == 78 and f"site.yaml:3: {path}: " in proc.stderr, proc.stderr
+    assert (
+        str(tmp_path / "nope") in proc.stderr or str(tmp_path) in proc.stderr
+    ) and "Traceback" not in proc.stderr
+
+
+def test_a_storage_dir_that_cannot_be_a_directory_is_refused_at_check_config(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for where in (tmp_path / "afile", tmp_path / "afile" / "store"):
+        text = f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {where}}}\ncameras: {{c: {{source: a.mp4}}}}\n"
+        proc = run_edge("check-config", _write(tmp_path, text))
+        assert proc.returncode == 78 and "site.yaml:3: storage.dir: " in proc.stderr, proc.stderr
+        assert str(tmp_path / "afile") in proc.stderr and "not a directory" in proc.stderr
+
+
+def test_run_with_an_unwritable_storage_dir_exits_73_naming_it(tmp_path):
+    where = "/sys/edge-storage-test"  # sysfs refuses mkdir, also to root
+    if os.path.exists(where):
+        pytest.skip("needs a place nobody may create a directory in")
+    text = f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {where}}}\nmqtt: {{enabled: false}}\n"
+    text += "cameras: {c: {source: a.mp4}}\n"
+    proc = run_edge("run", "--config", _write(tmp_path, text), timeout=60)
+    assert proc.returncode == 73, (proc.returncode, proc.stderr)
+    assert f"storage.dir {where}: " in proc.stderr and "Traceback" not in proc.stderr

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.publish.manifest import MANIFEST, _canonical, key_id, public_b64, sha256_file, write_manifest
 
 from conftest import read_events, run_edge
 
@@ -22,11 +29,22 @@ def evidence(sim_clip, tmp_path_factory):
     return out, read_events(out), folder
 
 
-def test_untouched_evidence_verifies(evidence):
-    out, events, _ = evidence
-    proc = run_edge("verify", str(out))
+def _pub(folder: Path) -> Path:
+    return folder / "storage" / "keys" / "node_ed25519.pub"
+
+
+def test_untouched_evidence_verifies_against_the_node_key(evidence):
+    out, events, folder = evidence
+    proc = run_edge("verify", str(out), "--key-file", str(_pub(folder)))
     assert proc.returncode == 0, proc.stdout
     assert f"{len(events)} of {len(events)} event folders verify" in proc.stdout
+
+
+def test_without_a_trusted_key_intact_evidence_is_unverified_not_ok(evidence):
+    out, events, _ = evidence
+    proc = run_edge("verify", str(out))
+    assert proc.returncode == 3, (proc.returncode, proc.stdout)
+    assert proc.stdout.count("UNVERIFIED") == len(events) and "\nOK" not in proc.stdout
 
 
 def _copy(out, rel: str, tmp_path):
@@ -63,15 +81,156 @@ def test_a_manifest_from_another_key_is_refused_when_a_key_is_trusted(evidence, 
     out, events, folder = evidence
     stranger = "A" * 43 + "="
     proc = run_edge("verify", str(out / events[0]["original"]).rsplit("/", 1)[0], "--key", stranger)
-    assert proc.returncode == 1 and "not by the trusted node key" in proc.stdout
+    assert proc.returncode == 1 and "not by a trusted node key" in proc.stdout
 
 
 def test_the_node_key_is_trusted_from_its_public_key_file(evidence):
     out, events, folder = evidence
-    pub = folder / "storage" / "keys" / "node_ed25519.pub"
     fresh = [e for e in events if "original" in e][0]
-    proc = run_edge("verify", str(out / fresh["original"]).rsplit("/", 1)[0], "--key-file", str(pub))
-    assert proc.returncode == 0 and "not by the trusted node key" not in proc.stdout, proc.stdout
+    proc = run_edge("verify", str(out / fresh["original"]).rsplit("/", 1)[0], "--key-file", str(_pub(folder)))
+    assert proc.returncode == 0 and "not by a trusted node key" not in proc.stdout, proc.stdout
+
+
+def _resign(folder: Path, key, edit=lambda body: None, signed_edit=lambda signed: None) -> None:
+    """What a forger does: rewrite the manifest of `folder` (hashes recomputed, `edit` applied) and sign it."""
+    manifest = folder / MANIFEST
+    body = json.loads(manifest.read_text())["manifest"]
+    for name, meta in body["files"].items():
+        meta.update(sha256=sha256_file(folder / name), bytes=(folder / name).stat().st_size)
+    body.update(key_id=key_id(key.public_key()), public_key=public_b64(key.public_key()))
+    edit(body)
+    signed = {"manifest": body, "signature": base64.b64encode(key.sign(_canonical(body))).decode()}
+    signed_edit(signed)
+    manifest.write_text(json.dumps(signed))
+
+
+def test_a_changed_clip_re_signed_with_a_new_key_is_not_accepted(evidence, tmp_path):
+    out, events, folder = evidence
+    clip = _copy(out, events[0]["clip"], tmp_path)
+    data = bytearray(clip.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    clip.write_bytes(bytes(data))
+    _resign(clip.parent, Ed25519PrivateKey.generate())
+    proc = run_edge("verify", str(clip.parent))  # no trusted key: intact, but nobody vouches for the signer
+    assert proc.returncode == 3 and "UNVERIFIED" in proc.stdout and "OK" not in proc.stdout, proc.stdout
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shutil.copy(_pub(folder), keys / "garden3-east.pub")
+    proc = run_edge("verify", str(clip.parent), "--key-dir", str(keys))
+    assert proc.returncode == 1 and "not by a trusted node key" in proc.stdout, proc.stdout
+
+
+def test_a_directory_of_trusted_node_keys(evidence, tmp_path):
+    out, events, folder = evidence
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "other-node.pub").write_text(public_b64(Ed25519PrivateKey.generate().public_key()) + "\n")
+    shutil.copy(_pub(folder), keys / "garden3-east.pub")
+    (keys / "README.txt").write_text("not a key, and not a *.pub: ignored\n")
+    proc = run_edge("verify", str(out), "--key-dir", str(keys))
+    assert proc.returncode == 0, proc.stdout
+    assert (
+        f"{len(events)} of {len(events)} event folders verify" in proc.stdout and "garden3-east.pub" in proc.stdout
+    )
+
+
+def test_a_key_dir_without_keys_or_with_a_bad_key_is_a_usage_error(evidence, tmp_path):
+    out, _, _ = evidence
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_edge("verify", str(out), "--key-dir", str(empty))
+    assert proc.returncode == 64 and "no *.pub" in proc.stderr and "OK" not in proc.stdout
+    (empty / "bad.pub").write_text("not base64 at all!\n")
+    proc = run_edge("verify", str(out), "--key-dir", str(empty))
+    assert proc.returncode == 64 and "bad.pub" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _hostname_entry(body):
+    body["files"] = {"/etc/hostname": {"sha256": sha256_file(Path("/etc/hostname")), "bytes": 0}}
+
+
+def _outside_entry(body):
+    body["files"]["../outside.txt"] = {"sha256": hashlib.sha256(b"secret\n").hexdigest(), "bytes": 7}
+
+
+@pytest.mark.parametrize(
+    ("edit", "signed_edit", "words"),
+    [
+        (lambda b: b.pop("files"), lambda s: None, "files"),
+        (lambda b: b.update(files=list(b["files"])), lambda s: None, "files"),
+        (lambda b: next(iter(b["files"].values())).pop("sha256"), lambda s: None, "sha256"),
+        (
+            lambda b: b["files"].update({"/dev/zero": {"sha256": "0" * 64, "bytes": 1}}),
+            lambda s: None,
+            "/dev/zero",
+        ),
+        (_hostname_entry, lambda s: None, "/etc/hostname"),
+        (_outside_entry, lambda s: None, "../outside.txt"),
+        (lambda b: None, lambda s: s.pop("signature"), "signature"),
+        (lambda b: None, lambda s: s.update(manifest=[1, 2]), "manifest"),
+    ],
+    ids=[
+        "no-files",
+        "files-a-list",
+        "no-sha256",
+        "dev-zero",
+        "etc-hostname",
+        "dot-dot",
+        "no-signature",
+        "body-list",
+    ],
+)
+def test_a_malformed_manifest_is_reported_as_such(evidence, tmp_path, edit, signed_edit, words):
+    out, events, _ = evidence
+    manifest = _copy(out, events[0]["manifest"], tmp_path / "ev")
+    (tmp_path / "ev" / "outside.txt").write_text("secret\n")
+    _resign(manifest.parent, Ed25519PrivateKey.generate(), edit, signed_edit)
+    proc = run_edge("verify", str(manifest.parent), timeout=30)
+    assert proc.returncode == 65, (proc.returncode, proc.stdout, proc.stderr)
+    assert "MALFORMED" in proc.stdout and words in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("content", ["not json {", "[1, 2, 3]", "[" * 100000 + "]" * 100000])
+def test_a_manifest_that_is_not_a_manifest_is_malformed(evidence, tmp_path, content):
+    out, events, _ = evidence
+    manifest = _copy(out, events[0]["manifest"], tmp_path)
+    manifest.write_text(content)
+    proc = run_edge("verify", str(manifest.parent), timeout=30)
+    assert proc.returncode == 65 and "MALFORMED" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_manifest_that_is_a_fifo_does_not_hang_verify(evidence, tmp_path):
+    out, events, _ = evidence
+    manifest = _copy(out, events[0]["manifest"], tmp_path)
+    manifest.unlink()
+    os.mkfifo(manifest)
+    proc = run_edge("verify", str(manifest.parent), timeout=30)
+    assert proc.returncode == 65 and "not a regular file" in proc.stdout, proc.stdout
+
+
+def test_a_signed_file_swapped_for_a_symlink_out_of_the_folder_fails(evidence, tmp_path):
+    out, events, _ = evidence
+    event = _copy(out, events[0]["manifest"], tmp_path / "ev").parent / "event.json"
+    outside = tmp_path / "elsewhere.json"
+    event.rename(outside)
+    event.symlink_to(outside)  # same bytes, but not a file of the event folder
+    proc = run_edge("verify", str(event.parent), timeout=30)
+    assert proc.returncode == 1 and f"{event}: " in proc.stdout and "symlink" in proc.stdout, proc.stdout
+
+
+def test_both_signing_stages_verify_and_unsigned_files_are_named(evidence, tmp_path):
+    out, events, folder = evidence
+    manifest = _copy(out, events[0]["manifest"], tmp_path)
+    body = json.loads(manifest.read_text())["manifest"]
+    assert {"original.ts", "event.json", "frames.json", "annotated.mp4", "still.jpg"} <= set(body["files"])
+    key = serialization.load_pem_private_key(
+        (folder / "storage" / "keys" / "node_ed25519.pem").read_bytes(), password=None
+    )
+    info = {k: v for k, v in body.items() if k not in {"v", "files", "signed_utc", "key_id", "public_key"}}
+    write_manifest(manifest.parent, ["original.ts", "event.json", "frames.json"], info, key)  # stage "original"
+    proc = run_edge("verify", str(manifest.parent), "--key-file", str(_pub(folder)))
+    assert proc.returncode == 0, proc.stdout
+    assert f"{manifest.parent / 'annotated.mp4'}: not covered by the manifest" in proc.stdout
 
 
 def test_a_key_file_that_does_not_exist_is_an_error_not_a_pass(evidence, tmp_path):

@@ -6,6 +6,7 @@ It yields each compressed packet (for evidence) with the frames decoded from it 
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -93,14 +94,34 @@ class StreamClock:
         return t
 
 
+_SECRET_PARAM = re.compile(r"pass|pwd|token|secret|auth|key|sig|cred|session", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs and status."""
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.split("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """The URL without its passwords, for logs, status and manifests.
+
+    The user info ends at the LAST `@` of the authority, as FFmpeg reads it (a password may hold an `@`);
+    `user:password` keeps the user, a lone user info (often a token) is hidden whole. Query parameters whose
+    name looks like a secret (password, pwd, token, key, auth, secret, ...) keep their name, not their value.
+    """
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        cred, host = authority.rsplit("@", 1)
+        authority = f"{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else f"***@{host}"
+    if "?" in tail:
+        path, query = tail.split("?", 1)
+        query, hash_, fragment = query.partition("#")
+        query = re.sub(
+            r"(^|[&;])([^=&;]*)=([^&;]*)",
+            lambda m: f"{m[1]}{m[2]}=***" if _SECRET_PARAM.search(m[2]) else m[0],
+            query,
+        )
+        tail = f"{path}?{query}{hash_}{fragment}"
+    return f"{scheme}://{authority}{tail}"
 
 
 class VideoSource:

@@ -1,16 +1,22 @@
 """Evidence manifests: SHA-256 of every file of an event, signed with the node's Ed25519 key.
 
-A manifest proves the files are the ones the node wrote (integrity) and, when its key id is compared with
-the node's registered public key, which node wrote them (authenticity). `edge verify` checks both.
+A manifest proves the files are the ones the node wrote (integrity) and, when its key is compared with
+the node's public key registered out of band, which node wrote them (authenticity). `edge verify` checks
+both, and says "unverified" when no trusted key was given: the key inside a manifest vouches for nothing.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import errno
 import hashlib
 import json
 import os
+import stat
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -68,7 +74,9 @@ def iso(t: float) -> str:
 
 
 def write_manifest(folder: Path, files: list[str], info: dict, key: Ed25519PrivateKey) -> Path:
-    """Hash `files` (names inside folder), sign them with `info`, write folder/manifest.json."""
+    """Hash `files` (plain names inside folder), sign them with `info`, write folder/manifest.json."""
+    if not all(plain_name(n) for n in files):
+        raise ValueError(f"evidence file names must be plain names inside the folder: {files}")
     body = {
         "v": 1,
         **info,
@@ -85,28 +93,198 @@ def write_manifest(folder: Path, files: list[str], info: dict, key: Ed25519Priva
     return path
 
 
-def verify_folder(folder: Path, trusted_key: str | None = None) -> list[str]:
-    """Problems found with an event folder's manifest and files; an empty list means it verifies."""
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a handful of files: a few KiB
+_PENDING = ".annotate"  # evidence.PENDING: the folder waits for its annotated clip and still (a normal state)
+_HEX = frozenset("0123456789abcdef")
+
+
+class Status(StrEnum):
+    """What `edge verify` concludes about one event folder (most serious last)."""
+
+    VERIFIED = "verified"  # intact, and signed by a trusted node key
+    UNVERIFIED = "unverified"  # intact and self-consistent, but no trusted key was given: anyone could have signed
+    MALFORMED = "malformed"  # the manifest is not one `edge` writes: it cannot vouch for anything
+    FAILED = "failed"  # something changed since signing, or the signer is not a trusted node key
+
+
+@dataclass
+class Verdict:
+    folder: Path
+    status: Status
+    problems: list[str] = field(default_factory=list)  # one line each, naming the file
+    key_id: str | None = None  # of the key that signed, computed from the key itself
+    trusted_as: str | None = None  # the trusted key's name (its file), when VERIFIED
+    unsigned: list[str] = field(default_factory=list)  # files in the folder the manifest does not cover
+
+
+class Malformed(ValueError):
+    """The manifest is not a well-formed, signed `edge` manifest."""
+
+
+def parse_public_key(text: str) -> bytes:
+    """The raw 32 bytes of an Ed25519 public key given as base64 (node_ed25519.pub) or PEM; ValueError if not."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        key = serialization.load_pem_public_key(text.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("not an Ed25519 public key")
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64 (expected the content of node_ed25519.pub)") from None
+    if len(raw) != 32:
+        raise ValueError(f"{len(raw)} bytes, an Ed25519 public key has 32")
+    return raw
+
+
+def plain_name(name: object) -> bool:
+    """A file name inside the event folder itself: no directory part, no `..`, no absolute path."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..", MANIFEST)
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and len(name.encode()) <= 255
+    )
+
+
+def _open_regular(name: str, dir_fd: int) -> int:
+    """A file descriptor for `name` in the directory, refusing symlinks and anything but a regular file.
+
+    O_NOFOLLOW: a symlink is not followed out of the folder; O_NONBLOCK: opening a FIFO does not hang.
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
+
+
+def _read_manifest(dir_fd: int) -> tuple[dict, bytes, bytes]:
+    """(body, signature, raw public key) of the folder's manifest; Malformed says what is wrong with it."""
+    try:
+        fd = _open_regular(MANIFEST, dir_fd)
+    except OSError as exc:
+        why = "not a regular file" if exc.errno in (errno.ELOOP, errno.EINVAL) else exc.strerror
+        raise Malformed(why) from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise Malformed(f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        signed = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(f"not JSON ({type(exc).__name__})") from None
+    if not isinstance(signed, dict) or not isinstance(signed.get("manifest"), dict):
+        raise Malformed("no manifest object")
+    body = signed["manifest"]
+    try:
+        sig = base64.b64decode(signed.get("signature"), validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise Malformed("no base64 signature") from None
+    if len(sig) != 64:
+        raise Malformed("the signature is not 64 bytes")
+    if body.get("v") != 1:
+        raise Malformed(f"unknown manifest version {_short(body.get('v'))}")
+    try:
+        public = parse_public_key(body.get("public_key") if isinstance(body.get("public_key"), str) else "")
+    except ValueError as exc:
+        raise Malformed(f"public_key: {exc}") from None
+    if body.get("key_id") != hashlib.sha256(public).hexdigest()[:16]:
+        raise Malformed("key_id is not the id of public_key")
+    files = body.get("files")
+    if not isinstance(files, dict) or not files:
+        raise Malformed("files must map each file name to its sha256 and bytes")
+    for name, meta in files.items():
+        if not plain_name(name):
+            raise Malformed(f"file name {_short(name)} is not a plain name inside the event folder")
+        if not isinstance(meta, dict):
+            raise Malformed(f"files[{name!r}] is not an object")
+        digest, size = meta.get("sha256"), meta.get("bytes")
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise Malformed(f"files[{name!r}].sha256 is not a SHA-256 in hex")
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+            raise Malformed(f"files[{name!r}].bytes is not a size")
+    return body, sig, public
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_file(folder: Path, name: str, meta: dict, dir_fd: int) -> str | None:
+    """What is wrong with one signed file, or None; reads only a regular file inside the folder."""
+    path = folder / name
+    try:
+        fd = _open_regular(name, dir_fd)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path}: a symlink, not the file that was signed"
+        if exc.errno == errno.EINVAL:
+            return f"{path}: not a regular file"
+        return f"{path}: cannot read ({exc.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != meta["bytes"]:
+            return f"{path}: changed since it was signed ({size} bytes, signed {meta['bytes']})"
+        h = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != meta["sha256"]:
+        return f"{path}: changed since it was signed (SHA-256 differs)"
+    return None
+
+
+def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdict:
+    """Verify one event folder: the manifest's form, its signature, who signed it, and every file it lists.
+
+    `trusted` maps raw public keys to a name (their file); None or empty means no key is trusted, and an intact
+    folder is then only UNVERIFIED: the manifest carries its own public key, so a forger who changes a file and
+    signs again with a key of their own produces a manifest that is perfectly consistent.
+    """
     path = folder / MANIFEST
-    if not path.exists():
-        return [f"{path}: no manifest"]
     try:
-        signed = json.loads(path.read_text())
-        body, sig = signed["manifest"], base64.b64decode(signed["signature"])
-        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(body["public_key"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        return [f"{path}: unreadable manifest ({exc})"]
-    problems = []
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return Verdict(folder, Status.MALFORMED, [f"{folder}: cannot open the folder ({exc.strerror})"])
     try:
-        public.verify(sig, _canonical(body))
-    except InvalidSignature:
-        problems.append(f"{path}: signature does not match its contents (manifest was altered)")
-    if trusted_key and trusted_key.strip() != body["public_key"]:
-        problems.append(f"{path}: signed by key {body['key_id']}, not by the trusted node key")
-    for name, meta in body["files"].items():
-        f = folder / name
-        if not f.exists():
-            problems.append(f"{f}: missing")
-        elif sha256_file(f) != meta["sha256"]:
-            problems.append(f"{f}: changed since it was signed (SHA-256 differs)")
-    return problems
+        try:
+            body, sig, public = _read_manifest(dir_fd)
+        except Malformed as exc:
+            return Verdict(folder, Status.MALFORMED, [f"{path}: malformed manifest: {exc}"])
+        verdict = Verdict(folder, Status.FAILED, key_id=body["key_id"])
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(sig, _canonical(body))
+        except InvalidSignature:
+            verdict.problems.append(f"{path}: signature does not match its contents (manifest was altered)")
+        if trusted:
+            verdict.trusted_as = trusted.get(public)
+            if verdict.trusted_as is None:
+                verdict.problems.append(f"{path}: signed by key {body['key_id']}, not by a trusted node key")
+        for name, meta in body["files"].items():
+            problem = _check_file(folder, name, meta, dir_fd)
+            if problem:
+                verdict.problems.append(problem)
+        listed = set(body["files"]) | {MANIFEST, _PENDING}
+        verdict.unsigned = sorted(n for n in os.listdir(dir_fd) if n not in listed)
+    finally:
+        os.close(dir_fd)
+    if not verdict.problems:
+        verdict.status = Status.VERIFIED if trusted else Status.UNVERIFIED
+    return verdict
+
+
+def verify_folder(folder: Path, trusted_key: str | None = None) -> list[str]:
+    """Problems found with an event folder's manifest and files; an empty list means it is intact.
+
+    Without `trusted_key` (base64) this checks integrity only: who signed is not checked (see check_folder).
+    """
+    if not (folder / MANIFEST).exists():
+        return [f"{folder / MANIFEST}: no manifest"]
+    trusted = {parse_public_key(trusted_key): "the trusted key"} if trusted_key else None
+    return check_folder(folder, trusted).problems
