@@ -1,14 +1,16 @@
-"""Annotated clips and stills for evidence already saved: one at a time, at low priority, resumable.
+"""Annotated clips and stills for evidence already saved: one at a time, in a low-priority process, resumable.
 
-The original clip and its manifest are written first, by the camera's worker; this thread adds the copies
-people look at. An annotation cut short by a stop leaves its folder marked, and the next start finishes it.
+The original clip and its manifest are written first, by the camera's worker; a child process at nice 10
+adds the copies people look at, so encoding them never holds the node's interpreter lock or its cores
+while frames wait. An annotation cut short by a stop (or the child dying) leaves its folder marked, and
+the next start finishes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import queue
 import threading
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.geometry import CameraGeometry
@@ -24,6 +27,8 @@ from edge.publish.manifest import MANIFEST
 
 log = logging.getLogger(__name__)
 _NICE = 10  # below detection: an annotated clip may wait, a frame may not
+_POLL_S = 0.5  # how often the parent checks that the child is still alive
+_MAX_TRIES = 2  # an annotation that killed the child twice is given up (its original stands)
 
 
 @dataclass(frozen=True)
@@ -33,69 +38,119 @@ class Annotation:
     geometry: CameraGeometry | None
 
 
-class Annotator(threading.Thread):
-    """A queue of saved events whose annotated clip and still are still to be made."""
+def _child(jobs, results, key: bytes) -> None:
+    """The annotating process: takes jobs until None, reports (folder, files or None, error or None)."""
+    os.nice(_NICE)
+    signer = Ed25519PrivateKey.from_private_bytes(key)
+    while (job := jobs.get()) is not None:
+        try:
+            results.put((job.folder, annotate(job.folder, job.caption, job.geometry, signer), None))
+        except Exception as exc:  # reported to the parent, which completes the evidence without it
+            results.put((job.folder, None, f"{type(exc).__name__}: {exc}"))
+
+
+class Annotator:
+    """A queue of saved events whose annotated clip and still are still to be made, and the process making them."""
 
     def __init__(self, signer: Ed25519PrivateKey, on_done: Callable[[dict, EvidenceFiles], None]):
-        super().__init__(name="annotator", daemon=True)
-        self.signer, self.on_done = signer, on_done
-        self._jobs: queue.Queue[Annotation | None] = queue.Queue()
-        self._abort = threading.Event()
-        self._idle = threading.Condition()
-        self._busy = 0
+        self.on_done = on_done
+        self._key = signer.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        self._ctx = multiprocessing.get_context("spawn")  # no fork of a process full of threads
+        self._jobs = self._ctx.Queue()
+        self._results = self._ctx.Queue()
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._pending: dict[Path, tuple[Annotation, int]] = {}  # submitted, not reported; with tries
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._forwarder = threading.Thread(target=self._forward, name="annotator", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._forwarder.start()
+
+    def _spawn(self) -> None:
+        self._child = self._ctx.Process(
+            target=_child, args=(self._jobs, self._results, self._key), name="edge-annotator", daemon=True
+        )
+        self._child.start()
 
     def submit(self, folder: Path, caption: str, geometry: CameraGeometry | None) -> None:
-        with self._idle:
-            self._busy += 1
-        self._jobs.put(Annotation(folder, caption, geometry))
+        job = Annotation(folder, caption, geometry)
+        with self._lock:  # not while _restart swaps the queue
+            self._pending[folder] = (job, 1)
+            self._jobs.put(job)
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted annotation is done; True when they are."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+        """Wait until every submitted annotation is reported; True when they are."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout)
 
     def stop(self, abort: bool = True, timeout: float = 5.0) -> None:
         """Stop; with `abort` the annotation in progress is left for the next start (its folder stays marked)."""
-        if abort:
-            self._abort.set()
-        self._jobs.put(None)
-        self.join(timeout)
+        self._stopping.set()
+        if self._child is not None:
+            if abort:
+                self._child.terminate()
+            else:
+                self._jobs.put(None)
+            self._child.join(timeout)
+            if self._child.is_alive():
+                self._child.kill()
+        self._forwarder.join(timeout)
 
-    def run(self) -> None:
-        with contextlib.suppress(OSError):  # not allowed here: annotation runs at normal priority
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
-        while (job := self._jobs.get()) is not None:
+    def _forward(self) -> None:
+        while not self._stopping.is_set() or not self._results.empty():
             try:
-                if not self._abort.is_set():
-                    self._do(job)
+                folder, files, error = self._results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._stopping.is_set() and self._child is not None and not self._child.is_alive():
+                    self._restart()
+                continue
+            with self._lock:
+                job, _ = self._pending.pop(folder, (None, 0))
+                self._lock.notify_all()
+            try:
+                if error is not None:
+                    log.error("annotating %s failed (%s); its original clip and manifest stand", folder, error)
+                    self._give_up(folder)
+                elif files is not None:
+                    self.on_done(_record(folder), files)
             except Exception:
-                log.exception("annotating %s failed; its original clip and manifest stand", job.folder)
-                self._give_up(job)
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
+                log.exception("%s: cannot report its evidence", folder)
 
-    def _do(self, job: Annotation) -> None:
-        files = annotate(job.folder, job.caption, job.geometry, self.signer, stop=self._abort.is_set)
-        if files is None:
-            return
-        record = json.loads((job.folder / EVENT).read_text())
-        record.pop("evidence", None)
+    def _restart(self) -> None:
+        """The child died (killed, out of memory): start another and give it what was in flight."""
+        log.error("the annotating process died (exit %s); starting another", self._child.exitcode)
+        with self._lock:
+            retry = {f: (job, tries + 1) for f, (job, tries) in self._pending.items() if tries < _MAX_TRIES}
+            dropped = [f for f in self._pending if f not in retry]
+            self._pending = retry
+            self._lock.notify_all()
+            self._jobs = self._ctx.Queue()  # the old queue may hold a half-read job
+            self._spawn()
+            for job, _ in retry.values():
+                self._jobs.put(job)
+        for folder in dropped:
+            log.error("%s: annotating it killed the process twice; its original clip and manifest stand", folder)
+            self._give_up(folder)
+
+    def _give_up(self, folder: Path) -> None:
+        """An annotation that fails would fail again: the evidence is complete without it."""
+        (folder / PENDING).unlink(missing_ok=True)
+        record = _record(folder)
+        saved = json.loads((folder / EVENT).read_text())["evidence"]
+        files = EvidenceFiles(
+            folder, EvidenceStage.COMPLETE, saved["original"], None, None, MANIFEST, saved.get("note")
+        )
         self.on_done(record, files)
 
-    def _give_up(self, job: Annotation) -> None:
-        """An annotation that fails would fail again: the evidence is complete without it."""
-        try:
-            (job.folder / PENDING).unlink(missing_ok=True)
-            record = json.loads((job.folder / EVENT).read_text())
-            saved = record.pop("evidence")
-            files = EvidenceFiles(
-                job.folder, EvidenceStage.COMPLETE, saved["original"], None, None, MANIFEST, saved.get("note")
-            )
-            self.on_done(record, files)
-        except Exception:
-            log.exception("%s: cannot report its evidence", job.folder)
+
+def _record(folder: Path) -> dict:
+    record = json.loads((folder / EVENT).read_text())
+    record.pop("evidence", None)
+    return record
 
 
 def pending(events_dir: Path) -> list[Path]:

@@ -1,0 +1,117 @@
+"""Annotated copies are made off the frame path: in a niced child process, resumable, never losing evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+from support.servers import wait_for
+
+from edge.publish.annotator import Annotator, pending
+from edge.publish.evidence import PENDING, EvidenceStage
+from edge.publish.manifest import load_or_create_key, verify_folder, write_manifest
+
+from conftest import read_events, run_edge
+
+
+@pytest.fixture(scope="module")
+def saved(sim_clip, tmp_path_factory):
+    """An event folder as the worker leaves it: original and manifest signed, the annotated copy to make."""
+    folder = sim_clip("throw", 1)
+    out = tmp_path_factory.mktemp("annotator")
+    proc = run_edge(
+        "replay", str(folder / "scene.mp4"), "--config", str(folder / "config.yaml"), "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, read_events(out), load_or_create_key(folder / "storage" / "keys")
+
+
+def _unannotated(out, event, tmp_path, key):
+    """A copy of an event folder with its annotated clip and still removed and its marker back."""
+    import shutil
+
+    src = (out / event["original"]).parent
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    for name in ("annotated.mp4", "still.jpg"):
+        (dst / name).unlink()
+    body = json.loads((dst / "manifest.json").read_text())["manifest"]
+    info = {k: v for k, v in body.items() if k not in ("v", "files", "signed_utc", "key_id", "public_key")}
+    names = [n for n in body["files"] if n not in ("annotated.mp4", "still.jpg")]
+    write_manifest(dst, names, info, key)  # as signed at stage original
+    (dst / PENDING).touch()
+    return dst
+
+
+class Done:
+    def __init__(self):
+        self.files, self.event = [], threading.Event()
+
+    def __call__(self, record, files):
+        self.files.append((record, files))
+        self.event.set()
+
+
+def _nice(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+
+
+def test_annotation_runs_in_a_lower_priority_process_and_signs_again(saved, tmp_path):
+    out, events, key = saved
+    folder = _unannotated(out, events[0], tmp_path, key)
+    done = Done()
+    annotator = Annotator(key, done)
+    annotator.start()
+    try:
+        assert wait_for(lambda: _nice(annotator._child.pid) > _nice(os.getpid()), 15)  # below detection
+        annotator.submit(folder, "test/cam confirmed", None)
+        assert annotator.drain(60)
+    finally:
+        annotator.stop(abort=False)
+    record, files = done.files[0]
+    assert files.stage == EvidenceStage.COMPLETE and files.annotated == "annotated.mp4" and files.still
+    assert record["id"] == events[0]["id"] and not (folder / PENDING).exists()
+    assert verify_folder(folder) == []
+    assert {"annotated.mp4", "still.jpg"} <= set(
+        json.loads((folder / "manifest.json").read_text())["manifest"]["files"]
+    )
+
+
+def test_a_killed_annotating_process_is_replaced_and_the_work_done(saved, tmp_path):
+    out, events, key = saved
+    folder = _unannotated(out, events[0], tmp_path, key)
+    done = Done()
+    annotator = Annotator(key, done)
+    annotator.start()
+    try:
+        first = annotator._child.pid
+        os.kill(first, signal.SIGKILL)  # as the OOM killer would
+        assert wait_for(lambda: annotator._child.pid != first and annotator._child.is_alive(), 10)
+        annotator.submit(folder, "test/cam confirmed", None)
+        assert annotator.drain(60)
+    finally:
+        annotator.stop(abort=False)
+    assert done.files and done.files[0][1].annotated == "annotated.mp4" and verify_folder(folder) == []
+
+
+def test_an_aborted_annotation_stays_marked_for_the_next_start(saved, tmp_path):
+    out, events, key = saved
+    folder = _unannotated(out, events[0], tmp_path, key)
+    annotator = Annotator(key, Done())
+    annotator.start()
+    annotator.stop(abort=True)  # the node stopping before the child got to it
+    annotator.submit(folder, "test/cam confirmed", None)  # nobody left to take it
+    assert pending(tmp_path) == [folder] and verify_folder(folder) == []  # the original evidence stands
+    done = Done()
+    again = Annotator(key, done)  # the next start
+    again.start()
+    try:
+        for f in pending(tmp_path):
+            again.submit(f, "test/cam confirmed", None)
+        assert again.drain(60)
+    finally:
+        again.stop(abort=False)
+    assert pending(tmp_path) == [] and done.files[0][1].still == "still.jpg"
