@@ -14,7 +14,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from support.broker import SHIPPED, Broker
+from support.broker import SHIPPED, Broker, center_config
 from support.servers import wait_for
 
 from edge.config import MqttConfig, parse_config
@@ -52,19 +52,7 @@ def test_the_broker_under_test_is_the_shipped_config_with_only_paths_and_port_ch
 
 def _center(tmp_path, broker, client_id: str | None = "center-test") -> Listener:
     """`edge listen` as the center runs it: user center, a persistent session, everything at QoS 1."""
-    cfg = {
-        "version": 1,
-        "node": {"id": "center"},
-        "storage": {"dir": str(tmp_path / "center")},
-        "mqtt": {
-            "host": "127.0.0.1",
-            "port": broker.port,
-            "username": "center",
-            "password": "pw-center",
-            "tls": {"ca_file": str(broker.ca)},
-        },
-        "cameras": {"cam": {"source": "/dev/null"}},
-    }
+    cfg = center_config(tmp_path, broker)
     out = tmp_path / "received"
     listener = Listener(parse_config(yaml.safe_dump(cfg)), out, client_id, on_line=lambda _: None)
     listener.start()

@@ -16,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from support.broker import Broker
+from support.broker import Broker, center_config
 from support.servers import wait_for
 
 from edge.config import parse_config
@@ -35,19 +35,7 @@ def broker(tmp_path):
 
 
 def _center_config(tmp_path, broker):
-    cfg = {
-        "version": 1,
-        "node": {"id": "center"},
-        "storage": {"dir": str(tmp_path / "center")},
-        "mqtt": {
-            "host": "127.0.0.1",
-            "port": broker.port,
-            "username": "center",
-            "password": "${EDGE_TEST_PW}",
-            "tls": {"ca_file": str(broker.ca)},
-        },
-        "cameras": {"cam": {"source": "/dev/null"}},
-    }
+    cfg = center_config(tmp_path, broker, "${EDGE_TEST_PW}")
     os.environ["EDGE_TEST_PW"] = "pw-center"
     try:
         return parse_config(yaml.safe_dump(cfg))

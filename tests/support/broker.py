@@ -164,3 +164,20 @@ class Broker:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def center_config(tmp_path: Path, broker: Broker, password: str = "pw-center") -> dict:
+    """The config dict `edge listen` runs with at the center: user center, TLS to this broker."""
+    return {
+        "version": 1,
+        "node": {"id": "center"},
+        "storage": {"dir": str(tmp_path / "center")},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "username": "center",
+            "password": password,
+            "tls": {"ca_file": str(broker.ca)},
+        },
+        "cameras": {"cam": {"source": "/dev/null"}},
+    }
