@@ -21,7 +21,7 @@ from edge.events import EventLog, Fanout, Sink
 from edge.geometry import CameraGeometry
 from edge.pipeline import RUN_ID_FORMAT, UNCALIBRATED, CameraPipeline, EvidenceOutput
 from edge.publish.annotator import Annotator, pending
-from edge.publish.evidence import EvidenceFiles, recover_interrupted
+from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted
 from edge.publish.manifest import iso, load_or_create_key
 from edge.worker import CameraWorker
 
@@ -154,10 +154,15 @@ class Node:
         for folder in pending(events_dir):
             record = json.loads((folder / "event.json").read_text())
             cam = self.config.cameras.get(record.get("camera"))
-            size = tuple(record.get("evidence", {}).get("frame_size") or ()) or None
-            geometry = CameraGeometry.build(cam, size) if cam is not None and size else None
+            saved = record.get("evidence", {})
+            size = saved.get("frame_size") or clip_size(folder / saved.get("original", ""))
+            if cam is None or not size:
+                # Without the camera's privacy masks an annotated copy could show what must be blurred.
+                log.warning("event %s: camera or frame size unknown; no annotated copy", record.get("id"))
+                self.annotator.complete_without(folder)
+                continue
             caption = f"{self.config.node.id}/{record.get('camera')} {record['level']}"
-            self.annotator.submit(folder, caption, geometry)
+            self.annotator.submit(folder, caption, CameraGeometry.build(cam, tuple(size)))
 
     def _info_for(self, camera: str) -> dict:
         cam = self.config.cameras.get(camera)

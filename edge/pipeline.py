@@ -8,6 +8,7 @@ arrived, so frames dropped or delivered in a burst do not bend the physics.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from edge.publish.manifest import iso
 log = logging.getLogger(__name__)
 _WALL_CLOCK = 1e9  # capture times above this are Unix time (live); below, seconds into a file (replay)
 RUN_ID_FORMAT = "%Y%m%dT%H%M%S-"  # event ids start with their run's start time: unique across restarts
+_RATE_WINDOW = 50  # timestamp steps that re-measure the frame rate (2 s at 25 fps)
+_RATE_DRIFT = 0.05  # a rate this far from the one in use, over a whole window, replaces it
 _MAX_FPS = 120  # frames per second the frame log is sized for
 _DEFAULT_FPS = 25.0  # a stream whose rate neither the config, the stream nor its timestamps tell
 UNCALIBRATED = (
@@ -106,6 +109,8 @@ class CameraPipeline:
         self._base = 0
         self._last_t: float | None = None
         self._first_size: tuple[int, int] | None = None
+        self._steps: deque[float] = deque(maxlen=_RATE_WINDOW)  # recent timestamp steps, to follow the rate
+        self._last_pts: float | None = None
 
     # -- what capture delivers ---------------------------------------------------------------------------
     def start_stream(self, started: StreamStarted) -> None:
@@ -116,12 +121,21 @@ class CameraPipeline:
         self.session = started.session
         self.fps = self.cfg.fps or started.rate or _DEFAULT_FPS
         self._pts0 = None
+        self._last_pts = None
+        self._steps.clear()
 
     def on_packet(self, pkt: KeptPacket) -> None:
         """Keep a packet for evidence: in the ring, and in every clip being recorded."""
         self.ring.add(pkt)
         for key, job in list(self.jobs.items()):
-            job.add(pkt)
+            try:
+                job.add(pkt)
+            except Exception:  # one clip that cannot grow (disk error) is saved as it is; the others go on
+                log.exception("event %s: recording its clip failed; saving what it has", key)
+                job.past_post_roll = job.until_t is not None
+                del self.jobs[key]
+                self._save(job, note="the clip ends early: writing it failed")
+                continue
             if job.complete:
                 del self.jobs[key]
                 self._save(job)
@@ -145,6 +159,7 @@ class CameraPipeline:
 
     # -- frames ------------------------------------------------------------------------------------------
     def _frame(self, frame: CapturedFrame, detect: bool) -> None:
+        self._watch_rate(frame)
         self.index = self._index_of(frame)
         self._last_t = frame.t
         self.frames.add(self.index, frame.t, frame.pts)
@@ -157,6 +172,24 @@ class CameraPipeline:
             self._geometry_for(size)
             self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry)
         self._route(self.detector.process(self.index, frame.luma))
+
+    def _watch_rate(self, frame: CapturedFrame) -> None:
+        """Follow the stream's real rate: one measured over the first frames may not hold (exposure settling)."""
+        if frame.pts_s is None or self.cfg.fps:
+            return
+        if self._last_pts is not None and frame.pts_s > self._last_pts:
+            self._steps.append(frame.pts_s - self._last_pts)
+        self._last_pts = frame.pts_s
+        if len(self._steps) < _RATE_WINDOW:
+            return
+        rate = 1.0 / statistics.median(self._steps)  # the median: dropped frames only lengthen a few steps
+        if abs(rate / self.fps - 1.0) > _RATE_DRIFT:
+            log.warning(
+                "camera %s: frame rate now %.2f fps (was %.2f); detection restarts", self.camera, rate, self.fps
+            )
+            self._stop_detecting()
+            self.fps, self._pts0 = round(rate, 3), None  # frame numbers go on from here at the new rate
+            self._steps.clear()
 
     def _index_of(self, frame: CapturedFrame) -> int:
         """Frame number from the stream's timestamps, so a dropped frame leaves a gap in time as it should."""
@@ -202,9 +235,12 @@ class CameraPipeline:
             job = self.jobs.get(ev.id)
             if job is not None:
                 job.event = ev
-                write_json(job.folder / EVENT, record)
                 if u.kind == UpdateKind.END:
                     job.until_t = (self.frames.t_of(ev.end_frame) or 0.0) + self.cfg.record.post_s
+                try:
+                    write_json(job.folder / EVENT, record)
+                except OSError:  # the record is also in events.jsonl, and event.json is written again on save
+                    log.exception("event %s: cannot update event.json", ev.id)
             self.sink.on_update(u.kind, record)
             if job is not None and job.complete:
                 del self.jobs[ev.id]

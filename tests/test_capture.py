@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.capture.camera import RATE_FRAMES, CameraCapture, CameraState, stream_rate
+from edge.capture.camera import RATE_FRAMES, Backoff, CameraCapture, CameraState, stream_rate
 from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
 from edge.capture.packets import StreamParams
 from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock
@@ -231,3 +231,61 @@ def test_switching_detection_off_mid_event_ends_it_and_saves_its_clip(sim_clip, 
     saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
     assert len(saved) == len({r["id"] for k, r in sink.updates if k == UpdateKind.NEW})
     assert all(verify_folder(f.folder) == [] for f in saved)
+
+
+def test_a_clip_is_saved_when_its_post_roll_is_in_whatever_the_frame_timing(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1, duration_s=12.0)
+    facade = ", facade: " + yaml.safe_dump(sim_facade(folder), default_flow_style=True).strip()
+    record = ", record: {pre_s: 3, post_s: 2.3, buffer_s: 10}"  # 2.3 s is not a whole number of frames
+    sink = Recorder()
+    pipe = _pipeline(tmp_path, facade + record, sink, evidence=True)
+    saved_at = {}
+    original_save = pipe._save
+
+    def save(job, note=None):
+        saved_at[job.event.id] = pipe.index  # the frame the pipeline had reached when the clip was saved
+        original_save(job, note)
+
+    pipe._save = save
+    _feed_clip(pipe, folder / "scene.mp4")
+    post = round(2.3 * 25)
+    ends = {r["id"]: r["end_frame"] for k, r in sink.updates if k == UpdateKind.END}
+    fits = {i: end for i, end in ends.items() if end + post + 2 < 299}  # the clip is 300 frames long
+    notes = {f.folder.name: f.note for f in sink.evidence}
+    assert fits and all(notes[i] is None for i in fits), notes  # not "ends early"
+    # saved about post_s after the object was last seen, not when the stream ended (frame 299)
+    assert all(saved_at[i] <= end + post + 2 for i, end in fits.items()), (saved_at, fits)
+    assert all(notes[i] for i in ends if i not in fits)  # control: a post-roll cut by the end says so
+
+
+def test_a_camera_whose_rate_changes_gets_frame_numbers_at_the_new_rate(tmp_path):
+    pipe = _pipeline(tmp_path)
+    pipe.start_stream(StreamStarted(1, _params(), rate=12.5))  # measured while exposure settled
+    rng = np.random.default_rng(3)
+    for k in range(100):  # 4 s at the camera's real 25 fps
+        t = k / 25
+        pipe.on_frame(CapturedFrame(rng.integers(0, 255, (90, 160), dtype=np.uint8), t, k, t))
+    assert pipe.fps == pytest.approx(25.0)
+    assert pipe.index / pipe.fps == pytest.approx(99 / 25, abs=0.2)  # frame numbers keep to seconds
+    steady = _pipeline(tmp_path)  # control: a right rate is left alone
+    steady.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _noise_frames(steady, 100, size=(90, 160))
+    assert steady.fps == 25.0 and steady.index == 99
+
+
+def test_timestamps_going_back_a_little_restart_the_stream(sim_clip, tmp_path):
+    clip = sim_clip("throw", 1) / "scene.mp4"
+    a, b = _ts(clip, tmp_path / "a.ts"), _ts(clip, tmp_path / "b.ts", offset=6)  # 8 s, then back to 6 s
+    joined = tmp_path / "back.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    feed = Feed(10_000)
+    cap = _file_capture(joined, feed)
+    cap.start()
+    _drain(feed, cap)
+    assert "timestamps jumped by -" in cap.status.reason and cap.status.state == CameraState.OFFLINE
+
+
+def test_backoff_survives_a_night_of_retries():
+    b = Backoff(0.5, 30.0)
+    b.failures = 5000  # a camera unpowered for a long night
+    assert 15.0 <= b.next_delay() <= 30.0

@@ -80,6 +80,10 @@ def stream_rate(stamps: list[float | None], declared: float | None) -> float | N
     return round(measured, 3)
 
 
+_BACKWARD_TOLERANCE_S = 0.2  # frames come in display order; a step back beyond jitter is a timestamp reset
+_MAX_DOUBLINGS = 30  # far past any cap; 2**1024 would overflow a float after a night of retries
+
+
 class Backoff:
     """Exponential backoff with jitter: first retry within `first`, doubling up to `cap`."""
 
@@ -89,7 +93,7 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        base = min(self.cap, self.first * 2**self.failures)
+        base = min(self.cap, self.first * 2 ** min(self.failures, _MAX_DOUBLINGS))
         self.failures += 1
         return base * self.rng.uniform(0.5, 1.0)  # jitter: cameras rebooting together do not retry together
 
@@ -200,8 +204,10 @@ class CameraCapture(threading.Thread):
             for frame in frames:
                 if last_pts_s is not None and frame.pts_s is not None:
                     jump = frame.pts_s - last_pts_s
-                    if abs(jump) > self.cfg.max_pts_jump_s:
-                        raise SourceError(f"timestamps jumped by {jump:+.1f} s")
+                    if abs(jump) > self.cfg.max_pts_jump_s or jump < -_BACKWARD_TOLERANCE_S:
+                        # Backwards at all: the evidence clip could not carry on past it (its timestamps
+                        # must rise), so the stream restarts and the clip in progress is saved as it is.
+                        raise SourceError(f"timestamps jumped by {jump:+.2f} s")
                 if frame.pts_s is not None:
                     last_pts_s = frame.pts_s
             chunk = Chunk(self.session, pkt, frames)

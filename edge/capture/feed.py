@@ -1,7 +1,8 @@
 """What capture hands to a camera's worker, in order: stream starts and stops, and packets with their frames.
 
-Packets are evidence and are never dropped here; decoded frames are, when detection falls behind a live
-camera (counted). A file source waits instead, so replaying a file loses nothing.
+Packets are evidence and are kept (up to _MAX_QUEUED_BYTES waiting, a worker stuck for minutes); decoded
+frames are dropped when detection falls behind a live camera (counted). A file source waits instead, so
+replaying a file loses nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Feed:
 
     max_frames: int
     lossless: bool = False  # wait for room instead of dropping frames (files)
-    dropped: int = 0
+    dropped: int = 0  # frames
+    dropped_packets: int = 0  # only past _MAX_QUEUED_BYTES: a stuck worker
     _items: deque = field(default_factory=deque)
     _frames: int = 0
     _bytes: int = 0
@@ -72,6 +74,7 @@ class Feed:
             size = len(item.packet.data) if isinstance(item, Chunk) and item.packet is not None else 0
             if size and self._bytes + size > _MAX_QUEUED_BYTES:
                 self.dropped += len(item.frames)
+                self.dropped_packets += 1
                 return
             self._items.append(item)
             self._frames += len(item.frames) if isinstance(item, Chunk) else 0

@@ -90,9 +90,13 @@ class PacketRing:
         while True:
             nxt = next((i for i, (_, p) in enumerate(self._packets) if i > 0 and p.keyframe), None)
             if nxt is None or self._packets[nxt][1].t > oldest:
-                return
+                break
             for _ in range(nxt):
                 self._packets.popleft()
+        # A camera that sends no further keyframe (intra refresh) would make the ring grow without end:
+        # past twice its length, the oldest packets go even if the clip can then not start at a keyframe.
+        while self._packets and self._packets[0][1].t < oldest - self.seconds:
+            self._packets.popleft()
 
     def clear(self) -> None:
         """Forget every packet: a new connection's timestamps cannot follow the old ones in one clip."""

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _NICE = 10  # below detection: an annotated clip may wait, a frame may not
 _POLL_S = 0.5  # how often the parent checks that the child is still alive
 _MAX_TRIES = 2  # an annotation that killed the child twice is given up (its original stands)
+_STARTED = "started"  # what the child reports when it takes a job
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def _child(jobs, results, key: bytes) -> None:
     os.nice(_NICE)
     signer = Ed25519PrivateKey.from_private_bytes(key)
     while (job := jobs.get()) is not None:
+        results.put((job.folder, _STARTED, None))  # so that a crash is blamed on this job alone
         try:
             results.put((job.folder, annotate(job.folder, job.caption, job.geometry, signer), None))
         except Exception as exc:  # reported to the parent, which completes the evidence without it
@@ -62,6 +64,7 @@ class Annotator:
         self._results = self._ctx.Queue()
         self._child: multiprocessing.process.BaseProcess | None = None
         self._pending: dict[Path, tuple[Annotation, int]] = {}  # submitted, not reported; with tries
+        self._current: Path | None = None  # the job the child said it is on
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._forwarder = threading.Thread(target=self._forward, name="annotator", daemon=True)
@@ -108,8 +111,12 @@ class Annotator:
                 if not self._stopping.is_set() and self._child is not None and not self._child.is_alive():
                     self._restart()
                 continue
+            if files == _STARTED:
+                self._current = folder
+                continue
             with self._lock:
-                job, _ = self._pending.pop(folder, (None, 0))
+                self._pending.pop(folder, None)
+                self._current = None
                 self._lock.notify_all()
             try:
                 if error is not None:
@@ -124,7 +131,10 @@ class Annotator:
         """The child died (killed, out of memory): start another and give it what was in flight."""
         log.error("the annotating process died (exit %s); starting another", self._child.exitcode)
         with self._lock:
-            retry = {f: (job, tries + 1) for f, (job, tries) in self._pending.items() if tries < _MAX_TRIES}
+            blamed = self._current  # only the job the child was on when it died counts a try
+            tries_now = {f: tries + (f == blamed) for f, (_, tries) in self._pending.items()}
+            retry = {f: (job, tries_now[f]) for f, (job, _) in self._pending.items() if tries_now[f] <= _MAX_TRIES}
+            self._current = None
             dropped = [f for f in self._pending if f not in retry]
             self._pending = retry
             self._lock.notify_all()
@@ -135,6 +145,10 @@ class Annotator:
         for folder in dropped:
             log.error("%s: annotating it killed the process twice; its original clip and manifest stand", folder)
             self._give_up(folder)
+
+    def complete_without(self, folder: Path) -> None:
+        """Finish saved evidence with no annotated copy (one cannot, or must not, be made)."""
+        self._give_up(folder)
 
     def _give_up(self, folder: Path) -> None:
         """An annotation that fails would fail again: the evidence is complete without it."""

@@ -111,11 +111,13 @@ class EvidenceJob:
     until_t: float | None = None
     last_t: float | None = None
     frame_pts: list[int] = field(default_factory=list)
+    past_post_roll: bool = False  # a packet stamped after until_t arrived: nothing more belongs to the clip
 
     def add(self, pkt: KeptPacket) -> None:
         """Append the next packet of the stream (the clip is written to disk as it grows)."""
         if self.until_t is not None and self.last_t is not None and pkt.t > self.until_t:
-            return  # past the post-roll: the clip is complete
+            self.past_post_roll = True
+            return
         if self.original is None:
             if not pkt.keyframe:
                 return  # a clip starts at a keyframe
@@ -128,7 +130,10 @@ class EvidenceJob:
 
     @property
     def complete(self) -> bool:
-        return self.until_t is not None and self.last_t is not None and self.last_t >= self.until_t
+        """The post-roll is in: a packet at or past its end has come (times are rarely exactly equal)."""
+        if self.until_t is None or self.last_t is None:
+            return False
+        return self.past_post_roll or self.last_t >= self.until_t
 
 
 def save_original(
@@ -173,7 +178,13 @@ def recover_interrupted(
         if written is None:
             continue
         record = json.loads((folder / EVENT).read_text())
-        record["evidence"] = {"original": written.name, "manifest": MANIFEST, "note": RECOVERED}
+        size = clip_size(folder / written.name)
+        record["evidence"] = {
+            "original": written.name,
+            "manifest": MANIFEST,
+            "frame_size": size,
+            "note": RECOVERED,
+        }
         write_json(folder / EVENT, record)
         write_json(folder / FRAMES, {"frames": []})
         times = {"clip_from_t": written.first_t, "clip_to_t": written.last_t}
@@ -183,6 +194,16 @@ def recover_interrupted(
         files = EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, RECOVERED)
         done.append(({k: v for k, v in record.items() if k != "evidence"}, files))
     return done
+
+
+def clip_size(path: Path) -> list[int] | None:
+    """[width, height] of a clip's video, or None when it cannot be read."""
+    try:
+        with av.open(str(path)) as clip:
+            stream = clip.streams.video[0]
+            return [stream.codec_context.width, stream.codec_context.height]
+    except (av.error.FFmpegError, IndexError, OSError):
+        return None
 
 
 def _finished_unsigned(folder: Path) -> OriginalResult | None:
@@ -212,8 +233,8 @@ def annotate(
     if stop():
         return None
     info = {k: v for k, v in body.items() if k not in _MANIFEST_OWN}
-    record["evidence"].update(annotated=annotated, still=still)
-    write_json(folder / EVENT, record)
+    # event.json stays as signed at stage original: rewriting it here would leave the manifest over the
+    # old one if the node died between the two. The manifest and events.jsonl name the new files.
     names = [original, EVENT, FRAMES] + [n for n in (annotated, still) if n]
     manifest = write_manifest(folder, names, info, signer)
     (folder / PENDING).unlink(missing_ok=True)
