@@ -417,6 +417,12 @@ class TrackerConfig(Strict):
     chain_tracks: int = Field(
         16, ge=0, le=1000, description="Tracks started from such chains kept at once, beyond max_tracks."
     )
+    chain_back_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=5.0,
+        description="A chain's track is followed back this far to where it began (a 20-floor fall takes ~3.5 s).",
+    )
 
 
 class FallConfig(Strict):

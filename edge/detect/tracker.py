@@ -8,6 +8,7 @@ more than its own size per frame), solved globally with the Hungarian method.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -95,6 +96,10 @@ class Tracker:
         self._next_id = 1
         self._singles: list[tuple[int, Blob]] = []  # last frame's blobs that got no track
         self._chains: list[list[tuple[int, Blob]]] = []  # leftover blobs lined up in consecutive frames
+        # Every blob of the last `chain_back_s`, with its frame's clutter density: where a chain began.
+        self._history: deque[tuple[int, list[Blob], np.ndarray, float]] = deque(
+            maxlen=max(1, round(cfg.chain_back_s * fps))
+        )
         self._q = np.kron(np.eye(2), _Q1) * cfg.jerk_px**2
         max_step = cfg.max_speed_frac * self.height / fps  # per frame: a slow camera sees longer steps
         # A new track knows nothing of its speed: its gate must reach `max_step` at `gate_sigma`.
@@ -106,6 +111,8 @@ class Tracker:
         """Predict, associate and update; returns the tracks that ended this frame."""
         density = len(blobs) / float(self.width * self.height)
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
+        if self.cfg.chain_tracks and blobs:
+            self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
         for t in self.tracks:
             t.state = _F @ t.state
             t.cov = _F @ t.cov @ _F.T + self._q
@@ -207,6 +214,55 @@ class Tracker:
             if t.hits > 1:
                 t.chance += min(1.0, density * self._gate_area(t))
             self._update(t, f, b)
+        self._extend_back(t)
+
+    def _extend_back(self, t: Track) -> None:
+        """Follow a chain-started track back through the last frames' blobs to where the object first showed.
+
+        A chain needs `chain_len` blobs in a row, and a faint object is seen in most frames, not all: its
+        chain often starts well after it appeared. Its origin (the floor it fell from) and how far it has
+        fallen are what the alert is about, so the curve through its first blobs is followed backwards, one
+        frame at a time, taking the blob nearest where the curve was (within `chain_sigma` sigmas, as a
+        chain grows) and counting each frame as a hit or a miss in the track score, as going forwards.
+        """
+        first = t.points[0][0]
+        back: list[tuple[int, Blob]] = []
+        missed = 0
+        extra_ev = extra_chance = 0.0
+        for frame, blobs, pos, density in reversed(self._history):
+            if frame >= first:
+                continue
+            pts = back[::-1] + [(f, Blob(x, y, 1, 1, 1, 0.0)) for f, x, y in t.points[:_STITCH_TAIL]]
+            f = np.array([p[0] for p in pts], dtype=np.float64) - first
+            fx = np.polyfit(f, [p[1].x for p in pts], 2)
+            fy = np.polyfit(f, [p[1].y for p in pts], 2)
+            pred = np.array([np.polyval(fx, frame - first), np.polyval(fy, frame - first)])
+            var = 5 * self._sigma(float(np.median(t.lengths[:_STITCH_TAIL]))) ** 2  # as a chain's next blob
+            d2 = ((pos - pred) ** 2).sum(1) / var
+            j = int(np.argmin(d2))
+            extra_chance += min(1.0, density * math.pi * self.cfg.chain_sigma**2 * var)
+            if d2[j] > self.cfg.chain_sigma**2:
+                missed += 1
+                extra_ev += _MISS_LLR
+                if missed > self.cfg.max_missed:
+                    break
+                continue
+            missed = 0
+            extra_ev += _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
+            back.append((frame, blobs[j]))
+            first_hit_ev, first_hit_chance = extra_ev, extra_chance
+        if not back:
+            return
+        back.reverse()
+        t.points[:0] = [(f, b.x, b.y) for f, b in back]
+        t.widths[:0] = [float(min(b.w, b.h)) for _, b in back]
+        t.strengths[:0] = [b.strength for _, b in back]
+        t.lengths[:0] = [float(max(b.w, b.h)) for _, b in back]
+        # Only up to its earliest blob: the misses before that are frames it was not yet in view.
+        t.evidence += first_hit_ev
+        t.evidence_at_hit += first_hit_ev
+        t.chance += first_hit_chance
+        t.chance_at_hit += first_hit_chance
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
