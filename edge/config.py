@@ -402,6 +402,27 @@ class TrackerConfig(Strict):
         le=20.0,
         description="...and one curve passes within this many position sigmas of every detection of both.",
     )
+    chain_len: int = Field(
+        4,
+        ge=3,
+        le=20,
+        description="In a busy frame, leftover blobs that line up this many frames in a row start a track.",
+    )
+    chain_sigma: float = Field(
+        2.5,
+        gt=0.0,
+        le=10.0,
+        description="...each within this many sigmas of where the last two put it (chance stays rare).",
+    )
+    chain_tracks: int = Field(
+        16, ge=0, le=1000, description="Tracks started from such chains kept at once, beyond max_tracks."
+    )
+    chain_back_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=5.0,
+        description="A chain's track is followed back this far to where it began (a 20-floor fall takes ~3.5 s).",
+    )
 
 
 class FallConfig(Strict):

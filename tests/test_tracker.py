@@ -139,3 +139,52 @@ def test_a_new_track_off_the_lost_tracks_curve_is_not_stitched():
     for f, (x, y) in enumerate(_fall(900, 50, 40, g=0.3)):
         tr.step(f, [] if 15 <= f < 23 else [_blob(x + (60 if f >= 23 else 0), y)])
     assert [t.hits for t in tr.tracks] == [17]
+
+
+def _rain(rng, n, w=1920, h=1080, strength=50.0):
+    """n strong blobs a frame at random places: raindrops, each seen for one frame."""
+    return [Blob(float(rng.uniform(0, w)), float(rng.uniform(0, h)), 2, 2, 4, 40.0, strength) for _ in range(n)]
+
+
+def _faint_fall_in_rain(cfg, seed=0, with_object=True):
+    rng = np.random.default_rng(seed)
+    tr = Tracker(cfg, (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 30)):
+        faint = [Blob(x, y, 2, 2, 4, 10.0, 5.0)] if with_object else []
+        tr.step(f, _rain(rng, 200) + faint)
+    return tr
+
+
+def test_a_faint_object_among_stronger_raindrops_gets_a_track_from_its_chain_of_blobs():
+    tr = _faint_fall_in_rain(TrackerConfig(max_tracks=20))
+    assert any(t.chained and t.hits >= 20 and abs(t.position[0] - 914) < 3 for t in tr.tracks)
+
+
+def test_without_chains_the_stronger_raindrops_take_every_track():
+    tr = _faint_fall_in_rain(TrackerConfig(max_tracks=20, chain_tracks=0))
+    assert not any(t.hits >= 20 for t in tr.tracks)
+
+
+def test_raindrops_alone_line_up_too_rarely_to_keep_a_chain_track():
+    tr = _faint_fall_in_rain(TrackerConfig(max_tracks=20), with_object=False)
+    assert not any(t.chained and t.hits >= 8 for t in tr.tracks)
+
+
+def _gappy_faint_fall_in_rain(cfg, seed=0):
+    """The faint object is missed one frame in four at first, so no chain_len run of blobs forms early."""
+    rng = np.random.default_rng(seed)
+    tr = Tracker(cfg, (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 30)):
+        faint = [] if f % 4 == 2 and f <= 12 else [Blob(x, y, 2, 2, 4, 10.0, 5.0)]
+        tr.step(f, _rain(rng, 200) + faint)
+    return [t for t in tr.tracks if t.chained and t.hits >= 10]
+
+
+def test_a_chain_track_is_followed_back_to_where_the_object_first_showed():
+    found = _gappy_faint_fall_in_rain(TrackerConfig(max_tracks=20))
+    assert len(found) == 1 and found[0].points[0][0] == 0
+
+
+def test_without_looking_back_a_chain_track_begins_only_where_its_run_of_blobs_did():
+    found = _gappy_faint_fall_in_rain(TrackerConfig(max_tracks=20, chain_back_s=0.0))
+    assert len(found) == 1 and found[0].points[0][0] > 8

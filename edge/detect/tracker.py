@@ -8,6 +8,7 @@ more than its own size per frame), solved globally with the Hungarian method.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ _MIN_CLUTTER_DENSITY = 1e-6  # blobs per pixel: a quiet frame still holds a blob
 _STITCH_HITS = 3  # a new track is matched to a lost one when it has this many hits: its motion is known
 _STITCH_TAIL = 10  # the lost track's last this many detections give the curve a new track must continue
 _MAX_LOST = 16  # lost tracks kept for stitching at once (a busy frame loses many; the newest are kept)
+_MAX_CHAINS = 4000  # chains of leftover blobs followed at once (heavy rain makes ~600 chance pairs a frame)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Track:
     chance_at_hit: float = 0.0
     missed: int = 0
     falling: bool = False
+    chained: bool = False  # started from a chain of leftover blobs (`Tracker._grow_chains`), in its own slots
 
     @property
     def position(self) -> tuple[float, float]:
@@ -91,9 +94,16 @@ class Tracker:
         self._lost: list[Track] = []  # ended before they fell far, kept for a while for `_stitch`
         self._stitch_frames = round(cfg.stitch_gap_s * fps)
         self._next_id = 1
+        self._singles: list[tuple[int, Blob]] = []  # last frame's blobs that got no track
+        self._chains: list[list[tuple[int, Blob]]] = []  # leftover blobs lined up in consecutive frames
+        # Every blob of the last `chain_back_s`, with its frame's clutter density: where a chain began.
+        self._history: deque[tuple[int, list[Blob], np.ndarray, float]] = deque(
+            maxlen=max(1, round(cfg.chain_back_s * fps))
+        )
         self._q = np.kron(np.eye(2), _Q1) * cfg.jerk_px**2
         max_step = cfg.max_speed_frac * self.height / fps  # per frame: a slow camera sees longer steps
         # A new track knows nothing of its speed: its gate must reach `max_step` at `gate_sigma`.
+        self._max_step = max_step
         v_sigma = max_step / cfg.gate_sigma
         self._p0 = np.diag([cfg.measurement_px**2, v_sigma**2, 1.0, cfg.measurement_px**2, v_sigma**2, 1.0])
 
@@ -101,6 +111,8 @@ class Tracker:
         """Predict, associate and update; returns the tracks that ended this frame."""
         density = len(blobs) / float(self.width * self.height)
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
+        if self.cfg.chain_tracks and blobs:
+            self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
         for t in self.tracks:
             t.state = _F @ t.state
             t.cov = _F @ t.cov @ _F.T + self._q
@@ -124,11 +136,133 @@ class Tracker:
             if self._lost:
                 self._stitch(t)
         # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
-        for b in sorted((b for bi, b in enumerate(blobs) if bi not in used), key=lambda b: -b.strength):
-            if len(self.tracks) >= self.cfg.max_tracks and not self._evict_tentative(b):
+        free = sorted((bi for bi in range(len(blobs)) if bi not in used), key=lambda bi: -blobs[bi].strength)
+        slots = self.cfg.max_tracks - sum(not t.chained for t in self.tracks)
+        started = 0
+        for bi in free:
+            if started >= slots and not self._evict_tentative(blobs[bi]):
                 break
-            self._start(frame, b)
+            self._start(frame, blobs[bi])
+            started += 1
+        self._grow_chains(frame, [blobs[bi] for bi in free[started:]])
         return ended
+
+    def _grow_chains(self, frame: int, left: list[Blob]) -> None:
+        """Start tracks from blobs that got none but line up, frame after frame, as one moving object does.
+
+        In heavy rain every slot goes to the strongest blobs, and a faint object (a cigarette among raindrops)
+        never gets a track of its own. Evidence summed along a path finds it (track-before-detect): a leftover
+        blob that lies within reach of one of the last frame's starts a chain, and a chain grows by the
+        leftover blob nearest where its last two blobs (and up to half of g) put it, within `chain_sigma`
+        sigmas. A raindrop is seen for about one frame, so chains of chance blobs die within a frame or two;
+        one `chain_len` long starts a track, in `chain_tracks` slots of its own. Quiet frames leave nothing
+        over: every blob has its track, and nothing here happens.
+        """
+        if self.cfg.chain_tracks == 0 or not left:
+            self._chains, self._singles = [], [(frame, b) for b in left]
+            return
+        pos = np.array([[b.x, b.y] for b in left])
+        sig2 = np.array([self._sigma(max(b.w, b.h)) ** 2 for b in left])
+        taken = np.zeros(len(left), dtype=bool)
+        grown: list[list[tuple[int, Blob]]] = []
+        done: list[tuple[float, list[tuple[int, Blob]]]] = []
+        chains = [c for c in self._chains if c[-1][0] == frame - 1]
+        if chains:
+            last = np.array([[c[-1][1].x, c[-1][1].y] for c in chains])
+            prev = np.array([[c[-2][1].x, c[-2][1].y] for c in chains])
+            s_last = np.array([self._sigma(max(c[-1][1].w, c[-1][1].h)) ** 2 for c in chains])
+            s_prev = np.array([self._sigma(max(c[-2][1].w, c[-2][1].h)) ** 2 for c in chains])
+            half_g = np.array([self.gravity_px(x, y) / 2 if self.gravity_px else 0.0 for x, y in last])
+            pred = 2 * last - prev
+            pred[:, 1] += half_g  # falling: between no acceleration (drag) and g
+            var = s_prev + 4 * s_last + half_g**2
+            d2 = ((pos[None, :, :] - pred[:, None, :]) ** 2).sum(-1) / (var[:, None] + sig2[None, :])
+            best = np.argmin(d2, axis=1)
+            cost = d2[np.arange(len(chains)), best]
+            for ci in np.argsort(cost):
+                j = int(best[ci])
+                if cost[ci] > self.cfg.chain_sigma**2 or taken[j]:
+                    continue
+                taken[j] = True
+                chain = chains[ci] + [(frame, left[j])]
+                if len(chain) >= self.cfg.chain_len:
+                    done.append((float(cost[ci]), chain))
+                else:
+                    grown.append(chain)
+        if self._singles and self._singles[0][0] == frame - 1:
+            spos = np.array([[b.x, b.y] for _, b in self._singles])
+            d = np.hypot(pos[None, :, 0] - spos[:, None, 0], pos[None, :, 1] - spos[:, None, 1])
+            si, bj = np.nonzero(d <= self._max_step)
+            for i, j in zip(si.tolist(), bj.tolist(), strict=True):
+                if not taken[j]:
+                    grown.append([self._singles[i], (frame, left[j])])
+        self._chains = grown[:_MAX_CHAINS]
+        self._singles = [(frame, b) for j, b in enumerate(left) if not taken[j]]
+        room = self.cfg.chain_tracks - sum(t.chained for t in self.tracks)
+        for _, chain in sorted(done, key=lambda c: c[0])[: max(room, 0)]:
+            self._start_chain(chain)
+
+    def _start_chain(self, chain: list[tuple[int, Blob]]) -> None:
+        """A track from a chain of blobs in consecutive frames, filtered through as if tracked all along."""
+        density = self._clutter
+        self._start(*chain[0])
+        t = self.tracks[-1]
+        t.chained = True
+        for f, b in chain[1:]:
+            t.state = _F @ t.state
+            t.cov = _F @ t.cov @ _F.T + self._q
+            if t.hits > 1:
+                t.chance += min(1.0, density * self._gate_area(t))
+            self._update(t, f, b)
+        self._extend_back(t)
+
+    def _extend_back(self, t: Track) -> None:
+        """Follow a chain-started track back through the last frames' blobs to where the object first showed.
+
+        A chain needs `chain_len` blobs in a row, and a faint object is seen in most frames, not all: its
+        chain often starts well after it appeared. Its origin (the floor it fell from) and how far it has
+        fallen are what the alert is about, so the curve through its first blobs is followed backwards, one
+        frame at a time, taking the blob nearest where the curve was (within `chain_sigma` sigmas, as a
+        chain grows) and counting each frame as a hit or a miss in the track score, as going forwards.
+        """
+        first = t.points[0][0]
+        back: list[tuple[int, Blob]] = []
+        missed = 0
+        extra_ev = extra_chance = 0.0
+        for frame, blobs, pos, density in reversed(self._history):
+            if frame >= first:
+                continue
+            pts = back[::-1] + [(f, Blob(x, y, 1, 1, 1, 0.0)) for f, x, y in t.points[:_STITCH_TAIL]]
+            f = np.array([p[0] for p in pts], dtype=np.float64) - first
+            fx = np.polyfit(f, [p[1].x for p in pts], 2)
+            fy = np.polyfit(f, [p[1].y for p in pts], 2)
+            pred = np.array([np.polyval(fx, frame - first), np.polyval(fy, frame - first)])
+            var = 5 * self._sigma(float(np.median(t.lengths[:_STITCH_TAIL]))) ** 2  # as a chain's next blob
+            d2 = ((pos - pred) ** 2).sum(1) / var
+            j = int(np.argmin(d2))
+            extra_chance += min(1.0, density * math.pi * self.cfg.chain_sigma**2 * var)
+            if d2[j] > self.cfg.chain_sigma**2:
+                missed += 1
+                extra_ev += _MISS_LLR
+                if missed > self.cfg.max_missed:
+                    break
+                continue
+            missed = 0
+            extra_ev += _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
+            back.append((frame, blobs[j]))
+            first_hit_ev, first_hit_chance = extra_ev, extra_chance
+        if not back:
+            return
+        back.reverse()
+        t.points[:0] = [(f, b.x, b.y) for f, b in back]
+        t.widths[:0] = [float(min(b.w, b.h)) for _, b in back]
+        t.strengths[:0] = [b.strength for _, b in back]
+        t.lengths[:0] = [float(max(b.w, b.h)) for _, b in back]
+        # Only up to its earliest blob: the misses before that are frames it was not yet in view.
+        t.evidence += first_hit_ev
+        t.evidence_at_hit += first_hit_ev
+        t.chance += first_hit_chance
+        t.chance_at_hit += first_hit_chance
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
