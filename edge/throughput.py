@@ -85,7 +85,7 @@ def _phase(kind: str, folder: str, out: str, queue) -> None:
     from edge.config import load_config
     from edge.replay import replay
 
-    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    t0, r0 = time.perf_counter(), _usage()
     events, annotated = 0, 0.0
     if kind == "decode":
         source = VideoSource(str(Path(folder) / "scene.mp4"), SourceOptions(clock=Clock.STREAM))
@@ -102,9 +102,20 @@ def _phase(kind: str, folder: str, out: str, queue) -> None:
         result = replay(Path(folder) / "scene.mp4", cfg, None, out, media=kind == "evidence")
         frames, events = result.frames, len(result.records)
         annotated = sum(_seconds(Path(out) / r["clip"]) for r in result.records if r.get("clip"))
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    queue.put(Cost(frames, time.perf_counter() - t0, cpu, r1.ru_maxrss / 1024, events, annotated))
+    cpu1, rss = _usage()[0], _peak_rss_mb()
+    queue.put(Cost(frames, time.perf_counter() - t0, cpu1 - r0[0], rss, events, annotated))
+
+
+def _usage() -> tuple[float, float]:
+    """CPU seconds of this process and of its finished children (the annotator is one), and peak RSS MB."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak memory plus its largest child's (the annotator runs beside the node)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (me.ru_maxrss + kids.ru_maxrss) / 1024
 
 
 def _seconds(clip: Path) -> float:
@@ -171,10 +182,16 @@ class LiveRun:
 
 
 def _proc_times(pid: int) -> tuple[float, float]:
-    """(CPU seconds, RSS MB) of a process from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """(CPU seconds, RSS MB) of a process and its children (the annotator) from /proc."""
+    cpu = rss = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            cpu += (int(fields[11]) + int(fields[12])) / _CLK_TCK
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     return cpu, rss
 
 
