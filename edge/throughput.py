@@ -179,6 +179,7 @@ class LiveRun:
     seconds: float
     samples: list[Sample] = field(default_factory=list)
     cameras: dict[str, dict] = field(default_factory=dict)
+    stop_s: float | None = None  # SIGTERM to exit; None when it had to be killed after 30 s
 
 
 def _proc_times(pid: int) -> tuple[float, float]:
@@ -280,7 +281,13 @@ def _run_node(work: Path, truths: dict, seconds: float, log) -> LiveRun:
         status = json.loads((store / "status.json").read_text())
     finally:
         node.send_signal(signal.SIGTERM)
-        node.wait(30)
+        stop_t = time.monotonic()
+        try:
+            node.wait(30)
+            run.stop_s = time.monotonic() - stop_t
+        except subprocess.TimeoutExpired:
+            node.kill()  # reported: a node that does not stop is a finding, not a reason to lose the run
+            node.wait()
     rows = [r for k, r in seen.items() if k.endswith("/row")]
     for cam, truth in truths.items():
         mine = [r for r in rows if r["camera"] == cam]
@@ -326,7 +333,8 @@ def live_report(run: LiveRun) -> str:
     lines.append("")
     lines.append(
         f"Node CPU over the run: mean {sum(busy) / len(busy):.0f}%, max {max(busy):.0f}% of one core; "
-        f"RSS max {max(rss):.0f} MB ({max(rss) / max(len(run.cameras), 1):.0f} MB per camera)."
+        f"RSS max {max(rss):.0f} MB ({max(rss) / max(len(run.cameras), 1):.0f} MB per camera). "
+        + (f"SIGTERM to exit: {run.stop_s:.1f} s." if run.stop_s is not None else "It did NOT stop within 30 s.")
     )
     return "\n".join(lines)
 

@@ -115,3 +115,29 @@ def test_an_aborted_annotation_stays_marked_for_the_next_start(saved, tmp_path):
     finally:
         again.stop(abort=False)
     assert pending(tmp_path) == [] and done.files[0][1].still == "still.jpg"
+
+
+def test_a_node_with_a_long_queue_of_annotations_exits_at_once_when_stopped(tmp_path):
+    script = """
+import sys, time
+from pathlib import Path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edge.geometry import CameraGeometry
+from edge.publish.annotator import Annotator
+annotator = Annotator(Ed25519PrivateKey.generate(), lambda r, f: None)
+annotator.start()
+for k in range(3000):  # more than a pipe holds: a burst of events on four cameras
+    annotator.submit(Path(sys.argv[1]) / f"event-{k:05d}-{'x' * 200}", "node/cam suspected", None)
+annotator.stop(abort=True)
+print("stopped", flush=True)
+"""
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "stopped" in proc.stdout, proc.stderr[-2000:]
+    assert time.monotonic() - start < 15  # it used to wait forever at exit, flushing the queue to a dead child

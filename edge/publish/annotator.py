@@ -93,6 +93,9 @@ class Annotator:
     def stop(self, abort: bool = True, timeout: float = 5.0) -> None:
         """Stop; with `abort` the annotation in progress is left for the next start (its folder stays marked)."""
         self._stopping.set()
+        # Jobs still queued are marked on disk and made after the next start: the queue must not keep this
+        # process alive at exit, flushing them into a pipe nobody reads any more.
+        self._jobs.cancel_join_thread()
         if self._child is not None:
             if abort:
                 self._child.terminate()

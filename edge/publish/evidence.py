@@ -219,9 +219,8 @@ def annotate(
     caption: str,
     geometry: CameraGeometry | None,
     signer: Ed25519PrivateKey,
-    stop: Callable[[], bool] = lambda: False,
-) -> EvidenceFiles | None:
-    """Add the annotated clip and the still to saved evidence, and sign again; None if `stop` cut it short."""
+) -> EvidenceFiles:
+    """Add the annotated clip and the still to saved evidence, and sign again (a stop kills the process)."""
     record = json.loads((folder / EVENT).read_text())
     event = FallEvent.from_record(record)
     original = record["evidence"]["original"]
@@ -229,9 +228,7 @@ def annotate(
     body = json.loads((folder / MANIFEST).read_text())["manifest"]
     privacy = geometry.privacy if geometry is not None else []
     facade = geometry.facade if geometry is not None else None
-    annotated, still = _annotate(folder / original, frames, event, folder, caption, privacy, facade, stop)
-    if stop():
-        return None
+    annotated, still = _annotate(folder / original, frames, event, folder, caption, privacy, facade)
     info = {k: v for k, v in body.items() if k not in _MANIFEST_OWN}
     # event.json stays as signed at stage original: rewriting it here would leave the manifest over the
     # old one if the node died between the two. The manifest and events.jsonl name the new files.
@@ -260,7 +257,6 @@ def _annotate(
     caption: str,
     privacy: list,
     facade: FacadeMap | None,
-    stop: Callable[[], bool],
 ) -> tuple[str | None, str | None]:
     writer, still, k = None, None, 0
     tmp = folder / ".annotated-partial.mp4"
@@ -268,8 +264,6 @@ def _annotate(
         with av.open(str(original)) as clip:
             stream = clip.streams.video[0]
             for k, frame in enumerate(_frames(clip, stream)):
-                if stop():
-                    return None, None
                 index, t = frames[k] if k < len(frames) else (None, None)
                 img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
                 unknown = not frames  # recovered after a crash: which frame is which was not saved
