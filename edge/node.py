@@ -11,15 +11,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge import __version__
 from edge.capture.camera import CameraCapture, CameraStatus
 from edge.capture.feed import Feed
-from edge.capture.source import redact
 from edge.config import CameraConfig, EdgeConfig, config_hash
 from edge.detect.types import UpdateKind
 from edge.events import EventLog, Fanout, Sink
 from edge.geometry import CameraGeometry
-from edge.pipeline import RUN_ID_FORMAT, UNCALIBRATED, CameraPipeline, EvidenceOutput
+from edge.pipeline import RUN_ID_FORMAT, UNCALIBRATED, CameraPipeline, EvidenceOutput, manifest_info
 from edge.publish.annotator import Annotator, pending
 from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted
 from edge.publish.manifest import iso, load_or_create_key
@@ -166,13 +164,7 @@ class Node:
 
     def _info_for(self, camera: str) -> dict:
         cam = self.config.cameras.get(camera)
-        return {
-            "node": self.config.node.id,
-            "camera": camera,
-            "software": f"edge {__version__}",
-            "config_sha256": self.config_sha,
-            "source": redact(cam.source) if cam is not None else None,
-        }
+        return manifest_info(self.config.node.id, camera, cam.source if cam is not None else None, self.config_sha)
 
     def run_forever(self) -> None:
         """Start, then wait for request_stop() (from a signal handler)."""

@@ -51,6 +51,17 @@ class EvidenceOutput:
     annotate: Callable[[Path, str, CameraGeometry], None]  # queue the annotated clip of saved evidence
 
 
+def manifest_info(node: str, camera: str, source: str | None, config_sha256: str | None) -> dict:
+    """Who and what made a camera's evidence, as its manifests record it (never the camera's password)."""
+    return {
+        "node": node,
+        "camera": camera,
+        "software": f"edge {__version__}",
+        "config_sha256": config_sha256,
+        "source": redact(source) if source is not None else None,
+    }
+
+
 class FrameLog:
     """Frame number, capture time and stream timestamp of the recent frames."""
 
@@ -90,13 +101,7 @@ class CameraPipeline:
         self.sink, self.evidence = sink, evidence
         self.id_prefix = id_prefix
         self.on_geometry = on_geometry
-        self.info = {
-            "node": node,
-            "camera": camera,
-            "software": f"edge {__version__}",
-            "config_sha256": evidence.config_sha256 if evidence else None,
-            "source": redact(cfg.source),
-        }
+        self.info = manifest_info(node, camera, cfg.source, evidence.config_sha256 if evidence else None)
         self.ring = PacketRing(cfg.record.buffer_s)
         self.frames = FrameLog(keep=int(cfg.record.buffer_s * _MAX_FPS) + 1)
         self.detector: Detector | None = None
@@ -250,13 +255,12 @@ class CameraPipeline:
         first_t = self.frames.t_of(ev.start_frame) or 0.0
         folder = self.evidence.events_dir / ev.id
         folder.mkdir(parents=True, exist_ok=True)
-        job = EvidenceJob(ev, folder, self.session, first_t - self.cfg.record.pre_s, first_t)
+        job = EvidenceJob(ev, folder, first_t - self.cfg.record.pre_s, first_t)
         for _, pkt in self.ring.since(job.clip_from_t):
             job.add(pkt)
         if job.original is not None:
             job.original.sync()  # the pre-roll is on disk before anyone hears of the alert
-        write_json(folder / EVENT, record)
-        self.jobs[ev.id] = job
+        self.jobs[ev.id] = job  # _route writes its event.json next, before the alert goes out
 
     def _record(self, ev: FallEvent) -> dict:
         rec = event_record(ev, self.node)

@@ -104,7 +104,6 @@ class EvidenceJob:
 
     event: FallEvent
     folder: Path
-    session: int
     clip_from_t: float
     first_t: float
     original: OriginalClip | None = None
