@@ -3,7 +3,7 @@
 import numpy as np
 
 from edge.config import TrackerConfig
-from edge.detect.tracker import Tracker
+from edge.detect.tracker import Tracker, _inverse_2x2
 from edge.detect.types import Blob
 
 
@@ -188,3 +188,12 @@ def test_a_chain_track_is_followed_back_to_where_the_object_first_showed():
 def test_without_looking_back_a_chain_track_begins_only_where_its_run_of_blobs_did():
     found = _gappy_faint_fall_in_rain(TrackerConfig(max_tracks=20, chain_back_s=0.0))
     assert len(found) == 1 and found[0].points[0][0] > 8
+
+
+def test_the_closed_form_2x2_inverse_and_determinant_agree_with_numpy_for_every_pair():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 5, (7, 9, 2, 2))
+    s = a @ np.swapaxes(a, -1, -2) + np.eye(2)  # covariances: symmetric, positive definite
+    inv, det = _inverse_2x2(s)
+    assert np.allclose(inv, np.linalg.inv(s), rtol=1e-12, atol=0)
+    assert np.allclose(det, np.linalg.det(s), rtol=1e-12, atol=0)

@@ -35,7 +35,7 @@ _MAX_LOST = 16  # lost tracks kept for stitching at once (a busy frame loses man
 _MAX_CHAINS = 4000  # chains of leftover blobs followed at once (heavy rain makes ~600 chance pairs a frame)
 
 
-@dataclass
+@dataclass(eq=False)  # a track is itself, not its contents: list lookups compare identity, not arrays
 class Track:
     """One tracked object: Kalman state and the detections assigned to it."""
 
@@ -70,9 +70,17 @@ class Track:
         self.strengths.append(b.strength)
         self.lengths.append(float(max(b.w, b.h)))
 
-    def innovation(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted measurement and its covariance; `r` is (2, 2), or (n, 2, 2) for n blobs at once."""
-        return _H @ self.state, _H @ self.cov @ _H.T + r
+
+def _position_cov(cov: np.ndarray) -> np.ndarray:
+    """The (..., 2, 2) covariance of the position [x, y] in (..., 6, 6) state covariances: H P H^T."""
+    return cov[..., [0, 3], :][..., [0, 3]]
+
+
+def _inverse_2x2(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverses and determinants of (..., 2, 2) matrices in closed form: every track x blob pair in one go."""
+    det = s[..., 0, 0] * s[..., 1, 1] - s[..., 0, 1] * s[..., 1, 0]
+    adj = np.stack([s[..., 1, 1], -s[..., 0, 1], -s[..., 1, 0], s[..., 0, 0]], axis=-1).reshape(s.shape)
+    return adj / det[..., None, None], det
 
 
 class Tracker:
@@ -113,24 +121,19 @@ class Tracker:
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
         if self.cfg.chain_tracks and blobs:
             self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
-        for t in self.tracks:
-            t.state = _F @ t.state
-            t.cov = _F @ t.cov @ _F.T + self._q
-            if t.hits > 1:  # from the second frame on: the first point is where the track began
-                t.chance += min(1.0, density * self._gate_area(t))
+        self._predict(self.tracks, density)
         assigned = self._associate(blobs)
-        used = set()
-        for ti, bi in assigned:
-            self._update(self.tracks[ti], frame, blobs[bi])
-            used.add(bi)
+        self._update(frame, [(self.tracks[ti], blobs[bi]) for ti, bi in assigned])
+        used = {bi for _, bi in assigned}
         assigned_tracks = {ti for ti, _ in assigned}
         young = [self.tracks[ti] for ti in assigned_tracks if self.tracks[ti].hits == _STITCH_HITS]
         for i, t in enumerate(self.tracks):
             if i not in assigned_tracks:
                 t.missed += 1
                 t.evidence += _MISS_LLR
-        ended = [t for t in self.tracks if self._is_over(t)]
-        self.tracks = [t for t in self.tracks if not self._is_over(t)]
+        over = [self._is_over(t) for t in self.tracks]
+        ended = [t for t, o in zip(self.tracks, over, strict=True) if o]
+        self.tracks = [t for t, o in zip(self.tracks, over, strict=True) if not o]
         self._keep_lost(frame, ended)
         for t in young:
             if self._lost:
@@ -209,11 +212,8 @@ class Tracker:
         t = self.tracks[-1]
         t.chained = True
         for f, b in chain[1:]:
-            t.state = _F @ t.state
-            t.cov = _F @ t.cov @ _F.T + self._q
-            if t.hits > 1:
-                t.chance += min(1.0, density * self._gate_area(t))
-            self._update(t, f, b)
+            self._predict([t], density)
+            self._update(f, [(t, b)])
         self._extend_back(t)
 
     def _extend_back(self, t: Track) -> None:
@@ -331,9 +331,7 @@ class Tracker:
         if not self.tracks or not blobs:
             return []
         pos = np.array([[b.x, b.y] for b in blobs])
-        r = np.zeros((len(blobs), 2, 2))
-        r[:, 0, 0] = [self._sigma(b.w) ** 2 for b in blobs]
-        r[:, 1, 1] = [self._sigma(b.h) ** 2 for b in blobs]
+        r = self._blob_rs(blobs)
         established = [i for i, t in enumerate(self.tracks) if t.hits > _TENTATIVE_HITS]
         tentative = [i for i, t in enumerate(self.tracks) if t.hits <= _TENTATIVE_HITS]
         pairs: list[tuple[int, int]] = []
@@ -346,15 +344,27 @@ class Tracker:
             free = np.delete(free, [bi for _, bi in found])
         return pairs
 
-    def _gate_area(self, t: Track) -> float:
-        """Pixels inside a track's gate this frame (for a small blob): how much clutter it can catch."""
-        _, s = t.innovation(np.eye(2) * self.cfg.measurement_px**2)
-        ellipse = np.pi * self.cfg.gate_sigma**2 * float(np.sqrt(max(np.linalg.det(s), 0.0)))
-        return max(ellipse, np.pi * self._gate_floor(t) ** 2)
+    def _predict(self, tracks: list[Track], density: float) -> None:
+        """Move tracks on one frame, all at once; each counts the clutter its gate could catch this frame."""
+        if not tracks:
+            return
+        state = np.stack([t.state for t in tracks]) @ _F.T
+        cov = _F @ np.stack([t.cov for t in tracks]) @ _F.T + self._q
+        area = self._gate_areas(state, cov).tolist()
+        for t, s, c, a in zip(tracks, state, cov, area, strict=True):
+            t.state, t.cov = s, c
+            if t.hits > 1:  # from the second frame on: the first point is where the track began
+                t.chance += min(1.0, density * a)
 
-    def _gate_floor(self, t: Track) -> float:
-        """The gate's radius never falls below this many pixels: wider for a fast, blurred track."""
-        return self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
+    def _gate_areas(self, state: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        """Pixels inside each track's gate this frame (for a small blob): how much clutter it can catch."""
+        _, det = _inverse_2x2(_position_cov(cov) + np.eye(2) * self.cfg.measurement_px**2)
+        ellipse = np.pi * self.cfg.gate_sigma**2 * np.sqrt(np.maximum(det, 0.0))
+        return np.maximum(ellipse, np.pi * self._gate_floors(state) ** 2)
+
+    def _gate_floors(self, state: np.ndarray) -> np.ndarray:
+        """The gates' radius never falls below this many pixels: wider for a fast, blurred track."""
+        return self.cfg.gate_min_px + self.cfg.gate_speed_frac * np.hypot(state[:, 1], state[:, 4])
 
     def _sigma(self, size_px: float) -> float:
         """Position noise of a blob this long: a blur streak, or a blob merged with a raindrop, centres loosely."""
@@ -362,39 +372,48 @@ class Tracker:
             self.cfg.measurement_size_frac * size_px, self.cfg.measurement_size_max_px
         )
 
-    def _blob_r(self, b: Blob) -> np.ndarray:
-        return np.diag([self._sigma(b.w) ** 2, self._sigma(b.h) ** 2])
+    def _blob_rs(self, blobs: list[Blob]) -> np.ndarray:
+        """(n, 2, 2) position noise of each blob: its sigma along x from its width, along y from its height."""
+        r = np.zeros((len(blobs), 2, 2))
+        r[:, 0, 0] = [self._sigma(b.w) ** 2 for b in blobs]
+        r[:, 1, 1] = [self._sigma(b.h) ** 2 for b in blobs]
+        return r
 
     def _match(self, group: list[int], pos: np.ndarray, r: np.ndarray) -> list[tuple[int, int]]:
         """Globally cheapest assignment of blobs at `pos` to the tracks of `group`, within their gates."""
-        cost = np.full((len(group), len(pos)), _UNASSIGNED)
-        gate2 = self.cfg.gate_sigma**2
-        for row, i in enumerate(group):
-            t = self.tracks[i]
-            z, s = t.innovation(r)
-            e = pos - z
-            d2 = np.einsum("ni,nij,nj->n", e, np.linalg.inv(s), e)
-            near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= self._gate_floor(t))
-            # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
-            cost[row, near] = d2[near] + np.log(np.maximum(np.linalg.det(s[near]), 1e-9))
+        tracks = [self.tracks[i] for i in group]
+        state = np.stack([t.state for t in tracks])
+        # Every track x blob pair at once: (tracks, blobs, 2) offsets and (tracks, blobs, 2, 2) covariances.
+        e = pos[None, :, :] - state[:, None, [0, 3]]
+        s_inv, det = _inverse_2x2(_position_cov(np.stack([t.cov for t in tracks]))[:, None] + r[None])
+        d2 = np.einsum("tni,tnij,tnj->tn", e, s_inv, e)
+        floor = self._gate_floors(state)[:, None]
+        near = (d2 <= self.cfg.gate_sigma**2) | (np.hypot(e[..., 0], e[..., 1]) <= floor)
+        # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
+        cost = np.where(near, d2 + np.log(np.maximum(det, 1e-9)), _UNASSIGNED)
         rows, cols = linear_sum_assignment(cost)
         return [(group[r], int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]
 
-    def _update(self, t: Track, frame: int, b: Blob) -> None:
-        z = np.array([b.x, b.y])
-        zp, s = t.innovation(self._blob_r(b))
-        s_inv = np.linalg.inv(s)
-        e = z - zp
+    def _update(self, frame: int, pairs: list[tuple[Track, Blob]]) -> None:
+        """Correct each track by the blob assigned to it in `frame` (all at once), and score how well it fits."""
+        if not pairs:
+            return
+        tracks, blobs = [t for t, _ in pairs], [b for _, b in pairs]
+        state, cov = np.stack([t.state for t in tracks]), np.stack([t.cov for t in tracks])
+        s_inv, det = _inverse_2x2(_position_cov(cov) + self._blob_rs(blobs))
+        e = np.array([[b.x, b.y] for b in blobs]) - state[:, [0, 3]]
         # Track score (Blackman): how much likelier this blob is where the object was predicted than a blob
         # of clutter at this frame's density; a wide gate or a far blob earns less.
-        t.evidence += (
-            _HIT_LLR - math.log(self._clutter * 2 * math.pi * math.sqrt(np.linalg.det(s))) - e @ s_inv @ e / 2
-        )
-        k = t.cov @ _H.T @ s_inv
-        t.state = t.state + k @ e
-        t.cov = (np.eye(6) - k @ _H) @ t.cov
-        t.record(frame, b)
-        t.missed = 0
+        d2 = np.einsum("ni,nij,nj->n", e, s_inv, e)
+        gain = _HIT_LLR - np.log(self._clutter * 2 * np.pi * np.sqrt(det)) - d2 / 2
+        k = cov[:, :, [0, 3]] @ s_inv  # P H^T S^-1
+        state = state + (k @ e[:, :, None])[:, :, 0]
+        cov = (np.eye(6) - k @ _H) @ cov
+        for t, b, s, c, g in zip(tracks, blobs, state, cov, gain.tolist(), strict=True):
+            t.evidence += g
+            t.state, t.cov = s, c
+            t.record(frame, b)
+            t.missed = 0
 
     def _start(self, frame: int, b: Blob) -> None:
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
