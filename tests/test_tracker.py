@@ -3,8 +3,10 @@
 import numpy as np
 
 from edge.config import TrackerConfig
+from edge.detect.pipeline import GravityPx
 from edge.detect.tracker import Tracker, _inverse_2x2
 from edge.detect.types import Blob
+from edge.geometry import FacadeMap
 
 
 def _blob(x, y):
@@ -118,7 +120,7 @@ def test_a_full_tracker_keeps_its_established_tracks():
 
 def test_with_a_scale_a_fast_fall_is_followed_from_its_first_frames():
     g_px = 20.0  # a tabletop drop seen close: g is 20 px per frame squared
-    tr = Tracker(TrackerConfig(), (640, 480), fps=15.0, gravity_px=lambda x, y: g_px)
+    tr = Tracker(TrackerConfig(), (640, 480), fps=15.0, gravity_px=lambda x, y: np.full(len(x), g_px))
     for f in range(6):
         tr.step(f, [Blob(300, 5 + 0.5 * g_px * f * f, 6, 12, 40, 60.0)])
     assert max(t.hits for t in tr.tracks) == 6
@@ -197,3 +199,13 @@ def test_the_closed_form_2x2_inverse_and_determinant_agree_with_numpy_for_every_
     inv, det = _inverse_2x2(s)
     assert np.allclose(inv, np.linalg.inv(s), rtol=1e-12, atol=0)
     assert np.allclose(det, np.linalg.det(s), rtol=1e-12, atol=0)
+
+
+def test_gravity_at_many_pixels_at_once_is_g_over_the_facades_metres_per_pixel_at_each():
+    # A facade seen from below at an angle: metres per pixel vary across the image.
+    facade = FacadeMap.from_points(
+        [(100, 900), (1800, 950), (1500, 80), (300, 40)], [(0, 0), (40, 0), (40, 60), (0, 60)], 3.0, 1
+    )
+    xy = np.random.default_rng(4).uniform((0, 0), (1920, 1080), (50, 2))
+    g = GravityPx(facade, 9.81 / 25**2)(xy[:, 0], xy[:, 1])
+    assert g.tolist() == [9.81 / 25**2 / facade.metres_per_pixel((x, y)) for x, y in xy]

@@ -91,9 +91,9 @@ class Tracker:
         cfg: TrackerConfig,
         frame_size: tuple[int, int],
         fps: float = 25.0,
-        gravity_px: Callable[[float, float], float] | None = None,
+        gravity_px: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ):
-        """`gravity_px(x, y)`: g in pixels per frame squared near a pixel, known from a facade calibration."""
+        """`gravity_px(xs, ys)`: g in pixels per frame squared near each pixel, known from a facade calibration."""
         self.cfg = cfg
         self.gravity_px = gravity_px
         self._clutter = _MIN_CLUTTER_DENSITY
@@ -139,16 +139,27 @@ class Tracker:
             if self._lost:
                 self._stitch(t)
         # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
-        free = sorted((bi for bi in range(len(blobs)) if bi not in used), key=lambda bi: -blobs[bi].strength)
-        slots = self.cfg.max_tracks - sum(not t.chained for t in self.tracks)
-        started = 0
-        for bi in free:
-            if started >= slots and not self._evict_tentative(blobs[bi]):
-                break
-            self._start(frame, blobs[bi])
-            started += 1
-        self._grow_chains(frame, [blobs[bi] for bi in free[started:]])
+        free = sorted((b for bi, b in enumerate(blobs) if bi not in used), key=lambda b: -b.strength)
+        started = self._start_tracks(frame, free)
+        self._grow_chains(frame, free[started:])
         return ended
+
+    def _start_tracks(self, frame: int, blobs: list[Blob]) -> int:
+        """Start tracks on blobs, strongest first, while slots are free or weaker tracks give up theirs.
+
+        Returns how many were started: the first so many of `blobs`.
+        """
+        slots = self.cfg.max_tracks - sum(not t.chained for t in self.tracks)
+        # Weakest first: most missed, then fewest hits (ties in track order). A track started here is never
+        # weaker than a blob after it, as the blobs come strongest first: the list holds all there are.
+        weak = [t for t in self.tracks if t.hits <= _TENTATIVE_HITS and not t.falling]
+        weak.sort(key=lambda t: (-t.missed, t.hits))
+        g = self._gravity(blobs)
+        for n, b in enumerate(blobs):
+            if n >= slots and not self._evict_tentative(weak, b):
+                return n
+            self._start(frame, b, g[n])
+        return len(blobs)
 
     def _grow_chains(self, frame: int, left: list[Blob]) -> None:
         """Start tracks from blobs that got none but line up, frame after frame, as one moving object does.
@@ -165,17 +176,18 @@ class Tracker:
             self._chains, self._singles = [], [(frame, b) for b in left]
             return
         pos = np.array([[b.x, b.y] for b in left])
-        sig2 = np.array([self._sigma(max(b.w, b.h)) ** 2 for b in left])
+        sig2 = self._sigmas([max(b.w, b.h) for b in left]) ** 2
         taken = np.zeros(len(left), dtype=bool)
         grown: list[list[tuple[int, Blob]]] = []
         done: list[tuple[float, list[tuple[int, Blob]]]] = []
         chains = [c for c in self._chains if c[-1][0] == frame - 1]
         if chains:
-            last = np.array([[c[-1][1].x, c[-1][1].y] for c in chains])
-            prev = np.array([[c[-2][1].x, c[-2][1].y] for c in chains])
-            s_last = np.array([self._sigma(max(c[-1][1].w, c[-1][1].h)) ** 2 for c in chains])
-            s_prev = np.array([self._sigma(max(c[-2][1].w, c[-2][1].h)) ** 2 for c in chains])
-            half_g = np.array([self.gravity_px(x, y) / 2 if self.gravity_px else 0.0 for x, y in last])
+            last_b, prev_b = [c[-1][1] for c in chains], [c[-2][1] for c in chains]
+            last = np.array([[b.x, b.y] for b in last_b])
+            prev = np.array([[b.x, b.y] for b in prev_b])
+            s_last = self._sigmas([max(b.w, b.h) for b in last_b]) ** 2
+            s_prev = self._sigmas([max(b.w, b.h) for b in prev_b]) ** 2
+            half_g = self._gravity(last_b) / 2
             pred = 2 * last - prev
             pred[:, 1] += half_g  # falling: between no acceleration (drag) and g
             var = s_prev + 4 * s_last + half_g**2
@@ -208,7 +220,7 @@ class Tracker:
     def _start_chain(self, chain: list[tuple[int, Blob]]) -> None:
         """A track from a chain of blobs in consecutive frames, filtered through as if tracked all along."""
         density = self._clutter
-        self._start(*chain[0])
+        self._start(*chain[0], self._gravity([chain[0][1]])[0])
         t = self.tracks[-1]
         t.chained = True
         for f, b in chain[1:]:
@@ -304,18 +316,19 @@ class Tracker:
             self._lost.remove(lost)
             return
 
-    def _evict_tentative(self, b: Blob) -> bool:
+    def _evict_tentative(self, weak: list[Track], b: Blob) -> bool:
         """Make room for a blob by dropping a weaker track seen only once or twice; False when there is none.
 
         Otherwise a busy night (IR grain, insects) fills every slot with one-frame tracks and the object
-        that appears next gets none.
+        that appears next gets none. `weak` holds the tracks seen once or twice, weakest first: the first
+        that missed a frame or is fainter than the blob goes.
         """
-        weak = [t for t in self.tracks if t.hits <= _TENTATIVE_HITS and not t.falling]
-        weak = [t for t in weak if (t.strengths[-1] if t.strengths else 0.0) < b.strength or t.missed > 0]
-        if not weak:
-            return False
-        self.tracks.remove(max(weak, key=lambda t: (t.missed, -t.hits)))
-        return True
+        for i, t in enumerate(weak):
+            if t.missed > 0 or (t.strengths[-1] if t.strengths else 0.0) < b.strength:
+                del weak[i]
+                self.tracks.remove(t)
+                return True
+        return False
 
     def flush(self) -> list[Track]:
         """End every track (end of stream)."""
@@ -372,11 +385,22 @@ class Tracker:
             self.cfg.measurement_size_frac * size_px, self.cfg.measurement_size_max_px
         )
 
+    def _sigmas(self, sizes_px: list[float]) -> np.ndarray:
+        """`_sigma` of many blobs at once."""
+        frac = self.cfg.measurement_size_frac * np.asarray(sizes_px, dtype=np.float64)
+        return self.cfg.measurement_px + np.minimum(frac, self.cfg.measurement_size_max_px)
+
+    def _gravity(self, blobs: list[Blob]) -> np.ndarray:
+        """g in pixels per frame squared at each blob; 0 without a calibration."""
+        if self.gravity_px is None or not blobs:
+            return np.zeros(len(blobs))
+        return self.gravity_px(np.array([b.x for b in blobs]), np.array([b.y for b in blobs]))
+
     def _blob_rs(self, blobs: list[Blob]) -> np.ndarray:
         """(n, 2, 2) position noise of each blob: its sigma along x from its width, along y from its height."""
         r = np.zeros((len(blobs), 2, 2))
-        r[:, 0, 0] = [self._sigma(b.w) ** 2 for b in blobs]
-        r[:, 1, 1] = [self._sigma(b.h) ** 2 for b in blobs]
+        r[:, 0, 0] = self._sigmas([b.w for b in blobs]) ** 2
+        r[:, 1, 1] = self._sigmas([b.h for b in blobs]) ** 2
         return r
 
     def _match(self, group: list[int], pos: np.ndarray, r: np.ndarray) -> list[tuple[int, int]]:
@@ -415,13 +439,14 @@ class Tracker:
             t.record(frame, b)
             t.missed = 0
 
-    def _start(self, frame: int, b: Blob) -> None:
+    def _start(self, frame: int, b: Blob, g: float) -> None:
+        """A new track on blob `b`; `g` is gravity there (`_gravity`)."""
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
         cov = self._p0.copy()
         if self.gravity_px is not None:
             # With a scale, a new object's downward acceleration is known to lie between 0 (a bag at its
             # terminal speed) and g: start halfway, so a fast fall is caught from its third frame on.
-            g = self.gravity_px(b.x, b.y)
+            g = float(g)
             state[5] = g / 2
             cov[5, 5] = max(cov[5, 5], (g / 2) ** 2)
         t = Track(self._next_id, state, cov)
