@@ -97,8 +97,10 @@ class Detector:
         )
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
-        verdict = self._verdict(track)
         event = self._events.get(track.id)
+        if not self._may_change(track, event):
+            return []
+        verdict = self._verdict(track)
         if event is None:
             if verdict.level is None or track.id in self._duplicates:
                 return []
@@ -114,6 +116,19 @@ class Detector:
             event.level, event.score = AlertLevel(verdict.level), verdict.score
             return [EventUpdate(UpdateKind.UPDATE, replace(event))]
         return []
+
+    def _may_change(self, track: Track, event: FallEvent | None) -> bool:
+        """Whether a verdict now could start an event or raise its level: only then is it worth its cost.
+
+        In a busy scene most tracks judged each frame are clutter that has not fallen far (`could_alert`).
+        An event's other fields (trajectory, origin) need no verdict in between: they are refreshed from
+        a new one whenever the event is reported, on a higher level and when it ends.
+        """
+        if event is None and track.id in self._duplicates:
+            return False
+        if event is not None and event.level == AlertLevel.CONFIRMED:
+            return False
+        return self.decision.could_alert(track.points, track.evidence_at_hit)
 
     def _is_known_fall(self, track: Track) -> bool:
         """True when the track runs along (or continues) the path of a fall already reported."""

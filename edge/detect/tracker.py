@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import TrackerConfig
+from edge.detect.fall import fit_poly, median
 from edge.detect.types import Blob
 
 _F1 = np.array([[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
@@ -241,15 +242,15 @@ class Tracker:
         back: list[tuple[int, Blob]] = []
         missed = 0
         extra_ev = extra_chance = 0.0
+        var = 5 * self._sigma(median(t.lengths[:_STITCH_TAIL])) ** 2  # as a chain's next blob
+        curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
         for frame, blobs, pos, density in reversed(self._history):
             if frame >= first:
                 continue
-            pts = back[::-1] + [(f, Blob(x, y, 1, 1, 1, 0.0)) for f, x, y in t.points[:_STITCH_TAIL]]
-            f = np.array([p[0] for p in pts], dtype=np.float64) - first
-            fx = np.polyfit(f, [p[1].x for p in pts], 2)
-            fy = np.polyfit(f, [p[1].y for p in pts], 2)
-            pred = np.array([np.polyval(fx, frame - first), np.polyval(fy, frame - first)])
-            var = 5 * self._sigma(float(np.median(t.lengths[:_STITCH_TAIL]))) ** 2  # as a chain's next blob
+            if curve is None:
+                pts = np.array([(f, b.x, b.y) for f, b in reversed(back)] + t.points[:_STITCH_TAIL])
+                curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2)
+            pred = np.polyval(curve, frame - first)
             d2 = ((pos - pred) ** 2).sum(1) / var
             j = int(np.argmin(d2))
             extra_chance += min(1.0, density * math.pi * self.cfg.chain_sigma**2 * var)
@@ -262,6 +263,7 @@ class Tracker:
             missed = 0
             extra_ev += _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
             back.append((frame, blobs[j]))
+            curve = None
             first_hit_ev, first_hit_chance = extra_ev, extra_chance
         if not back:
             return
@@ -296,11 +298,11 @@ class Tracker:
                 continue
             pts = np.asarray(lost.points[-_STITCH_TAIL:] + t.points, dtype=np.float64)
             f = pts[:, 0] - first
-            fx, fy = np.polyfit(f, pts[:, 1], 2), np.polyfit(f, pts[:, 2], 2)
+            fx, fy = fit_poly(f, pts[:, 1:3], 2).T
             if fy[1] + 2 * fy[0] * f[-1] <= 0:  # it must be moving down the image where it is now
                 continue
             sizes = (lost.lengths[-_STITCH_TAIL:] + t.lengths) or [0.0]
-            tol = self.cfg.stitch_sigma * self._sigma(float(np.median(sizes)))
+            tol = self.cfg.stitch_sigma * self._sigma(median(sizes))
             off = np.hypot(np.polyval(fx, f) - pts[:, 1], np.polyval(fy, f) - pts[:, 2])
             if float(off.max()) > tol:
                 continue
