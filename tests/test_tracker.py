@@ -4,7 +4,7 @@ import numpy as np
 
 from edge.config import TrackerConfig
 from edge.detect.pipeline import GravityPx
-from edge.detect.tracker import Tracker, _inverse_2x2
+from edge.detect.tracker import Tracker, _gate_distances, _inverse_2x2
 from edge.detect.types import Blob
 from edge.geometry import FacadeMap
 
@@ -209,3 +209,19 @@ def test_gravity_at_many_pixels_at_once_is_g_over_the_facades_metres_per_pixel_a
     xy = np.random.default_rng(4).uniform((0, 0), (1920, 1080), (50, 2))
     g = GravityPx(facade, 9.81 / 25**2)(xy[:, 0], xy[:, 1])
     assert g.tolist() == [9.81 / 25**2 / facade.metres_per_pixel((x, y)) for x, y in xy]
+
+
+def test_the_gate_distances_of_every_track_and_blob_agree_with_a_matrix_inverse_per_pair():
+    rng = np.random.default_rng(5)
+    a = rng.normal(0, 5, (6, 2, 2))
+    p = a @ np.swapaxes(a, -1, -2) + np.eye(2)  # the tracks' position covariances
+    r = np.zeros((11, 2, 2))
+    r[:, 0, 0], r[:, 1, 1] = rng.uniform(1, 30, 11), rng.uniform(1, 30, 11)  # the blobs' noises
+    z, pos = rng.uniform(0, 100, (6, 2)), rng.uniform(0, 100, (11, 2))
+    ex, ey, d2, det = _gate_distances(z, p, pos, r)
+    for i in range(6):
+        for j in range(11):
+            e, s = pos[j] - z[i], p[i] + r[j]
+            assert (ex[i, j], ey[i, j]) == tuple(e)
+            assert np.isclose(d2[i, j], e @ np.linalg.inv(s) @ e, rtol=1e-12, atol=0)
+            assert np.isclose(det[i, j], np.linalg.det(s), rtol=1e-12, atol=0)

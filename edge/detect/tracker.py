@@ -78,10 +78,26 @@ def _position_cov(cov: np.ndarray) -> np.ndarray:
 
 
 def _inverse_2x2(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverses and determinants of (..., 2, 2) matrices in closed form: every track x blob pair in one go."""
+    """Inverses and determinants of (..., 2, 2) matrices in closed form: no LAPACK call per matrix."""
     det = s[..., 0, 0] * s[..., 1, 1] - s[..., 0, 1] * s[..., 1, 0]
     adj = np.stack([s[..., 1, 1], -s[..., 0, 1], -s[..., 1, 0], s[..., 0, 0]], axis=-1).reshape(s.shape)
     return adj / det[..., None, None], det
+
+
+def _gate_distances(
+    z: np.ndarray, p: np.ndarray, pos: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every track (rows) against every blob (columns): the offsets ex, ey, e^T S^-1 e, and det S.
+
+    `z` (t, 2) and `p` (t, 2, 2) are the tracks' predicted positions and their covariances, `pos` (n, 2)
+    and `r` (n, 2, 2) the blobs' positions and noises; S = p + r. In closed form, one (t, n) array per
+    term: a busy frame has thousands of pairs.
+    """
+    ex, ey = pos[:, 0] - z[:, 0, None], pos[:, 1] - z[:, 1, None]
+    s00, s01 = p[:, 0, 0, None] + r[:, 0, 0], p[:, 0, 1, None] + r[:, 0, 1]
+    s10, s11 = p[:, 1, 0, None] + r[:, 1, 0], p[:, 1, 1, None] + r[:, 1, 1]
+    det = s00 * s11 - s01 * s10
+    return ex, ey, (s11 * ex * ex - (s01 + s10) * ex * ey + s00 * ey * ey) / det, det
 
 
 class Tracker:
@@ -122,11 +138,14 @@ class Tracker:
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
         if self.cfg.chain_tracks and blobs:
             self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
-        self._predict(self.tracks, density)
-        assigned = self._associate(blobs)
-        self._update(frame, [(self.tracks[ti], blobs[bi]) for ti, bi in assigned])
+        state, cov = self._predict(self.tracks, density)
+        assigned = self._associate(blobs, state, cov)
+        rows = [ti for ti, _ in assigned]
+        self._update(
+            frame, [self.tracks[ti] for ti in rows], [blobs[bi] for _, bi in assigned], state[rows], cov[rows]
+        )
         used = {bi for _, bi in assigned}
-        assigned_tracks = {ti for ti, _ in assigned}
+        assigned_tracks = set(rows)
         young = [self.tracks[ti] for ti in assigned_tracks if self.tracks[ti].hits == _STITCH_HITS]
         for i, t in enumerate(self.tracks):
             if i not in assigned_tracks:
@@ -225,8 +244,8 @@ class Tracker:
         t = self.tracks[-1]
         t.chained = True
         for f, b in chain[1:]:
-            self._predict([t], density)
-            self._update(f, [(t, b)])
+            state, cov = self._predict([t], density)
+            self._update(f, [t], [b], state, cov)
         self._extend_back(t)
 
     def _extend_back(self, t: Track) -> None:
@@ -337,11 +356,12 @@ class Tracker:
         ended, self.tracks = self.tracks, []
         return ended
 
-    def _associate(self, blobs: list[Blob]) -> list[tuple[int, int]]:
+    def _associate(self, blobs: list[Blob], state: np.ndarray, cov: np.ndarray) -> list[tuple[int, int]]:
         """(track index, blob index) pairs: established tracks choose first, then the tentative ones.
 
         In clutter (rain, IR grain) a track seen once or twice has a wide gate that reaches an established
         track's blob; letting the established tracks choose first keeps a falling object's track whole.
+        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
         """
         if not self.tracks or not blobs:
             return []
@@ -354,15 +374,18 @@ class Tracker:
         for group in (established, tentative):
             if not group or not len(free):
                 continue
-            found = self._match(group, pos[free], r[free])
+            found = self._match(group, state[group], cov[group], pos[free], r[free])
             pairs += [(ti, int(free[bi])) for ti, bi in found]
             free = np.delete(free, [bi for _, bi in found])
         return pairs
 
-    def _predict(self, tracks: list[Track], density: float) -> None:
-        """Move tracks on one frame, all at once; each counts the clutter its gate could catch this frame."""
+    def _predict(self, tracks: list[Track], density: float) -> tuple[np.ndarray, np.ndarray]:
+        """Move tracks on one frame, all at once; each counts the clutter its gate could catch this frame.
+
+        Returns the new states (n, 6) and covariances (n, 6, 6) stacked, for matching and updating at once.
+        """
         if not tracks:
-            return
+            return np.zeros((0, 6)), np.zeros((0, 6, 6))
         state = np.stack([t.state for t in tracks]) @ _F.T
         cov = _F @ np.stack([t.cov for t in tracks]) @ _F.T + self._q
         area = self._gate_areas(state, cov).tolist()
@@ -370,6 +393,7 @@ class Tracker:
             t.state, t.cov = s, c
             if t.hits > 1:  # from the second frame on: the first point is where the track began
                 t.chance += min(1.0, density * a)
+        return state, cov
 
     def _gate_areas(self, state: np.ndarray, cov: np.ndarray) -> np.ndarray:
         """Pixels inside each track's gate this frame (for a small blob): how much clutter it can catch."""
@@ -405,27 +429,27 @@ class Tracker:
         r[:, 1, 1] = self._sigmas([b.h for b in blobs]) ** 2
         return r
 
-    def _match(self, group: list[int], pos: np.ndarray, r: np.ndarray) -> list[tuple[int, int]]:
+    def _match(
+        self, group: list[int], state: np.ndarray, cov: np.ndarray, pos: np.ndarray, r: np.ndarray
+    ) -> list[tuple[int, int]]:
         """Globally cheapest assignment of blobs at `pos` to the tracks of `group`, within their gates."""
-        tracks = [self.tracks[i] for i in group]
-        state = np.stack([t.state for t in tracks])
-        # Every track x blob pair at once: (tracks, blobs, 2) offsets and (tracks, blobs, 2, 2) covariances.
-        e = pos[None, :, :] - state[:, None, [0, 3]]
-        s_inv, det = _inverse_2x2(_position_cov(np.stack([t.cov for t in tracks]))[:, None] + r[None])
-        d2 = np.einsum("tni,tnij,tnj->tn", e, s_inv, e)
-        floor = self._gate_floors(state)[:, None]
-        near = (d2 <= self.cfg.gate_sigma**2) | (np.hypot(e[..., 0], e[..., 1]) <= floor)
+        ex, ey, d2, det = _gate_distances(state[:, [0, 3]], _position_cov(cov), pos, r)
+        near = (d2 <= self.cfg.gate_sigma**2) | (np.hypot(ex, ey) <= self._gate_floors(state)[:, None])
+        cost = np.full(d2.shape, _UNASSIGNED)
         # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
-        cost = np.where(near, d2 + np.log(np.maximum(det, 1e-9)), _UNASSIGNED)
+        cost[near] = d2[near] + np.log(np.maximum(det[near], 1e-9))
         rows, cols = linear_sum_assignment(cost)
         return [(group[r], int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]
 
-    def _update(self, frame: int, pairs: list[tuple[Track, Blob]]) -> None:
-        """Correct each track by the blob assigned to it in `frame` (all at once), and score how well it fits."""
-        if not pairs:
+    def _update(
+        self, frame: int, tracks: list[Track], blobs: list[Blob], state: np.ndarray, cov: np.ndarray
+    ) -> None:
+        """Correct each track by its blob in `frame`, all at once, and score how well it fits.
+
+        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
+        """
+        if not tracks:
             return
-        tracks, blobs = [t for t, _ in pairs], [b for _, b in pairs]
-        state, cov = np.stack([t.state for t in tracks]), np.stack([t.cov for t in tracks])
         s_inv, det = _inverse_2x2(_position_cov(cov) + self._blob_rs(blobs))
         e = np.array([[b.x, b.y] for b in blobs]) - state[:, [0, 3]]
         # Track score (Blackman): how much likelier this blob is where the object was predicted than a blob
