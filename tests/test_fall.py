@@ -418,3 +418,16 @@ def test_a_track_that_could_not_alert_gets_no_level_and_a_fall_could():
             could.append(decision.could_alert(pts, evidence))
     assert decision.could_alert(_track(*_free_fall(1.3)))
     assert 0 < sum(could) < len(could)
+
+
+def test_fit_poly_fits_a_batch_of_runs_each_without_its_weightless_points():
+    rng = np.random.default_rng(8)
+    t = np.sort(rng.uniform(-30, 3, (16, 13)), axis=1)
+    y = rng.normal(0, 1, (16, 13, 2)) + 0.2 * t[..., None] ** 2
+    w = np.ones((16, 13))
+    for k in range(16):
+        w[k, 13 - k % 6 :] = 0.0  # runs of 13, 12, ... 8 points
+    coef = fit_poly(t, y, 2, w)
+    for k in range(16):
+        keep = w[k] > 0
+        assert np.allclose(coef[k], np.polyfit(t[k, keep], y[k, keep], 2), rtol=1e-9, atol=1e-10)

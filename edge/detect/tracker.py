@@ -312,19 +312,26 @@ class Tracker:
         `stitch_sigma` position sigmas of every detection of both. The fall decision then judges the whole.
         """
         first = t.points[0][0]
-        for lost in reversed(self._lost):
-            if lost.points[-1][0] >= first:
-                continue
-            pts = np.asarray(lost.points[-_STITCH_TAIL:] + t.points, dtype=np.float64)
-            f = pts[:, 0] - first
-            fx, fy = fit_poly(f, pts[:, 1:3], 2).T
-            if fy[1] + 2 * fy[0] * f[-1] <= 0:  # it must be moving down the image where it is now
-                continue
-            sizes = (lost.lengths[-_STITCH_TAIL:] + t.lengths) or [0.0]
-            tol = self.cfg.stitch_sigma * self._sigma(median(sizes))
-            off = np.hypot(np.polyval(fx, f) - pts[:, 1], np.polyval(fy, f) - pts[:, 2])
-            if float(off.max()) > tol:
-                continue
+        candidates = [lost for lost in reversed(self._lost) if lost.points[-1][0] < first]  # newest first
+        if not candidates:
+            return
+        # A curve through each lost track's last detections and the new track's, all fitted at once: shorter
+        # runs are padded to the longest by repeating their last point, left out of the fit (weight 0).
+        runs = [lost.points[-_STITCH_TAIL:] + t.points for lost in candidates]
+        n = max(len(run) for run in runs)
+        pts = np.array([run + run[-1:] * (n - len(run)) for run in runs], dtype=np.float64)  # (lost, n, 3)
+        weight = np.array([[1.0] * len(run) + [0.0] * (n - len(run)) for run in runs])
+        f = pts[:, :, 0] - first
+        coef = fit_poly(f, pts[:, :, 1:3], 2, weight)  # (lost, 3, 2): of x and y, highest power first
+        a, b, c = (coef[:, None, k] for k in range(3))  # each (lost, 1, 2): to broadcast over the run
+        # It must be moving down the image where it is now.
+        down = b[:, 0, 1] + 2 * a[:, 0, 1] * (t.points[-1][0] - first) > 0
+        off = (a * f[..., None] + b) * f[..., None] + c - pts[:, :, 1:3]
+        worst = np.hypot(off[..., 0], off[..., 1]).max(axis=1)  # a repeated point is no new worst
+        sizes = [median(lost.lengths[-_STITCH_TAIL:] + t.lengths) for lost in candidates]
+        joins = np.flatnonzero(down & (worst <= self.cfg.stitch_sigma * self._sigmas(sizes)))
+        if len(joins):
+            lost = candidates[joins[0]]
             gap = first - lost.points[-1][0] - 1
             t.points[:0] = lost.points
             t.widths[:0], t.strengths[:0], t.lengths[:0] = lost.widths, lost.strengths, lost.lengths
@@ -335,7 +342,6 @@ class Tracker:
             t.chance += lost.chance_at_hit
             t.chance_at_hit += lost.chance_at_hit
             self._lost.remove(lost)
-            return
 
     def _evict_tentative(self, weak: list[Track], b: Blob) -> bool:
         """Make room for a blob by dropping a weaker track seen only once or twice; False when there is none.
