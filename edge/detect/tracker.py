@@ -23,6 +23,7 @@ _F1 = np.array([[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
 _F = np.kron(np.eye(2), _F1)  # state [x, vx, ax, y, vy, ay], one frame per step
 _H = np.zeros((2, 6))
 _H[0, 0] = _H[1, 3] = 1.0
+_XY = slice(0, None, 3)  # the position [x, y] within the state: what H picks, as a view instead of a product
 # Discrete white-jerk process noise for one frame (per unit jerk variance).
 _Q1 = np.array([[1 / 20, 1 / 8, 1 / 6], [1 / 8, 1 / 3, 1 / 2], [1 / 6, 1 / 2, 1.0]])
 _UNASSIGNED = 1e9
@@ -74,7 +75,7 @@ class Track:
 
 def _position_cov(cov: np.ndarray) -> np.ndarray:
     """The (..., 2, 2) covariance of the position [x, y] in (..., 6, 6) state covariances: H P H^T."""
-    return cov[..., [0, 3], :][..., [0, 3]]
+    return cov[..., _XY, _XY]
 
 
 def _inverse_2x2(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +198,7 @@ class Tracker:
             return
         pos = np.array([[b.x, b.y] for b in left])
         sig2 = self._sigmas([max(b.w, b.h) for b in left]) ** 2
-        taken = np.zeros(len(left), dtype=bool)
+        taken = [False] * len(left)
         grown: list[list[tuple[int, Blob]]] = []
         done: list[tuple[float, list[tuple[int, Blob]]]] = []
         chains = [c for c in self._chains if c[-1][0] == frame - 1]
@@ -214,14 +215,14 @@ class Tracker:
             d2 = ((pos[None, :, :] - pred[:, None, :]) ** 2).sum(-1) / (var[:, None] + sig2[None, :])
             best = np.argmin(d2, axis=1)
             cost = d2[np.arange(len(chains)), best]
-            for ci in np.argsort(cost):
-                j = int(best[ci])
-                if cost[ci] > self.cfg.chain_sigma**2 or taken[j]:
+            order = np.argsort(cost)  # the closest first
+            for ci, j, c in zip(order.tolist(), best[order].tolist(), cost[order].tolist(), strict=True):
+                if c > self.cfg.chain_sigma**2 or taken[j]:
                     continue
                 taken[j] = True
                 chain = chains[ci] + [(frame, left[j])]
                 if len(chain) >= self.cfg.chain_len:
-                    done.append((float(cost[ci]), chain))
+                    done.append((c, chain))
                 else:
                     grown.append(chain)
         if self._singles and self._singles[0][0] == frame - 1:
@@ -403,7 +404,8 @@ class Tracker:
 
     def _gate_areas(self, state: np.ndarray, cov: np.ndarray) -> np.ndarray:
         """Pixels inside each track's gate this frame (for a small blob): how much clutter it can catch."""
-        _, det = _inverse_2x2(_position_cov(cov) + np.eye(2) * self.cfg.measurement_px**2)
+        s = _position_cov(cov) + np.eye(2) * self.cfg.measurement_px**2
+        det = s[:, 0, 0] * s[:, 1, 1] - s[:, 0, 1] * s[:, 1, 0]
         ellipse = np.pi * self.cfg.gate_sigma**2 * np.sqrt(np.maximum(det, 0.0))
         return np.maximum(ellipse, np.pi * self._gate_floors(state) ** 2)
 
@@ -439,7 +441,7 @@ class Tracker:
         self, group: list[int], state: np.ndarray, cov: np.ndarray, pos: np.ndarray, r: np.ndarray
     ) -> list[tuple[int, int]]:
         """Globally cheapest assignment of blobs at `pos` to the tracks of `group`, within their gates."""
-        ex, ey, d2, det = _gate_distances(state[:, [0, 3]], _position_cov(cov), pos, r)
+        ex, ey, d2, det = _gate_distances(state[:, _XY], _position_cov(cov), pos, r)
         near = (d2 <= self.cfg.gate_sigma**2) | (np.hypot(ex, ey) <= self._gate_floors(state)[:, None])
         cost = np.full(d2.shape, _UNASSIGNED)
         # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
@@ -457,12 +459,12 @@ class Tracker:
         if not tracks:
             return
         s_inv, det = _inverse_2x2(_position_cov(cov) + self._blob_rs(blobs))
-        e = np.array([[b.x, b.y] for b in blobs]) - state[:, [0, 3]]
+        e = np.array([[b.x, b.y] for b in blobs]) - state[:, _XY]
         # Track score (Blackman): how much likelier this blob is where the object was predicted than a blob
         # of clutter at this frame's density; a wide gate or a far blob earns less.
         d2 = np.einsum("ni,nij,nj->n", e, s_inv, e)
         gain = _HIT_LLR - np.log(self._clutter * 2 * np.pi * np.sqrt(det)) - d2 / 2
-        k = cov[:, :, [0, 3]] @ s_inv  # P H^T S^-1
+        k = cov[:, :, _XY] @ s_inv  # P H^T S^-1
         state = state + (k @ e[:, :, None])[:, :, 0]
         cov = (np.eye(6) - k @ _H) @ cov
         for t, b, s, c, g in zip(tracks, blobs, state, cov, gain.tolist(), strict=True):
