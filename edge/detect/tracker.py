@@ -212,7 +212,8 @@ class Tracker:
             pred = 2 * last - prev
             pred[:, 1] += half_g  # falling: between no acceleration (drag) and g
             var = s_prev + 4 * s_last + half_g**2
-            d2 = ((pos[None, :, :] - pred[:, None, :]) ** 2).sum(-1) / (var[:, None] + sig2[None, :])
+            dx, dy = pos[:, 0] - pred[:, 0, None], pos[:, 1] - pred[:, 1, None]  # (chains, blobs)
+            d2 = (dx * dx + dy * dy) / (var[:, None] + sig2)  # not a sum over a last axis of 2: that is slow
             best = np.argmin(d2, axis=1)
             cost = d2[np.arange(len(chains)), best]
             order = np.argsort(cost)  # the closest first
@@ -269,9 +270,11 @@ class Tracker:
                 continue
             if curve is None:
                 pts = np.array([(f, b.x, b.y) for f, b in reversed(back)] + t.points[:_STITCH_TAIL])
-                curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2)
-            pred = np.polyval(curve, frame - first)
-            d2 = ((pos - pred) ** 2).sum(1) / var
+                curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2).tolist()  # [[ax, ay], [bx, by], [cx, cy]]
+            dt = frame - first
+            px, py = ((a * dt + b) * dt + c for a, b, c in zip(*curve, strict=True))  # np.polyval, in floats
+            dx, dy = pos[:, 0] - px, pos[:, 1] - py
+            d2 = (dx * dx + dy * dy) / var
             j = int(np.argmin(d2))
             extra_chance += min(1.0, density * math.pi * self.cfg.chain_sigma**2 * var)
             if d2[j] > self.cfg.chain_sigma**2:
