@@ -102,7 +102,7 @@ class Detector:
             return []
         verdict = self._verdict(track)
         if event is None:
-            if verdict.level is None or track.id in self._duplicates:
+            if verdict.level is None:
                 return []
             if self._is_known_fall(track):
                 self._duplicates.add(track.id)
