@@ -3,8 +3,10 @@
 import numpy as np
 
 from edge.config import TrackerConfig
-from edge.detect.tracker import Tracker
+from edge.detect.pipeline import GravityPx
+from edge.detect.tracker import Tracker, _gate_distances, _inverse_2x2
 from edge.detect.types import Blob
+from edge.geometry import FacadeMap
 
 
 def _blob(x, y):
@@ -118,7 +120,7 @@ def test_a_full_tracker_keeps_its_established_tracks():
 
 def test_with_a_scale_a_fast_fall_is_followed_from_its_first_frames():
     g_px = 20.0  # a tabletop drop seen close: g is 20 px per frame squared
-    tr = Tracker(TrackerConfig(), (640, 480), fps=15.0, gravity_px=lambda x, y: g_px)
+    tr = Tracker(TrackerConfig(), (640, 480), fps=15.0, gravity_px=lambda x, y: np.full(len(x), g_px))
     for f in range(6):
         tr.step(f, [Blob(300, 5 + 0.5 * g_px * f * f, 6, 12, 40, 60.0)])
     assert max(t.hits for t in tr.tracks) == 6
@@ -188,3 +190,38 @@ def test_a_chain_track_is_followed_back_to_where_the_object_first_showed():
 def test_without_looking_back_a_chain_track_begins_only_where_its_run_of_blobs_did():
     found = _gappy_faint_fall_in_rain(TrackerConfig(max_tracks=20, chain_back_s=0.0))
     assert len(found) == 1 and found[0].points[0][0] > 8
+
+
+def test_the_closed_form_2x2_inverse_and_determinant_agree_with_numpy_for_every_pair():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 5, (7, 9, 2, 2))
+    s = a @ np.swapaxes(a, -1, -2) + np.eye(2)  # covariances: symmetric, positive definite
+    inv, det = _inverse_2x2(s)
+    assert np.allclose(inv, np.linalg.inv(s), rtol=1e-12, atol=0)
+    assert np.allclose(det, np.linalg.det(s), rtol=1e-12, atol=0)
+
+
+def test_gravity_at_many_pixels_at_once_is_g_over_the_facades_metres_per_pixel_at_each():
+    # A facade seen from below at an angle: metres per pixel vary across the image.
+    facade = FacadeMap.from_points(
+        [(100, 900), (1800, 950), (1500, 80), (300, 40)], [(0, 0), (40, 0), (40, 60), (0, 60)], 3.0, 1
+    )
+    xy = np.random.default_rng(4).uniform((0, 0), (1920, 1080), (50, 2))
+    g = GravityPx(facade, 9.81 / 25**2)(xy[:, 0], xy[:, 1])
+    assert g.tolist() == [9.81 / 25**2 / facade.metres_per_pixel((x, y)) for x, y in xy]
+
+
+def test_the_gate_distances_of_every_track_and_blob_agree_with_a_matrix_inverse_per_pair():
+    rng = np.random.default_rng(5)
+    a = rng.normal(0, 5, (6, 2, 2))
+    p = a @ np.swapaxes(a, -1, -2) + np.eye(2)  # the tracks' position covariances
+    r = np.zeros((11, 2, 2))
+    r[:, 0, 0], r[:, 1, 1] = rng.uniform(1, 30, 11), rng.uniform(1, 30, 11)  # the blobs' noises
+    z, pos = rng.uniform(0, 100, (6, 2)), rng.uniform(0, 100, (11, 2))
+    ex, ey, d2, det = _gate_distances(z, p, pos, r)
+    for i in range(6):
+        for j in range(11):
+            e, s = pos[j] - z[i], p[i] + r[j]
+            assert (ex[i, j], ey[i, j]) == tuple(e)
+            assert np.isclose(d2[i, j], e @ np.linalg.inv(s) @ e, rtol=1e-12, atol=0)
+            assert np.isclose(det[i, j], np.linalg.det(s), rtol=1e-12, atol=0)

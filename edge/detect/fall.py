@@ -25,7 +25,6 @@ class _Space:
     t: np.ndarray
     along: np.ndarray
     up: np.ndarray
-    tol: float
     min_fall: float
     gravity: float | None
 
@@ -48,21 +47,31 @@ def _clip01(x: float) -> float:
 
 
 @dataclass(frozen=True)
-class Measures:
+class Descent:
+    """How far and how straight a track fell, and how well it scored: the measures that are cheap to take.
+
+    Most tracks judged in a busy scene (rain, insects, IR grain) already fail a rule on these alone.
+    Heights and distances are in the space the track is judged in: facade metres, or pixels uncalibrated.
+    """
+
+    calibrated: bool
+    min_fall: float  # the whole minimum fall (min_fall_floors, or min_fall_frac of the frame)
+    drop: float  # seen falling, from its highest point to its last
+    sideways: float  # sideways travel from its highest point to its last
+    evidence_per_frame: float | None  # the tracker's score per frame, nats; None when not given
+
+
+@dataclass(frozen=True)
+class Measures(Descent):
     """One track's motion, measured once, in the space it is judged in: facade metres, or pixels uncalibrated.
 
     Heights and distances are in that space (metres, or pixels), times in seconds.
     """
 
-    calibrated: bool
-    min_fall: float  # the whole minimum fall (min_fall_floors, or min_fall_frac of the frame)
     tol: float  # RMS residual of a ballistic fit that confirms (blur streaks widen it)
-    drop: float  # seen falling, from its highest point to its last
     fall: float  # fallen since it left the facade: the origin is extrapolated above its first detection
     rise_frac: float  # share of its steps after its highest point that go up
-    sideways: float  # sideways travel from its highest point to its last
     blur_excess: float  # pixels its blobs are longer than its own motion can smear them (median)
-    evidence_per_frame: float | None  # the tracker's score per frame, nats; None when not given
     detected: float  # share of its frames it was seen in, beyond what clutter alone would give
     faint: bool  # its blobs hover near their motion threshold
     rms: float  # residual of the ballistic fit, up and sideways
@@ -84,7 +93,7 @@ class Measures:
 Rule = Callable[[Measures, FallConfig], "str | None"]
 
 
-def fell_far_enough(m: Measures, cfg: FallConfig) -> str | None:
+def fell_far_enough(m: Descent, cfg: FallConfig) -> str | None:
     """Seen falling suspect_fall_share of the minimum fall; without a calibration, the whole minimum.
 
     What was seen must make a fall on its own; extrapolation only adds to it. Without a calibration there
@@ -99,7 +108,7 @@ def rarely_rises(m: Measures, cfg: FallConfig) -> str | None:
     return f"goes up in {m.rise_frac:.0%} of steps" if m.rise_frac > cfg.max_rise_frac else None
 
 
-def falls_more_than_it_drifts(m: Measures, cfg: FallConfig) -> str | None:
+def falls_more_than_it_drifts(m: Descent, cfg: FallConfig) -> str | None:
     """Sideways at most max_horizontal_ratio per unit of fall (gliding birds drift further)."""
     if m.sideways > cfg.max_horizontal_ratio * max(m.drop, 1e-9):
         return f"drifts sideways {m.sideways:.1f} for a fall of {m.drop:.1f}"
@@ -116,7 +125,7 @@ def streaks_match_its_motion(m: Measures, cfg: FallConfig) -> str | None:
     return None
 
 
-def stands_above_clutter(m: Measures, cfg: FallConfig) -> str | None:
+def stands_above_clutter(m: Descent, cfg: FallConfig) -> str | None:
     """The tracker's score is at least min_evidence nats per frame (chance chains of clutter score less)."""
     if m.evidence_per_frame is not None and m.evidence_per_frame < cfg.min_evidence:
         return f"weak evidence: {m.evidence_per_frame:.1f} nats per frame, as a chain of clutter gives"
@@ -210,6 +219,12 @@ RULES: tuple[Rule, ...] = (
     speeds_up,
     starts_on_the_facade,
 )
+# The rules that look at a track's `Descent` only: a track that fails one is no fall, whatever the rest says.
+DESCENT_RULES: tuple[Callable[[Descent, FallConfig], str | None], ...] = (
+    fell_far_enough,
+    falls_more_than_it_drifts,
+    stands_above_clutter,
+)
 
 
 def _accel_score(m: Measures, cfg: FallConfig) -> float:
@@ -281,6 +296,19 @@ class FallDecision:
         verdict.level = "confirmed" if _is_strong(m, cfg) and score >= cfg.confirm_score else "suspected"
         return verdict
 
+    def could_alert(self, points: list[tuple[int, float, float]], evidence: float | None = None) -> bool:
+        """False when `judge` would give the track no level: too few detections, or a `DESCENT_RULES` rule fails.
+
+        Measured as `judge` measures (the same stray head dropped), at a fraction of its cost: in a busy
+        scene most tracks judged each frame are clutter that has not fallen far, and are settled here.
+        """
+        cfg = self.cfg
+        if len(points) < cfg.min_points:
+            return False
+        points = points[_stray_head(points, cfg.fit_tol_px, cfg.min_points) :]
+        d = self._descent(self._space(np.asarray(points, dtype=np.float64)), points, evidence)
+        return not any(rule(d, cfg) is not None for rule in DESCENT_RULES)
+
     def measure(
         self,
         points: list[tuple[int, float, float]],
@@ -292,10 +320,12 @@ class FallDecision:
     ) -> Measures:
         """Everything the rules look at, measured once from a track (arguments as for `judge`)."""
         cfg = self.cfg
+        pts = np.asarray(points, dtype=np.float64)
+        sp = self._space(pts)
+        d = self._descent(sp, points, evidence)
         # Only elongation counts: a streak is long along its motion and narrow across; a swaying crown is not.
-        streak = float(np.median(np.subtract(lengths, widths))) if lengths and widths else 0.0
-        blur_px = cfg.fit_tol_blur_frac * max(streak, 0.0)
-        sp = self._space(np.asarray(points, dtype=np.float64), blur_px)
+        streak = median([n - w for n, w in zip(lengths, widths, strict=True)]) if lengths and widths else 0.0
+        tol = self._tol(pts, cfg.fit_tol_blur_frac * max(streak, 0.0))
         early, early_coef = self._early_fit(sp)
         coef, rms_up = _quadratic(sp.t, sp.up)
         _, rms_side = _quadratic(sp.t, sp.along)  # ballistic motion is smooth sideways too: no zig-zag, no sway
@@ -311,27 +341,27 @@ class FallDecision:
                 rms = min(rms, float(rms_recent))
         accel = -2.0 * coef[0]  # downward positive
         apex = int(np.argmax(sp.up))
-        drop = float(sp.up[apex] - sp.up[-1])
+        drop = d.drop
         duration = float(sp.t[-1] - sp.t[apex])
         span = (points[-1][0] - points[0][0]) + 1
         # In clutter a track finds some blob in its gate by chance: only detections beyond those count.
         chance = min(chance, _MAX_CHANCE_SHARE * (span - 1))
         rises = np.diff(sp.up[apex:])
         origin, start_up = self._origin(sp, early, early_coef)
-        calibrated = sp.gravity is not None
+        calibrated = d.calibrated
         return Measures(
             calibrated=calibrated,
-            min_fall=sp.min_fall,
-            tol=sp.tol,
+            min_fall=d.min_fall,
             drop=drop,
+            sideways=d.sideways,
+            evidence_per_frame=d.evidence_per_frame,
+            tol=tol,
             # Counted from where it left the facade: a track that starts mid-fall has already fallen that far.
             fall=float(max(sp.up[apex], start_up) - sp.up[-1]),
-            rise_frac=float(np.mean(rises > sp.tol)) if len(rises) else 0.0,
-            sideways=float(abs(sp.along[-1] - sp.along[apex])),
+            rise_frac=float(np.mean(rises > tol)) if len(rises) else 0.0,
             blur_excess=_blur_excess(points, widths, lengths),
-            evidence_per_frame=evidence / max(1, span - 1) if evidence is not None else None,
             detected=(len(points) - chance) / (span - chance),
-            faint=bool(strengths) and float(np.median(strengths)) <= cfg.faint_strength,
+            faint=bool(strengths) and median(strengths) <= cfg.faint_strength,
             rms=rms,
             accel=accel,
             accel_g=accel / sp.gravity if calibrated else None,
@@ -346,18 +376,34 @@ class FallDecision:
             off_facade=self.facade is not None and self.facade.outside(origin.facade_x_m, origin.height_m),
         )
 
-    def _space(self, pts: np.ndarray, blur_px: float = 0.0) -> _Space:
+    def _space(self, pts: np.ndarray) -> _Space:
         t = (pts[:, 0] - pts[0, 0]) / self.fps
         xy = pts[:, 1:3]
         cfg = self.cfg
         if self.facade is None:
-            tol = cfg.fit_tol_px + blur_px
-            return _Space(t, xy[:, 0], -xy[:, 1], tol, cfg.min_fall_frac * self.frame_height, None)
+            return _Space(t, xy[:, 0], -xy[:, 1], cfg.min_fall_frac * self.frame_height, None)
         fac = self.facade.to_facade(xy)
-        mpp = self.facade.metres_per_pixel(tuple(np.median(xy, axis=0)))
-        tol = (cfg.fit_tol_px + blur_px) * mpp + cfg.fit_tol_m
         min_fall = cfg.min_fall_floors * self.facade.floor_height_m
-        return _Space(t, fac[:, 0], fac[:, 1], tol, min_fall, cfg.gravity_mps2)
+        return _Space(t, fac[:, 0], fac[:, 1], min_fall, cfg.gravity_mps2)
+
+    def _descent(self, sp: _Space, points: list[tuple[int, float, float]], evidence: float | None) -> Descent:
+        apex = int(np.argmax(sp.up))
+        span = (points[-1][0] - points[0][0]) + 1
+        return Descent(
+            calibrated=sp.gravity is not None,
+            min_fall=sp.min_fall,
+            drop=float(sp.up[apex] - sp.up[-1]),
+            sideways=float(abs(sp.along[-1] - sp.along[apex])),
+            evidence_per_frame=evidence / max(1, span - 1) if evidence is not None else None,
+        )
+
+    def _tol(self, pts: np.ndarray, blur_px: float) -> float:
+        """The RMS residual of a ballistic fit that confirms, in the judged space, for blobs smeared `blur_px`."""
+        cfg = self.cfg
+        if self.facade is None:
+            return cfg.fit_tol_px + blur_px
+        mpp = self.facade.metres_per_pixel((median(pts[:, 1].tolist()), median(pts[:, 2].tolist())))
+        return (cfg.fit_tol_px + blur_px) * mpp + cfg.fit_tol_m
 
     def _size_m(self, points: list[tuple[int, float, float]], widths: list[float] | None) -> float:
         """The object's size on the facade, from its blobs' median width less the halo of blur and codec.
@@ -366,8 +412,8 @@ class FallDecision:
         """
         if not widths:
             return 0.0
-        px = max(0.0, float(np.median(widths)) - self.cfg.size_slack_px)
-        where = tuple(np.median(np.asarray(points)[:, 1:3], axis=0))
+        px = max(0.0, median(widths) - self.cfg.size_slack_px)
+        where = (median([p[1] for p in points]), median([p[2] for p in points]))
         return px * self.facade.metres_per_pixel(where)
 
     def _early_fit(self, sp: _Space) -> tuple[int, np.ndarray]:
@@ -387,7 +433,7 @@ class FallDecision:
         else:
             back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), self.cfg.max_backtrack_s)
             height = float(np.polyval(coef, -back_t))
-        along_fit = np.polyfit(sp.t[:early], sp.along[:early], 1)
+        along_fit = fit_poly(sp.t[:early], sp.along[:early], 1)
         along = float(np.polyval(along_fit, -back_t))
         if self.facade is None:
             return Origin(along, -height, None, None, None), height
@@ -411,7 +457,7 @@ def _stray_head(points: list[tuple[int, float, float]], tol_px: float, min_point
             continue
         body = np.asarray(points[head : head + min_points], dtype=np.float64)
         t = body[:, 0] - points[0][0]
-        fx, fy = np.polyfit(t, body[:, 1], 2), np.polyfit(t, body[:, 2], 2)
+        fx, fy = fit_poly(t, body[:, 1:3], 2).T
         tail = np.asarray(points[:head], dtype=np.float64)
         miss = np.hypot(
             np.polyval(fx, tail[:, 0] - points[0][0]) - tail[:, 1],
@@ -421,14 +467,49 @@ def _stray_head(points: list[tuple[int, float, float]], tol_px: float, min_point
     return 0
 
 
+def fit_poly(t: np.ndarray, y: np.ndarray, deg: int, w: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares line (deg 1) or parabola (deg 2): np.polyfit(t, y, deg), equal to within float rounding.
+
+    The normal equations are solved directly: polyfit's SVD costs twice as much, and these fits run for
+    every track judged and every stitch tried. As polyfit, `t` (n,) with `y` (n,) or (n, k): k curves over
+    the same times, coefficients (deg + 1,) or (deg + 1, k), highest power first. Many fits at once:
+    `t` (..., n), `y` (..., n, k), coefficients (..., deg + 1, k), and weights `w` (..., n) of 1 or 0
+    (0 leaves a point out: fits of fewer points padded to n). Times are centred and scaled to [-1, 1]
+    first, so that a window late in a long track is as well conditioned as one at its start.
+    """
+    if deg not in (1, 2):
+        raise ValueError(f"fit_poly fits lines and parabolas, not degree {deg}")
+    one_curve = y.ndim == t.ndim
+    y = y[..., None] if one_curve else y
+    lo, hi = t.min(axis=-1, keepdims=True), t.max(axis=-1, keepdims=True)
+    mid, half = (lo + hi) / 2, np.where(hi > lo, (hi - lo) / 2, 1.0)
+    v = ((t - mid) / half)[..., None] ** np.arange(deg, -1, -1)  # (..., n, deg + 1)
+    vt = np.swapaxes(v if w is None else v * w[..., None], -1, -2)
+    a = np.linalg.solve(vt @ v, vt @ y)  # highest power first, in powers of (t - mid) / half
+    if deg == 1:
+        p1 = a[..., 0, :] / half
+        coef = np.stack([p1, a[..., 1, :] - p1 * mid], axis=-2)
+    else:
+        p2, p1 = a[..., 0, :] / half**2, a[..., 1, :] / half  # in powers of (t - mid)
+        coef = np.stack([p2, p1 - 2 * p2 * mid, a[..., 2, :] - p1 * mid + p2 * mid * mid], axis=-2)
+    return coef[..., 0] if one_curve else coef
+
+
+def median(values: list[float]) -> float:
+    """np.median of a short list (the same number), without its cost per call."""
+    s = sorted(values)
+    mid = len(s) // 2
+    return float(s[mid]) if len(s) % 2 else float((s[mid - 1] + s[mid]) / 2)
+
+
 def _quadratic(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    coef = np.polyfit(t, y, 2)
+    coef = fit_poly(t, y, 2)
     rms = float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
     return coef, rms
 
 
 def _linear_rms(t: np.ndarray, y: np.ndarray) -> float:
-    coef = np.polyfit(t, y, 1)
+    coef = fit_poly(t, y, 1)
     return float(np.sqrt(np.mean((np.polyval(coef, t) - y) ** 2)))
 
 
@@ -447,4 +528,4 @@ def _blur_excess(
     steps = np.hypot(np.diff(pts[:, 1]), np.diff(pts[:, 2])) / np.maximum(np.diff(pts[:, 0]), 1)
     step = np.concatenate([[steps[0]], np.maximum(steps[:-1], steps[1:]), [steps[-1]]])
     excess = np.subtract(lengths, widths) - step
-    return float(np.median(excess))
+    return median(excess.tolist())

@@ -12,7 +12,7 @@ from edge.detect.fall import FallDecision
 from edge.detect.motion import MotionPrefilter
 from edge.detect.tracker import Track, Tracker
 from edge.detect.types import AlertLevel, FallEvent, Origin, UpdateKind, Verdict
-from edge.geometry import CameraGeometry
+from edge.geometry import CameraGeometry, FacadeMap
 
 _LEVELS = {None: 0, AlertLevel.SUSPECTED: 1, AlertLevel.CONFIRMED: 2}
 
@@ -23,6 +23,20 @@ class EventUpdate:
 
     kind: UpdateKind
     event: FallEvent
+
+
+@dataclass(frozen=True)
+class GravityPx:
+    """g in pixels per frame squared at pixels of a calibrated view: `g_mpf2` over the local metres per pixel."""
+
+    facade: FacadeMap
+    g_mpf2: float  # metres per frame squared
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        # FacadeMap.metres_per_pixel at many pixels in one transform: the metres one pixel down spans.
+        xy = np.column_stack([x, y])
+        down = self.facade.to_facade(xy + [0.0, 1.0]) - self.facade.to_facade(xy)
+        return self.g_mpf2 / np.maximum(np.hypot(down[:, 0], down[:, 1]), 1e-6)
 
 
 class Detector:
@@ -40,11 +54,7 @@ class Detector:
         work_map = full_map.scaled(self.scale) if full_map is not None else None
         gravity = None
         if work_map is not None:
-            g = cfg.fall.gravity_mps2 / fps**2  # metres per frame squared
-
-            def gravity(x: float, y: float) -> float:
-                return g / max(work_map.metres_per_pixel((x, y)), 1e-6)
-
+            gravity = GravityPx(work_map, cfg.fall.gravity_mps2 / fps**2)
         self.tracker = Tracker(cfg.tracker, work, fps, gravity)
         self.decision = FallDecision(cfg.fall, fps, work[1], work_map)
         self._events: dict[int, FallEvent] = {}
@@ -87,10 +97,12 @@ class Detector:
         )
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
-        verdict = self._verdict(track)
         event = self._events.get(track.id)
+        if not self._may_change(track, event):
+            return []
+        verdict = self._verdict(track)
         if event is None:
-            if verdict.level is None or track.id in self._duplicates:
+            if verdict.level is None:
                 return []
             if self._is_known_fall(track):
                 self._duplicates.add(track.id)
@@ -104,6 +116,19 @@ class Detector:
             event.level, event.score = AlertLevel(verdict.level), verdict.score
             return [EventUpdate(UpdateKind.UPDATE, replace(event))]
         return []
+
+    def _may_change(self, track: Track, event: FallEvent | None) -> bool:
+        """Whether a verdict now could start an event or raise its level: only then is it worth its cost.
+
+        In a busy scene most tracks judged each frame are clutter that has not fallen far (`could_alert`).
+        An event's other fields (trajectory, origin) need no verdict in between: they are refreshed from
+        a new one whenever the event is reported, on a higher level and when it ends.
+        """
+        if event is None and track.id in self._duplicates:
+            return False
+        if event is not None and event.level == AlertLevel.CONFIRMED:
+            return False
+        return self.decision.could_alert(track.points, track.evidence_at_hit)
 
     def _is_known_fall(self, track: Track) -> bool:
         """True when the track runs along (or continues) the path of a fall already reported."""

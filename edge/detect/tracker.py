@@ -16,12 +16,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import TrackerConfig
+from edge.detect.fall import fit_poly, median
 from edge.detect.types import Blob
 
 _F1 = np.array([[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
 _F = np.kron(np.eye(2), _F1)  # state [x, vx, ax, y, vy, ay], one frame per step
 _H = np.zeros((2, 6))
 _H[0, 0] = _H[1, 3] = 1.0
+_XY = slice(0, None, 3)  # the position [x, y] within the state: what H picks, as a view instead of a product
 # Discrete white-jerk process noise for one frame (per unit jerk variance).
 _Q1 = np.array([[1 / 20, 1 / 8, 1 / 6], [1 / 8, 1 / 3, 1 / 2], [1 / 6, 1 / 2, 1.0]])
 _UNASSIGNED = 1e9
@@ -35,7 +37,7 @@ _MAX_LOST = 16  # lost tracks kept for stitching at once (a busy frame loses man
 _MAX_CHAINS = 4000  # chains of leftover blobs followed at once (heavy rain makes ~600 chance pairs a frame)
 
 
-@dataclass
+@dataclass(eq=False)  # a track is itself, not its contents: list lookups compare identity, not arrays
 class Track:
     """One tracked object: Kalman state and the detections assigned to it."""
 
@@ -70,9 +72,33 @@ class Track:
         self.strengths.append(b.strength)
         self.lengths.append(float(max(b.w, b.h)))
 
-    def innovation(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted measurement and its covariance; `r` is (2, 2), or (n, 2, 2) for n blobs at once."""
-        return _H @ self.state, _H @ self.cov @ _H.T + r
+
+def _position_cov(cov: np.ndarray) -> np.ndarray:
+    """The (..., 2, 2) covariance of the position [x, y] in (..., 6, 6) state covariances: H P H^T."""
+    return cov[..., _XY, _XY]
+
+
+def _inverse_2x2(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverses and determinants of (..., 2, 2) matrices in closed form: no LAPACK call per matrix."""
+    det = s[..., 0, 0] * s[..., 1, 1] - s[..., 0, 1] * s[..., 1, 0]
+    adj = np.stack([s[..., 1, 1], -s[..., 0, 1], -s[..., 1, 0], s[..., 0, 0]], axis=-1).reshape(s.shape)
+    return adj / det[..., None, None], det
+
+
+def _gate_distances(
+    z: np.ndarray, p: np.ndarray, pos: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every track (rows) against every blob (columns): the offsets ex, ey, e^T S^-1 e, and det S.
+
+    `z` (t, 2) and `p` (t, 2, 2) are the tracks' predicted positions and their covariances, `pos` (n, 2)
+    and `r` (n, 2, 2) the blobs' positions and noises; S = p + r. In closed form, one (t, n) array per
+    term: a busy frame has thousands of pairs.
+    """
+    ex, ey = pos[:, 0] - z[:, 0, None], pos[:, 1] - z[:, 1, None]
+    s00, s01 = p[:, 0, 0, None] + r[:, 0, 0], p[:, 0, 1, None] + r[:, 0, 1]
+    s10, s11 = p[:, 1, 0, None] + r[:, 1, 0], p[:, 1, 1, None] + r[:, 1, 1]
+    det = s00 * s11 - s01 * s10
+    return ex, ey, (s11 * ex * ex - (s01 + s10) * ex * ey + s00 * ey * ey) / det, det
 
 
 class Tracker:
@@ -83,9 +109,9 @@ class Tracker:
         cfg: TrackerConfig,
         frame_size: tuple[int, int],
         fps: float = 25.0,
-        gravity_px: Callable[[float, float], float] | None = None,
+        gravity_px: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ):
-        """`gravity_px(x, y)`: g in pixels per frame squared near a pixel, known from a facade calibration."""
+        """`gravity_px(xs, ys)`: g in pixels per frame squared near each pixel, known from a facade calibration."""
         self.cfg = cfg
         self.gravity_px = gravity_px
         self._clutter = _MIN_CLUTTER_DENSITY
@@ -113,39 +139,48 @@ class Tracker:
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
         if self.cfg.chain_tracks and blobs:
             self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
-        for t in self.tracks:
-            t.state = _F @ t.state
-            t.cov = _F @ t.cov @ _F.T + self._q
-            if t.hits > 1:  # from the second frame on: the first point is where the track began
-                t.chance += min(1.0, density * self._gate_area(t))
-        assigned = self._associate(blobs)
-        used = set()
-        for ti, bi in assigned:
-            self._update(self.tracks[ti], frame, blobs[bi])
-            used.add(bi)
-        assigned_tracks = {ti for ti, _ in assigned}
+        state, cov = self._predict(self.tracks, density)
+        assigned = self._associate(blobs, state, cov)
+        rows = [ti for ti, _ in assigned]
+        self._update(
+            frame, [self.tracks[ti] for ti in rows], [blobs[bi] for _, bi in assigned], state[rows], cov[rows]
+        )
+        used = {bi for _, bi in assigned}
+        assigned_tracks = set(rows)
         young = [self.tracks[ti] for ti in assigned_tracks if self.tracks[ti].hits == _STITCH_HITS]
         for i, t in enumerate(self.tracks):
             if i not in assigned_tracks:
                 t.missed += 1
                 t.evidence += _MISS_LLR
-        ended = [t for t in self.tracks if self._is_over(t)]
-        self.tracks = [t for t in self.tracks if not self._is_over(t)]
+        over = [self._is_over(t) for t in self.tracks]
+        ended = [t for t, o in zip(self.tracks, over, strict=True) if o]
+        self.tracks = [t for t, o in zip(self.tracks, over, strict=True) if not o]
         self._keep_lost(frame, ended)
         for t in young:
             if self._lost:
                 self._stitch(t)
         # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
-        free = sorted((bi for bi in range(len(blobs)) if bi not in used), key=lambda bi: -blobs[bi].strength)
-        slots = self.cfg.max_tracks - sum(not t.chained for t in self.tracks)
-        started = 0
-        for bi in free:
-            if started >= slots and not self._evict_tentative(blobs[bi]):
-                break
-            self._start(frame, blobs[bi])
-            started += 1
-        self._grow_chains(frame, [blobs[bi] for bi in free[started:]])
+        free = sorted((b for bi, b in enumerate(blobs) if bi not in used), key=lambda b: -b.strength)
+        started = self._start_tracks(frame, free)
+        self._grow_chains(frame, free[started:])
         return ended
+
+    def _start_tracks(self, frame: int, blobs: list[Blob]) -> int:
+        """Start tracks on blobs, strongest first, while slots are free or weaker tracks give up theirs.
+
+        Returns how many were started: the first so many of `blobs`.
+        """
+        slots = self.cfg.max_tracks - sum(not t.chained for t in self.tracks)
+        # Weakest first: most missed, then fewest hits (ties in track order). A track started here is never
+        # weaker than a blob after it, as the blobs come strongest first: the list holds all there are.
+        weak = [t for t in self.tracks if t.hits <= _TENTATIVE_HITS and not t.falling]
+        weak.sort(key=lambda t: (-t.missed, t.hits))
+        g = self._gravity(blobs)
+        for n, b in enumerate(blobs):
+            if n >= slots and not self._evict_tentative(weak, b):
+                return n
+            self._start(frame, b, g[n])
+        return len(blobs)
 
     def _grow_chains(self, frame: int, left: list[Blob]) -> None:
         """Start tracks from blobs that got none but line up, frame after frame, as one moving object does.
@@ -162,31 +197,33 @@ class Tracker:
             self._chains, self._singles = [], [(frame, b) for b in left]
             return
         pos = np.array([[b.x, b.y] for b in left])
-        sig2 = np.array([self._sigma(max(b.w, b.h)) ** 2 for b in left])
-        taken = np.zeros(len(left), dtype=bool)
+        sig2 = self._sigmas([max(b.w, b.h) for b in left]) ** 2
+        taken = [False] * len(left)
         grown: list[list[tuple[int, Blob]]] = []
         done: list[tuple[float, list[tuple[int, Blob]]]] = []
         chains = [c for c in self._chains if c[-1][0] == frame - 1]
         if chains:
-            last = np.array([[c[-1][1].x, c[-1][1].y] for c in chains])
-            prev = np.array([[c[-2][1].x, c[-2][1].y] for c in chains])
-            s_last = np.array([self._sigma(max(c[-1][1].w, c[-1][1].h)) ** 2 for c in chains])
-            s_prev = np.array([self._sigma(max(c[-2][1].w, c[-2][1].h)) ** 2 for c in chains])
-            half_g = np.array([self.gravity_px(x, y) / 2 if self.gravity_px else 0.0 for x, y in last])
+            last_b, prev_b = [c[-1][1] for c in chains], [c[-2][1] for c in chains]
+            last = np.array([[b.x, b.y] for b in last_b])
+            prev = np.array([[b.x, b.y] for b in prev_b])
+            s_last = self._sigmas([max(b.w, b.h) for b in last_b]) ** 2
+            s_prev = self._sigmas([max(b.w, b.h) for b in prev_b]) ** 2
+            half_g = self._gravity(last_b) / 2
             pred = 2 * last - prev
             pred[:, 1] += half_g  # falling: between no acceleration (drag) and g
             var = s_prev + 4 * s_last + half_g**2
-            d2 = ((pos[None, :, :] - pred[:, None, :]) ** 2).sum(-1) / (var[:, None] + sig2[None, :])
+            dx, dy = pos[:, 0] - pred[:, 0, None], pos[:, 1] - pred[:, 1, None]  # (chains, blobs)
+            d2 = (dx * dx + dy * dy) / (var[:, None] + sig2)  # not a sum over a last axis of 2: that is slow
             best = np.argmin(d2, axis=1)
             cost = d2[np.arange(len(chains)), best]
-            for ci in np.argsort(cost):
-                j = int(best[ci])
-                if cost[ci] > self.cfg.chain_sigma**2 or taken[j]:
+            order = np.argsort(cost)  # the closest first
+            for ci, j, c in zip(order.tolist(), best[order].tolist(), cost[order].tolist(), strict=True):
+                if c > self.cfg.chain_sigma**2 or taken[j]:
                     continue
                 taken[j] = True
                 chain = chains[ci] + [(frame, left[j])]
                 if len(chain) >= self.cfg.chain_len:
-                    done.append((float(cost[ci]), chain))
+                    done.append((c, chain))
                 else:
                     grown.append(chain)
         if self._singles and self._singles[0][0] == frame - 1:
@@ -205,15 +242,12 @@ class Tracker:
     def _start_chain(self, chain: list[tuple[int, Blob]]) -> None:
         """A track from a chain of blobs in consecutive frames, filtered through as if tracked all along."""
         density = self._clutter
-        self._start(*chain[0])
+        self._start(*chain[0], self._gravity([chain[0][1]])[0])
         t = self.tracks[-1]
         t.chained = True
         for f, b in chain[1:]:
-            t.state = _F @ t.state
-            t.cov = _F @ t.cov @ _F.T + self._q
-            if t.hits > 1:
-                t.chance += min(1.0, density * self._gate_area(t))
-            self._update(t, f, b)
+            state, cov = self._predict([t], density)
+            self._update(f, [t], [b], state, cov)
         self._extend_back(t)
 
     def _extend_back(self, t: Track) -> None:
@@ -229,16 +263,18 @@ class Tracker:
         back: list[tuple[int, Blob]] = []
         missed = 0
         extra_ev = extra_chance = 0.0
+        var = 5 * self._sigma(median(t.lengths[:_STITCH_TAIL])) ** 2  # as a chain's next blob
+        curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
         for frame, blobs, pos, density in reversed(self._history):
             if frame >= first:
                 continue
-            pts = back[::-1] + [(f, Blob(x, y, 1, 1, 1, 0.0)) for f, x, y in t.points[:_STITCH_TAIL]]
-            f = np.array([p[0] for p in pts], dtype=np.float64) - first
-            fx = np.polyfit(f, [p[1].x for p in pts], 2)
-            fy = np.polyfit(f, [p[1].y for p in pts], 2)
-            pred = np.array([np.polyval(fx, frame - first), np.polyval(fy, frame - first)])
-            var = 5 * self._sigma(float(np.median(t.lengths[:_STITCH_TAIL]))) ** 2  # as a chain's next blob
-            d2 = ((pos - pred) ** 2).sum(1) / var
+            if curve is None:
+                pts = np.array([(f, b.x, b.y) for f, b in reversed(back)] + t.points[:_STITCH_TAIL])
+                curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2).tolist()  # [[ax, ay], [bx, by], [cx, cy]]
+            dt = frame - first
+            px, py = ((a * dt + b) * dt + c for a, b, c in zip(*curve, strict=True))  # np.polyval, in floats
+            dx, dy = pos[:, 0] - px, pos[:, 1] - py
+            d2 = (dx * dx + dy * dy) / var
             j = int(np.argmin(d2))
             extra_chance += min(1.0, density * math.pi * self.cfg.chain_sigma**2 * var)
             if d2[j] > self.cfg.chain_sigma**2:
@@ -250,6 +286,7 @@ class Tracker:
             missed = 0
             extra_ev += _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
             back.append((frame, blobs[j]))
+            curve = None
             first_hit_ev, first_hit_chance = extra_ev, extra_chance
         if not back:
             return
@@ -279,19 +316,26 @@ class Tracker:
         `stitch_sigma` position sigmas of every detection of both. The fall decision then judges the whole.
         """
         first = t.points[0][0]
-        for lost in reversed(self._lost):
-            if lost.points[-1][0] >= first:
-                continue
-            pts = np.asarray(lost.points[-_STITCH_TAIL:] + t.points, dtype=np.float64)
-            f = pts[:, 0] - first
-            fx, fy = np.polyfit(f, pts[:, 1], 2), np.polyfit(f, pts[:, 2], 2)
-            if fy[1] + 2 * fy[0] * f[-1] <= 0:  # it must be moving down the image where it is now
-                continue
-            sizes = (lost.lengths[-_STITCH_TAIL:] + t.lengths) or [0.0]
-            tol = self.cfg.stitch_sigma * self._sigma(float(np.median(sizes)))
-            off = np.hypot(np.polyval(fx, f) - pts[:, 1], np.polyval(fy, f) - pts[:, 2])
-            if float(off.max()) > tol:
-                continue
+        candidates = [lost for lost in reversed(self._lost) if lost.points[-1][0] < first]  # newest first
+        if not candidates:
+            return
+        # A curve through each lost track's last detections and the new track's, all fitted at once: shorter
+        # runs are padded to the longest by repeating their last point, left out of the fit (weight 0).
+        runs = [lost.points[-_STITCH_TAIL:] + t.points for lost in candidates]
+        n = max(len(run) for run in runs)
+        pts = np.array([run + run[-1:] * (n - len(run)) for run in runs], dtype=np.float64)  # (lost, n, 3)
+        weight = np.array([[1.0] * len(run) + [0.0] * (n - len(run)) for run in runs])
+        f = pts[:, :, 0] - first
+        coef = fit_poly(f, pts[:, :, 1:3], 2, weight)  # (lost, 3, 2): of x and y, highest power first
+        a, b, c = (coef[:, None, k] for k in range(3))  # each (lost, 1, 2): to broadcast over the run
+        # It must be moving down the image where it is now.
+        down = b[:, 0, 1] + 2 * a[:, 0, 1] * (t.points[-1][0] - first) > 0
+        off = (a * f[..., None] + b) * f[..., None] + c - pts[:, :, 1:3]
+        worst = np.hypot(off[..., 0], off[..., 1]).max(axis=1)  # a repeated point is no new worst
+        sizes = [median(lost.lengths[-_STITCH_TAIL:] + t.lengths) for lost in candidates]
+        joins = np.flatnonzero(down & (worst <= self.cfg.stitch_sigma * self._sigmas(sizes)))
+        if len(joins):
+            lost = candidates[joins[0]]
             gap = first - lost.points[-1][0] - 1
             t.points[:0] = lost.points
             t.widths[:0], t.strengths[:0], t.lengths[:0] = lost.widths, lost.strengths, lost.lengths
@@ -302,38 +346,37 @@ class Tracker:
             t.chance += lost.chance_at_hit
             t.chance_at_hit += lost.chance_at_hit
             self._lost.remove(lost)
-            return
 
-    def _evict_tentative(self, b: Blob) -> bool:
+    def _evict_tentative(self, weak: list[Track], b: Blob) -> bool:
         """Make room for a blob by dropping a weaker track seen only once or twice; False when there is none.
 
         Otherwise a busy night (IR grain, insects) fills every slot with one-frame tracks and the object
-        that appears next gets none.
+        that appears next gets none. `weak` holds the tracks seen once or twice, weakest first: the first
+        that missed a frame or is fainter than the blob goes.
         """
-        weak = [t for t in self.tracks if t.hits <= _TENTATIVE_HITS and not t.falling]
-        weak = [t for t in weak if (t.strengths[-1] if t.strengths else 0.0) < b.strength or t.missed > 0]
-        if not weak:
-            return False
-        self.tracks.remove(max(weak, key=lambda t: (t.missed, -t.hits)))
-        return True
+        for i, t in enumerate(weak):
+            if t.missed > 0 or (t.strengths[-1] if t.strengths else 0.0) < b.strength:
+                del weak[i]
+                self.tracks.remove(t)
+                return True
+        return False
 
     def flush(self) -> list[Track]:
         """End every track (end of stream)."""
         ended, self.tracks = self.tracks, []
         return ended
 
-    def _associate(self, blobs: list[Blob]) -> list[tuple[int, int]]:
+    def _associate(self, blobs: list[Blob], state: np.ndarray, cov: np.ndarray) -> list[tuple[int, int]]:
         """(track index, blob index) pairs: established tracks choose first, then the tentative ones.
 
         In clutter (rain, IR grain) a track seen once or twice has a wide gate that reaches an established
         track's blob; letting the established tracks choose first keeps a falling object's track whole.
+        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
         """
         if not self.tracks or not blobs:
             return []
         pos = np.array([[b.x, b.y] for b in blobs])
-        r = np.zeros((len(blobs), 2, 2))
-        r[:, 0, 0] = [self._sigma(b.w) ** 2 for b in blobs]
-        r[:, 1, 1] = [self._sigma(b.h) ** 2 for b in blobs]
+        r = self._blob_rs(blobs)
         established = [i for i, t in enumerate(self.tracks) if t.hits > _TENTATIVE_HITS]
         tentative = [i for i, t in enumerate(self.tracks) if t.hits <= _TENTATIVE_HITS]
         pairs: list[tuple[int, int]] = []
@@ -341,20 +384,37 @@ class Tracker:
         for group in (established, tentative):
             if not group or not len(free):
                 continue
-            found = self._match(group, pos[free], r[free])
+            found = self._match(group, state[group], cov[group], pos[free], r[free])
             pairs += [(ti, int(free[bi])) for ti, bi in found]
             free = np.delete(free, [bi for _, bi in found])
         return pairs
 
-    def _gate_area(self, t: Track) -> float:
-        """Pixels inside a track's gate this frame (for a small blob): how much clutter it can catch."""
-        _, s = t.innovation(np.eye(2) * self.cfg.measurement_px**2)
-        ellipse = np.pi * self.cfg.gate_sigma**2 * float(np.sqrt(max(np.linalg.det(s), 0.0)))
-        return max(ellipse, np.pi * self._gate_floor(t) ** 2)
+    def _predict(self, tracks: list[Track], density: float) -> tuple[np.ndarray, np.ndarray]:
+        """Move tracks on one frame, all at once; each counts the clutter its gate could catch this frame.
 
-    def _gate_floor(self, t: Track) -> float:
-        """The gate's radius never falls below this many pixels: wider for a fast, blurred track."""
-        return self.cfg.gate_min_px + self.cfg.gate_speed_frac * float(np.hypot(t.state[1], t.state[4]))
+        Returns the new states (n, 6) and covariances (n, 6, 6) stacked, for matching and updating at once.
+        """
+        if not tracks:
+            return np.zeros((0, 6)), np.zeros((0, 6, 6))
+        state = np.stack([t.state for t in tracks]) @ _F.T
+        cov = _F @ np.stack([t.cov for t in tracks]) @ _F.T + self._q
+        area = self._gate_areas(state, cov).tolist()
+        for t, s, c, a in zip(tracks, state, cov, area, strict=True):
+            t.state, t.cov = s, c
+            if t.hits > 1:  # from the second frame on: the first point is where the track began
+                t.chance += min(1.0, density * a)
+        return state, cov
+
+    def _gate_areas(self, state: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        """Pixels inside each track's gate this frame (for a small blob): how much clutter it can catch."""
+        s = _position_cov(cov) + np.eye(2) * self.cfg.measurement_px**2
+        det = s[:, 0, 0] * s[:, 1, 1] - s[:, 0, 1] * s[:, 1, 0]
+        ellipse = np.pi * self.cfg.gate_sigma**2 * np.sqrt(np.maximum(det, 0.0))
+        return np.maximum(ellipse, np.pi * self._gate_floors(state) ** 2)
+
+    def _gate_floors(self, state: np.ndarray) -> np.ndarray:
+        """The gates' radius never falls below this many pixels: wider for a fast, blurred track."""
+        return self.cfg.gate_min_px + self.cfg.gate_speed_frac * np.hypot(state[:, 1], state[:, 4])
 
     def _sigma(self, size_px: float) -> float:
         """Position noise of a blob this long: a blur streak, or a blob merged with a raindrop, centres loosely."""
@@ -362,47 +422,68 @@ class Tracker:
             self.cfg.measurement_size_frac * size_px, self.cfg.measurement_size_max_px
         )
 
-    def _blob_r(self, b: Blob) -> np.ndarray:
-        return np.diag([self._sigma(b.w) ** 2, self._sigma(b.h) ** 2])
+    def _sigmas(self, sizes_px: list[float]) -> np.ndarray:
+        """`_sigma` of many blobs at once."""
+        frac = self.cfg.measurement_size_frac * np.asarray(sizes_px, dtype=np.float64)
+        return self.cfg.measurement_px + np.minimum(frac, self.cfg.measurement_size_max_px)
 
-    def _match(self, group: list[int], pos: np.ndarray, r: np.ndarray) -> list[tuple[int, int]]:
+    def _gravity(self, blobs: list[Blob]) -> np.ndarray:
+        """g in pixels per frame squared at each blob; 0 without a calibration."""
+        if self.gravity_px is None or not blobs:
+            return np.zeros(len(blobs))
+        return self.gravity_px(np.array([b.x for b in blobs]), np.array([b.y for b in blobs]))
+
+    def _blob_rs(self, blobs: list[Blob]) -> np.ndarray:
+        """(n, 2, 2) position noise of each blob: its sigma along x from its width, along y from its height."""
+        r = np.zeros((len(blobs), 2, 2))
+        r[:, 0, 0] = self._sigmas([b.w for b in blobs]) ** 2
+        r[:, 1, 1] = self._sigmas([b.h for b in blobs]) ** 2
+        return r
+
+    def _match(
+        self, group: list[int], state: np.ndarray, cov: np.ndarray, pos: np.ndarray, r: np.ndarray
+    ) -> list[tuple[int, int]]:
         """Globally cheapest assignment of blobs at `pos` to the tracks of `group`, within their gates."""
-        cost = np.full((len(group), len(pos)), _UNASSIGNED)
-        gate2 = self.cfg.gate_sigma**2
-        for row, i in enumerate(group):
-            t = self.tracks[i]
-            z, s = t.innovation(r)
-            e = pos - z
-            d2 = np.einsum("ni,nij,nj->n", e, np.linalg.inv(s), e)
-            near = (d2 <= gate2) | (np.hypot(e[:, 0], e[:, 1]) <= self._gate_floor(t))
-            # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
-            cost[row, near] = d2[near] + np.log(np.maximum(np.linalg.det(s[near]), 1e-9))
+        ex, ey, d2, det = _gate_distances(state[:, _XY], _position_cov(cov), pos, r)
+        near = (d2 <= self.cfg.gate_sigma**2) | (np.hypot(ex, ey) <= self._gate_floors(state)[:, None])
+        cost = np.full(d2.shape, _UNASSIGNED)
+        # The negative log-likelihood, not the bare distance: an uncertain track must not look close to all.
+        cost[near] = d2[near] + np.log(np.maximum(det[near], 1e-9))
         rows, cols = linear_sum_assignment(cost)
         return [(group[r], int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]
 
-    def _update(self, t: Track, frame: int, b: Blob) -> None:
-        z = np.array([b.x, b.y])
-        zp, s = t.innovation(self._blob_r(b))
-        s_inv = np.linalg.inv(s)
-        e = z - zp
+    def _update(
+        self, frame: int, tracks: list[Track], blobs: list[Blob], state: np.ndarray, cov: np.ndarray
+    ) -> None:
+        """Correct each track by its blob in `frame`, all at once, and score how well it fits.
+
+        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
+        """
+        if not tracks:
+            return
+        s_inv, det = _inverse_2x2(_position_cov(cov) + self._blob_rs(blobs))
+        e = np.array([[b.x, b.y] for b in blobs]) - state[:, _XY]
         # Track score (Blackman): how much likelier this blob is where the object was predicted than a blob
         # of clutter at this frame's density; a wide gate or a far blob earns less.
-        t.evidence += (
-            _HIT_LLR - math.log(self._clutter * 2 * math.pi * math.sqrt(np.linalg.det(s))) - e @ s_inv @ e / 2
-        )
-        k = t.cov @ _H.T @ s_inv
-        t.state = t.state + k @ e
-        t.cov = (np.eye(6) - k @ _H) @ t.cov
-        t.record(frame, b)
-        t.missed = 0
+        d2 = np.einsum("ni,nij,nj->n", e, s_inv, e)
+        gain = _HIT_LLR - np.log(self._clutter * 2 * np.pi * np.sqrt(det)) - d2 / 2
+        k = cov[:, :, _XY] @ s_inv  # P H^T S^-1
+        state = state + (k @ e[:, :, None])[:, :, 0]
+        cov = (np.eye(6) - k @ _H) @ cov
+        for t, b, s, c, g in zip(tracks, blobs, state, cov, gain.tolist(), strict=True):
+            t.evidence += g
+            t.state, t.cov = s, c
+            t.record(frame, b)
+            t.missed = 0
 
-    def _start(self, frame: int, b: Blob) -> None:
+    def _start(self, frame: int, b: Blob, g: float) -> None:
+        """A new track on blob `b`; `g` is gravity there (`_gravity`)."""
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
         cov = self._p0.copy()
         if self.gravity_px is not None:
             # With a scale, a new object's downward acceleration is known to lie between 0 (a bag at its
             # terminal speed) and g: start halfway, so a fast fall is caught from its third frame on.
-            g = self.gravity_px(b.x, b.y)
+            g = float(g)
             state[5] = g / 2
             cov[5, 5] = max(cov[5, 5], (g / 2) ** 2)
         t = Track(self._next_id, state, cov)
