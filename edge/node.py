@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from edge import heap
 from edge.capture.camera import CameraCapture, CameraStatus
 from edge.capture.feed import Feed
 from edge.config import CameraConfig, EdgeConfig, config_hash
@@ -62,6 +63,7 @@ class Node:
         cameras: list[str] | None = None,
         mqtt: bool | None = None,
     ):
+        heap.limit_arenas()  # before any camera's threads start: each would get an arena of its own
         self.config = config
         self.storage = config.storage.dir
         # Evidence, the signing key and the outbox are for this node only: the storage dir is 0700 however
@@ -180,6 +182,7 @@ class Node:
                 self.refresh_status()
             except Exception:
                 log.exception("reporting status failed")
+            heap.trim()  # frames queued in a burst, or a clip's buffers, are not kept resident once freed
 
     def refresh_status(self) -> None:
         """Report every camera's status now (fps and drops change without a change of state), and stats."""
