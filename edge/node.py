@@ -11,13 +11,23 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
+
+from edge import heap
 from edge.capture.camera import CameraCapture, CameraStatus
 from edge.capture.feed import Feed
 from edge.config import CameraConfig, EdgeConfig, config_hash
 from edge.detect.types import UpdateKind
 from edge.events import EventLog, Fanout, Sink
 from edge.geometry import CameraGeometry
-from edge.pipeline import RUN_ID_FORMAT, UNCALIBRATED, CameraPipeline, EvidenceOutput, manifest_info
+from edge.pipeline import (
+    OPENCV_THREADS,
+    RUN_ID_FORMAT,
+    UNCALIBRATED,
+    CameraPipeline,
+    EvidenceOutput,
+    manifest_info,
+)
 from edge.publish.annotator import Annotator, pending
 from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted
 from edge.publish.manifest import iso, load_or_create_key
@@ -62,6 +72,8 @@ class Node:
         cameras: list[str] | None = None,
         mqtt: bool | None = None,
     ):
+        heap.limit_arenas()  # before any camera's threads start: each would get an arena of its own
+        cv2.setNumThreads(OPENCV_THREADS)  # the cameras keep the cores busy; OpenCV's pool only spun
         self.config = config
         self.storage = config.storage.dir
         # Evidence, the signing key and the outbox are for this node only: the storage dir is 0700 however
@@ -180,6 +192,7 @@ class Node:
                 self.refresh_status()
             except Exception:
                 log.exception("reporting status failed")
+            heap.trim()  # frames queued in a burst, or a clip's buffers, are not kept resident once freed
 
     def refresh_status(self) -> None:
         """Report every camera's status now (fps and drops change without a change of state), and stats."""

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
+
 from edge.capture.camera import CameraCapture, CameraState
 from edge.capture.feed import Feed
 from edge.capture.source import Clock, SourceOptions
 from edge.config import EdgeConfig, config_hash
 from edge.events import EventLog, final_records, read_rows
-from edge.pipeline import RUN_ID_FORMAT, CameraPipeline, EvidenceOutput
+from edge.pipeline import OPENCV_THREADS, RUN_ID_FORMAT, CameraPipeline, EvidenceOutput
 from edge.publish.annotator import Annotator
 from edge.publish.manifest import load_or_create_key
 from edge.video import EX_DATAERR, VideoError, check_readable
@@ -53,6 +55,7 @@ def replay(
     """Detect falls in `video` with camera `camera`'s settings; write events.jsonl and per-event evidence."""
     name, cam = config.camera(camera)
     path = check_readable(video)
+    cv2.setNumThreads(OPENCV_THREADS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "events.jsonl"

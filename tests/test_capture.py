@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from edge.capture.camera import RATE_FRAMES, Backoff, CameraCapture, CameraState, stream_rate
-from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
+from edge.capture.feed import DECODED_AHEAD, Chunk, Feed, StreamStarted, StreamStopped
 from edge.capture.packets import StreamParams
 from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock
 from edge.config import CaptureConfig, parse_config
@@ -84,7 +85,9 @@ def test_a_stream_whose_timestamps_jump_is_stopped_with_the_reason(sim_clip, tmp
 
 def test_a_live_feed_that_falls_behind_drops_frames_but_never_packets(sim_clip):
     clip = sim_clip("throw", 1) / "scene.mp4"
-    feed = Feed(5)  # nobody reads while the file is decoded: a worker far behind
+    # Nobody reads while the file is decoded: a worker far behind (allowed as many decoded frames as it
+    # admits, or capture would wait for it with the rest of the file still to read).
+    feed = Feed(5, decoded_ahead=5)
     cap = _file_capture(clip, feed)
     cap.start()
     cap.join(30)
@@ -96,6 +99,25 @@ def test_a_live_feed_that_falls_behind_drops_frames_but_never_packets(sim_clip):
     packets = sum(c.packet is not None for c in chunks)
     assert frames <= 5 and feed.dropped >= 150 and frames + feed.dropped == cap.status.frames
     assert packets == 200  # every packet of the 8 s clip is kept for evidence
+
+
+def test_a_live_camera_decodes_only_the_frames_its_worker_is_about_to_take(sim_clip):
+    clip = sim_clip("throw", 1) / "scene.mp4"
+    feed = Feed(75)  # 3 s: a slow worker falls behind by that much, as packets waiting to be decoded
+    cap = _file_capture(clip, feed)
+    cap.start()
+    items, decoded_waiting = [], []
+    while cap.is_alive() or not feed.empty:
+        decoded_waiting.append(feed._frames)
+        item = feed.get(0.2)
+        if item is not None:
+            items.append(item)
+            if isinstance(item, Chunk) and item.frames:
+                time.sleep(0.01)  # detection slower than decoding
+    chunks = [i for i in items if isinstance(i, Chunk)]
+    frames = sum(len(c.frames) for c in chunks)
+    assert max(decoded_waiting) <= DECODED_AHEAD and frames + feed.dropped == cap.status.frames == 200
+    assert sum(c.packet is not None for c in chunks) == 200
 
 
 def test_a_file_feed_waits_instead_of_dropping(sim_clip):

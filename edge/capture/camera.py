@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
 from edge.capture.packets import StreamParams
+from edge.capture.reader import PacketReader
 from edge.capture.source import (
     CapturedFrame,
     Clock,
@@ -141,6 +142,7 @@ class CameraCapture(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+        self.feed.close()  # a capture thread waiting for the worker to take a frame stops waiting
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -190,13 +192,26 @@ class CameraCapture(threading.Thread):
         self._announce_stop("stopping")  # only reached when asked to stop: a stream ends by raising
 
     def _deliver(self, source: VideoSource, held: list[Chunk], announce: Callable[[], None]) -> None:
+        # Packets are read in a thread of their own and decoded here, each once the worker has room for
+        # its frames: a worker behind leaves packets waiting, not decoded frames (MBs each).
+        reader = PacketReader(source, self.feed, self.feed.max_frames, f"read-{self.camera}")
+        reader.start()
+        try:
+            self._decode(source, reader, held, announce)
+        finally:
+            reader.stop()
+
+    def _decode(
+        self, source: VideoSource, reader: PacketReader, held: list[Chunk], announce: Callable[[], None]
+    ) -> None:
         last_pts_s = None
         last_frame = time.monotonic()
         announced = False
-        for pkt, frames in source.packets():
+        for item in reader:
             if self._halt.is_set():
-                return
-            now = time.monotonic()
+                reader.stop()  # nothing more is read; what was read still goes to the worker, as it did
+            pkt, frames = source.decode(item.packet, item.arrival)
+            now = item.received  # not when decoded: decoding waits for the worker
             if frames:
                 last_frame = now
             elif now - last_frame > self.cfg.stall_s:
@@ -210,7 +225,7 @@ class CameraCapture(threading.Thread):
                         raise SourceError(f"timestamps jumped by {jump:+.2f} s")
                 if frame.pts_s is not None:
                     last_pts_s = frame.pts_s
-            chunk = Chunk(self.session, pkt, frames)
+            chunk = Chunk(self.session, pkt, frames, item.admitted)
             if announced:
                 self.feed.put(chunk)
             else:

@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge import heap
 from edge.geometry import CameraGeometry
 from edge.publish.evidence import EVENT, PENDING, EvidenceFiles, EvidenceStage, annotate
 from edge.publish.manifest import MANIFEST
@@ -41,6 +42,7 @@ class Annotation:
 
 def _child(jobs, results, key: bytes) -> None:
     """The annotating process: takes jobs until None, reports (folder, files or None, error or None)."""
+    heap.limit_arenas()  # the decoder's and encoder's threads would each get an arena of their own
     os.nice(_NICE)
     signer = Ed25519PrivateKey.from_private_bytes(key)
     while (job := jobs.get()) is not None:
@@ -49,6 +51,7 @@ def _child(jobs, results, key: bytes) -> None:
             results.put((job.folder, annotate(job.folder, job.caption, job.geometry, signer), None))
         except Exception as exc:  # reported to the parent, which completes the evidence without it
             results.put((job.folder, None, f"{type(exc).__name__}: {exc}"))
+        heap.trim()  # a clip's decoder and encoder buffers (~150 MB at 1080p) are not kept between jobs
 
 
 class Annotator:
