@@ -119,8 +119,8 @@ class CameraPipeline:
         self._base = 0
         self._last_t: float | None = None
         self._first_size: tuple[int, int] | None = None
-        self._steps: deque[float] = deque(maxlen=_RATE_WINDOW)  # recent timestamp steps, to follow the rate
-        self._last_pts: float | None = None
+        self._steps: deque[float] = deque(maxlen=_RATE_WINDOW)  # recent packet timestamp steps: the rate
+        self._last_pts: float | None = None  # the last packet's decoding time, seconds
 
     # -- what capture delivers ---------------------------------------------------------------------------
     def start_stream(self, started: StreamStarted) -> None:
@@ -136,6 +136,7 @@ class CameraPipeline:
 
     def on_packet(self, pkt: KeptPacket) -> None:
         """Keep a packet for evidence: in the ring, and in every clip being recorded."""
+        self._watch_rate(pkt)
         self.ring.add(pkt)
         for key, job in list(self.jobs.items()):
             try:
@@ -169,7 +170,6 @@ class CameraPipeline:
 
     # -- frames ------------------------------------------------------------------------------------------
     def _frame(self, frame: CapturedFrame, detect: bool) -> None:
-        self._watch_rate(frame)
         self.index = self._index_of(frame)
         self._last_t = frame.t
         self.frames.add(self.index, frame.t, frame.pts)
@@ -183,16 +183,23 @@ class CameraPipeline:
             self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry)
         self._route(self.detector.process(self.index, frame.luma))
 
-    def _watch_rate(self, frame: CapturedFrame) -> None:
-        """Follow the stream's real rate: one measured over the first frames may not hold (exposure settling)."""
-        if frame.pts_s is None or self.cfg.fps:
+    def _watch_rate(self, pkt: KeptPacket) -> None:
+        """Follow the stream's real rate: one measured over the first frames may not hold (exposure settling).
+
+        Measured on packets, which all arrive: frames are dropped when detection falls behind, and the steps
+        between the frames that are left would read as a lower rate. Decoding timestamps rise one frame
+        at a time even when B-frames reorder the presentation ones.
+        """
+        stamp = pkt.dts if pkt.dts is not None else pkt.pts
+        if stamp is None or self.cfg.fps:
             return
-        if self._last_pts is not None and frame.pts_s > self._last_pts:
-            self._steps.append(frame.pts_s - self._last_pts)
-        self._last_pts = frame.pts_s
+        t = float(stamp * pkt.params.time_base)
+        if self._last_pts is not None and t > self._last_pts:
+            self._steps.append(t - self._last_pts)
+        self._last_pts = t
         if len(self._steps) < _RATE_WINDOW:
             return
-        rate = 1.0 / statistics.median(self._steps)  # the median: dropped frames only lengthen a few steps
+        rate = 1.0 / statistics.median(self._steps)  # the median: a lost packet only lengthens one step
         if abs(rate / self.fps - 1.0) > _RATE_DRIFT:
             log.warning(
                 "camera %s: frame rate now %.2f fps (was %.2f); detection restarts", self.camera, rate, self.fps

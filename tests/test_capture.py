@@ -12,7 +12,7 @@ import yaml
 
 from edge.capture.camera import RATE_FRAMES, Backoff, CameraCapture, CameraState, stream_rate
 from edge.capture.feed import DECODED_AHEAD, Chunk, Feed, StreamStarted, StreamStopped
-from edge.capture.packets import StreamParams
+from edge.capture.packets import KeptPacket, StreamParams
 from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock
 from edge.config import CaptureConfig, parse_config
 from edge.detect.types import UpdateKind
@@ -176,6 +176,23 @@ def test_dropped_frames_leave_a_gap_in_frame_numbers(tmp_path):
     assert pipe.index == 27
 
 
+def _stream(pipe, n, fps, detect_every=1):
+    """n packets at `fps` as the worker hands them over: every packet, a frame only for every detect_every'th."""
+    rng = np.random.default_rng(0)
+    for k in range(n):  # frames small and noisy: only their timestamps matter here
+        t, stamp = k / fps, round(k * 90000 / fps)
+        pipe.on_packet(KeptPacket(b"\0", stamp, stamp, k == 0, t, _params()))
+        if k % detect_every == 0:
+            pipe.on_frame(CapturedFrame(rng.integers(0, 255, (90, 160), dtype=np.uint8), t, stamp, t))
+
+
+def test_frames_dropped_behind_a_slow_detector_do_not_change_the_frame_rate(tmp_path):
+    pipe = _pipeline(tmp_path)
+    pipe.start_stream(StreamStarted(1, _params(), rate=25.0))
+    _stream(pipe, 150, 25.0, detect_every=2)  # detection keeps up with only every other frame
+    assert pipe.fps == 25.0  # control: the rate change below, followed from the same packets
+
+
 def test_a_change_of_resolution_restarts_detection_instead_of_crashing(tmp_path):
     pipe = _pipeline(tmp_path)
     pipe.start_stream(StreamStarted(1, _params(), rate=25.0))
@@ -283,15 +300,12 @@ def test_a_clip_is_saved_when_its_post_roll_is_in_whatever_the_frame_timing(sim_
 def test_a_camera_whose_rate_changes_gets_frame_numbers_at_the_new_rate(tmp_path):
     pipe = _pipeline(tmp_path)
     pipe.start_stream(StreamStarted(1, _params(), rate=12.5))  # measured while exposure settled
-    rng = np.random.default_rng(3)
-    for k in range(100):  # 4 s at the camera's real 25 fps
-        t = k / 25
-        pipe.on_frame(CapturedFrame(rng.integers(0, 255, (90, 160), dtype=np.uint8), t, k, t))
+    _stream(pipe, 100, 25.0)  # 4 s at the camera's real 25 fps
     assert pipe.fps == pytest.approx(25.0)
     assert pipe.index / pipe.fps == pytest.approx(99 / 25, abs=0.2)  # frame numbers keep to seconds
     steady = _pipeline(tmp_path)  # control: a right rate is left alone
     steady.start_stream(StreamStarted(1, _params(), rate=25.0))
-    _noise_frames(steady, 100, size=(90, 160))
+    _stream(steady, 100, 25.0)
     assert steady.fps == 25.0 and steady.index == 99
 
 
