@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from support.servers import wait_for
@@ -131,13 +135,43 @@ for k in range(3000):  # more than a pipe holds: a burst of events on four camer
 annotator.stop(abort=True)
 print("stopped", flush=True)
 """
-    import subprocess
-    import sys
-    import time
-
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "stopped" in proc.stdout, proc.stderr[-2000:]
     assert time.monotonic() - start < 15  # it used to wait forever at exit, flushing the queue to a dead child
+
+
+_ORPHAN_PARENT = """
+import sys, time
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edge.publish.annotator import Annotator
+annotator = Annotator(Ed25519PrivateKey.generate(), lambda *a: None)
+annotator.start()
+print(annotator._child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+def test_the_annotating_process_dies_with_a_node_killed_outright():
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(1.0)
+        assert _alive(child)  # control: it runs while the node does
+        parent.kill()  # SIGKILL: no stop(), no atexit
+        parent.wait(10)
+        assert wait_for(lambda: not _alive(child), 10)
+    finally:
+        parent.kill()
+        parent.stdout.close()

@@ -8,11 +8,13 @@ the next start finishes it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from edge.publish.manifest import MANIFEST
 
 log = logging.getLogger(__name__)
 _NICE = 10  # below detection: an annotated clip may wait, a frame may not
+_PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
 _POLL_S = 0.5  # how often the parent checks that the child is still alive
 _MAX_TRIES = 2  # an annotation that killed the child twice is given up (its original stands)
 _STARTED = "started"  # what the child reports when it takes a job
@@ -40,8 +43,20 @@ class Annotation:
     geometry: CameraGeometry | None
 
 
-def _child(jobs, results, key: bytes) -> None:
+def _die_with(parent: int) -> None:
+    """End this process when `parent` dies, even by SIGKILL (Linux); a node killed must not leave it behind."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's stop() is then the only way out
+        return
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+
+
+def _child(jobs, results, key: bytes, parent: int) -> None:
     """The annotating process: takes jobs until None, reports (folder, files or None, error or None)."""
+    _die_with(parent)
     heap.limit_arenas()  # the decoder's and encoder's threads would each get an arena of their own
     os.nice(_NICE)
     signer = Ed25519PrivateKey.from_private_bytes(key)
@@ -78,7 +93,10 @@ class Annotator:
 
     def _spawn(self) -> None:
         self._child = self._ctx.Process(
-            target=_child, args=(self._jobs, self._results, self._key), name="edge-annotator", daemon=True
+            target=_child,
+            args=(self._jobs, self._results, self._key, os.getpid()),
+            name="edge-annotator",
+            daemon=True,
         )
         self._child.start()
 
