@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import TrackerConfig
-from edge.detect.fall import fit_poly, median
+from edge.detect.fit import fit_poly, median
 from edge.detect.types import Blob
 
 _F1 = np.array([[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
