@@ -61,9 +61,12 @@ class FacadeMap:
 
     def metres_per_pixel(self, xy: tuple[float, float]) -> float:
         """Local scale near a pixel: how many facade metres one pixel spans vertically."""
-        pts = np.array([[xy[0], xy[1]], [xy[0], xy[1] + 1.0]])
-        f = self.to_facade(pts)
-        return float(np.hypot(*(f[1] - f[0])))
+        return float(self.metres_per_pixel_at(np.array([xy], np.float64))[0])
+
+    def metres_per_pixel_at(self, xy: np.ndarray) -> np.ndarray:
+        """metres_per_pixel at (N, 2) pixels at once."""
+        down = self.to_facade(xy + [0.0, 1.0]) - self.to_facade(xy)
+        return np.hypot(down[:, 0], down[:, 1])
 
     def outside(self, along_m: float, height_m: float) -> bool:
         """True when a point is off the facade: above the roof or beyond its ends (when those are known)."""

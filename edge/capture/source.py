@@ -128,6 +128,17 @@ def redact(url: str) -> str:
     return f"{scheme}://{authority}{tail}"
 
 
+@contextlib.contextmanager
+def _ffmpeg_errors(timed_out: str) -> Iterator[None]:
+    """FFmpeg's failures as SourceError: `timed_out` when its timeout ended the call, else what it said."""
+    try:
+        yield
+    except av.error.ExitError:
+        raise SourceError(timed_out) from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise SourceError(_describe(exc)) from None
+
+
 class VideoSource:
     """Opens a source and iterates (packet, frames) pairs; raises SourceError on any failure."""
 
@@ -150,14 +161,10 @@ class VideoSource:
             options.setdefault("analyzeduration", str(round(self.opts.probe_s * 1e6)))
         if self.url.startswith("/dev/video"):
             kwargs["format"] = "v4l2"
-        try:
+        with _ffmpeg_errors(f"no answer within {self.opts.open_timeout_s:.0f} s"):
             self.container = av.open(
                 self.url, options=options, timeout=(self.opts.open_timeout_s, self.opts.read_timeout_s), **kwargs
             )
-        except av.error.ExitError:
-            raise SourceError(f"no answer within {self.opts.open_timeout_s:.0f} s") from None
-        except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(_describe(exc)) from None
         if not self.container.streams.video:
             self.close()
             raise SourceError("no video stream")
@@ -195,13 +202,9 @@ class VideoSource:
         """
         assert self.container is not None and self.stream is not None
         self._start_decoding()
-        try:
+        with _ffmpeg_errors(self._stalled()):
             for packet in self.container.demux(self.stream):
                 yield packet, time.time()
-        except av.error.ExitError:
-            raise SourceError(f"stalled: no data for {self.opts.read_timeout_s:.0f} s") from None
-        except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(_describe(exc)) from None
         raise StreamEnded("stream ended")
 
     def _start_decoding(self) -> None:
@@ -213,12 +216,11 @@ class VideoSource:
 
     def decode(self, packet: av.Packet, arrival: float) -> tuple[KeptPacket | None, list[CapturedFrame]]:
         """A packet from demux(), in order, with the frames it decoded to (None at the final flush)."""
-        try:
+        with _ffmpeg_errors(self._stalled()):
             return self._decode(packet, arrival)
-        except av.error.ExitError:
-            raise SourceError(f"stalled: no data for {self.opts.read_timeout_s:.0f} s") from None
-        except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(_describe(exc)) from None
+
+    def _stalled(self) -> str:
+        return f"stalled: no data for {self.opts.read_timeout_s:.0f} s"
 
     def _decode(self, packet: av.Packet, arrival: float) -> tuple[KeptPacket | None, list[CapturedFrame]]:
         tb, clock = self._tb, self._clock

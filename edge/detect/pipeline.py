@@ -33,10 +33,7 @@ class GravityPx:
     g_mpf2: float  # metres per frame squared
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        # FacadeMap.metres_per_pixel at many pixels in one transform: the metres one pixel down spans.
-        xy = np.column_stack([x, y])
-        down = self.facade.to_facade(xy + [0.0, 1.0]) - self.facade.to_facade(xy)
-        return self.g_mpf2 / np.maximum(np.hypot(down[:, 0], down[:, 1]), 1e-6)
+        return self.g_mpf2 / np.maximum(self.facade.metres_per_pixel_at(np.column_stack([x, y])), 1e-6)
 
 
 class Detector:
