@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.config import load_config
+from edge.config import SHIPPED_VERIFIER, VerifierConfig, load_config
 from edge.replay import replay
 from edge.sim.scenes import build_scene
 from edge.sim.score import SceneScore, score_scene
@@ -76,6 +78,8 @@ SUITES: dict[str, list[tuple[str, int, float | None, bool]]] = {
     "classic": [(n, s, d, False) for n, s, d in CLASSIC],
 }
 
+VERIFIER_SETTINGS = {"verifier=off": None, "verifier=on": SHIPPED_VERIFIER}
+
 TARGETS = {
     "recall": 0.97,
     "fa_confirmed_h": 0.5,
@@ -90,12 +94,17 @@ TARGETS = {
 def apply_overrides(cfg, overrides: list[str]) -> None:
     """Set camera settings from `section.key=value` strings (e.g. fall.min_fall_floors=1.5) on every camera.
 
-    `facade=none` drops the facade calibration, to measure the image-space fallback.
+    `facade=none` drops the facade calibration, to measure the image-space fallback; `verifier=off` and
+    `verifier=on` run physics alone or with the shipped verifier model.
     """
     for item in overrides:
         if item == "facade=none":
             for cam in cfg.cameras.values():
                 cam.facade = None
+            continue
+        if item in VERIFIER_SETTINGS:
+            for cam in cfg.cameras.values():
+                cam.fall.verifier.model = VERIFIER_SETTINGS[item]
             continue
         path, _, value = item.partition("=")
         section, _, key = path.partition(".")
@@ -288,24 +297,110 @@ def _run_split(jobs: list, label: str) -> list[SceneScore]:
     return scores
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (the bench's worker processes)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run_suites(
+    splits: list[str], wanted: set[str] | None, cache: str, overrides: list[str]
+) -> tuple[dict[str, list[SceneScore]], float]:
+    """Each split's scores (splits that --scenes leaves empty are left out), and the CPU seconds they took."""
+    cpu0 = _children_cpu_s()
+    results: dict[str, list[SceneScore]] = {}
+    for split in splits:
+        jobs = [
+            (n, s, d, r, cache, overrides)
+            for n, s, d, r in SUITES[split]
+            if wanted is None or n in wanted or f"{n}-{s}" in wanted
+        ]
+        results[split] = _run_split(jobs, f"{split} {' '.join(overrides)}".strip())
+    return {sp: sc for sp, sc in results.items() if sc}, _children_cpu_s() - cpu0
+
+
+ABLATION_KEYS = [
+    "recall",
+    *(f"recall_{c}" for c in CONDITIONS),
+    "recall_visible",
+    "fa_confirmed_h",
+    "fa_suspected_h",
+    "floor_exact",
+    "floor_near",
+    "latency_median_s",
+    "latency_max_s",
+]
+
+
+@dataclass
+class AblationRun:
+    """One setting of the ablation: simulated suites, their CPU, and the real footage in both modes."""
+
+    results: dict[str, list[SceneScore]]
+    cpu_s: float
+    real: list | None  # [uncalibrated, calibrated] ClipScores, None when skipped
+
+
+def ablation_table(runs: dict[str, AblationRun]) -> str:
+    """Physics alone beside physics + verifier: the simulated measures per split, CPU, and real footage."""
+    from edge.realbench import real_totals
+
+    labels = list(runs)
+    first = runs[labels[0]]
+    lines = [f"| split | measure | {' | '.join(labels)} |", "|---|---|" + "---|" * len(labels)]
+    for split in first.results:
+        totals = {k: summarise(r.results[split]) for k, r in runs.items()}
+        for key in ABLATION_KEYS:
+            lines.append(f"| {split} | {key} | {' | '.join(_fmt(key, totals[k][key]) for k in labels)} |")
+    seconds = sum(s.seconds for sc in first.results.values() for s in sc)
+    cpu = " | ".join(f"{r.cpu_s / seconds:.2f}" for r in runs.values())
+    lines.append(f"| all | CPU s per s of footage (2 workers, decode included) | {cpu} |")
+    if all(r.real is not None for r in runs.values()):
+        for mode, name in ((0, "uncalibrated"), (1, "calibrated")):
+            t = {k: real_totals(r.real[mode])["all"] for k, r in runs.items()}
+            cells = [
+                f"{v['neg_events']} / {v['found']} of {v['falls']} / "
+                f"{v['pos_extra_confirmed'] + v['pos_extra_suspected']}"
+                for v in t.values()
+            ]
+            lines.append(
+                f"| real, {name} | events on negatives / falls found / extra on positives | {' | '.join(cells)} |"
+            )
+    return "\n".join(lines)
+
+
+def ablation_section(
+    args, splits: list[str], wanted: set[str] | None, overrides: list[str], done: AblationRun
+) -> str:
+    """The verifier's ablation: the run already made with the config's default, and the other setting."""
+    from edge.realbench import run_real
+
+    if not SHIPPED_VERIFIER.exists():
+        return f"## Ablation: the learned verifier\n\nSkipped: no model at {SHIPPED_VERIFIER}."
+    default_on = VerifierConfig().model is not None
+    other_setting = "verifier=off" if default_on else "verifier=on"
+    results, cpu = _run_suites(splits, wanted, args.cache, overrides + [other_setting])
+    real = None if args.no_real else [run_real(c, None, overrides + [other_setting]) for c in (False, True)]
+    other = AblationRun(results, cpu, real)
+    runs = {"physics alone": other, "physics + verifier": done} if default_on else {
+        "physics alone": done, "physics + verifier": other}  # fmt: skip
+    return (
+        "## Ablation: the learned verifier\n\nThe same clips and alert rules with the verifier off and on "
+        f"(the config's default is {'on' if default_on else 'off'}). CPU counts the bench's worker processes; "
+        "it compares the two settings only when the clips were already rendered.\n\n" + ablation_table(runs)
+    )
+
+
 def run_accuracy(args) -> int:
     """Run the suites (or a subset), print the report, optionally write it; exit 1 when a target is missed."""
     from edge.limitplot import write_limit_plot
-    from edge.realbench import real_section
+    from edge.realbench import real_table, real_targets_met, run_real
 
     wanted = set(args.scenes.split(",")) if args.scenes else None
     overrides = (args.set or []) + (["facade=none"] if args.uncalibrated else [])
     splits = [args.suite] if args.suite else ["tuning", "held_out"]
     t0 = time.time()
-    results: dict[str, list[SceneScore]] = {}
-    for split in splits:
-        jobs = [
-            (n, s, d, r, args.cache, overrides)
-            for n, s, d, r in SUITES[split]
-            if wanted is None or n in wanted or f"{n}-{s}" in wanted
-        ]
-        results[split] = _run_split(jobs, split)
-    results = {sp: sc for sp, sc in results.items() if sc}  # --scenes may leave a suite empty
+    results, cpu = _run_suites(splits, wanted, args.cache, overrides)
     if not results:
         print("no clip of the suites matches --scenes", file=sys.stderr)
         return 2
@@ -320,10 +415,13 @@ def run_accuracy(args) -> int:
         png = Path(args.markdown).with_name("detection-limit.png")
         write_limit_plot(png, {sp: limit_cells(sc) for sp, sc in results.items()}, CNR_BINS, WIDTH_BINS)
         parts.append(f"\n![recall by CNR and width]({png.name})")
+    real = None
     if not args.no_real:
-        section, real_ok = real_section(overrides=args.set or [])
-        parts += ["", section]
-        ok = ok and real_ok
+        real = [run_real(calibrated, None, args.set or []) for calibrated in (False, True)]
+        parts += ["", real_table(*real)]
+        ok = ok and real_targets_met(*real)
+    if not args.no_ablation:
+        parts += ["", ablation_section(args, splits, wanted, overrides, AblationRun(results, cpu, real))]
     for sp, sc in results.items():
         parts += [f"\n## Every clip, {sp}\n", scene_table(sc)]
     report = "\n".join(parts)
@@ -348,8 +446,6 @@ SPEED_SCENES = [
 
 def run_speed(args) -> int:
     """Replay throughput (decode + detection, no media) per resolution, and the process's peak memory."""
-    import resource
-
     lines = [
         "| clip | frames | seconds | frames/s | real time at 25 fps | peak RSS MB |",
         "|---|---|---|---|---|---|",

@@ -281,6 +281,32 @@ def cmd_verify(args) -> int:
     return EX_UNVERIFIED if seen[Status.UNVERIFIED] else EX_VERIFIED
 
 
+EX_UNAVAILABLE = 69
+
+
+def cmd_train(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _err("training needs PyTorch: pip install -e '.[train]' (the node itself never does)")
+        return EX_UNAVAILABLE
+    from edge.train.verifier import run
+
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    except ValueError:
+        _err(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+        return EX_USAGE
+    if args.epochs is not None and args.epochs < 1:
+        _err("--epochs must be at least 1")
+        return EX_USAGE
+    logging.getLogger("edge.train").setLevel(logging.INFO)
+    kwargs = {k: v for k, v in (("seeds", seeds), ("epochs", args.epochs)) if v}
+    report = run(Path(args.out), Path(args.work), real=not args.no_real, **kwargs)
+    print(json.dumps({k: getattr(report, k) for k in ("train_samples", "validation", "seconds", "sha256")}))
+    return EX_OK
+
+
 def cmd_bench(args) -> int:
     from edge.bench import run_accuracy, run_speed
 
@@ -371,6 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_verify)
 
+    s = sub.add_parser("train", help="train a learned model (needs the optional 'train' extra)")
+    s.add_argument("what", choices=["verifier"])
+    s.add_argument("--out", default="models/fall-verifier", help="folder for model.onnx, its SHA-256 and report")
+    s.add_argument("--work", default=".train-cache", help="folder for rendered clips and candidates (reused)")
+    s.add_argument("--seeds", help="comma-separated seeds of the rendered training clips (default: 3001-3006)")
+    s.add_argument("--epochs", type=int, help="passes over the training set (default: the trainer's EPOCHS)")
+    s.add_argument("--no-real", action="store_true", help="train on simulated clips only")
+    s.set_defaults(func=cmd_train)
+
     s = sub.add_parser("bench", help="measure the detector")
     s.add_argument("what", choices=["accuracy", "speed", "throughput"])
     s.add_argument("--cache", default=".bench-cache", help="folder for rendered scenes (reused)")
@@ -390,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--no-real", action="store_true", help="skip the real-footage section")
     s.add_argument("--no-plot", action="store_true", help="do not write the detection-limit PNG")
+    s.add_argument(
+        "--no-ablation", action="store_true", help="skip the verifier ablation (physics alone vs with the model)"
+    )
     s.add_argument("--cameras", type=int, default=4, help="throughput: live cameras to run at once")
     s.add_argument(
         "--live-seconds", type=float, default=300.0, help="throughput: length of the live run (0: skip it)"

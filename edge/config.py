@@ -425,6 +425,40 @@ class TrackerConfig(Strict):
     )
 
 
+SHIPPED_VERIFIER = Path(__file__).resolve().parents[1] / "models" / "fall-verifier" / "model.onnx"
+
+
+class VerifierConfig(Strict):
+    """The learned second look at each track physics reports (models/fall-verifier/MODEL_CARD.md)."""
+
+    model: Path | None = Field(
+        None, description="ONNX model scoring each candidate track; null turns the second look off."
+    )
+    veto_below: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Scored below this, a suspected fall is not reported and a confirmed one only suspected.",
+    )
+    confirm_above: float = Field(
+        0.9, ge=0.0, le=1.0, description="Scored at least this, a suspected fall is confirmed."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _loads(cls, path: Path | None) -> Path | None:
+        # A bad model is a config error at start (exit 78), never a crash mid-stream.
+        if path is None:
+            return None
+        from edge.verifier import ModelError, check_model
+
+        try:
+            check_model(path)
+        except ModelError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        return path
+
+
 class FallConfig(Strict):
     """When a track is a falling object, from physics."""
 
@@ -541,6 +575,7 @@ class FallConfig(Strict):
     max_backtrack_s: float = Field(
         0.8, ge=0.0, le=5.0, description="How far back in time the origin may be extrapolated from the track."
     )
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 
 
 class CameraConfig(Strict):

@@ -163,6 +163,7 @@ def event_record(event: FallEvent, node: str, clip: str | None = None, still: st
         "fall_m": event.fall_m,
         "accel_g": event.accel_g,
         "speed_mps": event.speed_mps,
+        "verifier_score": event.verifier_score,
         "trajectory": [list(p) for p in event.trajectory],
         "clip": clip,
         "still": still,

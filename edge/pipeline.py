@@ -27,6 +27,7 @@ from edge.events import Sink, event_record
 from edge.geometry import CameraGeometry
 from edge.publish.evidence import EVENT, EvidenceJob, save_original, write_json
 from edge.publish.manifest import iso
+from edge.verifier import load_verifier
 
 log = logging.getLogger(__name__)
 _WALL_CLOCK = 1e9  # capture times above this are Unix time (live); below, seconds into a file (replay)
@@ -180,7 +181,9 @@ class CameraPipeline:
         if self.detector is None or size != self.detector.frame_size or self.fps != self.detector.fps:
             self._stop_detecting()
             self._geometry_for(size)
-            self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry)
+            model = self.cfg.fall.verifier.model
+            verifier = load_verifier(model) if model is not None else None  # checked with the config
+            self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry, verifier)
         self._route(self.detector.process(self.index, frame.luma))
 
     def _watch_rate(self, pkt: KeptPacket) -> None:

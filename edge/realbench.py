@@ -293,12 +293,6 @@ def real_targets_met(scores_uncal: list[ClipScore], scores_cal: list[ClipScore])
     )
 
 
-def real_section(overrides: list[str] = ()) -> tuple[str, bool]:
-    """The bench's real-footage section in markdown, and whether its targets are met."""
-    runs = [run_real(calibrated, None, overrides) for calibrated in (False, True)]
-    return real_table(*runs), real_targets_met(*runs)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m edge.realbench`: run both modes, print the section, optionally write it to a file."""
     ap = argparse.ArgumentParser(prog="python -m edge.realbench", description=__doc__.splitlines()[0])

@@ -125,6 +125,17 @@ class MotionPrefilter:
         self._last_mean: float | None = None  # mean luma of the previous frame
         self._frames = 0
         self._warmup = max(2, round(cfg.warmup_s * fps))
+        self.image: np.ndarray | None = None  # the last frame at work resolution, aligned to the background
+
+    @property
+    def background(self) -> np.ndarray | None:
+        """The running background at work resolution (float32), None before the first frame."""
+        return self._fine.bg
+
+    @property
+    def threshold(self) -> np.ndarray | None:
+        """Each work pixel's current motion threshold (uint8), None until motion is first looked for."""
+        return self._fine._thr
 
     def work_image(self, luma: np.ndarray) -> np.ndarray:
         """The luma plane at work resolution (area-averaged, so a thin object keeps some contrast)."""
@@ -137,7 +148,7 @@ class MotionPrefilter:
 
     def process(self, luma: np.ndarray) -> MotionResult:
         """Blobs of motion in this frame (work-resolution pixels), or a whole-frame event."""
-        img = self.work_image(luma)
+        img = self.image = self.work_image(luma)
         if self._fine.bg is None or self._fine.bg.shape != img.shape:
             self._seed(img)
             return MotionResult([], GlobalEvent.START)
@@ -147,6 +158,7 @@ class MotionPrefilter:
         shift = (0.0, 0.0)
         if event is None:
             img, half, shift = self._stabilise(img, half)
+            self.image = img
         if event is not None:
             self._seed(img, keep_noise=True)
             return MotionResult([], event, shift)

@@ -10,8 +10,10 @@ import numpy as np
 from edge.config import CameraConfig
 from edge.detect.fall import FallDecision
 from edge.detect.motion import MotionPrefilter
+from edge.detect.sample import TrackCrops
 from edge.detect.tracker import Track, Tracker
 from edge.detect.types import AlertLevel, FallEvent, Origin, UpdateKind, Verdict
+from edge.detect.verify import Verifier, second_look
 from edge.geometry import CameraGeometry, FacadeMap
 
 _LEVELS = {None: 0, AlertLevel.SUSPECTED: 1, AlertLevel.CONFIRMED: 2}
@@ -39,7 +41,14 @@ class GravityPx:
 class Detector:
     """Runs prefilter, tracker and fall decision over successive luma frames of one camera."""
 
-    def __init__(self, camera: str, cfg: CameraConfig, fps: float, geometry: CameraGeometry):
+    def __init__(
+        self,
+        camera: str,
+        cfg: CameraConfig,
+        fps: float,
+        geometry: CameraGeometry,
+        verifier: Verifier | None = None,
+    ):
         self.camera = camera
         self.cfg = cfg
         self.fps = fps
@@ -60,6 +69,8 @@ class Detector:
         self._duplicates: set[int] = set()
         self._suppress_until = -1
         self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
+        self.verifier = verifier
+        self.crops = TrackCrops()  # what the verifier looks at, kept only when there is one
 
     def process(self, frame: int, luma: np.ndarray) -> list[EventUpdate]:
         """Feed one frame's luma plane (full resolution); returns what changed about events."""
@@ -72,11 +83,16 @@ class Detector:
         ended = self.tracker.step(frame, blobs)
         updates = []
         for track in self.tracker.tracks:
-            if track.missed == 0 and track.hits >= self.cfg.fall.min_points:
+            if track.missed != 0:
+                continue
+            if self.verifier is not None:
+                self.crops.add(track.id, self.motion.image, track.points[-1][1], track.points[-1][2])
+            if track.hits >= self.cfg.fall.min_points:
                 updates += self._judge(track, frame)
         for track in ended:
             updates += self._end(track)
             self._duplicates.discard(track.id)
+            self.crops.drop(track.id)
         horizon = frame - 2 * self.fps
         self._recent = [(e, p) for e, p in self._recent if e.end_frame >= horizon]
         return updates
@@ -89,9 +105,18 @@ class Detector:
         return updates
 
     def _verdict(self, track: Track) -> Verdict:
-        return self.decision.judge(
+        """Physics' verdict, with its level then moved by the verifier's second look when there is one."""
+        verdict = self.decision.judge(
             track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
         )
+        if self.verifier is not None and verdict.level is not None:
+            verdict.verifier_score = round(self.verifier.score(self.sample(track)), 3)
+            verdict.level = second_look(verdict.level, verdict.verifier_score, self.cfg.fall.verifier)
+        return verdict
+
+    def sample(self, track: Track) -> np.ndarray:
+        """What the verifier sees of `track` now (edge.detect.sample)."""
+        return self.crops.sample(track.id, self.motion.background, self.motion.threshold)
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
         event = self._events.get(track.id)
@@ -176,6 +201,8 @@ class Detector:
         event.fall_m = _r(verdict.fall_m)
         event.accel_g = _r(verdict.accel_g, 3)
         event.speed_mps = _r(verdict.speed_mps)
+        if verdict.verifier_score is not None:
+            event.verifier_score = verdict.verifier_score
 
 
 def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:

@@ -80,6 +80,7 @@ class Verdict:
     accel_g: float | None = None
     speed_mps: float | None = None
     origin: Origin | None = None
+    verifier_score: float | None = None  # the learned second look's probability of a fall, when it looked
 
 
 @dataclass
@@ -100,6 +101,7 @@ class FallEvent:
     speed_mps: float | None
     fps: float
     ended: bool = False
+    verifier_score: float | None = None  # the learned second look's probability of a fall, when it looked
 
     @classmethod
     def from_record(cls, rec: dict) -> FallEvent:
@@ -120,4 +122,5 @@ class FallEvent:
             speed_mps=rec.get("speed_mps"),
             fps=rec["fps"],
             ended=rec.get("ended", False),
+            verifier_score=rec.get("verifier_score"),
         )
