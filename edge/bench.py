@@ -144,6 +144,7 @@ def summarise(scores: list[SceneScore]) -> dict:
         "footage_min": round(hours * 60, 1),
         "throws": must,
         "recall": found / must if must else 1.0,
+        "confirmed_share": sum(s.confirmed for s in scores) / found if found else 1.0,
         "fa_confirmed_h": sum(s.false_confirmed for s in scores) / hours,
         "fa_suspected_h": sum(s.false_suspected for s in scores) / hours,
         "floor_exact": sum(s.floor_exact for s in scores) / found if found else 1.0,
@@ -176,7 +177,7 @@ def meets(total: dict) -> dict[str, bool]:
 
 
 def _fmt(key: str, value: float) -> str:
-    return f"{value:.1%}" if key.startswith(("recall", "floor")) else f"{value:.2f}"
+    return f"{value:.1%}" if key.startswith(("recall", "floor", "confirmed")) else f"{value:.2f}"
 
 
 def _bound(key: str) -> str:
@@ -321,6 +322,7 @@ def _run_suites(
 
 ABLATION_KEYS = [
     "recall",
+    "confirmed_share",
     *(f"recall_{c}" for c in CONDITIONS),
     "recall_visible",
     "fa_confirmed_h",

@@ -303,7 +303,7 @@ def cmd_train(args) -> int:
     logging.getLogger("edge.train").setLevel(logging.INFO)
     kwargs = {k: v for k, v in (("seeds", seeds), ("epochs", args.epochs)) if v}
     report = run(Path(args.out), Path(args.work), real=not args.no_real, **kwargs)
-    print(json.dumps({k: getattr(report, k) for k in ("train_samples", "validation", "seconds", "sha256")}))
+    print(json.dumps({k: getattr(report, k) for k in ("train_samples", "held_out", "seconds", "sha256")}))
     return EX_OK
 
 
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("what", choices=["verifier"])
     s.add_argument("--out", default="models/fall-verifier", help="folder for model.onnx, its SHA-256 and report")
     s.add_argument("--work", default=".train-cache", help="folder for rendered clips and candidates (reused)")
-    s.add_argument("--seeds", help="comma-separated seeds of the rendered training clips (default: 3001-3006)")
+    s.add_argument("--seeds", help="comma-separated seeds of the rendered training clips (default: 3001)")
     s.add_argument("--epochs", type=int, help="passes over the training set (default: the trainer's EPOCHS)")
     s.add_argument("--no-real", action="store_true", help="train on simulated clips only")
     s.set_defaults(func=cmd_train)

@@ -16,6 +16,7 @@ class SceneScore:
     condition: str = "day"  # day, night or rain
     must: int = 0
     found: int = 0
+    confirmed: int = 0  # found throws whose alert was confirmed, which is dispatched at once
     extra_found: int = 0  # throws not required (too small or too short in view) that were found anyway
     floor_exact: int = 0
     floor_near: int = 0
@@ -75,6 +76,7 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
             s.missed.append(label)
             continue
         s.found += 1
+        s.confirmed += any(r["level"] == "confirmed" for r in hits)
         first = min(hits, key=lambda r: r["alert_frame"])
         s.latencies.append((first["alert_frame"] - throw["first_visible_frame"]) / fps)
         got = first["origin"]["floor"]
