@@ -1,0 +1,272 @@
+"""The automatic proposal: the facade's storey grid found in one still, turned into a facade calibration.
+
+Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC); a
+rectification that sends both to infinity, in which facade height is an affine function of one coordinate;
+the period of the horizontal lines along that height (autocorrelation) is one storey. The installer's two
+answers (storey height, number of the lowest floor line drawn) fix the scale and the numbering.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edge.calibrate.period import Periodicity, find_period
+from edge.calibrate.vanish import (
+    Segments,
+    VanishingPoint,
+    find_segments,
+    focal_from_vps,
+    ransac_vp,
+    split_families,
+)
+
+DEFAULT_HFOV_DEG = 70.0  # assumed when the view hides the focal length (no yaw): only the metres along change
+FOCAL_RANGE_HFOV_DEG = (15.0, 130.0)  # a focal length from vanishing points outside this is noise
+MIN_FAMILY_SUPPORT = 0.4  # summed inlier length (half image widths) per direction: two long building edges
+MIN_STRENGTH = 0.3  # autocorrelation at the storey period below this: no repeating storeys
+MIN_FLOOR_LINES = 3  # fewer floor lines in view cannot show a repeat, nor fix a homography well
+MIN_VP_SEPARATION_DEG = 30.0  # the two directions must differ this much at the image centre
+EDGE_SHARE = 0.05  # the corner points sit this share of the structure's width inside its ends
+
+
+class NotAFacade(ValueError):
+    """The still shows no facade grid the proposal can use; the message says what was missing."""
+
+
+@dataclass(frozen=True)
+class FloorLine:
+    floor: int  # the floor whose bottom this line is
+    ends: tuple[tuple[float, float], tuple[float, float]]  # image pixels, left and right end
+
+
+@dataclass
+class Grid:
+    """The storey grid found in a still, before the installer's answers: heights in storeys, along in units."""
+
+    image_size: tuple[int, int]
+    image_to_units: np.ndarray  # pixels -> (along, up) in the rectified frame
+    period: float  # one storey, in units
+    phase: float  # the lowest floor line drawn is at this height in units
+    lines: int  # floor lines drawn
+    along: list[tuple[float, float]]  # for each line: the along range of the structure seen on it, in units
+    strength: float
+    focal_px: float
+    focal_known: bool
+    column_period: float | None = None  # window bays, in units, when they repeat clearly
+
+    def calibration(
+        self, floor_height_m: float = 3.0, lowest_floor: int = 1, bay_width_m: float | None = None
+    ) -> Proposal:
+        """The facade calibration for the installer's answers: storey height, number of the lowest line drawn."""
+        sy = floor_height_m / self.period
+        sx = sy
+        if bay_width_m is not None and self.column_period is not None:
+            sx = bay_width_m / self.column_period
+        ground = min(1, lowest_floor)
+        y0 = (lowest_floor - ground) * floor_height_m
+        x0 = min(a for a, _ in self.along)
+        to_metres = np.array([[sx, 0, -sx * x0], [0, sy, y0 - sy * self.phase], [0, 0, 1.0]])
+        h = to_metres @ self.image_to_units
+        hinv = np.linalg.inv(h)
+        lines, points = [], []
+        for k, (a, b) in enumerate(self.along):
+            y = y0 + k * floor_height_m
+            ends = _apply(hinv, [[sx * (a - x0), y], [sx * (b - x0), y]])
+            lines.append(FloorLine(lowest_floor + k, (tuple(ends[0]), tuple(ends[1]))))
+        for k in (0, self.lines - 1):
+            a, b = self.along[k]
+            inset = EDGE_SHARE * (b - a)
+            for u in (a + inset, b - inset) if k == 0 else (b - inset, a + inset):
+                fac = (round(sx * (u - x0), 2), round(y0 + k * floor_height_m, 2))
+                img = _apply(hinv, [fac])[0]
+                points.append((tuple(round(float(v), 1) for v in img), fac))
+        return Proposal(
+            image_size=self.image_size,
+            floor_height_m=floor_height_m,
+            ground_floor=ground,
+            points=points,
+            floor_lines=lines,
+            image_to_facade=h,
+            strength=self.strength,
+            along_scale_known=self.focal_known or (bay_width_m is not None and self.column_period is not None),
+        )
+
+
+@dataclass
+class Proposal:
+    """A proposed facade calibration and what to draw of it."""
+
+    image_size: tuple[int, int]
+    floor_height_m: float
+    ground_floor: int
+    points: list[tuple[tuple[float, float], tuple[float, float]]]  # (image px, facade m)
+    floor_lines: list[FloorLine]
+    image_to_facade: np.ndarray
+    strength: float
+    along_scale_known: bool
+    notes: list[str] = field(default_factory=list)
+
+    def facade_block(self) -> dict:
+        """The camera's `facade:` block, as check-config reads it."""
+        return {
+            "floor_height_m": round(float(self.floor_height_m), 3),
+            "ground_floor": int(self.ground_floor),
+            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
+            "points": [
+                {"image": [float(i[0]), float(i[1])], "facade": [float(f[0]), float(f[1])]} for i, f in self.points
+            ],
+        }
+
+
+def _apply(h: np.ndarray, pts) -> np.ndarray:
+    return cv2.perspectiveTransform(np.asarray(pts, np.float64).reshape(-1, 1, 2), h).reshape(-1, 2)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
+    """Find the storey grid of a facade in a still (BGR or grey); NotAFacade says why when there is none."""
+    gray = to_gray(image)
+    h, w = gray.shape
+    if min(h, w) < 120:
+        raise NotAFacade(f"the image is {w}x{h}: too small to see storeys (at least 120 pixels each way)")
+    rng = np.random.default_rng(seed)  # RANSAC draws: the same still gives the same proposal
+    seg = find_segments(gray)
+    vert, horiz = split_families(seg)
+    vv = ransac_vp(vert, rng)
+    vh = ransac_vp(horiz, rng)
+    for vp, name in ((vv, "vertical"), (vh, "horizontal")):
+        if vp is None or vp.support < MIN_FAMILY_SUPPORT:
+            got = 0.0 if vp is None else vp.support
+            raise NotAFacade(
+                f"not a facade: too few straight {name} edges that meet in one vanishing point "
+                f"({got:.1f} of {MIN_FAMILY_SUPPORT} needed); the still should show several storeys of windows"
+            )
+    assert vv is not None and vh is not None
+    _check_separate(vv, vh)
+    focal, known = _focal(vv.point, vh.point)
+    hsub = horiz.subset(vh.inliers)
+    vsub = vert.subset(vv.inliers)
+    a = _rectify(vv.point, vh.point, focal, hsub)
+    ys, xs, wts = _heights(a, hsub)
+    per = find_period(ys, wts)
+    if per is None or per.strength < MIN_STRENGTH:
+        s = 0.0 if per is None else per.strength
+        raise NotAFacade(
+            f"not a facade: no repeating storeys found (periodicity {s:.2f}, at least {MIN_STRENGTH} needed); "
+            "aim at a facade with several floors of windows or balconies in view"
+        )
+    lines, along = _floor_lines(per, ys, xs, wts)
+    if len(lines) < MIN_FLOOR_LINES:
+        raise NotAFacade(
+            f"only {len(lines)} floor lines in view, at least {MIN_FLOOR_LINES} are needed: tilt the camera "
+            "to show more storeys"
+        )
+    to_px = np.diag([seg.scale, seg.scale, 1.0])
+    to_px[:2, 2] = seg.centre
+    image_to_units = a @ np.linalg.inv(to_px)
+    col = _column_period(a, vsub)
+    return Grid(
+        image_size=(w, h),
+        image_to_units=image_to_units,
+        period=per.period,
+        phase=lines[0],
+        lines=len(lines),
+        along=along,
+        strength=per.strength,
+        focal_px=focal * seg.scale,
+        focal_known=known,
+        column_period=col,
+    )
+
+
+def _check_separate(vv: VanishingPoint, vh: VanishingPoint) -> None:
+    def direction(vp: np.ndarray) -> np.ndarray:
+        d = vp[:2] if abs(vp[2]) < 1e-9 else vp[:2] / vp[2]
+        return d / max(np.linalg.norm(d), 1e-12)
+
+    cos = abs(float(direction(vv.point) @ direction(vh.point)))
+    if math.degrees(math.acos(min(1.0, cos))) < MIN_VP_SEPARATION_DEG:
+        raise NotAFacade("not a facade: its vertical and horizontal edges point the same way")
+
+
+def _focal(vv: np.ndarray, vh: np.ndarray) -> tuple[float, bool]:
+    lo, hi = (1 / math.tan(math.radians(d) / 2) for d in FOCAL_RANGE_HFOV_DEG[::-1])
+    f = focal_from_vps(vv, vh)
+    if f is not None and lo <= f <= hi:
+        return f, True
+    return 1 / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2), False
+
+
+def _rectify(vv: np.ndarray, vh: np.ndarray, focal: float, horiz: Segments) -> np.ndarray:
+    """Normalised image -> (along, up) units: the inverse of K [r1 r2 t] with r1, r2 towards the two points.
+
+    Facade coordinates are then (sx * along + c, sy * up + d): any error in the assumed focal length only
+    scales `along` against `up`, and heights, hence floors, depend on the vanishing points alone.
+    """
+    k = np.diag([focal, focal, 1.0])
+    kinv = np.linalg.inv(k)
+    r1 = kinv @ vh
+    r2 = kinv @ vv
+    r1, r2 = r1 / np.linalg.norm(r1), r2 / np.linalg.norm(r2)
+    p0 = np.median(horiz.mid, axis=0)
+    t0 = kinv @ np.array([p0[0], p0[1], 1.0])
+    g = k @ np.column_stack([r1, r2, t0])
+    if abs(np.linalg.det(g)) < 1e-12:
+        raise NotAFacade("not a facade: its edges do not span a plane")
+    a = np.linalg.inv(g)
+    step = 0.02
+    base, up, right = _apply(a, [p0, p0 - [0, step], p0 + [step, 0]])
+    if up[1] < base[1]:  # facade height grows towards the top of the image
+        a[1] *= -1
+    if right[0] < base[0]:  # and along the facade to the right
+        a[0] *= -1
+    return a
+
+
+def _heights(a: np.ndarray, horiz: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rectified height and along of each horizontal segment's midpoint, and its rectified length (weight)."""
+    p = _apply(a, horiz.ends[:, :2])
+    q = _apply(a, horiz.ends[:, 2:])
+    ok = np.isfinite(p).all(axis=1) & np.isfinite(q).all(axis=1)
+    p, q = p[ok], q[ok]
+    ys = (p[:, 1] + q[:, 1]) / 2
+    xs = (p[:, 0] + q[:, 0]) / 2
+    wts = np.abs(q[:, 0] - p[:, 0])
+    lo, hi = np.percentile(wts, [0, 99]) if len(wts) else (0, 0)
+    return ys, xs, np.clip(wts, lo, hi)
+
+
+def _floor_lines(per: Periodicity, ys, xs, wts) -> tuple[list[float], list[tuple[float, float]]]:
+    """Heights of the floor lines within the structure seen, and the along range of structure at each."""
+    lo, hi = np.percentile(ys, [2, 98])
+    k0 = math.ceil((lo - per.phase) / per.period - 0.25)
+    k1 = math.floor((hi - per.phase) / per.period + 0.25)
+    heights, along = [], []
+    for k in range(k0, k1 + 1):
+        y = per.phase + k * per.period
+        near = np.abs(ys - y) < 0.5 * per.period
+        if wts[near].sum() <= 0:
+            continue
+        a, b = np.percentile(xs[near], [3, 97])
+        heights.append(y)
+        along.append((float(a), float(b)))
+    return heights, along
+
+
+def _column_period(a: np.ndarray, vert: Segments) -> float | None:
+    """The repeat of window bays along the facade, from the vertical edges; None when it is not clear."""
+    if len(vert.ends) < 8:
+        return None
+    p = _apply(a, vert.ends[:, :2])
+    q = _apply(a, vert.ends[:, 2:])
+    xs = (p[:, 0] + q[:, 0]) / 2
+    wts = np.abs(q[:, 1] - p[:, 1])
+    per = find_period(xs, wts)
+    return per.period if per is not None and per.strength >= MIN_STRENGTH else None
