@@ -76,12 +76,12 @@ class Grid:
         for k, (a, b) in enumerate(self.along):
             y = y0 + k * floor_height_m
             ends = _apply(hinv, [[sx * (a - x0), y], [sx * (b - x0), y]])
-            lines.append(FloorLine(lowest_floor + k, (tuple(ends[0]), tuple(ends[1]))))
+            lines.append(FloorLine(lowest_floor + k, (_pair(ends[0]), _pair(ends[1]))))
         for k in (0, self.lines - 1):
             a, b = self.along[k]
             inset = EDGE_SHARE * (b - a)
             for u in (a + inset, b - inset) if k == 0 else (b - inset, a + inset):
-                fac = (round(sx * (u - x0), 2), round(y0 + k * floor_height_m, 2))
+                fac = (round(float(sx * (u - x0)), 2), round(float(y0 + k * floor_height_m), 2))
                 img = _apply(hinv, [fac])[0]
                 points.append((tuple(round(float(v), 1) for v in img), fac))
         return Proposal(
@@ -120,6 +120,10 @@ class Proposal:
                 {"image": [float(i[0]), float(i[1])], "facade": [float(f[0]), float(f[1])]} for i, f in self.points
             ],
         }
+
+
+def _pair(xy) -> tuple[float, float]:
+    return round(float(xy[0]), 1), round(float(xy[1]), 1)
 
 
 def _apply(h: np.ndarray, pts) -> np.ndarray:
