@@ -9,7 +9,7 @@ import numpy as np
 BINS = 4096  # profile resolution over the facade's visible height: a storey spans 50-1000 bins
 SMOOTH_BINS = 3.0  # Gaussian smoothing of the profile: line positions from LSD wobble by a pixel or two
 MOST_STOREYS = 80  # shortest period searched: this many storeys in view
-FEWEST_STOREYS = 2.5  # longest period searched: this many storeys in view
+FEWEST_STOREYS = 4.0  # longest period searched: this many storeys in view (fewer cannot show a repeat)
 HARMONICS = 4  # a period must repeat at its first multiples too: half a storey (sill to lintel) does not
 NEAR_BEST = 0.75  # periods scoring this share of the best are as good; the shortest wins (multiples score alike)
 PHASE_BINS = 60  # resolution of the folded profile that places the floor line within a storey

@@ -17,7 +17,6 @@ import numpy as np
 from edge.calibrate.period import Periodicity, find_period
 from edge.calibrate.vanish import (
     Segments,
-    VanishingPoint,
     find_segments,
     focal_from_vps,
     ransac_vp,
@@ -28,8 +27,10 @@ DEFAULT_HFOV_DEG = 70.0  # assumed when the view hides the focal length (no yaw)
 FOCAL_RANGE_HFOV_DEG = (15.0, 130.0)  # a focal length from vanishing points outside this is noise
 MIN_FAMILY_SUPPORT = 0.4  # summed inlier length (half image widths) per direction: two long building edges
 MIN_STRENGTH = 0.3  # autocorrelation at the storey period below this: no repeating storeys
-MIN_FLOOR_LINES = 3  # fewer floor lines in view cannot show a repeat, nor fix a homography well
+MIN_FLOOR_LINES = 5  # a camera watching for throws sees many storeys; fewer lines repeat by chance
 MIN_VP_SEPARATION_DEG = 30.0  # the two directions must differ this much at the image centre
+SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on the vertical axis: steep tilt
+# up (-3) to a camera looking slightly down (0.5), in half image widths
 EDGE_SHARE = 0.05  # the corner points sit this share of the structure's width inside its ends
 
 
@@ -143,24 +144,35 @@ def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
     rng = np.random.default_rng(seed)  # RANSAC draws: the same still gives the same proposal
     seg = find_segments(gray)
     vert, horiz = split_families(seg)
-    vv = ransac_vp(vert, rng)
     vh = ransac_vp(horiz, rng)
-    for vp, name in ((vv, "vertical"), (vh, "horizontal")):
-        if vp is None or vp.support < MIN_FAMILY_SUPPORT:
-            got = 0.0 if vp is None else vp.support
-            raise NotAFacade(
-                f"not a facade: too few straight {name} edges that meet in one vanishing point "
-                f"({got:.1f} of {MIN_FAMILY_SUPPORT} needed); the still should show several storeys of windows"
-            )
-    assert vv is not None and vh is not None
-    _check_separate(vv, vh)
-    focal, known = _focal(vv.point, vh.point)
+    if vh is None or vh.support < MIN_FAMILY_SUPPORT:
+        got = 0.0 if vh is None else vh.support
+        raise NotAFacade(
+            f"not a facade: too few straight horizontal edges that meet in one vanishing point "
+            f"({got:.1f} of {MIN_FAMILY_SUPPORT} needed); the still should show several storeys of windows"
+        )
     hsub = horiz.subset(vh.inliers)
-    vsub = vert.subset(vv.inliers)
-    a = _rectify(vv.point, vh.point, focal, hsub)
+    vv = ransac_vp(vert, rng)
+    found = None
+    if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh.point):
+        found = _grid_from(vv.point, vh.point, hsub, *_focal(vv.point, vh.point))
+    if found is None or found[1].strength < MIN_STRENGTH:
+        # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
+        # find where the floor lines' spacing is most regular instead.
+        spaced = _vertical_from_spacing(vh.point, hsub)
+        if spaced is not None:
+            alt = _grid_from(spaced, vh.point, hsub, *_focal(spaced, vh.point))
+            if alt is not None and (found is None or alt[1].strength > found[1].strength):
+                found, vv = alt, None
+    if found is None:
+        raise NotAFacade(
+            "not a facade: its vertical and horizontal edges do not span a plane; the still should show "
+            "several storeys of windows"
+        )
+    a, per, focal, known = found
+    vsub = vert.subset(vv.inliers) if vv is not None else vert
     ys, xs, wts = _heights(a, hsub)
-    per = find_period(ys, wts)
-    if per is None or per.strength < MIN_STRENGTH:
+    if per.strength < MIN_STRENGTH:
         s = 0.0 if per is None else per.strength
         raise NotAFacade(
             f"not a facade: no repeating storeys found (periodicity {s:.2f}, at least {MIN_STRENGTH} needed); "
@@ -190,14 +202,50 @@ def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
     )
 
 
-def _check_separate(vv: VanishingPoint, vh: VanishingPoint) -> None:
+def _separate(vv: np.ndarray, vh: np.ndarray) -> bool:
+    """Whether the two vanishing directions, seen from the image centre, differ enough to span a plane."""
+
     def direction(vp: np.ndarray) -> np.ndarray:
         d = vp[:2] if abs(vp[2]) < 1e-9 else vp[:2] / vp[2]
         return d / max(np.linalg.norm(d), 1e-12)
 
-    cos = abs(float(direction(vv.point) @ direction(vh.point)))
-    if math.degrees(math.acos(min(1.0, cos))) < MIN_VP_SEPARATION_DEG:
-        raise NotAFacade("not a facade: its vertical and horizontal edges point the same way")
+    cos = abs(float(direction(vv) @ direction(vh)))
+    return math.degrees(math.acos(min(1.0, cos))) >= MIN_VP_SEPARATION_DEG
+
+
+def _grid_from(vv: np.ndarray, vh: np.ndarray, hsub: Segments, focal: float, known: bool):
+    """(rectification, storey period, focal, focal known) for two vanishing points, or None when degenerate."""
+    try:
+        a = _rectify(vv, vh, focal, hsub)
+    except NotAFacade:
+        return None
+    ys, _, wts = _heights(a, hsub)
+    per = find_period(ys, wts)
+    if per is None:
+        return None
+    return a, per, focal, known
+
+
+def _vertical_from_spacing(vh: np.ndarray, hsub: Segments) -> np.ndarray | None:
+    """The vertical vanishing point that makes the floor lines most evenly spaced, for views without verticals.
+
+    Heights depend only on the facade's vanishing line (through vh); it is searched as the line through vh
+    and (0, 1/s) on the image's vertical axis. The vertical point on it is the one orthogonal to vh for the
+    assumed focal length; only metres along the facade depend on that choice.
+    """
+    best, best_strength = None, -1.0
+    f = 1 / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2)
+    omega = np.diag([1 / f**2, 1 / f**2, 1.0])  # image of the absolute conic, principal point at the centre
+    for s in SPACING_SEARCH:
+        line = np.cross(vh, np.array([0.0, 1.0, s]))
+        vv = np.cross(line, omega @ vh)
+        if np.linalg.norm(vv) < 1e-12 or not _separate(vv / np.linalg.norm(vv), vh):
+            continue
+        vv = vv / np.linalg.norm(vv)
+        got = _grid_from(vv, vh, hsub, f, False)
+        if got is not None and got[1].strength > best_strength:
+            best, best_strength = vv, got[1].strength
+    return best
 
 
 def _focal(vv: np.ndarray, vh: np.ndarray) -> tuple[float, bool]:
