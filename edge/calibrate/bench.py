@@ -22,6 +22,7 @@ SUITES = {"tuning": range(0, 40), "held_out": range(1000, 1200)}  # tuned on the
 SIM_SCENES = ["throw", "tiny", "birds", "night"]
 SIM_SHARE = 3  # every third still comes from the project's simulator
 MAX_CORRECTIONS = 2
+MIN_WINDOWS = 20  # a camera watching a facade sees at least this many of its windows
 REAL_FOOTAGE = Path(__file__).resolve().parents[2].parent / "shared" / "footage"
 
 
@@ -37,12 +38,22 @@ class Result:
 
 
 def make_still(seed: int) -> tuple[Still, str]:
+    """The still of a seed; a pose showing fewer than MIN_WINDOWS windows is drawn again (no one installs that)."""
     rng = np.random.default_rng(seed)
     if seed % SIM_SHARE == 0:
         scene = SIM_SCENES[(seed // SIM_SHARE) % len(SIM_SCENES)]
-        return sim_still(scene, seed, float(rng.uniform(-30, 30))), f"sim:{scene}"
+        yaw = float(rng.uniform(-30, 30))
+        still = sim_still(scene, seed, yaw)
+        while len(still.windows) < MIN_WINDOWS and abs(yaw) > 1:
+            yaw /= 2
+            still = sim_still(scene, seed, yaw)
+        return still, f"sim:{scene}"
     layout = random_layout(rng)
-    return render_still(layout, random_pose(rng, layout), seed), f"synth:{layout.style}"
+    for _ in range(20):
+        still = render_still(layout, random_pose(rng, layout), seed)
+        if len(still.windows) >= MIN_WINDOWS:
+            break
+    return still, f"synth:{layout.style}"
 
 
 def oracle_lowest_floor(still: Still, grid: Grid) -> int:
