@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 import yaml
 
-from edge.calibrate.synth import sim_still
+from edge.calibrate.bench import oracle_lowest_floor
+from edge.calibrate.propose import detect_grid
+from edge.calibrate.still import take_still
+from edge.calibrate.synth import Still, sim_still
 from edge.video import H264Writer
 
 from conftest import REPO, run_edge
@@ -60,34 +66,37 @@ def site(tmp_path, clip) -> Path:
     return config
 
 
-@pytest.fixture
-def page_url(site, clip):
+@contextlib.contextmanager
+def serving(config: Path, still: Path):
     """`edge calibrate` serving the page on a free loopback port; yields the link it prints."""
+    args = [
+        "calibrate",
+        "--config",
+        str(config),
+        "--camera",
+        "east",
+        "--still",
+        str(still),
+        "--listen",
+        "127.0.0.1:0",
+    ]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "calibrate",
-            "--config",
-            str(site),
-            "--camera",
-            "east",
-            "--still",
-            str(clip),
-        ]
-        + ["--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
+        [sys.executable, "-m", "edge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
     line = proc.stdout.readline()
     match = re.search(r"(http://127\.0\.0\.1:\d+/\?key=\S+)", line)
     assert match, f"no link printed: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-    yield match.group(1)
-    proc.terminate()
-    proc.wait()
+    try:
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture
+def page_url(site, clip):
+    with serving(site, clip) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +110,24 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, page_url):
-    context = browser.new_context(viewport={"width": 412, "height": 915}, has_touch=True)  # a phone
+@contextlib.contextmanager
+def opened(browser, url: str, viewport=(412, 915)):
+    """The page in a fresh browser context (a phone's screen by default); no script error may occur."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=True)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(page_url)
+    pg.goto(url)
     pg.wait_for_selector("body[data-ready='1']")
     yield pg
     context.close()
     assert errors == []
+
+
+@pytest.fixture
+def page(browser, page_url):
+    with opened(browser, page_url) as pg:
+        yield pg
 
 
 def _drag(pg, index: int, dx_css: float, dy_css: float) -> None:
@@ -185,3 +201,30 @@ def test_the_page_and_its_still_need_the_key_from_the_printed_link(page_url):
         assert c.get("/?key=wrong").status_code == 403
         assert c.get(page_url.removeprefix(base)).status_code == 303  # the right key: a cookie, then the page
         assert c.get("/still.jpg").headers["content-type"] == "image/jpeg"
+
+
+def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser, sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    clip = folder / "scene.mp4"
+    truth = json.loads((folder / "truth.json").read_text())
+    exact = yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]["points"]
+    image = take_still(str(clip)).image
+    to_image = cv2.findHomography(
+        np.array([p["facade"] for p in exact], float), np.array([p["image"] for p in exact], float), 0
+    )[0]
+    lowest = oracle_lowest_floor(Still(image, to_image, 3.0), detect_grid(image))  # what the installer answers
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:
+        pg.fill("#lowest-floor", str(lowest))
+        pg.click("#btn-propose")
+        pg.wait_for_function(f"window.calib.proposal.floors[0].floor === {lowest}")
+        pg.click("#btn-accept")
+        pg.wait_for_function("window.calib.overlay !== null")
+        pg.click("#btn-replay")
+        pg.wait_for_selector("body[data-replayed='1']")
+        drawn = pg.evaluate("window.calib.tracks")
+        note = pg.inner_text("#replay-note")
+    falls = sorted(t["floor"] for t in drawn if t["fall"])
+    assert falls == sorted(t["origin"]["floor"] for t in truth["throws"])
+    assert "200 frames" in note

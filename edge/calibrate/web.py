@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from edge.calibrate import overlay, yamlio
+from edge.calibrate import overlay, tracks, yamlio
 from edge.calibrate.propose import Grid, NotAFacade, detect_grid
 from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
@@ -43,9 +43,12 @@ class Session:
     cam: CameraConfig
     still: Still
     key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    source: str = ""  # where replays read from: the --still file or the camera
+    opts: SourceOptions = field(default_factory=SourceOptions)
     grid: Grid | None = None
     refusal: str | None = None
     jpeg: bytes = b""
+    replay: tracks.ReplayJob | None = None
 
     def __post_init__(self) -> None:
         ok, data = cv2.imencode(".jpg", self.still.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -204,6 +207,20 @@ def create_app(s: Session) -> FastAPI:
         result["saved"] = str(saved.path)
         return JSONResponse(result)
 
+    @app.post("/api/replay", dependencies=guard)
+    def replay_start(body: CalibrationIn) -> JSONResponse:
+        result = check(s, body)
+        if not result["ok"]:
+            return JSONResponse(result, status_code=422)
+        if s.replay is not None and s.replay.state == "running":
+            return JSONResponse(s.replay.summary())
+        s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
+        return JSONResponse(s.replay.summary())
+
+    @app.get("/api/replay", dependencies=guard)
+    def replay_state() -> dict:
+        return s.replay.summary() if s.replay is not None else {"state": "none", "tracks": []}
+
     return app
 
 
@@ -215,16 +232,16 @@ def _session(args) -> Session:
         raise ConfigError(str(path), None, "", str(path), f"cannot read: {exc.strerror}") from None
     cfg, unset = yamlio.check_text(text, str(path))
     name, cam = cfg.camera(args.camera)
-    if args.still:
-        return Session(path, name, cam, take_still(args.still))
     opts = SourceOptions(
         transport=cam.capture.transport,
         open_timeout_s=cam.capture.open_timeout_s,
         read_timeout_s=cam.capture.stall_s,
         probe_s=cam.capture.probe_s,
     )
+    if args.still:
+        return Session(path, name, cam, take_still(args.still), source=args.still, opts=opts)
     try:
-        return Session(path, name, cam, take_still(cam.source, opts))
+        return Session(path, name, cam, take_still(cam.source, opts), source=cam.source, opts=opts)
     except StillError as exc:
         hint = f"; ${{{unset[0]}}} is not set in this shell" if unset else ""
         raise StillError(f"camera {name}: {exc}{hint}; or calibrate on a file with --still", exc.offline) from None
@@ -259,6 +276,7 @@ def serve(args) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(64)  # connections made as soon as the link is printed wait for the server, not fail
     except OSError as exc:
         _err(f"--listen {args.listen}: {exc.strerror}")
         return EX_USAGE

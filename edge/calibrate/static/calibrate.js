@@ -18,6 +18,7 @@ const S = {
   drag: null,         // index of the point being dragged
   draft: [],          // polygon being drawn, pixels
   pending: null,      // pixel tapped in "add" mode
+  tracks: [],         // from the last replay: {points, floor, fall}
 };
 window.calib = S;     // for people (and tests) who want to look inside
 
@@ -110,6 +111,11 @@ function draw() {
     if (S.overlay.roof) line(S.overlay.roof.a, S.overlay.roof.b, "#ff3b30", 3 * k);
     for (const e of S.overlay.extent) line(e.a, e.b, "#ff9500", 3 * k, [6 * k, 4 * k]);
   }
+  for (const t of S.tracks) {
+    const colour = t.fall ? "#ff3b30" : "#ffffff";
+    polygon(t.points, colour, false, k * (t.fall ? 1.5 : 0.75));
+    if (t.floor !== null) label(`${t.floor}F`, [t.points[0][0] + 6 * k, t.points[0][1] - 6 * k], colour, k);
+  }
   const pts = S.facade ? S.facade.points : [];
   pts.forEach((p, i) => {
     ctx.save();
@@ -126,6 +132,11 @@ function draw() {
 function renderTables() {
   const body = $("#points tbody");
   body.innerHTML = "";
+  for (const t of S.tracks) {
+    const colour = t.fall ? "#ff3b30" : "#ffffff";
+    polygon(t.points, colour, false, k * (t.fall ? 1.5 : 0.75));
+    if (t.floor !== null) label(`${t.floor}F`, [t.points[0][0] + 6 * k, t.points[0][1] - 6 * k], colour, k);
+  }
   const pts = S.facade ? S.facade.points : [];
   pts.forEach((p, i) => {
     const tr = document.createElement("tr");
@@ -223,6 +234,32 @@ async function save() {
   status(r.ok ? r.message : `未保存 Not saved: ${r.message}`, r.ok ? "good" : "bad");
 }
 
+async function replay() {
+  if (!S.facade) { status("先要有标定。Needs a calibration first.", "bad"); return; }
+  const first = await api("/api/replay", body());
+  if (first.ok === false) { status(`不能回放 Cannot replay: ${first.message}`, "bad"); return; }
+  $("#btn-replay").disabled = true;
+  for (;;) {
+    const r = await api("/api/replay");
+    if (r.state === "running") {
+      $("#replay-note").textContent = `回放中 Replaying… ${r.frames}${r.total ? " / " + r.total : ""} 帧 frames`;
+      await new Promise((ok) => setTimeout(ok, 1000));
+      continue;
+    }
+    $("#btn-replay").disabled = false;
+    if (r.state === "done") {
+      S.tracks = r.tracks;
+      const falls = r.tracks.filter((t) => t.fall).length;
+      $("#replay-note").textContent = `${r.frames} 帧, ${r.tracks.length} 条轨迹, ${falls} 次抛物。${r.frames} frames, ${r.tracks.length} tracks, ${falls} decided falls.`;
+      document.body.dataset.replayed = "1";
+    } else {
+      $("#replay-note").textContent = `回放失败 Replay failed: ${r.message}`;
+    }
+    draw();
+    return;
+  }
+}
+
 // ---- pointer handling -----------------------------------------------------------------------------------
 function nearestPoint(px) {
   if (!S.facade) return null;
@@ -318,6 +355,7 @@ $("#floor-height").addEventListener("change", () => {
 $("#btn-propose").addEventListener("click", propose);
 $("#btn-accept").addEventListener("click", accept);
 $("#btn-save").addEventListener("click", save);
+$("#btn-replay").addEventListener("click", replay);
 window.addEventListener("resize", draw);
 
 // ---- start ----------------------------------------------------------------------------------------------
