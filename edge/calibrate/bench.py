@@ -18,7 +18,9 @@ import numpy as np
 from edge.calibrate.propose import Grid, NotAFacade, Proposal, detect_grid
 from edge.calibrate.synth import Still, random_layout, random_pose, render_still, sim_still
 
-SUITES = {"tuning": range(0, 40), "held_out": range(1000, 1200)}  # tuned on the first; the second never looked at
+# Tuned on the first. The second was the held-out set of the first version; its failures (half and double
+# storeys) were then studied and fixed, so it is reported as "studied". The third was never looked at.
+SUITES = {"tuning": range(0, 40), "studied": range(1000, 1200), "held_out": range(2000, 2200)}
 SIM_SCENES = ["throw", "tiny", "birds", "night"]
 SIM_SHARE = 3  # every third still comes from the project's simulator
 MAX_CORRECTIONS = 2

@@ -12,6 +12,7 @@ MOST_STOREYS = 80  # shortest period searched: this many storeys in view
 FEWEST_STOREYS = 4.0  # longest period searched: this many storeys in view (fewer cannot show a repeat)
 HARMONICS = 4  # a period must repeat at its first multiples too: half a storey (sill to lintel) does not
 NEAR_BEST = 0.75  # periods scoring this share of the best are as good; the shortest wins (multiples score alike)
+TONE_ANTI = -0.1  # brightness correlating below this at a candidate period: it is half a storey
 PHASE_BINS = 60  # resolution of the folded profile that places the floor line within a storey
 
 
@@ -48,15 +49,31 @@ def _score(ac: np.ndarray, lag: float) -> float:
     return float(np.interp(lags, np.arange(n), ac).min())
 
 
-def find_period(y: np.ndarray, w: np.ndarray) -> Periodicity | None:
-    """Period and phase of lines at heights `y` (weights `w`); None when there are too few to tell."""
+def regularity(y: np.ndarray, w: np.ndarray) -> float:
+    """How evenly lines at heights `y` repeat at their best period: the peak of the multiples' score."""
+    if len(y) < 8:
+        return 0.0
+    lo, hi = np.percentile(y, [1, 99])
+    if hi - lo <= 0:
+        return 0.0
+    ac = _autocorrelation(_profile(y, w, lo, hi))
+    lags = np.arange(int(BINS / MOST_STOREYS), int(BINS / FEWEST_STOREYS), 2)
+    return max(_score(ac, lag) for lag in lags)
+
+
+def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
+    """Period and phase of lines at heights `y` (weights `w`); None when there are too few to tell.
+
+    `tone(lo, hi, bins)`, when given, is the facade's mean brightness along its height: rows of windows (or a
+    ribbon) are darker bands once a storey, not twice, where a sill and a lintel can make the lines alone
+    look periodic at half a storey.
+    """
     if len(y) < 8:
         return None
     lo, hi = np.percentile(y, [1, 99])
     if hi - lo <= 0:
         return None
-    p = _profile(y, w, lo, hi)
-    ac = _autocorrelation(p)
+    ac = _autocorrelation(_profile(y, w, lo, hi))
     lags = np.arange(int(BINS / MOST_STOREYS), int(BINS / FEWEST_STOREYS))
     scores = np.array([_score(ac, lag) for lag in lags])
     peaks = [i for i in range(1, len(lags) - 1) if scores[i] >= scores[i - 1] and scores[i] >= scores[i + 1]]
@@ -65,13 +82,21 @@ def find_period(y: np.ndarray, w: np.ndarray) -> Periodicity | None:
     top = max(scores[i] for i in peaks)
     if top <= 0:
         return None
-    best = float(lags[min(i for i in peaks if scores[i] >= NEAR_BEST * top)])
+    # A storey repeats at its multiples as well (which score alike): the shortest strong period is the storey,
+    # unless the brightness says that it is half of one.
+    cands = sorted(float(lags[i]) for i in peaks if scores[i] >= NEAR_BEST * top)
+    best = cands[0]
+    band = tone(lo, hi, BINS) if tone is not None else None
+    if band is not None and len(cands) > 1:
+        # Half a storey shifts dark window rows onto light wall: the brightness anti-correlates there.
+        ac_tone = _autocorrelation(band)
+        kept = [c for c in cands if _score(ac_tone, c) > TONE_ANTI]
+        best = kept[0] if kept else best
     fine = np.linspace(best - 1.5, best + 1.5, 31)
     fine_scores = [_score(ac, lag) for lag in fine]
     lag = float(fine[int(np.argmax(fine_scores))])
-    strength = float(max(fine_scores))
     period = lag * (hi - lo) / BINS
-    return Periodicity(period, _phase(y, w, period), strength)
+    return Periodicity(period, _phase(y, w, period), float(max(fine_scores)))
 
 
 def _phase(y: np.ndarray, w: np.ndarray, period: float) -> float:
