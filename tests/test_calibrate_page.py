@@ -228,3 +228,15 @@ def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser,
     falls = sorted(t["floor"] for t in drawn if t["fall"])
     assert falls == sorted(t["origin"]["floor"] for t in truth["throws"])
     assert "200 frames" in note
+
+
+def test_lines_too_dense_keeps_every_other_floor_line_and_too_sparse_brings_them_back(page):
+    found = page.evaluate("window.calib.proposal.floors.length")
+    page.click("#btn-sparser")
+    page.wait_for_function("window.calib.proposal.period_factor === 2")
+    halved = page.evaluate("window.calib.proposal.floors.map((f) => f.floor)")
+    assert abs(len(halved) - found / 2) <= 1
+    assert halved == list(range(1, len(halved) + 1))  # still numbered floor by floor: now one per two
+    page.click("#btn-denser")
+    page.wait_for_function("window.calib.proposal.period_factor === 1")
+    assert page.evaluate("window.calib.proposal.floors.length") == found

@@ -25,6 +25,7 @@ SIM_SCENES = ["throw", "tiny", "birds", "night"]
 SIM_SHARE = 3  # every third still comes from the project's simulator
 MAX_CORRECTIONS = 2
 MIN_WINDOWS = 20  # a camera watching a facade sees at least this many of its windows
+PERIOD_FIXES = (0.5, 2.0)  # the page's "lines too sparse / too dense" buttons
 REAL_FOOTAGE = Path(__file__).resolve().parents[2].parent / "shared" / "footage"
 
 
@@ -106,19 +107,32 @@ def evaluate(seed: int) -> Result:
     res.seconds = time.perf_counter() - t
     best = right_floors(still, prop.image_to_facade, prop.floor_height_m, prop.ground_floor)
     res.right = [best]
-    fixes: tuple[int, ...] = ()
-    for _ in range(MAX_CORRECTIONS):  # the installer fixes the point whose fix helps most, then the next
-        options = []
-        for i in range(len(prop.points)):
-            if i in fixes:
-                continue
-            h_img = _homography(corrected(still, prop, (*fixes, i)))
-            options.append((right_floors(still, h_img, prop.floor_height_m, prop.ground_floor), i))
-        score, i = max(options)
-        if score > best:
-            best, fixes = score, (*fixes, i)
+    state = (prop, (), False)  # the proposal, points dragged, storey height already halved or doubled
+    for _ in range(MAX_CORRECTIONS):  # the installer makes the correction that helps most, then the next
+        options = [(best, state)]
+        for nxt in _next_states(still, grid, *state):
+            p, fixes, _ = nxt
+            h_img = _homography(corrected(still, p, fixes))
+            options.append((right_floors(still, h_img, p.floor_height_m, p.ground_floor), nxt))
+        best, state = max(options, key=lambda o: o[0])
         res.right.append(best)
     return res
+
+
+def _next_states(still: Still, grid: Grid, prop: Proposal, fixes: tuple[int, ...], rescaled: bool):
+    """Every single correction an installer can make on the page: drag one more point, or (once) press
+    "lines too dense/sparse" and answer the lowest-floor question again for the new lines."""
+    for i in range(len(prop.points)):
+        if i not in fixes:
+            yield prop, (*fixes, i), rescaled
+    if rescaled or fixes:
+        return
+    for factor in PERIOD_FIXES:
+        try:
+            g = grid.rescaled(factor)
+        except NotAFacade:
+            continue
+        yield g.calibration(still.floor_h, oracle_lowest_floor(still, g)), (), True
 
 
 def real_footage() -> list[tuple[str, str]]:

@@ -96,10 +96,10 @@ def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
     fine_scores = [_score(ac, lag) for lag in fine]
     lag = float(fine[int(np.argmax(fine_scores))])
     period = lag * (hi - lo) / BINS
-    return Periodicity(period, _phase(y, w, period), float(max(fine_scores)))
+    return Periodicity(period, phase_of(y, w, period), float(max(fine_scores)))
 
 
-def _phase(y: np.ndarray, w: np.ndarray, period: float) -> float:
+def phase_of(y: np.ndarray, w: np.ndarray, period: float) -> float:
     """Where the strongest line of a storey sits: the peak of the profile folded at the period."""
     ang = 2 * np.pi * (y / period % 1.0)
     hist, _ = np.histogram(ang, PHASE_BINS, (0, 2 * np.pi), weights=w)

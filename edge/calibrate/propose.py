@@ -9,12 +9,12 @@ answers (storey height, number of the lowest floor line drawn) fix the scale and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
-from edge.calibrate.period import Periodicity, find_period, regularity
+from edge.calibrate.period import Periodicity, find_period, phase_of, regularity
 from edge.calibrate.vanish import (
     Segments,
     find_segments,
@@ -60,6 +60,20 @@ class Grid:
     focal_px: float
     focal_known: bool
     column_period: float | None = None  # window bays, in units, when they repeat clearly
+    heights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # ys, xs, weights
+
+    def rescaled(self, factor: float) -> Grid:
+        """The grid with the storey `factor` times as tall: the installer's fix for lines twice too dense (2)
+        or too sparse (0.5)."""
+        if self.heights is None or factor == 1:
+            return self
+        ys, xs, wts = self.heights
+        period = self.period * factor
+        per = Periodicity(period, phase_of(ys, wts, period), self.strength)
+        lines, along = _floor_lines(per, ys, xs, wts)
+        if len(lines) < MIN_FLOOR_LINES:
+            raise NotAFacade(f"with storeys {factor:g} times as tall only {len(lines)} floor lines are in view")
+        return replace(self, period=period, phase=lines[0], lines=len(lines), along=along)
 
     def calibration(
         self, floor_height_m: float = 3.0, lowest_floor: int = 1, bay_width_m: float | None = None
@@ -210,6 +224,7 @@ def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
         focal_px=focal * seg.scale,
         focal_known=known,
         column_period=col,
+        heights=(ys, xs, wts),
     )
 
 

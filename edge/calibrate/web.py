@@ -68,6 +68,7 @@ class ProposeIn(BaseModel):
     floor_height_m: float = Field(3.0, gt=1.5, le=10.0)
     lowest_floor: int = Field(1, ge=-5, le=200)
     bay_width_m: float | None = Field(None, ge=1.0, le=20.0)
+    period_factor: float = Field(1.0, ge=0.2, le=5.0, description="storeys this many times as tall as found")
 
 
 class CalibrationIn(BaseModel):
@@ -78,9 +79,19 @@ class CalibrationIn(BaseModel):
 def _proposal(s: Session, answers: ProposeIn) -> dict:
     if s.grid is None:
         return {"ok": False, "message": s.refusal}
-    prop = s.grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
+    try:
+        grid = s.grid.rescaled(answers.period_factor)
+    except NotAFacade as exc:
+        return {"ok": False, "message": str(exc)}
+    prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
     lines = [{"floor": ln.floor, "a": list(ln.ends[0]), "b": list(ln.ends[1])} for ln in prop.floor_lines]
-    return {"ok": True, "facade": prop.facade_block(), "floors": lines, "strength": round(s.grid.strength, 2)}
+    return {
+        "ok": True,
+        "facade": prop.facade_block(),
+        "floors": lines,
+        "strength": round(s.grid.strength, 2),
+        "period_factor": answers.period_factor,
+    }
 
 
 def _current(s: Session) -> dict | None:

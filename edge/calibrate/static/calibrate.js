@@ -19,6 +19,7 @@ const S = {
   draft: [],          // polygon being drawn, pixels
   pending: null,      // pixel tapped in "add" mode
   tracks: [],         // from the last replay: {points, floor, fall}
+  periodFactor: 1,    // the installer's fix when the proposal drew two lines per floor (2) or one per two (0.5)
 };
 window.calib = S;     // for people (and tests) who want to look inside
 
@@ -202,6 +203,7 @@ function answers() {
     floor_height_m: parseFloat($("#floor-height").value) || 3.0,
     lowest_floor: parseInt($("#lowest-floor").value, 10) || 1,
     bay_width_m: Number.isFinite(bay) ? bay : null,
+    period_factor: S.periodFactor,
   };
 }
 function showProposal(p) {
@@ -353,6 +355,8 @@ $("#floor-height").addEventListener("change", () => {
   if (S.facade) { S.facade.floor_height_m = parseFloat($("#floor-height").value) || 3.0; recheck(); }
 });
 $("#btn-propose").addEventListener("click", propose);
+$("#btn-sparser").addEventListener("click", () => { S.periodFactor *= 2; propose(); });
+$("#btn-denser").addEventListener("click", () => { S.periodFactor /= 2; propose(); });
 $("#btn-accept").addEventListener("click", accept);
 $("#btn-save").addEventListener("click", save);
 $("#btn-replay").addEventListener("click", replay);
