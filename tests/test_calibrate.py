@@ -247,3 +247,10 @@ def test_the_page_for_an_offline_camera_exits_69_and_names_the_camera(tmp_path):
 def test_the_page_for_an_unknown_camera_exits_78(tmp_path):
     done = run_edge("calibrate", "--config", str(SITE), "--camera", "west", env={**_env(), **SITE_ENV})
     assert done.returncode == 78 and "no camera named 'west'" in done.stderr
+
+
+def test_a_setting_the_page_does_not_edit_stays_in_the_facade_block():
+    text = SITE.read_text().replace("      top_floor: 26", "      outside_margin_m: 3.5\n      top_floor: 26")
+    out = yaml.safe_load(updated_text(text, "east", NEW_FACADE, None))
+    assert out["cameras"]["east"]["facade"]["outside_margin_m"] == 3.5
+    assert "extent_m" not in out["cameras"]["east"]["facade"]  # cleared on the page: removed

@@ -91,9 +91,17 @@ def _block(data: dict) -> CommentedMap:
     return out
 
 
-def _update(target: CommentedMap, new: dict) -> None:
-    """Set `new`'s keys in place (keys, their comments and order stay) and drop keys it no longer has."""
-    for key in [k for k in target if k not in new]:
+# The keys the calibration writes: one of them missing from a new block was cleared on the page. Any other key
+# (outside_margin_m, a future setting) is the installer's and stays as written.
+MANAGED = {
+    "facade": {"floor_height_m", "ground_floor", "image_size", "points", "top_floor", "extent_m"},
+    "masks": {"shield", "privacy"},
+}
+
+
+def _update(target: CommentedMap, new: dict, managed: set[str]) -> None:
+    """Set `new`'s keys in place (keys, their comments and order stay) and drop managed keys it no longer has."""
+    for key in [k for k in target if k not in new and k in managed]:
         del target[key]
     fresh = _block(new)
     for key, value in fresh.items():
@@ -112,7 +120,7 @@ def updated_text(text: str, camera: str, facade: dict, masks: dict | None) -> st
         if value is None:
             continue
         if isinstance(cam.get(key), CommentedMap):
-            _update(cam[key], value)
+            _update(cam[key], value, MANAGED[key])
         else:
             keys = list(cam)
             at = keys.index("source") + 1 if "source" in keys else len(keys)
