@@ -240,3 +240,16 @@ def test_lines_too_dense_keeps_every_other_floor_line_and_too_sparse_brings_them
     page.click("#btn-denser")
     page.wait_for_function("window.calib.proposal.period_factor === 1")
     assert page.evaluate("window.calib.proposal.floors.length") == found
+
+
+def test_a_calibrated_camera_opens_with_the_calibration_in_its_config(browser, site, clip):
+    from edge.calibrate.yamlio import save
+
+    still = take_still(str(clip)).image
+    block = detect_grid(still).calibration(3.0, 2).facade_block()
+    save(site, "east", block, None)
+    with serving(site, clip) as url, opened(browser, url) as pg:
+        pg.wait_for_function("window.calib.errors !== null")
+        assert "calibration in the config" in pg.inner_text("#status")
+        assert pg.evaluate("window.calib.facade.points") == block["points"]
+        assert pg.evaluate("window.calib.overlay.floors.some((f) => f.floor === 2)")

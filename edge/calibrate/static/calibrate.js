@@ -20,6 +20,7 @@ const S = {
   pending: null,      // pixel tapped in "add" mode
   tracks: [],         // from the last replay: {points, floor, fall}
   periodFactor: 1,    // the installer's fix when the proposal drew two lines per floor (2) or one per two (0.5)
+  showProposal: true, // dashed proposal lines: until accepted, and again after Propose
 };
 window.calib = S;     // for people (and tests) who want to look inside
 
@@ -106,7 +107,7 @@ function draw() {
     for (const poly of S.masks[kind]) polygon(poly.map(([x, y]) => [x * w, y * h]), colour, true, k);
   }
   if (S.draft.length) polygon(S.draft, S.mode === "privacy" ? "#af52de" : "#34c759", false, k);
-  if (S.proposal && S.proposal.floors && !S.facade) floorLines(S.proposal.floors, "#ffd400", k, [10 * k, 6 * k]);
+  if (S.showProposal && S.proposal && S.proposal.floors) floorLines(S.proposal.floors, "#ffd400", k, [10 * k, 6 * k]);
   if (S.overlay) {
     floorLines(S.overlay.floors, "#00d0ff", k);
     if (S.overlay.roof) line(S.overlay.roof.a, S.overlay.roof.b, "#ff3b30", 3 * k);
@@ -218,11 +219,13 @@ function showProposal(p) {
   draw();
 }
 async function propose() {
+  S.showProposal = true;
   showProposal(await api("/api/propose", answers()));
   if (S.facade) status("建议已更新; 点“采用建议”替换当前标定。Proposal updated: Accept it to replace the current calibration.");
 }
 function accept() {
   if (!S.proposal || !S.proposal.ok) return;
+  S.showProposal = false;
   const keep = S.facade || {};
   S.facade = JSON.parse(JSON.stringify(S.proposal.facade));
   if (keep.top_floor != null) S.facade.top_floor = keep.top_floor;
@@ -374,8 +377,10 @@ async function start() {
   showProposal(st.proposal);
   if (st.current) {
     S.facade = st.current;
-    status("显示配置中的当前标定 (蓝线)。Showing the calibration in the config (blue lines).");
+    S.showProposal = false;  // the calibration in the config is what is checked; Propose shows the proposal
     await recheck();
+    const el = $("#status");
+    status(`显示配置中的当前标定 (蓝线)。Showing the calibration in the config (blue lines). ${el.textContent}`, el.className);
   } else {
     status(st.proposal.ok ? "请核对黄色建议线, 然后采用。Check the dashed yellow proposal, then Accept it." : "没有建议: 请手动加点。No proposal: add points by hand.", st.proposal.ok ? "" : "bad");
   }
