@@ -9,6 +9,7 @@ from edge.geometry import FacadeMap
 
 GRID = 32  # image samples per side used to find which facade heights and stretch are in view
 MAX_LINES = 150  # a 150-storey view is no facade seen from its foot: stop drawing
+BEYOND_STOREYS = 2  # floor lines drawn this many storeys below and above the outermost points
 LINE_OVERHANG = 0.15  # floor lines reach this share of the facade's width beyond its outer points
 
 
@@ -52,7 +53,11 @@ def draw(cfg: FacadeConfig, image_size: tuple[int, int]) -> dict:
     pad = LINE_OVERHANG * (hi - lo)
     xa, xb = max(float(xs.min()), lo - pad), min(float(xs.max()), hi + pad)
     fh, g = cfg.floor_height_m, cfg.ground_floor
-    first, last = int(np.floor(ys.min() / fh)), int(np.ceil(ys.max() / fh))
+    # Heights in view, but not far beyond the points (or above the roof): lines there crowd into the sky.
+    heights = [y for _, y in fac]
+    top = (cfg.top_floor - g + 1) * fh if cfg.top_floor is not None else max(heights) + BEYOND_STOREYS * fh
+    low, high = max(ys.min(), min(heights) - BEYOND_STOREYS * fh), min(ys.max(), top)
+    first, last = int(np.ceil(low / fh)), int(np.floor(high / fh))
     if last - first > MAX_LINES:
         return out
     for n in range(first, last + 1):
