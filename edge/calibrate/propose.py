@@ -1,9 +1,11 @@
 """The automatic proposal: the facade's storey grid found in one still, turned into a facade calibration.
 
-Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC); a
-rectification that sends both to infinity, in which facade height is an affine function of one coordinate;
-the period of the horizontal lines along that height (autocorrelation) is one storey. The installer's two
-answers (storey height, number of the lowest floor line drawn) fix the scale and the numbering.
+Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC), the
+vertical one then moved until the floor lines are evenly spaced (or found from that spacing alone when the
+view has no usable verticals); a rectification that sends both to infinity, in which facade height is an
+affine function of one coordinate; the period of the horizontal lines along that height (autocorrelation,
+with the facade's brightness ruling out half a storey) is one storey. The installer's two answers (storey
+height, number of the lowest floor line drawn) fix the scale and the numbering.
 """
 
 from __future__ import annotations
@@ -198,9 +200,9 @@ def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
     vsub = vert.subset(vv.inliers) if vv is not None else vert
     ys, xs, wts = _heights(a, hsub)
     if per.strength < MIN_STRENGTH:
-        s = 0.0 if per is None else per.strength
         raise NotAFacade(
-            f"not a facade: no repeating storeys found (periodicity {s:.2f}, at least {MIN_STRENGTH} needed); "
+            f"not a facade: no repeating storeys found (periodicity {per.strength:.2f}, at least {MIN_STRENGTH} "
+            "needed); "
             "aim at a facade with several floors of windows or balconies in view"
         )
     lines, along = _floor_lines(per, ys, xs, wts)
