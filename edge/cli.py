@@ -388,7 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--auto", metavar="IMAGE", help="no page: propose from this image, print it, write --out")
     s.add_argument("--floor-height", type=float, default=3.0, help="storey height in metres (default 3.0)")
-    s.add_argument("--lowest-floor", type=int, default=1, help="number of the lowest floor line proposed")
+    s.add_argument(
+        "--lowest-floor",
+        type=int,
+        default=1,
+        help="the floor whose bottom is the lowest line proposed (default 1)",
+    )
     s.add_argument("--bay-width", type=float, help="window bay width in metres, when known")
     s.add_argument("--out", help="--auto: write the facade snippet here (default: print it)")
     s.add_argument("--config", help="the page: the config to calibrate a camera of")
