@@ -253,3 +253,15 @@ def test_a_calibrated_camera_opens_with_the_calibration_in_its_config(browser, s
         assert "calibration in the config" in pg.inner_text("#status")
         assert pg.evaluate("window.calib.facade.points") == block["points"]
         assert pg.evaluate("window.calib.overlay.floors.some((f) => f.floor === 2)")
+
+
+def test_a_still_without_a_facade_says_so_on_the_page(browser, tmp_path, clip):
+    from test_calibrate import non_facade
+
+    park = tmp_path / "park.png"
+    cv2.imwrite(str(park), non_facade(0))
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    with serving(config, park) as url, opened(browser, url) as pg:
+        assert "not a facade" in pg.inner_text("#proposal-note")
+        assert pg.is_disabled("#btn-accept")

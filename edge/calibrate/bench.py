@@ -18,9 +18,9 @@ import numpy as np
 from edge.calibrate.propose import Grid, NotAFacade, Proposal, detect_grid
 from edge.calibrate.synth import Still, random_layout, random_pose, render_still, sim_still
 
-# Tuned on the first. The second was the held-out set of the first version; its failures (half and double
-# storeys) were then studied and fixed, so it is reported as "studied". The third was never looked at.
-SUITES = {"tuning": range(0, 40), "studied": range(1000, 1200), "held_out": range(2000, 2200)}
+# Tuned on the first. The second was the held-out suite of the previous version; its failures were then looked
+# at (and led to the low-confidence guess), so it is reported as "studied". The third was never looked at.
+SUITES = {"tuning": range(0, 40), "studied": range(2000, 2200), "held_out": range(3000, 3200)}
 SIM_SCENES = ["throw", "tiny", "birds", "night"]
 SIM_SHARE = 3  # every third still comes from the project's simulator
 MAX_CORRECTIONS = 2
@@ -100,23 +100,36 @@ def evaluate(seed: int) -> Result:
     try:
         grid = detect_grid(still.image)
     except NotAFacade as exc:
-        res.refused, res.right = str(exc), [0] * (MAX_CORRECTIONS + 1)
+        res.refused, res.right = str(exc), [0]
         res.seconds = time.perf_counter() - t
+        # The page still offers a faint grid as a low-confidence start; taking it is the first correction.
+        try:
+            weak = detect_grid(still.image, allow_weak=True)
+        except NotAFacade:
+            res.right += [0] * MAX_CORRECTIONS
+            return res
+        res.right += _corrected_scores(still, weak, MAX_CORRECTIONS - 1)
         return res
-    prop = grid.calibration(still.floor_h, oracle_lowest_floor(still, grid))
     res.seconds = time.perf_counter() - t
+    res.right = _corrected_scores(still, grid, MAX_CORRECTIONS)
+    return res
+
+
+def _corrected_scores(still: Still, grid: Grid, budget: int) -> list[int]:
+    """Windows right with the proposal, then after each of `budget` corrections (the most helpful first)."""
+    prop = grid.calibration(still.floor_h, oracle_lowest_floor(still, grid))
     best = right_floors(still, prop.image_to_facade, prop.floor_height_m, prop.ground_floor)
-    res.right = [best]
+    out = [best]
     state = (prop, (), False)  # the proposal, points dragged, storey height already halved or doubled
-    for _ in range(MAX_CORRECTIONS):  # the installer makes the correction that helps most, then the next
+    for _ in range(budget):
         options = [(best, state)]
         for nxt in _next_states(still, grid, *state):
             p, fixes, _ = nxt
             h_img = _homography(corrected(still, p, fixes))
             options.append((right_floors(still, h_img, p.floor_height_m, p.ground_floor), nxt))
         best, state = max(options, key=lambda o: o[0])
-        res.right.append(best)
-    return res
+        out.append(best)
+    return out
 
 
 def _next_states(still: Still, grid: Grid, prop: Proposal, fixes: tuple[int, ...], rescaled: bool):
@@ -135,7 +148,7 @@ def _next_states(still: Still, grid: Grid, prop: Proposal, fixes: tuple[int, ...
         yield g.calibration(still.floor_h, oracle_lowest_floor(still, g)), (), True
 
 
-EXAMPLE_SEED = 2001  # a held-out still: the simulator at night, yawed
+EXAMPLE_SEED = 3003  # a held-out still from the simulator, yawed
 
 
 def draw_example(seed: int, path: Path) -> None:
@@ -218,13 +231,17 @@ lands in its true floor. The installer's answer to "which floor is the lowest li
 the true floor whose bottom is nearest that line. A **correction** is one thing done on the page: drag a
 proposed point onto the height it claims (kept where it is along the facade), or tap "lines too
 dense/sparse" once (and answer the lowest-floor question again); after each, the one that helps most is
-taken. A still the proposal refuses counts as 0% right, also after corrections (adding four points by hand
-is more than two corrections).
+taken. A still the proposal refuses counts as 0% right alone; when the storeys repeat faintly the page still
+offers them as a low-confidence guess, and taking it counts as the first correction (a refusal without a
+guess stays 0%: adding four points by hand is more than two corrections).
 
-**Suites.** `tuning` (seeds 0–39) is what the proposal was developed on. `studied` (1000–1199) was the
-held-out set of the first version (88.0% of windows right alone, 94.2% after two corrections; nearly all
-misses were half or double storeys); its failures were then studied and fixed, so it is no longer held
-out. `held_out` (2000–2199) was never looked at before this run.
+**Suites.** `tuning` (seeds 0–39) is what the proposal was developed on. Each version was then measured once
+on a suite it had never seen, whose failures were studied before the next: seeds 1000–1199 for the first
+version (88.0% of windows right alone, 94.2% after two corrections: nearly all misses were half or double
+storeys, fixed by the brightness test and the vanishing-point refinement), seeds 2000–2199 for the second
+(93.2% alone, 96.0% after two corrections: misses were faint facades the proposal refused, now offered as a
+low-confidence guess). That last suite is reported below as `studied`; `held_out` (3000–3199) is new to this
+version.
 
 """
 
@@ -303,7 +320,7 @@ def run_bench(args) -> int:
         md = Path(args.markdown)
         example = md.with_name(md.stem + "-example.jpg")
         draw_example(EXAMPLE_SEED, example)
-        picture = f"![a held-out still (the simulator at night, yawed), proposed floor lines]({example.name})"
+        picture = f"![a held-out still (the simulator, yawed), proposed floor lines]({example.name})"
         text = METHOD + picture + "\n\n" + text
         md.write_text(text, encoding="utf-8")
     held = results.get("held_out")

@@ -29,6 +29,7 @@ DEFAULT_HFOV_DEG = 70.0  # assumed when the view hides the focal length (no yaw)
 FOCAL_RANGE_HFOV_DEG = (15.0, 130.0)  # a focal length from vanishing points outside this is noise
 MIN_FAMILY_SUPPORT = 0.4  # summed inlier length (half image widths) per direction: two long building edges
 MIN_STRENGTH = 0.3  # autocorrelation at the storey period below this: no repeating storeys
+WEAK_STRENGTH = 0.15  # from here to MIN_STRENGTH the page may still offer the grid, marked low-confidence
 MIN_FLOOR_LINES = 5  # a camera watching for throws sees many storeys; fewer lines repeat by chance
 MIN_VP_SEPARATION_DEG = 30.0  # the two directions must differ this much at the image centre
 SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on the vertical axis: steep tilt
@@ -63,6 +64,7 @@ class Grid:
     focal_known: bool
     column_period: float | None = None  # window bays, in units, when they repeat clearly
     heights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # ys, xs, weights
+    weak: str | None = None  # why this grid would have been refused, when detect_grid(allow_weak=True) kept it
 
     def rescaled(self, factor: float) -> Grid:
         """The grid with the storey `factor` times as tall: the installer's fix for lines twice too dense (2)
@@ -153,8 +155,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
-def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
-    """Find the storey grid of a facade in a still (BGR or grey); NotAFacade says why when there is none."""
+def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> Grid:
+    """Find the storey grid of a facade in a still (BGR or grey); NotAFacade says why when there is none.
+
+    `allow_weak` returns a grid whose storeys repeat only faintly (with `weak` saying why it would have been
+    refused) instead of refusing it: the page offers it as a low-confidence start on a view the installer
+    knows is a facade.
+    """
     gray = to_gray(image)
     h, w = gray.shape
     if min(h, w) < 120:
@@ -199,13 +206,15 @@ def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
     a, per, focal, known = found
     vsub = vert.subset(vv.inliers) if vv is not None else vert
     ys, xs, wts = _heights(a, hsub)
-    if per.strength < MIN_STRENGTH:
-        raise NotAFacade(
-            f"not a facade: no repeating storeys found (periodicity {per.strength:.2f}, at least {MIN_STRENGTH} "
-            "needed); "
-            "aim at a facade with several floors of windows or balconies in view"
-        )
     lines, along = _floor_lines(per, ys, xs, wts)
+    weak = None
+    if per.strength < MIN_STRENGTH:
+        weak = (
+            f"not a facade: no repeating storeys found (periodicity {per.strength:.2f}, at least {MIN_STRENGTH} "
+            "needed); aim at a facade with several floors of windows or balconies in view"
+        )
+        if not allow_weak or per.strength < WEAK_STRENGTH or len(lines) < MIN_FLOOR_LINES:
+            raise NotAFacade(weak)
     if len(lines) < MIN_FLOOR_LINES:
         raise NotAFacade(
             f"only {len(lines)} floor lines in view, at least {MIN_FLOOR_LINES} are needed: tilt the camera "
@@ -227,6 +236,7 @@ def detect_grid(image: np.ndarray, seed: int = 0) -> Grid:
         focal_known=known,
         column_period=col,
         heights=(ys, xs, wts),
+        weak=weak,
     )
 
 

@@ -54,7 +54,8 @@ class Session:
         ok, data = cv2.imencode(".jpg", self.still.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         self.jpeg = data.tobytes() if ok else b""
         try:
-            self.grid = detect_grid(self.still.image)
+            self.grid = detect_grid(self.still.image, allow_weak=True)
+            self.refusal = self.grid.weak
         except NotAFacade as exc:
             self.refusal = str(exc)
 
@@ -91,6 +92,7 @@ def _proposal(s: Session, answers: ProposeIn) -> dict:
         "floors": lines,
         "strength": round(s.grid.strength, 2),
         "period_factor": answers.period_factor,
+        "weak": s.grid.weak,
     }
 
 
@@ -297,7 +299,8 @@ def serve(args) -> int:
         warn = "edge calibrate: warning: the page can be reached from the network: stop it when done"
         print(warn, file=sys.stderr)
     if session.refusal:
-        print(f"edge calibrate: no proposal for this still: {session.refusal}", file=sys.stderr)
+        what = "only a low-confidence proposal" if session.grid is not None else "no proposal"
+        print(f"edge calibrate: {what} for this still: {session.refusal}", file=sys.stderr)
     print(f"calibration page for camera {session.camera}: {url}  (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(create_app(session), log_level="warning", lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

@@ -211,6 +211,10 @@ function showProposal(p) {
   S.proposal = p;
   if (p.ok) {
     $("#proposal-note").textContent = `找到 ${p.floors.length} 条楼层线 (规律性 ${p.strength}); 黄色虚线。Found ${p.floors.length} floor lines (repeat ${p.strength}), dashed yellow.`;
+    if (p.weak) {
+      $("#proposal-note").textContent = `低把握的猜测, 请逐条核对。A low-confidence guess, check every line: ${p.weak}`;
+    }
+    $("#proposal-note").className = p.weak ? "note weak" : "note";
     $("#btn-accept").disabled = false;
   } else {
     $("#proposal-note").textContent = `没有建议 No proposal: ${p.message}. 请手动加点 Add points by hand.`;
