@@ -18,7 +18,7 @@ import yaml
 from edge.calibrate.bench import oracle_lowest_floor
 from edge.calibrate.propose import detect_grid
 from edge.calibrate.still import take_still
-from edge.calibrate.synth import Still, sim_still
+from edge.calibrate.synth import KnownStill, sim_still
 from edge.video import H264Writer
 
 from conftest import REPO, run_edge
@@ -212,7 +212,9 @@ def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser,
     to_image = cv2.findHomography(
         np.array([p["facade"] for p in exact], float), np.array([p["image"] for p in exact], float), 0
     )[0]
-    lowest = oracle_lowest_floor(Still(image, to_image, 3.0), detect_grid(image))  # what the installer answers
+    lowest = oracle_lowest_floor(
+        KnownStill(image, to_image, 3.0), detect_grid(image)
+    )  # what the installer answers
     config = tmp_path / "site.yaml"
     config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
     with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:

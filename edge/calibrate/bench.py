@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.calibrate.propose import Grid, NotAFacade, Proposal, detect_grid
-from edge.calibrate.synth import Still, random_layout, random_pose, render_still, sim_still
+from edge.calibrate.synth import KnownStill, random_layout, random_pose, render_still, sim_still
 
 # Tuned on the first. The second was the held-out suite of the previous version; its failures were then looked
 # at (and led to the low-confidence guess), so it is reported as "studied". The third was never looked at.
@@ -40,7 +40,7 @@ class Result:
     seconds: float = 0.0
 
 
-def make_still(seed: int) -> tuple[Still, str]:
+def make_still(seed: int) -> tuple[KnownStill, str]:
     """The still of a seed; a pose showing fewer than MIN_WINDOWS windows is drawn again (no one installs that)."""
     rng = np.random.default_rng(seed)
     if seed % SIM_SHARE == 0:
@@ -59,14 +59,14 @@ def make_still(seed: int) -> tuple[Still, str]:
     return still, f"synth:{layout.style}"
 
 
-def oracle_lowest_floor(still: Still, grid: Grid) -> int:
+def oracle_lowest_floor(still: KnownStill, grid: Grid) -> int:
     """The installer's answer: the true floor whose bottom is nearest the lowest line drawn."""
     line = grid.calibration(still.floor_h, 1).floor_lines[0]
     mid = np.mean(line.ends, axis=0)
     return int(round(still.true_height([mid])[0] / still.floor_h)) + 1
 
 
-def right_floors(still: Still, image_to_facade: np.ndarray, floor_h: float, ground: int) -> int:
+def right_floors(still: KnownStill, image_to_facade: np.ndarray, floor_h: float, ground: int) -> int:
     pts = np.array([[x, y] for _, x, y in still.windows], np.float64).reshape(-1, 1, 2)
     fac = cv2.perspectiveTransform(pts, image_to_facade).reshape(-1, 2)
     floors = ground + np.floor(fac[:, 1] / floor_h).astype(int)
@@ -79,7 +79,7 @@ def _homography(points) -> np.ndarray:
     return cv2.findHomography(img, fac, 0)[0]
 
 
-def corrected(still: Still, prop: Proposal, fixes: tuple[int, ...]):
+def corrected(still: KnownStill, prop: Proposal, fixes: tuple[int, ...]):
     """The proposal's points with `fixes` dragged to where their claimed facade height truly is."""
     inv = np.linalg.inv(still.facade_to_image)
     pts = list(prop.points)
@@ -115,7 +115,7 @@ def evaluate(seed: int) -> Result:
     return res
 
 
-def _corrected_scores(still: Still, grid: Grid, budget: int) -> list[int]:
+def _corrected_scores(still: KnownStill, grid: Grid, budget: int) -> list[int]:
     """Windows right with the proposal, then after each of `budget` corrections (the most helpful first)."""
     prop = grid.calibration(still.floor_h, oracle_lowest_floor(still, grid))
     best = right_floors(still, prop.image_to_facade, prop.floor_height_m, prop.ground_floor)
@@ -132,7 +132,7 @@ def _corrected_scores(still: Still, grid: Grid, budget: int) -> list[int]:
     return out
 
 
-def _next_states(still: Still, grid: Grid, prop: Proposal, fixes: tuple[int, ...], rescaled: bool):
+def _next_states(still: KnownStill, grid: Grid, prop: Proposal, fixes: tuple[int, ...], rescaled: bool):
     """Every single correction an installer can make on the page: drag one more point, or (once) press
     "lines too dense/sparse" and answer the lowest-floor question again for the new lines."""
     for i in range(len(prop.points)):

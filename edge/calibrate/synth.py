@@ -59,7 +59,7 @@ class Pose:
 
 
 @dataclass
-class Still:
+class KnownStill:
     """A rendered still and its truth: facade->image homography and each visible window's centre and floor."""
 
     image: np.ndarray
@@ -173,7 +173,7 @@ def _paint(layout: Layout, rng: np.random.Generator, ppm: float) -> tuple[np.nda
     return tex, windows
 
 
-def render_still(layout: Layout, pose: Pose, seed: int) -> Still:
+def render_still(layout: Layout, pose: Pose, seed: int) -> KnownStill:
     """The facade seen from `pose` over a sky, with noise, blur, tone, vignette, trees and JPEG applied."""
     rng = np.random.default_rng(seed)
     h_img = pose_homography(pose, layout.top_m)
@@ -207,7 +207,7 @@ def render_still(layout: Layout, pose: Pose, seed: int) -> Still:
     out = np.clip(img, 0, 255).astype(np.uint8)
     ok, jpg = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
     out = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
-    still = Still(out, h_img, layout.floor_h)
+    still = KnownStill(out, h_img, layout.floor_h)
     still.windows = _visible(windows, h_img, pose, trees)
     return still
 
@@ -225,7 +225,7 @@ def _visible(windows, h_img, pose: Pose, trees) -> list[tuple[int, float, float]
     return out
 
 
-def sim_still(scene_name: str, seed: int, yaw_deg: float = 0.0) -> Still:
+def sim_still(scene_name: str, seed: int, yaw_deg: float = 0.0) -> KnownStill:
     """Frame 0 of the project's randomised simulated scene, its camera yawed by `yaw_deg`."""
     from edge.sim.render import WINDOW_PITCH_M, Renderer, scene_camera
     from edge.sim.scenes import build_scene
@@ -242,7 +242,7 @@ def sim_still(scene_name: str, seed: int, yaw_deg: float = 0.0) -> Still:
     r._given = cam
     Renderer.__init__(r, scene)
     frame, _ = r.render(0)
-    still = Still(frame, r.h_img, scene.floor_height_m)
+    still = KnownStill(frame, r.h_img, scene.floor_height_m)
     pose = Pose(scene.width, scene.height, scene.hfov_deg, scene.distance_m, 0, yaw_deg, 0, 0)
     centres = [
         (floor, (col + 0.5) * WINDOW_PITCH_M, (floor - 1) * scene.floor_height_m + 1.65)
