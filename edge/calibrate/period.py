@@ -12,6 +12,8 @@ MOST_STOREYS = 80  # shortest period searched: this many storeys in view
 FEWEST_STOREYS = 4.0  # longest period searched: this many storeys in view (fewer cannot show a repeat)
 HARMONICS = 4  # a period must repeat at its first multiples too: half a storey (sill to lintel) does not
 NEAR_BEST = 0.75  # periods scoring this share of the best are as good; the shortest wins (multiples score alike)
+TREND_PERIODS = 1.5  # brightness varying slower than this many candidate periods is not the storeys
+MULTIPLE_SHARE = 0.4  # a multiple of a rejected half storey must still repeat this share of the best score
 TONE_ANTI = -0.1  # brightness correlating below this at a candidate period: it is half a storey
 PHASE_BINS = 60  # resolution of the folded profile that places the floor line within a storey
 
@@ -38,6 +40,15 @@ def _autocorrelation(p: np.ndarray) -> np.ndarray:
     ac = np.fft.irfft(spec * np.conj(spec))[:n]
     ac = ac / np.arange(n, 0, -1)
     return ac / ac[0] if ac[0] > 0 else ac * 0
+
+
+def _detrended(p: np.ndarray, lag: float) -> np.ndarray:
+    """`p` less its slow course (sky gradient, vignetting, shade), which would correlate at any short lag."""
+    sigma = TREND_PERIODS * lag
+    k = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
+    kernel = np.exp(-0.5 * (k / sigma) ** 2)
+    padded = np.pad(p, len(k) // 2, mode="reflect")
+    return p - np.convolve(padded, kernel / kernel.sum(), mode="valid")[: len(p)]
 
 
 def _score(ac: np.ndarray, lag: float) -> float:
@@ -87,10 +98,16 @@ def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
     cands = sorted(float(lags[i]) for i in peaks if scores[i] >= NEAR_BEST * top)
     best = cands[0]
     band = tone(lo, hi, BINS) if tone is not None else None
-    if band is not None and len(cands) > 1:
+    if band is not None:
         # Half a storey shifts dark window rows onto light wall: the brightness anti-correlates there.
-        ac_tone = _autocorrelation(band)
-        kept = [c for c in cands if _score(ac_tone, c) > TONE_ANTI]
+        def tone_ok(lag: float) -> bool:
+            return _score(_autocorrelation(_detrended(band, lag)), lag) > TONE_ANTI
+
+        kept = [c for c in cands if tone_ok(c)]
+        # Every candidate half a storey: the storey is twice (or three times) the best one, if the lines
+        # still repeat there.
+        multiples = [cands[0] * m for m in (2, 3) if cands[0] * m <= lags[-1]]
+        kept = kept or [c for c in multiples if _score(ac, c) >= MULTIPLE_SHARE * top and tone_ok(c)]
         best = kept[0] if kept else best
     fine = np.linspace(best - 1.5, best + 1.5, 31)
     fine_scores = [_score(ac, lag) for lag in fine]
