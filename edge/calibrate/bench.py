@@ -148,7 +148,7 @@ def _next_states(still: KnownStill, grid: Grid, prop: Proposal, fixes: tuple[int
         yield g.calibration(still.floor_h, oracle_lowest_floor(still, g)), (), True
 
 
-EXAMPLE_SEED = 4002  # a held-out painted facade
+EXAMPLE_SEED = 4001  # a held-out painted facade
 
 
 def draw_example(seed: int, path: Path) -> None:
