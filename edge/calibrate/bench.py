@@ -213,7 +213,7 @@ def _pct(a: int, b: int) -> str:
 
 METHOD = """# Facade calibration: how often the proposal puts windows on their floor
 
-Written by `edge bench calibration --markdown docs/benchmarks/calibration.md` (2 cores, about 15 minutes).
+Written by `edge bench calibration --markdown docs/benchmarks/calibration.md` (2 cores, about 8 minutes).
 
 **Stills.** Every third still is frame 0 of the project's simulator (`edge.sim`, randomised scenes `throw`,
 `tiny`, `birds`, `night`: resolution, noise, tone, blur, lens effects drawn from the seed) with the camera
