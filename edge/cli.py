@@ -307,8 +307,19 @@ def cmd_train(args) -> int:
     return EX_OK
 
 
+def cmd_calibrate(args) -> int:
+    from edge.calibrate.command import run
+
+    return run(args)
+
+
 def cmd_bench(args) -> int:
     from edge.bench import run_accuracy, run_speed
+
+    if args.what == "calibration":
+        from edge.calibrate.bench import run_bench
+
+        return run_bench(args)
 
     if args.what == "throughput":
         from edge.throughput import run_throughput
@@ -406,8 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-real", action="store_true", help="train on simulated clips only")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser(
+        "calibrate",
+        help="facade calibration: a proposal from a still, corrected on a local web page, saved to the config",
+    )
+    s.add_argument("--auto", metavar="IMAGE", help="no page: propose from this image, print it, write --out")
+    s.add_argument("--floor-height", type=float, default=3.0, help="storey height in metres (default 3.0)")
+    s.add_argument(
+        "--lowest-floor",
+        type=int,
+        default=1,
+        help="the floor whose bottom is the lowest line proposed (default 1)",
+    )
+    s.add_argument("--bay-width", type=float, help="window bay width in metres, when known")
+    s.add_argument("--out", help="--auto: write the facade snippet here (default: print it)")
+    s.add_argument("--config", help="the page: the config to calibrate a camera of")
+    s.add_argument("--camera", help="the page: the camera to calibrate")
+    s.add_argument("--still", help="the page: calibrate on this image or video file, not the camera's picture")
+    s.add_argument("--listen", default="127.0.0.1:8090", help="the page's address (default 127.0.0.1:8090)")
+    s.set_defaults(func=cmd_calibrate)
+
     s = sub.add_parser("bench", help="measure the detector")
-    s.add_argument("what", choices=["accuracy", "speed", "throughput"])
+    s.add_argument("what", choices=["accuracy", "speed", "throughput", "calibration"])
     s.add_argument("--cache", default=".bench-cache", help="folder for rendered scenes (reused)")
     s.add_argument("--scenes", help="comma-separated subset of the suite")
     s.add_argument("--markdown", help="also write the table to this file")

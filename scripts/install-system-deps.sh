@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests start for real: Mosquitto, GStreamer's RTSP server, ffmpeg, systemd-analyze.
+# Debian packages the tests start for real: Mosquitto, GStreamer's RTSP server, ffmpeg, systemd-analyze,
+# and Chromium (the calibration page's test drives it through Playwright; Playwright's own download is not used).
 set -euo pipefail
 PKGS=(mosquitto mosquitto-clients ffmpeg openssl systemd
       python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools
-      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+      chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,421 @@
+"""The automatic proposal: the facade's storey grid found in one still, turned into a facade calibration.
+
+Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC), the
+vertical one then moved until the floor lines are evenly spaced (or found from that spacing alone when the
+view has no usable verticals); a rectification that sends both to infinity, in which facade height is an
+affine function of one coordinate; the period of the horizontal lines along that height (autocorrelation,
+with the facade's brightness ruling out half a storey) is one storey. The installer's two answers (storey
+height, number of the lowest floor line drawn) fix the scale and the numbering.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from edge.calibrate.period import Periodicity, find_period, phase_of, regularity
+from edge.calibrate.vanish import (
+    Segments,
+    find_segments,
+    focal_from_vps,
+    ransac_vp,
+    split_families,
+)
+
+DEFAULT_HFOV_DEG = 70.0  # assumed when the view hides the focal length (no yaw): only the metres along change
+FOCAL_RANGE_HFOV_DEG = (15.0, 130.0)  # a focal length from vanishing points outside this is noise
+MIN_FAMILY_SUPPORT = 0.4  # summed inlier length (half image widths) per direction: two long building edges
+MIN_STRENGTH = 0.3  # autocorrelation at the storey period below this: no repeating storeys
+WEAK_STRENGTH = 0.15  # from here to MIN_STRENGTH the page may still offer the grid, marked low-confidence
+MIN_FLOOR_LINES = 5  # a camera watching for throws sees many storeys; fewer lines repeat by chance
+MIN_VP_SEPARATION_DEG = 30.0  # the two directions must differ this much at the image centre
+SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on the vertical axis: steep tilt
+# up (-3) to a camera looking slightly down (0.5), in half image widths
+REFINE_STEPS = np.linspace(-0.12, 0.12, 25)  # around the vanishing line the vertical edges give
+TONE_SAMPLES = 200_000  # pixels sampled for the brightness profile: every storey gets hundreds at 4 MP
+EDGE_SHARE = 0.05  # the corner points sit this share of the structure's width inside its ends
+
+
+class NotAFacade(ValueError):
+    """The still shows no facade grid the proposal can use; the message says what was missing."""
+
+
+@dataclass(frozen=True)
+class FloorLine:
+    floor: int  # the floor whose bottom this line is
+    ends: tuple[tuple[float, float], tuple[float, float]]  # image pixels, left and right end
+
+
+@dataclass
+class Grid:
+    """The storey grid found in a still, before the installer's answers: heights in storeys, along in units."""
+
+    image_size: tuple[int, int]
+    image_to_units: np.ndarray  # pixels -> (along, up) in the rectified frame
+    period: float  # one storey, in units
+    phase: float  # the lowest floor line drawn is at this height in units
+    lines: int  # floor lines drawn
+    along: list[tuple[float, float]]  # for each line: the along range of the structure seen on it, in units
+    strength: float
+    focal_px: float
+    focal_known: bool
+    column_period: float | None = None  # window bays, in units, when they repeat clearly
+    heights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # ys, xs, weights
+    weak: str | None = None  # why this grid would have been refused, when detect_grid(allow_weak=True) kept it
+
+    def rescaled(self, factor: float) -> Grid:
+        """The grid with the storey `factor` times as tall: the installer's fix for lines twice too dense (2)
+        or too sparse (0.5)."""
+        if self.heights is None or factor == 1:
+            return self
+        ys, xs, wts = self.heights
+        period = self.period * factor
+        per = Periodicity(period, phase_of(ys, wts, period), self.strength)
+        lines, along = _floor_lines(per, ys, xs, wts)
+        if len(lines) < MIN_FLOOR_LINES:
+            raise NotAFacade(f"with storeys {factor:g} times as tall only {len(lines)} floor lines are in view")
+        return replace(self, period=period, phase=lines[0], lines=len(lines), along=along)
+
+    def calibration(
+        self, floor_height_m: float = 3.0, lowest_floor: int = 1, bay_width_m: float | None = None
+    ) -> Proposal:
+        """The facade calibration for the installer's answers: storey height, number of the lowest line drawn."""
+        sy = floor_height_m / self.period
+        sx = sy
+        if bay_width_m is not None and self.column_period is not None:
+            sx = bay_width_m / self.column_period
+        ground = min(1, lowest_floor)
+        y0 = (lowest_floor - ground) * floor_height_m
+        x0 = min(a for a, _ in self.along)
+        to_metres = np.array([[sx, 0, -sx * x0], [0, sy, y0 - sy * self.phase], [0, 0, 1.0]])
+        h = to_metres @ self.image_to_units
+        hinv = np.linalg.inv(h)
+        lines, points = [], []
+        for k, (a, b) in enumerate(self.along):
+            y = y0 + k * floor_height_m
+            ends = _apply(hinv, [[sx * (a - x0), y], [sx * (b - x0), y]])
+            lines.append(FloorLine(lowest_floor + k, (_pair(ends[0]), _pair(ends[1]))))
+        for k in (0, self.lines - 1):
+            a, b = self.along[k]
+            inset = EDGE_SHARE * (b - a)
+            for u in (a + inset, b - inset) if k == 0 else (b - inset, a + inset):
+                fac = (round(float(sx * (u - x0)), 2), round(float(y0 + k * floor_height_m), 2))
+                img = _apply(hinv, [fac])[0]
+                points.append((tuple(round(float(v), 1) for v in img), fac))
+        return Proposal(
+            image_size=self.image_size,
+            floor_height_m=floor_height_m,
+            ground_floor=ground,
+            points=points,
+            floor_lines=lines,
+            image_to_facade=h,
+            strength=self.strength,
+            along_scale_known=self.focal_known or (bay_width_m is not None and self.column_period is not None),
+        )
+
+
+@dataclass
+class Proposal:
+    """A proposed facade calibration and what to draw of it."""
+
+    image_size: tuple[int, int]
+    floor_height_m: float
+    ground_floor: int
+    points: list[tuple[tuple[float, float], tuple[float, float]]]  # (image px, facade m)
+    floor_lines: list[FloorLine]
+    image_to_facade: np.ndarray
+    strength: float
+    along_scale_known: bool
+    notes: list[str] = field(default_factory=list)
+
+    def facade_block(self) -> dict:
+        """The camera's `facade:` block, as check-config reads it."""
+        return {
+            "floor_height_m": round(float(self.floor_height_m), 3),
+            "ground_floor": int(self.ground_floor),
+            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
+            "points": [
+                {"image": [float(i[0]), float(i[1])], "facade": [float(f[0]), float(f[1])]} for i, f in self.points
+            ],
+        }
+
+
+def _pair(xy) -> tuple[float, float]:
+    return round(float(xy[0]), 1), round(float(xy[1]), 1)
+
+
+def _apply(h: np.ndarray, pts) -> np.ndarray:
+    return cv2.perspectiveTransform(np.asarray(pts, np.float64).reshape(-1, 1, 2), h).reshape(-1, 2)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> Grid:
+    """Find the storey grid of a facade in a still (BGR or grey); NotAFacade says why when there is none.
+
+    `allow_weak` returns a grid whose storeys repeat only faintly (with `weak` saying why it would have been
+    refused) instead of refusing it: the page offers it as a low-confidence start on a view the installer
+    knows is a facade.
+    """
+    gray = to_gray(image)
+    h, w = gray.shape
+    if min(h, w) < 120:
+        raise NotAFacade(f"the image is {w}x{h}: too small to see storeys (at least 120 pixels each way)")
+    rng = np.random.default_rng(seed)  # RANSAC draws: the same still gives the same proposal
+    seg = find_segments(gray)
+    vert, horiz = split_families(seg)
+    vh = ransac_vp(horiz, rng)
+    if vh is None or vh.support < MIN_FAMILY_SUPPORT:
+        got = 0.0 if vh is None else vh.support
+        raise NotAFacade(
+            f"not a facade: too few straight horizontal edges that meet in one vanishing point "
+            f"({got:.1f} of {MIN_FAMILY_SUPPORT} needed); the still should show several storeys of windows"
+        )
+    hsub = horiz.subset(vh.inliers)
+    to_norm = np.array(
+        [
+            [1 / seg.scale, 0, -seg.centre[0] / seg.scale],
+            [0, 1 / seg.scale, -seg.centre[1] / seg.scale],
+            [0, 0, 1.0],
+        ]
+    )
+    tone = _Tone(gray, to_norm)
+    vv = ransac_vp(vert, rng)
+    found = None
+    if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh.point):
+        point = _refine_vertical(vv.point, vh.point, hsub)
+        found = _grid_from(point, vh.point, hsub, *_focal(point, vh.point), tone)
+    if found is None or found[1].strength < MIN_STRENGTH:
+        # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
+        # find where the floor lines' spacing is most regular instead.
+        spaced = _vertical_from_spacing(vh.point, hsub)
+        if spaced is not None:
+            alt = _grid_from(spaced, vh.point, hsub, *_focal(spaced, vh.point), tone)
+            if alt is not None and (found is None or alt[1].strength > found[1].strength):
+                found, vv = alt, None
+    if found is None:
+        raise NotAFacade(
+            "not a facade: its vertical and horizontal edges do not span a plane; the still should show "
+            "several storeys of windows"
+        )
+    a, per, focal, known = found
+    vsub = vert.subset(vv.inliers) if vv is not None else vert
+    ys, xs, wts = _heights(a, hsub)
+    lines, along = _floor_lines(per, ys, xs, wts)
+    weak = None
+    if per.strength < MIN_STRENGTH:
+        weak = (
+            f"not a facade: no repeating storeys found (periodicity {per.strength:.2f}, at least {MIN_STRENGTH} "
+            "needed); aim at a facade with several floors of windows or balconies in view"
+        )
+        if not allow_weak or per.strength < WEAK_STRENGTH or len(lines) < MIN_FLOOR_LINES:
+            raise NotAFacade(weak)
+    if len(lines) < MIN_FLOOR_LINES:
+        raise NotAFacade(
+            f"only {len(lines)} floor lines in view, at least {MIN_FLOOR_LINES} are needed: tilt the camera "
+            "to show more storeys"
+        )
+    to_px = np.diag([seg.scale, seg.scale, 1.0])
+    to_px[:2, 2] = seg.centre
+    image_to_units = a @ np.linalg.inv(to_px)
+    col = _column_period(a, vsub)
+    return Grid(
+        image_size=(w, h),
+        image_to_units=image_to_units,
+        period=per.period,
+        phase=lines[0],
+        lines=len(lines),
+        along=along,
+        strength=per.strength,
+        focal_px=focal * seg.scale,
+        focal_known=known,
+        column_period=col,
+        heights=(ys, xs, wts),
+        weak=weak,
+    )
+
+
+def _separate(vv: np.ndarray, vh: np.ndarray) -> bool:
+    """Whether the two vanishing directions, seen from the image centre, differ enough to span a plane."""
+
+    def direction(vp: np.ndarray) -> np.ndarray:
+        d = vp[:2] if abs(vp[2]) < 1e-9 else vp[:2] / vp[2]
+        return d / max(np.linalg.norm(d), 1e-12)
+
+    cos = abs(float(direction(vv) @ direction(vh)))
+    return math.degrees(math.acos(min(1.0, cos))) >= MIN_VP_SEPARATION_DEG
+
+
+def _grid_from(vv: np.ndarray, vh: np.ndarray, hsub: Segments, focal: float, known: bool, tone: _Tone | None):
+    """(rectification, storey period, focal, focal known) for two vanishing points, or None when degenerate."""
+    try:
+        a = _rectify(vv, vh, focal, hsub)
+    except NotAFacade:
+        return None
+    ys, xs, wts = _heights(a, hsub)
+    along = tuple(np.percentile(xs, [5, 95])) if len(xs) else (0.0, 0.0)
+    per = find_period(ys, wts, tone.profile(a, along) if tone is not None else None)
+    if per is None:
+        return None
+    return a, per, focal, known
+
+
+class _Tone:
+    """The facade's mean brightness along its rectified height, from a grid of pixel samples."""
+
+    def __init__(self, gray: np.ndarray, to_norm: np.ndarray):
+        h, w = gray.shape
+        step = max(1, int(math.sqrt(h * w / TONE_SAMPLES)))
+        yy, xx = np.mgrid[0:h:step, 0:w:step]
+        self.px = np.column_stack([xx.ravel(), yy.ravel()]).astype(np.float64)
+        self.grey = gray[yy.ravel(), xx.ravel()].astype(np.float64)
+        self.to_norm = to_norm  # pixels -> normalised coordinates
+
+    def profile(self, a: np.ndarray, along: tuple[float, float]):
+        units = _apply(a @ self.to_norm, self.px)
+        inside = np.isfinite(units).all(axis=1) & (units[:, 0] >= along[0]) & (units[:, 0] <= along[1])
+        ys, grey = units[inside, 1], self.grey[inside]
+
+        def tone(lo: float, hi: float, bins: int) -> np.ndarray | None:
+            sums, _ = np.histogram(ys, bins, (lo, hi), weights=grey)
+            counts, _ = np.histogram(ys, bins, (lo, hi))
+            seen = counts > 0
+            if seen.sum() < bins // 4:
+                return None
+            idx = np.arange(bins)
+            return np.interp(idx, idx[seen], sums[seen] / counts[seen])
+
+        return tone
+
+
+def _refine_vertical(vv: np.ndarray, vh: np.ndarray, hsub: Segments) -> np.ndarray:
+    """The vertical vanishing point moved along its direction until the floor lines are most evenly spaced.
+
+    Short window edges put the point a few percent off, which shifts a floor every ten or so storeys; the
+    spacing of the floor lines fixes its distance (the facade's vanishing line), its direction stays.
+    """
+    line0 = np.cross(vv, vh)
+    if abs(line0[2]) < 1e-12:
+        return vv
+    s0 = -line0[1] / line0[2]  # 1 / where the vanishing line crosses the image's vertical axis
+    towards = np.cross(vv, np.array([0.0, 0.0, 1.0]))  # the line from the image centre through vv
+    f, known = _focal(vv, vh)
+    best, best_score = vv, -1.0
+    for s in s0 + REFINE_STEPS:
+        cand = np.cross(np.cross(vh, np.array([0.0, 1.0, s])), towards)
+        norm = np.linalg.norm(cand)
+        if norm < 1e-12:
+            continue
+        cand = cand / norm
+        try:
+            a = _rectify(cand, vh, f, hsub)
+        except NotAFacade:
+            continue
+        ys, _, wts = _heights(a, hsub)
+        score = regularity(ys, wts)
+        if score > best_score:
+            best, best_score = cand, score
+    return best
+
+
+def _vertical_from_spacing(vh: np.ndarray, hsub: Segments) -> np.ndarray | None:
+    """The vertical vanishing point that makes the floor lines most evenly spaced, for views without verticals.
+
+    Heights depend only on the facade's vanishing line (through vh); it is searched as the line through vh
+    and (0, 1/s) on the image's vertical axis. The vertical point on it is the one orthogonal to vh for the
+    assumed focal length; only metres along the facade depend on that choice.
+    """
+    best, best_strength = None, -1.0
+    f = 1 / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2)
+    omega = np.diag([1 / f**2, 1 / f**2, 1.0])  # image of the absolute conic, principal point at the centre
+    for s in SPACING_SEARCH:
+        line = np.cross(vh, np.array([0.0, 1.0, s]))
+        vv = np.cross(line, omega @ vh)
+        if np.linalg.norm(vv) < 1e-12 or not _separate(vv / np.linalg.norm(vv), vh):
+            continue
+        vv = vv / np.linalg.norm(vv)
+        got = _grid_from(vv, vh, hsub, f, False, None)
+        if got is not None and got[1].strength > best_strength:
+            best, best_strength = vv, got[1].strength
+    return best
+
+
+def _focal(vv: np.ndarray, vh: np.ndarray) -> tuple[float, bool]:
+    lo, hi = (1 / math.tan(math.radians(d) / 2) for d in FOCAL_RANGE_HFOV_DEG[::-1])
+    f = focal_from_vps(vv, vh)
+    if f is not None and lo <= f <= hi:
+        return f, True
+    return 1 / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2), False
+
+
+def _rectify(vv: np.ndarray, vh: np.ndarray, focal: float, horiz: Segments) -> np.ndarray:
+    """Normalised image -> (along, up) units: the inverse of K [r1 r2 t] with r1, r2 towards the two points.
+
+    Facade coordinates are then (sx * along + c, sy * up + d): any error in the assumed focal length only
+    scales `along` against `up`, and heights, hence floors, depend on the vanishing points alone.
+    """
+    k = np.diag([focal, focal, 1.0])
+    kinv = np.linalg.inv(k)
+    r1 = kinv @ vh
+    r2 = kinv @ vv
+    r1, r2 = r1 / np.linalg.norm(r1), r2 / np.linalg.norm(r2)
+    p0 = np.median(horiz.mid, axis=0)
+    t0 = kinv @ np.array([p0[0], p0[1], 1.0])
+    g = k @ np.column_stack([r1, r2, t0])
+    if abs(np.linalg.det(g)) < 1e-12:
+        raise NotAFacade("not a facade: its edges do not span a plane")
+    a = np.linalg.inv(g)
+    step = 0.02
+    base, up, right = _apply(a, [p0, p0 - [0, step], p0 + [step, 0]])
+    if up[1] < base[1]:  # facade height grows towards the top of the image
+        a[1] *= -1
+    if right[0] < base[0]:  # and along the facade to the right
+        a[0] *= -1
+    return a
+
+
+def _heights(a: np.ndarray, horiz: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rectified height and along of each horizontal segment's midpoint, and its rectified length (weight)."""
+    p = _apply(a, horiz.ends[:, :2])
+    q = _apply(a, horiz.ends[:, 2:])
+    ok = np.isfinite(p).all(axis=1) & np.isfinite(q).all(axis=1)
+    p, q = p[ok], q[ok]
+    ys = (p[:, 1] + q[:, 1]) / 2
+    xs = (p[:, 0] + q[:, 0]) / 2
+    wts = np.abs(q[:, 0] - p[:, 0])
+    lo, hi = np.percentile(wts, [0, 99]) if len(wts) else (0, 0)
+    return ys, xs, np.clip(wts, lo, hi)
+
+
+def _floor_lines(per: Periodicity, ys, xs, wts) -> tuple[list[float], list[tuple[float, float]]]:
+    """Heights of the floor lines within the structure seen, and the along range of structure at each."""
+    lo, hi = np.percentile(ys, [2, 98])
+    k0 = math.ceil((lo - per.phase) / per.period - 0.25)
+    k1 = math.floor((hi - per.phase) / per.period + 0.25)
+    heights, along = [], []
+    for k in range(k0, k1 + 1):
+        y = per.phase + k * per.period
+        near = np.abs(ys - y) < 0.5 * per.period
+        if wts[near].sum() <= 0:
+            continue
+        a, b = np.percentile(xs[near], [3, 97])
+        heights.append(y)
+        along.append((float(a), float(b)))
+    return heights, along
+
+
+def _column_period(a: np.ndarray, vert: Segments) -> float | None:
+    """The repeat of window bays along the facade, from the vertical edges; None when it is not clear."""
+    if len(vert.ends) < 8:
+        return None
+    p = _apply(a, vert.ends[:, :2])
+    q = _apply(a, vert.ends[:, 2:])
+    xs = (p[:, 0] + q[:, 0]) / 2
+    wts = np.abs(q[:, 1] - p[:, 1])
+    per = find_period(xs, wts)
+    return per.period if per is not None and per.strength >= MIN_STRENGTH else None

@@ -1,0 +1,315 @@
+"""The local calibration page: FastAPI + Jinja2 + a little plain JavaScript, no front-end build.
+
+Only whoever opens the URL printed at start (it carries a random key, kept in a SameSite cookie) can read
+the still or save: the page writes the node's config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import cv2
+from fastapi import Cookie, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from edge.calibrate import overlay, tracks, yamlio
+from edge.calibrate.propose import Grid, NotAFacade, detect_grid
+from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
+from edge.calibrate.still import Still, StillError, store_reference, take_still
+from edge.capture.source import SourceOptions
+from edge.config import CameraConfig, ConfigError
+
+HERE = Path(__file__).parent
+COOKIE = "edge_calibrate_key"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """One camera being calibrated: its config file, the still and the proposal found in it."""
+
+    config_path: Path
+    camera: str
+    cam: CameraConfig
+    still: Still
+    key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    source: str = ""  # where replays read from: the --still file or the camera
+    opts: SourceOptions = field(default_factory=SourceOptions)
+    grid: Grid | None = None
+    refusal: str | None = None
+    jpeg: bytes = b""
+    replay: tracks.ReplayJob | None = None
+
+    def __post_init__(self) -> None:
+        ok, data = cv2.imencode(".jpg", self.still.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        self.jpeg = data.tobytes() if ok else b""
+        try:
+            self.grid = detect_grid(self.still.image, allow_weak=True)
+            self.refusal = self.grid.weak
+        except NotAFacade as exc:
+            self.refusal = str(exc)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        h, w = self.still.image.shape[:2]
+        return w, h
+
+
+class ProposeIn(BaseModel):
+    floor_height_m: float = Field(3.0, gt=1.5, le=10.0)
+    lowest_floor: int = Field(1, ge=-5, le=200)
+    bay_width_m: float | None = Field(None, ge=1.0, le=20.0)
+    period_factor: float = Field(1.0, ge=0.2, le=5.0, description="storeys this many times as tall as found")
+
+
+class CalibrationIn(BaseModel):
+    facade: dict
+    masks: dict = Field(default_factory=lambda: {"shield": [], "privacy": []})
+
+
+def _proposal(s: Session, answers: ProposeIn) -> dict:
+    if s.grid is None:
+        return {"ok": False, "message": s.refusal}
+    try:
+        grid = s.grid.rescaled(answers.period_factor)
+    except NotAFacade as exc:
+        return {"ok": False, "message": str(exc)}
+    prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
+    lines = [{"floor": ln.floor, "a": list(ln.ends[0]), "b": list(ln.ends[1])} for ln in prop.floor_lines]
+    return {
+        "ok": True,
+        "facade": prop.facade_block(),
+        "floors": lines,
+        "strength": round(s.grid.strength, 2),
+        "period_factor": answers.period_factor,
+        "weak": s.grid.weak,
+    }
+
+
+def _current(s: Session) -> dict | None:
+    """The camera's calibration in the config, scaled to the still when measured at another size of its shape."""
+    f = s.cam.facade
+    if f is None:
+        return None
+    block = f.model_dump(mode="json", exclude_defaults=False)
+    block.pop("outside_margin_m", None)
+    block = {k: v for k, v in block.items() if v is not None}
+    src = f.image_size or s.size
+    sx, sy = s.size[0] / src[0], s.size[1] / src[1]
+    if abs(sx / sy - 1) > 0.01:
+        return None  # measured on another shape of image: nothing to show on this still
+    for p in block["points"]:
+        p["image"] = [round(p["image"][0] * sx, 1), round(p["image"][1] * sy, 1)]
+    block["image_size"] = list(s.size)
+    return block
+
+
+def check(s: Session, body: CalibrationIn) -> dict:
+    """check-config's rules on the page's calibration, the reprojection error per point and the overlay."""
+    try:
+        cfg = check_facade(body.facade)
+        check_masks(body.masks)
+    except Refused as exc:
+        return {"ok": False, "message": str(exc), "errors": None, "overlay": None}
+    return {
+        "ok": True,
+        "message": "",
+        "errors": reprojection_errors(cfg),
+        "overlay": overlay.draw(cfg, s.size),
+    }
+
+
+def _tidy(cfg, size: tuple[int, int]) -> dict:
+    """The validated facade as the config writes it: floats rounded as measured, only the keys that are set."""
+    block = {
+        "floor_height_m": float(cfg.floor_height_m),
+        "ground_floor": cfg.ground_floor,
+        "image_size": list(size),
+        "points": [
+            {"image": [round(float(v), 1) for v in p.image], "facade": [round(float(v), 2) for v in p.facade]}
+            for p in cfg.points
+        ],
+    }
+    if cfg.top_floor is not None:
+        block["top_floor"] = cfg.top_floor
+    if cfg.extent_m is not None:
+        block["extent_m"] = [round(float(v), 2) for v in cfg.extent_m]
+    return block
+
+
+def create_app(s: Session) -> FastAPI:
+    app = FastAPI(title="edge calibrate", docs_url=None, redoc_url=None, openapi_url=None)
+    templates = Jinja2Templates(directory=HERE / "templates")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def authorised(key: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> None:
+        if key is None or not secrets.compare_digest(key, s.key):
+            raise HTTPException(403, "open the page from the link `edge calibrate` printed (it carries the key)")
+
+    guard = [Depends(authorised)]
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(request: Request, key: str | None = None, edge_calibrate_key: Annotated[str | None, Cookie()] = None):
+        if key is not None:
+            if not secrets.compare_digest(key, s.key):
+                raise HTTPException(403, "wrong key: open the link `edge calibrate` printed")
+            resp = RedirectResponse("/", status_code=303)  # the key leaves the address bar and history
+            resp.set_cookie(COOKIE, s.key, httponly=True, samesite="strict")
+            return resp
+        authorised(edge_calibrate_key)
+        return templates.TemplateResponse(
+            request, "calibrate.html", {"camera": s.camera, "config": s.config_path.name, "size": s.size}
+        )
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/still.jpg", dependencies=guard)
+    def still() -> Response:
+        return Response(s.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/state", dependencies=guard)
+    def state() -> dict:
+        current = _current(s)
+        answers = ProposeIn(floor_height_m=current["floor_height_m"] if current else 3.0)
+        masks = s.cam.masks.model_dump(mode="json")
+        return {
+            "camera": s.camera,
+            "config": str(s.config_path),
+            "source": s.still.source,
+            "size": list(s.size),
+            "current": current,
+            "masks": {k: [p["points"] for p in v] for k, v in masks.items()},
+            "proposal": _proposal(s, answers),
+            "answers": answers.model_dump(),
+        }
+
+    @app.post("/api/propose", dependencies=guard)
+    def propose(answers: ProposeIn) -> dict:
+        return _proposal(s, answers)
+
+    @app.post("/api/check", dependencies=guard)
+    def check_route(body: CalibrationIn) -> dict:
+        return check(s, body)
+
+    @app.post("/api/save", dependencies=guard)
+    def save(body: CalibrationIn) -> JSONResponse:
+        result = check(s, body)
+        if not result["ok"]:
+            return JSONResponse(result, status_code=422)
+        facade = _tidy(check_facade(body.facade), s.size)
+        try:
+            saved = yamlio.save(s.config_path, s.camera, facade, body.masks)
+        except ConfigError as exc:
+            return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
+        ref = store_reference(s.config_path, s.camera, s.still, facade)
+        unset = ", ".join(f"${{{name}}}" for name in saved.unset_env)
+        note = f" ({unset} not set here: checked with a placeholder)" if unset else ""
+        result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
+        result["saved"] = str(saved.path)
+        return JSONResponse(result)
+
+    @app.post("/api/replay", dependencies=guard)
+    def replay_start(body: CalibrationIn) -> JSONResponse:
+        result = check(s, body)
+        if not result["ok"]:
+            return JSONResponse(result, status_code=422)
+        if s.replay is not None and s.replay.state == "running":
+            return JSONResponse(s.replay.summary())
+        s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
+        return JSONResponse(s.replay.summary())
+
+    @app.get("/api/replay", dependencies=guard)
+    def replay_state() -> dict:
+        return s.replay.summary() if s.replay is not None else {"state": "none", "tracks": []}
+
+    return app
+
+
+def _session(args) -> Session:
+    path = Path(args.config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), None, "", str(path), f"cannot read: {exc.strerror}") from None
+    cfg, unset = yamlio.check_text(text, str(path))
+    name, cam = cfg.camera(args.camera)
+    opts = SourceOptions(
+        transport=cam.capture.transport,
+        open_timeout_s=cam.capture.open_timeout_s,
+        read_timeout_s=cam.capture.stall_s,
+        probe_s=cam.capture.probe_s,
+    )
+    if args.still:
+        return Session(path, name, cam, take_still(args.still), source=args.still, opts=opts)
+    try:
+        return Session(path, name, cam, take_still(cam.source, opts), source=cam.source, opts=opts)
+    except StillError as exc:
+        hint = f"; ${{{unset[0]}}} is not set in this shell" if unset else ""
+        raise StillError(f"camera {name}: {exc}{hint}; or calibrate on a file with --still", exc.offline) from None
+
+
+def _address(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {listen}: give HOST:PORT, e.g. 127.0.0.1:8090")
+    return host, int(port)
+
+
+def serve(args) -> int:
+    """Take the still, find the proposal, and serve the page until Ctrl-C."""
+    import uvicorn
+
+    from edge.calibrate.command import EX_NOINPUT, EX_UNAVAILABLE, EX_USAGE, _err
+
+    try:
+        host, port = _address(args.listen)
+    except ValueError as exc:
+        _err(str(exc))
+        return EX_USAGE
+    try:
+        session = _session(args)
+    except StillError as exc:
+        _err(str(exc))
+        return EX_UNAVAILABLE if exc.offline else EX_NOINPUT
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(64)  # connections made as soon as the link is printed wait for the server, not fail
+    except OSError as exc:
+        _err(f"--listen {args.listen}: {exc.strerror}")
+        return EX_USAGE
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/?key={session.key}"
+    if not (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+        warn = "edge calibrate: warning: the page can be reached from the network: stop it when done"
+        print(warn, file=sys.stderr)
+    if session.refusal:
+        what = "only a low-confidence proposal" if session.grid is not None else "no proposal"
+        print(f"edge calibrate: {what} for this still: {session.refusal}", file=sys.stderr)
+    print(f"calibration page for camera {session.camera}: {url}  (Ctrl-C to stop)", flush=True)
+    config = uvicorn.Config(create_app(session), log_level="warning", lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,191 @@
+"""Writes a camera's `facade:` and `masks:` blocks back into the config, keeping its comments and key order.
+
+The new text is validated by the same code as `edge check-config` before anything is written; the file is
+replaced atomically, the previous version kept beside it as FILE.bak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from edge.config import ConfigError, EdgeConfig, parse_config
+
+# Indentations (mapping, sequence, dash offset) a hand-written config uses; the one that reproduces the file
+# unchanged is used to write it, so that only the calibrated blocks change.
+_INDENTS = [(2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (2, 2, 2)]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+ENV_PLACEHOLDER = "calibrate-placeholder"  # stands in for ${NAME}s this shell lacks, only while checking
+
+
+@dataclass
+class Saved:
+    path: Path
+    backup: Path | None
+    unset_env: list[str]  # ${NAME}s not set in this shell: filled with a placeholder for the check
+
+
+def _yaml(indent: tuple[int, int, int]) -> YAML:
+    y = YAML()  # round trip: comments, order and flow styles are kept
+    y.width = 4096  # never re-wrap a long line the installer wrote
+    y.preserve_quotes = True
+    y.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
+    return y
+
+
+def _dump(y: YAML, data) -> str:
+    buf = io.StringIO()
+    y.dump(data, buf)
+    return buf.getvalue()
+
+
+def _fitting_yaml(text: str) -> YAML:
+    """The writer whose indentation reproduces this file as it is (the closest one when none does)."""
+    best, best_diff = _yaml(_INDENTS[0]), None
+    for ind in _INDENTS:
+        y = _yaml(ind)
+        out = _dump(y, y.load(text))
+        diff = sum(a != b for a, b in zip(out.splitlines(), text.splitlines(), strict=False))
+        diff += abs(len(out.splitlines()) - len(text.splitlines()))
+        if best_diff is None or diff < best_diff:
+            best, best_diff = y, diff
+        if diff == 0:
+            break
+    return best
+
+
+def _flow(value):
+    """Lists of numbers and point mappings written on one line each, as installers write them."""
+    if isinstance(value, dict):
+        m = CommentedMap((k, _flow(v)) for k, v in value.items())
+        m.fa.set_flow_style()
+        return m
+    if isinstance(value, list | tuple):
+        s = CommentedSeq(_flow(v) for v in value)
+        scalars = all(not isinstance(v, dict | list | tuple) for v in value)
+        if scalars or all(isinstance(v, list | tuple) for v in value):
+            s.fa.set_flow_style()
+        return s
+    return value
+
+
+def _block(data: dict) -> CommentedMap:
+    """A block-style mapping whose list values are flow style (points one per line)."""
+    out = CommentedMap()
+    for k, v in data.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict | list):
+            seq = CommentedSeq(_flow(x) for x in v)
+            out[k] = seq
+        else:
+            out[k] = _flow(v)
+    return out
+
+
+# The keys the calibration writes: one of them missing from a new block was cleared on the page. Any other key
+# (outside_margin_m, a future setting) is the installer's and stays as written.
+MANAGED = {
+    "facade": {"floor_height_m", "ground_floor", "image_size", "points", "top_floor", "extent_m"},
+    "masks": {"shield", "privacy"},
+}
+
+
+def _update(target: CommentedMap, new: dict, managed: set[str]) -> None:
+    """Set `new`'s keys in place (keys, their comments and order stay) and drop managed keys it no longer has."""
+    for key in [k for k in target if k not in new and k in managed]:
+        del target[key]
+    fresh = _block(new)
+    for key, value in fresh.items():
+        target[key] = value
+
+
+def updated_text(text: str, camera: str, facade: dict, masks: dict | None) -> str:
+    """The config text with the camera's facade (and masks, when given) replaced."""
+    y = _fitting_yaml(text)
+    data = y.load(text)
+    cams = data.get("cameras") if isinstance(data, dict) else None
+    if not isinstance(cams, dict) or camera not in cams:
+        raise ConfigError(None, None, "cameras", camera, f"no camera named {camera!r} in the config")
+    cam = cams[camera]
+    for key, value in (("facade", facade), ("masks", masks)):
+        if value is None:
+            continue
+        if isinstance(cam.get(key), CommentedMap):
+            _update(cam[key], value, MANAGED[key])
+        else:
+            keys = list(cam)
+            at = keys.index("source") + 1 if "source" in keys else len(keys)
+            at = keys.index("facade") + 1 if key == "masks" and "facade" in keys else at
+            cam.insert(at, key, _block(value))
+    return _keep_blank_lines(text, _dump(y, data))
+
+
+def _keep_blank_lines(old: str, new: str) -> str:
+    """Blank lines of the original before each line that is still there (ruamel hangs them on the replaced
+    block's last value, so they would go with it)."""
+    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    inserts: list[tuple[int, int]] = []
+    for tag, i1, i2, j1, _ in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            continue
+        for i, j in zip(range(i1, i2), range(j1, j1 + i2 - i1), strict=True):
+            if not a[i].strip():
+                continue
+            want = next((n for n in range(i + 1) if i - n - 1 < 0 or a[i - n - 1].strip()), 0)
+            have = next((n for n in range(j + 1) if j - n - 1 < 0 or b[j - n - 1].strip()), 0)
+            if want > have:
+                inserts.append((j - have, want - have))
+    for at, n in sorted(inserts, reverse=True):
+        b[at:at] = ["\n"] * n
+    return "".join(b)
+
+
+@contextlib.contextmanager
+def _placeholders(text: str) -> Iterator[list[str]]:
+    """${NAME}s without a value in this shell get a placeholder while the config is checked."""
+    values = [line.split(" #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#")]
+    unset = sorted({m.group(1) for v in values for m in _ENV.finditer(v) if m.group(1) not in os.environ})
+    for name in unset:
+        os.environ[name] = ENV_PLACEHOLDER
+    try:
+        yield unset
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
+
+
+def check_text(text: str, file: str) -> tuple[EdgeConfig, list[str]]:
+    """check-config's validation of a config text; raises ConfigError (`file:line: key.path: why`)."""
+    with _placeholders(text) as unset:
+        return parse_config(text, file), unset
+
+
+def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
+    """Validate and write the camera's calibration into the config file; ConfigError when it does not pass."""
+    text = path.read_text(encoding="utf-8")
+    new = updated_text(text, camera, facade, masks)
+    _, unset = check_text(new, str(path))
+    backup = path.with_name(path.name + ".bak")
+    backup.write_text(text, encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Saved(path, backup, unset)

@@ -1,0 +1,256 @@
+"""`edge calibrate`: the proposal from a still, its refusals, the YAML written back, and the command line."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edge.calibrate.bench import oracle_lowest_floor, right_floors
+from edge.calibrate.propose import NotAFacade, detect_grid
+from edge.calibrate.rules import Refused, check_facade, reprojection_errors
+from edge.calibrate.synth import Pose, random_layout, render_still, sim_still
+from edge.calibrate.yamlio import save, updated_text
+
+from conftest import REPO, run_edge
+
+SITE = REPO / "configs" / "site-example.yaml"
+SITE_ENV = {"CAM_EAST_PW": "a", "CAM_SOUTH_PW": "b", "CAM_NORTH_PW": "c"}
+
+
+def _share_right(still) -> float:
+    grid = detect_grid(still.image)
+    prop = grid.calibration(still.floor_h, oracle_lowest_floor(still, grid))
+    return right_floors(still, prop.image_to_facade, prop.floor_height_m, prop.ground_floor) / len(still.windows)
+
+
+def non_facade(seed: int, w: int = 1280, h: int = 720) -> np.ndarray:
+    """A scene with edges but no storeys: sky-to-ground gradient, blobs (trees, cars) and stray straight lines."""
+    rng = np.random.default_rng(seed)
+    v = np.linspace(0, 1, h)[:, None, None]
+    img = np.zeros((h, w, 3), np.float32) + np.array([200, 160, 120]) * (1 - v) + np.array([90, 120, 100]) * v
+    for _ in range(60):
+        c = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.uniform(10, 120)), int(rng.uniform(10, 80)))
+        cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, rng.uniform(30, 220, 3).tolist(), -1)
+    for _ in range(25):
+        p = rng.uniform(0, [w, h])
+        q = p + rng.normal(0, 150, 2)
+        cv2.line(img, tuple(int(x) for x in p), tuple(int(x) for x in q), rng.uniform(0, 255, 3).tolist(), 2)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0) + rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# -- the proposal ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scene", "seed", "yaw"),
+    [("throw", 5, 0.0), ("night", 8, 22.0), ("birds", 13, -28.0)],
+)
+def test_the_proposal_puts_the_simulators_windows_on_their_floors(scene, seed, yaw):
+    still = sim_still(scene, seed, yaw)
+    assert _share_right(still) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("seed", "size", "yaw", "roll"),
+    [
+        (101, (704, 576), 10.0, 2.0),
+        (102, (1280, 720), -30.0, -4.0),
+        (103, (1920, 1080), 25.0, 3.0),
+        (104, (2560, 1440), 0.0, 0.0),
+    ],
+)
+def test_the_proposal_finds_storeys_of_other_layouts_at_several_poses_and_resolutions(seed, size, yaw, roll):
+    rng = np.random.default_rng(seed)
+    layout = random_layout(rng)
+    pose = Pose(size[0], size[1], 70.0, 30.0, layout.width_m / 2, yaw, roll, 0.1)
+    still = render_still(layout, pose, seed)
+    assert _share_right(still) >= 0.9
+
+
+def test_the_lowest_floor_answer_numbers_the_drawn_lines():
+    grid = detect_grid(sim_still("throw", 5, 10.0).image)
+    prop = grid.calibration(3.0, 7)
+    assert [line.floor for line in prop.floor_lines] == list(range(7, 7 + grid.lines))
+    assert prop.points[0][1][1] == pytest.approx(18.0)  # the bottom of floor 7 is 6 storeys of 3 m up
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_picture_without_storeys_is_refused_with_a_reason(seed):
+    with pytest.raises(NotAFacade, match="not a facade|floor lines"):
+        detect_grid(non_facade(seed))
+
+
+def test_a_tiny_picture_is_refused_with_its_size():
+    with pytest.raises(NotAFacade, match="100x80: too small"):
+        detect_grid(np.zeros((80, 100, 3), np.uint8))
+
+
+# -- check-config's rules, and what they cannot see --------------------------------------------------------
+
+GOOD = [([100, 900], [0, 0]), ([1800, 900], [30, 0]), ([1700, 100], [30, 45]), ([200, 100], [0, 45])]
+
+
+def _block(points) -> dict:
+    return {"floor_height_m": 3.0, "ground_floor": 1, "points": [{"image": i, "facade": f} for i, f in points]}
+
+
+def test_a_spread_layout_passes_and_five_points_show_their_reprojection_error():
+    cfg = check_facade(_block([*GOOD, ([950, 500], [15, 22.5])]))
+    errors = reprojection_errors(cfg)
+    assert len(errors) == 5 and max(errors) > 1  # the fifth point is not where the other four put it
+
+
+def test_three_points_are_too_few():
+    with pytest.raises(Refused, match="facade.points: a facade calibration needs at least 4 points, got 3"):
+        check_facade(_block(GOOD[:3]))
+
+
+def test_points_on_one_line_are_refused():
+    line = [([100 * k, 900], [3 * k, 0]) for k in range(1, 5)]
+    with pytest.raises(Refused, match="not on one line"):
+        check_facade(_block(line))
+
+
+def test_two_points_clicked_on_the_same_corner_are_refused():
+    close = [*GOOD, ([103, 902], [10, 20])]
+    with pytest.raises(Refused, match="points 1 and 5 are 3.6 px apart"):
+        check_facade(_block(close))
+
+
+# -- writing the config back -------------------------------------------------------------------------------
+
+NEW_FACADE = _block(GOOD) | {"image_size": [1920, 1080], "top_floor": 18}
+NEW_MASKS = {"shield": [[[0.0, 0.8], [0.3, 0.8], [0.3, 1.0]]], "privacy": []}
+
+
+def test_saving_keeps_every_comment_blank_line_and_key_of_the_rest_of_the_file(tmp_path):
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    before = cfg.read_text()
+    save(cfg, "east", NEW_FACADE, NEW_MASKS)
+    after = cfg.read_text()
+    kept = [ln for ln in before.splitlines() if "{image:" not in ln and "- [[" not in ln]
+    changed = {"floor_height_m: 3.0", "extent_m:", "top_floor: 26", "privacy:"}
+    missing = [ln for ln in kept if ln not in after.splitlines() and not any(c in ln for c in changed)]
+    assert missing == []
+    assert after.count("\n\n") == before.count("\n\n")
+    data = yaml.safe_load(after)
+    assert list(data["cameras"]) == ["east", "south", "north-night"]
+    assert data["cameras"]["east"]["facade"]["points"][0] == {"image": [100, 900], "facade": [0, 0]}
+    assert data["cameras"]["east"]["facade"]["top_floor"] == 18
+    assert (tmp_path / "site.yaml.bak").read_text() == before
+
+
+def test_the_saved_config_passes_check_config(tmp_path):
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    save(cfg, "north-night", NEW_FACADE, NEW_MASKS)
+    done = run_edge("check-config", str(cfg), env={**_env(), **SITE_ENV})
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_calibration_check_config_refuses_is_not_written(tmp_path):
+    from edge.config import ConfigError
+
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    before = cfg.read_text()
+    bad = NEW_FACADE | {"floor_height_m": 0.5}
+    with pytest.raises(ConfigError, match=r"site.yaml:\d+: cameras.east.facade.floor_height_m"):
+        save(cfg, "east", bad, None)
+    assert cfg.read_text() == before
+
+
+def test_a_camera_without_a_facade_gets_one_after_its_source():
+    text = "version: 1\nnode: {id: n}\ncameras:\n  c:\n    source: x.mp4  # the clip\n    fps: 25\n"
+    out = updated_text(text, "c", NEW_FACADE, None)
+    assert out.splitlines()[4:6] == ["    source: x.mp4  # the clip", "    facade:"]
+    assert out.rstrip().endswith("fps: 25")
+
+
+# -- the command line --------------------------------------------------------------------------------------
+
+
+def _env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in SITE_ENV}
+
+
+def test_auto_prints_the_floor_lines_and_writes_a_snippet_check_config_accepts(tmp_path):
+    still = tmp_path / "east.jpg"
+    cv2.imwrite(str(still), sim_still("throw", 5, 15.0).image)
+    snip = tmp_path / "snippet.yaml"
+    done = run_edge(
+        "calibrate", "--auto", str(still), "--floor-height", "3.0", "--lowest-floor", "4", "--out", str(snip)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "floor   4:" in done.stdout and "floor lines (floors 4 to" in done.stdout
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'st'}}}\ncameras:\n  east:\n"
+        f"    source: {still}\n" + snip.read_text()
+    )
+    checked = run_edge("check-config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "east (calibrated)" in checked.stdout
+
+
+def test_auto_on_a_picture_without_a_facade_exits_65_and_says_why(tmp_path):
+    img = tmp_path / "park.png"
+    cv2.imwrite(str(img), non_facade(0))
+    done = run_edge("calibrate", "--auto", str(img), "--out", str(tmp_path / "s.yaml"))
+    assert done.returncode == 65
+    assert "not a facade" in done.stderr
+    assert not (tmp_path / "s.yaml").exists()
+
+
+def test_auto_on_a_missing_file_exits_66():
+    done = run_edge("calibrate", "--auto", "/nonexistent/still.jpg")
+    assert (done.returncode, done.stderr.strip()) == (
+        66,
+        "edge calibrate: error: /nonexistent/still.jpg: no such file",
+    )
+
+
+def test_auto_refuses_an_impossible_floor_height():
+    done = run_edge("calibrate", "--auto", "x.jpg", "--floor-height", "40")
+    assert done.returncode == 64 and "--floor-height 40.0" in done.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_page_for_an_offline_camera_exits_69_and_names_the_camera(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'st'}}}\ncameras:\n  east:\n"
+        f"    source: rtsp://127.0.0.1:{_closed_port()}/stream1\n"
+    )
+    done = run_edge(
+        "calibrate", "--config", str(config), "--camera", "east", "--listen", "127.0.0.1:0", timeout=60
+    )
+    assert done.returncode == 69
+    assert "camera east:" in done.stderr and "offline" in done.stderr and "--still" in done.stderr
+
+
+def test_the_page_for_an_unknown_camera_exits_78(tmp_path):
+    done = run_edge("calibrate", "--config", str(SITE), "--camera", "west", env={**_env(), **SITE_ENV})
+    assert done.returncode == 78 and "no camera named 'west'" in done.stderr
+
+
+def test_a_setting_the_page_does_not_edit_stays_in_the_facade_block():
+    text = SITE.read_text().replace("      top_floor: 26", "      outside_margin_m: 3.5\n      top_floor: 26")
+    out = yaml.safe_load(updated_text(text, "east", NEW_FACADE, None))
+    assert out["cameras"]["east"]["facade"]["outside_margin_m"] == 3.5
+    assert "extent_m" not in out["cameras"]["east"]["facade"]  # cleared on the page: removed

@@ -1,0 +1,269 @@
+"""The calibration page in Debian's Chromium through Playwright, against `edge calibrate` on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from edge.calibrate.bench import oracle_lowest_floor
+from edge.calibrate.propose import detect_grid
+from edge.calibrate.still import take_still
+from edge.calibrate.synth import KnownStill, sim_still
+from edge.video import H264Writer
+
+from conftest import REPO, run_edge
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CONFIG = """\
+# 花园小区 3 号楼: the node beside the east facade
+version: 1
+node:
+  id: garden3            # appears in every topic
+storage:
+  dir: {storage}
+
+cameras:
+  east:
+    source: {clip}       # the camera (a file here)
+    record: {{pre_s: 4}}  # seconds before the object
+"""
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A short clip of a simulated facade seen at a yaw: the page takes its still from a video file."""
+    still = sim_still("throw", 5, 12.0).image
+    path = tmp_path_factory.mktemp("clip") / "east.mp4"
+    h, w = still.shape[:2]
+    with H264Writer(path, w, h, 25.0, threads=1) as writer:
+        for _ in range(5):
+            writer.write(still)
+    return path
+
+
+@pytest.fixture
+def site(tmp_path, clip) -> Path:
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    return config
+
+
+@contextlib.contextmanager
+def serving(config: Path, still: Path):
+    """`edge calibrate` serving the page on a free loopback port; yields the link it prints."""
+    args = [
+        "calibrate",
+        "--config",
+        str(config),
+        "--camera",
+        "east",
+        "--still",
+        str(still),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"(http://127\.0\.0\.1:\d+/\?key=\S+)", line)
+    assert match, f"no link printed: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+    try:
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture
+def page_url(site, clip):
+    with serving(site, clip) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/install-system-deps.sh"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@contextlib.contextmanager
+def opened(browser, url: str, viewport=(412, 915)):
+    """The page in a fresh browser context (a phone's screen by default); no script error may occur."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=True)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url)
+    pg.wait_for_selector("body[data-ready='1']")
+    yield pg
+    context.close()
+    assert errors == []
+
+
+@pytest.fixture
+def page(browser, page_url):
+    with opened(browser, page_url) as pg:
+        yield pg
+
+
+def _drag(pg, index: int, dx_css: float, dy_css: float) -> None:
+    x, y = pg.evaluate(f"window.calib.facade.points[{index}].image")
+    box = pg.locator("#view").bounding_box()
+    k = box["width"] / pg.evaluate("window.calib.size[0]")
+    sx, sy = box["x"] + x * k, box["y"] + y * k
+    pg.mouse.move(sx, sy)
+    pg.mouse.down()
+    pg.mouse.move(sx + dx_css, sy + dy_css, steps=6)
+    pg.mouse.up()
+
+
+def test_load_accept_the_proposal_drag_a_point_save_and_check_config_passes(page, site):
+    assert "Found" in page.inner_text("#proposal-note")
+    page.fill("#lowest-floor", "3")
+    page.click("#btn-propose")
+    page.wait_for_function("window.calib.proposal.floors[0].floor === 3")
+    page.click("#btn-accept")
+    page.wait_for_function("window.calib.overlay !== null")
+    before = page.evaluate("window.calib.facade.points[2].image")
+    _drag(page, 2, 6, 4)
+    page.wait_for_function(f"window.calib.facade.points[2].image[0] !== {before[0]}")
+    moved = page.evaluate("window.calib.facade.points[2].image")
+    page.click("#btn-save")
+    page.wait_for_function("document.querySelector('#status').className === 'good'")
+    assert "check-config OK" in page.inner_text("#status")
+    saved = yaml.safe_load(site.read_text())["cameras"]["east"]["facade"]
+    assert saved["points"][2]["image"] == pytest.approx(moved, abs=0.11)
+    assert saved["points"][0]["facade"][1] == pytest.approx(6.0)  # the bottom of floor 3: two storeys up
+    assert "# 花园小区 3 号楼" in site.read_text() and "# the camera (a file here)" in site.read_text()
+    done = run_edge("check-config", str(site))
+    assert done.returncode == 0, done.stderr
+    ref = json.loads(site.with_name("site.east.reference.json").read_text())
+    assert site.with_name("site.east.reference.jpg").stat().st_size > 10_000
+    assert ref["image_size"] == [1920, 1080] and ref["facade"]["points"][2]["image"] == saved["points"][2]["image"]
+
+
+def test_a_shield_polygon_drawn_on_the_still_is_saved_in_frame_coordinates(page, site):
+    page.click("#btn-accept")
+    page.wait_for_function("window.calib.overlay !== null")
+    page.click("button[data-mode='shield']")
+    box = page.locator("#view").bounding_box()
+    for fx, fy in ((0.1, 0.8), (0.3, 0.8), (0.3, 0.95)):
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    page.click("#btn-poly-done")
+    page.click("#btn-save")
+    page.wait_for_function("document.querySelector('#status').className === 'good'")
+    shield = yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]["shield"]
+    assert len(shield) == 1 and shield[0][0] == pytest.approx([0.1, 0.8], abs=0.01)
+
+
+def test_a_layout_with_too_few_points_is_refused_and_the_config_is_not_touched(page, site):
+    before = site.read_text()
+    page.click("#btn-accept")
+    page.wait_for_function("window.calib.overlay !== null")
+    page.click("#points button[data-del='0']")
+    page.wait_for_function("document.querySelector('#status').className === 'bad'")
+    assert "needs at least 4 points, got 3" in page.inner_text("#status")
+    page.click("#btn-save")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('Not saved')")
+    assert site.read_text() == before
+
+
+def test_the_page_and_its_still_need_the_key_from_the_printed_link(page_url):
+    base = page_url.split("/?")[0]
+    with httpx.Client(base_url=base) as c:
+        assert c.get("/").status_code == 403
+        assert c.get("/still.jpg").status_code == 403
+        assert c.post("/api/save", json={"facade": {}}).status_code == 403
+        assert c.get("/?key=wrong").status_code == 403
+        assert c.get(page_url.removeprefix(base)).status_code == 303  # the right key: a cookie, then the page
+        assert c.get("/still.jpg").headers["content-type"] == "image/jpeg"
+
+
+def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser, sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    clip = folder / "scene.mp4"
+    truth = json.loads((folder / "truth.json").read_text())
+    exact = yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]["points"]
+    image = take_still(str(clip)).image
+    to_image = cv2.findHomography(
+        np.array([p["facade"] for p in exact], float), np.array([p["image"] for p in exact], float), 0
+    )[0]
+    lowest = oracle_lowest_floor(
+        KnownStill(image, to_image, 3.0), detect_grid(image)
+    )  # what the installer answers
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:
+        pg.fill("#lowest-floor", str(lowest))
+        pg.click("#btn-propose")
+        pg.wait_for_function(f"window.calib.proposal.floors[0].floor === {lowest}")
+        pg.click("#btn-accept")
+        pg.wait_for_function("window.calib.overlay !== null")
+        pg.click("#btn-replay")
+        pg.wait_for_selector("body[data-replayed='1']")
+        drawn = pg.evaluate("window.calib.tracks")
+        note = pg.inner_text("#replay-note")
+    falls = sorted(t["floor"] for t in drawn if t["fall"])
+    assert falls == sorted(t["origin"]["floor"] for t in truth["throws"])
+    assert "200 frames" in note
+
+
+def test_lines_too_dense_keeps_every_other_floor_line_and_too_sparse_brings_them_back(page):
+    found = page.evaluate("window.calib.proposal.floors.length")
+    page.click("#btn-sparser")
+    page.wait_for_function("window.calib.proposal.period_factor === 2")
+    halved = page.evaluate("window.calib.proposal.floors.map((f) => f.floor)")
+    assert abs(len(halved) - found / 2) <= 1
+    assert halved == list(range(1, len(halved) + 1))  # still numbered floor by floor: now one per two
+    page.click("#btn-denser")
+    page.wait_for_function("window.calib.proposal.period_factor === 1")
+    assert page.evaluate("window.calib.proposal.floors.length") == found
+
+
+def test_a_calibrated_camera_opens_with_the_calibration_in_its_config(browser, site, clip):
+    from edge.calibrate.yamlio import save
+
+    still = take_still(str(clip)).image
+    block = detect_grid(still).calibration(3.0, 2).facade_block()
+    save(site, "east", block, None)
+    with serving(site, clip) as url, opened(browser, url) as pg:
+        pg.wait_for_function("window.calib.errors !== null")
+        assert "calibration in the config" in pg.inner_text("#status")
+        assert pg.evaluate("window.calib.facade.points") == block["points"]
+        assert pg.evaluate("window.calib.overlay.floors.some((f) => f.floor === 2)")
+
+
+def test_a_still_without_a_facade_says_so_on_the_page(browser, tmp_path, clip):
+    from test_calibrate import non_facade
+
+    park = tmp_path / "park.png"
+    cv2.imwrite(str(park), non_facade(0))
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    with serving(config, park) as url, opened(browser, url) as pg:
+        assert "not a facade" in pg.inner_text("#proposal-note")
+        assert pg.is_disabled("#btn-accept")
