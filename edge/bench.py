@@ -382,7 +382,8 @@ def ablation_section(
     default_on = VerifierConfig().model is not None
     other_setting = "verifier=off" if default_on else "verifier=on"
     results, cpu = _run_suites(splits, wanted, args.cache, overrides + [other_setting])
-    real = None if args.no_real else [run_real(c, None, overrides + [other_setting]) for c in (False, True)]
+    # The real section runs both modes itself (so no facade=none), as in the main run.
+    real = None if args.no_real else [run_real(c, None, (args.set or []) + [other_setting]) for c in (False, True)]
     other = AblationRun(results, cpu, real)
     runs = {"physics alone": other, "physics + verifier": done} if default_on else {
         "physics alone": done, "physics + verifier": other}  # fmt: skip

@@ -458,6 +458,15 @@ class VerifierConfig(Strict):
             raise ValueError(f"{path}: {exc}") from None
         return path
 
+    @model_validator(mode="after")
+    def _veto_below_confirm(self) -> VerifierConfig:
+        if self.veto_below >= self.confirm_above:
+            raise ValueError(
+                f"veto_below ({self.veto_below}) must be below confirm_above ({self.confirm_above}): "
+                "a score cannot both veto and confirm"
+            )
+        return self
+
 
 class FallConfig(Strict):
     """When a track is a falling object, from physics."""

@@ -111,6 +111,10 @@ class CameraPipeline:
         self.ring = PacketRing(cfg.record.buffer_s)
         self.frames = FrameLog(keep=int(cfg.record.buffer_s * _MAX_FPS) + 1)
         self.detector: Detector | None = None
+        # Loaded once (checked with the config at start): a detector rebuilt after a reconnect or a new frame
+        # size must not find the file gone or replaced by one that was never checked.
+        model = cfg.fall.verifier.model
+        self.verifier = load_verifier(model) if model is not None else None
         self.geometry: CameraGeometry | None = None
         self.jobs: dict[str, EvidenceJob] = {}
         self.session = 0
@@ -181,9 +185,7 @@ class CameraPipeline:
         if self.detector is None or size != self.detector.frame_size or self.fps != self.detector.fps:
             self._stop_detecting()
             self._geometry_for(size)
-            model = self.cfg.fall.verifier.model
-            verifier = load_verifier(model) if model is not None else None  # checked with the config
-            self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry, verifier)
+            self.detector = Detector(self.camera, self.cfg, self.fps, self.geometry, self.verifier)
         self._route(self.detector.process(self.index, frame.luma))
 
     def _watch_rate(self, pkt: KeptPacket) -> None:

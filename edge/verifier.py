@@ -45,9 +45,13 @@ class OnnxVerifier:
 
     def score(self, sample: np.ndarray) -> float:
         """The probability that one sample (SAMPLE_FRAMES, SAMPLE_PX, SAMPLE_PX) shows a falling object."""
-        batch = np.ascontiguousarray(sample, dtype=np.float32)[None]
+        return float(self.score_batch(sample[None])[0])
+
+    def score_batch(self, samples: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of samples (n, SAMPLE_FRAMES, SAMPLE_PX, SAMPLE_PX), as float32 (n,)."""
+        batch = np.ascontiguousarray(samples, dtype=np.float32)
         (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return float(out.reshape(-1)[0])
+        return out.reshape(-1)
 
 
 def _read(path: Path) -> bytes:

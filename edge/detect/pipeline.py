@@ -109,14 +109,25 @@ class Detector:
         verdict = self.decision.judge(
             track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
         )
-        if self.verifier is not None and verdict.level is not None:
-            verdict.verifier_score = round(self.verifier.score(self.sample(track)), 3)
+        if self.verifier is None or verdict.level is None:
+            return verdict
+        sample = self.sample(track)
+        if sample is not None:
+            verdict.verifier_score = round(self.verifier.score(sample), 3)
             verdict.level = second_look(verdict.level, verdict.verifier_score, self.cfg.fall.verifier)
         return verdict
 
-    def sample(self, track: Track) -> np.ndarray:
-        """What the verifier sees of `track` now (edge.detect.sample)."""
-        return self.crops.sample(track.id, self.motion.background, self.motion.threshold)
+    def sample(self, track: Track) -> np.ndarray | None:
+        """What the verifier sees of `track` now (edge.detect.sample).
+
+        None on a frame whose background was just re-learned (an exposure step, a whole-frame change):
+        the background is then the frame itself, object included, and shows no contrast. Physics' level
+        stands for that one verdict.
+        """
+        background, threshold = self.motion.background, self.motion.threshold
+        if background is None or threshold is None:
+            return None
+        return self.crops.sample(track.id, background, threshold)
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
         event = self._events.get(track.id)
