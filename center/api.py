@@ -4,8 +4,6 @@ Every call needs `Authorization: Bearer <token>` (edge-center user add). Roles: 
 a grid worker sees and acts on the cases of their own buildings only.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ class Context:
     cfg: CenterConfig
     roster: Roster
     sessions: sessionmaker
+    readers: sessionmaker  # make_sessions(readonly=True): queries that never hold SQLite's write lock
     loop: Loop
     files: EvidenceFiles
     drops: Drops
@@ -105,13 +104,6 @@ class CaseOut(BaseModel):
     cameras: list[str] = Field(description="node/camera of every alert in the case")
 
 
-class CaseDetail(CaseOut):
-    events: list[EventOut]
-    photos: list[EvidenceOut]
-    history: list[HistoryOut]
-    notices: list[JobOut]
-
-
 class JobOut(BaseModel):
     id: int
     case_id: int | None
@@ -124,7 +116,11 @@ class JobOut(BaseModel):
     done_at: dt.datetime | None
 
 
-CaseDetail.model_rebuild()
+class CaseDetail(CaseOut):
+    events: list[EventOut]
+    photos: list[EvidenceOut]
+    history: list[HistoryOut]
+    notices: list[JobOut]
 
 
 class ActionIn(BaseModel):
@@ -176,7 +172,7 @@ def create_app(ctx: Context) -> FastAPI:
     bearer = HTTPBearer(auto_error=False)
 
     def db():
-        with ctx.sessions() as s:
+        with ctx.readers() as s:
             yield s
 
     def caller(

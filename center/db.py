@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
+READONLY = "center_readonly"  # execution option of reading sessions
 SQLITE_BUSY_MS = 30_000  # two writers in one SQLite file wait for each other instead of failing at once
 
 
@@ -240,7 +241,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+            # Writers take the write lock up front (no failed lock upgrades between two writers); readers
+            # (make_sessions(readonly=True)) read a WAL snapshot and never wait.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READONLY) else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -248,5 +251,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
-def make_sessions(engine: Engine) -> sessionmaker:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessions(engine: Engine, readonly: bool = False) -> sessionmaker:
+    """Sessions for writing (the default) or for reading only (the API's queries: they never lock SQLite)."""
+    return sessionmaker(
+        engine.execution_options(**{READONLY: True}) if readonly else engine, expire_on_commit=False
+    )

@@ -81,6 +81,7 @@ class Receiver:
         if any(rc.is_failure for rc in reason_codes):
             log.error("the broker refused a subscription (ACL?): %s", reason_codes)
             return
+        log.info("subscribed to %s", " ".join(self.filters()))
         self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # escalations and due notices are looked at this often
 EXPIRE_EVERY_S = 60.0  # unfinished clips are looked at this often (they expire after minutes)
+SHUTDOWN_S = 3.0  # open API requests get this long to finish on SIGTERM
 
 
 class SchemaBehind(Exception):
@@ -64,7 +65,15 @@ class Center:
         self.receiver = Receiver(cfg.mqtt, cfg.mqtt.client_id or cfg.instance, self.ingest)
         notifiers = make_notifiers(cfg, self.sessions, self.files, self.receiver.publish)
         self.jobs = JobRunner(cfg, self.sessions, notifiers, cfg.instance)
-        self.context = Context(cfg, roster, self.sessions, self.loop, self.files, self.drops)
+        self.context = Context(
+            cfg,
+            roster,
+            self.sessions,
+            make_sessions(self.engine, readonly=True),
+            self.loop,
+            self.files,
+            self.drops,
+        )
         self.stopping = threading.Event()
         self.server: uvicorn.Server | None = None
         self._threads: list[threading.Thread] = []
@@ -74,18 +83,27 @@ class Center:
         self._spawn(self._timers, "center-timers")
         if self.cfg.api.enabled:
             app = create_app(self.context)
-            config = uvicorn.Config(app, host=self.cfg.api.host, port=self.cfg.api.port, log_level="warning")
+            config = uvicorn.Config(
+                app,
+                host=self.cfg.api.host,
+                port=self.cfg.api.port,
+                log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_S,
+            )
             self.server = uvicorn.Server(config)
             self.server.install_signal_handlers = lambda: None  # the CLI owns SIGTERM
             self._spawn(self.server.run, "center-api")
 
     def stop(self) -> None:
+        log.info("stopping: API, MQTT, timers")
         self.stopping.set()
         if self.server:
             self.server.should_exit = True
         self.receiver.stop()
         for t in self._threads:
             t.join(10)
+            if t.is_alive():
+                log.warning("%s did not stop in time", t.name)
         self.engine.dispose()
 
     def _spawn(self, target, name: str) -> None:

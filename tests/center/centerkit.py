@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import yaml
 from support.broker import Broker
+from support.servers import wait_for
 
 from center.config import load_center_config
 from center.roster import Roster
@@ -100,3 +104,57 @@ def center_cmd(*args: str) -> list[str]:
 
 def center_env() -> dict:
     return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+class CenterProcess:
+    """`edge-center run` as a real process, its output in files beside the config."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        self.log = config.with_suffix(".log")
+
+    def start(self, timeout: float = 30.0) -> CenterProcess:
+        """Start, and return once its subscriptions are in place (what is published after is for it)."""
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            center_cmd("-v", "run", "--config", str(self.config)), stdout=out, stderr=out, env=center_env()
+        )
+        out.close()
+        ready = "center.receiver: subscribed to"
+        if not wait_for(lambda: ready in self.output() or self.proc.poll() is not None, timeout):
+            raise RuntimeError(f"edge-center did not start: {self.output()[-2000:]}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"edge-center exited {self.proc.returncode}: {self.output()[-2000:]}")
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode if self.proc else None
+
+
+def node_client(broker: Broker, node: str) -> mqtt.Client:
+    """A connected paho client logged in as a node, as edge/publish/mqtt.py connects."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=node, protocol=mqtt.MQTTv311)
+    client.tls_set(ca_certs=str(broker.ca))
+    client.username_pw_set(node, USERS[node])
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(center_cmd(*args), capture_output=True, text=True, env=center_env(), timeout=120)

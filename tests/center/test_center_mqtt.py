@@ -1,0 +1,111 @@
+"""The center against a real Mosquitto (TLS, passwords, the shipped ACL): shared subscription, acknowledgement
+after commit, feedback to the node, and a center killed mid-stream losing nothing it acknowledged."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from centerkit import CenterProcess, load, node_client, run_cli, write_center
+from parts import alert
+from sqlalchemy import func, select
+from support.servers import free_port, wait_for
+
+from center.db import Event, Message, make_engine, make_sessions
+
+
+def _count(url: str, table) -> int:
+    engine = make_engine(url)
+    try:
+        with make_sessions(engine)() as s:
+            return s.scalar(select(func.count()).select_from(table))
+    finally:
+        engine.dispose()
+
+
+def test_an_alert_reaches_the_api_and_the_verdict_goes_back_to_its_node(tmp_path, broker):
+    port = free_port()
+    config = write_center(tmp_path, None, broker, api={"host": "127.0.0.1", "port": port})
+    token = run_cli("user", "add", "disp", "--role", "dispatcher", "--config", str(config)).stdout.strip()
+    assert token.startswith("ec_")
+    center = CenterProcess(config).start()
+    node = node_client(broker, "garden3-east")
+    got: list[dict] = []
+    node.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    node.subscribe("edge/garden3-east/feedback", qos=1)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        assert wait_for(lambda: _api_up(api), 20)
+        node.publish("edge/garden3-east/events", json.dumps(alert(event_id="ev-e2e")), qos=1).wait_for_publish(5)
+        cases = wait_for(lambda: api.get("/api/cases").json(), 20)
+        assert cases, center.output()[-2000:]
+        (case,) = cases
+        assert (case["state"], case["building"], case["assignee"]) == ("dispatched", "b3", "worker:zhang")
+        r = api.post(f"/api/cases/{case['id']}/check", json={"verdict": "false_alarm", "note": "a kite"})
+        assert r.status_code == 200, r.text
+        assert wait_for(lambda: got, 20), center.output()[-2000:]
+        assert (got[0]["id"], got[0]["verdict"], got[0]["note"], got[0]["by"]) == (
+            "ev-e2e",
+            "false_alarm",
+            "a kite",
+            "disp",
+        )
+    finally:
+        api.close()
+        node.loop_stop()
+        assert center.stop() == 0, center.output()[-2000:]
+
+
+def _api_up(api: httpx.Client) -> bool:
+    try:
+        return api.get("/api/me").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+class Stream:
+    """A node publishing `total` alerts at QoS 1, at a steady pace, in a thread."""
+
+    def __init__(self, broker, total: int, pace_s: float = 0.01):
+        self.client = node_client(broker, "garden5")
+        self.total, self.pace_s = total, pace_s
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for i in range(self.total):
+            body = alert("garden5", "south", f"ev-{i:05d}", floor=i % 18 + 1)
+            body["msg_id"] = f"msg-{i:05d}"
+            self.client.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(30)
+            self.sent += 1
+            time.sleep(self.pace_s)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_center_killed_mid_stream_loses_nothing_and_stores_nothing_twice(tmp_path, broker, database, request):
+    url = None if database == "sqlite" else request.getfixturevalue("pg_cluster").new_database()
+    config = write_center(tmp_path, url, broker)
+    cfg, _ = load(config)
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0
+    url = cfg.database_url()
+    center = CenterProcess(config).start()
+    total = 400
+    stream = Stream(broker, total)
+    stream.thread.start()
+    try:
+        assert wait_for(lambda: _count(url, Message) >= 50, 60), center.output()[-2000:]
+        center.kill()  # SIGKILL: no goodbye, whatever was in flight is cut
+        killed_at = _count(url, Message)
+        assert killed_at < total  # it died mid-stream
+        time.sleep(0.5)
+        center = CenterProcess(config).start()  # the same persistent session comes back
+        stream.thread.join(120)
+        assert stream.sent == total
+        assert wait_for(lambda: _count(url, Message) == total, 60), (_count(url, Message), center.output()[-3000:])
+        assert _count(url, Event) == total
+    finally:
+        stream.client.loop_stop()
+        center.stop()
