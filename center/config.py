@@ -17,6 +17,10 @@ class DatabaseConfig(Strict):
         "empty for SQLite (WAL) at <data_dir>/center.db.",
     )
 
+    sqlite_busy_s: float = Field(
+        30.0, gt=0.0, le=600.0, description="SQLite: how long a writer waits for another's lock before retrying."
+    )
+
     @field_validator("url")
     @classmethod
     def _known(cls, url: str | None) -> str | None:

@@ -29,7 +29,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 READONLY = "center_readonly"  # execution option of reading sessions
-SQLITE_BUSY_MS = 30_000  # two writers in one SQLite file wait for each other instead of failing at once
 
 
 def utcnow() -> dt.datetime:
@@ -223,11 +222,11 @@ class User(Base):
     created_at: Mapped[dt.datetime]
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, sqlite_busy_s: float = 30.0) -> Engine:
     """An engine for the URL; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": sqlite_busy_s, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
@@ -236,7 +235,6 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cur.close()
 
         @event.listens_for(engine, "begin")

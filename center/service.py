@@ -47,7 +47,7 @@ def ensure_schema(url: str) -> None:
 class Center:
     def __init__(self, cfg: CenterConfig, roster: Roster):
         self.cfg = cfg
-        self.engine = make_engine(cfg.database_url())
+        self.engine = make_engine(cfg.database_url(), cfg.database.sqlite_busy_s)
         self.sessions = make_sessions(self.engine)
         self.files = EvidenceFiles(cfg.data_dir)
         self.drops = Drops()

@@ -4,6 +4,7 @@ after commit, feedback to the node, and a center killed mid-stream losing nothin
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 
@@ -108,4 +109,31 @@ def test_a_center_killed_mid_stream_loses_nothing_and_stores_nothing_twice(tmp_p
         assert _count(url, Event) == total
     finally:
         stream.client.loop_stop()
+        center.stop()
+
+
+def test_what_the_center_cannot_commit_it_does_not_acknowledge(tmp_path, broker):
+    """The database is locked while alerts come: the center holds them unacknowledged, is killed, and the
+    broker gives them to it again once it is back."""
+    config = write_center(tmp_path, None, broker, database={"sqlite_busy_s": 0.5})
+    cfg, _ = load(config)
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0
+    url = cfg.database_url()
+    center = CenterProcess(config).start()
+    node = node_client(broker, "garden5")
+    lock = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # nobody else can write now
+        for i in range(5):
+            body = alert("garden5", "south", f"ev-locked-{i}", floor=3 + 3 * i)
+            node.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+        assert wait_for(lambda: "could not store a message" in center.output(), 60)  # it tried, and waits
+        center.kill()
+        lock.execute("ROLLBACK")
+        assert _count(url, Message) == 0
+        center = CenterProcess(config).start()
+        assert wait_for(lambda: _count(url, Message) == 5, 60), center.output()[-3000:]
+    finally:
+        lock.close()
+        node.loop_stop()
         center.stop()
