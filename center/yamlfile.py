@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import MAX_BYTES, ConfigError, _dotted, _fill_env, _line_of, _read_yaml
+from edge.config import MAX_BYTES, ConfigError, _dotted, _fill_env, _read_yaml, _walk
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,6 +45,28 @@ def parse_model(text: str, file: str, model: type[M]) -> M:
         raise
     except Exception as exc:  # anything a hostile file still provokes is a config error, not a crash
         raise ConfigError(file, None, "", None, f"cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
+    """The line of `path`: of its key when its value is a whole section (the section starts a line later)."""
+    line, found = _walk(root, path)
+    if found and path:
+        parent = root
+        for part in path[:-1]:
+            parent = _child(parent, part)
+        value = _child(parent, path[-1])
+        if isinstance(value, yaml.MappingNode | yaml.SequenceNode) and isinstance(parent, yaml.MappingNode):
+            key = next(k for k, v in parent.value if v is value)
+            return key.start_mark.line + 1
+    return line
+
+
+def _child(node, part):
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if k.value == str(part)), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
 
 
 def _located(exc: ValidationError, root: Any, file: str) -> ConfigError:
