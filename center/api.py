@@ -304,7 +304,7 @@ def create_app(ctx: Context) -> FastAPI:
         digest = hashlib.sha256(data).hexdigest()
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who)
-            rel = ctx.files.write("cases", str(c.id), file_name("photo", digest, data), data)
+            rel = ctx.files.write_photo(c.id, file_name("photo", digest, data), data)
             item = Evidence(
                 case_id=c.id,
                 kind="photo",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge.config import EX_CONFIG, ConfigError
 
-EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_TEMPFAIL = 0, 64, 65, 66, 70, 75
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_OSERR, EX_TEMPFAIL = 0, 64, 65, 66, 71, 75
 
 
 def _err(msg: str) -> None:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from center.service import SchemaBehind
+    from center.service import ApiUnavailable, SchemaBehind
 
     try:
         return args.func(args)
@@ -180,3 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaBehind as exc:
         _err(str(exc))
         return EX_TEMPFAIL
+    except ApiUnavailable as exc:
+        _err(str(exc))
+        return EX_OSERR

@@ -23,13 +23,16 @@ class EvidenceFiles:
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.root = (data_dir / "evidence").resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = (data_dir / "evidence").resolve()  # from nodes: evidence/<node>/<event id>/
+        self.photos = (data_dir / "photos").resolve()  # from people on site: photos/<case>/
+        for root in (self.root, self.photos):
+            root.mkdir(parents=True, exist_ok=True)
 
-    def folder(self, node: str, event_id: str) -> Path:
+    def folder(self, node: str, event_id: str, root: Path | None = None) -> Path:
         if not (valid_id(node) and valid_id(event_id)):
             raise OutsideDataDir(f"bad node or event id {node[:140]!r}/{event_id[:140]!r}")
-        folder = self.root / node / event_id
+        root = root or self.root
+        folder = root / node / event_id
         if folder.resolve() != folder:  # a link in the way, before anything is created through it
             raise OutsideDataDir(f"{folder} is not inside {self.root}")
         folder.mkdir(parents=True, exist_ok=True)
@@ -38,10 +41,18 @@ class EvidenceFiles:
         return folder
 
     def write(self, node: str, event_id: str, name: str, data: bytes) -> str:
-        """Write a file; returns its path relative to data_dir (what the database keeps)."""
+        """Write a node's file; returns its path relative to data_dir (what the database keeps)."""
+        return self._write(self.folder(node, event_id), name, data)
+
+    def write_photo(self, case_id: int, name: str, data: bytes) -> str:
+        """Write an on-site photo of a case under photos/<case>/."""
+        folder = self.photos / str(int(case_id))
+        folder.mkdir(parents=True, exist_ok=True)
+        return self._write(folder, name, data)
+
+    def _write(self, folder: Path, name: str, data: bytes) -> str:
         if not valid_id(name):
             raise OutsideDataDir(f"bad file name {name[:140]!r}")
-        folder = self.folder(node, event_id)
         target = folder / name
         tmp = folder / f".{name}.{os.getpid()}.part"
         tmp.unlink(missing_ok=True)
@@ -56,7 +67,7 @@ class EvidenceFiles:
     def path(self, relative: str) -> Path:
         """The absolute path of a stored file, refusing anything that resolves outside the evidence folder."""
         p = (self.data_dir / relative).resolve()
-        if not p.is_relative_to(self.root):
+        if not (p.is_relative_to(self.root) or p.is_relative_to(self.photos)):
             raise OutsideDataDir(relative)
         return p
 

@@ -278,7 +278,21 @@ class Ingest:
                     self.loop.still_arrived(s, ev, item, now)
                 return item
         except IntegrityError:
-            return None  # the same file of the same event again: kept once
+            if self._has_file(node, event_id, kind, digest):
+                return None  # the same file of the same event again: kept once
+            raise  # another instance made the event row at the same moment: the caller retries
+
+    def _has_file(self, node: str, event_id: str, kind: str, digest: str) -> bool:
+        with self.sessions() as s:
+            return (
+                s.scalar(
+                    select(Evidence.id)
+                    .join(Event, Evidence.event_pk == Event.id)
+                    .where(Event.node == node, Event.event_id == event_id, Evidence.kind == kind)
+                    .where(Evidence.sha256 == digest)
+                )
+                is not None
+            )
 
     # -- chunks --------------------------------------------------------------------------------------------
     def _chunk(self, node: str, event_id: str, file: str, payload: bytes, topic: str) -> None:

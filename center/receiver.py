@@ -12,6 +12,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from center.config import CenterMqtt
 from center.ingest import Ingest
@@ -33,6 +34,7 @@ FILTERS = (
 )
 RETRY_FIRST_S = 0.5  # a failed commit (database busy or away) is tried again after this, doubling
 RETRY_CAP_S = 10.0  # ... up to this: the message stays unacknowledged meanwhile
+MAX_HANDLER_FAILURES = 5  # tries of a message that fails for a reason other than the database or disk
 PUBLISH_TIMEOUT_S = 10.0  # a feedback message not acknowledged by the broker in this time is retried later
 
 
@@ -90,15 +92,28 @@ class Receiver:
         self.connected.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
-        delay = RETRY_FIRST_S
+        delay, failures = RETRY_FIRST_S, 0
         while not self.stopping.is_set():
             try:
                 self.ingest.handle(msg.topic, msg.payload)
                 break
-            except Exception:
+            except IntegrityError:  # a race with another instance (both made one row): the retry finds it
+                failures += 1
+                if failures >= MAX_HANDLER_FAILURES:
+                    log.exception("giving up a message on %s that keeps colliding", printable(msg.topic))
+                    self.ingest.drops("handler error", msg.topic)
+                    break
+            except (DBAPIError, OSError):  # the database or the disk: wait for it, never drop the message
                 log.exception("could not store a message on %s; retrying in %.1f s", printable(msg.topic), delay)
-                time.sleep(delay)
-                delay = min(RETRY_CAP_S, delay * 2)
+            except Exception:  # a message our code cannot handle: a few tries, then it is counted and let go
+                failures += 1
+                if failures >= MAX_HANDLER_FAILURES:
+                    log.exception("giving up a message on %s that fails to be handled", printable(msg.topic))
+                    self.ingest.drops("handler error", msg.topic)
+                    break  # acknowledged: one poisonous message must not stop every alert behind it
+                log.warning("a message on %s failed (%d); retrying", printable(msg.topic), failures, exc_info=True)
+            time.sleep(delay)
+            delay = min(RETRY_CAP_S, delay * 2)
         else:
             return  # stopping: not acknowledged, so the broker sends it again to us or another instance
         client.ack(msg.mid, msg.qos)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 
 import uvicorn
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0  # escalations and due notices are looked at this often
 EXPIRE_EVERY_S = 60.0  # unfinished clips are looked at this often (they expire after minutes)
 SHUTDOWN_S = 3.0  # open API requests get this long to finish on SIGTERM
+
+
+class ApiUnavailable(Exception):
+    """The API's address is taken or not ours: `edge-center run` exits 71."""
 
 
 class SchemaBehind(Exception):
@@ -91,8 +96,12 @@ class Center:
                 timeout_graceful_shutdown=SHUTDOWN_S,
             )
             self.server = uvicorn.Server(config)
-            self.server.install_signal_handlers = lambda: None  # the CLI owns SIGTERM
-            self._spawn(self.server.run, "center-api")
+            thread = self._spawn(self.server.run, "center-api")
+            while not self.server.started and thread.is_alive():
+                time.sleep(0.05)
+            if not self.server.started:
+                self.stop()
+                raise ApiUnavailable(f"the API cannot listen on {self.cfg.api.host}:{self.cfg.api.port}")
 
     def stop(self) -> None:
         log.info("stopping: API, MQTT, timers")
@@ -106,10 +115,11 @@ class Center:
                 log.warning("%s did not stop in time", t.name)
         self.engine.dispose()
 
-    def _spawn(self, target, name: str) -> None:
+    def _spawn(self, target, name: str) -> threading.Thread:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
+        return t
 
     def _timers(self) -> None:
         last_expire = 0.0

@@ -65,6 +65,7 @@ ROSTER = {
 def write_center(tmp_path: Path, db_url: str | None = None, broker: Broker | None = None, **over) -> Path:
     """center.yaml and roster.yaml in tmp_path; returns the config's path."""
     roster = over.pop("roster", ROSTER)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "roster.yaml").write_text(yaml.safe_dump(roster, allow_unicode=True))
     cfg = {
         "version": 1,

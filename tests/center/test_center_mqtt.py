@@ -3,7 +3,10 @@ after commit, feedback to the node, and a center killed mid-stream losing nothin
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -15,7 +18,8 @@ from parts import alert
 from sqlalchemy import func, select
 from support.servers import free_port, wait_for
 
-from center.db import Event, Message, make_engine, make_sessions
+from center.db import Case, Event, Evidence, Message, make_engine, make_sessions
+from edge.publish.mqtt import chunk_payloads
 
 
 def _count(url: str, table) -> int:
@@ -137,3 +141,51 @@ def test_what_the_center_cannot_commit_it_does_not_acknowledge(tmp_path, broker)
         lock.close()
         node.loop_stop()
         center.stop()
+
+
+def test_two_instances_share_the_load_and_store_every_alert_and_clip_once(tmp_path, broker, pg_cluster):
+    url = pg_cluster.new_database()
+    one = write_center(tmp_path / "a", url, broker, instance="center-1", mqtt_user="center")
+    two = write_center(tmp_path / "b", url, broker, instance="center-2", mqtt_user="center-2")
+    assert run_cli("db", "upgrade", "--config", str(one)).returncode == 0
+    centers = [CenterProcess(one).start(), CenterProcess(two).start()]
+    nodes = {n: node_client(broker, n) for n in ("garden3-east", "garden3-west", "garden5")}
+    cams = {"garden3-east": "east", "garden3-west": "west", "garden5": "south"}
+    clips = {}
+    try:
+        for i in range(60):
+            node = list(nodes)[i % 3]
+            body = alert(node, cams[node], f"ev-{i:03d}", floor=i % 18 + 1)
+            body["alert_utc"] = f"2026-05-01T02:{2 * i // 60:02d}:{2 * i % 60:02d}.000Z"  # 2 s apart: 60 cases
+            nodes[node].publish(f"edge/{node}/events", json.dumps(body), qos=1).wait_for_publish(10)
+            if i % 10 == 0:  # every tenth alert with a clip in 8 chunks, which the two instances split
+                data = os.urandom(8 * 16384 - 100)
+                clips[(node, body["id"])] = hashlib.sha256(data).hexdigest()
+                head = {"event": body["id"], "node": node, "file": "clip"}
+                for chunk in chunk_payloads(data, head, 16384):
+                    nodes[node].publish(f"edge/{node}/events/{body['id']}/clip", chunk, qos=1).wait_for_publish(10)
+        assert wait_for(lambda: _count(url, Message) == 60, 60), [c.output()[-1500:] for c in centers]
+        assert wait_for(lambda: _count(url, Evidence) == len(clips), 60)
+        engine = make_engine(url)
+        with make_sessions(engine)() as s:
+            by_instance = dict(s.execute(select(Message.instance, func.count()).group_by(Message.instance)).all())
+            kept = {(e.node, e.event_id): x.sha256 for x, e in s.execute(select(Evidence, Event).join(Event))}
+            assert s.scalar(select(func.count()).select_from(Case)) == 60
+        engine.dispose()
+        assert set(by_instance) == {"center-1", "center-2"}  # both took a share
+        assert kept == clips  # every clip joined and checked once, whichever instance got which chunk
+    finally:
+        for n in nodes.values():
+            n.loop_stop()
+        for c in centers:
+            c.stop()
+
+
+def test_an_api_address_in_use_stops_the_center_with_a_clear_error(tmp_path, broker):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_center(tmp_path, None, broker, api={"host": "127.0.0.1", "port": port})
+        r = run_cli("run", "--config", str(config))
+    assert r.returncode == 71 and f"the API cannot listen on 127.0.0.1:{port}" in r.stderr
