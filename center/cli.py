@@ -161,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--role", required=True, choices=["admin", "dispatcher", "grid_worker"])
     s.add_argument("--worker", help="a grid worker's id in the roster (sees that worker's buildings)")
     s.set_defaults(func=cmd_user_add)
+    s = sub.add_parser("bench", help="simulated nodes -> one Mosquitto -> several instances on PostgreSQL")
+    s.add_argument("--nodes", type=int, default=200)
+    s.add_argument("--instances", type=int, default=2, choices=[1, 2])
+    s.add_argument("--seconds", type=float, default=60.0, help="length of the steady phase")
+    s.add_argument("--alert-every-s", type=float, default=20.0, help="mean time between a node's alerts")
+    s.add_argument("--burst", type=int, default=2000, help="alerts sent at once after the steady phase")
+    s.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway cluster in --workdir)")
+    s.add_argument("--workdir", default="center-bench", help="broker, cluster and centers' files (emptied)")
+    s.add_argument("--markdown", help="write the report here (docs/benchmarks/center.md)")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

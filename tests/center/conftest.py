@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from centerkit import USERS
-from pg import Cluster, why_not
 from support.broker import Broker
+
+from center.pgcluster import Cluster, why_not
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster for the tests: Debian's binaries, initdb + pg_ctl on a free loopback port.
+"""A throwaway PostgreSQL cluster (tests, `edge-center bench`): Debian's binaries, initdb + pg_ctl on a free
+loopback port.
 
 Run as a non-root user (PostgreSQL refuses root): as root, the cluster belongs to the `postgres` user that
 Debian's package creates, and the test's folders are made passable (not readable) for it."""
@@ -10,12 +11,17 @@ import glob
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
-from support.servers import free_port
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pg_bin() -> Path | None:
