@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -44,6 +45,7 @@ from edge.publish.mqtt import CHUNK_MAGIC, parse_chunk, valid_id
 log = logging.getLogger(__name__)
 
 FILE_TOPICS = ("snapshot", "clip", "original", "manifest")  # events/<id>/<this>
+MAX_HEALTH_HELD = 20_000  # status/stats waiting for the next flush (a second): thousands of cameras, bounded
 MAX_TEXT = 200  # characters kept of a free-text field from a node (camera name, level, reason)
 
 
@@ -78,6 +80,8 @@ class Ingest:
     drops: Drops
     max_pending_bytes: int = 512 << 20
     max_pending_bytes_per_node: int = 256 << 20
+    _health: dict = field(default_factory=dict)  # (node, camera or None for stats) -> (body, received)
+    _health_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- routing -------------------------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:
@@ -139,30 +143,49 @@ class Ingest:
         if body is None or body.get("node") != node:
             self.drops("bad stats", topic)
             return
-        with self.sessions.begin() as s:
-            now = utcnow()
-            n = self._node(s, node, now)
-            n.stats, n.stats_at = body, now
+        self._hold_health((node, None), body, topic)
 
     def _status(self, node: str, camera: str, payload: bytes, topic: str) -> None:
         body = _json(payload, MAX_JSON_BYTES)
         if not valid_id(camera) or body is None:
             self.drops("bad status", topic)
             return
+        self._hold_health((node, camera), body, topic)
+
+    def _hold_health(self, key: tuple[str, str | None], body: dict, topic: str) -> None:
+        """Keep the latest status or stats until the next flush_health: they come every few seconds from
+        every camera (QoS 0, retained, so nothing to acknowledge), and one transaction takes them all."""
+        with self._health_lock:
+            if key not in self._health and len(self._health) >= MAX_HEALTH_HELD:
+                self.drops("health backlog", topic)
+                return
+            self._health[key] = (body, utcnow())
+
+    def flush_health(self) -> int:
+        """Write the held status and stats in one transaction; returns how many."""
+        with self._health_lock:
+            held, self._health = self._health, {}
+        if not held:
+            return 0
         with self.sessions.begin() as s:
-            now = utcnow()
-            self._node(s, node, now)
-            row = s.get(Camera, (node, camera))
-            if row is None:
-                cameras = s.scalar(select(func.count()).select_from(Camera).where(Camera.node == node))
-                if cameras >= MAX_CAMERAS_PER_NODE:
-                    self.drops("too many cameras", topic)
-                    return
-                row = Camera(node=node, camera=camera, updated_at=now)
-                s.add(row)
-            state = body.get("state")
-            row.state = state[:16] if isinstance(state, str) else None
-            row.status, row.updated_at = body, now
+            counts = dict(s.execute(select(Camera.node, func.count()).group_by(Camera.node)).all())
+            for (node, camera), (body, at) in sorted(held.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+                n = self._node(s, node, at)
+                if camera is None:
+                    n.stats, n.stats_at = body, at
+                    continue
+                row = s.get(Camera, (node, camera))
+                if row is None:
+                    if counts.get(node, 0) >= MAX_CAMERAS_PER_NODE:
+                        self.drops("too many cameras", f"{node}/{camera}")
+                        continue
+                    counts[node] = counts.get(node, 0) + 1
+                    row = Camera(node=node, camera=camera, updated_at=at)
+                    s.add(row)
+                state = body.get("state")
+                row.state = state[:16] if isinstance(state, str) else None
+                row.status, row.updated_at = body, at
+        return len(held)
 
     # -- events --------------------------------------------------------------------------------------------
     def _event(self, node: str, payload: bytes, topic: str) -> None:

@@ -113,6 +113,10 @@ class Center:
             t.join(10)
             if t.is_alive():
                 log.warning("%s did not stop in time", t.name)
+        try:
+            self.ingest.flush_health()  # the last status seen, kept
+        except Exception:
+            log.exception("could not keep the last camera status")
         self.engine.dispose()
 
     def _spawn(self, target, name: str) -> threading.Thread:
@@ -126,6 +130,7 @@ class Center:
         idle = dt.timedelta(minutes=self.cfg.mqtt.chunk_set_idle_min)
         while not self.stopping.wait(TICK_S):
             try:
+                self.ingest.flush_health()
                 with self.sessions.begin() as s:
                     self.loop.escalate_due(s, utcnow())
                 self.jobs.run_due()

@@ -203,6 +203,7 @@ def test_node_and_camera_health_is_kept_and_cameras_per_node_are_bounded(parts, 
     parts.ingest.handle("edge/garden5/stats", json.dumps({"v": 1, "node": "garden5", "cameras": {}}).encode())
     status = {"v": 1, "camera": "south", "state": "online", "reason": "receiving frames", "since": 0, "fps": 25}
     parts.ingest.handle("edge/garden5/south/status", json.dumps(status).encode())
+    parts.ingest.flush_health()  # status and stats are written together, once a second
     with parts.sessions() as s:
         node = s.get(Node, "garden5")
         assert (node.available, node.stats["node"]) == ("online", "garden5")
@@ -210,6 +211,7 @@ def test_node_and_camera_health_is_kept_and_cameras_per_node_are_bounded(parts, 
     monkeypatch.setattr("center.ingest.MAX_CAMERAS_PER_NODE", 2)
     for cam in ("c2", "c3", "c4"):
         parts.ingest.handle(f"edge/garden5/{cam}/status", json.dumps(status).encode())
+    parts.ingest.flush_health()
     with parts.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Camera)) == 2
     assert parts.drops.snapshot()["too many cameras"] == 2
