@@ -294,11 +294,12 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/api/cases/{case_id}/photos", response_model=EvidenceOut, tags=["cases"], status_code=201)
     async def photo(case_id: int, request: Request, who: Who):
         """An on-site photo: the request body is the JPEG itself (Content-Type: image/jpeg)."""
-        data = b""
+        buf = bytearray()
         async for part in request.stream():
-            data += part
-            if len(data) > MAX_PHOTO_BYTES:
+            buf += part
+            if len(buf) > MAX_PHOTO_BYTES:
                 raise HTTPException(413, f"a photo may be at most {MAX_PHOTO_BYTES} bytes")
+        data = bytes(buf)
         if not data.startswith(b"\xff\xd8\xff"):
             raise HTTPException(415, "send the photo as JPEG")
         digest = hashlib.sha256(data).hexdigest()
