@@ -224,6 +224,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(args) -> dict:
+    load0 = os.getloadavg()[0]  # the machine may be busy with more than this bench: say so in the report
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -307,6 +308,9 @@ def run(args) -> dict:
             "exactly_once": complete and len(stored) == len(sent.steady) + len(sent.burst) and events == alerts,
             "by_instance": by_instance,
             "database": "PostgreSQL " + ("(throwaway cluster)" if cluster else "(given URL)"),
+            "cpus": os.cpu_count(),
+            "load_before": round(load0, 2),
+            "load_after": round(os.getloadavg()[0], 2),
         }
     finally:
         if fleet:
@@ -336,8 +340,9 @@ def markdown(r: dict, command: str) -> str:
 `{command}`
 
 {r["nodes"]} simulated nodes (3 cameras each, one MQTT connection and user each) publish through one Mosquitto
-into {r["instances"]} `edge-center run` instances sharing `$share/center/...` on {r["database"]}, on the same
-2-core machine as the broker, the database and the simulator.
+into {r["instances"]} `edge-center run` instances sharing `$share/center/...` on {r["database"]}, all on one
+machine of {r["cpus"]} cores with the broker, the database and the simulator (load average {r["load_before"]}
+before the run, {r["load_after"]} after: the machine was shared with other work).
 
 | phase | what | result |
 |---|---|---|

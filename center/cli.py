@@ -60,6 +60,8 @@ def _sessions(cfg):
 def cmd_node_add(args) -> int:
     from center.config import load_center_config
     from center.db import Node, utcnow
+    from center.files import EvidenceFiles
+    from center.ingest import reverify
     from edge.publish.manifest import parse_public_key
     from edge.publish.mqtt import valid_id
 
@@ -77,11 +79,14 @@ def cmd_node_add(args) -> int:
         return EX_DATAERR
     import hashlib
 
-    with _sessions(cfg).begin() as s:
+    sessions = _sessions(cfg)
+    with sessions.begin() as s:
         node = s.get(Node, args.name) or Node(name=args.name)
         node.public_key, node.key_id, node.registered_at = raw, hashlib.sha256(raw).hexdigest()[:16], utcnow()
         s.add(node)
-    print(f"node {args.name} registered with key {node.key_id}")
+    judged = reverify(sessions, EvidenceFiles(cfg.data_dir), args.name)
+    again = f"; {judged} manifests already received judged again" if judged else ""
+    print(f"node {args.name} registered with key {node.key_id}{again}")
     return EX_OK
 
 

@@ -17,6 +17,7 @@ import shutil
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -426,7 +427,7 @@ class Ingest:
             self.drops("bad manifest", topic)
             return
         try:
-            body, sig, public = self._parse_manifest(payload)
+            body, sig, public = parse_manifest(self.files.data_dir, payload)
         except Malformed as exc:
             self.drops("bad manifest", topic, str(exc))
             return
@@ -448,20 +449,6 @@ class Ingest:
         if trust != Trust.VERIFIED:
             self.drops("untrusted manifest", topic, why)
 
-    def _parse_manifest(self, payload: bytes) -> tuple[dict, bytes, bytes]:
-        """edge's own manifest parser (edge.publish.manifest), which reads manifest.json from a folder."""
-        work = self.files.data_dir / "tmp" / uuid.uuid4().hex
-        work.mkdir(parents=True)
-        try:
-            (work / "manifest.json").write_bytes(payload)
-            fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                return _read_manifest(fd)
-            finally:
-                os.close(fd)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
     def _trust_of(self, s: Session, ev: Event, digest: str) -> tuple[Trust, str | None]:
         """Trust of a file arriving now: that of a kept manifest listing its digest, else unsigned."""
         for m in s.scalars(select(Evidence).where(Evidence.event_pk == ev.id, Evidence.kind == "manifest")):
@@ -472,6 +459,56 @@ class Ingest:
             if digest in {f.get("sha256") for f in body.get("files", {}).values() if isinstance(f, dict)}:
                 return Trust(m.trust), m.trust_note
         return Trust.UNSIGNED, "no signed manifest lists it yet"
+
+
+def parse_manifest(data_dir: Path, payload: bytes) -> tuple[dict, bytes, bytes]:
+    """(body, signature, public key) by edge's own parser (edge.publish.manifest), which reads manifest.json
+    from a folder: one made for it under data_dir/tmp. Raises Malformed."""
+    work = data_dir / "tmp" / uuid.uuid4().hex
+    work.mkdir(parents=True)
+    try:
+        (work / "manifest.json").write_bytes(payload)
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return _read_manifest(fd)
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def reverify(sessions: sessionmaker, files: EvidenceFiles, node: str) -> int:
+    """Judge every kept manifest of a node again (its key was just registered or changed) and mark the files
+    they list by the best verdict; returns how many manifests were judged."""
+    rank = {Trust.VERIFIED: 2, Trust.UNTRUSTED: 1, Trust.UNSIGNED: 0}
+    with sessions.begin() as s:
+        row = s.get(Node, node)
+        key = row.public_key if row else None
+        best: dict[int, tuple[Trust, str]] = {}  # evidence id -> verdict
+        manifests = s.execute(
+            select(Evidence, Event).join(Event, Evidence.event_pk == Event.id).where(Event.node == node)
+        ).all()
+        for item, ev in manifests:
+            ev.node_registered = key is not None
+            if item.kind != "manifest":
+                continue
+            try:
+                body, sig, public = parse_manifest(files.data_dir, files.path(item.path).read_bytes())
+            except (Malformed, OSError):
+                continue
+            verdict = judge(body, sig, public, key)
+            item.trust, item.trust_note = verdict
+            listed = {m["sha256"] for m in body["files"].values()}
+            covered = [
+                o for o, oev in manifests if oev.id == ev.id and o.kind != "manifest" and o.sha256 in listed
+            ]
+            for other in covered:
+                if other.id not in best or rank[verdict[0]] > rank[best[other.id][0]]:
+                    best[other.id] = verdict
+        for item, _ in manifests:
+            if item.id in best:
+                item.trust, item.trust_note = best[item.id]
+        return sum(item.kind == "manifest" for item, _ in manifests)
 
 
 def judge(body: dict, sig: bytes, public: bytes, registered: bytes | None) -> tuple[Trust, str]:

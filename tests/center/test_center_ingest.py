@@ -13,6 +13,7 @@ from parts import alert, make_parts, send
 from sqlalchemy import func, select
 
 from center.db import Camera, Chunk, Event, Evidence, Message, Node
+from center.ingest import reverify
 from center.models import Trust
 from edge.publish.manifest import key_id, write_manifest
 from edge.publish.mqtt import chunk_payloads
@@ -215,3 +216,16 @@ def test_node_and_camera_health_is_kept_and_cameras_per_node_are_bounded(parts, 
     with parts.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Camera)) == 2
     assert parts.drops.snapshot()["too many cameras"] == 2
+
+
+def test_registering_a_node_later_verifies_what_it_already_sent(parts, tmp_path):
+    key = Ed25519PrivateKey.generate()
+    _send_clip(parts, "garden3-east", "ev-late", CLIP)
+    parts.ingest.handle("edge/garden3-east/events/ev-late/manifest", _manifest(tmp_path, key, {"clip.mp4": CLIP}))
+    assert _evidence(parts, "clip")[0].trust == Trust.UNTRUSTED  # not registered yet
+    _register(parts, "garden3-east", Ed25519PrivateKey.generate())  # the wrong key: still untrusted
+    assert reverify(parts.sessions, parts.files, "garden3-east") == 1
+    assert _evidence(parts, "clip")[0].trust == Trust.UNTRUSTED
+    _register(parts, "garden3-east", key)
+    reverify(parts.sessions, parts.files, "garden3-east")
+    assert {e.kind: e.trust for e in _evidence(parts)} == {"clip": Trust.VERIFIED, "manifest": Trust.VERIFIED}
