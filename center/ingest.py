@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import threading
@@ -61,11 +62,23 @@ def parse_time(value) -> dt.datetime | None:
     return t.astimezone(dt.UTC) if t.tzinfo else None
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: no database keeps it in JSON
+        raise ValueError("not a finite number")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python reads them, PostgreSQL refuses them
+
+
 def _json(payload: bytes, limit: int) -> dict | None:
+    """A JSON object within `limit` bytes, of finite numbers only; None for anything else."""
     if len(payload) > limit:
         return None
     try:
-        body = json.loads(payload)
+        body = json.loads(payload, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
@@ -234,7 +247,8 @@ class Ingest:
         if isinstance(camera, str) and valid_id(camera):
             ev.camera = ev.camera or camera
         if body["type"] in ("new", "update") or not ev.body:
-            ev.body = body if body["type"] == "new" or not ev.body else ev.body
+            if body["type"] == "new" or not ev.body:  # the alert itself, or the first word of it
+                ev.body = body
             origin = body.get("origin")
             floor = origin.get("floor") if isinstance(origin, dict) else None
             if type(floor) is int and ev.floor is None:

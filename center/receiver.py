@@ -12,7 +12,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from center.config import CenterMqtt
 from center.ingest import Ingest
@@ -97,7 +97,8 @@ class Receiver:
             try:
                 self.ingest.handle(msg.topic, msg.payload)
                 break
-            except IntegrityError:  # a race with another instance (both made one row): the retry finds it
+            except (IntegrityError, DataError):  # a race with another instance (both made one row), or a value
+                # the database refuses: a few tries, then counted and let go
                 failures += 1
                 if failures >= MAX_HANDLER_FAILURES:
                     log.exception("giving up a message on %s that keeps colliding", printable(msg.topic))

@@ -144,6 +144,8 @@ def test_an_event_from_an_unregistered_node_is_stored_and_says_so(parts):
         ("edge/garden3-east/events", "id with a slash", "bad event"),
         ("edge/garden3-east/events", "unknown level", "bad event"),
         ("edge/garden3-east/events", "oversized", "bad event"),
+        ("edge/garden3-east/events", "NaN score", "bad event"),
+        ("edge/garden3-east/events", "infinite score", "bad event"),
         ("edge/garden3-east/events/ev/clip", b"EDGECHUNK1\n{}\nxx", "bad chunk"),
         ("edge/garden3-east/events/ev/clip", "chunk for another event", "bad chunk"),
         ("edge/garden3-east/east/status", b"not json", "bad status"),
@@ -163,6 +165,10 @@ def test_hostile_input_is_refused_counted_and_writes_nothing(parts, topic, paylo
     }
     if isinstance(payload, str) and payload in bodies:
         payload = json.dumps(bodies[payload]).encode()
+    elif payload == "NaN score":
+        payload = json.dumps({**good, "score": float("nan")}).encode()  # Python writes NaN; JSON has no NaN
+    elif payload == "infinite score":
+        payload = json.dumps(good).replace('"score": 0.9', '"score": 1e999').encode()
     elif payload == "chunk for another event":
         payload = chunk_payloads(b"abc", {"event": "ev-other", "node": "garden3-east", "file": "clip"}, 16384)[0]
     elif payload is None:
