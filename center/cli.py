@@ -61,7 +61,7 @@ def cmd_node_add(args) -> int:
     from center.config import load_center_config
     from center.db import Node, utcnow
     from center.files import EvidenceFiles
-    from center.ingest import reverify
+    from center.trust import reverify
     from edge.publish.manifest import parse_public_key
     from edge.publish.mqtt import valid_id
 
@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="simulated nodes -> one Mosquitto -> several instances on PostgreSQL")
     s.add_argument("--nodes", type=int, default=200)
     s.add_argument("--instances", type=int, default=2, choices=[1, 2])
-    s.add_argument("--seconds", type=float, default=60.0, help="length of the steady phase")
-    s.add_argument("--alert-every-s", type=float, default=20.0, help="mean time between a node's alerts")
+    s.add_argument("--seconds", type=float, default=120.0, help="length of the steady phase")
+    s.add_argument("--alert-every-s", type=float, default=300.0, help="mean time between a node's alerts")
     s.add_argument("--burst", type=int, default=2000, help="alerts sent at once after the steady phase")
     s.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway cluster in --workdir)")
     s.add_argument("--workdir", default="center-bench", help="broker, cluster and centers' files (emptied)")

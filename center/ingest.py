@@ -7,21 +7,14 @@ The validation is edge listen's (edge.listen): the same id pattern, size limits 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 import threading
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +24,7 @@ from center.db import Camera, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
 from center.loop import Loop
 from center.models import Level, Trust
+from center.trust import judge, parse_manifest, trust_of
 from edge.listen import (
     EVENT_TYPES,
     MAX_CAMERAS_PER_NODE,
@@ -41,7 +35,7 @@ from edge.listen import (
     MAX_SNAPSHOT_BYTES,
     Listener,
 )
-from edge.publish.manifest import MAX_MANIFEST_BYTES, Malformed, _canonical, _read_manifest
+from edge.publish.manifest import MAX_MANIFEST_BYTES, Malformed
 from edge.publish.mqtt import CHUNK_MAGIC, parse_chunk, valid_id
 
 log = logging.getLogger(__name__)
@@ -299,7 +293,7 @@ class Ingest:
             with self.sessions.begin() as s:
                 now = utcnow()
                 ev = self._event_row(s, node, event_id, now)
-                trust, why = self._trust_of(s, ev, digest)
+                trust, why = trust_of(s, self.files, ev, digest)
                 item = Evidence(
                     event_pk=ev.id,
                     kind=kind,
@@ -462,77 +456,3 @@ class Ingest:
                     item.trust, item.trust_note = trust, why
         if trust != Trust.VERIFIED:
             self.drops("untrusted manifest", topic, why)
-
-    def _trust_of(self, s: Session, ev: Event, digest: str) -> tuple[Trust, str | None]:
-        """Trust of a file arriving now: that of a kept manifest listing its digest, else unsigned."""
-        for m in s.scalars(select(Evidence).where(Evidence.event_pk == ev.id, Evidence.kind == "manifest")):
-            try:
-                body = json.loads(self.files.path(m.path).read_bytes())["manifest"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if digest in {f.get("sha256") for f in body.get("files", {}).values() if isinstance(f, dict)}:
-                return Trust(m.trust), m.trust_note
-        return Trust.UNSIGNED, "no signed manifest lists it yet"
-
-
-def parse_manifest(data_dir: Path, payload: bytes) -> tuple[dict, bytes, bytes]:
-    """(body, signature, public key) by edge's own parser (edge.publish.manifest), which reads manifest.json
-    from a folder: one made for it under data_dir/tmp. Raises Malformed."""
-    work = data_dir / "tmp" / uuid.uuid4().hex
-    work.mkdir(parents=True)
-    try:
-        (work / "manifest.json").write_bytes(payload)
-        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            return _read_manifest(fd)
-        finally:
-            os.close(fd)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def reverify(sessions: sessionmaker, files: EvidenceFiles, node: str) -> int:
-    """Judge every kept manifest of a node again (its key was just registered or changed) and mark the files
-    they list by the best verdict; returns how many manifests were judged."""
-    rank = {Trust.VERIFIED: 2, Trust.UNTRUSTED: 1, Trust.UNSIGNED: 0}
-    with sessions.begin() as s:
-        row = s.get(Node, node)
-        key = row.public_key if row else None
-        best: dict[int, tuple[Trust, str]] = {}  # evidence id -> verdict
-        manifests = s.execute(
-            select(Evidence, Event).join(Event, Evidence.event_pk == Event.id).where(Event.node == node)
-        ).all()
-        for item, ev in manifests:
-            ev.node_registered = key is not None
-            if item.kind != "manifest":
-                continue
-            try:
-                body, sig, public = parse_manifest(files.data_dir, files.path(item.path).read_bytes())
-            except (Malformed, OSError):
-                continue
-            verdict = judge(body, sig, public, key)
-            item.trust, item.trust_note = verdict
-            listed = {m["sha256"] for m in body["files"].values()}
-            covered = [
-                o for o, oev in manifests if oev.id == ev.id and o.kind != "manifest" and o.sha256 in listed
-            ]
-            for other in covered:
-                if other.id not in best or rank[verdict[0]] > rank[best[other.id][0]]:
-                    best[other.id] = verdict
-        for item, _ in manifests:
-            if item.id in best:
-                item.trust, item.trust_note = best[item.id]
-        return sum(item.kind == "manifest" for item, _ in manifests)
-
-
-def judge(body: dict, sig: bytes, public: bytes, registered: bytes | None) -> tuple[Trust, str]:
-    """Trust in a manifest: its signature must verify and its key must be the node's registered one."""
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(sig, _canonical(body))
-    except InvalidSignature:
-        return Trust.UNTRUSTED, "the signature does not match the manifest (altered)"
-    if registered is None:
-        return Trust.UNTRUSTED, "the node is not registered (edge-center node add)"
-    if public != registered:
-        return Trust.UNTRUSTED, f"signed by key {body.get('key_id')}, not the node's registered key"
-    return Trust.VERIFIED, f"signed by the node's key {base64.b16encode(public[:4]).decode().lower()}…"

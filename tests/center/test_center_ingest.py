@@ -13,8 +13,8 @@ from parts import alert, make_parts, send
 from sqlalchemy import func, select
 
 from center.db import Camera, Chunk, Event, Evidence, Message, Node
-from center.ingest import reverify
 from center.models import Trust
+from center.trust import reverify
 from edge.publish.manifest import key_id, write_manifest
 from edge.publish.mqtt import chunk_payloads
 
