@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FILE_TOPICS = ("snapshot", "clip", "original", "manifest")  # events/<id>/<this>
 MAX_HEALTH_HELD = 20_000  # status/stats waiting for the next flush (a second): thousands of cameras, bounded
+HEALTH_BATCH = 100  # status rows per transaction: short transactions, short row locks
 MAX_TEXT = 200  # characters kept of a free-text field from a node (camera name, level, reason)
 
 
@@ -127,7 +128,9 @@ class Ingest:
             self.drops("unknown topic", topic)
 
     # -- node health ---------------------------------------------------------------------------------------
-    def _node(self, s: Session, name: str, now: dt.datetime) -> Node:
+    def _node(self, s: Session, name: str, now: dt.datetime, touch: bool = True) -> Node:
+        """The node's row, made when first heard of; `touch` records it was heard now (health messages do;
+        alerts do not, so that they never wait for a row lock a health flush holds)."""
         node = s.get(Node, name)
         if node is None:
             try:
@@ -136,7 +139,8 @@ class Ingest:
                     s.add(node)
             except IntegrityError:  # another instance added it just now
                 node = s.get(Node, name)
-        node.last_seen = now
+        if touch:
+            node.last_seen = now
         return node
 
     def _available(self, node: str, payload: bytes, topic: str) -> None:
@@ -170,14 +174,18 @@ class Ingest:
             self._health[key] = (body, utcnow())
 
     def flush_health(self) -> int:
-        """Write the held status and stats in one transaction; returns how many."""
+        """Write the held status and stats, HEALTH_BATCH to a transaction; returns how many."""
         with self._health_lock:
             held, self._health = self._health, {}
-        if not held:
-            return 0
+        items = sorted(held.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))  # one lock order everywhere
+        for i in range(0, len(items), HEALTH_BATCH):
+            self._write_health(items[i : i + HEALTH_BATCH])
+        return len(items)
+
+    def _write_health(self, items: list) -> None:
         with self.sessions.begin() as s:
             counts = dict(s.execute(select(Camera.node, func.count()).group_by(Camera.node)).all())
-            for (node, camera), (body, at) in sorted(held.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            for (node, camera), (body, at) in items:
                 n = self._node(s, node, at)
                 if camera is None:
                     n.stats, n.stats_at = body, at
@@ -193,7 +201,6 @@ class Ingest:
                 state = body.get("state")
                 row.state = state[:16] if isinstance(state, str) else None
                 row.status, row.updated_at = body, at
-        return len(held)
 
     # -- events --------------------------------------------------------------------------------------------
     def _event(self, node: str, payload: bytes, topic: str) -> None:
@@ -269,7 +276,7 @@ class Ingest:
         """The event's row, made if this is the first message of it (a still may come before the alert)."""
         ev = s.scalar(select(Event).where(Event.node == node, Event.event_id == event_id))
         if ev is None:
-            registered = self._node(s, node, now).public_key is not None
+            registered = self._node(s, node, now, touch=False).public_key is not None
             ev = Event(node=node, event_id=event_id, body={}, received_at=now, node_registered=registered)
             s.add(ev)
             s.flush()  # a second instance making the same event fails here: IntegrityError, the caller retries
