@@ -236,7 +236,7 @@ def run(args) -> dict:
         reason = why_not()
         if reason:
             raise SystemExit(f"edge-center bench: {reason}; give --database-url")
-        cluster = Cluster(work / "pg").start()
+        cluster = Cluster(work / "pg", durable=True).start()
         url = cluster.new_database()
     upgrade(url)
     broker, port = _broker(work, nodes, password)
@@ -307,7 +307,7 @@ def run(args) -> dict:
             "events_stored": events,
             "exactly_once": complete and len(stored) == len(sent.steady) + len(sent.burst) and events == alerts,
             "by_instance": by_instance,
-            "database": "PostgreSQL " + ("(throwaway cluster)" if cluster else "(given URL)"),
+            "database": "PostgreSQL " + ("(throwaway cluster, fsync on)" if cluster else "(given URL)"),
             "cpus": os.cpu_count(),
             "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2),
@@ -324,7 +324,7 @@ def run(args) -> dict:
             cluster.stop()
 
 
-def markdown(r: dict, command: str) -> str:
+def markdown(r: dict, command: str, title: str = "# edge-center at scale") -> str:
     lat = r["latency_ms"]
     steady = (
         f"each node alerts at random, one every {r['alert_every_s']} s on average ({r['steady_rate']} alerts/s "
@@ -335,7 +335,7 @@ def markdown(r: dict, command: str) -> str:
         f"publish → stored: p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms "
         f"over {r['steady_alerts']} alerts"
     )
-    return f"""# edge-center at scale
+    return f"""{title}
 
 `{command}`
 
@@ -366,5 +366,9 @@ def main(args) -> int:
     print(json.dumps(result, indent=1))
     if args.markdown:
         cmd = " ".join(["edge-center bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "edge-center bench"
-        Path(args.markdown).write_text(markdown(result, cmd))
+        out = Path(args.markdown)
+        if args.append:  # a further run of other settings, as a section of the same report
+            out.write_text(out.read_text() + "\n" + markdown(result, cmd, f"## {args.append}"))
+        else:
+            out.write_text(markdown(result, cmd))
     return 0 if result["exactly_once"] else 1

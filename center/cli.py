@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway cluster in --workdir)")
     s.add_argument("--workdir", default="center-bench", help="broker, cluster and centers' files (emptied)")
     s.add_argument("--markdown", help="write the report here (docs/benchmarks/center.md)")
+    s.add_argument("--append", metavar="TITLE", help="add to the report as a section with this title")
     s.set_defaults(func=cmd_bench)
     return p
 

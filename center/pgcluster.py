@@ -42,8 +42,9 @@ def why_not() -> str | None:
 
 
 class Cluster:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, durable: bool = False):
         self.folder = folder
+        self.durable = durable  # fsync on (a bench); off for tests, whose databases are thrown away
         self.data = folder / "data"
         self.port = free_port()
         self.bin = pg_bin()
@@ -65,7 +66,8 @@ class Cluster:
                     p.chmod(mode | 0o001)
             os.chown(self.folder, pw.pw_uid, pw.pw_gid)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+        fsync = "on" if self.durable else "off"
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync={fsync}"
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",

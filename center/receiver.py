@@ -97,15 +97,26 @@ class Receiver:
             try:
                 self.ingest.handle(msg.topic, msg.payload)
                 break
-            except (IntegrityError, DataError):  # a race with another instance (both made one row), or a value
-                # the database refuses: a few tries, then counted and let go
+            except IntegrityError:
+                # Another instance made the same row (an alert and its still, split between instances) and has
+                # committed it by now: again at once finds it. Over and over would be a bug: let it go, counted.
                 failures += 1
-                if failures >= MAX_HANDLER_FAILURES:
-                    log.exception("giving up a message on %s that keeps colliding", printable(msg.topic))
-                    self.ingest.drops("handler error", msg.topic)
-                    break
-            except (DBAPIError, OSError):  # the database or the disk: wait for it, never drop the message
-                log.exception("could not store a message on %s; retrying in %.1f s", printable(msg.topic), delay)
+                if failures < MAX_HANDLER_FAILURES:
+                    continue
+                log.exception("giving up a message on %s that keeps colliding", printable(msg.topic))
+                self.ingest.drops("handler error", msg.topic)
+                break
+            except (DBAPIError, OSError) as exc:
+                if not isinstance(exc, DataError):  # the database or the disk: wait, never drop the message
+                    log.exception(
+                        "could not store a message on %s; retrying in %.1f s", printable(msg.topic), delay
+                    )
+                    time.sleep(delay)
+                    delay = min(RETRY_CAP_S, delay * 2)
+                    continue
+                log.exception("the database refuses a message on %s; letting it go", printable(msg.topic))
+                self.ingest.drops("handler error", msg.topic)
+                break
             except Exception:  # a message our code cannot handle: a few tries, then it is counted and let go
                 failures += 1
                 if failures >= MAX_HANDLER_FAILURES:
@@ -113,8 +124,7 @@ class Receiver:
                     self.ingest.drops("handler error", msg.topic)
                     break  # acknowledged: one poisonous message must not stop every alert behind it
                 log.warning("a message on %s failed (%d); retrying", printable(msg.topic), failures, exc_info=True)
-            time.sleep(delay)
-            delay = min(RETRY_CAP_S, delay * 2)
+                time.sleep(RETRY_FIRST_S)
         else:
             return  # stopping: not acknowledged, so the broker sends it again to us or another instance
         client.ack(msg.mid, msg.qos)
