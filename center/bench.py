@@ -11,6 +11,7 @@ import heapq
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -365,7 +366,9 @@ def main(args) -> int:
     result = run(args)
     print(json.dumps(result, indent=1))
     if args.markdown:
-        cmd = " ".join(["edge-center bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "edge-center bench"
+        cmd = (
+            "edge-center bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "edge-center bench"
+        )
         out = Path(args.markdown)
         if args.append:  # a further run of other settings, as a section of the same report
             out.write_text(out.read_text() + "\n" + markdown(result, cmd, f"## {args.append}"))
