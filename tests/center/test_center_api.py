@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 

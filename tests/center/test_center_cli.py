@@ -7,6 +7,7 @@ import copy
 import re
 
 import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from centerkit import REPO, ROSTER, run_cli, write_center
 
 from center.migrate import current, head
@@ -15,7 +16,7 @@ from edge.publish.manifest import load_or_create_key
 
 def test_the_shipped_examples_are_valid(tmp_path, monkeypatch):
     monkeypatch.setenv("CENTER_MQTT_PASSWORD", "x")
-    r = run_cli("check", "--config", str(REPO / "configs" / "center.example.yaml"))
+    r = run_cli("check", "--config", str(REPO / "configs" / "center" / "center.example.yaml"))
     assert r.returncode == 0, r.stderr
     assert "1 buildings, 2 cameras, 1 grids, 2 grid workers" in r.stdout
 

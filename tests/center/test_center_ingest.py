@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parts import alert, make_parts, send
 from sqlalchemy import func, select

@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from centerkit import CenterProcess, load, node_client, run_cli, write_center
 from parts import alert
 from sqlalchemy import func, select

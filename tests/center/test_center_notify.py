@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from parts import alert, make_parts, send
 from sqlalchemy import select
 from support.servers import free_port
