@@ -1,0 +1,435 @@
+"""The JSON API (FastAPI; its OpenAPI schema at /openapi.json): cases and their loop, roster, nodes, stats.
+
+Every call needs `Authorization: Bearer <token>` (edge-center user add). Roles: admin, dispatcher, grid worker;
+a grid worker sees and acts on the cases of their own buildings only.
+"""
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from center.auth import user_of
+from center.config import CenterConfig
+from center.counters import Drops
+from center.db import Camera, Case, Event, Evidence, Job, Node, utcnow
+from center.files import EvidenceFiles, file_name
+from center.loop import Loop, Refused
+from center.models import Action, CaseState, JobState, Role, Trust, Verdict
+from center.roster import Roster
+from center.stats import Stats, compute
+
+MAX_PHOTO_BYTES = 10 << 20  # a phone photo is a few MB
+MAX_PAGE = 500  # cases in one answer
+
+
+@dataclass
+class Context:
+    cfg: CenterConfig
+    roster: Roster
+    sessions: sessionmaker
+    readers: sessionmaker  # make_sessions(readonly=True): queries that never hold SQLite's write lock
+    loop: Loop
+    files: EvidenceFiles
+    drops: Drops
+
+
+@dataclass
+class Caller:
+    name: str
+    role: Role
+    buildings: set[str] | None  # None: every building
+
+    def may_see(self, case: Case) -> bool:
+        return self.buildings is None or case.building in self.buildings
+
+
+# -- response models (the OpenAPI schema the pages are built on) -------------------------------------------
+class EvidenceOut(BaseModel):
+    id: int
+    kind: str = Field(description="snapshot | clip | original | manifest | photo")
+    sha256: str
+    bytes: int
+    trust: Trust
+    trust_note: str | None
+    received_at: dt.datetime
+    url: str
+
+
+class EventOut(BaseModel):
+    node: str
+    event_id: str
+    camera: str | None
+    level: str | None
+    score: float | None
+    floor: int | None
+    alert_at: dt.datetime | None
+    node_registered: bool = Field(description="false: the node's key is not registered; its evidence is untrusted")
+    evidence: list[EvidenceOut]
+
+
+class HistoryOut(BaseModel):
+    action: str
+    actor: str
+    at: dt.datetime
+    detail: dict | None
+
+
+class CaseOut(BaseModel):
+    id: int
+    state: CaseState
+    level: str
+    building: str | None
+    building_name: str | None
+    floor: int | None
+    alert_at: dt.datetime
+    created_at: dt.datetime
+    assignee: str | None
+    escalation: int = Field(description="0 the worker on duty, 1 the grid leader, 2 the office")
+    acknowledged_by: str | None
+    acknowledged_at: dt.datetime | None
+    checked_by: str | None
+    checked_at: dt.datetime | None
+    resolved_by: str | None
+    resolved_at: dt.datetime | None
+    verdict: Verdict | None
+    note: str | None
+    cameras: list[str] = Field(description="node/camera of every alert in the case")
+
+
+class JobOut(BaseModel):
+    id: int
+    case_id: int | None
+    channel: str
+    target: str
+    state: JobState
+    attempts: int
+    due_at: dt.datetime
+    last_error: str | None
+    done_at: dt.datetime | None
+
+
+class CaseDetail(CaseOut):
+    events: list[EventOut]
+    photos: list[EvidenceOut]
+    history: list[HistoryOut]
+    notices: list[JobOut]
+
+
+class ActionIn(BaseModel):
+    verdict: Verdict | None = Field(None, description="check, resolve: what was found on site")
+    note: str | None = Field(None, max_length=2000)
+
+
+class CameraOut(BaseModel):
+    camera: str
+    state: str | None
+    status: dict | None
+    updated_at: dt.datetime
+
+
+class NodeOut(BaseModel):
+    name: str
+    registered: bool
+    key_id: str | None
+    available: str | None
+    last_seen: dt.datetime | None
+    stats: dict | None
+    stats_at: dt.datetime | None
+    cameras: list[CameraOut]
+
+
+class FeedbackOut(BaseModel):
+    node: str
+    event_id: str
+    camera: str | None
+    case: int
+    verdict: Verdict
+    score: float | None
+    floor: int | None
+    alert_at: dt.datetime | None
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+    buildings: list[str] | None
+
+
+def create_app(ctx: Context) -> FastAPI:
+    app = FastAPI(
+        title="edge-center",
+        version="1",
+        description="The community center's API: alerts of thrown objects, their dispatch and the closed loop.",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def db():
+        with ctx.readers() as s:
+            yield s
+
+    def caller(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)], s: Annotated[Session, Depends(db)]
+    ) -> Caller:
+        user = user_of(s, creds.credentials) if creds else None
+        if user is None:
+            raise HTTPException(401, "a valid bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
+        role = Role(user.role)
+        mine = ctx.roster.buildings_of_worker(user.worker or "") if role == Role.GRID_WORKER else None
+        return Caller(user.name, role, mine)
+
+    def staff(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if who.role == Role.GRID_WORKER:
+            raise HTTPException(403, "for dispatchers and admins")
+        return who
+
+    def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if who.role != Role.ADMIN:
+            raise HTTPException(403, "for admins")
+        return who
+
+    Db = Annotated[Session, Depends(db)]
+    Who = Annotated[Caller, Depends(caller)]
+    Staff = Annotated[Caller, Depends(staff)]
+    Admin = Annotated[Caller, Depends(admin)]
+
+    def visible(s: Session, case_id: int, who: Caller) -> Case:
+        case = s.get(Case, case_id)
+        if case is None or not who.may_see(case):  # another's building is as good as absent
+            raise HTTPException(404, "no such case")
+        return case
+
+    def ev_out(item: Evidence) -> EvidenceOut:
+        return EvidenceOut(
+            id=item.id,
+            kind=item.kind,
+            sha256=item.sha256,
+            bytes=item.bytes,
+            trust=item.trust,
+            trust_note=item.trust_note,
+            received_at=item.received_at,
+            url=f"/api/evidence/{item.id}",
+        )
+
+    def case_out(case: Case, cls=CaseOut, **extra) -> CaseOut:
+        b = ctx.roster.buildings.get(case.building) if case.building else None
+        fields = {k: getattr(case, k) for k in CaseOut.model_fields if hasattr(case, k)}
+        fields.update(building_name=b.name if b else None, cameras=[f"{e.node}/{e.camera}" for e in case.events])
+        return cls(**fields, **extra)
+
+    @app.get("/api/me", response_model=Me, tags=["people"])
+    def me(who: Who):
+        return Me(
+            name=who.name, role=who.role, buildings=sorted(who.buildings) if who.buildings is not None else None
+        )
+
+    @app.get("/api/cases", response_model=list[CaseOut], tags=["cases"])
+    def cases(
+        s: Db,
+        who: Who,
+        state: CaseState | None = None,
+        building: str | None = None,
+        level: str | None = None,
+        verdict: Verdict | None = None,
+        since: Annotated[dt.datetime | None, Query(description="alerts at or after (ISO time)")] = None,
+        until: Annotated[dt.datetime | None, Query(description="alerts before (ISO time)")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ):
+        """Cases, newest alert first, with filters; a grid worker gets their buildings' cases only."""
+        q = select(Case).options(selectinload(Case.events))
+        if state:
+            q = q.where(Case.state == state)
+        if building:
+            q = q.where(Case.building == building)
+        if level:
+            q = q.where(Case.level == level)
+        if verdict:
+            q = q.where(Case.verdict == verdict)
+        if since:
+            q = q.where(Case.alert_at >= _aware(since))
+        if until:
+            q = q.where(Case.alert_at < _aware(until))
+        if who.buildings is not None:
+            q = q.where(Case.building.in_(sorted(who.buildings)))
+        rows = s.scalars(q.order_by(Case.alert_at.desc(), Case.id.desc()).limit(limit).offset(offset)).all()
+        return [case_out(c) for c in rows]
+
+    @app.get("/api/cases/{case_id}", response_model=CaseDetail, tags=["cases"])
+    def case(case_id: int, s: Db, who: Who):
+        """One case: its alerts with their evidence (and its trust), on-site photos, history and notices."""
+        c = visible(s, case_id, who)
+        events = [
+            EventOut(
+                node=e.node,
+                event_id=e.event_id,
+                camera=e.camera,
+                level=e.level,
+                score=e.score,
+                floor=e.floor,
+                alert_at=e.alert_at,
+                node_registered=e.node_registered,
+                evidence=[ev_out(x) for x in e.evidence],
+            )
+            for e in c.events
+        ]
+        photos = s.scalars(select(Evidence).where(Evidence.case_id == c.id).order_by(Evidence.id)).all()
+        jobs = s.scalars(select(Job).where(Job.case_id == c.id).order_by(Job.id)).all()
+        return case_out(
+            c,
+            CaseDetail,
+            events=events,
+            photos=[ev_out(p) for p in photos],
+            history=[HistoryOut(action=h.action, actor=h.actor, at=h.at, detail=h.detail) for h in c.history],
+            notices=[JobOut.model_validate(j, from_attributes=True) for j in jobs],
+        )
+
+    @app.post("/api/cases/{case_id}/photos", response_model=EvidenceOut, tags=["cases"], status_code=201)
+    async def photo(case_id: int, request: Request, who: Who):
+        """An on-site photo: the request body is the JPEG itself (Content-Type: image/jpeg)."""
+        buf = bytearray()
+        async for part in request.stream():
+            buf += part
+            if len(buf) > MAX_PHOTO_BYTES:
+                raise HTTPException(413, f"a photo may be at most {MAX_PHOTO_BYTES} bytes")
+        data = bytes(buf)
+        if not data.startswith(b"\xff\xd8\xff"):
+            raise HTTPException(415, "send the photo as JPEG")
+        digest = hashlib.sha256(data).hexdigest()
+        with ctx.sessions.begin() as s:
+            c = visible(s, case_id, who)
+            rel = ctx.files.write_photo(c.id, file_name("photo", digest, data), data)
+            item = Evidence(
+                case_id=c.id,
+                kind="photo",
+                path=rel,
+                sha256=digest,
+                bytes=len(data),
+                trust=Trust.UNSIGNED,
+                trust_note=f"uploaded by {who.name}",
+                received_at=utcnow(),
+            )
+            s.add(item)
+            s.flush()
+            ctx.loop._history(s, c, Action.PHOTO, who.name, utcnow(), {"evidence": item.id})
+            return ev_out(item)
+
+    @app.post("/api/cases/{case_id}/{action}", response_model=CaseOut, tags=["cases"])
+    def act(case_id: int, action: Action, body: ActionIn, who: Who):
+        """confirm / dismiss (dispatchers: a suspected alert), acknowledge, check (with a verdict), resolve."""
+        if action not in (Action.CONFIRM, Action.DISMISS, Action.ACKNOWLEDGE, Action.CHECK, Action.RESOLVE):
+            raise HTTPException(404, f"no action {action}")
+        if action in (Action.CONFIRM, Action.DISMISS) and who.role == Role.GRID_WORKER:
+            raise HTTPException(403, "reviewing suspected alerts is for dispatchers")
+        with ctx.sessions.begin() as s:
+            c = visible(s, case_id, who)
+            if action == Action.RESOLVE and body.verdict is None and c.verdict is None:
+                raise HTTPException(422, "resolve needs a verdict when no check gave one")
+            try:
+                ctx.loop.act(s, c, action, who.name, body.verdict, body.note)
+            except Refused as exc:
+                raise HTTPException(exc.status, str(exc)) from None
+            return case_out(c)
+
+    @app.get("/api/evidence/{evidence_id}", tags=["cases"], response_class=FileResponse)
+    def evidence(evidence_id: int, s: Db, who: Who):
+        """The file itself (still, clip, original, manifest, photo)."""
+        item = s.get(Evidence, evidence_id)
+        case_id = item.case_id if item else None
+        if item is not None and item.event_pk is not None:
+            case_id = s.get(Event, item.event_pk).case_id
+        if item is None or (
+            who.buildings is not None and (case_id is None or not who.may_see(s.get(Case, case_id)))
+        ):
+            raise HTTPException(404, "no such evidence")
+        media = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
+        return FileResponse(ctx.files.path(item.path), media_type=media.get(item.kind, "video/mp4"))
+
+    @app.get("/api/roster", tags=["people"])
+    def roster(who: Who) -> dict:
+        """The roster as loaded (buildings, grids, workers with duty hours, the office)."""
+        return ctx.roster.model_dump(mode="json")
+
+    @app.get("/api/nodes", response_model=list[NodeOut], tags=["nodes"])
+    def nodes(s: Db, who: Staff):
+        """Node health: registered key, online/offline, last stats, every camera's status."""
+        cams: dict[str, list[CameraOut]] = {}
+        for c in s.scalars(select(Camera).order_by(Camera.node, Camera.camera)):
+            cams.setdefault(c.node, []).append(CameraOut.model_validate(c, from_attributes=True))
+        return [
+            NodeOut(
+                name=n.name,
+                registered=n.public_key is not None,
+                key_id=n.key_id,
+                available=n.available,
+                last_seen=n.last_seen,
+                stats=n.stats,
+                stats_at=n.stats_at,
+                cameras=cams.get(n.name, []),
+            )
+            for n in s.scalars(select(Node).order_by(Node.name))
+        ]
+
+    @app.get("/api/stats", response_model=Stats, tags=["statistics"])
+    def stats(s: Db, who: Who, since: dt.datetime | None = None, until: dt.datetime | None = None):
+        """Alerts by building, floor and hour; false-alarm share; median times to acknowledge and resolve."""
+        q = select(Case).where(Case.alert_at >= _aware(since) if since else True)
+        if until:
+            q = q.where(Case.alert_at < _aware(until))
+        if who.buildings is not None:
+            q = q.where(Case.building.in_(sorted(who.buildings)))
+        return compute(list(s.scalars(q)), ctx.cfg.timezone)
+
+    @app.get("/api/feedback", response_model=list[FeedbackOut], tags=["statistics"])
+    def feedback(
+        s: Db, who: Staff, verdict: Verdict | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+    ):
+        """Alerts with an on-site verdict (false alarms for tuning: ?verdict=false_alarm)."""
+        q = select(Event, Case).join(Case, Event.case_id == Case.id).where(Case.verdict.is_not(None))
+        if verdict:
+            q = q.where(Case.verdict == verdict)
+        rows = s.execute(q.order_by(Case.alert_at.desc()).limit(limit)).all()
+        return [
+            FeedbackOut(
+                node=e.node,
+                event_id=e.event_id,
+                camera=e.camera,
+                case=c.id,
+                verdict=c.verdict,
+                score=e.score,
+                floor=e.floor,
+                alert_at=e.alert_at,
+            )
+            for e, c in rows
+        ]
+
+    @app.get("/api/notices", response_model=list[JobOut], tags=["nodes"])
+    def notices(
+        s: Db, who: Staff, state: JobState | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+    ):
+        """Notices and feedback in the queue; ?state=failed shows what could not be delivered."""
+        q = select(Job)
+        if state:
+            q = q.where(Job.state == state)
+        return [
+            JobOut.model_validate(j, from_attributes=True)
+            for j in s.scalars(q.order_by(Job.id.desc()).limit(limit))
+        ]
+
+    @app.get("/api/ingest", tags=["nodes"])
+    def ingest(who: Admin) -> dict:
+        """This instance's counters of refused input, by reason."""
+        return {"instance": ctx.cfg.instance, "dropped": ctx.drops.snapshot()}
+
+    return app
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)

@@ -1,0 +1,282 @@
+"""The closed loop: cases made from alerts (one per throw), dispatch, the actions of people, escalation.
+
+Every function here works inside the caller's transaction: the case, its history and the notices it causes
+are committed together or not at all (the notices are rows of the durable job queue, sent by center.notify).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import zlib
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from center.config import CenterConfig
+from center.db import Case, Event, Evidence, History, Job, utcnow
+from center.models import TRANSITIONS, Action, CaseState, JobState, Level, Verdict
+from center.roster import Roster
+
+SYSTEM = "center"  # the actor of what the center does by itself
+LEVEL_RANK = {Level.SUSPECTED: 0, Level.CONFIRMED: 1}
+OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty, 1 the grid leader, 2 the office
+
+
+class Refused(Exception):
+    """An action that the case's state or the actor's role does not allow (HTTP 409/403)."""
+
+    def __init__(self, why: str, status: int = 409):
+        super().__init__(why)
+        self.status = status
+
+
+@dataclass
+class Loop:
+    cfg: CenterConfig
+    roster: Roster
+
+    # -- alerts to cases -----------------------------------------------------------------------------------
+    def attach(self, s: Session, ev: Event, now: dt.datetime | None = None) -> Case:
+        """Put an event into a case: the open case of the same throw (another camera, within dedup window and
+        floors), or a new one. A confirmed case is dispatched at once; a suspected one waits for review."""
+        now = now or utcnow()
+        building = self.roster.building_of(ev.node, ev.camera)
+        alert_at = ev.alert_at or now
+        self._lock_place(s, building or f"node:{ev.node}")
+        case = self._same_throw(s, ev, building, alert_at)
+        if case is None:
+            case = Case(
+                state=CaseState.NEW,
+                level=ev.level or Level.SUSPECTED,
+                building=building,
+                floor=ev.floor,
+                alert_at=alert_at,
+                created_at=now,
+                escalation=0,
+            )
+            s.add(case)
+            s.flush()
+            self._history(s, case, Action.CREATED, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
+        else:
+            self._history(s, case, Action.EVIDENCE, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
+        ev.case_id = case.id
+        ev.case = case
+        self.level_changed(s, case, ev.level, now)
+        return case
+
+    def level_changed(self, s: Session, case: Case, level: str | None, now: dt.datetime) -> None:
+        """An alert of the case was raised (or joined) at `level`: a confirmed one is dispatched at once."""
+        if level and LEVEL_RANK[Level(level)] > LEVEL_RANK[Level(case.level)]:
+            case.level = level
+        if case.state == CaseState.NEW and case.level == Level.CONFIRMED:
+            self._dispatch(s, case, SYSTEM, now)
+
+    def _same_throw(self, s: Session, ev: Event, building: str | None, alert_at: dt.datetime) -> Case | None:
+        window = dt.timedelta(seconds=self.cfg.dedup.window_s)
+        q = select(Case).where(Case.alert_at.between(alert_at - window, alert_at + window))
+        if building is not None:
+            q = q.where(Case.building == building)
+        else:  # a camera the roster does not know: only the same node's other cameras
+            q = q.join(Event, Event.case_id == Case.id).where(Case.building.is_(None), Event.node == ev.node)
+        for case in s.scalars(q.order_by(Case.id)).unique():
+            if ev.floor is None or case.floor is None or abs(case.floor - ev.floor) <= self.cfg.dedup.floors:
+                return case
+        return None
+
+    @staticmethod
+    def _lock_place(s: Session, key: str) -> None:
+        """Serialise case-making per building, so two instances cannot make two cases of one throw.
+        PostgreSQL: a transaction advisory lock; SQLite: the write lock BEGIN IMMEDIATE already took."""
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode())})
+
+    # -- dispatch and escalation ---------------------------------------------------------------------------
+    def _dispatch(self, s: Session, case: Case, actor: str, now: dt.datetime) -> None:
+        local = now.astimezone(ZoneInfo(self.cfg.timezone)).time()
+        level, who = self._first_recipient(case, local)
+        case.state = CaseState.DISPATCHED
+        case.assignee = who
+        case.escalation = level
+        case.dispatched_at = now
+        case.escalate_at = now + self._escalate_after() if level < OFFICE_LEVEL else None
+        self._history(s, case, Action.DISPATCH, actor, now, {"to": who})
+        self.notify(s, case, "dispatch", who, now)
+
+    def _first_recipient(self, case: Case, local: dt.time) -> tuple[int, str]:
+        if case.building is None or case.building not in self.roster.buildings:
+            return OFFICE_LEVEL, "office"  # nobody's building: the office sorts it out
+        on_duty = self.roster.worker_on_duty(case.building, local)
+        if on_duty:
+            return 0, f"worker:{on_duty[0]}"
+        return 1, f"leader:{self.roster.buildings[case.building].grid}"  # nobody on duty: straight to the leader
+
+    def _escalate_after(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.cfg.escalate_after_min)
+
+    def escalate_due(self, s: Session, now: dt.datetime | None = None) -> int:
+        """Escalate every dispatched case not acknowledged in time: worker -> grid leader -> office.
+
+        The conditional UPDATE makes each step happen once even when several instances run this."""
+        now = now or utcnow()
+        done = 0
+        due = s.scalars(
+            select(Case).where(Case.state == CaseState.DISPATCHED, Case.escalate_at <= now).order_by(Case.id)
+        ).all()
+        for case in due:
+            step = case.escalation + 1
+            if case.building in self.roster.buildings and step == 1:
+                who = f"leader:{self.roster.buildings[case.building].grid}"
+            else:
+                step, who = OFFICE_LEVEL, "office"
+            nxt = now + self._escalate_after() if step < OFFICE_LEVEL else None
+            won = s.execute(
+                update(Case)
+                .where(Case.id == case.id, Case.escalation == case.escalation, Case.state == CaseState.DISPATCHED)
+                .values(escalation=step, escalate_at=nxt)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if won:
+                s.refresh(case)
+                self._history(s, case, Action.ESCALATE, SYSTEM, now, {"to": who, "step": step})
+                self.notify(s, case, "escalate", who, now)
+                done += 1
+        return done
+
+    # -- what people do ------------------------------------------------------------------------------------
+    def act(
+        self,
+        s: Session,
+        case: Case,
+        action: Action,
+        actor: str,
+        verdict: Verdict | None = None,
+        note: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> Case:
+        """Apply a person's action to a case (confirm, dismiss, acknowledge, check, resolve)."""
+        now = now or utcnow()
+        after = TRANSITIONS.get((action, CaseState(case.state)))
+        if after is None:
+            raise Refused(f"cannot {action} a case that is {case.state}")
+        if action == Action.CHECK and verdict is None:
+            raise Refused("an on-site check needs a verdict", 422)
+        detail: dict = {}
+        if note:
+            case.note = note
+            detail["note"] = note
+        if action == Action.CONFIRM:
+            case.level = Level.CONFIRMED
+            self._history(s, case, action, actor, now, None)
+            self._dispatch(s, case, actor, now)
+            return case
+        if action == Action.DISMISS:
+            verdict = Verdict.FALSE_ALARM
+        if action == Action.ACKNOWLEDGE:
+            case.acknowledged_by, case.acknowledged_at = actor, now
+        if action == Action.CHECK:
+            case.checked_by, case.checked_at = actor, now
+        if action in (Action.RESOLVE, Action.DISMISS):
+            case.resolved_by, case.resolved_at = actor, now
+        case.state = after
+        case.escalate_at = None  # someone is on it: no further escalation
+        if verdict is not None:
+            case.verdict = verdict
+            detail["verdict"] = verdict
+        self._history(s, case, action, actor, now, detail or None)
+        if verdict is not None:
+            self.feedback(s, case, actor, now)
+        return case
+
+    # -- notices -------------------------------------------------------------------------------------------
+    def notify(self, s: Session, case: Case, kind: str, who: str, now: dt.datetime) -> None:
+        """Queue the notices of a dispatch or escalation: every webhook, every WeCom group, email to the person."""
+        person = self.roster.person(who)
+        building = self.roster.buildings.get(case.building) if case.building else None
+        payload = {
+            "kind": kind,
+            "case": case.id,
+            "level": case.level,
+            "building": case.building,
+            "building_name": building.name if building else None,
+            "address": building.address if building else None,
+            "floor": case.floor,
+            "alert_at": case.alert_at.isoformat(),
+            "to": who,
+            "person": person.model_dump() if person else None,
+        }
+        notify = self.cfg.notify
+        for i, _ in enumerate(notify.webhooks):
+            self._job(s, case, "webhook", str(i), payload, now)
+        for i, _ in enumerate(notify.wecom):
+            self._job(s, case, "wecom", str(i), payload, now)
+        if notify.smtp and person and person.email:
+            self._job(s, case, "email", person.email, payload, now)
+        if kind == "dispatch":  # a still that came before the dispatch (a suspected alert confirmed later)
+            still = s.scalar(
+                select(Evidence)
+                .join(Event, Evidence.event_pk == Event.id)
+                .where(Event.case_id == case.id, Evidence.kind == "snapshot")
+                .order_by(Evidence.id)
+                .limit(1)
+            )
+            if still is not None:
+                self._wecom_still(s, case, still, now)
+
+    def still_arrived(self, s: Session, ev: Event, still: Evidence, now: dt.datetime) -> None:
+        """A still came after its case was dispatched: WeCom groups get it as an image message too."""
+        case = ev.case
+        if case is None or case.state == CaseState.NEW:
+            return
+        first = s.scalar(
+            select(Evidence.id)
+            .join(Event, Evidence.event_pk == Event.id)
+            .where(Event.case_id == case.id, Evidence.kind == "snapshot", Evidence.id != still.id)
+            .limit(1)
+        )
+        if first is None:  # one still per case is enough for the group
+            self._wecom_still(s, case, still, now)
+
+    def _wecom_still(self, s: Session, case: Case, still: Evidence, now: dt.datetime) -> None:
+        for i, w in enumerate(self.cfg.notify.wecom):
+            if w.send_still:
+                self._job(s, case, "wecom", str(i), {"kind": "still", "case": case.id, "still": still.path}, now)
+
+    def feedback(self, s: Session, case: Case, actor: str, now: dt.datetime) -> None:
+        """Queue the verdict for every node whose alert is in the case (<prefix>/<node>/feedback, QoS 1)."""
+        for ev in case.events:
+            body = {
+                "v": 1,
+                "msg_id": uuid.uuid4().hex,
+                "id": ev.event_id,
+                "node": ev.node,
+                "camera": ev.camera,
+                "case": case.id,
+                "verdict": case.verdict,
+                "state": case.state,
+                "note": case.note,
+                "by": actor,
+                "at": now.isoformat(),
+            }
+            self._job(s, case, "feedback", ev.node, body, now)
+
+    @staticmethod
+    def _job(s: Session, case: Case, channel: str, target: str, payload: dict, now: dt.datetime) -> None:
+        s.add(
+            Job(
+                case_id=case.id,
+                channel=channel,
+                target=target,
+                payload=payload,
+                state=JobState.PENDING,
+                attempts=0,
+                due_at=now,
+                created_at=now,
+            )
+        )
+
+    @staticmethod
+    def _history(s: Session, case: Case, action: Action, actor: str, now: dt.datetime, detail: dict | None):
+        s.add(History(case_id=case.id, action=action, actor=actor, at=now, detail=detail))

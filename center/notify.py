@@ -1,0 +1,276 @@
+"""Notifiers behind one interface, fed from the durable job queue with retry and backoff.
+
+A job is claimed with a lease (a conditional UPDATE, so two instances never send the same job at once; a job
+whose instance died is taken again when its lease ends), sent, then marked sent, or rescheduled with a
+doubling delay, or marked failed after retry.max_attempts: failures stay in the database and the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import sessionmaker
+
+from center.config import CenterConfig
+from center.db import Event, Evidence, Job, utcnow
+from center.files import EvidenceFiles
+from center.models import JobState
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 120.0  # longer than any one send (HTTP and SMTP time out well before): a dead instance's job frees
+WECOM_IMAGE_MAX = 2 << 20  # WeCom group robots refuse images over 2 MB
+SIGNATURE_HEADER = "X-Edge-Signature"  # sha256=<hex HMAC of "<timestamp>.<body>">
+TIMESTAMP_HEADER = "X-Edge-Timestamp"  # the receiver refuses old timestamps: a captured call cannot be replayed
+
+
+class SendError(Exception):
+    """One attempt failed; the job is retried later."""
+
+
+class Notifier(Protocol):
+    """Sends one job's payload to its target; raises SendError (or any error) when it did not go."""
+
+    def send(self, job: Job) -> None: ...
+
+
+def describe(p: dict) -> str:
+    """The human text of a dispatch or escalation notice (Chinese first: it is read on a phone in the compound)."""
+    where = p.get("building_name") or p.get("building") or "未知楼栋"
+    floor = f"{p['floor']}层" if p.get("floor") is not None else "楼层未知"
+    level = "确认" if p.get("level") == "confirmed" else "疑似"
+    person = p.get("person") or {}
+    head = "【高空抛物·升级】" if p.get("kind") == "escalate" else "【高空抛物】"
+    lines = [
+        f"{head}{level} {where} {floor}",
+        f"时间 {p.get('alert_at')}  案件 #{p.get('case')}",
+        f"处置人 {person.get('name', p.get('to'))} {person.get('phone') or ''}".rstrip(),
+    ]
+    if p.get("address"):
+        lines.insert(1, f"地址 {p['address']}")
+    return "\n".join(lines)
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+class WebhookNotifier:
+    """A generic webhook: the JSON payload, HMAC-SHA256 signed over timestamp and body."""
+
+    def __init__(self, cfg: CenterConfig, http: httpx.Client):
+        self.hooks = cfg.notify.webhooks
+        self.http = http
+
+    def send(self, job: Job) -> None:
+        hook = self.hooks[int(job.target)]
+        body = json.dumps({**job.payload, "text": describe(job.payload)}, ensure_ascii=False).encode()
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: signature(hook.secret.get_secret_value(), ts, body),
+        }
+        r = self.http.post(str(hook.url), content=body, headers=headers)
+        if r.status_code >= 300:
+            raise SendError(f"HTTP {r.status_code}")
+
+
+class WecomNotifier:
+    """A WeCom group robot: the text with the person @-mentioned; the still as an image message."""
+
+    def __init__(self, cfg: CenterConfig, http: httpx.Client, files: EvidenceFiles):
+        self.robots = cfg.notify.wecom
+        self.http = http
+        self.files = files
+
+    def send(self, job: Job) -> None:
+        robot = self.robots[int(job.target)]
+        p = job.payload
+        if p.get("kind") == "still":
+            data = self.files.path(p["still"]).read_bytes()
+            if len(data) > WECOM_IMAGE_MAX:
+                raise SendError(f"still of {len(data)} bytes is over WeCom's 2 MB")
+            msg = {
+                "msgtype": "image",
+                "image": {"base64": base64.b64encode(data).decode(), "md5": hashlib.md5(data).hexdigest()},
+            }
+        else:
+            person = p.get("person") or {}
+            text = {"content": describe(p)}
+            if person.get("wecom_user"):
+                text["mentioned_list"] = [person["wecom_user"]]
+            if person.get("phone"):
+                text["mentioned_mobile_list"] = [person["phone"]]
+            msg = {"msgtype": "text", "text": text}
+        r = self.http.post(str(robot.url), json=msg)
+        if r.status_code >= 300:
+            raise SendError(f"HTTP {r.status_code}")
+        answer = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if answer.get("errcode", 0) != 0:  # WeCom answers 200 with an error code
+            raise SendError(f"WeCom errcode {answer.get('errcode')}: {str(answer.get('errmsg'))[:200]}")
+
+
+class EmailNotifier:
+    """Email over SMTP (STARTTLS when configured), the still attached when there is one."""
+
+    def __init__(self, cfg: CenterConfig, sessions: sessionmaker, files: EvidenceFiles):
+        self.smtp = cfg.notify.smtp
+        self.sessions = sessions
+        self.files = files
+
+    def send(self, job: Job) -> None:
+        p = job.payload
+        msg = EmailMessage()
+        msg["From"] = self.smtp.sender
+        msg["To"] = job.target
+        msg["Subject"] = describe(p).splitlines()[0]
+        msg.set_content(describe(p))
+        still = still_of(self.sessions, job.case_id)
+        if still is not None:
+            msg.add_attachment(
+                self.files.path(still).read_bytes(), maintype="image", subtype="jpeg", filename="still.jpg"
+            )
+        with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=self.smtp.timeout_s) as smtp:
+            if self.smtp.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self.smtp.username:
+                smtp.login(self.smtp.username, self.smtp.password.get_secret_value() if self.smtp.password else "")
+            smtp.send_message(msg)
+
+
+class FeedbackNotifier:
+    """The verdict back to the node, on <prefix>/<node>/feedback at QoS 1."""
+
+    def __init__(self, prefix: str, publish: Callable[[str, bytes], None]):
+        self.prefix = prefix
+        self.publish = publish
+
+    def send(self, job: Job) -> None:
+        self.publish(f"{self.prefix}/{job.target}/feedback", json.dumps(job.payload, ensure_ascii=False).encode())
+
+
+def still_of(sessions: sessionmaker, case_id: int | None) -> str | None:
+    """The path of the first still of a case's alerts, if one has come."""
+    if case_id is None:
+        return None
+    with sessions() as s:
+        return s.scalar(
+            select(Evidence.path)
+            .join(Event, Evidence.event_pk == Event.id)
+            .where(Event.case_id == case_id, Evidence.kind == "snapshot")
+            .order_by(Evidence.id)
+            .limit(1)
+        )
+
+
+class JobRunner:
+    """Claims due jobs, sends each through its channel's notifier, records the outcome."""
+
+    def __init__(self, cfg: CenterConfig, sessions: sessionmaker, notifiers: dict[str, Notifier], owner: str):
+        self.retry = cfg.notify.retry
+        self.sessions = sessions
+        self.notifiers = notifiers
+        self.owner = owner
+
+    def run_due(self, now: dt.datetime | None = None, limit: int = 50) -> int:
+        """Send every job due now (at most `limit`); returns how many were attempted."""
+        now = now or utcnow()
+        with self.sessions() as s:
+            ids = s.scalars(
+                select(Job.id)
+                .where(
+                    or_(
+                        (Job.state == JobState.PENDING) & (Job.due_at <= now),
+                        (Job.state == JobState.SENDING) & (Job.lease_until < now),
+                    ),
+                    Job.channel.in_(list(self.notifiers)),
+                )
+                .order_by(Job.due_at, Job.id)
+                .limit(limit)
+            ).all()
+        attempted = 0
+        for job_id in ids:
+            job = self._claim(job_id, now)
+            if job is not None:
+                self._attempt(job)
+                attempted += 1
+        return attempted
+
+    def _claim(self, job_id: int, now: dt.datetime) -> Job | None:
+        lease = now + dt.timedelta(seconds=LEASE_S)
+        with self.sessions.begin() as s:
+            won = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    or_(Job.state == JobState.PENDING, (Job.state == JobState.SENDING) & (Job.lease_until < now)),
+                )
+                .values(state=JobState.SENDING, lease_until=lease)
+            ).rowcount
+            return s.get(Job, job_id) if won else None
+
+    def _attempt(self, job: Job) -> None:
+        try:
+            self.notifiers[job.channel].send(job)
+            error = None
+        except Exception as exc:  # any failure of one send is retried: the error is kept, never swallowed
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        now = utcnow()
+        with self.sessions.begin() as s:
+            row = s.get(Job, job.id)
+            row.attempts += 1
+            row.lease_until = None
+            if error is None:
+                row.state, row.done_at, row.last_error = JobState.SENT, now, None
+                return
+            row.last_error = error
+            if row.attempts >= self.retry.max_attempts:
+                row.state, row.done_at = JobState.FAILED, now
+                log.error(
+                    "gave up %s notice %d to %s after %d attempts: %s",
+                    row.channel,
+                    row.id,
+                    row.target,
+                    row.attempts,
+                    error,
+                )
+            else:
+                delay = min(self.retry.cap_s, self.retry.first_s * 2 ** (row.attempts - 1))
+                row.state, row.due_at = JobState.PENDING, now + dt.timedelta(seconds=delay)
+                log.warning(
+                    "%s notice %d to %s failed (attempt %d, next in %.0f s): %s",
+                    row.channel,
+                    row.id,
+                    row.target,
+                    row.attempts,
+                    delay,
+                    error,
+                )
+
+
+def make_notifiers(
+    cfg: CenterConfig, sessions: sessionmaker, files: EvidenceFiles, publish
+) -> dict[str, Notifier]:
+    http = httpx.Client(timeout=cfg.notify.timeout_s)
+    out: dict[str, Notifier] = {
+        "webhook": WebhookNotifier(cfg, http),
+        "wecom": WecomNotifier(cfg, http, files),
+        "feedback": FeedbackNotifier(cfg.mqtt.topic_prefix, publish),
+    }
+    if cfg.notify.smtp:
+        out["email"] = EmailNotifier(cfg, sessions, files)
+    return out

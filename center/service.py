@@ -1,0 +1,142 @@
+"""`edge-center run`: ingest, the loop's timers, the notice queue and the API, wired together."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+import uvicorn
+
+from center.api import Context, create_app
+from center.config import CenterConfig
+from center.counters import Drops
+from center.db import make_engine, make_sessions, utcnow
+from center.files import EvidenceFiles
+from center.ingest import Ingest
+from center.loop import Loop
+from center.migrate import current, head, upgrade
+from center.notify import JobRunner, make_notifiers
+from center.receiver import Receiver
+from center.roster import Roster
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0  # escalations and due notices are looked at this often
+EXPIRE_EVERY_S = 60.0  # unfinished clips are looked at this often (they expire after minutes)
+SHUTDOWN_S = 3.0  # open API requests get this long to finish on SIGTERM
+
+
+class ApiUnavailable(Exception):
+    """The API's address is taken or not ours: `edge-center run` exits 71."""
+
+
+class SchemaBehind(Exception):
+    """The database is not at the newest schema: `edge-center db upgrade` first."""
+
+
+def ensure_schema(url: str) -> None:
+    """SQLite is brought up to date on start (nothing to set up); PostgreSQL, shared by several instances, is
+    migrated once by `edge-center db upgrade`, never by two starting instances at the same time."""
+    if current(url) == head():
+        return
+    if url.startswith("sqlite:"):
+        upgrade(url)
+        return
+    raise SchemaBehind(
+        f"the database is at {current(url) or 'no schema'}, not {head()}: run edge-center db upgrade"
+    )
+
+
+class Center:
+    def __init__(self, cfg: CenterConfig, roster: Roster):
+        self.cfg = cfg
+        self.engine = make_engine(cfg.database_url(), cfg.database.sqlite_busy_s)
+        self.sessions = make_sessions(self.engine)
+        self.files = EvidenceFiles(cfg.data_dir)
+        self.drops = Drops()
+        self.loop = Loop(cfg, roster)
+        self.ingest = Ingest(
+            cfg.mqtt.topic_prefix,
+            self.sessions,
+            self.files,
+            self.loop,
+            cfg.instance,
+            self.drops,
+            max_pending_bytes=cfg.mqtt.max_chunk_set_mib << 20,
+            max_pending_bytes_per_node=(cfg.mqtt.max_chunk_set_mib << 20) // 2,
+        )
+        self.receiver = Receiver(cfg.mqtt, cfg.mqtt.client_id or cfg.instance, self.ingest)
+        notifiers = make_notifiers(cfg, self.sessions, self.files, self.receiver.publish)
+        self.jobs = JobRunner(cfg, self.sessions, notifiers, cfg.instance)
+        self.context = Context(
+            cfg,
+            roster,
+            self.sessions,
+            make_sessions(self.engine, readonly=True),
+            self.loop,
+            self.files,
+            self.drops,
+        )
+        self.stopping = threading.Event()
+        self.server: uvicorn.Server | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.receiver.start()
+        self._spawn(self._timers, "center-timers")
+        if self.cfg.api.enabled:
+            app = create_app(self.context)
+            config = uvicorn.Config(
+                app,
+                host=self.cfg.api.host,
+                port=self.cfg.api.port,
+                log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_S,
+            )
+            self.server = uvicorn.Server(config)
+            thread = self._spawn(self.server.run, "center-api")
+            while not self.server.started and thread.is_alive():
+                time.sleep(0.05)
+            if not self.server.started:
+                self.stop()
+                raise ApiUnavailable(f"the API cannot listen on {self.cfg.api.host}:{self.cfg.api.port}")
+
+    def stop(self) -> None:
+        log.info("stopping: API, MQTT, timers")
+        self.stopping.set()
+        if self.server:
+            self.server.should_exit = True
+        self.receiver.stop()
+        for t in self._threads:
+            t.join(10)
+            if t.is_alive():
+                log.warning("%s did not stop in time", t.name)
+        try:
+            self.ingest.flush_health()  # the last status seen, kept
+        except Exception:
+            log.exception("could not keep the last camera status")
+        self.engine.dispose()
+
+    def _spawn(self, target, name: str) -> threading.Thread:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return t
+
+    def _timers(self) -> None:
+        last_expire = 0.0
+        idle = dt.timedelta(minutes=self.cfg.mqtt.chunk_set_idle_min)
+        while not self.stopping.wait(TICK_S):
+            try:
+                self.ingest.flush_health()
+                with self.sessions.begin() as s:
+                    self.loop.escalate_due(s, utcnow())
+                self.jobs.run_due()
+                now = utcnow().timestamp()
+                if now - last_expire > EXPIRE_EVERY_S:
+                    self.ingest.expire_chunks(idle)
+                    last_expire = now
+            except Exception:
+                log.exception("the center's timers failed this round; trying again")

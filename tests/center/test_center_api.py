@@ -1,0 +1,154 @@
+"""The JSON API: tokens and roles, a grid worker's view of their own buildings, the loop's actions, evidence,
+statistics, and the OpenAPI schema the pages will be built on."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from fastapi.testclient import TestClient
+from parts import alert, make_parts, send
+
+from center.api import Context, create_app
+from center.auth import add_user
+from center.db import make_sessions
+from center.models import Role
+
+JPEG = b"\xff\xd8\xff\xe0" + b"photo" * 100
+
+
+@pytest.fixture
+def api(tmp_path, db_url):
+    p = make_parts(tmp_path, db_url)
+    with p.sessions.begin() as s:
+        tokens = {
+            "admin": add_user(s, "admin", Role.ADMIN),
+            "disp": add_user(s, "disp", Role.DISPATCHER),
+            "zhang": add_user(s, "zhang", Role.GRID_WORKER, "zhang"),  # grid g1: building b3
+            "chen": add_user(s, "chen", Role.GRID_WORKER, "chen"),  # grid g2: building b5
+        }
+    ctx = Context(p.cfg, p.roster, p.sessions, make_sessions(p.engine, readonly=True), p.loop, p.files, p.drops)
+    app = create_app(ctx)
+
+    def as_(user):
+        """A client of its own for each user (headers are per client)."""
+        return TestClient(app, headers={"Authorization": f"Bearer {tokens[user]}"})
+
+    yield p, as_
+    p.engine.dispose()
+
+
+def test_every_call_needs_a_valid_token(api):
+    p, as_ = api
+    client = as_("admin")
+    assert client.get("/api/cases").status_code == 200
+    client.headers["Authorization"] = "Bearer ec_not-a-token"
+    assert client.get("/api/cases").status_code == 401
+    del client.headers["Authorization"]
+    assert client.get("/api/cases").status_code == 401
+
+
+def test_a_grid_worker_sees_and_acts_on_their_own_buildings_only(api):
+    p, as_ = api
+    t = dt.datetime.now(dt.UTC)
+    send(p, alert("garden3-east", "east", "ev-b3", at=t))
+    send(p, alert("garden5", "south", "ev-b5", at=t))
+    assert [c["building"] for c in as_("zhang").get("/api/cases").json()] == ["b3"]
+    assert [c["building"] for c in as_("chen").get("/api/cases").json()] == ["b5"]
+    assert sorted(c["building"] for c in as_("disp").get("/api/cases").json()) == ["b3", "b5"]
+    b5 = as_("chen").get("/api/cases").json()[0]["id"]
+    assert as_("zhang").get(f"/api/cases/{b5}").status_code == 404
+    assert as_("zhang").post(f"/api/cases/{b5}/acknowledge", json={}).status_code == 404
+    assert as_("chen").post(f"/api/cases/{b5}/acknowledge", json={}).status_code == 200
+    assert as_("zhang").get("/api/me").json()["buildings"] == ["b3"]
+
+
+def test_only_dispatchers_review_suspected_alerts(api):
+    p, as_ = api
+    send(p, alert(level="suspected"))
+    (case,) = as_("disp").get("/api/cases?state=new").json()
+    assert as_("zhang").post(f"/api/cases/{case['id']}/confirm", json={}).status_code == 403
+    r = as_("disp").post(f"/api/cases/{case['id']}/confirm", json={})
+    assert r.status_code == 200 and r.json()["state"] == "dispatched"
+
+
+def test_the_loop_through_the_api_with_a_photo_and_its_history(api):
+    p, as_ = api
+    send(p, alert(event_id="ev-api"))
+    p.ingest.handle("edge/garden3-east/events/ev-api/snapshot", b"\xff\xd8\xff" + b"s" * 50)
+    zhang = as_("zhang")
+    (case,) = zhang.get("/api/cases").json()
+    cid = case["id"]
+    assert zhang.post(f"/api/cases/{cid}/resolve", json={"verdict": "thrown"}).status_code == 409  # not yet
+    assert zhang.post(f"/api/cases/{cid}/acknowledge", json={}).status_code == 200
+    assert zhang.post(f"/api/cases/{cid}/check", json={}).status_code == 422  # a check needs a verdict
+    r = zhang.post(f"/api/cases/{cid}/check", json={"verdict": "thrown", "note": "bottle, room 1203"})
+    assert r.status_code == 200
+    photo = zhang.post(f"/api/cases/{cid}/photos", content=JPEG, headers={"Content-Type": "image/jpeg"})
+    assert photo.status_code == 201
+    assert zhang.post(f"/api/cases/{cid}/photos", content=b"GIF89a").status_code == 415
+    assert zhang.post(f"/api/cases/{cid}/resolve", json={}).status_code == 200
+    detail = zhang.get(f"/api/cases/{cid}").json()
+    assert (detail["state"], detail["verdict"], detail["resolved_by"]) == ("resolved", "thrown", "zhang")
+    assert [h["action"] for h in detail["history"]] == [
+        "created",
+        "dispatch",
+        "acknowledge",
+        "check",
+        "photo",
+        "resolve",
+    ]
+    (still,) = detail["events"][0]["evidence"]
+    assert (still["kind"], still["trust"]) == ("snapshot", "unsigned")
+    assert zhang.get(still["url"]).content.startswith(b"\xff\xd8\xff")
+    assert zhang.get(detail["photos"][0]["url"]).content == JPEG
+    assert as_("chen").get(still["url"]).status_code == 404  # another grid's evidence
+    assert [n["channel"] for n in detail["notices"]] == ["feedback"]
+
+
+def test_statistics_count_cases_by_building_floor_and_hour_and_time_to_act(api):
+    p, as_ = api
+    t = dt.datetime(2026, 5, 1, 2, 30, tzinfo=dt.UTC)  # 10:30 in Shanghai
+    send(p, alert("garden3-east", "east", "ev-1", floor=12, at=t))
+    send(p, alert("garden3-east", "east", "ev-2", floor=12, at=t + dt.timedelta(hours=1)))
+    send(p, alert("garden5", "south", "ev-3", floor=4, at=t))
+    disp = as_("disp")
+    first = [c["id"] for c in disp.get("/api/cases?building=b3").json()]
+    disp.post(f"/api/cases/{first[0]}/check", json={"verdict": "false_alarm"})
+    disp.post(f"/api/cases/{first[1]}/acknowledge", json={})
+    disp.post(f"/api/cases/{first[1]}/check", json={"verdict": "thrown"})
+    disp.post(f"/api/cases/{first[1]}/resolve", json={})
+    stats = disp.get("/api/stats").json()
+    assert stats["cases"] == 3
+    assert stats["by_building"] == {"b3": 2, "b5": 1}
+    assert stats["by_floor"] == {"b3": {"12": 2}, "b5": {"4": 1}}
+    assert stats["by_hour"][10] == 2 and stats["by_hour"][11] == 1
+    assert stats["by_verdict"] == {"false_alarm": 1, "thrown": 1}
+    assert stats["false_alarm_share"] == 0.5
+    assert stats["resolved_share"] == pytest.approx(1 / 3)
+    assert stats["median_ack_s"] is not None and stats["median_resolve_s"] is not None
+    assert as_("chen").get("/api/stats").json()["by_building"] == {"b5": 1}
+    false = disp.get("/api/feedback", params={"verdict": "false_alarm"}).json()
+    assert isinstance(false, list), false
+    assert [(f["node"], f["verdict"]) for f in false] == [("garden3-east", "false_alarm")]
+
+
+def test_node_health_and_failed_notices_are_for_staff(api):
+    p, as_ = api
+    p.ingest.handle("edge/garden5/available", b"offline")
+    nodes = as_("disp").get("/api/nodes").json()
+    assert [(n["name"], n["available"], n["registered"]) for n in nodes] == [("garden5", "offline", False)]
+    assert as_("chen").get("/api/nodes").status_code == 403
+    assert as_("disp").get("/api/notices?state=failed").json() == []
+    assert as_("admin").get("/api/ingest").json()["instance"] == "center-1"
+    assert as_("disp").get("/api/ingest").status_code == 403
+
+
+def test_the_api_is_described_by_its_openapi_schema(api):
+    p, as_ = api
+    schema = as_("admin").get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {"/api/cases", "/api/cases/{case_id}", "/api/cases/{case_id}/{action}", "/api/stats"} <= paths
+    assert {"/api/roster", "/api/nodes", "/api/feedback", "/api/notices"} <= paths
+    assert "CaseDetail" in schema["components"]["schemas"]

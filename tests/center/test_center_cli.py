@@ -1,0 +1,119 @@
+"""`edge-center` on the command line: config and roster checked like the node's (exit 78 with file:line:
+key.path), database migrations, node keys, users."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from centerkit import REPO, ROSTER, run_cli, write_center
+
+from center.migrate import current, head
+from edge.publish.manifest import load_or_create_key
+
+
+def test_the_shipped_examples_are_valid(tmp_path, monkeypatch):
+    monkeypatch.setenv("CENTER_MQTT_PASSWORD", "x")
+    r = run_cli("check", "--config", str(REPO / "configs" / "center" / "center.example.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "1 buildings, 2 cameras, 1 grids, 2 grid workers" in r.stdout
+
+
+def _broken(**edits):
+    roster = copy.deepcopy(ROSTER)
+    for path, value in edits.items():
+        node = roster
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return roster
+
+
+@pytest.mark.parametrize(
+    "roster, where, why",
+    [
+        (_broken(**{"buildings.b3.grid": "g9"}), "buildings.b3.grid", "no grid 'g9'"),
+        (_broken(**{"buildings.b3.floors": 0}), "buildings.b3.floors", "greater than or equal to 1"),
+        (_broken(**{"buildings.b3.lift": True}), "buildings.b3.lift", "unknown key"),
+        (_broken(**{"grids.g1.workers.zhang.duty": ["8:00-20:00"]}), "grids.g1.workers.zhang.duty", "HH:MM-HH:MM"),
+        (
+            _broken(**{"buildings.b5.facades": {"south": [{"node": "garden3-east", "camera": "east"}]}}),
+            "buildings.b5.facades.south[0]",
+            "already at b3.facades.east",
+        ),
+        (_broken(**{"grids.g2.workers": {"zhang": {"name": "again"}}}), "grids.g2.workers.zhang", "ids name one"),
+    ],
+)
+def test_a_bad_roster_is_refused_with_its_line_and_key_path(tmp_path, roster, where, why):
+    config = write_center(tmp_path, roster=roster)
+    r = run_cli("check", "--config", str(config))
+    assert r.returncode == 78
+    m = re.search(r"roster\.yaml:(\d+): (\S+): ", r.stderr)
+    assert m and m[2] == where and why in r.stderr, r.stderr
+    named = (tmp_path / "roster.yaml").read_text().splitlines()[int(m[1]) - 1]
+    assert where.split(".")[-1].split("[")[0] in named or named.lstrip().startswith("- ")  # the line of that key
+    good = write_center(tmp_path)  # positive control
+    assert run_cli("check", "--config", str(good)).returncode == 0
+
+
+def test_a_bad_center_config_is_refused_with_its_line_and_key_path(tmp_path):
+    config = write_center(tmp_path, escalate_after_min=-5)
+    r = run_cli("check", "--config", str(config))
+    assert r.returncode == 78
+    assert "escalate_after_min: Input should be greater than 0 (got -5)" in r.stderr
+    config = write_center(tmp_path, mqtt={"share_group": "a/b"})
+    r = run_cli("check", "--config", str(config))
+    assert r.returncode == 78 and re.search(r"center-center-1\.yaml:\d+: mqtt\.share_group: ", r.stderr), r.stderr
+    config = write_center(tmp_path, mqtt={"password": "${CENTER_TEST_UNSET}"})
+    r = run_cli("check", "--config", str(config))
+    assert r.returncode == 78 and "environment variable CENTER_TEST_UNSET is not set" in r.stderr
+    assert run_cli("check", "--config", str(write_center(tmp_path))).returncode == 0
+
+
+def test_db_upgrade_brings_sqlite_and_postgresql_to_the_newest_schema(tmp_path, db_url):
+    config = write_center(tmp_path, db_url)
+    assert current(db_url) is None
+    r = run_cli("db", "upgrade", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert current(db_url) == head()
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0  # again: nothing to do
+
+
+def test_a_postgresql_center_refuses_to_run_on_an_old_schema(tmp_path, pg_cluster):
+    config = write_center(tmp_path, pg_cluster.new_database())
+    r = run_cli("run", "--config", str(config))
+    assert r.returncode == 75 and "edge-center db upgrade" in r.stderr
+
+
+def test_node_add_registers_the_nodes_public_key(tmp_path):
+    config = write_center(tmp_path)
+    load_or_create_key(tmp_path / "keys")
+    r = run_cli(
+        "node",
+        "add",
+        "garden3-east",
+        "--key",
+        str(tmp_path / "keys" / "node_ed25519.pub"),
+        "--config",
+        str(config),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "node garden3-east registered with key" in r.stdout
+    (tmp_path / "bad.pub").write_text("not a key\n")
+    r = run_cli("node", "add", "garden3-east", "--key", str(tmp_path / "bad.pub"), "--config", str(config))
+    assert r.returncode == 65 and "not base64" in r.stderr
+    r = run_cli(
+        "node", "add", "../etc", "--key", str(tmp_path / "keys" / "node_ed25519.pub"), "--config", str(config)
+    )
+    assert r.returncode == 64
+
+
+def test_a_grid_worker_user_must_be_a_worker_of_the_roster(tmp_path):
+    config = write_center(tmp_path)
+    r = run_cli("user", "add", "x", "--role", "grid_worker", "--worker", "nobody", "--config", str(config))
+    assert r.returncode == 64 and "not a worker id" in r.stderr
+    r = run_cli("user", "add", "z", "--role", "grid_worker", "--worker", "zhang", "--config", str(config))
+    assert r.returncode == 0 and r.stdout.startswith("ec_")

@@ -1,0 +1,238 @@
+"""What ingest keeps and refuses, on SQLite and PostgreSQL: files, chunks, manifests, hostile input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from parts import alert, make_parts, send
+from sqlalchemy import func, select
+
+from center.db import Camera, Chunk, Event, Evidence, Message, Node
+from center.models import Trust
+from center.trust import reverify
+from edge.publish.manifest import key_id, write_manifest
+from edge.publish.mqtt import chunk_payloads
+
+JPEG = b"\xff\xd8\xff\xe0" + b"still" * 200
+CLIP = os.urandom(70_000)
+
+
+@pytest.fixture
+def parts(tmp_path, db_url):
+    p = make_parts(tmp_path, db_url)
+    yield p
+    p.engine.dispose()
+
+
+def _evidence(parts, kind=None):
+    with parts.sessions() as s:
+        q = select(Evidence).order_by(Evidence.id)
+        if kind:
+            q = q.where(Evidence.kind == kind)
+        return s.scalars(q).all()
+
+
+def _send_clip(parts, node, event_id, data, chunk=16 * 1024, order=None, digest=None):
+    header = {"event": event_id, "node": node, "file": "clip"}
+    chunks = chunk_payloads(data, header, chunk, digest)
+    for i in order or range(len(chunks)):
+        parts.ingest.handle(f"edge/{node}/events/{event_id}/clip", chunks[i])
+    return chunks
+
+
+def _register(parts, node, key):
+    raw = bytes.fromhex(key.public_key().public_bytes_raw().hex())
+    with parts.sessions.begin() as s:
+        s.merge(Node(name=node, public_key=raw, key_id=key_id(key.public_key())))
+
+
+def _manifest(tmp_path, key, files: dict[str, bytes]) -> bytes:
+    folder = tmp_path / "node-evidence"
+    folder.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return write_manifest(folder, list(files), {"node": "garden3-east"}, key).read_bytes()
+
+
+def test_a_clip_sent_in_chunks_out_of_order_is_joined_checked_and_kept(parts):
+    send(parts, alert(event_id="ev-clip"))
+    _send_clip(parts, "garden3-east", "ev-clip", CLIP, order=[4, 0, 2, 2, 1, 3])  # 5 chunks, one twice
+    (clip,) = _evidence(parts, "clip")
+    assert clip.sha256 == hashlib.sha256(CLIP).hexdigest()
+    assert parts.files.path(clip.path).read_bytes() == CLIP
+    assert parts.files.path(clip.path).is_relative_to(parts.cfg.data_dir)
+    with parts.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Chunk)) == 0  # nothing held once the file is whole
+
+
+def test_a_clip_whose_bytes_do_not_match_its_sha256_is_discarded_and_counted(parts):
+    _send_clip(parts, "garden3-east", "ev-bad", CLIP, digest=hashlib.sha256(b"other").hexdigest())
+    assert _evidence(parts, "clip") == []
+    assert parts.drops.snapshot()["sha256 mismatch"] == 1
+    _send_clip(parts, "garden3-east", "ev-good", CLIP)  # positive control
+    assert len(_evidence(parts, "clip")) == 1
+
+
+def test_a_still_is_kept_and_what_is_no_jpeg_is_refused(parts):
+    parts.ingest.handle("edge/garden3-east/events/ev-s/snapshot", b"GIF89a" + b"x" * 100)
+    assert _evidence(parts) == []
+    assert parts.drops.snapshot()["bad snapshot"] == 1
+    parts.ingest.handle("edge/garden3-east/events/ev-s/snapshot", JPEG)
+    (still,) = _evidence(parts, "snapshot")
+    assert parts.files.path(still.path).read_bytes() == JPEG
+    assert still.trust == Trust.UNSIGNED
+
+
+def test_evidence_signed_by_the_registered_key_is_verified(parts, tmp_path):
+    key = Ed25519PrivateKey.generate()
+    _register(parts, "garden3-east", key)
+    send(parts, alert(event_id="ev-m"))
+    parts.ingest.handle("edge/garden3-east/events/ev-m/snapshot", JPEG)
+    manifest = _manifest(tmp_path, key, {"clip.mp4": CLIP, "still.jpg": JPEG})
+    parts.ingest.handle("edge/garden3-east/events/ev-m/manifest", manifest)
+    _send_clip(parts, "garden3-east", "ev-m", CLIP)  # after the manifest: verified on arrival
+    trust = {e.kind: e.trust for e in _evidence(parts)}
+    assert trust == {"snapshot": Trust.VERIFIED, "manifest": Trust.VERIFIED, "clip": Trust.VERIFIED}
+
+
+@pytest.mark.parametrize("case", ["unregistered node", "another key", "altered manifest"])
+def test_evidence_not_vouched_for_is_kept_but_marked_untrusted(parts, tmp_path, case):
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    if case == "another key":
+        _register(parts, "garden3-east", other)
+    elif case == "altered manifest":
+        _register(parts, "garden3-east", key)
+    manifest = _manifest(tmp_path, key, {"clip.mp4": CLIP})
+    if case == "altered manifest":
+        signed = json.loads(manifest)
+        signed["manifest"]["node"] = "garden9"
+        manifest = json.dumps(signed).encode()
+    _send_clip(parts, "garden3-east", "ev-u", CLIP)
+    parts.ingest.handle("edge/garden3-east/events/ev-u/manifest", manifest)
+    clip = _evidence(parts, "clip")[0]
+    assert clip.trust == Trust.UNTRUSTED
+    assert parts.files.path(clip.path).read_bytes() == CLIP  # kept all the same
+    assert {"unregistered node": "not registered", "another key": "not the node's registered key"}.get(
+        case, "altered"
+    ) in clip.trust_note
+
+
+def test_an_event_from_an_unregistered_node_is_stored_and_says_so(parts):
+    send(parts, alert(event_id="ev-unreg"))
+    key = Ed25519PrivateKey.generate()
+    _register(parts, "garden3-west", key)
+    send(parts, alert("garden3-west", "west", "ev-reg", at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)))
+    with parts.sessions() as s:
+        flags = dict(s.execute(select(Event.event_id, Event.node_registered)).all())
+    assert flags == {"ev-unreg": False, "ev-reg": True}
+
+
+@pytest.mark.parametrize(
+    "topic, payload, reason",
+    [
+        ("edge/../events", None, "bad topic"),
+        ("edge/garden3-east/events/..%2F..%2Fetc/snapshot", JPEG, "bad topic"),
+        ("edge/garden3-east/events", b"\xff not json", "bad event"),
+        ("edge/garden3-east/events", b"[1, 2]", "bad event"),
+        ("edge/garden3-east/events", b"{" * 100_000, "bad event"),
+        ("edge/garden3-east/events", "node of another", "bad event"),
+        ("edge/garden3-east/events", "id with a slash", "bad event"),
+        ("edge/garden3-east/events", "unknown level", "bad event"),
+        ("edge/garden3-east/events", "oversized", "bad event"),
+        ("edge/garden3-east/events", "NaN score", "bad event"),
+        ("edge/garden3-east/events", "infinite score", "bad event"),
+        ("edge/garden3-east/events/ev/clip", b"EDGECHUNK1\n{}\nxx", "bad chunk"),
+        ("edge/garden3-east/events/ev/clip", "chunk for another event", "bad chunk"),
+        ("edge/garden3-east/east/status", b"not json", "bad status"),
+        ("edge/garden3-east/stats", b'{"node": "garden5"}', "bad stats"),
+        ("edge/garden3-east/available", b"maybe", "bad available"),
+        ("edge/garden3-east/whatever/else/here", b"x", "unknown topic"),
+        ("other/garden3-east/events", b"{}", "bad topic"),
+    ],
+)
+def test_hostile_input_is_refused_counted_and_writes_nothing(parts, topic, payload, reason):
+    good = alert(event_id="ev-ok")
+    bodies = {
+        "node of another": {**good, "node": "garden5"},
+        "id with a slash": {**good, "id": "../../etc"},
+        "unknown level": {**good, "level": "catastrophic"},
+        "oversized": {**good, "trajectory": [[i, 1.0, 2.0] for i in range(20_000)]},
+    }
+    if isinstance(payload, str) and payload in bodies:
+        payload = json.dumps(bodies[payload]).encode()
+    elif payload == "NaN score":
+        payload = json.dumps({**good, "score": float("nan")}).encode()  # Python writes NaN; JSON has no NaN
+    elif payload == "infinite score":
+        payload = json.dumps(good).replace('"score": 0.9', '"score": 1e999').encode()
+    elif payload == "chunk for another event":
+        payload = chunk_payloads(b"abc", {"event": "ev-other", "node": "garden3-east", "file": "clip"}, 16384)[0]
+    elif payload is None:
+        payload = json.dumps(good).encode()
+    parts.ingest.handle(topic, payload)
+    assert parts.drops.snapshot() == {reason: 1}
+    with parts.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Message)) == 0
+        assert s.scalar(select(func.count()).select_from(Chunk)) == 0
+    assert not any(p.is_file() for p in parts.files.root.rglob("*"))
+    send(parts, good)  # positive control: the same center takes a good message
+    with parts.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+def test_unfinished_clips_expire_and_a_flood_of_them_is_bounded(parts):
+    parts.ingest.max_pending_bytes_per_node = 100_000
+    chunks = chunk_payloads(CLIP, {"event": "ev-a", "node": "garden3-east", "file": "clip"}, 16 * 1024)
+    parts.ingest.handle("edge/garden3-east/events/ev-a/clip", chunks[0])
+    for n in range(8):  # more unfinished files than the node may hold
+        other = chunk_payloads(
+            os.urandom(40_000), {"event": f"ev-{n}", "node": "garden3-east", "file": "clip"}, 32768
+        )
+        parts.ingest.handle(f"edge/garden3-east/events/ev-{n}/clip", other[0])
+    with parts.sessions() as s:
+        held = s.scalar(select(func.sum(func.length(Chunk.data))))
+    assert held <= 100_000
+    assert parts.drops.snapshot()["pending evicted"] >= 1
+    assert parts.ingest.expire_chunks(dt.timedelta(minutes=15)) == 0  # fresh ones stay
+    assert (
+        parts.ingest.expire_chunks(dt.timedelta(minutes=15), dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) > 0
+    )
+    with parts.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Chunk)) == 0
+
+
+def test_node_and_camera_health_is_kept_and_cameras_per_node_are_bounded(parts, monkeypatch):
+    parts.ingest.handle("edge/garden5/available", b"online")
+    parts.ingest.handle("edge/garden5/stats", json.dumps({"v": 1, "node": "garden5", "cameras": {}}).encode())
+    status = {"v": 1, "camera": "south", "state": "online", "reason": "receiving frames", "since": 0, "fps": 25}
+    parts.ingest.handle("edge/garden5/south/status", json.dumps(status).encode())
+    parts.ingest.flush_health()  # status and stats are written together, once a second
+    with parts.sessions() as s:
+        node = s.get(Node, "garden5")
+        assert (node.available, node.stats["node"]) == ("online", "garden5")
+        assert s.get(Camera, ("garden5", "south")).state == "online"
+    monkeypatch.setattr("center.ingest.MAX_CAMERAS_PER_NODE", 2)
+    for cam in ("c2", "c3", "c4"):
+        parts.ingest.handle(f"edge/garden5/{cam}/status", json.dumps(status).encode())
+    parts.ingest.flush_health()
+    with parts.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Camera)) == 2
+    assert parts.drops.snapshot()["too many cameras"] == 2
+
+
+def test_registering_a_node_later_verifies_what_it_already_sent(parts, tmp_path):
+    key = Ed25519PrivateKey.generate()
+    _send_clip(parts, "garden3-east", "ev-late", CLIP)
+    parts.ingest.handle("edge/garden3-east/events/ev-late/manifest", _manifest(tmp_path, key, {"clip.mp4": CLIP}))
+    assert _evidence(parts, "clip")[0].trust == Trust.UNTRUSTED  # not registered yet
+    _register(parts, "garden3-east", Ed25519PrivateKey.generate())  # the wrong key: still untrusted
+    assert reverify(parts.sessions, parts.files, "garden3-east") == 1
+    assert _evidence(parts, "clip")[0].trust == Trust.UNTRUSTED
+    _register(parts, "garden3-east", key)
+    reverify(parts.sessions, parts.files, "garden3-east")
+    assert {e.kind: e.trust for e in _evidence(parts)} == {"clip": Trust.VERIFIED, "manifest": Trust.VERIFIED}

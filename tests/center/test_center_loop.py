@@ -1,0 +1,177 @@
+"""The closed loop on SQLite and PostgreSQL: one case per throw, dispatch, the actions of people, escalation."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from parts import alert, make_parts, send
+from sqlalchemy import func, select
+
+from center.db import Case, Event, History, Job, Message
+from center.loop import Refused
+from center.models import Action, CaseState, Verdict
+
+
+@pytest.fixture
+def parts(tmp_path, db_url):
+    p = make_parts(tmp_path, db_url, escalate_after_min=10)
+    yield p
+    p.engine.dispose()
+
+
+def _cases(parts):
+    with parts.sessions() as s:
+        return s.scalars(select(Case).order_by(Case.id)).all()
+
+
+def _jobs(parts, case_id, channel=None):
+    with parts.sessions() as s:
+        q = select(Job).where(Job.case_id == case_id)
+        if channel:
+            q = q.where(Job.channel == channel)
+        return s.scalars(q.order_by(Job.id)).all()
+
+
+def test_a_confirmed_alert_is_dispatched_at_once_to_the_worker_on_duty(parts):
+    send(parts, alert(level="confirmed"))
+    (case,) = _cases(parts)
+    assert case.state == CaseState.DISPATCHED
+    assert (case.building, case.floor, case.assignee) == ("b3", 12, "worker:zhang")
+    with parts.sessions() as s:
+        actions = [h.action for h in s.scalars(select(History).where(History.case_id == case.id))]
+    assert actions == ["created", "dispatch"]
+
+
+def test_a_suspected_alert_waits_for_review_and_confirm_dispatches_it(parts):
+    send(parts, alert(level="suspected"))
+    (case,) = _cases(parts)
+    assert (case.state, case.assignee) == (CaseState.NEW, None)
+    with parts.sessions.begin() as s:
+        parts.loop.act(s, s.get(Case, case.id), Action.CONFIRM, "disp")
+    (case,) = _cases(parts)
+    assert (case.state, case.level, case.assignee) == (CaseState.DISPATCHED, "confirmed", "worker:zhang")
+
+
+def test_dismissing_a_suspected_alert_closes_it_as_a_false_alarm_and_tells_the_node(parts):
+    send(parts, alert(level="suspected", event_id="ev-dismissed"))
+    (case,) = _cases(parts)
+    with parts.sessions.begin() as s:
+        parts.loop.act(s, s.get(Case, case.id), Action.DISMISS, "disp", note="a pigeon")
+    (case,) = _cases(parts)
+    assert (case.state, case.verdict, case.resolved_by) == (CaseState.RESOLVED, Verdict.FALSE_ALARM, "disp")
+    (fb,) = _jobs(parts, case.id, "feedback")
+    assert fb.target == "garden3-east"
+    assert (fb.payload["id"], fb.payload["verdict"], fb.payload["note"]) == (
+        "ev-dismissed",
+        "false_alarm",
+        "a pigeon",
+    )
+
+
+def test_a_level_raised_by_an_update_dispatches_the_waiting_case(parts):
+    first = alert(level="suspected", event_id="ev-raise")
+    send(parts, first)
+    assert _cases(parts)[0].state == CaseState.NEW
+    send(parts, {**first, "type": "update", "level": "confirmed", "msg_id": "m-update"})
+    (case,) = _cases(parts)
+    assert (case.state, case.level) == (CaseState.DISPATCHED, "confirmed")
+
+
+def test_the_whole_loop_records_who_did_what_and_when(parts):
+    send(parts, alert())
+    (case,) = _cases(parts)
+    for action, who, verdict in [
+        (Action.ACKNOWLEDGE, "zhang", None),
+        (Action.CHECK, "zhang", Verdict.THROWN),
+        (Action.RESOLVE, "disp", None),
+    ]:
+        with parts.sessions.begin() as s:
+            parts.loop.act(s, s.get(Case, case.id), action, who, verdict, note="window 12-3")
+    (case,) = _cases(parts)
+    assert case.state == CaseState.RESOLVED
+    assert (case.acknowledged_by, case.checked_by, case.resolved_by) == ("zhang", "zhang", "disp")
+    assert case.dispatched_at <= case.acknowledged_at <= case.checked_at <= case.resolved_at
+    assert (case.verdict, case.note) == (Verdict.THROWN, "window 12-3")
+    assert [j.payload["verdict"] for j in _jobs(parts, case.id, "feedback")] == ["thrown"]
+
+
+def test_steps_out_of_order_are_refused_and_change_nothing(parts):
+    send(parts, alert(level="suspected"))
+    (case,) = _cases(parts)
+    with parts.sessions.begin() as s, pytest.raises(Refused):
+        parts.loop.act(s, s.get(Case, case.id), Action.RESOLVE, "zhang", Verdict.THROWN)
+    assert _cases(parts)[0].state == CaseState.NEW
+    with parts.sessions.begin() as s:  # the positive control: the right step is taken
+        parts.loop.act(s, s.get(Case, case.id), Action.CONFIRM, "disp")
+    assert _cases(parts)[0].state == CaseState.DISPATCHED
+
+
+def test_an_unacknowledged_case_escalates_to_the_leader_then_the_office(parts):
+    send(parts, alert())
+    (case,) = _cases(parts)
+    t0 = case.dispatched_at
+    with parts.sessions.begin() as s:
+        assert parts.loop.escalate_due(s, t0 + dt.timedelta(minutes=9)) == 0  # not yet
+    with parts.sessions.begin() as s:
+        assert parts.loop.escalate_due(s, t0 + dt.timedelta(minutes=10, seconds=1)) == 1
+    assert _cases(parts)[0].escalation == 1
+    with parts.sessions.begin() as s:
+        assert parts.loop.escalate_due(s, t0 + dt.timedelta(minutes=15)) == 0  # the leader's 10 minutes run
+    with parts.sessions.begin() as s:
+        assert parts.loop.escalate_due(s, t0 + dt.timedelta(minutes=21)) == 1
+    with parts.sessions.begin() as s:
+        assert parts.loop.escalate_due(s, t0 + dt.timedelta(hours=5)) == 0  # the office is the last step
+        steps = [h.detail["to"] for h in s.scalars(select(History).where(History.action == "escalate"))]
+    assert steps == ["leader:g1", "office"]
+    assert _cases(parts)[0].escalation == 2
+
+
+def test_an_acknowledged_case_does_not_escalate(parts):
+    send(parts, alert())
+    (case,) = _cases(parts)
+    with parts.sessions.begin() as s:
+        parts.loop.act(s, s.get(Case, case.id), Action.ACKNOWLEDGE, "zhang")
+    with parts.sessions.begin() as s:
+        assert parts.loop.escalate_due(s, case.dispatched_at + dt.timedelta(hours=1)) == 0
+    assert _cases(parts)[0].escalation == 0
+
+
+def test_two_cameras_seeing_one_throw_make_one_case_with_two_pieces_of_evidence(parts):
+    t = dt.datetime.now(dt.UTC)
+    send(parts, alert("garden3-east", "east", "ev-a", floor=12, at=t))
+    send(parts, alert("garden3-west", "west", "ev-b", floor=13, at=t + dt.timedelta(milliseconds=400)))
+    (case,) = _cases(parts)
+    with parts.sessions() as s:
+        assert s.scalars(select(Event.event_id).where(Event.case_id == case.id).order_by(Event.id)).all() == [
+            "ev-a",
+            "ev-b",
+        ]
+        actions = s.scalars(select(History.action).where(History.case_id == case.id).order_by(History.id)).all()
+    assert actions == ["created", "dispatch", "evidence"]  # dispatched once, the second camera joined it
+
+
+def test_alerts_apart_in_time_floor_or_building_are_separate_cases(parts):
+    t = dt.datetime.now(dt.UTC)
+    send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=t))
+    send(parts, alert("garden3-west", "west", "ev-2", floor=12, at=t + dt.timedelta(seconds=3)))  # later
+    send(parts, alert("garden3-west", "west", "ev-3", floor=20, at=t))  # another floor
+    send(parts, alert("garden5", "south", "ev-4", floor=12, at=t))  # another building
+    assert len(_cases(parts)) == 4
+
+
+def test_a_repeated_message_is_stored_once(parts):
+    body = alert(event_id="ev-dup")
+    for _ in range(3):
+        send(parts, body)
+    with parts.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Message)) == 1
+    assert len(_cases(parts)) == 1
+    assert parts.drops.snapshot()["duplicate"] == 2
+
+
+def test_a_camera_outside_the_roster_goes_to_the_office(parts):
+    send(parts, alert("garden5", "roof", "ev-stray"))
+    (case,) = _cases(parts)
+    assert (case.building, case.assignee, case.state) == (None, "office", CaseState.DISPATCHED)

@@ -1,0 +1,200 @@
+"""Notices through real local servers: a webhook receiver (HMAC checked), a WeCom robot stand-in, an SMTP sink;
+retries with backoff from the durable queue, and a failure that stays visible."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from parts import alert, make_parts, send
+from sqlalchemy import select
+from support.servers import free_port
+
+from center.db import Case, Job
+from center.models import Action, JobState, Verdict
+from center.notify import JobRunner, make_notifiers
+
+SECRET = "webhook-secret-for-tests"
+JPEG = b"\xff\xd8\xff\xe0" + b"still" * 100
+
+
+class Receiver:
+    """A local HTTP server that records every POST and answers with the next of `statuses` (then 200)."""
+
+    def __init__(self, statuses=(), body=b'{"errcode": 0, "errmsg": "ok"}'):
+        self.requests: list[tuple[dict, bytes]] = []
+        self.statuses = list(statuses)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append((dict(self.headers), data))
+                status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            (envelope.rcpt_tos, email.message_from_bytes(envelope.content, policy=email.policy.default))
+        )
+        return "250 OK"
+
+    def __init__(self):
+        self.messages = []
+
+
+@pytest.fixture
+def hook():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _parts(tmp_path, db_url, **notify):
+    return make_parts(tmp_path, db_url, notify={"retry": {"first_s": 5, "cap_s": 60, "max_attempts": 3}, **notify})
+
+
+def _runner(p, published=None):
+    publish = (lambda topic, payload: published.append((topic, payload))) if published is not None else None
+    return JobRunner(p.cfg, p.sessions, make_notifiers(p.cfg, p.sessions, p.files, publish), "test")
+
+
+def _jobs(p):
+    with p.sessions() as s:
+        return s.scalars(select(Job).order_by(Job.id)).all()
+
+
+def test_a_dispatch_reaches_the_webhook_signed_with_hmac(tmp_path, db_url, hook):
+    p = _parts(tmp_path, db_url, webhooks=[{"url": hook.url, "secret": SECRET}])
+    send(p, alert(floor=12))
+    assert _runner(p).run_due() == 1
+    ((headers, body),) = hook.requests
+    expected = hmac.new(SECRET.encode(), headers["X-Edge-Timestamp"].encode() + b"." + body, hashlib.sha256)
+    assert hmac.compare_digest(headers["X-Edge-Signature"], "sha256=" + expected.hexdigest())
+    sent = json.loads(body)
+    assert (sent["kind"], sent["building"], sent["floor"], sent["to"]) == ("dispatch", "b3", 12, "worker:zhang")
+    assert "3号楼 12层" in sent["text"] and "张伟" in sent["text"]
+    assert [j.state for j in _jobs(p)] == [JobState.SENT]
+    p.engine.dispose()
+
+
+def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(tmp_path, db_url):
+    hook = Receiver(statuses=[500, 502])
+    p = _parts(tmp_path, db_url, webhooks=[{"url": hook.url, "secret": SECRET}])
+    runner = _runner(p)
+    send(p, alert())
+    now = dt.datetime.now(dt.UTC)
+    assert runner.run_due(now) == 1
+    (job,) = _jobs(p)
+    assert (job.state, job.attempts, job.last_error) == (JobState.PENDING, 1, "SendError: HTTP 500")
+    first_wait = job.due_at - now
+    assert runner.run_due(now) == 0  # not due yet
+    assert runner.run_due(job.due_at + dt.timedelta(seconds=1)) == 1
+    (job,) = _jobs(p)
+    assert job.attempts == 2 and job.due_at - now > first_wait  # backoff grows
+    assert runner.run_due(job.due_at + dt.timedelta(seconds=1)) == 1
+    (job,) = _jobs(p)
+    assert (job.state, job.attempts, job.last_error) == (JobState.SENT, 3, None)
+    assert len(hook.requests) == 3
+    hook.close()
+    p.engine.dispose()
+
+
+def test_a_notice_that_never_goes_is_marked_failed_with_its_error(tmp_path, db_url):
+    hook = Receiver(statuses=[500] * 10)
+    p = _parts(tmp_path, db_url, webhooks=[{"url": hook.url, "secret": SECRET}])
+    runner = _runner(p)
+    send(p, alert())
+    later = dt.datetime.now(dt.UTC)
+    for _ in range(5):
+        later += dt.timedelta(hours=1)
+        runner.run_due(later)
+    (job,) = _jobs(p)
+    assert (job.state, job.attempts, job.last_error) == (JobState.FAILED, 3, "SendError: HTTP 500")
+    hook.close()
+    p.engine.dispose()
+
+
+def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(tmp_path, db_url, hook):
+    p = _parts(tmp_path, db_url, wecom=[{"url": hook.url}])
+    send(p, alert(event_id="ev-w"))
+    _runner(p).run_due()
+    p.ingest.handle("edge/garden3-east/events/ev-w/snapshot", JPEG)
+    _runner(p).run_due()
+    (_, text), (_, image) = hook.requests
+    text, image = json.loads(text), json.loads(image)
+    assert text["msgtype"] == "text"
+    assert text["text"]["mentioned_mobile_list"] == ["13800000001"]
+    assert text["text"]["mentioned_list"] == ["zhangwei"]
+    assert image["msgtype"] == "image"
+    assert image["image"]["md5"] == hashlib.md5(JPEG).hexdigest()
+
+
+def test_a_wecom_error_code_is_a_failure_not_a_success(tmp_path, db_url):
+    hook = Receiver(body=b'{"errcode": 93000, "errmsg": "invalid webhook url"}')
+    p = _parts(tmp_path, db_url, wecom=[{"url": hook.url}])
+    send(p, alert())
+    _runner(p).run_due()
+    (job,) = _jobs(p)
+    assert job.state == JobState.PENDING and "93000" in job.last_error
+    hook.close()
+
+
+def test_email_goes_to_the_worker_with_the_still_attached(tmp_path, db_url):
+    sink = Sink()
+    smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        p = _parts(
+            tmp_path, db_url, smtp={"host": "127.0.0.1", "port": smtp.port, "starttls": False, "sender": "c@x.org"}
+        )
+        send(p, alert(level="suspected", event_id="ev-mail"))
+        p.ingest.handle("edge/garden3-east/events/ev-mail/snapshot", JPEG)  # before the case is dispatched
+        with p.sessions.begin() as s:
+            p.loop.act(s, s.scalars(select(Case)).one(), Action.CONFIRM, "disp")
+        _runner(p).run_due()
+        ((to, msg),) = sink.messages
+        assert to == ["zhang@example.org"]
+        assert "3号楼" in msg["Subject"]
+        (attachment,) = [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
+        assert attachment.get_payload(decode=True) == JPEG
+    finally:
+        smtp.stop()
+
+
+def test_a_verdict_is_published_to_its_node(tmp_path, db_url):
+    p = _parts(tmp_path, db_url)
+    published: list = []
+    send(p, alert(event_id="ev-fb"))
+    with p.sessions.begin() as s:
+        case = s.scalars(select(Case)).one()
+        p.loop.act(s, case, Action.CHECK, "zhang", Verdict.FELL)
+    _runner(p, published).run_due()
+    ((topic, payload),) = published
+    assert topic == "edge/garden3-east/feedback"
+    assert json.loads(payload)["verdict"] == "fell"
