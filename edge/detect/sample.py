@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_FRAMES = 8  # a third of a second at 25 fps: a bird's wingbeat, a leaf's flutter, a streak's shape
+# A track's last detections per sample: a third of a second at 25 fps when it is seen in every frame
+# (missed frames stretch it), enough for a bird's wingbeat, a leaf's flutter, a streak's shape.
+SAMPLE_FRAMES = 8
 SAMPLE_PX = 48  # crop side in work pixels: the longest blur streak of a fall near the camera, with context
 # Contrast beyond this many thresholds carries no more information on what the thing is, only how bright.
 CONTRAST_CAP = 16.0
