@@ -7,12 +7,12 @@ substitution and its ConfigError, so a bad file reads `file:line: key.path: why 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import MAX_BYTES, ConfigError, _dotted, _fill_env, _read_yaml, _walk
+from edge.config import ConfigError, _dotted, _walk, read_mapping, read_text, validation_problem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,21 +23,11 @@ def parse_model(text: str, file: str, model: type[M]) -> M:
     A model may define `cross_problems()` -> [(path, value, why)] for rules between sections (a building's
     grid must exist): the first one is raised with its line, like a field error."""
     try:
-        root, raw = _read_yaml(text, file)
-        if raw is None:
-            raise ConfigError(file, None, "", None, "the file is empty")
-        if not isinstance(raw, dict):
-            raise ConfigError(file, 1, "", type(raw).__name__, "the file must be a mapping of sections")
-        missing: list[tuple] = []
-        data = _fill_env(raw, (), missing)
-        if missing:
-            path, name = missing[0]
-            why = f"environment variable {name} is not set"
-            raise ConfigError(file, _line_of(root, path), _dotted(path), f"${{{name}}}", why)
+        root, _, data = read_mapping(text, file, what="file")
         try:
             result = model.model_validate(data)
         except ValidationError as exc:
-            raise _located(exc, root, file) from None
+            raise validation_problem(exc, root, file, _line_of) from None
         for path, value, why in getattr(result, "cross_problems", lambda: [])():
             raise ConfigError(file, _line_of(root, path), _dotted(path), value, why)
         return result
@@ -69,35 +59,6 @@ def _child(node, part):
     return None
 
 
-def _located(exc: ValidationError, root: Any, file: str) -> ConfigError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    value = err.get("input") if err["type"] != "missing" else None
-    if err["type"] == "extra_forbidden":
-        why = f"unknown key {loc[-1]!r}"
-    elif err["type"] == "missing":
-        why = "required key is missing"
-    else:
-        why = err["msg"].removeprefix("Value error, ")
-    if isinstance(value, dict | list):
-        value = None  # a whole section is no help in a one-line message; the path names it
-    return ConfigError(file, _line_of(root, loc), _dotted(loc), value, why)
-
-
 def load_model(path: str | Path, model: type[M]) -> M:
     """Read and validate a YAML file (bounded read, UTF-8) as `model`; raises ConfigError."""
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except IsADirectoryError:
-        raise ConfigError(str(p), None, "", str(p), "is a directory, not a file") from None
-    except OSError as exc:
-        raise ConfigError(str(p), None, "", str(p), f"cannot read: {exc.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise ConfigError(str(p), None, "", None, f"too large (over {MAX_BYTES} bytes)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), None, "", str(p), "not UTF-8 text") from None
-    return parse_model(text, str(p), model)
+    return parse_model(read_text(path, what="YAML"), str(path), model)

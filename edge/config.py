@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -821,37 +822,54 @@ def parse_config(text: str, file: str = "config") -> EdgeConfig:
         ) from None
 
 
-def _parse(text: str, file: str) -> EdgeConfig:
+def read_mapping(text: str, file: str, what: str = "config") -> tuple[yaml.Node | None, dict, dict]:
+    """YAML text through the bounded loader: (its node tree, the mapping as written, with ${ENV} filled).
+
+    Raises ConfigError for an empty file, a file that is not a mapping, or an unset variable. `what` names
+    the file in those messages (the node's config, the center's roster...).
+    """
     root, raw = _read_yaml(text, file)
     if raw is None:
-        raise ConfigError(file, None, "", None, "the config file is empty")
+        raise ConfigError(file, None, "", None, f"the {what} file is empty")
     if not isinstance(raw, dict):
-        raise ConfigError(file, 1, "", type(raw).__name__, "the config must be a mapping of sections")
+        raise ConfigError(file, 1, "", type(raw).__name__, f"the {what} must be a mapping of sections")
     missing: list[tuple] = []
     data = _fill_env(raw, (), missing)
     if missing:
         path, name = missing[0]
-        raise ConfigError(
-            file,
-            _line_of(root, path),
-            _dotted(path),
-            f"${{{name}}}",
-            f"environment variable {name} is not set",
-        )
+        why = f"environment variable {name} is not set"
+        raise ConfigError(file, _line_of(root, path), _dotted(path), f"${{{name}}}", why)
+    return root, raw, data
+
+
+def validation_problem(
+    exc: ValidationError,
+    root: yaml.Node | None,
+    file: str,
+    locate: Callable[[yaml.Node | None, tuple], int | None] | None = None,
+) -> ConfigError:
+    """The first error pydantic found, as a ConfigError at its line (`locate`: line of a key path)."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    value = err.get("input") if err["type"] != "missing" else None
+    if err["type"] == "extra_forbidden":
+        why = f"unknown key {loc[-1]!r}"
+    elif err["type"] == "missing":
+        why = "required key is missing"
+    else:
+        why = err["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict | list):
+        value = None  # a whole section is no help in a one-line message; the path names it
+    return ConfigError(file, (locate or _locate)(root, loc), _dotted(loc), value, why)
+
+
+def _parse(text: str, file: str) -> EdgeConfig:
+    root, raw, data = read_mapping(text, file)
     data, raw = _merge_defaults(data), _merge_defaults(raw)
     try:
         config = EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        value = err.get("input") if err["type"] != "missing" else None
-        if err["type"] == "extra_forbidden":
-            why = f"unknown key {loc[-1]!r}"
-        elif err["type"] == "missing":
-            why = "required key is missing"
-        else:
-            why = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(file, _locate(root, loc), _dotted(loc), value, why) from None
+        raise validation_problem(exc, root, file) from None
     config._from_env = list(_substituted(raw, data, ()))
     return config
 
@@ -881,23 +899,27 @@ def _dotted(loc: tuple) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
 
 
-def load_config(path: str | Path) -> EdgeConfig:
-    """Read and validate a config file; raises ConfigError (also for an unreadable or oversized file)."""
+def read_text(path: str | Path, what: str = "config") -> str:
+    """A YAML file's text, read bounded and as UTF-8; raises ConfigError (a directory, unreadable, too big)."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(str(p), None, "", str(p), "is a directory, not a config file")
+        raise ConfigError(str(p), None, "", str(p), f"is a directory, not a {what} file")
     try:
         with p.open("rb") as f:
             data = f.read(MAX_BYTES + 1)  # bounded: /dev/zero or a huge file is refused, not swallowed
     except OSError as exc:
         raise ConfigError(str(p), None, "", str(p), f"cannot read: {exc.strerror}") from None
     if len(data) > MAX_BYTES:
-        raise ConfigError(str(p), None, "", None, f"too large for a config (over {MAX_BYTES} bytes)")
+        raise ConfigError(str(p), None, "", None, f"too large for a {what} (over {MAX_BYTES} bytes)")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(p), None, "", str(p), "not UTF-8 text") from None
-    return parse_config(text, str(p))
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Read and validate a config file; raises ConfigError (also for an unreadable or oversized file)."""
+    return parse_config(read_text(path), str(path))
 
 
 EX_CANTCREAT = 73
