@@ -267,3 +267,27 @@ def test_a_still_without_a_facade_says_so_on_the_page(browser, tmp_path, clip):
     with serving(config, park) as url, opened(browser, url) as pg:
         assert "not a facade" in pg.inner_text("#proposal-note")
         assert pg.is_disabled("#btn-accept")
+
+
+def _overlay(pg) -> str:
+    return pg.evaluate("JSON.stringify(window.calib.overlay)")
+
+
+def _drag_and_see_the_check_update(pg) -> None:
+    before = _overlay(pg)
+    _drag(pg, 1, 12, 8)
+    pg.wait_for_function(f"JSON.stringify(window.calib.overlay) !== {json.dumps(before)}", timeout=5000)
+
+
+def test_after_a_replay_drawing_tracks_a_dragged_point_still_updates_the_check(browser, sim_clip, tmp_path):
+    clip = sim_clip("throw", 1, duration_s=4.0) / "scene.mp4"  # short: the replay needs only some track
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:
+        pg.click("#btn-accept")
+        pg.wait_for_function("window.calib.overlay !== null")
+        _drag_and_see_the_check_update(pg)  # the control: no tracks yet
+        pg.click("#btn-replay")
+        pg.wait_for_selector("body[data-replayed='1']")
+        assert pg.evaluate("window.calib.tracks.length") > 0
+        _drag_and_see_the_check_update(pg)  # with tracks drawn: the tables must not stop the check

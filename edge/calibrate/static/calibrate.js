@@ -134,11 +134,6 @@ function draw() {
 function renderTables() {
   const body = $("#points tbody");
   body.innerHTML = "";
-  for (const t of S.tracks) {
-    const colour = t.fall ? "#ff3b30" : "#ffffff";
-    polygon(t.points, colour, false, k * (t.fall ? 1.5 : 0.75));
-    if (t.floor !== null) label(`${t.floor}F`, [t.points[0][0] + 6 * k, t.points[0][1] - 6 * k], colour, k);
-  }
   const pts = S.facade ? S.facade.points : [];
   pts.forEach((p, i) => {
     const tr = document.createElement("tr");
