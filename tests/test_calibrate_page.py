@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -291,3 +292,43 @@ def test_after_a_replay_drawing_tracks_a_dragged_point_still_updates_the_check(b
         pg.wait_for_selector("body[data-replayed='1']")
         assert pg.evaluate("window.calib.tracks.length") > 0
         _drag_and_see_the_check_update(pg)  # with tracks drawn: the tables must not stop the check
+
+
+# -- the page's server in-process (FastAPI's test client): what it keeps between requests --------------------
+
+
+@contextlib.contextmanager
+def in_process(config: Path, still: Path):
+    """The calibration app on `config`'s camera east with a still from `still`, with the key's cookie set."""
+    with warnings.catch_warnings():  # starlette's notice that its client will move to httpx2
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+
+    from edge.calibrate.web import COOKIE, Session, create_app
+    from edge.calibrate.yamlio import check_text
+
+    cfg, _ = check_text(config.read_text(), str(config))
+    s = Session(config, "east", cfg.cameras["east"], take_still(str(still)), source=str(still))
+    with TestClient(create_app(s)) as client:
+        client.cookies.set(COOKIE, s.key)
+        yield s, client
+
+
+SHIELD = [[0.1, 0.8], [0.3, 0.8], [0.3, 0.95]]
+
+
+def test_after_a_save_the_page_and_replays_see_the_saved_calibration_and_masks(site, clip):
+    with in_process(site, clip) as (s, c):
+        first = c.get("/api/state").json()
+        assert (first["current"], first["masks"]) == (None, {"shield": [], "privacy": []})  # nothing saved yet
+        facade = first["proposal"]["facade"]
+        saved = c.post("/api/save", json={"facade": facade, "masks": {"shield": [SHIELD], "privacy": []}})
+        assert saved.status_code == 200, saved.text
+        after = c.get("/api/state").json()  # what a reloaded page starts from
+        assert after["current"]["points"] == facade["points"]
+        assert after["masks"] == {"shield": [SHIELD], "privacy": []}
+        assert s.cam.facade is not None and len(s.cam.masks.shield) == 1  # what a replay now runs with
+        # A second save from the reloaded page keeps the masks the first one wrote.
+        again = c.post("/api/save", json={"facade": after["current"], "masks": after["masks"]})
+        assert again.status_code == 200, again.text
+    assert yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]["shield"] == [SHIELD]

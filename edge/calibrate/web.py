@@ -11,6 +11,7 @@ import logging
 import secrets
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +50,9 @@ class Session:
     refusal: str | None = None
     jpeg: bytes = b""
     replay: tracks.ReplayJob | None = None
+    # FastAPI runs these sync routes in a thread pool: one save or replay start at a time, each seeing the
+    # camera config the last save left.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         ok, data = cv2.imencode(".jpg", self.still.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -147,6 +151,27 @@ def _tidy(cfg, size: tuple[int, int]) -> dict:
     return block
 
 
+def _save(s: Session, body: CalibrationIn) -> JSONResponse:
+    """Write the calibration into the config (the caller holds the session's lock)."""
+    result = check(s, body)
+    if not result["ok"]:
+        return JSONResponse(result, status_code=422)
+    facade = _tidy(check_facade(body.facade), s.size)
+    try:
+        saved = yamlio.save(s.config_path, s.camera, facade, body.masks)
+    except ConfigError as exc:
+        return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
+    # From now on the page (a reload, the next save's masks) and replays start from what the file says.
+    cfg, _ = yamlio.check_text(saved.path.read_text(encoding="utf-8"), str(saved.path))
+    s.cam = cfg.camera(s.camera)[1]
+    ref = store_reference(s.config_path, s.camera, s.still, facade)
+    unset = ", ".join(f"${{{name}}}" for name in saved.unset_env)
+    note = f" ({unset} not set here: checked with a placeholder)" if unset else ""
+    result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
+    result["saved"] = str(saved.path)
+    return JSONResponse(result)
+
+
 def create_app(s: Session) -> FastAPI:
     app = FastAPI(title="edge calibrate", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -205,30 +230,19 @@ def create_app(s: Session) -> FastAPI:
 
     @app.post("/api/save", dependencies=guard)
     def save(body: CalibrationIn) -> JSONResponse:
-        result = check(s, body)
-        if not result["ok"]:
-            return JSONResponse(result, status_code=422)
-        facade = _tidy(check_facade(body.facade), s.size)
-        try:
-            saved = yamlio.save(s.config_path, s.camera, facade, body.masks)
-        except ConfigError as exc:
-            return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
-        ref = store_reference(s.config_path, s.camera, s.still, facade)
-        unset = ", ".join(f"${{{name}}}" for name in saved.unset_env)
-        note = f" ({unset} not set here: checked with a placeholder)" if unset else ""
-        result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
-        result["saved"] = str(saved.path)
-        return JSONResponse(result)
+        with s.lock:
+            return _save(s, body)
 
     @app.post("/api/replay", dependencies=guard)
     def replay_start(body: CalibrationIn) -> JSONResponse:
         result = check(s, body)
         if not result["ok"]:
             return JSONResponse(result, status_code=422)
-        if s.replay is not None and s.replay.state == "running":
+        with s.lock:
+            if s.replay is not None and s.replay.state == "running":
+                return JSONResponse(s.replay.summary())
+            s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
             return JSONResponse(s.replay.summary())
-        s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
-        return JSONResponse(s.replay.summary())
 
     @app.get("/api/replay", dependencies=guard)
     def replay_state() -> dict:
