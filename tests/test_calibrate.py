@@ -254,3 +254,62 @@ def test_a_setting_the_page_does_not_edit_stays_in_the_facade_block():
     out = yaml.safe_load(updated_text(text, "east", NEW_FACADE, None))
     assert out["cameras"]["east"]["facade"]["outside_margin_m"] == 3.5
     assert "extent_m" not in out["cameras"]["east"]["facade"]  # cleared on the page: removed
+
+
+class _RecordedEnviron(dict):
+    """os.environ's values, recording every change made to them."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.changed: list[str] = []
+
+    def __setitem__(self, key, value):
+        self.changed.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.changed.append(key)
+        super().__delitem__(key)
+
+    def pop(self, key, *default):
+        self.changed.append(key)
+        return super().pop(key, *default)
+
+
+ENV_SITE = (
+    "version: 1\nnode: {id: n}\ncameras:\n  c:\n"
+    "    source: rtsp://admin:${CAL_PW}@10.0.0.9/s  # ${CAL_COMMENTED}\n"
+    "    fps: ${CAL_FPS:-25}\n"
+)
+
+
+def test_a_default_in_the_config_is_used_and_only_names_without_one_get_the_placeholder(monkeypatch, tmp_path):
+    import os
+
+    from edge.calibrate.yamlio import ENV_PLACEHOLDER, check_text
+
+    env = _RecordedEnviron({k: v for k, v in os.environ.items() if not k.startswith("CAL_")})
+    monkeypatch.setattr(os, "environ", env)
+    cfg, unset = check_text(ENV_SITE, "site.yaml")
+    assert cfg.cameras["c"].fps == 25.0  # check-config takes the default: so must the calibration
+    assert unset == ["CAL_PW"]  # a name without a default: the placeholder, and the page says so
+    assert cfg.cameras["c"].source == f"rtsp://admin:{ENV_PLACEHOLDER}@10.0.0.9/s"
+    path = tmp_path / "site.yaml"
+    path.write_text(ENV_SITE)
+    assert save(path, "c", NEW_FACADE, None).unset_env == ["CAL_PW"]
+    assert "fps: ${CAL_FPS:-25}" in path.read_text() and "${CAL_PW}@" in path.read_text()
+    assert env.changed == []  # checking never touches the process's environment
+    env["CAL_FPS"], env["CAL_PW"] = "12.5", "secret"  # what the shell sets still wins
+    env.changed.clear()
+    cfg, unset = check_text(ENV_SITE, "site.yaml")
+    assert (cfg.cameras["c"].fps, unset, cfg.cameras["c"].source) == (12.5, [], "rtsp://admin:secret@10.0.0.9/s")
+    assert env.changed == []  # checking never touches the process's environment
+
+
+def test_the_page_reads_a_config_whose_setting_has_a_default(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text(ENV_SITE)
+    done = run_edge("calibrate", "--config", str(config), "--camera", "west", env=_env())
+    assert done.returncode == 78 and "no camera named 'west'" in done.stderr  # past the config's check
+    done = run_edge("calibrate", "--config", str(config).replace(".yaml", ".missing.yaml"), "--camera", "c")
+    assert done.returncode == 78 and "cannot read" in done.stderr  # the control: a config it cannot read

@@ -12,19 +12,17 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from edge.config import ConfigError, EdgeConfig, parse_config
+from edge.config import _ENV, ConfigError, EdgeConfig, parse_config
 
 # Indentations (mapping, sequence, dash offset) a hand-written config uses; the one that reproduces the file
 # unchanged is used to write it, so that only the calibrated blocks change.
 _INDENTS = [(2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (2, 2, 2)]
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 ENV_PLACEHOLDER = "calibrate-placeholder"  # stands in for ${NAME}s this shell lacks, only while checking
 
 
@@ -149,24 +147,33 @@ def _keep_blank_lines(old: str, new: str) -> str:
     return "".join(b)
 
 
-@contextlib.contextmanager
-def _placeholders(text: str) -> Iterator[list[str]]:
-    """${NAME}s without a value in this shell get a placeholder while the config is checked."""
-    values = [line.split(" #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#")]
-    unset = sorted({m.group(1) for v in values for m in _ENV.finditer(v) if m.group(1) not in os.environ})
-    for name in unset:
-        os.environ[name] = ENV_PLACEHOLDER
-    try:
-        yield unset
-    finally:
-        for name in unset:
-            os.environ.pop(name, None)
+def with_placeholders(text: str) -> tuple[str, list[str]]:
+    """The text with each `${NAME}` this shell lacks and the file gives no default given the placeholder as
+    its default, and those names. check-config's own substitution then fills them in: the process's
+    environment is never changed, and `${NAME:-default}` keeps its default as check-config reads it."""
+    unset: set[str] = set()
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if default is not None or name in os.environ:
+            return m.group(0)
+        unset.add(name)
+        return f"${{{name}:-{ENV_PLACEHOLDER}}}"
+
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            out.append(line)  # a comment's ${NAME} is not read: not named as unset either
+            continue
+        value, hash_, comment = line.partition(" #")
+        out.append(_ENV.sub(sub, value) + hash_ + comment)
+    return "".join(out), sorted(unset)
 
 
 def check_text(text: str, file: str) -> tuple[EdgeConfig, list[str]]:
     """check-config's validation of a config text; raises ConfigError (`file:line: key.path: why`)."""
-    with _placeholders(text) as unset:
-        return parse_config(text, file), unset
+    filled, unset = with_placeholders(text)
+    return parse_config(filled, file), unset
 
 
 def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
