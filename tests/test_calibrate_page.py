@@ -332,3 +332,12 @@ def test_after_a_save_the_page_and_replays_see_the_saved_calibration_and_masks(s
         again = c.post("/api/save", json={"facade": after["current"], "masks": after["masks"]})
         assert again.status_code == 200, again.text
     assert yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]["shield"] == [SHIELD]
+
+
+def test_the_lowest_floor_line_can_be_floor_zero(page):
+    page.fill("#lowest-floor", "2")  # the control: any other floor is taken as typed
+    page.click("#btn-propose")
+    page.wait_for_function("window.calib.proposal.floors[0].floor === 2")
+    page.fill("#lowest-floor", "0")  # a ground floor numbered 0, as in much of Europe
+    page.click("#btn-propose")
+    page.wait_for_function("window.calib.proposal.floors[0].floor === 0", timeout=5000)

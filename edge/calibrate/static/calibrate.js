@@ -195,9 +195,10 @@ async function recheck() {
 }
 function answers() {
   const bay = parseFloat($("#bay-width").value);
+  const lowest = parseInt($("#lowest-floor").value, 10);  // 0 is a floor (a ground floor numbered 0)
   return {
     floor_height_m: parseFloat($("#floor-height").value) || 3.0,
-    lowest_floor: parseInt($("#lowest-floor").value, 10) || 1,
+    lowest_floor: Number.isFinite(lowest) ? lowest : 1,
     bay_width_m: Number.isFinite(bay) ? bay : null,
     period_factor: S.periodFactor,
   };
