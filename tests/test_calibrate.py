@@ -313,3 +313,29 @@ def test_the_page_reads_a_config_whose_setting_has_a_default(tmp_path):
     assert done.returncode == 78 and "no camera named 'west'" in done.stderr  # past the config's check
     done = run_edge("calibrate", "--config", str(config).replace(".yaml", ".missing.yaml"), "--camera", "c")
     assert done.returncode == 78 and "cannot read" in done.stderr  # the control: a config it cannot read
+
+
+@pytest.fixture
+def umask_022():
+    import os
+
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_the_backup_and_the_reference_still_are_as_private_as_the_config(tmp_path, umask_022):
+    from edge.calibrate.still import Still, store_reference
+
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    cfg.chmod(0o600)  # it holds the cameras' and the broker's passwords
+    (tmp_path / "site.yaml.bak").write_text("an older backup\n")  # left by an earlier version, 0644
+    save(cfg, "east", NEW_FACADE, NEW_MASKS)
+    assert cfg.stat().st_mode & 0o777 == 0o600  # the control: the config itself stays private
+    assert (tmp_path / "site.yaml.bak").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "site.yaml.bak").read_text() == SITE.read_text()
+    still = Still(np.zeros((90, 160, 3), np.uint8), "east.mp4", "2026-01-01T00:00:00Z")
+    jpg = store_reference(cfg, "east", still, NEW_FACADE)
+    for ref in (jpg, jpg.with_suffix(".json")):
+        assert ref.stat().st_mode & 0o777 == 0o600, ref.name

@@ -176,20 +176,30 @@ def check_text(text: str, file: str) -> tuple[EdgeConfig, list[str]]:
     return parse_config(filled, file), unset
 
 
+def write_with_mode(path: Path, data: bytes, mode: int) -> None:
+    """Write `path` with exactly this mode, set before any byte is written (also on a file already there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)  # os.open's mode went through the umask, and an old file keeps its own
+        f.write(data)
+
+
 def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
     """Validate and write the camera's calibration into the config file; ConfigError when it does not pass."""
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    text = raw.decode("utf-8")
     new = updated_text(text, camera, facade, masks)
     _, unset = check_text(new, str(path))
+    mode = path.stat().st_mode & 0o777  # the config holds passwords: its copies are no easier to read
     backup = path.with_name(path.name + ".bak")
-    backup.write_text(text, encoding="utf-8")
+    write_with_mode(backup, raw, mode)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(new)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
