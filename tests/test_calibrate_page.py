@@ -341,3 +341,43 @@ def test_the_lowest_floor_line_can_be_floor_zero(page):
     page.fill("#lowest-floor", "0")  # a ground floor numbered 0, as in much of Europe
     page.click("#btn-propose")
     page.wait_for_function("window.calib.proposal.floors[0].floor === 0", timeout=5000)
+
+
+def _refuse(exc: OSError):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+def test_a_config_that_cannot_be_written_is_reported_with_its_path_and_why(site, clip, monkeypatch):
+    from edge.calibrate import yamlio
+
+    before = site.read_text()
+    bak = site.with_name(site.name + ".bak")
+    with in_process(site, clip) as (_, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        monkeypatch.setattr(yamlio, "write_with_mode", _refuse(PermissionError(13, "Permission denied", str(bak))))
+        r = c.post("/api/save", json=body)
+        assert r.json()["ok"] is False and r.status_code == 500
+        assert r.json()["message"] == f"cannot write {bak}: Permission denied"
+        assert site.read_text() == before
+        monkeypatch.undo()  # the control: the same save once the file can be written
+        assert c.post("/api/save", json=body).json()["ok"] is True
+    assert site.read_text() != before
+
+
+def test_a_reference_still_that_cannot_be_stored_says_the_config_was_saved(site, clip, monkeypatch):
+    from edge.calibrate import web
+
+    jpg = site.with_name("site.east.reference.jpg")
+    monkeypatch.setattr(web, "store_reference", _refuse(OSError(28, "No space left on device", str(jpg))))
+    with in_process(site, clip) as (s, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        r = c.post("/api/save", json=body).json()
+        assert r["ok"] is True and r["saved"] == str(site)
+        assert r["message"].startswith(f"已保存 Saved {site}")
+        assert r["reference_error"] == f"cannot write {jpg}: No space left on device"
+        assert "reference still NOT stored" in r["message"]
+        assert s.cam.facade is not None  # the config was saved: the session follows it
+    assert yaml.safe_load(site.read_text())["cameras"]["east"]["facade"]["points"] == body["facade"]["points"]

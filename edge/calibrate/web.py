@@ -151,6 +151,10 @@ def _tidy(cfg, size: tuple[int, int]) -> dict:
     return block
 
 
+def _why(exc: OSError) -> str:
+    return f"cannot write {exc.filename}: {exc.strerror}" if exc.filename else f"cannot write: {exc}"
+
+
 def _save(s: Session, body: CalibrationIn) -> JSONResponse:
     """Write the calibration into the config (the caller holds the session's lock)."""
     result = check(s, body)
@@ -161,14 +165,24 @@ def _save(s: Session, body: CalibrationIn) -> JSONResponse:
         saved = yamlio.save(s.config_path, s.camera, facade, body.masks)
     except ConfigError as exc:
         return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
-    # From now on the page (a reload, the next save's masks) and replays start from what the file says.
-    cfg, _ = yamlio.check_text(saved.path.read_text(encoding="utf-8"), str(saved.path))
-    s.cam = cfg.camera(s.camera)[1]
-    ref = store_reference(s.config_path, s.camera, s.still, facade)
+    except OSError as exc:  # a read-only folder, a backup that may not be replaced: nothing was changed
+        return JSONResponse({**result, "ok": False, "message": _why(exc)}, status_code=500)
+    # From now on the page (a reload, the next save's masks) and replays start from the config as written.
+    s.cam = saved.config.camera(s.camera)[1]
     unset = ", ".join(f"${{{name}}}" for name in saved.unset_env)
     note = f" ({unset} not set here: checked with a placeholder)" if unset else ""
-    result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
     result["saved"] = str(saved.path)
+    try:
+        ref = store_reference(s.config_path, s.camera, s.still, facade)
+    except (OSError, StillError) as exc:
+        why = _why(exc) if isinstance(exc, OSError) else str(exc)
+        result["reference_error"] = why
+        result["message"] = (
+            f"已保存 Saved {saved.path} — check-config OK{note}; but the reference still NOT stored "
+            f"(参考图未保存): {why}; the camera-moved check needs it: save again once it can be written"
+        )
+        return JSONResponse(result)
+    result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
     return JSONResponse(result)
 
 

@@ -31,6 +31,7 @@ class Saved:
     path: Path
     backup: Path | None
     unset_env: list[str]  # ${NAME}s not set in this shell: filled with a placeholder for the check
+    config: EdgeConfig  # the text written, as check-config read it
 
 
 def _yaml(indent: tuple[int, int, int]) -> YAML:
@@ -189,7 +190,7 @@ def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
     raw = path.read_bytes()
     text = raw.decode("utf-8")
     new = updated_text(text, camera, facade, masks)
-    _, unset = check_text(new, str(path))
+    config, unset = check_text(new, str(path))
     mode = path.stat().st_mode & 0o777  # the config holds passwords: its copies are no easier to read
     backup = path.with_name(path.name + ".bak")
     write_with_mode(backup, raw, mode)
@@ -205,4 +206,4 @@ def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return Saved(path, backup, unset)
+    return Saved(path, backup, unset, config)

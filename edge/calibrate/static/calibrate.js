@@ -236,7 +236,8 @@ async function save() {
   if (!S.facade) { status("还没有标定: 先采用建议或加点。Nothing to save: accept the proposal or add points.", "bad"); return; }
   status("保存中 Saving…");
   const r = await api("/api/save", body());
-  status(r.ok ? r.message : `未保存 Not saved: ${r.message}`, r.ok ? "good" : "bad");
+  // Saved, but without its reference still: said in red, as it needs another save.
+  status(r.ok ? r.message : `未保存 Not saved: ${r.message}`, r.ok && !r.reference_error ? "good" : "bad");
 }
 
 async function replay() {
