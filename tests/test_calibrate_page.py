@@ -381,3 +381,14 @@ def test_a_reference_still_that_cannot_be_stored_says_the_config_was_saved(site,
         assert "reference still NOT stored" in r["message"]
         assert s.cam.facade is not None  # the config was saved: the session follows it
     assert yaml.safe_load(site.read_text())["cameras"]["east"]["facade"]["points"] == body["facade"]["points"]
+
+
+def test_masks_are_saved_as_validated_numbers_not_as_the_request_wrote_them(site, clip):
+    typed = [["0.1", "0.8"], ["0.3", 0.8], [0.3, "0.95"]]  # numbers a client sent as text: accepted, coerced
+    with in_process(site, clip) as (_, c):
+        facade = c.get("/api/state").json()["proposal"]["facade"]
+        r = c.post("/api/save", json={"facade": facade, "masks": {"shield": [typed], "privacy": [SHIELD]}})
+        assert r.json()["ok"] is True, r.text
+    masks = yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]
+    assert masks["privacy"] == [SHIELD]  # the control: numbers sent as numbers
+    assert masks["shield"] == [SHIELD] and all(type(v) is float for p in masks["shield"][0] for v in p)

@@ -28,7 +28,7 @@ from edge.calibrate.propose import Grid, NotAFacade, detect_grid
 from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
 from edge.capture.source import SourceOptions
-from edge.config import CameraConfig, ConfigError
+from edge.config import CameraConfig, ConfigError, MasksConfig
 
 HERE = Path(__file__).parent
 COOKIE = "edge_calibrate_key"
@@ -77,8 +77,16 @@ class ProposeIn(BaseModel):
 
 
 class CalibrationIn(BaseModel):
+    # Plain mappings, not the config's models: check() validates them with check-config's rules and answers
+    # a layout being edited (3 points, a mask out of the frame) with its reason, where a typed field would
+    # give FastAPI's bare 422. What is saved is the validated model, never these.
     facade: dict
     masks: dict = Field(default_factory=lambda: {"shield": [], "privacy": []})
+
+
+def _mask_lists(masks: MasksConfig) -> dict:
+    """Masks as the config writes them: each polygon a bare list of [x, y] numbers."""
+    return {kind: [p["points"] for p in polys] for kind, polys in masks.model_dump(mode="json").items()}
 
 
 def _proposal(s: Session, answers: ProposeIn) -> dict:
@@ -162,7 +170,7 @@ def _save(s: Session, body: CalibrationIn) -> JSONResponse:
         return JSONResponse(result, status_code=422)
     facade = _tidy(check_facade(body.facade), s.size)
     try:
-        saved = yamlio.save(s.config_path, s.camera, facade, body.masks)
+        saved = yamlio.save(s.config_path, s.camera, facade, _mask_lists(check_masks(body.masks)))
     except ConfigError as exc:
         return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
     except OSError as exc:  # a read-only folder, a backup that may not be replaced: nothing was changed
@@ -222,14 +230,13 @@ def create_app(s: Session) -> FastAPI:
     def state() -> dict:
         current = _current(s)
         answers = ProposeIn(floor_height_m=current["floor_height_m"] if current else 3.0)
-        masks = s.cam.masks.model_dump(mode="json")
         return {
             "camera": s.camera,
             "config": str(s.config_path),
             "source": s.still.source,
             "size": list(s.size),
             "current": current,
-            "masks": {k: [p["points"] for p in v] for k, v in masks.items()},
+            "masks": _mask_lists(s.cam.masks),
             "proposal": _proposal(s, answers),
             "answers": answers.model_dump(),
         }
