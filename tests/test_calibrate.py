@@ -339,3 +339,17 @@ def test_the_backup_and_the_reference_still_are_as_private_as_the_config(tmp_pat
     jpg = store_reference(cfg, "east", still, NEW_FACADE)
     for ref in (jpg, jpg.with_suffix(".json")):
         assert ref.stat().st_mode & 0o777 == 0o600, ref.name
+
+
+def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are_not():
+    from types import SimpleNamespace
+
+    from edge.calibrate.tracks import _drawn
+
+    def track(tid: int, n: int, drop_px: float):
+        return SimpleNamespace(id=tid, points=[(k, 100.0, 50.0 + k * drop_px) for k in range(n)])
+
+    detector = SimpleNamespace(scale=1.0, frame_size=(640, 360), decision=SimpleNamespace(facade=None))
+    tracks = [track(1, 4, 30.0), track(2, 4, 30.0), track(3, 8, 30.0), track(4, 8, 0.2)]
+    drawn = _drawn(detector, tracks, {1: 7})  # track 1 a fall decided on 4 points (fall.min_points: 4)
+    assert [(len(d.points), d.fall, d.floor) for d in drawn] == [(4, True, 7), (8, False, None)]
