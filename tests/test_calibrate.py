@@ -353,3 +353,16 @@ def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are
     tracks = [track(1, 4, 30.0), track(2, 4, 30.0), track(3, 8, 30.0), track(4, 8, 0.2)]
     drawn = _drawn(detector, tracks, {1: 7})  # track 1 a fall decided on 4 points (fall.min_points: 4)
     assert [(len(d.points), d.fall, d.floor) for d in drawn] == [(4, True, 7), (8, False, None)]
+
+
+def test_the_bench_reads_real_footage_from_edge_footage_dir(tmp_path, monkeypatch):
+    from edge.calibrate.bench import real_footage
+    from edge.video import H264Writer
+
+    monkeypatch.setenv("EDGE_FOOTAGE_DIR", str(tmp_path))
+    assert real_footage() == []  # the control: a folder without clips
+    with H264Writer(tmp_path / "park.mp4", 640, 360, 25.0, threads=1) as writer:
+        writer.write(non_facade(1, 640, 360))
+    assert [(name, what.split(":")[0]) for name, what in real_footage()] == [("park.mp4", "refused")]
+    monkeypatch.setenv("EDGE_FOOTAGE_DIR", str(tmp_path / "missing"))
+    assert real_footage() == []  # no footage here: the bench runs without it
