@@ -66,10 +66,7 @@ def take_still(source: str, opts: SourceOptions | None = None) -> Still:
             if n > MAX_PACKETS:
                 break
         raise StillError(f"{redact(source)}: no picture could be decoded from it", offline=live)
-    except SourceError as exc:
-        what = "the camera is offline or unreachable" if live else "cannot be read as a video"
-        raise StillError(f"{redact(source)}: {what} ({exc})", offline=live) from None
-    except (av.error.FFmpegError, OSError) as exc:
+    except (SourceError, av.error.FFmpegError, OSError) as exc:
         what = "the camera is offline or unreachable" if live else "cannot be read as a video"
         raise StillError(f"{redact(source)}: {what} ({exc})", offline=live) from None
     finally:
