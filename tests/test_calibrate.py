@@ -366,3 +366,30 @@ def test_the_bench_reads_real_footage_from_edge_footage_dir(tmp_path, monkeypatc
     assert [(name, what.split(":")[0]) for name, what in real_footage()] == [("park.mp4", "refused")]
     monkeypatch.setenv("EDGE_FOOTAGE_DIR", str(tmp_path / "missing"))
     assert real_footage() == []  # no footage here: the bench runs without it
+
+
+def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys):
+    import gc
+    import warnings
+    from argparse import Namespace
+
+    from edge.calibrate.web import serve
+
+    park = tmp_path / "park.png"
+    cv2.imwrite(str(park), non_facade(2, 320, 180))
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'st'}}}\ncameras:\n  east:\n"
+        f"    source: {park}\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        args = Namespace(config=str(config), camera="east", still=str(park), listen=listen)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            assert serve(args) == 64
+            gc.collect()
+    assert f"--listen {listen}: Address already in use" in capsys.readouterr().err  # the control
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

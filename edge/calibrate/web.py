@@ -326,6 +326,7 @@ def serve(args) -> int:
         sock.bind((host, port))
         sock.listen(64)  # connections made as soon as the link is printed wait for the server, not fail
     except OSError as exc:
+        sock.close()
         _err(f"--listen {args.listen}: {exc.strerror}")
         return EX_USAGE
     shown = f"[{host}]" if family == socket.AF_INET6 else host
