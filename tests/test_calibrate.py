@@ -368,13 +368,8 @@ def test_the_bench_reads_real_footage_from_edge_footage_dir(tmp_path, monkeypatc
     assert real_footage() == []  # no footage here: the bench runs without it
 
 
-def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys):
-    import gc
-    import warnings
-    from argparse import Namespace
-
-    from edge.calibrate.web import serve
-
+def _park_site(tmp_path):
+    """A config whose camera east looks at a small picture without a facade (quick to refuse), and the picture."""
     park = tmp_path / "park.png"
     cv2.imwrite(str(park), non_facade(2, 320, 180))
     config = tmp_path / "site.yaml"
@@ -382,6 +377,17 @@ def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys
         f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'st'}}}\ncameras:\n  east:\n"
         f"    source: {park}\n"
     )
+    return config, park
+
+
+def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys):
+    import gc
+    import warnings
+    from argparse import Namespace
+
+    from edge.calibrate.web import serve
+
+    config, park = _park_site(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -393,3 +399,22 @@ def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys
             gc.collect()
     assert f"--listen {listen}: Address already in use" in capsys.readouterr().err  # the control
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+@pytest.mark.parametrize(
+    ("listen", "exposed"), [("127.0.0.1:0", False), ("localhost:0", False), ("0.0.0.0:0", True)]
+)
+def test_only_a_page_reachable_from_the_network_is_warned_about(tmp_path, capsys, monkeypatch, listen, exposed):
+    from argparse import Namespace
+
+    import uvicorn
+
+    from edge.calibrate.web import serve
+
+    config, park = _park_site(tmp_path)
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.extend(s.close() for s in sockets))
+    assert serve(Namespace(config=str(config), camera="east", still=str(park), listen=listen)) == 0
+    out = capsys.readouterr()
+    assert len(served) == 1 and "calibration page for camera east: http://" in out.out
+    assert ("can be reached from the network" in out.err) is exposed

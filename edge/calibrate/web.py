@@ -331,7 +331,7 @@ def serve(args) -> int:
         return EX_USAGE
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{sock.getsockname()[1]}/?key={session.key}"
-    if not (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+    if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:  # the address bound: `localhost` is too
         warn = "edge calibrate: warning: the page can be reached from the network: stop it when done"
         print(warn, file=sys.stderr)
     if session.refusal:
@@ -341,11 +341,3 @@ def serve(args) -> int:
     config = uvicorn.Config(create_app(session), log_level="warning", lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
     return 0
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
