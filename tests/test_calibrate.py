@@ -418,3 +418,17 @@ def test_only_a_page_reachable_from_the_network_is_warned_about(tmp_path, capsys
     out = capsys.readouterr()
     assert len(served) == 1 and "calibration page for camera east: http://" in out.out
     assert ("can be reached from the network" in out.err) is exposed
+
+
+def test_the_bench_reports_worst_stills_with_the_suite_each_came_from():
+    from edge.calibrate.bench import Result, report
+
+    def result(seed: int, right: int) -> Result:
+        return Result(seed, "synth:grid", (1280, 720), 100, [right] * 3, None, 0.1)
+
+    text = report({"studied": [result(3001, 40), result(3002, 100)], "held_out": [result(4001, 60)]}, [])
+    worst = text.split("Worst stills")[1]
+    assert "| 4001 | synth:grid | 1280x720 | 60.0% | 60.0% |" in worst  # the control: the held-out still listed
+    assert "| held_out | 4001 |" in worst and "| studied | 3001 |" in worst  # each with its suite
+    assert "3002" not in worst  # every window on its floor: not among the worst
+    assert "By resolution (held-out suite)" in text.split("Worst stills")[0]
