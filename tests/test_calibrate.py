@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 
@@ -284,8 +285,6 @@ ENV_SITE = (
 
 
 def test_a_default_in_the_config_is_used_and_only_names_without_one_get_the_placeholder(monkeypatch, tmp_path):
-    import os
-
     from edge.calibrate.yamlio import ENV_PLACEHOLDER, check_text
 
     env = _RecordedEnviron({k: v for k, v in os.environ.items() if not k.startswith("CAL_")})
@@ -317,8 +316,6 @@ def test_the_page_reads_a_config_whose_setting_has_a_default(tmp_path):
 
 @pytest.fixture
 def umask_022():
-    import os
-
     old = os.umask(0o022)
     yield
     os.umask(old)
@@ -432,3 +429,18 @@ def test_the_bench_reports_worst_stills_with_the_suite_each_came_from():
     assert "| held_out | 4001 |" in worst and "| studied | 3001 |" in worst  # each with its suite
     assert "3002" not in worst  # every window on its floor: not among the worst
     assert "By resolution (held-out suite)" in text.split("Worst stills")[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
+def test_saved_as_root_the_config_and_its_copies_keep_the_nodes_owner(tmp_path):
+    from edge.calibrate.still import Still, store_reference
+
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    os.chown(cfg, 4242, 4343)  # the node's service user, and `sudo edge calibrate`
+    cfg.chmod(0o640)
+    save(cfg, "east", NEW_FACADE, NEW_MASKS)
+    assert cfg.stat().st_mode & 0o777 == 0o640  # the control: the mode was kept before too
+    jpg = store_reference(cfg, "east", Still(np.zeros((90, 160, 3), np.uint8), "e.mp4", "t"), NEW_FACADE)
+    for f in (cfg, tmp_path / "site.yaml.bak", jpg, jpg.with_suffix(".json")):
+        assert (f.stat().st_uid, f.stat().st_gid) == (4242, 4343), f.name

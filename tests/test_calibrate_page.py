@@ -357,7 +357,7 @@ def test_a_config_that_cannot_be_written_is_reported_with_its_path_and_why(site,
     bak = site.with_name(site.name + ".bak")
     with in_process(site, clip) as (_, c):
         body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
-        monkeypatch.setattr(yamlio, "write_with_mode", _refuse(PermissionError(13, "Permission denied", str(bak))))
+        monkeypatch.setattr(yamlio, "write_like", _refuse(PermissionError(13, "Permission denied", str(bak))))
         r = c.post("/api/save", json=body)
         assert r.json()["ok"] is False and r.status_code == 500
         assert r.json()["message"] == f"cannot write {bak}: Permission denied"

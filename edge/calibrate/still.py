@@ -12,7 +12,7 @@ import av
 import cv2
 import numpy as np
 
-from edge.calibrate.yamlio import write_with_mode
+from edge.calibrate.yamlio import write_like
 from edge.capture.source import SourceError, SourceOptions, VideoSource, redact
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -85,11 +85,11 @@ REFERENCE_JPEG_QUALITY = 95  # the camera-moved check compares features: keep th
 def store_reference(config: Path, camera: str, still: Still, facade: dict) -> Path:
     """Write the still the calibration was made on, and what it is, beside the config (and as private)."""
     jpg, meta = reference_paths(config, camera)
-    mode = config.stat().st_mode & 0o777
+    like = config.stat()
     ok, data = cv2.imencode(".jpg", still.image, [cv2.IMWRITE_JPEG_QUALITY, REFERENCE_JPEG_QUALITY])
     if not ok:
         raise StillError("the still could not be encoded as JPEG")
-    write_with_mode(jpg, data.tobytes(), mode)
+    write_like(jpg, data.tobytes(), like)
     h, w = still.image.shape[:2]
     info = {
         "camera": camera,
@@ -101,5 +101,5 @@ def store_reference(config: Path, camera: str, still: Still, facade: dict) -> Pa
         "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
         "facade": facade,
     }
-    write_with_mode(meta, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8"), mode)
+    write_like(meta, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8"), like)
     return jpg

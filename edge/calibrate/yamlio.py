@@ -177,11 +177,22 @@ def check_text(text: str, file: str) -> tuple[EdgeConfig, list[str]]:
     return parse_config(filled, file), unset
 
 
-def write_with_mode(path: Path, data: bytes, mode: int) -> None:
-    """Write `path` with exactly this mode, set before any byte is written (also on a file already there)."""
+def _own_like(fd: int, like: os.stat_result) -> None:
+    """Give the file `like`'s owner and group: run as root (sudo), a config owned by the node's user must not
+    become root's, unreadable by the service at its next start."""
+    if (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):  # not root: the file stays the editor's, as before
+            os.fchown(fd, like.st_uid, like.st_gid)
+
+
+def write_like(path: Path, data: bytes, like: os.stat_result) -> None:
+    """Write `path` with exactly `like`'s mode (set before any byte is written, also on a file already there)
+    and, where allowed, its owner."""
+    mode = like.st_mode & 0o777
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         os.fchmod(f.fileno(), mode)  # os.open's mode went through the umask, and an old file keeps its own
+        _own_like(f.fileno(), like)
         f.write(data)
 
 
@@ -191,16 +202,17 @@ def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
     text = raw.decode("utf-8")
     new = updated_text(text, camera, facade, masks)
     config, unset = check_text(new, str(path))
-    mode = path.stat().st_mode & 0o777  # the config holds passwords: its copies are no easier to read
+    like = path.stat()  # the config holds passwords: its copies are no easier to read, nor owned by another
     backup = path.with_name(path.name + ".bak")
-    write_with_mode(backup, raw, mode)
+    write_like(backup, raw, like)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), like.st_mode & 0o777)
+            _own_like(f.fileno(), like)
             f.write(new)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
