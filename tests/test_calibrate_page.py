@@ -392,3 +392,39 @@ def test_masks_are_saved_as_validated_numbers_not_as_the_request_wrote_them(site
     masks = yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]
     assert masks["privacy"] == [SHIELD]  # the control: numbers sent as numbers
     assert masks["shield"] == [SHIELD] and all(type(v) is float for p in masks["shield"][0] for v in p)
+
+
+def test_two_saves_at_once_take_turns(site, clip, monkeypatch):
+    import threading
+    import time
+
+    from edge.calibrate import yamlio
+
+    real, inside, most, count = yamlio.save, [0], [0], threading.Lock()
+
+    def slow_save(*args, **kwargs):
+        with count:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough for the other request to arrive while this one writes
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with count:
+                inside[0] -= 1
+
+    monkeypatch.setattr(yamlio, "save", slow_save)
+    with in_process(site, clip) as (_, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        answers: list[int] = []
+
+        def post() -> None:
+            answers.append(c.post("/api/save", json=body).status_code)
+
+        both = [threading.Thread(target=post) for _ in range(2)]
+        for t in both:
+            t.start()
+        for t in both:
+            t.join()
+    assert answers == [200, 200]  # the control: both saved
+    assert most[0] == 1  # one at a time
