@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 
@@ -254,3 +255,192 @@ def test_a_setting_the_page_does_not_edit_stays_in_the_facade_block():
     out = yaml.safe_load(updated_text(text, "east", NEW_FACADE, None))
     assert out["cameras"]["east"]["facade"]["outside_margin_m"] == 3.5
     assert "extent_m" not in out["cameras"]["east"]["facade"]  # cleared on the page: removed
+
+
+class _RecordedEnviron(dict):
+    """os.environ's values, recording every change made to them."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.changed: list[str] = []
+
+    def __setitem__(self, key, value):
+        self.changed.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.changed.append(key)
+        super().__delitem__(key)
+
+    def pop(self, key, *default):
+        self.changed.append(key)
+        return super().pop(key, *default)
+
+
+ENV_SITE = (
+    "version: 1\nnode: {id: n}\ncameras:\n  c:\n"
+    "    source: rtsp://admin:${CAL_PW}@10.0.0.9/s  # ${CAL_COMMENTED}\n"
+    "    fps: ${CAL_FPS:-25}\n"
+)
+
+
+def test_a_default_in_the_config_is_used_and_only_names_without_one_get_the_placeholder(monkeypatch, tmp_path):
+    from edge.calibrate.yamlio import ENV_PLACEHOLDER, check_text
+
+    env = _RecordedEnviron({k: v for k, v in os.environ.items() if not k.startswith("CAL_")})
+    monkeypatch.setattr(os, "environ", env)
+    cfg, unset = check_text(ENV_SITE, "site.yaml")
+    assert cfg.cameras["c"].fps == 25.0  # check-config takes the default: so must the calibration
+    assert unset == ["CAL_PW"]  # a name without a default: the placeholder, and the page says so
+    assert cfg.cameras["c"].source == f"rtsp://admin:{ENV_PLACEHOLDER}@10.0.0.9/s"
+    path = tmp_path / "site.yaml"
+    path.write_text(ENV_SITE)
+    assert save(path, "c", NEW_FACADE, None).unset_env == ["CAL_PW"]
+    assert "fps: ${CAL_FPS:-25}" in path.read_text() and "${CAL_PW}@" in path.read_text()
+    assert env.changed == []  # checking never touches the process's environment
+    env["CAL_FPS"], env["CAL_PW"] = "12.5", "secret"  # what the shell sets still wins
+    env.changed.clear()
+    cfg, unset = check_text(ENV_SITE, "site.yaml")
+    assert (cfg.cameras["c"].fps, unset, cfg.cameras["c"].source) == (12.5, [], "rtsp://admin:secret@10.0.0.9/s")
+    assert env.changed == []  # checking never touches the process's environment
+
+
+def test_the_page_reads_a_config_whose_setting_has_a_default(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text(ENV_SITE)
+    done = run_edge("calibrate", "--config", str(config), "--camera", "west", env=_env())
+    assert done.returncode == 78 and "no camera named 'west'" in done.stderr  # past the config's check
+    done = run_edge("calibrate", "--config", str(config).replace(".yaml", ".missing.yaml"), "--camera", "c")
+    assert done.returncode == 78 and "cannot read" in done.stderr  # the control: a config it cannot read
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_the_backup_and_the_reference_still_are_as_private_as_the_config(tmp_path, umask_022):
+    from edge.calibrate.still import Still, store_reference
+
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    cfg.chmod(0o600)  # it holds the cameras' and the broker's passwords
+    (tmp_path / "site.yaml.bak").write_text("an older backup\n")  # left by an earlier version, 0644
+    save(cfg, "east", NEW_FACADE, NEW_MASKS)
+    assert cfg.stat().st_mode & 0o777 == 0o600  # the control: the config itself stays private
+    assert (tmp_path / "site.yaml.bak").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "site.yaml.bak").read_text() == SITE.read_text()
+    still = Still(np.zeros((90, 160, 3), np.uint8), "east.mp4", "2026-01-01T00:00:00Z")
+    jpg = store_reference(cfg, "east", still, NEW_FACADE)
+    for ref in (jpg, jpg.with_suffix(".json")):
+        assert ref.stat().st_mode & 0o777 == 0o600, ref.name
+
+
+def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are_not():
+    from types import SimpleNamespace
+
+    from edge.calibrate.tracks import _drawn
+
+    def track(tid: int, n: int, drop_px: float):
+        return SimpleNamespace(id=tid, points=[(k, 100.0, 50.0 + k * drop_px) for k in range(n)])
+
+    detector = SimpleNamespace(scale=1.0, frame_size=(640, 360), decision=SimpleNamespace(facade=None))
+    tracks = [track(1, 4, 30.0), track(2, 4, 30.0), track(3, 8, 30.0), track(4, 8, 0.2)]
+    drawn = _drawn(detector, tracks, {1: 7})  # track 1 a fall decided on 4 points (fall.min_points: 4)
+    assert [(len(d.points), d.fall, d.floor) for d in drawn] == [(4, True, 7), (8, False, None)]
+
+
+def test_the_bench_reads_real_footage_from_edge_footage_dir(tmp_path, monkeypatch):
+    from edge.calibrate.bench import real_footage
+    from edge.video import H264Writer
+
+    monkeypatch.setenv("EDGE_FOOTAGE_DIR", str(tmp_path))
+    assert real_footage() == []  # the control: a folder without clips
+    with H264Writer(tmp_path / "park.mp4", 640, 360, 25.0, threads=1) as writer:
+        writer.write(non_facade(1, 640, 360))
+    assert [(name, what.split(":")[0]) for name, what in real_footage()] == [("park.mp4", "refused")]
+    monkeypatch.setenv("EDGE_FOOTAGE_DIR", str(tmp_path / "missing"))
+    assert real_footage() == []  # no footage here: the bench runs without it
+
+
+def _park_site(tmp_path):
+    """A config whose camera east looks at a small picture without a facade (quick to refuse), and the picture."""
+    park = tmp_path / "park.png"
+    cv2.imwrite(str(park), non_facade(2, 320, 180))
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'st'}}}\ncameras:\n  east:\n"
+        f"    source: {park}\n"
+    )
+    return config, park
+
+
+def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys):
+    import gc
+    import warnings
+    from argparse import Namespace
+
+    from edge.calibrate.web import serve
+
+    config, park = _park_site(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        args = Namespace(config=str(config), camera="east", still=str(park), listen=listen)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            assert serve(args) == 64
+            gc.collect()
+    assert f"--listen {listen}: Address already in use" in capsys.readouterr().err  # the control
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+@pytest.mark.parametrize(
+    ("listen", "exposed"), [("127.0.0.1:0", False), ("localhost:0", False), ("0.0.0.0:0", True)]
+)
+def test_only_a_page_reachable_from_the_network_is_warned_about(tmp_path, capsys, monkeypatch, listen, exposed):
+    from argparse import Namespace
+
+    import uvicorn
+
+    from edge.calibrate.web import serve
+
+    config, park = _park_site(tmp_path)
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.extend(s.close() for s in sockets))
+    assert serve(Namespace(config=str(config), camera="east", still=str(park), listen=listen)) == 0
+    out = capsys.readouterr()
+    assert len(served) == 1 and "calibration page for camera east: http://" in out.out
+    assert ("can be reached from the network" in out.err) is exposed
+
+
+def test_the_bench_reports_worst_stills_with_the_suite_each_came_from():
+    from edge.calibrate.bench import Result, report
+
+    def result(seed: int, right: int) -> Result:
+        return Result(seed, "synth:grid", (1280, 720), 100, [right] * 3, None, 0.1)
+
+    text = report({"studied": [result(3001, 40), result(3002, 100)], "held_out": [result(4001, 60)]}, [])
+    worst = text.split("Worst stills")[1]
+    assert "| 4001 | synth:grid | 1280x720 | 60.0% | 60.0% |" in worst  # the control: the held-out still listed
+    assert "| held_out | 4001 |" in worst and "| studied | 3001 |" in worst  # each with its suite
+    assert "3002" not in worst  # every window on its floor: not among the worst
+    assert "By resolution (held-out suite)" in text.split("Worst stills")[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
+def test_saved_as_root_the_config_and_its_copies_keep_the_nodes_owner(tmp_path):
+    from edge.calibrate.still import Still, store_reference
+
+    cfg = tmp_path / "site.yaml"
+    shutil.copy(SITE, cfg)
+    os.chown(cfg, 4242, 4343)  # the node's service user, and `sudo edge calibrate`
+    cfg.chmod(0o640)
+    save(cfg, "east", NEW_FACADE, NEW_MASKS)
+    assert cfg.stat().st_mode & 0o777 == 0o640  # the control: the mode was kept before too
+    jpg = store_reference(cfg, "east", Still(np.zeros((90, 160, 3), np.uint8), "e.mp4", "t"), NEW_FACADE)
+    for f in (cfg, tmp_path / "site.yaml.bak", jpg, jpg.with_suffix(".json")):
+        assert (f.stat().st_uid, f.stat().st_gid) == (4242, 4343), f.name

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -267,3 +268,163 @@ def test_a_still_without_a_facade_says_so_on_the_page(browser, tmp_path, clip):
     with serving(config, park) as url, opened(browser, url) as pg:
         assert "not a facade" in pg.inner_text("#proposal-note")
         assert pg.is_disabled("#btn-accept")
+
+
+def _overlay(pg) -> str:
+    return pg.evaluate("JSON.stringify(window.calib.overlay)")
+
+
+def _drag_and_see_the_check_update(pg) -> None:
+    before = _overlay(pg)
+    _drag(pg, 1, 12, 8)
+    pg.wait_for_function(f"JSON.stringify(window.calib.overlay) !== {json.dumps(before)}", timeout=5000)
+
+
+def test_after_a_replay_drawing_tracks_a_dragged_point_still_updates_the_check(browser, sim_clip, tmp_path):
+    clip = sim_clip("throw", 1, duration_s=4.0) / "scene.mp4"  # short: the replay needs only some track
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:
+        pg.click("#btn-accept")
+        pg.wait_for_function("window.calib.overlay !== null")
+        _drag_and_see_the_check_update(pg)  # the control: no tracks yet
+        pg.click("#btn-replay")
+        pg.wait_for_selector("body[data-replayed='1']")
+        assert pg.evaluate("window.calib.tracks.length") > 0
+        _drag_and_see_the_check_update(pg)  # with tracks drawn: the tables must not stop the check
+
+
+# -- the page's server in-process (FastAPI's test client): what it keeps between requests --------------------
+
+
+@contextlib.contextmanager
+def in_process(config: Path, still: Path):
+    """The calibration app on `config`'s camera east with a still from `still`, with the key's cookie set."""
+    with warnings.catch_warnings():  # starlette's notice that its client will move to httpx2
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+
+    from edge.calibrate.web import COOKIE, Session, create_app
+    from edge.calibrate.yamlio import check_text
+
+    cfg, _ = check_text(config.read_text(), str(config))
+    s = Session(config, "east", cfg.cameras["east"], take_still(str(still)), source=str(still))
+    with TestClient(create_app(s)) as client:
+        client.cookies.set(COOKIE, s.key)
+        yield s, client
+
+
+SHIELD = [[0.1, 0.8], [0.3, 0.8], [0.3, 0.95]]
+
+
+def test_after_a_save_the_page_and_replays_see_the_saved_calibration_and_masks(site, clip):
+    with in_process(site, clip) as (s, c):
+        first = c.get("/api/state").json()
+        assert (first["current"], first["masks"]) == (None, {"shield": [], "privacy": []})  # nothing saved yet
+        facade = first["proposal"]["facade"]
+        saved = c.post("/api/save", json={"facade": facade, "masks": {"shield": [SHIELD], "privacy": []}})
+        assert saved.status_code == 200, saved.text
+        after = c.get("/api/state").json()  # what a reloaded page starts from
+        assert after["current"]["points"] == facade["points"]
+        assert after["masks"] == {"shield": [SHIELD], "privacy": []}
+        assert s.cam.facade is not None and len(s.cam.masks.shield) == 1  # what a replay now runs with
+        # A second save from the reloaded page keeps the masks the first one wrote.
+        again = c.post("/api/save", json={"facade": after["current"], "masks": after["masks"]})
+        assert again.status_code == 200, again.text
+    assert yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]["shield"] == [SHIELD]
+
+
+def test_the_lowest_floor_line_can_be_floor_zero(page):
+    page.fill("#lowest-floor", "2")  # the control: any other floor is taken as typed
+    page.click("#btn-propose")
+    page.wait_for_function("window.calib.proposal.floors[0].floor === 2")
+    page.fill("#lowest-floor", "0")  # a ground floor numbered 0, as in much of Europe
+    page.click("#btn-propose")
+    page.wait_for_function("window.calib.proposal.floors[0].floor === 0", timeout=5000)
+
+
+def _refuse(exc: OSError):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+def test_a_config_that_cannot_be_written_is_reported_with_its_path_and_why(site, clip, monkeypatch):
+    from edge.calibrate import yamlio
+
+    before = site.read_text()
+    bak = site.with_name(site.name + ".bak")
+    with in_process(site, clip) as (_, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        monkeypatch.setattr(yamlio, "write_like", _refuse(PermissionError(13, "Permission denied", str(bak))))
+        r = c.post("/api/save", json=body)
+        assert r.json()["ok"] is False and r.status_code == 500
+        assert r.json()["message"] == f"cannot write {bak}: Permission denied"
+        assert site.read_text() == before
+        monkeypatch.undo()  # the control: the same save once the file can be written
+        assert c.post("/api/save", json=body).json()["ok"] is True
+    assert site.read_text() != before
+
+
+def test_a_reference_still_that_cannot_be_stored_says_the_config_was_saved(site, clip, monkeypatch):
+    from edge.calibrate import web
+
+    jpg = site.with_name("site.east.reference.jpg")
+    monkeypatch.setattr(web, "store_reference", _refuse(OSError(28, "No space left on device", str(jpg))))
+    with in_process(site, clip) as (s, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        r = c.post("/api/save", json=body).json()
+        assert r["ok"] is True and r["saved"] == str(site)
+        assert r["message"].startswith(f"已保存 Saved {site}")
+        assert r["reference_error"] == f"cannot write {jpg}: No space left on device"
+        assert "reference still NOT stored" in r["message"]
+        assert s.cam.facade is not None  # the config was saved: the session follows it
+    assert yaml.safe_load(site.read_text())["cameras"]["east"]["facade"]["points"] == body["facade"]["points"]
+
+
+def test_masks_are_saved_as_validated_numbers_not_as_the_request_wrote_them(site, clip):
+    typed = [["0.1", "0.8"], ["0.3", 0.8], [0.3, "0.95"]]  # numbers a client sent as text: accepted, coerced
+    with in_process(site, clip) as (_, c):
+        facade = c.get("/api/state").json()["proposal"]["facade"]
+        r = c.post("/api/save", json={"facade": facade, "masks": {"shield": [typed], "privacy": [SHIELD]}})
+        assert r.json()["ok"] is True, r.text
+    masks = yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]
+    assert masks["privacy"] == [SHIELD]  # the control: numbers sent as numbers
+    assert masks["shield"] == [SHIELD] and all(type(v) is float for p in masks["shield"][0] for v in p)
+
+
+def test_two_saves_at_once_take_turns(site, clip, monkeypatch):
+    import threading
+    import time
+
+    from edge.calibrate import yamlio
+
+    real, inside, most, count = yamlio.save, [0], [0], threading.Lock()
+
+    def slow_save(*args, **kwargs):
+        with count:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough for the other request to arrive while this one writes
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with count:
+                inside[0] -= 1
+
+    monkeypatch.setattr(yamlio, "save", slow_save)
+    with in_process(site, clip) as (_, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        answers: list[int] = []
+
+        def post() -> None:
+            answers.append(c.post("/api/save", json=body).status_code)
+
+        both = [threading.Thread(target=post) for _ in range(2)]
+        for t in both:
+            t.start()
+        for t in both:
+            t.join()
+    assert answers == [200, 200]  # the control: both saved
+    assert most[0] == 1  # one at a time

@@ -12,6 +12,7 @@ import av
 import cv2
 import numpy as np
 
+from edge.calibrate.yamlio import write_like
 from edge.capture.source import SourceError, SourceOptions, VideoSource, redact
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -65,10 +66,7 @@ def take_still(source: str, opts: SourceOptions | None = None) -> Still:
             if n > MAX_PACKETS:
                 break
         raise StillError(f"{redact(source)}: no picture could be decoded from it", offline=live)
-    except SourceError as exc:
-        what = "the camera is offline or unreachable" if live else "cannot be read as a video"
-        raise StillError(f"{redact(source)}: {what} ({exc})", offline=live) from None
-    except (av.error.FFmpegError, OSError) as exc:
+    except (SourceError, av.error.FFmpegError, OSError) as exc:
         what = "the camera is offline or unreachable" if live else "cannot be read as a video"
         raise StillError(f"{redact(source)}: {what} ({exc})", offline=live) from None
     finally:
@@ -85,12 +83,13 @@ REFERENCE_JPEG_QUALITY = 95  # the camera-moved check compares features: keep th
 
 
 def store_reference(config: Path, camera: str, still: Still, facade: dict) -> Path:
-    """Write the still the calibration was made on, and what it is, beside the config."""
+    """Write the still the calibration was made on, and what it is, beside the config (and as private)."""
     jpg, meta = reference_paths(config, camera)
+    like = config.stat()
     ok, data = cv2.imencode(".jpg", still.image, [cv2.IMWRITE_JPEG_QUALITY, REFERENCE_JPEG_QUALITY])
     if not ok:
         raise StillError("the still could not be encoded as JPEG")
-    jpg.write_bytes(data.tobytes())
+    write_like(jpg, data.tobytes(), like)
     h, w = still.image.shape[:2]
     info = {
         "camera": camera,
@@ -102,5 +101,5 @@ def store_reference(config: Path, camera: str, still: Still, facade: dict) -> Pa
         "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
         "facade": facade,
     }
-    meta.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_like(meta, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode("utf-8"), like)
     return jpg

@@ -130,7 +130,8 @@ def _drawn(detector: Detector, tracks: list[Track], falls: dict[int, int | None]
     out = []
     for t in tracks:
         pts = np.array([(x * s, y * s) for _, x, y in t.points])
-        if len(pts) < MIN_HITS or np.ptp(pts[:, 1]) < MIN_TRAVEL_FRAC * height and t.id not in falls:
+        noise = len(pts) < MIN_HITS or np.ptp(pts[:, 1]) < MIN_TRAVEL_FRAC * height
+        if noise and t.id not in falls:  # a decided fall is always drawn (fall.min_points may be 4)
             continue
         floor = falls.get(t.id)
         if floor is None and fm is not None:

@@ -11,6 +11,7 @@ import logging
 import secrets
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -27,7 +28,7 @@ from edge.calibrate.propose import Grid, NotAFacade, detect_grid
 from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
 from edge.capture.source import SourceOptions
-from edge.config import CameraConfig, ConfigError
+from edge.config import CameraConfig, ConfigError, MasksConfig
 
 HERE = Path(__file__).parent
 COOKIE = "edge_calibrate_key"
@@ -49,6 +50,9 @@ class Session:
     refusal: str | None = None
     jpeg: bytes = b""
     replay: tracks.ReplayJob | None = None
+    # FastAPI runs these sync routes in a thread pool: one save or replay start at a time, each seeing the
+    # camera config the last save left.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         ok, data = cv2.imencode(".jpg", self.still.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -73,8 +77,16 @@ class ProposeIn(BaseModel):
 
 
 class CalibrationIn(BaseModel):
+    # Plain mappings, not the config's models: check() validates them with check-config's rules and answers
+    # a layout being edited (3 points, a mask out of the frame) with its reason, where a typed field would
+    # give FastAPI's bare 422. What is saved is the validated model, never these.
     facade: dict
     masks: dict = Field(default_factory=lambda: {"shield": [], "privacy": []})
+
+
+def _mask_lists(masks: MasksConfig) -> dict:
+    """Masks as the config writes them: each polygon a bare list of [x, y] numbers."""
+    return {kind: [p["points"] for p in polys] for kind, polys in masks.model_dump(mode="json").items()}
 
 
 def _proposal(s: Session, answers: ProposeIn) -> dict:
@@ -147,6 +159,41 @@ def _tidy(cfg, size: tuple[int, int]) -> dict:
     return block
 
 
+def _why(exc: OSError) -> str:
+    return f"cannot write {exc.filename}: {exc.strerror}" if exc.filename else f"cannot write: {exc}"
+
+
+def _save(s: Session, body: CalibrationIn) -> JSONResponse:
+    """Write the calibration into the config (the caller holds the session's lock)."""
+    result = check(s, body)
+    if not result["ok"]:
+        return JSONResponse(result, status_code=422)
+    facade = _tidy(check_facade(body.facade), s.size)
+    try:
+        saved = yamlio.save(s.config_path, s.camera, facade, _mask_lists(check_masks(body.masks)))
+    except ConfigError as exc:
+        return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
+    except OSError as exc:  # a read-only folder, a backup that may not be replaced: nothing was changed
+        return JSONResponse({**result, "ok": False, "message": _why(exc)}, status_code=500)
+    # From now on the page (a reload, the next save's masks) and replays start from the config as written.
+    s.cam = saved.config.camera(s.camera)[1]
+    unset = ", ".join(f"${{{name}}}" for name in saved.unset_env)
+    note = f" ({unset} not set here: checked with a placeholder)" if unset else ""
+    result["saved"] = str(saved.path)
+    try:
+        ref = store_reference(s.config_path, s.camera, s.still, facade)
+    except (OSError, StillError) as exc:
+        why = _why(exc) if isinstance(exc, OSError) else str(exc)
+        result["reference_error"] = why
+        result["message"] = (
+            f"已保存 Saved {saved.path} — check-config OK{note}; but the reference still NOT stored "
+            f"(参考图未保存): {why}; the camera-moved check needs it: save again once it can be written"
+        )
+        return JSONResponse(result)
+    result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
+    return JSONResponse(result)
+
+
 def create_app(s: Session) -> FastAPI:
     app = FastAPI(title="edge calibrate", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -183,14 +230,13 @@ def create_app(s: Session) -> FastAPI:
     def state() -> dict:
         current = _current(s)
         answers = ProposeIn(floor_height_m=current["floor_height_m"] if current else 3.0)
-        masks = s.cam.masks.model_dump(mode="json")
         return {
             "camera": s.camera,
             "config": str(s.config_path),
             "source": s.still.source,
             "size": list(s.size),
             "current": current,
-            "masks": {k: [p["points"] for p in v] for k, v in masks.items()},
+            "masks": _mask_lists(s.cam.masks),
             "proposal": _proposal(s, answers),
             "answers": answers.model_dump(),
         }
@@ -205,30 +251,19 @@ def create_app(s: Session) -> FastAPI:
 
     @app.post("/api/save", dependencies=guard)
     def save(body: CalibrationIn) -> JSONResponse:
-        result = check(s, body)
-        if not result["ok"]:
-            return JSONResponse(result, status_code=422)
-        facade = _tidy(check_facade(body.facade), s.size)
-        try:
-            saved = yamlio.save(s.config_path, s.camera, facade, body.masks)
-        except ConfigError as exc:
-            return JSONResponse({**result, "ok": False, "message": f"check-config: {exc}"}, status_code=422)
-        ref = store_reference(s.config_path, s.camera, s.still, facade)
-        unset = ", ".join(f"${{{name}}}" for name in saved.unset_env)
-        note = f" ({unset} not set here: checked with a placeholder)" if unset else ""
-        result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
-        result["saved"] = str(saved.path)
-        return JSONResponse(result)
+        with s.lock:
+            return _save(s, body)
 
     @app.post("/api/replay", dependencies=guard)
     def replay_start(body: CalibrationIn) -> JSONResponse:
         result = check(s, body)
         if not result["ok"]:
             return JSONResponse(result, status_code=422)
-        if s.replay is not None and s.replay.state == "running":
+        with s.lock:
+            if s.replay is not None and s.replay.state == "running":
+                return JSONResponse(s.replay.summary())
+            s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
             return JSONResponse(s.replay.summary())
-        s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
-        return JSONResponse(s.replay.summary())
 
     @app.get("/api/replay", dependencies=guard)
     def replay_state() -> dict:
@@ -291,11 +326,12 @@ def serve(args) -> int:
         sock.bind((host, port))
         sock.listen(64)  # connections made as soon as the link is printed wait for the server, not fail
     except OSError as exc:
+        sock.close()
         _err(f"--listen {args.listen}: {exc.strerror}")
         return EX_USAGE
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{sock.getsockname()[1]}/?key={session.key}"
-    if not (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+    if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:  # the address bound: `localhost` is too
         warn = "edge calibrate: warning: the page can be reached from the network: stop it when done"
         print(warn, file=sys.stderr)
     if session.refusal:
@@ -305,11 +341,3 @@ def serve(args) -> int:
     config = uvicorn.Config(create_app(session), log_level="warning", lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
     return 0
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -12,19 +12,17 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from edge.config import ConfigError, EdgeConfig, parse_config
+from edge.config import _ENV, ConfigError, EdgeConfig, parse_config
 
 # Indentations (mapping, sequence, dash offset) a hand-written config uses; the one that reproduces the file
 # unchanged is used to write it, so that only the calibrated blocks change.
 _INDENTS = [(2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (2, 2, 2)]
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 ENV_PLACEHOLDER = "calibrate-placeholder"  # stands in for ${NAME}s this shell lacks, only while checking
 
 
@@ -33,6 +31,7 @@ class Saved:
     path: Path
     backup: Path | None
     unset_env: list[str]  # ${NAME}s not set in this shell: filled with a placeholder for the check
+    config: EdgeConfig  # the text written, as check-config read it
 
 
 def _yaml(indent: tuple[int, int, int]) -> YAML:
@@ -149,43 +148,74 @@ def _keep_blank_lines(old: str, new: str) -> str:
     return "".join(b)
 
 
-@contextlib.contextmanager
-def _placeholders(text: str) -> Iterator[list[str]]:
-    """${NAME}s without a value in this shell get a placeholder while the config is checked."""
-    values = [line.split(" #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#")]
-    unset = sorted({m.group(1) for v in values for m in _ENV.finditer(v) if m.group(1) not in os.environ})
-    for name in unset:
-        os.environ[name] = ENV_PLACEHOLDER
-    try:
-        yield unset
-    finally:
-        for name in unset:
-            os.environ.pop(name, None)
+def with_placeholders(text: str) -> tuple[str, list[str]]:
+    """The text with each `${NAME}` this shell lacks and the file gives no default given the placeholder as
+    its default, and those names. check-config's own substitution then fills them in: the process's
+    environment is never changed, and `${NAME:-default}` keeps its default as check-config reads it."""
+    unset: set[str] = set()
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if default is not None or name in os.environ:
+            return m.group(0)
+        unset.add(name)
+        return f"${{{name}:-{ENV_PLACEHOLDER}}}"
+
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            out.append(line)  # a comment's ${NAME} is not read: not named as unset either
+            continue
+        value, hash_, comment = line.partition(" #")
+        out.append(_ENV.sub(sub, value) + hash_ + comment)
+    return "".join(out), sorted(unset)
 
 
 def check_text(text: str, file: str) -> tuple[EdgeConfig, list[str]]:
     """check-config's validation of a config text; raises ConfigError (`file:line: key.path: why`)."""
-    with _placeholders(text) as unset:
-        return parse_config(text, file), unset
+    filled, unset = with_placeholders(text)
+    return parse_config(filled, file), unset
+
+
+def _own_like(fd: int, like: os.stat_result) -> None:
+    """Give the file `like`'s owner and group: run as root (sudo), a config owned by the node's user must not
+    become root's, unreadable by the service at its next start."""
+    if (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):  # not root: the file stays the editor's, as before
+            os.fchown(fd, like.st_uid, like.st_gid)
+
+
+def write_like(path: Path, data: bytes, like: os.stat_result) -> None:
+    """Write `path` with exactly `like`'s mode (set before any byte is written, also on a file already there)
+    and, where allowed, its owner."""
+    mode = like.st_mode & 0o777
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)  # os.open's mode went through the umask, and an old file keeps its own
+        _own_like(f.fileno(), like)
+        f.write(data)
 
 
 def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
     """Validate and write the camera's calibration into the config file; ConfigError when it does not pass."""
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    text = raw.decode("utf-8")
     new = updated_text(text, camera, facade, masks)
-    _, unset = check_text(new, str(path))
+    config, unset = check_text(new, str(path))
+    like = path.stat()  # the config holds passwords: its copies are no easier to read, nor owned by another
     backup = path.with_name(path.name + ".bak")
-    backup.write_text(text, encoding="utf-8")
+    write_like(backup, raw, like)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), like.st_mode & 0o777)
+            _own_like(f.fileno(), like)
             f.write(new)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return Saved(path, backup, unset)
+    return Saved(path, backup, unset, config)

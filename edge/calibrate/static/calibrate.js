@@ -134,11 +134,6 @@ function draw() {
 function renderTables() {
   const body = $("#points tbody");
   body.innerHTML = "";
-  for (const t of S.tracks) {
-    const colour = t.fall ? "#ff3b30" : "#ffffff";
-    polygon(t.points, colour, false, k * (t.fall ? 1.5 : 0.75));
-    if (t.floor !== null) label(`${t.floor}F`, [t.points[0][0] + 6 * k, t.points[0][1] - 6 * k], colour, k);
-  }
   const pts = S.facade ? S.facade.points : [];
   pts.forEach((p, i) => {
     const tr = document.createElement("tr");
@@ -200,9 +195,10 @@ async function recheck() {
 }
 function answers() {
   const bay = parseFloat($("#bay-width").value);
+  const lowest = parseInt($("#lowest-floor").value, 10);  // 0 is a floor (a ground floor numbered 0)
   return {
     floor_height_m: parseFloat($("#floor-height").value) || 3.0,
-    lowest_floor: parseInt($("#lowest-floor").value, 10) || 1,
+    lowest_floor: Number.isFinite(lowest) ? lowest : 1,
     bay_width_m: Number.isFinite(bay) ? bay : null,
     period_factor: S.periodFactor,
   };
@@ -240,7 +236,8 @@ async function save() {
   if (!S.facade) { status("还没有标定: 先采用建议或加点。Nothing to save: accept the proposal or add points.", "bad"); return; }
   status("保存中 Saving…");
   const r = await api("/api/save", body());
-  status(r.ok ? r.message : `未保存 Not saved: ${r.message}`, r.ok ? "good" : "bad");
+  // Saved, but without its reference still: said in red, as it needs another save.
+  status(r.ok ? r.message : `未保存 Not saved: ${r.message}`, r.ok && !r.reference_error ? "good" : "bad");
 }
 
 async function replay() {
