@@ -190,6 +190,25 @@ def test_an_alert_from_a_throw_reaches_the_center_with_a_verified_clip(tmp_path,
         node.stop()
 
 
+def test_the_signed_manifest_of_an_alert_s_evidence_is_published_as_written(tmp_path, broker, center, long_clip):
+    manifests = _record_all(broker, "edge/garden-a/events/+/manifest")
+    node = Node(_parse(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a"))
+    node.start()
+    try:
+        ready = wait_for(lambda: [e for e in center.events if e["type"] == "clip_ready"], 40)
+        assert ready
+        event_id = ready[0]["id"]
+        topic = f"edge/garden-a/events/{event_id}/manifest"
+        assert wait_for(lambda: any(t == topic for t, _ in manifests), 10), [t for t, _ in manifests]
+        sent = next(p for t, p in manifests if t == topic)
+        local = tmp_path / "garden-a" / "events" / event_id / "manifest.json"
+        assert sent == local.read_bytes()
+        signed = json.loads(sent)
+        assert signed["signature"] and len(signed["manifest"]["files"]) >= 2  # the original and what was annotated
+    finally:
+        node.stop()
+
+
 def test_the_original_clip_is_sent_on_request(tmp_path, broker, center, long_clip):
     node = Node(_parse(_config(tmp_path, broker, "garden-a", long_clip[0], long_clip[1]), "pw-a"))
     node.start()

@@ -7,6 +7,7 @@ Topics, under <prefix>/<node>/ (see README, "MQTT"):
   events                        QoS 1 JSON: type new | update | end | clip_ready | original_ready
   events/<id>/snapshot          the trajectory still, JPEG
   events/<id>/clip              the annotated clip in chunks; events/<id>/original on request
+  events/<id>/manifest          the signed manifest.json of the event's evidence (hashes of every file)
   events/<id>/original/get      command: send the original evidence clip
   stats                         periodic node health
 """
@@ -231,6 +232,10 @@ class MqttPublisher:
         clip_bytes = clip_sha = None
         if files.annotated:
             clip_bytes, clip_sha = self._send_file(eid, "clip", files.folder / files.annotated)
+        # The signed manifest, as written: the center checks the files it receives against it, and against the
+        # node's registered key, instead of taking the node's word in the event message.
+        manifest = (files.folder / files.manifest).read_bytes()
+        self.outbox.put(Kind.SNAPSHOT, self.topics.files(eid, "manifest"), manifest)
         extra = {
             "clip_sha256": clip_sha,
             "clip_bytes": clip_bytes,
