@@ -280,6 +280,51 @@ def test_original_get_serves_only_a_valid_event_id_inside_storage_events(tmp_pat
         outbox.close()
 
 
+def test_the_center_s_verdict_is_kept_beside_the_node_s_event_once_and_hostile_ones_are_not(
+    tmp_path, broker, center
+):
+    storage = tmp_path / "garden-a"
+    real = "20260101T000000-cam-0000327-63"
+    (storage / "events" / real).mkdir(parents=True)
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, storage)
+    publisher.start()
+
+    def send(body) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        center.client.publish("edge/garden-a/feedback", payload, qos=1).wait_for_publish(5)
+
+    verdict = {
+        "v": 1,
+        "msg_id": "fb-1",
+        "id": real,
+        "verdict": "false_alarm",
+        "state": "checked",
+        "note": "a kite",
+    }
+    try:
+        assert publisher.commands_ready.wait(10)
+        send(b"{not json")
+        send({**verdict, "msg_id": "fb-0", "id": "../../etc"})  # not an id
+        send({**verdict, "msg_id": "fb-9", "id": "20260101T000000-cam-0000000-1"})  # not this node's event
+        send({**verdict, "msg_id": "fb-8", "verdict": "maybe"})  # not a verdict
+        send(b"{" + b" " * 20_000 + b"}")  # too big for one
+        send(verdict)
+        send(verdict)  # QoS 1 may deliver twice
+        send({**verdict, "msg_id": "fb-2", "verdict": "thrown", "note": "n" * 5000})  # the control, last
+        kept = storage / "feedback" / f"{real}.jsonl"
+        assert wait_for(lambda: kept.exists() and len(kept.read_text().splitlines()) >= 2, 10)
+        time.sleep(0.5)
+        rows = [json.loads(line) for line in kept.read_text().splitlines()]
+        assert [(r["msg_id"], r["verdict"]) for r in rows] == [("fb-1", "false_alarm"), ("fb-2", "thrown")]
+        assert rows[0]["note"] == "a kite" and len(rows[1]["note"]) == 2000
+        assert sorted(p.name for p in (storage / "feedback").iterdir()) == [f"{real}.jsonl"]
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
 def test_wrong_password_is_refused(broker):
     assert _connect(broker, "garden-a", "pw-a")[0] == "accepted"  # control: the right password gets in
     outcome, reason = _connect(broker, "garden-a", "wrong")

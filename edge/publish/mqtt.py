@@ -10,6 +10,7 @@ Topics, under <prefix>/<node>/ (see README, "MQTT"):
   events/<id>/manifest          the signed manifest.json of the event's evidence (hashes of every file)
   events/<id>/original/get      command: send the original evidence clip
   stats                         periodic node health
+  feedback                      the center's verdicts on this node's alerts (kept in storage/feedback/)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import paho.mqtt.client as mqtt
 
 from edge.config import EdgeConfig, MqttConfig
 from edge.publish.evidence import EvidenceFiles, EvidenceStage
+from edge.publish.feedback import FeedbackStore, parse_feedback
 from edge.publish.manifest import iso
 from edge.publish.outbox import Kind, Outbox
 
@@ -57,6 +59,7 @@ class Topics:
     available = property(lambda self: f"{self.base}/available")
     events = property(lambda self: f"{self.base}/events")
     stats = property(lambda self: f"{self.base}/stats")
+    feedback = property(lambda self: f"{self.base}/feedback")
 
     def status(self, camera: str) -> str:
         return f"{self.base}/{camera}/status"
@@ -183,6 +186,7 @@ class MqttPublisher:
         self.topics = Topics(self.cfg.topic_prefix, self.node)
         self.outbox = outbox
         self.storage = storage
+        self.feedback = FeedbackStore(storage)
         self.on_detect_set = on_detect_set
         self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
         self.reconnect = Reconnect(self.client, self.cfg)
@@ -312,7 +316,9 @@ class MqttPublisher:
         client.publish(self.topics.available, b"online", qos=1, retain=True)
         self.commands_ready.clear()
         topics = [(self.topics.detect_set(cam), 1) for cam in self.cameras]
-        _, mid = client.subscribe([*topics, (self.topics.files("+", "original/get"), 1)])
+        _, mid = client.subscribe(
+            [*topics, (self.topics.files("+", "original/get"), 1), (self.topics.feedback, 1)]
+        )
         self._pending_subs = {mid}
         with self._lock:
             self._inflight.clear()
@@ -352,8 +358,21 @@ class MqttPublisher:
                     log.warning("ignoring a request for the original of %r: not an event id", parts[1][:200])
                 elif not self.send_original(parts[1]):
                     log.warning("original requested for unknown event %s", parts[1])
+            elif parts == ["feedback"]:
+                self._feedback(msg.payload)
         except Exception:
             log.exception("command on %s failed", msg.topic)
+
+    def _feedback(self, payload: bytes) -> None:
+        try:
+            fb = parse_feedback(payload)
+        except ValueError as exc:
+            log.warning("ignoring feedback from the center: %s", exc)
+            return
+        if self.feedback.keep(fb):
+            log.info("event %s: on-site verdict %s (%s, by %s)", fb.id, fb.verdict, fb.state, fb.by)
+        else:
+            log.info("feedback %s for event %s not kept: already kept, or no such event here", fb.msg_id, fb.id)
 
     def _detect_set(self, camera: str, value: str) -> None:
         if value not in ("ON", "OFF"):
