@@ -200,8 +200,10 @@ def create_app(ctx: Context) -> FastAPI:
     Staff = Annotated[Caller, Depends(staff)]
     Admin = Annotated[Caller, Depends(admin)]
 
-    def visible(s: Session, case_id: int, who: Caller) -> Case:
-        case = s.get(Case, case_id)
+    def visible(s: Session, case_id: int, who: Caller, lock: bool = False) -> Case:
+        # `lock` before changing a case: the row stays locked to the end of the transaction, so two people (or
+        # an instance folding in a node's update) acting at once take turns instead of both dispatching it.
+        case = s.get(Case, case_id, with_for_update=lock)
         if case is None or not who.may_see(case):  # another's building is as good as absent
             raise HTTPException(404, "no such case")
         return case
@@ -329,7 +331,7 @@ def create_app(ctx: Context) -> FastAPI:
         if action in (Action.CONFIRM, Action.DISMISS) and who.role == Role.GRID_WORKER:
             raise HTTPException(403, "reviewing suspected alerts is for dispatchers")
         with ctx.sessions.begin() as s:
-            c = visible(s, case_id, who)
+            c = visible(s, case_id, who, lock=True)
             if action == Action.RESOLVE and body.verdict is None and c.verdict is None:
                 raise HTTPException(422, "resolve needs a verdict when no check gave one")
             try:
@@ -353,8 +355,9 @@ def create_app(ctx: Context) -> FastAPI:
         return FileResponse(ctx.files.path(item.path), media_type=media.get(item.kind, "video/mp4"))
 
     @app.get("/api/roster", tags=["people"])
-    def roster(who: Who) -> dict:
-        """The roster as loaded (buildings, grids, workers with duty hours, the office)."""
+    def roster(who: Staff) -> dict:
+        """The roster as loaded (buildings, grids, workers with duty hours, the office): staff only, since it
+        holds every building and everyone's phone, e-mail and WeCom id."""
         return ctx.roster.model_dump(mode="json")
 
     @app.get("/api/nodes", response_model=list[NodeOut], tags=["nodes"])

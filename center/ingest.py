@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.counters import Drops
-from center.db import Camera, Chunk, Event, Evidence, Message, Node, utcnow
+from center.db import Camera, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
 from center.loop import Loop
 from center.models import Level, Trust
@@ -270,7 +270,9 @@ class Ingest:
         if ev.case_id is None and ev.level is not None:
             self.loop.attach(s, ev, now)
         elif raised and ev.case is not None:
-            self.loop.level_changed(s, ev.case, level, now)
+            # Locked, re-read: a dispatcher confirming the same case on another instance must not dispatch it too.
+            case = s.get(Case, ev.case_id, with_for_update=True, populate_existing=True)
+            self.loop.level_changed(s, case, level, now)
 
     def _event_row(self, s: Session, node: str, event_id: str, now: dt.datetime) -> Event:
         """The event's row, made if this is the first message of it (a still may come before the alert)."""

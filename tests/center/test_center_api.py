@@ -64,6 +64,13 @@ def test_a_grid_worker_sees_and_acts_on_their_own_buildings_only(api):
     assert as_("zhang").get("/api/me").json()["buildings"] == ["b3"]
 
 
+def test_the_roster_with_everyone_s_phone_is_for_staff_only(api):
+    p, as_ = api
+    assert as_("zhang").get("/api/roster").status_code == 403
+    r = as_("disp").get("/api/roster")
+    assert r.status_code == 200 and r.json()["buildings"]
+
+
 def test_only_dispatchers_review_suspected_alerts(api):
     p, as_ = api
     send(p, alert(level="suspected"))
