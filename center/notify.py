@@ -187,7 +187,12 @@ class JobRunner:
         self.owner = owner
 
     def run_due(self, now: dt.datetime | None = None, limit: int = 50) -> int:
-        """Send every job due now (at most `limit`); returns how many were attempted."""
+        """Send every job due now (at most `limit`); returns how many were attempted.
+
+        Each job's lease starts when it is claimed, not when the batch began: sends to an endpoint that is down
+        take their timeouts in turn, and a lease dated from the batch's start could expire before its job is
+        even tried, letting another instance send it too. (`now` fixes the clock, for tests.)"""
+        fixed = now
         now = now or utcnow()
         with self.sessions() as s:
             ids = s.scalars(
@@ -204,7 +209,7 @@ class JobRunner:
             ).all()
         attempted = 0
         for job_id in ids:
-            job = self._claim(job_id, now)
+            job = self._claim(job_id, fixed or utcnow())
             if job is not None:
                 self._attempt(job)
                 attempted += 1
