@@ -86,6 +86,7 @@ class Center:
     def start(self) -> None:
         self.receiver.start()
         self._spawn(self._timers, "center-timers")
+        self._spawn(self._notices, "center-notices")
         if self.cfg.api.enabled:
             app = create_app(self.context)
             config = uvicorn.Config(
@@ -119,6 +120,15 @@ class Center:
             log.exception("could not keep the last camera status")
         self.engine.dispose()
 
+    def _notices(self) -> None:
+        """Send due notices in a thread of their own: an endpoint that is down makes a round take its timeouts
+        in turn, and escalations and camera status must not wait for that."""
+        while not self.stopping.wait(TICK_S):
+            try:
+                self.jobs.run_due()
+            except Exception:
+                log.exception("sending notices failed this round; trying again")
+
     def _spawn(self, target, name: str) -> threading.Thread:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
@@ -133,7 +143,6 @@ class Center:
                 self.ingest.flush_health()
                 with self.sessions.begin() as s:
                     self.loop.escalate_due(s, utcnow())
-                self.jobs.run_due()
                 now = utcnow().timestamp()
                 if now - last_expire > EXPIRE_EVERY_S:
                     self.ingest.expire_chunks(idle)
