@@ -89,6 +89,9 @@ class Ingest:
     drops: Drops
     max_pending_bytes: int = 512 << 20
     max_pending_bytes_per_node: int = 256 << 20
+    # Unfinished files one node may have at once: an event's clip and original, for a few events at a time.
+    # Bytes alone do not bound a flood of one-byte files, each a row (and a SUM over them) of its own.
+    max_pending_sets_per_node: int = 32
     _health: dict = field(default_factory=dict)  # (node, camera or None for stats) -> (body, received)
     _health_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -398,6 +401,9 @@ class Ingest:
     def _bound(self, node: str) -> None:
         """Drop the unfinished files fed longest ago until the node's and the total bounds hold."""
         with self.sessions.begin() as s:
+            mine = Chunk.node == node
+            while self._pending_sets(s, mine) > self.max_pending_sets_per_node:
+                self._drop_set(s, self._oldest_set(s, mine), "pending evicted")
             for scope, limit in (
                 (Chunk.node == node, self.max_pending_bytes_per_node),
                 (True, self.max_pending_bytes),
@@ -406,13 +412,22 @@ class Ingest:
                     held = s.scalar(select(func.coalesce(func.sum(func.length(Chunk.data)), 0)).where(scope))
                     if held <= limit:
                         break
-                    oldest = s.execute(
-                        select(Chunk.node, Chunk.event_id, Chunk.file, Chunk.sha256)
-                        .where(scope)
-                        .order_by(Chunk.received_at)
-                        .limit(1)
-                    ).one()
-                    self._drop_set(s, tuple(oldest), "pending evicted")
+                    self._drop_set(s, self._oldest_set(s, scope), "pending evicted")
+
+    @staticmethod
+    def _pending_sets(s: Session, scope) -> int:
+        sets = select(Chunk.event_id, Chunk.file, Chunk.sha256).where(scope).distinct().subquery()
+        return s.scalar(select(func.count()).select_from(sets))
+
+    @staticmethod
+    def _oldest_set(s: Session, scope) -> tuple[str, str, str, str]:
+        oldest = s.execute(
+            select(Chunk.node, Chunk.event_id, Chunk.file, Chunk.sha256)
+            .where(scope)
+            .order_by(Chunk.received_at)
+            .limit(1)
+        ).one()
+        return tuple(oldest)
 
     def expire_chunks(self, idle: dt.timedelta, now: dt.datetime | None = None) -> int:
         """Drop unfinished files that got no chunk for `idle`: the rest will never come."""

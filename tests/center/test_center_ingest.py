@@ -185,6 +185,20 @@ def test_hostile_input_is_refused_counted_and_writes_nothing(parts, topic, paylo
         assert s.scalar(select(func.count()).select_from(Message)) == 1
 
 
+def test_a_flood_of_tiny_unfinished_files_is_bounded_by_their_number(parts):
+    parts.ingest.max_pending_sets_per_node = 5
+    for n in range(12):  # one-byte first halves: far under any byte bound
+        first = chunk_payloads(b"xy", {"event": f"ev-{n}", "node": "garden3-east", "file": "clip"}, 1)[0]
+        parts.ingest.handle(f"edge/garden3-east/events/ev-{n}/clip", first)
+    with parts.sessions() as s:
+        held = s.execute(select(Chunk.event_id).distinct()).scalars().all()
+    assert len(held) == 5 and "ev-11" in held  # the newest kept, the oldest evicted
+    assert parts.drops.snapshot()["pending evicted"] == 7
+    _send_clip(parts, "garden3-east", "ev-ok", CLIP)  # the control: a whole clip still gets through
+    (clip,) = _evidence(parts, "clip")
+    assert parts.files.path(clip.path).read_bytes() == CLIP
+
+
 def test_unfinished_clips_expire_and_a_flood_of_them_is_bounded(parts):
     parts.ingest.max_pending_bytes_per_node = 100_000
     chunks = chunk_payloads(CLIP, {"event": "ev-a", "node": "garden3-east", "file": "clip"}, 16 * 1024)
