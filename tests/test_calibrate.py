@@ -395,7 +395,9 @@ def test_a_listen_address_in_use_exits_64_and_closes_its_socket(tmp_path, capsys
             assert serve(args) == 64
             gc.collect()
     assert f"--listen {listen}: Address already in use" in capsys.readouterr().err  # the control
-    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    # Only sockets: gc.collect() also finalises whatever earlier tests left (a database connection, say).
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert [m for m in unclosed if "socket" in m] == []
 
 
 @pytest.mark.parametrize(
