@@ -165,26 +165,12 @@ def draw_example(seed: int, path: Path) -> None:
     for line in prop.floor_lines:
         a, b = (tuple(int(round(v)) for v in end) for end in line.ends)
         cv2.line(image, a, b, (0, 212, 255), max(1, round(2 * k)), cv2.LINE_AA)
-        cv2.putText(
-            image,
-            f"{line.floor}F",
-            (a[0] + 4, a[1] - 4),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5 * k,
-            (0, 0, 0),
-            max(2, round(3 * k)),
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            image,
-            f"{line.floor}F",
-            (a[0] + 4, a[1] - 4),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5 * k,
-            (0, 212, 255),
-            max(1, round(k)),
-            cv2.LINE_AA,
-        )
+        # A black outline under the coloured label, so it reads on any facade.
+        for colour, thickness in (((0, 0, 0), max(2, round(3 * k))), ((0, 212, 255), max(1, round(k)))):
+            at = (a[0] + 4, a[1] - 4)
+            cv2.putText(
+                image, f"{line.floor}F", at, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * k, colour, thickness, cv2.LINE_AA
+            )
     h, w = image.shape[:2]
     small = cv2.resize(image, (960, round(960 * h / w)), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(path), small, [cv2.IMWRITE_JPEG_QUALITY, 85])
