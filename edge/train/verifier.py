@@ -267,18 +267,19 @@ def evaluate(p: np.ndarray, c: Candidates, veto_below: float, confirm_above: flo
     """Shares at the config's thresholds, on the gated candidates (what the verifier judges live)."""
     fall = (c.labels == Label.FALL) & c.gated
     other = (c.labels == Label.OTHER) & c.gated
-
-    def share(mask: np.ndarray, hit: np.ndarray) -> float:
-        return round(float(np.mean(hit[mask])), 4) if mask.any() else float("nan")
-
     return {
         "auc_gated": round(_auc(p[fall], p[other]), 4),
         "auc_all": round(_auc(p[c.labels == Label.FALL], p[c.labels == Label.OTHER]), 4),
-        "fall_vetoed": share(fall, p < veto_below),
-        "fall_confirmed": share(fall, p >= confirm_above),
-        "other_vetoed": share(other, p < veto_below),
-        "other_confirmed": share(other, p >= confirm_above),
+        "fall_vetoed": _share(fall, p < veto_below),
+        "fall_confirmed": _share(fall, p >= confirm_above),
+        "other_vetoed": _share(other, p < veto_below),
+        "other_confirmed": _share(other, p >= confirm_above),
     }
+
+
+def _share(mask: np.ndarray, hit: np.ndarray) -> float:
+    """The share of the samples in `mask` that `hit`, to 4 places; NaN when there are none."""
+    return round(float(np.mean(hit[mask])), 4) if mask.any() else float("nan")
 
 
 def _evaluate_real(model_path: Path, paths: list[Path], cfg) -> dict[str, float]:
@@ -291,9 +292,9 @@ def _evaluate_real(model_path: Path, paths: list[Path], cfg) -> dict[str, float]
     return {
         "fall_samples": int(fall.sum()),
         "other_samples": int(other.sum()),
-        "fall_vetoed": round(float(np.mean(p[fall] < cfg.veto_below)), 4) if fall.any() else float("nan"),
-        "other_vetoed": round(float(np.mean(p[other] < cfg.veto_below)), 4) if other.any() else float("nan"),
-        "fall_confirmed": round(float(np.mean(p[fall] >= cfg.confirm_above)), 4) if fall.any() else float("nan"),
+        "fall_vetoed": _share(fall, p < cfg.veto_below),
+        "other_vetoed": _share(other, p < cfg.veto_below),
+        "fall_confirmed": _share(fall, p >= cfg.confirm_above),
     }
 
 
