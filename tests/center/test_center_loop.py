@@ -209,7 +209,10 @@ def test_a_new_throw_never_joins_a_closed_case(parts, closed_by):
     level = "suspected" if closed_by == "dismiss" else "confirmed"
     send(parts, alert("garden3-east", "east", "ev-first", level=level, floor=12, at=t))
     (case,) = _cases(parts)
-    steps = {"dismiss": [(Action.DISMISS, None)], "resolve": [(Action.CHECK, Verdict.THROWN), (Action.RESOLVE, None)]}
+    steps = {
+        "dismiss": [(Action.DISMISS, None)],
+        "resolve": [(Action.CHECK, Verdict.THROWN), (Action.RESOLVE, None)],
+    }
     for action, verdict in steps[closed_by]:
         with parts.sessions.begin() as s:
             parts.loop.act(s, s.get(Case, case.id), action, "disp", verdict)
