@@ -22,7 +22,7 @@ from center.counters import Drops
 from center.db import Camera, Case, Event, Evidence, Job, Node, utcnow
 from center.files import EvidenceFiles, file_name
 from center.loop import Loop, Refused
-from center.models import Action, CaseState, JobState, Role, Trust, Verdict
+from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.stats import Stats, compute
 
@@ -91,8 +91,18 @@ class CaseOut(BaseModel):
     floor: int | None
     alert_at: dt.datetime
     created_at: dt.datetime
-    assignee: str | None
-    escalation: int = Field(description="0 the worker on duty, 1 the grid leader, 2 the office")
+    assignee: str | None = Field(
+        description="who must act now: 'worker:<id>', 'leader:<grid>' or 'office' (a suspected alert to review,"
+        " or the last escalation step); it follows every escalation"
+    )
+    escalation: int = Field(
+        description="0 the worker on duty (for a suspected alert: the office's review), 1 the grid leader, "
+        "2 the office"
+    )
+    dispatched_at: dt.datetime | None = Field(None, description="when it was (last) dispatched")
+    escalate_at: dt.datetime | None = Field(
+        None, description="when it escalates unless acknowledged (dispatched) or reviewed (new)"
+    )
     acknowledged_by: str | None
     acknowledged_at: dt.datetime | None
     checked_by: str | None
@@ -240,8 +250,9 @@ def create_app(ctx: Context) -> FastAPI:
         who: Who,
         state: CaseState | None = None,
         building: str | None = None,
-        level: str | None = None,
+        level: Level | None = None,
         verdict: Verdict | None = None,
+        assignee: Annotated[str | None, Query(description="'worker:<id>', 'leader:<grid>' or 'office'")] = None,
         since: Annotated[dt.datetime | None, Query(description="alerts at or after (ISO time)")] = None,
         until: Annotated[dt.datetime | None, Query(description="alerts before (ISO time)")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
@@ -257,6 +268,8 @@ def create_app(ctx: Context) -> FastAPI:
             q = q.where(Case.level == level)
         if verdict:
             q = q.where(Case.verdict == verdict)
+        if assignee:
+            q = q.where(Case.assignee == assignee)
         if since:
             q = q.where(Case.alert_at >= _aware(since))
         if until:

@@ -115,6 +115,20 @@ def test_the_loop_through_the_api_with_a_photo_and_its_history(api):
     assert [n["channel"] for n in detail["notices"]] == ["feedback"]
 
 
+def test_dispatchers_list_the_suspected_alerts_waiting_for_their_review(api):
+    p, as_ = api
+    t = dt.datetime.now(dt.UTC)
+    send(p, alert("garden3-east", "east", "ev-sus", level="suspected", at=t))
+    send(p, alert("garden5", "south", "ev-conf", level="confirmed", at=t))
+    disp = as_("disp")
+    (waiting,) = disp.get("/api/cases", params={"assignee": "office", "state": "new"}).json()
+    assert (waiting["level"], waiting["building"]) == ("suspected", "b3")
+    assert waiting["escalate_at"] is not None and waiting["dispatched_at"] is None  # when it goes to the leader
+    (mine,) = disp.get("/api/cases", params={"assignee": "worker:chen"}).json()  # the control
+    assert (mine["state"], mine["building"]) == ("dispatched", "b5") and mine["dispatched_at"] is not None
+    assert disp.get("/api/cases", params={"level": "maybe"}).status_code == 422
+
+
 def test_only_a_grid_worker_of_the_case_s_building_adds_photos(api):
     p, as_ = api
     send(p, alert("garden3-east", "east", "ev-photo"))  # building b3, grid g1: zhang's
