@@ -63,7 +63,8 @@ def describe(p: dict) -> str:
     person = p.get("person") or {}
     head = HEADS.get(p.get("kind"), HEADS["dispatch"])
     unreviewed = p.get("kind") == "review" or p.get("state") == "new"
-    role = "审核人" if unreviewed else "处置人"  # who must review it / who must act on site
+    # Who must review it (the office), who is told it waits unreviewed (an escalation), or who must act on site.
+    role = "审核人" if p.get("kind") == "review" else "通知" if unreviewed else "处置人"
     lines = [
         f"{head}{level}{'（待审核）' if unreviewed else ''} {where} {floor}",
         f"时间 {p.get('alert_at')}  案件 #{p.get('case')}",
