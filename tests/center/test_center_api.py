@@ -143,6 +143,16 @@ def test_only_a_grid_worker_of_the_case_s_building_adds_photos(api):
     assert len(detail["photos"]) == 1
 
 
+def test_only_a_grid_worker_of_the_case_s_building_gives_its_on_site_verdict(api):
+    p, as_ = api
+    send(p, alert("garden5", "south", "ev-verdict"))  # building b5, grid g2: chen's
+    (case,) = as_("disp").get("/api/cases").json()
+    check = f"/api/cases/{case['id']}/check"
+    assert as_("zhang").post(check, json={"verdict": "thrown"}).status_code == 403  # grid g1's worker
+    r = as_("chen").post(check, json={"verdict": "thrown", "note": "a bottle"})
+    assert r.status_code == 200 and (r.json()["state"], r.json()["checked_by"]) == ("checked", "chen")
+
+
 def test_a_grid_worker_sees_the_verdicts_of_their_own_buildings_only(api):
     p, as_ = api
     t = dt.datetime.now(dt.UTC)
