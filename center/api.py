@@ -22,7 +22,7 @@ from center.counters import Drops
 from center.db import Camera, Case, Event, Evidence, Job, Node, utcnow
 from center.files import EvidenceFiles, file_name
 from center.loop import Loop, Refused
-from center.models import Action, CaseState, JobState, Role, Trust, Verdict
+from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.stats import Stats, compute
 
@@ -91,8 +91,18 @@ class CaseOut(BaseModel):
     floor: int | None
     alert_at: dt.datetime
     created_at: dt.datetime
-    assignee: str | None
-    escalation: int = Field(description="0 the worker on duty, 1 the grid leader, 2 the office")
+    assignee: str | None = Field(
+        description="who must act now: 'worker:<id>', 'leader:<grid>' or 'office' (a suspected alert to review,"
+        " or the last escalation step); it follows every escalation"
+    )
+    escalation: int = Field(
+        description="0 the worker on duty (for a suspected alert: the office's review), 1 the grid leader, "
+        "2 the office"
+    )
+    dispatched_at: dt.datetime | None = Field(None, description="when it was (last) dispatched")
+    escalate_at: dt.datetime | None = Field(
+        None, description="when it escalates unless acknowledged (dispatched) or reviewed (new)"
+    )
     acknowledged_by: str | None
     acknowledged_at: dt.datetime | None
     checked_by: str | None
@@ -204,8 +214,10 @@ def create_app(ctx: Context) -> FastAPI:
         # `lock` before changing a case: the row stays locked to the end of the transaction, so two people (or
         # an instance folding in a node's update) acting at once take turns instead of both dispatching it.
         case = s.get(Case, case_id, with_for_update=lock)
-        if case is None or not who.may_see(case):  # another's building is as good as absent
+        if case is None:
             raise HTTPException(404, "no such case")
+        if not who.may_see(case):  # case ids count up: hiding that one exists would hide nothing
+            raise HTTPException(403, "this case is in a building of another micro-grid")
         return case
 
     def ev_out(item: Evidence) -> EvidenceOut:
@@ -238,8 +250,9 @@ def create_app(ctx: Context) -> FastAPI:
         who: Who,
         state: CaseState | None = None,
         building: str | None = None,
-        level: str | None = None,
+        level: Level | None = None,
         verdict: Verdict | None = None,
+        assignee: Annotated[str | None, Query(description="'worker:<id>', 'leader:<grid>' or 'office'")] = None,
         since: Annotated[dt.datetime | None, Query(description="alerts at or after (ISO time)")] = None,
         until: Annotated[dt.datetime | None, Query(description="alerts before (ISO time)")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
@@ -255,6 +268,8 @@ def create_app(ctx: Context) -> FastAPI:
             q = q.where(Case.level == level)
         if verdict:
             q = q.where(Case.verdict == verdict)
+        if assignee:
+            q = q.where(Case.assignee == assignee)
         if since:
             q = q.where(Case.alert_at >= _aware(since))
         if until:
@@ -296,6 +311,8 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/api/cases/{case_id}/photos", response_model=EvidenceOut, tags=["cases"], status_code=201)
     async def photo(case_id: int, request: Request, who: Who):
         """An on-site photo: the request body is the JPEG itself (Content-Type: image/jpeg)."""
+        with ctx.readers() as s:
+            visible(s, case_id, who)  # before reading a body of megabytes from someone who may not add it
         buf = bytearray()
         async for part in request.stream():
             buf += part
@@ -320,7 +337,7 @@ def create_app(ctx: Context) -> FastAPI:
             )
             s.add(item)
             s.flush()
-            ctx.loop._history(s, c, Action.PHOTO, who.name, utcnow(), {"evidence": item.id})
+            ctx.loop.record(s, c, Action.PHOTO, who.name, utcnow(), {"evidence": item.id})
             return ev_out(item)
 
     @app.post("/api/cases/{case_id}/{action}", response_model=CaseOut, tags=["cases"])
@@ -344,13 +361,13 @@ def create_app(ctx: Context) -> FastAPI:
     def evidence(evidence_id: int, s: Db, who: Who):
         """The file itself (still, clip, original, manifest, photo)."""
         item = s.get(Evidence, evidence_id)
-        case_id = item.case_id if item else None
-        if item is not None and item.event_pk is not None:
-            case_id = s.get(Event, item.event_pk).case_id
-        if item is None or (
-            who.buildings is not None and (case_id is None or not who.may_see(s.get(Case, case_id)))
-        ):
+        if item is None:
             raise HTTPException(404, "no such evidence")
+        case_id = item.case_id
+        if item.event_pk is not None:
+            case_id = s.get(Event, item.event_pk).case_id
+        if who.buildings is not None and (case_id is None or not who.may_see(s.get(Case, case_id))):
+            raise HTTPException(403, "this evidence is not of your buildings")
         media = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
         return FileResponse(ctx.files.path(item.path), media_type=media.get(item.kind, "video/mp4"))
 
@@ -392,12 +409,23 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/api/feedback", response_model=list[FeedbackOut], tags=["statistics"])
     def feedback(
-        s: Db, who: Staff, verdict: Verdict | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+        s: Db,
+        who: Who,
+        verdict: Verdict | None = None,
+        building: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ):
-        """Alerts with an on-site verdict (false alarms for tuning: ?verdict=false_alarm)."""
+        """Alerts with an on-site verdict (false alarms for tuning: ?verdict=false_alarm); a grid worker gets
+        their buildings' only, and 403 for another's `building`."""
+        if building and who.buildings is not None and building not in who.buildings:
+            raise HTTPException(403, "this building is in another micro-grid")
         q = select(Event, Case).join(Case, Event.case_id == Case.id).where(Case.verdict.is_not(None))
         if verdict:
             q = q.where(Case.verdict == verdict)
+        if building:
+            q = q.where(Case.building == building)
+        if who.buildings is not None:
+            q = q.where(Case.building.in_(sorted(who.buildings)))
         rows = s.execute(q.order_by(Case.alert_at.desc()).limit(limit)).all()
         return [
             FeedbackOut(

@@ -99,7 +99,11 @@ class CenterConfig(Strict):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: CenterMqtt = Field(default_factory=CenterMqtt)
     escalate_after_min: float = Field(
-        10.0, gt=0.0, le=1440.0, description="Unacknowledged this long: to the grid leader, then the office."
+        10.0,
+        gt=0.0,
+        le=1440.0,
+        description="Unacknowledged (a suspected alert: unreviewed) this long: to the grid leader, then the "
+        "office.",
     )
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, select
@@ -33,7 +34,7 @@ from edge.listen import (
     MAX_EVENT_BYTES,
     MAX_JSON_BYTES,
     MAX_SNAPSHOT_BYTES,
-    Listener,
+    chunk_ok,
 )
 from edge.publish.manifest import MAX_MANIFEST_BYTES, Malformed
 from edge.publish.mqtt import CHUNK_MAGIC, parse_chunk, valid_id
@@ -41,7 +42,9 @@ from edge.publish.mqtt import CHUNK_MAGIC, parse_chunk, valid_id
 log = logging.getLogger(__name__)
 
 FILE_TOPICS = ("snapshot", "clip", "original", "manifest")  # events/<id>/<this>
-MAX_HEALTH_HELD = 20_000  # status/stats waiting for the next flush (a second): thousands of cameras, bounded
+# Status and stats waiting for the next flush (a second) are held as their raw bytes, each counted with this
+# much more for its key and dict entry, so a flood of tiny messages under new camera names is bounded too.
+HEALTH_ENTRY_OVERHEAD = 512
 HEALTH_BATCH = 100  # status rows per transaction: short transactions, short row locks
 MAX_TEXT = 200  # characters kept of a free-text field from a node (camera name, level, reason)
 
@@ -92,7 +95,13 @@ class Ingest:
     # Unfinished files one node may have at once: an event's clip and original, for a few events at a time.
     # Bytes alone do not bound a flood of one-byte files, each a row (and a SUM over them) of its own.
     max_pending_sets_per_node: int = 32
-    _health: dict = field(default_factory=dict)  # (node, camera or None for stats) -> (body, received)
+    # Status and stats held until the next flush: a node's dozens of cameras send a few hundred bytes each,
+    # so 1 MiB per node holds them many times over; all nodes together stay within 64 MiB.
+    max_health_bytes_per_node: int = 1 << 20
+    max_health_bytes: int = 64 << 20
+    _health: dict = field(default_factory=dict)  # (node, camera or None for stats) -> (payload, received)
+    _health_bytes: Counter = field(default_factory=Counter)  # node -> bytes held for it (with overhead)
+    _health_total: int = 0  # the sum of _health_bytes
     _health_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- routing -------------------------------------------------------------------------------------------
@@ -158,28 +167,47 @@ class Ingest:
         if body is None or body.get("node") != node:
             self.drops("bad stats", topic)
             return
-        self._hold_health((node, None), body, topic)
+        self._hold_health((node, None), payload, topic)
 
     def _status(self, node: str, camera: str, payload: bytes, topic: str) -> None:
         body = _json(payload, MAX_JSON_BYTES)
         if not valid_id(camera) or body is None:
             self.drops("bad status", topic)
             return
-        self._hold_health((node, camera), body, topic)
+        self._hold_health((node, camera), payload, topic)
 
-    def _hold_health(self, key: tuple[str, str | None], body: dict, topic: str) -> None:
+    def _hold_health(self, key: tuple[str, str | None], payload: bytes, topic: str) -> None:
         """Keep the latest status or stats until the next flush_health: they come every few seconds from
-        every camera (QoS 0, retained, so nothing to acknowledge), and one transaction takes them all."""
+        every camera (QoS 0, retained, so nothing to acknowledge), and one transaction takes them all.
+
+        Held as the validated bytes (parsed again at the flush: parsed JSON can take many times its bytes),
+        within max_health_bytes_per_node and max_health_bytes; what does not fit is dropped and counted."""
+        node = key[0]
+        size = len(payload) + HEALTH_ENTRY_OVERHEAD
         with self._health_lock:
-            if key not in self._health and len(self._health) >= MAX_HEALTH_HELD:
+            old = self._health.get(key)
+            freed = len(old[0]) + HEALTH_ENTRY_OVERHEAD if old else 0
+            if (
+                self._health_bytes[node] - freed + size > self.max_health_bytes_per_node
+                or self._health_total - freed + size > self.max_health_bytes
+            ):
                 self.drops("health backlog", topic)
                 return
-            self._health[key] = (body, utcnow())
+            self._health[key] = (payload, utcnow())
+            self._health_bytes[node] += size - freed
+            self._health_total += size - freed
+
+    def health_held_bytes(self, node: str | None = None) -> int:
+        """Bytes of status and stats held for the next flush, for one node or all (with per-entry overhead)."""
+        with self._health_lock:
+            return self._health_bytes[node] if node else self._health_total
 
     def flush_health(self) -> int:
         """Write the held status and stats, HEALTH_BATCH to a transaction; returns how many."""
         with self._health_lock:
             held, self._health = self._health, {}
+            self._health_bytes.clear()
+            self._health_total = 0
         items = sorted(held.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))  # one lock order everywhere
         for i in range(0, len(items), HEALTH_BATCH):
             self._write_health(items[i : i + HEALTH_BATCH])
@@ -188,7 +216,8 @@ class Ingest:
     def _write_health(self, items: list) -> None:
         with self.sessions.begin() as s:
             counts = dict(s.execute(select(Camera.node, func.count()).group_by(Camera.node)).all())
-            for (node, camera), (body, at) in items:
+            for (node, camera), (payload, at) in items:
+                body = _json(payload, MAX_JSON_BYTES)  # validated when it came: parses again
                 n = self._node(s, node, at)
                 if camera is None:
                     n.stats, n.stats_at = body, at
@@ -347,7 +376,7 @@ class Ingest:
             head, data = parse_chunk(payload)
         except ValueError:
             head, data = None, b""
-        if not Listener._chunk_ok(head, node, event_id, file, payload, data):
+        if not chunk_ok(head, node, event_id, file, payload, data):
             self.drops("bad chunk", topic)
             return
         key = (node, event_id, file, head["sha256"])

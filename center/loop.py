@@ -22,7 +22,14 @@ from center.roster import Roster
 
 SYSTEM = "center"  # the actor of what the center does by itself
 LEVEL_RANK = {Level.SUSPECTED: 0, Level.CONFIRMED: 1}
-OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty, 1 the grid leader, 2 the office
+OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty (or, for a suspected alert, the office's review),
+# 1 the grid leader, 2 the office
+OFFICE = "office"  # the assignee and notice target that is the community office (its dispatchers)
+
+
+def dismissed(case: Case) -> bool:
+    """A case a dispatcher closed as a false alarm without dispatching it (a dismissed suspected alert)."""
+    return case.state == CaseState.RESOLVED and case.dispatched_at is None
 
 
 class Refused(Exception):
@@ -59,24 +66,51 @@ class Loop:
             )
             s.add(case)
             s.flush()
-            self._history(s, case, Action.CREATED, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
+            self.record(s, case, Action.CREATED, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
         else:
-            self._history(s, case, Action.EVIDENCE, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
+            self.record(s, case, Action.EVIDENCE, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
         ev.case_id = case.id
         ev.case = case
         self.level_changed(s, case, ev.level, now)
+        if case.state == CaseState.NEW and case.assignee is None:  # a suspected alert, new: to the office
+            self._ask_review(s, case, now)
         return case
 
     def level_changed(self, s: Session, case: Case, level: str | None, now: dt.datetime) -> None:
-        """An alert of the case was raised (or joined) at `level`: a confirmed one is dispatched at once."""
+        """An alert of the case was raised (or joined) at `level`: a confirmed one is dispatched at once, and a
+        dismissed one that its node confirmed after all is opened again and dispatched."""
         if level and LEVEL_RANK[Level(level)] > LEVEL_RANK[Level(case.level)]:
             case.level = level
-        if case.state == CaseState.NEW and case.level == Level.CONFIRMED:
+        if case.level != Level.CONFIRMED:
+            return
+        if case.state == CaseState.NEW:
             self._dispatch(s, case, SYSTEM, now)
+        elif dismissed(case):
+            self._reopen(s, case, now)
+
+    def _ask_review(self, s: Session, case: Case, now: dt.datetime) -> None:
+        """A suspected alert goes to the office's dispatchers to confirm or dismiss; unreviewed, it escalates
+        like an unacknowledged dispatch (grid leader, then the office again)."""
+        case.assignee = OFFICE
+        case.escalation = 0
+        case.escalate_at = now + self._escalate_after()
+        self.record(s, case, Action.REVIEW, SYSTEM, now, {"to": OFFICE})
+        self.notify(s, case, "review", OFFICE, now)
+
+    def _reopen(self, s: Session, case: Case, now: dt.datetime) -> None:
+        """Open a dismissed case again: the node confirmed what a dispatcher had called a false alarm."""
+        detail = {"level": case.level, "dismissed_by": case.resolved_by}
+        case.verdict, case.resolved_by, case.resolved_at = None, None, None
+        self.record(s, case, Action.REOPEN, SYSTEM, now, detail)
+        self._dispatch(s, case, SYSTEM, now, reopened=True)
+        self.feedback(s, case, SYSTEM, now)  # the node's kept 'false_alarm' is withdrawn: no verdict, dispatched
 
     def _same_throw(self, s: Session, ev: Event, building: str | None, alert_at: dt.datetime) -> Case | None:
         window = dt.timedelta(seconds=self.cfg.dedup.window_s)
-        q = select(Case).where(Case.alert_at.between(alert_at - window, alert_at + window))
+        # A closed case (resolved, or dismissed) is never joined: a throw after it is a case of its own.
+        q = select(Case).where(
+            Case.alert_at.between(alert_at - window, alert_at + window), Case.state != CaseState.RESOLVED
+        )
         if building is not None:
             q = q.where(Case.building == building)
         else:  # a camera the roster does not know: only the same node's other cameras
@@ -94,7 +128,7 @@ class Loop:
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode())})
 
     # -- dispatch and escalation ---------------------------------------------------------------------------
-    def _dispatch(self, s: Session, case: Case, actor: str, now: dt.datetime) -> None:
+    def _dispatch(self, s: Session, case: Case, actor: str, now: dt.datetime, reopened: bool = False) -> None:
         local = now.astimezone(ZoneInfo(self.cfg.timezone)).time()
         level, who = self._first_recipient(case, local)
         case.state = CaseState.DISPATCHED
@@ -102,12 +136,12 @@ class Loop:
         case.escalation = level
         case.dispatched_at = now
         case.escalate_at = now + self._escalate_after() if level < OFFICE_LEVEL else None
-        self._history(s, case, Action.DISPATCH, actor, now, {"to": who})
-        self.notify(s, case, "dispatch", who, now)
+        self.record(s, case, Action.DISPATCH, actor, now, {"to": who})
+        self.notify(s, case, "dispatch", who, now, reopened=reopened)
 
     def _first_recipient(self, case: Case, local: dt.time) -> tuple[int, str]:
         if case.building is None or case.building not in self.roster.buildings:
-            return OFFICE_LEVEL, "office"  # nobody's building: the office sorts it out
+            return OFFICE_LEVEL, OFFICE  # nobody's building: the office sorts it out
         on_duty = self.roster.worker_on_duty(case.building, local)
         if on_duty:
             return 0, f"worker:{on_duty[0]}"
@@ -117,30 +151,33 @@ class Loop:
         return dt.timedelta(minutes=self.cfg.escalate_after_min)
 
     def escalate_due(self, s: Session, now: dt.datetime | None = None) -> int:
-        """Escalate every dispatched case not acknowledged in time: worker -> grid leader -> office.
+        """Escalate every case left too long: a dispatch not acknowledged, or a suspected alert not reviewed.
+        Worker (or the office's review) -> grid leader -> office; the assignee follows each step.
 
         The conditional UPDATE makes each step happen once even when several instances run this."""
         now = now or utcnow()
         done = 0
+        waiting = (CaseState.DISPATCHED, CaseState.NEW)
         due = s.scalars(
-            select(Case).where(Case.state == CaseState.DISPATCHED, Case.escalate_at <= now).order_by(Case.id)
+            select(Case).where(Case.state.in_(waiting), Case.escalate_at <= now).order_by(Case.id)
         ).all()
         for case in due:
             step = case.escalation + 1
             if case.building in self.roster.buildings and step == 1:
                 who = f"leader:{self.roster.buildings[case.building].grid}"
             else:
-                step, who = OFFICE_LEVEL, "office"
+                step, who = OFFICE_LEVEL, OFFICE
+            before = case.assignee
             nxt = now + self._escalate_after() if step < OFFICE_LEVEL else None
             won = s.execute(
                 update(Case)
-                .where(Case.id == case.id, Case.escalation == case.escalation, Case.state == CaseState.DISPATCHED)
-                .values(escalation=step, escalate_at=nxt)
+                .where(Case.id == case.id, Case.escalation == case.escalation, Case.state == case.state)
+                .values(escalation=step, escalate_at=nxt, assignee=who)
                 .execution_options(synchronize_session=False)
             ).rowcount
             if won:
                 s.refresh(case)
-                self._history(s, case, Action.ESCALATE, SYSTEM, now, {"to": who, "step": step})
+                self.record(s, case, Action.ESCALATE, SYSTEM, now, {"from": before, "to": who, "step": step})
                 self.notify(s, case, "escalate", who, now)
                 done += 1
         return done
@@ -169,7 +206,7 @@ class Loop:
             detail["note"] = note
         if action == Action.CONFIRM:
             case.level = Level.CONFIRMED
-            self._history(s, case, action, actor, now, None)
+            self.record(s, case, action, actor, now, detail or None)
             self._dispatch(s, case, actor, now)
             return case
         if action == Action.DISMISS:
@@ -185,20 +222,25 @@ class Loop:
         if verdict is not None:
             case.verdict = verdict
             detail["verdict"] = verdict
-        self._history(s, case, action, actor, now, detail or None)
+        self.record(s, case, action, actor, now, detail or None)
         if verdict is not None:
             self.feedback(s, case, actor, now)
         return case
 
     # -- notices -------------------------------------------------------------------------------------------
-    def notify(self, s: Session, case: Case, kind: str, who: str, now: dt.datetime) -> None:
-        """Queue the notices of a dispatch or escalation: every webhook, every WeCom group, email to the person."""
+    def notify(
+        self, s: Session, case: Case, kind: str, who: str, now: dt.datetime, reopened: bool = False
+    ) -> None:
+        """Queue the notices of a review, dispatch or escalation: every webhook, every WeCom group, email to the
+        person. `kind` is review (a suspected alert, to the office), dispatch or escalate."""
         person = self.roster.person(who)
         building = self.roster.buildings.get(case.building) if case.building else None
         payload = {
             "kind": kind,
             "case": case.id,
             "level": case.level,
+            "state": case.state,  # 'new' in an escalation: a suspected alert nobody has reviewed yet
+            "reopened": reopened,
             "building": case.building,
             "building_name": building.name if building else None,
             "address": building.address if building else None,
@@ -214,7 +256,7 @@ class Loop:
             self._job(s, case, "wecom", str(i), payload, now)
         if notify.smtp and person and person.email:
             self._job(s, case, "email", person.email, payload, now)
-        if kind == "dispatch":  # a still that came before the dispatch (a suspected alert confirmed later)
+        if kind in ("dispatch", "review"):  # a still that came before (a suspected alert confirmed later)
             still = s.scalar(
                 select(Evidence)
                 .join(Event, Evidence.event_pk == Event.id)
@@ -226,9 +268,9 @@ class Loop:
                 self._wecom_still(s, case, still, now)
 
     def still_arrived(self, s: Session, ev: Event, still: Evidence, now: dt.datetime) -> None:
-        """A still came after its case was dispatched: WeCom groups get it as an image message too."""
+        """A still came after its case was sent for review or dispatched: WeCom groups get it as an image too."""
         case = ev.case
-        if case is None or case.state == CaseState.NEW:
+        if case is None or case.assignee is None or case.state == CaseState.RESOLVED:
             return
         first = s.scalar(
             select(Evidence.id)
@@ -278,5 +320,6 @@ class Loop:
         )
 
     @staticmethod
-    def _history(s: Session, case: Case, action: Action, actor: str, now: dt.datetime, detail: dict | None):
+    def record(s: Session, case: Case, action: Action, actor: str, now: dt.datetime, detail: dict | None):
+        """One row of the case's history: who did what, when."""
         s.add(History(case_id=case.id, action=action, actor=actor, at=now, detail=detail))

@@ -18,6 +18,8 @@ class Action(StrEnum):
 
     CREATED = "created"
     EVIDENCE = "evidence"  # a second camera's alert joined the case
+    REVIEW = "review"  # a suspected alert sent to the office's dispatchers to confirm or dismiss
+    REOPEN = "reopen"  # a dismissed alert that its node confirmed after all: open again, and dispatched
     CONFIRM = "confirm"
     DISMISS = "dismiss"
     DISPATCH = "dispatch"

@@ -37,6 +37,13 @@ SIGNATURE_HEADER = "X-Edge-Signature"  # sha256=<hex HMAC of "<timestamp>.<body>
 TIMESTAMP_HEADER = "X-Edge-Timestamp"  # the receiver refuses old timestamps: a captured call cannot be replayed
 
 
+HEADS = {  # first words of a notice, by its kind
+    "review": "【高空抛物·请审核】",  # a suspected alert for the office's dispatchers to confirm or dismiss
+    "dispatch": "【高空抛物】",
+    "escalate": "【高空抛物·升级】",
+}
+
+
 class SendError(Exception):
     """One attempt failed; the job is retried later."""
 
@@ -48,19 +55,25 @@ class Notifier(Protocol):
 
 
 def describe(p: dict) -> str:
-    """The human text of a dispatch or escalation notice (Chinese first: it is read on a phone in the compound)."""
+    """The human text of a review, dispatch or escalation notice (Chinese first: it is read on a phone in the
+    compound). The level is always shown; an alert nobody has reviewed yet says so (待审核: to be reviewed)."""
     where = p.get("building_name") or p.get("building") or "未知楼栋"
     floor = f"{p['floor']}层" if p.get("floor") is not None else "楼层未知"
     level = "确认" if p.get("level") == "confirmed" else "疑似"
     person = p.get("person") or {}
-    head = "【高空抛物·升级】" if p.get("kind") == "escalate" else "【高空抛物】"
+    head = HEADS.get(p.get("kind"), HEADS["dispatch"])
+    unreviewed = p.get("kind") == "review" or p.get("state") == "new"
+    # Who must review it (the office), who is told it waits unreviewed (an escalation), or who must act on site.
+    role = "审核人" if p.get("kind") == "review" else "通知" if unreviewed else "处置人"
     lines = [
-        f"{head}{level} {where} {floor}",
+        f"{head}{level}{'（待审核）' if unreviewed else ''} {where} {floor}",
         f"时间 {p.get('alert_at')}  案件 #{p.get('case')}",
-        f"处置人 {person.get('name', p.get('to'))} {person.get('phone') or ''}".rstrip(),
+        f"{role} {person.get('name', p.get('to'))} {person.get('phone') or ''}".rstrip(),
     ]
     if p.get("address"):
         lines.insert(1, f"地址 {p['address']}")
+    if p.get("reopened"):
+        lines.append("此前已被驳回为误报，节点随后确认：重新派发")  # dismissed before; the node has confirmed it
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from center.db import Event, Evidence, Node
 from center.files import EvidenceFiles
 from center.models import Trust
-from edge.publish.manifest import Malformed, _canonical, _read_manifest
+from edge.publish.manifest import Malformed, canonical, read_manifest
 
 
 def parse_manifest(data_dir: Path, payload: bytes) -> tuple[dict, bytes, bytes]:
@@ -33,7 +33,7 @@ def parse_manifest(data_dir: Path, payload: bytes) -> tuple[dict, bytes, bytes]:
         (work / "manifest.json").write_bytes(payload)
         fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            return _read_manifest(fd)
+            return read_manifest(fd)
         finally:
             os.close(fd)
     finally:
@@ -77,7 +77,7 @@ def reverify(sessions: sessionmaker, files: EvidenceFiles, node: str) -> int:
 def judge(body: dict, sig: bytes, public: bytes, registered: bytes | None) -> tuple[Trust, str]:
     """Trust in a manifest: its signature must verify and its key must be the node's registered one."""
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(sig, _canonical(body))
+        Ed25519PublicKey.from_public_bytes(public).verify(sig, canonical(body))
     except InvalidSignature:
         return Trust.UNTRUSTED, "the signature does not match the manifest (altered)"
     if registered is None:

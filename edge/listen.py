@@ -75,6 +75,28 @@ def _int(value) -> bool:
     return type(value) is int  # not bool, not float
 
 
+def chunk_ok(head, node: str, event_id: str, file: str, payload: bytes, data: bytes) -> bool:
+    """True when a parsed chunk (`head`, `data` of `payload`) is one of `file` of the topic's node and event,
+    with sane count, size, index and SHA-256. Public: the center checks chunks with it too."""
+    if not isinstance(head, dict) or len(payload) - len(data) > len(b"EDGECHUNK1\n") + MAX_CHUNK_HEADER + 1:
+        return False
+    count, size, index = head.get("count"), head.get("bytes"), head.get("index")
+    return (
+        head.get("event") == event_id  # the header names the event and file of its topic
+        and head.get("file") == file
+        and head.get("node") == node
+        and _int(count)
+        and _int(size)
+        and _int(index)
+        and 0 <= size <= MAX_FILE_BYTES
+        and 1 <= count <= min(MAX_CHUNKS, max(1, size))  # every chunk carries at least a byte
+        and 0 <= index < count
+        and len(data) <= min(size, MAX_CHUNK_DATA)
+        and isinstance(head.get("sha256"), str)
+        and SHA256_HEX.fullmatch(head["sha256"]) is not None
+    )
+
+
 @dataclass
 class _Pending:
     """One file being put together from its chunks."""
@@ -263,7 +285,7 @@ class Listener:
             head, data = parse_chunk(payload)
         except ValueError:  # not a chunk, or its header is no JSON
             head, data = None, b""
-        if not self._chunk_ok(head, node, event_id, file, payload, data):
+        if not chunk_ok(head, node, event_id, file, payload, data):
             self._drop("bad chunk", topic)
             return
         count, size, index = head["count"], head["bytes"], head["index"]
@@ -290,26 +312,6 @@ class Listener:
             self._complete(key)
         else:
             self._bound(node)
-
-    @staticmethod
-    def _chunk_ok(head, node: str, event_id: str, file: str, payload: bytes, data: bytes) -> bool:
-        if not isinstance(head, dict) or len(payload) - len(data) > len(b"EDGECHUNK1\n") + MAX_CHUNK_HEADER + 1:
-            return False
-        count, size, index = head.get("count"), head.get("bytes"), head.get("index")
-        return (
-            head.get("event") == event_id  # the header names the event and file of its topic
-            and head.get("file") == file
-            and head.get("node") == node
-            and _int(count)
-            and _int(size)
-            and _int(index)
-            and 0 <= size <= MAX_FILE_BYTES
-            and 1 <= count <= min(MAX_CHUNKS, max(1, size))  # every chunk carries at least a byte
-            and 0 <= index < count
-            and len(data) <= min(size, MAX_CHUNK_DATA)
-            and isinstance(head.get("sha256"), str)
-            and SHA256_HEX.fullmatch(head["sha256"]) is not None
-        )
 
     def _complete(self, key: tuple[str, str, str, str]) -> None:
         node, event_id, file, digest = key

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.publish.manifest import MANIFEST, _canonical, key_id, public_b64, sha256_file, write_manifest
+from edge.publish.manifest import MANIFEST, canonical, key_id, public_b64, sha256_file, write_manifest
 
 from conftest import read_events, run_edge
 
@@ -99,7 +99,7 @@ def _resign(folder: Path, key, edit=lambda body: None, signed_edit=lambda signed
         meta.update(sha256=sha256_file(folder / name), bytes=(folder / name).stat().st_size)
     body.update(key_id=key_id(key.public_key()), public_key=public_b64(key.public_key()))
     edit(body)
-    signed = {"manifest": body, "signature": base64.b64encode(key.sign(_canonical(body))).decode()}
+    signed = {"manifest": body, "signature": base64.b64encode(key.sign(canonical(body))).decode()}
     signed_edit(signed)
     manifest.write_text(json.dumps(signed))
 

@@ -34,7 +34,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _canonical(obj: dict) -> bytes:
+def canonical(obj: dict) -> bytes:
+    """The bytes a manifest's signature covers: its body as sorted, compact UTF-8 JSON (the center verifies
+    the same bytes)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -87,7 +89,7 @@ def write_manifest(folder: Path, files: list[str], info: dict, key: Ed25519Priva
         "key_id": key_id(key.public_key()),
         "public_key": public_b64(key.public_key()),
     }
-    signed = {"manifest": body, "signature": base64.b64encode(key.sign(_canonical(body))).decode()}
+    signed = {"manifest": body, "signature": base64.b64encode(key.sign(canonical(body))).decode()}
     path = folder / MANIFEST
     path.write_text(json.dumps(signed, indent=1, ensure_ascii=False) + "\n")
     return path
@@ -162,8 +164,9 @@ def _open_regular(name: str, dir_fd: int) -> int:
     return fd
 
 
-def _read_manifest(dir_fd: int) -> tuple[dict, bytes, bytes]:
-    """(body, signature, raw public key) of the folder's manifest; Malformed says what is wrong with it."""
+def read_manifest(dir_fd: int) -> tuple[dict, bytes, bytes]:
+    """(body, signature, raw public key) of the manifest.json in the open folder `dir_fd`, its form checked but
+    not its signature; Malformed says what is wrong with it. Public: the center parses manifests with it too."""
     try:
         fd = _open_regular(MANIFEST, dir_fd)
     except OSError as exc:
@@ -254,12 +257,12 @@ def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdi
         return Verdict(folder, Status.MALFORMED, [f"{folder}: cannot open the folder ({exc.strerror})"])
     try:
         try:
-            body, sig, public = _read_manifest(dir_fd)
+            body, sig, public = read_manifest(dir_fd)
         except Malformed as exc:
             return Verdict(folder, Status.MALFORMED, [f"{path}: malformed manifest: {exc}"])
         verdict = Verdict(folder, Status.FAILED, key_id=body["key_id"])
         try:
-            Ed25519PublicKey.from_public_bytes(public).verify(sig, _canonical(body))
+            Ed25519PublicKey.from_public_bytes(public).verify(sig, canonical(body))
         except InvalidSignature:
             verdict.problems.append(f"{path}: signature does not match its contents (manifest was altered)")
         if trusted:

@@ -58,8 +58,9 @@ def test_a_grid_worker_sees_and_acts_on_their_own_buildings_only(api):
     assert [c["building"] for c in as_("chen").get("/api/cases").json()] == ["b5"]
     assert sorted(c["building"] for c in as_("disp").get("/api/cases").json()) == ["b3", "b5"]
     b5 = as_("chen").get("/api/cases").json()[0]["id"]
-    assert as_("zhang").get(f"/api/cases/{b5}").status_code == 404
-    assert as_("zhang").post(f"/api/cases/{b5}/acknowledge", json={}).status_code == 404
+    assert as_("zhang").get(f"/api/cases/{b5}").status_code == 403
+    assert as_("zhang").post(f"/api/cases/{b5}/acknowledge", json={}).status_code == 403
+    assert as_("zhang").get("/api/cases/999999").status_code == 404  # no such case at all
     assert as_("chen").post(f"/api/cases/{b5}/acknowledge", json={}).status_code == 200
     assert as_("zhang").get("/api/me").json()["buildings"] == ["b3"]
 
@@ -110,8 +111,60 @@ def test_the_loop_through_the_api_with_a_photo_and_its_history(api):
     assert (still["kind"], still["trust"]) == ("snapshot", "unsigned")
     assert zhang.get(still["url"]).content.startswith(b"\xff\xd8\xff")
     assert zhang.get(detail["photos"][0]["url"]).content == JPEG
-    assert as_("chen").get(still["url"]).status_code == 404  # another grid's evidence
+    assert as_("chen").get(still["url"]).status_code == 403  # another grid's evidence
     assert [n["channel"] for n in detail["notices"]] == ["feedback"]
+
+
+def test_dispatchers_list_the_suspected_alerts_waiting_for_their_review(api):
+    p, as_ = api
+    t = dt.datetime.now(dt.UTC)
+    send(p, alert("garden3-east", "east", "ev-sus", level="suspected", at=t))
+    send(p, alert("garden5", "south", "ev-conf", level="confirmed", at=t))
+    disp = as_("disp")
+    (waiting,) = disp.get("/api/cases", params={"assignee": "office", "state": "new"}).json()
+    assert (waiting["level"], waiting["building"]) == ("suspected", "b3")
+    assert waiting["escalate_at"] is not None and waiting["dispatched_at"] is None  # when it goes to the leader
+    (mine,) = disp.get("/api/cases", params={"assignee": "worker:chen"}).json()  # the control
+    assert (mine["state"], mine["building"]) == ("dispatched", "b5") and mine["dispatched_at"] is not None
+    assert disp.get("/api/cases", params={"level": "maybe"}).status_code == 422
+
+
+def test_only_a_grid_worker_of_the_case_s_building_adds_photos(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-photo"))  # building b3, grid g1: zhang's
+    (case,) = as_("disp").get("/api/cases").json()
+    url = f"/api/cases/{case['id']}/photos"
+    jpeg = {"Content-Type": "image/jpeg"}
+    assert as_("chen").post(url, content=JPEG, headers=jpeg).status_code == 403  # grid g2's worker
+    assert as_("chen").post("/api/cases/999999/photos", content=JPEG, headers=jpeg).status_code == 404
+    assert as_("zhang").post(url, content=JPEG, headers=jpeg).status_code == 201  # their own building
+    detail = as_("disp").get(f"/api/cases/{case['id']}").json()
+    assert [h["actor"] for h in detail["history"] if h["action"] == "photo"] == ["zhang"]
+    assert len(detail["photos"]) == 1
+
+
+def test_only_a_grid_worker_of_the_case_s_building_gives_its_on_site_verdict(api):
+    p, as_ = api
+    send(p, alert("garden5", "south", "ev-verdict"))  # building b5, grid g2: chen's
+    (case,) = as_("disp").get("/api/cases").json()
+    check = f"/api/cases/{case['id']}/check"
+    assert as_("zhang").post(check, json={"verdict": "thrown"}).status_code == 403  # grid g1's worker
+    r = as_("chen").post(check, json={"verdict": "thrown", "note": "a bottle"})
+    assert r.status_code == 200 and (r.json()["state"], r.json()["checked_by"]) == ("checked", "chen")
+
+
+def test_a_grid_worker_sees_the_verdicts_of_their_own_buildings_only(api):
+    p, as_ = api
+    t = dt.datetime.now(dt.UTC)
+    send(p, alert("garden3-east", "east", "ev-fb-b3", at=t))
+    send(p, alert("garden5", "south", "ev-fb-b5", at=t))
+    for case in as_("disp").get("/api/cases").json():
+        as_("disp").post(f"/api/cases/{case['id']}/check", json={"verdict": "false_alarm"})
+    assert as_("chen").get("/api/feedback", params={"building": "b3"}).status_code == 403  # zhang's building
+    own = as_("chen").get("/api/feedback", params={"building": "b5"})
+    assert own.status_code == 200 and [f["event_id"] for f in own.json()] == ["ev-fb-b5"]
+    assert [f["event_id"] for f in as_("chen").get("/api/feedback").json()] == ["ev-fb-b5"]
+    assert sorted(f["event_id"] for f in as_("disp").get("/api/feedback").json()) == ["ev-fb-b3", "ev-fb-b5"]
 
 
 def test_statistics_count_cases_by_building_floor_and_hour_and_time_to_act(api):

@@ -250,3 +250,25 @@ def test_registering_a_node_later_verifies_what_it_already_sent(parts, tmp_path)
     _register(parts, "garden3-east", key)
     reverify(parts.sessions, parts.files, "garden3-east")
     assert {e.kind: e.trust for e in _evidence(parts)} == {"clip": Trust.VERIFIED, "manifest": Trust.VERIFIED}
+
+
+def test_status_held_between_writes_is_bounded_by_bytes_per_node(parts):
+    parts.ingest.max_health_bytes_per_node = 16 * 1024
+    big = {"v": 1, "state": "online", "reason": "x" * 2000}  # about 2 KB each, many camera names
+    for i in range(30):
+        camera = f"cam{i:02d}"
+        parts.ingest.handle(f"edge/garden5/{camera}/status", json.dumps({**big, "camera": camera}).encode())
+    assert parts.ingest.health_held_bytes("garden5") <= 16 * 1024
+    dropped = parts.drops.snapshot()["health backlog"]
+    assert dropped > 0
+    small = {"v": 1, "camera": "east", "state": "online"}  # the control: another node is not crowded out
+    parts.ingest.handle("edge/garden3-east/east/status", json.dumps(small).encode())
+    newer = {**big, "state": "offline"}  # a camera already held: replaces its own bytes
+    parts.ingest.handle("edge/garden5/cam00/status", json.dumps(newer).encode())
+    assert parts.drops.snapshot()["health backlog"] == dropped
+    parts.ingest.flush_health()
+    assert parts.ingest.health_held_bytes() == 0
+    with parts.sessions() as s:
+        assert s.get(Camera, ("garden3-east", "east")).state == "online"
+        assert s.get(Camera, ("garden5", "cam00")).state == "offline"
+        assert s.scalar(select(func.count()).select_from(Camera).where(Camera.node == "garden5")) == 30 - dropped

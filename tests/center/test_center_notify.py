@@ -75,8 +75,20 @@ def hook():
     r.close()
 
 
-def _parts(tmp_path, db_url, **notify):
-    return make_parts(tmp_path, db_url, notify={"retry": {"first_s": 5, "cap_s": 60, "max_attempts": 3}, **notify})
+@pytest.fixture
+def center(tmp_path, db_url):
+    """make(**notify) -> the center's parts with those notifiers; their database connections are closed after
+    the test (a PostgreSQL connection left to the garbage collector is a ResourceWarning in a later test)."""
+    made = []
+
+    def make(**notify):
+        retry = {"first_s": 5, "cap_s": 60, "max_attempts": 3}
+        made.append(make_parts(tmp_path, db_url, notify={"retry": retry, **notify}))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.engine.dispose()
 
 
 def _runner(p, published=None):
@@ -89,8 +101,8 @@ def _jobs(p):
         return s.scalars(select(Job).order_by(Job.id)).all()
 
 
-def test_a_dispatch_reaches_the_webhook_signed_with_hmac(tmp_path, db_url, hook):
-    p = _parts(tmp_path, db_url, webhooks=[{"url": hook.url, "secret": SECRET}])
+def test_a_dispatch_reaches_the_webhook_signed_with_hmac(center, hook):
+    p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
     send(p, alert(floor=12))
     assert _runner(p).run_due() == 1
     ((headers, body),) = hook.requests
@@ -100,12 +112,11 @@ def test_a_dispatch_reaches_the_webhook_signed_with_hmac(tmp_path, db_url, hook)
     assert (sent["kind"], sent["building"], sent["floor"], sent["to"]) == ("dispatch", "b3", 12, "worker:zhang")
     assert "3号楼 12层" in sent["text"] and "张伟" in sent["text"]
     assert [j.state for j in _jobs(p)] == [JobState.SENT]
-    p.engine.dispose()
 
 
-def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(tmp_path, db_url):
+def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(center):
     hook = Receiver(statuses=[500, 502])
-    p = _parts(tmp_path, db_url, webhooks=[{"url": hook.url, "secret": SECRET}])
+    p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
     runner = _runner(p)
     send(p, alert())
     now = dt.datetime.now(dt.UTC)
@@ -122,12 +133,11 @@ def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(tmp_path, 
     assert (job.state, job.attempts, job.last_error) == (JobState.SENT, 3, None)
     assert len(hook.requests) == 3
     hook.close()
-    p.engine.dispose()
 
 
-def test_a_notice_that_never_goes_is_marked_failed_with_its_error(tmp_path, db_url):
+def test_a_notice_that_never_goes_is_marked_failed_with_its_error(center):
     hook = Receiver(statuses=[500] * 10)
-    p = _parts(tmp_path, db_url, webhooks=[{"url": hook.url, "secret": SECRET}])
+    p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
     runner = _runner(p)
     send(p, alert())
     later = dt.datetime.now(dt.UTC)
@@ -137,11 +147,10 @@ def test_a_notice_that_never_goes_is_marked_failed_with_its_error(tmp_path, db_u
     (job,) = _jobs(p)
     assert (job.state, job.attempts, job.last_error) == (JobState.FAILED, 3, "SendError: HTTP 500")
     hook.close()
-    p.engine.dispose()
 
 
-def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(tmp_path, db_url, hook):
-    p = _parts(tmp_path, db_url, wecom=[{"url": hook.url}])
+def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(center, hook):
+    p = center(wecom=[{"url": hook.url}])
     send(p, alert(event_id="ev-w"))
     _runner(p).run_due()
     p.ingest.handle("edge/garden3-east/events/ev-w/snapshot", JPEG)
@@ -155,9 +164,9 @@ def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(tmp_pa
     assert image["image"]["md5"] == hashlib.md5(JPEG).hexdigest()
 
 
-def test_a_wecom_error_code_is_a_failure_not_a_success(tmp_path, db_url):
+def test_a_wecom_error_code_is_a_failure_not_a_success(center):
     hook = Receiver(body=b'{"errcode": 93000, "errmsg": "invalid webhook url"}')
-    p = _parts(tmp_path, db_url, wecom=[{"url": hook.url}])
+    p = center(wecom=[{"url": hook.url}])
     send(p, alert())
     _runner(p).run_due()
     (job,) = _jobs(p)
@@ -165,30 +174,75 @@ def test_a_wecom_error_code_is_a_failure_not_a_success(tmp_path, db_url):
     hook.close()
 
 
-def test_email_goes_to_the_worker_with_the_still_attached(tmp_path, db_url):
+@pytest.fixture
+def mail():
+    """A local SMTP sink: (its messages, the smtp: settings that reach it)."""
     sink = Sink()
     smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    try:
-        p = _parts(
-            tmp_path, db_url, smtp={"host": "127.0.0.1", "port": smtp.port, "starttls": False, "sender": "c@x.org"}
-        )
-        send(p, alert(level="suspected", event_id="ev-mail"))
-        p.ingest.handle("edge/garden3-east/events/ev-mail/snapshot", JPEG)  # before the case is dispatched
-        with p.sessions.begin() as s:
-            p.loop.act(s, s.scalars(select(Case)).one(), Action.CONFIRM, "disp")
-        _runner(p).run_due()
-        ((to, msg),) = sink.messages
-        assert to == ["zhang@example.org"]
-        assert "3号楼" in msg["Subject"]
-        (attachment,) = [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
-        assert attachment.get_payload(decode=True) == JPEG
-    finally:
-        smtp.stop()
+    yield sink.messages, {"host": "127.0.0.1", "port": smtp.port, "starttls": False, "sender": "c@x.org"}
+    smtp.stop()
 
 
-def test_a_verdict_is_published_to_its_node(tmp_path, db_url):
-    p = _parts(tmp_path, db_url)
+def test_email_goes_to_the_worker_with_the_still_attached(center, mail):
+    messages, smtp = mail
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected", event_id="ev-mail"))
+    p.ingest.handle("edge/garden3-east/events/ev-mail/snapshot", JPEG)  # before the case is dispatched
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CONFIRM, "disp")
+    _runner(p).run_due()
+    by_to = {tuple(to): msg for to, msg in messages}
+    assert set(by_to) == {("office@example.org",), ("zhang@example.org",)}  # the review, then the dispatch
+    msg = by_to[("zhang@example.org",)]
+    assert "确认 3号楼" in msg["Subject"]
+    (attachment,) = [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
+    assert attachment.get_payload(decode=True) == JPEG
+
+
+def test_a_suspected_alert_reaches_the_office_s_dispatchers_with_its_level_shown(center, hook, mail):
+    messages, smtp = mail
+    p = center(webhooks=[{"url": hook.url, "secret": SECRET}], smtp=smtp)
+    send(p, alert(level="suspected", floor=12))
+    _runner(p).run_due()
+    ((_, body),) = hook.requests
+    sent = json.loads(body)
+    assert (sent["kind"], sent["level"], sent["to"]) == ("review", "suspected", "office")
+    assert "疑似（待审核） 3号楼 12层" in sent["text"] and "社区办公室" in sent["text"]
+    ((to, msg),) = messages
+    assert to == ["office@example.org"] and "疑似（待审核）" in msg["Subject"]
+    send(p, alert(level="confirmed", floor=20))  # the control: a confirmed alert goes to the worker
+    _runner(p).run_due()
+    sent = json.loads(hook.requests[-1][1])
+    assert (sent["kind"], sent["level"], sent["to"]) == ("dispatch", "confirmed", "worker:zhang")
+    assert "确认 3号楼 20层" in sent["text"] and "待审核" not in sent["text"]
+
+
+def test_an_unreviewed_suspected_alert_is_escalated_to_the_grid_leader_saying_so(center, mail):
+    messages, smtp = mail
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected"))
+    with p.sessions.begin() as s:
+        case = s.scalars(select(Case)).one()
+        later = case.escalate_at + dt.timedelta(seconds=1)
+        assert p.loop.escalate_due(s, later) == 1
+    _runner(p).run_due(later)
+    by_to = {tuple(to): msg for to, msg in messages}
+    assert set(by_to) == {("office@example.org",), ("leader@example.org",)}
+    assert by_to[("leader@example.org",)]["Subject"].startswith("【高空抛物·升级】疑似（待审核） 3号楼")
+
+
+def test_wecom_gets_the_still_of_a_suspected_alert_for_review(center, hook):
+    p = center(wecom=[{"url": hook.url}])
+    send(p, alert(level="suspected", event_id="ev-review-still"))
+    p.ingest.handle("edge/garden3-east/events/ev-review-still/snapshot", JPEG)
+    _runner(p).run_due()
+    kinds = [json.loads(body)["msgtype"] for _, body in hook.requests]
+    assert kinds == ["text", "image"]  # the dispatcher judges the alert by its trajectory still
+
+
+def test_a_verdict_is_published_to_its_node(center):
+    p = center()
     published: list = []
     send(p, alert(event_id="ev-fb"))
     with p.sessions.begin() as s:

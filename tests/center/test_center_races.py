@@ -1,0 +1,130 @@
+"""Two center instances (or two people) acting on one case at the same moment, on SQLite and PostgreSQL:
+one wins, the other is told plainly, and the case's history tells one consistent story."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from fastapi.testclient import TestClient
+from parts import alert, make_parts, send
+from sqlalchemy import select
+
+from center.api import Context, create_app
+from center.auth import add_user
+from center.db import Case, History, Job, make_sessions
+from center.models import CaseState, Role
+
+HOOK = {"webhooks": [{"url": "http://127.0.0.1:9/never-sent", "secret": "s"}]}  # notices queued, not sent
+
+
+@pytest.fixture
+def two(tmp_path, db_url):
+    """Two instances over one database, each with its own engine (its own connections), loop and API."""
+    made = [make_parts(tmp_path / name, db_url, notify=HOOK) for name in ("one", "two")]
+    with made[0].sessions.begin() as s:
+        tokens = {name: add_user(s, name, Role.DISPATCHER) for name in ("desk-a", "desk-b")}
+    yield made, tokens
+    for p in made:
+        p.engine.dispose()
+
+
+def _client(p, token: str) -> TestClient:
+    ctx = Context(p.cfg, p.roster, p.sessions, make_sessions(p.engine, readonly=True), p.loop, p.files, p.drops)
+    return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+
+
+def _race(*calls):
+    """Run the calls in threads released at one moment; their results (or exceptions) in order."""
+    start = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i, call):
+        start.wait()
+        try:
+            results[i] = call()
+        except Exception as exc:  # a failure is a result here: the test asserts on it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def _story(p, case_id):
+    with p.sessions() as s:
+        history = s.scalars(select(History).where(History.case_id == case_id).order_by(History.id)).all()
+        notices = s.scalars(select(Job).where(Job.case_id == case_id, Job.channel == "webhook")).all()
+        return s.get(Case, case_id), history, [j.payload["kind"] for j in notices]
+
+
+def test_two_dispatchers_confirming_one_alert_on_two_instances_dispatch_it_once(two):
+    (one, other), tokens = two
+    send(one, alert(level="suspected"))
+    with one.sessions() as s:
+        case_id = s.scalars(select(Case.id)).one()
+    a, b = _client(one, tokens["desk-a"]), _client(other, tokens["desk-b"])
+    answers = _race(
+        lambda: a.post(f"/api/cases/{case_id}/confirm", json={}),
+        lambda: b.post(f"/api/cases/{case_id}/confirm", json={}),
+    )
+    assert sorted(r.status_code for r in answers) == [200, 409]
+    won, lost = (answers[0], answers[1]) if answers[0].status_code == 200 else (answers[1], answers[0])
+    assert lost.json()["detail"] == "cannot confirm a case that is dispatched"  # the loser is told why
+    winner = "desk-a" if won is answers[0] else "desk-b"
+    case, history, notices = _story(one, case_id)
+    assert (case.state, won.json()["state"]) == (CaseState.DISPATCHED, "dispatched")
+    assert [(h.action, h.actor) for h in history] == [
+        ("created", "center"),
+        ("review", "center"),
+        ("confirm", winner),
+        ("dispatch", winner),
+    ]
+    assert notices == ["review", "dispatch"]  # the worker is told once
+
+
+def test_two_instances_escalating_at_once_take_each_step_once(two):
+    (one, other), _ = two
+    send(one, alert())
+    with one.sessions() as s:
+        case = s.scalars(select(Case)).one()
+    due = case.escalate_at
+    for _ in range(2):  # the leader's step, then the office's: each raced by both instances
+
+        def escalate(p, at=due):
+            with p.sessions.begin() as s:
+                return p.loop.escalate_due(s, at)
+
+        assert sorted(_race(lambda: escalate(one), lambda: escalate(other))) == [0, 1]
+        case, history, _ = _story(one, case.id)
+        due = case.escalate_at
+    case, history, notices = _story(one, case.id)
+    steps = [h.detail["to"] for h in history if h.action == "escalate"]
+    assert (steps, case.assignee, case.escalation) == (["leader:g1", "office"], "office", 2)
+    assert notices == ["dispatch", "escalate", "escalate"]
+
+
+def test_a_dismissal_racing_the_node_s_confirmation_ends_dispatched_either_way(two):
+    (one, other), tokens = two
+    first = alert(level="suspected", event_id="ev-race")
+    send(one, first)
+    with one.sessions() as s:
+        case_id = s.scalars(select(Case.id)).one()
+    desk = _client(other, tokens["desk-a"])
+    confirmed = {**first, "type": "update", "level": "confirmed", "msg_id": "m-race-confirmed"}
+    dismissal, _ = _race(
+        lambda: desk.post(f"/api/cases/{case_id}/dismiss", json={"note": "a bird?"}),
+        lambda: send(one, confirmed),
+    )
+    case, history, _ = _story(one, case_id)
+    actions = [h.action for h in history]
+    if dismissal.status_code == 200:  # the dismissal came first; the confirmation opened the case again
+        assert actions == ["created", "review", "dismiss", "reopen", "dispatch"]
+    else:  # the confirmation came first; the dismissal was refused
+        assert dismissal.status_code == 409, dismissal.text
+        assert actions == ["created", "review", "dispatch"]
+    assert (case.state, case.level, case.verdict) == (CaseState.DISPATCHED, "confirmed", None)
