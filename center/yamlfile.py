@@ -12,7 +12,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import ConfigError, _dotted, _walk, read_mapping, read_text, validation_problem
+from edge.config import ConfigError, key_path, read_mapping, read_text, validation_problem, yaml_line
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,7 +29,7 @@ def parse_model(text: str, file: str, model: type[M]) -> M:
         except ValidationError as exc:
             raise validation_problem(exc, root, file, _line_of) from None
         for path, value, why in getattr(result, "cross_problems", lambda: [])():
-            raise ConfigError(file, _line_of(root, path), _dotted(path), value, why)
+            raise ConfigError(file, _line_of(root, path), key_path(path), value, why)
         return result
     except ConfigError:
         raise
@@ -39,7 +39,7 @@ def parse_model(text: str, file: str, model: type[M]) -> M:
 
 def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
     """The line of `path`: of its key when its value is a whole section (the section starts a line later)."""
-    line, found = _walk(root, path)
+    line, found = yaml_line(root, path)
     if found and path:
         parent = root
         for part in path[:-1]:

@@ -679,7 +679,7 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _walk(root: yaml.Node | None, path: tuple) -> tuple[int | None, bool]:
+def yaml_line(root: yaml.Node | None, path: tuple) -> tuple[int | None, bool]:
     """1-based line of the deepest node found along `path`, and whether the whole path was found."""
     node, line = root, None
     for part in path:
@@ -701,14 +701,14 @@ def _walk(root: yaml.Node | None, path: tuple) -> tuple[int | None, bool]:
 
 
 def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
-    return _walk(root, path)[0]
+    return yaml_line(root, path)[0]
 
 
 def _locate(root: yaml.Node | None, loc: tuple) -> int | None:
     # A camera setting may have come from `defaults:`; point there when the camera does not spell it out.
-    line, found = _walk(root, loc)
+    line, found = yaml_line(root, loc)
     if not found and len(loc) > 2 and loc[0] == "cameras":
-        d_line, d_found = _walk(root, ("defaults", *loc[2:]))
+        d_line, d_found = yaml_line(root, ("defaults", *loc[2:]))
         if d_found:
             return d_line
     return line
@@ -797,7 +797,7 @@ def _read_yaml(text: str, file: str) -> tuple[yaml.Node | None, Any]:
         root = loader.get_single_node()
         return root, (loader.construct_document(root) if root is not None else None)
     except _Refused as exc:
-        raise ConfigError(file, exc.line, _dotted(exc.path), None, exc.why) from None
+        raise ConfigError(file, exc.line, key_path(exc.path), None, exc.why) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         why = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
@@ -838,7 +838,7 @@ def read_mapping(text: str, file: str, what: str = "config") -> tuple[yaml.Node 
     if missing:
         path, name = missing[0]
         why = f"environment variable {name} is not set"
-        raise ConfigError(file, _line_of(root, path), _dotted(path), f"${{{name}}}", why)
+        raise ConfigError(file, _line_of(root, path), key_path(path), f"${{{name}}}", why)
     return root, raw, data
 
 
@@ -860,7 +860,7 @@ def validation_problem(
         why = err["msg"].removeprefix("Value error, ")
     if isinstance(value, dict | list):
         value = None  # a whole section is no help in a one-line message; the path names it
-    return ConfigError(file, (locate or _locate)(root, loc), _dotted(loc), value, why)
+    return ConfigError(file, (locate or _locate)(root, loc), key_path(loc), value, why)
 
 
 def _parse(text: str, file: str) -> EdgeConfig:
@@ -895,7 +895,8 @@ def _substituted(raw: Any, filled: Any, path: tuple):
         yield path, raw
 
 
-def _dotted(loc: tuple) -> str:
+def key_path(loc: tuple) -> str:
+    """A pydantic location as the dotted key path a config error names (`cameras.a.masks[0]`)."""
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
 
 
