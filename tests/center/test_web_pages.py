@@ -1,0 +1,129 @@
+"""The staff pages without a browser: the month report and its CSV, the roster editor's validation, users
+added from the page, the language switch."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from fastapi.testclient import TestClient
+from parts import alert, make_parts, send
+from sqlalchemy import select
+from web_fixtures import add_people, csrf_of, logged_in, web_app
+
+from center.db import Case
+from center.web import i18n
+from center.web.tables import Audit
+
+
+@pytest.fixture
+def site(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    yield parts, web_app(parts)
+    parts.engine.dispose()
+
+
+MAY = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)  # 10:30 in Shanghai
+
+
+def test_the_month_report_counts_the_month_s_cases_by_floor_and_hour(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=MAY))
+    send(parts, alert("garden3-east", "east", "ev-2", floor=12, at=MAY + dt.timedelta(hours=1)))
+    send(parts, alert("garden5", "south", "ev-3", floor=3, at=MAY + dt.timedelta(days=1)))
+    send(parts, alert("garden5", "south", "ev-june", floor=3, at=MAY + dt.timedelta(days=40)))  # another month
+    client = logged_in(app, "disp")
+    page = client.get("/report?month=2026-05").text
+    assert "<div>案件数<b>3</b></div>" in page
+    assert "3号楼 east" in page and "5号楼 south" in page  # a heat map per facade with alerts
+    assert page.count("<svg") == 3  # two facades and the hours
+
+
+def test_the_month_csv_has_one_row_per_case_and_its_export_is_logged(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=MAY))
+    send(parts, alert("garden5", "south", "ev-june", floor=3, at=MAY + dt.timedelta(days=40)))
+    client = logged_in(app, "disp")
+    r = client.get("/report.csv?month=2026-05")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [(x["building"], x["facade"], x["floor"], x["alert_at"]) for x in rows] == [
+        ("3号楼", "east", "12", "2026-05-10T10:30:00+08:00")
+    ]
+    with parts.sessions() as s:
+        assert s.scalar(select(Audit.target).where(Audit.action == "export")) == "report:2026-05"
+
+
+def test_a_roster_with_a_mistake_is_refused_with_its_line_and_the_file_is_kept(site):
+    parts, app = site
+    client = logged_in(app, "admin")
+    before = parts.cfg.roster.read_text()
+    token = csrf_of(client.get("/roster").text)
+    broken = before.replace("grid: g2", "grid: g9")
+    r = client.post("/roster", data={"text": broken, "csrf": token})
+    assert r.status_code == 422 and "no grid &#39;g9&#39; under grids:" in r.text and "roster.yaml:" in r.text
+    assert parts.cfg.roster.read_text() == before
+    fixed = before.replace("5号楼", "五号楼")
+    r = client.post("/roster", data={"text": fixed, "csrf": token})  # control: a good one is saved and used
+    assert r.status_code == 200 and parts.cfg.roster.read_text() == fixed
+    assert "五号楼" in client.get("/roster").text
+
+
+def test_only_an_admin_edits_the_roster(site):
+    parts, app = site
+    client = logged_in(app, "disp")
+    token = csrf_of(client.get("/roster").text)
+    before = parts.cfg.roster.read_text()
+    assert client.post("/roster", data={"text": before.replace("5号楼", "X"), "csrf": token}).status_code == 403
+    assert parts.cfg.roster.read_text() == before
+
+
+def test_an_admin_adds_a_user_who_can_then_log_in(site):
+    parts, app = site
+    client = logged_in(app, "admin")
+    token = csrf_of(client.get("/users").text)
+    r = client.post(
+        "/users",
+        data={
+            "name": "li",
+            "role": "grid_worker",
+            "worker": "chen",
+            "password": "pw-li-long-enough",
+            "csrf": token,
+        },
+    )
+    assert r.status_code == 200 and "API token" in r.text
+    short = client.post(
+        "/users", data={"name": "wu", "role": "dispatcher", "password": "short", "csrf": token}
+    )  # a weak password: refused, nobody created
+    assert short.status_code == 422 and "at least 10 characters" in short.text
+    for name, password, status in (("li", "pw-li-long-enough", 200), ("wu", "short", 401)):
+        fresh = TestClient(app, base_url="https://testserver")
+        login = csrf_of(fresh.get("/login").text)
+        assert fresh.post("/login", data={"name": name, "password": password, "csrf": login}).status_code == status
+
+
+def test_the_pages_are_chinese_first_with_an_english_switch(site):
+    _, app = site
+    client = logged_in(app, "disp")
+    assert "告警" in client.get("/alerts").text
+    client.get("/lang/en?next=/alerts")
+    assert ">Alerts" in client.get("/alerts").text
+    assert set(i18n.ZH) == set(i18n.EN)  # every word has both languages
+
+
+def test_a_case_s_evidence_export_is_logged(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-zip", at=MAY))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    client = logged_in(app, "disp")
+    r = client.get(f"/alerts/{case}/export.zip")
+    assert r.status_code == 200 and r.content[:2] == b"PK"
+    assert logged_in(app, "zhang").get(f"/alerts/{case}/export.zip").status_code == 403  # staff only
+    with parts.sessions() as s:
+        assert s.scalar(select(Audit.actor).where(Audit.action == "export")) == "disp"
