@@ -233,3 +233,26 @@ def user_add(
     except ValueError as exc:
         return _users_page(request, v, status=422, problem=str(exc))
     return _users_page(request, v, token=(name, token))
+
+
+@router.post("/alerts/{case_id}/original")
+def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+    """Ask each node of the case for its original evidence clip (events/<id>/original/get): the police archive
+    holds it once it has come (the node sends it in chunks, like the annotated clip)."""
+    check_csrf(v, csrf)
+    need_staff(v)
+    web = web_of(request)
+    with web.ctx.readers() as s:
+        events = [(e.node, e.event_id) for e in _case_for(s, case_id, v).events]
+    if web.ctx.publish is None:
+        raise PageError(503, "this center is not connected to the broker")
+    prefix = web.ctx.cfg.mqtt.topic_prefix
+    try:
+        for node, event_id in events:
+            if valid_id(node) and valid_id(event_id):
+                web.ctx.publish(f"{prefix}/{node}/events/{event_id}/original/get", b"")
+    except (ConnectionError, TimeoutError) as exc:
+        raise PageError(503, f"the broker did not take the request: {exc}") from None
+    with web.ctx.sessions.begin() as s:
+        audit(s, request, v.caller.name, "original_get", f"case:{case_id}", {"events": len(events)})
+    return RedirectResponse(f"/alerts/{case_id}?asked=1", status_code=303)

@@ -116,7 +116,7 @@ def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:
 
 
 @router.get("/alerts/{case_id}", response_class=HTMLResponse)
-def alert_page(request: Request, case_id: int, v: Who):
+def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None):
     web = web_of(request)
     ctx = web.ctx
     with ctx.readers() as s:
@@ -134,6 +134,7 @@ def alert_page(request: Request, case_id: int, v: Who):
             person=lambda ref: views.person_label(ctx, ref, v.t),
             local=lambda t: t.astimezone(views.ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
+            asked=bool(asked),
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")
     return web.render(request, v, "alert.html", **page)

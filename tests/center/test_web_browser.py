@@ -258,3 +258,83 @@ def test_a_form_without_its_csrf_token_is_refused(browser, site):
         assert pg.get_attribute("#case", "data-state") == "checked"  # nothing changed
         pg.click("form.act-resolve button")  # control: the same form with its token goes through
         pg.wait_for_selector("#case[data-state='resolved']")
+
+
+def _retained(site, topic: str) -> dict:
+    """The latest payload of `topic` as a subscriber logged in as `monitor` sees it (retained ones included)."""
+    import paho.mqtt.client as mqtt
+
+    got: dict = {}
+    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"web-probe-{id(got)}")
+    probe.tls_set(ca_certs=str(site.broker.ca))
+    probe.username_pw_set("monitor", USERS["monitor"])
+    probe.on_message = lambda c, u, m: got.__setitem__("value", m.payload.decode())
+    probe.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+    probe.connect("127.0.0.1", site.broker.port)
+    probe.loop_start()
+    got["client"] = probe
+    return got
+
+
+def test_the_nodes_page_shows_the_camera_and_switches_its_detection_at_the_node(browser, site):
+    topic = f"edge/{NODE}/{CAMERA}/detect/state"
+    state = _retained(site, topic)
+    try:
+        with person(browser, site, "disp") as pg:
+            pg.goto("/nodes")
+            row = pg.locator(f"tr[data-camera='{NODE}/{CAMERA}']")
+            assert row.count() == 1 and pg.locator(f"#node-{NODE} .tag.verified").count() == 2  # online, key
+            assert pg.eval_on_selector(
+                f"tr[data-camera='{NODE}/{CAMERA}'] img.camstill", "i => i.naturalWidth > 0"
+            )
+            assert state.get("value") != "OFF"  # control: not off before the switch
+            shot(pg, "nodes")
+            row.locator("form button").click()
+            pg.wait_for_selector("#sent")
+        assert wait_for(lambda: state.get("value") == "OFF", 20)  # the node switched and said so
+    finally:
+        state["client"].loop_stop()
+
+
+def test_the_month_report_draws_its_charts_and_prints(browser, site):
+    with person(browser, site, "disp") as pg:
+        pg.goto("/report")
+        assert pg.locator("#kpis b").first.inner_text() != "0"
+        assert pg.locator("svg").count() >= 2  # a facade's heat map and the hours
+        shot(pg, "report")
+        with pg.expect_download() as download:
+            pg.click("#csv")
+        rows = download.value.path().read_text(encoding="utf-8-sig").splitlines()
+        assert rows[0].startswith("case,building,facade,floor") and len(rows) >= 2
+
+
+def test_the_police_archive_holds_the_signed_evidence_and_its_verification(browser, site):
+    import zipfile
+
+    with person(browser, site, "disp") as pg:
+        case_id = _first_case(pg)
+        pg.goto(f"/alerts/{case_id}")
+        pg.click("form.act-original button")  # the original clip is sent only when asked for
+        pg.wait_for_selector("#asked")
+        assert wait_for(lambda: _reloaded_has(pg, "tr.trust-verified td:text-is('original')"), 60)
+        with pg.expect_download() as download:
+            pg.click("#export")
+        with zipfile.ZipFile(download.value.path()) as z:
+            names = z.namelist()
+            (check,) = [c for c in json.loads(z.read("verification.json")) if c["node"] == NODE]
+            case = json.loads(z.read("case.json"))
+    assert check["signature"] == "verified", check
+    assert {check["files"][f] for f in ("original.ts", "annotated.mp4", "still.jpg")} == {"ok"}
+    assert any(n.endswith("/manifest.json") for n in names) and any(n.endswith("/node_ed25519.pub") for n in names)
+    assert [h["action"] for h in case["history"]][:2] == ["created", "dispatch"]
+
+
+def test_the_pages_switch_to_english(browser, site):
+    with person(browser, site, "disp", viewport=(412, 915)) as pg:
+        pg.click("#lang")
+        pg.wait_for_selector("html[lang='en']", state="attached")
+        assert pg.locator("#rows td[data-label='Building']").count() > 0  # the phone's card labels too
+        shot(pg, "alerts-phone-en")
+        pg.click("#lang")
+        pg.wait_for_selector("html[lang='zh-CN']", state="attached")
+        assert pg.locator("#rows td[data-label='楼栋']").count() > 0
