@@ -25,6 +25,7 @@ from center.models import Action, CaseState, Level, Trust, Verdict
 from center.web import charts, views
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, viewer, web_of
 from center.web.reassign import reassign, targets
+from center.web.security import COOKIE, session_of
 
 router = APIRouter(include_in_schema=False)
 Who = Annotated[Viewer, Depends(viewer)]
@@ -88,17 +89,22 @@ def alert_rows(request: Request, v: Who, f: Filtered):
 async def alert_stream(request: Request, v: Who):
     """Server-sent events: `change` whenever a case the viewer may see is made or moves (`new`: a new case)."""
     ctx = web_of(request).ctx
+    cookie = request.cookies.get(COOKIE)
 
-    def mark() -> tuple[int, int]:
+    def mark() -> tuple[int, int] | None:
+        """The list's mark, or None once the session has ended (logged out elsewhere, user removed)."""
         with ctx.readers() as s:
-            return views.latest_mark(s, v.caller)
+            return views.latest_mark(s, v.caller) if session_of(s, cookie) else None
 
     async def changes():
         last = await run_in_threadpool(mark)
-        yield {"event": "hello", "data": json.dumps({"case": last[0]})}
-        while True:
+        yield {"event": "hello", "data": json.dumps({"case": last[0] if last else 0})}
+        while last is not None:
             await asyncio.sleep(POLL_S)
             now = await run_in_threadpool(mark)
+            if now is None:
+                yield {"event": "ended", "data": "{}"}
+                return
             if now != last:
                 yield {"event": "change", "data": json.dumps({"new": now[0] > last[0], "case": now[0]})}
                 last = now

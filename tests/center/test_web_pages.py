@@ -6,16 +6,21 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
+from pathlib import Path
 
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from centerkit import load, run_cli, write_center
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
-from center.db import Case
+from center.db import Case, Job, make_engine, make_sessions
+from center.models import Action, CaseState, Level, Role, Trust, Verdict
 from center.web import i18n
+from center.web.security import check_password
 from center.web.tables import Audit
 
 
@@ -127,3 +132,67 @@ def test_a_case_s_evidence_export_is_logged(site):
     assert logged_in(app, "zhang").get(f"/alerts/{case}/export.zip").status_code == 403  # staff only
     with parts.sessions() as s:
         assert s.scalar(select(Audit.actor).where(Audit.action == "export")) == "disp"
+
+
+def test_a_dispatcher_reassigns_a_case_and_the_new_person_is_told_and_must_acknowledge(tmp_path):
+    hook = {"webhooks": [{"url": "http://127.0.0.1:9/hook", "secret": "s"}]}  # notices queued, never sent here
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}", notify=hook)
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-re", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    client = logged_in(app, "disp")
+    token = csrf_of(client.get(f"/alerts/{case}").text)
+    r = client.post(f"/alerts/{case}/reassign", data={"to": "worker:chen", "csrf": token})
+    assert r.status_code == 422  # chen is of another grid: not someone this building's case may go to
+    r = client.post(f"/alerts/{case}/reassign", data={"to": "leader:g1", "csrf": token})
+    assert r.status_code == 200
+    with parts.sessions() as s:
+        c = s.get(Case, case)
+        assert (c.state, c.assignee, c.escalation) == ("dispatched", "leader:g1", 1)
+        assert [h.action for h in c.history][-1] == "reassign"
+        told = [
+            j.payload["to"] for j in s.scalars(select(Job).where(Job.case_id == case, Job.channel == "webhook"))
+        ]
+        assert told == ["worker:zhang", "leader:g1"]  # the first dispatch, then the reassignment
+    zhang = logged_in(app, "zhang")
+    own = csrf_of(zhang.get(f"/alerts/{case}").text)  # their own token: refused for the role, not the form
+    r = zhang.post(f"/alerts/{case}/reassign", data={"to": "worker:zhang", "csrf": own})
+    assert r.status_code == 403 and "无权查看" in r.text
+    parts.engine.dispose()
+
+
+def test_every_word_the_templates_ask_for_is_in_both_languages():
+    keys = set()
+    for page in (Path(i18n.__file__).parent / "templates").glob("*.html"):
+        keys |= set(re.findall(r"\bt\('([a-z_.]+)'", page.read_text()))
+    values = {  # 'state.' ~ case.state and the like: every value the enum can take
+        "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
+        "action.": [*Action, "reassign"],
+    }  # fmt: skip
+    for prefix in [k for k in keys if k.endswith(".")]:
+        keys.remove(prefix)
+        keys |= {f"{prefix}{x}" for x in values[prefix]}
+    assert len(keys) > 50 and not keys - set(i18n.EN), sorted(keys - set(i18n.EN))
+
+
+def test_user_add_with_a_password_file_gives_a_login_and_a_weak_password_creates_nobody(tmp_path):
+    config = write_center(tmp_path, None)
+    short, good = tmp_path / "short.pw", tmp_path / "good.pw"
+    short.write_text("too-short\n")
+    good.write_text("a-good-long-password\n")
+    r = run_cli(
+        "user", "add", "desk", "--role", "dispatcher", "--password-file", str(short), "--config", str(config)
+    )
+    assert r.returncode == 64 and "at least 10 characters" in r.stderr
+    r = run_cli(
+        "user", "add", "desk", "--role", "dispatcher", "--password-file", str(good), "--config", str(config)
+    )
+    assert r.returncode == 0 and r.stdout.startswith("ec_")
+    cfg, _ = load(config)
+    engine = make_engine(cfg.database_url())
+    with make_sessions(engine).begin() as s:
+        assert check_password(s, "desk", "a-good-long-password") is not None
+        assert check_password(s, "desk", "too-short") is None
+    engine.dispose()

@@ -75,6 +75,10 @@
     live.classList.remove("off");
     document.body.dataset.live = "1";
   });
+  stream.addEventListener("ended", function () {
+    stream.close();
+    window.location.reload(); // the session ended: the server shows the login page
+  });
   stream.onerror = function () {
     live.textContent = live.dataset.off;
     live.classList.add("off");
