@@ -159,7 +159,7 @@ def test_a_dispatcher_reassigns_a_case_and_the_new_person_is_told_and_must_ackno
     zhang = logged_in(app, "zhang")
     own = csrf_of(zhang.get(f"/alerts/{case}").text)  # their own token: refused for the role, not the form
     r = zhang.post(f"/alerts/{case}/reassign", data={"to": "worker:zhang", "csrf": own})
-    assert r.status_code == 403 and "无权查看" in r.text
+    assert r.status_code == 403 and "无权查看或操作" in r.text
     parts.engine.dispose()
 
 
@@ -196,3 +196,33 @@ def test_user_add_with_a_password_file_gives_a_login_and_a_weak_password_creates
         assert check_password(s, "desk", "a-good-long-password") is not None
         assert check_password(s, "desk", "too-short") is None
     engine.dispose()
+
+
+def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
+    parts = make_parts(tmp_path, pg_cluster.new_database())
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-pg", level="suspected"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    disp, zhang = logged_in(app, "disp"), logged_in(app, "zhang")
+
+    def press(client, action, **form):
+        token = csrf_of(client.get(f"/alerts/{case}").text)
+        files = {"photo": ("p.jpg", form.pop("photo"), "image/jpeg")} if "photo" in form else None
+        r = client.post(f"/alerts/{case}/act", data={"action": action, "csrf": token, **form}, files=files)
+        assert r.status_code == 200, r.text[:300]
+
+    press(disp, "confirm")
+    press(zhang, "acknowledge")
+    press(zhang, "check", verdict="thrown", note="花盆", photo=b"\xff\xd8\xff\xe0" + b"x" * 500)
+    press(disp, "resolve")
+    with parts.sessions() as s:
+        c = s.get(Case, case)
+        assert (c.state, c.verdict, c.acknowledged_by, c.resolved_by) == ("resolved", "thrown", "zhang", "disp")
+        actions = [h.action for h in c.history]
+        assert actions[-4:] == ["acknowledge", "check", "photo", "resolve"]
+        assert s.scalar(select(Job.target).where(Job.channel == "feedback")) == "garden3-east"
+    page = disp.get(f"/alerts/{case}").text
+    assert "花盆" in page and 'class="photo"' in page
+    parts.engine.dispose()
