@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from center.auth import add_user
 from center.db import Camera, Event, Evidence, Node, User
@@ -20,7 +20,7 @@ from center.web.alerts import _case_for
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, need_admin, need_staff, viewer, web_of
 from center.web.export import archive
 from center.web.security import set_password
-from center.web.tables import Audit, WebLogin
+from center.web.tables import Audit, WebLogin, WebSession
 from center.yamlfile import parse_model
 from edge.config import ConfigError
 from edge.publish.mqtt import valid_id
@@ -256,3 +256,22 @@ def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Fo
     with web.ctx.sessions.begin() as s:
         audit(s, request, v.caller.name, "original_get", f"case:{case_id}", {"events": len(events)})
     return RedirectResponse(f"/alerts/{case_id}?asked=1", status_code=303)
+
+
+@router.post("/users/{user_id}/remove", response_class=HTMLResponse)
+def user_remove(request: Request, user_id: int, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+    """Remove a user: their password, sessions and API token go at once (their names stay in case histories)."""
+    check_csrf(v, csrf)
+    need_admin(v)
+    if user_id == v.user_id:
+        return _users_page(request, v, status=422, problem="you cannot remove yourself")
+    web = web_of(request)
+    with web.ctx.sessions.begin() as s:
+        user = s.get(User, user_id)
+        if user is None:
+            raise PageError(404, "not_found")
+        s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+        s.execute(delete(WebLogin).where(WebLogin.user_id == user_id))
+        s.delete(user)
+        audit(s, request, v.caller.name, "user_remove", f"user:{user.name}")
+    return RedirectResponse("/users", status_code=303)

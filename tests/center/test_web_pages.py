@@ -226,3 +226,16 @@ def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
     page = disp.get(f"/alerts/{case}").text
     assert "花盆" in page and 'class="photo"' in page
     parts.engine.dispose()
+
+
+def test_a_removed_user_is_logged_out_at_once(site):
+    parts, app = site
+    zhang = logged_in(app, "zhang")
+    assert zhang.get("/alerts", follow_redirects=False).status_code == 200
+    admin = logged_in(app, "admin")
+    page = admin.get("/users").text
+    user_id = re.search(r'action="/users/(\d+)/remove"', page[page.index('data-user="zhang"') :]).group(1)
+    r = admin.post(f"/users/{user_id}/remove", data={"csrf": csrf_of(page)})
+    assert r.status_code == 200 and 'data-user="zhang"' not in r.text
+    assert zhang.get("/alerts", follow_redirects=False).status_code == 303  # back to the login page
+    assert admin.get("/alerts", follow_redirects=False).status_code == 200  # control: the admin is still in
