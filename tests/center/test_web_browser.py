@@ -106,8 +106,9 @@ class Site:
     def stop(self) -> None:
         if self.node_started:
             self.node.stop()
-        self.center.stop()
+        code = self.center.stop()
         self.broker.stop()
+        assert code == 0, self.center.output()[-2000:]  # open event streams do not hold up a clean stop
 
 
 @pytest.fixture(scope="module")
