@@ -173,7 +173,8 @@ def cmd_run(args) -> int:
     center.start()
     print(
         f"edge-center {cfg.instance}: {cfg.mqtt.host}:{cfg.mqtt.port} $share/{cfg.mqtt.share_group}/"
-        f"{cfg.mqtt.topic_prefix}/#, API http://{cfg.api.host}:{cfg.api.port}/docs",
+        f"{cfg.mqtt.topic_prefix}/#, API http://{cfg.api.host}:{cfg.api.port}/docs, "
+        f"pages http://{cfg.api.host}:{cfg.api.port}/",
         flush=True,
     )
     done.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -21,6 +22,7 @@ from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, need
 from center.web.export import archive
 from center.web.security import set_password
 from center.web.tables import Audit, WebLogin, WebSession
+from center.web.views import duration
 from center.yamlfile import parse_model
 from edge.config import ConfigError
 from edge.publish.mqtt import valid_id
@@ -56,8 +58,6 @@ def nodes(request: Request, v: Who, sent: str | None = None):
     zone = web.ctx.cfg.timezone
 
     def local(t):
-        from zoneinfo import ZoneInfo
-
         if t is None:
             return v.t("none")
         if isinstance(t, int | float):
@@ -107,8 +107,6 @@ def report_page(request: Request, v: Who, month: str | None = None):
     with web.ctx.readers() as s:
         cases = month_report.month_cases(s, v.caller, first, web.ctx.cfg.timezone)
         built = month_report.build(web.ctx, cases, first, v.t)
-    from center.web.views import duration
-
     return web.render(request, v, "report.html", r=built, duration=duration)
 
 

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -138,7 +139,7 @@ def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None)
             verdicts=list(Verdict),
             targets=targets(ctx, case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
-            local=lambda t: t.astimezone(views.ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
+            local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
             asked=bool(asked),
         )

@@ -137,6 +137,7 @@ class LoginLimiter:
     max_failures: int = 5  # per name: a person mistyping does not reach it; a guesser is held to a few tries
     max_failures_address: int = 30  # per address: an office behind one NAT still logs in; a sweep of names stops
     window_s: float = 900.0  # 15 minutes
+    max_keys: int = 10_000  # names and addresses remembered: a sweep of made-up names cannot fill the memory
     _fails: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -164,9 +165,21 @@ class LoginLimiter:
             return wait
 
     def failed(self, address: str, name: str) -> None:
+        now = time.monotonic()
         with self._lock:
+            if len(self._fails) >= self.max_keys:
+                self._forget(now)
             for key in self._keys(address, name):
-                self._fails[key].append(time.monotonic())
+                self._fails[key].append(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop what is out of the window; if still full, the keys whose last failure is oldest."""
+        for key in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window_s]:
+            del self._fails[key]
+        if len(self._fails) >= self.max_keys:
+            by_age = sorted(self._fails, key=lambda k: self._fails[k][-1])
+            for key in by_age[: len(by_age) - self.max_keys // 2]:
+                del self._fails[key]
 
     def succeeded(self, address: str, name: str) -> None:
         with self._lock:

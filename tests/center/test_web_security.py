@@ -172,3 +172,17 @@ def test_views_and_changes_are_in_the_audit_log(site):
     with parts.sessions() as s:
         got = [(a.actor, a.action, a.target) for a in s.scalars(select(Audit).order_by(Audit.id))]
     assert ("zhang", "view", f"case:{case}") in got and ("zhang", "acknowledge", f"case:{case}") in got
+
+
+def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
+    from center.web.security import LoginLimiter
+
+    limiter = LoginLimiter(max_keys=100)
+    for i in range(500):  # made-up names from many addresses
+        limiter.failed(f"10.1.{i // 250}.{i % 250}", f"nobody{i}")
+    assert len(limiter._fails) <= 100
+    assert limiter.blocked_for("10.9.9.9", "nobody499") == 0  # one failure: not held
+    limiter2 = LoginLimiter(max_keys=100)
+    for _ in range(5):
+        limiter2.failed("10.0.0.1", "zhang")
+    assert limiter2.blocked_for("10.0.0.2", "zhang") > 0  # control: five failures of one name are held
