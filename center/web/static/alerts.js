@@ -7,6 +7,7 @@
   var live = document.getElementById("live");
   var unseen = 0;
   var audio = null;
+  var WAITED_REFRESH_MS = 30000; // "waited" is counted on the server: the rows are fetched again this often
 
   function beep() {
     try {
@@ -64,6 +65,10 @@
     showBadge();
     if (audio && audio.state === "suspended") audio.resume();
   });
+
+  window.setInterval(function () {
+    if (!document.hidden) refresh(false);
+  }, WAITED_REFRESH_MS);
 
   var stream = new EventSource("/alerts/stream");
   stream.addEventListener("change", function (ev) {
