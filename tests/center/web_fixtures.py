@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from fastapi.testclient import TestClient
 
 from center.api import Context, create_app
 from center.auth import add_user
-from center.db import User, make_sessions
+from center.db import User, make_sessions, utcnow
 from center.models import Role
-from center.web.security import set_password
+from center.web.security import hash_password
+from center.web.tables import WebLogin
 
 # name -> (role, roster worker id); zhang is of grid g1 (building b3), chen of grid g2 (building b5)
 PEOPLE = {
@@ -25,13 +27,20 @@ def password_of(name: str) -> str:
     return f"pw-{name}-long-enough"
 
 
+@functools.cache
+def _hash_of(name: str) -> str:
+    """argon2 is slow on purpose: each test user's hash is made once per test session."""
+    return hash_password(password_of(name))
+
+
 def add_people(sessions) -> None:
-    """Every user of PEOPLE, with their password for the pages."""
+    """Every user of PEOPLE, with their password for the pages (as set_password keeps it)."""
     with sessions.begin() as s:
         for name, (role, worker) in PEOPLE.items():
             add_user(s, name, role, worker)
             s.flush()
-            set_password(s, s.query(User).filter_by(name=name).one(), password_of(name))
+            user = s.query(User).filter_by(name=name).one()
+            s.add(WebLogin(user_id=user.id, password_hash=_hash_of(name), changed_at=utcnow()))
 
 
 def web_app(parts):
