@@ -6,6 +6,7 @@ a grid worker sees and acts on the cases of their own buildings only.
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -39,6 +40,7 @@ class Context:
     loop: Loop
     files: EvidenceFiles
     drops: Drops
+    publish: Callable[[str, bytes], None] | None = None  # MQTT to nodes (the pages' detection switch)
 
 
 @dataclass
@@ -459,6 +461,9 @@ def create_app(ctx: Context) -> FastAPI:
         """This instance's counters of refused input, by reason."""
         return {"instance": ctx.cfg.instance, "dropped": ctx.drops.snapshot()}
 
+    from center.web.app import mount  # the server-rendered pages for people, on the same app and rights
+
+    mount(app, ctx)
     return app
 
 

@@ -102,13 +102,61 @@ def cmd_user_add(args) -> int:
         if roster.person(f"worker:{args.worker}") is None:
             _err(f"--worker {args.worker!r} is not a worker id in {cfg.roster}")
             return EX_USAGE
+    password = _password(args.password_file) if args.password_file else None
+    if isinstance(password, int):
+        return password
     try:
         with _sessions(cfg).begin() as s:
             token = add_user(s, args.name, role, args.worker)
+            if password is not None:
+                from sqlalchemy import select
+
+                from center.db import User
+                from center.web.security import set_password
+
+                s.flush()
+                set_password(s, s.scalar(select(User).where(User.name == args.name)), password)
     except ValueError as exc:
         _err(str(exc))
         return EX_USAGE
     print(token)
+    return EX_OK
+
+
+def _password(path: str) -> str | int:
+    """The first line of a password file ('-': standard input), or an exit status after saying why not."""
+    try:
+        text = sys.stdin.readline() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _err(f"{path}: {getattr(exc, 'strerror', None) or exc}")
+        return EX_NOINPUT
+    lines = text.splitlines()
+    return lines[0] if lines else ""
+
+
+def cmd_user_password(args) -> int:
+    """Set or change a user's password for the web pages (their open sessions end)."""
+    from sqlalchemy import select
+
+    from center.config import load_center_config
+    from center.db import User
+    from center.web.security import set_password
+
+    cfg = load_center_config(args.config)
+    password = _password(args.password_file)
+    if isinstance(password, int):
+        return password
+    try:
+        with _sessions(cfg).begin() as s:
+            user = s.scalar(select(User).where(User.name == args.name))
+            if user is None:
+                _err(f"no user {args.name!r}")
+                return EX_USAGE
+            set_password(s, user, password)
+    except ValueError as exc:
+        _err(str(exc))
+        return EX_USAGE
+    print(f"password of {args.name} set")
     return EX_OK
 
 
@@ -125,7 +173,8 @@ def cmd_run(args) -> int:
     center.start()
     print(
         f"edge-center {cfg.instance}: {cfg.mqtt.host}:{cfg.mqtt.port} $share/{cfg.mqtt.share_group}/"
-        f"{cfg.mqtt.topic_prefix}/#, API http://{cfg.api.host}:{cfg.api.port}/docs",
+        f"{cfg.mqtt.topic_prefix}/#, API http://{cfg.api.host}:{cfg.api.port}/docs, "
+        f"pages http://{cfg.api.host}:{cfg.api.port}/",
         flush=True,
     )
     done.wait()
@@ -165,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--role", required=True, choices=["admin", "dispatcher", "grid_worker"])
     s.add_argument("--worker", help="a grid worker's id in the roster (sees that worker's buildings)")
+    s.add_argument("--password-file", help="first line: their password for the web pages ('-': stdin)")
     s.set_defaults(func=cmd_user_add)
+    s = with_config(user.add_parser("password", help="set a user's password for the web pages"))
+    s.add_argument("name")
+    s.add_argument("--password-file", required=True, help="first line: the password ('-': stdin)")
+    s.set_defaults(func=cmd_user_password)
     s = sub.add_parser("bench", help="simulated nodes -> one Mosquitto -> several instances on PostgreSQL")
     s.add_argument("--nodes", type=int, default=200)
     s.add_argument("--instances", type=int, default=2, choices=[1, 2])

@@ -78,6 +78,7 @@ class Center:
             self.loop,
             self.files,
             self.drops,
+            self.receiver.publish,
         )
         self.stopping = threading.Event()
         self.server: uvicorn.Server | None = None

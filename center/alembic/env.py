@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import center.web.tables  # noqa: F401 (the web pages' tables are part of the schema)
 from center.db import Base, make_engine
 
 config = context.config

@@ -1,0 +1,281 @@
+"""The alert pages: the live list (server-sent events), one alert with its evidence, and the loop's forms.
+
+Actions go through center.loop.Loop.act in a transaction holding the case's row, exactly as the JSON API's
+POST /api/cases/{id}/{action} does."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from center.api import MAX_PHOTO_BYTES
+from center.db import Case, Evidence, utcnow
+from center.files import OutsideDataDir, file_name
+from center.loop import Refused
+from center.models import Action, CaseState, Level, Trust, Verdict
+from center.web import charts, views
+from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, viewer, web_of
+from center.web.reassign import reassign, targets
+from center.web.security import COOKIE, session_of
+
+router = APIRouter(include_in_schema=False)
+Who = Annotated[Viewer, Depends(viewer)]
+POLL_S = 1.0  # the list's stream looks for new cases and history this often (works across instances)
+PING_S = 15  # keeps proxies from closing an idle stream
+MEDIA = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
+
+
+def _filters(
+    state: str | None = None,
+    building: str | None = None,
+    level: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> views.Filters:
+    """Filters from the query string; an unknown value is ignored (the list shows everything for it)."""
+
+    def day(text: str | None) -> dt.date | None:
+        try:
+            return dt.date.fromisoformat(text) if text else None
+        except ValueError:
+            return None
+
+    return views.Filters(
+        state=CaseState(state) if state in CaseState.__members__.values() else None,
+        building=building or None,
+        level=level if level in Level.__members__.values() else None,
+        since=day(since),
+        until=day(until),
+    )
+
+
+Filtered = Annotated[views.Filters, Depends(_filters)]
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def alert_list(request: Request, v: Who, f: Filtered):
+    web = web_of(request)
+    with web.ctx.readers() as s:
+        found = views.rows(web.ctx, views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone), v.t)
+    buildings = {
+        bid: b.name
+        for bid, b in web.ctx.roster.buildings.items()
+        if v.caller.buildings is None or bid in v.caller.buildings
+    }
+    return web.render(
+        request, v, "alerts.html", rows=found, f=f, buildings=buildings, states=list(CaseState), levels=list(Level)
+    )
+
+
+@router.get("/alerts/rows", response_class=HTMLResponse)
+def alert_rows(request: Request, v: Who, f: Filtered):
+    """The list's rows alone: what the page fetches when the stream says something changed."""
+    web = web_of(request)
+    with web.ctx.readers() as s:
+        found = views.rows(web.ctx, views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone), v.t)
+    return web.render(request, v, "_rows.html", rows=found)
+
+
+@router.get("/alerts/stream")
+async def alert_stream(request: Request, v: Who):
+    """Server-sent events: `change` whenever a case the viewer may see is made or moves (`new`: a new case)."""
+    ctx = web_of(request).ctx
+    cookie = request.cookies.get(COOKIE)
+
+    def mark() -> tuple[int, int] | None:
+        """The list's mark, or None once the session has ended (logged out elsewhere, user removed)."""
+        with ctx.readers() as s:
+            return views.latest_mark(s, v.caller) if session_of(s, cookie) else None
+
+    async def changes():
+        last = await run_in_threadpool(mark)
+        yield {"event": "hello", "data": json.dumps({"case": last[0] if last else 0})}
+        while last is not None:
+            await asyncio.sleep(POLL_S)
+            now = await run_in_threadpool(mark)
+            if now is None:
+                yield {"event": "ended", "data": "{}"}
+                return
+            if now != last:
+                yield {"event": "change", "data": json.dumps({"new": now[0] > last[0], "case": now[0]})}
+                last = now
+
+    return EventSourceResponse(changes(), ping=PING_S)
+
+
+def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:
+    case = s.get(Case, case_id, with_for_update=lock)
+    if case is None:
+        raise PageError(404, "not_found")
+    if not v.caller.may_see(case):  # another micro-grid's case: forbidden, and said so
+        raise PageError(403, "forbidden")
+    return case
+
+
+@router.get("/alerts/{case_id}", response_class=HTMLResponse)
+def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None):
+    web = web_of(request)
+    ctx = web.ctx
+    with ctx.readers() as s:
+        case = _case_for(s, case_id, v)
+        page = dict(
+            case=case,
+            row=views.rows(ctx, [case], v.t)[0],
+            events=views.event_views(ctx, case),
+            photos=views.photos_of(s, case),
+            history=list(case.history),
+            notices=views.notices_of(s, case),
+            actions=views.allowed_actions(case, v.caller),
+            verdicts=list(Verdict),
+            targets=targets(ctx, case) if v.staff else [],
+            person=lambda ref: views.person_label(ctx, ref, v.t),
+            local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
+            Trust=Trust,
+            asked=bool(asked),
+        )
+    audit_now(request, v.caller.name, "view", f"case:{case_id}")
+    return web.render(request, v, "alert.html", **page)
+
+
+@router.get("/alerts/{case_id}/elevation.svg")
+def elevation(request: Request, case_id: int, v: Who):
+    ctx = web_of(request).ctx
+    with ctx.readers() as s:
+        case = _case_for(s, case_id, v)
+        building = ctx.roster.buildings.get(case.building) if case.building else None
+        origins = [
+            charts.Origin(o.get("facade_x_m"), o.get("height_m"), o.get("floor"))
+            for o in (views.origin_of(e) for e in case.events)
+        ]
+        facades = {ctx.roster.facade_of(e.node, e.camera) for e in case.events} - {None}
+    floors = building.floors if building else max([o.floor or 1 for o in origins] + [10])
+    title = f"{building.name if building else case.building or ''} {' / '.join(sorted(facades))}"
+    return Response(charts.elevation(floors, origins, title), media_type="image/svg+xml")
+
+
+async def _read_photo(photo: UploadFile | None) -> bytes | None:
+    if photo is None or not photo.filename:
+        return None
+    data = await photo.read(MAX_PHOTO_BYTES + 1)
+    if len(data) > MAX_PHOTO_BYTES:
+        raise PageError(413, f"a photo may be at most {MAX_PHOTO_BYTES >> 20} MB")
+    if not data.startswith(b"\xff\xd8\xff"):
+        raise PageError(415, "JPEG")
+    return data
+
+
+def keep_photo(web, s: Session, case: Case, data: bytes, who: str) -> Evidence:
+    """An on-site photo stored and recorded as the API's POST /api/cases/{id}/photos stores it."""
+    digest = hashlib.sha256(data).hexdigest()
+    rel = web.ctx.files.write_photo(case.id, file_name("photo", digest, data), data)
+    item = Evidence(
+        case_id=case.id,
+        kind="photo",
+        path=rel,
+        sha256=digest,
+        bytes=len(data),
+        trust=Trust.UNSIGNED,
+        trust_note=f"uploaded by {who}",
+        received_at=utcnow(),
+    )
+    s.add(item)
+    s.flush()
+    web.ctx.loop._history(s, case, Action.PHOTO, who, utcnow(), {"evidence": item.id})
+    return item
+
+
+@router.post("/alerts/{case_id}/act")
+async def act(
+    request: Request,
+    case_id: int,
+    v: Who,
+    action: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    verdict: Annotated[str, Form(max_length=20)] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+    photo: Annotated[UploadFile | None, File()] = None,
+):
+    """One of the loop's buttons; a photo sent with it is kept in the same transaction."""
+    check_csrf(v, csrf)
+    if action not in {
+        a.value for a in (Action.CONFIRM, Action.DISMISS, Action.ACKNOWLEDGE, Action.CHECK, Action.RESOLVE)
+    }:
+        raise PageError(404, "not_found")
+    chosen = Verdict(verdict) if verdict in Verdict.__members__.values() else None
+    data = await _read_photo(photo)
+    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note.strip() or None, data)
+    return RedirectResponse(f"/alerts/{case_id}", status_code=303)
+
+
+def _act(request, case_id, v, action, verdict, note, photo) -> None:
+    web = web_of(request)
+    if action in (Action.CONFIRM, Action.DISMISS) and not v.staff:
+        raise PageError(403, "forbidden")
+    with web.ctx.sessions.begin() as s:
+        case = _case_for(s, case_id, v, lock=True)
+        if action == Action.RESOLVE and verdict is None and case.verdict is None:
+            raise PageError(422, "resolve needs a verdict when no check gave one")
+        try:
+            web.ctx.loop.act(s, case, action, v.caller.name, verdict, note)
+        except Refused as exc:
+            raise PageError(exc.status, str(exc)) from None
+        if photo is not None:
+            keep_photo(web, s, case, photo, v.caller.name)
+        audit(
+            s, request, v.caller.name, str(action), f"case:{case_id}", {"verdict": verdict, "photo": bool(photo)}
+        )
+
+
+@router.post("/alerts/{case_id}/reassign")
+def reassign_form(
+    request: Request,
+    case_id: int,
+    v: Who,
+    to: Annotated[str, Form(max_length=80)] = "",
+    csrf: Annotated[str, Form(max_length=100)] = "",
+):
+    """Dispatch the case to someone else of its building's grid, its leader or the office (dispatchers)."""
+    check_csrf(v, csrf)
+    if not v.staff:
+        raise PageError(403, "forbidden")
+    web = web_of(request)
+    with web.ctx.sessions.begin() as s:
+        case = _case_for(s, case_id, v, lock=True)
+        try:
+            reassign(web.ctx, s, case, to, v.caller.name)
+        except Refused as exc:
+            raise PageError(exc.status, str(exc)) from None
+        audit(s, request, v.caller.name, "reassign", f"case:{case_id}", {"to": to})
+    return RedirectResponse(f"/alerts/{case_id}", status_code=303)
+
+
+@router.get("/evidence/{evidence_id}")
+def evidence(request: Request, evidence_id: int, v: Who):
+    """A still, clip, manifest or photo; clips answer HTTP range requests, so the player can seek."""
+    ctx = web_of(request).ctx
+    with ctx.readers() as s:
+        item = s.get(Evidence, evidence_id)
+        case = views.evidence_case(s, item) if item else None
+        if item is None:
+            raise PageError(404, "not_found")
+        if case is None and not v.staff or case is not None and not v.caller.may_see(case):
+            raise PageError(403, "forbidden")
+        try:
+            path = ctx.files.path(item.path)
+        except OutsideDataDir:
+            raise PageError(404, "not_found") from None
+        kind, digest = item.kind, item.sha256
+    if request.headers.get("range", "bytes=0-").startswith("bytes=0-"):  # one line per viewing, not per seek
+        audit_now(request, v.caller.name, "view", f"evidence:{evidence_id}", {"kind": kind})
+    media = MEDIA.get(kind, "video/mp2t" if path.suffix == ".ts" else "video/mp4")
+    return FileResponse(path, media_type=media, headers={"ETag": f'"{digest}"'})

@@ -1,0 +1,170 @@
+"""The pages' wiring: who is looking (session cookie), CSRF on every form, errors as pages, security headers,
+and the audit log. `mount(app, ctx)` adds everything to the API's FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.datastructures import MutableHeaders
+
+from center.api import Caller, Context
+from center.db import utcnow
+from center.models import Role
+from center.web import i18n
+from center.web.security import COOKIE, HEADERS, LoginLimiter, same_token, session_of
+from center.web.tables import Audit
+
+HERE = Path(__file__).parent
+UNGUARDED = ("/docs", "/redoc")  # Swagger UI's page loads its own inline script and CDN files
+log = logging.getLogger(__name__)
+
+
+class LoginNeeded(Exception):
+    """No live session: the browser is sent to the login page."""
+
+
+class PageError(Exception):
+    """An error shown as a page in the viewer's language: `key` is a message of the catalogue (or a text)."""
+
+    def __init__(self, status: int, key: str, **fields):
+        super().__init__(key)
+        self.status, self.key, self.fields = status, key, fields
+
+
+@dataclass
+class Viewer:
+    """The person behind a request: their rights (the API's Caller), session CSRF token and language."""
+
+    caller: Caller
+    user_id: int
+    csrf: str
+    lang: str
+    t: Callable[..., str]
+
+    @property
+    def staff(self) -> bool:
+        return self.caller.role != Role.GRID_WORKER
+
+    @property
+    def admin(self) -> bool:
+        return self.caller.role == Role.ADMIN
+
+
+@dataclass
+class Web:
+    """What every page handler needs; one per app (app.state.web)."""
+
+    ctx: Context
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=HERE / "templates"))
+
+    def render(self, request: Request, v: Viewer | None, name: str, status: int = 200, **values) -> HTMLResponse:
+        lang = v.lang if v else i18n.pick(request.cookies.get(i18n.COOKIE))
+        values.update(v=v, t=v.t if v else i18n.translator(lang), lang=lang, path=request.url.path)
+        return self.templates.TemplateResponse(request, name, values, status_code=status)
+
+
+def web_of(request: Request) -> Web:
+    return request.app.state.web
+
+
+def viewer(request: Request) -> Viewer:
+    """The logged-in viewer of a page (a FastAPI dependency); without a live session, off to the login page."""
+    web = web_of(request)
+    with web.ctx.readers() as s:
+        found = session_of(s, request.cookies.get(COOKIE))
+    if found is None:
+        raise LoginNeeded()
+    row, user = found
+    role = Role(user.role)
+    mine = web.ctx.roster.buildings_of_worker(user.worker or "") if role == Role.GRID_WORKER else None
+    lang = i18n.pick(request.cookies.get(i18n.COOKIE))
+    return Viewer(Caller(user.name, role, mine), user.id, row.csrf, lang, i18n.translator(lang))
+
+
+def check_csrf(v: Viewer, token: str | None) -> None:
+    """Every form that changes something carries the session's CSRF token; one without it is refused."""
+    if not same_token(v.csrf, token):
+        raise PageError(403, "csrf_refused")
+
+
+def need_staff(v: Viewer) -> None:
+    if not v.staff:
+        raise PageError(403, "forbidden")
+
+
+def need_admin(v: Viewer) -> None:
+    if not v.admin:
+        raise PageError(403, "forbidden")
+
+
+def audit(s: Session, request: Request, actor: str, action: str, target: str, detail: dict | None = None) -> None:
+    """One line of the audit log, in the caller's transaction (a change and its record commit together)."""
+    address = request.client.host if request.client else None
+    s.add(Audit(at=utcnow(), actor=actor, action=action, target=target[:200], detail=detail, address=address))
+
+
+def audit_now(request: Request, actor: str, action: str, target: str, detail: dict | None = None) -> None:
+    """An audit line of its own (a view or an export: nothing else to commit with it)."""
+    with web_of(request).ctx.sessions.begin() as s:
+        audit(s, request, actor, action, target, detail)
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every response but Swagger's pages; pages are not cached."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith(UNGUARDED):
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith("/static/")
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, val in HEADERS.items():
+                    headers.setdefault(k, val)
+                if not cacheable:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def mount(app: FastAPI, ctx: Context) -> None:
+    """Add the pages, their static files and the security headers to the API's app."""
+    from center.web import admin, alerts, login
+
+    app.state.web = Web(ctx)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    for module in (login, alerts, admin):
+        app.include_router(module.router)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(LoginNeeded)
+    async def _login(request: Request, exc: LoginNeeded) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
+
+    @app.exception_handler(PageError)
+    async def _error(request: Request, exc: PageError) -> Response:
+        web = web_of(request)
+        t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
+        return web.render(request, None, "error.html", status=exc.status, message=t(exc.key, **exc.fields))
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/")

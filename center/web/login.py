@@ -1,0 +1,98 @@
+"""Logging in and out, and the language switch."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+
+from center.web import i18n
+from center.web.app import PageError, Viewer, audit, check_csrf, viewer, web_of
+from center.web.security import (
+    COOKIE,
+    LOGIN_CSRF_COOKIE,
+    SESSION_HOURS,
+    check_password,
+    close_session,
+    open_session,
+    same_token,
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path of this site: `next` comes from the address bar and must not send anyone elsewhere."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/alerts"
+    return target
+
+
+def _cookie(response, name: str, value: str, max_age: int | None = None) -> None:
+    # Secure: browsers send it only over HTTPS (the reverse proxy) or to this machine itself (localhost).
+    # Lax, not Strict: a link to an alert in a WeCom message opens logged in; forms carry CSRF tokens anyway.
+    response.set_cookie(name, value, max_age=max_age, httponly=True, secure=True, samesite="lax", path="/")
+
+
+@router.get("/")
+def home():
+    return RedirectResponse("/alerts", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None, error: str | None = None):
+    token = secrets.token_urlsafe(32)
+    page = web_of(request).render(request, None, "login.html", next=safe_next(next), csrf=token, error=error)
+    _cookie(page, LOGIN_CSRF_COOKIE, token)
+    return page
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    name: Annotated[str, Form(max_length=80)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/alerts",
+):
+    web = web_of(request)
+    if not same_token(request.cookies.get(LOGIN_CSRF_COOKIE), csrf):
+        raise PageError(403, "csrf_refused")
+    address = request.client.host if request.client else "?"
+    wait = web.limiter.blocked_for(address, name)
+    if wait > 0:
+        raise PageError(429, "login_wait", minutes=math.ceil(wait / 60))
+    with web.ctx.sessions.begin() as s:
+        user = check_password(s, name, password)
+        audit(s, request, name[:80] or "?", "login" if user else "login_failed", "session")
+        token = open_session(s, user) if user else None
+    if user is None:
+        web.limiter.failed(address, name)
+        return web.render(request, None, "login.html", status=401, next=safe_next(next), csrf=csrf, error=True)
+    web.limiter.succeeded(address, name)
+    done = RedirectResponse(safe_next(next), status_code=303)
+    _cookie(done, COOKIE, token, max_age=SESSION_HOURS * 3600)
+    done.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    return done
+
+
+@router.post("/logout")
+def logout(request: Request, v: Annotated[Viewer, Depends(viewer)], csrf: Annotated[str, Form()] = ""):
+    check_csrf(v, csrf)
+    with web_of(request).ctx.sessions.begin() as s:
+        close_session(s, request.cookies.get(COOKIE))
+        audit(s, request, v.caller.name, "logout", "session")
+    done = RedirectResponse("/login", status_code=303)
+    done.delete_cookie(COOKIE, path="/")
+    return done
+
+
+@router.get("/lang/{lang}")
+def language(lang: str, next: str | None = None):
+    """Switch the pages' language (a cookie; Chinese unless English is chosen)."""
+    done = RedirectResponse(safe_next(next), status_code=303)
+    done.set_cookie(i18n.COOKIE, i18n.pick(lang), max_age=365 * 86400, samesite="lax", path="/")
+    return done

@@ -1,0 +1,196 @@
+"""What the pages show of cases: rows of the alert list, an alert's evidence, people's names, durations.
+
+Queries here only read (the reading sessions); every change goes through center.loop like the JSON API's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from center.api import Caller, Context
+from center.db import Case, Event, Evidence, History, Job, utcnow
+from center.files import OutsideDataDir
+from center.models import TRANSITIONS, Action, CaseState, Role
+
+LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
+
+
+@dataclass
+class Filters:
+    """The alert list's filters, from its query string (each empty: any)."""
+
+    state: CaseState | None = None
+    building: str | None = None
+    level: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None  # inclusive: the whole day
+
+
+def visible_cases(s: Session, who: Caller, f: Filters, tz: str, limit: int = LIST_LIMIT) -> list[Case]:
+    """Cases the caller may see, newest alert first, filtered (dates are local days of the center's zone)."""
+    q = select(Case).options(selectinload(Case.events))
+    if f.state:
+        q = q.where(Case.state == f.state)
+    if f.building:
+        q = q.where(Case.building == f.building)
+    if f.level:
+        q = q.where(Case.level == f.level)
+    zone = ZoneInfo(tz)
+    if f.since:
+        q = q.where(Case.alert_at >= dt.datetime.combine(f.since, dt.time(), zone))
+    if f.until:
+        q = q.where(Case.alert_at < dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), zone))
+    if who.buildings is not None:
+        q = q.where(Case.building.in_(sorted(who.buildings)))
+    return list(s.scalars(q.order_by(Case.alert_at.desc(), Case.id.desc()).limit(limit)))
+
+
+def latest_mark(s: Session, who: Caller) -> tuple[int, int]:
+    """(newest case id, newest history id) the caller may see: when either moves, their list changed."""
+    cases = select(func.max(Case.id))
+    hist = select(func.max(History.id)).join(Case, History.case_id == Case.id)
+    if who.buildings is not None:
+        mine = sorted(who.buildings)
+        cases, hist = cases.where(Case.building.in_(mine)), hist.where(Case.building.in_(mine))
+    return s.scalar(cases) or 0, s.scalar(hist) or 0
+
+
+def person_label(ctx: Context, ref: str | None, t) -> str:
+    """'worker:zhang' -> 张伟; 'leader:g1' -> the leader's name; 'office' -> the office."""
+    if not ref:
+        return t("none")
+    person = ctx.roster.person(ref)
+    if ref == "office":
+        return t("office")
+    return person.name if person else ref
+
+
+def waited(case: Case, now: dt.datetime) -> dt.timedelta:
+    """How long the case has waited for someone to take it on (to acknowledgement, or until now)."""
+    end = case.acknowledged_at or case.checked_at or case.resolved_at or now
+    return max(dt.timedelta(0), end - case.created_at)
+
+
+def duration(d: dt.timedelta | float | None, t) -> str:
+    if d is None:
+        return t("none")
+    seconds = d.total_seconds() if isinstance(d, dt.timedelta) else d
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} {t('minutes')}" if minutes else f"{int(seconds)} s"
+    return f"{minutes // 60} {t('hours')} {minutes % 60} {t('minutes')}"
+
+
+def origin_of(ev: Event) -> dict:
+    """The origin the node reported (pixel, floor, metres along the facade and above ground), or {}."""
+    origin = (ev.body or {}).get("origin")
+    return origin if isinstance(origin, dict) else {}
+
+
+def window_label(ctx: Context, ev: Event | None) -> str:
+    """Where on the facade: its name and metres from the facade's left edge, as the node measured."""
+    if ev is None:
+        return ""
+    facade = ctx.roster.facade_of(ev.node, ev.camera) or ""
+    x = origin_of(ev).get("facade_x_m")
+    return f"{facade} {x:.1f} m" if isinstance(x, int | float) else facade
+
+
+@dataclass
+class Row:
+    case: Case
+    building: str
+    floor: str
+    window: str
+    cameras: str
+    at: str
+    with_: str
+    waited: str
+
+
+def rows(ctx: Context, cases: list[Case], t) -> list[Row]:
+    zone, now = ZoneInfo(ctx.cfg.timezone), utcnow()
+    out = []
+    for c in cases:
+        b = ctx.roster.buildings.get(c.building) if c.building else None
+        first = c.events[0] if c.events else None
+        out.append(
+            Row(
+                case=c,
+                building=b.name if b else (c.building or t("none")),
+                floor=str(c.floor) if c.floor is not None else t("none"),
+                window=window_label(ctx, first),
+                cameras=", ".join(f"{e.node}/{e.camera}" for e in c.events),
+                at=c.alert_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                with_=person_label(ctx, c.assignee, t),
+                waited=duration(waited(c, now), t),
+            )
+        )
+    return out
+
+
+@dataclass
+class EventView:
+    event: Event
+    facade: str | None
+    origin: dict
+    still: Evidence | None = None
+    clip: Evidence | None = None
+    original: Evidence | None = None
+    manifest: Evidence | None = None
+    signed_files: dict = field(default_factory=dict)  # name -> {sha256, bytes} as the node signed them
+    files: list[Evidence] = field(default_factory=list)
+
+
+def event_views(ctx: Context, case: Case) -> list[EventView]:
+    out = []
+    for e in case.events:
+        view = EventView(e, ctx.roster.facade_of(e.node, e.camera), origin_of(e), files=list(e.evidence))
+        for item in e.evidence:  # the newest of each kind (a clip may come again, complete)
+            attr = {"snapshot": "still", "clip": "clip", "original": "original", "manifest": "manifest"}.get(
+                item.kind
+            )
+            if attr:
+                setattr(view, attr, item)
+        if view.manifest is not None:
+            view.signed_files = _signed_files(ctx, view.manifest)
+        out.append(view)
+    return out
+
+
+def _signed_files(ctx: Context, manifest: Evidence) -> dict:
+    try:
+        body = json.loads(ctx.files.path(manifest.path).read_bytes())["manifest"]
+        return {str(k): v for k, v in body["files"].items() if isinstance(v, dict)}
+    except (OSError, ValueError, KeyError, TypeError, OutsideDataDir):
+        return {}
+
+
+def photos_of(s: Session, case: Case) -> list[Evidence]:
+    return list(s.scalars(select(Evidence).where(Evidence.case_id == case.id).order_by(Evidence.id)))
+
+
+def notices_of(s: Session, case: Case) -> list[Job]:
+    return list(s.scalars(select(Job).where(Job.case_id == case.id).order_by(Job.id)))
+
+
+def allowed_actions(case: Case, who: Caller) -> list[Action]:
+    """The loop's buttons this person may press on this case now (the loop refuses the rest anyway)."""
+    state = CaseState(case.state)
+    acts = [a for (a, before) in TRANSITIONS if before == state]
+    if who.role == Role.GRID_WORKER:
+        acts = [a for a in acts if a not in (Action.CONFIRM, Action.DISMISS)]
+    return list(dict.fromkeys(acts))
+
+
+def evidence_case(s: Session, item: Evidence) -> Case | None:
+    """The case a file belongs to (through its event, or directly for a photo)."""
+    if item.event_pk is not None:
+        ev = s.get(Event, item.event_pk)
+        return ev.case if ev else None
+    return s.get(Case, item.case_id) if item.case_id else None

@@ -1,0 +1,341 @@
+"""The center's pages in a real browser (Debian's Chromium driven by Playwright), fed by a real node replaying
+a clip through a real Mosquitto into a real `edge-center run`: the list updates by itself, the clip plays, the
+loop is walked by a dispatcher and a grid worker, and the node receives the verdict.
+
+One center and one node serve the whole module (the tests run in order and build on each other's case), to keep
+the browser tests to about a minute. Screenshots of the pages go to docs/screenshots/."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from centerkit import REPO, USERS, CenterProcess, node_client, run_cli, write_center
+from parts import alert
+from support.broker import Broker
+from support.servers import free_port, wait_for
+from web_fixtures import PEOPLE, password_of
+
+from edge.config import parse_config
+from edge.node import Node
+from edge.publish.manifest import load_or_create_key
+
+from conftest import loop_clip, sim_facade
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+SHOTS = REPO / "docs" / "screenshots"
+NODE, CAMERA = "garden3-east", "east"  # building b3's east facade in the test roster (grid g1: zhang)
+WAIT_S = 90  # a throw in the replayed clip, its clip and manifest reaching the center
+
+
+class Site:
+    """The running pieces: broker, center (with its address), the node (started by a test), its storage."""
+
+    def __init__(self, tmp, clip_folder):
+        self.tmp = tmp
+        self.broker = Broker(tmp / "broker", USERS).start()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = write_center(tmp / "center", None, self.broker, api={"host": "127.0.0.1", "port": self.port})
+        self.storage = tmp / "node"
+        load_or_create_key(self.storage / "keys")
+        for args in (
+            ("db", "upgrade"),
+            ("node", "add", NODE, "--key", str(self.storage / "keys/node_ed25519.pub")),
+        ):
+            r = run_cli(*args, "--config", str(self.config))
+            assert r.returncode == 0, r.stderr
+        for name, (role, worker) in PEOPLE.items():
+            pw = tmp / f"{name}.pw"
+            pw.write_text(password_of(name) + "\n")
+            extra = ("--worker", worker) if worker else ()
+            r = run_cli(
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                *extra,
+                "--password-file",
+                str(pw),
+                "--config",
+                str(self.config),
+            )
+            assert r.returncode == 0, r.stderr
+        self.center = CenterProcess(self.config).start()
+        clip = loop_clip(clip_folder / "scene.mp4", 4, tmp / "long.mp4")
+        self.node = Node(parse_config(yaml.safe_dump(self._node_config(clip, sim_facade(clip_folder)))))
+        self.node_started = False
+
+    def _node_config(self, clip, facade) -> dict:
+        return {
+            "version": 1,
+            "node": {"id": NODE, "status_interval_s": 2},
+            "storage": {"dir": str(self.storage)},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": self.broker.port,
+                "username": NODE,
+                "password": USERS[NODE],
+                "tls": {"ca_file": str(self.broker.ca)},
+            },
+            "cameras": {
+                CAMERA: {
+                    "source": str(clip),
+                    "facade": facade,
+                    "record": {"pre_s": 2, "post_s": 1, "buffer_s": 10},
+                }
+            },
+        }
+
+    def start_node(self) -> None:
+        self.node.start()
+        self.node_started = True
+
+    def stop(self) -> None:
+        if self.node_started:
+            self.node.stop()
+        code = self.center.stop()
+        self.broker.stop()
+        assert code == 0, self.center.output()[-2000:]  # open event streams do not hold up a clean stop
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, sim_clip):
+    s = Site(tmp_path_factory.mktemp("web"), sim_clip("throw", 1))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: run scripts/install-system-deps.sh"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@contextlib.contextmanager
+def person(browser, site, name: str, viewport=(1280, 860)):
+    """A browser of its own for `name`, logged in through the login page; no script error may occur."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, base_url=site.url)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on(
+        "console", lambda m: errors.append(m.text) if m.type == "error" and "Content Security" in m.text else None
+    )
+    pg.goto("/alerts")
+    assert "/login" in pg.url  # not logged in yet: sent to log in
+    pg.fill("input[name=name]", name)
+    pg.fill("input[name=password]", password_of(name))
+    pg.click("button[type=submit].primary")
+    pg.wait_for_url("**/alerts")
+    yield pg
+    context.close()
+    assert errors == []
+
+
+def shot(pg, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _first_case(pg) -> int:
+    return int(pg.locator("#rows tr[data-case]").last.get_attribute("data-case"))
+
+
+def test_an_alert_from_a_node_appears_in_the_open_list_without_a_reload(browser, site):
+    with person(browser, site, "disp") as pg:
+        pg.wait_for_selector("body[data-live='1']")  # the stream is open
+        pg.evaluate("window.notReloaded = true")
+        assert pg.locator("#rows tr[data-case]").count() == 0
+        site.start_node()
+        pg.wait_for_selector("#rows tr[data-case]", timeout=WAIT_S * 1000)
+        assert pg.evaluate("window.notReloaded") is True
+        assert pg.locator("#badge").inner_text() != "0"
+        row = pg.locator("#rows tr[data-case]").last
+        assert "3号楼" in row.inner_text() and f"{NODE}/{CAMERA}" in row.inner_text()
+        shot(pg, "alerts")
+
+
+def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, site):
+    with person(browser, site, "disp") as pg:
+        case = _first_case(pg)
+        pg.goto(f"/alerts/{case}")
+        assert wait_for(lambda: _reloaded_has(pg, "video.clip") and _reloaded_has(pg, ".tag.verified"), WAIT_S)
+        pg.eval_on_selector("video.clip", "v => v.play()")
+        pg.wait_for_function("document.querySelector('video.clip').currentTime > 0", timeout=20000)
+        assert pg.eval_on_selector("img.elevation", "i => i.complete && i.naturalWidth > 0")
+        assert pg.eval_on_selector("img.still", "i => i.complete && i.naturalWidth > 0")
+        shot(pg, "alert")
+
+
+def _reloaded_has(pg, selector: str) -> bool:
+    pg.reload()
+    return pg.locator(selector).count() > 0
+
+
+def test_a_dispatcher_dispatches_and_the_grid_worker_acknowledges_and_marks_a_false_alarm(browser, site):
+    with person(browser, site, "disp") as pg:
+        case = _first_case(pg)
+        pg.goto(f"/alerts/{case}")
+        if pg.locator("form.act-confirm").count():  # a suspected alert: confirming dispatches it
+            pg.click("form.act-confirm button")
+        else:  # confirmed by the node, dispatched already: the dispatcher gives it to zhang by name
+            pg.select_option("form.act-reassign select", "worker:zhang")
+            pg.click("form.act-reassign button")
+        pg.wait_for_selector("#case[data-state='dispatched']")
+        assert "张伟" in pg.inner_text("#assignee")
+    with person(browser, site, "zhang", viewport=(412, 915)) as pg:  # a phone
+        pg.goto(f"/alerts/{case}")
+        pg.click("form.act-acknowledge button")
+        pg.wait_for_selector("#case[data-state='acknowledged']")
+        pg.select_option("form.act-check select[name=verdict]", "false_alarm")
+        pg.fill("form.act-check input[name=note]", "一只风筝")
+        pg.set_input_files("form.act-check input[name=photo]", str(_photo(site.tmp)))
+        pg.click("form.act-check button")
+        pg.wait_for_selector("#case[data-state='checked']")
+        assert pg.locator("#history li[data-action='check']").count() == 1
+        assert pg.eval_on_selector("img.photo", "i => i.complete && i.naturalWidth == 64")  # the photo, kept
+        shot(pg, "alert-phone")
+    feedback = site.storage / "feedback"
+    assert wait_for(lambda: list(feedback.glob("*.jsonl")), 30), site.center.output()[-2000:]
+    got = [json.loads(line) for f in feedback.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert any(g["verdict"] == "false_alarm" and g["note"] == "一只风筝" and g["by"] == "zhang" for g in got)
+
+
+def _photo(folder):
+    ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 120, np.uint8))
+    path = folder / "site-photo.jpg"
+    path.write_bytes(data.tobytes())
+    return path
+
+
+def test_a_grid_worker_gets_403_for_another_micro_grids_alert(browser, site):
+    other = node_client(site.broker, "garden5")  # building b5, grid g2
+    try:
+        other.publish(
+            "edge/garden5/events", json.dumps(alert("garden5", "south", "ev-b5")), qos=1
+        ).wait_for_publish(10)
+    finally:
+        other.loop_stop()
+    with person(browser, site, "disp") as pg:
+        assert wait_for(lambda: _reloaded_has(pg, "#rows tr[data-case] td:has-text('5号楼')"), 30)
+        b5 = int(pg.locator("#rows tr[data-case]:has(td:has-text('5号楼'))").first.get_attribute("data-case"))
+        b3 = int(pg.locator("#rows tr[data-case]:has(td:has-text('3号楼'))").first.get_attribute("data-case"))
+    with person(browser, site, "zhang") as pg:
+        assert pg.locator("#rows td:has-text('5号楼')").count() == 0
+        assert pg.locator("#rows td:has-text('3号楼')").count() > 0
+        assert pg.goto(f"/alerts/{b5}").status == 403
+        assert pg.goto(f"/alerts/{b3}").status == 200  # control: their own building's alert opens
+
+
+def test_a_form_without_its_csrf_token_is_refused(browser, site):
+    with person(browser, site, "disp") as pg:
+        case = _first_case(pg)  # the case the grid worker checked: resolving it is next
+        pg.goto(f"/alerts/{case}")
+        pg.evaluate("document.querySelectorAll('form.act-resolve input[name=csrf]').forEach(e => e.remove())")
+        with pg.expect_navigation() as nav:
+            pg.click("form.act-resolve button")
+        assert nav.value.status == 403
+        assert pg.locator("#error").count() == 1
+        pg.goto(f"/alerts/{case}")
+        assert pg.get_attribute("#case", "data-state") == "checked"  # nothing changed
+        pg.click("form.act-resolve button")  # control: the same form with its token goes through
+        pg.wait_for_selector("#case[data-state='resolved']")
+
+
+def _retained(site, topic: str) -> dict:
+    """The latest payload of `topic` as a subscriber logged in as `monitor` sees it (retained ones included)."""
+    import paho.mqtt.client as mqtt
+
+    got: dict = {}
+    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"web-probe-{id(got)}")
+    probe.tls_set(ca_certs=str(site.broker.ca))
+    probe.username_pw_set("monitor", USERS["monitor"])
+    probe.on_message = lambda c, u, m: got.__setitem__("value", m.payload.decode())
+    probe.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+    probe.connect("127.0.0.1", site.broker.port)
+    probe.loop_start()
+    got["client"] = probe
+    return got
+
+
+def test_the_nodes_page_shows_the_camera_and_switches_its_detection_at_the_node(browser, site):
+    topic = f"edge/{NODE}/{CAMERA}/detect/state"
+    state = _retained(site, topic)
+    try:
+        with person(browser, site, "disp") as pg:
+            pg.goto("/nodes")
+            row = pg.locator(f"tr[data-camera='{NODE}/{CAMERA}']")
+            assert row.count() == 1 and pg.locator(f"#node-{NODE} .tag.verified").count() == 2  # online, key
+            assert pg.eval_on_selector(
+                f"tr[data-camera='{NODE}/{CAMERA}'] img.camstill", "i => i.naturalWidth > 0"
+            )
+            assert state.get("value") != "OFF"  # control: not off before the switch
+            shot(pg, "nodes")
+            row.locator("form button").click()
+            pg.wait_for_selector("#sent")
+        assert wait_for(lambda: state.get("value") == "OFF", 20)  # the node switched and said so
+    finally:
+        state["client"].loop_stop()
+
+
+def test_the_month_report_draws_its_charts_and_prints(browser, site):
+    with person(browser, site, "disp") as pg:
+        pg.goto("/report")
+        assert pg.locator("#kpis b").first.inner_text() != "0"
+        assert pg.locator("svg").count() >= 2  # a facade's heat map and the hours
+        shot(pg, "report")
+        with pg.expect_download() as download:
+            pg.click("#csv")
+        rows = download.value.path().read_text(encoding="utf-8-sig").splitlines()
+        assert rows[0].startswith("case,building,facade,floor") and len(rows) >= 2
+
+
+def test_the_police_archive_holds_the_signed_evidence_and_its_verification(browser, site):
+    import zipfile
+
+    with person(browser, site, "disp") as pg:
+        case_id = _first_case(pg)
+        pg.goto(f"/alerts/{case_id}")
+        pg.click("form.act-original button")  # the original clip is sent only when asked for
+        pg.wait_for_selector("#asked")
+        assert wait_for(lambda: _reloaded_has(pg, "tr.trust-verified td:text-is('original')"), 60)
+        with pg.expect_download() as download:
+            pg.click("#export")
+        with zipfile.ZipFile(download.value.path()) as z:
+            names = z.namelist()
+            (check,) = [c for c in json.loads(z.read("verification.json")) if c["node"] == NODE]
+            case = json.loads(z.read("case.json"))
+    assert check["signature"] == "verified", check
+    assert {check["files"][f] for f in ("original.ts", "annotated.mp4", "still.jpg")} == {"ok"}
+    assert any(n.endswith("/manifest.json") for n in names) and any(n.endswith("/node_ed25519.pub") for n in names)
+    assert [h["action"] for h in case["history"]][:2] == ["created", "dispatch"]
+
+
+def test_the_pages_switch_to_english(browser, site):
+    with person(browser, site, "disp", viewport=(412, 915)) as pg:
+        pg.click("#lang")
+        pg.wait_for_selector("html[lang='en']", state="attached")
+        assert pg.locator("#rows td[data-label='Building']").count() > 0  # the phone's card labels too
+        shot(pg, "alerts-phone-en")
+        pg.click("#lang")
+        pg.wait_for_selector("html[lang='zh-CN']", state="attached")
+        assert pg.locator("#rows td[data-label='楼栋']").count() > 0

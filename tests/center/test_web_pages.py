@@ -1,0 +1,241 @@
+"""The staff pages without a browser: the month report and its CSV, the roster editor's validation, users
+added from the page, the language switch."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from pathlib import Path
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from centerkit import load, run_cli, write_center
+from fastapi.testclient import TestClient
+from parts import alert, make_parts, send
+from sqlalchemy import select
+from web_fixtures import add_people, csrf_of, logged_in, web_app
+
+from center.db import Case, Job, make_engine, make_sessions
+from center.models import Action, CaseState, Level, Role, Trust, Verdict
+from center.web import i18n
+from center.web.security import check_password
+from center.web.tables import Audit
+
+
+@pytest.fixture
+def site(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    yield parts, web_app(parts)
+    parts.engine.dispose()
+
+
+MAY = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)  # 10:30 in Shanghai
+
+
+def test_the_month_report_counts_the_month_s_cases_by_floor_and_hour(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=MAY))
+    send(parts, alert("garden3-east", "east", "ev-2", floor=12, at=MAY + dt.timedelta(hours=1)))
+    send(parts, alert("garden5", "south", "ev-3", floor=3, at=MAY + dt.timedelta(days=1)))
+    send(parts, alert("garden5", "south", "ev-june", floor=3, at=MAY + dt.timedelta(days=40)))  # another month
+    client = logged_in(app, "disp")
+    page = client.get("/report?month=2026-05").text
+    assert "<div>案件数<b>3</b></div>" in page
+    assert "3号楼 east" in page and "5号楼 south" in page  # a heat map per facade with alerts
+    assert page.count("<svg") == 3  # two facades and the hours
+
+
+def test_the_month_csv_has_one_row_per_case_and_its_export_is_logged(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=MAY))
+    send(parts, alert("garden5", "south", "ev-june", floor=3, at=MAY + dt.timedelta(days=40)))
+    client = logged_in(app, "disp")
+    r = client.get("/report.csv?month=2026-05")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [(x["building"], x["facade"], x["floor"], x["alert_at"]) for x in rows] == [
+        ("3号楼", "east", "12", "2026-05-10T10:30:00+08:00")
+    ]
+    with parts.sessions() as s:
+        assert s.scalar(select(Audit.target).where(Audit.action == "export")) == "report:2026-05"
+
+
+def test_a_roster_with_a_mistake_is_refused_with_its_line_and_the_file_is_kept(site):
+    parts, app = site
+    client = logged_in(app, "admin")
+    before = parts.cfg.roster.read_text()
+    token = csrf_of(client.get("/roster").text)
+    broken = before.replace("grid: g2", "grid: g9")
+    r = client.post("/roster", data={"text": broken, "csrf": token})
+    assert r.status_code == 422 and "no grid &#39;g9&#39; under grids:" in r.text and "roster.yaml:" in r.text
+    assert parts.cfg.roster.read_text() == before
+    fixed = before.replace("5号楼", "五号楼")
+    r = client.post("/roster", data={"text": fixed, "csrf": token})  # control: a good one is saved and used
+    assert r.status_code == 200 and parts.cfg.roster.read_text() == fixed
+    assert "五号楼" in client.get("/roster").text
+
+
+def test_only_an_admin_edits_the_roster(site):
+    parts, app = site
+    client = logged_in(app, "disp")
+    token = csrf_of(client.get("/roster").text)
+    before = parts.cfg.roster.read_text()
+    assert client.post("/roster", data={"text": before.replace("5号楼", "X"), "csrf": token}).status_code == 403
+    assert parts.cfg.roster.read_text() == before
+
+
+def test_an_admin_adds_a_user_who_can_then_log_in(site):
+    parts, app = site
+    client = logged_in(app, "admin")
+    token = csrf_of(client.get("/users").text)
+    r = client.post(
+        "/users",
+        data={
+            "name": "li",
+            "role": "grid_worker",
+            "worker": "chen",
+            "password": "pw-li-long-enough",
+            "csrf": token,
+        },
+    )
+    assert r.status_code == 200 and "API token" in r.text
+    short = client.post(
+        "/users", data={"name": "wu", "role": "dispatcher", "password": "short", "csrf": token}
+    )  # a weak password: refused, nobody created
+    assert short.status_code == 422 and "at least 10 characters" in short.text
+    for name, password, status in (("li", "pw-li-long-enough", 200), ("wu", "short", 401)):
+        fresh = TestClient(app, base_url="https://testserver")
+        login = csrf_of(fresh.get("/login").text)
+        assert fresh.post("/login", data={"name": name, "password": password, "csrf": login}).status_code == status
+
+
+def test_the_pages_are_chinese_first_with_an_english_switch(site):
+    _, app = site
+    client = logged_in(app, "disp")
+    assert "告警" in client.get("/alerts").text
+    client.get("/lang/en?next=/alerts")
+    assert ">Alerts" in client.get("/alerts").text
+    assert set(i18n.ZH) == set(i18n.EN)  # every word has both languages
+
+
+def test_a_case_s_evidence_export_is_logged(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-zip", at=MAY))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    client = logged_in(app, "disp")
+    r = client.get(f"/alerts/{case}/export.zip")
+    assert r.status_code == 200 and r.content[:2] == b"PK"
+    assert logged_in(app, "zhang").get(f"/alerts/{case}/export.zip").status_code == 403  # staff only
+    with parts.sessions() as s:
+        assert s.scalar(select(Audit.actor).where(Audit.action == "export")) == "disp"
+
+
+def test_a_dispatcher_reassigns_a_case_and_the_new_person_is_told_and_must_acknowledge(tmp_path):
+    hook = {"webhooks": [{"url": "http://127.0.0.1:9/hook", "secret": "s"}]}  # notices queued, never sent here
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}", notify=hook)
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-re", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    client = logged_in(app, "disp")
+    token = csrf_of(client.get(f"/alerts/{case}").text)
+    r = client.post(f"/alerts/{case}/reassign", data={"to": "worker:chen", "csrf": token})
+    assert r.status_code == 422  # chen is of another grid: not someone this building's case may go to
+    r = client.post(f"/alerts/{case}/reassign", data={"to": "leader:g1", "csrf": token})
+    assert r.status_code == 200
+    with parts.sessions() as s:
+        c = s.get(Case, case)
+        assert (c.state, c.assignee, c.escalation) == ("dispatched", "leader:g1", 1)
+        assert [h.action for h in c.history][-1] == "reassign"
+        told = [
+            j.payload["to"] for j in s.scalars(select(Job).where(Job.case_id == case, Job.channel == "webhook"))
+        ]
+        assert told == ["worker:zhang", "leader:g1"]  # the first dispatch, then the reassignment
+    zhang = logged_in(app, "zhang")
+    own = csrf_of(zhang.get(f"/alerts/{case}").text)  # their own token: refused for the role, not the form
+    r = zhang.post(f"/alerts/{case}/reassign", data={"to": "worker:zhang", "csrf": own})
+    assert r.status_code == 403 and "无权查看或操作" in r.text
+    parts.engine.dispose()
+
+
+def test_every_word_the_templates_ask_for_is_in_both_languages():
+    keys = set()
+    for page in (Path(i18n.__file__).parent / "templates").glob("*.html"):
+        keys |= set(re.findall(r"\bt\('([a-z_.]+)'", page.read_text()))
+    values = {  # 'state.' ~ case.state and the like: every value the enum can take
+        "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
+        "action.": [*Action, "reassign"],
+    }  # fmt: skip
+    for prefix in [k for k in keys if k.endswith(".")]:
+        keys.remove(prefix)
+        keys |= {f"{prefix}{x}" for x in values[prefix]}
+    assert len(keys) > 50 and not keys - set(i18n.EN), sorted(keys - set(i18n.EN))
+
+
+def test_user_add_with_a_password_file_gives_a_login_and_a_weak_password_creates_nobody(tmp_path):
+    config = write_center(tmp_path, None)
+    short, good = tmp_path / "short.pw", tmp_path / "good.pw"
+    short.write_text("too-short\n")
+    good.write_text("a-good-long-password\n")
+    r = run_cli(
+        "user", "add", "desk", "--role", "dispatcher", "--password-file", str(short), "--config", str(config)
+    )
+    assert r.returncode == 64 and "at least 10 characters" in r.stderr
+    r = run_cli(
+        "user", "add", "desk", "--role", "dispatcher", "--password-file", str(good), "--config", str(config)
+    )
+    assert r.returncode == 0 and r.stdout.startswith("ec_")
+    cfg, _ = load(config)
+    engine = make_engine(cfg.database_url())
+    with make_sessions(engine).begin() as s:
+        assert check_password(s, "desk", "a-good-long-password") is not None
+        assert check_password(s, "desk", "too-short") is None
+    engine.dispose()
+
+
+def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
+    parts = make_parts(tmp_path, pg_cluster.new_database())
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-pg", level="suspected"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    disp, zhang = logged_in(app, "disp"), logged_in(app, "zhang")
+
+    def press(client, action, **form):
+        token = csrf_of(client.get(f"/alerts/{case}").text)
+        files = {"photo": ("p.jpg", form.pop("photo"), "image/jpeg")} if "photo" in form else None
+        r = client.post(f"/alerts/{case}/act", data={"action": action, "csrf": token, **form}, files=files)
+        assert r.status_code == 200, r.text[:300]
+
+    press(disp, "confirm")
+    press(zhang, "acknowledge")
+    press(zhang, "check", verdict="thrown", note="花盆", photo=b"\xff\xd8\xff\xe0" + b"x" * 500)
+    press(disp, "resolve")
+    with parts.sessions() as s:
+        c = s.get(Case, case)
+        assert (c.state, c.verdict, c.acknowledged_by, c.resolved_by) == ("resolved", "thrown", "zhang", "disp")
+        actions = [h.action for h in c.history]
+        assert actions[-4:] == ["acknowledge", "check", "photo", "resolve"]
+        assert s.scalar(select(Job.target).where(Job.channel == "feedback")) == "garden3-east"
+    page = disp.get(f"/alerts/{case}").text
+    assert "花盆" in page and 'class="photo"' in page
+    parts.engine.dispose()
+
+
+def test_a_removed_user_is_logged_out_at_once(site):
+    parts, app = site
+    zhang = logged_in(app, "zhang")
+    assert zhang.get("/alerts", follow_redirects=False).status_code == 200
+    admin = logged_in(app, "admin")
+    page = admin.get("/users").text
+    user_id = re.search(r'action="/users/(\d+)/remove"', page[page.index('data-user="zhang"') :]).group(1)
+    r = admin.post(f"/users/{user_id}/remove", data={"csrf": csrf_of(page)})
+    assert r.status_code == 200 and 'data-user="zhang"' not in r.text
+    assert zhang.get("/alerts", follow_redirects=False).status_code == 303  # back to the login page
+    assert admin.get("/alerts", follow_redirects=False).status_code == 200  # control: the admin is still in

@@ -1,0 +1,188 @@
+"""The pages' security without a browser: logins, sessions, CSRF, roles, the login rate limit, headers, the
+audit log, and clips served with range requests."""
+
+from __future__ import annotations
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from fastapi.testclient import TestClient
+from parts import alert, make_parts, send
+from sqlalchemy import select
+from web_fixtures import add_people, csrf_of, logged_in, password_of, web_app
+
+from center.db import Case, Event, Evidence, utcnow
+from center.models import Trust
+from center.web.tables import Audit, WebLogin
+
+
+@pytest.fixture
+def site(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    yield parts, web_app(parts)
+    parts.engine.dispose()
+
+
+def _case_of(parts, building: str) -> int:
+    with parts.sessions() as s:
+        return s.scalar(select(Case.id).where(Case.building == building))
+
+
+def test_pages_need_a_login_and_send_the_browser_to_it(site):
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    r = client.get("/alerts?state=new", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/alerts%3Fstate%3Dnew"
+    assert logged_in(app, "disp").get("/alerts").status_code == 200  # control: with a login it opens
+
+
+def test_passwords_are_kept_as_argon2id_hashes(site):
+    parts, _ = site
+    with parts.sessions() as s:
+        hashes = [w.password_hash for w in s.scalars(select(WebLogin))]
+    assert len(hashes) == 4 and all(h.startswith("$argon2id$") for h in hashes)
+    assert not any(password_of(n) in h for n, h in zip(["admin", "disp", "zhang", "chen"], hashes, strict=True))
+
+
+def test_the_session_cookie_is_secure_httponly_and_samesite(site):
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    r = client.get("/login")
+    r = client.post(
+        "/login",
+        data={"name": "disp", "password": password_of("disp"), "csrf": csrf_of(r.text)},
+        follow_redirects=False,
+    )
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("ec_session="))
+    assert all(flag in cookie.lower() for flag in ("secure", "httponly", "samesite=lax"))
+
+
+def test_a_wrong_password_is_refused_and_logged(site):
+    parts, app = site
+    client = TestClient(app, base_url="https://testserver")
+    token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"name": "disp", "password": "wrong-password!", "csrf": token})
+    assert r.status_code == 401 and "ec_session" not in client.cookies
+    with parts.sessions() as s:
+        assert [a.action for a in s.scalars(select(Audit).where(Audit.actor == "disp"))] == ["login_failed"]
+
+
+def test_logins_after_five_failures_wait_even_with_the_right_password(site):
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    token = csrf_of(client.get("/login").text)
+    for _ in range(5):
+        assert (
+            client.post("/login", data={"name": "zhang", "password": "guess-guess", "csrf": token}).status_code
+            == 401
+        )
+    r = client.post("/login", data={"name": "zhang", "password": password_of("zhang"), "csrf": token})
+    assert r.status_code == 429
+    assert logged_in(app, "chen").get("/alerts").status_code == 200  # control: another name is let in
+
+
+def test_a_login_form_without_its_csrf_token_is_refused(site):
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    client.get("/login")
+    r = client.post("/login", data={"name": "disp", "password": password_of("disp")})
+    assert r.status_code == 403 and "ec_session" not in client.cookies
+
+
+def test_an_action_form_without_the_csrf_token_is_refused_and_changes_nothing(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-csrf", level="suspected"))
+    case = _case_of(parts, "b3")
+    client = logged_in(app, "disp")
+    r = client.post(f"/alerts/{case}/act", data={"action": "confirm"})
+    assert r.status_code == 403
+    r = client.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": "forged"})
+    assert r.status_code == 403
+    with parts.sessions() as s:
+        assert s.get(Case, case).state == "new"
+    token = csrf_of(client.get(f"/alerts/{case}").text)
+    r = client.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token})  # control: with it, it works
+    assert r.status_code == 200
+    with parts.sessions() as s:
+        assert s.get(Case, case).state == "dispatched"
+
+
+def test_a_grid_worker_is_forbidden_another_grids_alert_and_sees_only_their_buildings(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-b3"))
+    send(parts, alert("garden5", "south", "ev-b5"))
+    b3, b5 = _case_of(parts, "b3"), _case_of(parts, "b5")
+    zhang = logged_in(app, "zhang")
+    assert zhang.get(f"/alerts/{b5}").status_code == 403
+    assert zhang.get(f"/alerts/{b5}/elevation.svg").status_code == 403
+    assert zhang.get(f"/alerts/{b3}").status_code == 200
+    listed = zhang.get("/alerts").text
+    assert f'data-case="{b3}"' in listed and f'data-case="{b5}"' not in listed
+    assert zhang.get("/nodes").status_code == 403  # staff pages too
+    token = csrf_of(zhang.get(f"/alerts/{b3}").text)
+    assert zhang.post(f"/alerts/{b5}/act", data={"action": "acknowledge", "csrf": token}).status_code == 403
+
+
+def test_every_page_carries_the_security_headers_and_no_inline_script(site):
+    _, app = site
+    client = logged_in(app, "disp")
+    for path in ("/login", "/alerts"):
+        r = client.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert "<script>" not in r.text and " on" + "click=" not in r.text
+
+
+def test_a_clip_is_served_in_ranges_so_the_player_can_seek(site, tmp_path):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-clip"))
+    data = bytes(range(256)) * 40
+    with parts.sessions.begin() as s:
+        ev = s.scalar(select(Event).where(Event.event_id == "ev-clip"))
+        rel = parts.files.write(ev.node, ev.event_id, "clip-abc.mp4", data)
+        s.add(
+            Evidence(
+                event_pk=ev.id,
+                kind="clip",
+                path=rel,
+                sha256="ab" * 32,
+                bytes=len(data),
+                trust=Trust.UNSIGNED,
+                received_at=utcnow(),
+            )
+        )
+    with parts.sessions() as s:
+        clip = s.scalar(select(Evidence.id).where(Evidence.kind == "clip"))
+    client = logged_in(app, "disp")
+    r = client.get(f"/evidence/{clip}", headers={"Range": "bytes=100-199"})
+    assert r.status_code == 206 and r.content == data[100:200]
+    assert r.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert client.get(f"/evidence/{clip}").content == data
+    assert logged_in(app, "chen").get(f"/evidence/{clip}").status_code == 403  # not chen's building
+
+
+def test_views_and_changes_are_in_the_audit_log(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-audit"))
+    case = _case_of(parts, "b3")
+    client = logged_in(app, "zhang")
+    token = csrf_of(client.get(f"/alerts/{case}").text)
+    client.post(f"/alerts/{case}/act", data={"action": "acknowledge", "csrf": token})
+    with parts.sessions() as s:
+        got = [(a.actor, a.action, a.target) for a in s.scalars(select(Audit).order_by(Audit.id))]
+    assert ("zhang", "view", f"case:{case}") in got and ("zhang", "acknowledge", f"case:{case}") in got
+
+
+def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
+    from center.web.security import LoginLimiter
+
+    limiter = LoginLimiter(max_keys=100)
+    for i in range(500):  # made-up names from many addresses
+        limiter.failed(f"10.1.{i // 250}.{i % 250}", f"nobody{i}")
+    assert len(limiter._fails) <= 100
+    assert limiter.blocked_for("10.9.9.9", "nobody499") == 0  # one failure: not held
+    limiter2 = LoginLimiter(max_keys=100)
+    for _ in range(5):
+        limiter2.failed("10.0.0.1", "zhang")
+    assert limiter2.blocked_for("10.0.0.2", "zhang") > 0  # control: five failures of one name are held
