@@ -5,7 +5,6 @@ a grid worker sees and acts on the cases of their own buildings only.
 """
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -20,14 +19,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from center.auth import user_of
 from center.config import CenterConfig
 from center.counters import Drops
-from center.db import Camera, Case, Event, Evidence, Job, Node, utcnow
-from center.files import EvidenceFiles, file_name
+from center.db import Camera, Case, Event, Evidence, Job, Node
+from center.files import EvidenceFiles
 from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
+from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.roster import Roster
 from center.stats import Stats, compute
 
-MAX_PHOTO_BYTES = 10 << 20  # a phone photo is a few MB
 MAX_PAGE = 500  # cases in one answer
 
 
@@ -138,6 +137,10 @@ class CaseDetail(CaseOut):
 class ActionIn(BaseModel):
     verdict: Verdict | None = Field(None, description="check, resolve: what was found on site")
     note: str | None = Field(None, max_length=2000)
+
+
+class ReassignIn(BaseModel):
+    to: str = Field(max_length=80, description="worker:<id>, leader:<grid> or office (GET the case's grid first)")
 
 
 class CameraOut(BaseModel):
@@ -321,26 +324,23 @@ def create_app(ctx: Context) -> FastAPI:
             if len(buf) > MAX_PHOTO_BYTES:
                 raise HTTPException(413, f"a photo may be at most {MAX_PHOTO_BYTES} bytes")
         data = bytes(buf)
-        if not data.startswith(b"\xff\xd8\xff"):
+        if not is_jpeg(data):
             raise HTTPException(415, "send the photo as JPEG")
-        digest = hashlib.sha256(data).hexdigest()
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who)
-            rel = ctx.files.write_photo(c.id, file_name("photo", digest, data), data)
-            item = Evidence(
-                case_id=c.id,
-                kind="photo",
-                path=rel,
-                sha256=digest,
-                bytes=len(data),
-                trust=Trust.UNSIGNED,
-                trust_note=f"uploaded by {who.name}",
-                received_at=utcnow(),
-            )
-            s.add(item)
-            s.flush()
-            ctx.loop.record(s, c, Action.PHOTO, who.name, utcnow(), {"evidence": item.id})
+            item = keep_photo(ctx.files, ctx.loop, s, c, data, who.name)
             return ev_out(item)
+
+    @app.post("/api/cases/{case_id}/reassign", response_model=CaseOut, tags=["cases"])
+    def reassign(case_id: int, body: ReassignIn, who: Staff):
+        """Give a dispatched or acknowledged case to another worker of its grid, the grid leader or the office."""
+        with ctx.sessions.begin() as s:
+            c = visible(s, case_id, who, lock=True)
+            try:
+                ctx.loop.reassign(s, c, body.to, who.name)
+            except Refused as exc:
+                raise HTTPException(exc.status, str(exc)) from None
+            return case_out(c)
 
     @app.post("/api/cases/{case_id}/{action}", response_model=CaseOut, tags=["cases"])
     def act(case_id: int, action: Action, body: ActionIn, who: Who):

@@ -25,6 +25,7 @@ LEVEL_RANK = {Level.SUSPECTED: 0, Level.CONFIRMED: 1}
 OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty (or, for a suspected alert, the office's review),
 # 1 the grid leader, 2 the office
 OFFICE = "office"  # the assignee and notice target that is the community office (its dispatchers)
+REASSIGNABLE = (CaseState.DISPATCHED, CaseState.ACKNOWLEDGED)  # someone has it, and nobody has checked yet
 
 
 def dismissed(case: Case) -> bool:
@@ -146,6 +147,34 @@ class Loop:
         if on_duty:
             return 0, f"worker:{on_duty[0]}"
         return 1, f"leader:{self.roster.buildings[case.building].grid}"  # nobody on duty: straight to the leader
+
+    def reassign_targets(self, case: Case) -> list[tuple[str, str]]:
+        """(assignee, name) of everyone a case may be given to: its grid's workers, the grid leader, the office."""
+        out: list[tuple[str, str]] = []
+        building = self.roster.buildings.get(case.building) if case.building else None
+        if building is not None:
+            grid = self.roster.grids[building.grid]
+            out += [(f"worker:{wid}", w.name) for wid, w in grid.workers.items()]
+            out.append((f"leader:{building.grid}", grid.leader.name))
+        out.append((OFFICE, self.roster.office.name))
+        return out
+
+    def reassign(self, s: Session, case: Case, to: str, actor: str, now: dt.datetime | None = None) -> Case:
+        """Give a dispatched (or acknowledged) case to `to`, who is told as at a dispatch and must acknowledge."""
+        now = now or utcnow()
+        if CaseState(case.state) not in REASSIGNABLE:
+            raise Refused(f"cannot reassign a case that is {case.state}")
+        if to not in dict(self.reassign_targets(case)):
+            raise Refused(f"{to!r} is not someone of this building's grid", 422)
+        step = 0 if to.startswith("worker:") else 1 if to.startswith("leader:") else OFFICE_LEVEL
+        before = case.assignee
+        case.assignee, case.escalation, case.state = to, step, CaseState.DISPATCHED
+        case.acknowledged_by = case.acknowledged_at = None
+        case.dispatched_at = now
+        case.escalate_at = now + self._escalate_after() if step < OFFICE_LEVEL else None
+        self.record(s, case, Action.REASSIGN, actor, now, {"from": before, "to": to})
+        self.notify(s, case, "dispatch", to, now)
+        return case
 
     def _escalate_after(self) -> dt.timedelta:
         return dt.timedelta(minutes=self.cfg.escalate_after_min)

@@ -23,6 +23,7 @@ class Action(StrEnum):
     CONFIRM = "confirm"
     DISMISS = "dismiss"
     DISPATCH = "dispatch"
+    REASSIGN = "reassign"  # a dispatcher gave a dispatched case to someone else of the building's grid
     ESCALATE = "escalate"
     ACKNOWLEDGE = "acknowledge"
     CHECK = "check"

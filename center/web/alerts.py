@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -18,14 +17,13 @@ from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from center.api import MAX_PHOTO_BYTES
-from center.db import Case, Evidence, utcnow
-from center.files import OutsideDataDir, file_name
+from center.db import Case, Evidence
+from center.files import OutsideDataDir
 from center.loop import Refused
 from center.models import Action, CaseState, Level, Trust, Verdict
+from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.web import charts, views
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, viewer, web_of
-from center.web.reassign import reassign, targets
 from center.web.security import COOKIE, session_of
 
 router = APIRouter(include_in_schema=False)
@@ -137,7 +135,7 @@ def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None)
             notices=views.notices_of(s, case),
             actions=views.allowed_actions(case, v.caller),
             verdicts=list(Verdict),
-            targets=targets(ctx, case) if v.staff else [],
+            targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
             local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
@@ -169,29 +167,9 @@ async def _read_photo(photo: UploadFile | None) -> bytes | None:
     data = await photo.read(MAX_PHOTO_BYTES + 1)
     if len(data) > MAX_PHOTO_BYTES:
         raise PageError(413, f"a photo may be at most {MAX_PHOTO_BYTES >> 20} MB")
-    if not data.startswith(b"\xff\xd8\xff"):
+    if not is_jpeg(data):
         raise PageError(415, "JPEG")
     return data
-
-
-def keep_photo(web, s: Session, case: Case, data: bytes, who: str) -> Evidence:
-    """An on-site photo stored and recorded as the API's POST /api/cases/{id}/photos stores it."""
-    digest = hashlib.sha256(data).hexdigest()
-    rel = web.ctx.files.write_photo(case.id, file_name("photo", digest, data), data)
-    item = Evidence(
-        case_id=case.id,
-        kind="photo",
-        path=rel,
-        sha256=digest,
-        bytes=len(data),
-        trust=Trust.UNSIGNED,
-        trust_note=f"uploaded by {who}",
-        received_at=utcnow(),
-    )
-    s.add(item)
-    s.flush()
-    web.ctx.loop._history(s, case, Action.PHOTO, who, utcnow(), {"evidence": item.id})
-    return item
 
 
 @router.post("/alerts/{case_id}/act")
@@ -230,7 +208,7 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
         except Refused as exc:
             raise PageError(exc.status, str(exc)) from None
         if photo is not None:
-            keep_photo(web, s, case, photo, v.caller.name)
+            keep_photo(web.ctx.files, web.ctx.loop, s, case, photo, v.caller.name)
         audit(
             s, request, v.caller.name, str(action), f"case:{case_id}", {"verdict": verdict, "photo": bool(photo)}
         )
@@ -252,7 +230,7 @@ def reassign_form(
     with web.ctx.sessions.begin() as s:
         case = _case_for(s, case_id, v, lock=True)
         try:
-            reassign(web.ctx, s, case, to, v.caller.name)
+            web.ctx.loop.reassign(s, case, to, v.caller.name)
         except Refused as exc:
             raise PageError(exc.status, str(exc)) from None
         audit(s, request, v.caller.name, "reassign", f"case:{case_id}", {"to": to})

@@ -5,6 +5,10 @@ tests/conftest.py, which the node's tests import from. Each test module imports 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 from centerkit import USERS
 from support.broker import Broker
@@ -17,17 +21,24 @@ _CLUSTER: list[Cluster] = []  # one cluster for the session, whichever module as
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory):
-    """A PostgreSQL cluster for the whole session (each importing module shares the first one's)."""
+def pg_cluster():
+    """A PostgreSQL cluster for the whole session (each importing module shares the first one's).
+
+    Its folder is not under pytest's base folder: each pytest session that starts makes that folder private
+    again (mode 700), which would lock the `postgres` user out of a cluster another session is starting."""
     reason = why_not()
     if reason:
         pytest.skip(reason)
     if _CLUSTER:
         yield _CLUSTER[0]
         return
-    _CLUSTER.append(Cluster(tmp_path_factory.mktemp("pg")).start())
-    yield _CLUSTER[0]
-    _CLUSTER.pop().stop()
+    folder = Path(tempfile.mkdtemp(prefix="center-test-pg-"))
+    try:
+        _CLUSTER.append(Cluster(folder).start())
+        yield _CLUSTER[0]
+        _CLUSTER.pop().stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

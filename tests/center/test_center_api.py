@@ -115,6 +115,22 @@ def test_the_loop_through_the_api_with_a_photo_and_its_history(api):
     assert [n["channel"] for n in detail["notices"]] == ["feedback"]
 
 
+def test_a_dispatcher_reassigns_a_case_to_the_grid_leader_who_is_told(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-re"))  # building b3, grid g1: dispatched to zhang
+    (case,) = as_("disp").get("/api/cases").json()
+    url = f"/api/cases/{case['id']}/reassign"
+    assert as_("zhang").post(url, json={"to": "leader:g1"}).status_code == 403  # dispatchers only
+    assert as_("disp").post(url, json={"to": "worker:chen"}).status_code == 422  # not of b3's grid
+    r = as_("disp").post(url, json={"to": "leader:g1"})
+    assert r.status_code == 200 and (r.json()["assignee"], r.json()["state"]) == ("leader:g1", "dispatched")
+    detail = as_("disp").get(f"/api/cases/{case['id']}").json()
+    (moved,) = [h for h in detail["history"] if h["action"] == "reassign"]
+    assert (moved["actor"], moved["detail"]) == ("disp", {"from": "worker:zhang", "to": "leader:g1"})
+    as_("disp").post(f"/api/cases/{case['id']}/acknowledge", json={})
+    assert as_("disp").post(url, json={"to": "office"}).json()["state"] == "dispatched"  # still before a check
+
+
 def test_dispatchers_list_the_suspected_alerts_waiting_for_their_review(api):
     p, as_ = api
     t = dt.datetime.now(dt.UTC)

@@ -327,7 +327,8 @@ def test_the_police_archive_holds_the_signed_evidence_and_its_verification(brows
     assert check["signature"] == "verified", check
     assert {check["files"][f] for f in ("original.ts", "annotated.mp4", "still.jpg")} == {"ok"}
     assert any(n.endswith("/manifest.json") for n in names) and any(n.endswith("/node_ed25519.pub") for n in names)
-    assert [h["action"] for h in case["history"]][:2] == ["created", "dispatch"]
+    actions = [h["action"] for h in case["history"]]
+    assert actions[0] == "created" and "dispatch" in actions  # a suspected alert is reviewed before it
 
 
 def test_the_pages_switch_to_english(browser, site):
