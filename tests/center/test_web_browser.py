@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import urllib.request
 
 import cv2
 import numpy as np
@@ -74,6 +75,8 @@ class Site:
             )
             assert r.returncode == 0, r.stderr
         self.center = CenterProcess(self.config).start()
+        # Subscribed is not serving: the web server starts beside the receiver, later on a loaded machine.
+        assert wait_for(lambda: _serving(f"{self.url}/login"), 60), self.center.output()[-2000:]
         clip = loop_clip(clip_folder / "scene.mp4", 4, tmp / "long.mp4")
         self.node = Node(parse_config(yaml.safe_dump(self._node_config(clip, sim_facade(clip_folder)))))
         self.node_started = False
@@ -109,6 +112,14 @@ class Site:
         code = self.center.stop()
         self.broker.stop()
         assert code == 0, self.center.output()[-2000:]  # open event streams do not hold up a clean stop
+
+
+def _serving(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
