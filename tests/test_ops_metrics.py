@@ -71,7 +71,8 @@ def test_metrics_carry_real_per_camera_and_node_values(camera, tmp_path):
         assert 15 < m[("edge_camera_fps", cam)] < 35  # the stream's 25 fps
         assert m[("edge_camera_frames_total", cam)] > 50
         assert m[("edge_camera_decoded_frames_total", cam)] > 50
-        assert m[("edge_camera_decode_seconds_total", cam)] > 0 and m[("edge_camera_detect_seconds_total", cam)] > 0
+        assert m[("edge_camera_decode_seconds_total", cam)] > 0
+        assert m[("edge_camera_detect_seconds_total", cam)] > 0
         assert m[("edge_camera_reconnects_total", cam)] == 0 and m[("edge_camera_dropped_frames_total", cam)] >= 0
         assert m[("edge_outbox_messages", ())] > 0 and m[("edge_mqtt_connected", ())] == 0
         assert m[("edge_storage_used_bytes", ())] > 0 and m[("edge_disk_free_bytes", ())] > 0
