@@ -42,7 +42,8 @@ def _event(store: Path, event_id: str, age_days: float, size: int) -> Path:
     """An event's evidence folder as the pipeline leaves it: event.json, a read-only original, a manifest."""
     folder = store / "events" / event_id
     folder.mkdir(parents=True)
-    (folder / "event.json").write_text(json.dumps({"id": event_id, "start_utc": iso(time.time() - age_days * DAY)}))
+    started = iso(time.time() - age_days * DAY)
+    (folder / "event.json").write_text(json.dumps({"id": event_id, "start_utc": started}))
     (folder / "original.ts").write_bytes(os.urandom(size))
     (folder / "original.ts").chmod(0o444)
     (folder / "manifest.json").write_text("{}")
