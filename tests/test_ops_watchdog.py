@@ -131,4 +131,3 @@ def test_the_notifier_speaks_to_a_path_socket_and_only_to_its_own_watchdog(tmp_p
         listener.close()
     outside = Notifier({})  # not started by systemd: nothing to tell, and no error
     assert not outside.enabled and outside.watchdog_s is None and not outside.ping()
-
