@@ -4,6 +4,8 @@ node watching a real RTSP camera (issue 16: health and metrics)."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -16,7 +18,7 @@ from edge.capture.camera import CameraState
 from edge.config import ConfigError, parse_config
 from edge.node import Node
 
-from conftest import loop_clip
+from conftest import REPO, loop_clip
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +87,28 @@ def test_metrics_carry_real_per_camera_and_node_values(camera, tmp_path):
         assert m, "no evidence write time"
         levels = {dict(k[1])["level"] for k, v in m.items() if k[0] == "edge_events_total" and v > 0}
         assert levels <= {"suspected", "confirmed"} and levels
+        # The shipped dashboard and alert rules ask only for series this node exposes.
+        status, body = _get(port, "/metrics")
+        families = list(text_string_to_metric_families(body.decode()))
+        exposed = {f.name + ("_total" if f.type == "counter" else "") for f in families}  # also with no sample
+        exposed |= {s.name for f in families for s in f.samples}
+        for doc in (GRAFANA, ALERTS):
+            asked = set(re.findall(r"\b(?:edge|process)_[a-z_]+", doc.read_text()))
+            assert asked and asked <= exposed, (doc.name, asked - exposed)
     finally:
         node.stop()
+
+
+GRAFANA = REPO / "docs" / "grafana" / "edge-node.json"
+ALERTS = REPO / "docs" / "ops" / "prometheus-alerts.yml"
+
+
+def test_the_example_alert_rules_are_valid_and_fire_on_the_series_made_for_them():
+    for args in (["check", "rules", ALERTS.name], ["test", "rules", "prometheus-alerts.test.yml"]):
+        proc = subprocess.run(["promtool", *args], cwd=ALERTS.parent, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    dashboard = json.loads(GRAFANA.read_text())
+    assert dashboard["panels"] and all(t["expr"] for p in dashboard["panels"] for t in p["targets"])
 
 
 def _evidence_count(samples: dict) -> float:
