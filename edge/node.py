@@ -339,13 +339,14 @@ class Node:
         worker.call_soon(apply)
 
     def _replace_publisher(self, new: EdgeConfig) -> None:
+        """New MQTT settings: a new client over the same outbox file. The old one's outbox stays open: a worker
+        may still be handing it a message, which then waits in the same file for the new client."""
         old = self.publisher
-        if old is not None:
-            old.stop()
-            old.outbox.close()
         self.publisher = self._make_publisher(new)
         kept = [s for s in self.sink.sinks if s is not old]
         self.sink.sinks = kept + ([self.publisher] if self.publisher else [])  # one swap: no sink is missed
+        if old is not None:
+            old.stop()  # before the new client connects: the broker allows one session per client id
         if self.publisher is not None:
             self.publisher.start()
             for name in self.cameras:

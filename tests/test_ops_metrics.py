@@ -166,3 +166,13 @@ def test_the_metrics_address_is_checked_with_the_config_and_null_turns_it_off(tm
     with pytest.raises(ConfigError) as err:
         parse_config(text, "edge.yaml")
     assert str(err.value).startswith("edge.yaml:4: node.metrics.listen: expected host:port"), str(err.value)
+
+
+def test_the_readme_lists_every_storage_and_node_setting():
+    from edge.config import MetricsConfig, NodeConfig, StorageConfig
+
+    readme = (REPO / "README.md").read_text()
+    keys = [f"storage.{k}" for k in StorageConfig.model_fields]
+    keys += [f"node.{k}" for k in NodeConfig.model_fields if k not in ("id", "metrics")]
+    keys += [f"node.metrics.{k}" for k in MetricsConfig.model_fields]
+    assert [k for k in keys if f"| `{k}` |" not in readme] == []
