@@ -1,11 +1,13 @@
-"""Retention under a quota: evidence kept `storage.evidence_days` and deleted after, everything else first.
+"""Retention under a quota: evidence kept `storage.evidence_days` and deleted after; the expendable goes first.
 
 What lives in storage.dir falls in three classes:
   evidence    one folder per event under events/: deleted only once older than evidence_days and not held;
-  kept        what the node needs to run (its key, the outbox, status, detection switches, holds, events.jsonl,
-              feedback): never deleted here;
-  expendable  everything else (leftover .tmp and partial files, logs, old stats, anything an operator left):
-              deleted oldest first whenever storage.dir holds more than it may.
+  expendable  what is known to be disposable: left-over .tmp and partial files, logs (logs/, *.log), old stats
+              (stats/), stray files beside the event folders, core dumps: deleted oldest first whenever
+              storage.dir holds more than it may;
+  kept        everything else: what the node needs to run (its key, the outbox, status, detection switches,
+              holds, events.jsonl, feedback) and whatever retention does not know (an operator's file is
+              never deleted behind their back); counted in the space, never deleted here.
 When what may not be deleted yet fills `warn_share` of the space, a warning is raised; when it fills all of it,
 the node reports itself full and goes on capturing and alerting (alerts are tiny; a clip that cannot be
 written is logged by the pipeline, never fatal).
@@ -13,6 +15,7 @@ written is logged by the pipeline, never fatal).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -49,6 +52,8 @@ KEPT_NAMES = frozenset(
         "feedback",
     }
 )
+EXPENDABLE_DIRS = frozenset({"logs", "stats", "tmp"})  # top-level folders of disposable files
+EXPENDABLE_NAMES = ("*.tmp", "*.log", "*.log.*", ".*-partial*", "core", "core.*")  # files at the top of storage.dir
 IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left
 GB = 1_000_000_000
 
@@ -152,10 +157,12 @@ def scan(storage: Path) -> list[Item]:
         name = entry.name
         if name == EVENTS_DIR and entry.is_dir() and not entry.is_symlink():
             items.extend(_events(entry))
-        elif name in KEPT_NAMES or name.startswith(".write-test-"):
-            items.append(Item(entry, FileClass.KEPT, _size(entry), _mtime(entry)))
-        else:
+        elif name in EXPENDABLE_DIRS and entry.is_dir() and not entry.is_symlink():
             items.extend(_expendable(entry))
+        elif name not in KEPT_NAMES and _disposable(entry):
+            items.append(Item(entry, FileClass.EXPENDABLE, _size(entry), _mtime(entry)))
+        else:
+            items.append(Item(entry, FileClass.KEPT, _size(entry), _mtime(entry)))
     return items
 
 
@@ -169,10 +176,12 @@ def _events(events: Path) -> list[Item]:
     return out
 
 
+def _disposable(path: Path) -> bool:
+    return not path.is_dir() and any(fnmatch.fnmatchcase(path.name, pattern) for pattern in EXPENDABLE_NAMES)
+
+
 def _expendable(entry: Path) -> list[Item]:
-    """One item per file, so the oldest log lines go before yesterday's."""
-    if not entry.is_dir() or entry.is_symlink():
-        return [Item(entry, FileClass.EXPENDABLE, _size(entry), _mtime(entry))]
+    """One item per file of an expendable folder, so the oldest log lines go before yesterday's."""
     out = []
     for root, _dirs, files in os.walk(entry):
         for fname in files:
