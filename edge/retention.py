@@ -53,7 +53,8 @@ KEPT_NAMES = frozenset(
     }
 )
 EXPENDABLE_DIRS = frozenset({"logs", "stats", "tmp"})  # top-level folders of disposable files
-EXPENDABLE_NAMES = ("*.tmp", "*.log", "*.log.*", ".*-partial*", "core", "core.*")  # files at the top of storage.dir
+# Disposable files at the top of storage.dir:
+EXPENDABLE_NAMES = ("*.tmp", "*.log", "*.log.*", ".*-partial*", "core", "core.*")
 IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left
 GB = 1_000_000_000
 
