@@ -142,9 +142,8 @@ class Node:
         from edge.publish.outbox import Outbox
 
         outbox = Outbox(self.storage / "outbox.sqlite", int(config.mqtt.outbox_max_mb * 1024 * 1024))
-        cameras = dict.fromkeys(self._wanted(config))
-        wanted = config.model_copy(update={"cameras": {n: config.cameras[n] for n in cameras}})
-        return MqttPublisher(wanted, outbox, self.storage, self.set_detect, self.set_hold)
+        running = config.model_copy(update={"cameras": self._wanted(config)})  # commands for these only
+        return MqttPublisher(running, outbox, self.storage, self.set_detect, self.set_hold)
 
     def _worker(self, name: str, cam: CameraConfig) -> CameraWorker:
         is_file = Path(cam.source).is_file()

@@ -9,7 +9,9 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,35 @@ def test_a_reload_that_needs_a_restart_is_refused_and_the_running_config_kept(tm
     tuned["storage"]["evidence_days"] = 60
     assert node.reload(parse_config(yaml.safe_dump(tuned)))
     assert node.retention.policy.evidence_s == 60 * 86400
+
+
+def _new_events_after(store: Path, t: float) -> list[dict]:
+    path = store / "events.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in rows if r["type"] == "new" and _utc(r["alert_utc"]) > t]
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_reloaded_threshold_decides_the_falls_that_follow(tmp_path, server, clip):
+    config = _config(tmp_path, {"cam": _camera(server.url, clip[1])})
+    node = Node(parse_config(yaml.safe_dump(config)))
+    store = tmp_path / "store"
+    node.start()
+    try:
+        began = time.time()
+        assert wait_for(lambda: _new_events_after(store, began), 30, 0.5)  # throws alert as configured
+        strict = copy.deepcopy(config)
+        strict["cameras"]["cam"]["fall"] = {"min_fall_floors": 50.0}  # taller than the simulated building
+        assert node.reload(parse_config(yaml.safe_dump(strict)))
+        reloaded, frames = time.time(), node.cameras["cam"].frames
+        time.sleep(20)  # the clip throws twice every 8 s: five throws pass
+        assert node.cameras["cam"].frames > frames + 250 and node.cameras["cam"].capture.session == 1
+        assert _new_events_after(store, reloaded + 1.0) == []  # (a fall decided in the reload's instant aside)
+        assert node.reload(parse_config(yaml.safe_dump(config)))  # the control: back, and they alert again
+        restored = time.time()
+        assert wait_for(lambda: _new_events_after(store, restored), 30, 0.5)
+    finally:
+        node.stop()
