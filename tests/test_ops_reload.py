@@ -197,3 +197,42 @@ def test_a_reloaded_threshold_decides_the_falls_that_follow(tmp_path, server, cl
         assert wait_for(lambda: _new_events_after(store, restored), 30, 0.5)
     finally:
         node.stop()
+
+
+def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, clip):
+    from support.broker import Broker
+    from test_ops_retention import _client
+
+    broker = Broker(tmp_path / "broker", {"reload": "pw-r", "monitor": "pw-m"}).start()
+    try:
+        mqtt_cfg = {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "username": "reload",
+            "password": "pw-r",
+            "tls": {"ca_file": str(broker.ca)},
+        }
+        config = {**_config(tmp_path, {"cam": _camera(server.url, clip[1])}), "mqtt": mqtt_cfg}
+        _, seen = _client(broker, "monitor", "pw-m", "edge/reload/events")
+        node = Node(parse_config(yaml.safe_dump(config)))
+        node.start()
+        try:
+            assert wait_for(lambda: _alerts(seen), 30, 0.5)
+            first = node.publisher
+            changed = copy.deepcopy(config)
+            changed["mqtt"]["keepalive_s"] = 20
+            changed["mqtt"]["drain_rate_per_s"] = 100.0
+            assert node.reload(parse_config(yaml.safe_dump(changed)))
+            assert node.publisher is not first and node.publisher.cfg.keepalive_s == 20
+            assert node.publisher.connected.wait(10)
+            after = len(seen)
+            assert wait_for(lambda: _alerts(seen[after:]), 30, 0.5)  # alerts flow through the new connection
+            assert node.cameras["cam"].capture.session == 1 and node.cameras["cam"].capture.reconnects == 0
+        finally:
+            node.stop()
+    finally:
+        broker.stop()
+
+
+def _alerts(seen: list) -> list[dict]:
+    return [m for m in (json.loads(p) for _, p in seen) if m["type"] == "new"]
