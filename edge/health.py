@@ -60,11 +60,14 @@ def _outbox(node: Node, problems: list[str]) -> dict:
     n, size = pub.outbox.depth()
     out = {"enabled": True, "connected": pub.connected.is_set(), "messages": n, "bytes": size}
     if n:
-        # Waiting since the oldest message came, or since the broker last acknowledged one, whichever is later.
-        waiting = time.time() - max(pub.last_ack, pub.outbox.oldest() or time.time())
+        now = time.time()
+        # Waiting since the oldest message came, or since the broker last acknowledged one, whichever is later;
+        # or since the broker was lost (status and stats replace their older copies, so they never get old).
+        waiting = now - max(pub.last_ack, pub.outbox.oldest() or now)
+        if pub.down_since is not None:
+            waiting = max(waiting, now - pub.down_since)
         out["stalled_s"] = round(waiting, 1)
-        stall = node.config.node.metrics.outbox_stall_s
-        if waiting > stall:
+        if waiting > node.config.node.metrics.outbox_stall_s:
             where = "" if pub.connected.is_set() else " (not connected to the broker)"
             problems.append(f"outbox not draining: {n} messages, none acknowledged for {waiting:.0f} s{where}")
     return out

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from support.broker import Broker
 from support.servers import RtspServer, free_port, wait_for
 
 from edge.capture.camera import CameraState
@@ -138,20 +139,32 @@ def test_healthz_is_200_only_when_every_camera_is_online(camera, tmp_path):
         bad.stop()
 
 
-def test_healthz_is_503_while_the_outbox_does_not_drain(camera, tmp_path):
+def test_healthz_is_503_once_the_outbox_stops_draining(camera, tmp_path):
+    broker = Broker(tmp_path / "broker", {"ops": "pw-ops"}).start()
     port = free_port()
-    node = _node(tmp_path, {"cam": camera.url}, port, mqtt={"host": "127.0.0.1", "port": free_port()})
+    mqtt = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "ops",
+        "password": "pw-ops",
+        "tls": {"ca_file": str(broker.ca)},
+        "reconnect_max_s": 1.0,
+    }
+    node = _node(tmp_path, {"cam": camera.url}, port, mqtt=mqtt)
     node.start()
     try:
         assert wait_for(lambda: node.status("cam").state == CameraState.ONLINE, 20)
-        # node.metrics.outbox_stall_s is 5: the status messages queued at start wait longer than that.
+        assert wait_for(lambda: _get(port, "/healthz")[0] == 200, 20), _get(port, "/healthz")  # the control
+        broker.stop()
+        # Messages wait with the broker gone for longer than node.metrics.outbox_stall_s (5 s).
         found = wait_for(lambda: (r := _get(port, "/healthz"))[0] == 503 and r, 30, 0.5)
         assert found, _get(port, "/healthz")
         health = json.loads(found[1])
-        assert health["cameras"] == {"cam": "online"}
+        assert health["cameras"] == {"cam": "online"} and health["outbox"]["connected"] is False
         assert any("outbox not draining" in p and "not connected" in p for p in health["problems"]), health
     finally:
         node.stop()
+        broker.stop()
 
 
 def test_the_metrics_address_is_checked_with_the_config_and_null_turns_it_off(tmp_path):

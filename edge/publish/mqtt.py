@@ -196,6 +196,7 @@ class MqttPublisher:
         self.on_detect_set = on_detect_set
         self.on_hold = on_hold
         self.last_ack = time.time()  # when the broker last acknowledged a message (/healthz: the outbox drains)
+        self.down_since: float | None = time.time()  # when the broker connection was lost; None while connected
         self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
         self.reconnect = Reconnect(self.client, self.cfg)
         self.client.on_connect = self._on_connect
@@ -335,6 +336,7 @@ class MqttPublisher:
         self._pending_subs = {mid}
         with self._lock:
             self._inflight.clear()
+        self.down_since = None
         self.connected.set()
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
 
@@ -346,6 +348,7 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if self.connected.is_set():
             log.warning("MQTT disconnected (%s); keeping messages in the outbox", reason_code)
+            self.down_since = time.time()
         self.connected.clear()
         self.commands_ready.clear()
         with self._lock:
