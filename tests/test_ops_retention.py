@@ -4,8 +4,10 @@ placed through a real Mosquitto broker on `events/<id>/hold`, whose payloads are
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,14 +16,17 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from support.broker import Broker
-from support.servers import free_port, wait_for
+from support.servers import RtspServer, free_port, wait_for
 
+from edge.capture.camera import CameraState
 from edge.config import parse_config
 from edge.events import read_rows
 from edge.holds import Holds
 from edge.node import Node
 from edge.publish.manifest import iso
 from edge.retention import Level, Policy, sweep
+
+from conftest import loop_clip, sim_facade
 
 DAY = 86400.0
 KB = 1000
@@ -210,3 +215,55 @@ def test_held_evidence_outlives_its_retention_and_hostile_hold_commands_change_n
     finally:
         node.publisher.stop()
         center.disconnect()
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB filesystem of its own (tmpfs), so that it can really fill up."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def _fill_up(folder: Path) -> None:
+    """Write into `folder` until the disk refuses."""
+    with (folder / "original.ts").open("wb") as f:
+        try:
+            while True:
+                f.write(os.urandom(64 * 1024))
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def test_a_full_disk_stops_neither_capture_nor_alerts(small_disk, sim_clip, tmp_path, caplog):
+    folder = sim_clip("throw", 1)
+    srv = RtspServer(loop_clip(folder / "scene.mp4", 4, tmp_path / "loop.mp4")).start()
+    config = {
+        "version": 1,
+        "node": {"id": "full", "metrics": {"listen": None}},
+        "storage": {"dir": str(small_disk / "store")},
+        "mqtt": {"enabled": False},
+        "cameras": {"cam": {"source": srv.url, "facade": sim_facade(folder)}},
+    }
+    node = Node(parse_config(yaml.safe_dump(config)))
+    young = _event(node.storage, "20261101T000000-cam-0000001-1", 1, 0)  # evidence that must be kept
+    _fill_up(young)
+    node.start()
+    try:
+        assert wait_for(lambda: node.retention.last is not None, 10)
+        assert node.retention.level is Level.FULL and young.is_dir()
+        events = ("edge_events_total", {"camera": "cam", "level": "confirmed"})
+        assert wait_for(lambda: node.metrics.registry.get_sample_value(*events), 40, 0.5)  # the alert is raised
+        assert any(r.getMessage().startswith("ALERT") for r in caplog.records)
+        frames = node.cameras["cam"].frames
+        assert wait_for(lambda: node.cameras["cam"].frames > frames + 50, 20)  # and capture goes on after it
+        assert node.status("cam").state == CameraState.ONLINE and node.stuck_workers() == {}
+        assert any("cannot record" in r.getMessage() or "No space" in r.getMessage() for r in caplog.records)
+    finally:
+        node.stop()
+        srv.kill()
