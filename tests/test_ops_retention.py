@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -26,7 +27,7 @@ from edge.node import Node
 from edge.publish.manifest import iso
 from edge.retention import Level, Policy, sweep
 
-from conftest import loop_clip, sim_facade
+from conftest import REPO, loop_clip, sim_facade
 
 DAY = 86400.0
 KB = 1000
@@ -95,6 +96,8 @@ def test_over_the_quota_non_evidence_goes_first_evidence_stays_and_a_warning_is_
     assert [r["level"] for r in rows] == ["warning"], rows
     assert rows[0]["protected_bytes"] >= 92 * KB and rows[0]["quota_bytes"] == 100 * KB
     assert "evidence" in rows[0]["message"] and "30 days" in rows[0]["message"]
+    schema = json.loads((REPO / "docs" / "schemas" / "storage.schema.json").read_text())
+    jsonschema.validate(rows[0], schema)
     # Still there and still over 90%: the warning is not repeated at every sweep.
     node.retention.run_once()
     assert len(_storage_rows(node.storage)) == 1
