@@ -360,9 +360,11 @@ class Node:
         if self.publisher is not None:
             self.publisher.publish_storage(record)
 
-    def set_hold(self, event_id: str, held: bool) -> None:
-        """Hold (or release) an event's evidence: held evidence is never deleted automatically (MQTT command)."""
+    def set_hold(self, event_id: str, held: bool) -> bool:
+        """Hold (or release) an event's evidence, never deleted automatically while held (MQTT command);
+        returns whether it is held now."""
         self.holds.set(event_id, held)
+        return self.holds.is_held(event_id)
 
     def _report_loop(self) -> None:
         while not self._stop.wait(self.config.node.status_interval_s):

@@ -184,7 +184,7 @@ class MqttPublisher:
         outbox: Outbox,
         storage: Path,
         on_detect_set: Callable[[str, bool], None] | None = None,
-        on_hold: Callable[[str, bool], None] | None = None,
+        on_hold: Callable[[str, bool], bool] | None = None,
     ):
         self.cfg = config.mqtt
         self.node = config.node.id
@@ -407,10 +407,11 @@ class MqttPublisher:
             # Only events stored here: a flood of made-up ids must not grow the holds file.
             log.warning("ignoring a hold for unknown event %s", event_id)
             return
-        if self.on_hold:
-            self.on_hold(event_id, value == b"ON")
+        if self.on_hold is None:
+            return
+        held = self.on_hold(event_id, value == b"ON")  # what stands now, which a broken holds file can refuse
         topic = self.topics.files(event_id, "hold/state")
-        self.outbox.put(Kind.COMMAND, topic, value, retain=True, coalesce_key=topic)
+        self.outbox.put(Kind.COMMAND, topic, b"ON" if held else b"OFF", retain=True, coalesce_key=topic)
 
     def publish_storage(self, record: dict) -> None:
         """The storage level changed: retained, so a center subscribing later sees where it stands."""
