@@ -382,7 +382,7 @@ class Node:
             self.publisher.publish_stats(self.stats())
 
     def stats(self) -> dict:
-        """Node health: per camera fps, drops and reconnects; CPU, disk and the outbox."""
+        """Node health: per camera fps, drops and reconnects; CPU, disk, storage and the outbox."""
         now, cpu = time.monotonic(), time.process_time()
         busy = (cpu - self._cpu[1]) / max(now - self._cpu[0], 1e-6)
         self._cpu = (now, cpu)
@@ -408,6 +408,15 @@ class Node:
                 for n, w in self.cameras.items()
             },
         }
+        report = self.retention.last
+        if report is not None:
+            out["storage"] = {
+                "level": str(report.level),
+                "used_bytes": report.used_bytes,
+                "budget_bytes": report.budget_bytes,
+                "evidence_bytes": report.evidence_bytes,
+                "held_bytes": report.held_bytes,
+            }
         if self.publisher is not None:
             n, size = self.publisher.outbox.depth()
             out["outbox"] = {"messages": n, "bytes": size, "dropped": self.publisher.outbox.dropped()}

@@ -98,6 +98,9 @@ def test_over_the_quota_non_evidence_goes_first_evidence_stays_and_a_warning_is_
     assert "evidence" in rows[0]["message"] and "30 days" in rows[0]["message"]
     schema = json.loads((REPO / "docs" / "schemas" / "storage.schema.json").read_text())
     jsonschema.validate(rows[0], schema)
+    stats = node.stats()  # the periodic MQTT stats carry it too
+    jsonschema.validate(stats, json.loads((REPO / "docs" / "schemas" / "stats.schema.json").read_text()))
+    assert stats["storage"]["level"] == "warning" and stats["storage"]["budget_bytes"] == 100 * KB
     # Still there and still over 90%: the warning is not repeated at every sweep.
     node.retention.run_once()
     assert len(_storage_rows(node.storage)) == 1
