@@ -143,7 +143,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """The live node: every camera of the config until SIGTERM or Ctrl-C."""
+    """The live node: every camera of the config until SIGTERM or Ctrl-C; SIGHUP re-reads the config."""
     import signal
 
     from edge.node import Node
@@ -153,9 +153,10 @@ def cmd_run(args) -> int:
         _err(f"no camera named {args.camera}; the config has {', '.join(cfg.cameras)}")
         return EX_CONFIG
     prepare_storage(cfg)  # StorageError (exit 73) naming storage.dir, before anything is started
-    node = Node(cfg, cameras=args.camera)
+    node = Node(cfg, cameras=args.camera, config_path=Path(args.config))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: node.request_reload())  # `systemctl reload edge`
     logging.getLogger().setLevel(logging.INFO)
     logging.info("node %s starting: cameras %s, storage %s", cfg.node.id, ", ".join(node.cameras), cfg.storage.dir)
     node.run_forever()

@@ -52,6 +52,41 @@ class Polygon(Strict):
         return {"points": value} if isinstance(value, list) else value
 
 
+_LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})$")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """(host, port) of a `host:port` or `[v6]:port` address; ValueError for anything else."""
+    m = _LISTEN.fullmatch(value)
+    if m is None or not 1 <= int(m["port"]) <= 65535:
+        raise ValueError("expected host:port (e.g. 127.0.0.1:9108 or [::1]:9108)")
+    return m["host"].strip("[]"), int(m["port"])
+
+
+class MetricsConfig(Strict):
+    """The node's HTTP endpoint for monitoring: GET /metrics (Prometheus text) and GET /healthz."""
+
+    listen: str | None = Field(
+        "127.0.0.1:9108",
+        description="host:port serving /metrics and /healthz; null turns both off. Loopback unless a scraper "
+        "elsewhere needs it (nothing there is secret, but nothing there is for strangers either).",
+    )
+    outbox_stall_s: float = Field(
+        120.0,
+        ge=5.0,
+        le=86400.0,
+        description="/healthz: messages waiting with no broker acknowledgement for this long mean the outbox "
+        "is not draining.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+
 class NodeConfig(Strict):
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
@@ -59,6 +94,14 @@ class NodeConfig(Strict):
     )
     status_interval_s: float = Field(
         10.0, ge=1.0, le=3600.0, description="How often camera status and node health are refreshed."
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    worker_stall_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Watchdog: a camera worker not back in its loop for this long is stuck; systemd watchdog "
+        "pings stop, and systemd restarts the node.",
     )
 
 
@@ -76,6 +119,31 @@ def _readable_file(path: Path | None) -> Path | None:
 
 class StorageConfig(Strict):
     dir: Path = Field(Path("/var/lib/edge"), description="Where clips, stills, manifests and the outbox live.")
+    quota_gb: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e6,
+        description="Most that storage.dir may hold; null: bounded only by the disk (keeping free_min_gb free).",
+    )
+    free_min_gb: float = Field(
+        1.0, ge=0.0, le=1e4, description="Free space always left on the disk, quota or not (the OS needs it)."
+    )
+    evidence_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Evidence is kept at least this long, and deleted after it (30: the usual minimum for "
+        "residential security footage in China).",
+    )
+    warn_share: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="A storage warning is raised when what may not be deleted yet fills this share of the space.",
+    )
+    retention_interval_s: float = Field(
+        60.0, ge=1.0, le=86400.0, description="How often space is measured and old files deleted."
+    )
 
     @field_validator("dir")
     @classmethod

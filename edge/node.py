@@ -1,4 +1,5 @@
-"""The live node: a worker per camera, the annotator, status and MQTT; stops cleanly on SIGTERM."""
+"""The live node: a worker per camera, the annotator, status and MQTT, retention, metrics and health, the systemd
+watchdog; reloads its config on SIGHUP and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from pathlib import Path
 import cv2
 
 from edge import heap
-from edge.capture.camera import CameraCapture, CameraStatus
+from edge.capture.camera import CameraCapture, CameraState, CameraStatus
 from edge.capture.feed import Feed
-from edge.config import CameraConfig, EdgeConfig, config_hash
+from edge.config import CameraConfig, ConfigError, EdgeConfig, config_hash, load_config
 from edge.detect.types import UpdateKind
 from edge.events import EventLog, Fanout, Sink
 from edge.geometry import CameraGeometry
+from edge.health import Health, MetricsServer, check
+from edge.holds import Holds
+from edge.metrics import NodeMetrics
 from edge.pipeline import (
     OPENCV_THREADS,
     RUN_ID_FORMAT,
@@ -31,6 +35,9 @@ from edge.pipeline import (
 from edge.publish.annotator import Annotator, pending
 from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted
 from edge.publish.manifest import iso, load_or_create_key
+from edge.reload import ReloadPlan, ReloadRefused, plan_reload
+from edge.retention import Policy, Report, Retention, storage_record
+from edge.sdnotify import Notifier
 from edge.worker import CameraWorker
 
 log = logging.getLogger(__name__)
@@ -54,12 +61,27 @@ class StatusFile:
     def on_status(self, camera: str, status: CameraStatus) -> None:
         with self._lock:
             self.statuses[camera] = status.to_dict()
-            tmp = self.storage / "status.json.tmp"
-            tmp.write_text(json.dumps(self.statuses, indent=1))
-            tmp.replace(self.storage / "status.json")
+            self._write()
+
+    def forget(self, camera: str) -> None:
+        """A camera removed from the config (reload) is no longer reported."""
+        with self._lock:
+            if self.statuses.pop(camera, None) is not None:
+                self._write()
+
+    def _write(self) -> None:
+        tmp = self.storage / "status.json.tmp"
+        tmp.write_text(json.dumps(self.statuses, indent=1))
+        tmp.replace(self.storage / "status.json")
 
 
 _STOP_BUDGET_S = 8.0  # SIGTERM to exit; well inside the unit's TimeoutStopSec, and what an operator waits for
+_TICK_S = 0.5  # the main loop's period: signals, reloads and watchdog pings are handled this often
+
+
+def _mark_calibration(capture: CameraCapture, cam: CameraConfig) -> None:
+    if cam.facade is None:
+        capture.status.calibrated, capture.status.warning = False, UNCALIBRATED
 
 
 class Node:
@@ -71,10 +93,15 @@ class Node:
         sinks: list[Sink] | None = None,
         cameras: list[str] | None = None,
         mqtt: bool | None = None,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
     ):
         heap.limit_arenas()  # before any camera's threads start: each would get an arena of its own
         cv2.setNumThreads(OPENCV_THREADS)  # the cameras keep the cores busy; OpenCV's pool only spun
         self.config = config
+        self.config_path = config_path  # re-read on reload (SIGHUP); None: a node that cannot reload
+        self.only = cameras
+        self.mqtt_forced = mqtt
         self.storage = config.storage.dir
         # Evidence, the signing key and the outbox are for this node only: the storage dir is 0700 however
         # it was made (a umask of 022, an older version), so nothing below it is reachable by other users.
@@ -84,35 +111,48 @@ class Node:
         self.events = EventLog(self.storage / "events.jsonl", on_alert=lambda line: log.warning("%s", line))
         self.status_file = StatusFile(self.storage)
         self.detect_on = self._load_detect_state()
-        self.publisher = None
-        if config.mqtt.enabled if mqtt is None else mqtt:
-            from edge.publish.mqtt import MqttPublisher
-            from edge.publish.outbox import Outbox
-
-            outbox = Outbox(self.storage / "outbox.sqlite", int(config.mqtt.outbox_max_mb * 1024 * 1024))
-            self.publisher = MqttPublisher(config, outbox, self.storage, self.set_detect)
+        self.holds = Holds(self.storage)
+        self.retention = Retention(self.storage, config.storage, self.holds, self._on_storage_level)
+        self.metrics = NodeMetrics(self)
+        self.reloads = {"ok": 0, "refused": 0}
+        self.notifier = notifier or Notifier()
+        self.server: MetricsServer | None = None
+        self.publisher = self._make_publisher(config)
         others = [*(sinks or []), *([self.publisher] if self.publisher else [])]
-        self.sink = Fanout([self.events, self.status_file, *others], on_error=log.error)
+        self.sink = Fanout([self.events, self.status_file, self.metrics, *others], on_error=log.error)
         self._cpu = (time.monotonic(), time.process_time())
         self.key = load_or_create_key(self.storage / "keys")
         self.config_sha = config_hash(config)
         self.annotator = Annotator(self.key, self.sink.on_evidence)
         self.run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)
         self._stop = threading.Event()
-        self.cameras: dict[str, CameraWorker] = {}
-        for name, cam in config.cameras.items():
-            if not cameras or name in cameras:
-                self.cameras[name] = self._worker(name, cam)
+        self._reload = threading.Event()
+        self._next_ping = 0.0
+        self._stuck_reported: set[str] = set()
+        self.cameras: dict[str, CameraWorker] = {}  # replaced whole, never changed in place: others iterate it
+        self.cameras = {name: self._worker(name, cam) for name, cam in self._wanted(config).items()}
+
+    def _wanted(self, config: EdgeConfig) -> dict[str, CameraConfig]:
+        return {n: c for n, c in config.cameras.items() if not self.only or n in self.only}
+
+    def _make_publisher(self, config: EdgeConfig):
+        if not (config.mqtt.enabled if self.mqtt_forced is None else self.mqtt_forced):
+            return None
+        from edge.publish.mqtt import MqttPublisher
+        from edge.publish.outbox import Outbox
+
+        outbox = Outbox(self.storage / "outbox.sqlite", int(config.mqtt.outbox_max_mb * 1024 * 1024))
+        running = config.model_copy(update={"cameras": self._wanted(config)})  # commands for these only
+        return MqttPublisher(running, outbox, self.storage, self.set_detect, self.set_hold)
 
     def _worker(self, name: str, cam: CameraConfig) -> CameraWorker:
         is_file = Path(cam.source).is_file()
         feed = Feed(cam.capture.queue_frames, lossless=is_file)  # a file can wait; a camera cannot
         capture = CameraCapture(name, cam.source, cam.capture, feed, self.sink.on_status, is_file)
-        if cam.facade is None:
-            capture.status.calibrated, capture.status.warning = False, UNCALIBRATED
+        _mark_calibration(capture, cam)
 
         def on_geometry(geometry: CameraGeometry) -> None:
-            if cam.facade is not None:
+            if pipeline.cfg.facade is not None:  # the pipeline's config: a reload may have changed it
                 capture.status.calibrated = geometry.facade is not None
                 capture.status.warning = geometry.problem
 
@@ -129,17 +169,32 @@ class Node:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
         self.annotator.start()
         self._resume_evidence()
+        self.retention.start()
         threading.Thread(target=self._report_loop, name="status", daemon=True).start()
+        listen = self.config.node.metrics.listen
+        if listen is not None:
+            try:
+                server = MetricsServer(self, listen)
+                server.start()
+                self.server = server
+            except OSError as exc:  # the cameras matter more than their metrics: log it loudly and go on
+                log.error("metrics and health NOT served at %s: %s", listen, exc)
         for worker in self.cameras.values():
             worker.start()
+        self.notifier.ready(f"{len(self.cameras)} cameras started: {', '.join(self.cameras)}")
 
     def request_stop(self) -> None:
         """Ask run_forever() to return (safe from a signal handler)."""
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Ask run_forever() to re-read the config file (safe from a signal handler)."""
+        self._reload.set()
+
     def stop(self, budget_s: float = _STOP_BUDGET_S) -> None:
         """Stop capture, handle what was captured, save every clip in progress, then stop the rest."""
         self._stop.set()
+        self.notifier.stopping()
         deadline = time.monotonic() + budget_s
         for worker in self.cameras.values():
             worker.stop()
@@ -149,6 +204,9 @@ class Node:
         self.annotator.stop(abort=True, timeout=max(0.1, deadline - time.monotonic() - 0.5))
         if self.publisher is not None:
             self.publisher.stop()
+        self.retention.stop()
+        if self.server is not None:
+            self.server.stop()
         for worker in self.cameras.values():
             worker.capture.join(max(0.0, deadline - time.monotonic()))
 
@@ -179,12 +237,134 @@ class Node:
         return manifest_info(self.config.node.id, camera, cam.source if cam is not None else None, self.config_sha)
 
     def run_forever(self) -> None:
-        """Start, then wait for request_stop() (from a signal handler)."""
+        """Start, then wait for request_stop() (from a signal handler), reloading when asked."""
         self.start()
         # Wake often: a signal may be delivered to another thread, and only the main thread runs Python's
         # handler, which it cannot do while blocked in an untimed wait.
-        while not self._stop.wait(0.5):
-            pass
+        while not self._stop.wait(_TICK_S):
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            self._watchdog()
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1, from this main loop, only while every camera worker is alive and coming round."""
+        if self.notifier.watchdog_s is None or time.monotonic() < self._next_ping:
+            return
+        stuck = self.stuck_workers()
+        for name in set(stuck) - self._stuck_reported:
+            log.error("camera %s: %s; watchdog pings stop, systemd will restart the node", name, stuck[name])
+        self._stuck_reported = set(stuck)
+        if not stuck:
+            self.notifier.ping()
+            self._next_ping = time.monotonic() + self.notifier.watchdog_s
+
+    def stuck_workers(self) -> dict[str, str]:
+        """Camera workers that died or have not come round their loop for node.worker_stall_s: name -> why."""
+        now, limit = time.monotonic(), self.config.node.worker_stall_s
+        out = {}
+        for name, w in list(self.cameras.items()):
+            if not w.alive:
+                if w.capture.status.state != CameraState.ENDED and not self._stop.is_set():
+                    out[name] = "its worker thread has died"  # a file played to its end is done, not dead
+            elif now - w.beat > limit:
+                out[name] = f"its worker has been stuck for {now - w.beat:.0f} s"
+        return out
+
+    def health(self) -> Health:
+        """What GET /healthz answers."""
+        return check(self)
+
+    # -- reload --------------------------------------------------------------------------------------------
+    def reload(self, config: EdgeConfig | None = None) -> bool:
+        """Re-read the config file (or take `config`) and apply what changed; a bad one is refused and the
+        running config kept. Runs in the main loop's thread."""
+        self.notifier.reloading()
+        try:
+            new = config if config is not None else self._read_config()
+            plan = plan_reload(self.config, new, self.only)
+        except (ConfigError, ReloadRefused, OSError) as exc:
+            self.reloads["refused"] += 1
+            log.error("config reload refused, the running config is kept: %s", exc)
+            self.notifier.ready("reload refused; running config kept")
+            return False
+        self._apply(new, plan)
+        self.reloads["ok"] += 1
+        log.warning("config reloaded: %s", plan.summary())
+        self.notifier.ready(f"reloaded: {plan.summary()}")
+        return True
+
+    def _read_config(self) -> EdgeConfig:
+        if self.config_path is None:
+            raise ReloadRefused("this node was not started from a config file")
+        return load_config(self.config_path)
+
+    def _apply(self, new: EdgeConfig, plan: ReloadPlan) -> None:
+        old_cameras = self.cameras
+        self.config, self.config_sha = new, config_hash(new)
+        for name in plan.removed + plan.reconnected:
+            self._retire(old_cameras[name])
+        cameras = {n: w for n, w in old_cameras.items() if n not in plan.removed + plan.reconnected}
+        for name in plan.reconfigured + plan.unchanged:
+            self._reconfigure(cameras[name], new.cameras[name])
+        for name in plan.added + plan.reconnected:
+            cameras[name] = self._worker(name, new.cameras[name])
+        self.cameras = {n: cameras[n] for n in self._wanted(new)}  # one swap: readers see old or new
+        if plan.mqtt:
+            self._replace_publisher(new)
+        elif self.publisher is not None and (plan.added or plan.removed):
+            self.publisher.set_cameras(list(self.cameras))
+        for name in plan.added + plan.reconnected:
+            self.cameras[name].start()
+            if self.publisher is not None:
+                self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
+        if plan.storage:
+            self.retention.configure(new.storage)
+
+    def _retire(self, worker: CameraWorker) -> None:
+        worker.stop()
+        if not worker.join(_STOP_BUDGET_S):
+            log.error("camera %s: its worker did not finish in time", worker.name)
+        worker.capture.join(1.0)
+        self.status_file.forget(worker.name)
+
+    def _reconfigure(self, worker: CameraWorker, cam: CameraConfig) -> None:
+        sha, pipeline = self.config_sha, worker.pipeline
+
+        def apply() -> None:
+            pipeline.reconfigure(cam, sha)
+            _mark_calibration(worker.capture, cam)
+
+        worker.call_soon(apply)
+
+    def _replace_publisher(self, new: EdgeConfig) -> None:
+        """New MQTT settings: a new client over the same outbox file. The old one's outbox stays open: a worker
+        may still be handing it a message, which then waits in the same file for the new client."""
+        old = self.publisher
+        self.publisher = self._make_publisher(new)
+        kept = [s for s in self.sink.sinks if s is not old]
+        self.sink.sinks = kept + ([self.publisher] if self.publisher else [])  # one swap: no sink is missed
+        if old is not None:
+            old.stop()  # before the new client connects: the broker allows one session per client id
+        if self.publisher is not None:
+            self.publisher.start()
+            for name in self.cameras:
+                self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
+
+    # -- storage -------------------------------------------------------------------------------------------
+    def _on_storage_level(self, report: Report, policy: Policy) -> None:
+        """The storage level changed: log it, write it to events.jsonl and tell the center."""
+        record = storage_record(self.config.node.id, report, policy)
+        (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
+        self.events._append(record)  # the one durable writer of events.jsonl: no line is interleaved
+        if self.publisher is not None:
+            self.publisher.publish_storage(record)
+
+    def set_hold(self, event_id: str, held: bool) -> bool:
+        """Hold (or release) an event's evidence, never deleted automatically while held (MQTT command);
+        returns whether it is held now."""
+        self.holds.set(event_id, held)
+        return self.holds.is_held(event_id)
 
     def _report_loop(self) -> None:
         while not self._stop.wait(self.config.node.status_interval_s):
@@ -202,7 +382,7 @@ class Node:
             self.publisher.publish_stats(self.stats())
 
     def stats(self) -> dict:
-        """Node health: per camera fps, drops and reconnects; CPU, disk and the outbox."""
+        """Node health: per camera fps, drops and reconnects; CPU, disk, storage and the outbox."""
         now, cpu = time.monotonic(), time.process_time()
         busy = (cpu - self._cpu[1]) / max(now - self._cpu[0], 1e-6)
         self._cpu = (now, cpu)
@@ -228,6 +408,15 @@ class Node:
                 for n, w in self.cameras.items()
             },
         }
+        report = self.retention.last
+        if report is not None:
+            out["storage"] = {
+                "level": str(report.level),
+                "used_bytes": report.used_bytes,
+                "budget_bytes": report.budget_bytes,
+                "evidence_bytes": report.evidence_bytes,
+                "held_bytes": report.held_bytes,
+            }
         if self.publisher is not None:
             n, size = self.publisher.outbox.depth()
             out["outbox"] = {"messages": n, "bytes": size, "dropped": self.publisher.outbox.dropped()}

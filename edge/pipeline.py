@@ -173,6 +173,23 @@ class CameraPipeline:
         """Nothing more will come (end of a file, or the node stopping)."""
         self.end_stream(StreamStopped(self.session, "the node stopped"))
 
+    def reconfigure(self, cfg: CameraConfig, config_sha256: str | None = None) -> None:
+        """Reloaded settings from the next frame on: detection restarts with them (tracks in progress end);
+        the stream, the packet ring and clips being recorded go on. Unchanged settings leave detection as it
+        is; evidence records the new config's hash either way. Call it from the worker's thread."""
+        if cfg != self.cfg:
+            self._stop_detecting()
+            if cfg.fall.verifier.model != self.cfg.fall.verifier.model:
+                model = cfg.fall.verifier.model
+                self.verifier = load_verifier(model) if model is not None else None
+            self.cfg = cfg
+            self.ring.seconds = cfg.record.buffer_s
+            self.geometry = None  # rebuilt at the next frame, with the new facade and masks
+        if self.evidence is not None and config_sha256 is not None:
+            self.evidence.config_sha256 = config_sha256
+        sha = self.evidence.config_sha256 if self.evidence is not None else None
+        self.info = manifest_info(self.node, self.camera, cfg.source, sha)
+
     # -- frames ------------------------------------------------------------------------------------------
     def _frame(self, frame: CapturedFrame, detect: bool) -> None:
         self.index = self._index_of(frame)

@@ -7,7 +7,9 @@ as fast as the machine allows. Both run exactly this code from the first packet 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
 
 from edge.capture.camera import CameraCapture
@@ -37,6 +39,9 @@ class CameraWorker:
         self.frames = 0  # decoded frames handled
         self.failures = 0  # items whose handling raised; counted, reported in stats, never fatal
         self.announced_frames: int | None = None
+        self.detect_s = 0.0  # time spent in the pipeline on decoded frames (metrics: ms per frame)
+        self.beat = time.monotonic()  # last time the loop came round: the watchdog's proof of life
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"worker-{name}", daemon=True)
 
@@ -58,8 +63,14 @@ class CameraWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in this worker's thread between two items (a reloaded config reaches the pipeline so)."""
+        self._calls.put(fn)
+
     def _run(self) -> None:
         while True:
+            self.beat = time.monotonic()
+            self._run_calls()
             item = self.feed.get(_POLL_S)
             if item is None:
                 if (self._stopping.is_set() or not self.capture.is_alive()) and self.feed.empty:
@@ -78,8 +89,10 @@ class CameraWorker:
                 if item.packet is not None:
                     self.pipeline.on_packet(item.packet)
                 detect = self.detect_on()
+                began = time.perf_counter()
                 for frame in item.frames:
                     self.pipeline.on_frame(frame, detect)
+                self.detect_s += time.perf_counter() - began
                 if item.frames:
                     self.frames += len(item.frames)
                     if self.on_frames:
@@ -92,3 +105,14 @@ class CameraWorker:
         except Exception:
             log.exception("camera %s: handling %s failed", self.name, type(item).__name__)
             self.failures += 1
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception:
+                log.exception("camera %s: applying a change failed", self.name)

@@ -9,6 +9,9 @@ Topics, under <prefix>/<node>/ (see README, "MQTT"):
   events/<id>/clip              the annotated clip in chunks; events/<id>/original on request
   events/<id>/manifest          the signed manifest.json of the event's evidence (hashes of every file)
   events/<id>/original/get      command: send the original evidence clip
+  events/<id>/hold              command ON | OFF: keep the event's evidence past retention (a case under
+                                investigation); answered on the retained events/<id>/hold/state
+  storage                       retained JSON: the storage level changed (ok | warning | full)
   stats                         periodic node health
   feedback                      the center's verdicts on this node's alerts (kept in storage/feedback/)
 """
@@ -37,6 +40,7 @@ from edge.publish.manifest import iso
 from edge.publish.outbox import Kind, Outbox
 
 log = logging.getLogger(__name__)
+MAX_HOLD_PAYLOAD = 16  # ON or OFF with some whitespace; anything longer is not a hold command
 CHUNK_MAGIC = b"EDGECHUNK1\n"  # a chunk is: magic, one JSON header line, then the bytes
 
 
@@ -60,6 +64,7 @@ class Topics:
     events = property(lambda self: f"{self.base}/events")
     stats = property(lambda self: f"{self.base}/stats")
     feedback = property(lambda self: f"{self.base}/feedback")
+    storage = property(lambda self: f"{self.base}/storage")
 
     def status(self, camera: str) -> str:
         return f"{self.base}/{camera}/status"
@@ -179,6 +184,7 @@ class MqttPublisher:
         outbox: Outbox,
         storage: Path,
         on_detect_set: Callable[[str, bool], None] | None = None,
+        on_hold: Callable[[str, bool], bool] | None = None,
     ):
         self.cfg = config.mqtt
         self.node = config.node.id
@@ -188,6 +194,9 @@ class MqttPublisher:
         self.storage = storage
         self.feedback = FeedbackStore(storage)
         self.on_detect_set = on_detect_set
+        self.on_hold = on_hold
+        self.last_ack = time.time()  # when the broker last acknowledged a message (/healthz: the outbox drains)
+        self.down_since: float | None = time.time()  # when the broker connection was lost; None while connected
         self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
         self.reconnect = Reconnect(self.client, self.cfg)
         self.client.on_connect = self._on_connect
@@ -317,11 +326,17 @@ class MqttPublisher:
         self.commands_ready.clear()
         topics = [(self.topics.detect_set(cam), 1) for cam in self.cameras]
         _, mid = client.subscribe(
-            [*topics, (self.topics.files("+", "original/get"), 1), (self.topics.feedback, 1)]
+            [
+                *topics,
+                (self.topics.files("+", "original/get"), 1),
+                (self.topics.files("+", "hold"), 1),
+                (self.topics.feedback, 1),
+            ]
         )
         self._pending_subs = {mid}
         with self._lock:
             self._inflight.clear()
+        self.down_since = None
         self.connected.set()
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
 
@@ -333,6 +348,7 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if self.connected.is_set():
             log.warning("MQTT disconnected (%s); keeping messages in the outbox", reason_code)
+            self.down_since = time.time()
         self.connected.clear()
         self.commands_ready.clear()
         with self._lock:
@@ -345,6 +361,7 @@ class MqttPublisher:
                 self._early.add(mid)
         if seq is not None:
             self.outbox.ack(seq)
+        self.last_ack = time.time()
 
     def _on_message(self, client, userdata, msg) -> None:
         if not msg.topic.startswith(self.topics.base + "/"):
@@ -358,6 +375,8 @@ class MqttPublisher:
                     log.warning("ignoring a request for the original of %r: not an event id", parts[1][:200])
                 elif not self.send_original(parts[1]):
                     log.warning("original requested for unknown event %s", parts[1])
+            elif len(parts) == 3 and parts[0] == "events" and parts[2] == "hold":
+                self._hold(parts[1], msg.payload)
             elif parts == ["feedback"]:
                 self._feedback(msg.payload)
         except Exception:
@@ -373,6 +392,50 @@ class MqttPublisher:
             log.info("event %s: on-site verdict %s (%s, by %s)", fb.id, fb.verdict, fb.state, fb.by)
         else:
             log.info("feedback %s for event %s not kept: already kept, or no such event here", fb.msg_id, fb.id)
+
+    def _hold(self, event_id: str, payload: bytes) -> None:
+        """events/<id>/hold from the network: a valid id of an event stored here, and ON or OFF, or nothing."""
+        if not valid_id(event_id):
+            log.warning("ignoring a hold for %r: not an event id", event_id[:200])
+            return
+        value = payload.strip().upper() if len(payload) <= MAX_HOLD_PAYLOAD else b""
+        if value not in (b"ON", b"OFF"):
+            log.warning("ignoring a hold for %s: expected ON or OFF, got %r", event_id, payload[:40])
+            return
+        folder = self.storage / "events" / event_id
+        if not folder.is_dir() or folder.resolve() != (self.storage / "events").resolve() / event_id:
+            # Only events stored here: a flood of made-up ids must not grow the holds file.
+            log.warning("ignoring a hold for unknown event %s", event_id)
+            return
+        if self.on_hold is None:
+            return
+        held = self.on_hold(event_id, value == b"ON")  # what stands now, which a broken holds file can refuse
+        topic = self.topics.files(event_id, "hold/state")
+        self.outbox.put(Kind.COMMAND, topic, b"ON" if held else b"OFF", retain=True, coalesce_key=topic)
+
+    def publish_storage(self, record: dict) -> None:
+        """The storage level changed: retained, so a center subscribing later sees where it stands."""
+        body = json.dumps(record).encode()
+        self.outbox.put(Kind.EVENT, self.topics.storage, body, retain=True, coalesce_key="storage")
+
+    def set_cameras(self, cameras: list[str]) -> None:
+        """The cameras changed (reload): follow detect/set of the new ones, forget the removed ones."""
+        added = [c for c in cameras if c not in self.cameras]
+        removed = [c for c in self.cameras if c not in cameras]
+        self.cameras = list(cameras)
+        if added:
+            self.client.subscribe([(self.topics.detect_set(c), 1) for c in added])
+        if removed:
+            self.client.unsubscribe([self.topics.detect_set(c) for c in removed])
+        for camera in removed:  # its retained status would say online forever
+            self.outbox.put(
+                Kind.STATUS,
+                self.topics.status(camera),
+                b"",
+                qos=0,
+                retain=True,
+                coalesce_key=self.topics.status(camera),
+            )
 
     def _detect_set(self, camera: str, value: str) -> None:
         if value not in ("ON", "OFF"):

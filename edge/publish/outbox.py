@@ -127,6 +127,12 @@ class Outbox:
             n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         return int(n), int(size)
 
+    def oldest(self) -> float | None:
+        """Unix time the oldest waiting message was queued; None when none waits."""
+        with self._lock:
+            (created,) = self._db.execute("SELECT MIN(created) FROM outbox").fetchone()
+        return created
+
     def dropped(self) -> dict[Kind | str, int]:
         with self._lock:
             return {_kind(k): n for k, n in self._db.execute("SELECT kind, count FROM dropped").fetchall()}

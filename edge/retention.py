@@ -1,0 +1,338 @@
+"""Retention under a quota: evidence kept `storage.evidence_days` and deleted after; the expendable goes first.
+
+What lives in storage.dir falls in three classes:
+  evidence    one folder per event under events/: deleted only once older than evidence_days and not held;
+  expendable  what is known to be disposable: left-over .tmp and partial files, logs (logs/, *.log), old stats
+              (stats/), stray files beside the event folders, core dumps: deleted oldest first whenever
+              storage.dir holds more than it may;
+  kept        everything else: what the node needs to run (its key, the outbox, status, detection switches,
+              holds, events.jsonl, feedback) and whatever retention does not know (an operator's file is
+              never deleted behind their back); counted in the space, never deleted here.
+When what may not be deleted yet fills `warn_share` of the space, a warning is raised; when it fills all of it,
+the node reports itself full and goes on capturing and alerting (alerts are tiny; a clip that cannot be
+written is logged by the pipeline, never fatal).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from edge.config import StorageConfig
+from edge.holds import HOLDS_FILE, Holds
+from edge.publish.evidence import EVENT
+from edge.publish.manifest import iso
+
+log = logging.getLogger(__name__)
+
+EVENTS_DIR = "events"
+# Files and folders of storage.dir the node itself needs; names only at its top level.
+KEPT_NAMES = frozenset(
+    {
+        "keys",
+        "events.jsonl",
+        "outbox.sqlite",
+        "outbox.sqlite-wal",
+        "outbox.sqlite-shm",
+        "outbox.sqlite-journal",
+        "status.json",
+        "detect.json",
+        HOLDS_FILE,
+        "feedback",
+    }
+)
+EXPENDABLE_DIRS = frozenset({"logs", "stats", "tmp"})  # top-level folders of disposable files
+# Disposable files at the top of storage.dir:
+EXPENDABLE_NAMES = ("*.tmp", "*.log", "*.log.*", ".*-partial*", "core", "core.*")
+IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left
+GB = 1_000_000_000
+
+
+class FileClass(StrEnum):
+    EVIDENCE = "evidence"
+    KEPT = "kept"
+    EXPENDABLE = "expendable"
+
+
+class Level(StrEnum):
+    """How close storage is to putting evidence at risk."""
+
+    OK = "ok"
+    WARNING = "warning"  # what may not be deleted yet fills warn_share of the space
+    FULL = "full"  # ... all of it: new evidence may not fit
+
+
+@dataclass(frozen=True)
+class Item:
+    """One deletable unit: an event's folder, or one file."""
+
+    path: Path
+    cls: FileClass
+    size: int
+    time: float  # Unix time it dates from: the event's start for evidence, else the file's mtime
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    quota_bytes: int | None
+    free_min_bytes: int
+    evidence_s: float
+    warn_share: float
+
+    @classmethod
+    def from_config(cls, cfg: StorageConfig) -> Policy:
+        quota = int(cfg.quota_gb * GB) if cfg.quota_gb is not None else None
+        return cls(quota, int(cfg.free_min_gb * GB), cfg.evidence_days * 86400.0, cfg.warn_share)
+
+
+@dataclass
+class Report:
+    """What one sweep found and did."""
+
+    used_bytes: int = 0  # storage.dir after the sweep
+    budget_bytes: int = 0  # most it may hold now: the quota, or less when the disk is fuller
+    evidence_bytes: int = 0
+    held_bytes: int = 0
+    expendable_bytes: int = 0
+    protected_bytes: int = 0  # what may not be deleted yet: kept files and evidence inside its retention
+    level: Level = Level.OK
+    expired: list[str] = field(default_factory=list)  # event ids deleted for age
+    expendable_deleted: int = 0  # files
+    freed_bytes: int = 0
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of every file below a folder (links are not followed)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # deleted meanwhile
+    return total
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return time.time()
+
+
+def event_time(folder: Path) -> float:
+    """When an event began, from its event.json; the folder's mtime when that cannot be read."""
+    try:
+        started = json.loads((folder / EVENT).read_text()).get("start_utc")
+        return datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    except (OSError, ValueError, AttributeError, TypeError):
+        return _mtime(folder)
+
+
+def scan(storage: Path) -> list[Item]:
+    """Everything under storage.dir, classified."""
+    items: list[Item] = []
+    try:
+        entries = list(storage.iterdir())
+    except OSError:
+        return items
+    for entry in entries:
+        name = entry.name
+        if name == EVENTS_DIR and entry.is_dir() and not entry.is_symlink():
+            items.extend(_events(entry))
+        elif name in EXPENDABLE_DIRS and entry.is_dir() and not entry.is_symlink():
+            items.extend(_expendable(entry))
+        elif name not in KEPT_NAMES and _disposable(entry):
+            items.append(Item(entry, FileClass.EXPENDABLE, _size(entry), _mtime(entry)))
+        else:
+            items.append(Item(entry, FileClass.KEPT, _size(entry), _mtime(entry)))
+    return items
+
+
+def _events(events: Path) -> list[Item]:
+    out = []
+    for sub in events.iterdir():
+        if sub.is_dir() and not sub.is_symlink():
+            out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
+        else:
+            out.append(Item(sub, FileClass.EXPENDABLE, _size(sub), _mtime(sub)))  # a stray file, not an event
+    return out
+
+
+def _disposable(path: Path) -> bool:
+    return not path.is_dir() and any(fnmatch.fnmatchcase(path.name, pattern) for pattern in EXPENDABLE_NAMES)
+
+
+def _expendable(entry: Path) -> list[Item]:
+    """One item per file of an expendable folder, so the oldest log lines go before yesterday's."""
+    out = []
+    for root, _dirs, files in os.walk(entry):
+        for fname in files:
+            p = Path(root, fname)
+            out.append(Item(p, FileClass.EXPENDABLE, _size(p), _mtime(p)))
+    return out
+
+
+def _delete(item: Item) -> bool:
+    try:
+        if item.path.is_dir() and not item.path.is_symlink():
+            shutil.rmtree(item.path)
+        else:
+            item.path.unlink()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        log.error("retention: cannot delete %s: %s", item.path, exc)
+        return False
+
+
+def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None) -> Report:
+    """Delete expired evidence, then expendable files oldest first while over budget; say how full it is."""
+    now = time.time() if now is None else now
+    items = scan(storage)
+    report = Report()
+    held = holds.ids()
+    keep: list[Item] = []
+    for it in items:
+        expired = it.cls is FileClass.EVIDENCE and now - it.time > policy.evidence_s
+        if expired and it.event_id not in held and not holds.unreadable and _delete(it):
+            report.expired.append(it.event_id)
+            report.freed_bytes += it.size
+            log.info("retention: event %s deleted after %d days", it.event_id, policy.evidence_s // 86400)
+        else:
+            keep.append(it)
+    used = sum(it.size for it in keep)
+    report.budget_bytes = _budget(storage, policy, used)
+    for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
+        if used <= report.budget_bytes:
+            break
+        if now - it.time >= IN_USE_S and _delete(it):
+            used -= it.size
+            report.freed_bytes += it.size
+            report.expendable_deleted += 1
+            keep.remove(it)
+    if report.expendable_deleted:
+        log.warning("retention: %d expendable files deleted to stay within the quota", report.expendable_deleted)
+    return _measure(report, keep, held, policy)
+
+
+def _budget(storage: Path, policy: Policy, used: int) -> int:
+    """The most storage.dir may hold: its quota, less when the disk itself would keep under free_min free."""
+    try:
+        free = shutil.disk_usage(storage).free
+    except OSError:
+        free = 0
+    by_disk = max(0, used + free - policy.free_min_bytes)
+    return min(policy.quota_bytes, by_disk) if policy.quota_bytes is not None else by_disk
+
+
+def _measure(report: Report, keep: list[Item], held: set[str], policy: Policy) -> Report:
+    report.used_bytes = sum(it.size for it in keep)
+    report.evidence_bytes = sum(it.size for it in keep if it.cls is FileClass.EVIDENCE)
+    report.held_bytes = sum(it.size for it in keep if it.cls is FileClass.EVIDENCE and it.event_id in held)
+    report.expendable_bytes = sum(it.size for it in keep if it.cls is FileClass.EXPENDABLE)
+    report.protected_bytes = report.used_bytes - report.expendable_bytes
+    if report.protected_bytes >= report.budget_bytes:
+        report.level = Level.FULL
+    elif report.protected_bytes >= policy.warn_share * report.budget_bytes:
+        report.level = Level.WARNING
+    return report
+
+
+def storage_record(node: str, report: Report, policy: Policy) -> dict:
+    """The `storage` event (events.jsonl and MQTT) for a change of level."""
+    share = report.protected_bytes / report.budget_bytes if report.budget_bytes else 1.0
+    days = round(policy.evidence_s / 86400)
+    if report.level is Level.OK:
+        message = f"storage back to normal: {share:.0%} of the space held by evidence not yet {days} days old"
+    else:
+        full = "FULL: new evidence may not fit" if report.level is Level.FULL else "evidence at risk soon"
+        message = (
+            f"storage {full}: files that may not be deleted yet (evidence under {days} days old, held evidence, "
+            f"the node's own) fill {share:.0%} of {report.budget_bytes / GB:.2f} GB; add disk space, raise "
+            "storage.quota_gb, lower storage.evidence_days or release held events"
+        )
+    return {
+        "v": 1,
+        "type": "storage",
+        "node": node,
+        "level": str(report.level),
+        "time_utc": iso(time.time()),
+        "message": message,
+        "used_bytes": report.used_bytes,
+        "budget_bytes": report.budget_bytes,
+        "quota_bytes": policy.quota_bytes,
+        "evidence_bytes": report.evidence_bytes,
+        "held_bytes": report.held_bytes,
+        "protected_bytes": report.protected_bytes,
+        "evidence_days": days,
+    }
+
+
+class Retention:
+    """Sweeps storage.dir every `interval_s` in its own thread and reports each change of level."""
+
+    def __init__(
+        self,
+        storage: Path,
+        cfg: StorageConfig,
+        holds: Holds,
+        on_level: Callable[[Report, Policy], None],
+    ):
+        self.storage, self.holds, self.on_level = storage, holds, on_level
+        self.configure(cfg)
+        self.level = Level.OK
+        self.last: Report | None = None
+        self.expired_total = 0
+        self.expendable_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+
+    def configure(self, cfg: StorageConfig) -> None:
+        """Apply the storage settings of a (reloaded) config from the next sweep on."""
+        self.policy, self.interval_s = Policy.from_config(cfg), cfg.retention_interval_s
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_once(self) -> Report:
+        """One sweep now; tells on_level when the level changed."""
+        report = sweep(self.storage, self.policy, self.holds)
+        self.last = report
+        self.expired_total += len(report.expired)
+        self.expendable_total += report.expendable_deleted
+        if report.level != self.level:
+            self.level = report.level
+            self.on_level(report, self.policy)
+        return report
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("retention sweep failed")
+            if self._stop.wait(self.interval_s):
+                return

@@ -1,0 +1,238 @@
+"""Reload (issue 16): SIGHUP to `edge run` applies new settings without reconnecting a camera, a camera added or
+removed starts or stops alone, and a config that is not valid, or not appliable live, is refused and the
+running one kept."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from support.servers import RtspServer, free_port, wait_for
+
+from edge.capture.camera import CameraState
+from edge.config import config_hash, load_config, parse_config
+from edge.node import Node
+
+from conftest import REPO, loop_clip, sim_facade
+
+
+@pytest.fixture(scope="module")
+def clip(sim_clip, tmp_path_factory):
+    folder = sim_clip("throw", 1)
+    return loop_clip(folder / "scene.mp4", 12, tmp_path_factory.mktemp("rtsp") / "loop.mp4"), sim_facade(folder)
+
+
+@pytest.fixture
+def server(clip):
+    srv = RtspServer(clip[0]).start()
+    yield srv
+    srv.kill()
+
+
+def _config(tmp_path: Path, cameras: dict, port: int | None = None) -> dict:
+    return {
+        "version": 1,
+        "node": {"id": "reload", "metrics": {"listen": f"127.0.0.1:{port}" if port else None}},
+        "storage": {"dir": str(tmp_path / "store")},
+        "mqtt": {"enabled": False},
+        "cameras": cameras,
+    }
+
+
+def _camera(url: str, facade: dict | None = None) -> dict:
+    return {
+        "source": url,
+        "facade": facade,
+        "capture": {"reconnect_max_s": 1.0},
+        "record": {"pre_s": 2, "post_s": 1, "buffer_s": 10},
+    }
+
+
+def _metrics(port: int) -> dict[tuple, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def _manifest_hashes(store: Path) -> set[str]:
+    return {
+        json.loads(p.read_text())["manifest"]["config_sha256"]
+        for p in store.glob("events/*/manifest.json")
+        if p.stat().st_size
+    }
+
+
+CAM = (("camera", "cam"),)
+
+
+def test_sighup_applies_a_new_threshold_without_a_reconnect_and_refuses_a_broken_config(tmp_path, server, clip):
+    port = free_port()
+    config = _config(tmp_path, {"cam": _camera(server.url, clip[1])}, port)
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    before = config_hash(load_config(path))
+    log = (tmp_path / "edge.log").open("w")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(path)], cwd=REPO, stdout=log, stderr=log
+    )
+    try:
+        assert wait_for(lambda: _up(port), 30), (tmp_path / "edge.log").read_text()
+
+        changed = copy.deepcopy(config)
+        changed["cameras"]["cam"]["fall"] = {"min_fall_floors": 1.5}  # a threshold
+        changed["cameras"]["cam"]["masks"] = {"shield": [[[0.0, 0.9], [0.1, 0.9], [0.1, 1.0]]]}
+        path.write_text(yaml.safe_dump(changed))
+        after = config_hash(load_config(path))
+        node.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: _metrics(port).get(("edge_config_reloads_total", (("result", "ok"),))) == 1, 20)
+        # The new settings reached the camera's pipeline: evidence made after the reload records their hash.
+        assert wait_for(lambda: after in _manifest_hashes(tmp_path / "store"), 60, 0.5), (
+            tmp_path / "edge.log"
+        ).read_text()
+        m = _metrics(port)
+        assert m[("edge_camera_reconnects_total", CAM)] == 0 and m[("edge_camera_up", CAM)] == 1
+        assert before != after
+
+        path.write_text(yaml.safe_dump(changed) + "bogus: 1\n")  # an unknown key: not a valid config
+        node.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: _metrics(port).get(("edge_config_reloads_total", (("result", "refused"),))), 20)
+        m = _metrics(port)
+        assert m[("edge_camera_reconnects_total", CAM)] == 0 and m[("edge_camera_up", CAM)] == 1
+        assert node.poll() is None
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(60)
+        log.close()
+    text = (tmp_path / "edge.log").read_text()
+    assert node.returncode == 0, text
+    assert "config reloaded: new settings for cam" in text
+    assert f"config reload refused, the running config is kept: {path}:" in text and "bogus: unknown key" in text
+    assert "offline" not in text  # the camera was never dropped
+
+
+def _up(port: int) -> bool:
+    try:
+        m = _metrics(port)
+    except OSError:
+        return False
+    return m.get(("edge_camera_up", CAM)) == 1 and m.get(("edge_camera_frames_total", CAM), 0) > 0
+
+
+def test_a_camera_added_or_removed_starts_or_stops_alone(tmp_path, server, clip):
+    one = _config(tmp_path, {"a": _camera(server.url)})
+    two = _config(tmp_path, {"a": _camera(server.url), "b": _camera(server.url)})
+    node = Node(parse_config(yaml.safe_dump(one)))
+    node.start()
+    try:
+        assert wait_for(lambda: node.status("a").state == CameraState.ONLINE, 20)
+        a = node.cameras["a"]
+        assert node.reload(parse_config(yaml.safe_dump(two)))
+        assert wait_for(lambda: node.status("b").state == CameraState.ONLINE, 20)
+        b = node.cameras["b"]
+        assert node.cameras["a"] is a and a.capture.session == 1 and a.alive  # untouched
+        assert node.reload(parse_config(yaml.safe_dump(_config(tmp_path, {"b": _camera(server.url)}))))
+        assert list(node.cameras) == ["b"] and not a.alive and not a.capture.is_alive()
+        assert node.cameras["b"] is b and b.capture.session == 1 and b.alive
+        assert "a" not in json.loads((tmp_path / "store" / "status.json").read_text())
+        assert node.reloads == {"ok": 2, "refused": 0}
+    finally:
+        node.stop()
+
+
+def test_a_reload_that_needs_a_restart_is_refused_and_the_running_config_kept(tmp_path):
+    config = _config(tmp_path, {"a": _camera(f"rtsp://127.0.0.1:{free_port()}/x")})
+    node = Node(parse_config(yaml.safe_dump(config)))
+    running = node.config
+    moved = copy.deepcopy(config)
+    moved["storage"]["dir"] = str(tmp_path / "elsewhere")
+    assert not node.reload(parse_config(yaml.safe_dump(moved)))
+    assert node.config is running and node.reloads == {"ok": 0, "refused": 1}
+    tuned = copy.deepcopy(config)  # the control: a storage setting that can change live
+    tuned["storage"]["evidence_days"] = 60
+    assert node.reload(parse_config(yaml.safe_dump(tuned)))
+    assert node.retention.policy.evidence_s == 60 * 86400
+
+
+def _new_events_after(store: Path, t: float) -> list[dict]:
+    path = store / "events.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in rows if r["type"] == "new" and _utc(r["alert_utc"]) > t]
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_reloaded_threshold_decides_the_falls_that_follow(tmp_path, server, clip):
+    config = _config(tmp_path, {"cam": _camera(server.url, clip[1])})
+    node = Node(parse_config(yaml.safe_dump(config)))
+    store = tmp_path / "store"
+    node.start()
+    try:
+        began = time.time()
+        assert wait_for(lambda: _new_events_after(store, began), 30, 0.5)  # throws alert as configured
+        strict = copy.deepcopy(config)
+        strict["cameras"]["cam"]["fall"] = {"min_fall_floors": 50.0}  # taller than the simulated building
+        assert node.reload(parse_config(yaml.safe_dump(strict)))
+        reloaded, frames = time.time(), node.cameras["cam"].frames
+        time.sleep(20)  # the clip throws twice every 8 s: five throws pass
+        assert node.cameras["cam"].frames > frames + 250 and node.cameras["cam"].capture.session == 1
+        assert _new_events_after(store, reloaded + 1.0) == []  # (a fall decided in the reload's instant aside)
+        assert node.reload(parse_config(yaml.safe_dump(config)))  # the control: back, and they alert again
+        restored = time.time()
+        assert wait_for(lambda: _new_events_after(store, restored), 30, 0.5)
+    finally:
+        node.stop()
+
+
+def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, clip):
+    from support.broker import Broker
+    from test_ops_retention import _client
+
+    broker = Broker(tmp_path / "broker", {"reload": "pw-r", "monitor": "pw-m"}).start()
+    try:
+        mqtt_cfg = {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "username": "reload",
+            "password": "pw-r",
+            "tls": {"ca_file": str(broker.ca)},
+        }
+        config = {**_config(tmp_path, {"cam": _camera(server.url, clip[1])}), "mqtt": mqtt_cfg}
+        _, seen = _client(broker, "monitor", "pw-m", "edge/reload/events")
+        node = Node(parse_config(yaml.safe_dump(config)))
+        node.start()
+        try:
+            assert wait_for(lambda: _alerts(seen), 30, 0.5)
+            first = node.publisher
+            changed = copy.deepcopy(config)
+            changed["mqtt"]["keepalive_s"] = 20
+            changed["mqtt"]["drain_rate_per_s"] = 100.0
+            assert node.reload(parse_config(yaml.safe_dump(changed)))
+            assert node.publisher is not first and node.publisher.cfg.keepalive_s == 20
+            assert node.publisher.connected.wait(10)
+            after = len(seen)
+            assert wait_for(lambda: _alerts(seen[after:]), 30, 0.5)  # alerts flow through the new connection
+            assert node.cameras["cam"].capture.session == 1 and node.cameras["cam"].capture.reconnects == 0
+        finally:
+            node.stop()
+    finally:
+        broker.stop()
+
+
+def _alerts(seen: list) -> list[dict]:
+    return [m for m in (json.loads(p) for _, p in seen) if m["type"] == "new"]

@@ -1,0 +1,275 @@
+"""Retention under a quota (issue 16): non-evidence goes first, evidence is kept `storage.evidence_days` and
+deleted after, held evidence is never deleted, and a warning is raised before evidence is at risk. Holds are
+placed through a real Mosquitto broker on `events/<id>/hold`, whose payloads are hostile input."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from support.broker import Broker
+from support.servers import RtspServer, free_port, wait_for
+
+from edge.capture.camera import CameraState
+from edge.config import parse_config
+from edge.events import read_rows
+from edge.holds import Holds
+from edge.node import Node
+from edge.publish.manifest import iso
+from edge.retention import Level, Policy, sweep
+
+from conftest import REPO, loop_clip, sim_facade
+
+DAY = 86400.0
+KB = 1000
+
+
+def _node(tmp_path: Path, storage: dict, mqtt_cfg: dict | None = None) -> Node:
+    config = {
+        "version": 1,
+        "node": {"id": "garden-a", "metrics": {"listen": None}},
+        "storage": {"dir": str(tmp_path / "store"), **storage},
+        "mqtt": mqtt_cfg or {"enabled": False},
+        "cameras": {"cam": {"source": f"rtsp://127.0.0.1:{free_port()}/none"}},
+    }
+    return Node(parse_config(yaml.safe_dump(config)))
+
+
+def _event(store: Path, event_id: str, age_days: float, size: int) -> Path:
+    """An event's evidence folder as the pipeline leaves it: event.json, a read-only original, a manifest."""
+    folder = store / "events" / event_id
+    folder.mkdir(parents=True)
+    started = iso(time.time() - age_days * DAY)
+    (folder / "event.json").write_text(json.dumps({"id": event_id, "start_utc": started}))
+    (folder / "original.ts").write_bytes(os.urandom(size))
+    (folder / "original.ts").chmod(0o444)
+    (folder / "manifest.json").write_text("{}")
+    return folder
+
+
+def _expendable(store: Path, rel: str, size: int, age_days: float) -> Path:
+    path = store / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    t = time.time() - age_days * DAY
+    os.utime(path, (t, t))
+    return path
+
+
+def _storage_rows(store: Path) -> list[dict]:
+    path = store / "events.jsonl"
+    return [r for r in read_rows(path) if r["type"] == "storage"] if path.exists() else []
+
+
+def _fill(store: Path) -> dict[str, Path]:
+    """46 kB + 46 kB of evidence (inside retention) and 45 kB of other files of different ages."""
+    return {
+        "ev1": _event(store, "20261101T000000-cam-0000001-1", 3, 46 * KB),
+        "ev2": _event(store, "20261101T000000-cam-0000002-2", 1, 46 * KB),
+        "log": _expendable(store, "logs/edge.log.1", 30 * KB, 2),
+        "stats": _expendable(store, "stats/2026-11-28.jsonl", 10 * KB, 1),
+        "tmp": _expendable(store, "status.json.tmp", 5 * KB, 0.5),
+    }
+
+
+def test_over_the_quota_non_evidence_goes_first_evidence_stays_and_a_warning_is_raised(tmp_path):
+    node = _node(tmp_path, {"quota_gb": 100 * KB / 1e9})  # 100 kB
+    files = _fill(node.storage)
+    report = node.retention.run_once()
+    # 137 kB: the oldest other files go, oldest first, until it fits; the evidence is all there.
+    assert not files["log"].exists() and not files["stats"].exists()
+    assert files["tmp"].exists()  # once under the quota, nothing more is deleted
+    assert files["ev1"].is_dir() and files["ev2"].is_dir() and (files["ev1"] / "original.ts").stat().st_size
+    assert report.used_bytes <= report.budget_bytes == 100 * KB
+    # 92 kB of evidence that may not be deleted yet is over 90% (storage.warn_share) of 100 kB.
+    assert report.level is Level.WARNING
+    rows = _storage_rows(node.storage)
+    assert [r["level"] for r in rows] == ["warning"], rows
+    assert rows[0]["protected_bytes"] >= 92 * KB and rows[0]["quota_bytes"] == 100 * KB
+    assert "evidence" in rows[0]["message"] and "30 days" in rows[0]["message"]
+    schema = json.loads((REPO / "docs" / "schemas" / "storage.schema.json").read_text())
+    jsonschema.validate(rows[0], schema)
+    stats = node.stats()  # the periodic MQTT stats carry it too
+    jsonschema.validate(stats, json.loads((REPO / "docs" / "schemas" / "stats.schema.json").read_text()))
+    assert stats["storage"]["level"] == "warning" and stats["storage"]["budget_bytes"] == 100 * KB
+    # Still there and still over 90%: the warning is not repeated at every sweep.
+    node.retention.run_once()
+    assert len(_storage_rows(node.storage)) == 1
+
+
+def test_within_the_quota_nothing_is_deleted_and_no_warning_is_raised(tmp_path):
+    node = _node(tmp_path, {"quota_gb": 1000 * KB / 1e9})  # 1 MB: the same files fit
+    files = _fill(node.storage)
+    report = node.retention.run_once()
+    assert all(p.exists() for p in files.values())
+    assert report.level is Level.OK and _storage_rows(node.storage) == []
+
+
+def test_with_only_young_evidence_left_over_the_quota_the_node_reports_full_and_deletes_no_evidence(tmp_path):
+    node = _node(tmp_path, {"quota_gb": 60 * KB / 1e9})
+    files = _fill(node.storage)
+    notes = _expendable(node.storage, "notes-from-the-installer.txt", KB, 100)  # not retention's to judge
+    report = node.retention.run_once()
+    assert files["ev1"].is_dir() and files["ev2"].is_dir() and notes.exists()
+    assert not any(files[k].exists() for k in ("log", "stats", "tmp"))  # every expendable file went first
+    assert report.level is Level.FULL and [r["level"] for r in _storage_rows(node.storage)] == ["full"]
+
+
+def test_evidence_past_evidence_days_is_deleted_and_younger_evidence_kept(tmp_path):
+    node = _node(tmp_path, {"evidence_days": 30})
+    old = _event(node.storage, "20261001T000000-cam-0000001-1", 31, KB)
+    young = _event(node.storage, "20261101T000000-cam-0000001-1", 29, KB)
+    report = node.retention.run_once()
+    assert not old.exists() and young.is_dir()
+    assert report.expired == [old.name]
+
+
+def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
+    store = tmp_path / "store"
+    old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
+    policy = Policy(quota_bytes=None, free_min_bytes=0, evidence_s=30 * DAY, warn_share=0.9)
+    (store / "holds.json").write_text("{not json")
+    assert sweep(store, policy, Holds(store)).expired == [] and old.is_dir()
+    (store / "holds.json").write_text('{"held": {}}')  # the control: repaired, the old event goes
+    assert sweep(store, policy, Holds(store)).expired == [old.name] and not old.exists()
+
+
+# -- holds over MQTT -----------------------------------------------------------------------------------------
+USERS = {"garden-a": "pw-a", "center": "pw-center", "monitor": "pw-monitor"}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker", USERS).start()
+    yield b
+    b.stop()
+
+
+def _client(broker: Broker, user: str, password: str, topic: str | None = None) -> tuple[mqtt.Client, list]:
+    got: list = []
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{time.monotonic_ns()}")
+    c.tls_set(ca_certs=str(broker.ca))
+    c.username_pw_set(user, password)
+    c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+    if topic:
+        c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(topic, qos=1)
+        c.on_subscribe = lambda cl, u, mid, rcs, p=None: ready.set()
+    else:
+        c.on_connect = lambda cl, u, f, rc, p=None: ready.set()
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    assert ready.wait(10)
+    return c, got
+
+
+def test_held_evidence_outlives_its_retention_and_hostile_hold_commands_change_nothing(tmp_path, broker):
+    os.environ["EDGE_TEST_PW"] = "pw-a"
+    mqtt_cfg = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "${EDGE_TEST_PW}",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+    try:
+        node = _node(tmp_path, {"evidence_days": 30}, mqtt_cfg)
+    finally:
+        del os.environ["EDGE_TEST_PW"]
+    held = _event(node.storage, "20261001T000000-cam-0000001-1", 40, KB)
+    other = _event(node.storage, "20261001T000000-cam-0000002-2", 40, KB)
+    _, states = _client(broker, "monitor", "pw-monitor", "edge/garden-a/events/+/hold/state")
+    center, _ = _client(broker, "center", "pw-center")
+    node.publisher.start()
+    try:
+        assert node.publisher.commands_ready.wait(10)
+        base = "edge/garden-a/events"
+        hostile = [
+            (f"{base}/{other.name}/hold", b"MAYBE"),
+            (f"{base}/{other.name}/hold", b"ON" + b" " * 100),  # too long to be a command
+            (f"{base}/{other.name}/hold", b"\xff\xfeON"),
+            (f"{base}/20261001T000000-cam-9999999-9/hold", b"ON"),  # no such event here
+            (f"{base}/../hold", b"ON"),
+            (f"{base}/%2e%2e/hold", b"ON"),
+        ]
+        for topic, payload in hostile:
+            center.publish(topic, payload, qos=1).wait_for_publish(5)
+        # The control, sent last: a real event held, answered on its retained hold/state.
+        center.publish(f"{base}/{held.name}/hold", b" on\n", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: (f"{base}/{held.name}/hold/state", b"ON") in states, 10), states
+        assert node.holds.ids() == {held.name}
+        assert json.loads((node.storage / "holds.json").read_text())["held"].keys() == {held.name}
+        assert [t for t, _ in states] == [f"{base}/{held.name}/hold/state"]
+
+        report = node.retention.run_once()
+        assert held.is_dir() and not other.exists() and report.expired == [other.name]
+        assert report.held_bytes > 0
+
+        # Released, it is old enough to go at the next sweep.
+        center.publish(f"{base}/{held.name}/hold", b"OFF", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: not node.holds.ids(), 10)
+        assert node.retention.run_once().expired == [held.name] and not held.exists()
+    finally:
+        node.publisher.stop()
+        center.disconnect()
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB filesystem of its own (tmpfs), so that it can really fill up."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def _fill_up(folder: Path) -> None:
+    """Write into `folder` until the disk refuses."""
+    with (folder / "original.ts").open("wb") as f:
+        try:
+            while True:
+                f.write(os.urandom(64 * 1024))
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def test_a_full_disk_stops_neither_capture_nor_alerts(small_disk, sim_clip, tmp_path, caplog):
+    folder = sim_clip("throw", 1)
+    srv = RtspServer(loop_clip(folder / "scene.mp4", 4, tmp_path / "loop.mp4")).start()
+    config = {
+        "version": 1,
+        "node": {"id": "full", "metrics": {"listen": None}},
+        "storage": {"dir": str(small_disk / "store")},
+        "mqtt": {"enabled": False},
+        "cameras": {"cam": {"source": srv.url, "facade": sim_facade(folder)}},
+    }
+    node = Node(parse_config(yaml.safe_dump(config)))
+    young = _event(node.storage, "20261101T000000-cam-0000001-1", 1, 0)  # evidence that must be kept
+    _fill_up(young)
+    node.start()
+    try:
+        assert wait_for(lambda: node.retention.last is not None, 10)
+        assert node.retention.level is Level.FULL and young.is_dir()
+        events = ("edge_events_total", {"camera": "cam", "level": "confirmed"})
+        assert wait_for(lambda: node.metrics.registry.get_sample_value(*events), 40, 0.5)  # the alert is raised
+        assert any(r.getMessage().startswith("ALERT") for r in caplog.records)
+        frames = node.cameras["cam"].frames
+        assert wait_for(lambda: node.cameras["cam"].frames > frames + 50, 20)  # and capture goes on after it
+        assert node.status("cam").state == CameraState.ONLINE and node.stuck_workers() == {}
+        assert any("cannot record" in r.getMessage() or "No space" in r.getMessage() for r in caplog.records)
+    finally:
+        node.stop()
+        srv.kill()

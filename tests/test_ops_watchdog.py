@@ -1,0 +1,133 @@
+"""The systemd watchdog (issue 16): READY=1 once every camera is started, then WATCHDOG=1 pings only while the
+main loop and every camera worker are alive. Checked against a NOTIFY_SOCKET this test listens on, with a worker
+hung in a real code path (a sink that blocks when the camera's first event comes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import yaml
+from support.servers import RtspServer, free_port, wait_for
+
+from edge.config import parse_config
+from edge.node import Node
+from edge.sdnotify import Notifier
+
+from conftest import loop_clip
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notification socket; keeps every message received."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def count(self, line: str, since: int = 0) -> int:
+        return sum(line in m.split("\n") for m in self.messages[since:])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+class Gate:
+    """A sink whose on_update blocks until released: the camera worker that reports an event hangs in it."""
+
+    def __init__(self):
+        self.entered, self.released = threading.Event(), threading.Event()
+
+    def on_update(self, kind, record) -> None:
+        self.entered.set()
+        self.released.wait()
+
+    def on_evidence(self, record, files) -> None:
+        """Evidence is not what hangs here."""
+
+    def on_status(self, camera, status) -> None:
+        """Status comes from the capture thread, not the worker."""
+
+
+@pytest.fixture(scope="module")
+def camera(sim_clip, tmp_path_factory):
+    clip = loop_clip(sim_clip("throw", 1) / "scene.mp4", 4, tmp_path_factory.mktemp("rtsp") / "loop.mp4")
+    srv = RtspServer(clip).start()
+    yield srv
+    srv.kill()
+
+
+def test_ready_then_pings_which_stop_while_a_worker_hangs_and_resume_when_it_is_free(camera, tmp_path, caplog):
+    listener = NotifySocket(f"@edge-test-{uuid.uuid4().hex}")  # systemd's own kind of address: abstract
+    env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "400000", "WATCHDOG_PID": str(os.getpid())}
+    config = {
+        "version": 1,
+        "node": {"id": "wd", "worker_stall_s": 1.0, "metrics": {"listen": None}},
+        "storage": {"dir": str(tmp_path / "store")},
+        "mqtt": {"enabled": False},
+        "cameras": {"cam": {"source": camera.url}, "idle": {"source": f"rtsp://127.0.0.1:{free_port()}/none"}},
+    }
+    gate = Gate()
+    node = Node(parse_config(yaml.safe_dump(config)), sinks=[gate], notifier=Notifier(env))
+    main = threading.Thread(target=node.run_forever, daemon=True)
+    main.start()
+    try:
+        assert wait_for(lambda: listener.count("READY=1"), 20), listener.messages
+        ready = next(i for i, m in enumerate(listener.messages) if "READY=1" in m.split("\n"))
+        assert listener.count("WATCHDOG=1", since=0) - listener.count("WATCHDOG=1", since=ready) == 0
+        # Pings while all is well; an offline camera ("idle") is no reason to stop them: its worker is alive.
+        assert wait_for(lambda: listener.count("WATCHDOG=1", since=ready) >= 3, 20), listener.messages
+
+        assert gate.entered.wait(60), "the clip's throw never reached the sinks"
+        assert wait_for(lambda: "cam" in node.stuck_workers(), 10)
+        time.sleep(1.0)  # a ping already decided before the check may still be on its way
+        hung = len(listener.messages)
+        time.sleep(2.0)  # five ping intervals
+        assert listener.count("WATCHDOG=1", since=hung) == 0, listener.messages[hung:]
+        assert "idle" not in node.stuck_workers()
+        stuck_lines = [r for r in caplog.records if "camera cam: its worker has been stuck" in r.getMessage()]
+        assert len(stuck_lines) == 1, stuck_lines  # said once, not at every tick while it lasts
+
+        gate.released.set()  # the control: the same worker free again, the pings come back
+        assert wait_for(lambda: listener.count("WATCHDOG=1", since=hung) >= 2, 20), listener.messages[hung:]
+    finally:
+        gate.released.set()
+        node.request_stop()
+        main.join(10)
+        node.stop()
+        listener.close()
+    assert listener.count("STOPPING=1")
+
+
+def test_the_notifier_speaks_to_a_path_socket_and_only_to_its_own_watchdog(tmp_path):
+    listener = NotifySocket(str(tmp_path / "notify"))
+    try:
+        env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "10000000", "WATCHDOG_PID": str(os.getpid())}
+        mine = Notifier(env)
+        assert mine.watchdog_s == 5.0 and mine.ping() and mine.ready("2 cameras started")
+        assert wait_for(lambda: listener.count("WATCHDOG=1") and listener.count("READY=1"), 5), listener.messages
+        assert "STATUS=2 cameras started" in listener.messages[-1].split("\n")
+        # A WATCHDOG_PID naming another process (a parent's, inherited): the watchdog is not this one's.
+        assert Notifier({**env, "WATCHDOG_PID": "1"}).watchdog_s is None
+    finally:
+        listener.close()
+    outside = Notifier({})  # not started by systemd: nothing to tell, and no error
+    assert not outside.enabled and outside.watchdog_s is None and not outside.ping()
