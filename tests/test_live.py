@@ -60,7 +60,7 @@ def _capture(url, worker=False, **cfg):
 def _config(tmp_path, url, facade, **capture) -> dict:
     return {
         "version": 1,
-        "node": {"id": "live"},
+        "node": {"id": "live", "metrics": {"listen": None}},
         "storage": {"dir": str(tmp_path / "store")},
         "mqtt": {"enabled": False},
         "cameras": {

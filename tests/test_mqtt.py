@@ -53,7 +53,7 @@ def _schema(name):
 def _config(tmp_path, broker, user, source=None, facade=None, name="cfg.yaml", **mqtt_extra):
     cfg = {
         "version": 1,
-        "node": {"id": user, "status_interval_s": 2},
+        "node": {"id": user, "status_interval_s": 2, "metrics": {"listen": None}},
         "storage": {"dir": str(tmp_path / user)},
         "mqtt": {
             "host": "127.0.0.1",

@@ -40,7 +40,7 @@ def test_run_and_replay_write_the_same_event_records_for_the_same_clip(sim_clip,
     assert proc.returncode == 0, proc.stderr
     config = {
         "version": 1,
-        "node": {"id": "sim"},
+        "node": {"id": "sim", "metrics": {"listen": None}},
         "storage": {"dir": str(tmp_path / "store")},
         "mqtt": {"enabled": False},
         "cameras": {"sim": {"source": str(clip), "facade": sim_facade(folder)}},

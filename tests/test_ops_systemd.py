@@ -8,6 +8,7 @@ import time
 
 import pytest
 import yaml
+from support.servers import free_port
 from support.unit_sandbox import UnitSandbox, unavailable
 from test_systemd import _unit
 
@@ -38,6 +39,7 @@ def test_systemctl_reload_applies_a_new_config_in_the_same_process_and_refuses_a
     config = yaml.safe_load((clip / "config.yaml").read_text())
     config["storage"] = {"dir": "/var/lib/edge"}
     config["mqtt"] = {"enabled": False}
+    config["node"] = {**config.get("node", {}), "metrics": {"listen": f"127.0.0.1:{free_port()}"}}  # not 9108
     config["cameras"]["sim"]["source"] = "/etc/edge/clip.mp4"
     etc_edge = {
         "edge.yaml": (yaml.safe_dump(config).encode(), 0o644),

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import yaml
+from support.servers import free_port
 from support.unit_sandbox import UnitSandbox, unavailable
 
 from conftest import REPO
@@ -24,6 +25,7 @@ def test_the_node_runs_under_the_units_sandbox(sim_clip, tmp_path):
     clip = sim_clip("throw", 1, duration_s=6.0)
     config = yaml.safe_load((clip / "config.yaml").read_text())
     config["storage"] = {"dir": "/var/lib/edge"}
+    config["node"] = {**config.get("node", {}), "metrics": {"listen": f"127.0.0.1:{free_port()}"}}  # not 9108
     config["cameras"]["sim"]["source"] = "/etc/edge/clip.mp4"
     config["cameras"]["usb"] = {"source": "/dev/video0"}
     # The broker password as the README has it: a systemd credential. Nothing listens on port 1, so

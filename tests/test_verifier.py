@@ -202,7 +202,7 @@ def test_a_replayed_event_carries_the_verifier_s_score(sim_clip, tmp_path):
 def _config_with_model(tmp_path: Path, model: Path) -> Path:
     cfg = {
         "version": 1,
-        "node": {"id": "n1"},
+        "node": {"id": "n1", "metrics": {"listen": None}},
         "storage": {"dir": str(tmp_path / "storage")},
         "cameras": {"cam1": {"source": "rtsp://127.0.0.1:1/x", "fall": {"verifier": {"model": str(model)}}}},
     }

@@ -84,7 +84,7 @@ class Site:
     def _node_config(self, clip, facade) -> dict:
         return {
             "version": 1,
-            "node": {"id": NODE, "status_interval_s": 2},
+            "node": {"id": NODE, "status_interval_s": 2, "metrics": {"listen": None}},
             "storage": {"dir": str(self.storage)},
             "mqtt": {
                 "host": "127.0.0.1",

@@ -170,7 +170,7 @@ def center_config(tmp_path: Path, broker: Broker, password: str = "pw-center") -
     """The config dict `edge listen` runs with at the center: user center, TLS to this broker."""
     return {
         "version": 1,
-        "node": {"id": "center"},
+        "node": {"id": "center", "metrics": {"listen": None}},
         "storage": {"dir": str(tmp_path / "center")},
         "mqtt": {
             "host": "127.0.0.1",
