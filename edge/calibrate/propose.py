@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.calibrate.period import Periodicity, find_period, phase_of, regularity
 from edge.calibrate.vanish import (
+    WORK_WIDTH,
     Segments,
     find_segments,
     focal_from_vps,
@@ -36,7 +37,17 @@ SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on
 # up (-3) to a camera looking slightly down (0.5), in half image widths
 REFINE_STEPS = np.linspace(-0.12, 0.12, 25)  # around the vanishing line the vertical edges give
 TONE_SAMPLES = 200_000  # pixels sampled for the brightness profile: every storey gets hundreds at 4 MP
-EDGE_SHARE = 0.05  # the corner points sit this share of the structure's width inside its ends
+EDGE_PIXELS = 60_000  # the strongest horizontal-edge pixels kept: a 1280-wide facade's edges, few ms per try
+EDGE_NOISE = 4.0  # an edge pixel's gradient is this many times the still's median one: not sky or wall grain
+EDGE_ANISOTROPY = 2.0  # and it runs within about 27 degrees of the horizontal direction at that pixel
+MIN_LINE_SEGMENTS = 20  # fewer horizontal segments cannot say how far the storeys reach: edge pixels do
+EDGE_SHARE = 0.05
+ROOF_SEARCH_ABOVE = 3  # the roof is at most this many storeys above the highest line drawn (percentile range)
+ROOF_STEP = 0.05  # of a storey: the step of the search for where the edges stop
+ROOF_SKY = 1.5  # of a storey: this much empty height above the roof (sky, or beyond the frame's edge)
+ROOF_SKY_SEEN = 0.4  # of which at least this much in the picture
+ROOF_EMPTY = 0.1  # "empty": this share of a typical storey's edges for its height, or less
+ROOF_FULL = 0.5  # the storey under the roof holds at least this share of a typical storey's edges
 
 
 class NotAFacade(ValueError):
@@ -65,6 +76,7 @@ class Grid:
     column_period: float | None = None  # window bays, in units, when they repeat clearly
     heights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # ys, xs, weights
     weak: str | None = None  # why this grid would have been refused, when detect_grid(allow_weak=True) kept it
+    roof: float | None = None  # height in units where the facade's edges end against the sky, when in view
 
     def rescaled(self, factor: float) -> Grid:
         """The grid with the storey `factor` times as tall: the installer's fix for lines twice too dense (2)
@@ -85,6 +97,10 @@ class Grid:
         """The facade calibration for the installer's answers: storey height, number of the lowest line drawn."""
         sy = floor_height_m / self.period
         sx = sy
+        top_floor = None
+        if self.roof is not None:  # the top floor holds the highest windows, half a storey under the roof
+            top = lowest_floor + math.floor((self.roof - self.phase) / self.period - 0.5)
+            top_floor = top if top >= max(1, lowest_floor) else None
         if bay_width_m is not None and self.column_period is not None:
             sx = bay_width_m / self.column_period
         ground = min(1, lowest_floor)
@@ -114,6 +130,7 @@ class Grid:
             image_to_facade=h,
             strength=self.strength,
             along_scale_known=self.focal_known or (bay_width_m is not None and self.column_period is not None),
+            top_floor=top_floor,
         )
 
 
@@ -130,10 +147,11 @@ class Proposal:
     strength: float
     along_scale_known: bool
     notes: list[str] = field(default_factory=list)
+    top_floor: int | None = None  # the floor whose top is the roof line, when the roof is in view
 
     def facade_block(self) -> dict:
         """The camera's `facade:` block, as check-config reads it."""
-        return {
+        block = {
             "floor_height_m": round(float(self.floor_height_m), 3),
             "ground_floor": int(self.ground_floor),
             "image_size": [int(self.image_size[0]), int(self.image_size[1])],
@@ -141,6 +159,9 @@ class Proposal:
                 {"image": [float(i[0]), float(i[1])], "facade": [float(f[0]), float(f[1])]} for i, f in self.points
             ],
         }
+        if self.top_floor is not None:
+            block["top_floor"] = int(self.top_floor)
+        return block
 
 
 def _pair(xy) -> tuple[float, float]:
@@ -185,17 +206,18 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         ]
     )
     tone = _Tone(gray, to_norm)
+    ev = _Evidence(hsub, _Edges(gray, vh.point, to_norm))
     vv = ransac_vp(vert, rng)
     found = None
     if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh.point):
-        point = _refine_vertical(vv.point, vh.point, hsub)
-        found = _grid_from(point, vh.point, hsub, *_focal(point, vh.point), tone)
+        point = _refine_vertical(vv.point, vh.point, ev)
+        found = _grid_from(point, vh.point, ev, *_focal(point, vh.point), tone)
     if found is None or found[1].strength < MIN_STRENGTH:
         # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
         # find where the floor lines' spacing is most regular instead.
-        spaced = _vertical_from_spacing(vh.point, hsub)
+        spaced = _vertical_from_spacing(vh.point, ev)
         if spaced is not None:
-            alt = _grid_from(spaced, vh.point, hsub, *_focal(spaced, vh.point), tone)
+            alt = _grid_from(spaced, vh.point, ev, *_focal(spaced, vh.point), tone)
             if alt is not None and (found is None or alt[1].strength > found[1].strength):
                 found, vv = alt, None
     if found is None:
@@ -205,7 +227,11 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         )
     a, per, focal, known = found
     vsub = vert.subset(vv.inliers) if vv is not None else vert
+    # Where the floor lines run: the segments, which are the facade's own edges; edge pixels also come from
+    # trees, cars and the ground beside it, and only decide where a facade shows too few segments.
     ys, xs, wts = _heights(a, hsub)
+    if len(ys) < MIN_LINE_SEGMENTS:
+        ys, xs, wts = ev.heights(a)
     lines, along = _floor_lines(per, ys, xs, wts)
     weak = None
     if per.strength < MIN_STRENGTH:
@@ -224,6 +250,7 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
     to_px[:2, 2] = seg.centre
     image_to_units = a @ np.linalg.inv(to_px)
     col = _column_period(a, vsub)
+    roof = _roof(per.period, lines, *ev.heights(a)[::2], np.linalg.inv(image_to_units), (w, h), along)
     return Grid(
         image_size=(w, h),
         image_to_units=image_to_units,
@@ -237,6 +264,7 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         column_period=col,
         heights=(ys, xs, wts),
         weak=weak,
+        roof=roof,
     )
 
 
@@ -251,13 +279,13 @@ def _separate(vv: np.ndarray, vh: np.ndarray) -> bool:
     return math.degrees(math.acos(min(1.0, cos))) >= MIN_VP_SEPARATION_DEG
 
 
-def _grid_from(vv: np.ndarray, vh: np.ndarray, hsub: Segments, focal: float, known: bool, tone: _Tone | None):
+def _grid_from(vv: np.ndarray, vh: np.ndarray, ev: _Evidence, focal: float, known: bool, tone: _Tone | None):
     """(rectification, storey period, focal, focal known) for two vanishing points, or None when degenerate."""
     try:
-        a = _rectify(vv, vh, focal, hsub)
+        a = _rectify(vv, vh, focal, ev.hsub)
     except NotAFacade:
         return None
-    ys, xs, wts = _heights(a, hsub)
+    ys, xs, wts = ev.heights(a)
     along = tuple(np.percentile(xs, [5, 95])) if len(xs) else (0.0, 0.0)
     per = find_period(ys, wts, tone.profile(a, along) if tone is not None else None)
     if per is None:
@@ -293,7 +321,65 @@ class _Tone:
         return tone
 
 
-def _refine_vertical(vv: np.ndarray, vh: np.ndarray, hsub: Segments) -> np.ndarray:
+class _Edges:
+    """Pixels on edges that run towards the horizontal vanishing point, weighted by how strongly they do.
+
+    Every pixel votes, so storeys show even where windows are too small or faint for LSD to find segments
+    (a far building at 704x576, paired narrow windows, dusk); vertical edges and isotropic texture cancel.
+    """
+
+    def __init__(self, gray: np.ndarray, vh: np.ndarray, to_norm: np.ndarray):
+        h, w = gray.shape
+        k = min(1.0, WORK_WIDTH / w)
+        small = gray if k == 1 else cv2.resize(gray, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        small = small.astype(np.float32)
+        gx, gy = cv2.Sobel(small, cv2.CV_32F, 1, 0), cv2.Sobel(small, cv2.CV_32F, 0, 1)
+        yy, xx = np.mgrid[0 : small.shape[0], 0 : small.shape[1]].astype(np.float32)
+        px = np.column_stack([(xx.ravel() + 0.5) / k - 0.5, (yy.ravel() + 0.5) / k - 0.5]).astype(np.float64)
+        q = _apply(to_norm, px)
+        d = vh[None, :2] - q * vh[2]  # towards the horizontal vanishing point, from each pixel
+        d /= np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-12)[:, None]
+        g = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
+        along = np.abs((g * d).sum(axis=1))
+        across = np.abs(g[:, 1] * d[:, 0] - g[:, 0] * d[:, 1])
+        noise = float(np.median(np.hypot(g[:, 0], g[:, 1])))  # most of a still is flat: wall, sky
+        e = across - along
+        keep = np.flatnonzero((across > EDGE_NOISE * max(noise, 1.0)) & (across > EDGE_ANISOTROPY * along))
+        if len(keep) > EDGE_PIXELS:
+            keep = keep[np.argpartition(e[keep], -EDGE_PIXELS)[-EDGE_PIXELS:]]
+        self.q = q[keep]  # normalised coordinates
+        e = e[keep]
+        self.e = np.minimum(e, np.percentile(e, 99)) if len(e) else e
+
+    def heights(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rectified height and along of each edge pixel, weighted by its edge strength times the rectified
+        length one pixel spans there (a far storey has fewer pixels, not less facade)."""
+        hom = np.column_stack([self.q, np.ones(len(self.q))]) @ a.T
+        w = hom[:, 2]
+        side = np.sign(np.median(w)) if len(w) else 1.0
+        ok = (np.sign(w) == side) & (np.abs(w) > 1e-9)
+        stretch = np.sqrt(abs(np.linalg.det(a))) / np.abs(w[ok]) ** 1.5  # sqrt of the Jacobian's determinant
+        return hom[ok, 1] / w[ok], hom[ok, 0] / w[ok], self.e[ok] * stretch
+
+
+@dataclass
+class _Evidence:
+    """What the storeys are read from: the horizontal LSD segments and the edge pixels, in equal shares."""
+
+    hsub: Segments
+    edges: _Edges
+
+    def heights(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ys, xs, wts = _heights(a, self.hsub)
+        ey, ex, ew = self.edges.heights(a)
+        parts = [(ys, xs, wts), (ey, ex, ew)]
+        parts = [(y, x, w / w.sum()) for y, x, w in parts if len(w) and w.sum() > 0]
+        if not parts:
+            return ys, xs, wts
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+def _refine_vertical(vv: np.ndarray, vh: np.ndarray, ev: _Evidence) -> np.ndarray:
     """The vertical vanishing point moved along its direction until the floor lines are most evenly spaced.
 
     Short window edges put the point a few percent off, which shifts a floor every ten or so storeys; the
@@ -313,17 +399,17 @@ def _refine_vertical(vv: np.ndarray, vh: np.ndarray, hsub: Segments) -> np.ndarr
             continue
         cand = cand / norm
         try:
-            a = _rectify(cand, vh, f, hsub)
+            a = _rectify(cand, vh, f, ev.hsub)
         except NotAFacade:
             continue
-        ys, _, wts = _heights(a, hsub)
+        ys, _, wts = ev.heights(a)
         score = regularity(ys, wts)
         if score > best_score:
             best, best_score = cand, score
     return best
 
 
-def _vertical_from_spacing(vh: np.ndarray, hsub: Segments) -> np.ndarray | None:
+def _vertical_from_spacing(vh: np.ndarray, ev: _Evidence) -> np.ndarray | None:
     """The vertical vanishing point that makes the floor lines most evenly spaced, for views without verticals.
 
     Heights depend only on the facade's vanishing line (through vh); it is searched as the line through vh
@@ -339,7 +425,7 @@ def _vertical_from_spacing(vh: np.ndarray, hsub: Segments) -> np.ndarray | None:
         if np.linalg.norm(vv) < 1e-12 or not _separate(vv / np.linalg.norm(vv), vh):
             continue
         vv = vv / np.linalg.norm(vv)
-        got = _grid_from(vv, vh, hsub, f, False, None)
+        got = _grid_from(vv, vh, ev, f, False, None)
         if got is not None and got[1].strength > best_strength:
             best, best_strength = vv, got[1].strength
     return best
@@ -407,6 +493,33 @@ def _floor_lines(per: Periodicity, ys, xs, wts) -> tuple[list[float], list[tuple
         heights.append(y)
         along.append((float(a), float(b)))
     return heights, along
+
+
+def _roof(period, lines, ys, wts, units_to_image, size, along) -> float | None:
+    """The height where the facade's edges end against the sky (the roof), when that is in view.
+
+    Going up from a storey under the highest line drawn, the first height with next to nothing above it
+    for ROOF_SKY of a storey (some of it in the picture), with a full storey below it.
+    """
+    if len(lines) < 2:
+        return None
+
+    def weight(lo: float, hi: float) -> float:
+        return float(wts[(ys > lo) & (ys < hi)].sum())
+
+    typical = float(np.median([weight(y, y + period) for y in lines[:-1]]))
+    mid = float(np.mean(along[-1]))
+    w, h = size
+    for y in np.arange(lines[-1] - period, lines[-1] + ROOF_SEARCH_ABOVE * period, ROOF_STEP * period):
+        if weight(y, y + ROOF_SKY * period) > ROOF_EMPTY * ROOF_SKY * typical:
+            continue
+        x, v = _apply(units_to_image, [[mid, y + ROOF_SKY_SEEN * period]])[0]
+        if not (0 <= x < w and 0 <= v < h):
+            return None  # the sky above is not in the picture: the roof may be there, out of view
+        if weight(y - period, y) < ROOF_FULL * typical:
+            return None  # the facade fades out (haze, a tree) rather than ends
+        return float(y)
+    return None
 
 
 def _column_period(a: np.ndarray, vert: Segments) -> float | None:

@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from edge.calibrate import overlay, tracks, yamlio
+from edge.calibrate.minute import MinuteBuffer, is_live
 from edge.calibrate.propose import Grid, NotAFacade, detect_grid
 from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
@@ -50,6 +51,7 @@ class Session:
     refusal: str | None = None
     jpeg: bytes = b""
     replay: tracks.ReplayJob | None = None
+    buffer: MinuteBuffer | None = None  # a live camera's last minute, kept while the page is served
     # FastAPI runs these sync routes in a thread pool: one save or replay start at a time, each seeing the
     # camera config the last save left.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -98,10 +100,18 @@ def _proposal(s: Session, answers: ProposeIn) -> dict:
         return {"ok": False, "message": str(exc)}
     prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
     lines = [{"floor": ln.floor, "a": list(ln.ends[0]), "b": list(ln.ends[1])} for ln in prop.floor_lines]
+    block = prop.facade_block()
+    roof = None
+    if prop.top_floor is not None:  # drawn where the saved calibration will put it
+        try:
+            roof = overlay.draw(check_facade(block), s.size)["roof"]
+        except Refused:
+            roof = None
     return {
         "ok": True,
-        "facade": prop.facade_block(),
+        "facade": block,
         "floors": lines,
+        "roof": roof,
         "strength": round(s.grid.strength, 2),
         "period_factor": answers.period_factor,
         "weak": s.grid.weak,
@@ -259,10 +269,18 @@ def create_app(s: Session) -> FastAPI:
         result = check(s, body)
         if not result["ok"]:
             return JSONResponse(result, status_code=422)
+        facade = _tidy(check_facade(body.facade), s.size)
         with s.lock:
             if s.replay is not None and s.replay.state == "running":
                 return JSONResponse(s.replay.summary())
-            s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
+            if s.buffer is None:  # a file: its first minute
+                s.replay = tracks.start(s.source, s.cam, facade, s.opts)
+                return JSONResponse(s.replay.summary())
+            packets = s.buffer.ring.last()
+            if not packets:
+                why = s.buffer.error or "no picture has arrived since the page opened"
+                return JSONResponse({"ok": False, "message": f"nothing to replay yet: {why}"}, status_code=409)
+            s.replay = tracks.start_buffered(packets, s.cam, facade)
             return JSONResponse(s.replay.summary())
 
     @app.get("/api/replay", dependencies=guard)
@@ -338,6 +356,12 @@ def serve(args) -> int:
         what = "only a low-confidence proposal" if session.grid is not None else "no proposal"
         print(f"edge calibrate: {what} for this still: {session.refusal}", file=sys.stderr)
     print(f"calibration page for camera {session.camera}: {url}  (Ctrl-C to stop)", flush=True)
+    if is_live(session.source):  # from now on the page can replay the minute before a click
+        session.buffer = MinuteBuffer(session.source, session.opts, tracks.REPLAY_S).start()
     config = uvicorn.Config(create_app(session), log_level="warning", lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if session.buffer is not None:
+            session.buffer.stop()
     return 0

@@ -107,7 +107,11 @@ function draw() {
     for (const poly of S.masks[kind]) polygon(poly.map(([x, y]) => [x * w, y * h]), colour, true, k);
   }
   if (S.draft.length) polygon(S.draft, S.mode === "privacy" ? "#af52de" : "#34c759", false, k);
-  if (S.showProposal && S.proposal && S.proposal.floors) floorLines(S.proposal.floors, "#ffd400", k, [10 * k, 6 * k]);
+  if (S.showProposal && S.proposal && S.proposal.floors) {
+    floorLines(S.proposal.floors, "#ffd400", k, [10 * k, 6 * k]);
+    const roof = S.proposal.roof;
+    if (roof) { line(roof.a, roof.b, "#ff3b30", 3 * k, [10 * k, 6 * k]); label(`屋顶 roof ${roof.floor}F`, [roof.a[0] + 4 * k, roof.a[1] - 6 * k], "#ff3b30", k); }
+  }
   if (S.overlay) {
     floorLines(S.overlay.floors, "#00d0ff", k);
     if (S.overlay.roof) line(S.overlay.roof.a, S.overlay.roof.b, "#ff3b30", 3 * k);
@@ -206,7 +210,8 @@ function answers() {
 function showProposal(p) {
   S.proposal = p;
   if (p.ok) {
-    $("#proposal-note").textContent = `找到 ${p.floors.length} 条楼层线 (规律性 ${p.strength}); 黄色虚线。Found ${p.floors.length} floor lines (repeat ${p.strength}), dashed yellow.`;
+    const roof = p.roof ? ` 屋顶在 ${p.roof.floor} 层之上 (红色虚线)。Roof above floor ${p.roof.floor} (dashed red).` : " 没有看到屋顶。No roof seen.";
+    $("#proposal-note").textContent = `找到 ${p.floors.length} 条楼层线 (规律性 ${p.strength}); 黄色虚线。Found ${p.floors.length} floor lines (repeat ${p.strength}), dashed yellow.${roof}`;
     if (p.weak) {
       $("#proposal-note").textContent = `低把握的猜测, 请逐条核对。A low-confidence guess, check every line: ${p.weak}`;
     }
@@ -256,7 +261,8 @@ async function replay() {
     if (r.state === "done") {
       S.tracks = r.tracks;
       const falls = r.tracks.filter((t) => t.fall).length;
-      $("#replay-note").textContent = `${r.frames} 帧, ${r.tracks.length} 条轨迹, ${falls} 次抛物。${r.frames} frames, ${r.tracks.length} tracks, ${falls} decided falls.`;
+      const when = r.message ? ` (${r.message})` : "";
+      $("#replay-note").textContent = `${r.frames} 帧, ${r.tracks.length} 条轨迹, ${falls} 次抛物。${r.frames} frames${when}, ${r.tracks.length} tracks, ${falls} decided falls.`;
       document.body.dataset.replayed = "1";
     } else {
       $("#replay-note").textContent = `回放失败 Replay failed: ${r.message}`;
