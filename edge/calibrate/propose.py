@@ -37,11 +37,12 @@ SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on
 # up (-3) to a camera looking slightly down (0.5), in half image widths
 REFINE_STEPS = np.linspace(-0.12, 0.12, 25)  # around the vanishing line the vertical edges give
 TONE_SAMPLES = 200_000  # pixels sampled for the brightness profile: every storey gets hundreds at 4 MP
-EDGE_PIXELS = 60_000  # the strongest horizontal-edge pixels kept: a 1280-wide facade's edges, few ms per try
+EDGE_PIXELS = 30_000  # the strongest horizontal-edge pixels kept: every storey of a 4 MP facade gets hundreds
 EDGE_NOISE = 4.0  # an edge pixel's gradient is this many times the still's median one: not sky or wall grain
 EDGE_ANISOTROPY = 2.0  # and it runs within about 27 degrees of the horizontal direction at that pixel
 MIN_LINE_SEGMENTS = 20  # fewer horizontal segments cannot say how far the storeys reach: edge pixels do
 EDGE_SHARE = 0.05
+REFIT_RANGE = (0.2, 5.0)  # a storey height the installer's points change more than this is a misplaced point
 ROOF_SEARCH_ABOVE = 3  # the roof is at most this many storeys above the highest line drawn (percentile range)
 ROOF_STEP = 0.05  # of a storey: the step of the search for where the edges stop
 ROOF_SKY = 1.5  # of a storey: this much empty height above the roof (sky, or beyond the frame's edge)
@@ -91,6 +92,31 @@ class Grid:
             raise NotAFacade(f"with storeys {factor:g} times as tall only {len(lines)} floor lines are in view")
         return replace(self, period=period, phase=lines[0], lines=len(lines), along=along)
 
+    def refit(self, placed: list[tuple[tuple[float, float], int]]) -> Grid:
+        """The grid with its storey height and lowest line moved to points the installer placed: (image px,
+        index of the floor line it is on). One point on the lowest line moves every line with it; one on
+        another line sets the storey height; two lines set both. The vanishing geometry stays."""
+        if not placed:
+            return self
+        by_line: dict[int, list[float]] = {}
+        for (x, y), k in placed:
+            by_line.setdefault(k, []).append(float(_apply(self.image_to_units, [[x, y]])[0, 1]))
+        ks = np.array(sorted(by_line), float)
+        us = np.array([np.mean(by_line[int(k)]) for k in ks])
+        period, phase = self.period, self.phase
+        if len(ks) >= 2:
+            period, phase = np.polyfit(ks, us, 1)
+        elif ks[0] == 0:
+            phase = us[0]
+        else:
+            period = (us[0] - phase) / ks[0]
+        if not REFIT_RANGE[0] <= period / self.period <= REFIT_RANGE[1]:
+            raise NotAFacade(
+                f"the points placed make a storey {period / self.period:.2f} times the one found: "
+                "place each point on the floor line its number says"
+            )
+        return replace(self, period=float(period), phase=float(phase))
+
     def calibration(
         self, floor_height_m: float = 3.0, lowest_floor: int = 1, bay_width_m: float | None = None
     ) -> Proposal:
@@ -98,8 +124,8 @@ class Grid:
         sy = floor_height_m / self.period
         sx = sy
         top_floor = None
-        if self.roof is not None:  # the top floor holds the highest windows, half a storey under the roof
-            top = lowest_floor + math.floor((self.roof - self.phase) / self.period - 0.5)
+        if self.roof is not None:  # the roof is the floor line nearest it; the floor under that is the top one
+            top = lowest_floor + round((self.roof - self.phase) / self.period) - 1
             top_floor = top if top >= max(1, lowest_floor) else None
         if bay_width_m is not None and self.column_period is not None:
             sx = bay_width_m / self.column_period
@@ -162,6 +188,13 @@ class Proposal:
         if self.top_floor is not None:
             block["top_floor"] = int(self.top_floor)
         return block
+
+
+def line_of(prop: Proposal, index: int) -> int:
+    """Which floor line (0: the lowest drawn) proposal point `index` is on."""
+    lowest = prop.floor_lines[0].floor
+    y0 = (lowest - prop.ground_floor) * prop.floor_height_m
+    return round((prop.points[index][1][1] - y0) / prop.floor_height_m)
 
 
 def _pair(xy) -> tuple[float, float]:

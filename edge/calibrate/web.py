@@ -21,11 +21,11 @@ from fastapi import Cookie, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 
 from edge.calibrate import overlay, tracks, yamlio
 from edge.calibrate.minute import MinuteBuffer, is_live
-from edge.calibrate.propose import Grid, NotAFacade, detect_grid
+from edge.calibrate.propose import Grid, NotAFacade, detect_grid, line_of
 from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
 from edge.capture.source import SourceOptions
@@ -71,11 +71,19 @@ class Session:
         return w, h
 
 
+class Placed(BaseModel):
+    """A proposal point the installer dragged onto the floor line its number claims: the grid is re-fitted."""
+
+    index: int = Field(ge=0, le=3)
+    image: tuple[FiniteFloat, FiniteFloat]
+
+
 class ProposeIn(BaseModel):
     floor_height_m: float = Field(3.0, gt=1.5, le=10.0)
     lowest_floor: int = Field(1, ge=-5, le=200)
     bay_width_m: float | None = Field(None, ge=1.0, le=20.0)
     period_factor: float = Field(1.0, ge=0.2, le=5.0, description="storeys this many times as tall as found")
+    placed: list[Placed] = Field(default_factory=list, max_length=8, description="points the installer dragged")
 
 
 class CalibrationIn(BaseModel):
@@ -99,6 +107,12 @@ def _proposal(s: Session, answers: ProposeIn) -> dict:
     except NotAFacade as exc:
         return {"ok": False, "message": str(exc)}
     prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
+    if answers.placed:
+        try:
+            grid = grid.refit([(p.image, line_of(prop, p.index)) for p in answers.placed])
+        except NotAFacade as exc:
+            return {"ok": False, "message": str(exc)}
+        prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
     lines = [{"floor": ln.floor, "a": list(ln.ends[0]), "b": list(ln.ends[1])} for ln in prop.floor_lines]
     block = prop.facade_block()
     roof = None

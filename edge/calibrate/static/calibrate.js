@@ -20,6 +20,8 @@ const S = {
   pending: null,      // pixel tapped in "add" mode
   tracks: [],         // from the last replay: {points, floor, fall}
   periodFactor: 1,    // the installer's fix when the proposal drew two lines per floor (2) or one per two (0.5)
+  placed: [],         // proposal points the installer dragged: {index, image}; the grid is re-fitted to them
+  fromProposal: false,  // the points are the accepted proposal's (re-fitted), not yet edited one by one
   showProposal: true, // dashed proposal lines: until accepted, and again after Propose
 };
 window.calib = S;     // for people (and tests) who want to look inside
@@ -151,10 +153,10 @@ function renderTables() {
   });
   body.querySelectorAll("input").forEach((el) => el.addEventListener("change", () => {
     const v = parseFloat(el.value);
-    if (Number.isFinite(v)) { S.facade.points[+el.dataset.i].facade[+el.dataset.c] = v; recheck(); }
+    if (Number.isFinite(v)) { S.facade.points[+el.dataset.i].facade[+el.dataset.c] = v; S.fromProposal = false; recheck(); }
   }));
   body.querySelectorAll("button[data-del]").forEach((el) => el.addEventListener("click", () => {
-    S.facade.points.splice(+el.dataset.del, 1); recheck();
+    S.facade.points.splice(+el.dataset.del, 1); S.fromProposal = false; recheck();
   }));
   const list = $("#masks");
   list.innerHTML = "";
@@ -205,6 +207,7 @@ function answers() {
     lowest_floor: Number.isFinite(lowest) ? lowest : 1,
     bay_width_m: Number.isFinite(bay) ? bay : null,
     period_factor: S.periodFactor,
+    placed: S.placed,
   };
 }
 function showProposal(p) {
@@ -225,6 +228,7 @@ function showProposal(p) {
 }
 async function propose() {
   S.showProposal = true;
+  S.placed = [];
   showProposal(await api("/api/propose", answers()));
   if (S.facade) status("建议已更新; 点“采用建议”替换当前标定。Proposal updated: Accept it to replace the current calibration.");
 }
@@ -233,9 +237,28 @@ function accept() {
   S.showProposal = false;
   const keep = S.facade || {};
   S.facade = JSON.parse(JSON.stringify(S.proposal.facade));
-  if (keep.top_floor != null) S.facade.top_floor = keep.top_floor;
+  if (keep.top_floor != null && !S.placed.length) S.facade.top_floor = keep.top_floor;
   if (keep.extent_m) S.facade.extent_m = keep.extent_m;
+  S.fromProposal = true;
   recheck();
+}
+// A dragged proposal point re-fits the storey height (or the lowest line) of the whole grid: every line
+// follows the one the installer put right, as one correction, instead of one corner of a skewed fit.
+async function refit(index) {
+  S.placed = S.placed.filter((p) => p.index !== index).concat([{ index, image: S.facade.points[index].image }]);
+  const roof = S.facade.top_floor, ext = S.facade.extent_m;
+  const r = await api("/api/propose", answers());
+  if (!r.ok) {
+    S.placed = S.placed.filter((p) => p.index !== index);
+    S.fromProposal = false;
+    status(`只移动了这个点 Moved this point only: ${r.message}`, "bad");
+    return recheck();
+  }
+  S.proposal = r;
+  S.facade = JSON.parse(JSON.stringify(r.facade));
+  if (roof != null && r.facade.top_floor == null) S.facade.top_floor = roof;
+  if (ext) S.facade.extent_m = ext;
+  return recheck();
 }
 async function save() {
   if (!S.facade) { status("还没有标定: 先采用建议或加点。Nothing to save: accept the proposal or add points.", "bad"); return; }
@@ -313,7 +336,10 @@ canvas.addEventListener("pointermove", (ev) => {
 });
 function endDrag() {
   if (S.drag === null) return;
+  const i = S.drag;
   S.drag = null;
+  if (S.fromProposal && $("#refit").checked && i < 4) return refit(i);
+  S.fromProposal = false;
   recheck();
 }
 canvas.addEventListener("pointerup", endDrag);
@@ -341,6 +367,7 @@ $("#btn-add-ok").addEventListener("click", () => {
   const x = parseFloat($("#add-x").value), y = parseFloat($("#add-y").value);
   if (!S.pending || !Number.isFinite(x) || !Number.isFinite(y)) { status("请输入两个米数。Type both metres.", "bad"); return; }
   if (!S.facade) S.facade = { floor_height_m: answers().floor_height_m, ground_floor: 1, points: [] };
+  S.fromProposal = false;
   S.facade.points.push({ image: [Math.round(S.pending[0] * 10) / 10, Math.round(S.pending[1] * 10) / 10], facade: [x, y] });
   S.pending = null; $("#add-form").hidden = true; $("#add-x").value = ""; $("#add-y").value = "";
   recheck();
