@@ -12,6 +12,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -290,12 +291,21 @@ def create_app(s: Session) -> FastAPI:
             if s.buffer is None:  # a file: its first minute
                 s.replay = tracks.start(s.source, s.cam, facade, s.opts)
                 return JSONResponse(s.replay.summary())
-            packets = s.buffer.ring.last()
+            packets = s.buffer.ring.last(time.time())  # the minute before the click, not what arrives after
             if not packets:
                 why = s.buffer.error or "no picture has arrived since the page opened"
                 return JSONResponse({"ok": False, "message": f"nothing to replay yet: {why}"}, status_code=409)
             s.replay = tracks.start_buffered(packets, s.cam, facade)
             return JSONResponse(s.replay.summary())
+
+    @app.get("/api/buffer", dependencies=guard)
+    def buffer_state() -> dict:
+        """How much of a live camera's last minute the page holds (a file has no last minute)."""
+        if s.buffer is None:
+            return {"live": False, "seconds": 0.0, "error": ""}
+        pkts = s.buffer.ring.last()
+        span = pkts[-1].t - pkts[0].t if pkts else 0.0
+        return {"live": True, "seconds": round(span, 1), "error": s.buffer.error}
 
     @app.get("/api/replay", dependencies=guard)
     def replay_state() -> dict:

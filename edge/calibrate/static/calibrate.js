@@ -22,6 +22,7 @@ const S = {
   periodFactor: 1,    // the installer's fix when the proposal drew two lines per floor (2) or one per two (0.5)
   placed: [],         // proposal points the installer dragged: {index, image}; the grid is re-fitted to them
   fromProposal: false,  // the points are the accepted proposal's (re-fitted), not yet edited one by one
+  refitting: false,   // a re-fit is on its way
   showProposal: true, // dashed proposal lines: until accepted, and again after Propose
 };
 window.calib = S;     // for people (and tests) who want to look inside
@@ -247,7 +248,8 @@ function accept() {
 async function refit(index) {
   S.placed = S.placed.filter((p) => p.index !== index).concat([{ index, image: S.facade.points[index].image }]);
   const roof = S.facade.top_floor, ext = S.facade.extent_m;
-  const r = await api("/api/propose", answers());
+  S.refitting = true;
+  const r = await api("/api/propose", answers()).finally(() => { S.refitting = false; });
   if (!r.ok) {
     S.placed = S.placed.filter((p) => p.index !== index);
     S.fromProposal = false;
@@ -399,6 +401,19 @@ $("#btn-save").addEventListener("click", save);
 $("#btn-replay").addEventListener("click", replay);
 window.addEventListener("resize", draw);
 
+// A live camera's minute fills from when the page opened: say how much a replay would show now.
+async function bufferNote() {
+  const b = await api("/api/buffer");
+  if (!b.live) return;
+  const el = $("#buffer-note");
+  el.hidden = false;
+  el.textContent = b.error
+    ? `摄像机读取失败 Camera not readable: ${b.error}`
+    : `已缓存 ${b.seconds.toFixed(0)} 秒 — ${b.seconds.toFixed(0)} s of the last minute kept for replay.`;
+  el.dataset.seconds = b.seconds;
+  setTimeout(bufferNote, 2000);
+}
+
 // ---- start ----------------------------------------------------------------------------------------------
 async function start() {
   const st = await api("/api/state");
@@ -419,5 +434,6 @@ async function start() {
     status(st.proposal.ok ? "请核对黄色建议线, 然后采用。Check the dashed yellow proposal, then Accept it." : "没有建议: 请手动加点。No proposal: add points by hand.", st.proposal.ok ? "" : "bad");
   }
   document.body.dataset.ready = "1";
+  bufferNote();
 }
 start();
