@@ -410,6 +410,32 @@ def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are
     assert [(len(d.points), d.fall, d.floor) for d in drawn] == [(4, True, 7), (8, False, None)]
 
 
+def test_two_floor_lines_marked_give_the_storeys_of_a_facade_whose_windows_are_too_faint_to_repeat():
+    from edge.calibrate.bench import floor_line_marks, make_still
+
+    still, _ = make_still(5116)  # a far block of small paired windows at 704x576 (a development still)
+    with pytest.raises(NotAFacade, match="no repeating storeys"):
+        detect_grid(still.image, allow_weak=True)
+    plane = detect_grid(still.image, geometry_only=True)
+    assert not plane.storeys_found
+    grid, lowest = plane.through(floor_line_marks(still))
+    prop = grid.calibration(still.floor_h, lowest)
+    assert _share(still, prop.image_to_facade, prop) == 1.0
+
+
+def test_one_floor_marked_or_floors_marked_upside_down_are_refused_with_what_to_do():
+    from edge.calibrate.bench import floor_line_marks, make_still
+
+    still, _ = make_still(5116)
+    plane = detect_grid(still.image, geometry_only=True)
+    (low, f_low), (high, f_high) = floor_line_marks(still)
+    with pytest.raises(NotAFacade, match="mark a second floor line"):
+        plane.through([(low, f_low), (high, f_low)])
+    with pytest.raises(NotAFacade, match="wrong order"):
+        plane.through([(low, f_high), (high, f_low)])
+    assert plane.through([(low, f_low), (high, f_high)])[0].storeys_found  # the control
+
+
 def _packets(seconds: float, fps: int = 25, gop_s: float = 2.0, size: int = 1000):
     from fractions import Fraction
 

@@ -336,6 +336,41 @@ def test_a_still_without_a_facade_says_so_on_the_page(browser, tmp_path, clip):
         assert pg.is_disabled("#btn-accept")
 
 
+def _tap(pg, x: float, y: float) -> None:
+    pg.locator("#view").scroll_into_view_if_needed()
+    box = pg.locator("#view").bounding_box()
+    k = box["width"] / pg.evaluate("window.calib.size[0]")
+    pg.mouse.click(box["x"] + x * k, box["y"] + y * k)
+
+
+def test_without_storeys_found_two_marked_floor_lines_give_the_proposal(browser, tmp_path, clip):
+    from edge.calibrate.bench import floor_line_marks, make_still
+
+    still, _ = make_still(5116)  # a far block of faint small windows: no storeys found, its plane is
+    far = tmp_path / "far.png"
+    cv2.imwrite(str(far), still.image)
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    marks = floor_line_marks(still)
+    with serving(config, far) as url, opened(browser, url, (1280, 900)) as pg:
+        assert "No storeys found" in pg.inner_text("#proposal-note") and pg.is_disabled("#btn-accept")
+        pg.click("button[data-mode='mark']")
+        for (x, y), floor in marks:
+            _tap(pg, x, y)
+            pg.fill("#mark-floor", str(floor))
+            pg.click("#btn-mark-ok")
+        pg.wait_for_function("window.calib.proposal.ok === true")
+        assert pg.input_value("#lowest-floor") == str(pg.evaluate("window.calib.proposal.floors[0].floor"))
+        pg.click("#btn-accept")
+        pg.wait_for_function("window.calib.overlay !== null")
+        facade = pg.evaluate("window.calib.facade")
+    img = np.array([p["image"] for p in facade["points"]], float)
+    h = cv2.findHomography(img, np.array([p["facade"] for p in facade["points"]], float))[0]
+    pts = np.array([[x, y] for _, x, y in still.windows], float).reshape(-1, 1, 2)
+    floors = facade["ground_floor"] + np.floor(cv2.perspectiveTransform(pts, h)[:, 0, 1] / 3.0).astype(int)
+    assert (floors == np.array([f for f, _, _ in still.windows])).mean() == 1.0
+
+
 def _overlay(pg) -> str:
     return pg.evaluate("JSON.stringify(window.calib.overlay)")
 

@@ -3,9 +3,10 @@
 Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC), the
 vertical one then moved until the floor lines are evenly spaced (or found from that spacing alone when the
 view has no usable verticals); a rectification that sends both to infinity, in which facade height is an
-affine function of one coordinate; the period of the horizontal lines along that height (autocorrelation,
-with the facade's brightness ruling out half a storey) is one storey. The installer's two answers (storey
-height, number of the lowest floor line drawn) fix the scale and the numbering.
+affine function of one coordinate; the period of the horizontal lines and horizontal-edge pixels along that
+height (autocorrelation, with the facade's brightness ruling out half a storey) is one storey, and where
+their edges end against the sky is the roof. The installer's two answers (storey height, number of the
+lowest floor line drawn) fix the scale and the numbering; points the installer drags re-fit the grid.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ EDGE_PIXELS = 30_000  # the strongest horizontal-edge pixels kept: every storey 
 EDGE_NOISE = 4.0  # an edge pixel's gradient is this many times the still's median one: not sky or wall grain
 EDGE_ANISOTROPY = 2.0  # and it runs within about 27 degrees of the horizontal direction at that pixel
 MIN_LINE_SEGMENTS = 20  # fewer horizontal segments cannot say how far the storeys reach: edge pixels do
-EDGE_SHARE = 0.05
+EDGE_SHARE = 0.05  # the corner points sit this share of the structure's width inside its ends
 REFIT_RANGE = (0.2, 5.0)  # a storey height the installer's points change more than this is a misplaced point
 ROOF_SEARCH_ABOVE = 3  # the roof is at most this many storeys above the highest line drawn (percentile range)
 ROOF_STEP = 0.05  # of a storey: the step of the search for where the edges stop
@@ -78,6 +79,7 @@ class Grid:
     heights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # ys, xs, weights
     weak: str | None = None  # why this grid would have been refused, when detect_grid(allow_weak=True) kept it
     roof: float | None = None  # height in units where the facade's edges end against the sky, when in view
+    storeys_found: bool = True  # False: only the facade's plane was found (detect_grid(geometry_only=True))
 
     def rescaled(self, factor: float) -> Grid:
         """The grid with the storey `factor` times as tall: the installer's fix for lines twice too dense (2)
@@ -116,6 +118,31 @@ class Grid:
                 "place each point on the floor line its number says"
             )
         return replace(self, period=float(period), phase=float(phase))
+
+    def through(self, marks: list[tuple[tuple[float, float], int]]) -> tuple[Grid, int]:
+        """The grid through floor lines the installer marked: (image px on the line, number of the floor whose
+        bottom it is), on two floors or more; and the number of the lowest line it then draws."""
+        by_floor: dict[int, list[float]] = {}
+        for (x, y), floor in marks:
+            by_floor.setdefault(int(floor), []).append(float(_apply(self.image_to_units, [[x, y]])[0, 1]))
+        if len(by_floor) < 2:
+            raise NotAFacade("mark a second floor line, on another floor: two floors give the storey height")
+        floors = np.array(sorted(by_floor), float)
+        us = np.array([np.mean(by_floor[int(f)]) for f in floors])
+        period, at_zero = np.polyfit(floors, us, 1)  # the height of floor f's bottom line is at_zero + f * period
+        if period <= 0:
+            raise NotAFacade("the floor lines marked are in the wrong order: a higher floor must be marked higher")
+        if self.heights is None:
+            raise NotAFacade("no floor lines to draw")
+        ys, xs, wts = self.heights
+        lines, along = _floor_lines(Periodicity(float(period), float(at_zero % period), 0.0), ys, xs, wts)
+        if len(lines) < 2:
+            raise NotAFacade("the marked floor lines leave fewer than two floor lines in view")
+        lowest = round((lines[0] - at_zero) / period)
+        grid = replace(
+            self, period=float(period), phase=lines[0], lines=len(lines), along=along, storeys_found=True
+        )
+        return grid, int(lowest)
 
     def calibration(
         self, floor_height_m: float = 3.0, lowest_floor: int = 1, bay_width_m: float | None = None
@@ -209,12 +236,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
-def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> Grid:
+def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geometry_only: bool = False) -> Grid:
     """Find the storey grid of a facade in a still (BGR or grey); NotAFacade says why when there is none.
 
     `allow_weak` returns a grid whose storeys repeat only faintly (with `weak` saying why it would have been
     refused) instead of refusing it: the page offers it as a low-confidence start on a view the installer
-    knows is a facade.
+    knows is a facade. `geometry_only` returns the facade's plane even when no storeys repeat at all
+    (`storeys_found` False): two floor lines the installer marks then give the storeys (`through`).
     """
     gray = to_gray(image)
     h, w = gray.shape
@@ -251,7 +279,9 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         spaced = _vertical_from_spacing(vh.point, ev)
         if spaced is not None:
             alt = _grid_from(spaced, vh.point, ev, *_focal(spaced, vh.point), tone)
-            if alt is not None and (found is None or alt[1].strength > found[1].strength):
+            # Nothing repeating either way: the vertical edges, measured, beat an even spacing of nothing.
+            better = found is None or (alt is not None and alt[1].strength > max(found[1].strength, WEAK_STRENGTH))
+            if alt is not None and better:
                 found, vv = alt, None
     if found is None:
         raise NotAFacade(
@@ -272,9 +302,10 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
             f"not a facade: no repeating storeys found (periodicity {per.strength:.2f}, at least {MIN_STRENGTH} "
             "needed); aim at a facade with several floors of windows or balconies in view"
         )
-        if not allow_weak or per.strength < WEAK_STRENGTH or len(lines) < MIN_FLOOR_LINES:
+        faint = per.strength < WEAK_STRENGTH or len(lines) < MIN_FLOOR_LINES
+        if not (allow_weak or geometry_only) or (faint and not geometry_only):
             raise NotAFacade(weak)
-    if len(lines) < MIN_FLOOR_LINES:
+    if len(lines) < MIN_FLOOR_LINES and not geometry_only:
         raise NotAFacade(
             f"only {len(lines)} floor lines in view, at least {MIN_FLOOR_LINES} are needed: tilt the camera "
             "to show more storeys"
@@ -298,6 +329,7 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         heights=(ys, xs, wts),
         weak=weak,
         roof=roof,
+        storeys_found=weak is None or (per.strength >= WEAK_STRENGTH and len(lines) >= MIN_FLOOR_LINES),
     )
 
 

@@ -65,6 +65,10 @@ class Session:
             self.refusal = self.grid.weak
         except NotAFacade as exc:
             self.refusal = str(exc)
+            try:  # no storeys, but perhaps the facade's plane: two floor lines marked by hand then do
+                self.grid = detect_grid(self.still.image, geometry_only=True)
+            except NotAFacade:
+                self.grid = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -79,12 +83,20 @@ class Placed(BaseModel):
     image: tuple[FiniteFloat, FiniteFloat]
 
 
+class Mark(BaseModel):
+    """A point the installer tapped on a floor line, with the number of the floor whose bottom it is."""
+
+    image: tuple[FiniteFloat, FiniteFloat]
+    floor: int = Field(ge=-5, le=200)
+
+
 class ProposeIn(BaseModel):
     floor_height_m: float = Field(3.0, gt=1.5, le=10.0)
     lowest_floor: int = Field(1, ge=-5, le=200)
     bay_width_m: float | None = Field(None, ge=1.0, le=20.0)
     period_factor: float = Field(1.0, ge=0.2, le=5.0, description="storeys this many times as tall as found")
     placed: list[Placed] = Field(default_factory=list, max_length=8, description="points the installer dragged")
+    marks: list[Mark] = Field(default_factory=list, max_length=8, description="floor lines the installer marked")
 
 
 class CalibrationIn(BaseModel):
@@ -102,18 +114,25 @@ def _mask_lists(masks: MasksConfig) -> dict:
 
 def _proposal(s: Session, answers: ProposeIn) -> dict:
     if s.grid is None:
-        return {"ok": False, "message": s.refusal}
+        return {"ok": False, "message": s.refusal, "can_mark": False}
+    lowest = answers.lowest_floor
     try:
-        grid = s.grid.rescaled(answers.period_factor)
+        if answers.marks:  # the floor lines the installer marked decide the storeys and their numbers
+            grid, lowest = s.grid.through([(m.image, m.floor) for m in answers.marks])
+        elif not s.grid.storeys_found:
+            return {"ok": False, "message": s.refusal, "can_mark": True}
+        else:
+            grid = s.grid
+        grid = grid.rescaled(answers.period_factor)
     except NotAFacade as exc:
-        return {"ok": False, "message": str(exc)}
-    prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
+        return {"ok": False, "message": str(exc), "can_mark": True}
+    prop = grid.calibration(answers.floor_height_m, lowest, answers.bay_width_m)
     if answers.placed:
         try:
             grid = grid.refit([(p.image, line_of(prop, p.index)) for p in answers.placed])
         except NotAFacade as exc:
             return {"ok": False, "message": str(exc)}
-        prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
+        prop = grid.calibration(answers.floor_height_m, lowest, answers.bay_width_m)
     lines = [{"floor": ln.floor, "a": list(ln.ends[0]), "b": list(ln.ends[1])} for ln in prop.floor_lines]
     block = prop.facade_block()
     roof = None
@@ -127,9 +146,10 @@ def _proposal(s: Session, answers: ProposeIn) -> dict:
         "facade": block,
         "floors": lines,
         "roof": roof,
+        "lowest_floor": lowest,
         "strength": round(s.grid.strength, 2),
         "period_factor": answers.period_factor,
-        "weak": s.grid.weak,
+        "weak": None if answers.marks else s.grid.weak,  # marked by the installer: no guess
     }
 
 

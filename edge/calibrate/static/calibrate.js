@@ -23,6 +23,7 @@ const S = {
   placed: [],         // proposal points the installer dragged: {index, image}; the grid is re-fitted to them
   fromProposal: false,  // the points are the accepted proposal's (re-fitted), not yet edited one by one
   refitting: false,   // a re-fit is on its way
+  marks: [],          // floor lines the installer marked: {image, floor}; two floors give the storeys
   showProposal: true, // dashed proposal lines: until accepted, and again after Propose
 };
 window.calib = S;     // for people (and tests) who want to look inside
@@ -34,6 +35,7 @@ const HELP = {
   left: "点击外墙左端 (有窗的部分)。Tap the left end of the windowed facade.",
   right: "点击外墙右端。Tap the right end of the windowed facade.",
   shield: "逐点点击围出屏蔽区 (树、道路、旗杆), 再点“完成”。Tap the corners of an area to ignore, then Finish.",
+  mark: "点击一条楼层线 (楼板), 输入它是第几层的地面; 再标一条别的楼层。Tap a floor line (a slab), type which floor's bottom it is; then one on another floor.",
   privacy: "逐点点击围出隐私区 (需要打码的窗), 再点“完成”。Tap the corners of an area to blur, then Finish.",
 };
 
@@ -134,6 +136,10 @@ function draw() {
     ctx.restore();
     label(String(i + 1), [p.image[0] + 11 * k, p.image[1] + 5 * k], "#fff", k);
   });
+  for (const m of S.marks) {
+    ctx.fillStyle = "#ff9500"; ctx.beginPath(); ctx.arc(m.image[0], m.image[1], 6 * k, 0, 7); ctx.fill();
+    label(`${m.floor}F`, [m.image[0] + 8 * k, m.image[1] - 6 * k], "#ff9500", k);
+  }
   if (S.pending) { ctx.fillStyle = "#ff9500"; ctx.beginPath(); ctx.arc(S.pending[0], S.pending[1], 7 * k, 0, 7); ctx.fill(); }
 }
 
@@ -209,6 +215,7 @@ function answers() {
     bay_width_m: Number.isFinite(bay) ? bay : null,
     period_factor: S.periodFactor,
     placed: S.placed,
+    marks: S.marks,
   };
 }
 function showProposal(p) {
@@ -221,6 +228,11 @@ function showProposal(p) {
     }
     $("#proposal-note").className = p.weak ? "note weak" : "note";
     $("#btn-accept").disabled = false;
+    if (p.lowest_floor != null) $("#lowest-floor").value = p.lowest_floor;
+  } else if (p.can_mark) {
+    $("#proposal-note").textContent = `没有找到楼层: 用“标楼层线”标两条不同楼层的楼层线。No storeys found: mark two floor lines of different floors (Floor line). ${p.message}`;
+    $("#proposal-note").className = "note weak";
+    $("#btn-accept").disabled = true;
   } else {
     $("#proposal-note").textContent = `没有建议 No proposal: ${p.message}. 请手动加点 Add points by hand.`;
     $("#btn-accept").disabled = true;
@@ -319,6 +331,7 @@ canvas.addEventListener("pointerdown", (ev) => {
     return;
   }
   if (S.mode === "add") { S.pending = px; $("#add-form").hidden = false; $("#add-x").focus(); draw(); return; }
+  if (S.mode === "mark") { S.pending = px; $("#mark-form").hidden = false; $("#mark-floor").focus(); draw(); return; }
   if (S.mode === "shield" || S.mode === "privacy") { S.draft.push(px); draw(); return; }
   const fac = toFacade(px);
   if (!fac) { status("先要有标定 (4 点) 才能标屋顶和两端。Needs a calibration (4 points) first.", "bad"); return; }
@@ -353,6 +366,7 @@ function setMode(mode) {
   $("#mode-help").textContent = HELP[mode];
   $("#poly-tools").hidden = !(mode === "shield" || mode === "privacy");
   $("#add-form").hidden = true;
+  $("#mark-form").hidden = true;
   draw();
 }
 document.querySelectorAll("#modes button[data-mode]").forEach((b) => b.addEventListener("click", () => setMode(b.dataset.mode)));
@@ -374,6 +388,22 @@ $("#btn-add-ok").addEventListener("click", () => {
   S.pending = null; $("#add-form").hidden = true; $("#add-x").value = ""; $("#add-y").value = "";
   recheck();
 });
+// A marked floor line is one correction: with two floors marked, the storeys follow from them.
+$("#btn-mark-ok").addEventListener("click", async () => {
+  const floor = parseInt($("#mark-floor").value, 10);
+  if (!S.pending || !Number.isFinite(floor)) { status("请输入楼层号。Type the floor number.", "bad"); return; }
+  S.marks.push({ image: [Math.round(S.pending[0] * 10) / 10, Math.round(S.pending[1] * 10) / 10], floor });
+  S.pending = null; $("#mark-form").hidden = true; $("#mark-floor").value = "";
+  draw();
+  if (new Set(S.marks.map((m) => m.floor)).size < 2) {
+    status("再标一条别的楼层的楼层线。Now mark a floor line of another floor.");
+    return;
+  }
+  await propose();
+  if (S.proposal && S.proposal.ok) status("请核对黄色线, 然后采用。Check the dashed yellow lines, then Accept them.");
+  else status(`不能用这些标记 Cannot use these marks: ${S.proposal.message}`, "bad");
+});
+$("#btn-mark-clear").addEventListener("click", () => { S.marks = []; S.pending = null; $("#mark-form").hidden = true; propose(); });
 $("#btn-add-cancel").addEventListener("click", () => { S.pending = null; $("#add-form").hidden = true; draw(); });
 $("#top-floor").addEventListener("change", () => {
   if (!S.facade) return;
