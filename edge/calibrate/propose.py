@@ -273,6 +273,10 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geom
     if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh.point):
         point = _refine_vertical(vv.point, vh.point, ev)
         found = _grid_from(point, vh.point, ev, *_focal(point, vh.point), tone)
+        if found is None or found[1].strength < WEAK_STRENGTH:
+            # Nothing repeats: the refinement chased noise; the vertical edges' own point is the better plane
+            # for floor lines the installer marks.
+            found = _grid_from(vv.point, vh.point, ev, *_focal(vv.point, vh.point), tone) or found
     if found is None or found[1].strength < MIN_STRENGTH:
         # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
         # find where the floor lines' spacing is most regular instead.
