@@ -82,6 +82,64 @@ def test_the_lowest_floor_answer_numbers_the_drawn_lines():
     assert prop.points[0][1][1] == pytest.approx(18.0)  # the bottom of floor 7 is 6 storeys of 3 m up
 
 
+def _painted(seed: int, roof_at: float):
+    """A painted facade seen from 30 m, yawed 12 degrees, with its roof in view (roof_at > 0) or cut off."""
+    layout = random_layout(np.random.default_rng(seed))
+    return render_still(layout, Pose(1280, 720, 70.0, 30.0, layout.width_m / 2, 12.0, 1.0, roof_at), seed)
+
+
+@pytest.mark.parametrize("seed", [202, 203, 204])
+def test_the_roof_is_proposed_above_the_top_floor_when_the_sky_shows_above_it(seed):
+    still = _painted(seed, 0.15)
+    grid = detect_grid(still.image)
+    prop = grid.calibration(still.floor_h, oracle_lowest_floor(still, grid))
+    assert still.top_floor is not None and prop.top_floor == still.top_floor
+    assert prop.facade_block()["top_floor"] == still.top_floor
+
+
+@pytest.mark.parametrize("seed", [202, 203, 204])
+def test_no_roof_is_proposed_when_the_facade_runs_out_of_the_frame(seed):
+    still = _painted(seed, -0.3)
+    grid = detect_grid(still.image)
+    prop = grid.calibration(still.floor_h, oracle_lowest_floor(still, grid))
+    assert still.top_floor is None and prop.top_floor is None
+    assert "top_floor" not in prop.facade_block()
+
+
+def _share(still, h, prop) -> float:
+    return right_floors(still, h, prop.floor_height_m, prop.ground_floor) / len(still.windows)
+
+
+def test_one_point_dragged_onto_its_floor_line_refits_every_line():
+    from dataclasses import replace
+
+    from edge.calibrate.bench import _homography, corrected, true_spot
+    from edge.calibrate.propose import line_of
+
+    still = _painted(202, -0.3)
+    found = detect_grid(still.image)
+    lowest = oracle_lowest_floor(still, found)
+    off = replace(found, period=found.period * 1.1)  # a storey found 10% too tall: the top lines drift
+    prop = off.calibration(still.floor_h, lowest)
+    assert _share(still, prop.image_to_facade, prop) < 0.5
+    top_left = next(i for i in range(4) if line_of(prop, i) > 0)
+    spot = true_spot(still, prop, top_left)
+    refitted = off.refit([(spot, line_of(prop, top_left))]).calibration(still.floor_h, lowest)
+    assert _share(still, refitted.image_to_facade, refitted) == 1.0
+    # The control: the same drag moving that point alone leaves a skewed fit with floors still wrong.
+    alone = _homography(corrected(still, prop, (top_left,)))
+    assert _share(still, alone, prop) < 0.9
+
+
+def test_points_placed_on_the_wrong_lines_are_refused_not_fitted():
+    still = _painted(202, -0.3)
+    grid = detect_grid(still.image)
+    prop = grid.calibration(still.floor_h, 1)
+    low = prop.points[0][0]
+    with pytest.raises(NotAFacade, match="place each point on the floor line"):
+        grid.refit([(low, 8)])  # the lowest line's point claimed to be 8 storeys up: a storey near zero
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_picture_without_storeys_is_refused_with_a_reason(seed):
     with pytest.raises(NotAFacade, match="not a facade|floor lines"):
@@ -350,6 +408,76 @@ def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are
     tracks = [track(1, 4, 30.0), track(2, 4, 30.0), track(3, 8, 30.0), track(4, 8, 0.2)]
     drawn = _drawn(detector, tracks, {1: 7})  # track 1 a fall decided on 4 points (fall.min_points: 4)
     assert [(len(d.points), d.fall, d.floor) for d in drawn] == [(4, True, 7), (8, False, None)]
+
+
+def test_two_floor_lines_marked_give_the_storeys_of_a_facade_whose_windows_are_too_faint_to_repeat():
+    from edge.calibrate.bench import floor_line_marks, make_still
+
+    still, _ = make_still(5116)  # a far block of small paired windows at 704x576 (a development still)
+    with pytest.raises(NotAFacade, match="no repeating storeys"):
+        detect_grid(still.image, allow_weak=True)
+    plane = detect_grid(still.image, geometry_only=True)
+    assert not plane.storeys_found
+    grid, lowest = plane.through(floor_line_marks(still))
+    prop = grid.calibration(still.floor_h, lowest)
+    assert _share(still, prop.image_to_facade, prop) == 1.0
+
+
+def test_one_floor_marked_or_floors_marked_upside_down_are_refused_with_what_to_do():
+    from edge.calibrate.bench import floor_line_marks, make_still
+
+    still, _ = make_still(5116)
+    plane = detect_grid(still.image, geometry_only=True)
+    (low, f_low), (high, f_high) = floor_line_marks(still)
+    with pytest.raises(NotAFacade, match="mark a second floor line"):
+        plane.through([(low, f_low), (high, f_low)])
+    with pytest.raises(NotAFacade, match="wrong order"):
+        plane.through([(low, f_high), (high, f_low)])
+    assert plane.through([(low, f_low), (high, f_high)])[0].storeys_found  # the control
+
+
+def _packets(seconds: float, fps: int = 25, gop_s: float = 2.0, size: int = 1000):
+    from fractions import Fraction
+
+    from edge.capture.packets import KeptPacket, StreamParams
+
+    params = StreamParams("h264", 640, 360, None, Fraction(1, 90000), Fraction(fps))
+    gop = round(gop_s * fps)
+    return [KeptPacket(b"x" * size, i, i, i % gop == 0, i / fps, params) for i in range(round(seconds * fps))]
+
+
+def test_the_replay_buffer_holds_the_last_minute_from_a_keyframe():
+    from edge.calibrate.minute import PacketMinute
+
+    ring = PacketMinute(60.0)
+    for pkt in _packets(150.0):  # two and a half minutes of a camera
+        ring.add(pkt)
+    got = ring.last()
+    assert got[0].keyframe and got[-1].t == pytest.approx(149.96)
+    assert 60.0 <= got[-1].t - got[0].t < 62.0  # the minute, from the keyframe that starts it
+
+
+def test_the_replay_buffer_keeps_less_than_a_minute_rather_than_more_bytes_than_its_bound():
+    from edge.calibrate.minute import PacketMinute
+
+    small, large = PacketMinute(60.0, max_bytes=200_000), PacketMinute(60.0, max_bytes=10_000_000)
+    for pkt in _packets(90.0):  # 1000-byte packets: a minute is 1.5 MB
+        small.add(pkt)
+        large.add(pkt)
+    assert small.nbytes <= 200_000 and small.last()[0].keyframe
+    assert small.last()[-1].t - small.last()[0].t < 10.0
+    assert large.last()[-1].t - large.last()[0].t >= 60.0  # the control: a bound it does not reach
+
+
+def test_a_replay_of_the_buffer_shows_the_minute_before_the_click_not_what_is_newer():
+    from edge.calibrate.minute import PacketMinute
+
+    ring = PacketMinute(60.0)
+    for pkt in _packets(120.0):  # the last ones arrive while the replay starts
+        ring.add(pkt)
+    got = ring.last(now=118.0)
+    assert got[-1].t <= 118.0 < ring.last()[-1].t
+    assert got[0].t <= 58.0 < got[0].t + 2.0 and got[0].keyframe
 
 
 def test_the_bench_reads_real_footage_from_edge_footage_dir(tmp_path, monkeypatch):

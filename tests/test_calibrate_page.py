@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from support.servers import RtspServer
 
 from edge.calibrate.bench import oracle_lowest_floor
 from edge.calibrate.propose import detect_grid
@@ -22,7 +23,7 @@ from edge.calibrate.still import take_still
 from edge.calibrate.synth import KnownStill, sim_still
 from edge.video import H264Writer
 
-from conftest import REPO, run_edge
+from conftest import REPO, loop_clip, run_edge
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,19 +69,12 @@ def site(tmp_path, clip) -> Path:
 
 
 @contextlib.contextmanager
-def serving(config: Path, still: Path):
-    """`edge calibrate` serving the page on a free loopback port; yields the link it prints."""
-    args = [
-        "calibrate",
-        "--config",
-        str(config),
-        "--camera",
-        "east",
-        "--still",
-        str(still),
-        "--listen",
-        "127.0.0.1:0",
-    ]
+def serving(config: Path, still: Path | None):
+    """`edge calibrate` serving the page on a free loopback port; yields the link it prints.
+
+    Without `still` the page takes its still from the camera, and keeps a live camera's last minute."""
+    args = ["calibrate", "--config", str(config), "--camera", "east", "--listen", "127.0.0.1:0"]
+    args += ["--still", str(still)] if still is not None else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
@@ -132,6 +126,7 @@ def page(browser, page_url):
 
 
 def _drag(pg, index: int, dx_css: float, dy_css: float) -> None:
+    pg.locator("#view").scroll_into_view_if_needed()  # a control clicked below may have scrolled the still away
     x, y = pg.evaluate(f"window.calib.facade.points[{index}].image")
     box = pg.locator("#view").bounding_box()
     k = box["width"] / pg.evaluate("window.calib.size[0]")
@@ -151,11 +146,11 @@ def test_load_accept_the_proposal_drag_a_point_save_and_check_config_passes(page
     page.wait_for_function("window.calib.overlay !== null")
     before = page.evaluate("window.calib.facade.points[2].image")
     _drag(page, 2, 6, 4)
-    page.wait_for_function(f"window.calib.facade.points[2].image[0] !== {before[0]}")
+    page.wait_for_function(f"window.calib.facade.points[2].image[0] !== {before[0]} && !window.calib.refitting")
     moved = page.evaluate("window.calib.facade.points[2].image")
     page.click("#btn-save")
-    page.wait_for_function("document.querySelector('#status').className === 'good'")
-    assert "check-config OK" in page.inner_text("#status")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('check-config OK')")
+    assert page.get_attribute("#status", "class") == "good"
     saved = yaml.safe_load(site.read_text())["cameras"]["east"]["facade"]
     assert saved["points"][2]["image"] == pytest.approx(moved, abs=0.11)
     assert saved["points"][0]["facade"][1] == pytest.approx(6.0)  # the bottom of floor 3: two storeys up
@@ -167,16 +162,41 @@ def test_load_accept_the_proposal_drag_a_point_save_and_check_config_passes(page
     assert ref["image_size"] == [1920, 1080] and ref["facade"]["points"][2]["image"] == saved["points"][2]["image"]
 
 
+def _accept_and_drag_a_top_point(page, dy_css: float):
+    page.click("#btn-accept")
+    page.wait_for_function("window.calib.overlay !== null")
+    before = page.evaluate("window.calib.facade.points.map((p) => p.image)")
+    _drag(page, 2, 0, dy_css)  # points 3 and 4 are on the highest line drawn
+    page.wait_for_function(f"window.calib.facade.points[2].image[1] !== {before[2][1]} && !window.calib.refitting")
+    page.wait_for_function("window.calib.overlay !== null")
+    return before, page.evaluate("window.calib.facade.points.map((p) => p.image)")
+
+
+def test_a_dragged_proposal_point_takes_the_other_point_of_its_line_with_it(page):
+    before, after = _accept_and_drag_a_top_point(page, -12)
+    assert after[3][1] < before[3][1] - 2  # the storey re-fitted: the whole top line rose
+    assert after[0] == pytest.approx(before[0], abs=0.2)  # the lowest line stays where it was
+    assert page.evaluate("window.calib.placed.length") == 1
+
+
+def test_with_re_fitting_unticked_a_drag_moves_that_point_alone(page):
+    page.uncheck("#refit")
+    before, after = _accept_and_drag_a_top_point(page, -12)
+    assert after[3] == before[3] and after[2][1] < before[2][1] - 2
+    assert page.evaluate("window.calib.placed.length") == 0
+
+
 def test_a_shield_polygon_drawn_on_the_still_is_saved_in_frame_coordinates(page, site):
     page.click("#btn-accept")
     page.wait_for_function("window.calib.overlay !== null")
     page.click("button[data-mode='shield']")
+    page.locator("#view").scroll_into_view_if_needed()  # the mode buttons sit below the still on a phone
     box = page.locator("#view").bounding_box()
     for fx, fy in ((0.1, 0.8), (0.3, 0.8), (0.3, 0.95)):
         page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
     page.click("#btn-poly-done")
     page.click("#btn-save")
-    page.wait_for_function("document.querySelector('#status').className === 'good'")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('check-config OK')")
     shield = yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]["shield"]
     assert len(shield) == 1 and shield[0][0] == pytest.approx([0.1, 0.8], abs=0.01)
 
@@ -233,6 +253,53 @@ def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser,
     assert "200 frames" in note
 
 
+@pytest.fixture(scope="module")
+def live_camera(sim_clip, tmp_path_factory):
+    """An RTSP camera (GStreamer's server on a free port) showing a throw every 8 s for 32 s, and its truth."""
+    folder = sim_clip("throw", 1)
+    clip = loop_clip(folder / "scene.mp4", 4, tmp_path_factory.mktemp("live") / "loop.mp4")
+    srv = RtspServer(clip).start()
+    yield srv.url, folder
+    srv.kill()
+
+
+def _accept_with_the_right_lowest_floor(pg, image, folder) -> None:
+    exact = yaml.safe_load((folder / "config.yaml").read_text())["cameras"]["sim"]["facade"]["points"]
+    to_image = cv2.findHomography(
+        np.array([p["facade"] for p in exact], float), np.array([p["image"] for p in exact], float), 0
+    )[0]
+    lowest = oracle_lowest_floor(KnownStill(image, to_image, 3.0), detect_grid(image))  # the installer's answer
+    pg.fill("#lowest-floor", str(lowest))
+    pg.click("#btn-propose")
+    pg.wait_for_function(f"window.calib.proposal.floors[0].floor === {lowest}")
+    pg.click("#btn-accept")
+    pg.wait_for_function("window.calib.overlay !== null")
+
+
+def test_a_live_cameras_replay_draws_the_throws_of_the_seconds_before_the_click(browser, live_camera, tmp_path):
+    url, folder = live_camera
+    truth = json.loads((folder / "truth.json").read_text())
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=url), encoding="utf-8")
+    with serving(config, None) as link, opened(browser, link, (1280, 900)) as pg:
+        _accept_with_the_right_lowest_floor(pg, take_still(url).image, folder)
+        # A throw every 8 s: once 10 s are kept, one has happened before the click.
+        kept = "Number(document.querySelector('#buffer-note').dataset.seconds) >= 10"
+        pg.wait_for_function(kept, timeout=60_000)
+        pg.click("#btn-replay")
+        pg.wait_for_selector("body[data-replayed='1']", timeout=120_000)
+        drawn = pg.evaluate("window.calib.tracks")
+        note = pg.inner_text("#replay-note")
+    falls = {t["floor"] for t in drawn if t["fall"]}
+    assert falls and falls <= {t["origin"]["floor"] for t in truth["throws"]}
+    assert "before the click" in note
+
+
+def test_a_file_has_no_last_minute_and_replays_its_first(page):
+    assert page.evaluate("fetch('/api/buffer').then((r) => r.json())")["live"] is False
+    assert page.locator("#buffer-note").is_hidden()
+
+
 def test_lines_too_dense_keeps_every_other_floor_line_and_too_sparse_brings_them_back(page):
     found = page.evaluate("window.calib.proposal.floors.length")
     page.click("#btn-sparser")
@@ -268,6 +335,41 @@ def test_a_still_without_a_facade_says_so_on_the_page(browser, tmp_path, clip):
     with serving(config, park) as url, opened(browser, url) as pg:
         assert "not a facade" in pg.inner_text("#proposal-note")
         assert pg.is_disabled("#btn-accept")
+
+
+def _tap(pg, x: float, y: float) -> None:
+    pg.locator("#view").scroll_into_view_if_needed()
+    box = pg.locator("#view").bounding_box()
+    k = box["width"] / pg.evaluate("window.calib.size[0]")
+    pg.mouse.click(box["x"] + x * k, box["y"] + y * k)
+
+
+def test_without_storeys_found_two_marked_floor_lines_give_the_proposal(browser, tmp_path, clip):
+    from edge.calibrate.bench import floor_line_marks, make_still
+
+    still, _ = make_still(5116)  # a far block of faint small windows: no storeys found, its plane is
+    far = tmp_path / "far.png"
+    cv2.imwrite(str(far), still.image)
+    config = tmp_path / "site.yaml"
+    config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
+    marks = floor_line_marks(still)
+    with serving(config, far) as url, opened(browser, url, (1280, 900)) as pg:
+        assert "No storeys found" in pg.inner_text("#proposal-note") and pg.is_disabled("#btn-accept")
+        pg.click("button[data-mode='mark']")
+        for (x, y), floor in marks:
+            _tap(pg, x, y)
+            pg.fill("#mark-floor", str(floor))
+            pg.click("#btn-mark-ok")
+        pg.wait_for_function("window.calib.proposal.ok === true")
+        assert pg.input_value("#lowest-floor") == str(pg.evaluate("window.calib.proposal.floors[0].floor"))
+        pg.click("#btn-accept")
+        pg.wait_for_function("window.calib.overlay !== null")
+        facade = pg.evaluate("window.calib.facade")
+    img = np.array([p["image"] for p in facade["points"]], float)
+    h = cv2.findHomography(img, np.array([p["facade"] for p in facade["points"]], float))[0]
+    pts = np.array([[x, y] for _, x, y in still.windows], float).reshape(-1, 1, 2)
+    floors = facade["ground_floor"] + np.floor(cv2.perspectiveTransform(pts, h)[:, 0, 1] / 3.0).astype(int)
+    assert (floors == np.array([f for f, _, _ in still.windows])).mean() == 1.0
 
 
 def _overlay(pg) -> str:

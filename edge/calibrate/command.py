@@ -73,6 +73,10 @@ def run_auto(args) -> int:
     for line in lines:
         (x0, y0), (x1, y1) = line.ends
         print(f"  floor {line.floor:>3}: ({x0:7.1f}, {y0:7.1f}) -> ({x1:7.1f}, {y1:7.1f})")
+    if prop.top_floor is not None:
+        print(f"  roof above floor {prop.top_floor} (top_floor: the storeys end against the sky there)")
+    else:
+        print("  roof not seen (top_floor not set: mark it on the page if the roof is in view)")
     for (img, fac), err in zip(prop.points, errors, strict=True):
         print(f"  point image {list(img)} facade {list(fac)} reprojection {err:.2f} px")
     text = snippet(args, grid, block)

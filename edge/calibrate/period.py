@@ -60,6 +60,17 @@ def _score(ac: np.ndarray, lag: float) -> float:
     return float(np.interp(lags, np.arange(n), ac).min())
 
 
+def _scores(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """_score for many lags at once (the same numbers, without a Python loop)."""
+    n = len(ac)
+    lags = np.asarray(lags, np.float64)
+    m = np.clip((int(0.6 * n) / lags).astype(int), 1, HARMONICS)
+    mult = np.arange(1, HARMONICS + 1)
+    vals = np.interp((lags[:, None] * mult[None, :]).ravel(), np.arange(n), ac).reshape(len(lags), HARMONICS)
+    vals[mult[None, :] > m[:, None]] = np.inf
+    return vals.min(axis=1)
+
+
 def regularity(y: np.ndarray, w: np.ndarray) -> float:
     """How evenly lines at heights `y` repeat at their best period: the peak of the multiples' score."""
     if len(y) < 8:
@@ -69,7 +80,7 @@ def regularity(y: np.ndarray, w: np.ndarray) -> float:
         return 0.0
     ac = _autocorrelation(_profile(y, w, lo, hi))
     lags = np.arange(int(BINS / MOST_STOREYS), int(BINS / FEWEST_STOREYS), 2)
-    return max(_score(ac, lag) for lag in lags)
+    return float(_scores(ac, lags).max())
 
 
 def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
@@ -86,7 +97,7 @@ def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
         return None
     ac = _autocorrelation(_profile(y, w, lo, hi))
     lags = np.arange(int(BINS / MOST_STOREYS), int(BINS / FEWEST_STOREYS))
-    scores = np.array([_score(ac, lag) for lag in lags])
+    scores = _scores(ac, lags)
     peaks = [i for i in range(1, len(lags) - 1) if scores[i] >= scores[i - 1] and scores[i] >= scores[i + 1]]
     if not peaks:
         return None
@@ -110,7 +121,7 @@ def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
         kept = kept or [c for c in multiples if _score(ac, c) >= MULTIPLE_SHARE * top and tone_ok(c)]
         best = kept[0] if kept else best
     fine = np.linspace(best - 1.5, best + 1.5, 31)
-    fine_scores = [_score(ac, lag) for lag in fine]
+    fine_scores = _scores(ac, fine)
     lag = float(fine[int(np.argmax(fine_scores))])
     period = lag * (hi - lo) / BINS
     return Periodicity(period, phase_of(y, w, period), float(max(fine_scores)))

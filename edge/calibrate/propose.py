@@ -3,9 +3,10 @@
 Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC), the
 vertical one then moved until the floor lines are evenly spaced (or found from that spacing alone when the
 view has no usable verticals); a rectification that sends both to infinity, in which facade height is an
-affine function of one coordinate; the period of the horizontal lines along that height (autocorrelation,
-with the facade's brightness ruling out half a storey) is one storey. The installer's two answers (storey
-height, number of the lowest floor line drawn) fix the scale and the numbering.
+affine function of one coordinate; the period of the horizontal lines and horizontal-edge pixels along that
+height (autocorrelation, with the facade's brightness ruling out half a storey) is one storey, and where
+their edges end against the sky is the roof. The installer's two answers (storey height, number of the
+lowest floor line drawn) fix the scale and the numbering; points the installer drags re-fit the grid.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from edge.calibrate.period import Periodicity, find_period, phase_of, regularity
 from edge.calibrate.vanish import (
+    WORK_WIDTH,
     Segments,
     find_segments,
     focal_from_vps,
@@ -36,7 +38,18 @@ SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on
 # up (-3) to a camera looking slightly down (0.5), in half image widths
 REFINE_STEPS = np.linspace(-0.12, 0.12, 25)  # around the vanishing line the vertical edges give
 TONE_SAMPLES = 200_000  # pixels sampled for the brightness profile: every storey gets hundreds at 4 MP
+EDGE_PIXELS = 30_000  # the strongest horizontal-edge pixels kept: every storey of a 4 MP facade gets hundreds
+EDGE_NOISE = 4.0  # an edge pixel's gradient is this many times the still's median one: not sky or wall grain
+EDGE_ANISOTROPY = 2.0  # and it runs within about 27 degrees of the horizontal direction at that pixel
+MIN_LINE_SEGMENTS = 20  # fewer horizontal segments cannot say how far the storeys reach: edge pixels do
 EDGE_SHARE = 0.05  # the corner points sit this share of the structure's width inside its ends
+REFIT_RANGE = (0.2, 5.0)  # a storey height the installer's points change more than this is a misplaced point
+ROOF_SEARCH_ABOVE = 3  # the roof is at most this many storeys above the highest line drawn (percentile range)
+ROOF_STEP = 0.05  # of a storey: the step of the search for where the edges stop
+ROOF_SKY = 1.5  # of a storey: this much empty height above the roof (sky, or beyond the frame's edge)
+ROOF_SKY_SEEN = 0.4  # of which at least this much in the picture
+ROOF_EMPTY = 0.1  # "empty": this share of a typical storey's edges for its height, or less
+ROOF_FULL = 0.5  # the storey under the roof holds at least this share of a typical storey's edges
 
 
 class NotAFacade(ValueError):
@@ -65,6 +78,8 @@ class Grid:
     column_period: float | None = None  # window bays, in units, when they repeat clearly
     heights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # ys, xs, weights
     weak: str | None = None  # why this grid would have been refused, when detect_grid(allow_weak=True) kept it
+    roof: float | None = None  # height in units where the facade's edges end against the sky, when in view
+    storeys_found: bool = True  # False: only the facade's plane was found (detect_grid(geometry_only=True))
 
     def rescaled(self, factor: float) -> Grid:
         """The grid with the storey `factor` times as tall: the installer's fix for lines twice too dense (2)
@@ -79,12 +94,66 @@ class Grid:
             raise NotAFacade(f"with storeys {factor:g} times as tall only {len(lines)} floor lines are in view")
         return replace(self, period=period, phase=lines[0], lines=len(lines), along=along)
 
+    def refit(self, placed: list[tuple[tuple[float, float], int]]) -> Grid:
+        """The grid with its storey height and lowest line moved to points the installer placed: (image px,
+        index of the floor line it is on). One point on the lowest line moves every line with it; one on
+        another line sets the storey height; two lines set both. The vanishing geometry stays."""
+        if not placed:
+            return self
+        by_line: dict[int, list[float]] = {}
+        for (x, y), k in placed:
+            by_line.setdefault(k, []).append(float(_apply(self.image_to_units, [[x, y]])[0, 1]))
+        ks = np.array(sorted(by_line), float)
+        us = np.array([np.mean(by_line[int(k)]) for k in ks])
+        period, phase = self.period, self.phase
+        if len(ks) >= 2:
+            period, phase = np.polyfit(ks, us, 1)
+        elif ks[0] == 0:
+            phase = us[0]
+        else:
+            period = (us[0] - phase) / ks[0]
+        if not REFIT_RANGE[0] <= period / self.period <= REFIT_RANGE[1]:
+            raise NotAFacade(
+                f"the points placed make a storey {period / self.period:.2f} times the one found: "
+                "place each point on the floor line its number says"
+            )
+        return replace(self, period=float(period), phase=float(phase))
+
+    def through(self, marks: list[tuple[tuple[float, float], int]]) -> tuple[Grid, int]:
+        """The grid through floor lines the installer marked: (image px on the line, number of the floor whose
+        bottom it is), on two floors or more; and the number of the lowest line it then draws."""
+        by_floor: dict[int, list[float]] = {}
+        for (x, y), floor in marks:
+            by_floor.setdefault(int(floor), []).append(float(_apply(self.image_to_units, [[x, y]])[0, 1]))
+        if len(by_floor) < 2:
+            raise NotAFacade("mark a second floor line, on another floor: two floors give the storey height")
+        floors = np.array(sorted(by_floor), float)
+        us = np.array([np.mean(by_floor[int(f)]) for f in floors])
+        period, at_zero = np.polyfit(floors, us, 1)  # the height of floor f's bottom line is at_zero + f * period
+        if period <= 0:
+            raise NotAFacade("the floor lines marked are in the wrong order: a higher floor must be marked higher")
+        if self.heights is None:
+            raise NotAFacade("no floor lines to draw")
+        ys, xs, wts = self.heights
+        lines, along = _floor_lines(Periodicity(float(period), float(at_zero % period), 0.0), ys, xs, wts)
+        if len(lines) < 2:
+            raise NotAFacade("the marked floor lines leave fewer than two floor lines in view")
+        lowest = round((lines[0] - at_zero) / period)
+        grid = replace(
+            self, period=float(period), phase=lines[0], lines=len(lines), along=along, storeys_found=True
+        )
+        return grid, int(lowest)
+
     def calibration(
         self, floor_height_m: float = 3.0, lowest_floor: int = 1, bay_width_m: float | None = None
     ) -> Proposal:
         """The facade calibration for the installer's answers: storey height, number of the lowest line drawn."""
         sy = floor_height_m / self.period
         sx = sy
+        top_floor = None
+        if self.roof is not None:  # the roof is the floor line nearest it; the floor under that is the top one
+            top = lowest_floor + round((self.roof - self.phase) / self.period) - 1
+            top_floor = top if top >= max(1, lowest_floor) else None
         if bay_width_m is not None and self.column_period is not None:
             sx = bay_width_m / self.column_period
         ground = min(1, lowest_floor)
@@ -114,6 +183,7 @@ class Grid:
             image_to_facade=h,
             strength=self.strength,
             along_scale_known=self.focal_known or (bay_width_m is not None and self.column_period is not None),
+            top_floor=top_floor,
         )
 
 
@@ -130,10 +200,11 @@ class Proposal:
     strength: float
     along_scale_known: bool
     notes: list[str] = field(default_factory=list)
+    top_floor: int | None = None  # the floor whose top is the roof line, when the roof is in view
 
     def facade_block(self) -> dict:
         """The camera's `facade:` block, as check-config reads it."""
-        return {
+        block = {
             "floor_height_m": round(float(self.floor_height_m), 3),
             "ground_floor": int(self.ground_floor),
             "image_size": [int(self.image_size[0]), int(self.image_size[1])],
@@ -141,6 +212,16 @@ class Proposal:
                 {"image": [float(i[0]), float(i[1])], "facade": [float(f[0]), float(f[1])]} for i, f in self.points
             ],
         }
+        if self.top_floor is not None:
+            block["top_floor"] = int(self.top_floor)
+        return block
+
+
+def line_of(prop: Proposal, index: int) -> int:
+    """Which floor line (0: the lowest drawn) proposal point `index` is on."""
+    lowest = prop.floor_lines[0].floor
+    y0 = (lowest - prop.ground_floor) * prop.floor_height_m
+    return round((prop.points[index][1][1] - y0) / prop.floor_height_m)
 
 
 def _pair(xy) -> tuple[float, float]:
@@ -155,12 +236,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
-def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> Grid:
+def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geometry_only: bool = False) -> Grid:
     """Find the storey grid of a facade in a still (BGR or grey); NotAFacade says why when there is none.
 
     `allow_weak` returns a grid whose storeys repeat only faintly (with `weak` saying why it would have been
     refused) instead of refusing it: the page offers it as a low-confidence start on a view the installer
-    knows is a facade.
+    knows is a facade. `geometry_only` returns the facade's plane even when no storeys repeat at all
+    (`storeys_found` False): two floor lines the installer marks then give the storeys (`through`).
     """
     gray = to_gray(image)
     h, w = gray.shape
@@ -185,18 +267,25 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         ]
     )
     tone = _Tone(gray, to_norm)
+    ev = _Evidence(hsub, _Edges(gray, vh.point, to_norm))
     vv = ransac_vp(vert, rng)
     found = None
     if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh.point):
-        point = _refine_vertical(vv.point, vh.point, hsub)
-        found = _grid_from(point, vh.point, hsub, *_focal(point, vh.point), tone)
+        point = _refine_vertical(vv.point, vh.point, ev)
+        found = _grid_from(point, vh.point, ev, *_focal(point, vh.point), tone)
+        if found is None or found[1].strength < WEAK_STRENGTH:
+            # Nothing repeats: the refinement chased noise; the vertical edges' own point is the better plane
+            # for floor lines the installer marks.
+            found = _grid_from(vv.point, vh.point, ev, *_focal(vv.point, vh.point), tone) or found
     if found is None or found[1].strength < MIN_STRENGTH:
         # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
         # find where the floor lines' spacing is most regular instead.
-        spaced = _vertical_from_spacing(vh.point, hsub)
+        spaced = _vertical_from_spacing(vh.point, ev)
         if spaced is not None:
-            alt = _grid_from(spaced, vh.point, hsub, *_focal(spaced, vh.point), tone)
-            if alt is not None and (found is None or alt[1].strength > found[1].strength):
+            alt = _grid_from(spaced, vh.point, ev, *_focal(spaced, vh.point), tone)
+            # Nothing repeating either way: the vertical edges, measured, beat an even spacing of nothing.
+            better = found is None or (alt is not None and alt[1].strength > max(found[1].strength, WEAK_STRENGTH))
+            if alt is not None and better:
                 found, vv = alt, None
     if found is None:
         raise NotAFacade(
@@ -205,7 +294,11 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         )
     a, per, focal, known = found
     vsub = vert.subset(vv.inliers) if vv is not None else vert
+    # Where the floor lines run: the segments, which are the facade's own edges; edge pixels also come from
+    # trees, cars and the ground beside it, and only decide where a facade shows too few segments.
     ys, xs, wts = _heights(a, hsub)
+    if len(ys) < MIN_LINE_SEGMENTS:
+        ys, xs, wts = ev.heights(a)
     lines, along = _floor_lines(per, ys, xs, wts)
     weak = None
     if per.strength < MIN_STRENGTH:
@@ -213,9 +306,10 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
             f"not a facade: no repeating storeys found (periodicity {per.strength:.2f}, at least {MIN_STRENGTH} "
             "needed); aim at a facade with several floors of windows or balconies in view"
         )
-        if not allow_weak or per.strength < WEAK_STRENGTH or len(lines) < MIN_FLOOR_LINES:
+        faint = per.strength < WEAK_STRENGTH or len(lines) < MIN_FLOOR_LINES
+        if not (allow_weak or geometry_only) or (faint and not geometry_only):
             raise NotAFacade(weak)
-    if len(lines) < MIN_FLOOR_LINES:
+    if len(lines) < MIN_FLOOR_LINES and not geometry_only:
         raise NotAFacade(
             f"only {len(lines)} floor lines in view, at least {MIN_FLOOR_LINES} are needed: tilt the camera "
             "to show more storeys"
@@ -224,6 +318,7 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
     to_px[:2, 2] = seg.centre
     image_to_units = a @ np.linalg.inv(to_px)
     col = _column_period(a, vsub)
+    roof = _roof(per.period, lines, *ev.heights(a)[::2], np.linalg.inv(image_to_units), (w, h), along)
     return Grid(
         image_size=(w, h),
         image_to_units=image_to_units,
@@ -237,6 +332,8 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False) -> G
         column_period=col,
         heights=(ys, xs, wts),
         weak=weak,
+        roof=roof,
+        storeys_found=weak is None or (per.strength >= WEAK_STRENGTH and len(lines) >= MIN_FLOOR_LINES),
     )
 
 
@@ -251,13 +348,13 @@ def _separate(vv: np.ndarray, vh: np.ndarray) -> bool:
     return math.degrees(math.acos(min(1.0, cos))) >= MIN_VP_SEPARATION_DEG
 
 
-def _grid_from(vv: np.ndarray, vh: np.ndarray, hsub: Segments, focal: float, known: bool, tone: _Tone | None):
+def _grid_from(vv: np.ndarray, vh: np.ndarray, ev: _Evidence, focal: float, known: bool, tone: _Tone | None):
     """(rectification, storey period, focal, focal known) for two vanishing points, or None when degenerate."""
     try:
-        a = _rectify(vv, vh, focal, hsub)
+        a = _rectify(vv, vh, focal, ev.hsub)
     except NotAFacade:
         return None
-    ys, xs, wts = _heights(a, hsub)
+    ys, xs, wts = ev.heights(a)
     along = tuple(np.percentile(xs, [5, 95])) if len(xs) else (0.0, 0.0)
     per = find_period(ys, wts, tone.profile(a, along) if tone is not None else None)
     if per is None:
@@ -293,7 +390,65 @@ class _Tone:
         return tone
 
 
-def _refine_vertical(vv: np.ndarray, vh: np.ndarray, hsub: Segments) -> np.ndarray:
+class _Edges:
+    """Pixels on edges that run towards the horizontal vanishing point, weighted by how strongly they do.
+
+    Every pixel votes, so storeys show even where windows are too small or faint for LSD to find segments
+    (a far building at 704x576, paired narrow windows, dusk); vertical edges and isotropic texture cancel.
+    """
+
+    def __init__(self, gray: np.ndarray, vh: np.ndarray, to_norm: np.ndarray):
+        h, w = gray.shape
+        k = min(1.0, WORK_WIDTH / w)
+        small = gray if k == 1 else cv2.resize(gray, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        small = small.astype(np.float32)
+        gx, gy = cv2.Sobel(small, cv2.CV_32F, 1, 0), cv2.Sobel(small, cv2.CV_32F, 0, 1)
+        yy, xx = np.mgrid[0 : small.shape[0], 0 : small.shape[1]].astype(np.float32)
+        px = np.column_stack([(xx.ravel() + 0.5) / k - 0.5, (yy.ravel() + 0.5) / k - 0.5]).astype(np.float64)
+        q = _apply(to_norm, px)
+        d = vh[None, :2] - q * vh[2]  # towards the horizontal vanishing point, from each pixel
+        d /= np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-12)[:, None]
+        g = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
+        along = np.abs((g * d).sum(axis=1))
+        across = np.abs(g[:, 1] * d[:, 0] - g[:, 0] * d[:, 1])
+        noise = float(np.median(np.hypot(g[:, 0], g[:, 1])))  # most of a still is flat: wall, sky
+        e = across - along
+        keep = np.flatnonzero((across > EDGE_NOISE * max(noise, 1.0)) & (across > EDGE_ANISOTROPY * along))
+        if len(keep) > EDGE_PIXELS:
+            keep = keep[np.argpartition(e[keep], -EDGE_PIXELS)[-EDGE_PIXELS:]]
+        self.q = q[keep]  # normalised coordinates
+        e = e[keep]
+        self.e = np.minimum(e, np.percentile(e, 99)) if len(e) else e
+
+    def heights(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rectified height and along of each edge pixel, weighted by its edge strength times the rectified
+        length one pixel spans there (a far storey has fewer pixels, not less facade)."""
+        hom = np.column_stack([self.q, np.ones(len(self.q))]) @ a.T
+        w = hom[:, 2]
+        side = np.sign(np.median(w)) if len(w) else 1.0
+        ok = (np.sign(w) == side) & (np.abs(w) > 1e-9)
+        stretch = np.sqrt(abs(np.linalg.det(a))) / np.abs(w[ok]) ** 1.5  # sqrt of the Jacobian's determinant
+        return hom[ok, 1] / w[ok], hom[ok, 0] / w[ok], self.e[ok] * stretch
+
+
+@dataclass
+class _Evidence:
+    """What the storeys are read from: the horizontal LSD segments and the edge pixels, in equal shares."""
+
+    hsub: Segments
+    edges: _Edges
+
+    def heights(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ys, xs, wts = _heights(a, self.hsub)
+        ey, ex, ew = self.edges.heights(a)
+        parts = [(ys, xs, wts), (ey, ex, ew)]
+        parts = [(y, x, w / w.sum()) for y, x, w in parts if len(w) and w.sum() > 0]
+        if not parts:
+            return ys, xs, wts
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+def _refine_vertical(vv: np.ndarray, vh: np.ndarray, ev: _Evidence) -> np.ndarray:
     """The vertical vanishing point moved along its direction until the floor lines are most evenly spaced.
 
     Short window edges put the point a few percent off, which shifts a floor every ten or so storeys; the
@@ -313,17 +468,17 @@ def _refine_vertical(vv: np.ndarray, vh: np.ndarray, hsub: Segments) -> np.ndarr
             continue
         cand = cand / norm
         try:
-            a = _rectify(cand, vh, f, hsub)
+            a = _rectify(cand, vh, f, ev.hsub)
         except NotAFacade:
             continue
-        ys, _, wts = _heights(a, hsub)
+        ys, _, wts = ev.heights(a)
         score = regularity(ys, wts)
         if score > best_score:
             best, best_score = cand, score
     return best
 
 
-def _vertical_from_spacing(vh: np.ndarray, hsub: Segments) -> np.ndarray | None:
+def _vertical_from_spacing(vh: np.ndarray, ev: _Evidence) -> np.ndarray | None:
     """The vertical vanishing point that makes the floor lines most evenly spaced, for views without verticals.
 
     Heights depend only on the facade's vanishing line (through vh); it is searched as the line through vh
@@ -339,7 +494,7 @@ def _vertical_from_spacing(vh: np.ndarray, hsub: Segments) -> np.ndarray | None:
         if np.linalg.norm(vv) < 1e-12 or not _separate(vv / np.linalg.norm(vv), vh):
             continue
         vv = vv / np.linalg.norm(vv)
-        got = _grid_from(vv, vh, hsub, f, False, None)
+        got = _grid_from(vv, vh, ev, f, False, None)
         if got is not None and got[1].strength > best_strength:
             best, best_strength = vv, got[1].strength
     return best
@@ -407,6 +562,33 @@ def _floor_lines(per: Periodicity, ys, xs, wts) -> tuple[list[float], list[tuple
         heights.append(y)
         along.append((float(a), float(b)))
     return heights, along
+
+
+def _roof(period, lines, ys, wts, units_to_image, size, along) -> float | None:
+    """The height where the facade's edges end against the sky (the roof), when that is in view.
+
+    Going up from a storey under the highest line drawn, the first height with next to nothing above it
+    for ROOF_SKY of a storey (some of it in the picture), with a full storey below it.
+    """
+    if len(lines) < 2:
+        return None
+
+    def weight(lo: float, hi: float) -> float:
+        return float(wts[(ys > lo) & (ys < hi)].sum())
+
+    typical = float(np.median([weight(y, y + period) for y in lines[:-1]]))
+    mid = float(np.mean(along[-1]))
+    w, h = size
+    for y in np.arange(lines[-1] - period, lines[-1] + ROOF_SEARCH_ABOVE * period, ROOF_STEP * period):
+        if weight(y, y + ROOF_SKY * period) > ROOF_EMPTY * ROOF_SKY * typical:
+            continue
+        x, v = _apply(units_to_image, [[mid, y + ROOF_SKY_SEEN * period]])[0]
+        if not (0 <= x < w and 0 <= v < h):
+            return None  # the sky above is not in the picture: the roof may be there, out of view
+        if weight(y - period, y) < ROOF_FULL * typical:
+            return None  # the facade fades out (haze, a tree) rather than ends
+        return float(y)
+    return None
 
 
 def _column_period(a: np.ndarray, vert: Segments) -> float | None:

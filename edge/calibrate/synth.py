@@ -66,6 +66,7 @@ class KnownStill:
     facade_to_image: np.ndarray
     floor_h: float
     windows: list[tuple[int, float, float]] = field(default_factory=list)  # (floor, x px, y px)
+    top_floor: int | None = None  # the highest floor, when the roof line is in view (painted stills only)
 
     def true_height(self, xy: np.ndarray) -> np.ndarray:
         """Facade height in metres (from the bottom of floor 1) of image pixels."""
@@ -209,6 +210,8 @@ def render_still(layout: Layout, pose: Pose, seed: int) -> KnownStill:
     out = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
     still = KnownStill(out, h_img, layout.floor_h)
     still.windows = _visible(windows, h_img, pose, trees)
+    roof = [(layout.floors + 1, x, layout.top_m) for x in np.linspace(0, layout.width_m, 9)]
+    still.top_floor = layout.floors if _visible(roof, h_img, pose, []) else None
     return still
 
 

@@ -1,7 +1,8 @@
 """A minute of the camera through the detector with the page's calibration: every track, with its floor.
 
-The node's own buffer lives in another process (`edge run`), so the page reads a fresh minute from the camera
-(or the first minute of a file) and runs the same Detector on it, with the calibration being edited.
+For a live camera the minute is the one before the click, from the page's own buffer (`minute`); for a file
+it is the file's first minute. Either runs through the same Detector as the node, with the calibration being
+edited.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.calibrate.minute import decoded
+from edge.capture.packets import KeptPacket
 from edge.capture.source import Clock, SourceError, SourceOptions, StreamEnded, VideoSource
 from edge.config import CameraConfig, FacadeConfig
 from edge.detect.pipeline import Detector
@@ -54,16 +57,28 @@ class ReplayJob:
 
 
 def start(source: str, cam: CameraConfig, facade: dict, opts: SourceOptions, seconds: float = REPLAY_S):
-    """Replay `seconds` of `source` in a thread with this facade calibration; poll the returned job."""
+    """Replay the first `seconds` of a file `source` in a thread with this facade calibration; poll the job."""
     job = ReplayJob()
     cfg = cam.model_copy(update={"facade": FacadeConfig.model_validate(facade)})
-    threading.Thread(target=_run, args=(job, source, cfg, opts, seconds), daemon=True, name="calib-replay").start()
+    args = (job, _replay, (job, source, cfg, opts, seconds))
+    threading.Thread(target=_run, args=args, daemon=True, name="calib-replay").start()
     return job
 
 
-def _run(job: ReplayJob, source: str, cfg: CameraConfig, opts: SourceOptions, seconds: float) -> None:
+def start_buffered(packets: list[KeptPacket], cam: CameraConfig, facade: dict) -> ReplayJob:
+    """Replay packets kept from a live camera (the minute before the click) with this calibration."""
+    job = ReplayJob()
+    cfg = cam.model_copy(update={"facade": FacadeConfig.model_validate(facade)})
+    span = packets[-1].t - packets[0].t if packets else 0.0
+    job.message = f"the {span:.0f} s before the click" if packets else ""
+    args = (job, _replay_packets, (job, packets, cfg))
+    threading.Thread(target=_run, args=args, daemon=True, name="calib-replay").start()
+    return job
+
+
+def _run(job: ReplayJob, replay, args) -> None:
     try:
-        _replay(job, source, cfg, opts, seconds)
+        replay(*args)
         job.state = "done"
     except SourceError as exc:
         job.state, job.message = "failed", f"cannot read the camera: {exc}"
@@ -73,33 +88,53 @@ def _run(job: ReplayJob, source: str, cfg: CameraConfig, opts: SourceOptions, se
 
 
 def _replay(job: ReplayJob, source: str, cfg: CameraConfig, opts: SourceOptions, seconds: float) -> None:
+    """The first `seconds` of a file through the detector."""
     video = VideoSource(source, SourceOptions(**{**opts.__dict__, "clock": Clock.STREAM, "realtime": False}))
     params = video.open()
     fps = cfg.fps or (float(params.rate) if params.rate else DEFAULT_FPS)
     job.total = round(seconds * fps)
+
+    def frames():
+        first = None
+        try:
+            for _, got in video.packets():
+                for f in got:
+                    yield f.luma
+                    first = f.t if first is None else first
+                    if f.t - first >= seconds or job.frames >= job.total:
+                        return
+        except StreamEnded:
+            return
+        finally:
+            video.close()
+
+    _detect(job, cfg, fps, frames(), "no frame could be decoded")
+
+
+def _replay_packets(job: ReplayJob, packets: list[KeptPacket], cfg: CameraConfig) -> None:
+    """The buffered packets decoded and run through the detector, every frame of them."""
+    params = packets[0].params if packets else None
+    fps = cfg.fps or (float(params.rate) if params is not None and params.rate else DEFAULT_FPS)
+    span = packets[-1].t - packets[0].t if packets else 0.0
+    job.total = max(1, round(span * fps))
+    _detect(job, cfg, fps, decoded(packets), "nothing buffered from the camera could be decoded")
+
+
+def _detect(job: ReplayJob, cfg: CameraConfig, fps: float, frames, empty: str) -> None:
+    """Every luma frame through a Detector built for this calibration; the job gets the tracks drawn."""
     detector: Detector | None = None
     ended: list[Track] = []
     falls: dict[int, int | None] = {}  # track id -> origin floor the fall decision gave
-    first: float | None = None
-    try:
-        for _, frames in video.packets():
-            for f in frames:
-                if detector is None:
-                    h, w = f.luma.shape
-                    detector = Detector("calibrate", cfg, fps, CameraGeometry.build(cfg, (w, h)))
-                    _keep_ended(detector, ended)
-                for u in detector.process(job.frames, f.luma):
-                    falls[int(u.event.id.rsplit("-", 1)[1])] = u.event.origin.floor
-                job.frames += 1
-                first = f.t if first is None else first
-                if f.t - first >= seconds or job.frames >= job.total:
-                    raise StopIteration
-    except (StreamEnded, StopIteration):
-        pass
-    finally:
-        video.close()
+    for luma in frames:
+        if detector is None:
+            h, w = luma.shape
+            detector = Detector("calibrate", cfg, fps, CameraGeometry.build(cfg, (w, h)))
+            _keep_ended(detector, ended)
+        for u in detector.process(job.frames, luma):
+            falls[int(u.event.id.rsplit("-", 1)[1])] = u.event.origin.floor
+        job.frames += 1
     if detector is None:
-        raise SourceError("no frame could be decoded")
+        raise SourceError(empty)
     for u in detector.finish():
         falls[int(u.event.id.rsplit("-", 1)[1])] = u.event.origin.floor
     job.tracks = _drawn(detector, ended, falls)

@@ -12,6 +12,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -21,10 +22,11 @@ from fastapi import Cookie, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 
 from edge.calibrate import overlay, tracks, yamlio
-from edge.calibrate.propose import Grid, NotAFacade, detect_grid
+from edge.calibrate.minute import MinuteBuffer, is_live
+from edge.calibrate.propose import Grid, NotAFacade, detect_grid, line_of
 from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
 from edge.capture.source import SourceOptions
@@ -50,6 +52,7 @@ class Session:
     refusal: str | None = None
     jpeg: bytes = b""
     replay: tracks.ReplayJob | None = None
+    buffer: MinuteBuffer | None = None  # a live camera's last minute, kept while the page is served
     # FastAPI runs these sync routes in a thread pool: one save or replay start at a time, each seeing the
     # camera config the last save left.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -62,6 +65,10 @@ class Session:
             self.refusal = self.grid.weak
         except NotAFacade as exc:
             self.refusal = str(exc)
+            try:  # no storeys, but perhaps the facade's plane: two floor lines marked by hand then do
+                self.grid = detect_grid(self.still.image, geometry_only=True)
+            except NotAFacade:
+                self.grid = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -69,11 +76,27 @@ class Session:
         return w, h
 
 
+class Placed(BaseModel):
+    """A proposal point the installer dragged onto the floor line its number claims: the grid is re-fitted."""
+
+    index: int = Field(ge=0, le=3)
+    image: tuple[FiniteFloat, FiniteFloat]
+
+
+class Mark(BaseModel):
+    """A point the installer tapped on a floor line, with the number of the floor whose bottom it is."""
+
+    image: tuple[FiniteFloat, FiniteFloat]
+    floor: int = Field(ge=-5, le=200)
+
+
 class ProposeIn(BaseModel):
     floor_height_m: float = Field(3.0, gt=1.5, le=10.0)
     lowest_floor: int = Field(1, ge=-5, le=200)
     bay_width_m: float | None = Field(None, ge=1.0, le=20.0)
     period_factor: float = Field(1.0, ge=0.2, le=5.0, description="storeys this many times as tall as found")
+    placed: list[Placed] = Field(default_factory=list, max_length=8, description="points the installer dragged")
+    marks: list[Mark] = Field(default_factory=list, max_length=8, description="floor lines the installer marked")
 
 
 class CalibrationIn(BaseModel):
@@ -91,20 +114,42 @@ def _mask_lists(masks: MasksConfig) -> dict:
 
 def _proposal(s: Session, answers: ProposeIn) -> dict:
     if s.grid is None:
-        return {"ok": False, "message": s.refusal}
+        return {"ok": False, "message": s.refusal, "can_mark": False}
+    lowest = answers.lowest_floor
     try:
-        grid = s.grid.rescaled(answers.period_factor)
+        if answers.marks:  # the floor lines the installer marked decide the storeys and their numbers
+            grid, lowest = s.grid.through([(m.image, m.floor) for m in answers.marks])
+        elif not s.grid.storeys_found:
+            return {"ok": False, "message": s.refusal, "can_mark": True}
+        else:
+            grid = s.grid
+        grid = grid.rescaled(answers.period_factor)
     except NotAFacade as exc:
-        return {"ok": False, "message": str(exc)}
-    prop = grid.calibration(answers.floor_height_m, answers.lowest_floor, answers.bay_width_m)
+        return {"ok": False, "message": str(exc), "can_mark": True}
+    prop = grid.calibration(answers.floor_height_m, lowest, answers.bay_width_m)
+    if answers.placed:
+        try:
+            grid = grid.refit([(p.image, line_of(prop, p.index)) for p in answers.placed])
+        except NotAFacade as exc:
+            return {"ok": False, "message": str(exc)}
+        prop = grid.calibration(answers.floor_height_m, lowest, answers.bay_width_m)
     lines = [{"floor": ln.floor, "a": list(ln.ends[0]), "b": list(ln.ends[1])} for ln in prop.floor_lines]
+    block = prop.facade_block()
+    roof = None
+    if prop.top_floor is not None:  # drawn where the saved calibration will put it
+        try:
+            roof = overlay.draw(check_facade(block), s.size)["roof"]
+        except Refused:
+            roof = None
     return {
         "ok": True,
-        "facade": prop.facade_block(),
+        "facade": block,
         "floors": lines,
+        "roof": roof,
+        "lowest_floor": lowest,
         "strength": round(s.grid.strength, 2),
         "period_factor": answers.period_factor,
-        "weak": s.grid.weak,
+        "weak": None if answers.marks else s.grid.weak,  # marked by the installer: no guess
     }
 
 
@@ -259,11 +304,28 @@ def create_app(s: Session) -> FastAPI:
         result = check(s, body)
         if not result["ok"]:
             return JSONResponse(result, status_code=422)
+        facade = _tidy(check_facade(body.facade), s.size)
         with s.lock:
             if s.replay is not None and s.replay.state == "running":
                 return JSONResponse(s.replay.summary())
-            s.replay = tracks.start(s.source, s.cam, _tidy(check_facade(body.facade), s.size), s.opts)
+            if s.buffer is None:  # a file: its first minute
+                s.replay = tracks.start(s.source, s.cam, facade, s.opts)
+                return JSONResponse(s.replay.summary())
+            packets = s.buffer.ring.last(time.time())  # the minute before the click, not what arrives after
+            if not packets:
+                why = s.buffer.error or "no picture has arrived since the page opened"
+                return JSONResponse({"ok": False, "message": f"nothing to replay yet: {why}"}, status_code=409)
+            s.replay = tracks.start_buffered(packets, s.cam, facade)
             return JSONResponse(s.replay.summary())
+
+    @app.get("/api/buffer", dependencies=guard)
+    def buffer_state() -> dict:
+        """How much of a live camera's last minute the page holds (a file has no last minute)."""
+        if s.buffer is None:
+            return {"live": False, "seconds": 0.0, "error": ""}
+        pkts = s.buffer.ring.last()
+        span = pkts[-1].t - pkts[0].t if pkts else 0.0
+        return {"live": True, "seconds": round(span, 1), "error": s.buffer.error}
 
     @app.get("/api/replay", dependencies=guard)
     def replay_state() -> dict:
@@ -338,6 +400,12 @@ def serve(args) -> int:
         what = "only a low-confidence proposal" if session.grid is not None else "no proposal"
         print(f"edge calibrate: {what} for this still: {session.refusal}", file=sys.stderr)
     print(f"calibration page for camera {session.camera}: {url}  (Ctrl-C to stop)", flush=True)
+    if is_live(session.source):  # from now on the page can replay the minute before a click
+        session.buffer = MinuteBuffer(session.source, session.opts, tracks.REPLAY_S).start()
     config = uvicorn.Config(create_app(session), log_level="warning", lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if session.buffer is not None:
+            session.buffer.stop()
     return 0

@@ -20,6 +20,10 @@ const S = {
   pending: null,      // pixel tapped in "add" mode
   tracks: [],         // from the last replay: {points, floor, fall}
   periodFactor: 1,    // the installer's fix when the proposal drew two lines per floor (2) or one per two (0.5)
+  placed: [],         // proposal points the installer dragged: {index, image}; the grid is re-fitted to them
+  fromProposal: false,  // the points are the accepted proposal's (re-fitted), not yet edited one by one
+  refitting: false,   // a re-fit is on its way
+  marks: [],          // floor lines the installer marked: {image, floor}; two floors give the storeys
   showProposal: true, // dashed proposal lines: until accepted, and again after Propose
 };
 window.calib = S;     // for people (and tests) who want to look inside
@@ -31,6 +35,7 @@ const HELP = {
   left: "点击外墙左端 (有窗的部分)。Tap the left end of the windowed facade.",
   right: "点击外墙右端。Tap the right end of the windowed facade.",
   shield: "逐点点击围出屏蔽区 (树、道路、旗杆), 再点“完成”。Tap the corners of an area to ignore, then Finish.",
+  mark: "点击一条楼层线 (楼板), 输入它是第几层的地面; 再标一条别的楼层。Tap a floor line (a slab), type which floor's bottom it is; then one on another floor.",
   privacy: "逐点点击围出隐私区 (需要打码的窗), 再点“完成”。Tap the corners of an area to blur, then Finish.",
 };
 
@@ -107,7 +112,11 @@ function draw() {
     for (const poly of S.masks[kind]) polygon(poly.map(([x, y]) => [x * w, y * h]), colour, true, k);
   }
   if (S.draft.length) polygon(S.draft, S.mode === "privacy" ? "#af52de" : "#34c759", false, k);
-  if (S.showProposal && S.proposal && S.proposal.floors) floorLines(S.proposal.floors, "#ffd400", k, [10 * k, 6 * k]);
+  if (S.showProposal && S.proposal && S.proposal.floors) {
+    floorLines(S.proposal.floors, "#ffd400", k, [10 * k, 6 * k]);
+    const roof = S.proposal.roof;
+    if (roof) { line(roof.a, roof.b, "#ff3b30", 3 * k, [10 * k, 6 * k]); label(`屋顶 roof ${roof.floor}F`, [roof.a[0] + 4 * k, roof.a[1] - 6 * k], "#ff3b30", k); }
+  }
   if (S.overlay) {
     floorLines(S.overlay.floors, "#00d0ff", k);
     if (S.overlay.roof) line(S.overlay.roof.a, S.overlay.roof.b, "#ff3b30", 3 * k);
@@ -127,6 +136,10 @@ function draw() {
     ctx.restore();
     label(String(i + 1), [p.image[0] + 11 * k, p.image[1] + 5 * k], "#fff", k);
   });
+  for (const m of S.marks) {
+    ctx.fillStyle = "#ff9500"; ctx.beginPath(); ctx.arc(m.image[0], m.image[1], 6 * k, 0, 7); ctx.fill();
+    label(`${m.floor}F`, [m.image[0] + 8 * k, m.image[1] - 6 * k], "#ff9500", k);
+  }
   if (S.pending) { ctx.fillStyle = "#ff9500"; ctx.beginPath(); ctx.arc(S.pending[0], S.pending[1], 7 * k, 0, 7); ctx.fill(); }
 }
 
@@ -147,10 +160,10 @@ function renderTables() {
   });
   body.querySelectorAll("input").forEach((el) => el.addEventListener("change", () => {
     const v = parseFloat(el.value);
-    if (Number.isFinite(v)) { S.facade.points[+el.dataset.i].facade[+el.dataset.c] = v; recheck(); }
+    if (Number.isFinite(v)) { S.facade.points[+el.dataset.i].facade[+el.dataset.c] = v; S.fromProposal = false; recheck(); }
   }));
   body.querySelectorAll("button[data-del]").forEach((el) => el.addEventListener("click", () => {
-    S.facade.points.splice(+el.dataset.del, 1); recheck();
+    S.facade.points.splice(+el.dataset.del, 1); S.fromProposal = false; recheck();
   }));
   const list = $("#masks");
   list.innerHTML = "";
@@ -201,17 +214,25 @@ function answers() {
     lowest_floor: Number.isFinite(lowest) ? lowest : 1,
     bay_width_m: Number.isFinite(bay) ? bay : null,
     period_factor: S.periodFactor,
+    placed: S.placed,
+    marks: S.marks,
   };
 }
 function showProposal(p) {
   S.proposal = p;
   if (p.ok) {
-    $("#proposal-note").textContent = `找到 ${p.floors.length} 条楼层线 (规律性 ${p.strength}); 黄色虚线。Found ${p.floors.length} floor lines (repeat ${p.strength}), dashed yellow.`;
+    const roof = p.roof ? ` 屋顶在 ${p.roof.floor} 层之上 (红色虚线)。Roof above floor ${p.roof.floor} (dashed red).` : " 没有看到屋顶。No roof seen.";
+    $("#proposal-note").textContent = `找到 ${p.floors.length} 条楼层线 (规律性 ${p.strength}); 黄色虚线。Found ${p.floors.length} floor lines (repeat ${p.strength}), dashed yellow.${roof}`;
     if (p.weak) {
       $("#proposal-note").textContent = `低把握的猜测, 请逐条核对。A low-confidence guess, check every line: ${p.weak}`;
     }
     $("#proposal-note").className = p.weak ? "note weak" : "note";
     $("#btn-accept").disabled = false;
+    if (p.lowest_floor != null) $("#lowest-floor").value = p.lowest_floor;
+  } else if (p.can_mark) {
+    $("#proposal-note").textContent = `没有找到楼层: 用“标楼层线”标两条不同楼层的楼层线。No storeys found: mark two floor lines of different floors (Floor line). ${p.message}`;
+    $("#proposal-note").className = "note weak";
+    $("#btn-accept").disabled = true;
   } else {
     $("#proposal-note").textContent = `没有建议 No proposal: ${p.message}. 请手动加点 Add points by hand.`;
     $("#btn-accept").disabled = true;
@@ -220,6 +241,7 @@ function showProposal(p) {
 }
 async function propose() {
   S.showProposal = true;
+  S.placed = [];
   showProposal(await api("/api/propose", answers()));
   if (S.facade) status("建议已更新; 点“采用建议”替换当前标定。Proposal updated: Accept it to replace the current calibration.");
 }
@@ -228,9 +250,29 @@ function accept() {
   S.showProposal = false;
   const keep = S.facade || {};
   S.facade = JSON.parse(JSON.stringify(S.proposal.facade));
-  if (keep.top_floor != null) S.facade.top_floor = keep.top_floor;
+  if (keep.top_floor != null && !S.placed.length) S.facade.top_floor = keep.top_floor;
   if (keep.extent_m) S.facade.extent_m = keep.extent_m;
+  S.fromProposal = true;
   recheck();
+}
+// A dragged proposal point re-fits the storey height (or the lowest line) of the whole grid: every line
+// follows the one the installer put right, as one correction, instead of one corner of a skewed fit.
+async function refit(index) {
+  S.placed = S.placed.filter((p) => p.index !== index).concat([{ index, image: S.facade.points[index].image }]);
+  const roof = S.facade.top_floor, ext = S.facade.extent_m;
+  S.refitting = true;
+  const r = await api("/api/propose", answers()).finally(() => { S.refitting = false; });
+  if (!r.ok) {
+    S.placed = S.placed.filter((p) => p.index !== index);
+    S.fromProposal = false;
+    status(`只移动了这个点 Moved this point only: ${r.message}`, "bad");
+    return recheck();
+  }
+  S.proposal = r;
+  S.facade = JSON.parse(JSON.stringify(r.facade));
+  if (roof != null && r.facade.top_floor == null) S.facade.top_floor = roof;
+  if (ext) S.facade.extent_m = ext;
+  return recheck();
 }
 async function save() {
   if (!S.facade) { status("还没有标定: 先采用建议或加点。Nothing to save: accept the proposal or add points.", "bad"); return; }
@@ -256,7 +298,8 @@ async function replay() {
     if (r.state === "done") {
       S.tracks = r.tracks;
       const falls = r.tracks.filter((t) => t.fall).length;
-      $("#replay-note").textContent = `${r.frames} 帧, ${r.tracks.length} 条轨迹, ${falls} 次抛物。${r.frames} frames, ${r.tracks.length} tracks, ${falls} decided falls.`;
+      const when = r.message ? ` (${r.message})` : "";
+      $("#replay-note").textContent = `${r.frames} 帧, ${r.tracks.length} 条轨迹, ${falls} 次抛物。${r.frames} frames${when}, ${r.tracks.length} tracks, ${falls} decided falls.`;
       document.body.dataset.replayed = "1";
     } else {
       $("#replay-note").textContent = `回放失败 Replay failed: ${r.message}`;
@@ -288,6 +331,7 @@ canvas.addEventListener("pointerdown", (ev) => {
     return;
   }
   if (S.mode === "add") { S.pending = px; $("#add-form").hidden = false; $("#add-x").focus(); draw(); return; }
+  if (S.mode === "mark") { S.pending = px; $("#mark-form").hidden = false; $("#mark-floor").focus(); draw(); return; }
   if (S.mode === "shield" || S.mode === "privacy") { S.draft.push(px); draw(); return; }
   const fac = toFacade(px);
   if (!fac) { status("先要有标定 (4 点) 才能标屋顶和两端。Needs a calibration (4 points) first.", "bad"); return; }
@@ -307,7 +351,10 @@ canvas.addEventListener("pointermove", (ev) => {
 });
 function endDrag() {
   if (S.drag === null) return;
+  const i = S.drag;
   S.drag = null;
+  if (S.fromProposal && $("#refit").checked && i < 4) return refit(i);
+  S.fromProposal = false;
   recheck();
 }
 canvas.addEventListener("pointerup", endDrag);
@@ -319,6 +366,7 @@ function setMode(mode) {
   $("#mode-help").textContent = HELP[mode];
   $("#poly-tools").hidden = !(mode === "shield" || mode === "privacy");
   $("#add-form").hidden = true;
+  $("#mark-form").hidden = true;
   draw();
 }
 document.querySelectorAll("#modes button[data-mode]").forEach((b) => b.addEventListener("click", () => setMode(b.dataset.mode)));
@@ -335,10 +383,27 @@ $("#btn-add-ok").addEventListener("click", () => {
   const x = parseFloat($("#add-x").value), y = parseFloat($("#add-y").value);
   if (!S.pending || !Number.isFinite(x) || !Number.isFinite(y)) { status("请输入两个米数。Type both metres.", "bad"); return; }
   if (!S.facade) S.facade = { floor_height_m: answers().floor_height_m, ground_floor: 1, points: [] };
+  S.fromProposal = false;
   S.facade.points.push({ image: [Math.round(S.pending[0] * 10) / 10, Math.round(S.pending[1] * 10) / 10], facade: [x, y] });
   S.pending = null; $("#add-form").hidden = true; $("#add-x").value = ""; $("#add-y").value = "";
   recheck();
 });
+// A marked floor line is one correction: with two floors marked, the storeys follow from them.
+$("#btn-mark-ok").addEventListener("click", async () => {
+  const floor = parseInt($("#mark-floor").value, 10);
+  if (!S.pending || !Number.isFinite(floor)) { status("请输入楼层号。Type the floor number.", "bad"); return; }
+  S.marks.push({ image: [Math.round(S.pending[0] * 10) / 10, Math.round(S.pending[1] * 10) / 10], floor });
+  S.pending = null; $("#mark-form").hidden = true; $("#mark-floor").value = "";
+  draw();
+  if (new Set(S.marks.map((m) => m.floor)).size < 2) {
+    status("再标一条别的楼层的楼层线。Now mark a floor line of another floor.");
+    return;
+  }
+  await propose();
+  if (S.proposal && S.proposal.ok) status("请核对黄色线, 然后采用。Check the dashed yellow lines, then Accept them.");
+  else status(`不能用这些标记 Cannot use these marks: ${S.proposal.message}`, "bad");
+});
+$("#btn-mark-clear").addEventListener("click", () => { S.marks = []; S.pending = null; $("#mark-form").hidden = true; propose(); });
 $("#btn-add-cancel").addEventListener("click", () => { S.pending = null; $("#add-form").hidden = true; draw(); });
 $("#top-floor").addEventListener("change", () => {
   if (!S.facade) return;
@@ -366,6 +431,19 @@ $("#btn-save").addEventListener("click", save);
 $("#btn-replay").addEventListener("click", replay);
 window.addEventListener("resize", draw);
 
+// A live camera's minute fills from when the page opened: say how much a replay would show now.
+async function bufferNote() {
+  const b = await api("/api/buffer");
+  if (!b.live) return;
+  const el = $("#buffer-note");
+  el.hidden = false;
+  el.textContent = b.error
+    ? `摄像机读取失败 Camera not readable: ${b.error}`
+    : `已缓存 ${b.seconds.toFixed(0)} 秒 — ${b.seconds.toFixed(0)} s of the last minute kept for replay.`;
+  el.dataset.seconds = b.seconds;
+  setTimeout(bufferNote, 2000);
+}
+
 // ---- start ----------------------------------------------------------------------------------------------
 async function start() {
   const st = await api("/api/state");
@@ -386,5 +464,6 @@ async function start() {
     status(st.proposal.ok ? "请核对黄色建议线, 然后采用。Check the dashed yellow proposal, then Accept it." : "没有建议: 请手动加点。No proposal: add points by hand.", st.proposal.ok ? "" : "bad");
   }
   document.body.dataset.ready = "1";
+  bufferNote();
 }
 start();
