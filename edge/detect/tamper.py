@@ -1,0 +1,401 @@
+"""Camera problems from the picture itself: covered, blinded, defocused, moved; and offline from its status.
+
+Pure computation: frames (luma planes) and times in, raised and cleared problems out. One frame per
+`health.sample_s` is looked at, downscaled, so the checks cost a few milliseconds a second. Every problem
+must last its own persistence before it is raised and `clear_s` of normal pictures before it clears, and
+each measure has a higher bar to clear than to raise (hysteresis): nothing flaps on a passing bird, an
+exposure step or an IR switch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import cv2
+import numpy as np
+
+from edge.config import CameraHealthConfig
+
+WORK_WIDTH = 640  # features and fine detail are measured on a copy this wide (a 1080p frame's third)
+COARSE_WIDTH = 160  # coverage and coarse detail on one this wide: noise averages away, structure stays
+SATURATED_LUMA = 230  # at or above: full white, in video range (white is 235) and full range alike
+DETAIL_PERCENTILE = 99  # a facade at night is dark but for its lit windows: the strongest edges tell
+CLEAR_FACTOR = 1.5  # a measure must be this much better than its raising bar to count as normal again
+NORMAL_TAU_S = 3600.0  # the learned normal sharpness follows slow changes (seasons, a cleaned lens) over an hour
+ORB_FEATURES = 1500  # features per picture for the moved check: enough for a facade's repeated windows
+MATCH_RATIO = 0.85  # Lowe's ratio test: a facade's windows look alike, so a looser ratio than the usual 0.75
+RANSAC_PX = 3.0  # reprojection tolerance of a feature match, in WORK_WIDTH pixels
+MIN_INLIERS = 25  # feature matches that must agree on one motion before a view counts as recognised
+MIN_FEATURES = 4 * MIN_INLIERS  # a picture with fewer features (dark, fog) cannot tell whether it moved
+RELEARN_S = 300.0  # a recognised view becomes the recent reference at most this often (follows dusk and dawn)
+START_SETTLE_S = 5.0  # a reference learned at start waits this long: exposure and focus settle after a connect
+
+
+class Problem(StrEnum):
+    """What is wrong with a camera; the values are the wire format (docs/schemas/camera-problem.schema.json)."""
+
+    OFFLINE = "offline"
+    COVERED = "covered"
+    BLINDED = "blinded"
+    DEFOCUSED = "defocused"
+    MOVED = "moved"
+
+
+class ProblemState(StrEnum):
+    """A problem starts (raised) or ends (cleared: back to normal)."""
+
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A problem raised or cleared at time `t`; `since` is when the condition that decided it began."""
+
+    problem: Problem
+    state: ProblemState
+    t: float
+    since: float
+    score: float | None  # the measure that decided it (see `reason`), or None for offline
+    threshold: float | None
+    reason: str
+    detail: dict[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one checked picture shows."""
+
+    detail: float  # strongest edges (DETAIL_PERCENTILE of the gradient) in the coarse copy, luma levels
+    saturated: float  # share of the picture at full white
+    sharpness: float  # fine detail over coarse detail: falls when the lens blurs, whatever the contrast
+    mean: float
+
+
+def work_image(luma: np.ndarray) -> np.ndarray:
+    """The luma plane area-downscaled to WORK_WIDTH (never upscaled)."""
+    h, w = luma.shape[:2]
+    if w <= WORK_WIDTH:
+        return np.ascontiguousarray(luma)
+    return cv2.resize(luma, (WORK_WIDTH, max(1, round(h * WORK_WIDTH / w))), interpolation=cv2.INTER_AREA)
+
+
+def _gradient(img: np.ndarray) -> np.ndarray:
+    f = img.astype(np.float32)
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy) / 8.0  # Sobel's weights sum to 8: levels per pixel
+
+
+def look(work: np.ndarray) -> Look:
+    """Coverage, saturation and sharpness of one work-size picture."""
+    h, w = work.shape
+    coarse = cv2.resize(work, (COARSE_WIDTH, max(1, round(h * COARSE_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    g_coarse = _gradient(coarse)
+    detail = float(np.percentile(g_coarse, DETAIL_PERCENTILE))
+    # Fine detail at work size against detail at the coarse size, scaled to the same pixel: contrast, exposure
+    # and lighting scale both alike; a blurred lens takes the fine detail only.
+    fine = float(np.mean(_gradient(work) ** 2))
+    coarse_energy = float(np.mean(g_coarse**2)) * (COARSE_WIDTH / w) ** 2
+    sharpness = fine * (COARSE_WIDTH / w) ** 2 / coarse_energy if coarse_energy > 1e-6 else 0.0
+    return Look(detail, float(np.mean(work >= SATURATED_LUMA)), sharpness, float(work.mean()))
+
+
+# -- persistence and hysteresis ---------------------------------------------------------------------------
+
+
+class Latch:
+    """One problem's state: raised after bad samples for `hold_s`, cleared after good ones for `clear_s`.
+
+    A sample may also be undecided (None: the picture cannot tell, as defocus under a cover): it neither
+    starts nor breaks a run.
+    """
+
+    def __init__(self, clear_s: float):
+        self.clear_s = clear_s
+        self.active = False
+        self.bad_since: float | None = None
+        self.good_since: float | None = None
+
+    def update(self, t: float, bad: bool | None, hold_s: float) -> ProblemState | None:
+        """Feed one sample; returns the change of state it made, if any."""
+        if bad is None:
+            return None
+        if bad:
+            self.good_since = None
+            self.bad_since = t if self.bad_since is None else self.bad_since
+            if not self.active and t - self.bad_since >= hold_s:
+                self.active = True
+                return ProblemState.RAISED
+        else:
+            self.bad_since = None
+            self.good_since = t if self.good_since is None else self.good_since
+            if self.active and t - self.good_since >= self.clear_s:
+                self.active = False
+                return ProblemState.CLEARED
+        return None
+
+
+class OfflineWatch:
+    """`offline` raised when a camera has not been online for `offline_alert_s`, cleared once it is back."""
+
+    def __init__(self, cfg: CameraHealthConfig):
+        self.cfg = cfg
+        self.latch = Latch(clear_s=0.0)  # a camera sending frames again is back: nothing to wait for
+
+    def update(self, t: float, online: bool, reason: str) -> Transition | None:
+        """The camera's state at time `t` (wall clock); `reason` is why it is not online."""
+        change = self.latch.update(t, not online, self.cfg.offline_alert_s)
+        if change is None:
+            return None
+        if change is ProblemState.RAISED:
+            since = self.latch.bad_since or t
+            why = f"no picture for {t - since:.0f} s: {reason}"
+            return Transition(Problem.OFFLINE, change, t, since, t - since, self.cfg.offline_alert_s, why)
+        return Transition(Problem.OFFLINE, change, t, t, None, self.cfg.offline_alert_s, "receiving frames again")
+
+
+# -- the moved check --------------------------------------------------------------------------------------
+
+
+def _prepare(img: np.ndarray) -> np.ndarray:
+    # Local contrast equalised: the same facade at dusk, in sun or under IR gives comparable features.
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img)
+
+
+@dataclass
+class View:
+    """The ORB features of one picture, and its motion to the reference (3x3, identity for the reference)."""
+
+    keypoints: tuple
+    descriptors: np.ndarray | None
+    to_reference: np.ndarray
+    t: float
+
+    @classmethod
+    def of(cls, work: np.ndarray, t: float, to_reference: np.ndarray | None = None) -> View:
+        orb = cv2.ORB_create(nfeatures=ORB_FEATURES)
+        kp, des = orb.detectAndCompute(_prepare(work), None)
+        return cls(kp, des, np.eye(3) if to_reference is None else to_reference, t)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How a picture sits against the reference: its shift in frame widths, or not recognised (None)."""
+
+    shift: float | None
+    rotation_deg: float | None
+    inliers: int
+    via: str  # which reference recognised it: "reference" or "recent"
+    to_reference: np.ndarray | None = None
+
+
+def _motion(view: View, ref: View) -> tuple[np.ndarray, int] | None:
+    """The similarity motion taking `view`'s points onto `ref`'s, with its inlier count; None if unsure."""
+    if view.descriptors is None or ref.descriptors is None or len(view.keypoints) < MIN_INLIERS:
+        return None
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(view.descriptors, ref.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < MATCH_RATIO * p[1].distance]
+    if len(good) < MIN_INLIERS:
+        return None
+    src = np.float32([view.keypoints[m.queryIdx].pt for m in good])
+    dst = np.float32([ref.keypoints[m.trainIdx].pt for m in good])
+    m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX)
+    n = int(inliers.sum()) if inliers is not None else 0
+    if m is None or n < MIN_INLIERS:
+        return None
+    return np.vstack([m, [0.0, 0.0, 1.0]]), n
+
+
+def shift_of(to_reference: np.ndarray, size: tuple[int, int]) -> tuple[float, float]:
+    """Mean displacement of the frame's corners and centre (in frame widths) and the rotation, in degrees."""
+    w, h = size
+    pts = np.float32([[0, 0], [w, 0], [w, h], [0, h], [w / 2, h / 2]]).reshape(-1, 1, 2)
+    moved = cv2.perspectiveTransform(pts, to_reference)
+    shift = float(np.linalg.norm((moved - pts).reshape(-1, 2), axis=1).mean()) / w
+    return shift, math.degrees(math.atan2(to_reference[1, 0], to_reference[0, 0]))
+
+
+class MovedCheck:
+    """The view against the reference still, through a recent recognised view when the light has changed."""
+
+    def __init__(self, reference: np.ndarray | None, learned: bool):
+        self.reference_image = reference
+        self.learned = learned  # no still from calibration: the reference is the first settled picture
+        self.reference: View | None = None
+        self.recent: View | None = None
+
+    def ready(self, work: np.ndarray, t: float, started: float) -> bool:
+        """Prepare the reference at the work size; False while a learned one waits for the picture to settle."""
+        if self.reference is not None:
+            return True
+        if self.reference_image is None:
+            if t - started < START_SETTLE_S:
+                return False
+            self.reference_image = work
+        ref = cv2.resize(self.reference_image, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_AREA)
+        self.reference = View.of(ref, t)
+        return True
+
+    def align(self, work: np.ndarray, t: float) -> Alignment:
+        """Where this picture sits against the reference; the recent view is refreshed when it is in place."""
+        view = View.of(work, t)
+        if len(view.keypoints) < MIN_FEATURES:
+            return Alignment(None, None, 0, "too few features")
+        size = (work.shape[1], work.shape[0])
+        for name, ref in (("reference", self.reference), ("recent", self.recent)):
+            if ref is None:
+                continue
+            found = _motion(view, ref)
+            if found is None:
+                continue
+            to_ref = ref.to_reference @ found[0]
+            shift, rotation = shift_of(to_ref, size)
+            view.to_reference = to_ref
+            return Alignment(shift, rotation, found[1], name, to_ref)
+        return Alignment(None, None, 0, "none")
+
+    def remember(self, work: np.ndarray, t: float, to_reference: np.ndarray) -> None:
+        """Keep an picture as the recent view (at most every RELEARN_S), with its motion to the reference."""
+        if self.recent is None or t - self.recent.t >= RELEARN_S:
+            self.recent = View.of(work, t, to_reference)
+
+
+# -- the whole check --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Verdict:
+    bad: bool | None
+    score: float | None
+    threshold: float
+    reason: str
+    hold_s: float
+    detail: dict = field(default_factory=dict)
+
+
+class CameraHealth:
+    """Covered, blinded, defocused and moved for one camera, from one picture per `sample_s`."""
+
+    def __init__(self, cfg: CameraHealthConfig, reference: np.ndarray | None = None):
+        """`reference`: the calibration still as a grey image, or None to learn one from the first pictures."""
+        self.cfg = cfg
+        self.latches = {p: Latch(cfg.clear_s) for p in Problem if p is not Problem.OFFLINE}
+        self.moved = MovedCheck(reference, learned=reference is None)
+        self.normal_sharpness: float | None = None
+        self._learning: list[float] = []
+        self._last: float | None = None
+        self._started: float | None = None
+        self._shape: tuple[int, ...] | None = None
+
+    @property
+    def active(self) -> set[Problem]:
+        return {p for p, latch in self.latches.items() if latch.active}
+
+    @property
+    def reference_source(self) -> str:
+        """Where the moved check's reference comes from: "calibration" (the still) or "learned" (at start)."""
+        return "learned" if self.moved.learned else "calibration"
+
+    def due(self, t: float) -> bool:
+        """True when a picture taken at `t` should be checked (one per sample_s)."""
+        return self._last is None or t - self._last >= self.cfg.sample_s or t < self._last
+
+    def update(self, t: float, luma: np.ndarray) -> list[Transition]:
+        """Check the picture at time `t` if one is due; the problems it raised or cleared."""
+        if not self.due(t):
+            return []
+        self._last = t
+        self._started = t if self._started is None else self._started
+        work = work_image(luma)
+        if work.shape != self._shape:
+            if self._shape is not None:  # another resolution: the reference is taken again at the new size
+                self.moved.reference = self.moved.recent = None
+            self._shape = work.shape
+        seen = look(work)
+        verdicts = {Problem.BLINDED: self._blinded(seen), Problem.COVERED: self._covered(seen)}
+        blind = any(self.latches[p].active or v.bad for p, v in verdicts.items())
+        verdicts[Problem.DEFOCUSED] = self._defocused(seen, blind)
+        verdicts[Problem.MOVED] = self._moved(work, t, blind)
+        out = []
+        for problem, v in verdicts.items():
+            latch = self.latches[problem]
+            change = latch.update(t, v.bad, v.hold_s)
+            if change is not None:
+                since = (latch.bad_since if change is ProblemState.RAISED else latch.good_since) or t
+                out.append(Transition(problem, change, t, since, v.score, v.threshold, v.reason, v.detail))
+        self._learn(seen, blind)
+        return out
+
+    def _blinded(self, seen: Look) -> _Verdict:
+        bar = self.cfg.blinded_share
+        active = self.latches[Problem.BLINDED].active
+        bad = seen.saturated >= (bar / CLEAR_FACTOR if active else bar)
+        why = f"{seen.saturated:.0%} of the picture is full white (bar {bar:.0%})"
+        return _Verdict(bad, round(seen.saturated, 3), bar, why, self.cfg.blinded_s)
+
+    def _covered(self, seen: Look) -> _Verdict:
+        bar = self.cfg.covered_max_detail
+        active = self.latches[Problem.COVERED].active
+        limit = bar * CLEAR_FACTOR if active else bar
+        bad = seen.detail < limit and seen.saturated < self.cfg.blinded_share  # full white is blinded
+        why = f"featureless picture: strongest edges {seen.detail:.1f} luma levels (bar {bar:g})"
+        return _Verdict(bad, round(seen.detail, 2), bar, why, self.cfg.covered_s)
+
+    def _defocused(self, seen: Look, blind: bool) -> _Verdict:
+        normal, bar = self.normal_sharpness, self.cfg.defocused_ratio
+        if blind or normal is None or normal <= 0:
+            return _Verdict(None, None, bar, "", self.cfg.defocused_s)
+        ratio = seen.sharpness / normal
+        active = self.latches[Problem.DEFOCUSED].active
+        bad = ratio < (min(bar * CLEAR_FACTOR, 0.95) if active else bar)
+        why = f"fine detail at {ratio:.0%} of this camera's normal (bar {bar:.0%})"
+        detail = {"sharpness": round(seen.sharpness, 4)}
+        return _Verdict(bad, round(ratio, 3), bar, why, self.cfg.defocused_s, detail)
+
+    def _moved(self, work: np.ndarray, t: float, blind: bool) -> _Verdict:
+        bar = self.cfg.moved_shift
+        started = t if self._started is None else self._started
+        if blind or not self.moved.ready(work, t, started):
+            return _Verdict(None, None, bar, "", self.cfg.moved_s)
+        a = self.moved.align(work, t)
+        source = {"reference": self.reference_source}
+        if a.via == "too few features":
+            return _Verdict(None, None, bar, "", self.cfg.moved_s)
+        if a.shift is None:
+            why = f"the view matches no reference picture ({self.reference_source} reference)"
+            return _Verdict(True, None, bar, why, self.cfg.moved_lost_s, {**source, "matched": "none"})
+        active = self.latches[Problem.MOVED].active
+        bad = a.shift >= (bar / CLEAR_FACTOR if active else bar)
+        if not bad:
+            self.moved.remember(work, t, a.to_reference)
+        detail = {
+            **source,
+            "matched": a.via,
+            "shift_px": round(a.shift * work.shape[1], 1),
+            "work_width": work.shape[1],
+            "rotation_deg": round(a.rotation_deg, 2),
+            "inliers": a.inliers,
+        }
+        why = (
+            f"the view is {a.shift:.1%} of its width off the {self.reference_source} reference, "
+            f"rotated {a.rotation_deg:+.1f} deg (bar {bar:.1%})"
+        )
+        return _Verdict(bad, round(a.shift, 4), bar, why, self.cfg.moved_s, detail)
+
+    def _learn(self, seen: Look, blind: bool) -> None:
+        """The camera's normal sharpness: the median of its first pictures, then a slow average of normal ones."""
+        if blind or self.latches[Problem.DEFOCUSED].active or seen.sharpness <= 0:
+            return
+        if self.normal_sharpness is None:
+            self._learning.append(seen.sharpness)
+            if len(self._learning) * self.cfg.sample_s >= self.cfg.learn_s:
+                self.normal_sharpness = float(np.median(self._learning))
+                self._learning.clear()
+            return
+        ratio = seen.sharpness / self.normal_sharpness
+        if ratio >= self.cfg.defocused_ratio * CLEAR_FACTOR:  # only pictures well within normal teach it
+            alpha = min(1.0, self.cfg.sample_s / NORMAL_TAU_S)
+            self.normal_sharpness += alpha * (seen.sharpness - self.normal_sharpness)

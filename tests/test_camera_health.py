@@ -1,0 +1,187 @@
+"""Camera problems as events: each one raised by footage made to show it, cleared when the picture is normal
+again, and never raised by a normal picture (the positive and negative controls side by side)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+
+from edge.config import parse_config
+from edge.events import problem_rows, read_rows
+from edge.replay import replay
+from edge.sim.render import Renderer
+from edge.sim.scenes import build_scene
+from edge.video import H264Writer
+
+from conftest import REPO
+
+FPS = 10.0
+W, H = 640, 360
+# Short persistence so a test clip is short; the defaults are minutes (config.py says why).
+FAST = {
+    "sample_s": 0.5,
+    "covered_s": 4,
+    "blinded_s": 4,
+    "defocused_s": 4,
+    "moved_s": 4,
+    "learn_s": 4,
+    "clear_s": 3,
+    "moved_lost_s": 8,
+}
+Fault = Callable[[float, np.ndarray], np.ndarray]
+
+
+def _schema() -> jsonschema.Draft202012Validator:
+    schema = json.loads((REPO / "docs" / "schemas" / "camera-problem.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def render(path: Path, fault: Fault | None, duration_s: float = 30.0, scene: str = "calm", seed: int = 3) -> Path:
+    """A simulated facade clip with `fault(t, bgr)` applied to every frame (None: the clip as rendered)."""
+    r = Renderer(build_scene(scene, seed, width=W, height=H, duration_s=duration_s, fps=FPS))
+    with H264Writer(path, W, H, FPS, threads=1) as writer:
+        for i in range(round(duration_s * FPS)):
+            frame, _ = r.render(i)
+            writer.write(fault(i / FPS, frame) if fault else frame)
+    return path
+
+
+def between(t0: float, t1: float, change: Callable[[np.ndarray], np.ndarray]) -> Fault:
+    """A fault from t0 to t1 seconds; the picture is normal before and after."""
+    return lambda t, bgr: change(bgr) if t0 <= t < t1 else bgr
+
+
+def black(bgr: np.ndarray) -> np.ndarray:
+    return np.zeros_like(bgr)
+
+
+def white(bgr: np.ndarray) -> np.ndarray:
+    return np.full_like(bgr, 255)
+
+
+def blurred(bgr: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(bgr, (0, 0), 4.0)
+
+
+def shifted(bgr: np.ndarray, dx: float = 0.06 * W, angle: float = 2.0) -> np.ndarray:
+    m = cv2.getRotationMatrix2D((W / 2, H / 2), angle, 1.0)
+    m[0, 2] += dx
+    return cv2.warpAffine(bgr, m, (W, H), borderMode=cv2.BORDER_REFLECT)
+
+
+def health_replay(clip: Path, out: Path, **health) -> list[dict]:
+    """Replay `clip` with camera health on; the camera_problem rows of its events.jsonl."""
+    cfg = parse_config(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "node": {"id": "n1"},
+                "storage": {"dir": str(out / "store")},
+                "mqtt": {"enabled": False},
+                "cameras": {"cam": {"source": str(clip), "health": {**FAST, **health}}},
+            }
+        )
+    )
+    replay(clip, cfg, "cam", out, media=False)
+    rows = problem_rows(read_rows(out / "events.jsonl"))
+    for row in rows:
+        _schema().validate(row)
+    return rows
+
+
+def _kinds(rows: list[dict], state: str) -> list[str]:
+    return [r["problem"] for r in rows if r["state"] == state]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Rendered once: a normal clip, and one per fault (normal 0-10 s, the fault 10-22 s, normal after)."""
+    root = tmp_path_factory.mktemp("health")
+    faults = {
+        "normal": None,
+        "black": between(10, 22, black),
+        "white": between(10, 22, white),
+        "blurred": between(10, 22, blurred),
+        "shifted": between(10, 22, shifted),
+        "hand": between(10, 12, black),  # a hand or a bird in front of the lens for 2 s
+    }
+    return {name: render(root / f"{name}.mp4", fault) for name, fault in faults.items()}
+
+
+# -- each problem, raised and cleared ----------------------------------------------------------------------
+
+
+def test_a_normal_stream_raises_no_camera_problem(clips, tmp_path):
+    assert health_replay(clips["normal"], tmp_path) == []
+
+
+def test_a_black_stream_raises_covered_then_clears_when_the_picture_returns(clips, tmp_path):
+    rows = health_replay(clips["black"], tmp_path)
+    assert _kinds(rows, "raised") == ["covered"] and _kinds(rows, "cleared") == ["covered"]
+    raised, cleared = rows
+    assert raised["id"] == cleared["id"] and raised["active"] == ["covered"] and cleared["active"] == []
+    assert 10 + FAST["covered_s"] <= raised["at_s"] < 22 and raised["since_s"] == pytest.approx(10, abs=1)
+    assert 22 + FAST["clear_s"] <= cleared["at_s"] < 22 + FAST["clear_s"] + 2
+    assert raised["score"] < raised["threshold"]
+
+
+def test_a_hand_in_front_of_the_lens_for_two_seconds_raises_nothing(clips, tmp_path):
+    assert health_replay(clips["hand"], tmp_path) == []
+    # the same picture for longer than covered_s does raise it (the black clip above is 12 s of it)
+    assert _kinds(health_replay(clips["hand"], tmp_path / "strict", covered_s=1.5), "raised") == ["covered"]
+
+
+def test_a_saturated_stream_raises_blinded_not_covered(clips, tmp_path):
+    rows = health_replay(clips["white"], tmp_path)
+    assert _kinds(rows, "raised") == ["blinded"] and _kinds(rows, "cleared") == ["blinded"]
+    assert rows[0]["score"] == pytest.approx(1.0)
+
+
+def test_a_blurred_stream_raises_defocused_against_the_camera_s_own_normal(clips, tmp_path):
+    rows = health_replay(clips["blurred"], tmp_path)
+    assert _kinds(rows, "raised") == ["defocused"] and _kinds(rows, "cleared") == ["defocused"]
+    assert rows[0]["score"] < FAST.get("defocused_ratio", 0.5)
+
+
+def test_a_shifted_and_rotated_view_raises_moved_against_the_reference_learned_at_start(clips, tmp_path):
+    rows = health_replay(clips["shifted"], tmp_path)
+    assert _kinds(rows, "raised") == ["moved"] and _kinds(rows, "cleared") == ["moved"]
+    raised = rows[0]
+    assert raised["detail"]["reference"] == "learned"  # no reference still was given: it says so
+    assert raised["detail"]["shift_px"] > 0.03 * W and abs(abs(raised["detail"]["rotation_deg"]) - 2.0) < 0.5
+
+
+def test_moved_is_judged_against_the_calibration_still_when_there_is_one(clips, tmp_path):
+    """A camera already turned when the node starts: only the still from calibration can tell."""
+    first = render(tmp_path / "turned.mp4", lambda t, bgr: shifted(bgr), duration_s=12)
+    still = tmp_path / "site.cam.reference.jpg"
+    frame, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    cv2.imwrite(str(still), frame)
+    rows = health_replay(first, tmp_path / "with", reference=str(still))
+    assert _kinds(rows, "raised") == ["moved"] and rows[0]["detail"]["reference"] == "calibration"
+    # control: without the still, the turned view is all the node has ever seen, and is taken as normal
+    assert health_replay(first, tmp_path / "without") == []
+
+
+def test_the_unshifted_stream_matches_the_calibration_still(clips, tmp_path):
+    still = tmp_path / "ref.jpg"
+    frame, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    cv2.imwrite(str(still), cv2.resize(frame, (2 * W, 2 * H)))  # a still from the main stream, twice the size
+    assert health_replay(clips["normal"], tmp_path, reference=str(still)) == []
+
+
+# -- what real cameras do normally -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scene", ["night", "exposure", "rain", "shake", "insects", "clouds"])
+def test_normal_camera_behaviour_raises_nothing(scene, tmp_path):
+    """Night IR grain, exposure steps, rain, shake, insects at the lens, cloud shadows: not camera problems."""
+    clip = render(tmp_path / f"{scene}.mp4", None, duration_s=24, scene=scene, seed=5)
+    assert health_replay(clip, tmp_path) == []
