@@ -76,6 +76,14 @@ def shifted(bgr: np.ndarray, dx: float = 0.06 * W, angle: float = 2.0) -> np.nda
     return cv2.warpAffine(bgr, m, (W, H), borderMode=cv2.BORDER_REFLECT)
 
 
+_WALL = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8), (0, 0), 2.5)
+
+
+def wall(bgr: np.ndarray) -> np.ndarray:
+    """A steady textured view that is no facade: the camera turned to a wall."""
+    return cv2.normalize(_WALL, None, 40, 220, cv2.NORM_MINMAX)
+
+
 def health_replay(clip: Path, out: Path, **health) -> list[dict]:
     """Replay `clip` with camera health on; the camera_problem rows of its events.jsonl."""
     cfg = parse_config(
@@ -110,6 +118,7 @@ def clips(tmp_path_factory):
         "white": between(10, 22, white),
         "blurred": between(10, 22, blurred),
         "shifted": between(10, 22, shifted),
+        "wall": between(10, 22, wall),
         "hand": between(10, 12, black),  # a hand or a bird in front of the lens for 2 s
     }
     return {name: render(root / f"{name}.mp4", fault) for name, fault in faults.items()}
@@ -156,6 +165,15 @@ def test_a_shifted_and_rotated_view_raises_moved_against_the_reference_learned_a
     raised = rows[0]
     assert raised["detail"]["reference"] == "learned"  # no reference still was given: it says so
     assert raised["detail"]["shift_px"] > 0.03 * W and abs(abs(raised["detail"]["rotation_deg"]) - 2.0) < 0.5
+
+
+def test_a_camera_turned_to_a_wall_raises_moved_once_the_facade_is_lost_for_moved_lost_s(clips, tmp_path):
+    rows = health_replay(clips["wall"], tmp_path)
+    assert _kinds(rows, "raised") == ["moved"] and _kinds(rows, "cleared") == ["moved"]
+    raised = rows[0]
+    assert raised["detail"]["matched"] == "none" and raised["at_s"] - 10 >= FAST["moved_lost_s"]
+    # control: the same wall for less than moved_lost_s is no event
+    assert health_replay(clips["wall"], tmp_path / "patient", moved_lost_s=15) == []
 
 
 def test_moved_is_judged_against_the_calibration_still_when_there_is_one(clips, tmp_path):

@@ -226,6 +226,7 @@ class MovedCheck:
         self.learned = learned  # no still from calibration: the reference is the first settled picture
         self.reference: View | None = None
         self.recent: View | None = None
+        self.previous: View | None = None  # the last checked picture
 
     def ready(self, work: np.ndarray, t: float, started: float) -> bool:
         """Prepare the reference at the work size; False while a learned one waits for the picture to settle."""
@@ -254,11 +255,17 @@ class MovedCheck:
             to_ref = ref.to_reference @ found[0]
             shift, rotation = shift_of(to_ref, size)
             view.to_reference = to_ref
+            self.previous = view
             return Alignment(shift, rotation, found[1], name, to_ref)
-        return Alignment(None, None, 0, "none")
+        # Not the reference. Only a steady view whose features come back from one check to the next (a
+        # camera turned to a wall, a new obstacle) tells that; features that do not even come back (grain,
+        # wet asphalt, traffic) cannot tell anything.
+        steady = self.previous is not None and _motion(view, self.previous) is not None
+        self.previous = view
+        return Alignment(None, None, 0, "none" if steady else "unsteady")
 
     def remember(self, work: np.ndarray, t: float, to_reference: np.ndarray) -> None:
-        """Keep an picture as the recent view (at most every RELEARN_S), with its motion to the reference."""
+        """Keep a picture as the recent view (at most every RELEARN_S), with its motion to the reference."""
         if self.recent is None or t - self.recent.t >= RELEARN_S:
             self.recent = View.of(work, t, to_reference)
 
@@ -312,7 +319,7 @@ class CameraHealth:
         work = work_image(luma)
         if work.shape != self._shape:
             if self._shape is not None:  # another resolution: the reference is taken again at the new size
-                self.moved.reference = self.moved.recent = None
+                self.moved.reference = self.moved.recent = self.moved.previous = None
             self._shape = work.shape
         seen = look(work)
         verdicts = {Problem.BLINDED: self._blinded(seen), Problem.COVERED: self._covered(seen)}
@@ -362,7 +369,7 @@ class CameraHealth:
             return _Verdict(None, None, bar, "", self.cfg.moved_s)
         a = self.moved.align(work, t)
         source = {"reference": self.reference_source}
-        if a.via == "too few features":
+        if a.via in ("too few features", "unsteady"):
             return _Verdict(None, None, bar, "", self.cfg.moved_s)
         if a.shift is None:
             why = f"the view matches no reference picture ({self.reference_source} reference)"
