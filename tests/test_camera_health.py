@@ -203,3 +203,31 @@ def test_normal_camera_behaviour_raises_nothing(scene, tmp_path):
     """Night IR grain, exposure steps, rain, shake, insects at the lens, cloud shadows: not camera problems."""
     clip = render(tmp_path / f"{scene}.mp4", None, duration_s=24, scene=scene, seed=5)
     assert health_replay(clip, tmp_path) == []
+
+
+# -- configuration -----------------------------------------------------------------------------------------
+
+
+def _check_config(tmp_path, health: dict, where: str = "cameras") -> tuple[int, str]:
+    from conftest import run_edge
+
+    cam = {"source": "/dev/null"}
+    body = {"version": 1, "node": {"id": "n1"}, "mqtt": {"enabled": False}, "cameras": {"cam": cam}}
+    if where == "defaults":
+        body["defaults"] = {"health": health}
+    else:
+        cam["health"] = health
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    proc = run_edge("check-config", str(path))
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_health_settings_are_checked_like_every_other_section(tmp_path):
+    assert _check_config(tmp_path, {"covered_s": 20, "offline_alert_s": 60})[0] == 0  # control
+    code, out = _check_config(tmp_path, {"covered_s": -1})
+    assert code == 78 and "cameras.cam.health.covered_s" in out and "site.yaml:" in out
+    code, out = _check_config(tmp_path, {"covered_for": 20})
+    assert code == 78 and "unknown key 'covered_for'" in out
+    code, out = _check_config(tmp_path, {"sample_s": 5, "moved_s": 10}, where="defaults")
+    assert code == 78 and "sample_s (5.0) must be at most a third" in out and "site.yaml:" in out

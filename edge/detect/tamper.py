@@ -24,12 +24,13 @@ SATURATED_LUMA = 230  # at or above: full white, in video range (white is 235) a
 DETAIL_PERCENTILE = 99  # a facade at night is dark but for its lit windows: the strongest edges tell
 CLEAR_FACTOR = 1.5  # a measure must be this much better than its raising bar to count as normal again
 NORMAL_TAU_S = 3600.0  # the learned normal sharpness follows slow changes (seasons, a cleaned lens) over an hour
-ORB_FEATURES = 1500  # features per picture for the moved check: enough for a facade's repeated windows
+ORB_FEATURES = 500  # features per picture for the moved check: hundreds agree on a facade, at ~20 ms a check
 MATCH_RATIO = 0.85  # Lowe's ratio test: a facade's windows look alike, so a looser ratio than the usual 0.75
 RANSAC_PX = 3.0  # reprojection tolerance of a feature match, in WORK_WIDTH pixels
 MIN_INLIERS = 25  # feature matches that must agree on one motion before a view counts as recognised
 MIN_FEATURES = 4 * MIN_INLIERS  # a picture with fewer features (dark, fog) cannot tell whether it moved
 RELEARN_S = 300.0  # a recognised view becomes the recent reference at most this often (follows dusk and dawn)
+MOVED_EVERY_S = 5.0  # the moved check (~20 ms at most) runs this often, and at least 4 times within moved_s
 START_SETTLE_S = 5.0  # a reference learned at start waits this long: exposure and focus settle after a connect
 
 
@@ -296,6 +297,7 @@ class CameraHealth:
         self._last: float | None = None
         self._started: float | None = None
         self._shape: tuple[int, ...] | None = None
+        self._moved_at: float | None = None
 
     @property
     def active(self) -> set[Problem]:
@@ -325,7 +327,8 @@ class CameraHealth:
         verdicts = {Problem.BLINDED: self._blinded(seen), Problem.COVERED: self._covered(seen)}
         blind = any(self.latches[p].active or v.bad for p, v in verdicts.items())
         verdicts[Problem.DEFOCUSED] = self._defocused(seen, blind)
-        verdicts[Problem.MOVED] = self._moved(work, t, blind)
+        blurred = bool(verdicts[Problem.DEFOCUSED].bad) or self.latches[Problem.DEFOCUSED].active
+        verdicts[Problem.MOVED] = self._moved(work, t, blind or blurred)  # a blur hides where the features are
         out = []
         for problem, v in verdicts.items():
             latch = self.latches[problem]
@@ -365,8 +368,12 @@ class CameraHealth:
     def _moved(self, work: np.ndarray, t: float, blind: bool) -> _Verdict:
         bar = self.cfg.moved_shift
         started = t if self._started is None else self._started
+        every = min(MOVED_EVERY_S, self.cfg.moved_s / 4)
+        if self._moved_at is not None and self._moved_at <= t < self._moved_at + every:
+            return _Verdict(None, None, bar, "", self.cfg.moved_s)
         if blind or not self.moved.ready(work, t, started):
             return _Verdict(None, None, bar, "", self.cfg.moved_s)
+        self._moved_at = t
         a = self.moved.align(work, t)
         source = {"reference": self.reference_source}
         if a.via in ("too few features", "unsteady"):
