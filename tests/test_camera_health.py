@@ -231,3 +231,50 @@ def test_health_settings_are_checked_like_every_other_section(tmp_path):
     assert code == 78 and "unknown key 'covered_for'" in out
     code, out = _check_config(tmp_path, {"sample_s": 5, "moved_s": 10}, where="defaults")
     assert code == 78 and "sample_s (5.0) must be at most a third" in out and "site.yaml:" in out
+
+
+def test_a_reference_still_of_another_shape_is_not_used_and_the_node_says_so(clips, tmp_path, caplog):
+    still = tmp_path / "square.jpg"
+    frame, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    cv2.imwrite(str(still), cv2.resize(frame, (480, 480)))  # 1:1, the stream is 16:9
+    rows = health_replay(clips["shifted"], tmp_path, reference=str(still))
+    assert _kinds(rows, "raised") == ["moved"] and rows[0]["detail"]["reference"] == "learned"
+    assert "another shape" in caplog.text
+
+
+# -- persistence and hysteresis, on pictures made to sit at the bar ------------------------------------------
+
+_TEXTURE = cv2.GaussianBlur(np.random.default_rng(2).standard_normal((H, W)).astype(np.float32), (0, 0), 3.0)
+
+
+def _picture(detail: float) -> np.ndarray:
+    """A grey picture whose strongest edges (as the covered check measures them) are about `detail` levels."""
+    from edge.detect.tamper import look, work_image
+
+    unit = look(work_image(np.clip(128 + 40 * _TEXTURE, 0, 255).astype(np.uint8))).detail / 40
+    return np.clip(128 + (detail / unit) * _TEXTURE, 0, 255).astype(np.uint8)
+
+
+def _covered_states(details: list[float], **cfg) -> list[tuple[float, str]]:
+    from edge.config import CameraHealthConfig
+    from edge.detect.tamper import CameraHealth
+
+    health = CameraHealth(CameraHealthConfig(**{**FAST, **cfg}))
+    out = []
+    for i, d in enumerate(details):
+        out += [(tr.t, str(tr.state)) for tr in health.update(i * 0.5, _picture(d)) if tr.problem == "covered"]
+    return out
+
+
+def test_covered_is_raised_only_after_covered_s_without_a_normal_picture():
+    flicker = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 30.0] * 6  # 3 s featureless, then a normal picture, over and over
+    assert _covered_states(flicker) == []
+    assert _covered_states([1.0] * 12) == [(4.0, "raised")]  # control: 4 s on end is covered_s
+
+
+def test_a_picture_just_above_the_bar_does_not_clear_covered_but_a_normal_one_does():
+    bar = FAST.get("covered_max_detail", 4.0)
+    near = [1.0] * 10 + [bar * 1.2] * 20  # better than the bar, but not by the clearing margin (1.5x)
+    assert _covered_states(near) == [(4.0, "raised")]
+    normal = [1.0] * 10 + [30.0] * 20
+    assert _covered_states(normal) == [(4.0, "raised"), (8.0, "cleared")]

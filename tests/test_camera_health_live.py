@@ -166,3 +166,48 @@ def _t(record: dict) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(record["alert_utc"].replace("Z", "+00:00")).timestamp()
+
+
+def _mqtt_config(tmp_path: Path, broker: Broker, source: str) -> dict:
+    return {
+        "version": 1,
+        "node": {"id": "garden-a"},
+        "storage": {"dir": str(tmp_path / "store")},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "username": "garden-a",
+            "password": "pw-a",
+            "tls": {"ca_file": str(broker.ca)},
+        },
+        "cameras": {"cam": {"source": source, "capture": {"open_timeout_s": 1.0}}},
+    }
+
+
+def test_a_node_starting_empties_each_camera_s_retained_problem(broker, tmp_path):
+    from edge.publish.mqtt import MqttPublisher
+    from edge.publish.outbox import Outbox
+
+    config = parse_config(yaml.safe_dump(_mqtt_config(tmp_path, broker, f"rtsp://127.0.0.1:{free_port()}/x")))
+    topic = "edge/garden-a/cameras/cam/problem"
+    # The last run left `covered` raised, retained.
+    earlier = MqttPublisher(config, Outbox(tmp_path / "earlier.sqlite", 1 << 20), tmp_path)
+    earlier.start()
+    record = {"v": 1, "id": "r1-cam-covered-1", "node": "garden-a", "camera": "cam", "problem": "covered"}
+    earlier.on_problem({**record, "state": "raised", "active": ["covered"]})
+    assert wait_for(lambda: earlier.outbox.depth()[0] == 0, 10)
+    earlier.stop()
+    seen = _watch(broker, topic)
+    assert wait_for(lambda: seen.get(topic), 10)  # control: a new subscriber gets it
+    seen["_client"].disconnect()
+    node = Node(config)
+    node.start()
+    try:
+        assert wait_for(lambda: node.publisher.outbox.depth()[0] == 0 and node.publisher.connected.is_set(), 10)
+        fresh = _watch(broker, topic)
+        assert wait_for(lambda: fresh["_client"].is_connected(), 10)
+        time.sleep(2.0)  # a retained message arrives at once on subscribing; none should
+        assert not [p for p in fresh.get(topic, []) if p], fresh.get(topic)
+        fresh["_client"].disconnect()
+    finally:
+        node.stop()

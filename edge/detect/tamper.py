@@ -25,12 +25,15 @@ DETAIL_PERCENTILE = 99  # a facade at night is dark but for its lit windows: the
 CLEAR_FACTOR = 1.5  # a measure must be this much better than its raising bar to count as normal again
 NORMAL_TAU_S = 3600.0  # the learned normal sharpness follows slow changes (seasons, a cleaned lens) over an hour
 ORB_FEATURES = 500  # features per picture for the moved check: hundreds agree on a facade, at ~20 ms a check
+ORB_CANDIDATES = 4  # corners found per feature kept: the strongest of each grid cell are kept
+GRID = 4  # features are spread over a 4x4 grid, so a car or a bird cannot take them all
 MATCH_RATIO = 0.85  # Lowe's ratio test: a facade's windows look alike, so a looser ratio than the usual 0.75
 RANSAC_PX = 3.0  # reprojection tolerance of a feature match, in WORK_WIDTH pixels
 MIN_INLIERS = 25  # feature matches that must agree on one motion before a view counts as recognised
 MIN_FEATURES = 4 * MIN_INLIERS  # a picture with fewer features (dark, fog) cannot tell whether it moved
 RELEARN_S = 300.0  # a recognised view becomes the recent reference at most this often (follows dusk and dawn)
 MOVED_EVERY_S = 5.0  # the moved check (~20 ms at most) runs this often, and at least 4 times within moved_s
+STILL_SHIFT = 0.005  # a view that moved less than this share of its width since the last check is still
 START_SETTLE_S = 5.0  # a reference learned at start waits this long: exposure and focus settle after a connect
 
 
@@ -177,9 +180,21 @@ class View:
 
     @classmethod
     def of(cls, work: np.ndarray, t: float, to_reference: np.ndarray | None = None) -> View:
-        orb = cv2.ORB_create(nfeatures=ORB_FEATURES)
-        kp, des = orb.detectAndCompute(_prepare(work), None)
+        img = _prepare(work)
+        orb = cv2.ORB_create(nfeatures=ORB_FEATURES * ORB_CANDIDATES)
+        kp, des = orb.compute(img, _spread(orb.detect(img, None), work.shape))
         return cls(kp, des, np.eye(3) if to_reference is None else to_reference, t)
+
+
+def _spread(keypoints, shape: tuple[int, int]) -> list:
+    """The strongest keypoints of each cell of a GRID x GRID grid: no one busy object takes them all."""
+    h, w = shape
+    cells: dict[tuple[int, int], list] = {}
+    for kp in keypoints:
+        x, y = kp.pt
+        cells.setdefault((min(GRID - 1, int(x * GRID / w)), min(GRID - 1, int(y * GRID / h))), []).append(kp)
+    per_cell = max(1, ORB_FEATURES // (GRID * GRID))
+    return [kp for cell in cells.values() for kp in sorted(cell, key=lambda k: -k.response)[:per_cell]]
 
 
 @dataclass(frozen=True)
@@ -261,7 +276,8 @@ class MovedCheck:
         # Not the reference. Only a steady view whose features come back from one check to the next (a
         # camera turned to a wall, a new obstacle) tells that; features that do not even come back (grain,
         # wet asphalt, traffic) cannot tell anything.
-        steady = self.previous is not None and _motion(view, self.previous) is not None
+        still = _motion(view, self.previous) if self.previous is not None else None
+        steady = still is not None and shift_of(still[0], size)[0] < STILL_SHIFT
         self.previous = view
         return Alignment(None, None, 0, "none" if steady else "unsteady")
 
