@@ -43,9 +43,17 @@ def _schema() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def render(path: Path, fault: Fault | None, duration_s: float = 30.0, scene: str = "calm", seed: int = 3) -> Path:
+def render(
+    path: Path,
+    fault: Fault | None,
+    duration_s: float = 30.0,
+    scene: str = "calm",
+    seed: int = 3,
+    randomised: bool = False,
+) -> Path:
     """A simulated facade clip with `fault(t, bgr)` applied to every frame (None: the clip as rendered)."""
-    r = Renderer(build_scene(scene, seed, width=W, height=H, duration_s=duration_s, fps=FPS))
+    built = build_scene(scene, seed, randomised, width=W, height=H, duration_s=duration_s, fps=FPS)
+    r = Renderer(built)
     with H264Writer(path, W, H, FPS, threads=1) as writer:
         for i in range(round(duration_s * FPS)):
             frame, _ = r.render(i)
@@ -198,10 +206,23 @@ def test_the_unshifted_stream_matches_the_calibration_still(clips, tmp_path):
 # -- what real cameras do normally -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scene", ["night", "exposure", "rain", "shake", "insects", "clouds"])
-def test_normal_camera_behaviour_raises_nothing(scene, tmp_path):
-    """Night IR grain, exposure steps, rain, shake, insects at the lens, cloud shadows: not camera problems."""
-    clip = render(tmp_path / f"{scene}.mp4", None, duration_s=24, scene=scene, seed=5)
+@pytest.mark.parametrize(
+    ("scene", "seed", "randomised"),
+    [
+        ("night", 5, False),
+        ("night", 101, True),  # randomised: IR grain and an IR-cut switch (a brightness and noise step)
+        ("exposure", 5, False),
+        ("rain", 5, False),
+        ("shake", 5, False),
+        ("insects", 5, False),
+        ("clouds", 5, False),
+    ],
+)
+def test_normal_camera_behaviour_raises_nothing(scene, seed, randomised, tmp_path):
+    """Night IR grain and switches, exposure steps, rain, shake, insects at the lens, cloud shadows: no problem."""
+    clip = render(tmp_path / f"{scene}.mp4", None, duration_s=24, scene=scene, seed=seed, randomised=randomised)
+    if randomised:
+        assert build_scene(scene, seed, True, width=W, height=H, duration_s=24, fps=FPS).ir_switches == 1
     assert health_replay(clip, tmp_path) == []
 
 

@@ -197,6 +197,16 @@ def _spread(keypoints, shape: tuple[int, int]) -> list:
     return [kp for cell in cells.values() for kp in sorted(cell, key=lambda k: -k.response)[:per_cell]]
 
 
+class Match(StrEnum):
+    """What a picture was recognised against, or why it could not tell."""
+
+    REFERENCE = "reference"  # the reference still (or the one learned at start)
+    RECENT = "recent"  # a recent recognised view, with its known offset to the reference
+    NONE = "none"  # a steady view that matches neither: not the scene of the reference
+    UNSTEADY = "unsteady"  # matches neither, and its own features do not come back: cannot tell
+    FEW = "few features"  # too dark or featureless to tell
+
+
 @dataclass(frozen=True)
 class Alignment:
     """How a picture sits against the reference: its shift in frame widths, or not recognised (None)."""
@@ -204,7 +214,7 @@ class Alignment:
     shift: float | None
     rotation_deg: float | None
     inliers: int
-    via: str  # which reference recognised it: "reference" or "recent"
+    via: Match
     to_reference: np.ndarray | None = None
 
 
@@ -260,9 +270,9 @@ class MovedCheck:
         """Where this picture sits against the reference; the recent view is refreshed when it is in place."""
         view = View.of(work, t)
         if len(view.keypoints) < MIN_FEATURES:
-            return Alignment(None, None, 0, "too few features")
+            return Alignment(None, None, 0, Match.FEW)
         size = (work.shape[1], work.shape[0])
-        for name, ref in (("reference", self.reference), ("recent", self.recent)):
+        for name, ref in ((Match.REFERENCE, self.reference), (Match.RECENT, self.recent)):
             if ref is None:
                 continue
             found = _motion(view, ref)
@@ -279,7 +289,7 @@ class MovedCheck:
         still = _motion(view, self.previous) if self.previous is not None else None
         steady = still is not None and shift_of(still[0], size)[0] < STILL_SHIFT
         self.previous = view
-        return Alignment(None, None, 0, "none" if steady else "unsteady")
+        return Alignment(None, None, 0, Match.NONE if steady else Match.UNSTEADY)
 
     def remember(self, work: np.ndarray, t: float, to_reference: np.ndarray) -> None:
         """Keep a picture as the recent view (at most every RELEARN_S), with its motion to the reference."""
@@ -392,18 +402,18 @@ class CameraHealth:
         self._moved_at = t
         a = self.moved.align(work, t)
         source = {"reference": self.reference_source}
-        if a.via in ("too few features", "unsteady"):
+        if a.via in (Match.FEW, Match.UNSTEADY):
             return _Verdict(None, None, bar, "", self.cfg.moved_s)
         if a.shift is None:
             why = f"the view matches no reference picture ({self.reference_source} reference)"
-            return _Verdict(True, None, bar, why, self.cfg.moved_lost_s, {**source, "matched": "none"})
+            return _Verdict(True, None, bar, why, self.cfg.moved_lost_s, {**source, "matched": str(Match.NONE)})
         active = self.latches[Problem.MOVED].active
         bad = a.shift >= (bar / CLEAR_FACTOR if active else bar)
         if not bad:
             self.moved.remember(work, t, a.to_reference)
         detail = {
             **source,
-            "matched": a.via,
+            "matched": str(a.via),
             "shift_px": round(a.shift * work.shape[1], 1),
             "work_width": work.shape[1],
             "rotation_deg": round(a.rotation_deg, 2),
