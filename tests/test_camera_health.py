@@ -299,3 +299,43 @@ def test_a_picture_just_above_the_bar_does_not_clear_covered_but_a_normal_one_do
     assert _covered_states(near) == [(4.0, "raised")]
     normal = [1.0] * 10 + [30.0] * 20
     assert _covered_states(normal) == [(4.0, "raised"), (8.0, "cleared")]
+
+
+# -- real footage ------------------------------------------------------------------------------------------
+
+
+def _real_tuning_clips() -> list[Path]:
+    from edge.realbench import footage_dir, load_manifest
+
+    try:
+        folder = footage_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    return [
+        folder / e["file"] for e in load_manifest() if e["split"] == "tuning" and (folder / e["file"]).exists()
+    ]
+
+
+def test_real_camera_footage_raises_no_camera_problem_even_with_short_persistence(tmp_path):
+    """Real clips (tuning split only): a bird, people, swaying trees, a hand near the lens, webcam exposure."""
+    clips = _real_tuning_clips()
+    assert len(clips) >= 6
+    found = {c.name: health_replay(c, tmp_path / c.stem) for c in clips}
+    assert found == {c.name: [] for c in clips}
+
+
+def test_a_real_clip_covered_halfway_raises_covered(tmp_path):
+    """The positive control of the test above, on the longest real clip: its second half black."""
+    import av
+
+    clip = next(c for c in _real_tuning_clips() if c.name == "neg_pedestrians_plaza_elevated.mp4")
+    out = tmp_path / "covered.mp4"
+    with av.open(str(clip)) as src:
+        stream = src.streams.video[0]
+        rate, w, h = float(stream.average_rate), stream.codec_context.width, stream.codec_context.height
+        with H264Writer(out, w, h, rate, threads=1) as writer:
+            for i, frame in enumerate(src.decode(stream)):
+                bgr = frame.to_ndarray(format="bgr24")
+                writer.write(black(bgr) if i >= 300 else bgr)
+    rows = health_replay(out, tmp_path / "out")
+    assert _kinds(rows, "raised") == ["covered"] and rows[0]["since_s"] == pytest.approx(30, abs=1)
