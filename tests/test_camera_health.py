@@ -339,3 +339,15 @@ def test_a_real_clip_covered_halfway_raises_covered(tmp_path):
                 writer.write(black(bgr) if i >= 300 else bgr)
     rows = health_replay(out, tmp_path / "out")
     assert _kinds(rows, "raised") == ["covered"] and rows[0]["since_s"] == pytest.approx(30, abs=1)
+
+
+def test_a_night_picture_is_in_place_against_a_still_taken_by_day(tmp_path):
+    """At night no feature of a day still matches (IR, lit windows); the facade's edges still do."""
+    still = tmp_path / "day.jpg"
+    day, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    cv2.imwrite(str(still), day)
+    night = render(tmp_path / "night.mp4", None, duration_s=24, scene="night", seed=3)
+    assert health_replay(night, tmp_path / "in", reference=str(still)) == []
+    # control: the same night turned (its edges elsewhere) is moved
+    turned = render(tmp_path / "turned.mp4", lambda t, bgr: shifted(bgr), duration_s=24, scene="night", seed=3)
+    assert _kinds(health_replay(turned, tmp_path / "out", reference=str(still)), "raised") == ["moved"]

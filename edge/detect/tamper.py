@@ -33,6 +33,11 @@ MIN_INLIERS = 25  # feature matches that must agree on one motion before a view 
 MIN_FEATURES = 4 * MIN_INLIERS  # a picture with fewer features (dark, fog) cannot tell whether it moved
 RELEARN_S = 300.0  # a recognised view becomes the recent reference at most this often (follows dusk and dawn)
 MOVED_EVERY_S = 5.0  # the moved check (~20 ms at most) runs this often, and at least 4 times within moved_s
+EDGE_WIDTH = 320  # edge maps for the IR-proof check are this wide: a few ms per alignment
+ECC_ITERATIONS = 50  # ECC steps; it converges in 10-20 on a picture in place
+ECC_MIN_CORRELATION = (
+    0.4  # edge maps this alike are one scene (day and IR night of one facade: ~0.6; a wall: ~0.05)
+)
 STILL_SHIFT = 0.005  # a view that moved less than this share of its width since the last check is still
 START_SETTLE_S = 5.0  # a reference learned at start waits this long: exposure and focus settle after a connect
 
@@ -175,6 +180,7 @@ class View:
 
     keypoints: tuple
     descriptors: np.ndarray | None
+    edges: np.ndarray  # gradient magnitude at EDGE_WIDTH: the same under IR as by day, whatever its polarity
     to_reference: np.ndarray
     t: float
 
@@ -183,7 +189,30 @@ class View:
         img = _prepare(work)
         orb = cv2.ORB_create(nfeatures=ORB_FEATURES * ORB_CANDIDATES)
         kp, des = orb.compute(img, _spread(orb.detect(img, None), work.shape))
-        return cls(kp, des, np.eye(3) if to_reference is None else to_reference, t)
+        h, w = work.shape
+        small = cv2.resize(work, (EDGE_WIDTH, max(1, round(h * EDGE_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        edges = cv2.GaussianBlur(_gradient(small), (0, 0), 1.0)
+        return cls(kp, des, edges, np.eye(3) if to_reference is None else to_reference, t)
+
+
+def _edge_motion(view: View, ref: View, work_width: int) -> np.ndarray | None:
+    """The motion taking `view` onto `ref` by aligning their edge maps (ECC from no motion); None if unsure.
+
+    Features do not match across an IR switch or a change of contrast polarity; the edges of a facade stay.
+    ECC finds small motions from where it starts; what it finds for a larger one is less sure than features.
+    """
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+    try:
+        cc, warp = cv2.findTransformECC(ref.edges, view.edges, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 5)
+    except cv2.error:  # did not converge: nothing alike
+        return None
+    if cc < ECC_MIN_CORRELATION:
+        return None
+    k = work_width / view.edges.shape[1]
+    scale = np.diag([k, k, 1.0])
+    ref_to_view = scale @ np.vstack([warp, [0.0, 0.0, 1.0]]) @ np.linalg.inv(scale)
+    return np.linalg.inv(ref_to_view)
 
 
 def _spread(keypoints, shape: tuple[int, int]) -> list:
@@ -202,6 +231,7 @@ class Match(StrEnum):
 
     REFERENCE = "reference"  # the reference still (or the one learned at start)
     RECENT = "recent"  # a recent recognised view, with its known offset to the reference
+    EDGES = "edges"  # no features matched, but the edge map is the reference's, in place (IR night)
     NONE = "none"  # a steady view that matches neither: not the scene of the reference
     UNSTEADY = "unsteady"  # matches neither, and its own features do not come back: cannot tell
     FEW = "few features"  # too dark or featureless to tell
@@ -283,6 +313,14 @@ class MovedCheck:
             view.to_reference = to_ref
             self.previous = view
             return Alignment(shift, rotation, found[1], name, to_ref)
+        for ref in (self.reference, self.recent):
+            found = _edge_motion(view, ref, work.shape[1]) if ref is not None else None
+            if found is not None:
+                to_ref = ref.to_reference @ found
+                shift, rotation = shift_of(to_ref, size)
+                view.to_reference = to_ref
+                self.previous = view
+                return Alignment(shift, rotation, 0, Match.EDGES, to_ref)
         # Not the reference. Only a steady view whose features come back from one check to the next (a
         # camera turned to a wall, a new obstacle) tells that; features that do not even come back (grain,
         # wet asphalt, traffic) cannot tell anything.
@@ -423,7 +461,10 @@ class CameraHealth:
             f"the view is {a.shift:.1%} of its width off the {self.reference_source} reference, "
             f"rotated {a.rotation_deg:+.1f} deg (bar {bar:.1%})"
         )
-        return _Verdict(bad, round(a.shift, 4), bar, why, self.cfg.moved_s, detail)
+        # Edges alone (no feature matched: an IR night against a still taken by day) are less sure of a
+        # shift than features: it must last as long as a view that matches nothing.
+        hold = self.cfg.moved_lost_s if a.via is Match.EDGES else self.cfg.moved_s
+        return _Verdict(bad, round(a.shift, 4), bar, why, hold, detail)
 
     def _learn(self, seen: Look, blind: bool) -> None:
         """The camera's normal sharpness: the median of its first pictures, then a slow average of normal ones."""
