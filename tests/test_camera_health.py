@@ -301,6 +301,22 @@ def test_a_picture_just_above_the_bar_does_not_clear_covered_but_a_normal_one_do
     assert _covered_states(normal) == [(4.0, "raised"), (8.0, "cleared")]
 
 
+def _offline_states(online: Callable[[float], bool], seconds: float, **cfg) -> list[tuple[float, str]]:
+    from edge.config import CameraHealthConfig
+    from edge.detect.tamper import OfflineWatch
+
+    watch = OfflineWatch(CameraHealthConfig(**{"offline_alert_s": 20, "clear_s": 5, **cfg}))
+    changes = (watch.update(float(t), online(float(t)), "refused") for t in range(int(seconds)))
+    return [(c.t, str(c.state)) for c in changes if c is not None]
+
+
+def test_a_camera_that_keeps_dropping_within_seconds_is_offline_and_clears_once_steady():
+    flapping = lambda t: t >= 60 or t % 10 < 2  # noqa: E731 - online 2 s in every 10, then steadily from 60 s
+    assert _offline_states(flapping, 90) == [(22.0, "raised"), (65.0, "cleared")]  # off since 2 s
+    assert _offline_states(lambda t: True, 90) == []  # control: steadily online
+    assert _offline_states(lambda t: t < 30 or t >= 45, 90) == []  # control: off for less than offline_alert_s
+
+
 # -- real footage ------------------------------------------------------------------------------------------
 
 

@@ -93,7 +93,7 @@ def test_a_camera_offline_beyond_offline_alert_s_raises_offline_on_mqtt_and_clea
             "cam": {
                 "source": srv.url,
                 "capture": {"reconnect_max_s": 1.0, "open_timeout_s": 1.0},
-                "health": {"offline_alert_s": 5},
+                "health": {"offline_alert_s": 5, "clear_s": 2},
             }
         },
     }

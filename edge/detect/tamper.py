@@ -126,22 +126,34 @@ class Latch:
 
 
 class OfflineWatch:
-    """`offline` raised when a camera has not been online for `offline_alert_s`, cleared once it is back."""
+    """`offline` raised when a camera has not been steadily online for `offline_alert_s`; cleared once it is.
+
+    Steadily: online for `clear_s`. A camera that connects and drops again within seconds (a stalling
+    stream, a failing cable) is still offline, and its moments online neither clear nor restart the count.
+    """
 
     def __init__(self, cfg: CameraHealthConfig):
         self.cfg = cfg
-        self.latch = Latch(clear_s=0.0)  # a camera sending frames again is back: nothing to wait for
+        self.latch = Latch(clear_s=0.0)  # the steadiness is judged here, before the latch
+        self.online_since: float | None = None
 
     def update(self, t: float, online: bool, reason: str) -> Transition | None:
         """The camera's state at time `t` (wall clock); `reason` is why it is not online."""
-        change = self.latch.update(t, not online, self.cfg.offline_alert_s)
+        self.online_since = (t if self.online_since is None else self.online_since) if online else None
+        steady = online and t - self.online_since >= self.cfg.clear_s
+        bad = True if not online else (False if steady else None)
+        change = self.latch.update(t, bad, self.cfg.offline_alert_s)
         if change is None:
             return None
         if change is ProblemState.RAISED:
             since = self.latch.bad_since or t
-            why = f"no picture for {t - since:.0f} s: {reason}"
-            return Transition(Problem.OFFLINE, change, t, since, t - since, self.cfg.offline_alert_s, why)
-        return Transition(Problem.OFFLINE, change, t, t, None, self.cfg.offline_alert_s, "receiving frames again")
+            why = f"no steady picture for {t - since:.0f} s: {reason}"
+            return Transition(
+                Problem.OFFLINE, change, t, since, round(t - since, 1), self.cfg.offline_alert_s, why
+            )
+        since = self.online_since or t
+        why = f"receiving frames again for {t - since:.0f} s"
+        return Transition(Problem.OFFLINE, change, t, since, None, self.cfg.offline_alert_s, why)
 
 
 # -- the whole check --------------------------------------------------------------------------------------
