@@ -599,7 +599,7 @@ class CameraHealthConfig(Strict):
 
     enabled: bool = Field(True, description="Watch this camera for the problems below and report them.")
     sample_s: float = Field(
-        1.0, ge=0.1, le=60.0, description="One frame checked per this many seconds (a few ms each)."
+        1.0, ge=0.1, le=60.0, description="One frame checked per this many seconds (~10 ms at 1080p)."
     )
     offline_alert_s: float = Field(
         120.0,
