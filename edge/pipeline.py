@@ -44,6 +44,7 @@ _DEFAULT_FPS = 25.0  # a stream whose rate neither the config, the stream nor it
 # OpenCV's pool split each call over both cores and spun waiting for work: ~3 ms of CPU per 1080p frame
 # for no gain in speed (busy clip replayed: 29.4 -> 26.1 ms per frame, same wall time).
 OPENCV_THREADS = 1
+MAX_REFERENCE_BYTES = 64 * 1024 * 1024  # an 8K JPEG still is ~20 MB; a bigger file is no still
 _ASPECT_TOLERANCE = 0.02  # a reference still of another shape than the stream cannot be compared with it
 UNCALIBRATED = (
     "no facade calibration: no floors, and falls are judged in pixels only, which lets more false alarms "
@@ -107,9 +108,16 @@ def load_reference(path: Path | None, camera: str) -> np.ndarray | None:
     if path is None:
         log.info("camera %s: no reference still; the moved check learns its reference at start", camera)
         return None
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+    try:
+        size = path.stat().st_size if path.is_file() else None
+        data = path.read_bytes() if size is not None and size <= MAX_REFERENCE_BYTES else None
+        why = "there is none" if size is None else "it cannot be read as an image"
+        if size is not None and data is None:
+            why = f"{size} bytes is no still (at most {MAX_REFERENCE_BYTES})"
+    except OSError as exc:  # not allowed to look (a sandbox, its mode): the node runs on without it
+        data, why = None, f"cannot read it ({exc.strerror or exc})"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
     if image is None:
-        why = "there is none" if not path.exists() else "it cannot be read as an image"
         log.warning(
             "camera %s: reference still %s: %s; the moved check learns one at start (run edge calibrate)",
             camera,

@@ -263,6 +263,14 @@ def test_a_reference_still_of_another_shape_is_not_used_and_the_node_says_so(cli
     assert "another shape" in caplog.text
 
 
+def test_a_reference_still_that_is_no_image_is_reported_and_a_reference_learned(clips, tmp_path, caplog):
+    still = tmp_path / "site.cam.reference.jpg"
+    still.write_bytes(b"\xff\xd8 not a jpeg at all")
+    rows = health_replay(clips["shifted"], tmp_path, reference=str(still))
+    assert _kinds(rows, "raised") == ["moved"] and rows[0]["detail"]["reference"] == "learned"
+    assert "cannot be read as an image" in caplog.text
+
+
 # -- persistence and hysteresis, on pictures made to sit at the bar ------------------------------------------
 
 _TEXTURE = cv2.GaussianBlur(np.random.default_rng(2).standard_normal((H, W)).astype(np.float32), (0, 0), 3.0)
