@@ -23,6 +23,7 @@ from edge.capture.feed import StreamStarted, StreamStopped
 from edge.capture.packets import KeptPacket, PacketRing
 from edge.capture.source import CapturedFrame, redact
 from edge.config import CameraConfig, EdgeConfig
+from edge.detect.moved import same_shape
 from edge.detect.pipeline import Detector, EventUpdate
 from edge.detect.tamper import CameraHealth, OfflineWatch, ProblemState, Transition
 from edge.detect.types import FallEvent, UpdateKind
@@ -45,7 +46,6 @@ _DEFAULT_FPS = 25.0  # a stream whose rate neither the config, the stream nor it
 # for no gain in speed (busy clip replayed: 29.4 -> 26.1 ms per frame, same wall time).
 OPENCV_THREADS = 1
 MAX_REFERENCE_BYTES = 64 * 1024 * 1024  # an 8K JPEG still is ~20 MB; a bigger file is no still
-_ASPECT_TOLERANCE = 0.02  # a reference still of another shape than the stream cannot be compared with it
 UNCALIBRATED = (
     "no facade calibration: no floors, and falls are judged in pixels only, which lets more false alarms "
     "through and misses more falls; calibrate it (README: Calibrating the facade)"
@@ -156,7 +156,7 @@ class ProblemEvents:
         ref = self.reference
         if ref is None:
             return None
-        if abs((ref.shape[1] / ref.shape[0]) / (shape[1] / shape[0]) - 1.0) > _ASPECT_TOLERANCE:
+        if not same_shape(ref.shape, shape):
             log.warning(
                 "camera %s: the reference still is %dx%d, the stream %dx%d (another shape); the moved check "
                 "learns its reference at start instead",

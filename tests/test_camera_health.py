@@ -375,3 +375,16 @@ def test_a_night_picture_is_in_place_against_a_still_taken_by_day(tmp_path):
     # control: the same night turned (its edges elsewhere) is moved
     turned = render(tmp_path / "turned.mp4", lambda t, bgr: shifted(bgr), duration_s=24, scene="night", seed=3)
     assert _kinds(health_replay(turned, tmp_path / "out", reference=str(still)), "raised") == ["moved"]
+
+
+def test_a_stream_that_changes_shape_is_not_compared_with_a_still_of_the_old_shape():
+    from edge.config import CameraHealthConfig
+    from edge.detect.tamper import CameraHealth
+
+    wide, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    square, _ = Renderer(build_scene("calm", 3, width=480, height=480, duration_s=1, fps=FPS)).render(0)
+    health = CameraHealth(CameraHealthConfig(**FAST), cv2.cvtColor(wide, cv2.COLOR_BGR2GRAY))
+    changes = [health.update(i * 0.5, cv2.cvtColor(wide, cv2.COLOR_BGR2GRAY)) for i in range(20)]
+    assert health.reference_source == "calibration"
+    changes += [health.update(10 + i * 0.5, cv2.cvtColor(square, cv2.COLOR_BGR2GRAY)) for i in range(40)]
+    assert [c for batch in changes for c in batch] == [] and health.reference_source == "learned"

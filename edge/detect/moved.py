@@ -27,7 +27,13 @@ EDGE_WIDTH = 320  # edge maps for the IR-proof check are this wide: a few ms per
 ECC_ITERATIONS = 50  # ECC steps at most (a few ms at EDGE_WIDTH)
 ECC_MIN_CORRELATION = 0.4  # one scene: a simulated facade by day against at night 0.58, against a wall 0.06
 STILL_SHIFT = 0.005  # a view that moved less than this share of its width since the last check is still
+ASPECT_TOLERANCE = 0.02  # a still of another shape than the stream cannot be compared with it
 START_SETTLE_S = 5.0  # a reference learned at start waits this long: exposure and focus settle after a connect
+
+
+def same_shape(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """True when two pictures have the same aspect ratio (within ASPECT_TOLERANCE), whatever their sizes."""
+    return abs((a[1] / a[0]) / (b[1] / b[0]) - 1.0) <= ASPECT_TOLERANCE
 
 
 def gradient(img: np.ndarray) -> np.ndarray:
@@ -160,6 +166,8 @@ class MovedCheck:
         """Prepare the reference at the work size; False while a learned one waits for the picture to settle."""
         if self.reference is not None:
             return True
+        if self.reference_image is not None and not same_shape(self.reference_image.shape, work.shape):
+            self.reference_image, self.learned = None, True  # the stream changed shape: the still cannot compare
         if self.reference_image is None:
             if t - started < START_SETTLE_S:
                 return False
