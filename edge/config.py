@@ -656,6 +656,110 @@ class FallConfig(Strict):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 
 
+class CameraHealthConfig(Strict):
+    """Camera problems as events: offline, covered, blinded, defocused, moved (README: Camera problem events).
+
+    The picture checks look at one frame per `sample_s`, downscaled, so they cost almost nothing per frame. Each
+    problem is raised only after it has lasted its `*_s` and cleared only after `clear_s` of normal pictures:
+    what real cameras do normally (an IR switch, an exposure step, a bird or a hand in front of the lens, rain,
+    dusk) passes within seconds and never raises one.
+    """
+
+    enabled: bool = Field(True, description="Watch this camera for the problems below and report them.")
+    sample_s: float = Field(
+        1.0, ge=0.1, le=60.0, description="One frame checked per this many seconds (~10 ms at 1080p)."
+    )
+    offline_alert_s: float = Field(
+        120.0,
+        ge=5.0,
+        le=86400.0,
+        description="Offline this long raises `offline`: longer than a camera's reboot or update (1-2 min).",
+    )
+    covered_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=86400.0,
+        description="A featureless picture this long raises `covered`: a hand, a bird or a bug passes in seconds.",
+    )
+    covered_max_detail: float = Field(
+        4.0,
+        gt=0.0,
+        le=255.0,
+        description="Featureless: the strongest 1% of edges in a 160 px copy are below this many luma levels.",
+    )
+    blinded_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=86400.0,
+        description="Mostly full white this long raises `blinded`: headlights and IR-switch flashes last seconds.",
+    )
+    blinded_share: float = Field(
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="Share of the picture at full white that blinds it (more than any facade camera's sky).",
+    )
+    defocused_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86400.0,
+        description="Sharpness collapsed this long raises `defocused`: rain on the lens and fog come and go.",
+    )
+    defocused_ratio: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Collapsed: fine detail below this share of the camera's own learned normal (contrast-free).",
+    )
+    learn_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86400.0,
+        description="Pictures the normal sharpness is first learned from (then it follows slowly, over an hour).",
+    )
+    moved_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=86400.0,
+        description="The view shifted this long raises `moved`: a shake or a mast swaying in wind is seconds.",
+    )
+    moved_shift: float = Field(
+        0.02,
+        gt=0.0,
+        le=0.5,
+        description="Shifted: moved by this share of its width against the reference (about half a storey).",
+    )
+    moved_lost_s: float = Field(
+        900.0,
+        ge=1.0,
+        le=86400.0,
+        description="The reference not recognised at all this long also raises `moved` (turned away, blocked).",
+    )
+    clear_s: float = Field(
+        10.0,
+        ge=0.0,
+        le=3600.0,
+        description="A raised problem clears after this long of normal pictures (or online), so it does not flap.",
+    )
+    reference: Path | None = Field(
+        None,
+        description=(
+            "Reference still for `moved`; unset: `<config>.<camera>.reference.jpg` beside the config, as `edge "
+            "calibrate` stores it; without one, a reference is learned from the first pictures (and it says so)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> CameraHealthConfig:
+        shortest = min(self.covered_s, self.blinded_s, self.defocused_s, self.moved_s)
+        if self.sample_s * 3 > shortest:
+            raise ValueError(
+                f"sample_s ({self.sample_s}) must be at most a third of the shortest persistence ({shortest} s): "
+                "a problem needs a few checks to be told from a moment"
+            )
+        return self
+
+
 class CameraConfig(Strict):
     source: str = Field(min_length=1, description="rtsp:// URL, /dev/videoN or a video file path.")
     fps: float | None = Field(None, gt=0.0, le=240.0, description="Frame rate, when the stream does not say.")
@@ -666,6 +770,7 @@ class CameraConfig(Strict):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     fall: FallConfig = Field(default_factory=FallConfig)
+    health: CameraHealthConfig = Field(default_factory=CameraHealthConfig)
 
 
 class EdgeConfig(Strict):
@@ -681,6 +786,7 @@ class EdgeConfig(Strict):
     )
 
     _from_env: list = PrivateAttr(default_factory=list)  # (path, text as written) filled from the environment
+    _file: Path | None = PrivateAttr(None)  # the file it was loaded from: camera reference stills sit beside it
 
     def camera(self, name: str | None) -> tuple[str, CameraConfig]:
         """The camera called `name`, or the only one when `name` is None."""
@@ -988,7 +1094,9 @@ def read_text(path: str | Path, what: str = "config") -> str:
 
 def load_config(path: str | Path) -> EdgeConfig:
     """Read and validate a config file; raises ConfigError (also for an unreadable or oversized file)."""
-    return parse_config(read_text(path), str(path))
+    config = parse_config(read_text(path), str(path))
+    config._file = Path(path)
+    return config
 
 
 EX_CANTCREAT = 73

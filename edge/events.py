@@ -2,8 +2,9 @@
 
 `events.jsonl` (README: "events.jsonl") is append-only, one JSON object per line, written the same way by
 `edge run` and `edge replay`: a row per event change (`type` new | update | end, with the full event record)
-and a row per evidence stage (`type` evidence, `stage` original | complete, with file paths relative to the
-folder holding events.jsonl).
+a row per evidence stage (`type` evidence, `stage` original | complete, with file paths relative to the
+folder holding events.jsonl), and a row per camera problem raised or cleared (`type` camera_problem, see
+problem_record and docs/schemas/camera-problem.schema.json).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from edge.detect.tamper import Transition
 from edge.detect.types import FallEvent, UpdateKind
+from edge.publish.manifest import iso
 
 if TYPE_CHECKING:
     from edge.capture.camera import CameraStatus
@@ -33,6 +36,7 @@ class RowType(StrEnum):
     UPDATE = UpdateKind.UPDATE.value
     END = UpdateKind.END.value
     EVIDENCE = "evidence"
+    CAMERA_PROBLEM = "camera_problem"
 
 
 class Sink(Protocol):
@@ -43,6 +47,8 @@ class Sink(Protocol):
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None: ...
 
     def on_status(self, camera: str, status: CameraStatus) -> None: ...
+
+    def on_problem(self, record: dict) -> None: ...
 
 
 class Fanout:
@@ -66,6 +72,9 @@ class Fanout:
 
     def on_status(self, camera: str, status: CameraStatus) -> None:
         self._each("on_status", camera, status)
+
+    def on_problem(self, record: dict) -> None:
+        self._each("on_problem", record)
 
 
 class EventLog:
@@ -113,6 +122,11 @@ class EventLog:
     def on_status(self, camera: str, status: CameraStatus) -> None:
         """Status is not an event: it goes to status.json and MQTT, not here."""
 
+    def on_problem(self, record: dict) -> None:
+        if self.on_alert:
+            self.on_alert(problem_line(record))
+        self._append({"type": str(RowType.CAMERA_PROBLEM), **record})
+
 
 def read_rows(path: Path) -> list[dict]:
     """Every row of an events.jsonl; a line cut short by a crash (the last one) is skipped."""
@@ -129,6 +143,8 @@ def final_records(rows: list[dict]) -> list[dict]:
     """Each event's last record, with the paths of its latest evidence, in order of first appearance."""
     events: dict[str, dict] = {}
     for row in rows:
+        if row["type"] == RowType.CAMERA_PROBLEM:
+            continue  # not a fall: see problem_rows
         if row["type"] == RowType.EVIDENCE:
             rec = events.get(row["id"])
             if rec is not None:
@@ -190,3 +206,44 @@ def announcement(kind: UpdateKind, record: dict) -> str | None:
     if kind not in (UpdateKind.NEW, UpdateKind.UPDATE):
         return None
     return alert_line(record, raised=kind == UpdateKind.UPDATE)
+
+
+def problem_rows(rows: list[dict]) -> list[dict]:
+    """The camera problem rows of an events.jsonl, raised and cleared, in order."""
+    return [{k: v for k, v in r.items() if k != "type"} for r in rows if r["type"] == RowType.CAMERA_PROBLEM]
+
+
+def problem_record(
+    tr: Transition, node: str, camera: str, problem_id: str, active: list[str], wall_clock: bool
+) -> dict:
+    """The JSON-ready record of a camera problem raised or cleared (docs/schemas/camera-problem.schema.json).
+
+    `wall_clock`: the transition's times are Unix time (live), not seconds into a file (replay).
+    """
+    return {
+        "v": SCHEMA_VERSION,
+        "id": problem_id,
+        "node": node,
+        "camera": camera,
+        "problem": str(tr.problem),
+        "state": str(tr.state),
+        "at_s": round(tr.t, 3),
+        "since_s": round(tr.since, 3),
+        "at_utc": iso(tr.t) if wall_clock else None,
+        "since_utc": iso(tr.since) if wall_clock else None,
+        "score": tr.score,
+        "threshold": tr.threshold,
+        "reason": tr.reason,
+        "detail": dict(tr.detail),
+        "active": sorted(active),
+    }
+
+
+def problem_line(record: dict) -> str:
+    """One human line for a camera problem raised or cleared."""
+    when = record.get("at_utc") or f"{record['at_s']:.1f} s"
+    what = f"{record['camera']}: {record['problem']}"
+    tail = f"({record['reason']}; at {when}, id {record['id']})"
+    if record["state"] == "raised":
+        return f"CAMERA PROBLEM {what} {tail}"
+    return f"CAMERA OK {what} cleared {tail}"

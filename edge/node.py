@@ -31,6 +31,7 @@ from edge.pipeline import (
     CameraPipeline,
     EvidenceOutput,
     manifest_info,
+    reference_for,
 )
 from edge.publish.annotator import Annotator, pending
 from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted
@@ -57,6 +58,9 @@ class StatusFile:
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
         """Evidence is not status."""
+
+    def on_problem(self, record: dict) -> None:
+        """Camera problems are events (events.jsonl, MQTT), not status."""
 
     def on_status(self, camera: str, status: CameraStatus) -> None:
         with self._lock:
@@ -158,7 +162,14 @@ class Node:
 
         evidence = EvidenceOutput(self.storage / "events", self.key, self.config_sha, self.annotator.submit)
         pipeline = CameraPipeline(
-            self.config.node.id, name, cam, self.sink, evidence, id_prefix=self.run_id, on_geometry=on_geometry
+            self.config.node.id,
+            name,
+            cam,
+            self.sink,
+            evidence,
+            id_prefix=self.run_id,
+            on_geometry=on_geometry,
+            reference=reference_for(self.config, name),
         )
         return CameraWorker(name, capture, feed, pipeline, detect_on=lambda: self.detect_on.get(name, True))
 
@@ -167,6 +178,7 @@ class Node:
             self.publisher.start()
             for name in self.cameras:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
+                self.publisher.forget_problems(name)
         self.annotator.start()
         self._resume_evidence()
         self.retention.start()

@@ -14,16 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import __version__
 from edge.capture.feed import StreamStarted, StreamStopped
 from edge.capture.packets import KeptPacket, PacketRing
 from edge.capture.source import CapturedFrame, redact
-from edge.config import CameraConfig
+from edge.config import CameraConfig, EdgeConfig
+from edge.detect.moved import same_shape
 from edge.detect.pipeline import Detector, EventUpdate
+from edge.detect.tamper import CameraHealth, OfflineWatch, ProblemState, Transition
 from edge.detect.types import FallEvent, UpdateKind
-from edge.events import Sink, event_record
+from edge.events import Sink, event_record, problem_record
 from edge.geometry import CameraGeometry
 from edge.publish.evidence import EVENT, EvidenceJob, save_original, write_json
 from edge.publish.manifest import iso
@@ -41,6 +45,7 @@ _DEFAULT_FPS = 25.0  # a stream whose rate neither the config, the stream nor it
 # OpenCV's pool split each call over both cores and spun waiting for work: ~3 ms of CPU per 1080p frame
 # for no gain in speed (busy clip replayed: 29.4 -> 26.1 ms per frame, same wall time).
 OPENCV_THREADS = 1
+MAX_REFERENCE_BYTES = 64 * 1024 * 1024  # an 8K JPEG still is ~20 MB; a bigger file is no still
 UNCALIBRATED = (
     "no facade calibration: no floors, and falls are judged in pixels only, which lets more false alarms "
     "through and misses more falls; calibrate it (README: Calibrating the facade)"
@@ -88,6 +93,99 @@ class FrameLog:
         return {pts: (i, t) for i, t, pts in self._entries if pts is not None}
 
 
+def reference_for(config: EdgeConfig, camera: str) -> Path | None:
+    """A camera's reference still: health.reference, or beside the config where `edge calibrate` stores it."""
+    from edge.calibrate.still import reference_paths  # local: the calibration page's modules are not needed else
+
+    cam = config.cameras[camera]
+    if cam.health.reference is not None:
+        return cam.health.reference
+    return reference_paths(config._file, camera)[0] if config._file is not None else None
+
+
+def load_reference(path: Path | None, camera: str) -> np.ndarray | None:
+    """A camera's reference still as a grey image, or None (then the moved check learns one at start)."""
+    if path is None:
+        log.info("camera %s: no reference still; the moved check learns its reference at start", camera)
+        return None
+    try:
+        size = path.stat().st_size if path.is_file() else None
+        data = path.read_bytes() if size is not None and size <= MAX_REFERENCE_BYTES else None
+        why = "there is none" if size is None else "it cannot be read as an image"
+        if size is not None and data is None:
+            why = f"{size} bytes is no still (at most {MAX_REFERENCE_BYTES})"
+    except OSError as exc:  # not allowed to look (a sandbox, its mode): the node runs on without it
+        data, why = None, f"cannot read it ({exc.strerror or exc})"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    if image is None:
+        log.warning(
+            "camera %s: reference still %s: %s; the moved check learns one at start (run edge calibrate)",
+            camera,
+            path,
+            why,
+        )
+    return image
+
+
+class ProblemEvents:
+    """One camera's problems (offline, covered, blinded, defocused, moved) → camera_problem records to the sink."""
+
+    def __init__(self, pipeline: CameraPipeline, reference: Path | None):
+        self.pipeline = pipeline
+        self.cfg = pipeline.cfg.health
+        self.reference = load_reference(reference, pipeline.camera)
+        self.health: CameraHealth | None = None  # made at the first frame, when the picture's shape is known
+        self.offline = OfflineWatch(self.cfg)
+        self.ids: dict[str, str] = {}  # problem -> id of its open episode
+        self.count = 0
+
+    def on_frame(self, frame: CapturedFrame) -> None:
+        """Check the frame's picture when a check is due (one per health.sample_s)."""
+        if self.health is None:
+            self.health = CameraHealth(self.cfg, self._fitting_reference(frame.luma.shape))
+        if self.health.due(frame.t):
+            self._report(self.health.update(frame.t, frame.luma), frame.t > _WALL_CLOCK)
+
+    def on_state(self, t: float, online: bool, reason: str) -> None:
+        """The camera's capture state at wall-clock time `t` (the worker tells it about once a second)."""
+        tr = self.offline.update(t, online, reason)
+        if tr is not None:
+            self._report([tr], True)
+
+    def _fitting_reference(self, shape: tuple[int, int]) -> np.ndarray | None:
+        ref = self.reference
+        if ref is None:
+            return None
+        if not same_shape(ref.shape, shape):
+            log.warning(
+                "camera %s: the reference still is %dx%d, the stream %dx%d (another shape); the moved check "
+                "learns its reference at start instead",
+                self.pipeline.camera,
+                ref.shape[1],
+                ref.shape[0],
+                shape[1],
+                shape[0],
+            )
+            return None
+        return ref
+
+    def active(self) -> list[str]:
+        return sorted(self.ids)
+
+    def _report(self, transitions: list[Transition], wall_clock: bool) -> None:
+        p = self.pipeline
+        for tr in transitions:
+            key = str(tr.problem)
+            if tr.state is ProblemState.RAISED:
+                self.count += 1
+                self.ids[key] = f"{p.id_prefix}{p.camera}-{key}-{self.count}"
+                pid = self.ids[key]
+            else:
+                pid = self.ids.pop(key, f"{p.id_prefix}{p.camera}-{key}-0")
+            record = problem_record(tr, p.node, p.camera, pid, self.active(), wall_clock)
+            p.sink.on_problem(record)
+
+
 class CameraPipeline:
     """Stream events, packets and frames in order → detector → alerts now, evidence once post-roll is in."""
 
@@ -100,6 +198,7 @@ class CameraPipeline:
         evidence: EvidenceOutput | None,
         id_prefix: str = "",
         on_geometry: Callable[[CameraGeometry], None] | None = None,
+        reference: Path | None = None,
     ):
         self.node, self.camera, self.cfg = node, camera, cfg
         if cfg.facade is None:
@@ -126,6 +225,7 @@ class CameraPipeline:
         self._first_size: tuple[int, int] | None = None
         self._steps: deque[float] = deque(maxlen=_RATE_WINDOW)  # recent packet timestamp steps: the rate
         self._last_pts: float | None = None  # the last packet's decoding time, seconds
+        self.problems = ProblemEvents(self, reference or cfg.health.reference) if cfg.health.enabled else None
 
     # -- what capture delivers ---------------------------------------------------------------------------
     def start_stream(self, started: StreamStarted) -> None:
@@ -195,6 +295,8 @@ class CameraPipeline:
         self.index = self._index_of(frame)
         self._last_t = frame.t
         self.frames.add(self.index, frame.t, frame.pts)
+        if self.problems is not None:
+            self.problems.on_frame(frame)  # switching detection off does not stop watching the camera
         if not detect:
             self._stop_detecting()
             return

@@ -12,12 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge.capture.camera import CameraCapture
+from edge.capture.camera import CameraCapture, CameraState
 from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
 from edge.pipeline import CameraPipeline
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.2  # how often an idle worker checks whether it should stop
+_STATE_EVERY_S = 1.0  # how often the camera's capture state is passed on to its offline check
 
 
 class CameraWorker:
@@ -43,6 +44,7 @@ class CameraWorker:
         self.beat = time.monotonic()  # last time the loop came round: the watchdog's proof of life
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._state_told = 0.0
         self._thread = threading.Thread(target=self._run, name=f"worker-{name}", daemon=True)
 
     def start(self) -> None:
@@ -72,6 +74,7 @@ class CameraWorker:
             self.beat = time.monotonic()
             self._run_calls()
             item = self.feed.get(_POLL_S)
+            self._tell_state()
             if item is None:
                 if (self._stopping.is_set() or not self.capture.is_alive()) and self.feed.empty:
                     break
@@ -82,6 +85,19 @@ class CameraWorker:
             self.pipeline.finish()
         except Exception:
             log.exception("camera %s: finishing the pipeline failed", self.name)
+
+    def _tell_state(self) -> None:
+        """Whether the camera is online, to the pipeline's offline check (it has no frames to tell it)."""
+        problems = self.pipeline.problems
+        if problems is None or time.monotonic() - self._state_told < _STATE_EVERY_S:
+            return
+        self._state_told = time.monotonic()
+        status = self.capture.status
+        try:  # a file that played to its end is not a camera gone offline
+            problems.on_state(time.time(), status.state in (CameraState.ONLINE, CameraState.ENDED), status.reason)
+        except Exception:
+            log.exception("camera %s: the offline check failed", self.name)
+            self.failures += 1
 
     def _handle(self, item) -> None:
         try:

@@ -29,6 +29,7 @@ class Recorder:
     def __init__(self):
         self.updates: list[tuple[UpdateKind, dict]] = []
         self.evidence: list = []
+        self.problems: list[dict] = []
 
     def on_update(self, kind, record):
         self.updates.append((kind, record))
@@ -38,6 +39,9 @@ class Recorder:
 
     def on_status(self, camera, status):
         pass
+
+    def on_problem(self, record):
+        self.problems.append(record)
 
 
 def _ts(src, out, offset=0.0, size=None):

@@ -13,6 +13,8 @@ Topics, under <prefix>/<node>/ (see README, "MQTT"):
                                 investigation); answered on the retained events/<id>/hold/state
   storage                       retained JSON: the storage level changed (ok | warning | full)
   stats                         periodic node health
+  cameras/<camera>/problem      QoS 1, retained JSON: a camera problem raised or cleared, with every problem
+                                still active (docs/schemas/camera-problem.schema.json); emptied at start
   feedback                      the center's verdicts on this node's alerts (kept in storage/feedback/)
 """
 
@@ -68,6 +70,9 @@ class Topics:
 
     def status(self, camera: str) -> str:
         return f"{self.base}/{camera}/status"
+
+    def problem(self, camera: str) -> str:
+        return f"{self.base}/cameras/{camera}/problem"
 
     def detect_set(self, camera: str) -> str:
         return f"{self.base}/{camera}/detect/set"
@@ -263,6 +268,16 @@ class MqttPublisher:
         # QoS 0, retained: never queued by the broker for an absent center (where it would crowd out alerts);
         # the center reads the latest copy when it subscribes again.
         self.outbox.put(Kind.STATUS, topic, body, qos=0, retain=True, coalesce_key=topic)
+
+    def on_problem(self, record: dict) -> None:
+        """A camera problem raised or cleared: QoS 1 through the outbox (never dropped), retained as the latest."""
+        body = {**record, "type": "camera_problem", "msg_id": uuid.uuid4().hex, "queued_utc": _now_iso()}
+        topic = self.topics.problem(record["camera"])
+        self.outbox.put(Kind.EVENT, topic, json.dumps(body, ensure_ascii=False).encode(), retain=True)
+
+    def forget_problems(self, camera: str) -> None:
+        """Empty a camera's retained problem at start: this run raises again what is still wrong."""
+        self.outbox.put(Kind.EVENT, self.topics.problem(camera), b"", retain=True)
 
     def publish_stats(self, stats: dict) -> None:
         body = json.dumps(stats).encode()
