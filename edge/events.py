@@ -30,13 +30,14 @@ SCHEMA_VERSION = 1
 
 
 class RowType(StrEnum):
-    """The `type` of an events.jsonl row: an event change, or evidence written."""
+    """The `type` of an events.jsonl row: an event change, evidence written, a camera problem, storage."""
 
     NEW = UpdateKind.NEW.value
     UPDATE = UpdateKind.UPDATE.value
     END = UpdateKind.END.value
     EVIDENCE = "evidence"
     CAMERA_PROBLEM = "camera_problem"
+    STORAGE = "storage"  # the node's storage level changed (live only)
 
 
 class Sink(Protocol):
@@ -126,6 +127,10 @@ class EventLog:
         if self.on_alert:
             self.on_alert(problem_line(record))
         self._append({"type": str(RowType.CAMERA_PROBLEM), **record})
+
+    def on_storage(self, record: dict) -> None:
+        """The storage level changed (a record of edge.retention.storage_record)."""
+        self._append({**record, "type": str(RowType.STORAGE)})
 
 
 def read_rows(path: Path) -> list[dict]:

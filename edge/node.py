@@ -368,7 +368,7 @@ class Node:
         """The storage level changed: log it, write it to events.jsonl and tell the center."""
         record = storage_record(self.config.node.id, report, policy)
         (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
-        self.events._append(record)  # the one durable writer of events.jsonl: no line is interleaved
+        self.events.on_storage(record)  # the one durable writer of events.jsonl: no line is interleaved
         if self.publisher is not None:
             self.publisher.publish_storage(record)
 
