@@ -1,7 +1,8 @@
 """Retention under a quota: evidence kept `storage.evidence_days` and deleted after; the expendable goes first.
 
 What lives in storage.dir falls in three classes:
-  evidence    one folder per event under events/: deleted only once older than evidence_days and not held;
+  evidence    one folder per event under events/ (holding the node's event.json): deleted only once older
+              than evidence_days and not held;
   expendable  what is known to be disposable: left-over .tmp and partial files, logs (logs/, *.log), old stats
               (stats/), stray files beside the event folders, core dumps: deleted oldest first whenever
               storage.dir holds more than it may;
@@ -30,13 +31,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from edge.config import StorageConfig
-from edge.holds import HOLDS_FILE, Holds
+from edge.holds import EVENTS_DIR, HOLDS_FILE, Holds
 from edge.publish.evidence import EVENT
 from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
 
-EVENTS_DIR = "events"
 # Files and folders of storage.dir the node itself needs; names only at its top level.
 KEPT_NAMES = frozenset(
     {
@@ -171,7 +171,12 @@ def _events(events: Path) -> list[Item]:
     out = []
     for sub in events.iterdir():
         if sub.is_dir() and not sub.is_symlink():
-            out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
+            # Only a folder the node made (it holds event.json) is evidence; any other folder is not retention's
+            # to judge (storage.dir shared with other data, a folder an operator put there): kept.
+            if (sub / EVENT).is_file():
+                out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
+            else:
+                out.append(Item(sub, FileClass.KEPT, _size(sub), _mtime(sub)))
         else:
             out.append(Item(sub, FileClass.EXPENDABLE, _size(sub), _mtime(sub)))  # a stray file, not an event
     return out
@@ -210,16 +215,15 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
     now = time.time() if now is None else now
     items = scan(storage)
     report = Report()
-    held = holds.ids()
     keep: list[Item] = []
     for it in items:
-        expired = it.cls is FileClass.EVIDENCE and now - it.time > policy.evidence_s
-        if expired and it.event_id not in held and not holds.unreadable and _delete(it):
+        if it.cls is FileClass.EVIDENCE and now - it.time > policy.evidence_s and _delete_expired(it, holds):
             report.expired.append(it.event_id)
             report.freed_bytes += it.size
             log.info("retention: event %s deleted after %d days", it.event_id, policy.evidence_s // 86400)
         else:
             keep.append(it)
+    held = holds.ids()
     used = sum(it.size for it in keep)
     report.budget_bytes = _budget(storage, policy, used)
     for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
@@ -233,6 +237,13 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
     if report.expendable_deleted:
         log.warning("retention: %d expendable files deleted to stay within the quota", report.expendable_deleted)
     return _measure(report, keep, held, policy)
+
+
+def _delete_expired(item: Item, holds: Holds) -> bool:
+    """Delete an expired event's evidence unless it is held, decided under the holds' lock (a hold arriving
+    from MQTT mid-sweep is either seen here or refused because the evidence is gone)."""
+    with holds.unless_held(item.event_id) as deletable:
+        return deletable and _delete(item)
 
 
 def _budget(storage: Path, policy: Policy, used: int) -> int:

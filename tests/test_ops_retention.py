@@ -19,6 +19,7 @@ import yaml
 from support.broker import Broker
 from support.servers import RtspServer, free_port, wait_for
 
+from edge import retention
 from edge.capture.camera import CameraState
 from edge.config import parse_config
 from edge.events import read_rows
@@ -141,6 +142,68 @@ def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     assert sweep(store, policy, Holds(store)).expired == [] and old.is_dir()
     (store / "holds.json").write_text('{"held": {}}')  # the control: repaired, the old event goes
     assert sweep(store, policy, Holds(store)).expired == [old.name] and not old.exists()
+
+
+def _policy() -> Policy:
+    return Policy(quota_bytes=None, free_min_bytes=0, evidence_s=30 * DAY, warn_share=0.9)
+
+
+def test_only_folders_the_node_made_count_as_evidence_whatever_else_lies_in_events(tmp_path):
+    # storage.dir pointed at a folder holding other data: an events/ folder of someone else's things.
+    store = tmp_path / "store"
+    theirs = store / "events" / "2019 holiday"
+    theirs.mkdir(parents=True)
+    (theirs / "photo.jpg").write_bytes(b"x" * KB)
+    no_record = store / "events" / "20261001T000000-cam-0000003-3"  # named like an event, no event.json
+    no_record.mkdir()
+    for folder in (theirs, no_record):
+        t = time.time() - 400 * DAY
+        os.utime(folder, (t, t))
+    ours = _event(store, "20261001T000000-cam-0000001-1", 40, KB)  # the control: the node's, expired
+    report = sweep(store, _policy(), Holds(store))
+    assert report.expired == [ours.name] and not ours.exists()
+    assert (theirs / "photo.jpg").exists() and no_record.is_dir()
+    assert report.protected_bytes >= KB  # counted as the node's own: kept, never deleted
+
+
+def test_a_hold_placed_while_a_sweep_deletes_keeps_the_evidence_it_names(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    events = {_event(store, f"20261001T000000-cam-000000{i}-{i}", 40, KB).name for i in (1, 2)}
+    holds = Holds(store)
+    placed: list[tuple[str, bool]] = []
+    real_delete = retention._delete
+
+    def delete(item):
+        if item.event_id in events and not placed:  # the hold (an MQTT callback) comes in mid-sweep
+            other = (events - {item.event_id}).pop()
+            placed.append((other, holds.set(other, True)))
+        return real_delete(item)
+
+    monkeypatch.setattr(retention, "_delete", delete)
+    report = sweep(store, _policy(), holds)
+    [(other, taken)] = placed
+    assert taken and holds.is_held(other) and (store / "events" / other).is_dir()
+    assert report.expired == sorted(events - {other})  # the control: the one not held went
+
+
+def test_a_hold_is_refused_for_evidence_that_is_not_or_no_longer_here(tmp_path):
+    store = tmp_path / "store"
+    kept = _event(store, "20261101T000000-cam-0000001-1", 1, KB)
+    holds = Holds(store)
+    assert not holds.set("20261001T000000-cam-0000009-9", True)  # deleted meanwhile, or never here
+    assert not holds.is_held("20261001T000000-cam-0000009-9") and not (store / "holds.json").exists()
+    assert holds.set(kept.name, True) and holds.is_held(kept.name)  # the control
+
+
+def test_a_hold_that_cannot_be_saved_is_not_reported_as_taken(tmp_path):
+    store = tmp_path / "store"
+    event = _event(store, "20261101T000000-cam-0000001-1", 1, KB)
+    holds = Holds(store)
+    (store / "holds.json.tmp").mkdir()  # the replacement file cannot be written (as on a full disk)
+    assert not holds.set(event.name, True) and not holds.is_held(event.name)
+    assert not (store / "holds.json").exists()
+    (store / "holds.json.tmp").rmdir()  # the control: writable again, the hold is taken and saved
+    assert holds.set(event.name, True) and event.name in Holds(store).ids()
 
 
 # -- holds over MQTT -----------------------------------------------------------------------------------------
