@@ -283,12 +283,12 @@ class Node:
         try:
             new = config if config is not None else self._read_config()
             plan = plan_reload(self.config, new, self.only)
+            self._apply(new, plan)
         except (ConfigError, ReloadRefused, OSError) as exc:
             self.reloads["refused"] += 1
             log.error("config reload refused, the running config is kept: %s", exc)
             self.notifier.ready("reload refused; running config kept")
             return False
-        self._apply(new, plan)
         self.reloads["ok"] += 1
         log.warning("config reloaded: %s", plan.summary())
         self.notifier.ready(f"reloaded: {plan.summary()}")
@@ -300,18 +300,23 @@ class Node:
         return load_config(self.config_path)
 
     def _apply(self, new: EdgeConfig, plan: ReloadPlan) -> None:
-        old_cameras = self.cameras
+        old_cameras, running = self.cameras, (self.config, self.config_sha)
         self.config, self.config_sha = new, config_hash(new)
+        try:  # what can still fail (a model, a CA file) is made before anything running is touched
+            fresh = {name: self._worker(name, new.cameras[name]) for name in plan.added + plan.reconnected}
+            publisher = self._make_publisher(new) if plan.mqtt else None
+        except Exception as exc:
+            self.config, self.config_sha = running
+            raise ReloadRefused(f"the new config cannot be applied: {exc}") from exc
         for name in plan.removed + plan.reconnected:
             self._retire(old_cameras[name])
         cameras = {n: w for n, w in old_cameras.items() if n not in plan.removed + plan.reconnected}
         for name in plan.reconfigured + plan.unchanged:
             self._reconfigure(cameras[name], new.cameras[name])
-        for name in plan.added + plan.reconnected:
-            cameras[name] = self._worker(name, new.cameras[name])
+        cameras.update(fresh)
         self.cameras = {n: cameras[n] for n in self._wanted(new)}  # one swap: readers see old or new
         if plan.mqtt:
-            self._replace_publisher(new)
+            self._replace_publisher(publisher)
         elif self.publisher is not None and (plan.added or plan.removed):
             self.publisher.set_cameras(list(self.cameras))
         for name in plan.added + plan.reconnected:
@@ -337,11 +342,11 @@ class Node:
 
         worker.call_soon(apply)
 
-    def _replace_publisher(self, new: EdgeConfig) -> None:
+    def _replace_publisher(self, publisher) -> None:
         """New MQTT settings: a new client over the same outbox file. The old one's outbox stays open: a worker
         may still be handing it a message, which then waits in the same file for the new client."""
         old = self.publisher
-        self.publisher = self._make_publisher(new)
+        self.publisher = publisher
         kept = [s for s in self.sink.sinks if s is not old]
         self.sink.sinks = kept + ([self.publisher] if self.publisher else [])  # one swap: no sink is missed
         if old is not None:

@@ -236,3 +236,27 @@ def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, c
 
 def _alerts(seen: list) -> list[dict]:
     return [m for m in (json.loads(p) for _, p in seen) if m["type"] == "new"]
+
+
+def test_a_config_that_fails_to_apply_is_refused_and_the_running_node_kept(tmp_path, caplog):
+    # Valid on paper, but the new MQTT client cannot be made: its CA file is not a certificate.
+    config = _config(tmp_path, {"a": _camera(f"rtsp://127.0.0.1:{free_port()}/x")})
+    config["mqtt"] = {"host": "127.0.0.1", "port": free_port()}  # nothing listens: messages wait in the outbox
+    node = Node(parse_config(yaml.safe_dump(config)))
+    node.start()
+    try:
+        running, publisher, worker = node.config, node.publisher, node.cameras["a"]
+        (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
+        broken = copy.deepcopy(config)
+        broken["mqtt"]["tls"] = {"ca_file": str(tmp_path / "not-a-ca.pem")}
+        broken["cameras"]["b"] = _camera(f"rtsp://127.0.0.1:{free_port()}/y")
+        assert not node.reload(parse_config(yaml.safe_dump(broken)))
+        assert node.config is running and node.publisher is publisher and list(node.cameras) == ["a"]
+        assert node.cameras["a"] is worker and worker.alive and node.reloads == {"ok": 0, "refused": 1}
+        assert any("config reload refused, the running config is kept" in r.getMessage() for r in caplog.records)
+        tuned = copy.deepcopy(config)  # the control: a new MQTT setting that can be applied is
+        tuned["mqtt"]["keepalive_s"] = 20
+        assert node.reload(parse_config(yaml.safe_dump(tuned)))
+        assert node.publisher is not publisher and node.publisher.cfg.keepalive_s == 20
+    finally:
+        node.stop()
