@@ -241,7 +241,7 @@ class Node:
         self.start()
         # Wake often: a signal may be delivered to another thread, and only the main thread runs Python's
         # handler, which it cannot do while blocked in an untimed wait.
-        while not self._stop.wait(_TICK_S):
+        while not self._stop.wait(self.notifier.wake_s(_TICK_S)):  # WatchdogSec= under a second wants more
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
