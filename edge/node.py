@@ -357,13 +357,16 @@ class Node:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
 
     # -- storage -------------------------------------------------------------------------------------------
-    def _on_storage_level(self, report: Report, policy: Policy) -> None:
-        """The storage level changed: log it, write it to events.jsonl and tell the center."""
+    def _on_storage_level(self, report: Report, policy: Policy, changed: bool = True) -> None:
+        """The storage level after the first sweep, or changed: the center is told (retained); a change is also
+        logged and written to events.jsonl."""
         record = storage_record(self.config.node.id, report, policy)
-        (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
-        self.events._append(record)  # the one durable writer of events.jsonl: no line is interleaved
-        if self.publisher is not None:
-            self.publisher.publish_storage(record)
+        if changed:
+            (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
+            self.events._append(record)  # the one durable writer of events.jsonl: no line is interleaved
+        publisher = self.publisher  # read once: a reload may replace it meanwhile
+        if publisher is not None:
+            publisher.publish_storage(record)
 
     def set_hold(self, event_id: str, held: bool) -> bool:
         """Hold (or release) an event's evidence, never deleted automatically while held (MQTT command);

@@ -274,7 +274,7 @@ def storage_record(node: str, report: Report, policy: Policy) -> dict:
     share = report.protected_bytes / report.budget_bytes if report.budget_bytes else 1.0
     days = round(policy.evidence_s / 86400)
     if report.level is Level.OK:
-        message = f"storage back to normal: {share:.0%} of the space held by evidence not yet {days} days old"
+        message = f"storage ok: {share:.0%} of the space held by evidence not yet {days} days old"
     else:
         full = "FULL: new evidence may not fit" if report.level is Level.FULL else "evidence at risk soon"
         message = (
@@ -300,18 +300,20 @@ def storage_record(node: str, report: Report, policy: Policy) -> dict:
 
 
 class Retention:
-    """Sweeps storage.dir every `interval_s` in its own thread and reports each change of level."""
+    """Sweeps storage.dir every `interval_s` in its own thread and reports each change of level (and the level
+    found by the first sweep, which the retained MQTT state must say whatever an earlier run left there)."""
 
     def __init__(
         self,
         storage: Path,
         cfg: StorageConfig,
         holds: Holds,
-        on_level: Callable[[Report, Policy], None],
+        on_level: Callable[[Report, Policy, bool], None],  # (report, policy, whether the level changed)
     ):
         self.storage, self.holds, self.on_level = storage, holds, on_level
         self.configure(cfg)
         self.level = Level.OK
+        self._told = False  # whether on_level has heard of any sweep yet
         self.last: Report | None = None
         self.expired_total = 0
         self.expendable_total = 0
@@ -329,14 +331,15 @@ class Retention:
         self._stop.set()
 
     def run_once(self) -> Report:
-        """One sweep now; tells on_level when the level changed."""
+        """One sweep now; tells on_level after the first sweep and whenever the level changed."""
         report = sweep(self.storage, self.policy, self.holds)
         self.last = report
         self.expired_total += len(report.expired)
         self.expendable_total += report.expendable_deleted
-        if report.level != self.level:
-            self.level = report.level
-            self.on_level(report, self.policy)
+        changed = report.level != self.level
+        if changed or not self._told:
+            self.level, self._told = report.level, True
+            self.on_level(report, self.policy, changed)
         return report
 
     def _loop(self) -> None:

@@ -286,6 +286,32 @@ def test_held_evidence_outlives_its_retention_and_hostile_hold_commands_change_n
         center.disconnect()
 
 
+def test_after_a_restart_the_retained_storage_level_says_where_storage_stands_now(tmp_path, broker):
+    # The last run left "warning" retained on the broker; space was freed while the node was down.
+    center, _ = _client(broker, "garden-a", "pw-a")
+    stale = {"v": 1, "type": "storage", "node": "garden-a", "level": "warning"}
+    center.publish("edge/garden-a/storage", json.dumps(stale), qos=1, retain=True).wait_for_publish(5)
+    center.disconnect()
+    mqtt_cfg = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "pw-a",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+    node = _node(tmp_path, {"quota_gb": 1000 * KB / 1e9}, mqtt_cfg)
+    _fill(node.storage)  # fits within the quota: ok
+    node.publisher.start()
+    try:
+        assert node.retention.run_once().level is Level.OK
+        node.retention.run_once()
+        _, seen = _client(broker, "monitor", "pw-monitor", "edge/garden-a/storage")
+        assert wait_for(lambda: seen and json.loads(seen[-1][1])["level"] == "ok", 10), seen
+        assert _storage_rows(node.storage) == []  # not a change of level: nothing logged, no row
+    finally:
+        node.publisher.stop()
+
+
 # -- a full disk ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
