@@ -363,7 +363,10 @@ class Node:
         record = storage_record(self.config.node.id, report, policy)
         if changed:
             (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
-            self.events._append(record)  # the one durable writer of events.jsonl: no line is interleaved
+            try:  # on a disk full to the last byte this fails; the center must still be told
+                self.events._append(record)  # the one durable writer of events.jsonl: no line is interleaved
+            except OSError as exc:
+                log.error("storage level not written to events.jsonl: %s", exc)
         publisher = self.publisher  # read once: a reload may replace it meanwhile
         if publisher is not None:
             publisher.publish_storage(record)

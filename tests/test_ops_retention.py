@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -21,12 +22,12 @@ from support.servers import RtspServer, free_port, wait_for
 
 from edge import retention
 from edge.capture.camera import CameraState
-from edge.config import parse_config
+from edge.config import StorageConfig, parse_config
 from edge.events import read_rows
 from edge.holds import Holds
 from edge.node import Node
 from edge.publish.manifest import iso
-from edge.retention import Level, Policy, sweep
+from edge.retention import FileClass, Level, Policy, scan, sweep
 
 from conftest import REPO, loop_clip, sim_facade
 
@@ -308,6 +309,32 @@ def test_after_a_restart_the_retained_storage_level_says_where_storage_stands_no
         _, seen = _client(broker, "monitor", "pw-monitor", "edge/garden-a/storage")
         assert wait_for(lambda: seen and json.loads(seen[-1][1])["level"] == "ok", 10), seen
         assert _storage_rows(node.storage) == []  # not a change of level: nothing logged, no row
+    finally:
+        node.publisher.stop()
+
+
+def test_the_center_hears_of_a_storage_warning_even_when_events_jsonl_cannot_be_written(tmp_path, broker):
+    mqtt_cfg = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "pw-a",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+    node = _node(tmp_path, {}, mqtt_cfg)
+    _fill(node.storage)
+    kept = sum(it.size for it in scan(node.storage) if it.cls is not FileClass.EXPENDABLE)
+    node.retention.configure(StorageConfig(dir=node.storage, quota_gb=kept / 0.95 / 1e9))  # 95% full: warning
+    (node.storage / "events.jsonl").mkdir()  # cannot be appended to, as on a disk full to the last byte
+    _, seen = _client(broker, "monitor", "pw-monitor", "edge/garden-a/storage")
+    node.publisher.start()
+    try:
+        assert node.retention.run_once().level is Level.WARNING
+        assert wait_for(lambda: seen and json.loads(seen[-1][1])["level"] == "warning", 10), seen
+        (node.storage / "events.jsonl").rmdir()  # the control: writable again, the next change gets its row
+        shutil.rmtree(node.storage / "events" / "20261101T000000-cam-0000002-2")
+        assert node.retention.run_once().level is Level.OK
+        assert [r["level"] for r in _storage_rows(node.storage)] == ["ok"]
     finally:
         node.publisher.stop()
 
