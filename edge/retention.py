@@ -196,9 +196,25 @@ def _expendable(entry: Path) -> list[Item]:
     return out
 
 
+def _delete_event(folder: Path) -> None:
+    """An event's folder with its event.json last: a deletion cut short (a crash, a file that will not go) leaves
+    a folder still known as the node's evidence, which the next sweep finishes."""
+    for entry in folder.iterdir():
+        if entry.name == EVENT:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (folder / EVENT).unlink(missing_ok=True)
+    folder.rmdir()
+
+
 def _delete(item: Item) -> bool:
     try:
-        if item.path.is_dir() and not item.path.is_symlink():
+        if item.cls is FileClass.EVIDENCE:
+            _delete_event(item.path)
+        elif item.path.is_dir() and not item.path.is_symlink():
             shutil.rmtree(item.path)
         else:
             item.path.unlink()

@@ -207,6 +207,22 @@ def test_a_hold_that_cannot_be_saved_is_not_reported_as_taken(tmp_path):
     assert holds.set(event.name, True) and event.name in Holds(store).ids()
 
 
+def test_an_event_whose_deletion_was_cut_short_is_still_evidence_and_goes_at_the_next_sweep(tmp_path):
+    store = tmp_path / "store"
+    old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
+    stuck = old / "stills"
+    stuck.mkdir()
+    # A mount point cannot be removed: the deletion stops there, whatever order the folder lists its files in.
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(stuck)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        assert sweep(store, _policy(), Holds(store)).expired == []
+    finally:
+        subprocess.run(["umount", "-l", str(stuck)], check=True)
+    assert (old / "event.json").is_file()  # still the node's evidence, not an unknown folder kept for ever
+    assert sweep(store, _policy(), Holds(store)).expired == [old.name] and not old.exists()
+
+
 # -- holds over MQTT -----------------------------------------------------------------------------------------
 USERS = {"garden-a": "pw-a", "center": "pw-center", "monitor": "pw-monitor"}
 
