@@ -302,12 +302,17 @@ class Node:
     def _apply(self, new: EdgeConfig, plan: ReloadPlan) -> None:
         old_cameras, running = self.cameras, (self.config, self.config_sha)
         self.config, self.config_sha = new, config_hash(new)
+        fresh, where = {}, "mqtt"
         try:  # what can still fail (a model, a CA file) is made before anything running is touched
-            fresh = {name: self._worker(name, new.cameras[name]) for name in plan.added + plan.reconnected}
+            for name in plan.added + plan.reconnected:
+                where = f"cameras.{name}"
+                fresh[name] = self._worker(name, new.cameras[name])
+            where = "mqtt"
             publisher = self._make_publisher(new) if plan.mqtt else None
         except Exception as exc:
             self.config, self.config_sha = running
-            raise ReloadRefused(f"the new config cannot be applied: {exc}") from exc
+            source = f"{self.config_path}: " if self.config_path else ""
+            raise ReloadRefused(f"{source}{where}: cannot be applied: {exc}") from exc
         for name in plan.removed + plan.reconnected:
             self._retire(old_cameras[name])
         cameras = {n: w for n, w in old_cameras.items() if n not in plan.removed + plan.reconnected}
