@@ -1,6 +1,8 @@
 """Evidence an operator has put on hold (a case under investigation): never deleted automatically.
 
-Kept in storage.dir/holds.json, replaced atomically, so a hold survives restarts and upgrades.
+Kept in storage.dir/holds.json, replaced atomically, so a hold survives restarts and upgrades. Retention
+deletes evidence only inside `unless_held`, under the same lock as `set`: a hold either comes first and the
+evidence stays, or comes after the deletion and is refused, never answered ON for evidence already gone.
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
 HOLDS_FILE = "holds.json"
+EVENTS_DIR = "events"  # storage.dir/events/<event id>/: one event's evidence
 
 
 class Holds:
@@ -22,7 +27,8 @@ class Holds:
 
     def __init__(self, storage: Path):
         self.path = storage / HOLDS_FILE
-        self._lock = threading.Lock()
+        self.events = storage / EVENTS_DIR
+        self._lock = threading.RLock()  # re-entrant: a hold may be placed by code that runs inside unless_held
         # Why the file could not be read, if it could not: then no evidence is deleted at all (a hold is
         # never silently forgotten), until an operator repairs or removes the file.
         self.unreadable: str | None = None
@@ -50,21 +56,37 @@ class Holds:
         with self._lock:
             return set(self._held)
 
+    @contextmanager
+    def unless_held(self, event_id: str) -> Iterator[bool]:
+        """True when the event's evidence may be deleted (not held, holds readable); no hold changes meanwhile."""
+        with self._lock:
+            yield self.unreadable is None and event_id not in self._held
+
     def set(self, event_id: str, held: bool) -> bool:
-        """Hold or release one event; True when that changed anything."""
+        """Hold or release one event; True when that changed anything. Only evidence stored here can be held,
+        and a hold that cannot be saved is not taken (a hold only in memory would end at the next restart)."""
         with self._lock:
             if self.unreadable:
                 log.error("event %s: hold not changed: %s must be repaired first", event_id, self.unreadable)
                 return False
             if held == (event_id in self._held):
                 return False
+            if held and not (self.events / event_id).is_dir():
+                log.warning("event %s: not held: its evidence is not (or no longer) on this node", event_id)
+                return False
+            after = dict(self._held)
             if held:
-                self._held[event_id] = iso(time.time())
+                after[event_id] = iso(time.time())
             else:
-                del self._held[event_id]
+                del after[event_id]
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({"held": self._held}, indent=1, sort_keys=True))
-            tmp.replace(self.path)
+            try:
+                tmp.write_text(json.dumps({"held": after}, indent=1, sort_keys=True))
+                tmp.replace(self.path)
+            except OSError as exc:
+                log.error("event %s: hold not changed: cannot write %s: %s", event_id, self.path, exc)
+                return False
+            self._held = after
         what = "HELD (never deleted automatically)" if held else "released"
         log.warning("event %s: evidence %s", event_id, what)
         return True

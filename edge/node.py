@@ -253,7 +253,7 @@ class Node:
         self.start()
         # Wake often: a signal may be delivered to another thread, and only the main thread runs Python's
         # handler, which it cannot do while blocked in an untimed wait.
-        while not self._stop.wait(_TICK_S):
+        while not self._stop.wait(self.notifier.wake_s(_TICK_S)):  # WatchdogSec= under a second wants more
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
@@ -295,12 +295,12 @@ class Node:
         try:
             new = config if config is not None else self._read_config()
             plan = plan_reload(self.config, new, self.only)
+            self._apply(new, plan)
         except (ConfigError, ReloadRefused, OSError) as exc:
             self.reloads["refused"] += 1
             log.error("config reload refused, the running config is kept: %s", exc)
             self.notifier.ready("reload refused; running config kept")
             return False
-        self._apply(new, plan)
         self.reloads["ok"] += 1
         log.warning("config reloaded: %s", plan.summary())
         self.notifier.ready(f"reloaded: {plan.summary()}")
@@ -312,18 +312,28 @@ class Node:
         return load_config(self.config_path)
 
     def _apply(self, new: EdgeConfig, plan: ReloadPlan) -> None:
-        old_cameras = self.cameras
+        old_cameras, running = self.cameras, (self.config, self.config_sha)
         self.config, self.config_sha = new, config_hash(new)
+        fresh, where = {}, "mqtt"
+        try:  # what can still fail (a model, a CA file) is made before anything running is touched
+            for name in plan.added + plan.reconnected:
+                where = f"cameras.{name}"
+                fresh[name] = self._worker(name, new.cameras[name])
+            where = "mqtt"
+            publisher = self._make_publisher(new) if plan.mqtt else None
+        except Exception as exc:
+            self.config, self.config_sha = running
+            source = f"{self.config_path}: " if self.config_path else ""
+            raise ReloadRefused(f"{source}{where}: cannot be applied: {exc}") from exc
         for name in plan.removed + plan.reconnected:
             self._retire(old_cameras[name])
         cameras = {n: w for n, w in old_cameras.items() if n not in plan.removed + plan.reconnected}
         for name in plan.reconfigured + plan.unchanged:
             self._reconfigure(cameras[name], new.cameras[name])
-        for name in plan.added + plan.reconnected:
-            cameras[name] = self._worker(name, new.cameras[name])
+        cameras.update(fresh)
         self.cameras = {n: cameras[n] for n in self._wanted(new)}  # one swap: readers see old or new
         if plan.mqtt:
-            self._replace_publisher(new)
+            self._replace_publisher(publisher)
         elif self.publisher is not None and (plan.added or plan.removed):
             self.publisher.set_cameras(list(self.cameras))
         for name in plan.added + plan.reconnected:
@@ -349,11 +359,11 @@ class Node:
 
         worker.call_soon(apply)
 
-    def _replace_publisher(self, new: EdgeConfig) -> None:
+    def _replace_publisher(self, publisher) -> None:
         """New MQTT settings: a new client over the same outbox file. The old one's outbox stays open: a worker
         may still be handing it a message, which then waits in the same file for the new client."""
         old = self.publisher
-        self.publisher = self._make_publisher(new)
+        self.publisher = publisher
         kept = [s for s in self.sink.sinks if s is not old]
         self.sink.sinks = kept + ([self.publisher] if self.publisher else [])  # one swap: no sink is missed
         if old is not None:
@@ -364,13 +374,19 @@ class Node:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
 
     # -- storage -------------------------------------------------------------------------------------------
-    def _on_storage_level(self, report: Report, policy: Policy) -> None:
-        """The storage level changed: log it, write it to events.jsonl and tell the center."""
+    def _on_storage_level(self, report: Report, policy: Policy, changed: bool = True) -> None:
+        """The storage level after the first sweep, or changed: the center is told (retained); a change is also
+        logged and written to events.jsonl."""
         record = storage_record(self.config.node.id, report, policy)
-        (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
-        self.events.on_storage(record)  # the one durable writer of events.jsonl: no line is interleaved
-        if self.publisher is not None:
-            self.publisher.publish_storage(record)
+        if changed:
+            (log.warning if record["level"] != "ok" else log.info)("%s", record["message"])
+            try:  # on a disk full to the last byte this fails; the center must still be told
+                self.events.on_storage(record)  # the one durable writer of events.jsonl: no line is interleaved
+            except OSError as exc:
+                log.error("storage level not written to events.jsonl: %s", exc)
+        publisher = self.publisher  # read once: a reload may replace it meanwhile
+        if publisher is not None:
+            publisher.publish_storage(record)
 
     def set_hold(self, event_id: str, held: bool) -> bool:
         """Hold (or release) an event's evidence, never deleted automatically while held (MQTT command);

@@ -1,7 +1,8 @@
 """Retention under a quota: evidence kept `storage.evidence_days` and deleted after; the expendable goes first.
 
 What lives in storage.dir falls in three classes:
-  evidence    one folder per event under events/: deleted only once older than evidence_days and not held;
+  evidence    one folder per event under events/ (holding the node's event.json): deleted only once older
+              than evidence_days and not held;
   expendable  what is known to be disposable: left-over .tmp and partial files, logs (logs/, *.log), old stats
               (stats/), stray files beside the event folders, core dumps: deleted oldest first whenever
               storage.dir holds more than it may;
@@ -30,13 +31,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from edge.config import StorageConfig
-from edge.holds import HOLDS_FILE, Holds
+from edge.holds import EVENTS_DIR, HOLDS_FILE, Holds
 from edge.publish.evidence import EVENT
 from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
 
-EVENTS_DIR = "events"
 # Files and folders of storage.dir the node itself needs; names only at its top level.
 KEPT_NAMES = frozenset(
     {
@@ -171,7 +171,12 @@ def _events(events: Path) -> list[Item]:
     out = []
     for sub in events.iterdir():
         if sub.is_dir() and not sub.is_symlink():
-            out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
+            # Only a folder the node made (it holds event.json) is evidence; any other folder is not retention's
+            # to judge (storage.dir shared with other data, a folder an operator put there): kept.
+            if (sub / EVENT).is_file():
+                out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
+            else:
+                out.append(Item(sub, FileClass.KEPT, _size(sub), _mtime(sub)))
         else:
             out.append(Item(sub, FileClass.EXPENDABLE, _size(sub), _mtime(sub)))  # a stray file, not an event
     return out
@@ -191,9 +196,25 @@ def _expendable(entry: Path) -> list[Item]:
     return out
 
 
+def _delete_event(folder: Path) -> None:
+    """An event's folder with its event.json last: a deletion cut short (a crash, a file that will not go) leaves
+    a folder still known as the node's evidence, which the next sweep finishes."""
+    for entry in folder.iterdir():
+        if entry.name == EVENT:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (folder / EVENT).unlink(missing_ok=True)
+    folder.rmdir()
+
+
 def _delete(item: Item) -> bool:
     try:
-        if item.path.is_dir() and not item.path.is_symlink():
+        if item.cls is FileClass.EVIDENCE:
+            _delete_event(item.path)
+        elif item.path.is_dir() and not item.path.is_symlink():
             shutil.rmtree(item.path)
         else:
             item.path.unlink()
@@ -210,16 +231,15 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
     now = time.time() if now is None else now
     items = scan(storage)
     report = Report()
-    held = holds.ids()
     keep: list[Item] = []
     for it in items:
-        expired = it.cls is FileClass.EVIDENCE and now - it.time > policy.evidence_s
-        if expired and it.event_id not in held and not holds.unreadable and _delete(it):
+        if it.cls is FileClass.EVIDENCE and now - it.time > policy.evidence_s and _delete_expired(it, holds):
             report.expired.append(it.event_id)
             report.freed_bytes += it.size
             log.info("retention: event %s deleted after %d days", it.event_id, policy.evidence_s // 86400)
         else:
             keep.append(it)
+    held = holds.ids()
     used = sum(it.size for it in keep)
     report.budget_bytes = _budget(storage, policy, used)
     for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
@@ -233,6 +253,13 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
     if report.expendable_deleted:
         log.warning("retention: %d expendable files deleted to stay within the quota", report.expendable_deleted)
     return _measure(report, keep, held, policy)
+
+
+def _delete_expired(item: Item, holds: Holds) -> bool:
+    """Delete an expired event's evidence unless it is held, decided under the holds' lock (a hold arriving
+    from MQTT mid-sweep is either seen here or refused because the evidence is gone)."""
+    with holds.unless_held(item.event_id) as deletable:
+        return deletable and _delete(item)
 
 
 def _budget(storage: Path, policy: Policy, used: int) -> int:
@@ -263,7 +290,7 @@ def storage_record(node: str, report: Report, policy: Policy) -> dict:
     share = report.protected_bytes / report.budget_bytes if report.budget_bytes else 1.0
     days = round(policy.evidence_s / 86400)
     if report.level is Level.OK:
-        message = f"storage back to normal: {share:.0%} of the space held by evidence not yet {days} days old"
+        message = f"storage ok: {share:.0%} of the space held by evidence not yet {days} days old"
     else:
         full = "FULL: new evidence may not fit" if report.level is Level.FULL else "evidence at risk soon"
         message = (
@@ -289,18 +316,20 @@ def storage_record(node: str, report: Report, policy: Policy) -> dict:
 
 
 class Retention:
-    """Sweeps storage.dir every `interval_s` in its own thread and reports each change of level."""
+    """Sweeps storage.dir every `interval_s` in its own thread and reports each change of level (and the level
+    found by the first sweep, which the retained MQTT state must say whatever an earlier run left there)."""
 
     def __init__(
         self,
         storage: Path,
         cfg: StorageConfig,
         holds: Holds,
-        on_level: Callable[[Report, Policy], None],
+        on_level: Callable[[Report, Policy, bool], None],  # (report, policy, whether the level changed)
     ):
         self.storage, self.holds, self.on_level = storage, holds, on_level
         self.configure(cfg)
         self.level = Level.OK
+        self._told = False  # whether on_level has heard of any sweep yet
         self.last: Report | None = None
         self.expired_total = 0
         self.expendable_total = 0
@@ -318,14 +347,15 @@ class Retention:
         self._stop.set()
 
     def run_once(self) -> Report:
-        """One sweep now; tells on_level when the level changed."""
+        """One sweep now; tells on_level after the first sweep and whenever the level changed."""
         report = sweep(self.storage, self.policy, self.holds)
         self.last = report
         self.expired_total += len(report.expired)
         self.expendable_total += report.expendable_deleted
-        if report.level != self.level:
-            self.level = report.level
-            self.on_level(report, self.policy)
+        changed = report.level != self.level
+        if changed or not self._told:
+            self.level, self._told = report.level, True
+            self.on_level(report, self.policy, changed)
         return report
 
     def _loop(self) -> None:

@@ -12,6 +12,7 @@ import socket
 import time
 
 log = logging.getLogger(__name__)
+_WAKES_PER_PING = 4  # wake-ups per ping interval: a ping is then at most 1/4 interval late, 5/8 of WatchdogSec=
 
 
 class Notifier:
@@ -54,6 +55,11 @@ class Notifier:
 
     def ping(self) -> bool:
         return self.send("WATCHDOG=1")
+
+    def wake_s(self, longest: float) -> float:
+        """How long a loop that pings may sleep: `longest`, or less when the watchdog wants pings more often,
+        so that a ping due is sent at most a quarter interval late (well inside WatchdogSec=)."""
+        return longest if self.watchdog_s is None else min(longest, self.watchdog_s / _WAKES_PER_PING)
 
     def close(self) -> None:
         if self._sock is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -19,13 +20,14 @@ import yaml
 from support.broker import Broker
 from support.servers import RtspServer, free_port, wait_for
 
+from edge import retention
 from edge.capture.camera import CameraState
-from edge.config import parse_config
+from edge.config import StorageConfig, parse_config
 from edge.events import read_rows
 from edge.holds import Holds
 from edge.node import Node
 from edge.publish.manifest import iso
-from edge.retention import Level, Policy, sweep
+from edge.retention import FileClass, Level, Policy, scan, sweep
 
 from conftest import REPO, loop_clip, sim_facade
 
@@ -143,6 +145,84 @@ def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     assert sweep(store, policy, Holds(store)).expired == [old.name] and not old.exists()
 
 
+def _policy() -> Policy:
+    return Policy(quota_bytes=None, free_min_bytes=0, evidence_s=30 * DAY, warn_share=0.9)
+
+
+def test_only_folders_the_node_made_count_as_evidence_whatever_else_lies_in_events(tmp_path):
+    # storage.dir pointed at a folder holding other data: an events/ folder of someone else's things.
+    store = tmp_path / "store"
+    theirs = store / "events" / "2019 holiday"
+    theirs.mkdir(parents=True)
+    (theirs / "photo.jpg").write_bytes(b"x" * KB)
+    no_record = store / "events" / "20261001T000000-cam-0000003-3"  # named like an event, no event.json
+    no_record.mkdir()
+    for folder in (theirs, no_record):
+        t = time.time() - 400 * DAY
+        os.utime(folder, (t, t))
+    ours = _event(store, "20261001T000000-cam-0000001-1", 40, KB)  # the control: the node's, expired
+    report = sweep(store, _policy(), Holds(store))
+    assert report.expired == [ours.name] and not ours.exists()
+    assert (theirs / "photo.jpg").exists() and no_record.is_dir()
+    assert report.protected_bytes >= KB  # counted as the node's own: kept, never deleted
+
+
+def test_a_hold_placed_while_a_sweep_deletes_keeps_the_evidence_it_names(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    events = {_event(store, f"20261001T000000-cam-000000{i}-{i}", 40, KB).name for i in (1, 2)}
+    holds = Holds(store)
+    placed: list[tuple[str, bool]] = []
+    real_delete = retention._delete
+
+    def delete(item):
+        if item.event_id in events and not placed:  # the hold (an MQTT callback) comes in mid-sweep
+            other = (events - {item.event_id}).pop()
+            placed.append((other, holds.set(other, True)))
+        return real_delete(item)
+
+    monkeypatch.setattr(retention, "_delete", delete)
+    report = sweep(store, _policy(), holds)
+    [(other, taken)] = placed
+    assert taken and holds.is_held(other) and (store / "events" / other).is_dir()
+    assert report.expired == sorted(events - {other})  # the control: the one not held went
+
+
+def test_a_hold_is_refused_for_evidence_that_is_not_or_no_longer_here(tmp_path):
+    store = tmp_path / "store"
+    kept = _event(store, "20261101T000000-cam-0000001-1", 1, KB)
+    holds = Holds(store)
+    assert not holds.set("20261001T000000-cam-0000009-9", True)  # deleted meanwhile, or never here
+    assert not holds.is_held("20261001T000000-cam-0000009-9") and not (store / "holds.json").exists()
+    assert holds.set(kept.name, True) and holds.is_held(kept.name)  # the control
+
+
+def test_a_hold_that_cannot_be_saved_is_not_reported_as_taken(tmp_path):
+    store = tmp_path / "store"
+    event = _event(store, "20261101T000000-cam-0000001-1", 1, KB)
+    holds = Holds(store)
+    (store / "holds.json.tmp").mkdir()  # the replacement file cannot be written (as on a full disk)
+    assert not holds.set(event.name, True) and not holds.is_held(event.name)
+    assert not (store / "holds.json").exists()
+    (store / "holds.json.tmp").rmdir()  # the control: writable again, the hold is taken and saved
+    assert holds.set(event.name, True) and event.name in Holds(store).ids()
+
+
+def test_an_event_whose_deletion_was_cut_short_is_still_evidence_and_goes_at_the_next_sweep(tmp_path):
+    store = tmp_path / "store"
+    old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
+    stuck = old / "stills"
+    stuck.mkdir()
+    # A mount point cannot be removed: the deletion stops there, whatever order the folder lists its files in.
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(stuck)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        assert sweep(store, _policy(), Holds(store)).expired == []
+    finally:
+        subprocess.run(["umount", "-l", str(stuck)], check=True)
+    assert (old / "event.json").is_file()  # still the node's evidence, not an unknown folder kept for ever
+    assert sweep(store, _policy(), Holds(store)).expired == [old.name] and not old.exists()
+
+
 # -- holds over MQTT -----------------------------------------------------------------------------------------
 USERS = {"garden-a": "pw-a", "center": "pw-center", "monitor": "pw-monitor"}
 
@@ -221,6 +301,58 @@ def test_held_evidence_outlives_its_retention_and_hostile_hold_commands_change_n
     finally:
         node.publisher.stop()
         center.disconnect()
+
+
+def test_after_a_restart_the_retained_storage_level_says_where_storage_stands_now(tmp_path, broker):
+    # The last run left "warning" retained on the broker; space was freed while the node was down.
+    center, _ = _client(broker, "garden-a", "pw-a")
+    stale = {"v": 1, "type": "storage", "node": "garden-a", "level": "warning"}
+    center.publish("edge/garden-a/storage", json.dumps(stale), qos=1, retain=True).wait_for_publish(5)
+    center.disconnect()
+    mqtt_cfg = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "pw-a",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+    node = _node(tmp_path, {"quota_gb": 1000 * KB / 1e9}, mqtt_cfg)
+    _fill(node.storage)  # fits within the quota: ok
+    node.publisher.start()
+    try:
+        assert node.retention.run_once().level is Level.OK
+        node.retention.run_once()
+        _, seen = _client(broker, "monitor", "pw-monitor", "edge/garden-a/storage")
+        assert wait_for(lambda: seen and json.loads(seen[-1][1])["level"] == "ok", 10), seen
+        assert _storage_rows(node.storage) == []  # not a change of level: nothing logged, no row
+    finally:
+        node.publisher.stop()
+
+
+def test_the_center_hears_of_a_storage_warning_even_when_events_jsonl_cannot_be_written(tmp_path, broker):
+    mqtt_cfg = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "pw-a",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+    node = _node(tmp_path, {}, mqtt_cfg)
+    _fill(node.storage)
+    kept = sum(it.size for it in scan(node.storage) if it.cls is not FileClass.EXPENDABLE)
+    node.retention.configure(StorageConfig(dir=node.storage, quota_gb=kept / 0.95 / 1e9))  # 95% full: warning
+    (node.storage / "events.jsonl").mkdir()  # cannot be appended to, as on a disk full to the last byte
+    _, seen = _client(broker, "monitor", "pw-monitor", "edge/garden-a/storage")
+    node.publisher.start()
+    try:
+        assert node.retention.run_once().level is Level.WARNING
+        assert wait_for(lambda: seen and json.loads(seen[-1][1])["level"] == "warning", 10), seen
+        (node.storage / "events.jsonl").rmdir()  # the control: writable again, the next change gets its row
+        shutil.rmtree(node.storage / "events" / "20261101T000000-cam-0000002-2")
+        assert node.retention.run_once().level is Level.OK
+        assert [r["level"] for r in _storage_rows(node.storage)] == ["ok"]
+    finally:
+        node.publisher.stop()
 
 
 # -- a full disk ---------------------------------------------------------------------------------------------
