@@ -139,13 +139,17 @@ class Node:
     def _wanted(self, config: EdgeConfig) -> dict[str, CameraConfig]:
         return {n: c for n, c in config.cameras.items() if not self.only or n in self.only}
 
-    def _make_publisher(self, config: EdgeConfig):
+    def _make_publisher(self, config: EdgeConfig, outbox=None):
+        """The MQTT publisher of `config`, over `outbox` when one is open already (a reload), else the file's."""
         if not (config.mqtt.enabled if self.mqtt_forced is None else self.mqtt_forced):
             return None
         from edge.publish.mqtt import MqttPublisher
         from edge.publish.outbox import Outbox
 
-        outbox = Outbox(self.storage / "outbox.sqlite", int(config.mqtt.outbox_max_mb * 1024 * 1024))
+        max_bytes = int(config.mqtt.outbox_max_mb * 1024 * 1024)
+        if outbox is None:
+            outbox = Outbox(self.storage / "outbox.sqlite", max_bytes)
+        outbox.max_bytes = max_bytes
         running = config.model_copy(update={"cameras": self._wanted(config)})  # commands for these only
         return MqttPublisher(running, outbox, self.storage, self.set_detect, self.set_hold)
 
@@ -320,13 +324,13 @@ class Node:
                 where = f"cameras.{name}"
                 fresh[name] = self._worker(name, new.cameras[name])
             where = "mqtt"
-            publisher = self._make_publisher(new) if plan.mqtt else None
+            running_outbox = self.publisher.outbox if self.publisher is not None else None
+            publisher = self._make_publisher(new, running_outbox) if plan.mqtt else None
         except Exception as exc:
             self.config, self.config_sha = running
             source = f"{self.config_path}: " if self.config_path else ""
             raise ReloadRefused(f"{source}{where}: cannot be applied: {exc}") from exc
-        for name in plan.removed + plan.reconnected:
-            self._retire(old_cameras[name])
+        self._retire([old_cameras[n] for n in plan.removed + plan.reconnected])
         cameras = {n: w for n, w in old_cameras.items() if n not in plan.removed + plan.reconnected}
         for name in plan.reconfigured + plan.unchanged:
             self._reconfigure(cameras[name], new.cameras[name])
@@ -343,12 +347,18 @@ class Node:
         if plan.storage:
             self.retention.configure(new.storage)
 
-    def _retire(self, worker: CameraWorker) -> None:
-        worker.stop()
-        if not worker.join(_STOP_BUDGET_S):
-            log.error("camera %s: its worker did not finish in time", worker.name)
-        worker.capture.join(1.0)
-        self.status_file.forget(worker.name)
+    def _retire(self, workers: list[CameraWorker]) -> None:
+        """Stop cameras leaving the config, all at once and within one budget: one after another, a few slow
+        ones would keep the main loop (and so the watchdog's pings) away for longer than WatchdogSec."""
+        deadline = time.monotonic() + _STOP_BUDGET_S
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            if not worker.join(max(0.0, deadline - time.monotonic())):
+                log.error("camera %s: its worker did not finish in time", worker.name)
+        for worker in workers:
+            worker.capture.join(max(0.0, deadline - time.monotonic()) + 1.0)
+            self.status_file.forget(worker.name)
 
     def _reconfigure(self, worker: CameraWorker, cam: CameraConfig) -> None:
         sha, pipeline = self.config_sha, worker.pipeline
@@ -360,14 +370,16 @@ class Node:
         worker.call_soon(apply)
 
     def _replace_publisher(self, publisher) -> None:
-        """New MQTT settings: a new client over the same outbox file. The old one's outbox stays open: a worker
-        may still be handing it a message, which then waits in the same file for the new client."""
+        """New MQTT settings: a new client over the same open outbox, so a message a worker is handing the old
+        client meanwhile waits in it for the new one, and no reload leaves a database connection behind."""
         old = self.publisher
         self.publisher = publisher
         kept = [s for s in self.sink.sinks if s is not old]
         self.sink.sinks = kept + ([self.publisher] if self.publisher else [])  # one swap: no sink is missed
         if old is not None:
             old.stop()  # before the new client connects: the broker allows one session per client id
+            if publisher is None:  # MQTT switched off: nobody will send what is in the file until it is on again
+                old.outbox.close()
         if self.publisher is not None:
             self.publisher.start()
             for name in self.cameras:

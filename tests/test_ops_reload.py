@@ -226,6 +226,7 @@ def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, c
             changed["mqtt"]["drain_rate_per_s"] = 100.0
             assert node.reload(parse_config(yaml.safe_dump(changed)))
             assert node.publisher is not first and node.publisher.cfg.keepalive_s == 20
+            assert node.publisher.outbox is first.outbox  # the same open file: a reload leaks no connection
             assert node.publisher.connected.wait(10)
             after = len(seen)
             assert wait_for(lambda: _alerts(seen[after:]), 30, 0.5)  # alerts flow through the new connection
