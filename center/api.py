@@ -148,6 +148,9 @@ class CameraOut(BaseModel):
     state: str | None
     status: dict | None
     updated_at: dt.datetime
+    problems: dict | None = Field(
+        None, description="camera problems still raised: {active: [covered, ...], at_s}; null until reported"
+    )
 
 
 class NodeOut(BaseModel):
@@ -158,6 +161,7 @@ class NodeOut(BaseModel):
     last_seen: dt.datetime | None
     stats: dict | None
     stats_at: dt.datetime | None
+    storage: dict | None = Field(None, description="the node's latest storage level (storage.schema.json)")
     cameras: list[CameraOut]
 
 

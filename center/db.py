@@ -72,6 +72,7 @@ class Node(Base):
     last_seen: Mapped[dt.datetime | None]
     stats: Mapped[dict | None]
     stats_at: Mapped[dt.datetime | None]
+    storage: Mapped[dict | None]  # the node's latest storage level message (docs/schemas/storage.schema.json)
 
 
 class Camera(Base):
@@ -81,6 +82,26 @@ class Camera(Base):
     state: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[dict | None]
     updated_at: Mapped[dt.datetime]
+    # The camera's problems still raised ({"active": [...], "at_s": node time of that message}), from the
+    # latest camera problem message; None until one came.
+    problems: Mapped[dict | None]
+
+
+class CameraProblem(Base):
+    """One camera problem message (raised or cleared): the history an operator reads, one row per msg_id."""
+
+    __tablename__ = "camera_problems"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    msg_id: Mapped[str] = mapped_column(String(128), unique=True)
+    node: Mapped[str] = mapped_column(String(128), index=True)
+    camera: Mapped[str] = mapped_column(String(128))
+    episode: Mapped[str] = mapped_column(String(128))  # the raised message and its cleared one share it
+    problem: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime | None]  # the node's clock
+    reason: Mapped[str] = mapped_column(String(500))
+    body: Mapped[dict]
+    received_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
 class Case(Base):

@@ -20,8 +20,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from center.camera_health import keep_problem, keep_storage, parse_problem, parse_storage
 from center.counters import Drops
-from center.db import Camera, Case, Chunk, Event, Evidence, Message, Node, utcnow
+from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
 from center.loop import Loop
 from center.models import Level, Trust
@@ -121,6 +122,10 @@ class Ingest:
             self._stats(node, payload, topic)
         elif len(rest) == 2 and rest[1] == "status":
             self._status(node, rest[0], payload, topic)
+        elif len(rest) == 3 and rest[0] == "cameras" and rest[2] == "problem":
+            self._problem(node, rest[1], payload, topic)
+        elif rest == ["storage"]:
+            self._storage(node, payload, topic)
         elif len(rest) == 3 and rest[1:] == ["detect", "state"]:
             return  # the node's answer to a command: nothing to keep
         elif rest == ["events"]:
@@ -175,6 +180,37 @@ class Ingest:
             self.drops("bad status", topic)
             return
         self._hold_health((node, camera), payload, topic)
+
+    def _problem(self, node: str, camera: str, payload: bytes, topic: str) -> None:
+        if payload == b"":
+            return  # the node emptied its retained message at start: nothing happened
+        body = _json(payload, MAX_JSON_BYTES)
+        msg = parse_problem(body, node, camera) if body is not None else None
+        if msg is None:
+            self.drops("bad camera problem", topic)
+            return
+        try:
+            with self.sessions.begin() as s:
+                self._node(s, node, utcnow())
+                if not keep_problem(s, self.loop, msg, parse_time(msg.at_utc)):
+                    self.drops("too many cameras", f"{node}/{camera}")
+        except IntegrityError:
+            with self.sessions() as s:
+                seen = s.scalar(select(CameraProblem.id).where(CameraProblem.msg_id == msg.msg_id))
+            if seen is None:
+                raise  # something else collided: the caller retries
+            self.drops("duplicate", topic)  # QoS 1 is at least once, and the message is retained
+
+    def _storage(self, node: str, payload: bytes, topic: str) -> None:
+        if payload == b"":
+            return
+        body = _json(payload, MAX_JSON_BYTES)
+        msg = parse_storage(body, node) if body is not None else None
+        if msg is None:
+            self.drops("bad storage", topic)
+            return
+        with self.sessions.begin() as s:
+            keep_storage(self._node(s, node, utcnow()), msg)
 
     def _hold_health(self, key: tuple[str, str | None], payload: bytes, topic: str) -> None:
         """Keep the latest status or stats until the next flush_health: they come every few seconds from

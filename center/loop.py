@@ -280,11 +280,11 @@ class Loop:
         }
         notify = self.cfg.notify
         for i, _ in enumerate(notify.webhooks):
-            self._job(s, case, "webhook", str(i), payload, now)
+            self.queue(s, case.id, "webhook", str(i), payload, now)
         for i, _ in enumerate(notify.wecom):
-            self._job(s, case, "wecom", str(i), payload, now)
+            self.queue(s, case.id, "wecom", str(i), payload, now)
         if notify.smtp and person and person.email:
-            self._job(s, case, "email", person.email, payload, now)
+            self.queue(s, case.id, "email", person.email, payload, now)
         if kind in ("dispatch", "review"):  # a still that came before (a suspected alert confirmed later)
             still = s.scalar(
                 select(Evidence)
@@ -313,7 +313,9 @@ class Loop:
     def _wecom_still(self, s: Session, case: Case, still: Evidence, now: dt.datetime) -> None:
         for i, w in enumerate(self.cfg.notify.wecom):
             if w.send_still:
-                self._job(s, case, "wecom", str(i), {"kind": "still", "case": case.id, "still": still.path}, now)
+                self.queue(
+                    s, case.id, "wecom", str(i), {"kind": "still", "case": case.id, "still": still.path}, now
+                )
 
     def feedback(self, s: Session, case: Case, actor: str, now: dt.datetime) -> None:
         """Queue the verdict for every node whose alert is in the case (<prefix>/<node>/feedback, QoS 1)."""
@@ -331,13 +333,14 @@ class Loop:
                 "by": actor,
                 "at": now.isoformat(),
             }
-            self._job(s, case, "feedback", ev.node, body, now)
+            self.queue(s, case.id, "feedback", ev.node, body, now)
 
     @staticmethod
-    def _job(s: Session, case: Case, channel: str, target: str, payload: dict, now: dt.datetime) -> None:
+    def queue(s: Session, case_id: int | None, channel: str, target: str, payload: dict, now: dt.datetime) -> None:
+        """One notice (or a verdict for a node) in the durable job queue, sent by center.notify."""
         s.add(
             Job(
-                case_id=case.id,
+                case_id=case_id,
                 channel=channel,
                 target=target,
                 payload=payload,

@@ -54,9 +54,33 @@ class Notifier(Protocol):
     def send(self, job: Job) -> None: ...
 
 
+PROBLEM_WORDS = {  # a camera problem in the office's words
+    "offline": "离线",
+    "covered": "被遮挡",
+    "blinded": "被强光致盲",
+    "defocused": "失焦",
+    "moved": "被移动",
+}
+
+
+def describe_camera_problem(p: dict) -> str:
+    """The text of a camera problem notice: which camera, what is wrong (or that it is back to normal)."""
+    where = p.get("building_name") or p.get("building") or "未登记楼栋"
+    what = PROBLEM_WORDS.get(p.get("problem"), str(p.get("problem")))
+    head = f"【摄像机{what}】" if p.get("state") == "raised" else f"【摄像机恢复正常：此前{what}】"
+    lines = [f"{head}{where} {p.get('node')}/{p.get('camera')}", f"时间 {p.get('at')}", f"{p.get('reason')}"]
+    if p.get("address"):
+        lines.insert(1, f"地址 {p['address']}")
+    if p.get("state") == "raised":
+        lines.append("该摄像机无法发现高空抛物，请派人到现场检查")  # it catches no throw until someone fixes it
+    return "\n".join(lines)
+
+
 def describe(p: dict) -> str:
     """The human text of a review, dispatch or escalation notice (Chinese first: it is read on a phone in the
     compound). The level is always shown; an alert nobody has reviewed yet says so (待审核: to be reviewed)."""
+    if p.get("kind") == "camera_problem":
+        return describe_camera_problem(p)
     where = p.get("building_name") or p.get("building") or "未知楼栋"
     floor = f"{p['floor']}层" if p.get("floor") is not None else "楼层未知"
     level = "确认" if p.get("level") == "confirmed" else "疑似"

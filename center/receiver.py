@@ -26,6 +26,8 @@ FILTERS = (
     "+/available",
     "+/stats",
     "+/+/status",
+    "+/cameras/+/problem",
+    "+/storage",
     "+/events",
     "+/events/+/snapshot",
     "+/events/+/clip",

@@ -17,6 +17,7 @@ from parts import alert, make_parts, send
 from sqlalchemy import select
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
+from center.camera_health import Problem, StorageLevel
 from center.db import Case, Job, make_engine, make_sessions
 from center.models import Action, CaseState, Level, Role, Trust, Verdict
 from center.web import i18n
@@ -169,6 +170,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         keys |= set(re.findall(r"\bt\('([a-z_.]+)'", page.read_text()))
     values = {  # 'state.' ~ case.state and the like: every value the enum can take
         "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
+        "problem.": Problem, "storage.": StorageLevel,
         "action.": Action,
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:

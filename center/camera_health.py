@@ -1,0 +1,170 @@
+"""What nodes say about their cameras and storage beyond status: camera problems (covered, blinded, defocused,
+moved, offline, and back to normal) and the storage level. Kept, shown on the nodes page, and told to the
+community office, who sends someone to the camera (a covered camera catches no throw)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from center.db import Camera, CameraProblem, Node, utcnow
+from center.loop import OFFICE, Loop
+from edge.listen import MAX_CAMERAS_PER_NODE
+from edge.publish.mqtt import valid_id
+
+
+def _an_id(value: str) -> str:
+    if not valid_id(value):
+        raise ValueError("not an id (letters, digits, . _ -; no '..')")
+    return value
+
+
+Id = Annotated[str, StringConstraints(max_length=128), AfterValidator(_an_id)]
+Text = Annotated[str, StringConstraints(max_length=500)]
+MAX_DETAIL_KEYS = 16  # the node sends at most 7 (moved); more is not a node of ours
+
+
+class Problem(StrEnum):
+    """docs/schemas/camera-problem.schema.json: what can be wrong with a camera."""
+
+    OFFLINE = "offline"
+    COVERED = "covered"
+    BLINDED = "blinded"
+    DEFOCUSED = "defocused"
+    MOVED = "moved"
+
+
+class ProblemState(StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+class StorageLevel(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    FULL = "full"
+
+
+class ProblemMessage(BaseModel):
+    """A camera problem message as the node sends it; anything else is refused (hostile until validated)."""
+
+    model_config = ConfigDict(extra="ignore")
+    v: int = Field(ge=1, le=1)
+    msg_id: Id
+    id: Id
+    node: Id
+    camera: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+    problem: Problem
+    state: ProblemState
+    at_s: float
+    at_utc: Annotated[str, StringConstraints(max_length=40)] | None = None
+    score: float | None = None
+    threshold: float | None = None
+    reason: Text
+    detail: dict[Annotated[str, StringConstraints(max_length=40)], float | int | Text] = Field(
+        default_factory=dict, max_length=MAX_DETAIL_KEYS
+    )
+    active: list[Problem] = Field(max_length=len(Problem))
+
+
+class StorageMessage(BaseModel):
+    """The node's storage level (docs/schemas/storage.schema.json)."""
+
+    model_config = ConfigDict(extra="ignore")
+    v: int = Field(ge=1, le=1)
+    node: Id
+    level: StorageLevel
+    time_utc: Annotated[str, StringConstraints(max_length=40)]
+    message: Text
+    used_bytes: int = Field(ge=0)
+    budget_bytes: int = Field(ge=0)
+    protected_bytes: int = Field(ge=0)
+    evidence_days: float = Field(ge=0)
+
+
+def parse_problem(body: dict, node: str, camera: str) -> ProblemMessage | None:
+    """The validated message, or None when it is not one (or names another node or camera than its topic)."""
+    try:
+        msg = ProblemMessage.model_validate(body)
+    except ValidationError:
+        return None
+    return msg if (msg.node, msg.camera) == (node, camera) else None
+
+
+def parse_storage(body: dict, node: str) -> StorageMessage | None:
+    try:
+        msg = StorageMessage.model_validate(body)
+    except ValidationError:
+        return None
+    return msg if msg.node == node else None
+
+
+def keep_problem(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | None) -> bool:
+    """Store one camera problem message (its node's row exists) and tell the office; False when the camera
+    is one too many for its node. A QoS 1 repeat fails on the unique msg_id (IntegrityError) before anyone
+    is told."""
+    row = s.get(Camera, (msg.node, msg.camera))
+    if row is None:
+        cameras = s.scalar(select(func.count()).select_from(Camera).where(Camera.node == msg.node))
+        if cameras >= MAX_CAMERAS_PER_NODE:
+            return False
+        row = Camera(node=msg.node, camera=msg.camera, updated_at=utcnow())
+        s.add(row)
+    s.add(
+        CameraProblem(
+            msg_id=msg.msg_id,
+            node=msg.node,
+            camera=msg.camera,
+            episode=msg.id,
+            problem=msg.problem,
+            state=msg.state,
+            at=at,
+            reason=msg.reason,
+            body=msg.model_dump(mode="json"),
+            received_at=utcnow(),
+        )
+    )
+    s.flush()  # the unique msg_id: a repeat fails here, before the office is told twice
+    # Retained messages and resends can come out of order: only a newer message says what is active now.
+    if row.problems is None or msg.at_s >= row.problems.get("at_s", float("-inf")):
+        row.problems = {"active": [str(p) for p in msg.active], "at_s": msg.at_s}
+    _tell_office(s, loop, msg, at)
+    return True
+
+
+def _tell_office(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | None) -> None:
+    """A notice on every webhook and WeCom group, and email to the office: someone must go to the camera."""
+    building = loop.roster.building_of(msg.node, msg.camera)
+    b = loop.roster.buildings.get(building) if building else None
+    payload = {
+        "kind": "camera_problem",
+        "node": msg.node,
+        "camera": msg.camera,
+        "problem": str(msg.problem),
+        "state": str(msg.state),
+        "reason": msg.reason,
+        "at": (at or utcnow()).isoformat(),
+        "building": building,
+        "building_name": b.name if b else None,
+        "address": b.address if b else None,
+        "to": OFFICE,
+    }
+    now = utcnow()
+    notify = loop.cfg.notify
+    targets = [("webhook", str(i)) for i, _ in enumerate(notify.webhooks)]
+    targets += [("wecom", str(i)) for i, _ in enumerate(notify.wecom)]
+    office = loop.roster.office
+    if notify.smtp and office.email:
+        targets.append(("email", office.email))
+    for channel, target in targets:
+        loop.queue(s, None, channel, target, payload, now)
+
+
+def keep_storage(node: Node, msg: StorageMessage) -> None:
+    """The node's latest storage level, shown on the nodes page."""
+    node.storage = msg.model_dump(mode="json")
