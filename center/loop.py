@@ -254,7 +254,20 @@ class Loop:
         self.record(s, case, action, actor, now, detail or None)
         if verdict is not None:
             self.feedback(s, case, actor, now)
+        if verdict == Verdict.THROWN:  # a crime: the police may ask for the original clip long after 30 days
+            self.hold(s, case, actor, now, "thrown")
         return case
+
+    def hold(self, s: Session, case: Case, actor: str, now: dt.datetime, why: str) -> bool:
+        """Tell every node of the case to keep its evidence past retention (<prefix>/<node>/events/<id>/hold ON,
+        QoS 1); once per case. False when the case was held already."""
+        already = s.scalar(select(History.id).where(History.case_id == case.id, History.action == Action.HOLD))
+        if already is not None:
+            return False
+        for ev in case.events:
+            self.queue(s, case.id, "hold", ev.node, {"id": ev.event_id, "node": ev.node, "hold": True}, now)
+        self.record(s, case, Action.HOLD, actor, now, {"why": why})
+        return True
 
     # -- notices -------------------------------------------------------------------------------------------
     def notify(

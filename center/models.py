@@ -29,6 +29,7 @@ class Action(StrEnum):
     CHECK = "check"
     RESOLVE = "resolve"
     PHOTO = "photo"
+    HOLD = "hold"  # the nodes were told to keep the case's evidence past retention (a thrown object, an export)
 
 
 # (action, state before) -> state after. Anything else is refused with 409.

@@ -28,6 +28,7 @@ from center.config import CenterConfig
 from center.db import Event, Evidence, Job, utcnow
 from center.files import EvidenceFiles
 from center.models import JobState
+from edge.publish.mqtt import valid_id
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,22 @@ class FeedbackNotifier:
         self.publish(f"{self.prefix}/{job.target}/feedback", json.dumps(job.payload, ensure_ascii=False).encode())
 
 
+class HoldNotifier:
+    """Keep an event's evidence past retention: ON to <prefix>/<node>/events/<id>/hold at QoS 1 (the node
+    answers on the retained .../hold/state)."""
+
+    def __init__(self, prefix: str, publish: Callable[[str, bytes], None]):
+        self.prefix = prefix
+        self.publish = publish
+
+    def send(self, job: Job) -> None:
+        event_id = job.payload["id"]
+        if not valid_id(event_id) or not valid_id(job.target):  # written by this center, but a topic is a path
+            raise SendError(f"not an event or node id: {event_id!r} of {job.target!r}")
+        command = b"ON" if job.payload["hold"] else b"OFF"
+        self.publish(f"{self.prefix}/{job.target}/events/{event_id}/hold", command)
+
+
 def still_of(sessions: sessionmaker, case_id: int | None) -> str | None:
     """The path of the first still of a case's alerts, if one has come."""
     if case_id is None:
@@ -312,6 +329,7 @@ def make_notifiers(
         "webhook": WebhookNotifier(cfg, http),
         "wecom": WecomNotifier(cfg, http, files),
         "feedback": FeedbackNotifier(cfg.mqtt.topic_prefix, publish),
+        "hold": HoldNotifier(cfg.mqtt.topic_prefix, publish),
     }
     if cfg.notify.smtp:
         out["email"] = EmailNotifier(cfg, sessions, files)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import delete, func, select
 
 from center.auth import add_user
-from center.db import Camera, Event, Evidence, Node, User
+from center.db import Camera, Case, Event, Evidence, Node, User, utcnow
 from center.models import Role
 from center.roster import Roster
 from center.web import report as month_report
@@ -136,6 +136,8 @@ def export(request: Request, case_id: int, v: Who):
     with web.ctx.readers() as s:
         case = _case_for(s, case_id, v)
         data = archive(web.ctx, s, case, v.caller.name)
+    with web.ctx.sessions.begin() as s:  # evidence given to the police must outlive the node's retention
+        web.ctx.loop.hold(s, s.get(Case, case_id), v.caller.name, utcnow(), "exported")
     audit_now(request, v.caller.name, "export", f"case:{case_id}", {"bytes": len(data)})
     return Response(
         data,

@@ -252,3 +252,28 @@ def test_a_verdict_is_published_to_its_node(center):
     ((topic, payload),) = published
     assert topic == "edge/garden3-east/feedback"
     assert json.loads(payload)["verdict"] == "fell"
+
+
+def test_a_thrown_object_s_evidence_is_held_at_its_node_once(center):
+    p = center()
+    published: list = []
+    send(p, alert(event_id="ev-thrown"))
+    with p.sessions.begin() as s:
+        case = s.scalars(select(Case)).one()
+        p.loop.act(s, case, Action.CHECK, "zhang", Verdict.THROWN)
+        p.loop.act(s, case, Action.RESOLVE, "zhang", Verdict.THROWN)  # said again: no second hold
+    _runner(p, published).run_due()
+    holds = [(t, payload) for t, payload in published if t.endswith("/hold")]
+    assert holds == [("edge/garden3-east/events/ev-thrown/hold", b"ON")]
+    with p.sessions() as s:
+        assert [h.action for h in s.scalars(select(Case)).one().history].count(Action.HOLD) == 1
+
+
+def test_a_false_alarm_s_evidence_is_left_to_retention(center):
+    p = center()
+    published: list = []
+    send(p, alert(event_id="ev-bird"))
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CHECK, "zhang", Verdict.FALSE_ALARM)
+    _runner(p, published).run_due()
+    assert [t for t, _ in published] == ["edge/garden3-east/feedback"]  # the verdict, and no hold

@@ -340,6 +340,9 @@ def test_the_police_archive_holds_the_signed_evidence_and_its_verification(brows
     assert any(n.endswith("/manifest.json") for n in names) and any(n.endswith("/node_ed25519.pub") for n in names)
     actions = [h["action"] for h in case["history"]]
     assert actions[0] == "created" and "dispatch" in actions  # a suspected alert is reviewed before it
+    # Evidence given to the police is held at the node, past its retention, through the real broker.
+    (event_id,) = [e.split("/", 1)[1] for e in case["events"] if e.startswith(f"{NODE}/")]
+    assert wait_for(lambda: site.node.holds.is_held(event_id), 30)
 
 
 def test_the_pages_switch_to_english(browser, site):

@@ -223,8 +223,9 @@ def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
         c = s.get(Case, case)
         assert (c.state, c.verdict, c.acknowledged_by, c.resolved_by) == ("resolved", "thrown", "zhang", "disp")
         actions = [h.action for h in c.history]
-        assert actions[-4:] == ["acknowledge", "check", "photo", "resolve"]
+        assert actions[-5:] == ["acknowledge", "check", "hold", "photo", "resolve"]  # thrown: evidence held
         assert s.scalar(select(Job.target).where(Job.channel == "feedback")) == "garden3-east"
+        assert s.scalar(select(Job.target).where(Job.channel == "hold")) == "garden3-east"
     page = disp.get(f"/alerts/{case}").text
     assert "花盆" in page and 'class="photo"' in page
     parts.engine.dispose()
