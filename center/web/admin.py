@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -17,13 +18,14 @@ from center.db import Camera, Event, Evidence, Node, User
 from center.models import Role
 from center.roster import Roster
 from center.web import report as month_report
+from center.web import views
 from center.web.alerts import _case_for
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, need_admin, need_staff, viewer, web_of
 from center.web.export import archive
 from center.web.security import set_password
 from center.web.tables import Audit, WebLogin, WebSession
 from center.web.views import duration
-from center.yamlfile import parse_model
+from center.yamlfile import parse_file_text
 from edge.config import ConfigError
 from edge.publish.mqtt import valid_id
 
@@ -58,14 +60,31 @@ def nodes(request: Request, v: Who, sent: str | None = None):
     zone = web.ctx.cfg.timezone
 
     def local(t):
-        if t is None:
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            try:
+                t = dt.datetime.fromtimestamp(t, dt.UTC)
+            except (OverflowError, OSError, ValueError):  # a node's clock (or message) out of this world
+                t = None
+        if not isinstance(t, dt.datetime):
             return v.t("none")
-        if isinstance(t, int | float):
-            t = dt.datetime.fromtimestamp(t, dt.UTC)
         return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
 
+    health = {n.name: views.node_health(n) for n in node_rows}
+    rows = [
+        views.camera_health(c, health[c.node].cameras.get(c.camera, {}) if c.node in health else {}) for c in cams
+    ]
     return web.render(
-        request, v, "nodes.html", nodes=node_rows, cams=cams, last=last, stills=stills, local=local, sent=sent
+        request,
+        v,
+        "nodes.html",
+        nodes=node_rows,
+        health=health,
+        cams=rows,
+        camstates=views.CAMERA_STATES,
+        last=last,
+        stills=stills,
+        local=local,
+        sent=sent,
     )
 
 
@@ -167,13 +186,17 @@ def roster_save(
     web = web_of(request)
     path = web.ctx.cfg.roster
     try:
-        new = parse_model(text, path.name, Roster)
+        new = parse_file_text(text, path.name, Roster)
     except ConfigError as exc:
         return web.render(
             request, v, "roster.html", status=422, roster=web.ctx.roster, text=text, problem=str(exc), saved=False
         )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    tmp.write_text(text, encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)  # one per save
+    os.chmod(tmp, path.stat().st_mode & 0o777)  # as readable as the roster it replaces
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the roster in use is on disk before it replaces the old one
     os.replace(tmp, path)
     web.ctx.roster = new
     web.ctx.loop.roster = new

@@ -44,9 +44,10 @@ def _filters(
 
     def day(text: str | None) -> dt.date | None:
         try:
-            return dt.date.fromisoformat(text) if text else None
+            d = dt.date.fromisoformat(text) if text else None
         except ValueError:
             return None
+        return d if d is None or d.year in views.YEARS else None
 
     return views.Filters(
         state=CaseState(state) if state in CaseState.__members__.values() else None,
@@ -151,10 +152,7 @@ def elevation(request: Request, case_id: int, v: Who):
     with ctx.readers() as s:
         case = _case_for(s, case_id, v)
         building = ctx.roster.buildings.get(case.building) if case.building else None
-        origins = [
-            charts.Origin(o.get("facade_x_m"), o.get("height_m"), o.get("floor"))
-            for o in (views.origin_of(e) for e in case.events)
-        ]
+        origins = [views.drawn_origin(views.origin_of(e)) for e in case.events]
         facades = {ctx.roster.facade_of(e.node, e.camera) for e in case.events} - {None}
     floors = building.floors if building else max([o.floor or 1 for o in origins] + [10])
     title = f"{building.name if building else case.building or ''} {' / '.join(sorted(facades))}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -16,8 +17,13 @@ from center.api import Caller, Context
 from center.db import Case, Event, Evidence, History, Job, utcnow
 from center.files import OutsideDataDir
 from center.models import TRANSITIONS, Action, CaseState, Role
+from center.web import charts
 
 LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
+MAX_FLOORS = 200  # storeys drawn for a building the roster does not know (the tallest towers have ~160)
+MAX_METRES = 10_000.0  # along or up a facade: more is not a measurement
+YEARS = range(1970, 9999)  # dates asked for in a query string: a day after the last or before the first of
+# these overflows the calendar (or the time zone's offset) when the database is asked, a 500 for a typo
 
 
 @dataclass
@@ -90,6 +96,19 @@ def origin_of(ev: Event) -> dict:
     """The origin the node reported (pixel, floor, metres along the facade and above ground), or {}."""
     origin = (ev.body or {}).get("origin")
     return origin if isinstance(origin, dict) else {}
+
+
+def drawn_origin(origin: dict) -> charts.Origin:
+    """The origin as the elevation draws it: numbers only, and a floor a building can have. The node's message
+    is stored as it came, so a string, a bool or a floor of 10**9 must not break (or swamp) the drawing."""
+
+    def number(x) -> float | None:
+        ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+        return float(x) if ok and abs(x) <= MAX_METRES else None
+
+    floor = origin.get("floor")
+    floor = floor if type(floor) is int and 0 < floor <= MAX_FLOORS else None
+    return charts.Origin(number(origin.get("facade_x_m")), number(origin.get("height_m")), floor)
 
 
 def window_label(ctx: Context, ev: Event | None) -> str:
@@ -194,3 +213,63 @@ def evidence_case(s: Session, item: Evidence) -> Case | None:
         ev = s.get(Event, item.event_pk)
         return ev.case if ev else None
     return s.get(Case, item.case_id) if item.case_id else None
+
+
+# -- node and camera health, as the nodes page shows it ----------------------------------------------------
+# Status and stats are kept as each node sent them (valid JSON, nothing more): every value is checked for its
+# type here, so one node's odd message shows as "—" instead of failing the page for every node.
+def _num(x) -> float | None:
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None
+
+
+def _text(x) -> str | None:
+    return x[:200] if isinstance(x, str) else None
+
+
+CAMERA_STATES = ("starting", "online", "offline", "ended")  # docs/schemas/status.schema.json
+
+
+@dataclass
+class NodeHealth:
+    disk_free_gb: float | None
+    disk_used_percent: float | None
+    cpu_percent: float | None
+    cameras: dict  # camera -> its part of the stats (a dict)
+
+
+def node_health(node) -> NodeHealth:
+    stats = node.stats if isinstance(node.stats, dict) else {}
+    cams = stats.get("cameras")
+    cams = {k: c for k, c in cams.items() if isinstance(c, dict)} if isinstance(cams, dict) else {}
+    return NodeHealth(
+        _num(stats.get("disk_free_gb")), _num(stats.get("disk_used_percent")), _num(stats.get("cpu_percent")), cams
+    )
+
+
+@dataclass
+class CameraHealth:
+    node: str
+    camera: str
+    state: str | None
+    reason: str | None
+    since: float | None  # Unix time of the last change of state
+    fps: float | None
+    dropped: float | None
+    detect: bool  # detection on (a node that does not say is taken as on, its default)
+
+
+def camera_health(row, live: dict) -> CameraHealth:
+    st = row.status if isinstance(row.status, dict) else {}
+    fps = _num(live.get("fps"))
+    dropped = _num(live.get("dropped"))
+    return CameraHealth(
+        row.node,
+        row.camera,
+        _text(st.get("state")) or row.state,
+        _text(st.get("reason")),
+        _num(st.get("since")),
+        fps if fps is not None else _num(st.get("fps")),
+        dropped if dropped is not None else _num(st.get("dropped")),
+        live.get("detect") is not False,
+    )

@@ -19,9 +19,12 @@ from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.db import Case, Job, make_engine, make_sessions
 from center.models import Action, CaseState, Level, Role, Trust, Verdict
+from center.roster import Roster
 from center.web import i18n
 from center.web.security import check_password
 from center.web.tables import Audit
+from center.web.views import CAMERA_STATES
+from center.yamlfile import load_model
 
 
 @pytest.fixture
@@ -76,6 +79,21 @@ def test_a_roster_with_a_mistake_is_refused_with_its_line_and_the_file_is_kept(s
     r = client.post("/roster", data={"text": fixed, "csrf": token})  # control: a good one is saved and used
     assert r.status_code == 200 and parts.cfg.roster.read_text() == fixed
     assert "五号楼" in client.get("/roster").text
+
+
+def test_a_roster_too_large_to_load_at_start_is_refused_on_the_page(site):
+    parts, app = site
+    client = logged_in(app, "admin")
+    before = parts.cfg.roster.read_text()
+    token = csrf_of(client.get("/roster").text)
+    padded = before + "# 注释\n" * 30_000  # 300 KB of UTF-8 in fewer characters: over the start's 256 KiB
+    r = client.post("/roster", data={"text": padded, "csrf": token})
+    assert r.status_code == 422 and "too large" in r.text
+    assert parts.cfg.roster.read_text() == before
+    fine = before + "# 注释\n" * 1000  # control: a commented roster within the bound is saved, and loads at start
+    assert client.post("/roster", data={"text": fine, "csrf": token}).status_code == 200
+    assert parts.cfg.roster.read_text() == fine
+    assert load_model(parts.cfg.roster, Roster).buildings.keys() == parts.roster.buildings.keys()  # as at start
 
 
 def test_only_an_admin_edits_the_roster(site):
@@ -169,7 +187,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         keys |= set(re.findall(r"\bt\('([a-z_.]+)'", page.read_text()))
     values = {  # 'state.' ~ case.state and the like: every value the enum can take
         "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
-        "action.": Action,
+        "action.": Action, "camstate.": CAMERA_STATES,
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
