@@ -183,7 +183,9 @@ class Loop:
         """Escalate every case left too long: a dispatch not acknowledged, or a suspected alert not reviewed.
         Worker (or the office's review) -> grid leader -> office; the assignee follows each step.
 
-        The conditional UPDATE makes each step happen once even when several instances run this."""
+        The conditional UPDATE makes each step happen once even when several instances run this, and skips a
+        case that someone moved meanwhile: reassigned (same state and step, but a new escalate_at), confirmed,
+        acknowledged."""
         now = now or utcnow()
         done = 0
         waiting = (CaseState.DISPATCHED, CaseState.NEW)
@@ -200,7 +202,12 @@ class Loop:
             nxt = now + self._escalate_after() if step < OFFICE_LEVEL else None
             won = s.execute(
                 update(Case)
-                .where(Case.id == case.id, Case.escalation == case.escalation, Case.state == case.state)
+                .where(
+                    Case.id == case.id,
+                    Case.escalation == case.escalation,
+                    Case.state == case.state,
+                    Case.escalate_at <= now,
+                )
                 .values(escalation=step, escalate_at=nxt, assignee=who)
                 .execution_options(synchronize_session=False)
             ).rowcount

@@ -128,3 +128,44 @@ def test_a_dismissal_racing_the_node_s_confirmation_ends_dispatched_either_way(t
         assert dismissal.status_code == 409, dismissal.text
         assert actions == ["created", "review", "dispatch"]
     assert (case.state, case.level, case.verdict) == (CaseState.DISPATCHED, "confirmed", None)
+
+
+def test_an_escalation_that_finds_the_case_reassigned_meanwhile_leaves_it_with_the_new_person(
+    tmp_path, pg_cluster
+):
+    """PostgreSQL: the escalator read the case as overdue, then waits on the row a dispatcher holds while
+    reassigning it (same state, same step, a fresh clock). Once the reassignment commits, the case is not due."""
+    p = make_parts(tmp_path, pg_cluster.new_database(), notify=HOOK)
+    send(p, alert())
+    with p.sessions() as s:
+        case_id, due = s.execute(select(Case.id, Case.escalate_at)).one()
+    desk = p.sessions()
+    desk.begin()
+    p.loop.reassign(desk, desk.get(Case, case_id, with_for_update=True), "worker:zhang", "desk-a", now=due)
+    desk.flush()  # the row is locked and changed, not yet committed
+
+    def escalate():
+        with p.sessions.begin() as s:
+            return p.loop.escalate_due(s, due)
+
+    result: list = []
+    escalator = threading.Thread(target=lambda: result.append(escalate()))
+    escalator.start()
+    with p.engine.connect() as watch:  # until the escalator waits for the dispatcher's row lock
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        for _ in range(600):
+            if watch.exec_driver_sql(waiting).scalar() or not escalator.is_alive():
+                break
+            threading.Event().wait(0.05)
+    desk.commit()
+    desk.close()
+    escalator.join(60)
+    case, history, notices = _story(p, case_id)
+    assert result == [0] and (case.assignee, case.escalation) == ("worker:zhang", 0)
+    assert [h.action for h in history][-1] == "reassign" and notices == ["dispatch", "dispatch"]
+    with p.sessions.begin() as s:  # control: at the new clock's end it escalates as usual
+        assert p.loop.escalate_due(s, case.escalate_at) == 1
+    assert _story(p, case_id)[0].assignee == "leader:g1"
+    p.engine.dispose()
