@@ -34,11 +34,14 @@ def dismissed(case: Case) -> bool:
 
 
 class Refused(Exception):
-    """An action that the case's state or the actor's role does not allow (HTTP 409/403)."""
+    """An action that the case's state or the actor's role does not allow (HTTP 409/403).
 
-    def __init__(self, why: str, status: int = 409):
+    `why` is the API's English; `key` and `fields` name the same message in the pages' catalogue
+    (center/web/i18n.py: `refused.<key>`), whose fields `action` and `state` are translated there too."""
+
+    def __init__(self, why: str, status: int = 409, key: str = "step", **fields: str):
         super().__init__(why)
-        self.status = status
+        self.status, self.key, self.fields = status, key, fields
 
 
 @dataclass
@@ -163,9 +166,9 @@ class Loop:
         """Give a dispatched (or acknowledged) case to `to`, who is told as at a dispatch and must acknowledge."""
         now = now or utcnow()
         if CaseState(case.state) not in REASSIGNABLE:
-            raise Refused(f"cannot reassign a case that is {case.state}")
+            raise Refused(f"cannot reassign a case that is {case.state}", action="reassign", state=case.state)
         if to not in dict(self.reassign_targets(case)):
-            raise Refused(f"{to!r} is not someone of this building's grid", 422)
+            raise Refused(f"{to!r} is not someone of this building's grid", 422, "target", to=to)
         step = 0 if to.startswith("worker:") else 1 if to.startswith("leader:") else OFFICE_LEVEL
         before = case.assignee
         case.assignee, case.escalation, case.state = to, step, CaseState.DISPATCHED
@@ -233,9 +236,9 @@ class Loop:
         now = now or utcnow()
         after = TRANSITIONS.get((action, CaseState(case.state)))
         if after is None:
-            raise Refused(f"cannot {action} a case that is {case.state}")
+            raise Refused(f"cannot {action} a case that is {case.state}", action=action, state=case.state)
         if action == Action.CHECK and verdict is None:
-            raise Refused("an on-site check needs a verdict", 422)
+            raise Refused("an on-site check needs a verdict", 422, "verdict")
         detail: dict = {}
         if note:
             case.note = note

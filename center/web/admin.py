@@ -22,7 +22,7 @@ from center.web import views
 from center.web.alerts import _case_for
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, need_admin, need_staff, viewer, web_of
 from center.web.export import archive
-from center.web.security import set_password
+from center.web.security import MAX_PASSWORD, MIN_PASSWORD, set_password
 from center.web.tables import Audit, WebLogin, WebSession
 from center.web.views import duration
 from center.yamlfile import parse_file_text
@@ -102,16 +102,16 @@ def detect_switch(
     need_staff(v)
     web = web_of(request)
     if state not in ("ON", "OFF") or not (valid_id(node) and valid_id(camera)):
-        raise PageError(422, "ON or OFF")
+        raise PageError(422, "bad_request")
     with web.ctx.readers() as s:
         if s.get(Camera, (node, camera)) is None:
             raise PageError(404, "not_found")
     if web.ctx.publish is None:
-        raise PageError(503, "this center is not connected to the broker")
+        raise PageError(503, "no_broker")
     try:
         web.ctx.publish(f"{web.ctx.cfg.mqtt.topic_prefix}/{node}/{camera}/detect/set", state.encode())
     except (ConnectionError, TimeoutError) as exc:
-        raise PageError(503, f"the broker did not take the command: {exc}") from None
+        raise PageError(503, "broker_refused", why=str(exc)) from None
     with web.ctx.sessions.begin() as s:
         audit(s, request, v.caller.name, "detect", f"camera:{node}/{camera}", {"state": state})
     return RedirectResponse(f"/nodes?sent={node}/{camera}", status_code=303)
@@ -239,20 +239,24 @@ def user_add(
     need_admin(v)
     web = web_of(request)
     try:
+        if role not in Role.__members__.values():
+            raise PageError(422, "user.bad_role")
         chosen = Role(role)
         if not valid_id(name):
-            raise ValueError(f"{name!r} is not a user name (letters, digits, - and _)")
+            raise PageError(422, "user.bad_name", name=name)
         if chosen == Role.GRID_WORKER and web.ctx.roster.person(f"worker:{worker}") is None:
-            raise ValueError(f"{worker!r} is not a worker id of the roster")
+            raise PageError(422, "user.bad_worker", worker=worker)
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise PageError(422, "user.password_length", min=MIN_PASSWORD, max=MAX_PASSWORD)
         with web.ctx.sessions.begin() as s:
             if s.scalar(select(User).where(User.name == name)) is not None:
-                raise ValueError(f"there is already a user {name!r}")
+                raise PageError(422, "user.exists", name=name)
             token = add_user(s, name, chosen, worker or None if chosen == Role.GRID_WORKER else None)
             s.flush()
             set_password(s, s.scalar(select(User).where(User.name == name)), password)
             audit(s, request, v.caller.name, "user_add", f"user:{name}", {"role": chosen})
-    except ValueError as exc:
-        return _users_page(request, v, status=422, problem=str(exc))
+    except PageError as exc:
+        return _users_page(request, v, status=exc.status, problem=exc.text(v.t))
     return _users_page(request, v, token=(name, token))
 
 
@@ -266,14 +270,14 @@ def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Fo
     with web.ctx.readers() as s:
         events = [(e.node, e.event_id) for e in _case_for(s, case_id, v).events]
     if web.ctx.publish is None:
-        raise PageError(503, "this center is not connected to the broker")
+        raise PageError(503, "no_broker")
     prefix = web.ctx.cfg.mqtt.topic_prefix
     try:
         for node, event_id in events:
             if valid_id(node) and valid_id(event_id):
                 web.ctx.publish(f"{prefix}/{node}/events/{event_id}/original/get", b"")
     except (ConnectionError, TimeoutError) as exc:
-        raise PageError(503, f"the broker did not take the request: {exc}") from None
+        raise PageError(503, "broker_refused", why=str(exc)) from None
     with web.ctx.sessions.begin() as s:
         audit(s, request, v.caller.name, "original_get", f"case:{case_id}", {"events": len(events)})
     return RedirectResponse(f"/alerts/{case_id}?asked=1", status_code=303)
@@ -285,7 +289,7 @@ def user_remove(request: Request, user_id: int, v: Who, csrf: Annotated[str, For
     check_csrf(v, csrf)
     need_admin(v)
     if user_id == v.user_id:
-        return _users_page(request, v, status=422, problem="you cannot remove yourself")
+        return _users_page(request, v, status=422, problem=v.t("user.self"))
     web = web_of(request)
     with web.ctx.sessions.begin() as s:
         user = s.get(User, user_id)

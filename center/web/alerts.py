@@ -23,7 +23,7 @@ from center.loop import Refused
 from center.models import Action, CaseState, Level, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.web import charts, views
-from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, viewer, web_of
+from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, refused, viewer, web_of
 from center.web.security import COOKIE, session_of
 
 router = APIRouter(include_in_schema=False)
@@ -164,9 +164,9 @@ async def _read_photo(photo: UploadFile | None) -> bytes | None:
         return None
     data = await photo.read(MAX_PHOTO_BYTES + 1)
     if len(data) > MAX_PHOTO_BYTES:
-        raise PageError(413, f"a photo may be at most {MAX_PHOTO_BYTES >> 20} MB")
+        raise PageError(413, "photo_too_big", mb=MAX_PHOTO_BYTES >> 20)
     if not is_jpeg(data):
-        raise PageError(415, "JPEG")
+        raise PageError(415, "photo_not_jpeg")
     return data
 
 
@@ -200,11 +200,11 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
     with web.ctx.sessions.begin() as s:
         case = _case_for(s, case_id, v, lock=True)
         if action == Action.RESOLVE and verdict is None and case.verdict is None:
-            raise PageError(422, "resolve needs a verdict when no check gave one")
+            raise PageError(422, "refused.resolve_verdict")
         try:
             web.ctx.loop.act(s, case, action, v.caller.name, verdict, note)
         except Refused as exc:
-            raise PageError(exc.status, str(exc)) from None
+            raise refused(exc) from None
         if photo is not None:
             keep_photo(web.ctx.files, web.ctx.loop, s, case, photo, v.caller.name)
         audit(
@@ -230,7 +230,7 @@ def reassign_form(
         try:
             web.ctx.loop.reassign(s, case, to, v.caller.name)
         except Refused as exc:
-            raise PageError(exc.status, str(exc)) from None
+            raise refused(exc) from None
         audit(s, request, v.caller.name, "reassign", f"case:{case_id}", {"to": to})
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
 

@@ -17,6 +17,7 @@ from starlette.datastructures import MutableHeaders
 
 from center.api import Caller, Context
 from center.db import utcnow
+from center.loop import Refused
 from center.models import Role
 from center.web import i18n
 from center.web.security import COOKIE, HEADERS, LoginLimiter, same_token, session_of
@@ -31,12 +32,29 @@ class LoginNeeded(Exception):
     """No live session: the browser is sent to the login page."""
 
 
+class Word(str):
+    """A field of a message that is itself a key of the catalogue (a state, an action): translated too."""
+
+
 class PageError(Exception):
-    """An error shown as a page in the viewer's language: `key` is a message of the catalogue (or a text)."""
+    """An error shown as a page in the viewer's language: `key` is a message of the catalogue (center/web/i18n)."""
 
     def __init__(self, status: int, key: str, **fields):
         super().__init__(key)
         self.status, self.key, self.fields = status, key, fields
+
+    def text(self, t: Callable[..., str]) -> str:
+        return t(self.key, **{k: t(f) if isinstance(f, Word) else f for k, f in self.fields.items()})
+
+
+def refused(exc: Refused) -> PageError:
+    """The loop's refusal as a page in the viewer's language (the API answers with its English)."""
+    fields: dict = dict(exc.fields)
+    if "action" in fields:
+        fields["action"] = Word(fields["action"])  # the button's name: what was pressed
+    if "state" in fields:
+        fields["state"] = Word(f"state.{fields['state']}")
+    return PageError(exc.status, f"refused.{exc.key}", **fields)
 
 
 @dataclass
@@ -161,7 +179,7 @@ def mount(app: FastAPI, ctx: Context) -> None:
     async def _error(request: Request, exc: PageError) -> Response:
         web = web_of(request)
         t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
-        return web.render(request, None, "error.html", status=exc.status, message=t(exc.key, **exc.fields))
+        return web.render(request, None, "error.html", status=exc.status, message=exc.text(t))
 
 
 def _quote(path: str) -> str:

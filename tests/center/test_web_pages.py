@@ -18,7 +18,7 @@ from sqlalchemy import select
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.db import Case, Job, make_engine, make_sessions
-from center.models import Action, CaseState, Level, Role, Trust, Verdict
+from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.web import i18n
 from center.web.security import check_password
@@ -119,11 +119,11 @@ def test_an_admin_adds_a_user_who_can_then_log_in(site):
             "csrf": token,
         },
     )
-    assert r.status_code == 200 and "API token" in r.text
+    assert r.status_code == 200 and 'id="token"' in r.text and "API 令牌" in r.text
     short = client.post(
         "/users", data={"name": "wu", "role": "dispatcher", "password": "short", "csrf": token}
     )  # a weak password: refused, nobody created
-    assert short.status_code == 422 and "at least 10 characters" in short.text
+    assert short.status_code == 422 and "密码须为 10 至 256 个字符" in short.text
     for name, password, status in (("li", "pw-li-long-enough", 200), ("wu", "short", 401)):
         fresh = TestClient(app, base_url="https://testserver")
         login = csrf_of(fresh.get("/login").text)
@@ -187,7 +187,9 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         keys |= set(re.findall(r"\bt\('([a-z_.]+)'", page.read_text()))
     values = {  # 'state.' ~ case.state and the like: every value the enum can take
         "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
-        "action.": Action, "camstate.": CAMERA_STATES,
+        "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
+        "channel.": ("webhook", "wecom", "email", "feedback"),
+        "file.": ("snapshot", "clip", "original", "manifest", "photo"),
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
@@ -257,3 +259,45 @@ def test_a_removed_user_is_logged_out_at_once(site):
     assert r.status_code == 200 and 'data-user="zhang"' not in r.text
     assert zhang.get("/alerts", follow_redirects=False).status_code == 303  # back to the login page
     assert admin.get("/alerts", follow_redirects=False).status_code == 200  # control: the admin is still in
+
+
+def test_no_template_has_words_outside_the_catalogue():
+    """Text a person reads is t('...') in every template: what is left between tags and expressions is no word
+    of either language (CPU is the same in both)."""
+    for page in (Path(i18n.__file__).parent / "templates").glob("*.html"):
+        text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", page.read_text(), flags=re.S)
+        shown = re.sub(r"<[^>]*>", " ", text, flags=re.S)  # attributes read out (alt, title) are checked below
+        words = set(re.findall(r"[A-Za-z][A-Za-z'-]+", shown)) - {"CPU"}
+        labels = re.findall(r'(?:alt|title|placeholder|aria-label)="([^"{]*[A-Za-z][^"{]*)"', text)
+        assert not words and not labels, (page.name, words, labels)
+
+
+def test_every_message_the_pages_and_the_loop_refuse_with_is_in_both_languages():
+    web = Path(i18n.__file__).parent
+    keys = set()
+    for module in web.glob("*.py"):
+        source = module.read_text()
+        keys |= set(re.findall(r'PageError\(\s*(?:\d+|exc\.status),\s*"([^"]+)"', source))
+        keys |= set(re.findall(r'\bv\.t\("([^"]+)"', source))
+    loop = (web.parent / "loop.py").read_text()
+    keys |= {f"refused.{k}" for k in re.findall(r'Refused\([^\n]*?, \d+, "(\w+)"', loop)} | {"refused.step"}
+    assert {"refused.target", "refused.verdict", "photo_not_jpeg", "user.self"} <= keys  # the scan finds them
+    assert not keys - set(i18n.EN) and not keys - set(i18n.ZH), sorted(keys - set(i18n.EN) - set(i18n.ZH))
+
+
+def test_a_refusal_of_the_loop_is_shown_in_the_viewer_s_language(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-twice", level="suspected"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    disp = logged_in(app, "disp")
+    token = csrf_of(disp.get(f"/alerts/{case}").text)
+    assert disp.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token}).status_code == 200
+    again = disp.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token})  # a second tab's button
+    assert again.status_code == 409 and "该案件当前为“已派单”，不能“确认并派单”" in again.text
+    disp.get("/lang/en")
+    again = disp.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token})
+    assert again.status_code == 409
+    assert "This case is “dispatched” now, so “Confirm and dispatch” cannot be done" in again.text
+    r = disp.post(f"/alerts/{case}/reassign", data={"to": "worker:chen", "csrf": token})
+    assert r.status_code == 422 and "worker:chen is not someone of this building&#39;s grid" in r.text
