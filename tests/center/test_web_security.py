@@ -3,6 +3,8 @@ audit log, and clips served with range requests."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
@@ -186,3 +188,25 @@ def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
     for _ in range(5):
         limiter2.failed("10.0.0.1", "zhang")
     assert limiter2.blocked_for("10.0.0.2", "zhang") > 0  # control: five failures of one name are held
+
+
+def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_guesses_one_after_another(site):
+    _, app = site
+    clients = [TestClient(app, base_url="https://testserver") for _ in range(12)]
+    tokens = [csrf_of(c.get("/login").text) for c in clients]
+    start = threading.Barrier(len(clients))
+    answers: list[int] = []
+
+    def guess(client, token):
+        start.wait()
+        r = client.post("/login", data={"name": "zhang", "password": "guess-guess", "csrf": token})
+        answers.append(r.status_code)
+
+    threads = [threading.Thread(target=guess, args=ct) for ct in zip(clients, tokens, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(answers) == 12 and set(answers) <= {401, 429}
+    assert answers.count(401) <= 5  # the limit holds however the guesses are timed
+    assert logged_in(app, "chen").get("/alerts").status_code == 200  # control: another name is let in
