@@ -9,21 +9,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 
 from center.api import Caller, Context
 from center.db import utcnow
 from center.loop import Refused
 from center.models import Role
+from center.photos import MAX_PHOTO_BYTES
 from center.web import i18n
 from center.web.security import COOKIE, HEADERS, LoginLimiter, same_token, session_of
 from center.web.tables import Audit
 
 HERE = Path(__file__).parent
+MAX_BODY = MAX_PHOTO_BYTES + (1 << 20)  # the largest request: a photo and its form (a roster is 256 KiB)
 UNGUARDED = ("/docs", "/redoc")  # Swagger UI's page loads its own inline script and CDN files
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,35 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused (413) as it comes, before any route parses
+    it: forms and JSON are read whole before a route's login check runs, so without this anyone could make
+    the center spool gigabytes to disk or hold them in memory."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # chunked, or more than it declared
+                raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 def mount(app: FastAPI, ctx: Context) -> None:
     """Add the pages, their static files and the security headers to the API's app."""
     from center.web import admin, alerts, login
@@ -168,6 +200,7 @@ def mount(app: FastAPI, ctx: Context) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (login, alerts, admin):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginNeeded)

@@ -210,3 +210,22 @@ def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_guesses_one_after_a
     assert len(answers) == 12 and set(answers) <= {401, 429}
     assert answers.count(401) <= 5  # the limit holds however the guesses are timed
     assert logged_in(app, "chen").get("/alerts").status_code == 200  # control: another name is let in
+
+
+def test_a_body_larger_than_any_form_is_refused_before_a_route_reads_it(site):
+    parts, app = site
+    from center.web.app import MAX_BODY
+
+    stranger = TestClient(app, base_url="https://testserver")  # not logged in: forms are parsed before that check
+    form = {"content-type": "multipart/form-data; boundary=x"}
+    assert stranger.post("/alerts/1/act", content=b"x" * (MAX_BODY + 1), headers=form).status_code == 413
+    chunks = (b" " * (1 << 20) for _ in range(MAX_BODY // (1 << 20) + 2))  # no Content-Length: counted as it comes
+    r = stranger.post("/api/cases/1/confirm", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    send(parts, alert("garden3-east", "east", "ev-big"))  # control: a worker's phone photo of a few MB goes in
+    case = _case_of(parts, "b3")
+    zhang = logged_in(app, "zhang")
+    token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    photo = {"photo": ("p.jpg", b"\xff\xd8\xff\xe0" + b"x" * (4 << 20), "image/jpeg")}
+    r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "verdict": "fell", "csrf": token}, files=photo)
+    assert r.status_code == 200 and 'class="photo"' in r.text
