@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,17 @@ from center.loop import Refused
 from center.models import Action, CaseState, Level, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.web import charts, views
-from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, refused, viewer, web_of
+from center.web.app import (
+    MAX_STREAMS_PER_USER,
+    PageError,
+    Viewer,
+    audit,
+    audit_now,
+    check_csrf,
+    refused,
+    viewer,
+    web_of,
+)
 from center.web.security import COOKIE, session_of
 
 router = APIRouter(include_in_schema=False)
@@ -85,11 +96,28 @@ def alert_rows(request: Request, v: Who, f: Filtered):
     return web.render(request, v, "_rows.html", rows=found)
 
 
+class CountedStream(EventSourceResponse):
+    """An event stream that gives its place back however it ends (the client gone, logged out, shutdown)."""
+
+    def __init__(self, *args, release: Callable[[], None], **kw):
+        super().__init__(*args, **kw)
+        self.release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 @router.get("/alerts/stream")
 async def alert_stream(request: Request, v: Who):
     """Server-sent events: `change` whenever a case the viewer may see is made or moves (`new`: a new case)."""
-    ctx = web_of(request).ctx
+    web = web_of(request)
+    ctx = web.ctx
     cookie = request.cookies.get(COOKIE)
+    if not web.open_stream(v.user_id):
+        raise PageError(429, "too_many_streams", n=MAX_STREAMS_PER_USER)
 
     def mark() -> tuple[int, int] | None:
         """The list's mark, or None once the session has ended (logged out elsewhere, user removed)."""
@@ -109,7 +137,7 @@ async def alert_stream(request: Request, v: Who):
                 yield {"event": "change", "data": json.dumps({"new": now[0] > last[0], "case": now[0]})}
                 last = now
 
-    return EventSourceResponse(changes(), ping=PING_S)
+    return CountedStream(changes(), ping=PING_S, release=lambda: web.close_stream(v.user_id))
 
 
 def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:

@@ -4,6 +4,8 @@ and the audit log. `mount(app, ctx)` adds everything to the API's FastAPI app.""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from center.web.tables import Audit
 
 HERE = Path(__file__).parent
 MAX_BODY = MAX_PHOTO_BYTES + (1 << 20)  # the largest request: a photo and its form (a roster is 256 KiB)
+MAX_STREAMS_PER_USER = 8  # open alert lists of one person (tabs, a wall screen): each asks the database once a
+# second, so one login cannot open thousands and take every connection and worker thread
 UNGUARDED = ("/docs", "/redoc")  # Swagger UI's page loads its own inline script and CDN files
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,23 @@ class Web:
 
     ctx: Context
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    streams: Counter = field(default_factory=Counter)  # user id -> their open alert-list streams here
+    _streams_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open_stream(self, user_id: int) -> bool:
+        """Count one more open stream of the user; False (and not counted) when they have the most allowed."""
+        with self._streams_lock:
+            if self.streams[user_id] >= MAX_STREAMS_PER_USER:
+                return False
+            self.streams[user_id] += 1
+            return True
+
+    def close_stream(self, user_id: int) -> None:
+        with self._streams_lock:
+            self.streams[user_id] -= 1
+            if self.streams[user_id] <= 0:
+                del self.streams[user_id]
+
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=HERE / "templates"))
 
     def render(self, request: Request, v: Viewer | None, name: str, status: int = 200, **values) -> HTMLResponse:

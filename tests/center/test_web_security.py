@@ -3,13 +3,16 @@ audit log, and clips served with range requests."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
+import uvicorn
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
+from support.servers import free_port, wait_for
 from web_fixtures import add_people, csrf_of, logged_in, password_of, web_app
 
 from center.db import Case, Event, Evidence, utcnow
@@ -229,3 +232,43 @@ def test_a_body_larger_than_any_form_is_refused_before_a_route_reads_it(site):
     photo = {"photo": ("p.jpg", b"\xff\xd8\xff\xe0" + b"x" * (4 << 20), "image/jpeg")}
     r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "verdict": "fell", "csrf": token}, files=photo)
     assert r.status_code == 200 and 'class="photo"' in r.text
+
+
+def test_one_login_opens_only_so_many_live_lists_and_a_closed_one_gives_its_place_back(site):
+    _, app = site
+    from center.web.app import MAX_STREAMS_PER_USER
+
+    cookies = {name: logged_in(app, name).cookies.get("ec_session") for name in ("disp", "zhang")}
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: server.started, 30)
+
+    def stream(name: str) -> tuple[socket.socket, int]:
+        """A live list's event stream over a real connection, and the status it was answered with."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        head = f"GET /alerts/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ec_session={cookies[name]}\r\n\r\n"
+        sock.sendall(head.encode())
+        return sock, int(sock.recv(64).split(b" ")[1])
+
+    def status_of_one_more(name: str) -> int:
+        sock, status = stream(name)
+        sock.close()
+        return status
+
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(MAX_STREAMS_PER_USER):
+            sock, status = stream("disp")
+            opened.append(sock)
+            assert status == 200
+        assert status_of_one_more("disp") == 429
+        assert status_of_one_more("zhang") == 200  # control: another person's lists are their own
+        opened.pop().close()  # the browser tab closed: its place is given back
+        assert wait_for(lambda: status_of_one_more("disp") == 200, 30)
+    finally:
+        for sock in opened:
+            sock.close()
+        server.should_exit = True
+        thread.join(15)
