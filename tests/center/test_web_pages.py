@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,13 @@ from centerkit import load, run_cli, write_center
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
+from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.db import Case, Job, make_engine, make_sessions
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
+from center.service import Center
 from center.web import i18n
 from center.web.security import check_password
 from center.web.tables import Audit
@@ -301,3 +304,23 @@ def test_a_refusal_of_the_loop_is_shown_in_the_viewer_s_language(site):
     assert "This case is “dispatched” now, so “Confirm and dispatch” cannot be done" in again.text
     r = disp.post(f"/alerts/{case}/reassign", data={"to": "worker:chen", "csrf": token})
     assert r.status_code == 422 and "worker:chen is not someone of this building&#39;s grid" in r.text
+
+
+def test_a_roster_saved_on_one_instance_s_page_is_used_by_another_running_instance(site):
+    parts, app = site
+    other = Center(parts.cfg, parts.roster)  # a second instance over the same roster file
+    timers = threading.Thread(target=other._timers, daemon=True)
+    timers.start()
+    try:
+        admin = logged_in(app, "admin")
+        token = csrf_of(admin.get("/roster").text)
+        saved = parts.cfg.roster.read_text().replace("5号楼", "五号楼")
+        assert admin.post("/roster", data={"text": saved, "csrf": token}).status_code == 200
+        assert wait_for(lambda: other.loop.roster.buildings["b5"].name == "五号楼", 30)
+        assert other.context.roster is other.loop.roster  # its pages and API see the same roster
+        parts.cfg.roster.write_text(saved.replace("grid: g2", "grid: g9"))  # broken by hand: not used
+        assert not other.reload_roster() and other.loop.roster.buildings["b5"].grid == "g2"
+    finally:
+        other.stopping.set()
+        timers.join(10)
+        other.engine.dispose()
