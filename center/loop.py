@@ -119,6 +119,9 @@ class Loop:
             q = q.where(Case.building == building)
         else:  # a camera the roster does not know: only the same node's other cameras
             q = q.join(Event, Event.case_id == Case.id).where(Case.building.is_(None), Event.node == ev.node)
+        # Locked and read again: a dispatcher confirming this case at the same moment must finish first, or the
+        # joining alert would see it still new and dispatch it a second time.
+        q = q.with_for_update(of=Case).execution_options(populate_existing=True)
         for case in s.scalars(q.order_by(Case.id)).unique():
             if ev.floor is None or case.floor is None or abs(case.floor - ev.floor) <= self.cfg.dedup.floors:
                 return case

@@ -3,6 +3,7 @@ one wins, the other is told plainly, and the case's history tells one consistent
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from center.api import Context, create_app
 from center.auth import add_user
 from center.db import Case, History, Job, make_sessions
-from center.models import CaseState, Role
+from center.models import Action, CaseState, Role
 
 HOOK = {"webhooks": [{"url": "http://127.0.0.1:9/never-sent", "secret": "s"}]}  # notices queued, not sent
 
@@ -130,6 +131,18 @@ def test_a_dismissal_racing_the_node_s_confirmation_ends_dispatched_either_way(t
     assert (case.state, case.level, case.verdict) == (CaseState.DISPATCHED, "confirmed", None)
 
 
+def _until_waiting_for_a_lock(p, thread: threading.Thread) -> None:
+    """Return once the thread's transaction waits for a row lock (PostgreSQL), or the thread has ended."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    with p.engine.connect() as watch:
+        for _ in range(600):
+            if watch.exec_driver_sql(waiting).scalar() or not thread.is_alive():
+                return
+            threading.Event().wait(0.05)
+
+
 def test_an_escalation_that_finds_the_case_reassigned_meanwhile_leaves_it_with_the_new_person(
     tmp_path, pg_cluster
 ):
@@ -151,14 +164,7 @@ def test_an_escalation_that_finds_the_case_reassigned_meanwhile_leaves_it_with_t
     result: list = []
     escalator = threading.Thread(target=lambda: result.append(escalate()))
     escalator.start()
-    with p.engine.connect() as watch:  # until the escalator waits for the dispatcher's row lock
-        waiting = (
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        for _ in range(600):
-            if watch.exec_driver_sql(waiting).scalar() or not escalator.is_alive():
-                break
-            threading.Event().wait(0.05)
+    _until_waiting_for_a_lock(p, escalator)
     desk.commit()
     desk.close()
     escalator.join(60)
@@ -168,4 +174,36 @@ def test_an_escalation_that_finds_the_case_reassigned_meanwhile_leaves_it_with_t
     with p.sessions.begin() as s:  # control: at the new clock's end it escalates as usual
         assert p.loop.escalate_due(s, case.escalate_at) == 1
     assert _story(p, case_id)[0].assignee == "leader:g1"
+    p.engine.dispose()
+
+
+def test_a_second_camera_s_alert_joining_a_case_a_dispatcher_is_confirming_does_not_dispatch_it_again(
+    tmp_path, pg_cluster
+):
+    """PostgreSQL: the dispatcher holds the case's row while confirming it; the node's second camera (same throw,
+    confirmed) joins the case meanwhile. Once the confirmation commits, the join finds the case dispatched."""
+    p = make_parts(tmp_path, pg_cluster.new_database(), notify=HOOK)
+    first = alert(level="suspected", event_id="ev-east")
+    send(p, first)
+    with p.sessions() as s:
+        case_id = s.scalars(select(Case.id)).one()
+    desk = p.sessions()
+    desk.begin()
+    p.loop.act(desk, desk.get(Case, case_id, with_for_update=True), Action.CONFIRM, "desk-a")
+    desk.flush()  # confirmed and dispatched, not yet committed
+    second = alert(
+        camera="north", event_id="ev-north", level="confirmed", at=dt.datetime.fromisoformat(first["alert_utc"])
+    )
+    joining = threading.Thread(target=lambda: send(p, second))
+    joining.start()
+    _until_waiting_for_a_lock(p, joining)
+    desk.commit()
+    desk.close()
+    joining.join(60)
+    case, history, notices = _story(p, case_id)
+    actions = [h.action for h in history]
+    assert actions == ["created", "review", "confirm", "dispatch", "evidence"], actions
+    assert notices == ["review", "dispatch"] and case.state == CaseState.DISPATCHED
+    with p.sessions() as s:  # control: the second camera's alert is in the same case
+        assert sorted(e.event_id for e in s.get(Case, case_id).events) == ["ev-east", "ev-north"]
     p.engine.dispose()
