@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import delete, func, select
 
+from center.api import RowId
 from center.auth import add_user
 from center.db import Camera, Event, Evidence, Node, User
 from center.models import Role
@@ -148,7 +149,7 @@ def report_csv(request: Request, v: Who, month: str | None = None):
 
 # -- evidence export ---------------------------------------------------------------------------------------
 @router.get("/alerts/{case_id}/export.zip")
-def export(request: Request, case_id: int, v: Who):
+def export(request: Request, case_id: RowId, v: Who):
     """The case's evidence in one archive for the police; every export is in the audit log."""
     need_staff(v)
     web = web_of(request)
@@ -261,7 +262,7 @@ def user_add(
 
 
 @router.post("/alerts/{case_id}/original")
-def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+def ask_original(request: Request, case_id: RowId, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
     """Ask each node of the case for its original evidence clip (events/<id>/original/get): the police archive
     holds it once it has come (the node sends it in chunks, like the annotated clip)."""
     check_csrf(v, csrf)
@@ -284,7 +285,7 @@ def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Fo
 
 
 @router.post("/users/{user_id}/remove", response_class=HTMLResponse)
-def user_remove(request: Request, user_id: int, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+def user_remove(request: Request, user_id: RowId, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
     """Remove a user: their password, sessions and API token go at once (their names stay in case histories)."""
     check_csrf(v, csrf)
     need_admin(v)

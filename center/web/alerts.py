@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from center.api import RowId
 from center.db import Case, Evidence
 from center.files import OutsideDataDir
 from center.loop import Refused
@@ -150,7 +151,7 @@ def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:
 
 
 @router.get("/alerts/{case_id}", response_class=HTMLResponse)
-def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None):
+def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = None):
     web = web_of(request)
     ctx = web.ctx
     with ctx.readers() as s:
@@ -175,7 +176,7 @@ def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None)
 
 
 @router.get("/alerts/{case_id}/elevation.svg")
-def elevation(request: Request, case_id: int, v: Who):
+def elevation(request: Request, case_id: RowId, v: Who):
     ctx = web_of(request).ctx
     with ctx.readers() as s:
         case = _case_for(s, case_id, v)
@@ -201,7 +202,7 @@ async def _read_photo(photo: UploadFile | None) -> bytes | None:
 @router.post("/alerts/{case_id}/act")
 async def act(
     request: Request,
-    case_id: int,
+    case_id: RowId,
     v: Who,
     action: Annotated[str, Form(max_length=20)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
@@ -243,7 +244,7 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
 @router.post("/alerts/{case_id}/reassign")
 def reassign_form(
     request: Request,
-    case_id: int,
+    case_id: RowId,
     v: Who,
     to: Annotated[str, Form(max_length=80)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
@@ -264,7 +265,7 @@ def reassign_form(
 
 
 @router.get("/evidence/{evidence_id}")
-def evidence(request: Request, evidence_id: int, v: Who):
+def evidence(request: Request, evidence_id: RowId, v: Who):
     """A still, clip, manifest or photo; clips answer HTTP range requests, so the player can seek."""
     ctx = web_of(request).ctx
     with ctx.readers() as s:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -228,6 +230,14 @@ def mount(app: FastAPI, ctx: Context) -> None:
     async def _login(request: Request, exc: LoginNeeded) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        """A malformed address or form on a page (`/alerts/abc`, a note too long) is a page, not the API's JSON."""
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
+        return web_of(request).render(request, None, "error.html", status=422, message=t("bad_request"))
 
     @app.exception_handler(PageError)
     async def _error(request: Request, exc: PageError) -> Response:

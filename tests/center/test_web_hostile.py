@@ -8,11 +8,14 @@ import json
 
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
 from web_fixtures import add_people, logged_in, web_app
 
+from center.auth import add_user
 from center.db import Case
+from center.models import Role
 
 MAY = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)
 
@@ -86,3 +89,23 @@ def test_dates_at_the_calendar_s_ends_are_ignored_not_a_server_error(site, path)
     # control: a date filter in range still filters
     assert 'data-case="' in client.get("/alerts?since=2026-05-10&until=2026-05-10").text
     assert 'data-case="' not in client.get("/alerts?since=2026-06-01").text
+
+
+def test_a_malformed_address_or_form_on_a_page_is_answered_with_a_page(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-form"))
+    client = logged_in(app, "disp")
+    for r in (
+        client.get("/alerts/abc"),
+        client.get("/evidence/99999999999999999999999"),
+        client.post(f"/alerts/{_newest_case(parts)}/act", data={"action": "acknowledge", "note": "长" * 2001}),
+    ):
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html"), r.text[:200]
+        assert "请求无效" in r.text
+    with parts.sessions.begin() as s:  # control: the API still answers its callers in JSON
+        token = add_user(s, "robot", Role.DISPATCHER)
+    api = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    for path in ("/api/cases/abc", "/api/cases/99999999999", "/api/evidence/99999999999"):
+        r = api.get(path)  # a number past the id columns is malformed too, not a database overflow
+        assert r.status_code == 422 and isinstance(r.json()["detail"], list)
+    assert api.get(f"/api/cases/{_newest_case(parts)}").status_code == 200
