@@ -279,6 +279,8 @@ def evidence(request: Request, evidence_id: RowId, v: Who):
             path = ctx.files.path(item.path)
         except OutsideDataDir:
             raise PageError(404, "not_found") from None
+        if not path.is_file():  # removed from the disk by hand: said so, not a server error
+            raise PageError(404, "not_found")
         kind, digest = item.kind, item.sha256
     if request.headers.get("range", "bytes=0-").startswith("bytes=0-"):  # one line per viewing, not per seek
         audit_now(request, v.caller.name, "view", f"evidence:{evidence_id}", {"kind": kind})

@@ -109,3 +109,21 @@ def test_a_malformed_address_or_form_on_a_page_is_answered_with_a_page(site):
         r = api.get(path)  # a number past the id columns is malformed too, not a database overflow
         assert r.status_code == 422 and isinstance(r.json()["detail"], list)
     assert api.get(f"/api/cases/{_newest_case(parts)}").status_code == 200
+
+
+def test_an_evidence_file_gone_from_the_disk_is_not_found_not_a_server_error(site):
+    parts, app = site
+    from center.db import Evidence
+
+    send(parts, alert("garden3-east", "east", "ev-gone"))
+    parts.ingest.handle("edge/garden3-east/events/ev-gone/snapshot", b"\xff\xd8\xff\xe0" + b"j" * 100)
+    with parts.sessions() as s:
+        still = s.scalars(select(Evidence).where(Evidence.kind == "snapshot")).one()
+    client = logged_in(app, "disp")
+    assert client.get(f"/evidence/{still.id}").status_code == 200  # control: there, it is served
+    parts.files.path(still.path).unlink()
+    assert client.get(f"/evidence/{still.id}").status_code == 404
+    with parts.sessions.begin() as s:
+        token = add_user(s, "robot", Role.DISPATCHER)
+    api = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    assert api.get(f"/api/evidence/{still.id}").status_code == 404
