@@ -328,7 +328,7 @@ def test_the_police_archive_holds_the_signed_evidence_and_its_verification(brows
         pg.goto(f"/alerts/{case_id}")
         pg.click("form.act-original button")  # the original clip is sent only when asked for
         pg.wait_for_selector("#asked")
-        assert wait_for(lambda: _reloaded_has(pg, "tr.trust-verified td:text-is('original')"), 60)
+        assert wait_for(lambda: _reloaded_has(pg, "tr.trust-verified[data-kind='original']"), 60)
         with pg.expect_download() as download:
             pg.click("#export")
         with zipfile.ZipFile(download.value.path()) as z:
