@@ -88,7 +88,7 @@ def duration(d: dt.timedelta | float | None, t) -> str:
     seconds = d.total_seconds() if isinstance(d, dt.timedelta) else d
     minutes = int(seconds // 60)
     if minutes < 120:
-        return f"{minutes} {t('minutes')}" if minutes else f"{int(seconds)} s"
+        return f"{minutes} {t('minutes')}" if minutes else f"{int(seconds)} {t('seconds')}"
     return f"{minutes // 60} {t('hours')} {minutes % 60} {t('minutes')}"
 
 

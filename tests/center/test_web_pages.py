@@ -288,6 +288,16 @@ def test_every_message_the_pages_and_the_loop_refuse_with_is_in_both_languages()
     assert not keys - set(i18n.EN) and not keys - set(i18n.ZH), sorted(keys - set(i18n.EN) - set(i18n.ZH))
 
 
+def test_how_long_a_new_alert_has_waited_is_in_the_viewer_s_language(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-wait"))
+    client = logged_in(app, "disp")
+    waited = re.findall(r'data-label="等待">([^<]*)<', client.get("/alerts").text)
+    assert len(waited) == 1 and re.fullmatch(r"\d+ (秒|分钟)", waited[0]), waited
+    client.get("/lang/en")
+    assert re.search(r'data-label="Waited">\d+ (s|min)<', client.get("/alerts").text)  # control: in English
+
+
 def test_a_refusal_of_the_loop_is_shown_in_the_viewer_s_language(site):
     parts, app = site
     send(parts, alert("garden3-east", "east", "ev-twice", level="suspected"))
