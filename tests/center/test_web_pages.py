@@ -184,6 +184,15 @@ def test_a_dispatcher_reassigns_a_case_and_the_new_person_is_told_and_must_ackno
     parts.engine.dispose()
 
 
+def _audit_actions() -> set[str]:
+    """Every action the pages write to the audit log: literal ones, and the loop's buttons (str(action))."""
+    source = "".join(m.read_text() for m in (Path(i18n.__file__).parent).glob("*.py"))
+    found = set(re.findall(r'audit(?:_now)?\(\s*(?:s, )?request, [^,]+, "(\w+)"', source)) | {"login_failed"}
+    buttons = {Action.CONFIRM, Action.DISMISS, Action.ACKNOWLEDGE, Action.CHECK, Action.RESOLVE}
+    assert {"view", "export", "roster", "logout"} <= found  # the scan finds them
+    return found | {str(a) for a in buttons}
+
+
 def test_every_word_the_templates_ask_for_is_in_both_languages():
     keys = set()
     for page in (Path(i18n.__file__).parent / "templates").glob("*.html"):
@@ -192,7 +201,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
         "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
         "channel.": ("webhook", "wecom", "email", "feedback"),
-        "file.": ("snapshot", "clip", "original", "manifest", "photo"),
+        "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)

@@ -177,6 +177,8 @@ def test_views_and_changes_are_in_the_audit_log(site):
     with parts.sessions() as s:
         got = [(a.actor, a.action, a.target) for a in s.scalars(select(Audit).order_by(Audit.id))]
     assert ("zhang", "view", f"case:{case}") in got and ("zhang", "acknowledge", f"case:{case}") in got
+    shown = logged_in(app, "admin").get("/users").text  # the log on the users page, in the viewer's language
+    assert '<td data-action="acknowledge">接单</td>' in shown and '<td data-action="view">查看</td>' in shown
 
 
 def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
