@@ -167,6 +167,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             verdicts=list(Verdict),
             targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
+            note=lambda text: views.trust_note(text, v.t),
             local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
             asked=bool(asked),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -118,6 +119,27 @@ def window_label(ctx: Context, ev: Event | None) -> str:
     facade = ctx.roster.facade_of(ev.node, ev.camera) or ""
     x = origin_of(ev).get("facade_x_m")
     return f"{facade} {x:.1f} m" if isinstance(x, int | float) else facade
+
+
+# The center's own notes on evidence trust (center.trust, center.photos), kept in English in the database and
+# the API; the pages show them in the viewer's language. A note matching none is shown as it is.
+TRUST_NOTES = (
+    (re.compile(r"no signed manifest lists it yet"), "note.unsigned"),
+    (re.compile(r"signed by the node's key (?P<key>\S+)"), "note.verified"),
+    (re.compile(r"the node is not registered \(edge-center node add\)"), "note.unregistered"),
+    (re.compile(r"the signature does not match the manifest \(altered\)"), "note.altered"),
+    (re.compile(r"signed by key (?P<key>\S+), not the node's registered key"), "note.other_key"),
+    (re.compile(r"uploaded by (?P<who>.+)"), "note.uploaded"),
+)
+
+
+def trust_note(note: str | None, t) -> str:
+    """A stored trust note in the viewer's language."""
+    for pattern, key in TRUST_NOTES:
+        m = pattern.fullmatch(note or "")
+        if m:
+            return t(key, **m.groupdict())
+    return note or ""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from center.db import Case, Job, make_engine, make_sessions
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.service import Center
-from center.web import i18n
+from center.web import i18n, views
 from center.web.security import check_password
 from center.web.tables import Audit
 from center.web.views import CAMERA_STATES
@@ -305,6 +305,21 @@ def test_how_long_a_new_alert_has_waited_is_in_the_viewer_s_language(site):
     assert len(waited) == 1 and re.fullmatch(r"\d+ (秒|分钟)", waited[0]), waited
     client.get("/lang/en")
     assert re.search(r'data-label="Waited">\d+ (s|min)<', client.get("/alerts").text)  # control: in English
+
+
+def test_the_center_s_notes_on_evidence_are_in_the_viewer_s_language(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-note"))
+    parts.ingest.handle("edge/garden3-east/events/ev-note/snapshot", b"\xff\xd8\xff\xe0" + b"n" * 100)
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    assert "尚无签名清单列出此文件" in page and "no signed manifest" not in page
+    zhang.get("/lang/en")
+    assert "no signed manifest lists it yet" in zhang.get(f"/alerts/{case}").text  # control: in English
+    for _, key in views.TRUST_NOTES:
+        assert key in i18n.EN and key in i18n.ZH
 
 
 def test_a_refusal_of_the_loop_is_shown_in_the_viewer_s_language(site):
