@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -140,6 +140,11 @@ class CaseDetail(CaseOut):
 class ActionIn(BaseModel):
     verdict: Verdict | None = Field(None, description="check, resolve: what was found on site")
     note: str | None = Field(None, max_length=2000)
+
+    @field_validator("note")
+    @classmethod
+    def _no_nul(cls, note: str | None) -> str | None:
+        return note.replace("\x00", "") if note else note  # PostgreSQL keeps no NUL in text
 
 
 class ReassignIn(BaseModel):

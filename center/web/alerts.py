@@ -219,7 +219,8 @@ async def act(
         raise PageError(404, "not_found")
     chosen = Verdict(verdict) if verdict in Verdict.__members__.values() else None
     data = await _read_photo(photo)
-    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note.strip() or None, data)
+    note = note.replace("\x00", "").strip() or None  # PostgreSQL keeps no NUL in text
+    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note, data)
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
 
 

@@ -215,6 +215,20 @@ class BodyLimit:
         await self.app(scope, bounded, send)
 
 
+class NoNulInQuery:
+    """ASGI middleware: a query string with a NUL character (%00) is refused (400). PostgreSQL keeps no NUL in
+    text, so a filter such as ?building=%00 would be a database error (a 500) on every page and API call."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
+            await PlainTextResponse("NUL in the query string", status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def mount(app: FastAPI, ctx: Context) -> None:
     """Add the pages, their static files and the security headers to the API's app."""
     from center.web import admin, alerts, login
@@ -224,6 +238,7 @@ def mount(app: FastAPI, ctx: Context) -> None:
     for module in (login, alerts, admin):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(NoNulInQuery)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginNeeded)

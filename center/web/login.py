@@ -67,7 +67,8 @@ def login(
         raise PageError(429, "login_wait", minutes=math.ceil(wait / 60))
     with web.ctx.sessions.begin() as s:
         user = check_password(s, name, password)
-        audit(s, request, name[:80] or "?", "login" if user else "login_failed", "session")
+        shown = name.replace("\x00", "")[:80] or "?"  # PostgreSQL keeps no NUL in text
+        audit(s, request, shown, "login" if user else "login_failed", "session")
         token = open_session(s, user) if user else None
     if user is None:
         return web.render(request, None, "login.html", status=401, next=safe_next(next), csrf=csrf, error=True)

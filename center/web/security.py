@@ -71,7 +71,8 @@ def set_password(s: Session, user: User, password: str) -> None:
 
 def check_password(s: Session, name: str, password: str) -> User | None:
     """The user whose name and password these are, or None (taking as long either way)."""
-    user = s.scalar(select(User).where(User.name == name)) if len(name) <= 80 else None
+    plausible = len(name) <= 80 and "\x00" not in name  # no such user; and PostgreSQL refuses NUL in a query
+    user = s.scalar(select(User).where(User.name == name)) if plausible else None
     login = s.get(WebLogin, user.id) if user else None
     if len(password) > MAX_PASSWORD:
         return None

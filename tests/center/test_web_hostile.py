@@ -11,7 +11,7 @@ from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url,
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
-from web_fixtures import add_people, logged_in, web_app
+from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.auth import add_user
 from center.db import Case
@@ -127,3 +127,28 @@ def test_an_evidence_file_gone_from_the_disk_is_not_found_not_a_server_error(sit
         token = add_user(s, "robot", Role.DISPATCHER)
     api = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     assert api.get(f"/api/evidence/{still.id}").status_code == 404
+
+
+def test_nul_characters_are_refused_or_dropped_never_a_database_error_on_postgresql(tmp_path, pg_cluster):
+    parts = make_parts(tmp_path, pg_cluster.new_database())
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-nul"))
+    case = _newest_case(parts)
+    stranger = TestClient(app, base_url="https://testserver")
+    token = csrf_of(stranger.get("/login").text)
+    r = stranger.post("/login", data={"name": "zh\x00ang", "password": "guess-guess-guess", "csrf": token})
+    assert r.status_code == 401
+    disp = logged_in(app, "disp")
+    assert disp.get("/alerts?building=%00").status_code == 400
+    token = csrf_of(disp.get(f"/alerts/{case}").text)
+    r = disp.post(f"/alerts/{case}/act", data={"action": "acknowledge", "note": "花\x00盆", "csrf": token})
+    assert r.status_code == 200 and "花盆" in r.text  # kept, without the NUL
+    with parts.sessions.begin() as s:
+        api_token = add_user(s, "robot", Role.DISPATCHER)
+    api = TestClient(app, headers={"Authorization": f"Bearer {api_token}"})
+    r = api.post(f"/api/cases/{case}/check", json={"verdict": "fell", "note": "a\u0000b"})
+    assert r.status_code == 200 and r.json()["note"] == "ab"
+    assert api.get("/api/cases?building=%00").status_code == 400
+    assert api.get("/api/cases?building=b3").status_code == 200  # control: a plain filter answers
+    parts.engine.dispose()
