@@ -419,7 +419,7 @@ def translator(lang: str) -> Callable[..., str]:
     """t(key, **fields): the text of `key` in `lang`, with {fields} filled in."""
     words = CATALOGUE[pick(lang)]
 
-    def t(key: str, **fields) -> str:
+    def t(key: str, /, **fields) -> str:  # positional: a field may itself be called `key`
         text = words.get(key, key)
         return text.format(**fields) if fields else text
 

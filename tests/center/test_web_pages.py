@@ -320,6 +320,15 @@ def test_the_center_s_notes_on_evidence_are_in_the_viewer_s_language(site):
     assert "no signed manifest lists it yet" in zhang.get(f"/alerts/{case}").text  # control: in English
     for _, key in views.TRUST_NOTES:
         assert key in i18n.EN and key in i18n.ZH
+    zh = i18n.translator("zh")
+    for note, shown in (  # every note center.trust and center.photos write, with its fields
+        ("signed by the node's key ab12cd34…", "由节点密钥 ab12cd34… 签名"),
+        ("signed by key 0123456789abcdef, not the node's registered key", "由密钥 0123456789abcdef 签名"),
+        ("the node is not registered (edge-center node add)", "节点未登记"),
+        ("the signature does not match the manifest (altered)", "签名与清单不符"),
+        ("uploaded by zhang", "zhang 上传"),
+    ):
+        assert views.trust_note(note, zh).startswith(shown)
 
 
 def test_a_refusal_of_the_loop_is_shown_in_the_viewer_s_language(site):
