@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from center.api import RowId
 from center.auth import add_user
@@ -253,7 +254,10 @@ def user_add(
             if s.scalar(select(User).where(User.name == name)) is not None:
                 raise PageError(422, "user.exists", name=name)
             token = add_user(s, name, chosen, worker or None if chosen == Role.GRID_WORKER else None)
-            s.flush()
+            try:
+                s.flush()  # the unique name decides when two admins add the same name at once
+            except IntegrityError:
+                raise PageError(422, "user.exists", name=name) from None
             set_password(s, s.scalar(select(User).where(User.name == name)), password)
             audit(s, request, v.caller.name, "user_add", f"user:{name}", {"role": chosen})
     except PageError as exc:

@@ -138,7 +138,9 @@ def _until_waiting_for_a_lock(p, thread: threading.Thread) -> None:
     )
     with p.engine.connect() as watch:
         for _ in range(600):
-            if watch.exec_driver_sql(waiting).scalar() or not thread.is_alive():
+            blocked = watch.exec_driver_sql(waiting).scalar()
+            watch.rollback()  # pg_stat_activity is a snapshot per transaction: a new one each look
+            if blocked or not thread.is_alive():
                 return
             threading.Event().wait(0.05)
 
@@ -206,4 +208,37 @@ def test_a_second_camera_s_alert_joining_a_case_a_dispatcher_is_confirming_does_
     assert notices == ["review", "dispatch"] and case.state == CaseState.DISPATCHED
     with p.sessions() as s:  # control: the second camera's alert is in the same case
         assert sorted(e.event_id for e in s.get(Case, case_id).events) == ["ev-east", "ev-north"]
+    p.engine.dispose()
+
+
+def test_two_admins_adding_the_same_name_at_once_get_one_user_and_a_plain_refusal(tmp_path, pg_cluster):
+    """PostgreSQL: one admin's new user is inserted, not committed; the other's page finds no such name yet and
+    waits on the unique name. Once the first commits, the second is told the name is taken (not a 500)."""
+    from web_fixtures import add_people, csrf_of, logged_in, web_app
+
+    from center.auth import add_user as insert_user
+    from center.db import User
+
+    p = make_parts(tmp_path, pg_cluster.new_database())
+    add_people(p.sessions)
+    admin = logged_in(web_app(p), "admin")
+    token = csrf_of(admin.get("/users").text)
+    first = p.sessions()
+    first.begin()
+    insert_user(first, "li", Role.DISPATCHER)
+    first.flush()
+    answers: list = []
+    form = {"name": "li", "role": "dispatcher", "password": "pw-li-long-enough", "csrf": token}
+    second = threading.Thread(target=lambda: answers.append(admin.post("/users", data=form)))
+    second.start()
+    _until_waiting_for_a_lock(p, second)
+    first.commit()
+    first.close()
+    second.join(60)
+    (r,) = answers
+    assert r.status_code == 422 and "用户“li”已存在" in r.text
+    with p.sessions() as s:
+        assert len(s.scalars(select(User).where(User.name == "li")).all()) == 1
+    r = admin.post("/users", data={**form, "name": "wu"})  # control: a free name is added
+    assert r.status_code == 200 and 'data-user="wu"' in r.text
     p.engine.dispose()
