@@ -223,7 +223,8 @@ def test_a_dispatcher_dispatches_and_the_grid_worker_acknowledges_and_marks_a_fa
         pg.click("form.act-check button")
         pg.wait_for_selector("#case[data-state='checked']")
         assert pg.locator("#history li[data-action='check']").count() == 1
-        photo = "() => { const i = document.querySelector('img.photo'); return i?.complete && i.naturalWidth == 64 }"
+        photo_loaded = "i => i.complete && i.naturalWidth == 64"
+        photo = f"() => {{ const i = document.querySelector('img.photo'); return !!i && ({photo_loaded})(i); }}"
         pg.wait_for_function(photo)  # the photo, kept (it may still be loading when the page is shown)
         shot(pg, "alert-phone")
     feedback = site.storage / "feedback"
