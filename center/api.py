@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -20,7 +20,7 @@ from center.auth import user_of
 from center.config import CenterConfig
 from center.counters import Drops
 from center.db import Camera, Case, Event, Evidence, Job, Node
-from center.files import EvidenceFiles
+from center.files import EvidenceFiles, OutsideDataDir
 from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
@@ -28,6 +28,9 @@ from center.roster import Roster
 from center.stats import Stats, compute
 
 MAX_PAGE = 500  # cases in one answer
+MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger one in an address is no row,
+# and handed to the database it is an overflow (a 500), so it is refused as malformed (422) first
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @dataclass
@@ -137,6 +140,11 @@ class CaseDetail(CaseOut):
 class ActionIn(BaseModel):
     verdict: Verdict | None = Field(None, description="check, resolve: what was found on site")
     note: str | None = Field(None, max_length=2000)
+
+    @field_validator("note")
+    @classmethod
+    def _no_nul(cls, note: str | None) -> str | None:
+        return note.replace("\x00", "") if note else note  # PostgreSQL keeps no NUL in text
 
 
 class ReassignIn(BaseModel):
@@ -289,7 +297,7 @@ def create_app(ctx: Context) -> FastAPI:
         return [case_out(c) for c in rows]
 
     @app.get("/api/cases/{case_id}", response_model=CaseDetail, tags=["cases"])
-    def case(case_id: int, s: Db, who: Who):
+    def case(case_id: RowId, s: Db, who: Who):
         """One case: its alerts with their evidence (and its trust), on-site photos, history and notices."""
         c = visible(s, case_id, who)
         events = [
@@ -318,7 +326,7 @@ def create_app(ctx: Context) -> FastAPI:
         )
 
     @app.post("/api/cases/{case_id}/photos", response_model=EvidenceOut, tags=["cases"], status_code=201)
-    async def photo(case_id: int, request: Request, who: Who):
+    async def photo(case_id: RowId, request: Request, who: Who):
         """An on-site photo: the request body is the JPEG itself (Content-Type: image/jpeg)."""
         with ctx.readers() as s:
             visible(s, case_id, who)  # before reading a body of megabytes from someone who may not add it
@@ -336,7 +344,7 @@ def create_app(ctx: Context) -> FastAPI:
             return ev_out(item)
 
     @app.post("/api/cases/{case_id}/reassign", response_model=CaseOut, tags=["cases"])
-    def reassign(case_id: int, body: ReassignIn, who: Staff):
+    def reassign(case_id: RowId, body: ReassignIn, who: Staff):
         """Give a dispatched or acknowledged case to another worker of its grid, the grid leader or the office."""
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who, lock=True)
@@ -347,7 +355,7 @@ def create_app(ctx: Context) -> FastAPI:
             return case_out(c)
 
     @app.post("/api/cases/{case_id}/{action}", response_model=CaseOut, tags=["cases"])
-    def act(case_id: int, action: Action, body: ActionIn, who: Who):
+    def act(case_id: RowId, action: Action, body: ActionIn, who: Who):
         """confirm / dismiss (dispatchers: a suspected alert), acknowledge, check (with a verdict), resolve."""
         if action not in (Action.CONFIRM, Action.DISMISS, Action.ACKNOWLEDGE, Action.CHECK, Action.RESOLVE):
             raise HTTPException(404, f"no action {action}")
@@ -364,7 +372,7 @@ def create_app(ctx: Context) -> FastAPI:
             return case_out(c)
 
     @app.get("/api/evidence/{evidence_id}", tags=["cases"], response_class=FileResponse)
-    def evidence(evidence_id: int, s: Db, who: Who):
+    def evidence(evidence_id: RowId, s: Db, who: Who):
         """The file itself (still, clip, original, manifest, photo)."""
         item = s.get(Evidence, evidence_id)
         if item is None:
@@ -375,7 +383,13 @@ def create_app(ctx: Context) -> FastAPI:
         if who.buildings is not None and (case_id is None or not who.may_see(s.get(Case, case_id))):
             raise HTTPException(403, "this evidence is not of your buildings")
         media = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
-        return FileResponse(ctx.files.path(item.path), media_type=media.get(item.kind, "video/mp4"))
+        try:
+            path = ctx.files.path(item.path)
+        except OutsideDataDir:
+            raise HTTPException(404, "the file is not under the evidence folder") from None
+        if not path.is_file():
+            raise HTTPException(404, "the file is no longer on the center's disk")
+        return FileResponse(path, media_type=media.get(item.kind, "video/mp4"))
 
     @app.get("/api/roster", tags=["people"])
     def roster(who: Staff) -> dict:

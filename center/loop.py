@@ -34,11 +34,14 @@ def dismissed(case: Case) -> bool:
 
 
 class Refused(Exception):
-    """An action that the case's state or the actor's role does not allow (HTTP 409/403)."""
+    """An action that the case's state or the actor's role does not allow (HTTP 409/403).
 
-    def __init__(self, why: str, status: int = 409):
+    `why` is the API's English; `key` and `fields` name the same message in the pages' catalogue
+    (center/web/i18n.py: `refused.<key>`), whose fields `action` and `state` are translated there too."""
+
+    def __init__(self, why: str, status: int = 409, key: str = "step", **fields: str):
         super().__init__(why)
-        self.status = status
+        self.status, self.key, self.fields = status, key, fields
 
 
 @dataclass
@@ -116,6 +119,9 @@ class Loop:
             q = q.where(Case.building == building)
         else:  # a camera the roster does not know: only the same node's other cameras
             q = q.join(Event, Event.case_id == Case.id).where(Case.building.is_(None), Event.node == ev.node)
+        # Locked and read again: a dispatcher confirming this case at the same moment must finish first, or the
+        # joining alert would see it still new and dispatch it a second time.
+        q = q.with_for_update(of=Case).execution_options(populate_existing=True)
         for case in s.scalars(q.order_by(Case.id)).unique():
             if ev.floor is None or case.floor is None or abs(case.floor - ev.floor) <= self.cfg.dedup.floors:
                 return case
@@ -163,9 +169,9 @@ class Loop:
         """Give a dispatched (or acknowledged) case to `to`, who is told as at a dispatch and must acknowledge."""
         now = now or utcnow()
         if CaseState(case.state) not in REASSIGNABLE:
-            raise Refused(f"cannot reassign a case that is {case.state}")
+            raise Refused(f"cannot reassign a case that is {case.state}", action="reassign", state=case.state)
         if to not in dict(self.reassign_targets(case)):
-            raise Refused(f"{to!r} is not someone of this building's grid", 422)
+            raise Refused(f"{to!r} is not someone of this building's grid", 422, "target", to=to)
         step = 0 if to.startswith("worker:") else 1 if to.startswith("leader:") else OFFICE_LEVEL
         before = case.assignee
         case.assignee, case.escalation, case.state = to, step, CaseState.DISPATCHED
@@ -183,7 +189,9 @@ class Loop:
         """Escalate every case left too long: a dispatch not acknowledged, or a suspected alert not reviewed.
         Worker (or the office's review) -> grid leader -> office; the assignee follows each step.
 
-        The conditional UPDATE makes each step happen once even when several instances run this."""
+        The conditional UPDATE makes each step happen once even when several instances run this, and skips a
+        case that someone moved meanwhile: reassigned (same state and step, but a new escalate_at), confirmed,
+        acknowledged."""
         now = now or utcnow()
         done = 0
         waiting = (CaseState.DISPATCHED, CaseState.NEW)
@@ -200,7 +208,12 @@ class Loop:
             nxt = now + self._escalate_after() if step < OFFICE_LEVEL else None
             won = s.execute(
                 update(Case)
-                .where(Case.id == case.id, Case.escalation == case.escalation, Case.state == case.state)
+                .where(
+                    Case.id == case.id,
+                    Case.escalation == case.escalation,
+                    Case.state == case.state,
+                    Case.escalate_at <= now,
+                )
                 .values(escalation=step, escalate_at=nxt, assignee=who)
                 .execution_options(synchronize_session=False)
             ).rowcount
@@ -226,9 +239,9 @@ class Loop:
         now = now or utcnow()
         after = TRANSITIONS.get((action, CaseState(case.state)))
         if after is None:
-            raise Refused(f"cannot {action} a case that is {case.state}")
+            raise Refused(f"cannot {action} a case that is {case.state}", action=action, state=case.state)
         if action == Action.CHECK and verdict is None:
-            raise Refused("an on-site check needs a verdict", 422)
+            raise Refused("an on-site check needs a verdict", 422, "verdict")
         detail: dict = {}
         if note:
             case.note = note

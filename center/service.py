@@ -20,6 +20,8 @@ from center.migrate import current, head, upgrade
 from center.notify import JobRunner, make_notifiers
 from center.receiver import Receiver
 from center.roster import Roster
+from center.yamlfile import load_model
+from edge.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class Center:
             self.drops,
             self.receiver.publish,
         )
+        self._roster_mark = self._roster_stat()
         self.stopping = threading.Event()
         self.server: uvicorn.Server | None = None
         self._threads: list[threading.Thread] = []
@@ -136,11 +139,37 @@ class Center:
         self._threads.append(t)
         return t
 
+    def _roster_stat(self) -> tuple | None:
+        try:
+            st = self.cfg.roster.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def reload_roster(self) -> bool:
+        """Use the roster file again when it changed on disk (saved on another instance's page, or by hand), so
+        instances sharing it dispatch by the same roster; one that no longer validates is logged and not used."""
+        mark = self._roster_stat()
+        if mark is None or mark == self._roster_mark:
+            return False
+        self._roster_mark = mark
+        try:
+            roster = load_model(self.cfg.roster, Roster)
+        except ConfigError as exc:
+            log.error("the roster changed on disk but is not valid; still using the one loaded before: %s", exc)
+            return False
+        self.loop.roster = self.context.roster = roster
+        log.info(
+            "the roster changed on disk: %d buildings, %d grids now", len(roster.buildings), len(roster.grids)
+        )
+        return True
+
     def _timers(self) -> None:
         last_expire = 0.0
         idle = dt.timedelta(minutes=self.cfg.mqtt.chunk_set_idle_min)
         while not self.stopping.wait(TICK_S):
             try:
+                self.reload_roster()
                 self.ingest.flush_health()
                 with self.sessions.begin() as s:
                     self.loop.escalate_due(s, utcnow())

@@ -12,7 +12,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import ConfigError, key_path, read_mapping, read_text, validation_problem, yaml_line
+from edge.config import MAX_BYTES, ConfigError, key_path, read_mapping, read_text, validation_problem, yaml_line
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -57,6 +57,14 @@ def _child(node, part):
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
         return node.value[part]
     return None
+
+
+def parse_file_text(text: str, file: str, model: type[M]) -> M:
+    """Validate text that is to become the file `file` exactly as load_model will read it at the next start:
+    the same size bound as read_text (in UTF-8 bytes), then parse_model."""
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise ConfigError(file, None, "", None, f"too large for a YAML (over {MAX_BYTES} bytes)")
+    return parse_model(text, file, model)
 
 
 def load_model(path: str | Path, model: type[M]) -> M:

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
+from center.api import RowId
 from center.auth import add_user
 from center.db import Camera, Case, Event, Evidence, Node, User, utcnow
 from center.models import Role
 from center.roster import Roster
 from center.web import report as month_report
+from center.web import views
 from center.web.alerts import _case_for
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, need_admin, need_staff, viewer, web_of
 from center.web.export import archive
-from center.web.security import set_password
+from center.web.security import MAX_PASSWORD, MIN_PASSWORD, set_password
 from center.web.tables import Audit, WebLogin, WebSession
 from center.web.views import duration
-from center.yamlfile import parse_model
+from center.yamlfile import parse_file_text
 from edge.config import ConfigError
 from edge.publish.mqtt import valid_id
 
@@ -58,14 +62,31 @@ def nodes(request: Request, v: Who, sent: str | None = None):
     zone = web.ctx.cfg.timezone
 
     def local(t):
-        if t is None:
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            try:
+                t = dt.datetime.fromtimestamp(t, dt.UTC)
+            except (OverflowError, OSError, ValueError):  # a node's clock (or message) out of this world
+                t = None
+        if not isinstance(t, dt.datetime):
             return v.t("none")
-        if isinstance(t, int | float):
-            t = dt.datetime.fromtimestamp(t, dt.UTC)
         return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
 
+    health = {n.name: views.node_health(n) for n in node_rows}
+    rows = [
+        views.camera_health(c, health[c.node].cameras.get(c.camera, {}) if c.node in health else {}) for c in cams
+    ]
     return web.render(
-        request, v, "nodes.html", nodes=node_rows, cams=cams, last=last, stills=stills, local=local, sent=sent
+        request,
+        v,
+        "nodes.html",
+        nodes=node_rows,
+        health=health,
+        cams=rows,
+        camstates=views.CAMERA_STATES,
+        last=last,
+        stills=stills,
+        local=local,
+        sent=sent,
     )
 
 
@@ -83,16 +104,16 @@ def detect_switch(
     need_staff(v)
     web = web_of(request)
     if state not in ("ON", "OFF") or not (valid_id(node) and valid_id(camera)):
-        raise PageError(422, "ON or OFF")
+        raise PageError(422, "bad_request")
     with web.ctx.readers() as s:
         if s.get(Camera, (node, camera)) is None:
             raise PageError(404, "not_found")
     if web.ctx.publish is None:
-        raise PageError(503, "this center is not connected to the broker")
+        raise PageError(503, "no_broker")
     try:
         web.ctx.publish(f"{web.ctx.cfg.mqtt.topic_prefix}/{node}/{camera}/detect/set", state.encode())
     except (ConnectionError, TimeoutError) as exc:
-        raise PageError(503, f"the broker did not take the command: {exc}") from None
+        raise PageError(503, "broker_refused", why=str(exc)) from None
     with web.ctx.sessions.begin() as s:
         audit(s, request, v.caller.name, "detect", f"camera:{node}/{camera}", {"state": state})
     return RedirectResponse(f"/nodes?sent={node}/{camera}", status_code=303)
@@ -129,7 +150,7 @@ def report_csv(request: Request, v: Who, month: str | None = None):
 
 # -- evidence export ---------------------------------------------------------------------------------------
 @router.get("/alerts/{case_id}/export.zip")
-def export(request: Request, case_id: int, v: Who):
+def export(request: Request, case_id: RowId, v: Who):
     """The case's evidence in one archive for the police; every export is in the audit log."""
     need_staff(v)
     web = web_of(request)
@@ -169,13 +190,17 @@ def roster_save(
     web = web_of(request)
     path = web.ctx.cfg.roster
     try:
-        new = parse_model(text, path.name, Roster)
+        new = parse_file_text(text, path.name, Roster)
     except ConfigError as exc:
         return web.render(
             request, v, "roster.html", status=422, roster=web.ctx.roster, text=text, problem=str(exc), saved=False
         )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    tmp.write_text(text, encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)  # one per save
+    os.chmod(tmp, path.stat().st_mode & 0o777)  # as readable as the roster it replaces
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the roster in use is on disk before it replaces the old one
     os.replace(tmp, path)
     web.ctx.roster = new
     web.ctx.loop.roster = new
@@ -218,25 +243,32 @@ def user_add(
     need_admin(v)
     web = web_of(request)
     try:
+        if role not in Role.__members__.values():
+            raise PageError(422, "user.bad_role")
         chosen = Role(role)
         if not valid_id(name):
-            raise ValueError(f"{name!r} is not a user name (letters, digits, - and _)")
+            raise PageError(422, "user.bad_name", name=name)
         if chosen == Role.GRID_WORKER and web.ctx.roster.person(f"worker:{worker}") is None:
-            raise ValueError(f"{worker!r} is not a worker id of the roster")
+            raise PageError(422, "user.bad_worker", worker=worker)
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise PageError(422, "user.password_length", min=MIN_PASSWORD, max=MAX_PASSWORD)
         with web.ctx.sessions.begin() as s:
             if s.scalar(select(User).where(User.name == name)) is not None:
-                raise ValueError(f"there is already a user {name!r}")
+                raise PageError(422, "user.exists", name=name)
             token = add_user(s, name, chosen, worker or None if chosen == Role.GRID_WORKER else None)
-            s.flush()
+            try:
+                s.flush()  # the unique name decides when two admins add the same name at once
+            except IntegrityError:
+                raise PageError(422, "user.exists", name=name) from None
             set_password(s, s.scalar(select(User).where(User.name == name)), password)
             audit(s, request, v.caller.name, "user_add", f"user:{name}", {"role": chosen})
-    except ValueError as exc:
-        return _users_page(request, v, status=422, problem=str(exc))
+    except PageError as exc:
+        return _users_page(request, v, status=exc.status, problem=exc.text(v.t))
     return _users_page(request, v, token=(name, token))
 
 
 @router.post("/alerts/{case_id}/original")
-def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+def ask_original(request: Request, case_id: RowId, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
     """Ask each node of the case for its original evidence clip (events/<id>/original/get): the police archive
     holds it once it has come (the node sends it in chunks, like the annotated clip)."""
     check_csrf(v, csrf)
@@ -245,26 +277,26 @@ def ask_original(request: Request, case_id: int, v: Who, csrf: Annotated[str, Fo
     with web.ctx.readers() as s:
         events = [(e.node, e.event_id) for e in _case_for(s, case_id, v).events]
     if web.ctx.publish is None:
-        raise PageError(503, "this center is not connected to the broker")
+        raise PageError(503, "no_broker")
     prefix = web.ctx.cfg.mqtt.topic_prefix
     try:
         for node, event_id in events:
             if valid_id(node) and valid_id(event_id):
                 web.ctx.publish(f"{prefix}/{node}/events/{event_id}/original/get", b"")
     except (ConnectionError, TimeoutError) as exc:
-        raise PageError(503, f"the broker did not take the request: {exc}") from None
+        raise PageError(503, "broker_refused", why=str(exc)) from None
     with web.ctx.sessions.begin() as s:
         audit(s, request, v.caller.name, "original_get", f"case:{case_id}", {"events": len(events)})
     return RedirectResponse(f"/alerts/{case_id}?asked=1", status_code=303)
 
 
 @router.post("/users/{user_id}/remove", response_class=HTMLResponse)
-def user_remove(request: Request, user_id: int, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+def user_remove(request: Request, user_id: RowId, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
     """Remove a user: their password, sessions and API token go at once (their names stay in case histories)."""
     check_csrf(v, csrf)
     need_admin(v)
     if user_id == v.user_id:
-        return _users_page(request, v, status=422, problem="you cannot remove yourself")
+        return _users_page(request, v, status=422, problem=v.t("user.self"))
     web = web_of(request)
     with web.ctx.sessions.begin() as s:
         user = s.get(User, user_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -17,13 +18,24 @@ from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from center.api import RowId
 from center.db import Case, Evidence
 from center.files import OutsideDataDir
 from center.loop import Refused
 from center.models import Action, CaseState, Level, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.web import charts, views
-from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, viewer, web_of
+from center.web.app import (
+    MAX_STREAMS_PER_USER,
+    PageError,
+    Viewer,
+    audit,
+    audit_now,
+    check_csrf,
+    refused,
+    viewer,
+    web_of,
+)
 from center.web.security import COOKIE, session_of
 
 router = APIRouter(include_in_schema=False)
@@ -44,9 +56,10 @@ def _filters(
 
     def day(text: str | None) -> dt.date | None:
         try:
-            return dt.date.fromisoformat(text) if text else None
+            d = dt.date.fromisoformat(text) if text else None
         except ValueError:
             return None
+        return d if d is None or d.year in views.YEARS else None
 
     return views.Filters(
         state=CaseState(state) if state in CaseState.__members__.values() else None,
@@ -84,11 +97,28 @@ def alert_rows(request: Request, v: Who, f: Filtered):
     return web.render(request, v, "_rows.html", rows=found)
 
 
+class CountedStream(EventSourceResponse):
+    """An event stream that gives its place back however it ends (the client gone, logged out, shutdown)."""
+
+    def __init__(self, *args, release: Callable[[], None], **kw):
+        super().__init__(*args, **kw)
+        self.release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 @router.get("/alerts/stream")
 async def alert_stream(request: Request, v: Who):
     """Server-sent events: `change` whenever a case the viewer may see is made or moves (`new`: a new case)."""
-    ctx = web_of(request).ctx
+    web = web_of(request)
+    ctx = web.ctx
     cookie = request.cookies.get(COOKIE)
+    if not web.open_stream(v.user_id):
+        raise PageError(429, "too_many_streams", n=MAX_STREAMS_PER_USER)
 
     def mark() -> tuple[int, int] | None:
         """The list's mark, or None once the session has ended (logged out elsewhere, user removed)."""
@@ -108,7 +138,7 @@ async def alert_stream(request: Request, v: Who):
                 yield {"event": "change", "data": json.dumps({"new": now[0] > last[0], "case": now[0]})}
                 last = now
 
-    return EventSourceResponse(changes(), ping=PING_S)
+    return CountedStream(changes(), ping=PING_S, release=lambda: web.close_stream(v.user_id))
 
 
 def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:
@@ -121,7 +151,7 @@ def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:
 
 
 @router.get("/alerts/{case_id}", response_class=HTMLResponse)
-def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None):
+def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = None):
     web = web_of(request)
     ctx = web.ctx
     with ctx.readers() as s:
@@ -137,6 +167,7 @@ def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None)
             verdicts=list(Verdict),
             targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
+            note=lambda text: views.trust_note(text, v.t),
             local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
             asked=bool(asked),
@@ -146,15 +177,12 @@ def alert_page(request: Request, case_id: int, v: Who, asked: str | None = None)
 
 
 @router.get("/alerts/{case_id}/elevation.svg")
-def elevation(request: Request, case_id: int, v: Who):
+def elevation(request: Request, case_id: RowId, v: Who):
     ctx = web_of(request).ctx
     with ctx.readers() as s:
         case = _case_for(s, case_id, v)
         building = ctx.roster.buildings.get(case.building) if case.building else None
-        origins = [
-            charts.Origin(o.get("facade_x_m"), o.get("height_m"), o.get("floor"))
-            for o in (views.origin_of(e) for e in case.events)
-        ]
+        origins = [views.drawn_origin(views.origin_of(e)) for e in case.events]
         facades = {ctx.roster.facade_of(e.node, e.camera) for e in case.events} - {None}
     floors = building.floors if building else max([o.floor or 1 for o in origins] + [10])
     title = f"{building.name if building else case.building or ''} {' / '.join(sorted(facades))}"
@@ -166,16 +194,16 @@ async def _read_photo(photo: UploadFile | None) -> bytes | None:
         return None
     data = await photo.read(MAX_PHOTO_BYTES + 1)
     if len(data) > MAX_PHOTO_BYTES:
-        raise PageError(413, f"a photo may be at most {MAX_PHOTO_BYTES >> 20} MB")
+        raise PageError(413, "photo_too_big", mb=MAX_PHOTO_BYTES >> 20)
     if not is_jpeg(data):
-        raise PageError(415, "JPEG")
+        raise PageError(415, "photo_not_jpeg")
     return data
 
 
 @router.post("/alerts/{case_id}/act")
 async def act(
     request: Request,
-    case_id: int,
+    case_id: RowId,
     v: Who,
     action: Annotated[str, Form(max_length=20)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
@@ -191,7 +219,8 @@ async def act(
         raise PageError(404, "not_found")
     chosen = Verdict(verdict) if verdict in Verdict.__members__.values() else None
     data = await _read_photo(photo)
-    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note.strip() or None, data)
+    note = note.replace("\x00", "").strip() or None  # PostgreSQL keeps no NUL in text
+    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note, data)
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
 
 
@@ -202,11 +231,11 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
     with web.ctx.sessions.begin() as s:
         case = _case_for(s, case_id, v, lock=True)
         if action == Action.RESOLVE and verdict is None and case.verdict is None:
-            raise PageError(422, "resolve needs a verdict when no check gave one")
+            raise PageError(422, "refused.resolve_verdict")
         try:
             web.ctx.loop.act(s, case, action, v.caller.name, verdict, note)
         except Refused as exc:
-            raise PageError(exc.status, str(exc)) from None
+            raise refused(exc) from None
         if photo is not None:
             keep_photo(web.ctx.files, web.ctx.loop, s, case, photo, v.caller.name)
         audit(
@@ -217,7 +246,7 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
 @router.post("/alerts/{case_id}/reassign")
 def reassign_form(
     request: Request,
-    case_id: int,
+    case_id: RowId,
     v: Who,
     to: Annotated[str, Form(max_length=80)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
@@ -232,13 +261,13 @@ def reassign_form(
         try:
             web.ctx.loop.reassign(s, case, to, v.caller.name)
         except Refused as exc:
-            raise PageError(exc.status, str(exc)) from None
+            raise refused(exc) from None
         audit(s, request, v.caller.name, "reassign", f"case:{case_id}", {"to": to})
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
 
 
 @router.get("/evidence/{evidence_id}")
-def evidence(request: Request, evidence_id: int, v: Who):
+def evidence(request: Request, evidence_id: RowId, v: Who):
     """A still, clip, manifest or photo; clips answer HTTP range requests, so the player can seek."""
     ctx = web_of(request).ctx
     with ctx.readers() as s:
@@ -252,6 +281,8 @@ def evidence(request: Request, evidence_id: int, v: Who):
             path = ctx.files.path(item.path)
         except OutsideDataDir:
             raise PageError(404, "not_found") from None
+        if not path.is_file():  # removed from the disk by hand: said so, not a server error
+            raise PageError(404, "not_found")
         kind, digest = item.kind, item.sha256
     if request.headers.get("range", "bytes=0-").startswith("bytes=0-"):  # one line per viewing, not per seek
         audit_now(request, v.caller.name, "view", f"evidence:{evidence_id}", {"kind": kind})

@@ -4,25 +4,35 @@ and the audit log. `mount(app, ctx)` adds everything to the API's FastAPI app.""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 
 from center.api import Caller, Context
 from center.db import utcnow
+from center.loop import Refused
 from center.models import Role
+from center.photos import MAX_PHOTO_BYTES
 from center.web import i18n
 from center.web.security import COOKIE, HEADERS, LoginLimiter, same_token, session_of
 from center.web.tables import Audit
 
 HERE = Path(__file__).parent
+MAX_BODY = MAX_PHOTO_BYTES + (1 << 20)  # the largest request: a photo and its form (a roster is 256 KiB)
+MAX_STREAMS_PER_USER = 8  # open alert lists of one person (tabs, a wall screen): each asks the database once a
+# second, so one login cannot open thousands and take every connection and worker thread
 UNGUARDED = ("/docs", "/redoc")  # Swagger UI's page loads its own inline script and CDN files
 log = logging.getLogger(__name__)
 
@@ -31,12 +41,29 @@ class LoginNeeded(Exception):
     """No live session: the browser is sent to the login page."""
 
 
+class Word(str):
+    """A field of a message that is itself a key of the catalogue (a state, an action): translated too."""
+
+
 class PageError(Exception):
-    """An error shown as a page in the viewer's language: `key` is a message of the catalogue (or a text)."""
+    """An error shown as a page in the viewer's language: `key` is a message of the catalogue (center/web/i18n)."""
 
     def __init__(self, status: int, key: str, **fields):
         super().__init__(key)
         self.status, self.key, self.fields = status, key, fields
+
+    def text(self, t: Callable[..., str]) -> str:
+        return t(self.key, **{k: t(f) if isinstance(f, Word) else f for k, f in self.fields.items()})
+
+
+def refused(exc: Refused) -> PageError:
+    """The loop's refusal as a page in the viewer's language (the API answers with its English)."""
+    fields: dict = dict(exc.fields)
+    if "action" in fields:
+        fields["action"] = Word(fields["action"])  # the button's name: what was pressed
+    if "state" in fields:
+        fields["state"] = Word(f"state.{fields['state']}")
+    return PageError(exc.status, f"refused.{exc.key}", **fields)
 
 
 @dataclass
@@ -64,6 +91,23 @@ class Web:
 
     ctx: Context
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    streams: Counter = field(default_factory=Counter)  # user id -> their open alert-list streams here
+    _streams_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open_stream(self, user_id: int) -> bool:
+        """Count one more open stream of the user; False (and not counted) when they have the most allowed."""
+        with self._streams_lock:
+            if self.streams[user_id] >= MAX_STREAMS_PER_USER:
+                return False
+            self.streams[user_id] += 1
+            return True
+
+    def close_stream(self, user_id: int) -> None:
+        with self._streams_lock:
+            self.streams[user_id] -= 1
+            if self.streams[user_id] <= 0:
+                del self.streams[user_id]
+
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=HERE / "templates"))
 
     def render(self, request: Request, v: Viewer | None, name: str, status: int = 200, **values) -> HTMLResponse:
@@ -142,6 +186,49 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused (413) as it comes, before any route parses
+    it: forms and JSON are read whole before a route's login check runs, so without this anyone could make
+    the center spool gigabytes to disk or hold them in memory."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # chunked, or more than it declared
+                raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+class NoNulInQuery:
+    """ASGI middleware: a query string with a NUL character (%00) is refused (400). PostgreSQL keeps no NUL in
+    text, so a filter such as ?building=%00 would be a database error (a 500) on every page and API call."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
+            await PlainTextResponse("NUL in the query string", status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def mount(app: FastAPI, ctx: Context) -> None:
     """Add the pages, their static files and the security headers to the API's app."""
     from center.web import admin, alerts, login
@@ -150,6 +237,8 @@ def mount(app: FastAPI, ctx: Context) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (login, alerts, admin):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(NoNulInQuery)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginNeeded)
@@ -157,11 +246,19 @@ def mount(app: FastAPI, ctx: Context) -> None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        """A malformed address or form on a page (`/alerts/abc`, a note too long) is a page, not the API's JSON."""
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
+        return web_of(request).render(request, None, "error.html", status=422, message=t("bad_request"))
+
     @app.exception_handler(PageError)
     async def _error(request: Request, exc: PageError) -> Response:
         web = web_of(request)
         t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
-        return web.render(request, None, "error.html", status=exc.status, message=t(exc.key, **exc.fields))
+        return web.render(request, None, "error.html", status=exc.status, message=exc.text(t))
 
 
 def _quote(path: str) -> str:

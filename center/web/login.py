@@ -62,17 +62,17 @@ def login(
     if not same_token(request.cookies.get(LOGIN_CSRF_COOKIE), csrf):
         raise PageError(403, "csrf_refused")
     address = request.client.host if request.client else "?"
-    wait = web.limiter.blocked_for(address, name)
+    wait, ticket = web.limiter.attempt(address, name)  # counted as a failure until it succeeds
     if wait > 0:
         raise PageError(429, "login_wait", minutes=math.ceil(wait / 60))
     with web.ctx.sessions.begin() as s:
         user = check_password(s, name, password)
-        audit(s, request, name[:80] or "?", "login" if user else "login_failed", "session")
+        shown = name.replace("\x00", "")[:80] or "?"  # PostgreSQL keeps no NUL in text
+        audit(s, request, shown, "login" if user else "login_failed", "session")
         token = open_session(s, user) if user else None
     if user is None:
-        web.limiter.failed(address, name)
         return web.render(request, None, "login.html", status=401, next=safe_next(next), csrf=csrf, error=True)
-    web.limiter.succeeded(address, name)
+    web.limiter.succeeded(address, name, ticket)
     done = RedirectResponse(safe_next(next), status_code=303)
     _cookie(done, COOKIE, token, max_age=SESSION_HOURS * 3600)
     done.delete_cookie(LOGIN_CSRF_COOKIE, path="/")

@@ -17,7 +17,7 @@ from center.api import Caller, Context
 from center.db import Case
 from center.stats import Stats, compute
 from center.web import charts
-from center.web.views import person_label
+from center.web.views import YEARS, person_label
 
 CSV_COLUMNS = (
     "case", "building", "facade", "floor", "alert_at", "level", "state", "verdict", "assignee",
@@ -29,6 +29,8 @@ def month_of(text: str | None, tz: str) -> dt.date:
     """The first day of a 'YYYY-MM' month; this month (in the center's zone) when absent or malformed."""
     try:
         year, month = (int(p) for p in (text or "").split("-"))
+        if year not in YEARS:
+            raise ValueError(f"year {year}")
         return dt.date(year, month, 1)
     except ValueError:
         return dt.datetime.now(ZoneInfo(tz)).date().replace(day=1)

@@ -71,7 +71,8 @@ def set_password(s: Session, user: User, password: str) -> None:
 
 def check_password(s: Session, name: str, password: str) -> User | None:
     """The user whose name and password these are, or None (taking as long either way)."""
-    user = s.scalar(select(User).where(User.name == name)) if len(name) <= 80 else None
+    plausible = len(name) <= 80 and "\x00" not in name  # no such user; and PostgreSQL refuses NUL in a query
+    user = s.scalar(select(User).where(User.name == name)) if plausible else None
     login = s.get(WebLogin, user.id) if user else None
     if len(password) > MAX_PASSWORD:
         return None
@@ -148,29 +149,46 @@ class LoginLimiter:
         while q and q[0] <= now - self.window_s:
             q.popleft()
 
+    def attempt(self, address: str, name: str) -> tuple[float, float | None]:
+        """Check and count a login attempt at once: (seconds to wait, None) when held, else (0, its ticket).
+
+        The attempt counts as a failure from the start, so a burst of parallel guesses (each taking argon2's
+        time) cannot all pass the check before any of them has failed; a success takes its ticket back."""
+        with self._lock:
+            wait = self._wait(address, name, time.monotonic())
+            if wait > 0:
+                return wait, None
+            now = time.monotonic()
+            self._record(address, name, now)
+            return 0.0, now
+
     def blocked_for(self, address: str, name: str) -> float:
         """Seconds until a login from this address for this name is tried again (0: now)."""
-        now = time.monotonic()
         with self._lock:
-            wait = 0.0
-            for key, limit in zip(
-                self._keys(address, name), (self.max_failures_address, self.max_failures), strict=True
-            ):
-                q = self._fails.get(key)
-                if q is None:
-                    continue
-                self._trim(q, now)
-                if len(q) >= limit:
-                    wait = max(wait, q[0] + self.window_s - now)
-            return wait
+            return self._wait(address, name, time.monotonic())
+
+    def _wait(self, address: str, name: str, now: float) -> float:
+        wait = 0.0
+        for key, limit in zip(
+            self._keys(address, name), (self.max_failures_address, self.max_failures), strict=True
+        ):
+            q = self._fails.get(key)
+            if q is None:
+                continue
+            self._trim(q, now)
+            if len(q) >= limit:
+                wait = max(wait, q[0] + self.window_s - now)
+        return wait
 
     def failed(self, address: str, name: str) -> None:
-        now = time.monotonic()
         with self._lock:
-            if len(self._fails) >= self.max_keys:
-                self._forget(now)
-            for key in self._keys(address, name):
-                self._fails[key].append(now)
+            self._record(address, name, time.monotonic())
+
+    def _record(self, address: str, name: str, now: float) -> None:
+        if len(self._fails) >= self.max_keys:
+            self._forget(now)
+        for key in self._keys(address, name):
+            self._fails[key].append(now)
 
     def _forget(self, now: float) -> None:
         """Drop what is out of the window; if still full, the keys whose last failure is oldest."""
@@ -181,6 +199,11 @@ class LoginLimiter:
             for key in by_age[: len(by_age) - self.max_keys // 2]:
                 del self._fails[key]
 
-    def succeeded(self, address: str, name: str) -> None:
+    def succeeded(self, address: str, name: str, ticket: float | None = None) -> None:
+        """A good login: the name's failures are forgotten, and the address's count loses this attempt."""
         with self._lock:
-            self._fails.pop(self._keys(address, name)[1], None)
+            by_address, by_name = self._keys(address, name)
+            self._fails.pop(by_name, None)
+            q = self._fails.get(by_address)
+            if ticket is not None and q is not None and ticket in q:
+                q.remove(ticket)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -16,8 +18,13 @@ from center.api import Caller, Context
 from center.db import Case, Event, Evidence, History, Job, utcnow
 from center.files import OutsideDataDir
 from center.models import TRANSITIONS, Action, CaseState, Role
+from center.web import charts
 
 LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
+MAX_FLOORS = 200  # storeys drawn for a building the roster does not know (the tallest towers have ~160)
+MAX_METRES = 10_000.0  # along or up a facade: more is not a measurement
+YEARS = range(1970, 9999)  # dates asked for in a query string: a day after the last or before the first of
+# these overflows the calendar (or the time zone's offset) when the database is asked, a 500 for a typo
 
 
 @dataclass
@@ -82,7 +89,7 @@ def duration(d: dt.timedelta | float | None, t) -> str:
     seconds = d.total_seconds() if isinstance(d, dt.timedelta) else d
     minutes = int(seconds // 60)
     if minutes < 120:
-        return f"{minutes} {t('minutes')}" if minutes else f"{int(seconds)} s"
+        return f"{minutes} {t('minutes')}" if minutes else f"{int(seconds)} {t('seconds')}"
     return f"{minutes // 60} {t('hours')} {minutes % 60} {t('minutes')}"
 
 
@@ -92,6 +99,19 @@ def origin_of(ev: Event) -> dict:
     return origin if isinstance(origin, dict) else {}
 
 
+def drawn_origin(origin: dict) -> charts.Origin:
+    """The origin as the elevation draws it: numbers only, and a floor a building can have. The node's message
+    is stored as it came, so a string, a bool or a floor of 10**9 must not break (or swamp) the drawing."""
+
+    def number(x) -> float | None:
+        ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+        return float(x) if ok and abs(x) <= MAX_METRES else None
+
+    floor = origin.get("floor")
+    floor = floor if type(floor) is int and 0 < floor <= MAX_FLOORS else None
+    return charts.Origin(number(origin.get("facade_x_m")), number(origin.get("height_m")), floor)
+
+
 def window_label(ctx: Context, ev: Event | None) -> str:
     """Where on the facade: its name and metres from the facade's left edge, as the node measured."""
     if ev is None:
@@ -99,6 +119,27 @@ def window_label(ctx: Context, ev: Event | None) -> str:
     facade = ctx.roster.facade_of(ev.node, ev.camera) or ""
     x = origin_of(ev).get("facade_x_m")
     return f"{facade} {x:.1f} m" if isinstance(x, int | float) else facade
+
+
+# The center's own notes on evidence trust (center.trust, center.photos), kept in English in the database and
+# the API; the pages show them in the viewer's language. A note matching none is shown as it is.
+TRUST_NOTES = (
+    (re.compile(r"no signed manifest lists it yet"), "note.unsigned"),
+    (re.compile(r"signed by the node's key (?P<key>\S+)"), "note.verified"),
+    (re.compile(r"the node is not registered \(edge-center node add\)"), "note.unregistered"),
+    (re.compile(r"the signature does not match the manifest \(altered\)"), "note.altered"),
+    (re.compile(r"signed by key (?P<key>\S+), not the node's registered key"), "note.other_key"),
+    (re.compile(r"uploaded by (?P<who>.+)"), "note.uploaded"),
+)
+
+
+def trust_note(note: str | None, t) -> str:
+    """A stored trust note in the viewer's language."""
+    for pattern, key in TRUST_NOTES:
+        m = pattern.fullmatch(note or "")
+        if m:
+            return t(key, **m.groupdict())
+    return note or ""
 
 
 @dataclass
@@ -194,3 +235,65 @@ def evidence_case(s: Session, item: Evidence) -> Case | None:
         ev = s.get(Event, item.event_pk)
         return ev.case if ev else None
     return s.get(Case, item.case_id) if item.case_id else None
+
+
+# -- node and camera health, as the nodes page shows it ----------------------------------------------------
+# Status and stats are kept as each node sent them (valid JSON, nothing more): every value is checked for its
+# type here, so one node's odd message shows as "—" instead of failing the page for every node.
+def _num(x) -> float | None:
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None
+
+
+def _text(x) -> str | None:
+    return x[:200] if isinstance(x, str) else None
+
+
+CAMERA_STATES = ("starting", "online", "offline", "ended")  # docs/schemas/status.schema.json
+
+
+@dataclass
+class NodeHealth:
+    disk_free_gb: float | None
+    disk_used_percent: float | None
+    cpu_percent: float | None
+    cameras: dict  # camera -> its part of the stats (a dict)
+
+
+def node_health(node) -> NodeHealth:
+    stats = node.stats if isinstance(node.stats, dict) else {}
+    cams = stats.get("cameras")
+    cams = {k: c for k, c in cams.items() if isinstance(c, dict)} if isinstance(cams, dict) else {}
+    return NodeHealth(
+        _num(stats.get("disk_free_gb")), _num(stats.get("disk_used_percent")), _num(stats.get("cpu_percent")), cams
+    )
+
+
+@dataclass
+class CameraHealth:
+    node: str
+    camera: str
+    state: str | None
+    reason: str | None
+    since: float | None  # Unix time of the last change of state
+    fps: float | None
+    dropped: float | None
+    detect: bool  # detection on (a node that does not say is taken as on, its default)
+    problems: list[str]  # camera problems still raised (covered, moved, ...), validated when they came
+
+
+def camera_health(row, live: dict) -> CameraHealth:
+    st = row.status if isinstance(row.status, dict) else {}
+    fps = _num(live.get("fps"))
+    dropped = _num(live.get("dropped"))
+    return CameraHealth(
+        row.node,
+        row.camera,
+        _text(st.get("state")) or row.state,
+        _text(st.get("reason")),
+        _num(st.get("since")),
+        fps if fps is not None else _num(st.get("fps")),
+        dropped if dropped is not None else _num(st.get("dropped")),
+        live.get("detect") is not False,
+        list((row.problems or {}).get("active", [])),
+    )

@@ -3,6 +3,7 @@ one wins, the other is told plainly, and the case's history tells one consistent
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from center.api import Context, create_app
 from center.auth import add_user
 from center.db import Case, History, Job, make_sessions
-from center.models import CaseState, Role
+from center.models import Action, CaseState, Role
 
 HOOK = {"webhooks": [{"url": "http://127.0.0.1:9/never-sent", "secret": "s"}]}  # notices queued, not sent
 
@@ -128,3 +129,116 @@ def test_a_dismissal_racing_the_node_s_confirmation_ends_dispatched_either_way(t
         assert dismissal.status_code == 409, dismissal.text
         assert actions == ["created", "review", "dispatch"]
     assert (case.state, case.level, case.verdict) == (CaseState.DISPATCHED, "confirmed", None)
+
+
+def _until_waiting_for_a_lock(p, thread: threading.Thread) -> None:
+    """Return once the thread's transaction waits for a row lock (PostgreSQL), or the thread has ended."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    with p.engine.connect() as watch:
+        for _ in range(600):
+            blocked = watch.exec_driver_sql(waiting).scalar()
+            watch.rollback()  # pg_stat_activity is a snapshot per transaction: a new one each look
+            if blocked or not thread.is_alive():
+                return
+            threading.Event().wait(0.05)
+
+
+def test_an_escalation_that_finds_the_case_reassigned_meanwhile_leaves_it_with_the_new_person(
+    tmp_path, pg_cluster
+):
+    """PostgreSQL: the escalator read the case as overdue, then waits on the row a dispatcher holds while
+    reassigning it (same state, same step, a fresh clock). Once the reassignment commits, the case is not due."""
+    p = make_parts(tmp_path, pg_cluster.new_database(), notify=HOOK)
+    send(p, alert())
+    with p.sessions() as s:
+        case_id, due = s.execute(select(Case.id, Case.escalate_at)).one()
+    desk = p.sessions()
+    desk.begin()
+    p.loop.reassign(desk, desk.get(Case, case_id, with_for_update=True), "worker:zhang", "desk-a", now=due)
+    desk.flush()  # the row is locked and changed, not yet committed
+
+    def escalate():
+        with p.sessions.begin() as s:
+            return p.loop.escalate_due(s, due)
+
+    result: list = []
+    escalator = threading.Thread(target=lambda: result.append(escalate()))
+    escalator.start()
+    _until_waiting_for_a_lock(p, escalator)
+    desk.commit()
+    desk.close()
+    escalator.join(60)
+    case, history, notices = _story(p, case_id)
+    assert result == [0] and (case.assignee, case.escalation) == ("worker:zhang", 0)
+    assert [h.action for h in history][-1] == "reassign" and notices == ["dispatch", "dispatch"]
+    with p.sessions.begin() as s:  # control: at the new clock's end it escalates as usual
+        assert p.loop.escalate_due(s, case.escalate_at) == 1
+    assert _story(p, case_id)[0].assignee == "leader:g1"
+    p.engine.dispose()
+
+
+def test_a_second_camera_s_alert_joining_a_case_a_dispatcher_is_confirming_does_not_dispatch_it_again(
+    tmp_path, pg_cluster
+):
+    """PostgreSQL: the dispatcher holds the case's row while confirming it; the node's second camera (same throw,
+    confirmed) joins the case meanwhile. Once the confirmation commits, the join finds the case dispatched."""
+    p = make_parts(tmp_path, pg_cluster.new_database(), notify=HOOK)
+    first = alert(level="suspected", event_id="ev-east")
+    send(p, first)
+    with p.sessions() as s:
+        case_id = s.scalars(select(Case.id)).one()
+    desk = p.sessions()
+    desk.begin()
+    p.loop.act(desk, desk.get(Case, case_id, with_for_update=True), Action.CONFIRM, "desk-a")
+    desk.flush()  # confirmed and dispatched, not yet committed
+    second = alert(
+        camera="north", event_id="ev-north", level="confirmed", at=dt.datetime.fromisoformat(first["alert_utc"])
+    )
+    joining = threading.Thread(target=lambda: send(p, second))
+    joining.start()
+    _until_waiting_for_a_lock(p, joining)
+    desk.commit()
+    desk.close()
+    joining.join(60)
+    case, history, notices = _story(p, case_id)
+    actions = [h.action for h in history]
+    assert actions == ["created", "review", "confirm", "dispatch", "evidence"], actions
+    assert notices == ["review", "dispatch"] and case.state == CaseState.DISPATCHED
+    with p.sessions() as s:  # control: the second camera's alert is in the same case
+        assert sorted(e.event_id for e in s.get(Case, case_id).events) == ["ev-east", "ev-north"]
+    p.engine.dispose()
+
+
+def test_two_admins_adding_the_same_name_at_once_get_one_user_and_a_plain_refusal(tmp_path, pg_cluster):
+    """PostgreSQL: one admin's new user is inserted, not committed; the other's page finds no such name yet and
+    waits on the unique name. Once the first commits, the second is told the name is taken (not a 500)."""
+    from web_fixtures import add_people, csrf_of, logged_in, web_app
+
+    from center.auth import add_user as insert_user
+    from center.db import User
+
+    p = make_parts(tmp_path, pg_cluster.new_database())
+    add_people(p.sessions)
+    admin = logged_in(web_app(p), "admin")
+    token = csrf_of(admin.get("/users").text)
+    first = p.sessions()
+    first.begin()
+    insert_user(first, "li", Role.DISPATCHER)
+    first.flush()
+    answers: list = []
+    form = {"name": "li", "role": "dispatcher", "password": "pw-li-long-enough", "csrf": token}
+    second = threading.Thread(target=lambda: answers.append(admin.post("/users", data=form)))
+    second.start()
+    _until_waiting_for_a_lock(p, second)
+    first.commit()
+    first.close()
+    second.join(60)
+    (r,) = answers
+    assert r.status_code == 422 and "用户“li”已存在" in r.text
+    with p.sessions() as s:
+        assert len(s.scalars(select(User).where(User.name == "li")).all()) == 1
+    r = admin.post("/users", data={**form, "name": "wu"})  # control: a free name is added
+    assert r.status_code == 200 and 'data-user="wu"' in r.text
+    p.engine.dispose()

@@ -223,7 +223,9 @@ def test_a_dispatcher_dispatches_and_the_grid_worker_acknowledges_and_marks_a_fa
         pg.click("form.act-check button")
         pg.wait_for_selector("#case[data-state='checked']")
         assert pg.locator("#history li[data-action='check']").count() == 1
-        assert pg.eval_on_selector("img.photo", "i => i.complete && i.naturalWidth == 64")  # the photo, kept
+        photo_loaded = "i => i.complete && i.naturalWidth == 64"
+        photo = f"() => {{ const i = document.querySelector('img.photo'); return !!i && ({photo_loaded})(i); }}"
+        pg.wait_for_function(photo)  # the photo, kept (it may still be loading when the page is shown)
         shot(pg, "alert-phone")
     feedback = site.storage / "feedback"
     assert wait_for(lambda: list(feedback.glob("*.jsonl")), 30), site.center.output()[-2000:]
@@ -328,7 +330,7 @@ def test_the_police_archive_holds_the_signed_evidence_and_its_verification(brows
         pg.goto(f"/alerts/{case_id}")
         pg.click("form.act-original button")  # the original clip is sent only when asked for
         pg.wait_for_selector("#asked")
-        assert wait_for(lambda: _reloaded_has(pg, "tr.trust-verified td:text-is('original')"), 60)
+        assert wait_for(lambda: _reloaded_has(pg, "tr.trust-verified[data-kind='original']"), 60)
         with pg.expect_download() as download:
             pg.click("#export")
         with zipfile.ZipFile(download.value.path()) as z:

@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,19 @@ from centerkit import load, run_cli, write_center
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
+from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import Problem, StorageLevel
 from center.db import Case, Job, make_engine, make_sessions
-from center.models import Action, CaseState, Level, Role, Trust, Verdict
-from center.web import i18n
+from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
+from center.roster import Roster
+from center.service import Center
+from center.web import i18n, views
 from center.web.security import check_password
 from center.web.tables import Audit
+from center.web.views import CAMERA_STATES
+from center.yamlfile import load_model
 
 
 @pytest.fixture
@@ -79,6 +85,21 @@ def test_a_roster_with_a_mistake_is_refused_with_its_line_and_the_file_is_kept(s
     assert "五号楼" in client.get("/roster").text
 
 
+def test_a_roster_too_large_to_load_at_start_is_refused_on_the_page(site):
+    parts, app = site
+    client = logged_in(app, "admin")
+    before = parts.cfg.roster.read_text()
+    token = csrf_of(client.get("/roster").text)
+    padded = before + "# 注释\n" * 30_000  # 300 KB of UTF-8 in fewer characters: over the start's 256 KiB
+    r = client.post("/roster", data={"text": padded, "csrf": token})
+    assert r.status_code == 422 and "too large" in r.text
+    assert parts.cfg.roster.read_text() == before
+    fine = before + "# 注释\n" * 1000  # control: a commented roster within the bound is saved, and loads at start
+    assert client.post("/roster", data={"text": fine, "csrf": token}).status_code == 200
+    assert parts.cfg.roster.read_text() == fine
+    assert load_model(parts.cfg.roster, Roster).buildings.keys() == parts.roster.buildings.keys()  # as at start
+
+
 def test_only_an_admin_edits_the_roster(site):
     parts, app = site
     client = logged_in(app, "disp")
@@ -102,11 +123,11 @@ def test_an_admin_adds_a_user_who_can_then_log_in(site):
             "csrf": token,
         },
     )
-    assert r.status_code == 200 and "API token" in r.text
+    assert r.status_code == 200 and 'id="token"' in r.text and "API 令牌" in r.text
     short = client.post(
         "/users", data={"name": "wu", "role": "dispatcher", "password": "short", "csrf": token}
     )  # a weak password: refused, nobody created
-    assert short.status_code == 422 and "at least 10 characters" in short.text
+    assert short.status_code == 422 and "密码须为 10 至 256 个字符" in short.text
     for name, password, status in (("li", "pw-li-long-enough", 200), ("wu", "short", 401)):
         fresh = TestClient(app, base_url="https://testserver")
         login = csrf_of(fresh.get("/login").text)
@@ -164,6 +185,15 @@ def test_a_dispatcher_reassigns_a_case_and_the_new_person_is_told_and_must_ackno
     parts.engine.dispose()
 
 
+def _audit_actions() -> set[str]:
+    """Every action the pages write to the audit log: literal ones, and the loop's buttons (str(action))."""
+    source = "".join(m.read_text() for m in (Path(i18n.__file__).parent).glob("*.py"))
+    found = set(re.findall(r'audit(?:_now)?\(\s*(?:s, )?request, [^,]+, "(\w+)"', source)) | {"login_failed"}
+    buttons = {Action.CONFIRM, Action.DISMISS, Action.ACKNOWLEDGE, Action.CHECK, Action.RESOLVE}
+    assert {"view", "export", "roster", "logout"} <= found  # the scan finds them
+    return found | {str(a) for a in buttons}
+
+
 def test_every_word_the_templates_ask_for_is_in_both_languages():
     keys = set()
     for page in (Path(i18n.__file__).parent / "templates").glob("*.html"):
@@ -171,7 +201,9 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
     values = {  # 'state.' ~ case.state and the like: every value the enum can take
         "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
         "problem.": Problem, "storage.": StorageLevel,
-        "action.": Action,
+        "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
+        "channel.": ("webhook", "wecom", "email", "feedback", "hold"),
+        "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
@@ -242,3 +274,99 @@ def test_a_removed_user_is_logged_out_at_once(site):
     assert r.status_code == 200 and 'data-user="zhang"' not in r.text
     assert zhang.get("/alerts", follow_redirects=False).status_code == 303  # back to the login page
     assert admin.get("/alerts", follow_redirects=False).status_code == 200  # control: the admin is still in
+
+
+def test_no_template_has_words_outside_the_catalogue():
+    """Text a person reads is t('...') in every template: what is left between tags and expressions is no word
+    of either language (CPU is the same in both)."""
+    for page in (Path(i18n.__file__).parent / "templates").glob("*.html"):
+        text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", page.read_text(), flags=re.S)
+        shown = re.sub(r"<[^>]*>", " ", text, flags=re.S)  # attributes read out (alt, title) are checked below
+        words = set(re.findall(r"[A-Za-z][A-Za-z'-]+", shown)) - {"CPU"}
+        labels = re.findall(r'(?:alt|title|placeholder|aria-label)="([^"{]*[A-Za-z][^"{]*)"', text)
+        assert not words and not labels, (page.name, words, labels)
+
+
+def test_every_message_the_pages_and_the_loop_refuse_with_is_in_both_languages():
+    web = Path(i18n.__file__).parent
+    keys = set()
+    for module in web.glob("*.py"):
+        source = module.read_text()
+        keys |= set(re.findall(r'PageError\(\s*(?:\d+|exc\.status),\s*"([^"]+)"', source))
+        keys |= set(re.findall(r'\bv\.t\("([^"]+)"', source))
+    loop = (web.parent / "loop.py").read_text()
+    keys |= {f"refused.{k}" for k in re.findall(r'Refused\([^\n]*?, \d+, "(\w+)"', loop)} | {"refused.step"}
+    assert {"refused.target", "refused.verdict", "photo_not_jpeg", "user.self"} <= keys  # the scan finds them
+    assert not keys - set(i18n.EN) and not keys - set(i18n.ZH), sorted(keys - set(i18n.EN) - set(i18n.ZH))
+
+
+def test_how_long_a_new_alert_has_waited_is_in_the_viewer_s_language(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-wait"))
+    client = logged_in(app, "disp")
+    waited = re.findall(r'data-label="等待">([^<]*)<', client.get("/alerts").text)
+    assert len(waited) == 1 and re.fullmatch(r"\d+ (秒|分钟)", waited[0]), waited
+    client.get("/lang/en")
+    assert re.search(r'data-label="Waited">\d+ (s|min)<', client.get("/alerts").text)  # control: in English
+
+
+def test_the_center_s_notes_on_evidence_are_in_the_viewer_s_language(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-note"))
+    parts.ingest.handle("edge/garden3-east/events/ev-note/snapshot", b"\xff\xd8\xff\xe0" + b"n" * 100)
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    assert "尚无签名清单列出此文件" in page and "no signed manifest" not in page
+    zhang.get("/lang/en")
+    assert "no signed manifest lists it yet" in zhang.get(f"/alerts/{case}").text  # control: in English
+    for _, key in views.TRUST_NOTES:
+        assert key in i18n.EN and key in i18n.ZH
+    zh = i18n.translator("zh")
+    for note, shown in (  # every note center.trust and center.photos write, with its fields
+        ("signed by the node's key ab12cd34…", "由节点密钥 ab12cd34… 签名"),
+        ("signed by key 0123456789abcdef, not the node's registered key", "由密钥 0123456789abcdef 签名"),
+        ("the node is not registered (edge-center node add)", "节点未登记"),
+        ("the signature does not match the manifest (altered)", "签名与清单不符"),
+        ("uploaded by zhang", "zhang 上传"),
+    ):
+        assert views.trust_note(note, zh).startswith(shown)
+
+
+def test_a_refusal_of_the_loop_is_shown_in_the_viewer_s_language(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-twice", level="suspected"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    disp = logged_in(app, "disp")
+    token = csrf_of(disp.get(f"/alerts/{case}").text)
+    assert disp.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token}).status_code == 200
+    again = disp.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token})  # a second tab's button
+    assert again.status_code == 409 and "该案件当前为“已派单”，不能“确认并派单”" in again.text
+    disp.get("/lang/en")
+    again = disp.post(f"/alerts/{case}/act", data={"action": "confirm", "csrf": token})
+    assert again.status_code == 409
+    assert "This case is “dispatched” now, so “Confirm and dispatch” cannot be done" in again.text
+    r = disp.post(f"/alerts/{case}/reassign", data={"to": "worker:chen", "csrf": token})
+    assert r.status_code == 422 and "worker:chen is not someone of this building&#39;s grid" in r.text
+
+
+def test_a_roster_saved_on_one_instance_s_page_is_used_by_another_running_instance(site):
+    parts, app = site
+    other = Center(parts.cfg, parts.roster)  # a second instance over the same roster file
+    timers = threading.Thread(target=other._timers, daemon=True)
+    timers.start()
+    try:
+        admin = logged_in(app, "admin")
+        token = csrf_of(admin.get("/roster").text)
+        saved = parts.cfg.roster.read_text().replace("5号楼", "五号楼")
+        assert admin.post("/roster", data={"text": saved, "csrf": token}).status_code == 200
+        assert wait_for(lambda: other.loop.roster.buildings["b5"].name == "五号楼", 30)
+        assert other.context.roster is other.loop.roster  # its pages and API see the same roster
+        parts.cfg.roster.write_text(saved.replace("grid: g2", "grid: g9"))  # broken by hand: not used
+        assert not other.reload_roster() and other.loop.roster.buildings["b5"].grid == "g2"
+    finally:
+        other.stopping.set()
+        timers.join(10)
+        other.engine.dispose()

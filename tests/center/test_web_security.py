@@ -3,11 +3,16 @@ audit log, and clips served with range requests."""
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
+import uvicorn
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
 from sqlalchemy import select
+from support.servers import free_port, wait_for
 from web_fixtures import add_people, csrf_of, logged_in, password_of, web_app
 
 from center.db import Case, Event, Evidence, utcnow
@@ -172,6 +177,8 @@ def test_views_and_changes_are_in_the_audit_log(site):
     with parts.sessions() as s:
         got = [(a.actor, a.action, a.target) for a in s.scalars(select(Audit).order_by(Audit.id))]
     assert ("zhang", "view", f"case:{case}") in got and ("zhang", "acknowledge", f"case:{case}") in got
+    shown = logged_in(app, "admin").get("/users").text  # the log on the users page, in the viewer's language
+    assert '<td data-action="acknowledge">接单</td>' in shown and '<td data-action="view">查看</td>' in shown
 
 
 def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
@@ -186,3 +193,84 @@ def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
     for _ in range(5):
         limiter2.failed("10.0.0.1", "zhang")
     assert limiter2.blocked_for("10.0.0.2", "zhang") > 0  # control: five failures of one name are held
+
+
+def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_guesses_one_after_another(site):
+    _, app = site
+    clients = [TestClient(app, base_url="https://testserver") for _ in range(12)]
+    tokens = [csrf_of(c.get("/login").text) for c in clients]
+    start = threading.Barrier(len(clients))
+    answers: list[int] = []
+
+    def guess(client, token):
+        start.wait()
+        r = client.post("/login", data={"name": "zhang", "password": "guess-guess", "csrf": token})
+        answers.append(r.status_code)
+
+    threads = [threading.Thread(target=guess, args=ct) for ct in zip(clients, tokens, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(answers) == 12 and set(answers) <= {401, 429}
+    assert answers.count(401) <= 5  # the limit holds however the guesses are timed
+    assert logged_in(app, "chen").get("/alerts").status_code == 200  # control: another name is let in
+
+
+def test_a_body_larger_than_any_form_is_refused_before_a_route_reads_it(site):
+    parts, app = site
+    from center.web.app import MAX_BODY
+
+    stranger = TestClient(app, base_url="https://testserver")  # not logged in: forms are parsed before that check
+    form = {"content-type": "multipart/form-data; boundary=x"}
+    assert stranger.post("/alerts/1/act", content=b"x" * (MAX_BODY + 1), headers=form).status_code == 413
+    chunks = (b" " * (1 << 20) for _ in range(MAX_BODY // (1 << 20) + 2))  # no Content-Length: counted as it comes
+    r = stranger.post("/api/cases/1/confirm", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    send(parts, alert("garden3-east", "east", "ev-big"))  # control: a worker's phone photo of a few MB goes in
+    case = _case_of(parts, "b3")
+    zhang = logged_in(app, "zhang")
+    token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    photo = {"photo": ("p.jpg", b"\xff\xd8\xff\xe0" + b"x" * (4 << 20), "image/jpeg")}
+    r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "verdict": "fell", "csrf": token}, files=photo)
+    assert r.status_code == 200 and 'class="photo"' in r.text
+
+
+def test_one_login_opens_only_so_many_live_lists_and_a_closed_one_gives_its_place_back(site):
+    _, app = site
+    from center.web.app import MAX_STREAMS_PER_USER
+
+    cookies = {name: logged_in(app, name).cookies.get("ec_session") for name in ("disp", "zhang")}
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: server.started, 30)
+
+    def stream(name: str) -> tuple[socket.socket, int]:
+        """A live list's event stream over a real connection, and the status it was answered with."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        head = f"GET /alerts/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ec_session={cookies[name]}\r\n\r\n"
+        sock.sendall(head.encode())
+        return sock, int(sock.recv(64).split(b" ")[1])
+
+    def status_of_one_more(name: str) -> int:
+        sock, status = stream(name)
+        sock.close()
+        return status
+
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(MAX_STREAMS_PER_USER):
+            sock, status = stream("disp")
+            opened.append(sock)
+            assert status == 200
+        assert status_of_one_more("disp") == 429
+        assert status_of_one_more("zhang") == 200  # control: another person's lists are their own
+        opened.pop().close()  # the browser tab closed: its place is given back
+        assert wait_for(lambda: status_of_one_more("disp") == 200, 30)
+    finally:
+        for sock in opened:
+            sock.close()
+        server.should_exit = True
+        thread.join(15)
