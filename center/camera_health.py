@@ -5,7 +5,6 @@ community office, who sends someone to the camera (a covered camera catches no t
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -14,8 +13,10 @@ from sqlalchemy.orm import Session
 
 from center.db import Camera, CameraProblem, Node, utcnow
 from center.loop import OFFICE, Loop
+from edge.detect.tamper import Problem, ProblemState
 from edge.listen import MAX_CAMERAS_PER_NODE
 from edge.publish.mqtt import valid_id
+from edge.retention import Level as StorageLevel
 
 
 def _an_id(value: str) -> str:
@@ -27,27 +28,6 @@ def _an_id(value: str) -> str:
 Id = Annotated[str, StringConstraints(max_length=128), AfterValidator(_an_id)]
 Text = Annotated[str, StringConstraints(max_length=500)]
 MAX_DETAIL_KEYS = 16  # the node sends at most 7 (moved); more is not a node of ours
-
-
-class Problem(StrEnum):
-    """docs/schemas/camera-problem.schema.json: what can be wrong with a camera."""
-
-    OFFLINE = "offline"
-    COVERED = "covered"
-    BLINDED = "blinded"
-    DEFOCUSED = "defocused"
-    MOVED = "moved"
-
-
-class ProblemState(StrEnum):
-    RAISED = "raised"
-    CLEARED = "cleared"
-
-
-class StorageLevel(StrEnum):
-    OK = "ok"
-    WARNING = "warning"
-    FULL = "full"
 
 
 class ProblemMessage(BaseModel):
