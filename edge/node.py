@@ -23,6 +23,7 @@ from edge.events import EventLog, Fanout, Sink
 from edge.geometry import CameraGeometry
 from edge.health import Health, MetricsServer, check
 from edge.holds import Holds
+from edge.logs import protect
 from edge.metrics import NodeMetrics
 from edge.pipeline import (
     OPENCV_THREADS,
@@ -315,6 +316,7 @@ class Node:
         self.notifier.reloading()
         try:
             new = config if config is not None else self._read_config()
+            protect(new)  # its passwords are masked in the log lines from here, whether or not it applies
             plan = plan_reload(self.config, new, self.only)
             self._apply(new, plan)
         except (ConfigError, ReloadRefused, OSError) as exc:
