@@ -68,6 +68,26 @@ class Tripwire:
         """Status comes from the capture thread, not the worker."""
 
 
+class StatusTripwire:
+    """A sink that raises SystemExit in the capture thread of one camera, when it first reports it online."""
+
+    def __init__(self, camera: str):
+        self.camera = camera
+        self.fired_at: float | None = None
+
+    def on_update(self, kind, record) -> None:
+        """Events are not where it trips."""
+
+    def on_evidence(self, record, files) -> None:
+        """Nor evidence."""
+
+    def on_status(self, camera, status) -> None:
+        in_capture = threading.current_thread().name == f"capture-{camera}"  # not the node's status reports
+        if camera == self.camera and in_capture and status.state == CameraState.ONLINE and self.fired_at is None:
+            self.fired_at = time.time()
+            raise SystemExit("injected in the capture thread")
+
+
 @pytest.fixture(scope="module")
 def throw_clip(sim_clip, tmp_path_factory):
     """A throw clip (two throws) played four times over, and the folder with its facade calibration."""
@@ -191,6 +211,23 @@ def test_a_worker_killed_by_a_sink_is_restarted_alone_and_alerts_again(servers, 
             assert counts["trip"] >= 1 and counts["steady"] == 0
     finally:
         listener.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the very death injected
+def test_a_dead_capture_thread_takes_only_its_camera_which_is_restarted(servers, throw_clip, tmp_path, caplog):
+    recorder, tripwire = Recorder(), StatusTripwire("trip")
+    urls = {"trip": servers[0].url, "steady": servers[1].url}
+    node = _node(tmp_path, urls, sim_facade(throw_clip[1]), [recorder, tripwire])
+    with Running(node):
+        assert wait_for(lambda: "steady" in node.cameras and node.server is not None, 20)
+        steady, trip = node.cameras["steady"], node.cameras["trip"]
+        assert wait_for(lambda: tripwire.fired_at, 30), "trip never came online"
+        assert wait_for(lambda: node.cameras["trip"] is not trip, 30), node.stuck_workers()
+        assert not trip.capture.is_alive() and trip.death is None  # the worker itself ended cleanly
+        assert wait_for(lambda: recorder.events_of("trip", tripwire.fired_at), 60), recorder.updates
+        assert node.cameras["steady"] is steady and node.supervisor.restarts == {"trip": 1}
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(m.startswith("camera trip: its capture thread ended") for m in errors), errors
 
 
 def test_nothing_is_restarted_when_nothing_fails(servers, throw_clip, tmp_path, caplog):
