@@ -33,8 +33,8 @@ def death(worker: CameraWorker) -> str | None:
     if worker.death is not None:
         return f"its worker died: {worker.death}"
     status = worker.capture.status
-    if status.state == CameraState.ENDED:
-        return None  # a file played to its end is done, not dead
+    if status.state == CameraState.ENDED or worker.capture.is_file:
+        return None  # a file is read once: played to its end, or to a damaged part, it is done, not dead
     if not worker.capture.is_alive():
         return f"its capture thread ended ({status.state}: {status.reason})"
     return "its worker thread ended"

@@ -131,11 +131,13 @@ def _config(tmp_path, rtsp_port: int, mqtt_port: int) -> dict:
 SECRETS = {"MQTT_PW": "Mqtt-S3cret-42", "CAM_PW": "East@Pa55/word"}
 
 
-def test_a_failing_edge_run_never_logs_a_password(tmp_path):
+def _failing_run(tmp_path, *flags: str) -> tuple[list[str], int]:
+    """`edge run` (with `flags`) on cameras and a broker nobody answers for, until both cameras are reported
+    offline, then SIGTERM: its stderr lines (a pipe, not a terminal) and its exit status."""
     config = tmp_path / "edge.yaml"
     config.write_text(yaml.safe_dump(_config(tmp_path, free_port(), free_port())))
     env = {**os.environ, **SECRETS, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "edge", "-v", "run", "--config", str(config)]  # -v: debug lines too
+    cmd = [sys.executable, "-m", "edge", "-v", "run", "--config", str(config), *flags]  # -v: debug lines too
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
@@ -150,6 +152,11 @@ def test_a_failing_edge_run_never_logs_a_password(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         reader.join(10)
+    return lines, proc.returncode
+
+
+def test_a_failing_edge_run_never_logs_a_password(tmp_path):
+    lines, status = _failing_run(tmp_path)
     text = "".join(lines)
     records = [json.loads(line) for line in lines]  # stderr is a pipe: every line is one JSON object
     for secret in [*SECRETS.values(), "W3st-literal-pw", "Tok-3xyz", "Pa55/word"]:
@@ -158,4 +165,11 @@ def test_a_failing_edge_run_never_logs_a_password(tmp_path):
     assert "rtsp://admin:***@127.0.0.1" in text and "rtsp://viewer:***@127.0.0.1" in text
     about_east = [r for r in records if r["message"].startswith("camera east (")]
     assert about_east and all(r["camera"] == "east" for r in about_east)
-    assert records[-1]["message"] == "stopped" and proc.returncode == 0
+    assert records[-1]["message"] == "stopped" and status == 0
+
+
+def test_log_format_text_gives_readable_lines_even_into_a_pipe(tmp_path):
+    lines, status = _failing_run(tmp_path, "--log-format", "text")
+    offline = [line for line in lines if " WARNING edge.capture.camera: camera east (rtsp://admin:***@" in line]
+    assert offline and not any(line.startswith("{") for line in lines) and status == 0
+    assert not any(secret in "".join(lines) for secret in SECRETS.values())
