@@ -119,7 +119,11 @@ class SecretFilter(logging.Filter):
     """Masks secrets in a record's message and exception text, before any formatter or handler sees them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = mask(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except Exception:  # a log call whose arguments do not fit its format must not raise where it was made
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg, record.args = mask(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

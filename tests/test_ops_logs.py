@@ -95,6 +95,8 @@ def test_url_passwords_are_masked_in_messages_and_exception_text(restore_logging
     assert record["message"] == "opening rtsp://admin:***@10.0.0.7:554/live?token=*** failed"  # user, host kept
     assert logs.mask("see rtsp://u:p%40ss@h/x and http://a:b@c") == "see rtsp://u:***@h/x and http://a:***@c"
     assert logs.mask("GET /x?size=2&api_key=9f8e&user=bob") == "GET /x?size=2&api_key=***&user=bob"
+    logging.getLogger("edge").warning("%d frames from rtsp://u:Hunter2-pw@h/x", "many")  # a bad call: no raise
+    assert "Hunter2-pw" not in out.getvalue() and "rtsp://u:***@h/x" in out.getvalue()
 
 
 def test_every_secret_the_config_holds_is_masked_wherever_it_appears(restore_logging, tmp_path, monkeypatch):
