@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, logs
 from edge.config import (
     EX_CONFIG,
     ConfigError,
@@ -149,6 +149,8 @@ def cmd_run(args) -> int:
     from edge.node import Node
 
     cfg = load_config(args.config)
+    logs.protect(cfg)  # before anything that logs: its passwords are masked in every line from here
+    logs.route_ffmpeg()  # FFmpeg's own messages as log records too: JSON lines, passwords masked
     if args.camera and any(c not in cfg.cameras for c in args.camera):
         _err(f"no camera named {args.camera}; the config has {', '.join(cfg.cameras)}")
         return EX_CONFIG
@@ -329,10 +331,14 @@ def cmd_bench(args) -> int:
     return run_accuracy(args) if args.what == "accuracy" else run_speed(args)
 
 
+_LOG_FORMAT_HELP = "stderr lines: json (one object per line), text, or auto (text on a terminal, else json)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge", description="Detect objects thrown from high-rise windows.")
     p.add_argument("--version", action="version", version=f"edge {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="auto", help=_LOG_FORMAT_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("check-config", help="validate a config file (exit 78 on a bad one)")
@@ -375,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="the live node: capture, detect, record evidence, report")
     s.add_argument("--config", required=True)
     s.add_argument("--camera", action="append", help="run only this camera (repeatable)")
+    s.add_argument("--log-format", choices=logs.FORMATS, default=argparse.SUPPRESS, help=_LOG_FORMAT_HELP)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("listen", help="receive alerts and clips from every node (the community center's side)")
@@ -470,10 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(args.log_format, logging.DEBUG if args.verbose else logging.WARNING)
     handlers: dict[type, Callable[[Exception], int]] = {
         ConfigError: lambda e: (_err(str(e)), EX_CONFIG)[1],
         VideoError: lambda e: (_err(str(e)), e.code)[1],

@@ -105,6 +105,9 @@ class _NodeCollector(Collector):
             "failures": _counter("edge_camera_failures", "Items whose handling raised (logged, not fatal).", cam),
             "enabled": _gauge("edge_camera_detect_enabled", "1 when detection is on (MQTT detect/set).", cam),
             "beat": _gauge("edge_camera_worker_idle_seconds", "Seconds since the worker last came round.", cam),
+            "restarts": _counter(
+                "edge_camera_worker_restarts", "Times the camera's worker died and was restarted.", cam
+            ),
         }
         now = time.monotonic()
         for name, w in list(self.node.cameras.items()):
@@ -121,6 +124,7 @@ class _NodeCollector(Collector):
                 "failures": w.failures,
                 "enabled": float(self.node.detect_on.get(name, True)),
                 "beat": max(0.0, now - w.beat),
+                "restarts": self.node.supervisor.restarts.get(name, 0),
             }
             for key, fam in fams.items():
                 fam.add_metric([name], values[key])

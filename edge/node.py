@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 
 from edge import heap
-from edge.capture.camera import CameraCapture, CameraState, CameraStatus
+from edge.capture.camera import CameraCapture, CameraStatus
 from edge.capture.feed import Feed
 from edge.config import CameraConfig, ConfigError, EdgeConfig, config_hash, load_config
 from edge.detect.types import UpdateKind
@@ -23,6 +23,7 @@ from edge.events import EventLog, Fanout, Sink
 from edge.geometry import CameraGeometry
 from edge.health import Health, MetricsServer, check
 from edge.holds import Holds
+from edge.logs import protect
 from edge.metrics import NodeMetrics
 from edge.pipeline import (
     OPENCV_THREADS,
@@ -39,6 +40,7 @@ from edge.publish.manifest import iso, load_or_create_key
 from edge.reload import ReloadPlan, ReloadRefused, plan_reload
 from edge.retention import Policy, Report, Retention, storage_record
 from edge.sdnotify import Notifier
+from edge.supervisor import Supervisor, death
 from edge.worker import CameraWorker
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,7 @@ class Node:
         self._reload = threading.Event()
         self._next_ping = 0.0
         self._stuck_reported: set[str] = set()
+        self.supervisor = Supervisor(self._restarted_worker, self._put_worker)
         self.cameras: dict[str, CameraWorker] = {}  # replaced whole, never changed in place: others iterate it
         self.cameras = {name: self._worker(name, cam) for name, cam in self._wanted(config).items()}
 
@@ -153,7 +156,14 @@ class Node:
         running = config.model_copy(update={"cameras": self._wanted(config)})  # commands for these only
         return MqttPublisher(running, outbox, self.storage, self.set_detect, self.set_hold)
 
-    def _worker(self, name: str, cam: CameraConfig) -> CameraWorker:
+    def _restarted_worker(self, name: str) -> CameraWorker:
+        """A fresh worker for a camera whose worker died; its event ids carry the time of this restart."""
+        return self._worker(name, self.config.cameras[name], datetime.now(UTC).strftime(RUN_ID_FORMAT))
+
+    def _put_worker(self, name: str, worker: CameraWorker) -> None:
+        self.cameras = {**self.cameras, name: worker}  # one swap, as a reload does: readers see old or new
+
+    def _worker(self, name: str, cam: CameraConfig, id_prefix: str | None = None) -> CameraWorker:
         is_file = Path(cam.source).is_file()
         feed = Feed(cam.capture.queue_frames, lossless=is_file)  # a file can wait; a camera cannot
         capture = CameraCapture(name, cam.source, cam.capture, feed, self.sink.on_status, is_file)
@@ -171,7 +181,7 @@ class Node:
             cam,
             self.sink,
             evidence,
-            id_prefix=self.run_id,
+            id_prefix=id_prefix or self.run_id,
             on_geometry=on_geometry,
             reference=reference_for(self.config, name),
         )
@@ -261,13 +271,15 @@ class Node:
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
+            self.supervisor.check(self.cameras)  # a dead worker is replaced, alone, after its backoff
             self._watchdog()
 
     def _watchdog(self) -> None:
-        """WATCHDOG=1, from this main loop, only while every camera worker is alive and coming round."""
+        """WATCHDOG=1, from this main loop, only while every camera worker is coming round its loop. A dead one
+        is not stuck: the supervisor restarts it, and the other cameras must not be restarted with it."""
         if self.notifier.watchdog_s is None or time.monotonic() < self._next_ping:
             return
-        stuck = self.stuck_workers()
+        stuck = self._stalled_workers()
         for name in set(stuck) - self._stuck_reported:
             log.error("camera %s: %s; watchdog pings stop, systemd will restart the node", name, stuck[name])
         self._stuck_reported = set(stuck)
@@ -276,16 +288,22 @@ class Node:
             self._next_ping = time.monotonic() + self.notifier.watchdog_s
 
     def stuck_workers(self) -> dict[str, str]:
-        """Camera workers that died or have not come round their loop for node.worker_stall_s: name -> why."""
-        now, limit = time.monotonic(), self.config.node.worker_stall_s
-        out = {}
-        for name, w in list(self.cameras.items()):
-            if not w.alive:
-                if w.capture.status.state != CameraState.ENDED and not self._stop.is_set():
-                    out[name] = "its worker thread has died"  # a file played to its end is done, not dead
-            elif now - w.beat > limit:
-                out[name] = f"its worker has been stuck for {now - w.beat:.0f} s"
+        """Camera workers that died (being restarted) or have not come round their loop for
+        node.worker_stall_s: name -> why (/healthz)."""
+        out = self._stalled_workers()
+        if not self._stop.is_set():
+            out.update({n: why for n, w in list(self.cameras.items()) if (why := death(w))})
+            out.update(self.supervisor.waiting())
         return out
+
+    def _stalled_workers(self) -> dict[str, str]:
+        """Camera workers alive but not back in their loop for node.worker_stall_s: name -> why."""
+        now, limit = time.monotonic(), self.config.node.worker_stall_s
+        return {
+            name: f"its worker has been stuck for {now - w.beat:.0f} s"
+            for name, w in list(self.cameras.items())
+            if w.alive and now - w.beat > limit
+        }
 
     def health(self) -> Health:
         """What GET /healthz answers."""
@@ -298,6 +316,7 @@ class Node:
         self.notifier.reloading()
         try:
             new = config if config is not None else self._read_config()
+            protect(new)  # its passwords are masked in the log lines from here, whether or not it applies
             plan = plan_reload(self.config, new, self.only)
             self._apply(new, plan)
         except (ConfigError, ReloadRefused, OSError) as exc:
@@ -359,6 +378,7 @@ class Node:
         for worker in workers:
             worker.capture.join(max(0.0, deadline - time.monotonic()) + 1.0)
             self.status_file.forget(worker.name)
+            self.supervisor.forget(worker.name)
 
     def _reconfigure(self, worker: CameraWorker, cam: CameraConfig) -> None:
         sha, pipeline = self.config_sha, worker.pipeline
@@ -442,6 +462,7 @@ class Node:
                     "dropped": w.feed.dropped,
                     "processed": w.frames,
                     "detection_failures": w.failures,
+                    "worker_restarts": self.supervisor.restarts.get(n, 0),
                     "reconnects_last_hour": w.capture.status.reconnects_last_hour,
                     "detect": self.detect_on.get(n, True),
                 }

@@ -45,9 +45,12 @@ class CameraWorker:
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._state_told = 0.0
-        self._thread = threading.Thread(target=self._run, name=f"worker-{name}", daemon=True)
+        self.started = 0.0  # monotonic time the worker started (its supervisor resets backoff after a long run)
+        self.death: str | None = None  # what killed the worker's thread, when something did
+        self._thread = threading.Thread(target=self._main, name=f"worker-{name}", daemon=True)
 
     def start(self) -> None:
+        self.started = time.monotonic()
         self.capture.start()  # first: a worker that sees no live capture and nothing queued is done
         self._thread.start()
 
@@ -65,9 +68,33 @@ class CameraWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def ran(self) -> bool:
+        """The worker's thread was started (and may since have ended)."""
+        return self._thread.ident is not None
+
+    @property
+    def asked_to_stop(self) -> bool:
+        return self._stopping.is_set()
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run `fn` in this worker's thread between two items (a reloaded config reaches the pipeline so)."""
         self._calls.put(fn)
+
+    def _main(self) -> None:
+        """The thread: _run(), and whatever escapes it (a BaseException from a sink, a bug outside the per-item
+        guards) recorded for the node's supervisor, which restarts the camera, instead of vanishing."""
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - this thread ends either way; the node must hear why
+            self.death = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.error("camera %s: its worker died: %s", self.name, self.death, exc_info=True)
+            self.capture.stop()  # nothing takes its frames any more; its replacement connects afresh
+            self.feed.close()
+            try:  # the clip in progress is evidence: save what the pipeline holds, if it still can
+                self.pipeline.finish()
+            except Exception:
+                log.exception("camera %s: saving the clips of a dead worker failed", self.name)
 
     def _run(self) -> None:
         while True:
