@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -182,8 +183,12 @@ class Ingest:
         self._hold_health((node, camera), payload, topic)
 
     def _problem(self, node: str, camera: str, payload: bytes, topic: str) -> None:
-        if payload == b"":
-            return  # the node emptied its retained message at start: nothing happened
+        if payload == b"":  # the node's camera starts afresh (node start, restart, reload): nothing raised now
+            with self.sessions.begin() as s:
+                row = s.get(Camera, (node, camera))
+                if row is not None and row.problems and row.problems.get("active"):
+                    row.problems = {"active": [], "at_s": time.time()}
+            return
         body = _json(payload, MAX_JSON_BYTES)
         msg = parse_problem(body, node, camera) if body is not None else None
         if msg is None:

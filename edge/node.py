@@ -158,7 +158,15 @@ class Node:
 
     def _restarted_worker(self, name: str) -> CameraWorker:
         """A fresh worker for a camera whose worker died; its event ids carry the time of this restart."""
+        self._forget_problems(name)
         return self._worker(name, self.config.cameras[name], datetime.now(UTC).strftime(RUN_ID_FORMAT))
+
+    def _forget_problems(self, name: str) -> None:
+        """A camera's new pipeline knows of no problem: empty its retained one (the center then shows none), and
+        the new pipeline raises again what is still wrong after its persistence. Else a problem raised before
+        would never be cleared, by a pipeline that never raised it."""
+        if self.publisher is not None:
+            self.publisher.forget_problems(name)
 
     def _put_worker(self, name: str, worker: CameraWorker) -> None:
         self.cameras = {**self.cameras, name: worker}  # one swap, as a reload does: readers see old or new
@@ -192,7 +200,7 @@ class Node:
             self.publisher.start()
             for name in self.cameras:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
-                self.publisher.forget_problems(name)
+                self._forget_problems(name)
         self.annotator.start()
         self._resume_evidence()
         self.retention.start()
@@ -360,6 +368,7 @@ class Node:
         elif self.publisher is not None and (plan.added or plan.removed):
             self.publisher.set_cameras(list(self.cameras))
         for name in plan.added + plan.reconnected:
+            self._forget_problems(name)
             self.cameras[name].start()
             if self.publisher is not None:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from edge.capture.source import CapturedFrame, redact
 from edge.config import CameraConfig, EdgeConfig
 from edge.detect.moved import same_shape
 from edge.detect.pipeline import Detector, EventUpdate
-from edge.detect.tamper import CameraHealth, OfflineWatch, ProblemState, Transition
+from edge.detect.tamper import CameraHealth, OfflineWatch, Problem, ProblemState, Transition
 from edge.detect.types import FallEvent, UpdateKind
 from edge.events import Sink, event_record, problem_record
 from edge.geometry import CameraGeometry
@@ -172,6 +173,14 @@ class ProblemEvents:
     def active(self) -> list[str]:
         return sorted(self.ids)
 
+    def stand_down(self, t: float, reason: str) -> None:
+        """Clear every problem still raised, saying why: new checks take over (reloaded health settings)
+        and raise again, after their persistence, what is still wrong. Else nothing would ever clear them."""
+        ended = [
+            Transition(Problem(key), ProblemState.CLEARED, t, t, None, None, reason) for key in sorted(self.ids)
+        ]
+        self._report(ended, t > _WALL_CLOCK)
+
     def _report(self, transitions: list[Transition], wall_clock: bool) -> None:
         p = self.pipeline
         for tr in transitions:
@@ -225,6 +234,7 @@ class CameraPipeline:
         self._first_size: tuple[int, int] | None = None
         self._steps: deque[float] = deque(maxlen=_RATE_WINDOW)  # recent packet timestamp steps: the rate
         self._last_pts: float | None = None  # the last packet's decoding time, seconds
+        self._reference = reference
         self.problems = ProblemEvents(self, reference or cfg.health.reference) if cfg.health.enabled else None
 
     # -- what capture delivers ---------------------------------------------------------------------------
@@ -282,13 +292,28 @@ class CameraPipeline:
             if cfg.fall.verifier.model != self.cfg.fall.verifier.model:
                 model = cfg.fall.verifier.model
                 self.verifier = load_verifier(model) if model is not None else None
+            health_changed = cfg.health != self.cfg.health
             self.cfg = cfg
             self.ring.seconds = cfg.record.buffer_s
             self.geometry = None  # rebuilt at the next frame, with the new facade and masks
+            if health_changed:
+                self._restart_problem_checks()
         if self.evidence is not None and config_sha256 is not None:
             self.evidence.config_sha256 = config_sha256
         sha = self.evidence.config_sha256 if self.evidence is not None else None
         self.info = manifest_info(self.node, self.camera, cfg.source, sha)
+
+    def _restart_problem_checks(self) -> None:
+        """New camera health settings: checks made with them (or none, when switched off) from the next frame."""
+        old = self.problems
+        self.problems = (
+            ProblemEvents(self, self._reference or self.cfg.health.reference) if self.cfg.health.enabled else None
+        )
+        if old is not None:
+            t = self._last_t if self._last_t is not None else time.time()
+            old.stand_down(t, "the camera's health settings were reloaded: checked again from now")
+            if self.problems is not None:
+                self.problems.count = old.count  # episode ids stay unique
 
     # -- frames ------------------------------------------------------------------------------------------
     def _frame(self, frame: CapturedFrame, detect: bool) -> None:

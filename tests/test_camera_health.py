@@ -388,3 +388,65 @@ def test_a_stream_that_changes_shape_is_not_compared_with_a_still_of_the_old_sha
     assert health.reference_source == "calibration"
     changes += [health.update(10 + i * 0.5, cv2.cvtColor(square, cv2.COLOR_BGR2GRAY)) for i in range(40)]
     assert [c for batch in changes for c in batch] == [] and health.reference_source == "learned"
+
+
+# -- reloaded health settings --------------------------------------------------------------------------------
+
+
+class _Problems:
+    """A sink that keeps the camera problem records (the rest of a pipeline's output is not looked at here)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_update(self, kind, record):
+        pass
+
+    def on_evidence(self, record, files):
+        pass
+
+    def on_status(self, camera, status):
+        pass
+
+    def on_problem(self, record):
+        self.rows.append(record)
+
+
+def _camera(**over):
+    from edge.config import parse_config as parse
+
+    text = yaml.safe_dump({"version": 1, "node": {"id": "n1"}, "cameras": {"cam": {"source": "x.mp4", **over}}})
+    return parse(text).cameras["cam"]
+
+
+def _pipeline_covered(sink):
+    from edge.pipeline import CameraPipeline
+
+    p = CameraPipeline("n1", "cam", _camera(), sink, None)
+    p.problems.ids, p.problems.count = {"covered": "cam-covered-1"}, 1  # covered was raised before the reload
+    return p
+
+
+def test_reloaded_health_settings_take_over_and_the_old_checks_clear_what_they_raised():
+    sink = _Problems()
+    p = _pipeline_covered(sink)
+    p.reconfigure(_camera(health={"covered_s": 99}))
+    assert p.problems.cfg.covered_s == 99 and p.problems.count == 1
+    ((cleared,),) = [sink.rows]
+    assert (cleared["id"], cleared["state"], cleared["active"]) == ("cam-covered-1", "cleared", [])
+    assert "reloaded" in cleared["reason"]
+
+
+def test_reloaded_settings_outside_health_leave_the_camera_checks_running():
+    sink = _Problems()
+    p = _pipeline_covered(sink)
+    checks = p.problems
+    p.reconfigure(_camera(fall={"min_fall_floors": 1.5}))
+    assert p.problems is checks and sink.rows == []
+
+
+def test_health_checks_switched_off_by_a_reload_stop():
+    sink = _Problems()
+    p = _pipeline_covered(sink)
+    p.reconfigure(_camera(health={"enabled": False}))
+    assert p.problems is None and [r["state"] for r in sink.rows] == ["cleared"]

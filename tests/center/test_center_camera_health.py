@@ -4,6 +4,7 @@ through real notifiers; hostile or foreign messages refused."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -125,6 +126,15 @@ def test_a_hostile_or_foreign_problem_message_is_refused_and_counted(parts, body
     _send(parts, body)
     assert _active(parts) is None
     assert parts.drops.counts.get("bad camera problem") == 1
+
+
+def test_a_camera_started_afresh_shows_no_problem_until_it_is_raised_again(parts):
+    _send(parts, problem())
+    assert _active(parts) == ["covered"]
+    _send(parts, b"")  # the node emptied the retained message: a restart, or the camera reconnected on a reload
+    assert _active(parts) == []
+    _send(parts, problem(at_s=time.time() + 60))  # still covered: raised again after its persistence
+    assert _active(parts) == ["covered"]
 
 
 def test_an_emptied_retained_message_is_nothing_at_all(parts):
