@@ -15,7 +15,7 @@ from edge.capture.feed import Feed
 from edge.capture.source import Clock, SourceOptions
 from edge.config import EdgeConfig, config_hash
 from edge.events import EventLog, final_records, read_rows
-from edge.pipeline import OPENCV_THREADS, RUN_ID_FORMAT, CameraPipeline, EvidenceOutput
+from edge.pipeline import OPENCV_THREADS, RUN_ID_FORMAT, CameraPipeline, EvidenceOutput, reference_for
 from edge.publish.annotator import Annotator
 from edge.publish.manifest import load_or_create_key
 from edge.video import EX_DATAERR, VideoError, check_readable
@@ -72,7 +72,8 @@ def replay(
     options = SourceOptions(clock=Clock.STREAM, open_timeout_s=60, read_timeout_s=60)
     capture = CameraCapture(name, str(path), cam.capture, feed, is_file=True, options=options)
     run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)  # as live: a second replay into `out` keeps the first's
-    pipeline = CameraPipeline(config.node.id, name, cam, events, evidence, id_prefix=run_id)
+    reference = reference_for(config, name)  # as live: the still `edge calibrate` stored beside the config
+    pipeline = CameraPipeline(config.node.id, name, cam, events, evidence, id_prefix=run_id, reference=reference)
     worker = CameraWorker(name, capture, feed, pipeline)
     if progress is not None:
         worker.on_frames = lambda frames: progress(frames, worker.announced_frames)

@@ -242,6 +242,7 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
     held = holds.ids()
     used = sum(it.size for it in keep)
     report.budget_bytes = _budget(storage, policy, used)
+    deleted: set[Path] = set()  # a set, not keep.remove() per file: thousands of rotated logs stay linear
     for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
         if used <= report.budget_bytes:
             break
@@ -249,7 +250,8 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
             used -= it.size
             report.freed_bytes += it.size
             report.expendable_deleted += 1
-            keep.remove(it)
+            deleted.add(it.path)
+    keep = [it for it in keep if it.path not in deleted]
     if report.expendable_deleted:
         log.warning("retention: %d expendable files deleted to stay within the quota", report.expendable_deleted)
     return _measure(report, keep, held, policy)
