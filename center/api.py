@@ -20,7 +20,7 @@ from center.auth import user_of
 from center.config import CenterConfig
 from center.counters import Drops
 from center.db import Camera, Case, Event, Evidence, Job, Node
-from center.files import EvidenceFiles, OutsideDataDir
+from center.files import EvidenceFiles, OutsideDataDir, media_type
 from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
@@ -382,14 +382,13 @@ def create_app(ctx: Context) -> FastAPI:
             case_id = s.get(Event, item.event_pk).case_id
         if who.buildings is not None and (case_id is None or not who.may_see(s.get(Case, case_id))):
             raise HTTPException(403, "this evidence is not of your buildings")
-        media = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
         try:
             path = ctx.files.path(item.path)
         except OutsideDataDir:
             raise HTTPException(404, "the file is not under the evidence folder") from None
         if not path.is_file():
             raise HTTPException(404, "the file is no longer on the center's disk")
-        return FileResponse(path, media_type=media.get(item.kind, "video/mp4"))
+        return FileResponse(path, media_type=media_type(item.kind, path))
 
     @app.get("/api/roster", tags=["people"])
     def roster(who: Staff) -> dict:

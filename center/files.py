@@ -81,3 +81,11 @@ def file_name(kind: str, sha256: str, data: bytes) -> str:
     else:
         ext = "ts" if data[:1] == b"G" else "mp4"
     return f"{KIND_NAMES.get(kind, kind)}-{sha256[:12]}.{ext}"
+
+
+MEDIA_TYPES = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
+
+
+def media_type(kind: str, path: Path) -> str:
+    """The Content-Type an evidence file is served with: the original clip is MPEG-TS, the annotated one MP4."""
+    return MEDIA_TYPES.get(kind, "video/mp2t" if path.suffix == ".ts" else "video/mp4")

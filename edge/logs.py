@@ -31,7 +31,8 @@ MASK = "***"
 MIN_SECRET_CHARS = 4
 # scheme://user:password@ : the password runs to the authority's LAST `@`, as FFmpeg reads it (it may hold one)
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]*:)[^\s/]*@")
-_SECRET_WORDS = r"pass|pwd|token|secret|auth|key|sig|cred|session"  # as source.redact() reads a query
+SECRET_WORDS = r"pass|pwd|token|secret|auth|key|sig|cred|session"  # a URL query parameter so named holds a secret
+_SECRET_WORDS = SECRET_WORDS  # source.redact() reads a query with the same words
 _SECRET_PARAM = re.compile(_SECRET_WORDS, re.IGNORECASE)
 # ?token=... in a URL anywhere in a line: the name is kept, the value masked
 _URL_SECRET_PARAM = re.compile(rf"([?&;][^=&;\s?#]*(?:{_SECRET_WORDS})[^=&;\s?#]*=)[^&;\s#]*", re.IGNORECASE)

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from center.api import RowId
 from center.db import Case, Evidence
-from center.files import OutsideDataDir
+from center.files import OutsideDataDir, media_type
 from center.loop import Refused
 from center.models import Action, CaseState, Level, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
@@ -42,7 +42,6 @@ router = APIRouter(include_in_schema=False)
 Who = Annotated[Viewer, Depends(viewer)]
 POLL_S = 1.0  # the list's stream looks for new cases and history this often (works across instances)
 PING_S = 15  # keeps proxies from closing an idle stream
-MEDIA = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
 
 
 def _filters(
@@ -286,5 +285,5 @@ def evidence(request: Request, evidence_id: RowId, v: Who):
         kind, digest = item.kind, item.sha256
     if request.headers.get("range", "bytes=0-").startswith("bytes=0-"):  # one line per viewing, not per seek
         audit_now(request, v.caller.name, "view", f"evidence:{evidence_id}", {"kind": kind})
-    media = MEDIA.get(kind, "video/mp2t" if path.suffix == ".ts" else "video/mp4")
+    media = media_type(kind, path)
     return FileResponse(path, media_type=media, headers={"ETag": f'"{digest}"'})

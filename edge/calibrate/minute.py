@@ -114,6 +114,9 @@ class MinuteBuffer:
             except SourceError as exc:
                 self.error = f"{redact(self.source)}: {exc}"
                 log.info("minute buffer: %s", self.error)
+            except Exception as exc:  # odd extradata, a bug: shown on the page, not a silently ended thread
+                self.error = f"{redact(self.source)}: {type(exc).__name__}: {exc}"
+                log.exception("minute buffer: %s", self.error)
             self._stop.wait(RETRY_S)
 
     def _read(self) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.capture.annexb import AnnexB
 from edge.capture.packets import KeptPacket, StreamParams
+from edge.logs import SECRET_WORDS
 from edge.video import luma_plane
 
 
@@ -98,7 +99,7 @@ class StreamClock:
         return t
 
 
-_SECRET_PARAM = re.compile(r"pass|pwd|token|secret|auth|key|sig|cred|session", re.IGNORECASE)
+_SECRET_PARAM = re.compile(SECRET_WORDS, re.IGNORECASE)
 
 
 def redact(url: str) -> str:
