@@ -134,15 +134,7 @@ def _tell_office(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | 
         "address": b.address if b else None,
         "to": OFFICE,
     }
-    now = utcnow()
-    notify = loop.cfg.notify
-    targets = [("webhook", str(i)) for i, _ in enumerate(notify.webhooks)]
-    targets += [("wecom", str(i)) for i, _ in enumerate(notify.wecom)]
-    office = loop.roster.office
-    if notify.smtp and office.email:
-        targets.append(("email", office.email))
-    for channel, target in targets:
-        loop.queue(s, None, channel, target, payload, now)
+    loop.fan_out(s, None, payload, loop.roster.office.email, utcnow())
 
 
 def keep_storage(node: Node, msg: StorageMessage) -> None:

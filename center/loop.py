@@ -304,13 +304,7 @@ class Loop:
             "to": who,
             "person": person.model_dump() if person else None,
         }
-        notify = self.cfg.notify
-        for i, _ in enumerate(notify.webhooks):
-            self.queue(s, case.id, "webhook", str(i), payload, now)
-        for i, _ in enumerate(notify.wecom):
-            self.queue(s, case.id, "wecom", str(i), payload, now)
-        if notify.smtp and person and person.email:
-            self.queue(s, case.id, "email", person.email, payload, now)
+        self.fan_out(s, case.id, payload, person.email if person else None, now)
         if kind in ("dispatch", "review"):  # a still that came before (a suspected alert confirmed later)
             still = s.scalar(
                 select(Evidence)
@@ -321,6 +315,16 @@ class Loop:
             )
             if still is not None:
                 self._wecom_still(s, case, still, now)
+
+    def fan_out(self, s: Session, case_id: int | None, payload: dict, email: str | None, now: dt.datetime) -> None:
+        """One notice on every channel: each webhook, each WeCom group, and email to `email` when SMTP is set."""
+        notify = self.cfg.notify
+        for i, _ in enumerate(notify.webhooks):
+            self.queue(s, case_id, "webhook", str(i), payload, now)
+        for i, _ in enumerate(notify.wecom):
+            self.queue(s, case_id, "wecom", str(i), payload, now)
+        if notify.smtp and email:
+            self.queue(s, case_id, "email", email, payload, now)
 
     def still_arrived(self, s: Session, ev: Event, still: Evidence, now: dt.datetime) -> None:
         """A still came after its case was sent for review or dispatched: WeCom groups get it as an image too."""
