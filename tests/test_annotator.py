@@ -101,6 +101,20 @@ def test_a_killed_annotating_process_is_replaced_and_the_work_done(saved, tmp_pa
     assert done.files and done.files[0][1].annotated == "annotated.mp4" and verify_folder(folder) == []
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.25, 0.5, 0.55, 0.75])
+def test_a_stop_while_a_dead_annotating_process_is_being_replaced_leaves_none_running(saved, delay_s):
+    out, events, key = saved
+    annotator = Annotator(key, Done())
+    annotator.start()
+    first = annotator._child.pid
+    os.kill(first, signal.SIGKILL)
+    time.sleep(delay_s)  # the parent polls every 0.5 s: before, during and after its replacing the child
+    annotator.stop(abort=True, timeout=0.1)  # the shortest budget the node gives it
+    assert wait_for(lambda: not annotator._forwarder.is_alive(), 5)  # it polls; no replacement after stop
+    assert wait_for(lambda: not annotator._child.is_alive(), 5)
+    assert wait_for(lambda: not _alive(first), 5)  # control: the process killed is gone too
+
+
 def test_an_aborted_annotation_stays_marked_for_the_next_start(saved, tmp_path):
     out, events, key = saved
     folder = _unannotated(out, events[0], tmp_path, key)

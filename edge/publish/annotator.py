@@ -92,13 +92,14 @@ class Annotator:
         self._forwarder.start()
 
     def _spawn(self) -> None:
-        self._child = self._ctx.Process(
+        child = self._ctx.Process(
             target=_child,
             args=(self._jobs, self._results, self._key, os.getpid()),
             name="edge-annotator",
             daemon=True,
         )
-        self._child.start()
+        child.start()
+        self._child = child  # only a started process: stop() may terminate whatever it finds here
 
     def submit(self, folder: Path, caption: str, geometry: CameraGeometry | None) -> None:
         job = Annotation(folder, caption, geometry)
@@ -113,19 +114,22 @@ class Annotator:
 
     def stop(self, abort: bool = True, timeout: float = 5.0) -> None:
         """Stop; with `abort` the annotation in progress is left for the next start (its folder stays marked)."""
-        self._stopping.set()
+        with self._lock:  # a restart under way finishes first, and none begins after this
+            self._stopping.set()
+            child = self._child
         # Jobs still queued are marked on disk and made after the next start: the queue must not keep this
         # process alive at exit, flushing them into a pipe nobody reads any more.
         self._jobs.cancel_join_thread()
-        if self._child is not None:
+        if child is not None and child.exitcode is None:
             if abort:
-                self._child.terminate()
+                child.terminate()
             else:
                 self._jobs.put(None)
-            self._child.join(timeout)
-            if self._child.is_alive():
-                self._child.kill()
-        self._forwarder.join(timeout)
+            child.join(timeout)
+            if child.is_alive():
+                child.kill()
+        if self._forwarder.is_alive():
+            self._forwarder.join(timeout)
 
     def _forward(self) -> None:
         while not self._stopping.is_set() or not self._results.empty():
@@ -153,8 +157,10 @@ class Annotator:
 
     def _restart(self) -> None:
         """The child died (killed, out of memory): start another and give it what was in flight."""
-        log.error("the annotating process died (exit %s); starting another", self._child.exitcode)
         with self._lock:
+            if self._stopping.is_set():  # stop() ended it: not a death to recover from
+                return
+            log.error("the annotating process died (exit %s); starting another", self._child.exitcode)
             blamed = self._current  # only the job the child was on when it died counts a try
             tries_now = {f: tries + (f == blamed) for f, (_, tries) in self._pending.items()}
             retry = {f: (job, tries_now[f]) for f, (job, _) in self._pending.items() if tries_now[f] <= _MAX_TRIES}
