@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from center.auth import user_of
 from center.config import CenterConfig
@@ -24,6 +24,7 @@ from center.files import EvidenceFiles, OutsideDataDir, media_type
 from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
+from center.queries import CaseQuery, cases_seen
 from center.roster import Roster
 from center.stats import Stats, compute
 
@@ -276,24 +277,8 @@ def create_app(ctx: Context) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
     ):
         """Cases, newest alert first, with filters; a grid worker gets their buildings' cases only."""
-        q = select(Case).options(selectinload(Case.events))
-        if state:
-            q = q.where(Case.state == state)
-        if building:
-            q = q.where(Case.building == building)
-        if level:
-            q = q.where(Case.level == level)
-        if verdict:
-            q = q.where(Case.verdict == verdict)
-        if assignee:
-            q = q.where(Case.assignee == assignee)
-        if since:
-            q = q.where(Case.alert_at >= _aware(since))
-        if until:
-            q = q.where(Case.alert_at < _aware(until))
-        if who.buildings is not None:
-            q = q.where(Case.building.in_(sorted(who.buildings)))
-        rows = s.scalars(q.order_by(Case.alert_at.desc(), Case.id.desc()).limit(limit).offset(offset)).all()
+        query = CaseQuery(state, building, level, verdict, assignee, _aware(since), _aware(until))
+        rows = s.scalars(cases_seen(query, who.buildings).limit(limit).offset(offset)).all()
         return [case_out(c) for c in rows]
 
     @app.get("/api/cases/{case_id}", response_model=CaseDetail, tags=["cases"])
@@ -419,12 +404,8 @@ def create_app(ctx: Context) -> FastAPI:
     @app.get("/api/stats", response_model=Stats, tags=["statistics"])
     def stats(s: Db, who: Who, since: dt.datetime | None = None, until: dt.datetime | None = None):
         """Alerts by building, floor and hour; false-alarm share; median times to acknowledge and resolve."""
-        q = select(Case).where(Case.alert_at >= _aware(since) if since else True)
-        if until:
-            q = q.where(Case.alert_at < _aware(until))
-        if who.buildings is not None:
-            q = q.where(Case.building.in_(sorted(who.buildings)))
-        return compute(list(s.scalars(q)), ctx.cfg.timezone)
+        query = cases_seen(CaseQuery(since=_aware(since), until=_aware(until)), who.buildings, with_events=False)
+        return compute(list(s.scalars(query)), ctx.cfg.timezone)
 
     @app.get("/api/feedback", response_model=list[FeedbackOut], tags=["statistics"])
     def feedback(
@@ -484,5 +465,6 @@ def create_app(ctx: Context) -> FastAPI:
     return app
 
 
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+def _aware(t: dt.datetime | None) -> dt.datetime | None:
+    """A query string's time; one without an offset is UTC."""
+    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)

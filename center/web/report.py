@@ -10,11 +10,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from center.api import Caller, Context
 from center.db import Case
+from center.queries import CaseQuery, cases_seen, local_midnight
 from center.stats import Stats, compute
 from center.web import charts
 from center.web.views import YEARS, person_label
@@ -37,14 +37,10 @@ def month_of(text: str | None, tz: str) -> dt.date:
 
 
 def month_cases(s: Session, who: Caller, first: dt.date, tz: str) -> list[Case]:
-    zone = ZoneInfo(tz)
+    """The cases the caller may see whose alert fell in the local month beginning `first`, oldest first."""
     nxt = (first + dt.timedelta(days=32)).replace(day=1)
-    q = select(Case).options(selectinload(Case.events))
-    q = q.where(Case.alert_at >= dt.datetime.combine(first, dt.time(), zone))
-    q = q.where(Case.alert_at < dt.datetime.combine(nxt, dt.time(), zone))
-    if who.buildings is not None:
-        q = q.where(Case.building.in_(sorted(who.buildings)))
-    return list(s.scalars(q.order_by(Case.alert_at)))
+    query = CaseQuery(since=local_midnight(first, tz), until=local_midnight(nxt, tz))
+    return list(reversed(s.scalars(cases_seen(query, who.buildings)).all()))  # oldest first, as the CSV reads
 
 
 def facade_of_case(ctx: Context, case: Case) -> str | None:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from center.api import Caller, Context
 from center.db import Case, Event, Evidence, History, Job, utcnow
 from center.files import OutsideDataDir
 from center.models import TRANSITIONS, Action, CaseState, Role
+from center.queries import CaseQuery, cases_seen, local_midnight
 from center.web import charts
 
 LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
@@ -40,21 +41,15 @@ class Filters:
 
 def visible_cases(s: Session, who: Caller, f: Filters, tz: str, limit: int = LIST_LIMIT) -> list[Case]:
     """Cases the caller may see, newest alert first, filtered (dates are local days of the center's zone)."""
-    q = select(Case).options(selectinload(Case.events))
-    if f.state:
-        q = q.where(Case.state == f.state)
-    if f.building:
-        q = q.where(Case.building == f.building)
-    if f.level:
-        q = q.where(Case.level == f.level)
-    zone = ZoneInfo(tz)
-    if f.since:
-        q = q.where(Case.alert_at >= dt.datetime.combine(f.since, dt.time(), zone))
-    if f.until:
-        q = q.where(Case.alert_at < dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), zone))
-    if who.buildings is not None:
-        q = q.where(Case.building.in_(sorted(who.buildings)))
-    return list(s.scalars(q.order_by(Case.alert_at.desc(), Case.id.desc()).limit(limit)))
+    until = f.until + dt.timedelta(days=1) if f.until else None
+    query = CaseQuery(
+        state=f.state,
+        building=f.building,
+        level=f.level,
+        since=local_midnight(f.since, tz) if f.since else None,
+        until=local_midnight(until, tz) if until else None,
+    )
+    return list(s.scalars(cases_seen(query, who.buildings).limit(limit)))
 
 
 def latest_mark(s: Session, who: Caller) -> tuple[int, int]:
