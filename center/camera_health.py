@@ -84,17 +84,27 @@ def parse_storage(body: dict, node: str) -> StorageMessage | None:
     return msg if msg.node == node else None
 
 
+def camera_row(s: Session, node: str, camera: str, at: dt.datetime) -> Camera | None:
+    """The camera's row, added (updated `at`) when new; None when its node already has the most it may."""
+    row = s.get(Camera, (node, camera))
+    if row is None:
+        cameras = s.scalar(select(func.count()).select_from(Camera).where(Camera.node == node))
+        if (
+            cameras >= MAX_CAMERAS_PER_NODE
+        ):  # one node cannot fill the table
+            return None
+        row = Camera(node=node, camera=camera, updated_at=at)
+        s.add(row)
+    return row
+
+
 def keep_problem(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | None) -> bool:
     """Store one camera problem message (its node's row exists) and tell the office; False when the camera
     is one too many for its node. A QoS 1 repeat fails on the unique msg_id (IntegrityError) before anyone
     is told."""
-    row = s.get(Camera, (msg.node, msg.camera))
+    row = camera_row(s, msg.node, msg.camera, utcnow())
     if row is None:
-        cameras = s.scalar(select(func.count()).select_from(Camera).where(Camera.node == msg.node))
-        if cameras >= MAX_CAMERAS_PER_NODE:
-            return False
-        row = Camera(node=msg.node, camera=msg.camera, updated_at=utcnow())
-        s.add(row)
+        return False
     s.add(
         CameraProblem(
             msg_id=msg.msg_id,

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from center.camera_health import keep_problem, keep_storage, parse_problem, parse_storage
+from center.camera_health import camera_row, keep_problem, keep_storage, parse_problem, parse_storage
 from center.counters import Drops
 from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
@@ -30,7 +30,6 @@ from center.models import Level, Trust
 from center.trust import judge, parse_manifest, trust_of
 from edge.listen import (
     EVENT_TYPES,
-    MAX_CAMERAS_PER_NODE,
     MAX_CHUNK_DATA,
     MAX_CHUNK_HEADER,
     MAX_EVENT_BYTES,
@@ -256,21 +255,16 @@ class Ingest:
 
     def _write_health(self, items: list) -> None:
         with self.sessions.begin() as s:
-            counts = dict(s.execute(select(Camera.node, func.count()).group_by(Camera.node)).all())
             for (node, camera), (payload, at) in items:
                 body = _json(payload, MAX_JSON_BYTES)  # validated when it came: parses again
                 n = self._node(s, node, at)
                 if camera is None:
                     n.stats, n.stats_at = body, at
                     continue
-                row = s.get(Camera, (node, camera))
+                row = camera_row(s, node, camera, at)
                 if row is None:
-                    if counts.get(node, 0) >= MAX_CAMERAS_PER_NODE:
-                        self.drops("too many cameras", f"{node}/{camera}")
-                        continue
-                    counts[node] = counts.get(node, 0) + 1
-                    row = Camera(node=node, camera=camera, updated_at=at)
-                    s.add(row)
+                    self.drops("too many cameras", f"{node}/{camera}")
+                    continue
                 state = body.get("state")
                 row.state = state[:16] if isinstance(state, str) else None
                 row.status, row.updated_at = body, at

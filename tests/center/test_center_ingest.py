@@ -230,7 +230,7 @@ def test_node_and_camera_health_is_kept_and_cameras_per_node_are_bounded(parts, 
         node = s.get(Node, "garden5")
         assert (node.available, node.stats["node"]) == ("online", "garden5")
         assert s.get(Camera, ("garden5", "south")).state == "online"
-    monkeypatch.setattr("center.ingest.MAX_CAMERAS_PER_NODE", 2)
+    monkeypatch.setattr("center.camera_health.MAX_CAMERAS_PER_NODE", 2)
     for cam in ("c2", "c3", "c4"):
         parts.ingest.handle(f"edge/garden5/{cam}/status", json.dumps(status).encode())
     parts.ingest.flush_health()
