@@ -23,6 +23,7 @@ from edge.detect.types import UpdateKind
 from edge.retention import Level
 
 if TYPE_CHECKING:
+    from edge.health import Health
     from edge.node import Node
     from edge.publish.evidence import EvidenceFiles
 
@@ -86,10 +87,11 @@ class _NodeCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterator:
+        health = self.node.health()  # once per scrape: it reads the outbox's depth, which the gauges reuse
         yield from self._cameras()
-        yield from self._outbox()
+        yield from self._outbox(health)
         yield from self._storage()
-        yield from self._node()
+        yield from self._node(health)
 
     def _cameras(self) -> Iterator:
         cam = ["camera"]
@@ -130,18 +132,17 @@ class _NodeCollector(Collector):
                 fam.add_metric([name], values[key])
         yield from fams.values()
 
-    def _outbox(self) -> Iterator:
+    def _outbox(self, health: Health) -> Iterator:
         pub = self.node.publisher
         connected = _gauge("edge_mqtt_connected", "1 while connected to the broker.")
         connected.add_metric([], float(pub is not None and pub.connected.is_set()))
         yield connected
         if pub is None:
             return
-        n, size = pub.outbox.depth()
         depth = _gauge("edge_outbox_messages", "Messages waiting in the outbox.")
-        depth.add_metric([], n)
+        depth.add_metric([], health.outbox.get("messages", 0))
         nbytes = _gauge("edge_outbox_bytes", "Bytes waiting in the outbox.")
-        nbytes.add_metric([], size)
+        nbytes.add_metric([], health.outbox.get("bytes", 0))
         drops = _counter("edge_outbox_dropped", "Messages dropped from the full outbox, by kind.", ["kind"])
         for kind, count in pub.outbox.dropped().items():
             drops.add_metric([str(kind)], count)
@@ -180,12 +181,12 @@ class _NodeCollector(Collector):
         deleted.add_metric(["expendable_files"], ret.expendable_total)
         yield from (level, deleted)
 
-    def _node(self) -> Iterator:
+    def _node(self, health: Health) -> Iterator:
         info = _gauge("edge_node_info", "The node's id and software version.", ["node", "version"])
         info.add_metric([self.node.config.node.id, __version__], 1)
         reloads = _counter("edge_config_reloads", "Config reloads, by result.", ["result"])
         for result, count in self.node.reloads.items():
             reloads.add_metric([result], count)
         healthy = _gauge("edge_healthy", "1 when /healthz answers 200.")
-        healthy.add_metric([], float(self.node.health().ok))
+        healthy.add_metric([], float(health.ok))
         yield from (info, reloads, healthy)
