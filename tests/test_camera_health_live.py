@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -211,3 +212,50 @@ def test_a_node_starting_empties_each_camera_s_retained_problem(broker, tmp_path
         fresh["_client"].disconnect()
     finally:
         node.stop()
+
+
+class ArmedTrip:
+    """A sink that, once armed, raises SystemExit in one camera's capture thread at its next status."""
+
+    def __init__(self, camera: str):
+        self.camera, self.armed = camera, False
+
+    def on_update(self, kind, record) -> None:
+        """Events are not where it trips."""
+
+    def on_evidence(self, record, files) -> None:
+        """Nor evidence."""
+
+    def on_status(self, camera, status) -> None:
+        if self.armed and camera == self.camera and threading.current_thread().name == f"capture-{camera}":
+            self.armed = False
+            raise SystemExit("injected in the capture thread")
+
+
+def test_a_camera_whose_worker_is_restarted_has_its_retained_problem_emptied(broker, tmp_path):
+    server = RtspServer(_black_clip(tmp_path / "black.mp4", 20.0)).start()
+    cfg = _mqtt_config(tmp_path, broker, server.url)
+    trip = ArmedTrip("cam")
+    node = Node(parse_config(yaml.safe_dump(cfg)), sinks=[trip])
+    topic = "edge/garden-a/cameras/cam/problem"
+    node.start()
+    try:
+        assert wait_for(lambda: node.cameras["cam"].capture.status.state == CameraState.ONLINE, 20)
+        record = {"v": 1, "id": "r1-cam-covered-1", "node": "garden-a", "camera": "cam", "problem": "covered"}
+        node.publisher.on_problem({**record, "state": "raised", "active": ["covered"]})
+        assert wait_for(lambda: node.publisher.outbox.depth()[0] == 0, 10)
+        seen = _watch(broker, topic)
+        assert wait_for(lambda: [p for p in seen.get(topic, []) if p], 10)  # control: it is retained
+        seen["_client"].disconnect()
+        trip.armed = True
+        server.kill()  # the camera goes offline: its capture thread reports it, and the sink raises there
+        assert wait_for(lambda: node.supervisor.check(node.cameras) or node.supervisor.restarts.get("cam"), 20)
+        assert wait_for(lambda: node.publisher.outbox.depth()[0] == 0, 10)
+        fresh = _watch(broker, topic)
+        assert wait_for(lambda: fresh["_client"].is_connected(), 10)
+        time.sleep(2.0)  # a retained message arrives at once on subscribing; none should
+        assert not [p for p in fresh.get(topic, []) if p], fresh.get(topic)
+        fresh["_client"].disconnect()
+    finally:
+        node.stop()
+        server.kill()
