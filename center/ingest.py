@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from center.camera_health import camera_row, keep_problem, keep_storage, parse_problem, parse_storage
+from center.camera_health import camera_row, keep_problem, keep_storage, parse_storage
 from center.counters import Drops
 from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
@@ -39,6 +39,7 @@ from edge.listen import (
 )
 from edge.publish.manifest import MAX_MANIFEST_BYTES, Malformed
 from edge.publish.mqtt import CHUNK_MAGIC, parse_chunk, valid_id
+from edge.publish.problem_message import parse_problem
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from edge.config import EdgeConfig
 from edge.events import announcement
 from edge.publish.mqtt import EventType, Reconnect, make_client, parse_chunk, valid_id
+from edge.publish.problem_message import parse_problem
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class Listener:
         self.events: list[dict] = []  # distinct event messages in arrival order (the last MAX_KEPT)
         self.available: dict[str, str] = {}
         self.status: dict[tuple[str, str], dict] = {}
+        self.problems: dict[tuple[str, str], dict] = {}  # the latest camera problem message of each camera
         self.stats: dict[str, dict] = {}
         self.files_ok: list[tuple[str, str, str]] = []
         self.files_bad: list[tuple[str, str, str]] = []
@@ -172,6 +174,7 @@ class Listener:
         for topic in (
             f"{p}/+/available",
             f"{p}/+/+/status",
+            f"{p}/+/cameras/+/problem",
             f"{p}/+/+/detect/state",
             f"{p}/+/events",
             f"{p}/+/events/+/snapshot",
@@ -224,6 +227,8 @@ class Listener:
             body = self._json(payload, topic, "bad status")
             if body is not None:
                 self.status[(node, rest[0])] = body
+        elif len(rest) == 3 and rest[0] == "cameras" and rest[2] == "problem":
+            self._problem(node, rest[1], payload, topic)
         elif rest == ["events"]:
             self._event(node, payload, topic)
         elif len(rest) == 3 and rest[0] == "events" and rest[2] in ("snapshot", "clip", "original"):
@@ -257,6 +262,31 @@ class Listener:
         line = self._alert_line(node, kind, body)
         if line:
             self.on_line(line)
+
+    def _problem(self, node: str, camera: str, payload: bytes, topic: str) -> None:
+        """A camera problem raised or cleared: kept as the camera's latest, written and printed once."""
+        key = (node, camera)
+        if payload == b"":  # the node's camera started afresh: nothing is raised now
+            self.problems.pop(key, None)
+            return
+        if not valid_id(camera):
+            self._drop("bad topic", topic)
+            return
+        if key not in self.problems and sum(k[0] == node for k in self.problems) >= MAX_CAMERAS_PER_NODE:
+            self._drop("too many cameras", topic)
+            return
+        body = self._json(payload, topic, "bad camera problem")
+        msg = parse_problem(body, node, camera) if body is not None else None
+        if msg is None:
+            self._drop("bad camera problem", topic)
+            return
+        self.problems[key] = body
+        if msg.msg_id in self.seen:
+            return  # the retained copy again, or a QoS 1 resend
+        self._remember(msg.msg_id)
+        folder = self._folder(node, msg.id)
+        self._write(folder, f"problem-{msg.state}.json", json.dumps(body, indent=1, ensure_ascii=False).encode())
+        self.on_line(printable(f"CAMERA {msg.problem} {msg.state} {node}/{camera}: {msg.reason} (id {msg.id})"))
 
     def _alert_line(self, node: str, kind: str, body: dict) -> str | None:
         """The alert line, the node named; a line with what there is when fields are missing or malformed."""

@@ -243,3 +243,45 @@ def test_the_schemas_state_the_receivers_checks():
     samples += ["%2e%2e", "a" * 128, "a" * 129, "é"]
     for s in samples:
         assert valid_id(s) == bool(re.search(pattern, s)), s
+
+
+def _problem(state: str, node: str = "garden-a", **extra) -> dict:
+    body = {
+        "v": 1,
+        "msg_id": uuid.uuid4().hex,
+        "id": "r1-cam-covered-1",
+        "node": node,
+        "camera": "cam",
+        "problem": "covered",
+        "state": state,
+        "at_s": 1767225600.0,
+        "reason": "the view is uniform: 96% of it without texture",
+        "active": ["covered"] if state == "raised" else [],
+    }
+    return {**body, **extra}
+
+
+def test_a_camera_problem_raised_and_cleared_is_printed_written_and_kept(center, garden, out):
+    topic = "edge/garden-a/cameras/cam/problem"
+    garden.pub(topic, _problem("raised"))
+    assert wait_for(lambda: center.problems.get(("garden-a", "cam"), {}).get("state") == "raised", 10)
+    garden.pub(topic, _problem("cleared"))
+    assert wait_for(lambda: center.problems[("garden-a", "cam")]["state"] == "cleared", 10)
+    lines = [line for line in center.lines if line.startswith("CAMERA")]
+    assert [line.split()[2] for line in lines] == ["raised", "cleared"] and "garden-a/cam" in lines[0]
+    folder = out / "garden-a" / "r1-cam-covered-1"
+    assert {"problem-raised.json", "problem-cleared.json"} <= set(os.listdir(folder))
+    garden.pub(topic, b"")  # the node started afresh: nothing raised now
+    assert wait_for(lambda: ("garden-a", "cam") not in center.problems, 10)
+
+
+def test_a_camera_problem_that_is_malformed_or_names_another_node_is_dropped(center, garden):
+    topic = "edge/garden-a/cameras/cam/problem"
+    garden.pub(topic, _problem("raised", node="garden-b"))  # the topic (so the ACL) vouches for garden-a only
+    garden.pub(topic, _problem("raised", problem="on fire"))
+    garden.pub("edge/garden-a/cameras/c..d/problem", _problem("raised"))
+    garden.sync(center)
+    assert center.dropped["bad camera problem"] >= 2 and center.dropped["bad topic"] >= 1
+    assert not center.problems and not [line for line in center.lines if line.startswith("CAMERA")]
+    garden.pub(topic, _problem("raised"))  # control: the same message, well formed, is taken
+    assert wait_for(lambda: ("garden-a", "cam") in center.problems, 10)

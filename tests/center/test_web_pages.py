@@ -19,7 +19,7 @@ from sqlalchemy import select
 from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
-from center.camera_health import Problem, StorageLevel
+from center.camera_health import StorageLevel
 from center.db import Case, Job, make_engine, make_sessions
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
@@ -29,6 +29,7 @@ from center.web.security import check_password
 from center.web.tables import Audit
 from center.web.views import CAMERA_STATES
 from center.yamlfile import load_model
+from edge.detect.tamper import Problem
 
 
 @pytest.fixture
