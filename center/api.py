@@ -136,6 +136,7 @@ class CaseDetail(CaseOut):
     photos: list[EvidenceOut]
     history: list[HistoryOut]
     notices: list[JobOut]
+    held: bool = Field(description="the nodes keep this case's evidence past retention (released: false)")
 
 
 class ActionIn(BaseModel):
@@ -146,6 +147,10 @@ class ActionIn(BaseModel):
     @classmethod
     def _no_nul(cls, note: str | None) -> str | None:
         return note.replace("\x00", "") if note else note  # PostgreSQL keeps no NUL in text
+
+
+class HoldIn(ActionIn):
+    hold: bool = Field(description="true: keep the evidence at the nodes past retention; false: release it")
 
 
 class ReassignIn(BaseModel):
@@ -308,6 +313,7 @@ def create_app(ctx: Context) -> FastAPI:
             photos=[ev_out(p) for p in photos],
             history=[HistoryOut(action=h.action, actor=h.actor, at=h.at, detail=h.detail) for h in c.history],
             notices=[JobOut.model_validate(j, from_attributes=True) for j in jobs],
+            held=ctx.loop.held(s, c),
         )
 
     @app.post("/api/cases/{case_id}/photos", response_model=EvidenceOut, tags=["cases"], status_code=201)
@@ -327,6 +333,21 @@ def create_app(ctx: Context) -> FastAPI:
             c = visible(s, case_id, who)
             item = keep_photo(ctx.files, ctx.loop, s, c, data, who.name)
             return ev_out(item)
+
+    @app.post("/api/cases/{case_id}/hold", response_model=CaseOut, tags=["cases"])
+    def hold(case_id: RowId, body: HoldIn, who: Staff):
+        """Keep the case's evidence at its nodes past retention, or release it (a release needs a note: why)."""
+        note = (body.note or "").strip()
+        if not body.hold and not note:
+            raise HTTPException(422, "say why the evidence may be deleted again (note)")
+        with ctx.sessions.begin() as s:
+            c = visible(s, case_id, who, lock=True)
+            changed = ctx.loop.set_hold(s, c, body.hold, who.name, note or "by hand")
+            if not changed:
+                raise HTTPException(
+                    409, "the evidence is held already" if body.hold else "the evidence is not held"
+                )
+            return case_out(c)
 
     @app.post("/api/cases/{case_id}/reassign", response_model=CaseOut, tags=["cases"])
     def reassign(case_id: RowId, body: ReassignIn, who: Staff):

@@ -219,7 +219,7 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_due", "state", "due_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
-    channel: Mapped[str] = mapped_column(String(16))  # webhook | wecom | email | feedback
+    channel: Mapped[str] = mapped_column(String(16))  # webhook | wecom | email | feedback | hold | release
     target: Mapped[str] = mapped_column(String(300))  # which webhook / address / node
     payload: Mapped[dict]
     state: Mapped[str] = mapped_column(String(16))

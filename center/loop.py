@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from center.config import CenterConfig
@@ -26,6 +26,7 @@ OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty (or, for a suspected 
 # 1 the grid leader, 2 the office
 OFFICE = "office"  # the assignee and notice target that is the community office (its dispatchers)
 REASSIGNABLE = (CaseState.DISPATCHED, CaseState.ACKNOWLEDGED)  # someone has it, and nobody has checked yet
+HOLD_CHANNELS = ("hold", "release")  # evidence hold ON and OFF, both sent by notify.HoldNotifier
 
 
 def dismissed(case: Case) -> bool:
@@ -271,16 +272,48 @@ class Loop:
             self.hold(s, case, actor, now, "thrown")
         return case
 
+    @staticmethod
+    def held(s: Session, case: Case) -> bool:
+        """True while the case's evidence is held at its nodes: its last hold was not released."""
+        last = s.scalar(
+            select(History.action)
+            .where(History.case_id == case.id, History.action.in_((Action.HOLD, Action.RELEASE)))
+            .order_by(History.id.desc())
+            .limit(1)
+        )
+        return last == Action.HOLD
+
     def hold(self, s: Session, case: Case, actor: str, now: dt.datetime, why: str) -> bool:
         """Tell every node of the case to keep its evidence past retention (<prefix>/<node>/events/<id>/hold ON,
-        QoS 1); once per case. False when the case was held already."""
-        already = s.scalar(select(History.id).where(History.case_id == case.id, History.action == Action.HOLD))
-        if already is not None:
+        QoS 1). False when it is held already."""
+        if self.held(s, case):
             return False
-        for ev in case.events:
-            self.queue(s, case.id, "hold", ev.node, {"id": ev.event_id, "node": ev.node, "hold": True}, now)
+        self._set_hold(s, case, True, now)
         self.record(s, case, Action.HOLD, actor, now, {"why": why})
         return True
+
+    def release(self, s: Session, case: Case, actor: str, now: dt.datetime, why: str) -> bool:
+        """Tell every node of the case its evidence may be deleted by retention again (hold OFF). False when it
+        was not held. Staff only, with a reason: the evidence of a crime may be needed long after."""
+        if not self.held(s, case):
+            return False
+        self._set_hold(s, case, False, now)
+        self.record(s, case, Action.RELEASE, actor, now, {"why": why})
+        return True
+
+    def set_hold(self, s: Session, case: Case, on: bool, actor: str, why: str) -> bool:
+        """Hold (on) or release the case's evidence now, by a person; False when it already was so."""
+        now = utcnow()
+        return self.hold(s, case, actor, now, why) if on else self.release(s, case, actor, now, why)
+
+    def _set_hold(self, s: Session, case: Case, on: bool, now: dt.datetime) -> None:
+        # A command not yet sent is replaced, not followed: one failing and retried after the newer one went
+        # out would leave the node in the state before.
+        unsent = (Job.case_id == case.id, Job.channel.in_(HOLD_CHANNELS), Job.state == JobState.PENDING)
+        s.execute(delete(Job).where(*unsent))
+        channel = "hold" if on else "release"
+        for ev in case.events:
+            self.queue(s, case.id, channel, ev.node, {"id": ev.event_id, "node": ev.node, "hold": on}, now)
 
     # -- notices -------------------------------------------------------------------------------------------
     def notify(

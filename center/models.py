@@ -30,6 +30,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"
     PHOTO = "photo"
     HOLD = "hold"  # the nodes were told to keep the case's evidence past retention (a thrown object, an export)
+    RELEASE = "release"  # the nodes were told its evidence may go with retention again (a hold released)
 
 
 # (action, state before) -> state after. Anything else is refused with 409.

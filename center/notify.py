@@ -202,8 +202,8 @@ class FeedbackNotifier:
 
 
 class HoldNotifier:
-    """Keep an event's evidence past retention: ON to <prefix>/<node>/events/<id>/hold at QoS 1 (the node
-    answers on the retained .../hold/state)."""
+    """Keep an event's evidence past retention, or release it: ON or OFF to <prefix>/<node>/events/<id>/hold at
+    QoS 1 (the node answers on the retained .../hold/state)."""
 
     def __init__(self, prefix: str, publish: Callable[[str, bytes], None]):
         self.prefix = prefix
@@ -330,6 +330,7 @@ def make_notifiers(
         "wecom": WecomNotifier(cfg, http, files),
         "feedback": FeedbackNotifier(cfg.mqtt.topic_prefix, publish),
         "hold": HoldNotifier(cfg.mqtt.topic_prefix, publish),
+        "release": HoldNotifier(cfg.mqtt.topic_prefix, publish),
     }
     if cfg.notify.smtp:
         out["email"] = EmailNotifier(cfg, sessions, files)

@@ -170,6 +170,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
             asked=bool(asked),
+            held=ctx.loop.held(s, case),
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")
     return web.render(request, v, "alert.html", **page)
@@ -263,6 +264,33 @@ def reassign_form(
             raise refused(exc) from None
         audit(s, request, v.caller.name, "reassign", f"case:{case_id}", {"to": to})
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
+
+
+@router.post("/alerts/{case_id}/hold")
+def hold_form(
+    request: Request,
+    case_id: RowId,
+    v: Who,
+    hold: Annotated[str, Form(max_length=3)] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+    csrf: Annotated[str, Form(max_length=100)] = "",
+):
+    """Keep the case's evidence at its nodes past retention (on), or release it with a reason (off); staff."""
+    check_csrf(v, csrf)
+    if not v.staff:
+        raise PageError(403, "forbidden")
+    if hold not in ("on", "off"):
+        raise PageError(404, "not_found")
+    note = note.replace("\x00", "").strip()
+    if hold == "off" and not note:
+        raise PageError(422, "refused.release_note")
+    web = web_of(request)
+    with web.ctx.sessions.begin() as s:
+        case = _case_for(s, case_id, v, lock=True)
+        if not web.ctx.loop.set_hold(s, case, hold == "on", v.caller.name, note or "by hand"):
+            raise PageError(409, "refused.held" if hold == "on" else "refused.not_held")
+        audit(s, request, v.caller.name, "hold" if hold == "on" else "release", f"case:{case_id}", {"note": note})
+    return RedirectResponse(f"/alerts/{case_id}#actions", status_code=303)
 
 
 @router.get("/evidence/{evidence_id}")

@@ -116,6 +116,23 @@ def test_the_loop_through_the_api_with_a_photo_and_its_history(api):
     assert sorted(n["channel"] for n in detail["notices"]) == ["feedback", "hold"]
 
 
+def test_staff_release_a_held_case_s_evidence_with_a_reason_and_hold_it_again(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-hold"))
+    (case,) = as_("disp").get("/api/cases").json()
+    url = f"/api/cases/{case['id']}/hold"
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is False
+    assert as_("zhang").post(url, json={"hold": True}).status_code == 403  # staff only
+    assert as_("disp").post(url, json={"hold": True, "note": "the police asked"}).status_code == 200
+    assert as_("disp").post(url, json={"hold": True}).status_code == 409  # held already
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
+    assert as_("disp").post(url, json={"hold": False}).status_code == 422  # a release says why
+    assert as_("disp").post(url, json={"hold": False, "note": "case closed by the court"}).status_code == 200
+    detail = as_("disp").get(f"/api/cases/{case['id']}").json()
+    assert detail["held"] is False and [h["action"] for h in detail["history"]][-2:] == ["hold", "release"]
+    assert detail["history"][-1]["detail"] == {"why": "case closed by the court"}
+
+
 def test_a_dispatcher_reassigns_a_case_to_the_grid_leader_who_is_told(api):
     p, as_ = api
     send(p, alert("garden3-east", "east", "ev-re"))  # building b3, grid g1: dispatched to zhang

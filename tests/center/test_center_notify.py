@@ -277,3 +277,40 @@ def test_a_false_alarm_s_evidence_is_left_to_retention(center):
         p.loop.act(s, s.scalars(select(Case)).one(), Action.CHECK, "zhang", Verdict.FALSE_ALARM)
     _runner(p, published).run_due()
     assert [t for t, _ in published] == ["edge/garden3-east/feedback"]  # the verdict, and no hold
+
+
+def test_a_released_hold_tells_the_node_off_and_a_new_hold_tells_it_on_again(center):
+    p = center()
+    published: list = []
+    send(p, alert(event_id="ev-rel"))
+    with p.sessions.begin() as s:
+        case = s.scalars(select(Case)).one()
+        p.loop.act(s, case, Action.CHECK, "zhang", Verdict.THROWN)
+    _runner(p, published).run_due()
+    with p.sessions.begin() as s:
+        case = s.scalars(select(Case)).one()
+        assert p.loop.held(s, case)  # control: the thrown verdict held it
+        assert p.loop.set_hold(s, case, False, "disp", "the thrower confessed; the police need no more")
+        assert not p.loop.held(s, case) and not p.loop.set_hold(s, case, False, "disp", "again")
+    _runner(p, published).run_due()
+    with p.sessions.begin() as s:
+        assert p.loop.set_hold(s, s.scalars(select(Case)).one(), True, "disp", "the court asked")
+    _runner(p, published).run_due()
+    holds = [payload for t, payload in published if t == "edge/garden3-east/events/ev-rel/hold"]
+    assert holds == [b"ON", b"OFF", b"ON"]
+
+
+def test_a_hold_command_not_yet_sent_is_replaced_by_a_later_release(center):
+    p = center()
+    published: list = []
+    send(p, alert(event_id="ev-quick"))
+    with p.sessions.begin() as s:
+        case = s.scalars(select(Case)).one()
+        p.loop.act(s, case, Action.CHECK, "zhang", Verdict.THROWN)  # ON queued, not sent
+        p.loop.set_hold(s, case, False, "disp", "entered by mistake")
+    _runner(p, published).run_due()
+    holds = [payload for t, payload in published if t.endswith("/hold")]
+    assert holds == [b"OFF"]  # never ON after OFF, whatever order retries would have taken
+    with p.sessions() as s:
+        actions = [h.action for h in s.scalars(select(Case)).one().history]
+        assert actions[-2:] == [Action.HOLD, Action.RELEASE]  # the history keeps both

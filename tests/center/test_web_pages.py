@@ -203,7 +203,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         "state.": CaseState, "level.": Level, "verdict.": Verdict, "role.": Role, "trust.": Trust,
         "problem.": Problem, "storage.": StorageLevel,
         "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
-        "channel.": ("webhook", "wecom", "email", "feedback", "hold"),
+        "channel.": ("webhook", "wecom", "email", "feedback", "hold", "release"),
         "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
@@ -261,6 +261,16 @@ def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
         assert s.scalar(select(Job.target).where(Job.channel == "hold")) == "garden3-east"
     page = disp.get(f"/alerts/{case}").text
     assert "花盆" in page and 'class="photo"' in page
+    assert 'id="hold-state"' in page and 'name="hold" value="off"' in page  # held: the release is offered
+    token = csrf_of(page)
+    no_reason = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "csrf": token})
+    assert no_reason.status_code == 422
+    released = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "误报，已核实", "csrf": token})
+    assert released.status_code == 200 and 'name="hold" value="on"' in released.text
+    zhang_token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    assert zhang.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": zhang_token}).status_code == 403
+    with parts.sessions() as s:
+        assert s.scalar(select(Job.target).where(Job.channel == "release")) == "garden3-east"
     parts.engine.dispose()
 
 
