@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edge.publish.evidence import stored_event
 from edge.publish.manifest import iso
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Holds:
                 return False
             if held == (event_id in self._held):
                 return False
-            if held and not (self.events / event_id).is_dir():
+            if held and stored_event(self.events, event_id) is None:
                 log.warning("event %s: not held: its evidence is not (or no longer) on this node", event_id)
                 return False
             after = dict(self._held)

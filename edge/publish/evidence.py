@@ -135,6 +135,15 @@ class EvidenceJob:
         return self.past_post_roll or self.last_t >= self.until_t
 
 
+def stored_event(events: Path, event_id: str) -> Path | None:
+    """The folder of an event stored right under `events` (itself, not a link out of it), or None. Ids reach
+    here from the network: a made-up one must not name, or create, anything."""
+    folder = events / event_id
+    if not folder.is_dir() or folder.resolve() != events.resolve() / event_id:
+        return None
+    return folder
+
+
 def save_original(
     job: EvidenceJob,
     record: dict,

@@ -36,7 +36,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.config import EdgeConfig, MqttConfig
-from edge.publish.evidence import EvidenceFiles, EvidenceStage
+from edge.publish.evidence import EvidenceFiles, EvidenceStage, stored_event
 from edge.publish.feedback import FeedbackStore, parse_feedback
 from edge.publish.manifest import iso
 from edge.publish.outbox import Kind, Outbox
@@ -291,8 +291,8 @@ class MqttPublisher:
         """
         if not valid_id(event_id):
             return False
-        folder = self.storage / "events" / event_id
-        if not folder.is_dir() or folder.resolve() != (self.storage / "events").resolve() / event_id:
+        folder = stored_event(self.storage / "events", event_id)
+        if folder is None:
             return False
         originals = sorted(p for p in folder.glob("original.*") if p.is_file() and not p.is_symlink())
         if not originals:
@@ -417,8 +417,7 @@ class MqttPublisher:
         if value not in (b"ON", b"OFF"):
             log.warning("ignoring a hold for %s: expected ON or OFF, got %r", event_id, payload[:40])
             return
-        folder = self.storage / "events" / event_id
-        if not folder.is_dir() or folder.resolve() != (self.storage / "events").resolve() / event_id:
+        if stored_event(self.storage / "events", event_id) is None:
             # Only events stored here: a flood of made-up ids must not grow the holds file.
             log.warning("ignoring a hold for unknown event %s", event_id)
             return
