@@ -209,7 +209,11 @@ class MovedCheck:
         self.previous = view
         return Alignment(None, None, 0, Match.NONE if steady else Match.UNSTEADY)
 
-    def remember(self, work: np.ndarray, t: float, to_reference: np.ndarray) -> None:
-        """Keep a picture as the recent view (at most every RELEARN_S), with its motion to the reference."""
+    def remember(self, t: float) -> None:
+        """Keep the picture aligned at `t` as the recent view (at most every RELEARN_S), with its motion to the
+        reference; its features were found by align(), not again."""
+        view = self.previous
+        if view is None or view.t != t:
+            return
         if self.recent is None or t - self.recent.t >= RELEARN_S:
-            self.recent = View.of(work, t, to_reference)
+            self.recent = view

@@ -269,7 +269,7 @@ class CameraHealth:
         active = self.latches[Problem.MOVED].active
         bad = a.shift >= (bar / CLEAR_FACTOR if active else bar)
         if not bad:
-            self.moved.remember(work, t, a.to_reference)
+            self.moved.remember(t)
         detail = {
             **source,
             "matched": str(a.via),
