@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from center.auth import user_of
 from center.config import CenterConfig
 from center.counters import Drops
-from center.db import Camera, Case, Event, Evidence, Job, Node
+from center.db import Camera, Case, Event, Evidence, Job, Node, User
 from center.files import EvidenceFiles, OutsideDataDir, media_type
 from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
@@ -54,6 +54,14 @@ class Caller:
 
     def may_see(self, case: Case) -> bool:
         return self.buildings is None or case.building in self.buildings
+
+    @classmethod
+    def of(cls, user: User, roster: Roster) -> "Caller":
+        """The user as the API and the pages see them: a grid worker sees their own buildings only."""
+        role = Role(user.role)
+        return cls(
+            user.name, role, roster.buildings_of_worker(user.worker or "") if role == Role.GRID_WORKER else None
+        )
 
 
 # -- response models (the OpenAPI schema the pages are built on) -------------------------------------------
@@ -214,9 +222,7 @@ def create_app(ctx: Context) -> FastAPI:
         user = user_of(s, creds.credentials) if creds else None
         if user is None:
             raise HTTPException(401, "a valid bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
-        role = Role(user.role)
-        mine = ctx.roster.buildings_of_worker(user.worker or "") if role == Role.GRID_WORKER else None
-        return Caller(user.name, role, mine)
+        return Caller.of(user, ctx.roster)
 
     def staff(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if who.role == Role.GRID_WORKER:

@@ -128,10 +128,8 @@ def viewer(request: Request) -> Viewer:
     if found is None:
         raise LoginNeeded()
     row, user = found
-    role = Role(user.role)
-    mine = web.ctx.roster.buildings_of_worker(user.worker or "") if role == Role.GRID_WORKER else None
     lang = i18n.pick(request.cookies.get(i18n.COOKIE))
-    return Viewer(Caller(user.name, role, mine), user.id, row.csrf, lang, i18n.translator(lang))
+    return Viewer(Caller.of(user, web.ctx.roster), user.id, row.csrf, lang, i18n.translator(lang))
 
 
 def check_csrf(v: Viewer, token: str | None) -> None:
