@@ -21,6 +21,7 @@ from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import StorageLevel
 from center.db import Case, Job, make_engine, make_sessions
+from center.loop import HOLD_WHYS
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.service import Center
@@ -205,6 +206,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
         "channel.": ("webhook", "wecom", "email", "feedback", "hold", "release"),
         "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
+        "hold_why.": HOLD_WHYS,
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
@@ -261,12 +263,20 @@ def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
         assert s.scalar(select(Job.target).where(Job.channel == "hold")) == "garden3-east"
     page = disp.get(f"/alerts/{case}").text
     assert "花盆" in page and 'class="photo"' in page
-    assert 'id="hold-state"' in page and 'name="hold" value="off"' in page  # held: the release is offered
+    assert 'id="hold-state"' in page and 'name="hold" value="off"' not in page  # thrown: not a dispatcher's
+    assert 'id="release-admin"' in page
     token = csrf_of(page)
-    no_reason = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "csrf": token})
+    by_disp = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "不需要了", "csrf": token})
+    assert by_disp.status_code == 403
+    admin = logged_in(app, "admin")
+    page = admin.get(f"/alerts/{case}").text
+    assert 'name="hold" value="off"' in page  # control: an admin is offered the release
+    token = csrf_of(page)
+    no_reason = admin.post(f"/alerts/{case}/hold", data={"hold": "off", "csrf": token})
     assert no_reason.status_code == 422
-    released = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "误报，已核实", "csrf": token})
+    released = admin.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "法院已结案", "csrf": token})
     assert released.status_code == 200 and 'name="hold" value="on"' in released.text
+    assert re.search(r'data-action="release">[^<]*· admin\s*· “法院已结案”', released.text)  # who, and why
     zhang_token = csrf_of(zhang.get(f"/alerts/{case}").text)
     assert zhang.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": zhang_token}).status_code == 403
     with parts.sessions() as s:
