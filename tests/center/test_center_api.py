@@ -131,6 +131,8 @@ def test_staff_release_a_held_case_s_evidence_with_a_reason_and_hold_it_again(ap
     detail = as_("disp").get(f"/api/cases/{case['id']}").json()
     assert detail["held"] is False and [h["action"] for h in detail["history"]][-2:] == ["hold", "release"]
     assert detail["history"][-1]["detail"] == {"note": "case closed by the court"}
+    assert as_("disp").post(url, json={"hold": True, "note": "the appeal"}).status_code == 200  # held again
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
 
 
 def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
