@@ -42,6 +42,7 @@ def site(tmp_path):
 
 
 MAY = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)  # 10:30 in Shanghai
+HOUR = dt.timedelta(hours=1)
 
 
 def test_the_month_report_counts_the_month_s_cases_by_floor_and_hour(site):
@@ -70,6 +71,17 @@ def test_the_month_csv_has_one_row_per_case_and_its_export_is_logged(site):
     ]
     with parts.sessions() as s:
         assert s.scalar(select(Audit.target).where(Audit.action == "export")) == "report:2026-05"
+
+
+def test_the_month_csv_is_the_local_month_oldest_first(site):
+    parts, app = site
+    first = dt.datetime(2026, 4, 30, 16, 30, tzinfo=dt.UTC)  # 1 May 00:30 in Shanghai: May
+    after = dt.datetime(2026, 5, 31, 16, 30, tzinfo=dt.UTC)  # 1 June 00:30 in Shanghai: not May
+    for event_id, at in (("ev-mid", MAY), ("ev-june", after), ("ev-first", first), ("ev-april", first - HOUR)):
+        send(parts, alert("garden3-east", "east", event_id, floor=12, at=at))
+    r = logged_in(app, "disp").get("/report.csv?month=2026-05")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [x["alert_at"] for x in rows] == ["2026-05-01T00:30:00+08:00", "2026-05-10T10:30:00+08:00"]
 
 
 def test_a_roster_with_a_mistake_is_refused_with_its_line_and_the_file_is_kept(site):
