@@ -296,6 +296,22 @@ def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
     parts.engine.dispose()
 
 
+def test_a_hold_form_without_its_csrf_token_is_refused_and_holds_nothing(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-hold-csrf"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    disp = logged_in(app, "disp")
+    assert disp.post(f"/alerts/{case}/hold", data={"hold": "on"}).status_code == 403
+    assert disp.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": "forged"}).status_code == 403
+    with parts.sessions() as s:
+        assert not parts.loop.held(s, s.get(Case, case))
+    token = csrf_of(disp.get(f"/alerts/{case}").text)
+    assert disp.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": token}).status_code == 200  # control
+    with parts.sessions() as s:
+        assert parts.loop.held(s, s.get(Case, case))
+
+
 def test_a_removed_user_is_logged_out_at_once(site):
     parts, app = site
     zhang = logged_in(app, "zhang")
