@@ -81,6 +81,9 @@ class Loop:
             self.record(s, case, Action.CREATED, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
         else:
             self.record(s, case, Action.EVIDENCE, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
+            if self.held(s, case):  # an alert that came after the hold (a node's outbox late): kept like the rest
+                payload = {"id": ev.event_id, "node": ev.node, "hold": True}
+                self.queue(s, case.id, "hold", ev.node, payload, now)
         ev.case_id = case.id
         ev.case = case
         self.level_changed(s, case, ev.level, now)

@@ -338,3 +338,17 @@ def test_a_hold_that_failed_while_a_release_was_queued_is_not_sent_after_it(cent
     holds = [payload for t, payload in published if t.endswith("/hold")]
     assert holds == [b"OFF"]  # control: the release went; the older ON did not follow it
     assert [j.channel for j in _jobs(p) if j.channel in ("hold", "release")] == ["release"]
+
+
+def test_an_alert_that_joins_a_held_case_has_its_evidence_held_too(center):
+    p = center()
+    published: list = []
+    t = dt.datetime.now(dt.UTC)
+    send(p, alert("garden3-east", "east", "ev-early", floor=12, at=t))
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CHECK, "zhang", Verdict.THROWN)
+    # Another camera's alert of the same throw, delivered late (its node's outbox waited): the same case.
+    send(p, alert("garden3-west", "west", "ev-late", floor=13, at=t + dt.timedelta(milliseconds=300)))
+    _runner(p, published).run_due()
+    holds = sorted(topic for topic, payload in published if topic.endswith("/hold") and payload == b"ON")
+    assert holds == ["edge/garden3-east/events/ev-early/hold", "edge/garden3-west/events/ev-late/hold"]
