@@ -21,7 +21,7 @@ from center.config import CenterConfig
 from center.counters import Drops
 from center.db import Camera, Case, Event, Evidence, Job, Node, User
 from center.files import EvidenceFiles, OutsideDataDir, media_type
-from center.loop import Loop, Refused
+from center.loop import Loop, Refused, release_needs_admin
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.queries import CaseQuery, cases_seen
@@ -348,7 +348,9 @@ def create_app(ctx: Context) -> FastAPI:
             raise HTTPException(422, "say why the evidence may be deleted again (note)")
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who, lock=True)
-            changed = ctx.loop.set_hold(s, c, body.hold, who.name, note or "by hand")
+            if not body.hold and release_needs_admin(c) and who.role != Role.ADMIN:
+                raise HTTPException(403, "the evidence of a thrown object is released by an admin")
+            changed = ctx.loop.set_hold(s, c, body.hold, who.name, note)
             if not changed:
                 raise HTTPException(
                     409, "the evidence is held already" if body.hold else "the evidence is not held"

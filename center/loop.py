@@ -27,6 +27,13 @@ OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty (or, for a suspected 
 OFFICE = "office"  # the assignee and notice target that is the community office (its dispatchers)
 REASSIGNABLE = (CaseState.DISPATCHED, CaseState.ACKNOWLEDGED)  # someone has it, and nobody has checked yet
 HOLD_CHANNELS = ("hold", "release")  # evidence hold ON and OFF, both sent by notify.HoldNotifier
+HOLD_WHYS = ("thrown", "exported", "by_hand")  # why a case's evidence was held (its history's "why")
+
+
+def release_needs_admin(case: Case) -> bool:
+    """True when only an admin may release the case's evidence hold: a thrown object is a crime, and its
+    evidence is not a dispatcher's alone to let go (the police may ask for it long after)."""
+    return case.verdict == Verdict.THROWN
 
 
 def dismissed(case: Case) -> bool:
@@ -74,6 +81,9 @@ class Loop:
             self.record(s, case, Action.CREATED, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
         else:
             self.record(s, case, Action.EVIDENCE, SYSTEM, now, {"event": f"{ev.node}/{ev.event_id}"})
+            if self.held(s, case):  # an alert that came after the hold (a node's outbox late): kept like the rest
+                payload = {"id": ev.event_id, "node": ev.node, "hold": True}
+                self.queue(s, case.id, "hold", ev.node, payload, now)
         ev.case_id = case.id
         ev.case = case
         self.level_changed(s, case, ev.level, now)
@@ -283,28 +293,29 @@ class Loop:
         )
         return last == Action.HOLD
 
-    def hold(self, s: Session, case: Case, actor: str, now: dt.datetime, why: str) -> bool:
+    def hold(self, s: Session, case: Case, actor: str, now: dt.datetime, why: str, note: str = "") -> bool:
         """Tell every node of the case to keep its evidence past retention (<prefix>/<node>/events/<id>/hold ON,
         QoS 1). False when it is held already."""
         if self.held(s, case):
             return False
         self._set_hold(s, case, True, now)
-        self.record(s, case, Action.HOLD, actor, now, {"why": why})
+        self.record(s, case, Action.HOLD, actor, now, {"why": why, **({"note": note} if note else {})})
         return True
 
-    def release(self, s: Session, case: Case, actor: str, now: dt.datetime, why: str) -> bool:
+    def release(self, s: Session, case: Case, actor: str, now: dt.datetime, note: str) -> bool:
         """Tell every node of the case its evidence may be deleted by retention again (hold OFF). False when it
-        was not held. Staff only, with a reason: the evidence of a crime may be needed long after."""
+        was not held. Staff only, with a reason (`note`, shown in the history): the evidence of a crime may be
+        needed long after."""
         if not self.held(s, case):
             return False
         self._set_hold(s, case, False, now)
-        self.record(s, case, Action.RELEASE, actor, now, {"why": why})
+        self.record(s, case, Action.RELEASE, actor, now, {"note": note})
         return True
 
-    def set_hold(self, s: Session, case: Case, on: bool, actor: str, why: str) -> bool:
+    def set_hold(self, s: Session, case: Case, on: bool, actor: str, note: str) -> bool:
         """Hold (on) or release the case's evidence now, by a person; False when it already was so."""
         now = utcnow()
-        return self.hold(s, case, actor, now, why) if on else self.release(s, case, actor, now, why)
+        return self.hold(s, case, actor, now, "by_hand", note) if on else self.release(s, case, actor, now, note)
 
     def _set_hold(self, s: Session, case: Case, on: bool, now: dt.datetime) -> None:
         # A command not yet sent is replaced, not followed: one failing and retried after the newer one went

@@ -22,11 +22,12 @@ from typing import Protocol
 
 import httpx
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from center.config import CenterConfig
 from center.db import Event, Evidence, Job, utcnow
 from center.files import EvidenceFiles
+from center.loop import HOLD_CHANNELS
 from center.models import JobState
 from edge.publish.mqtt import valid_id
 
@@ -280,7 +281,13 @@ class JobRunner:
                 )
                 .values(state=JobState.SENDING, lease_until=lease)
             ).rowcount
-            return s.get(Job, job_id) if won else None
+            job = s.get(Job, job_id) if won else None
+            if job is not None and job.channel in HOLD_CHANNELS and _superseded(s, job):
+                # An older hold or release (retried, or its instance died sending it) would undo the newer one.
+                log.info("%s notice %d to %s dropped: a newer one replaced it", job.channel, job.id, job.target)
+                s.delete(job)
+                return None
+            return job
 
     def _attempt(self, job: Job) -> None:
         try:
@@ -319,6 +326,16 @@ class JobRunner:
                     delay,
                     error,
                 )
+
+
+def _superseded(s: Session, job: Job) -> bool:
+    """True when a hold or release of the same event at the same node was queued after `job`."""
+    newer = s.scalars(
+        select(Job.payload).where(
+            Job.case_id == job.case_id, Job.target == job.target, Job.channel.in_(HOLD_CHANNELS), Job.id > job.id
+        )
+    )
+    return any(payload.get("id") == job.payload.get("id") for payload in newer)
 
 
 def make_notifiers(

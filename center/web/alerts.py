@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from center.api import RowId
 from center.db import Case, Evidence
 from center.files import OutsideDataDir, media_type
-from center.loop import Refused
+from center.loop import HOLD_WHYS, Refused, release_needs_admin
 from center.models import Action, CaseState, Level, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.web import charts, views
@@ -171,6 +171,8 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             Trust=Trust,
             asked=bool(asked),
             held=ctx.loop.held(s, case),
+            may_release=v.admin or not release_needs_admin(case),
+            HOLD_WHYS=HOLD_WHYS,
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")
     return web.render(request, v, "alert.html", **page)
@@ -287,7 +289,9 @@ def hold_form(
     web = web_of(request)
     with web.ctx.sessions.begin() as s:
         case = _case_for(s, case_id, v, lock=True)
-        if not web.ctx.loop.set_hold(s, case, hold == "on", v.caller.name, note or "by hand"):
+        if hold == "off" and release_needs_admin(case) and not v.admin:
+            raise PageError(403, "refused.release_admin")
+        if not web.ctx.loop.set_hold(s, case, hold == "on", v.caller.name, note):
             raise PageError(409, "refused.held" if hold == "on" else "refused.not_held")
         audit(s, request, v.caller.name, "hold" if hold == "on" else "release", f"case:{case_id}", {"note": note})
     return RedirectResponse(f"/alerts/{case_id}#actions", status_code=303)

@@ -130,7 +130,24 @@ def test_staff_release_a_held_case_s_evidence_with_a_reason_and_hold_it_again(ap
     assert as_("disp").post(url, json={"hold": False, "note": "case closed by the court"}).status_code == 200
     detail = as_("disp").get(f"/api/cases/{case['id']}").json()
     assert detail["held"] is False and [h["action"] for h in detail["history"]][-2:] == ["hold", "release"]
-    assert detail["history"][-1]["detail"] == {"why": "case closed by the court"}
+    assert detail["history"][-1]["detail"] == {"note": "case closed by the court"}
+    assert as_("disp").post(url, json={"hold": True, "note": "the appeal"}).status_code == 200  # held again
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
+
+
+def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-thrown"))
+    zhang = as_("zhang")
+    (case,) = zhang.get("/api/cases").json()
+    assert zhang.post(f"/api/cases/{case['id']}/acknowledge", json={}).status_code == 200
+    assert zhang.post(f"/api/cases/{case['id']}/check", json={"verdict": "thrown"}).status_code == 200
+    url, why = f"/api/cases/{case['id']}/hold", {"hold": False, "note": "the court closed the case"}
+    assert as_("disp").post(url, json=why).status_code == 403  # a crime's evidence: not a dispatcher's alone
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
+    assert as_("admin").post(url, json=why).status_code == 200  # control: an admin may
+    detail = as_("admin").get(f"/api/cases/{case['id']}").json()
+    assert detail["held"] is False and detail["history"][-1]["actor"] == "admin"
 
 
 def test_a_dispatcher_reassigns_a_case_to_the_grid_leader_who_is_told(api):

@@ -314,3 +314,41 @@ def test_a_hold_command_not_yet_sent_is_replaced_by_a_later_release(center):
     with p.sessions() as s:
         actions = [h.action for h in s.scalars(select(Case)).one().history]
         assert actions[-2:] == [Action.HOLD, Action.RELEASE]  # the history keeps both
+
+
+def test_a_hold_that_failed_while_a_release_was_queued_is_not_sent_after_it(center):
+    p = center()
+    published: list = []
+    released: list = []
+
+    def publish(topic, payload):
+        if topic.endswith("/hold") and payload == b"ON" and not released:  # a dispatcher releases mid-send
+            with p.sessions.begin() as s:
+                released.append(p.loop.set_hold(s, s.scalars(select(Case)).one(), False, "disp", "by mistake"))
+            raise OSError("the broker went away")
+        published.append((topic, payload))
+
+    runner = JobRunner(p.cfg, p.sessions, make_notifiers(p.cfg, p.sessions, p.files, publish), "test")
+    send(p, alert(event_id="ev-race"))
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CHECK, "zhang", Verdict.THROWN)
+    runner.run_due()  # the ON fails after the OFF was queued: it was in flight, so not replaced
+    assert released == [True]
+    runner.run_due(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))  # the ON's retry is due too
+    holds = [payload for t, payload in published if t.endswith("/hold")]
+    assert holds == [b"OFF"]  # control: the release went; the older ON did not follow it
+    assert [j.channel for j in _jobs(p) if j.channel in ("hold", "release")] == ["release"]
+
+
+def test_an_alert_that_joins_a_held_case_has_its_evidence_held_too(center):
+    p = center()
+    published: list = []
+    t = dt.datetime.now(dt.UTC)
+    send(p, alert("garden3-east", "east", "ev-early", floor=12, at=t))
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CHECK, "zhang", Verdict.THROWN)
+    # Another camera's alert of the same throw, delivered late (its node's outbox waited): the same case.
+    send(p, alert("garden3-west", "west", "ev-late", floor=13, at=t + dt.timedelta(milliseconds=300)))
+    _runner(p, published).run_due()
+    holds = sorted(topic for topic, payload in published if topic.endswith("/hold") and payload == b"ON")
+    assert holds == ["edge/garden3-east/events/ev-early/hold", "edge/garden3-west/events/ev-late/hold"]

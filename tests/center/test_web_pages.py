@@ -21,6 +21,7 @@ from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import StorageLevel
 from center.db import Case, Job, make_engine, make_sessions
+from center.loop import HOLD_WHYS
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.service import Center
@@ -41,6 +42,7 @@ def site(tmp_path):
 
 
 MAY = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)  # 10:30 in Shanghai
+HOUR = dt.timedelta(hours=1)
 
 
 def test_the_month_report_counts_the_month_s_cases_by_floor_and_hour(site):
@@ -69,6 +71,17 @@ def test_the_month_csv_has_one_row_per_case_and_its_export_is_logged(site):
     ]
     with parts.sessions() as s:
         assert s.scalar(select(Audit.target).where(Audit.action == "export")) == "report:2026-05"
+
+
+def test_the_month_csv_is_the_local_month_oldest_first(site):
+    parts, app = site
+    first = dt.datetime(2026, 4, 30, 16, 30, tzinfo=dt.UTC)  # 1 May 00:30 in Shanghai: May
+    after = dt.datetime(2026, 5, 31, 16, 30, tzinfo=dt.UTC)  # 1 June 00:30 in Shanghai: not May
+    for event_id, at in (("ev-mid", MAY), ("ev-june", after), ("ev-first", first), ("ev-april", first - HOUR)):
+        send(parts, alert("garden3-east", "east", event_id, floor=12, at=at))
+    r = logged_in(app, "disp").get("/report.csv?month=2026-05")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [x["alert_at"] for x in rows] == ["2026-05-01T00:30:00+08:00", "2026-05-10T10:30:00+08:00"]
 
 
 def test_a_roster_with_a_mistake_is_refused_with_its_line_and_the_file_is_kept(site):
@@ -205,6 +218,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
         "channel.": ("webhook", "wecom", "email", "feedback", "hold", "release"),
         "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
+        "hold_why.": HOLD_WHYS,
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
@@ -261,17 +275,41 @@ def test_the_whole_loop_through_the_pages_on_postgresql(tmp_path, pg_cluster):
         assert s.scalar(select(Job.target).where(Job.channel == "hold")) == "garden3-east"
     page = disp.get(f"/alerts/{case}").text
     assert "花盆" in page and 'class="photo"' in page
-    assert 'id="hold-state"' in page and 'name="hold" value="off"' in page  # held: the release is offered
+    assert 'id="hold-state"' in page and 'name="hold" value="off"' not in page  # thrown: not a dispatcher's
+    assert 'id="release-admin"' in page
     token = csrf_of(page)
-    no_reason = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "csrf": token})
+    by_disp = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "不需要了", "csrf": token})
+    assert by_disp.status_code == 403
+    admin = logged_in(app, "admin")
+    page = admin.get(f"/alerts/{case}").text
+    assert 'name="hold" value="off"' in page  # control: an admin is offered the release
+    token = csrf_of(page)
+    no_reason = admin.post(f"/alerts/{case}/hold", data={"hold": "off", "csrf": token})
     assert no_reason.status_code == 422
-    released = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "误报，已核实", "csrf": token})
+    released = admin.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "法院已结案", "csrf": token})
     assert released.status_code == 200 and 'name="hold" value="on"' in released.text
+    assert re.search(r'data-action="release">[^<]*· admin\s*· “法院已结案”', released.text)  # who, and why
     zhang_token = csrf_of(zhang.get(f"/alerts/{case}").text)
     assert zhang.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": zhang_token}).status_code == 403
     with parts.sessions() as s:
         assert s.scalar(select(Job.target).where(Job.channel == "release")) == "garden3-east"
     parts.engine.dispose()
+
+
+def test_a_hold_form_without_its_csrf_token_is_refused_and_holds_nothing(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-hold-csrf"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    disp = logged_in(app, "disp")
+    assert disp.post(f"/alerts/{case}/hold", data={"hold": "on"}).status_code == 403
+    assert disp.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": "forged"}).status_code == 403
+    with parts.sessions() as s:
+        assert not parts.loop.held(s, s.get(Case, case))
+    token = csrf_of(disp.get(f"/alerts/{case}").text)
+    assert disp.post(f"/alerts/{case}/hold", data={"hold": "on", "csrf": token}).status_code == 200  # control
+    with parts.sessions() as s:
+        assert parts.loop.held(s, s.get(Case, case))
 
 
 def test_a_removed_user_is_logged_out_at_once(site):
