@@ -504,6 +504,12 @@ class TrackerConfig(Strict):
         le=50.0,
         description="...found when the object's footprint stands this many noise spreads above its surroundings.",
     )
+    search_max_strength: float = Field(
+        5.0,
+        ge=0.0,
+        le=100.0,
+        description="...when its last blobs were at most this many times over threshold: faint ones fade below it.",
+    )
     search_sigma: float = Field(
         3.0,
         gt=0.0,

@@ -42,6 +42,17 @@ class Probe:
     w: int  # the object's footprint: its recent blobs' box
     h: int
     polarity: int  # +1 brighter than what is behind it, -1 darker, 0 not known
+    step: tuple[float, float] = (0.0, 0.0)  # its motion per frame, x and y: how far its blur may smear it
+
+    def box(self) -> tuple[int, int]:
+        """The matched filter's box, odd sides: the footprint, or the streak its motion may smear it into.
+
+        The prefilter's blobs hold only the part of a blur streak above threshold; the streak itself is as
+        wide as the object and as long as its step in a frame at most (the shutter is open up to the frame
+        interval). The longer box sums all of it; at worst, for a short shutter, it dilutes the signal.
+        """
+        across = min(self.w, self.h)
+        return _odd(max(self.w, across + self.step[0])), _odd(max(self.h, across + self.step[1]))
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def search(
     `image` (uint8) and `background` (float32) are the frame and running background, aligned; `threshold`
     each pixel's motion threshold (uint8), `noise_k` times its noise level. None when nothing stands out.
     """
-    bw, bh = _odd(probe.w), _odd(probe.h)
+    bw, bh = probe.box()
     reach = probe.radius + _CONTEXT * max(bw, bh) + 2
     hgt, wid = image.shape
     x0, x1 = max(0, math.floor(probe.x - reach)), min(wid, math.ceil(probe.x + reach) + 1)
@@ -100,16 +111,9 @@ def search(
     others = np.count_nonzero(snr >= min_snr) / (bw * bh)
     density = (max(others - 1.0, 0.0) + 1.0) / snr.size
     box = (slice(max(iy - bh // 2, 0), iy + bh // 2 + 1), slice(max(ix - bw // 2, 0), ix + bw // 2 + 1))
-    strongest = float(np.max(np.abs(z[box])))
-    blob = Blob(
-        x0 + cx,
-        y0 + cy,
-        bw,
-        bh,
-        bw * bh,
-        float(abs(np.mean(diff[box]))),
-        strongest,
-    )
+    strongest = float(np.max(np.abs(z[box]))) / noise_k  # as Blob.strength: in multiples of the threshold
+    # Reported at the track's own footprint: the blob's size is the object's, as the prefilter saw it.
+    blob = Blob(x0 + cx, y0 + cy, probe.w, probe.h, probe.w * probe.h, float(abs(np.mean(diff[box]))), strongest)
     return Found(blob, peak, density)
 
 

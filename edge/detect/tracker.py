@@ -208,19 +208,20 @@ class Tracker:
             and falling[i]
             and (t.hits > _TENTATIVE_HITS or t.chained)
             and t.missed < self.cfg.max_missed
+            and median(t.strengths[-_FOOTPRINT_BLOBS:]) <= self.cfg.search_max_strength
         ]
         waiting.sort(key=lambda i: -self.tracks[i].evidence / max(1, self.tracks[i].hits))
         found: set[int] = set()
         for i in waiting[: self.cfg.search_tracks]:
             t = self.tracks[i]
             w, h = t.footprint()
-            r = np.diag([self._sigma(w) ** 2, self._sigma(h) ** 2])
-            spread = _position_cov(cov[i]) + r
+            spread = _position_cov(cov[i]) + np.diag([self._sigma(w) ** 2, self._sigma(h) ** 2])
             # The gate's longest axis at search_sigma: where the object may be, for a blob of its size.
             radius = self.cfg.search_sigma * math.sqrt(float(np.linalg.eigvalsh(spread)[-1]))
             x, y = float(state[i, 0]), float(state[i, 3])
             polarity = (t.tone > 0) - (t.tone < 0)
-            hit = look.search(Probe(x, y, min(radius, self.cfg.search_max_px), w, h, polarity))
+            step = (abs(float(state[i, 1])), abs(float(state[i, 4])))
+            hit = look.search(Probe(x, y, min(radius, self.cfg.search_max_px), w, h, polarity, step))
             if hit is None:
                 continue
             e = np.array([hit.blob.x - x, hit.blob.y - y])
@@ -374,7 +375,8 @@ class Tracker:
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
-        self._lost += [t for t in ended if not t.falling and t.hits >= self.cfg.stitch_min_hits]
+        # Seen by the prefilter itself that often: what a gated search found only continues a track it knows.
+        self._lost += [t for t in ended if not t.falling and t.hits - t.gated >= self.cfg.stitch_min_hits]
         self._lost = [t for t in self._lost if frame - t.points[-1][0] <= self._stitch_frames][-_MAX_LOST:]
 
     def _stitch(self, t: Track) -> None:
