@@ -508,7 +508,7 @@ class TrackerConfig(Strict):
         5.0,
         ge=0.0,
         le=100.0,
-        description="...when its last blobs were at most this many times over threshold: faint ones fade below it.",
+        description="...when its last blobs were at most this many times over threshold (faint ones fade below).",
     )
     search_sigma: float = Field(
         3.0,

@@ -187,14 +187,16 @@ class Tracker:
     def _search(
         self, frame: int, look: FrameLook, state: np.ndarray, cov: np.ndarray, assigned: set[int]
     ) -> set[int]:
-        """Established falling tracks that got no blob look for their object in the frame; returns those that found it.
+        """Faint falling tracks that got no blob look for their object in the frame; returns those that found it.
 
         Track-before-detect: a track's prediction tells where its object must be and its blobs how big it
         is, so its pixels' differences from the background can be summed over that footprint, below the
-        per-pixel threshold (edge.detect.gated). Only tracks seen more than twice or started from a chain:
-        their motion is known, their gate small. At most `search_tracks` a frame, the best scored first. A
-        find is scored as a detection at the density of as strong responses around it, so in rain or grain,
-        where such responses are common, it adds little to the track's score.
+        per-pixel threshold (edge.detect.gated). Only tracks seen more than twice or started from a chain
+        (their motion is known, their gate small) whose last blobs were faint: a strong object that goes
+        unseen was hidden or left, it did not fade (an insect's big blob lost in the frame difference).
+        At most `search_tracks` a frame, the best scored first. A find is scored as a detection at the
+        density of as strong responses around it, so in rain or grain, where such responses are common, it
+        adds little to the track's score.
         """
         if self.cfg.search_tracks == 0:
             return set()
