@@ -492,11 +492,13 @@ class TrackerConfig(Strict):
         le=5.0,
         description="A chain's track is followed back this far to where it began (a 20-floor fall takes ~3.5 s).",
     )
+    # Off by default: on the tuning clips it shortened the longest alert delay but found no throw more, and
+    # it let a pedestrian's track on a real negative clip reach an alert (README: Tracking).
     search_tracks: int = Field(
-        32,
+        0,
         ge=0,
         le=1000,
-        description="Established tracks per frame that look for their missed object below the blob threshold.",
+        description="Faint tracks per frame that look for their missed object below the blob threshold (0: off).",
     )
     search_snr: float = Field(
         5.0,

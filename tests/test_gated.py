@@ -10,6 +10,7 @@ from edge.detect.types import Blob
 NOISE = 4.0  # luma levels of noise per pixel
 NOISE_K = 4.0  # the motion threshold is this many times the noise: 16 levels
 SIZE = (400, 300)
+SEARCH = TrackerConfig(search_tracks=32)  # the search is off by default (edge.config: why)
 
 
 def _frame(rng, objects=(), contrast=0.0, side=6):
@@ -66,20 +67,21 @@ def _fall(f):
     return 200.0, 40.0 + 2.0 * f + 0.1 * f * f
 
 
-def _faint_fall(cfg, frames=40, fades_at=8):
-    """A falling square seen clearly by the prefilter for `fades_at` frames, then only at half its threshold."""
+def _faint_fall(cfg, frames=40, fades_at=8, strength=2.5):
+    """A falling square seen by the prefilter for `fades_at` frames (blobs `strength` times over threshold),
+    then only at half its threshold."""
     rng = np.random.default_rng(7)
     tr = Tracker(cfg, SIZE)
     for f in range(frames):
         x, y = _fall(f)
         image, bg, thr = _frame(rng, [(x, y)], contrast=(40.0 if f < fades_at else 8.0))
-        blobs = [Blob(x - 0.5, y - 0.5, 6, 6, 36, 40.0, 2.5)] if f < fades_at else []
+        blobs = [Blob(x - 0.5, y - 0.5, 6, 6, 36, 40.0, strength)] if f < fades_at else []
         tr.step(f, blobs, FrameLook(image, bg, thr, NOISE_K, cfg.search_snr))
     return tr
 
 
 def test_a_track_keeps_its_object_through_frames_where_it_is_under_the_blob_threshold():
-    tr = _faint_fall(TrackerConfig())
+    tr = _faint_fall(SEARCH)
     assert len(tr.tracks) == 1
     t = tr.tracks[0]
     assert t.hits >= 36 and t.gated >= 28
@@ -87,13 +89,19 @@ def test_a_track_keeps_its_object_through_frames_where_it_is_under_the_blob_thre
 
 
 def test_without_the_search_the_track_ends_where_the_blobs_do():
-    tr = _faint_fall(TrackerConfig(search_tracks=0))
+    tr = _faint_fall(TrackerConfig())
+    assert not tr.tracks
+
+
+def test_a_track_whose_blobs_were_strong_does_not_search():
+    # A strong object does not fade below the threshold from one frame to the next: it was hidden or left.
+    tr = _faint_fall(SEARCH, strength=12.0)
     assert not tr.tracks
 
 
 def test_a_track_that_does_not_move_down_does_not_search():
     rng = np.random.default_rng(9)
-    cfg = TrackerConfig()
+    cfg = SEARCH
     tr = Tracker(cfg, SIZE)
     for f in range(20):
         x, y = 100.0 + 3.0 * f, 150.0  # sideways, as a bird or an insect

@@ -87,7 +87,8 @@ class Detector:
         ended = self.tracker.step(frame, blobs, look)
         updates = []
         for track in self.tracker.tracks:
-            if track.missed != 0:
+            # A gated find keeps a track; an alert is raised or raised higher on what the prefilter saw.
+            if track.missed != 0 or track.last_gated:
                 continue
             if self.verifier is not None:
                 self.crops.add(track.id, self.motion.image, track.points[-1][1], track.points[-1][2])

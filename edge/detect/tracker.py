@@ -60,6 +60,7 @@ class Track:
     boxes: list[tuple[int, int]] = field(default_factory=list)  # each blob's width and height
     tone: int = 0  # its blobs brighter than the background behind them, less those darker
     gated: int = 0  # detections found by a gated search (`Tracker._search`), not by the prefilter
+    last_gated: bool = False  # its latest detection was such a find
 
     @property
     def position(self) -> tuple[float, float]:
@@ -198,23 +199,8 @@ class Tracker:
         density of as strong responses around it, so in rain or grain, where such responses are common, it
         adds little to the track's score.
         """
-        if self.cfg.search_tracks == 0:
-            return set()
-        # Only what moves down more than sideways, as a falling object does: a hovering insect or a swaying
-        # leaf is no object whose faint continuation is worth finding.
-        falling = (state[:, 4] > 0) & (state[:, 4] >= np.abs(state[:, 1]))
-        waiting = [
-            i
-            for i, t in enumerate(self.tracks)
-            if i not in assigned
-            and falling[i]
-            and (t.hits > _TENTATIVE_HITS or t.chained)
-            and t.missed < self.cfg.max_missed
-            and median(t.strengths[-_FOOTPRINT_BLOBS:]) <= self.cfg.search_max_strength
-        ]
-        waiting.sort(key=lambda i: -self.tracks[i].evidence / max(1, self.tracks[i].hits))
         found: set[int] = set()
-        for i in waiting[: self.cfg.search_tracks]:
+        for i in self._searchers(state, assigned)[: self.cfg.search_tracks]:
             t = self.tracks[i]
             w, h = t.footprint()
             spread = _position_cov(cov[i]) + np.diag([self._sigma(w) ** 2, self._sigma(h) ** 2])
@@ -233,10 +219,33 @@ class Tracker:
             # Off the predicted path, or among so many like responses that a miss explains the frame better.
             if d2 > self.cfg.search_sigma**2 or gain < _MISS_LLR:
                 continue
+            # Strong, yet no blob: something that differs from the background but did not move since the
+            # last frame (a standing person, a ghost of the background), not a faint object fading on.
+            if hit.blob.strength > self.cfg.search_max_strength:
+                continue
             self._update(frame, [t], [hit.blob], state[i : i + 1], cov[i : i + 1], hit.density)
             t.gated += 1
+            t.last_gated = True
             found.add(i)
         return found
+
+    def _searchers(self, state: np.ndarray, assigned: set[int]) -> list[int]:
+        """Indices of the tracks that may search this frame (`_search`), the best scored per frame first."""
+        if self.cfg.search_tracks == 0:
+            return []
+        # Only what moves down more than sideways, as a falling object does: a hovering insect or a swaying
+        # leaf is no object whose faint continuation is worth finding.
+        falling = (state[:, 4] > 0) & (state[:, 4] >= np.abs(state[:, 1]))
+        waiting = [
+            i
+            for i, t in enumerate(self.tracks)
+            if i not in assigned
+            and falling[i]
+            and (t.hits > _TENTATIVE_HITS or t.chained)
+            and t.missed < self.cfg.max_missed
+            and median(t.strengths[-_FOOTPRINT_BLOBS:]) <= self.cfg.search_max_strength
+        ]
+        return sorted(waiting, key=lambda i: -self.tracks[i].evidence / max(1, self.tracks[i].hits))
 
     def _start_tracks(self, frame: int, blobs: list[Blob]) -> int:
         """Start tracks on blobs, strongest first, while slots are free or weaker tracks give up theirs.
@@ -557,6 +566,7 @@ class Tracker:
         state = state + (k @ e[:, :, None])[:, :, 0]
         cov = (np.eye(6) - k @ _H) @ cov
         for t, b, s, c, g in zip(tracks, blobs, state, cov, gain.tolist(), strict=True):
+            t.last_gated = False
             t.evidence += g
             t.state, t.cov = s, c
             t.record(frame, b)
