@@ -87,8 +87,7 @@ class Detector:
         ended = self.tracker.step(frame, blobs, look)
         updates = []
         for track in self.tracker.tracks:
-            # A gated find keeps a track; an alert is raised or raised higher on what the prefilter saw.
-            if track.missed != 0 or track.last_gated:
+            if track.missed != 0:
                 continue
             if self.verifier is not None:
                 self.crops.add(track.id, self.motion.image, track.points[-1][1], track.points[-1][2])

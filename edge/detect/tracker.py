@@ -60,7 +60,6 @@ class Track:
     boxes: list[tuple[int, int]] = field(default_factory=list)  # each blob's width and height
     tone: int = 0  # its blobs brighter than the background behind them, less those darker
     gated: int = 0  # detections found by a gated search (`Tracker._search`), not by the prefilter
-    last_gated: bool = False  # its latest detection was such a find
 
     @property
     def position(self) -> tuple[float, float]:
@@ -219,13 +218,8 @@ class Tracker:
             # Off the predicted path, or among so many like responses that a miss explains the frame better.
             if d2 > self.cfg.search_sigma**2 or gain < _MISS_LLR:
                 continue
-            # Strong, yet no blob: something that differs from the background but did not move since the
-            # last frame (a standing person, a ghost of the background), not a faint object fading on.
-            if hit.blob.strength > self.cfg.search_max_strength:
-                continue
             self._update(frame, [t], [hit.blob], state[i : i + 1], cov[i : i + 1], hit.density)
             t.gated += 1
-            t.last_gated = True
             found.add(i)
         return found
 
@@ -566,7 +560,6 @@ class Tracker:
         state = state + (k @ e[:, :, None])[:, :, 0]
         cov = (np.eye(6) - k @ _H) @ cov
         for t, b, s, c, g in zip(tracks, blobs, state, cov, gain.tolist(), strict=True):
-            t.last_gated = False
             t.evidence += g
             t.state, t.cov = s, c
             t.record(frame, b)
