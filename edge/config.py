@@ -492,6 +492,35 @@ class TrackerConfig(Strict):
         le=5.0,
         description="A chain's track is followed back this far to where it began (a 20-floor fall takes ~3.5 s).",
     )
+    # Off by default: on the tuning clips it shortened the longest alert delay but found no throw more, and
+    # it let a pedestrian's track on a real negative clip reach an alert (README: Tracking).
+    search_tracks: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Faint tracks per frame that look for their missed object below the blob threshold (0: off).",
+    )
+    search_snr: float = Field(
+        5.0,
+        gt=0.0,
+        le=50.0,
+        description="...found when the object's footprint stands this many noise spreads above its surroundings.",
+    )
+    search_max_strength: float = Field(
+        5.0,
+        ge=0.0,
+        le=100.0,
+        description="...when its last blobs were at most this many times over threshold (faint ones fade below).",
+    )
+    search_sigma: float = Field(
+        3.0,
+        gt=0.0,
+        le=10.0,
+        description="...within this many sigmas of its predicted position: a low threshold needs a tight gate.",
+    )
+    search_max_px: float = Field(
+        24.0, gt=0.0, le=200.0, description="...within its gate, at most this far from where it was predicted."
+    )
 
 
 SHIPPED_VERIFIER = Path(__file__).resolve().parents[1] / "models" / "fall-verifier" / "model.onnx"

@@ -9,6 +9,7 @@ import numpy as np
 
 from edge.config import CameraConfig
 from edge.detect.fall import FallDecision
+from edge.detect.gated import FrameLook
 from edge.detect.motion import MotionPrefilter
 from edge.detect.sample import TrackCrops
 from edge.detect.tracker import Track, Tracker
@@ -78,9 +79,12 @@ class Detector:
         blobs = result.blobs
         if result.global_event is not None and result.global_event.blinds:
             self._suppress_until = frame + self._suppress_frames
+        look = None
         if frame <= self._suppress_until:
             blobs = []
-        ended = self.tracker.step(frame, blobs)
+        elif result.global_event is None:
+            look = self._look()
+        ended = self.tracker.step(frame, blobs, look)
         updates = []
         for track in self.tracker.tracks:
             if track.missed != 0:
@@ -96,6 +100,13 @@ class Detector:
         horizon = frame - 2 * self.fps
         self._recent = [(e, p) for e, p in self._recent if e.end_frame >= horizon]
         return updates
+
+    def _look(self) -> FrameLook | None:
+        """This frame as the tracker may search it below the blob threshold, once the background is learned."""
+        image, background, threshold = self.motion.image, self.motion.background, self.motion.threshold
+        if image is None or background is None or threshold is None or self.cfg.tracker.search_tracks == 0:
+            return None
+        return FrameLook(image, background, threshold, self.cfg.motion.noise_k, self.cfg.tracker.search_snr)
 
     def finish(self) -> list[EventUpdate]:
         """End all tracks at the end of the stream."""

@@ -17,6 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from edge.config import TrackerConfig
 from edge.detect.fit import fit_poly, median
+from edge.detect.gated import FrameLook, Probe
 from edge.detect.types import Blob
 
 _F1 = np.array([[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
@@ -35,6 +36,7 @@ _STITCH_HITS = 3  # a new track is matched to a lost one when it has this many h
 _STITCH_TAIL = 10  # the lost track's last this many detections give the curve a new track must continue
 _MAX_LOST = 16  # lost tracks kept for stitching at once (a busy frame loses many; the newest are kept)
 _MAX_CHAINS = 4000  # chains of leftover blobs followed at once (heavy rain makes ~600 chance pairs a frame)
+_FOOTPRINT_BLOBS = 5  # a track's last this many blobs give the footprint a gated search looks for
 
 
 @dataclass(eq=False)  # a track is itself, not its contents: list lookups compare identity, not arrays
@@ -55,6 +57,9 @@ class Track:
     missed: int = 0
     falling: bool = False
     chained: bool = False  # started from a chain of leftover blobs (`Tracker._grow_chains`), in its own slots
+    boxes: list[tuple[int, int]] = field(default_factory=list)  # each blob's width and height
+    tone: int = 0  # its blobs brighter than the background behind them, less those darker
+    gated: int = 0  # detections found by a gated search (`Tracker._search`), not by the prefilter
 
     @property
     def position(self) -> tuple[float, float]:
@@ -71,6 +76,12 @@ class Track:
         self.widths.append(float(min(b.w, b.h)))
         self.strengths.append(b.strength)
         self.lengths.append(float(max(b.w, b.h)))
+        self.boxes.append((b.w, b.h))
+
+    def footprint(self) -> tuple[int, int]:
+        """The object's box in the image, width and height: the median of its last few blobs'."""
+        recent = self.boxes[-_FOOTPRINT_BLOBS:]
+        return round(median([w for w, _ in recent])), round(median([h for _, h in recent]))
 
 
 def _position_cov(cov: np.ndarray) -> np.ndarray:
@@ -133,8 +144,12 @@ class Tracker:
         v_sigma = max_step / cfg.gate_sigma
         self._p0 = np.diag([cfg.measurement_px**2, v_sigma**2, 1.0, cfg.measurement_px**2, v_sigma**2, 1.0])
 
-    def step(self, frame: int, blobs: list[Blob]) -> list[Track]:
-        """Predict, associate and update; returns the tracks that ended this frame."""
+    def step(self, frame: int, blobs: list[Blob], look: FrameLook | None = None) -> list[Track]:
+        """Predict, associate and update; returns the tracks that ended this frame.
+
+        With `look`, the frame itself: an established track that got no blob looks for its object there,
+        below the blob threshold (`_search`).
+        """
         density = len(blobs) / float(self.width * self.height)
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
         if self.cfg.chain_tracks and blobs:
@@ -147,6 +162,10 @@ class Tracker:
         )
         used = {bi for _, bi in assigned}
         assigned_tracks = set(rows)
+        if look is not None:
+            for ti, bi in assigned:
+                self.tracks[ti].tone += look.polarity(blobs[bi])
+            assigned_tracks |= self._search(frame, look, state, cov, assigned_tracks)
         young = [self.tracks[ti] for ti in assigned_tracks if self.tracks[ti].hits == _STITCH_HITS]
         for i, t in enumerate(self.tracks):
             if i not in assigned_tracks:
@@ -164,6 +183,63 @@ class Tracker:
         started = self._start_tracks(frame, free)
         self._grow_chains(frame, free[started:])
         return ended
+
+    def _search(
+        self, frame: int, look: FrameLook, state: np.ndarray, cov: np.ndarray, assigned: set[int]
+    ) -> set[int]:
+        """Faint falling tracks that got no blob look for their object in the frame; returns those that found it.
+
+        Track-before-detect: a track's prediction tells where its object must be and its blobs how big it
+        is, so its pixels' differences from the background can be summed over that footprint, below the
+        per-pixel threshold (edge.detect.gated). Only tracks seen more than twice or started from a chain
+        (their motion is known, their gate small) whose last blobs were faint: a strong object that goes
+        unseen was hidden or left, it did not fade (an insect's big blob lost in the frame difference).
+        At most `search_tracks` a frame, the best scored first. A find is scored as a detection at the
+        density of as strong responses around it, so in rain or grain, where such responses are common, it
+        adds little to the track's score.
+        """
+        found: set[int] = set()
+        for i in self._searchers(state, assigned)[: self.cfg.search_tracks]:
+            t = self.tracks[i]
+            w, h = t.footprint()
+            spread = _position_cov(cov[i]) + np.diag([self._sigma(w) ** 2, self._sigma(h) ** 2])
+            # The gate's longest axis at search_sigma: where the object may be, for a blob of its size.
+            radius = self.cfg.search_sigma * math.sqrt(float(np.linalg.eigvalsh(spread)[-1]))
+            x, y = float(state[i, 0]), float(state[i, 3])
+            polarity = (t.tone > 0) - (t.tone < 0)
+            step = (abs(float(state[i, 1])), abs(float(state[i, 4])))
+            hit = look.search(Probe(x, y, min(radius, self.cfg.search_max_px), w, h, polarity, step))
+            if hit is None:
+                continue
+            e = np.array([hit.blob.x - x, hit.blob.y - y])
+            s_inv, det = _inverse_2x2(spread)
+            d2 = float(e @ s_inv @ e)
+            gain = _HIT_LLR - math.log(hit.density * 2 * math.pi * math.sqrt(det)) - d2 / 2
+            # Off the predicted path, or among so many like responses that a miss explains the frame better.
+            if d2 > self.cfg.search_sigma**2 or gain < _MISS_LLR:
+                continue
+            self._update(frame, [t], [hit.blob], state[i : i + 1], cov[i : i + 1], hit.density)
+            t.gated += 1
+            found.add(i)
+        return found
+
+    def _searchers(self, state: np.ndarray, assigned: set[int]) -> list[int]:
+        """Indices of the tracks that may search this frame (`_search`), the best scored per frame first."""
+        if self.cfg.search_tracks == 0:
+            return []
+        # Only what moves down more than sideways, as a falling object does: a hovering insect or a swaying
+        # leaf is no object whose faint continuation is worth finding.
+        falling = (state[:, 4] > 0) & (state[:, 4] >= np.abs(state[:, 1]))
+        waiting = [
+            i
+            for i, t in enumerate(self.tracks)
+            if i not in assigned
+            and falling[i]
+            and (t.hits > _TENTATIVE_HITS or t.chained)
+            and t.missed < self.cfg.max_missed
+            and median(t.strengths[-_FOOTPRINT_BLOBS:]) <= self.cfg.search_max_strength
+        ]
+        return sorted(waiting, key=lambda i: -self.tracks[i].evidence / max(1, self.tracks[i].hits))
 
     def _start_tracks(self, frame: int, blobs: list[Blob]) -> int:
         """Start tracks on blobs, strongest first, while slots are free or weaker tracks give up theirs.
@@ -295,6 +371,7 @@ class Tracker:
         t.widths[:0] = [float(min(b.w, b.h)) for _, b in back]
         t.strengths[:0] = [b.strength for _, b in back]
         t.lengths[:0] = [float(max(b.w, b.h)) for _, b in back]
+        t.boxes[:0] = [(b.w, b.h) for _, b in back]
         # Only up to its earliest blob: the misses before that are frames it was not yet in view.
         t.evidence += first_hit_ev
         t.evidence_at_hit += first_hit_ev
@@ -303,7 +380,8 @@ class Tracker:
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
-        self._lost += [t for t in ended if not t.falling and t.hits >= self.cfg.stitch_min_hits]
+        # Seen by the prefilter itself that often: what a gated search found only continues a track it knows.
+        self._lost += [t for t in ended if not t.falling and t.hits - t.gated >= self.cfg.stitch_min_hits]
         self._lost = [t for t in self._lost if frame - t.points[-1][0] <= self._stitch_frames][-_MAX_LOST:]
 
     def _stitch(self, t: Track) -> None:
@@ -339,6 +417,9 @@ class Tracker:
             gap = first - lost.points[-1][0] - 1
             t.points[:0] = lost.points
             t.widths[:0], t.strengths[:0], t.lengths[:0] = lost.widths, lost.strengths, lost.lengths
+            t.boxes[:0] = lost.boxes
+            t.tone += lost.tone
+            t.gated += lost.gated
             # The frames it went unseen count against it, as misses do in any track.
             extra = lost.evidence_at_hit + gap * _MISS_LLR
             t.evidence += extra
@@ -453,11 +534,18 @@ class Tracker:
         return [(group[r], int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _UNASSIGNED]
 
     def _update(
-        self, frame: int, tracks: list[Track], blobs: list[Blob], state: np.ndarray, cov: np.ndarray
+        self,
+        frame: int,
+        tracks: list[Track],
+        blobs: list[Blob],
+        state: np.ndarray,
+        cov: np.ndarray,
+        density: float | None = None,
     ) -> None:
         """Correct each track by its blob in `frame`, all at once, and score how well it fits.
 
-        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
+        `state` and `cov` are the tracks' predictions, stacked (`_predict`); `density` the clutter density
+        the blobs were found among, when it is not the frame's.
         """
         if not tracks:
             return
@@ -466,7 +554,8 @@ class Tracker:
         # Track score (Blackman): how much likelier this blob is where the object was predicted than a blob
         # of clutter at this frame's density; a wide gate or a far blob earns less.
         d2 = np.einsum("ni,nij,nj->n", e, s_inv, e)
-        gain = _HIT_LLR - np.log(self._clutter * 2 * np.pi * np.sqrt(det)) - d2 / 2
+        clutter = self._clutter if density is None else density
+        gain = _HIT_LLR - np.log(clutter * 2 * np.pi * np.sqrt(det)) - d2 / 2
         k = cov[:, :, _XY] @ s_inv  # P H^T S^-1
         state = state + (k @ e[:, :, None])[:, :, 0]
         cov = (np.eye(6) - k @ _H) @ cov
