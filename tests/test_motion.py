@@ -147,3 +147,22 @@ def test_an_object_fainter_than_the_grain_of_one_pixel_is_found_when_it_covers_a
 
 def test_the_same_faintness_on_a_single_pixel_stays_below_the_threshold():
     assert _faint_hits(size=1, contrast=10) <= 2
+
+
+def test_the_background_follows_a_change_at_the_configured_rate_per_frame():
+    cfg = MotionConfig(stabilize=False)
+    pf = MotionPrefilter(cfg, 25.0)
+    before, after, n = 100.0, 130.0, 24
+    img = np.full((H, W), before, np.uint8)
+    for _ in range(10):
+        pf.process(img)
+    img[200:220, 300:320] = after  # a small patch: motion, not a whole-frame event
+    for _ in range(n):
+        pf.process(img)
+
+    def expected(frames):
+        return after - (after - before) * (1 - cfg.background_alpha) ** frames
+
+    # Learning may come in steps of a few frames; it is never off by more than one frame's worth.
+    assert expected(n - 1) - 0.01 <= pf.background[210, 310] <= expected(n + 1) + 0.01
+    assert pf.background[100, 100] == before
