@@ -277,7 +277,7 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geom
     measured = ransac_vp(vert, rng)
     # Two guesses at the horizontal vanishing point: RANSAC on the segments (precise where they are the
     # facade's long edges) and where the rows of edge pixels line up (where windows are a few pixels wide,
-    # the few segments may be the outline and tree crowns); the sharper first, the other if no storeys repeat.
+    # the few segments may be the outline and tree crowns); the one with the stronger storeys.
     guesses = [(vh.point, horiz.subset(vh.inliers))]
     rows = RowPixels(gray, seg)
     lined = rows.best()
@@ -289,7 +289,9 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geom
         got = _storeys(point, inliers, measured, _Edges(gray, point, to_norm), tone)
         if got[0] is not None and (found is None or got[0][1].strength > found[1].strength):
             (found, vv, ev), hsub = got, inliers
-        if found is not None and found[1].strength >= MIN_STRENGTH:
+        # The segments' point with storeys is taken as it is; the rows' point, sharper, must also show
+        # stronger storeys (it can line up the pixels around a point near the frame, on a building of few rows).
+        if found is not None and found[1].strength >= MIN_STRENGTH and point is vh.point:
             break
     if found is None:
         raise NotAFacade(
@@ -592,6 +594,8 @@ def _rectify(vv: np.ndarray, vh: np.ndarray, focal: float, horiz: Segments) -> n
 
 def _heights(a: np.ndarray, horiz: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rectified height and along of each horizontal segment's midpoint, and its rectified length (weight)."""
+    if not len(horiz.ends):  # no segment points at the rows' vanishing point: the edge pixels alone tell
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     p = _apply(a, horiz.ends[:, :2])
     q = _apply(a, horiz.ends[:, 2:])
     ok = np.isfinite(p).all(axis=1) & np.isfinite(q).all(axis=1)
