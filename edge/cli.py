@@ -462,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["tuning", "held_out", "classic"],
         help="only this suite (default: the randomised tuning and held-out suites)",
     )
+    s.add_argument("--seeds", help="calibration: only these seeds, FIRST-LAST (development stills)")
     s.add_argument("--no-real", action="store_true", help="skip the real-footage section")
     s.add_argument("--no-plot", action="store_true", help="do not write the detection-limit PNG")
     s.add_argument(

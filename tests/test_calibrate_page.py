@@ -175,7 +175,9 @@ def _accept_and_drag_a_top_point(page, dy_css: float):
 def test_a_dragged_proposal_point_takes_the_other_point_of_its_line_with_it(page):
     before, after = _accept_and_drag_a_top_point(page, -12)
     assert after[3][1] < before[3][1] - 2  # the storey re-fitted: the whole top line rose
-    assert after[0] == pytest.approx(before[0], abs=0.2)  # the lowest line stays where it was
+    # The lowest line stays where it was: its points are re-placed from facade metres kept to the centimetre,
+    # a fraction of a pixel.
+    assert after[0] == pytest.approx(before[0], abs=0.5)
     assert page.evaluate("window.calib.placed.length") == 1
 
 

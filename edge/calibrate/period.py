@@ -16,6 +16,14 @@ TREND_PERIODS = 1.5  # brightness varying slower than this many candidate period
 MULTIPLE_SHARE = 0.4  # a multiple of a rejected half storey must still repeat this share of the best score
 TONE_ANTI = -0.1  # brightness correlating below this at a candidate period: it is half a storey
 PHASE_BINS = 60  # resolution of the folded profile that places the floor line within a storey
+# Shares of the visible height searched: all of it, and without its lowest or highest third, where tree crowns
+# in front of the lower floors (or a roof structure) add strong edges that repeat at no storey.
+SPANS = ((0.0, 1.0), (1 / 3, 1.0), (0.0, 2 / 3))
+WHOLE = SPANS[:1]
+WHOLE_ENOUGH = 0.3  # the whole height repeating this much shows storeys (the proposal's bar): parts not read,
+# as a part can repeat more at a multiple of the storey
+SPAN_STRENGTH = 0.5  # a part of the height is one more guess: its repeat counts only when this clear (a clutter
+# of lines repeats at some period over a part of it now and then)
 
 
 @dataclass(frozen=True)
@@ -71,30 +79,54 @@ def _scores(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
     return vals.min(axis=1)
 
 
-def regularity(y: np.ndarray, w: np.ndarray) -> float:
-    """How evenly lines at heights `y` repeat at their best period: the peak of the multiples' score."""
+def _spans(y: np.ndarray, w: np.ndarray, spans=SPANS):
+    """(heights, weights, low, high, whole?) of each share of the visible height in `spans` with enough lines."""
     if len(y) < 8:
-        return 0.0
+        return
     lo, hi = np.percentile(y, [1, 99])
     if hi - lo <= 0:
-        return 0.0
-    ac = _autocorrelation(_profile(y, w, lo, hi))
+        return
+    for a, b in spans:
+        s0, s1 = lo + a * (hi - lo), lo + b * (hi - lo)
+        inside = (y >= s0) & (y <= s1)
+        if inside.sum() >= 8:
+            yield y[inside], w[inside], s0, s1, (a, b) == WHOLE[0]
+
+
+def regularity(y: np.ndarray, w: np.ndarray, spans=SPANS) -> float:
+    """How evenly lines at heights `y` repeat at their best period: the peak of the multiples' score, on the
+    whole height or, where that does not repeat, in the share of it that repeats best."""
     lags = np.arange(int(BINS / MOST_STOREYS), int(BINS / FEWEST_STOREYS), 2)
-    return float(_scores(ac, lags).max())
+    best = 0.0
+    for ys, ws, lo, hi, whole in _spans(y, w, spans):
+        if not whole and best >= WHOLE_ENOUGH:
+            break
+        got = float(_scores(_autocorrelation(_profile(ys, ws, lo, hi)), lags).max())
+        if whole or got >= SPAN_STRENGTH:
+            best = max(best, got)
+    return best
 
 
-def find_period(y: np.ndarray, w: np.ndarray, tone=None) -> Periodicity | None:
+def find_period(y: np.ndarray, w: np.ndarray, tone=None, spans=SPANS) -> Periodicity | None:
     """Period and phase of lines at heights `y` (weights `w`); None when there are too few to tell.
 
-    `tone(lo, hi, bins)`, when given, is the facade's mean brightness along its height: rows of windows (or a
-    ribbon) are darker bands once a storey, not twice, where a sill and a lintel can make the lines alone
-    look periodic at half a storey.
+    Read on the whole height, or where that does not repeat, in the share of it (of `spans`) that repeats
+    best. `tone(lo, hi, bins)`, when given, is the facade's mean brightness along its height: rows of windows
+    (or a ribbon) are darker bands once a storey, not twice, where a sill and a lintel can make the lines
+    alone look periodic at half a storey.
     """
-    if len(y) < 8:
-        return None
-    lo, hi = np.percentile(y, [1, 99])
-    if hi - lo <= 0:
-        return None
+    best = None
+    for ys, ws, lo, hi, whole in _spans(y, w, spans):
+        if not whole and best is not None and best.strength >= WHOLE_ENOUGH:
+            break
+        got = _period_in(ys, ws, lo, hi, tone)
+        if got is not None and (whole or got.strength >= SPAN_STRENGTH):
+            best = got if best is None or got.strength > best.strength else best
+    return best
+
+
+def _period_in(y: np.ndarray, w: np.ndarray, lo: float, hi: float, tone) -> Periodicity | None:
+    """find_period over the heights from `lo` to `hi`."""
     ac = _autocorrelation(_profile(y, w, lo, hi))
     lags = np.arange(int(BINS / MOST_STOREYS), int(BINS / FEWEST_STOREYS))
     scores = _scores(ac, lags)

@@ -1,11 +1,13 @@
 """The automatic proposal: the facade's storey grid found in one still, turned into a facade calibration.
 
-Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC), the
-vertical one then moved until the floor lines are evenly spaced (or found from that spacing alone when the
-view has no usable verticals); a rectification that sends both to infinity, in which facade height is an
-affine function of one coordinate; the period of the horizontal lines and horizontal-edge pixels along that
-height (autocorrelation, with the facade's brightness ruling out half a storey) is one storey, and where
-their edges end against the sky is the roof. The installer's two answers (storey height, number of the
+Steps: line segments (LSD); the vanishing points of the facade's verticals and horizontals (RANSAC; for the
+horizontals also the point the rows of horizontal-edge pixels line up towards, which far buildings with tiny
+windows need), the vertical one then moved until the floor lines are evenly spaced (or found from that
+spacing alone when the view has no usable verticals); a rectification that sends both to infinity, in which
+facade height is an affine function of one coordinate; the period of the horizontal lines and
+horizontal-edge pixels along that height (autocorrelation, in the share of the height where they repeat
+best, with the facade's brightness ruling out half a storey) is one storey, and where their edges end
+against the sky is the roof. The installer's two answers (storey height, number of the
 lowest floor line drawn) fix the scale and the numbering; points the installer drags re-fit the grid.
 """
 
@@ -17,10 +19,14 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from edge.calibrate.period import Periodicity, find_period, phase_of, regularity
+from edge.calibrate.period import SPANS, WHOLE, Periodicity, find_period, phase_of, regularity
 from edge.calibrate.vanish import (
+    INLIER_DEG,
     WORK_WIDTH,
+    RowPixels,
     Segments,
+    VanishingPoint,
+    agreement,
     find_segments,
     focal_from_vps,
     ransac_vp,
@@ -33,9 +39,11 @@ MIN_FAMILY_SUPPORT = 0.4  # summed inlier length (half image widths) per directi
 MIN_STRENGTH = 0.3  # autocorrelation at the storey period below this: no repeating storeys
 WEAK_STRENGTH = 0.15  # from here to MIN_STRENGTH the page may still offer the grid, marked low-confidence
 MIN_FLOOR_LINES = 5  # a camera watching for throws sees many storeys; fewer lines repeat by chance
+ROWS_SHARPER = 1.15  # the rows' vanishing point is tried first when they line up this much more sharply there
 MIN_VP_SEPARATION_DEG = 30.0  # the two directions must differ this much at the image centre
 SPACING_SEARCH = np.linspace(-3.0, 0.5, 71)  # 1/height of the vanishing line on the vertical axis: steep tilt
 # up (-3) to a camera looking slightly down (0.5), in half image widths
+SPACING_MARGIN = 1.2  # the spacing search's storeys replace the measured verticals' only when this much stronger
 REFINE_STEPS = np.linspace(-0.12, 0.12, 25)  # around the vanishing line the vertical edges give
 TONE_SAMPLES = 200_000  # pixels sampled for the brightness profile: every storey gets hundreds at 4 MP
 EDGE_PIXELS = 30_000  # the strongest horizontal-edge pixels kept: every storey of a 4 MP facade gets hundreds
@@ -258,7 +266,6 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geom
             f"not a facade: too few straight horizontal edges that meet in one vanishing point "
             f"({got:.1f} of {MIN_FAMILY_SUPPORT} needed); the still should show several storeys of windows"
         )
-    hsub = horiz.subset(vh.inliers)
     to_norm = np.array(
         [
             [1 / seg.scale, 0, -seg.centre[0] / seg.scale],
@@ -267,26 +274,25 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geom
         ]
     )
     tone = _Tone(gray, to_norm)
-    ev = _Evidence(hsub, _Edges(gray, vh.point, to_norm))
-    vv = ransac_vp(vert, rng)
-    found = None
-    if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh.point):
-        point = _refine_vertical(vv.point, vh.point, ev)
-        found = _grid_from(point, vh.point, ev, *_focal(point, vh.point), tone)
-        if found is None or found[1].strength < WEAK_STRENGTH:
-            # Nothing repeats: the refinement chased noise; the vertical edges' own point is the better plane
-            # for floor lines the installer marks.
-            found = _grid_from(vv.point, vh.point, ev, *_focal(vv.point, vh.point), tone) or found
-    if found is None or found[1].strength < MIN_STRENGTH:
-        # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
-        # find where the floor lines' spacing is most regular instead.
-        spaced = _vertical_from_spacing(vh.point, ev)
-        if spaced is not None:
-            alt = _grid_from(spaced, vh.point, ev, *_focal(spaced, vh.point), tone)
-            # Nothing repeating either way: the vertical edges, measured, beat an even spacing of nothing.
-            better = found is None or (alt is not None and alt[1].strength > max(found[1].strength, WEAK_STRENGTH))
-            if alt is not None and better:
-                found, vv = alt, None
+    measured = ransac_vp(vert, rng)
+    # Two guesses at the horizontal vanishing point: RANSAC on the segments (precise where they are the
+    # facade's long edges) and where the rows of edge pixels line up (where windows are a few pixels wide,
+    # the few segments may be the outline and tree crowns); the one with the stronger storeys.
+    guesses = [(vh.point, horiz.subset(vh.inliers))]
+    rows = RowPixels(gray, seg)
+    lined = rows.best()
+    if lined is not None:
+        sharper = lined[1] > ROWS_SHARPER * rows.sharpness(vh.point)
+        guesses.insert(0 if sharper else 1, (lined[0], horiz.subset(agreement(horiz, lined[0]) < INLIER_DEG)))
+    found = vv = ev = hsub = None
+    for point, inliers in guesses:
+        got = _storeys(point, inliers, measured, _Edges(gray, point, to_norm), tone)
+        if got[0] is not None and (found is None or got[0][1].strength > found[1].strength):
+            (found, vv, ev), hsub = got, inliers
+        # The segments' point with storeys is taken as it is; the rows' point, sharper, must also show
+        # stronger storeys (it can line up the pixels around a point near the frame, on a building of few rows).
+        if found is not None and found[1].strength >= MIN_STRENGTH and point is vh.point:
+            break
     if found is None:
         raise NotAFacade(
             "not a facade: its vertical and horizontal edges do not span a plane; the still should show "
@@ -337,6 +343,44 @@ def detect_grid(image: np.ndarray, seed: int = 0, allow_weak: bool = False, geom
     )
 
 
+def _storeys(vh: np.ndarray, hsub: Segments, vv: VanishingPoint | None, edges: _Edges, tone: _Tone):
+    """(rectification, storey period, focal, focal known) or None, the vertical vanishing point used (None
+    when found from the spacing) and the evidence, for one horizontal vanishing point."""
+    ev = _Evidence(hsub, edges)
+    found = None
+    if vv is not None and vv.support >= MIN_FAMILY_SUPPORT and _separate(vv.point, vh):
+        found = _on_verticals(vv.point, vh, ev, tone)
+        if found is None or found[1].strength < MIN_STRENGTH:
+            alone = _on_verticals(vv.point, vh, replace(ev, edges_only=True), tone)
+            if alone is not None and alone[1].strength >= MIN_STRENGTH:
+                found, ev = alone, replace(ev, edges_only=True)
+    if found is None or found[1].strength < MIN_STRENGTH:
+        # Too few verticals (ribbon windows, one building edge in view), or they disagree with the floors:
+        # find where the floor lines' spacing is most regular instead.
+        spaced = _vertical_from_spacing(vh, ev)
+        if spaced is not None:
+            alt = _grid_from(spaced, vh, ev, *_focal(spaced, vh), tone)
+            # Nothing repeating either way: the vertical edges, measured, beat an even spacing of nothing; and
+            # a spacing searched for scores a little higher by chance, so only a clearly higher one wins.
+            better = found is None or (
+                alt is not None and alt[1].strength > max(SPACING_MARGIN * found[1].strength, WEAK_STRENGTH)
+            )
+            if alt is not None and better:
+                found, vv = alt, None
+    return found, vv, ev
+
+
+def _on_verticals(vv: np.ndarray, vh: np.ndarray, ev: _Evidence, tone: _Tone):
+    """_grid_from on the measured vertical vanishing point, moved until the floor lines are evenly spaced."""
+    point = _refine_vertical(vv, vh, ev)
+    found = _grid_from(point, vh, ev, *_focal(point, vh), tone)
+    if found is None or found[1].strength < WEAK_STRENGTH:
+        # Nothing repeats: the refinement chased noise; the vertical edges' own point is the better plane for
+        # floor lines the installer marks.
+        found = _grid_from(vv, vh, ev, *_focal(vv, vh), tone) or found
+    return found
+
+
 def _separate(vv: np.ndarray, vh: np.ndarray) -> bool:
     """Whether the two vanishing directions, seen from the image centre, differ enough to span a plane."""
 
@@ -348,15 +392,18 @@ def _separate(vv: np.ndarray, vh: np.ndarray) -> bool:
     return math.degrees(math.acos(min(1.0, cos))) >= MIN_VP_SEPARATION_DEG
 
 
-def _grid_from(vv: np.ndarray, vh: np.ndarray, ev: _Evidence, focal: float, known: bool, tone: _Tone | None):
-    """(rectification, storey period, focal, focal known) for two vanishing points, or None when degenerate."""
+def _grid_from(
+    vv: np.ndarray, vh: np.ndarray, ev: _Evidence, focal: float, known: bool, tone: _Tone | None, spans=SPANS
+):
+    """(rectification, storey period, focal, focal known) for two vanishing points, or None when degenerate;
+    the storeys read in the shares of the height `spans`."""
     try:
         a = _rectify(vv, vh, focal, ev.hsub)
     except NotAFacade:
         return None
     ys, xs, wts = ev.heights(a)
     along = tuple(np.percentile(xs, [5, 95])) if len(xs) else (0.0, 0.0)
-    per = find_period(ys, wts, tone.profile(a, along) if tone is not None else None)
+    per = find_period(ys, wts, tone.profile(a, along) if tone is not None else None, spans)
     if per is None:
         return None
     return a, per, focal, known
@@ -433,18 +480,28 @@ class _Edges:
 
 @dataclass
 class _Evidence:
-    """What the storeys are read from: the horizontal LSD segments and the edge pixels, in equal shares."""
+    """What the storeys are read from: the horizontal LSD segments and the edge pixels in equal shares, or
+    the edge pixels alone where only they repeat on the measured vertical edges.
+
+    Both is the usual best; but where windows are a few pixels wide, LSD's few horizontal segments are the
+    building's outline and tree crowns, which repeat at no storey, and half the weight on them drowned the
+    storeys the edge pixels show (far paired-window blocks refused even on the true vanishing points). It is
+    not a choice made for each candidate of the spacing search: that would let the search pick a wrong
+    geometry that one of the two happens to make look regular (ribbon windows without verticals).
+    """
 
     hsub: Segments
     edges: _Edges
+    edges_only: bool = False
 
     def heights(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ys, xs, wts = _heights(a, self.hsub)
-        ey, ex, ew = self.edges.heights(a)
-        parts = [(ys, xs, wts), (ey, ex, ew)]
-        parts = [(y, x, w / w.sum()) for y, x, w in parts if len(w) and w.sum() > 0]
+        seg = _heights(a, self.hsub)
+        pix = self.edges.heights(a)
+        if self.edges_only:
+            return pix
+        parts = [(y, x, w / w.sum()) for y, x, w in (seg, pix) if len(w) and w.sum() > 0]
         if not parts:
-            return ys, xs, wts
+            return seg
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
@@ -494,7 +551,8 @@ def _vertical_from_spacing(vh: np.ndarray, ev: _Evidence) -> np.ndarray | None:
         if np.linalg.norm(vv) < 1e-12 or not _separate(vv / np.linalg.norm(vv), vh):
             continue
         vv = vv / np.linalg.norm(vv)
-        got = _grid_from(vv, vh, ev, f, False, None)
+        # The whole height only: with a free vanishing line, a third of it left out could be made regular.
+        got = _grid_from(vv, vh, ev, f, False, None, WHOLE)
         if got is not None and got[1].strength > best_strength:
             best, best_strength = vv, got[1].strength
     return best
@@ -519,7 +577,7 @@ def _rectify(vv: np.ndarray, vh: np.ndarray, focal: float, horiz: Segments) -> n
     r1 = kinv @ vh
     r2 = kinv @ vv
     r1, r2 = r1 / np.linalg.norm(r1), r2 / np.linalg.norm(r2)
-    p0 = np.median(horiz.mid, axis=0)
+    p0 = np.median(horiz.mid, axis=0) if len(horiz.ends) else np.zeros(2)  # any point of the facade
     t0 = kinv @ np.array([p0[0], p0[1], 1.0])
     g = k @ np.column_stack([r1, r2, t0])
     if abs(np.linalg.det(g)) < 1e-12:
@@ -536,6 +594,8 @@ def _rectify(vv: np.ndarray, vh: np.ndarray, focal: float, horiz: Segments) -> n
 
 def _heights(a: np.ndarray, horiz: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rectified height and along of each horizontal segment's midpoint, and its rectified length (weight)."""
+    if not len(horiz.ends):  # no segment points at the rows' vanishing point: the edge pixels alone tell
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     p = _apply(a, horiz.ends[:, :2])
     q = _apply(a, horiz.ends[:, 2:])
     ok = np.isfinite(p).all(axis=1) & np.isfinite(q).all(axis=1)

@@ -134,3 +134,75 @@ def focal_from_vps(vv: np.ndarray, vh: np.ndarray) -> float | None:
     a, b = vv[:2] / vv[2], vh[:2] / vh[2]
     f2 = -float(a @ b)
     return math.sqrt(f2) if f2 > 0 else None
+
+
+ROW_PIXELS = 6000  # strongest horizontal-edge pixels that vote: thousands even for a far building's rows
+ROW_NOISE = 4.0  # their gradient is this many times the still's median one: not sky or wall grain
+ROW_SLOPE = 1.2  # and their edge slopes less than about 50 degrees (horizontals of a yawed facade from below)
+ROW_TILT_DEG = np.arange(-35.0, 35.1, 1.0)  # slope of the horizontals at the image centre: yaw, tilt, roll
+ROW_REACH = np.arange(-0.8, 0.81, 0.04)  # 1 / the vanishing point's distance from the centre (half widths)
+ROW_REFINE = ((0.25, 0.01), (0.05, 0.002))  # finer steps (degrees, reach) around the best, nine each way
+ROW_NEAR = 0.2  # a pixel this close to the candidate point's side of the image says nothing about it
+ROW_FEWEST = 500  # fewer horizontal-edge pixels cannot line up several rows of windows
+
+
+class RowPixels:
+    """Horizontal-edge pixels of a still (normalised coordinates) and their strengths, binned at one working
+    pixel: what the window rows line up towards, for far buildings whose windows are a few pixels wide.
+
+    LSD finds few horizontal segments there (the building's outline, tree crowns) and RANSAC on them can pick
+    a point far off, while every window row still lines up, pixel by pixel, only towards the true point.
+    """
+
+    def __init__(self, gray: np.ndarray, seg: Segments):
+        h, w = gray.shape
+        k = min(1.0, WORK_WIDTH / w)
+        small = gray if k == 1 else cv2.resize(gray, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        small = small.astype(np.float32)
+        gx, gy = cv2.Sobel(small, cv2.CV_32F, 1, 0).ravel(), cv2.Sobel(small, cv2.CV_32F, 0, 1).ravel()
+        mag = np.hypot(gx, gy)
+        noise = max(float(np.median(mag)), 1.0)
+        keep = np.flatnonzero((mag > ROW_NOISE * noise) & (np.abs(gx) < ROW_SLOPE * np.abs(gy)))
+        if len(keep) > ROW_PIXELS:
+            keep = keep[np.argpartition(np.abs(gy[keep]), -ROW_PIXELS)[-ROW_PIXELS:]]
+        yy, xx = np.divmod(keep, small.shape[1])
+        px = np.column_stack([(xx + 0.5) / k - 0.5, (yy + 0.5) / k - 0.5])
+        self.q = seg.to_norm(px)
+        self.weight = np.abs(gy[keep]).astype(np.float64)
+        self.bins_per_unit = k * seg.scale
+
+    def _sharpness(self, tilt: float, reach: float) -> float:
+        """How peaked the pixels' profile is along the pencil of lines through (cos t, sin t, reach): rows of
+        windows, slabs and the building's ends each fall into one bin when the point is right."""
+        c, s = math.cos(tilt), math.sin(tilt)
+        den = c - reach * self.q[:, 0]
+        y0 = (c * self.q[:, 1] - s * self.q[:, 0]) / np.where(den > ROW_NEAR, den, 1.0)  # where lines meet x=0
+        n = int(4 * self.bins_per_unit)
+        idx = np.floor((y0 + 2) * self.bins_per_unit).astype(np.int64)
+        ok = (idx >= 0) & (idx < n) & (den > ROW_NEAR)
+        hist = np.bincount(idx[ok], self.weight[ok], n)
+        hist = hist + 0.5 * (np.roll(hist, 1) + np.roll(hist, -1))  # a line straddling two bins is one line
+        total = hist.sum()
+        return float((hist**2).sum() / total**2) if total > 0 else 0.0
+
+    def sharpness(self, vp: np.ndarray) -> float:
+        """_sharpness of a horizontal vanishing point given in homogeneous normalised coordinates."""
+        d = float(np.hypot(vp[0], vp[1]))
+        if d < 1e-12:
+            return 0.0
+        v = vp / d if vp[0] >= 0 else -vp / d  # the direction that points right, tilt within +-90 degrees
+        return self._sharpness(math.atan2(v[1], v[0]), float(v[2]))
+
+    def best(self) -> tuple[np.ndarray, float] | None:
+        """The horizontal vanishing point that lines the pixels up best, and its sharpness."""
+        if len(self.q) < ROW_FEWEST:
+            return None
+        best = max((self._sharpness(t, r), t, r) for t in np.radians(ROW_TILT_DEG) for r in ROW_REACH)
+        steps = np.arange(-4, 5)
+        for tilt_step, reach_step in ROW_REFINE:
+            _, t0, r0 = best
+            near = [(t, r) for t in t0 + np.radians(steps * tilt_step) for r in r0 + steps * reach_step]
+            best = max([best] + [(self._sharpness(t, r), t, r) for t, r in near])
+        score, tilt, reach = best
+        vp = np.array([math.cos(tilt), math.sin(tilt), reach])
+        return vp / np.linalg.norm(vp), score
