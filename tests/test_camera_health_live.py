@@ -73,6 +73,15 @@ def _watch(broker: Broker, topic: str) -> dict[str, list[bytes]]:
     return got
 
 
+def _retained(broker: Broker, topic: str) -> list[bytes]:
+    """The non-empty payloads a new subscriber to `topic` gets within 2 s: what the broker retains there."""
+    fresh = _watch(broker, topic)
+    assert wait_for(lambda: fresh["_client"].is_connected(), 10)
+    time.sleep(2.0)  # a retained message arrives at once on subscribing
+    fresh["_client"].disconnect()
+    return [p for p in fresh.get(topic, []) if p]
+
+
 def test_a_camera_offline_beyond_offline_alert_s_raises_offline_on_mqtt_and_clears_when_back(
     throws, broker, tmp_path
 ):
@@ -205,11 +214,7 @@ def test_a_node_starting_empties_each_camera_s_retained_problem(broker, tmp_path
     node.start()
     try:
         assert wait_for(lambda: node.publisher.outbox.depth()[0] == 0 and node.publisher.connected.is_set(), 10)
-        fresh = _watch(broker, topic)
-        assert wait_for(lambda: fresh["_client"].is_connected(), 10)
-        time.sleep(2.0)  # a retained message arrives at once on subscribing; none should
-        assert not [p for p in fresh.get(topic, []) if p], fresh.get(topic)
-        fresh["_client"].disconnect()
+        assert _retained(broker, topic) == []
     finally:
         node.stop()
 
@@ -249,13 +254,14 @@ def test_a_camera_whose_worker_is_restarted_has_its_retained_problem_emptied(bro
         seen["_client"].disconnect()
         trip.armed = True
         server.kill()  # the camera goes offline: its capture thread reports it, and the sink raises there
-        assert wait_for(lambda: node.supervisor.check(node.cameras) or node.supervisor.restarts.get("cam"), 20)
+
+        def restarted() -> bool:
+            node.supervisor.check(node.cameras)  # what the node's main loop does every second
+            return node.supervisor.restarts.get("cam", 0) >= 1
+
+        assert wait_for(restarted, 20)
         assert wait_for(lambda: node.publisher.outbox.depth()[0] == 0, 10)
-        fresh = _watch(broker, topic)
-        assert wait_for(lambda: fresh["_client"].is_connected(), 10)
-        time.sleep(2.0)  # a retained message arrives at once on subscribing; none should
-        assert not [p for p in fresh.get(topic, []) if p], fresh.get(topic)
-        fresh["_client"].disconnect()
+        assert _retained(broker, topic) == []
     finally:
         node.stop()
         server.kill()
