@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from center.config import CenterConfig
@@ -318,10 +318,8 @@ class Loop:
         return self.hold(s, case, actor, now, "by_hand", note) if on else self.release(s, case, actor, now, note)
 
     def _set_hold(self, s: Session, case: Case, on: bool, now: dt.datetime) -> None:
-        # A command not yet sent is replaced, not followed: one failing and retried after the newer one went
-        # out would leave the node in the state before.
-        unsent = (Job.case_id == case.id, Job.channel.in_(HOLD_CHANNELS), Job.state == JobState.PENDING)
-        s.execute(delete(Job).where(*unsent))
+        # An older command still waiting is not sent after this one: the job runner drops it when it claims it
+        # (notify._superseded), whether it never went or failed and waits to be retried.
         channel = "hold" if on else "release"
         for ev in case.events:
             self.queue(s, case.id, channel, ev.node, {"id": ev.event_id, "node": ev.node, "hold": on}, now)
