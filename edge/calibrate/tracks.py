@@ -145,8 +145,8 @@ def _keep_ended(detector: Detector, ended: list[Track]) -> None:
     tracker = detector.tracker
     step, flush = tracker.step, tracker.flush
 
-    def stepped(frame, blobs):
-        gone = step(frame, blobs)
+    def stepped(*args, **kwargs):  # whatever the tracker's step takes (blobs, and the frame to search)
+        gone = step(*args, **kwargs)
         ended.extend(gone)
         return gone
 
