@@ -21,7 +21,7 @@ from center.config import CenterConfig
 from center.counters import Drops
 from center.db import Camera, Case, Event, Evidence, Job, Node, User
 from center.files import EvidenceFiles, OutsideDataDir, media_type
-from center.loop import Loop, Refused, release_needs_admin
+from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.queries import CaseQuery, cases_seen
@@ -343,18 +343,12 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/api/cases/{case_id}/hold", response_model=CaseOut, tags=["cases"])
     def hold(case_id: RowId, body: HoldIn, who: Staff):
         """Keep the case's evidence at its nodes past retention, or release it (a release needs a note: why)."""
-        note = (body.note or "").strip()
-        if not body.hold and not note:
-            raise HTTPException(422, "say why the evidence may be deleted again (note)")
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who, lock=True)
-            if not body.hold and release_needs_admin(c) and who.role != Role.ADMIN:
-                raise HTTPException(403, "the evidence of a thrown object is released by an admin")
-            changed = ctx.loop.set_hold(s, c, body.hold, who.name, note)
-            if not changed:
-                raise HTTPException(
-                    409, "the evidence is held already" if body.hold else "the evidence is not held"
-                )
+            try:
+                ctx.loop.change_hold(s, c, body.hold, who.name, (body.note or "").strip(), who.role == Role.ADMIN)
+            except Refused as exc:
+                raise HTTPException(exc.status, str(exc)) from None
             return case_out(c)
 
     @app.post("/api/cases/{case_id}/reassign", response_model=CaseOut, tags=["cases"])

@@ -317,6 +317,18 @@ class Loop:
         now = utcnow()
         return self.hold(s, case, actor, now, "by_hand", note) if on else self.release(s, case, actor, now, note)
 
+    def change_hold(self, s: Session, case: Case, on: bool, actor: str, note: str, admin: bool) -> None:
+        """set_hold as a person asks it, on a page or through the API: Refused when the rules do not allow it
+        (a release needs its reason, a thrown object's evidence is released by an admin) or nothing changes."""
+        if not on and not note:
+            raise Refused("say why the evidence may be deleted again (note)", 422, "release_note")
+        if not on and release_needs_admin(case) and not admin:
+            raise Refused("the evidence of a thrown object is released by an admin", 403, "release_admin")
+        if not self.set_hold(s, case, on, actor, note):
+            if on:
+                raise Refused("the evidence is held already", 409, "held")
+            raise Refused("the evidence is not held", 409, "not_held")
+
     def _set_hold(self, s: Session, case: Case, on: bool, now: dt.datetime) -> None:
         # An older command still waiting is not sent after this one: the job runner drops it when it claims it
         # (notify._superseded), whether it never went or failed and waits to be retried.

@@ -284,15 +284,13 @@ def hold_form(
     if hold not in ("on", "off"):
         raise PageError(404, "not_found")
     note = note.replace("\x00", "").strip()
-    if hold == "off" and not note:
-        raise PageError(422, "refused.release_note")
     web = web_of(request)
     with web.ctx.sessions.begin() as s:
         case = _case_for(s, case_id, v, lock=True)
-        if hold == "off" and release_needs_admin(case) and not v.admin:
-            raise PageError(403, "refused.release_admin")
-        if not web.ctx.loop.set_hold(s, case, hold == "on", v.caller.name, note):
-            raise PageError(409, "refused.held" if hold == "on" else "refused.not_held")
+        try:
+            web.ctx.loop.change_hold(s, case, hold == "on", v.caller.name, note, v.admin)
+        except Refused as exc:
+            raise refused(exc) from None
         audit(s, request, v.caller.name, "hold" if hold == "on" else "release", f"case:{case_id}", {"note": note})
     return RedirectResponse(f"/alerts/{case_id}#actions", status_code=303)
 
