@@ -267,6 +267,8 @@ def test_a_camera_problem_raised_and_cleared_is_printed_written_and_kept(center,
     assert wait_for(lambda: center.problems.get(("garden-a", "cam"), {}).get("state") == "raised", 10)
     garden.pub(topic, _problem("cleared"))
     assert wait_for(lambda: center.problems[("garden-a", "cam")]["state"] == "cleared", 10)
+    # The latest is kept before its line is printed: wait for the line of each of the two messages.
+    assert wait_for(lambda: len([line for line in center.lines if line.startswith("CAMERA")]) >= 2, 10)
     lines = [line for line in center.lines if line.startswith("CAMERA")]
     assert [line.split()[2] for line in lines] == ["raised", "cleared"] and "garden-a/cam" in lines[0]
     folder = out / "garden-a" / "r1-cam-covered-1"
