@@ -374,7 +374,13 @@ class MotionConfig(Strict):
     single_pixel_k: float = Field(
         2.5, ge=1.0, le=20.0, description="A lone moving pixel counts when this many times over its threshold."
     )
-    warmup_s: float = Field(1.0, ge=0.0, le=30.0, description="Seconds to learn the background before detecting.")
+    warmup_s: float = Field(
+        0.5,
+        ge=0.0,
+        le=30.0,
+        description="Seconds to learn the background before detecting: it and the noise start as a plain mean "
+        "of the frames seen, so half a second (12 frames at 25 fps) knows each pixel's noise to about a quarter.",
+    )
     max_blob_frac: float = Field(
         0.003,
         gt=0.0,

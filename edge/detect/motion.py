@@ -39,13 +39,17 @@ class _Layer:
         self._buf: np.ndarray | None = None  # float scratch plane for the thresholds
         self._edges_frame = 0
         self.frames = 0
+        self._bg_learned = 0  # frames learned into the background since it was seeded
+        self._noise_learned = 0  # frames learned into the noise level since it was seeded
 
     def seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
         """Start the background from `img` (first frame, new size, or after a whole-frame event)."""
         self.bg = img.astype(np.float32)
+        self._bg_learned = 0
         if not keep_noise or self.noise is None or self.noise.shape != img.shape:
             self.noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
             self._buf = np.empty(img.shape, np.float32)
+            self._noise_learned = 0
         self.prev = img
         self._thr = None
         self._edges = None  # a new background has new edges (lights on, another exposure)
@@ -60,7 +64,13 @@ class _Layer:
         bg_u8 = cv2.convertScaleAbs(self.bg)
         diff_bg = cv2.absdiff(img, bg_u8)
         diff_prev = cv2.absdiff(img, self.prev)
-        if self._thr is None or self._thr.shape != img.shape or self.frames % _THRESHOLD_EVERY == 0:
+        bootstrapping = self._noise_learned * self.cfg.noise_alpha < 1.0  # the noise level moves fast then
+        if (
+            self._thr is None
+            or self._thr.shape != img.shape
+            or bootstrapping
+            or self.frames % _THRESHOLD_EVERY == 0
+        ):
             self._thr = self._threshold(bg_u8)
         thr_u8 = self._thr
         off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
@@ -93,9 +103,23 @@ class _Layer:
     def _learn(self, img: np.ndarray, diff_bg: np.ndarray) -> None:
         # Clip what one frame may add to the noise level, so a passing object does not raise it much.
         cap = cv2.convertScaleAbs(self.noise, alpha=3.0, beta=self.cfg.min_diff)
-        cv2.accumulateWeighted(cv2.min(diff_bg, cap), self.noise, self.cfg.noise_alpha)
-        cv2.accumulateWeighted(img, self.bg, self.cfg.background_alpha)
+        self._noise_learned += 1
+        self._bg_learned += 1
+        cv2.accumulateWeighted(
+            cv2.min(diff_bg, cap), self.noise, _bootstrap(self.cfg.noise_alpha, self._noise_learned)
+        )
+        cv2.accumulateWeighted(img, self.bg, _bootstrap(self.cfg.background_alpha, self._bg_learned))
         self.prev = img
+
+
+def _bootstrap(alpha: float, learned: int) -> float:
+    """Rate for the `learned`-th frame since seeding: the plain mean of the frames so far, until that is `alpha`.
+
+    As MOG2 does (rate 1/n, never below its own): a freshly seeded background or noise level is then as good
+    as the frames seen so far allow, rather than one frame's (or the initial guess's) for 1/alpha frames, so
+    detection can start soon after a start or a restart.
+    """
+    return max(alpha, 1.0 / (learned + 1))
 
 
 def _coarse(img: np.ndarray) -> np.ndarray:
