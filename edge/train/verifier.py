@@ -27,8 +27,8 @@ from edge.train.dataset import Candidates, Label, real_clip, simulated_clip
 
 log = logging.getLogger(__name__)
 
-# Seeds of more rendered training clips, beside the bench's tuning suite (101, 102, 151): apart from its
-# held-out seeds (901, 902, 951), so that the bench's held-out numbers stay held out for the model too.
+# Seeds of more rendered training clips, beside the bench's tuning suite (101, 102, 151-154): apart from its
+# held-out seeds (901, 902, 951-954), so that the bench's held-out numbers stay held out for the model too.
 TRAIN_SEEDS = (3001,)
 EPOCHS = 12
 BATCH = 128
