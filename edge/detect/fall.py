@@ -41,6 +41,9 @@ _STRAY_GAP_FRAMES = 2  # ...when the track then went undetected for more frames 
 _STRAY_HEAD_TOLS = 6.0  # ...when they lie this many fit tolerances off the curve of the detections after them
 _MAX_CHANCE_SHARE = 0.9  # clutter explains at most this share of a track's frames: some are the object's
 _UNCALIBRATED_STRONG_ACCEL = 0.5  # without a scale, confirmed needs an accel score of this: it clearly speeds up
+# A fall first seen mid-view and fast is believed when it then accelerates at this x g: that fast it is heavy
+# enough for drag to take little off g yet, while a chance chain of clutter bends its curve as it likes.
+_LATE_ENTRY_MIN_G = 0.7
 
 
 def _clip01(x: float) -> float:
@@ -162,13 +165,25 @@ def no_faster_than_a_fall(m: Measures, cfg: FallConfig) -> str | None:
     return f"too fast: {m.end_speed:.0f} m/s" if m.calibrated and m.end_speed > cfg.max_speed_mps else None
 
 
+def _enters_late(m: Measures, cfg: FallConfig) -> bool:
+    """Calibrated: first seen below the top entry_margin_frac already faster than max_entry_speed_mps."""
+    return m.calibrated and m.entry_speed > cfg.max_entry_speed_mps and m.entry_y_frac > cfg.entry_margin_frac
+
+
+def _falls_like_a_body(m: Measures) -> bool:
+    """Calibrated: seen falling the whole minimum fall itself, on a tight curve, at nearly g."""
+    return m.accel_g is not None and m.drop >= m.min_fall and m.rms <= m.tol and m.accel_g >= _LATE_ENTRY_MIN_G
+
+
 def seen_from_the_start(m: Measures, cfg: FallConfig) -> str | None:
     """Calibrated: first seen below the top entry_margin_frac no faster than max_entry_speed_mps.
 
     That fast it has fallen v^2/2g from rest and should have been seen higher up; an insect near the lens
-    appears anywhere, already moving.
+    appears anywhere, already moving. Unless what follows is a body falling the whole minimum fall at g:
+    objects come out from behind a balcony, or out of the rain, and no insect does that. Such a fall is
+    reported as suspected only (`judge`), since where it started is a guess.
     """
-    if m.calibrated and m.entry_speed > cfg.max_entry_speed_mps and m.entry_y_frac > cfg.entry_margin_frac:
+    if _enters_late(m, cfg) and not _falls_like_a_body(m):
         return f"appears mid-view already falling at {m.entry_speed:.0f} m/s"
     return None
 
@@ -294,7 +309,8 @@ class FallDecision:
         verdict = Verdict(None, score, reasons, fall_m, m.accel_g, m.speed if m.calibrated else None, m.origin)
         if reasons or score < cfg.suspect_score:
             return verdict
-        verdict.level = "confirmed" if _is_strong(m, cfg) and score >= cfg.confirm_score else "suspected"
+        confirmable = _is_strong(m, cfg) and score >= cfg.confirm_score and not _enters_late(m, cfg)
+        verdict.level = "confirmed" if confirmable else "suspected"
         return verdict
 
     def could_alert(self, points: list[tuple[int, float, float]], evidence: float | None = None) -> bool:

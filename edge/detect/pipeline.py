@@ -18,6 +18,9 @@ from edge.detect.verify import Verifier, second_look
 from edge.geometry import CameraGeometry, FacadeMap
 
 _LEVELS = {None: 0, AlertLevel.SUSPECTED: 1, AlertLevel.CONFIRMED: 2}
+# A second track on a fall already reported may trail it by a frame or two (the tail of a blur streak split
+# off, a codec ghost): it runs along the same path, a little late. A second throw comes seconds apart.
+_SAME_PATH_LAG = 2
 
 
 @dataclass
@@ -228,22 +231,25 @@ class Detector:
 
 
 def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
-    """Median distance from `pts` (frame, x, y) to where `path` was, or would be by its own motion, then."""
+    """Median distance from `pts` (frame, x, y) to where `path` was then, or up to _SAME_PATH_LAG frames before
+    or after; where `path` has no point, where its own motion would have taken it."""
     recent = path[-15:]
     t0 = recent[0, 0]
     deg = min(2, len(recent) - 1)
     fx = np.polyfit(recent[:, 0] - t0, recent[:, 1], deg)
     fy = np.polyfit(recent[:, 0] - t0, recent[:, 2], deg)
-    lo = path[0, 0]
-    pts = pts[pts[:, 0] >= lo]
-    if len(pts) == 0:
-        return float("inf")
     known = {int(f): (x, y) for f, x, y in path}
-    d = []
-    for f, x, y in pts:
-        px, py = known.get(int(f)) or (np.polyval(fx, f - t0), np.polyval(fy, f - t0))
-        d.append(np.hypot(x - px, y - py))
-    return float(np.median(d))
+
+    def at(f: float) -> tuple[float, float]:
+        return known.get(int(f)) or (np.polyval(fx, f - t0), np.polyval(fy, f - t0))
+
+    best = float("inf")
+    for lag in range(-_SAME_PATH_LAG, _SAME_PATH_LAG + 1):
+        shifted = pts[pts[:, 0] + lag >= path[0, 0]]
+        if len(shifted):
+            d = [np.hypot(x - px, y - py) for (f, x, y) in shifted for px, py in [at(f + lag)]]
+            best = min(best, float(np.median(d)))
+    return best
 
 
 def _r(value: float | None, digits: int = 2) -> float | None:
