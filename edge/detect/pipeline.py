@@ -247,8 +247,8 @@ def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     for lag in range(-_SAME_PATH_LAG, _SAME_PATH_LAG + 1):
         shifted = pts[pts[:, 0] + lag >= path[0, 0]]
         if len(shifted):
-            d = [np.hypot(x - px, y - py) for (f, x, y) in shifted for px, py in [at(f + lag)]]
-            best = min(best, float(np.median(d)))
+            where = np.array([at(f + lag) for f in shifted[:, 0]])
+            best = min(best, float(np.median(np.hypot(*(shifted[:, 1:3] - where).T))))
     return best
 
 
