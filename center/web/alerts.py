@@ -32,6 +32,7 @@ from center.web.app import (
     audit,
     audit_now,
     check_csrf,
+    need_staff,
     refused,
     viewer,
     web_of,
@@ -255,8 +256,7 @@ def reassign_form(
 ):
     """Dispatch the case to someone else of its building's grid, its leader or the office (dispatchers)."""
     check_csrf(v, csrf)
-    if not v.staff:
-        raise PageError(403, "forbidden")
+    need_staff(v)
     web = web_of(request)
     with web.ctx.sessions.begin() as s:
         case = _case_for(s, case_id, v, lock=True)
@@ -279,8 +279,7 @@ def hold_form(
 ):
     """Keep the case's evidence at its nodes past retention (on), or release it with a reason (off); staff."""
     check_csrf(v, csrf)
-    if not v.staff:
-        raise PageError(403, "forbidden")
+    need_staff(v)
     if hold not in ("on", "off"):
         raise PageError(404, "not_found")
     note = note.replace("\x00", "").strip()
