@@ -214,3 +214,23 @@ def test_the_background_follows_a_change_at_the_configured_rate_per_frame():
     # Learning may come in steps of a few frames; it is never off by more than one frame's worth.
     assert expected(n - 1) - 0.01 <= pf.background[210, 310] <= expected(n + 1) + 0.01
     assert pf.background[100, 100] == before
+
+
+def test_each_pixels_threshold_is_its_noise_times_k_floored_at_min_diff_plus_its_edge_tolerance():
+    # Rounding the terms to luma levels before summing them is cheaper, but it lowered one threshold in 25
+    # by a level and added false alarms: the sum is rounded once, here checked against the float formula.
+    rng = np.random.default_rng(7)
+    base = _scene(rng)
+    cfg = MotionConfig()
+    pf = MotionPrefilter(cfg, 25.0)
+    _warm(pf, base, rng)
+    bg = cv2.convertScaleAbs(pf.background)
+    gx = cv2.Scharr(bg, cv2.CV_32F, 1, 0, scale=1 / 32)
+    gy = cv2.Scharr(bg, cv2.CV_32F, 0, 1, scale=1 / 32)
+    layer = pf._fine
+    layer._edges = None  # recomputed now, from the background the formula below uses
+    got = layer._threshold(bg).astype(int)
+    noise = layer.noise.astype(np.float64)
+    want = np.maximum(noise * cfg.noise_k, cfg.min_diff) + cv2.magnitude(gx, gy) * cfg.edge_jitter_px
+    assert np.abs(got - want).max() <= 0.5 + 1e-3  # rounded once, to the nearest level
+    assert (got > cfg.min_diff).any() and (got == cfg.min_diff).any()  # both branches of the max are met

@@ -35,8 +35,10 @@ class _Layer:
         self.noise: np.ndarray | None = None
         self.prev: np.ndarray | None = None
         self._edges: np.ndarray | None = None
-        self._thr: np.ndarray | None = None
+        self._floor: np.ndarray | None = None  # min_diff plus the edge tolerance: the lowest threshold
         self._buf: np.ndarray | None = None  # float scratch plane for the thresholds
+        self._thr: np.ndarray | None = None
+        self._bg_u8: np.ndarray | None = None  # the background rounded to luma levels, refreshed as it learns
         self._edges_frame = 0
         self.frames = 0
         self._bg_learned = 0  # frames learned into the background since it was seeded
@@ -45,10 +47,10 @@ class _Layer:
     def seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
         """Start the background from `img` (first frame, new size, or after a whole-frame event)."""
         self.bg = img.astype(np.float32)
+        self._bg_u8 = img
         self._bg_learned = 0
         if not keep_noise or self.noise is None or self.noise.shape != img.shape:
             self.noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
-            self._buf = np.empty(img.shape, np.float32)
             self._noise_learned = 0
         self.prev = img
         self._thr = None
@@ -61,7 +63,7 @@ class _Layer:
         noise level: the AND removes the ghost a fast object leaves where it was a frame ago.
         """
         self.frames += 1
-        bg_u8 = cv2.convertScaleAbs(self.bg)
+        bg_u8 = self._bg_u8
         diff_bg = cv2.absdiff(img, bg_u8)
         diff_prev = cv2.absdiff(img, self.prev)
         bootstrapping = self._noise_learned * self.cfg.noise_alpha < 1.0  # the noise level moves fast then
@@ -76,18 +78,23 @@ class _Layer:
         off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
         fg = cv2.bitwise_and(off_bg, cv2.compare(diff_prev, thr_u8, cv2.CMP_GT))
         changed = cv2.countNonZero(off_bg) / off_bg.size
+        # Learnt every frame: learning every other frame at twice the rate keeps the time constants but
+        # halves the samples behind each pixel's noise level, and cost recall on rain and night tuning seeds.
         self._learn(img, diff_bg)
         return fg, diff_bg, diff_prev, thr_u8, changed
 
     def _threshold(self, bg_u8: np.ndarray) -> np.ndarray:
         """Each pixel's motion threshold (uint8): its noise level times noise_k, raised at edges."""
-        # numpy's multiply into a buffer: cv2.multiply by a scalar is six times slower on float planes.
-        thr = np.multiply(self.noise, self.cfg.noise_k, out=self._buf)
-        cv2.max(thr, float(self.cfg.min_diff), dst=thr)
-        cv2.add(thr, self._edge_tolerance(bg_u8), dst=thr)
+        # max(k * noise, min_diff) + edge as max(k * noise + edge, min_diff + edge): the same sum in two float
+        # passes, not three (the second term changes only with the edges). Rounding the terms to luma levels
+        # first would be cheaper still, but it lowered one pixel in 25 by a level and added false alarms.
+        edges, floor = self._edge_tolerance(bg_u8)
+        thr = cv2.scaleAdd(self.noise, self.cfg.noise_k, edges, dst=self._buf)
+        cv2.max(thr, floor, dst=thr)
         return cv2.convertScaleAbs(thr)
 
-    def _edge_tolerance(self, bg_u8: np.ndarray) -> np.ndarray:
+    def _edge_tolerance(self, bg_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each pixel's threshold grows by at edges, and the lowest threshold there (min_diff plus that)."""
         # Refreshed once a second: edges move slowly with the light, and Scharr on a full frame is not free.
         if (
             self._edges is None
@@ -98,17 +105,20 @@ class _Layer:
             gx = cv2.Scharr(bg_u8, cv2.CV_32F, 1, 0, scale=1 / 32)  # luma levels per pixel
             gy = cv2.Scharr(bg_u8, cv2.CV_32F, 0, 1, scale=1 / 32)  # luma levels per pixel
             self._edges = cv2.magnitude(gx, gy) * self.cfg.edge_jitter_px
-        return self._edges
+            self._floor = self._edges + float(self.cfg.min_diff)
+            self._buf = np.empty_like(self._edges)
+        return self._edges, self._floor
 
     def _learn(self, img: np.ndarray, diff_bg: np.ndarray) -> None:
+        """Learn `img` into the background and `diff_bg` into the noise level."""
         # Clip what one frame may add to the noise level, so a passing object does not raise it much.
         cap = cv2.convertScaleAbs(self.noise, alpha=3.0, beta=self.cfg.min_diff)
         self._noise_learned += 1
         self._bg_learned += 1
-        cv2.accumulateWeighted(
-            cv2.min(diff_bg, cap), self.noise, _bootstrap(self.cfg.noise_alpha, self._noise_learned)
-        )
+        noise_rate = _bootstrap(self.cfg.noise_alpha, self._noise_learned)
+        cv2.accumulateWeighted(cv2.min(diff_bg, cap), self.noise, noise_rate)
         cv2.accumulateWeighted(img, self.bg, _bootstrap(self.cfg.background_alpha, self._bg_learned))
+        self._bg_u8 = cv2.convertScaleAbs(self.bg)
         self.prev = img
 
 
@@ -253,14 +263,14 @@ class MotionPrefilter:
         """
         # Label on a grid of _CELL x _CELL cells: ~16x cheaper than full resolution, and it joins the
         # fragments of a blurred streak that crosses a window edge into one blob.
-        h, w = fg.shape
-        gh, gw = -(-h // _CELL), -(-w // _CELL)
-        cells = np.zeros((gh, gw), np.uint8)
         k = _CELL // _COARSE
         fine = _Pixels.of(fg, diff_bg, thr, _CELL)
         coarse = _Pixels.of(coarse_fg, coarse_diff, coarse_thr, k)
-        cells[fine.ys // _CELL, fine.xs // _CELL] = 255
-        cells[coarse.ys // k, coarse.xs // k] = 255
+        # Both layers' block maps are on the same grid of cells; the coarse one lacks the last row or column
+        # of cells when the frame's height or width is odd (the coarse copy crops it).
+        cells = fine.blocks.copy()
+        ch, cw = coarse.blocks.shape
+        cv2.max(cells[:ch, :cw], coarse.blocks, dst=cells[:ch, :cw])
         if not cells.any():
             return [], 0
         n, labels = cv2.connectedComponents(cells, connectivity=8)  # without stats: 7x cheaper
@@ -315,6 +325,7 @@ class _Pixels:
     xs: np.ndarray
     diff: np.ndarray
     over: np.ndarray
+    blocks: np.ndarray  # one value per `cell` x `cell` block, non-zero where any of its pixels moves
 
     @classmethod
     def of(cls, fg: np.ndarray, diff: np.ndarray, thr: np.ndarray, cell: int) -> _Pixels:
@@ -324,17 +335,18 @@ class _Pixels:
         padded = fg
         if (gh * cell, gw * cell) != (h, w):
             padded = cv2.copyMakeBorder(fg, 0, gh * cell - h, 0, gw * cell - w, cv2.BORDER_CONSTANT, value=0)
-        found = cv2.findNonZero(_any_in_blocks(padded, cell))
+        blocks = _any_in_blocks(padded, cell)
+        found = cv2.findNonZero(blocks)
         if found is None:
             empty = np.empty(0, np.intp)
-            return cls(empty, empty, np.empty(0, np.float32), np.empty(0, np.float32))
+            return cls(empty, empty, np.empty(0, np.float32), np.empty(0, np.float32), blocks)
         found = found.reshape(-1, 2)
         bx, by = found[:, 0].astype(np.intp), found[:, 1].astype(np.intp)
-        blocks = padded.reshape(gh, cell, gw, cell)[by, :, bx, :]  # (blocks, cell, cell)
-        k, dy, dx = np.nonzero(blocks)
+        moving = padded.reshape(gh, cell, gw, cell)[by, :, bx, :]  # (blocks, cell, cell)
+        k, dy, dx = np.nonzero(moving)
         ys, xs = by[k] * cell + dy, bx[k] * cell + dx
         d = diff[ys, xs].astype(np.float32)
-        return cls(ys, xs, d, d / np.maximum(thr[ys, xs], 1).astype(np.float32))
+        return cls(ys, xs, d, d / np.maximum(thr[ys, xs], 1).astype(np.float32), blocks)
 
     def measure(self, lab: np.ndarray, n: int, cfg: MotionConfig, max_area: float) -> _Measures:
         """Centroid (weighted by difference), extent, contrast and strength of every component at once.
@@ -378,13 +390,13 @@ class _ShakeReference:
 
     size: tuple[int, int]
     window: np.ndarray
-    spectrum: np.ndarray
+    spectrum: np.ndarray  # complex conjugate of the windowed reference's spectrum, as correlation uses it
 
     @classmethod
     def of(cls, ref: np.ndarray) -> _ShakeReference:
         h, w = ref.shape
         window = cv2.createHanningWindow((w, h), cv2.CV_32F)
-        return cls((w, h), window, scipy.fft.rfft2((ref - ref.mean()) * window))
+        return cls((w, h), window, np.conj(scipy.fft.rfft2((ref - ref.mean()) * window)))
 
     def bounded_shift(self, img: np.ndarray, max_shift: float) -> tuple[float, float] | None:
         """Translation of `img` against the reference by phase correlation, searched only within +-max_shift.
@@ -395,7 +407,7 @@ class _ShakeReference:
         """
         w, h = self.size
         # scipy's FFT: five times faster than numpy's on these small float32 planes.
-        cross = scipy.fft.rfft2((img - img.mean()) * self.window) * np.conj(self.spectrum)
+        cross = scipy.fft.rfft2((img - img.mean()) * self.window) * self.spectrum
         corr = scipy.fft.irfft2(cross / (np.abs(cross) + 1e-6), s=(h, w))
         r = max(1, int(math.ceil(max_shift)))
         local = np.roll(corr, (r, r), axis=(0, 1))[: 2 * r + 1, : 2 * r + 1]
