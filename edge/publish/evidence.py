@@ -309,7 +309,9 @@ def _for_viewing(img: np.ndarray) -> np.ndarray:
     if w <= ANNOTATED_MAX_WIDTH:
         return img
     size = (ANNOTATED_MAX_WIDTH, round(h * ANNOTATED_MAX_WIDTH / w / 2) * 2)  # H.264 wants even sizes
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    # OpenCV's area averaging is fast only for whole factors: 1080p to 1280 wide took 9 ms a frame, linear 2.
+    whole = w % ANNOTATED_MAX_WIDTH == 0
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if whole else cv2.INTER_LINEAR)
 
 
 def _frames(clip, stream):
