@@ -25,9 +25,10 @@ def _read_back(path) -> np.ndarray:
         return next(clip.decode(video=0)).to_ndarray(format="bgr24")
 
 
-def test_a_written_frame_reads_back_with_its_colours_in_place(tmp_path):
+@pytest.mark.parametrize("ffmpeg_colour", [False, True])
+def test_a_written_frame_reads_back_with_its_colours_in_place(tmp_path, ffmpeg_colour):
     img = _frame()
-    with H264Writer(tmp_path / "c.mp4", 320, 240, 25.0, crf=10, threads=1) as writer:
+    with H264Writer(tmp_path / "c.mp4", 320, 240, 25.0, crf=10, threads=1, ffmpeg_colour=ffmpeg_colour) as writer:
         for _ in range(3):
             writer.write(img)
     back = _read_back(tmp_path / "c.mp4").astype(int)
