@@ -6,7 +6,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 EX_DATAERR = 65
@@ -35,11 +34,7 @@ class H264Writer:
         gop: int | None = None,
         bitrate_kbps: int | None = None,
         threads: int | None = None,
-        ffmpeg_colour: bool = False,
     ):
-        """`ffmpeg_colour`: convert to YUV with FFmpeg's swscale, five times slower than OpenCV's and a level
-        apart in about half the pixels; the simulator's clips are cached by render version and keep it."""
-        self.ffmpeg_colour = ffmpeg_colour
         self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001)
         self.stream = self.container.add_stream("libx264", rate=rate)
@@ -56,11 +51,7 @@ class H264Writer:
 
     def write(self, bgr: np.ndarray) -> None:
         """Append one frame."""
-        bgr = bgr[: self.stream.height, : self.stream.width]
-        if self.ffmpeg_colour:
-            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
-        else:  # OpenCV's conversion to I420 (BT.601, as swscale's)
-            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(bgr[: self.stream.height, : self.stream.width], format="bgr24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 

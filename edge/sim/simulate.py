@@ -35,7 +35,6 @@ def simulate(scene: Scene, out_dir: str | Path, progress=None) -> dict:
         gop=gop,
         bitrate_kbps=scene.bitrate_kbps,
         threads=1,  # the same clip for a seed on any machine
-        ffmpeg_colour=True,  # and the same as the clips cached under this RENDER_VERSION
     ) as writer:
         for i in range(n):
             frame, truth = r.render(i)
