@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from center.auth import user_of
 from center.config import CenterConfig
 from center.counters import Drops
-from center.db import Camera, Case, Event, Evidence, Job, Node, User
+from center.db import Camera, Case, Event, Evidence, Job, Node, User, write_audit
 from center.files import EvidenceFiles, OutsideDataDir, media_type
 from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
@@ -239,6 +239,12 @@ def create_app(ctx: Context) -> FastAPI:
     Staff = Annotated[Caller, Depends(staff)]
     Admin = Annotated[Caller, Depends(admin)]
 
+    def audit(s: Session, request: Request, who: Caller, action: str, case_id: int, detail: dict) -> None:
+        # The same log as the pages write, in the change's own transaction: who changed a case matters to
+        # the police whichever way it was done.
+        address = request.client.host if request.client else None
+        write_audit(s, who.name, action, f"case:{case_id}", detail, address)
+
     def visible(s: Session, case_id: int, who: Caller, lock: bool = False) -> Case:
         # `lock` before changing a case: the row stays locked to the end of the transaction, so two people (or
         # an instance folding in a node's update) acting at once take turns instead of both dispatching it.
@@ -338,21 +344,24 @@ def create_app(ctx: Context) -> FastAPI:
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who)
             item = keep_photo(ctx.files, ctx.loop, s, c, data, who.name)
+            audit(s, request, who, "photo", case_id, {"bytes": len(data)})
             return ev_out(item)
 
     @app.post("/api/cases/{case_id}/hold", response_model=CaseOut, tags=["cases"])
-    def hold(case_id: RowId, body: HoldIn, who: Staff):
+    def hold(case_id: RowId, body: HoldIn, request: Request, who: Staff):
         """Keep the case's evidence at its nodes past retention, or release it (a release needs a note: why)."""
+        note = (body.note or "").strip()
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who, lock=True)
             try:
-                ctx.loop.change_hold(s, c, body.hold, who.name, (body.note or "").strip(), who.role == Role.ADMIN)
+                ctx.loop.change_hold(s, c, body.hold, who.name, note, who.role == Role.ADMIN)
             except Refused as exc:
                 raise HTTPException(exc.status, str(exc)) from None
+            audit(s, request, who, "hold" if body.hold else "release", case_id, {"note": note})
             return case_out(c)
 
     @app.post("/api/cases/{case_id}/reassign", response_model=CaseOut, tags=["cases"])
-    def reassign(case_id: RowId, body: ReassignIn, who: Staff):
+    def reassign(case_id: RowId, body: ReassignIn, request: Request, who: Staff):
         """Give a dispatched or acknowledged case to another worker of its grid, the grid leader or the office."""
         with ctx.sessions.begin() as s:
             c = visible(s, case_id, who, lock=True)
@@ -360,10 +369,11 @@ def create_app(ctx: Context) -> FastAPI:
                 ctx.loop.reassign(s, c, body.to, who.name)
             except Refused as exc:
                 raise HTTPException(exc.status, str(exc)) from None
+            audit(s, request, who, "reassign", case_id, {"to": body.to})
             return case_out(c)
 
     @app.post("/api/cases/{case_id}/{action}", response_model=CaseOut, tags=["cases"])
-    def act(case_id: RowId, action: Action, body: ActionIn, who: Who):
+    def act(case_id: RowId, action: Action, body: ActionIn, request: Request, who: Who):
         """confirm / dismiss (dispatchers: a suspected alert), acknowledge, check (with a verdict), resolve."""
         if action not in (Action.CONFIRM, Action.DISMISS, Action.ACKNOWLEDGE, Action.CHECK, Action.RESOLVE):
             raise HTTPException(404, f"no action {action}")
@@ -377,6 +387,7 @@ def create_app(ctx: Context) -> FastAPI:
                 ctx.loop.act(s, c, action, who.name, body.verdict, body.note)
             except Refused as exc:
                 raise HTTPException(exc.status, str(exc)) from None
+            audit(s, request, who, str(action), case_id, {"verdict": body.verdict, "photo": False})
             return case_out(c)
 
     @app.get("/api/evidence/{evidence_id}", tags=["cases"], response_class=FileResponse)

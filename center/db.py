@@ -26,7 +26,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 READONLY = "center_readonly"  # execution option of reading sessions
 
@@ -241,6 +241,26 @@ class User(Base):
     worker: Mapped[str | None] = mapped_column(String(64))  # roster worker id of a grid worker
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime]
+
+
+class Audit(Base):
+    """Who viewed, exported or changed what, and when (logins too, failed ones included)."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict | None]
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+def write_audit(
+    s: Session, actor: str, action: str, target: str, detail: dict | None = None, address: str | None = None
+) -> None:
+    """One line of the audit log, in the caller's transaction (a change and its record commit together)."""
+    s.add(Audit(at=utcnow(), actor=actor, action=action, target=target[:200], detail=detail, address=address))
 
 
 def make_engine(url: str, sqlite_busy_s: float = 30.0) -> Engine:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from center.api import RowId
 from center.auth import add_user
-from center.db import Camera, Case, Event, Evidence, Node, User, utcnow
+from center.db import Audit, Camera, Case, Event, Evidence, Node, User, utcnow
 from center.models import Role
 from center.roster import Roster
 from center.web import report as month_report
@@ -25,7 +25,7 @@ from center.web.alerts import _case_for
 from center.web.app import PageError, Viewer, audit, audit_now, check_csrf, need_admin, need_staff, viewer, web_of
 from center.web.export import archive
 from center.web.security import MAX_PASSWORD, MIN_PASSWORD, set_password
-from center.web.tables import Audit, WebLogin, WebSession
+from center.web.tables import WebLogin, WebSession
 from center.web.views import duration
 from center.yamlfile import parse_file_text
 from edge.config import ConfigError

@@ -21,13 +21,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 
 from center.api import Caller, Context
-from center.db import utcnow
+from center.db import write_audit
 from center.loop import Refused
 from center.models import Role
 from center.photos import MAX_PHOTO_BYTES
 from center.web import i18n
 from center.web.security import COOKIE, HEADERS, LoginLimiter, same_token, session_of
-from center.web.tables import Audit
 
 HERE = Path(__file__).parent
 MAX_BODY = MAX_PHOTO_BYTES + (1 << 20)  # the largest request: a photo and its form (a roster is 256 KiB)
@@ -150,8 +149,7 @@ def need_admin(v: Viewer) -> None:
 
 def audit(s: Session, request: Request, actor: str, action: str, target: str, detail: dict | None = None) -> None:
     """One line of the audit log, in the caller's transaction (a change and its record commit together)."""
-    address = request.client.host if request.client else None
-    s.add(Audit(at=utcnow(), actor=actor, action=action, target=target[:200], detail=detail, address=address))
+    write_audit(s, actor, action, target, detail, request.client.host if request.client else None)
 
 
 def audit_now(request: Request, actor: str, action: str, target: str, detail: dict | None = None) -> None:

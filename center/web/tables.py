@@ -1,10 +1,11 @@
-"""The web pages' own tables: password logins, browser sessions and the audit log (migration 0003)."""
+"""The web pages' own tables: password logins and browser sessions (migration 0003, which also made the audit
+log: that is center.db.Audit, as the API writes to it too)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from center.db import Base
@@ -28,16 +29,3 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
-
-
-class Audit(Base):
-    """Who viewed, exported or changed what, and when (logins too, failed ones included)."""
-
-    __tablename__ = "audit"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[dt.datetime] = mapped_column(index=True)
-    actor: Mapped[str] = mapped_column(String(80))
-    action: Mapped[str] = mapped_column(String(32))
-    target: Mapped[str] = mapped_column(String(200))
-    detail: Mapped[dict | None]
-    address: Mapped[str | None] = mapped_column(String(64))

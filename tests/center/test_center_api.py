@@ -9,10 +9,11 @@ import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
+from sqlalchemy import select
 
 from center.api import Context, create_app
 from center.auth import add_user
-from center.db import make_sessions
+from center.db import Audit, make_sessions
 from center.models import Role
 
 JPEG = b"\xff\xd8\xff\xe0" + b"photo" * 100
@@ -263,3 +264,34 @@ def test_the_api_is_described_by_its_openapi_schema(api):
     assert {"/api/cases", "/api/cases/{case_id}", "/api/cases/{case_id}/{action}", "/api/stats"} <= paths
     assert {"/api/roster", "/api/nodes", "/api/feedback", "/api/notices"} <= paths
     assert "CaseDetail" in schema["components"]["schemas"]
+
+
+def _audit(p) -> list[tuple[str, str, str]]:
+    with p.sessions() as s:
+        return [(a.actor, a.action, a.target) for a in s.scalars(select(Audit).order_by(Audit.id))]
+
+
+def test_changes_made_through_the_api_are_in_the_audit_log_and_refused_ones_are_not(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-audit-api"))
+    (case,) = as_("disp").get("/api/cases").json()
+    target, base = f"case:{case['id']}", f"/api/cases/{case['id']}"
+    assert as_("disp").post(f"{base}/hold", json={"hold": False}).status_code == 422  # refused: says no why
+    assert as_("zhang").post(f"{base}/reassign", json={"to": "office"}).status_code == 403  # refused: a worker
+    assert _audit(p) == []  # what was refused changed nothing, and is no change in the log
+    assert as_("disp").post(f"{base}/hold", json={"hold": True, "note": "the police asked"}).status_code == 200
+    assert as_("zhang").post(f"{base}/acknowledge", json={}).status_code == 200
+    photo = as_("zhang").post(f"{base}/photos", content=JPEG, headers={"Content-Type": "image/jpeg"})
+    assert photo.status_code == 201
+    assert as_("disp").post(f"{base}/reassign", json={"to": "leader:g1"}).status_code == 200
+    assert as_("disp").post(f"{base}/hold", json={"hold": False, "note": "closed"}).status_code == 200
+    assert _audit(p) == [
+        ("disp", "hold", target),
+        ("zhang", "acknowledge", target),
+        ("zhang", "photo", target),
+        ("disp", "reassign", target),
+        ("disp", "release", target),
+    ]
+    with p.sessions() as s:
+        release = s.scalars(select(Audit).where(Audit.action == "release")).one()
+    assert release.detail == {"note": "closed"} and release.address  # why, and from where

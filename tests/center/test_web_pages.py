@@ -20,14 +20,13 @@ from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import StorageLevel
-from center.db import Case, Job, make_engine, make_sessions
+from center.db import Audit, Case, Job, make_engine, make_sessions
 from center.loop import HOLD_WHYS
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.service import Center
 from center.web import i18n, views
 from center.web.security import check_password
-from center.web.tables import Audit
 from center.web.views import CAMERA_STATES
 from center.yamlfile import load_model
 from edge.detect.tamper import Problem

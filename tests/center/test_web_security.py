@@ -15,9 +15,9 @@ from sqlalchemy import select
 from support.servers import free_port, wait_for
 from web_fixtures import add_people, csrf_of, logged_in, password_of, web_app
 
-from center.db import Case, Event, Evidence, utcnow
+from center.db import Audit, Case, Event, Evidence, utcnow
 from center.models import Trust
-from center.web.tables import Audit, WebLogin
+from center.web.tables import WebLogin
 
 
 @pytest.fixture
