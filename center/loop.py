@@ -16,7 +16,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from center.config import CenterConfig
-from center.db import Case, Event, Evidence, History, Job, utcnow
+from center.db import Audit, Case, Event, Evidence, History, Job, utcnow
 from center.models import TRANSITIONS, Action, CaseState, JobState, Level, Verdict
 from center.roster import Roster
 
@@ -28,12 +28,19 @@ OFFICE = "office"  # the assignee and notice target that is the community office
 REASSIGNABLE = (CaseState.DISPATCHED, CaseState.ACKNOWLEDGED)  # someone has it, and nobody has checked yet
 HOLD_CHANNELS = ("hold", "release")  # evidence hold ON and OFF, both sent by notify.HoldNotifier
 HOLD_WHYS = ("thrown", "exported", "by_hand")  # why a case's evidence was held (its history's "why")
+ADMIN_RELEASE_WHYS = ("thrown", "exported")  # why only an admin may release a case's hold (release_needs_admin)
 
 
-def release_needs_admin(case: Case) -> bool:
-    """True when only an admin may release the case's evidence hold: a thrown object is a crime, and its
-    evidence is not a dispatcher's alone to let go (the police may ask for it long after)."""
-    return case.verdict == Verdict.THROWN
+def release_needs_admin(s: Session, case: Case) -> str | None:
+    """Why only an admin may release the case's evidence hold (of ADMIN_RELEASE_WHYS), or None when staff may.
+
+    A thrown object is a crime, and evidence exported was given to someone (the police) who may ask for the
+    original long after: neither is a dispatcher's alone to let go. Every export is in the audit log, also
+    one of a case that was held already (which adds no hold to its history)."""
+    if case.verdict == Verdict.THROWN:
+        return "thrown"
+    exported = select(Audit.id).where(Audit.action == "export", Audit.target == f"case:{case.id}").limit(1)
+    return "exported" if s.scalar(exported) is not None else None
 
 
 def dismissed(case: Case) -> bool:
@@ -322,8 +329,8 @@ class Loop:
         (a release needs its reason, a thrown object's evidence is released by an admin) or nothing changes."""
         if not on and not note:
             raise Refused("say why the evidence may be deleted again (note)", 422, "release_note")
-        if not on and release_needs_admin(case) and not admin:
-            raise Refused("the evidence of a thrown object is released by an admin", 403, "release_admin")
+        if not on and not admin and (why := release_needs_admin(s, case)):
+            raise Refused(f"the evidence of a case {why} is released by an admin", 403, "release_admin")
         if not self.set_hold(s, case, on, actor, note):
             if on:
                 raise Refused("the evidence is held already", 409, "held")

@@ -172,7 +172,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             Trust=Trust,
             asked=bool(asked),
             held=ctx.loop.held(s, case),
-            may_release=v.admin or not release_needs_admin(case),
+            admin_releases=release_needs_admin(s, case),
             HOLD_WHYS=HOLD_WHYS,
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")

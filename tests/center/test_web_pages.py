@@ -20,8 +20,8 @@ from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import StorageLevel
-from center.db import Audit, Case, Job, make_engine, make_sessions
-from center.loop import HOLD_WHYS
+from center.db import Audit, Case, Event, Job, make_engine, make_sessions
+from center.loop import ADMIN_RELEASE_WHYS, HOLD_WHYS
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
 from center.service import Center
@@ -169,6 +169,30 @@ def test_a_case_s_evidence_export_is_logged(site):
         assert s.scalar(select(Audit.actor).where(Audit.action == "export")) == "disp"
 
 
+def test_exported_evidence_is_released_by_an_admin_only_even_when_it_was_held_before(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-zip-held", at=MAY))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id).join(Event).where(Event.event_id == "ev-zip-held"))
+    disp = logged_in(app, "disp")
+    token = csrf_of(disp.get(f"/alerts/{case}").text)
+    held = disp.post(f"/alerts/{case}/hold", data={"hold": "on", "note": "邻居投诉", "csrf": token})
+    assert held.status_code == 200
+    page = disp.get(f"/alerts/{case}").text
+    assert 'name="hold" value="off"' in page and 'id="release-admin"' not in page  # control: held by hand
+    assert disp.get(f"/alerts/{case}/export.zip").status_code == 200  # held already: no new hold in history
+    page = disp.get(f"/alerts/{case}").text
+    assert 'name="hold" value="off"' not in page
+    assert i18n.ZH["release_admin.exported"] in page
+    token = csrf_of(page)
+    by_disp = disp.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "不需要了", "csrf": token})
+    assert by_disp.status_code == 403
+    admin = logged_in(app, "admin")
+    token = csrf_of(admin.get(f"/alerts/{case}").text)
+    released = admin.post(f"/alerts/{case}/hold", data={"hold": "off", "note": "公安已取证", "csrf": token})
+    assert released.status_code == 200 and 'name="hold" value="on"' in released.text
+
+
 def test_a_dispatcher_reassigns_a_case_and_the_new_person_is_told_and_must_acknowledge(tmp_path):
     hook = {"webhooks": [{"url": "http://127.0.0.1:9/hook", "secret": "s"}]}  # notices queued, never sent here
     parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}", notify=hook)
@@ -217,7 +241,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
         "channel.": ("webhook", "wecom", "email", "feedback", "hold", "release"),
         "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
-        "hold_why.": HOLD_WHYS,
+        "hold_why.": HOLD_WHYS, "release_admin.": ADMIN_RELEASE_WHYS,
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
