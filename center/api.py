@@ -85,6 +85,11 @@ class EventOut(BaseModel):
     floor: int | None
     alert_at: dt.datetime | None
     node_registered: bool = Field(description="false: the node's key is not registered; its evidence is untrusted")
+    node_hold: bool | None = Field(
+        description="what the node last said of its evidence hold (events/<id>/hold/state): true kept past "
+        "retention, false not, null not asked or not answered yet"
+    )
+    node_hold_at: dt.datetime | None = Field(description="when the center heard that answer")
     evidence: list[EvidenceOut]
 
 
@@ -312,6 +317,8 @@ def create_app(ctx: Context) -> FastAPI:
                 floor=e.floor,
                 alert_at=e.alert_at,
                 node_registered=e.node_registered,
+                node_hold=e.node_hold,
+                node_hold_at=e.node_hold_at,
                 evidence=[ev_out(x) for x in e.evidence],
             )
             for e in c.events

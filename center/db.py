@@ -147,6 +147,10 @@ class Event(Base):
     alert_at: Mapped[dt.datetime | None]
     ended: Mapped[bool] = mapped_column(Boolean, default=False)
     body: Mapped[dict]  # the 'new' message (or the first one seen), as received
+    # What the node last said of its evidence hold (events/<id>/hold/state): True held, False not, None never
+    # asked or not answered yet; and when the center heard it.
+    node_hold: Mapped[bool | None]
+    node_hold_at: Mapped[dt.datetime | None]
     first_queued_at: Mapped[dt.datetime | None]  # node's queued_utc of the first message: for latency
     received_at: Mapped[dt.datetime]
     node_registered: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -129,6 +129,8 @@ class Ingest:
             self._storage(node, payload, topic)
         elif len(rest) == 3 and rest[1:] == ["detect", "state"]:
             return  # the node's answer to a command: nothing to keep
+        elif len(rest) == 4 and rest[0] == "events" and rest[2:] == ["hold", "state"]:
+            self._hold_state(node, rest[1], payload, topic)
         elif rest == ["events"]:
             self._event(node, payload, topic)
         elif len(rest) == 3 and rest[0] == "events" and rest[2] in FILE_TOPICS:
@@ -351,6 +353,24 @@ class Ingest:
             s.add(ev)
             s.flush()  # a second instance making the same event fails here: IntegrityError, the caller retries
         return ev
+
+    def _hold_state(self, node: str, event_id: str, payload: bytes, topic: str) -> None:
+        """The node's retained answer to a hold command: whether it now keeps the event's evidence.
+
+        Only for an event this center has: a hold is only ever asked of those, and a flood of made-up ids must
+        not make rows."""
+        if not valid_id(event_id):
+            self.drops("bad topic", topic)
+            return
+        if payload not in (b"ON", b"OFF"):
+            self.drops("bad hold state", topic)
+            return
+        with self.sessions.begin() as s:
+            ev = s.scalar(select(Event).where(Event.node == node, Event.event_id == event_id))
+            if ev is None:
+                self.drops("hold state of an unknown event", topic)
+                return
+            ev.node_hold, ev.node_hold_at = payload == b"ON", utcnow()
 
     # -- files ---------------------------------------------------------------------------------------------
     def _snapshot(self, node: str, event_id: str, payload: bytes, topic: str) -> None:

@@ -33,6 +33,7 @@ FILTERS = (
     "+/events/+/clip",
     "+/events/+/original",
     "+/events/+/manifest",
+    "+/events/+/hold/state",
 )
 RETRY_FIRST_S = 0.5  # a failed commit (database busy or away) is tried again after this, doubling
 RETRY_CAP_S = 10.0  # ... up to this: the message stays unacknowledged meanwhile

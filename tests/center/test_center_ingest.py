@@ -153,6 +153,8 @@ def test_an_event_from_an_unregistered_node_is_stored_and_says_so(parts):
         ("edge/garden3-east/stats", b'{"node": "garden5"}', "bad stats"),
         ("edge/garden3-east/available", b"maybe", "bad available"),
         ("edge/garden3-east/whatever/else/here", b"x", "unknown topic"),
+        ("edge/garden3-east/events/ev-ok/hold/state", b"MAYBE", "bad hold state"),
+        ("edge/garden3-east/events/ev-unknown/hold/state", b"ON", "hold state of an unknown event"),
         ("other/garden3-east/events", b"{}", "bad topic"),
     ],
 )
@@ -183,6 +185,24 @@ def test_hostile_input_is_refused_counted_and_writes_nothing(parts, topic, paylo
     send(parts, good)  # positive control: the same center takes a good message
     with parts.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+def test_a_node_s_answer_to_a_hold_is_kept_on_its_event_and_the_latest_one_stands(parts):
+    send(parts, alert(event_id="ev-held"))
+    topic = "edge/garden3-east/events/ev-held/hold/state"
+
+    def said():
+        with parts.sessions() as s:
+            ev = s.scalar(select(Event).where(Event.event_id == "ev-held"))
+            return ev.node_hold, ev.node_hold_at is not None
+
+    assert said() == (None, False)  # control: not answered yet
+    parts.ingest.handle(topic, b"ON")
+    assert said() == (True, True)
+    parts.ingest.handle(topic, b"OFF")
+    assert said() == (False, True)
+    parts.ingest.handle("edge/garden5/events/ev-held/hold/state", b"ON")  # another node: not this event's
+    assert said() == (False, True) and parts.drops.snapshot() == {"hold state of an unknown event": 1}
 
 
 def test_a_flood_of_tiny_unfinished_files_is_bounded_by_their_number(parts):

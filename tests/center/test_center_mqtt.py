@@ -65,6 +65,42 @@ def test_an_alert_reaches_the_api_and_the_verdict_goes_back_to_its_node(tmp_path
         assert center.stop() == 0, center.output()[-2000:]
 
 
+def test_a_thrown_object_s_hold_reaches_its_node_and_the_node_s_answer_shows_on_the_case(tmp_path, broker):
+    port = free_port()
+    config = write_center(tmp_path, None, broker, api={"host": "127.0.0.1", "port": port})
+    token = run_cli("user", "add", "disp", "--role", "dispatcher", "--config", str(config)).stdout.strip()
+    center = CenterProcess(config).start()
+    node = node_client(broker, "garden3-east")
+    asked: list[tuple[str, bytes]] = []
+    node.on_message = lambda c, u, m: asked.append((m.topic, m.payload))
+    node.subscribe("edge/garden3-east/events/+/hold", qos=1)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+
+    def told() -> list[bool | None]:
+        (case,) = api.get("/api/cases").json()
+        return [e["node_hold"] for e in api.get(f"/api/cases/{case['id']}").json()["events"]]
+
+    try:
+        assert wait_for(lambda: _api_up(api), 20)
+        node.publish("edge/garden3-east/events", json.dumps(alert(event_id="ev-held")), qos=1).wait_for_publish(5)
+        (case,) = wait_for(lambda: api.get("/api/cases").json(), 20) or [None]
+        assert case, center.output()[-2000:]
+        assert told() == [None]  # control: nothing asked, nothing answered
+        r = api.post(f"/api/cases/{case['id']}/check", json={"verdict": "thrown", "note": "a flower pot"})
+        assert r.status_code == 200, r.text
+        assert wait_for(lambda: asked, 20), center.output()[-2000:]
+        assert asked[0] == ("edge/garden3-east/events/ev-held/hold", b"ON")
+        # The node answers as edge/publish/mqtt.py does: retained, on .../hold/state.
+        node.publish("edge/garden3-east/events/ev-held/hold/state", b"ON", qos=1, retain=True).wait_for_publish(5)
+        assert wait_for(lambda: told() == [True], 20), center.output()[-2000:]
+        detail = api.get(f"/api/cases/{case['id']}").json()
+        assert detail["events"][0]["node_hold_at"] is not None
+    finally:
+        api.close()
+        node.loop_stop()
+        assert center.stop() == 0, center.output()[-2000:]
+
+
 def _api_up(api: httpx.Client) -> bool:
     try:
         return api.get("/api/me").status_code == 200

@@ -180,6 +180,9 @@ def test_exported_evidence_is_released_by_an_admin_only_even_when_it_was_held_be
     assert held.status_code == 200
     page = disp.get(f"/alerts/{case}").text
     assert 'name="hold" value="off"' in page and 'id="release-admin"' not in page  # control: held by hand
+    assert 'data-node-hold="none"' in page  # asked, not answered yet
+    parts.ingest.handle("edge/garden3-east/events/ev-zip-held/hold/state", b"ON")
+    assert i18n.ZH["node_hold.on"] in disp.get(f"/alerts/{case}").text
     assert disp.get(f"/alerts/{case}/export.zip").status_code == 200  # held already: no new hold in history
     page = disp.get(f"/alerts/{case}").text
     assert 'name="hold" value="off"' not in page
@@ -241,7 +244,7 @@ def test_every_word_the_templates_ask_for_is_in_both_languages():
         "action.": Action, "camstate.": CAMERA_STATES, "job.": JobState,
         "channel.": ("webhook", "wecom", "email", "feedback", "hold", "release"),
         "file.": ("snapshot", "clip", "original", "manifest", "photo"), "audit.": _audit_actions(),
-        "hold_why.": HOLD_WHYS, "release_admin.": ADMIN_RELEASE_WHYS,
+        "hold_why.": HOLD_WHYS, "release_admin.": ADMIN_RELEASE_WHYS, "node_hold.": ("on", "off", "none"),
     }  # fmt: skip
     for prefix in [k for k in keys if k.endswith(".")]:
         keys.remove(prefix)
