@@ -18,6 +18,8 @@ RESOLUTIONS = [((1280, 720), 0.3), ((1920, 1080), 0.5), ((2560, 1440), 0.2)]
 FRAME_RATES = [12.0, 15.0, 20.0, 25.0, 30.0]  # what NVR channels are set to in practice
 BITRATE_KBPS = (500.0, 8000.0)  # a starved sub-stream to a generous main stream
 GOP_S = (1.0, 10.0)  # keyframe interval; long GOPs make the image pulse at each keyframe
+RELEASE_UP_M = (0.9, 2.1)  # where a throw leaves the hand, above its storey's floor: sill to raised arm
+RELEASE_OUT_M = (0.2, 1.3)  # and in front of the wall: a hand out of a window to one over a balcony rail
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -63,3 +65,9 @@ def randomise_look(scene: Scene, rng: np.random.Generator) -> None:
         throw.grey = int(rng.integers(15, 251))  # either sign against wall, window or sky, often faint
         throw.size_scale = float(rng.uniform(0.6, 1.8))
         throw.tumble = float(rng.uniform(0.0, 0.6))
+    # Drawn after the looks, so each throw's tone and size stay what they were before these were drawn.
+    for throw in scene.throws:
+        # From a hand over a window sill to a raised arm, and from a window to beyond a balcony rail: an
+        # object in front of the wall looks higher to a camera below it, the more the further out.
+        throw.release_up_m = float(rng.uniform(*RELEASE_UP_M))
+        throw.release_out_m = float(rng.uniform(*RELEASE_OUT_M))

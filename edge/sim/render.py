@@ -72,7 +72,7 @@ class _Falling(_Mover):
         self.tumble_hz = 1.5 + 2.0 * ((throw.column * 37 + round(throw.time_s * 100)) % 100) / 100
         base = (throw.floor - 1) * scene.floor_height_m
         x = (throw.column + 0.5) * WINDOW_PITCH_M
-        p = np.array([x, base + 1.3, 0.25])
+        p = np.array([x, base + throw.release_up_m, throw.release_out_m])
         v = np.array(throw.velocity, dtype=float)
         k = G / vt**2
         self.dt = dt / 8

@@ -36,6 +36,8 @@ class Throw:
     grey: int | None = None  # the object's grey level; None: its kind's usual tone
     size_scale: float = 1.0  # times its kind's usual size
     tumble: float = 0.0  # share of its area that comes and goes as it tumbles
+    release_up_m: float = 1.3  # where it leaves the hand: above its storey's floor ...
+    release_out_m: float = 0.25  # ... and in front of the wall
 
 
 @dataclass
