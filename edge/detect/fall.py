@@ -454,8 +454,12 @@ class FallDecision:
         along = float(np.polyval(along_fit, -back_t))
         if self.facade is None:
             return Origin(along, -height, None, None, None), height
-        px = self.facade.to_image(np.array([[along, height]]))[0]
-        return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height), height
+        px = self.facade.to_image(np.array([[along, height]]))[0]  # where it is seen: the wall point it hides
+        wall_along, wall_up = along, height
+        if self.facade.camera is not None and self.cfg.release_out_m > 0:
+            wall_along, wall_up = self.facade.camera.in_front(along, height, self.cfg.release_out_m)
+        floor = self.facade.floor_at(wall_up)
+        return Origin(float(px[0]), float(px[1]), floor, wall_along, wall_up), height
 
 
 def _stray_head(points: list[tuple[int, float, float]], tol_px: float, min_points: int) -> int:
