@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 _ASPECT_TOLERANCE = 0.01  # a calibration scales to a frame of the same shape; beyond 1% it is another view
 _HFOV_DEG = (10.0, 140.0)  # fields of view a pose may have: beyond, the calibration is too flat to tell
-_DISTANCE_M = (2.0, 500.0)  # how far from the facade a pose may put the camera
+_DISTANCE_M = (5.0, 500.0)  # how far from the facade a pose may put the camera (closer sees too little)
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,9 @@ def camera_pose(facade_to_image: np.ndarray, frame_size: tuple[int, int]) -> Cam
     r1, r2, t = k_inv @ a, k_inv @ b, k_inv @ c
     scale = 2.0 / (np.linalg.norm(r1) + np.linalg.norm(r2))
     r1, r2, t = r1 * scale, r2 * scale, t * scale
-    if t[2] < 0:  # the facade lies in front of the camera
-        r1, r2, t = -r1, -r2, -t
     rotation = np.column_stack([r1, r2, np.cross(r1, r2)])
     along, up, out = -rotation.T @ t
-    distance = abs(float(out))
+    distance = abs(float(out))  # the homography's overall sign is unknown: it flips `out` alone
     if not _DISTANCE_M[0] <= distance <= _DISTANCE_M[1]:
         return None
     return CameraPose(float(along), float(up), distance)

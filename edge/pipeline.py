@@ -389,12 +389,9 @@ class CameraPipeline:
         if facade is None:
             return
         pose = facade.camera
-        if pose is None:
-            log.info(
-                "camera %s: the calibration has no perspective to place the camera by; origins are taken "
-                "on the wall",
-                self.camera,
-            )
+        if pose is None or self.cfg.fall.release_out_m == 0:
+            why = "release_out_m is 0" if pose is not None else "the calibration has no perspective to place it by"
+            log.info("camera %s: origins are taken on the wall (%s)", self.camera, why)
             return
         log.info(
             "camera %s: the calibration places the camera %.1f m from the facade, %.1f m up, %.1f m along it; "
