@@ -251,6 +251,7 @@ class Audit(Base):
     """Who viewed, exported or changed what, and when (logins too, failed ones included)."""
 
     __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_action_target", "action", "target"),)  # was this case exported?
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(index=True)
     actor: Mapped[str] = mapped_column(String(80))

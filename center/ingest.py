@@ -370,7 +370,9 @@ class Ingest:
             if ev is None:
                 self.drops("hold state of an unknown event", topic)
                 return
-            ev.node_hold, ev.node_hold_at = payload == b"ON", utcnow()
+            held = payload == b"ON"
+            if ev.node_hold != held:  # the retained answer comes again on every reconnect: not a new answer
+                ev.node_hold, ev.node_hold_at = held, utcnow()
 
     # -- files ---------------------------------------------------------------------------------------------
     def _snapshot(self, node: str, event_id: str, payload: bytes, topic: str) -> None:

@@ -330,7 +330,8 @@ class Loop:
         if not on and not note:
             raise Refused("say why the evidence may be deleted again (note)", 422, "release_note")
         if not on and not admin and (why := release_needs_admin(s, case)):
-            raise Refused(f"the evidence of a case {why} is released by an admin", 403, "release_admin")
+            what = {"thrown": "a thrown object", "exported": "a case exported"}[why]
+            raise Refused(f"the evidence of {what} is released by an admin", 403, "release_admin")
         if not self.set_hold(s, case, on, actor, note):
             if on:
                 raise Refused("the evidence is held already", 409, "held")

@@ -271,7 +271,12 @@ def floor_errors(scores: list[SceneScore]) -> str:
         return "no floors reported"
     counts = {k: sum(1 for e in errs if e == k) for k in range(min(errs), max(errs) + 1)}
     mean = float(np.mean(errs))
-    return ", ".join(f"{k:+d}: {v}" for k, v in counts.items()) + f" (mean {mean:+.2f} floors, {len(errs)} throws)"
+    text = ", ".join(f"{k:+d}: {v}" for k, v in counts.items()) + f" (mean {mean:+.2f} floors, {len(errs)} throws)"
+    heights = [e for s in scores for e in s.height_errors]
+    if heights:
+        q1, median, q3 = np.percentile(heights, [25, 50, 75])
+        text += f"; origin height error median {median:+.2f} m (middle half {q1:+.2f} to {q3:+.2f} m)"
+    return text
 
 
 INTRO = (

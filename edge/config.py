@@ -688,6 +688,14 @@ class FallConfig(Strict):
     max_backtrack_s: float = Field(
         0.8, ge=0.0, le=5.0, description="How far back in time the origin may be extrapolated from the track."
     )
+    release_out_m: float = Field(
+        0.5,
+        ge=0.0,
+        le=5.0,
+        description="How far in front of the calibrated wall a throw leaves the hand (an arm out of a window): "
+        "seen from below it hides a higher wall point, so the origin is brought down along the camera's ray. "
+        "Needs a calibration with perspective (the camera's pose); 0 turns it off.",
+    )
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 
 

@@ -17,6 +17,58 @@ if TYPE_CHECKING:
     from edge.config import CameraConfig
 
 _ASPECT_TOLERANCE = 0.01  # a calibration scales to a frame of the same shape; beyond 1% it is another view
+_HFOV_DEG = (10.0, 140.0)  # fields of view a pose may have: beyond, the calibration is too flat to tell
+_DISTANCE_M = (5.0, 500.0)  # how far from the facade a pose may put the camera (closer sees too little)
+
+
+@dataclass(frozen=True)
+class CameraPose:
+    """Where the camera stands, in facade metres: along the wall, up, and out from it (`distance_m` > 0)."""
+
+    along_m: float
+    up_m: float
+    distance_m: float
+
+    def in_front(self, along_m: float, up_m: float, out_m: float) -> tuple[float, float]:
+        """The point `out_m` in front of the wall that covers facade point (along_m, up_m) from the camera.
+
+        Seen from below, an object in front of the wall hides a wall point higher (and further aside) than
+        itself: it lies on the ray from the camera to that point, `out_m` short of the wall.
+        """
+        k = 1.0 - out_m / self.distance_m
+        return self.along_m + (along_m - self.along_m) * k, self.up_m + (up_m - self.up_m) * k
+
+
+def camera_pose(facade_to_image: np.ndarray, frame_size: tuple[int, int]) -> CameraPose | None:
+    """The camera's pose from a facade homography, for square pixels and the principal point at the centre.
+
+    The homography is K [r1 r2 t] up to scale (Zhang 2000): r1 and r2 orthogonal and of one length give the
+    focal length, then the rest. None when the calibration has too little perspective to tell (a facade
+    seen straight on, an affine map) or the pose is implausible.
+    """
+    w, h = frame_size
+    centre = np.array([[1.0, 0.0, -(w - 1) / 2], [0.0, 1.0, -(h - 1) / 2], [0.0, 0.0, 1.0]])
+    a, b, c = (centre @ facade_to_image).T
+    # Both constraints are linear in 1/f^2: solved together in least squares.
+    lhs = np.array([a[0] * b[0] + a[1] * b[1], a[0] ** 2 + a[1] ** 2 - b[0] ** 2 - b[1] ** 2])
+    rhs = -np.array([a[2] * b[2], a[2] ** 2 - b[2] ** 2])
+    inv_f2 = float(lhs @ rhs) / max(float(lhs @ lhs), 1e-300)
+    if not inv_f2 > 0.0:
+        return None
+    f = inv_f2**-0.5
+    hfov = math.degrees(2 * math.atan(w / (2 * f)))
+    if not _HFOV_DEG[0] <= hfov <= _HFOV_DEG[1]:
+        return None
+    k_inv = np.diag([1.0 / f, 1.0 / f, 1.0])
+    r1, r2, t = k_inv @ a, k_inv @ b, k_inv @ c
+    scale = 2.0 / (np.linalg.norm(r1) + np.linalg.norm(r2))
+    r1, r2, t = r1 * scale, r2 * scale, t * scale
+    rotation = np.column_stack([r1, r2, np.cross(r1, r2)])
+    along, up, out = -rotation.T @ t
+    distance = abs(float(out))  # the homography's overall sign is unknown: it flips `out` alone
+    if not _DISTANCE_M[0] <= distance <= _DISTANCE_M[1]:
+        return None
+    return CameraPose(float(along), float(up), distance)
 
 
 @dataclass(frozen=True)
@@ -30,6 +82,7 @@ class FacadeMap:
     top_m: float | None = None  # roof height, when the top floor is known
     extent_m: tuple[float, float] | None = None
     margin_m: float = 2.0
+    camera: CameraPose | None = None  # where the camera stands, when the calibration tells (camera_pose)
 
     @classmethod
     def from_points(cls, image_pts, facade_pts, floor_height_m: float, ground_floor: int) -> FacadeMap:
@@ -47,9 +100,7 @@ class FacadeMap:
         """The same map for an image resized by `scale` (work resolution)."""
         s = np.diag([1.0 / scale, 1.0 / scale, 1.0])
         h = self.image_to_facade @ s
-        return FacadeMap(
-            h, np.linalg.inv(h), self.floor_height_m, self.ground_floor, self.top_m, self.extent_m, self.margin_m
-        )
+        return replace(self, image_to_facade=h, facade_to_image=np.linalg.inv(h))
 
     def to_facade(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) pixels -> (N, 2) facade metres [along, up]."""
@@ -135,7 +186,8 @@ class CameraGeometry:
             f.ground_floor,
         )
         top = (f.top_floor - f.ground_floor + 1) * f.floor_height_m if f.top_floor is not None else None
-        facade = replace(base, top_m=top, extent_m=f.extent_m, margin_m=f.outside_margin_m)
+        pose = camera_pose(base.facade_to_image, frame_size)
+        facade = replace(base, top_m=top, extent_m=f.extent_m, margin_m=f.outside_margin_m, camera=pose)
         return cls(frame_size, facade, shield, privacy)
 
 

@@ -379,8 +379,29 @@ class CameraPipeline:
         self.geometry = CameraGeometry.build(self.cfg, size, measured_at=self._first_size)
         if self.geometry.problem:
             log.warning("camera %s: %s", self.camera, self.geometry.problem)
+        self._log_pose()
         if self.on_geometry:
             self.on_geometry(self.geometry)
+
+    def _log_pose(self) -> None:
+        """Say where the calibration puts the camera: an installer can check it, and origins depend on it."""
+        facade = self.geometry.facade if self.geometry else None
+        if facade is None:
+            return
+        pose = facade.camera
+        if pose is None or self.cfg.fall.release_out_m == 0:
+            why = "release_out_m is 0" if pose is not None else "the calibration has no perspective to place it by"
+            log.info("camera %s: origins are taken on the wall (%s)", self.camera, why)
+            return
+        log.info(
+            "camera %s: the calibration places the camera %.1f m from the facade, %.1f m up, %.1f m along it; "
+            "origins are brought %.1f m out from the wall along its view",
+            self.camera,
+            pose.distance_m,
+            pose.up_m,
+            pose.along_m,
+            self.cfg.fall.release_out_m,
+        )
 
     def _stop_detecting(self) -> None:
         if self.detector is not None:

@@ -7,13 +7,21 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.config import FallConfig
+from edge.detect.fall import FallDecision
+from edge.detect.types import AlertLevel, FallEvent
+from edge.geometry import FacadeMap, camera_pose
+from edge.publish.evidence import storey_lines
 from edge.publish.manifest import MANIFEST, canonical, key_id, public_b64, sha256_file, write_manifest
+from edge.sim.camera import PinholeCamera
 
 from conftest import read_events, run_edge
 
@@ -245,3 +253,27 @@ def test_the_manifest_records_who_and_what(evidence):
     assert body["node"] == "sim" and body["camera"] == "sim" and body["software"].startswith("edge ")
     assert len(body["config_sha256"]) == 64 and body["first_seen_t"] >= body["clip_from_t"]
     assert set(body["files"]) >= {"original.ts", "annotated.mp4", "still.jpg", "event.json"}
+
+
+def _thrown_in_front_of_the_wall():
+    """A facade seen by a camera below it, and the event of a throw released half a metre out at 62.6 m."""
+    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
+    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
+    facade = FacadeMap.from_points(cam.project(np.column_stack([wall, np.zeros(4)]))[0], wall, 3.0, 1)
+    facade = replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))
+    t = np.arange(0, 1.2, 1 / 25)
+    px, _ = cam.project(np.column_stack([20 + 0.3 * t, 62.6 - 4.905 * t * t, np.full(len(t), 0.5)]))
+    track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px)]
+    verdict = FallDecision(FallConfig(), 25.0, 1080, facade).judge(track)
+    level, origin = AlertLevel.CONFIRMED, verdict.origin
+    event = FallEvent("e", "c", level, 0.9, 0, 20, 29, track, origin, None, None, None, 25.0)
+    return facade, event
+
+
+def test_the_storey_lines_on_the_still_frame_the_origin_in_the_floor_it_is_labelled_with():
+    facade, event = _thrown_in_front_of_the_wall()
+    assert event.origin.floor == 21
+    lines = {k: (a[1] + b[1]) / 2 for k, a, b in storey_lines(facade, event)}
+    assert lines[1] < event.origin.y < lines[0]  # image y grows downward: its storey's top line, then floor
+    on_the_wall = {k: (a[1] + b[1]) / 2 for k, a, b in storey_lines(replace(facade, camera=None), event)}
+    assert event.origin.y < on_the_wall[1]  # control: lines on the wall put the box in the storey above

@@ -27,7 +27,8 @@ from edge.detect.fall import (
     streaks_match_its_motion,
 )
 from edge.detect.types import Origin
-from edge.geometry import FacadeMap
+from edge.geometry import FacadeMap, camera_pose
+from edge.sim.camera import PinholeCamera
 
 FPS = 25.0
 # A facade 40 m wide and 80 m tall seen straight on at 10 px per metre (image y grows downward).
@@ -411,3 +412,18 @@ def test_a_track_that_could_not_alert_gets_no_level_and_a_fall_could():
             could.append(decision.could_alert(pts, evidence))
     assert decision.could_alert(_track(*_free_fall(1.3)))
     assert 0 < sum(could) < len(could)
+
+
+def test_an_object_released_in_front_of_the_wall_is_given_its_own_floor_not_the_wall_point_it_hides():
+    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
+    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
+    img, _ = cam.project(np.column_stack([wall, np.zeros(4)]))
+    facade = FacadeMap.from_points(img, wall, 3.0, 1)
+    facade = replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))
+    x, y = _free_fall(1.2, h0=62.6)  # 2.6 m above the 21st storey's floor, half a metre out from the wall
+    px, _ = cam.project(np.column_stack([x, y, np.full(len(x), 0.5)]))
+    track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px)]
+    judged = FallDecision(FallConfig(), FPS, 1080, facade).judge(track)
+    assert judged.origin.floor == 21 and abs(judged.origin.height_m - 62.6) < 0.3
+    seen_on_the_wall = FallDecision(FallConfig(release_out_m=0.0), FPS, 1080, facade).judge(track)
+    assert seen_on_the_wall.origin.floor == 22  # control: uncorrected, it hides the 22nd storey's wall

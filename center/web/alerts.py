@@ -171,8 +171,8 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
             Trust=Trust,
             asked=bool(asked),
-            held=ctx.loop.held(s, case),
-            admin_releases=release_needs_admin(s, case),
+            held=(held := ctx.loop.held(s, case)),
+            admin_releases=release_needs_admin(s, case) if held else None,
             HOLD_WHYS=HOLD_WHYS,
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")

@@ -59,15 +59,45 @@ def draw_event(img: np.ndarray, event: FallEvent, upto: int | None, caption: str
     _text(img, caption, (round(12 * scale), round(36 * scale)), 0.9 * scale)
 
 
+def storey_lines(facade: FacadeMap, event: FallEvent) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The storey boundaries around the origin as pixel segments, each with its offset from the origin floor.
+
+    Drawn as they look at the origin's distance in front of the wall (edge.geometry.CameraPose.in_front),
+    so the origin's box sits between the lines of the floor it is labelled with, as the object did.
+    """
+    o = event.origin
+    if o.facade_x_m is None or o.floor is None or o.height_m is None:
+        return []
+    out = _out_of_wall(facade, event)
+    lines = []
+    for k in range(-2, 4):
+        h = (o.floor - facade.ground_floor + k) * facade.floor_height_m
+        ends = [(o.facade_x_m - 3.0, h), (o.facade_x_m + 3.0, h)]
+        if out is not None:
+            ends = [out(along, up) for along, up in ends]
+        a, b = facade.to_image(np.array(ends))
+        lines.append((k, a, b))
+    return lines
+
+
+def _out_of_wall(facade: FacadeMap, event: FallEvent):
+    """Where a point at the origin's distance in front of the wall is seen on it; None when on the wall."""
+    pose, o = facade.camera, event.origin
+    if pose is None:
+        return None
+    seen_up = float(facade.to_facade(np.array([[o.x, o.y]]))[0][1])
+    if abs(seen_up - pose.up_m) < 1e-6:
+        return None
+    k = (o.height_m - pose.up_m) / (seen_up - pose.up_m)  # in_front's factor, as the origin was brought out
+    if not 0.1 < k < 1.0:
+        return None
+    return lambda along, up: (pose.along_m + (along - pose.along_m) / k, pose.up_m + (up - pose.up_m) / k)
+
+
 def draw_floor_lines(img: np.ndarray, facade: FacadeMap, event: FallEvent) -> None:
     """Mark the storey boundaries around the origin, so a viewer can count floors."""
-    if event.origin.facade_x_m is None or event.origin.floor is None:
-        return
-    x = event.origin.facade_x_m
     scale = img.shape[0] / 1080
-    for k in range(-2, 4):
-        h = (event.origin.floor - facade.ground_floor + k) * facade.floor_height_m
-        a, b = facade.to_image(np.array([[x - 3.0, h], [x + 3.0, h]]))
+    for k, a, b in storey_lines(facade, event):
         cv2.line(img, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), _WHITE, 1, cv2.LINE_AA)
         if 0 <= k < 3:
             _text(img, str(event.origin.floor + k), tuple(np.round(b).astype(int) + (6, 0)), 0.5 * scale)

@@ -27,6 +27,7 @@ class SceneScore:
     missed: list[str] = field(default_factory=list)
     wrong_floor: list[str] = field(default_factory=list)
     floor_errors: list[int] = field(default_factory=list)  # reported minus true floor, per found throw
+    height_errors: list[float] = field(default_factory=list)  # reported minus true origin height, metres
     throws: list[ThrowOutcome] = field(default_factory=list)  # every throw in view, must-detect or not
 
 
@@ -85,6 +86,8 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
         s.floor_near += got is not None and abs(got - want) <= 1
         if got is not None:
             s.floor_errors.append(got - want)
+        if first["origin"].get("height_m") is not None and "height_m" in throw["origin"]:
+            s.height_errors.append(first["origin"]["height_m"] - throw["origin"]["height_m"])
         if got != want:
             s.wrong_floor.append(f"{label}: reported {got}")
     for r in records:

@@ -201,6 +201,11 @@ def test_a_node_s_answer_to_a_hold_is_kept_on_its_event_and_the_latest_one_stand
     assert said() == (True, True)
     parts.ingest.handle(topic, b"OFF")
     assert said() == (False, True)
+    with parts.sessions() as s:
+        answered = s.scalar(select(Event.node_hold_at).where(Event.event_id == "ev-held"))
+    parts.ingest.handle(topic, b"OFF")  # the retained answer, again after a reconnect
+    with parts.sessions() as s:
+        assert s.scalar(select(Event.node_hold_at).where(Event.event_id == "ev-held")) == answered
     parts.ingest.handle("edge/garden5/events/ev-held/hold/state", b"ON")  # another node: not this event's
     assert said() == (False, True) and parts.drops.snapshot() == {"hold state of an unknown event": 1}
 
