@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from edge.geometry import FacadeMap, camera_pose
+from edge.config import CameraConfig, FacadeConfig, FacadePoint
+from edge.geometry import CameraGeometry, FacadeMap, camera_pose
 from edge.sim.camera import PinholeCamera
 
 IMG = [(233.7, 899.0), (1686.3, 899.0), (1500.1, 80.6), (419.9, 80.6)]
@@ -67,3 +68,14 @@ def test_an_object_in_front_of_the_wall_is_placed_lower_than_the_wall_point_it_h
     assert hidden[1] > 62.4  # seen from below, it covers the wall about a metre higher
     along, up = pose.in_front(*hidden, 0.5)
     assert abs(up - 61.5) < 0.05 and abs(along - 20.0) < 0.05
+
+
+def test_a_camera_s_geometry_carries_its_pose_at_any_frame_size_it_sends():
+    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
+    fac = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
+    img, _ = cam.project(np.column_stack([fac, np.zeros(4)]))
+    points = [FacadePoint(image=tuple(i), facade=tuple(f)) for i, f in zip(img, fac, strict=True)]
+    config = CameraConfig(source="rtsp://cam", facade=FacadeConfig(points=points, image_size=(1920, 1080)))
+    for size in [(1920, 1080), (1280, 720)]:  # a sub-stream: the same camera, the same place
+        pose = CameraGeometry.build(config, size).facade.camera
+        assert pose is not None and abs(pose.distance_m - 28.0) < 0.2 and abs(pose.up_m - 1.5) < 0.1
