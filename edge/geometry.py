@@ -38,6 +38,20 @@ class CameraPose:
         k = 1.0 - out_m / self.distance_m
         return self.along_m + (along_m - self.along_m) * k, self.up_m + (up_m - self.up_m) * k
 
+    def on_wall(self, along_m: float, up_m: float, out_m: float) -> tuple[float, float]:
+        """The wall point hidden by the point `out_m` in front of the wall at (along_m, up_m): in_front undone."""
+        k = 1.0 - out_m / self.distance_m
+        return self.along_m + (along_m - self.along_m) / k, self.up_m + (up_m - self.up_m) / k
+
+    def out_from_wall(self, up_m: float, seen_up_m: float) -> float | None:
+        """How far in front of the wall a point at height `up_m` is when it hides wall height `seen_up_m`.
+
+        None at the camera's own height, where every distance out hides the same wall point.
+        """
+        if abs(seen_up_m - self.up_m) < 1e-6:
+            return None
+        return self.distance_m * (1.0 - (up_m - self.up_m) / (seen_up_m - self.up_m))
+
 
 def camera_pose(facade_to_image: np.ndarray, frame_size: tuple[int, int]) -> CameraPose | None:
     """The camera's pose from a facade homography, for square pixels and the principal point at the centre.

@@ -68,6 +68,8 @@ def test_an_object_in_front_of_the_wall_is_placed_lower_than_the_wall_point_it_h
     assert hidden[1] > 62.4  # seen from below, it covers the wall about a metre higher
     along, up = pose.in_front(*hidden, 0.5)
     assert abs(up - 61.5) < 0.05 and abs(along - 20.0) < 0.05
+    assert np.allclose(pose.on_wall(along, up, 0.5), hidden)  # the way back, as the evidence still draws it
+    assert abs(pose.out_from_wall(up, hidden[1]) - 0.5) < 1e-9
 
 
 def test_a_camera_s_geometry_carries_its_pose_at_any_frame_size_it_sends():

@@ -59,6 +59,11 @@ def draw_event(img: np.ndarray, event: FallEvent, upto: int | None, caption: str
     _text(img, caption, (round(12 * scale), round(36 * scale)), 0.9 * scale)
 
 
+# An origin read as further out than this share of the camera's distance is none the detector placed: its
+# storey lines are drawn on the wall.
+_MAX_DRAWN_OUT_SHARE = 0.9
+
+
 def storey_lines(facade: FacadeMap, event: FallEvent) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """The storey boundaries around the origin as pixel segments, each with its offset from the origin floor.
 
@@ -74,24 +79,20 @@ def storey_lines(facade: FacadeMap, event: FallEvent) -> list[tuple[int, np.ndar
         h = (o.floor - facade.ground_floor + k) * facade.floor_height_m
         ends = [(o.facade_x_m - 3.0, h), (o.facade_x_m + 3.0, h)]
         if out is not None:
-            ends = [out(along, up) for along, up in ends]
+            ends = [facade.camera.on_wall(along, up, out) for along, up in ends]
         a, b = facade.to_image(np.array(ends))
         lines.append((k, a, b))
     return lines
 
 
-def _out_of_wall(facade: FacadeMap, event: FallEvent):
-    """Where a point at the origin's distance in front of the wall is seen on it; None when on the wall."""
+def _out_of_wall(facade: FacadeMap, event: FallEvent) -> float | None:
+    """How far in front of the wall the origin was placed (CameraPose.in_front); None when on the wall."""
     pose, o = facade.camera, event.origin
     if pose is None:
         return None
-    seen_up = float(facade.to_facade(np.array([[o.x, o.y]]))[0][1])
-    if abs(seen_up - pose.up_m) < 1e-6:
-        return None
-    k = (o.height_m - pose.up_m) / (seen_up - pose.up_m)  # in_front's factor, as the origin was brought out
-    if not 0.1 < k < 1.0:
-        return None
-    return lambda along, up: (pose.along_m + (along - pose.along_m) / k, pose.up_m + (up - pose.up_m) / k)
+    seen_up = float(facade.to_facade(np.array([[o.x, o.y]]))[0][1])  # the wall point its pixel shows
+    out = pose.out_from_wall(o.height_m, seen_up)
+    return out if out is not None and 0.0 < out < _MAX_DRAWN_OUT_SHARE * pose.distance_m else None
 
 
 def draw_floor_lines(img: np.ndarray, facade: FacadeMap, event: FallEvent) -> None:
