@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _ASPECT_TOLERANCE = 0.01  # a calibration scales to a frame of the same shape; beyond 1% it is another view
 _HFOV_DEG = (10.0, 140.0)  # fields of view a pose may have: beyond, the calibration is too flat to tell
 _DISTANCE_M = (5.0, 500.0)  # how far from the facade a pose may put the camera (closer sees too little)
+_MAX_OUT_SHARE = 0.5  # points are brought out from the wall by less than this share of the camera's distance
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,17 @@ class FacadeMap:
             lo, hi = self.extent_m
             return not lo - self.margin_m <= along_m <= hi + self.margin_m
         return False
+
+    def wall_behind(self, along_m: float, up_m: float, out_m: float) -> tuple[float, float]:
+        """The wall point level with a point `out_m` in front of the wall that hides facade point (along_m, up_m).
+
+        As seen, unchanged, when the calibration tells no camera pose or `out_m` is 0. Only well short of the
+        camera: a ray's length ahead of it, the correction would grow without bound.
+        """
+        pose = self.camera
+        if pose is None or not 0 < out_m < _MAX_OUT_SHARE * pose.distance_m:
+            return along_m, up_m
+        return pose.in_front(along_m, up_m, out_m)
 
     def floor_at(self, height_m: float) -> int:
         """Number of the floor whose storey contains `height_m` above ground."""

@@ -474,6 +474,35 @@ def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are
     assert [(len(d.points), d.fall, d.floor) for d in drawn] == [(4, True, 7), (8, False, None)]
 
 
+def test_a_replayed_track_that_is_no_fall_is_labelled_with_the_floor_a_fall_from_its_top_would_be_given():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from edge.calibrate.tracks import _drawn
+    from edge.config import FallConfig
+    from edge.geometry import FacadeMap, camera_pose
+    from edge.sim.camera import PinholeCamera
+
+    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
+    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
+    img, _ = cam.project(np.column_stack([wall, np.zeros(4)]))
+    facade = FacadeMap.from_points(img, wall, 3.0, 1)
+    facade = replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))
+    # Half a metre out from the wall, 62.6 m up (the 21st storey) and falling: it hides the 22nd storey's wall.
+    heights = 62.6 - 4.9 * (np.arange(25) / 25.0) ** 2  # a second of its fall
+    px, _ = cam.project(np.column_stack([np.full(25, 18.0), heights, np.full(25, 0.5)]))
+    track = SimpleNamespace(id=1, points=[(k, float(u), float(v)) for k, (u, v) in enumerate(px)])
+
+    def floor(release_out_m: float) -> int:
+        decision = SimpleNamespace(facade=facade, cfg=FallConfig(release_out_m=release_out_m))
+        detector = SimpleNamespace(scale=1.0, frame_size=(1920, 1080), decision=decision)
+        (drawn,) = _drawn(detector, [track], {})
+        return drawn.floor
+
+    assert floor(0.5) == 21
+    assert floor(0.0) == 22  # control: taken as a point on the wall, it is the storey it hides
+
+
 def test_two_floor_lines_marked_give_the_storeys_of_a_facade_whose_windows_are_too_faint_to_repeat():
     from edge.calibrate.bench import floor_line_marks, make_still
 

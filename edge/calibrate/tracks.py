@@ -171,7 +171,10 @@ def _drawn(detector: Detector, tracks: list[Track], falls: dict[int, int | None]
         floor = falls.get(t.id)
         if floor is None and fm is not None:
             top = pts[int(np.argmin(pts[:, 1]))] / s  # work pixels, where the facade map of the detector is
-            floor = fm.floor_at(float(fm.to_facade(top[None])[0, 1]))
+            along, up = fm.to_facade(top[None])[0]
+            # The floor a decided fall would name: the object is in front of the wall, not on it.
+            out_m = detector.decision.cfg.release_out_m
+            floor = fm.floor_at(fm.wall_behind(float(along), float(up), out_m)[1])
         out.append(DrawnTrack([[round(x, 1), round(y, 1)] for x, y in pts], floor, t.id in falls))
     out.sort(key=lambda d: (not d.fall, -len(d.points)))
     return out[:MAX_TRACKS]

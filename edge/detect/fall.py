@@ -39,7 +39,6 @@ _FULL_DROP = 2.0  # falling this many times the minimum fall scores full marks f
 _STRAY_HEAD_MAX = 2  # at most this many first detections may be dropped as another blob's...
 _STRAY_GAP_FRAMES = 2  # ...when the track then went undetected for more frames than this
 _STRAY_HEAD_TOLS = 6.0  # ...when they lie this many fit tolerances off the curve of the detections after them
-_MAX_OUT_SHARE = 0.5  # origins are brought out from the wall by less than this share of the camera's distance
 _MAX_CHANCE_SHARE = 0.9  # clutter explains at most this share of a track's frames: some are the object's
 _UNCALIBRATED_STRONG_ACCEL = 0.5  # without a scale, confirmed needs an accel score of this: it clearly speeds up
 # A fall first seen mid-view and fast is believed when it then accelerates at this x g: that fast it is heavy
@@ -456,11 +455,7 @@ class FallDecision:
         if self.facade is None:
             return Origin(along, -height, None, None, None), height
         px = self.facade.to_image(np.array([[along, height]]))[0]  # where it is seen: the wall point it hides
-        wall_along, wall_up = along, height
-        # Only well short of the camera: a ray's length ahead of it, the correction would grow without bound.
-        pose = self.facade.camera
-        if pose is not None and 0 < self.cfg.release_out_m < _MAX_OUT_SHARE * pose.distance_m:
-            wall_along, wall_up = pose.in_front(along, height, self.cfg.release_out_m)
+        wall_along, wall_up = self.facade.wall_behind(along, height, self.cfg.release_out_m)
         floor = self.facade.floor_at(wall_up)
         return Origin(float(px[0]), float(px[1]), floor, wall_along, wall_up), height
 
