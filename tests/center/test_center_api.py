@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from center.api import Context, create_app
 from center.auth import add_user
-from center.db import Audit, make_sessions
+from center.db import Audit, Case, make_sessions, write_audit
 from center.models import Role
 
 JPEG = b"\xff\xd8\xff\xe0" + b"photo" * 100
@@ -149,6 +149,22 @@ def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
     assert as_("admin").post(url, json=why).status_code == 200  # control: an admin may
     detail = as_("admin").get(f"/api/cases/{case['id']}").json()
     assert detail["held"] is False and detail["history"][-1]["actor"] == "admin"
+
+
+def test_only_an_admin_releases_the_evidence_of_a_case_exported_for_the_police(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-exported"))
+    (case,) = as_("disp").get("/api/cases").json()
+    url, why = f"/api/cases/{case['id']}/hold", {"hold": False, "note": "no longer needed"}
+    assert as_("disp").post(url, json={"hold": True, "note": "a neighbour complained"}).status_code == 200
+    assert as_("disp").post(url, json=why).status_code == 200  # control: held by hand, a dispatcher releases
+    with p.sessions.begin() as s:  # the archive downloaded on the case's page: its audit line and its hold
+        write_audit(s, "disp", "export", f"case:{case['id']}", {"bytes": 1})
+        p.loop.hold(s, s.get(Case, case["id"]), "disp", dt.datetime.now(dt.UTC), "exported")
+    refused = as_("disp").post(url, json=why)
+    assert refused.status_code == 403 and "exported" in refused.json()["detail"]
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
+    assert as_("admin").post(url, json=why).status_code == 200
 
 
 def test_a_dispatcher_reassigns_a_case_to_the_grid_leader_who_is_told(api):
