@@ -3,12 +3,14 @@ a clip through a real Mosquitto into a real `edge-center run`: the list updates 
 loop is walked by a dispatcher and a grid worker, and the node receives the verdict.
 
 One center and one node serve the whole module (the tests run in order and build on each other's case), to keep
-the browser tests to about a minute. Screenshots of the pages go to docs/screenshots/."""
+the browser tests to about a minute. Screenshots of the pages are taken into the run's temporary folder; with
+EDGE_SCREENSHOTS=docs/screenshots they renew the README's (a run of the suite leaves the repository as it was)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import urllib.request
 
@@ -35,7 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--autoplay-policy=no-user-gesture-required",
 ]
-SHOTS = REPO / "docs" / "screenshots"
+SHOTS_ENV = "EDGE_SCREENSHOTS"  # where screenshots go when asked for (relative to the repository)
 NODE, CAMERA = "garden3-east", "east"  # building b3's east facade in the test roster (grid g1: zhang)
 WAIT_S = 90  # a throw in the replayed clip, its clip and manifest reaching the center
 
@@ -50,6 +52,7 @@ class Site:
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = write_center(tmp / "center", None, self.broker, api={"host": "127.0.0.1", "port": self.port})
         self.storage = tmp / "node"
+        self.shots = REPO / os.environ[SHOTS_ENV] if os.environ.get(SHOTS_ENV) else tmp / "screenshots"
         load_or_create_key(self.storage / "keys")
         for args in (
             ("db", "upgrade"),
@@ -162,9 +165,9 @@ def person(browser, site, name: str, viewport=(1280, 860)):
     assert errors == []
 
 
-def shot(pg, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def shot(pg, site: Site, name: str) -> None:
+    site.shots.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
 
 
 def _first_case(pg) -> int:
@@ -182,7 +185,7 @@ def test_an_alert_from_a_node_appears_in_the_open_list_without_a_reload(browser,
         assert pg.locator("#badge").inner_text() != "0"
         row = pg.locator("#rows tr[data-case]").last
         assert "3号楼" in row.inner_text() and f"{NODE}/{CAMERA}" in row.inner_text()
-        shot(pg, "alerts")
+        shot(pg, site, "alerts")
 
 
 def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, site):
@@ -194,7 +197,7 @@ def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, 
         pg.wait_for_function("document.querySelector('video.clip').currentTime > 0", timeout=20000)
         assert pg.eval_on_selector("img.elevation", "i => i.complete && i.naturalWidth > 0")
         assert pg.eval_on_selector("img.still", "i => i.complete && i.naturalWidth > 0")
-        shot(pg, "alert")
+        shot(pg, site, "alert")
 
 
 def _reloaded_has(pg, selector: str) -> bool:
@@ -226,7 +229,7 @@ def test_a_dispatcher_dispatches_and_the_grid_worker_acknowledges_and_marks_a_fa
         photo_loaded = "i => i.complete && i.naturalWidth == 64"
         photo = f"() => {{ const i = document.querySelector('img.photo'); return !!i && ({photo_loaded})(i); }}"
         pg.wait_for_function(photo)  # the photo, kept (it may still be loading when the page is shown)
-        shot(pg, "alert-phone")
+        shot(pg, site, "alert-phone")
     feedback = site.storage / "feedback"
     assert wait_for(lambda: list(feedback.glob("*.jsonl")), 30), site.center.output()[-2000:]
     got = [json.loads(line) for f in feedback.glob("*.jsonl") for line in f.read_text().splitlines()]
@@ -302,7 +305,7 @@ def test_the_nodes_page_shows_the_camera_and_switches_its_detection_at_the_node(
                 f"tr[data-camera='{NODE}/{CAMERA}'] img.camstill", "i => i.naturalWidth > 0"
             )
             assert state.get("value") != "OFF"  # control: not off before the switch
-            shot(pg, "nodes")
+            shot(pg, site, "nodes")
             row.locator("form button").click()
             pg.wait_for_selector("#sent")
         assert wait_for(lambda: state.get("value") == "OFF", 20)  # the node switched and said so
@@ -315,7 +318,7 @@ def test_the_month_report_draws_its_charts_and_prints(browser, site):
         pg.goto("/report")
         assert pg.locator("#kpis b").first.inner_text() != "0"
         assert pg.locator("svg").count() >= 2  # a facade's heat map and the hours
-        shot(pg, "report")
+        shot(pg, site, "report")
         with pg.expect_download() as download:
             pg.click("#csv")
         rows = download.value.path().read_text(encoding="utf-8-sig").splitlines()
@@ -352,7 +355,7 @@ def test_the_pages_switch_to_english(browser, site):
         pg.click("#lang")
         pg.wait_for_selector("html[lang='en']", state="attached")
         assert pg.locator("#rows td[data-label='Building']").count() > 0  # the phone's card labels too
-        shot(pg, "alerts-phone-en")
+        shot(pg, site, "alerts-phone-en")
         pg.click("#lang")
         pg.wait_for_selector("html[lang='zh-CN']", state="attached")
         assert pg.locator("#rows td[data-label='楼栋']").count() > 0
