@@ -144,6 +144,7 @@ def test_load_accept_the_proposal_drag_a_point_save_and_check_config_passes(page
     page.wait_for_function("window.calib.proposal.floors[0].floor === 3")
     page.click("#btn-accept")
     page.wait_for_function("window.calib.overlay !== null")
+    assert "places the camera" in page.inner_text("#status")  # where, to compare with where it stands
     before = page.evaluate("window.calib.facade.points[2].image")
     _drag(page, 2, 6, 4)
     page.wait_for_function(f"window.calib.facade.points[2].image[0] !== {before[0]} && !window.calib.refitting")
@@ -436,6 +437,26 @@ def test_after_a_save_the_page_and_replays_see_the_saved_calibration_and_masks(s
         again = c.post("/api/save", json={"facade": after["current"], "masks": after["masks"]})
         assert again.status_code == 200, again.text
     assert yaml.safe_load(site.read_text())["cameras"]["east"]["masks"]["shield"] == [SHIELD]
+
+
+def test_the_check_says_where_the_calibration_puts_the_camera_so_an_installer_can_compare(site, clip):
+    from edge.sim.scenes import build_scene
+
+    with in_process(site, clip) as (_, c):
+        proposed = c.get("/api/state").json()["proposal"]["facade"]
+        checked = c.post("/api/check", json={"facade": proposed, "masks": {"shield": [], "privacy": []}}).json()
+        stands_m = build_scene("throw", 5, randomised=True).distance_m  # where the clip's camera was put
+        assert checked["camera"]["distance_m"] == pytest.approx(stands_m, rel=0.05)
+        # Control: a facade seen straight on (an affine map) places no camera, and the page says so.
+        flat = {
+            **proposed,
+            "points": [
+                {"image": [100 + 50 * x, 1000 - 35 * y], "facade": [x, y]}
+                for x, y in ((0, 0), (30, 0), (30, 24), (0, 24))
+            ],
+        }
+        checked = c.post("/api/check", json={"facade": flat, "masks": {"shield": [], "privacy": []}}).json()
+        assert checked["ok"] and checked["camera"] is None
 
 
 def test_the_lowest_floor_line_can_be_floor_zero(page):

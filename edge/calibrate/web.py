@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, FiniteFloat
 from edge.calibrate import overlay, tracks, yamlio
 from edge.calibrate.minute import MinuteBuffer, is_live
 from edge.calibrate.propose import Grid, NotAFacade, detect_grid, line_of
-from edge.calibrate.rules import Refused, check_facade, check_masks, reprojection_errors
+from edge.calibrate.rules import Refused, check_facade, check_masks, pose_of, reprojection_errors
 from edge.calibrate.still import Still, StillError, store_reference, take_still
 from edge.capture.source import SourceOptions
 from edge.config import CameraConfig, ConfigError, MasksConfig
@@ -178,11 +178,14 @@ def check(s: Session, body: CalibrationIn) -> dict:
         check_masks(body.masks)
     except Refused as exc:
         return {"ok": False, "message": str(exc), "errors": None, "overlay": None}
+    pose = pose_of(cfg, s.size)
     return {
         "ok": True,
         "message": "",
         "errors": reprojection_errors(cfg),
         "overlay": overlay.draw(cfg, s.size),
+        # An installer can check it against where the camera stands; origins' floors depend on it.
+        "camera": None if pose is None else {k: round(v, 1) for k, v in vars(pose).items()},
     }
 
 

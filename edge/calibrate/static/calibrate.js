@@ -199,12 +199,17 @@ async function recheck() {
   if (r.ok) {
     const worst = Math.max(...r.errors);
     const four = r.errors.length === 4 ? " 4 个点时误差总是 0, 加第 5 个点才能检验。With 4 points the error is always 0: add a 5th to check." : "";
-    status(`楼层线应落在真实楼板上。Floor lines should sit on the real floors. 最大误差 worst point error ${worst.toFixed(1)} px.${four}`, worst > 3 ? "" : "good");
+    status(`楼层线应落在真实楼板上。Floor lines should sit on the real floors. 最大误差 worst point error ${worst.toFixed(1)} px.${four} ${whereCamera(r.camera)}`, worst > 3 ? "" : "good");
   } else {
     status(`不能保存 Cannot save: ${r.message}`, "bad");
   }
   renderTables();
   draw();
+}
+function whereCamera(camera) {
+  // Origins are brought out from the wall along the camera's view: a wrong place here means wrong floors.
+  if (!camera) return "标定透视不足, 推算不出相机位置: 起点楼层按墙面计算。The calibration has too little perspective to place the camera: origin floors are taken on the wall.";
+  return `按此标定, 相机距楼面 ${camera.distance_m} m, 高 ${camera.up_m} m, 横向 ${camera.along_m} m; 与实际不符时请检查标定点。This calibration places the camera ${camera.distance_m} m from the facade, ${camera.up_m} m up, ${camera.along_m} m along it; if that is not where it stands, check the points.`;
 }
 function answers() {
   const bay = parseFloat($("#bay-width").value);
