@@ -17,7 +17,7 @@ from edge.calibrate.rules import Refused, check_facade, reprojection_errors
 from edge.calibrate.synth import Pose, random_layout, render_still, sim_still
 from edge.calibrate.yamlio import save, updated_text
 
-from conftest import REPO, run_edge
+from conftest import REPO, posed_facade, run_edge
 
 SITE = REPO / "configs" / "site-example.yaml"
 SITE_ENV = {"CAM_EAST_PW": "a", "CAM_SOUTH_PW": "b", "CAM_NORTH_PW": "c"}
@@ -475,19 +475,12 @@ def test_a_replayed_fall_is_drawn_however_few_its_points_and_short_wanderers_are
 
 
 def test_a_replayed_track_that_is_no_fall_is_labelled_with_the_floor_a_fall_from_its_top_would_be_given():
-    from dataclasses import replace
     from types import SimpleNamespace
 
     from edge.calibrate.tracks import _drawn
     from edge.config import FallConfig
-    from edge.geometry import FacadeMap, camera_pose
-    from edge.sim.camera import PinholeCamera
 
-    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
-    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
-    img, _ = cam.project(np.column_stack([wall, np.zeros(4)]))
-    facade = FacadeMap.from_points(img, wall, 3.0, 1)
-    facade = replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))
+    cam, facade = posed_facade()
     # Half a metre out from the wall, 62.6 m up (the 21st storey) and falling: it hides the 22nd storey's wall.
     heights = 62.6 - 4.9 * (np.arange(25) / 25.0) ** 2  # a second of its fall
     px, _ = cam.project(np.column_stack([np.full(25, 18.0), heights, np.full(25, 0.5)]))

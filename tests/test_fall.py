@@ -27,8 +27,9 @@ from edge.detect.fall import (
     streaks_match_its_motion,
 )
 from edge.detect.types import Origin
-from edge.geometry import FacadeMap, camera_pose
-from edge.sim.camera import PinholeCamera
+from edge.geometry import FacadeMap
+
+from conftest import posed_facade
 
 FPS = 25.0
 # A facade 40 m wide and 80 m tall seen straight on at 10 px per metre (image y grows downward).
@@ -415,11 +416,7 @@ def test_a_track_that_could_not_alert_gets_no_level_and_a_fall_could():
 
 
 def test_an_object_released_in_front_of_the_wall_is_given_its_own_floor_not_the_wall_point_it_hides():
-    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
-    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
-    img, _ = cam.project(np.column_stack([wall, np.zeros(4)]))
-    facade = FacadeMap.from_points(img, wall, 3.0, 1)
-    facade = replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))
+    cam, facade = posed_facade()
     x, y = _free_fall(1.2, h0=62.6)  # 2.6 m above the 21st storey's floor, half a metre out from the wall
     px, _ = cam.project(np.column_stack([x, y, np.full(len(x), 0.5)]))
     track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px)]
