@@ -143,16 +143,18 @@ class FacadeMap:
             return not lo - self.margin_m <= along_m <= hi + self.margin_m
         return False
 
-    def wall_behind(self, along_m: float, up_m: float, out_m: float) -> tuple[float, float]:
-        """The wall point level with a point `out_m` in front of the wall that hides facade point (along_m, up_m).
+    def brings_out(self, out_m: float) -> bool:
+        """Whether points are brought `out_m` out from the wall (wall_behind): the calibration tells the
+        camera's pose, and `out_m` is more than 0 and well short of the camera (a ray's length ahead of it,
+        the correction would grow without bound)."""
+        return self.camera is not None and 0 < out_m < _MAX_OUT_SHARE * self.camera.distance_m
 
-        As seen, unchanged, when the calibration tells no camera pose or `out_m` is 0. Only well short of the
-        camera: a ray's length ahead of it, the correction would grow without bound.
-        """
-        pose = self.camera
-        if pose is None or not 0 < out_m < _MAX_OUT_SHARE * pose.distance_m:
+    def wall_behind(self, along_m: float, up_m: float, out_m: float) -> tuple[float, float]:
+        """The wall point directly behind the point `out_m` in front of the wall that hides facade point
+        (along_m, up_m); the facade point unchanged where points are not brought out (brings_out)."""
+        if not self.brings_out(out_m):
             return along_m, up_m
-        return pose.in_front(along_m, up_m, out_m)
+        return self.camera.in_front(along_m, up_m, out_m)
 
     def floor_at(self, height_m: float) -> int:
         """Number of the floor whose storey contains `height_m` above ground."""

@@ -388,9 +388,12 @@ class CameraPipeline:
         facade = self.geometry.facade if self.geometry else None
         if facade is None:
             return
-        pose = facade.camera
-        if pose is None or self.cfg.fall.release_out_m == 0:
-            why = "release_out_m is 0" if pose is not None else "the calibration has no perspective to place it by"
+        pose, out_m = facade.camera, self.cfg.fall.release_out_m
+        if not facade.brings_out(out_m):
+            if pose is None:
+                why = "the calibration cannot place the camera: too little perspective, or an implausible place"
+            else:
+                why = f"release_out_m {out_m:g} is not between 0 and half the camera's distance"
             log.info("camera %s: origins are taken on the wall (%s)", self.camera, why)
             return
         log.info(
@@ -400,7 +403,7 @@ class CameraPipeline:
             pose.distance_m,
             pose.up_m,
             pose.along_m,
-            self.cfg.fall.release_out_m,
+            out_m,
         )
 
     def _stop_detecting(self) -> None:

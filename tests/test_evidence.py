@@ -18,12 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.config import FallConfig
 from edge.detect.fall import FallDecision
 from edge.detect.types import AlertLevel, FallEvent
-from edge.geometry import FacadeMap, camera_pose
 from edge.publish.evidence import storey_lines
 from edge.publish.manifest import MANIFEST, canonical, key_id, public_b64, sha256_file, write_manifest
-from edge.sim.camera import PinholeCamera
 
-from conftest import read_events, run_edge
+from conftest import posed_facade, read_events, run_edge
 
 
 @pytest.fixture(scope="module")
@@ -257,10 +255,7 @@ def test_the_manifest_records_who_and_what(evidence):
 
 def _thrown_in_front_of_the_wall():
     """A facade seen by a camera below it, and the event of a throw released half a metre out at 62.6 m."""
-    cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
-    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
-    facade = FacadeMap.from_points(cam.project(np.column_stack([wall, np.zeros(4)]))[0], wall, 3.0, 1)
-    facade = replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))
+    cam, facade = posed_facade()
     t = np.arange(0, 1.2, 1 / 25)
     px, _ = cam.project(np.column_stack([20 + 0.3 * t, 62.6 - 4.905 * t * t, np.full(len(t), 0.5)]))
     track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px)]

@@ -1,11 +1,15 @@
 """Facade calibration: pixels to metres and the floor a height belongs to."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from edge.config import CameraConfig, FacadeConfig, FacadePoint
 from edge.geometry import CameraGeometry, FacadeMap, camera_pose
 from edge.sim.camera import PinholeCamera
+
+from conftest import posed_facade
 
 IMG = [(233.7, 899.0), (1686.3, 899.0), (1500.1, 80.6), (419.9, 80.6)]
 FAC = [(7.2, 18.0), (28.8, 18.0), (36.0, 54.0), (0.0, 54.0)]
@@ -70,6 +74,15 @@ def test_an_object_in_front_of_the_wall_is_placed_lower_than_the_wall_point_it_h
     assert abs(up - 61.5) < 0.05 and abs(along - 20.0) < 0.05
     assert np.allclose(pose.on_wall(along, up, 0.5), hidden)  # the way back, as the evidence still draws it
     assert abs(pose.out_from_wall(up, hidden[1]) - 0.5) < 1e-9
+
+
+def test_points_are_brought_out_from_the_wall_only_well_short_of_a_camera_the_calibration_places():
+    _, facade = posed_facade()  # the camera 28 m out
+    assert facade.brings_out(0.5) and facade.wall_behind(20.0, 62.6, 0.5)[1] < 62.6  # seen from below: lower
+    for out_m in (0.0, 14.1, 30.0):  # none, or past half the camera's 28 m: unbounded near the camera
+        assert not facade.brings_out(out_m) and facade.wall_behind(20.0, 62.6, out_m) == (20.0, 62.6)
+    unplaced = dataclasses.replace(facade, camera=None)
+    assert not unplaced.brings_out(0.5) and unplaced.wall_behind(20.0, 62.6, 0.5) == (20.0, 62.6)
 
 
 def test_a_camera_s_geometry_carries_its_pose_at_any_frame_size_it_sends():

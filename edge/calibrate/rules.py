@@ -62,8 +62,9 @@ def reprojection_errors(cfg: FacadeConfig) -> list[float]:
 
 
 def pose_of(cfg: FacadeConfig, size: tuple[int, int]) -> CameraPose | None:
-    """Where the calibration puts the camera (as the node will find it), None when it cannot tell."""
+    """Where the calibration of a still of `size` puts the camera (as the node will find it), None when it
+    cannot tell: too little perspective, or an implausible place (edge.geometry.camera_pose)."""
     fm = FacadeMap.from_points(
         [p.image for p in cfg.points], [p.facade for p in cfg.points], cfg.floor_height_m, cfg.ground_floor
     )
-    return camera_pose(fm.facade_to_image, cfg.image_size or size)
+    return camera_pose(fm.facade_to_image, size)

@@ -162,6 +162,7 @@ def _drawn(detector: Detector, tracks: list[Track], falls: dict[int, int | None]
     s = 1.0 / detector.scale
     height = detector.frame_size[1]
     fm = detector.decision.facade
+    out_m = detector.decision.cfg.release_out_m if fm is not None else 0.0
     out = []
     for t in tracks:
         pts = np.array([(x * s, y * s) for _, x, y in t.points])
@@ -172,8 +173,7 @@ def _drawn(detector: Detector, tracks: list[Track], falls: dict[int, int | None]
         if floor is None and fm is not None:
             top = pts[int(np.argmin(pts[:, 1]))] / s  # work pixels, where the facade map of the detector is
             along, up = fm.to_facade(top[None])[0]
-            # The floor a decided fall would name: the object is in front of the wall, not on it.
-            out_m = detector.decision.cfg.release_out_m
+            # Brought out from the wall as a fall's origin is: the object is in front of the wall, not on it.
             floor = fm.floor_at(fm.wall_behind(float(along), float(up), out_m)[1])
         out.append(DrawnTrack([[round(x, 1), round(y, 1)] for x, y in pts], floor, t.id in falls))
     out.sort(key=lambda d: (not d.fall, -len(d.points)))

@@ -172,12 +172,13 @@ def _current(s: Session) -> dict | None:
 
 
 def check(s: Session, body: CalibrationIn) -> dict:
-    """check-config's rules on the page's calibration, the reprojection error per point and the overlay."""
+    """check-config's rules on the page's calibration, the reprojection error per point, the overlay and where
+    it puts the camera (None when it cannot place it)."""
     try:
         cfg = check_facade(body.facade)
         check_masks(body.masks)
     except Refused as exc:
-        return {"ok": False, "message": str(exc), "errors": None, "overlay": None}
+        return {"ok": False, "message": str(exc), "errors": None, "overlay": None, "camera": None}
     pose = pose_of(cfg, s.size)
     return {
         "ok": True,

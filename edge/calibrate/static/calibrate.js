@@ -208,7 +208,7 @@ async function recheck() {
 }
 function whereCamera(camera) {
   // Origins are brought out from the wall along the camera's view: a wrong place here means wrong floors.
-  if (!camera) return "标定透视不足, 推算不出相机位置: 起点楼层按墙面计算。The calibration has too little perspective to place the camera: origin floors are taken on the wall.";
+  if (!camera) return "推算不出相机位置 (透视不足, 或位置不合理: 请检查标定点): 起点楼层按墙面计算。The calibration cannot place the camera (too little perspective, or an implausible place: check the points): origin floors are taken on the wall.";
   return `按此标定, 相机距楼面 ${camera.distance_m} m, 高 ${camera.up_m} m, 横向 ${camera.along_m} m; 与实际不符时请检查标定点。This calibration places the camera ${camera.distance_m} m from the facade, ${camera.up_m} m up, ${camera.along_m} m along it; if that is not where it stands, check the points.`;
 }
 function answers() {
