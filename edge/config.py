@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from edge.geometry import FacadeMap
 
 EX_CONFIG = 78
 
@@ -323,15 +326,16 @@ class FacadeConfig(Strict):
 
     @model_validator(mode="after")
     def _not_degenerate(self) -> FacadeConfig:
+        self.facade_map()  # raises ValueError when the points give no homography
+        return self
+
+    def facade_map(self) -> FacadeMap:
+        """The homography fitted to the points as given (in the pixels they were measured in)."""
         from edge.geometry import FacadeMap  # local: keeps config importable without cv2 at schema time
 
-        FacadeMap.from_points(
-            [p.image for p in self.points],
-            [p.facade for p in self.points],
-            self.floor_height_m,
-            self.ground_floor,
+        return FacadeMap.from_points(
+            [p.image for p in self.points], [p.facade for p in self.points], self.floor_height_m, self.ground_floor
         )
-        return self
 
 
 class MasksConfig(Strict):

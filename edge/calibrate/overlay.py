@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from edge.config import FacadeConfig
-from edge.geometry import FacadeMap
 
 GRID = 32  # image samples per side used to find which facade heights and stretch are in view
 MAX_LINES = 150  # a 150-storey view is no facade seen from its foot: stop drawing
@@ -35,8 +34,8 @@ def _clip(a, b, w: int, h: int):
 
 def draw(cfg: FacadeConfig, image_size: tuple[int, int]) -> dict:
     """Floor lines (bottom of each floor, numbered), roof and extent lines in image pixels, and the homography."""
-    img, fac = [p.image for p in cfg.points], [p.facade for p in cfg.points]
-    fm = FacadeMap.from_points(img, fac, cfg.floor_height_m, cfg.ground_floor)
+    fac = [p.facade for p in cfg.points]
+    fm = cfg.facade_map()
     w, h = image_size
     hmat = fm.image_to_facade
     side = np.sign((hmat @ np.array([*np.mean([p.image for p in cfg.points], axis=0), 1.0]))[2])

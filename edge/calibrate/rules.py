@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge.config import FacadeConfig, MasksConfig
-from edge.geometry import CameraPose, FacadeMap, camera_pose
+from edge.geometry import CameraPose, camera_pose
 
 MIN_SPACING_PX = 10.0  # two points closer in the image are one window corner clicked twice
 MIN_SPACING_M = 0.3  # or on the facade: the same corner typed twice
@@ -54,17 +54,11 @@ def check_masks(block: dict) -> MasksConfig:
 
 def reprojection_errors(cfg: FacadeConfig) -> list[float]:
     """Pixels between each point and where the fitted homography puts its facade position."""
-    img = [p.image for p in cfg.points]
-    fac = [p.facade for p in cfg.points]
-    fm = FacadeMap.from_points(img, fac, cfg.floor_height_m, cfg.ground_floor)
-    back = fm.to_image(np.asarray(fac, np.float64))
-    return [round(float(math.dist(a, b)), 2) for a, b in zip(back, img, strict=True)]
+    back = cfg.facade_map().to_image(np.asarray([p.facade for p in cfg.points], np.float64))
+    return [round(float(math.dist(a, p.image)), 2) for a, p in zip(back, cfg.points, strict=True)]
 
 
 def pose_of(cfg: FacadeConfig, size: tuple[int, int]) -> CameraPose | None:
     """Where the calibration of a still of `size` puts the camera (as the node will find it), None when it
     cannot tell: too little perspective, or an implausible place (edge.geometry.camera_pose)."""
-    fm = FacadeMap.from_points(
-        [p.image for p in cfg.points], [p.facade for p in cfg.points], cfg.floor_height_m, cfg.ground_floor
-    )
-    return camera_pose(fm.facade_to_image, size)
+    return camera_pose(cfg.facade_map().facade_to_image, size)
