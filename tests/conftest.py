@@ -74,18 +74,25 @@ def read_events(folder: Path) -> list[dict]:
     return final_records(read_rows(folder / "events.jsonl"))
 
 
+def calibrated_by(cam):
+    """The facade map an installer gets from four wall points seen by `cam` (a PinholeCamera)."""
+    import numpy as np
+
+    from edge.geometry import FacadeMap
+
+    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
+    img, _ = cam.project(np.column_stack([wall, np.zeros(4)]))
+    return FacadeMap.from_points(img, wall, 3.0, 1)
+
+
 def posed_facade():
     """A camera 28 m out from a facade, looking up at it, and the calibration of that view with the camera's
     pose (as the node derives it): for origins brought out from the wall."""
     from dataclasses import replace
 
-    import numpy as np
-
-    from edge.geometry import FacadeMap, camera_pose
+    from edge.geometry import camera_pose
     from edge.sim.camera import PinholeCamera
 
     cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
-    wall = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
-    img, _ = cam.project(np.column_stack([wall, np.zeros(4)]))
-    facade = FacadeMap.from_points(img, wall, 3.0, 1)
+    facade = calibrated_by(cam)
     return cam, replace(facade, camera=camera_pose(facade.facade_to_image, (1920, 1080)))

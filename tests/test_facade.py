@@ -9,7 +9,7 @@ from edge.config import CameraConfig, FacadeConfig, FacadePoint
 from edge.geometry import CameraGeometry, FacadeMap, camera_pose
 from edge.sim.camera import PinholeCamera
 
-from conftest import posed_facade
+from conftest import calibrated_by, posed_facade
 
 IMG = [(233.7, 899.0), (1686.3, 899.0), (1500.1, 80.6), (419.9, 80.6)]
 FAC = [(7.2, 18.0), (28.8, 18.0), (36.0, 54.0), (0.0, 54.0)]
@@ -41,17 +41,10 @@ def test_points_on_one_line_are_refused():
         FacadeMap.from_points([(0, 0), (1, 1), (2, 2), (3, 3)], FAC, 3.0, 1)
 
 
-def _calibrated_by(cam) -> FacadeMap:
-    """The map an installer gets from four wall points seen by `cam`."""
-    fac = np.array([[2.0, 10.0], [34.0, 10.0], [34.0, 70.0], [2.0, 70.0]])
-    img, _ = cam.project(np.column_stack([fac, np.zeros(4)]))
-    return FacadeMap.from_points(img, fac, 3.0, 1)
-
-
 @pytest.mark.parametrize("yaw", [0.0, 12.0])
 def test_the_camera_s_place_is_recovered_from_a_calibration_with_perspective(yaw):
     cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0, yaw_deg=yaw)
-    pose = camera_pose(_calibrated_by(cam).facade_to_image, (1920, 1080))
+    pose = camera_pose(calibrated_by(cam).facade_to_image, (1920, 1080))
     assert pose is not None
     assert np.allclose((pose.along_m, pose.up_m, pose.distance_m), cam.position, atol=0.15)
 
@@ -65,7 +58,7 @@ def test_a_facade_seen_straight_on_tells_no_camera_place():
 
 def test_an_object_in_front_of_the_wall_is_placed_lower_than_the_wall_point_it_hides():
     cam = PinholeCamera.looking_up(1920, 1080, 70.0, 28.0, 18.0, 75.0)
-    facade = _calibrated_by(cam)
+    facade = calibrated_by(cam)
     pose = camera_pose(facade.facade_to_image, (1920, 1080))
     thrown = np.array([[20.0, 61.5, 0.5]])  # half a metre out, at 61.5 m
     hidden = facade.to_facade(cam.project(thrown)[0])[0]
