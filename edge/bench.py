@@ -9,6 +9,7 @@ import resource
 import shlex
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from edge.config import SHIPPED_VERIFIER, VerifierConfig, load_config
 from edge.replay import replay
+from edge.sim.explain import explain_misses
 from edge.sim.scenes import build_scene
 from edge.sim.score import SceneScore, score_scene
 from edge.sim.simulate import simulate
@@ -116,9 +118,14 @@ def apply_overrides(cfg, overrides: list[str]) -> None:
             setattr(part, key, type(getattr(part, key))(value))
 
 
+def _folder(cache: str, name: str, seed: int, randomised: bool) -> Path:
+    return Path(cache) / f"{name}-{seed}{f'-r{RENDER_VERSION}' if randomised else ''}"
+
+
 def _run_one(job: tuple[str, int, float | None, bool, str, list[str]]) -> SceneScore:
+    """Replay one clip of a suite (rendered first when not cached) and score it against its truth."""
     name, seed, duration, randomised, cache, overrides = job
-    folder = Path(cache) / f"{name}-{seed}{f'-r{RENDER_VERSION}' if randomised else ''}"
+    folder = _folder(cache, name, seed, randomised)
     truth_p = folder / "truth.json"
     if not truth_p.exists():
         simulate(build_scene(name, seed, randomised=randomised, duration_s=duration), folder)
@@ -127,6 +134,34 @@ def _run_one(job: tuple[str, int, float | None, bool, str, list[str]]) -> SceneS
     apply_overrides(cfg, overrides)
     result = replay(folder / "scene.mp4", cfg, None, folder / "replay", media=False)
     return score_scene(truth, result.records)
+
+
+def _suite_clips(split: str, wanted: set[str] | None) -> list[tuple[str, int, float | None, bool]]:
+    """The clips of a suite that --scenes asks for (all when None): by scene name, or name-seed."""
+    return [c for c in SUITES[split] if wanted is None or c[0] in wanted or f"{c[0]}-{c[1]}" in wanted]
+
+
+def _explain_one(job: tuple[str, int, bool, str, list[str], list[int]]) -> list:
+    """Why the throws indexed `missed` of one cached clip were missed (edge.sim.explain)."""
+    name, seed, randomised, cache, overrides, missed = job
+    folder = _folder(cache, name, seed, randomised)
+    cfg = load_config(folder / "config.yaml")
+    apply_overrides(cfg, overrides)
+    truth = json.loads((folder / "truth.json").read_text())
+    return explain_misses(folder / "scene.mp4", truth, next(iter(cfg.cameras.values())), missed)
+
+
+def _explain(
+    results: dict[str, list[SceneScore]], wanted: set[str] | None, cache: str, overrides: list[str]
+) -> None:
+    """Fill in each missed throw's cause, in a second pass over the clips that missed one."""
+    for split, scores in results.items():
+        clips = [(n, s, r) for n, s, _, r in _suite_clips(split, wanted)]
+        todo = [(sc, clip) for sc, clip in zip(scores, clips, strict=True) if sc.missed_index]
+        jobs = [(n, s, r, cache, overrides, sc.missed_index) for sc, (n, s, r) in todo]
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            for (sc, _), causes in zip(todo, pool.map(_explain_one, jobs), strict=True):
+                sc.miss_causes = causes
 
 
 CONDITIONS = ("day", "night", "rain")
@@ -225,10 +260,34 @@ def scene_table(scores: list[SceneScore]) -> str:
             f"| {s.scene} | {s.condition} | {s.seconds / 60:.1f} | {s.must} | {s.found} | {s.floor_exact}"
             f" | {s.floor_near} | {med} | {s.false_confirmed} | {s.false_suspected} | {s.duplicates} |"
         )
-    notes = [f"- {s.scene}: missed {m}" for s in scores for m in s.missed]
+    notes = [f"- {s.scene}: missed {m}{_cause_note(s, i)}" for s in scores for i, m in enumerate(s.missed)]
     notes += [f"- {s.scene}: wrong floor, {w}" for s in scores for w in s.wrong_floor]
     if notes:
         lines += ["", "Misses and wrong floors:", *notes]
+    return "\n".join(lines)
+
+
+MISS_INTRO = (
+    "Each missed throw's clip is run again through the detector alone, along the throw's true path: were "
+    "there blobs on it, did a track follow it for the fall decision's `min_points`, and which rules ruled "
+    "out the track that followed it longest (named as in `edge/detect/fall.py`)."
+)
+
+
+def _cause_note(s: SceneScore, i: int) -> str:
+    """Why the i-th missed throw of a clip was missed, when the bench asked (edge.sim.explain)."""
+    if i >= len(s.miss_causes):
+        return ""
+    c = s.miss_causes[i]
+    return f": {c.stage}; {c.detail}"
+
+
+def miss_table(results: dict[str, list[SceneScore]]) -> str:
+    """Missed throws per split, counted by where the detector lost them (the rule, when one alone failed)."""
+    counts = {sp: Counter(c.key for s in sc for c in s.miss_causes) for sp, sc in results.items()}
+    keys = sorted({k for c in counts.values() for k in c}, key=lambda k: -sum(c[k] for c in counts.values()))
+    lines = [f"| where it was lost | {' | '.join(results)} |", "|---|" + "---|" * len(results)]
+    lines += [f"| {k} | {' | '.join(str(counts[sp][k]) for sp in results)} |" for k in keys]
     return "\n".join(lines)
 
 
@@ -319,11 +378,7 @@ def _run_suites(
     cpu0 = _children_cpu_s()
     results: dict[str, list[SceneScore]] = {}
     for split in splits:
-        jobs = [
-            (n, s, d, r, cache, overrides)
-            for n, s, d, r in SUITES[split]
-            if wanted is None or n in wanted or f"{n}-{s}" in wanted
-        ]
+        jobs = [(n, s, d, r, cache, overrides) for n, s, d, r in _suite_clips(split, wanted)]
         results[split] = _run_split(jobs, f"{split} {' '.join(overrides)}".strip())
     return {sp: sc for sp, sc in results.items() if sc}, _children_cpu_s() - cpu0
 
@@ -415,12 +470,14 @@ def run_accuracy(args) -> int:
     if not results:
         print("no clip of the suites matches --scenes", file=sys.stderr)
         return 2
+    _explain(results, wanted, args.cache, overrides)
     totals = {sp: summarise(sc) for sp, sc in results.items()}
     judged = "held_out" if "held_out" in totals else splits[-1]
     parts = ["## Simulated footage, randomised\n", totals_table(totals)]
     for sp, sc in results.items():
         parts += [f"\n### Detection limit, {sp}: recall by contrast-to-noise ratio and width\n", limit_table(sc)]
         parts += [f"\nSigned floor error, {sp}: {floor_errors(sc)}"]
+    parts += ["\n### Why throws were missed\n", MISS_INTRO, "", miss_table(results)]
     ok = all(meets(totals[judged]).values())
     if args.markdown and not args.no_plot:
         png = Path(args.markdown).with_name("detection-limit.png")

@@ -235,6 +235,7 @@ RULES: tuple[Rule, ...] = (
     speeds_up,
     starts_on_the_facade,
 )
+TOO_FEW = "too_few_detections"  # the name a verdict gives when a track is too short to judge (min_points)
 # The rules that look at a track's `Descent` only: a track that fails one is no fall, whatever the rest says.
 DESCENT_RULES: tuple[Callable[[Descent, FallConfig], str | None], ...] = (
     fell_far_enough,
@@ -295,7 +296,7 @@ class FallDecision:
         """
         cfg = self.cfg
         if len(points) < cfg.min_points:
-            return Verdict(None, 0.0, ["too few detections"])
+            return Verdict(None, 0.0, ["too few detections"], [TOO_FEW])
         # A track may begin on another blob (a second throw, a flicker) before it finds the object: those
         # first detections lie off the curve the rest follows, and would put the origin where nothing fell.
         head = _stray_head(points, cfg.fit_tol_px, cfg.min_points)
@@ -303,10 +304,12 @@ class FallDecision:
             points = points[head:]
             widths, strengths, lengths = (v[head:] if v else v for v in (widths, strengths, lengths))
         m = self.measure(points, widths, strengths, lengths, chance, evidence)
-        reasons = [reason for rule in RULES if (reason := rule(m, cfg)) is not None]
+        failed = [(rule.__name__, reason) for rule in RULES if (reason := rule(m, cfg)) is not None]
+        reasons = [reason for _, reason in failed]
         score = _score(m, cfg)
         fall_m = m.fall if m.calibrated else None
-        verdict = Verdict(None, score, reasons, fall_m, m.accel_g, m.speed if m.calibrated else None, m.origin)
+        speed = m.speed if m.calibrated else None
+        verdict = Verdict(None, score, reasons, [n for n, _ in failed], fall_m, m.accel_g, speed, m.origin)
         if reasons or score < cfg.suspect_score:
             return verdict
         confirmable = _is_strong(m, cfg) and score >= cfg.confirm_score and not _enters_late(m, cfg)

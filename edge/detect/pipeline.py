@@ -13,7 +13,7 @@ from edge.detect.gated import FrameLook
 from edge.detect.motion import MotionPrefilter
 from edge.detect.sample import TrackCrops
 from edge.detect.tracker import Track, Tracker
-from edge.detect.types import AlertLevel, FallEvent, Origin, UpdateKind, Verdict
+from edge.detect.types import AlertLevel, FallEvent, MotionResult, Origin, UpdateKind, Verdict
 from edge.detect.verify import Verifier, second_look
 from edge.geometry import CameraGeometry, FacadeMap
 
@@ -75,10 +75,11 @@ class Detector:
         self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
         self.verifier = verifier
         self.crops = TrackCrops()  # what the verifier looks at, kept only when there is one
+        self.last_motion: MotionResult | None = None  # the last frame's prefilter result (for diagnostics)
 
     def process(self, frame: int, luma: np.ndarray) -> list[EventUpdate]:
         """Feed one frame's luma plane (full resolution); returns what changed about events."""
-        result = self.motion.process(luma)
+        result = self.last_motion = self.motion.process(luma)
         blobs = result.blobs
         if result.global_event is not None and result.global_event.blinds:
             self._suppress_until = frame + self._suppress_frames

@@ -76,6 +76,7 @@ class Verdict:
     level: AlertLevel | None
     score: float
     reasons: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # the failed rules' names (edge.detect.fall), as `reasons`
     fall_m: float | None = None
     accel_g: float | None = None
     speed_mps: float | None = None

@@ -25,6 +25,8 @@ class SceneScore:
     false_suspected: int = 0
     duplicates: int = 0
     missed: list[str] = field(default_factory=list)
+    missed_index: list[int] = field(default_factory=list)  # each missed throw's index in the truth's throws
+    miss_causes: list = field(default_factory=list)  # why each was missed (edge.sim.explain), when asked
     wrong_floor: list[str] = field(default_factory=list)
     floor_errors: list[int] = field(default_factory=list)  # reported minus true floor, per found throw
     height_errors: list[float] = field(default_factory=list)  # reported minus true origin height, metres
@@ -49,16 +51,19 @@ def _overlap(track: list, trajectory: list, tol: float) -> float:
     return sum(hits) / max(1, len(trajectory))
 
 
+def match_tolerance(truth: dict, throw: dict) -> float:
+    """Pixels an event's point may lie from the throw's true position and still be on it."""
+    return max(12.0 * truth["height"] / 1080, 2 * throw["width_px"])
+
+
 def score_scene(truth: dict, records: list[dict]) -> SceneScore:
     """Recall, floors, latency and false alarms of `records` (events.jsonl rows) against `truth`."""
     fps = truth["fps"]
     s = SceneScore(truth["scene"] + f"/{truth['seed']}", truth["frames"] / fps, truth.get("condition", "day"))
-    tol = 12.0 * truth["height"] / 1080
     matched: set[int] = set()
-    for throw in truth["throws"]:
-        hits = [
-            r for r in records if _overlap(throw["track"], r["trajectory"], max(tol, 2 * throw["width_px"])) >= 0.5
-        ]
+    for index, throw in enumerate(truth["throws"]):
+        tol = match_tolerance(truth, throw)
+        hits = [r for r in records if _overlap(throw["track"], r["trajectory"], tol) >= 0.5]
         if hits:
             matched.update(id(r) for r in hits)
             s.duplicates += len(hits) - 1
@@ -75,6 +80,7 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
         label = f"{throw['kind']} floor {throw['origin']['floor']} at frame {throw['release_frame']}"
         if not hits:
             s.missed.append(label)
+            s.missed_index.append(index)
             continue
         s.found += 1
         s.confirmed += any(r["level"] == "confirmed" for r in hits)

@@ -1,0 +1,62 @@
+"""Why the bench says a throw was missed: the stage of the detector that lost it, found along its true path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.bench import miss_table
+from edge.config import load_config
+from edge.sim.explain import MissCause, Stage, explain_misses
+from edge.sim.score import SceneScore
+
+
+@pytest.fixture(scope="module")
+def clip(sim_clip):
+    folder = sim_clip("throw", 1)
+    return folder, json.loads((folder / "truth.json").read_text())
+
+
+def _camera(folder, section=None, **values):
+    cam = load_config(folder / "config.yaml").cameras["sim"]
+    for key, value in values.items():
+        setattr(getattr(cam, section), key, value)
+    return cam
+
+
+def _first_must(truth):
+    return next(i for i, t in enumerate(truth["throws"]) if t["must_detect"])
+
+
+def test_a_throw_the_detector_reports_is_followed_to_its_event(clip):
+    folder, truth = clip
+    [cause] = explain_misses(folder / "scene.mp4", truth, _camera(folder), [_first_must(truth)])
+    assert cause.stage is Stage.OFF_PATH  # reported: asked about a found throw, it names the event's track
+
+
+def test_a_track_the_fall_decision_refuses_names_the_rule(clip):
+    folder, truth = clip
+    cam = _camera(folder, "fall", min_evidence=50.0)  # no track stands this far above clutter
+    [cause] = explain_misses(folder / "scene.mp4", truth, cam, [_first_must(truth)])
+    assert cause.stage is Stage.RULED_OUT and "stands_above_clutter" in cause.rules, cause
+    assert "weak evidence" in cause.detail
+
+
+def test_a_throw_below_every_motion_threshold_is_not_seen(clip):
+    folder, truth = clip
+    cam = _camera(folder, "motion", min_diff=128)  # nothing short of half the luma range counts as motion
+    [cause] = explain_misses(folder / "scene.mp4", truth, cam, [_first_must(truth)])
+    assert cause.stage is Stage.UNSEEN, cause
+
+
+def test_the_report_counts_misses_by_stage_and_by_a_lone_rule():
+    ruled = MissCause(Stage.RULED_OUT, ("stands_above_clutter",), "")
+    several = MissCause(Stage.RULED_OUT, ("stands_above_clutter", "seen_often_enough"), "")
+    unseen = MissCause(Stage.UNSEEN, (), "")
+    a = SceneScore("night/1", 12.0, miss_causes=[ruled, unseen])
+    b = SceneScore("night/2", 12.0, miss_causes=[ruled, several])
+    table = miss_table({"tuning": [a], "held_out": [b]})
+    assert "| tracked, ruled no fall: stands_above_clutter | 1 | 1 |" in table
+    assert "| tracked, ruled no fall: several rules | 0 | 1 |" in table
+    assert f"| {Stage.UNSEEN} | 1 | 0 |" in table
