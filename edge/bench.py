@@ -14,11 +14,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from edge.config import SHIPPED_VERIFIER, VerifierConfig, load_config
 from edge.replay import replay
-from edge.sim.explain import explain_misses
+from edge.sim.explain import MissCause, explain_misses
 from edge.sim.scenes import build_scene
 from edge.sim.score import SceneScore, score_scene
 from edge.sim.simulate import simulate
@@ -141,14 +142,21 @@ def _suite_clips(split: str, wanted: set[str] | None) -> list[tuple[str, int, fl
     return [c for c in SUITES[split] if wanted is None or c[0] in wanted or f"{c[0]}-{c[1]}" in wanted]
 
 
-def _explain_one(job: tuple[str, int, bool, str, list[str], list[int]]) -> list:
-    """Why the throws indexed `missed` of one cached clip were missed (edge.sim.explain)."""
+def _explain_one(job: tuple[str, int, bool, str, list[str], list[int]]) -> list[MissCause]:
+    """Why the throws indexed `missed` of one cached clip were missed (edge.sim.explain); none when it fails.
+
+    A clip that cannot be explained (gone from the cache, unreadable) loses its notes, not the bench's report.
+    """
     name, seed, randomised, cache, overrides, missed = job
     folder = _folder(cache, name, seed, randomised)
-    cfg = load_config(folder / "config.yaml")
-    apply_overrides(cfg, overrides)
-    truth = json.loads((folder / "truth.json").read_text())
-    return explain_misses(folder / "scene.mp4", truth, next(iter(cfg.cameras.values())), missed)
+    try:
+        cfg = load_config(folder / "config.yaml")
+        apply_overrides(cfg, overrides)
+        truth = json.loads((folder / "truth.json").read_text())
+        return explain_misses(folder / "scene.mp4", truth, cfg.camera(None)[1], missed)
+    except (OSError, ValueError, av.error.FFmpegError) as e:
+        print(f"  could not explain the misses of {folder.name}: {e}", file=sys.stderr)
+        return []
 
 
 def _explain(
@@ -285,7 +293,9 @@ def _cause_note(s: SceneScore, i: int) -> str:
 def miss_table(results: dict[str, list[SceneScore]]) -> str:
     """Missed throws per split, counted by where the detector lost them (the rule, when one alone failed)."""
     counts = {sp: Counter(c.key for s in sc for c in s.miss_causes) for sp, sc in results.items()}
-    keys = sorted({k for c in counts.values() for k in c}, key=lambda k: -sum(c[k] for c in counts.values()))
+    keys = sorted({k for c in counts.values() for k in c}, key=lambda k: (-sum(c[k] for c in counts.values()), k))
+    if not keys:
+        return "No throw was missed."
     lines = [f"| where it was lost | {' | '.join(results)} |", "|---|" + "---|" * len(results)]
     lines += [f"| {k} | {' | '.join(str(counts[sp][k]) for sp in results)} |" for k in keys]
     return "\n".join(lines)

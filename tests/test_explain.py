@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edge.bench import miss_table
 from edge.config import load_config
-from edge.sim.explain import MissCause, Stage, explain_misses
+from edge.detect.pipeline import Detector
+from edge.detect.tracker import Track
+from edge.geometry import CameraGeometry
+from edge.sim.explain import MissCause, Stage, _Path, _Watch, explain_misses
 from edge.sim.score import SceneScore
 
 
@@ -32,7 +36,7 @@ def _first_must(truth):
 def test_a_throw_the_detector_reports_is_followed_to_its_event(clip):
     folder, truth = clip
     [cause] = explain_misses(folder / "scene.mp4", truth, _camera(folder), [_first_must(truth)])
-    assert cause.stage is Stage.OFF_PATH  # reported: asked about a found throw, it names the event's track
+    assert cause.stage is Stage.REPORTED, cause  # asked about a throw it finds, it finds the event on its path
 
 
 def test_a_track_the_fall_decision_refuses_names_the_rule(clip):
@@ -43,11 +47,26 @@ def test_a_track_the_fall_decision_refuses_names_the_rule(clip):
     assert "weak evidence" in cause.detail
 
 
+def test_blobs_on_a_path_that_no_track_followed_long_enough_are_seen_not_tracked(clip):
+    folder, truth = clip
+    cam = _camera(folder)
+    size = (truth["width"], truth["height"])
+    det = Detector("sim", cam, truth["fps"], CameraGeometry.build(cam, size, measured_at=size))
+    path = _Path({f: (100.0, 10.0 * f) for f in range(30)}, tol=3.0, seen=20)
+    short = Track(1, np.zeros(6), np.eye(6), points=[(f, 100.0, 10.0 * f) for f in range(3)])
+    watch = _Watch([path], tracks={1: short})
+    assert watch.cause(path, det).stage is Stage.UNTRACKED
+    path.seen = 2  # fewer blobs on it than a track needs
+    assert watch.cause(path, det).stage is Stage.UNSEEN
+
+
 def test_a_throw_below_every_motion_threshold_is_not_seen(clip):
     folder, truth = clip
     cam = _camera(folder, "motion", min_diff=128)  # nothing short of half the luma range counts as motion
-    [cause] = explain_misses(folder / "scene.mp4", truth, cam, [_first_must(truth)])
-    assert cause.stage is Stage.UNSEEN, cause
+    [blind] = explain_misses(folder / "scene.mp4", truth, cam, [_first_must(truth)])
+    [seeing] = explain_misses(folder / "scene.mp4", truth, _camera(folder), [_first_must(truth)])
+    assert blind.stage is Stage.UNSEEN and "blobs on it in 0 of" in blind.detail, blind
+    assert seeing.stage is not Stage.UNSEEN
 
 
 def test_the_report_counts_misses_by_stage_and_by_a_lone_rule():
@@ -60,3 +79,9 @@ def test_the_report_counts_misses_by_stage_and_by_a_lone_rule():
     assert "| tracked, ruled no fall: stands_above_clutter | 1 | 1 |" in table
     assert "| tracked, ruled no fall: several rules | 0 | 1 |" in table
     assert f"| {Stage.UNSEEN} | 1 | 0 |" in table
+    rows = [line for line in table.splitlines()[2:]]
+    assert rows[0].startswith("| tracked, ruled no fall: stands_above_clutter |")  # the most first
+
+
+def test_a_report_with_no_miss_says_so():
+    assert miss_table({"tuning": [SceneScore("throw/1", 12.0)]}) == "No throw was missed."

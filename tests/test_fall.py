@@ -8,7 +8,9 @@ import numpy as np
 
 from edge.config import FallConfig
 from edge.detect.fall import (
+    LOW_SCORE,
     RULES,
+    TOO_FEW,
     FallDecision,
     Measures,
     accelerates_like_gravity,
@@ -276,6 +278,22 @@ UNCALIBRATED = replace(GOOD, calibrated=False, min_fall=96.0, tol=1.5, drop=150.
 
 def reasons(m, **cfg):
     return [r for rule in RULES if (r := rule(m, FallConfig(**cfg))) is not None]
+
+
+def test_a_refused_track_names_each_failed_rule_beside_its_reason():
+    t = np.arange(0, 3, 1 / FPS)
+    v = decide(_track(5 + 10 * t, 60 - 2.5 * t))  # a gliding bird
+    names = {rule.__name__ for rule in RULES}
+    assert v.level is None and len(v.rules) == len(v.reasons) > 0
+    assert set(v.rules) <= names and "falls_more_than_it_drifts" in v.rules
+    assert decide(_track(*_free_fall(0.1))).rules == [TOO_FEW]  # too short to judge
+    passing = decide(_track(*_free_fall(1.5)))
+    assert passing.level is not None and passing.rules == [] and passing.reasons == []
+
+
+def test_a_track_that_passes_every_rule_but_scores_low_says_so():
+    v = decide(_track(*_free_fall(1.5)), suspect_score=0.99)
+    assert v.level is None and v.rules == [LOW_SCORE] and "under suspect_score 0.99" in v.reasons[0]
 
 
 def test_a_good_fall_passes_every_rule_calibrated_or_not():

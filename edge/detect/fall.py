@@ -236,6 +236,7 @@ RULES: tuple[Rule, ...] = (
     starts_on_the_facade,
 )
 TOO_FEW = "too_few_detections"  # the name a verdict gives when a track is too short to judge (min_points)
+LOW_SCORE = "scores_below_suspect"  # ...and when every rule passes but its score is under suspect_score
 # The rules that look at a track's `Descent` only: a track that fails one is no fall, whatever the rest says.
 DESCENT_RULES: tuple[Callable[[Descent, FallConfig], str | None], ...] = (
     fell_far_enough,
@@ -310,7 +311,11 @@ class FallDecision:
         fall_m = m.fall if m.calibrated else None
         speed = m.speed if m.calibrated else None
         verdict = Verdict(None, score, reasons, [n for n, _ in failed], fall_m, m.accel_g, speed, m.origin)
-        if reasons or score < cfg.suspect_score:
+        if reasons:
+            return verdict
+        if score < cfg.suspect_score:
+            verdict.reasons.append(f"scores {score:.2f}, under suspect_score {cfg.suspect_score}")
+            verdict.rules.append(LOW_SCORE)
             return verdict
         confirmable = _is_strong(m, cfg) and score >= cfg.confirm_score and not _enters_late(m, cfg)
         verdict.level = "confirmed" if confirmable else "suspected"

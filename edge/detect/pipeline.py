@@ -13,7 +13,7 @@ from edge.detect.gated import FrameLook
 from edge.detect.motion import MotionPrefilter
 from edge.detect.sample import TrackCrops
 from edge.detect.tracker import Track, Tracker
-from edge.detect.types import AlertLevel, FallEvent, MotionResult, Origin, UpdateKind, Verdict
+from edge.detect.types import AlertLevel, Blob, FallEvent, Origin, UpdateKind, Verdict
 from edge.detect.verify import Verifier, second_look
 from edge.geometry import CameraGeometry, FacadeMap
 
@@ -75,11 +75,11 @@ class Detector:
         self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
         self.verifier = verifier
         self.crops = TrackCrops()  # what the verifier looks at, kept only when there is one
-        self.last_motion: MotionResult | None = None  # the last frame's prefilter result (for diagnostics)
+        self.last_blobs: list[Blob] = []  # the blobs the tracker was last given (for diagnostics)
 
     def process(self, frame: int, luma: np.ndarray) -> list[EventUpdate]:
         """Feed one frame's luma plane (full resolution); returns what changed about events."""
-        result = self.last_motion = self.motion.process(luma)
+        result = self.motion.process(luma)
         blobs = result.blobs
         if result.global_event is not None and result.global_event.blinds:
             self._suppress_until = frame + self._suppress_frames
@@ -88,6 +88,7 @@ class Detector:
             blobs = []
         elif result.global_event is None:
             look = self._look()
+        self.last_blobs = blobs
         ended = self.tracker.step(frame, blobs, look)
         updates = []
         for track in self.tracker.tracks:
@@ -104,6 +105,11 @@ class Detector:
         horizon = frame - 2 * self.fps
         self._recent = [(e, p) for e, p in self._recent if e.end_frame >= horizon]
         return updates
+
+    @property
+    def duplicates(self) -> frozenset[int]:
+        """Ids of the live tracks taken for a fall already reported (`_is_known_fall`): they raise no event."""
+        return frozenset(self._duplicates)
 
     def _look(self) -> FrameLook | None:
         """This frame as the tracker may search it below the blob threshold, once the background is learned."""

@@ -7,7 +7,7 @@ fall decision say about the track that followed it longest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,17 +19,21 @@ from edge.detect.pipeline import Detector
 from edge.detect.tracker import Track
 from edge.geometry import CameraGeometry
 from edge.sim.score import match_tolerance
+from edge.verifier import load_verifier
 from edge.video import luma_plane
+
+_ON_PATH_SHARE = 0.5  # an event is on a throw when this share of its points is (as the bench scores it)
 
 
 class Stage(StrEnum):
     """Where along the detector a throw was lost."""
 
-    UNSEEN = "not seen: the prefilter found too few blobs on it"
+    UNSEEN = "not seen: too few blobs on it"
     UNTRACKED = "seen, but no track followed it long enough to judge"
     RULED_OUT = "tracked, ruled no fall"
     DUPLICATE = "tracked, taken for a fall already reported"
     OFF_PATH = "reported, but the event follows something else for most of its path"
+    REPORTED = "reported along its path"  # asked about a throw the replay found, or the two runs differ
     NOT_LIVE = "tracked, passes at its end but was never reported while it fell"
 
 
@@ -50,61 +54,66 @@ class MissCause:
 
 
 @dataclass
-class _Following:
-    """What the detector did along one throw's path."""
+class _Path:
+    """One throw's true path in work pixels, and what the detector put on it."""
 
-    path: dict[int, tuple[float, float]]  # frame -> true position in work pixels
+    points: dict[int, tuple[float, float]]  # frame -> true position
     tol: float  # work pixels
-    seen: int = 0  # frames with a blob on the path
-    hits: dict[int, int] | None = None  # track id -> detections on the path
-    tracks: dict[int, Track] | None = None
-    duplicates: set[int] | None = None
-    reported: set[int] | None = None
+    seen: int = 0  # frames in which the tracker was given a blob on the path
 
-    def __post_init__(self):
-        self.hits, self.tracks, self.duplicates, self.reported = {}, {}, set(), set()
+    def on(self, frame: int, x: float, y: float) -> bool:
+        """True when (x, y) in `frame` lies on the path."""
+        p = self.points.get(frame)
+        return p is not None and float(np.hypot(x - p[0], y - p[1])) <= self.tol
 
-    def watch(self, frame: int, det: Detector) -> None:
-        """Count this frame's blobs and track detections on the path."""
-        if frame not in self.path:
-            return
-        x, y = self.path[frame]
-        blobs = det.last_motion.blobs if det.last_motion is not None else []
-        if any(np.hypot(b.x - x, b.y - y) <= self.tol for b in blobs):
-            self.seen += 1
+    def hits(self, track: Track) -> int:
+        """The track's detections that lie on the path, however they joined it (chained, stitched)."""
+        return sum(self.on(f, x, y) for f, x, y in track.points)
+
+
+@dataclass
+class _Watch:
+    """Every track the detector made, which were taken for duplicates, and the blobs on each path."""
+
+    paths: list[_Path]
+    tracks: dict[int, Track] = field(default_factory=dict)
+    duplicates: set[int] = field(default_factory=set)
+
+    def frame(self, frame: int, det: Detector) -> None:
         for t in det.tracker.tracks:
-            f, tx, ty = t.points[-1]
-            if f == frame and np.hypot(tx - x, ty - y) <= self.tol:
-                self.hits[t.id] = self.hits.get(t.id, 0) + 1
-                self.tracks[t.id] = t
-                if t.id in det._duplicates:
-                    self.duplicates.add(t.id)
-                if t.falling:
-                    self.reported.add(t.id)
+            self.tracks[t.id] = t  # an ended track keeps its last state
+        self.duplicates |= det.duplicates
+        for path in self.paths:
+            path.seen += any(path.on(frame, b.x, b.y) for b in det.last_blobs)
 
-    def cause(self, det: Detector) -> MissCause:
-        """The stage the throw was lost at, from what was watched."""
+    def cause(self, path: _Path, det: Detector) -> MissCause:
+        """The stage the throw on `path` was lost at."""
         need = det.cfg.fall.min_points
-        frames = len(self.path)
-        best = max(self.hits, key=self.hits.get) if self.hits else None
-        if best is None or self.hits[best] < need:
-            on = self.hits[best] if best is not None else 0
-            if self.seen < need:
-                return MissCause(Stage.UNSEEN, (), f"blobs on it in {self.seen} of {frames} frames")
-            return MissCause(Stage.UNTRACKED, (), f"blobs on it in {self.seen} of {frames} frames, tracked {on}")
+        frames = len(path.points)
+        hits = {i: n for i, t in self.tracks.items() if (n := path.hits(t)) > 0}
+        best = max(hits, key=hits.get) if hits else None
+        if best is None or hits[best] < need:
+            if path.seen < need:
+                return MissCause(Stage.UNSEEN, (), f"blobs on it in {path.seen} of {frames} frames")
+            on = hits[best] if best is not None else 0
+            return MissCause(Stage.UNTRACKED, (), f"blobs on it in {path.seen} of {frames} frames, tracked {on}")
         # A reported track on its path says more than a longer one that was not: the event was there.
-        for kind, ids in ((Stage.OFF_PATH, self.reported), (Stage.DUPLICATE, self.duplicates)):
-            on = [i for i in ids if self.hits[i] >= need]
-            if on:
-                i = max(on, key=self.hits.get)
-                off = self.tracks[i].hits - self.hits[i]
-                return MissCause(kind, (), f"a track followed it {self.hits[i]} of {frames} frames, {off} off it")
+        reported = [i for i in hits if hits[i] >= need and self.tracks[i].falling]
+        if reported:
+            i = max(reported, key=hits.get)
+            share = hits[i] / self.tracks[i].hits
+            stage = Stage.REPORTED if share >= _ON_PATH_SHARE else Stage.OFF_PATH
+            detail = f"a track followed it {hits[i]} of {frames} frames, {share:.0%} of its own"
+            return MissCause(stage, (), detail)
         t = self.tracks[best]
-        followed = f"a track followed it {self.hits[best]} of {frames} frames"
+        followed = f"a track followed it {hits[best]} of {frames} frames"
+        if best in self.duplicates:
+            return MissCause(Stage.DUPLICATE, (), followed)
         v = det.decision.judge(t.points, t.widths, t.strengths, t.lengths, t.chance_at_hit, t.evidence_at_hit)
         if v.level is None:
             return MissCause(Stage.RULED_OUT, tuple(v.rules), f"{followed}; no fall: {'; '.join(v.reasons)}")
-        return MissCause(Stage.NOT_LIVE, (), followed)
+        vetoed = " (or the verifier vetoed it)" if det.verifier is not None else ""
+        return MissCause(Stage.NOT_LIVE, (), followed + vetoed)
 
 
 def explain_misses(clip: Path, truth: dict, cfg: CameraConfig, missed: list[int]) -> list[MissCause]:
@@ -112,16 +121,18 @@ def explain_misses(clip: Path, truth: dict, cfg: CameraConfig, missed: list[int]
     if not missed:
         return []
     size = (truth["width"], truth["height"])
-    det = Detector("explain", cfg, truth["fps"], CameraGeometry.build(cfg, size, measured_at=size))
-    following = []
+    verifier = load_verifier(cfg.fall.verifier.model) if cfg.fall.verifier.model is not None else None
+    geometry = CameraGeometry.build(cfg, size, measured_at=size)
+    det = Detector("explain", cfg, cfg.fps or truth["fps"], geometry, verifier)
+    paths = []
     for i in missed:
         throw = truth["throws"][i]
-        path = {int(f): (x * det.scale, y * det.scale) for f, x, y, _ in throw["track"]}
-        following.append(_Following(path, match_tolerance(truth, throw) * det.scale))
+        points = {int(f): (x * det.scale, y * det.scale) for f, x, y, _ in throw["track"]}
+        paths.append(_Path(points, match_tolerance(truth, throw) * det.scale))
+    watch = _Watch(paths)
     with av.open(str(clip)) as container:
         for frame, picture in enumerate(container.decode(video=0)):
             det.process(frame, luma_plane(picture))
-            for f in following:
-                f.watch(frame, det)
+            watch.frame(frame, det)
     det.finish()
-    return [f.cause(det) for f in following]
+    return [watch.cause(p, det) for p in paths]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # explain imports this module's match_tolerance
+    from edge.sim.explain import MissCause
 
 
 @dataclass
@@ -26,7 +30,7 @@ class SceneScore:
     duplicates: int = 0
     missed: list[str] = field(default_factory=list)
     missed_index: list[int] = field(default_factory=list)  # each missed throw's index in the truth's throws
-    miss_causes: list = field(default_factory=list)  # why each was missed (edge.sim.explain), when asked
+    miss_causes: list[MissCause] = field(default_factory=list)  # why each was missed, when the bench asked
     wrong_floor: list[str] = field(default_factory=list)
     floor_errors: list[int] = field(default_factory=list)  # reported minus true floor, per found throw
     height_errors: list[float] = field(default_factory=list)  # reported minus true origin height, metres

@@ -19,6 +19,7 @@ from edge.config import CameraConfig, load_config
 from edge.detect.pipeline import Detector
 from edge.detect.sample import SAMPLE_FRAMES, SAMPLE_PX
 from edge.geometry import CameraGeometry
+from edge.sim.score import match_tolerance
 from edge.video import luma_plane
 
 SAMPLE_EVERY = 2  # hits between two samples of one track: consecutive samples share most of their crops
@@ -133,11 +134,10 @@ def _due(track, min_points: int, taken: int) -> bool:
 
 def simulated_labeller(truth: dict) -> Callable[[list[tuple[int, float, float]]], int]:
     """Labels by the clip's ground truth: on a thrown object's path, off every one, or in between."""
-    tol = 12.0 * truth["height"] / 1080
     paths = []
     for throw in truth["throws"]:
         if throw["track"]:
-            paths.append(({int(f): (x, y) for f, x, y, _ in throw["track"]}, max(tol, 2 * throw["width_px"])))
+            paths.append(({int(f): (x, y) for f, x, y, _ in throw["track"]}, match_tolerance(truth, throw)))
 
     def label(points: list[tuple[int, float, float]]) -> int:
         best = 0.0
