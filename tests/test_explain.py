@@ -47,17 +47,49 @@ def test_a_track_the_fall_decision_refuses_names_the_rule(clip):
     assert "weak evidence" in cause.detail
 
 
-def test_blobs_on_a_path_that_no_track_followed_long_enough_are_seen_not_tracked(clip):
+@pytest.fixture
+def detector(clip):
     folder, truth = clip
     cam = _camera(folder)
     size = (truth["width"], truth["height"])
-    det = Detector("sim", cam, truth["fps"], CameraGeometry.build(cam, size, measured_at=size))
+    return Detector("sim", cam, truth["fps"], CameraGeometry.build(cam, size, measured_at=size))
+
+
+def _on(frames, x=100.0):
+    return [(f, x, 10.0 * f) for f in frames]
+
+
+def test_blobs_on_a_path_that_no_track_followed_long_enough_are_seen_not_tracked(detector):
     path = _Path({f: (100.0, 10.0 * f) for f in range(30)}, tol=3.0, seen=20)
-    short = Track(1, np.zeros(6), np.eye(6), points=[(f, 100.0, 10.0 * f) for f in range(3)])
-    watch = _Watch([path], tracks={1: short})
-    assert watch.cause(path, det).stage is Stage.UNTRACKED
+    watch = _Watch([path], tracks={1: Track(1, np.zeros(6), np.eye(6), points=_on(range(3)))})
+    assert watch.cause(path, detector).stage is Stage.UNTRACKED
     path.seen = 2  # fewer blobs on it than a track needs
-    assert watch.cause(path, det).stage is Stage.UNSEEN
+    assert watch.cause(path, detector).stage is Stage.UNSEEN
+
+
+def test_every_detection_of_a_track_counts_however_it_joined_the_path(detector):
+    path = _Path({f: (100.0, 10.0 * f) for f in range(30)}, tol=3.0, seen=30)
+    # a chained track is made with its first detections at once, and a stitched one takes a lost one's
+    stitched = Track(1, np.zeros(6), np.eye(6), points=_on(range(0, 10)) + _on(range(14, 20)))
+    assert path.hits(stitched) == 16
+    assert path.hits(Track(2, np.zeros(6), np.eye(6), points=_on(range(0, 10), x=140.0))) == 0  # beside it
+
+
+def test_a_reported_track_mostly_off_the_path_is_off_path_and_one_on_it_is_reported(detector):
+    path = _Path({f: (100.0, 10.0 * f) for f in range(30)}, tol=3.0, seen=30)
+    wandered = Track(1, np.zeros(6), np.eye(6), points=_on(range(8)) + _on(range(8, 30), x=160.0), falling=True)
+    watch = _Watch([path], tracks={1: wandered})
+    assert watch.cause(path, detector).stage is Stage.OFF_PATH
+    wandered.points = _on(range(30))
+    assert watch.cause(path, detector).stage is Stage.REPORTED
+
+
+def test_a_track_taken_for_a_reported_fall_is_a_duplicate(detector):
+    path = _Path({f: (100.0, 10.0 * f) for f in range(30)}, tol=3.0, seen=30)
+    watch = _Watch([path], tracks={7: Track(7, np.zeros(6), np.eye(6), points=_on(range(30)))}, duplicates={7})
+    assert watch.cause(path, detector).stage is Stage.DUPLICATE
+    watch.duplicates.clear()
+    assert watch.cause(path, detector).stage is not Stage.DUPLICATE
 
 
 def test_a_throw_below_every_motion_threshold_is_not_seen(clip):
