@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,6 +85,15 @@ def luma_plane(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
     buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
     return buf[:, : frame.width]
+
+
+def luma_frames(video: Path) -> Iterator[np.ndarray]:
+    """Luma planes of a video file, as the node's decoder hands them to detection (offline tools)."""
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield luma_plane(frame)
 
 
 def check_readable(path: str | Path) -> Path:

@@ -15,8 +15,9 @@ from edge.detect.sample import SAMPLE_FRAMES, SAMPLE_PX, TrackCrops, crop_at
 from edge.detect.types import AlertLevel
 from edge.detect.verify import second_look
 from edge.geometry import CameraGeometry
-from edge.train.dataset import Label, frames_of, simulated_clip
+from edge.train.dataset import Label, simulated_clip
 from edge.verifier import ModelError, OnnxVerifier, check_model
+from edge.video import luma_frames
 
 from conftest import run_edge
 
@@ -119,7 +120,7 @@ def _events(folder: Path, verifier, brighten: set[int] = frozenset()) -> dict[st
     Frames in `brighten` are made 80 luma levels brighter (an exposure step)."""
     _, cam = load_config(folder / "config.yaml").camera(None)
     detector, events = None, {}
-    for i, luma in enumerate(frames_of(folder / "scene.mp4")):
+    for i, luma in enumerate(luma_frames(folder / "scene.mp4")):
         if i in brighten:
             luma = np.clip(luma.astype(np.int16) + 80, 0, 255).astype(np.uint8)
         if detector is None:

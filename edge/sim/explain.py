@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-import av
 import numpy as np
 
 from edge.config import CameraConfig
@@ -20,7 +19,7 @@ from edge.detect.tracker import Track
 from edge.geometry import CameraGeometry
 from edge.sim.score import match_tolerance
 from edge.verifier import load_verifier
-from edge.video import luma_plane
+from edge.video import luma_frames
 
 _ON_PATH_SHARE = 0.5  # an event is on a throw when this share of its points is (as the bench scores it)
 
@@ -130,9 +129,8 @@ def explain_misses(clip: Path, truth: dict, cfg: CameraConfig, missed: list[int]
         points = {int(f): (x * det.scale, y * det.scale) for f, x, y, _ in throw["track"]}
         paths.append(_Path(points, match_tolerance(truth, throw) * det.scale))
     watch = _Watch(paths)
-    with av.open(str(clip)) as container:
-        for frame, picture in enumerate(container.decode(video=0)):
-            det.process(frame, luma_plane(picture))
-            watch.frame(frame, det)
+    for frame, luma in enumerate(luma_frames(clip)):
+        det.process(frame, luma)
+        watch.frame(frame, det)
     det.finish()
     return [watch.cause(p, det) for p in paths]

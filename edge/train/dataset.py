@@ -8,7 +8,7 @@ clips are labelled by their ground truth; real clips by the fall frames of the b
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from edge.detect.pipeline import Detector
 from edge.detect.sample import SAMPLE_FRAMES, SAMPLE_PX
 from edge.geometry import CameraGeometry
 from edge.sim.score import match_tolerance
-from edge.video import luma_plane
+from edge.video import luma_frames
 
 SAMPLE_EVERY = 2  # hits between two samples of one track: consecutive samples share most of their crops
 MAX_SAMPLES_PER_TRACK = 12  # a long track (a bird circling) must not outweigh many short ones
@@ -72,15 +72,6 @@ class _Neutral:
         return 0.5
 
 
-def frames_of(video: Path) -> Iterator[np.ndarray]:
-    """Luma planes of a video file, as the node's decoder hands them to detection."""
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield luma_plane(frame)
-
-
 def video_fps(video: Path) -> float:
     with av.open(str(video)) as container:
         rate = container.streams.video[0].average_rate
@@ -98,7 +89,7 @@ def collect(
     detector: Detector | None = None
     samples, labels, tracks, gated = [], [], [], []
     taken: dict[int, int] = {}
-    for index, luma in enumerate(frames_of(video)):
+    for index, luma in enumerate(luma_frames(video)):
         if detector is None:
             geometry = CameraGeometry.build(cam, (luma.shape[1], luma.shape[0]))
             detector = Detector(clip, cam, fps, geometry, _Neutral())
