@@ -17,11 +17,9 @@ from edge.config import CameraConfig
 from edge.detect.pipeline import Detector
 from edge.detect.tracker import Track
 from edge.geometry import CameraGeometry
-from edge.sim.score import match_tolerance
+from edge.sim.score import ON_PATH_SHARE, match_tolerance
 from edge.verifier import load_verifier
 from edge.video import luma_frames
-
-_ON_PATH_SHARE = 0.5  # an event is on a throw when this share of its points is (as the bench scores it)
 
 
 class Stage(StrEnum):
@@ -101,7 +99,7 @@ class _Watch:
         if reported:
             i = max(reported, key=hits.get)
             share = hits[i] / self.tracks[i].hits
-            stage = Stage.REPORTED if share >= _ON_PATH_SHARE else Stage.OFF_PATH
+            stage = Stage.REPORTED if share >= ON_PATH_SHARE else Stage.OFF_PATH
             detail = f"a track followed it {hits[i]} of {frames} frames, {share:.0%} of its own"
             return MissCause(stage, (), detail)
         t = self.tracks[best]

@@ -55,6 +55,9 @@ def _overlap(track: list, trajectory: list, tol: float) -> float:
     return sum(hits) / max(1, len(trajectory))
 
 
+ON_PATH_SHARE = 0.5  # an event is a throw's when this share of its points lie on the throw's path
+
+
 def match_tolerance(truth: dict, throw: dict) -> float:
     """Pixels an event's point may lie from the throw's true position and still be on it."""
     return max(12.0 * truth["height"] / 1080, 2 * throw["width_px"])
@@ -67,7 +70,7 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
     matched: set[int] = set()
     for index, throw in enumerate(truth["throws"]):
         tol = match_tolerance(truth, throw)
-        hits = [r for r in records if _overlap(throw["track"], r["trajectory"], tol) >= 0.5]
+        hits = [r for r in records if _overlap(throw["track"], r["trajectory"], tol) >= ON_PATH_SHARE]
         if hits:
             matched.update(id(r) for r in hits)
             s.duplicates += len(hits) - 1

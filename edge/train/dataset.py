@@ -19,7 +19,7 @@ from edge.config import CameraConfig, load_config
 from edge.detect.pipeline import Detector
 from edge.detect.sample import SAMPLE_FRAMES, SAMPLE_PX
 from edge.geometry import CameraGeometry
-from edge.sim.score import match_tolerance
+from edge.sim.score import ON_PATH_SHARE, match_tolerance
 from edge.video import luma_frames
 
 SAMPLE_EVERY = 2  # hits between two samples of one track: consecutive samples share most of their crops
@@ -27,7 +27,7 @@ MAX_SAMPLES_PER_TRACK = 12  # a long track (a bird circling) must not outweigh m
 # Tracks that fail the relaxed gate never reach the verifier, but they show it what else moves (rain, birds,
 # grain): a couple of samples each, so that the hard candidates still weigh most.
 MAX_UNGATED_SAMPLES = 2
-MATCH_SHARE = 0.5  # a track is a throw's when this share of its points lie on the throw (as the bench scores)
+MATCH_SHARE = ON_PATH_SHARE  # a track is a throw's when this share of its points lie on it (as the bench scores)
 UNRELATED_SHARE = 0.1  # ... and no throw's at all below this share; in between it is left out as unclear
 
 
