@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import resource
 import shlex
@@ -167,7 +168,7 @@ def _explain(
         clips = [(n, s, r) for n, s, _, r in _suite_clips(split, wanted)]
         todo = [(sc, clip) for sc, clip in zip(scores, clips, strict=True) if sc.missed_index]
         jobs = [(n, s, r, cache, overrides, sc.missed_index) for sc, (n, s, r) in todo]
-        with ProcessPoolExecutor(max_workers=2) as pool:
+        with worker_pool(2) as pool:
             for (sc, _), causes in zip(todo, pool.map(_explain_one, jobs), strict=True):
                 sc.miss_causes = causes
 
@@ -357,6 +358,15 @@ INTRO = (
 )
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes started afresh (spawn), never forked from this one.
+
+    A fork copies a process whose other threads may hold a lock at that moment (OpenCV's thread pool, a
+    replay's writer): the child then waits on it forever. Run inside pytest, the real-footage replay did.
+    """
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def _command() -> str:
     """The command line that produced a report, for its header."""
     return "edge " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -364,7 +374,7 @@ def _command() -> str:
 
 def _run_split(jobs: list, label: str) -> list[SceneScore]:
     scores = []
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with worker_pool(2) as pool:
         for sc in pool.map(_run_one, jobs):
             scores.append(sc)
             print(

@@ -11,13 +11,12 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from edge.bench import apply_overrides
+from edge.bench import apply_overrides, worker_pool
 from edge.config import load_config
 from edge.replay import replay
 
@@ -194,7 +193,7 @@ def run_real(calibrated: bool, clips: list[str] | None = None, overrides: list[s
     jobs = [(e, str(folder), calibrated, list(overrides)) for e in entries]
     # Biggest files first, so the two workers finish together; results are put back in manifest order.
     order = sorted(range(len(jobs)), key=lambda i: -(folder / entries[i]["file"]).stat().st_size)
-    with ProcessPoolExecutor(max_workers=WORKERS) as pool:
+    with worker_pool(WORKERS) as pool:
         futures = {i: pool.submit(_run_one, jobs[i]) for i in order}
         return [futures[i].result() for i in range(len(jobs))]
 

@@ -15,13 +15,12 @@ import logging
 import platform
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge.bench import DISTRACTOR_S, DISTRACTOR_SCENES, RENDER_VERSION, SUITES, THROW_SCENES
+from edge.bench import DISTRACTOR_S, DISTRACTOR_SCENES, RENDER_VERSION, SUITES, THROW_SCENES, worker_pool
 from edge.detect.sample import SAMPLE_FRAMES, SAMPLE_PX
 from edge.train.dataset import Candidates, Label, real_clip, simulated_clip
 
@@ -117,7 +116,7 @@ def build_dataset(work: Path, scenes: list[tuple[str, int, float | None]], real:
     clips.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     renders = [(n, s, d, clips / f"{n}-{s}-r{RENDER_VERSION}") for n, s, d in scenes]
-    with ProcessPoolExecutor(WORKERS) as pool:
+    with worker_pool(WORKERS) as pool:
         folders = list(pool.map(_render, renders))
         jobs = [(f.name, f, cache / f"{f.name}.npz", None) for f in folders]
         if real is not None:
