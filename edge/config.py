@@ -671,6 +671,13 @@ class FallConfig(Strict):
         le=50.0,
         description="Track score per frame (nats): how much likelier an object than clutter made the track.",
     )
+    weak_evidence_share: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Calibrated: a track scoring from this share of min_evidence up to it is reported (suspected "
+        "only) when it falls like a body: the whole minimum fall, on a tight curve, at nearly g.",
+    )
     max_blur_excess_px: float = Field(
         4.0,
         ge=0.0,

@@ -27,6 +27,7 @@ from edge.detect.fall import (
     stands_above_clutter,
     starts_on_the_facade,
     streaks_match_its_motion,
+    weak_evidence_falls_like_a_body,
 )
 from edge.detect.types import Origin
 from edge.geometry import FacadeMap
@@ -159,6 +160,24 @@ def test_a_fast_fall_that_appears_mid_view_and_falls_the_whole_minimum_at_g_is_s
     t = np.arange(0, 0.5, 1 / FPS)
     v = decide(_track(20 + 0 * t, 40 - 28 * t - 4.9 * t**2))  # first seen at 40 m already at 28 m/s
     assert v.level == "suspected", v.reasons
+
+
+def _judge_with_evidence(points, per_frame, facade=FACADE):
+    decision = FallDecision(FallConfig(), FPS, 800, facade)
+    return decision.judge(points, evidence=per_frame * (points[-1][0] - points[0][0]))
+
+
+def test_a_body_falling_at_g_on_weak_evidence_is_suspected_not_confirmed():
+    # In IR grain a bottle's detections cost nearly what the clutter's do; its fall at g is what tells it.
+    pts = _track(*_free_fall(1.3))
+    weak, strong = _judge_with_evidence(pts, 2.0), _judge_with_evidence(pts, 5.0)
+    assert (weak.level, strong.level) == ("suspected", "confirmed"), (weak.reasons, strong.reasons)
+
+
+def test_a_light_fall_at_terminal_speed_on_weak_evidence_is_not_reported():
+    pts = _track(*_free_fall(2.5, vt=4.5, vx=0.3))  # a paper bag: no acceleration to back a weak score
+    assert _judge_with_evidence(pts, 2.0).level is None
+    assert _judge_with_evidence(pts, 5.0).level == "suspected"  # the positive control: a strong score
 
 
 def test_the_same_fall_seen_from_its_release_is_confirmed():
@@ -328,6 +347,26 @@ def test_rule_stands_above_clutter():
     assert stands_above_clutter(replace(GOOD, evidence_per_frame=None), FallConfig()) is None  # not scored
     assert stands_above_clutter(replace(GOOD, evidence_per_frame=2.5), FallConfig()) is None
     assert reasons(replace(GOOD, evidence_per_frame=1.0)) == [
+        "weak evidence: 1.0 nats per frame, as a chain of clutter gives"
+    ]
+
+
+def test_rule_stands_above_clutter_asks_the_whole_min_evidence_without_a_calibration():
+    # No g to check a fall against, so nothing can back a weak score.
+    assert stands_above_clutter(replace(UNCALIBRATED, evidence_per_frame=2.0), FallConfig()) is not None
+    assert stands_above_clutter(replace(GOOD, evidence_per_frame=2.0), FallConfig()) is None  # calibrated
+
+
+def test_rule_weak_evidence_falls_like_a_body():
+    weak = replace(GOOD, evidence_per_frame=2.0)  # from 0.6 of min_evidence (1.5) up to it (2.5)
+    assert reasons(weak) == []  # fell the whole minimum on a tight curve at 0.92 g
+    no_body = "weak evidence: 2.0 nats per frame, and no body's fall to back it"
+    assert reasons(replace(weak, accel_g=0.3)) == [no_body]  # a paper at terminal speed, or a chain of drops
+    assert weak_evidence_falls_like_a_body(replace(weak, drop=5.0), FallConfig()) == no_body  # short of 6 m
+    assert weak_evidence_falls_like_a_body(replace(weak, rms=0.6), FallConfig()) == no_body  # not on a curve
+    assert weak_evidence_falls_like_a_body(replace(GOOD, accel_g=0.3), FallConfig()) is None  # strong evidence
+    # Below the floor the other rule speaks, alone.
+    assert reasons(replace(weak, evidence_per_frame=1.0, accel_g=0.3)) == [
         "weak evidence: 1.0 nats per frame, as a chain of clutter gives"
     ]
 

@@ -129,10 +129,33 @@ def streaks_match_its_motion(m: Measures, cfg: FallConfig) -> str | None:
     return None
 
 
+def _evidence_floor(m: Descent, cfg: FallConfig) -> float:
+    """The least evidence per frame any fall may have: weak_evidence_share of min_evidence when calibrated."""
+    return min(cfg.weak_evidence_share * cfg.min_evidence, cfg.min_evidence) if m.calibrated else cfg.min_evidence
+
+
+def _weak_evidence(m: Descent, cfg: FallConfig) -> bool:
+    """Scored from the evidence floor up to min_evidence per frame: a chain of clutter might have made it."""
+    e = m.evidence_per_frame
+    return e is not None and _evidence_floor(m, cfg) <= e < cfg.min_evidence
+
+
 def stands_above_clutter(m: Descent, cfg: FallConfig) -> str | None:
-    """The tracker's score is at least min_evidence nats per frame (chance chains of clutter score less)."""
-    if m.evidence_per_frame is not None and m.evidence_per_frame < cfg.min_evidence:
+    """The tracker's score is at least the evidence floor per frame (chance chains of clutter score less)."""
+    if m.evidence_per_frame is not None and m.evidence_per_frame < _evidence_floor(m, cfg):
         return f"weak evidence: {m.evidence_per_frame:.1f} nats per frame, as a chain of clutter gives"
+    return None
+
+
+def weak_evidence_falls_like_a_body(m: Measures, cfg: FallConfig) -> str | None:
+    """Calibrated: a track scoring under min_evidence (but not under the evidence floor) falls like a body.
+
+    In IR grain or rain a faint object's detections cost little more than the clutter's, so its score per
+    frame stays low; what a chance chain of clutter (drops, grain, a leaf) does not do is fall the whole
+    minimum fall on a tight curve at nearly g. Such a fall is reported as suspected only (`judge`).
+    """
+    if _weak_evidence(m, cfg) and not _falls_like_a_body(m):
+        return f"weak evidence: {m.evidence_per_frame:.1f} nats per frame, and no body's fall to back it"
     return None
 
 
@@ -225,6 +248,7 @@ RULES: tuple[Rule, ...] = (
     falls_more_than_it_drifts,
     streaks_match_its_motion,
     stands_above_clutter,
+    weak_evidence_falls_like_a_body,
     seen_often_enough,
     is_ballistic,
     accelerates_like_gravity,
@@ -259,6 +283,11 @@ def _score(m: Measures, cfg: FallConfig) -> float:
     fit = _clip01(1.0 - m.rms / (_BALLISTIC_FACTOR * m.tol))
     drop = _clip01(m.fall / (_FULL_DROP * m.min_fall))
     return round(_ACCEL_WEIGHT * _accel_score(m, cfg) + _FIT_WEIGHT * fit + _DROP_WEIGHT * drop, 3)
+
+
+def _doubtful(m: Measures, cfg: FallConfig) -> bool:
+    """Believed on its body's fall alone (it entered late, or scored weakly): suspected, never confirmed."""
+    return _enters_late(m, cfg) or _weak_evidence(m, cfg)
 
 
 def _is_strong(m: Measures, cfg: FallConfig) -> bool:
@@ -317,7 +346,7 @@ class FallDecision:
             verdict.reasons.append(f"scores {score:.2f}, under suspect_score {cfg.suspect_score}")
             verdict.rules.append(LOW_SCORE)
             return verdict
-        confirmable = _is_strong(m, cfg) and score >= cfg.confirm_score and not _enters_late(m, cfg)
+        confirmable = _is_strong(m, cfg) and score >= cfg.confirm_score and not _doubtful(m, cfg)
         verdict.level = "confirmed" if confirmable else "suspected"
         return verdict
 
