@@ -2,5 +2,5 @@ import sys
 
 from edge.cli import main
 
-if __name__ == "__main__":  # not when a spawned worker imports this module
+if __name__ == "__main__":  # importing edge.__main__ (a worker, a tool) must not run the CLI
     sys.exit(main())

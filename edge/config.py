@@ -676,7 +676,8 @@ class FallConfig(Strict):
         ge=0.0,
         le=1.0,
         description="Calibrated: a track scoring from this share of min_evidence up to it is reported (suspected "
-        "only) when it falls like a body: the whole minimum fall, on a tight curve, at nearly g.",
+        "only) when it falls like a body: the whole minimum fall, on a tight curve, at 0.7 g or more. 1 (or a "
+        "min_evidence of 0 or less) believes no weak score.",
     )
     max_blur_excess_px: float = Field(
         4.0,

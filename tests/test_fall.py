@@ -27,7 +27,7 @@ from edge.detect.fall import (
     stands_above_clutter,
     starts_on_the_facade,
     streaks_match_its_motion,
-    weak_evidence_falls_like_a_body,
+    weak_evidence_backed_by_a_fall,
 )
 from edge.detect.types import Origin
 from edge.geometry import FacadeMap
@@ -165,6 +165,12 @@ def test_a_fast_fall_that_appears_mid_view_and_falls_the_whole_minimum_at_g_is_s
 def _judge_with_evidence(points, per_frame, facade=FACADE):
     decision = FallDecision(FallConfig(), FPS, 800, facade)
     return decision.judge(points, evidence=per_frame * (points[-1][0] - points[0][0]))
+
+
+def test_without_a_calibration_a_weak_score_is_no_fall_however_it_falls():
+    pts = _track(*_free_fall(2.0))  # a heavy object falling 19 m, 0.46 of the 800 px frame
+    assert _judge_with_evidence(pts, 2.0, facade=None).level is None
+    assert _judge_with_evidence(pts, 5.0, facade=None).level is not None  # the positive control
 
 
 def test_a_body_falling_at_g_on_weak_evidence_is_suspected_not_confirmed():
@@ -347,27 +353,43 @@ def test_rule_stands_above_clutter():
     assert stands_above_clutter(replace(GOOD, evidence_per_frame=None), FallConfig()) is None  # not scored
     assert stands_above_clutter(replace(GOOD, evidence_per_frame=2.5), FallConfig()) is None
     assert reasons(replace(GOOD, evidence_per_frame=1.0)) == [
-        "weak evidence: 1.0 nats per frame, as a chain of clutter gives"
+        "weak evidence: 1.00 < 1.50 nats per frame, as a chain of clutter gives"
     ]
 
 
 def test_rule_stands_above_clutter_asks_the_whole_min_evidence_without_a_calibration():
-    # No g to check a fall against, so nothing can back a weak score.
-    assert stands_above_clutter(replace(UNCALIBRATED, evidence_per_frame=2.0), FallConfig()) is not None
+    # No g to check a fall against, so nothing can back a weak score: the one reason is the floor's.
+    assert reasons(replace(UNCALIBRATED, evidence_per_frame=2.0)) == [
+        "weak evidence: 2.00 < 2.50 nats per frame, as a chain of clutter gives"
+    ]
     assert stands_above_clutter(replace(GOOD, evidence_per_frame=2.0), FallConfig()) is None  # calibrated
 
 
-def test_rule_weak_evidence_falls_like_a_body():
+def test_the_weak_band_runs_from_its_share_of_min_evidence_up_to_min_evidence():
+    at = lambda e, **cfg: reasons(replace(GOOD, evidence_per_frame=e, accel_g=0.3), **cfg)  # noqa: E731
+    assert at(1.49) == ["weak evidence: 1.49 < 1.50 nats per frame, as a chain of clutter gives"]
+    assert at(1.5) == ["weak evidence: 1.50 < 2.50 nats per frame, and no body's fall to back it"]
+    assert at(2.5) == []  # min_evidence itself is no weak score
+    assert at(2.0, weak_evidence_share=1.0) == [  # a share of 1 believes no weak score
+        "weak evidence: 2.00 < 2.50 nats per frame, as a chain of clutter gives"
+    ]
+    assert at(-0.5, min_evidence=-1.0) == []  # min_evidence <= 0: the share would lie above it, no band
+    assert at(-1.5, min_evidence=-1.0) == [
+        "weak evidence: -1.50 < -1.00 nats per frame, as a chain of clutter gives"
+    ]
+
+
+def test_rule_weak_evidence_backed_by_a_fall():
     weak = replace(GOOD, evidence_per_frame=2.0)  # from 0.6 of min_evidence (1.5) up to it (2.5)
     assert reasons(weak) == []  # fell the whole minimum on a tight curve at 0.92 g
-    no_body = "weak evidence: 2.0 nats per frame, and no body's fall to back it"
+    no_body = "weak evidence: 2.00 < 2.50 nats per frame, and no body's fall to back it"
     assert reasons(replace(weak, accel_g=0.3)) == [no_body]  # a paper at terminal speed, or a chain of drops
-    assert weak_evidence_falls_like_a_body(replace(weak, drop=5.0), FallConfig()) == no_body  # short of 6 m
-    assert weak_evidence_falls_like_a_body(replace(weak, rms=0.6), FallConfig()) == no_body  # not on a curve
-    assert weak_evidence_falls_like_a_body(replace(GOOD, accel_g=0.3), FallConfig()) is None  # strong evidence
+    assert weak_evidence_backed_by_a_fall(replace(weak, drop=5.0), FallConfig()) == no_body  # short of 6 m
+    assert weak_evidence_backed_by_a_fall(replace(weak, rms=0.6), FallConfig()) == no_body  # not on a curve
+    assert weak_evidence_backed_by_a_fall(replace(GOOD, accel_g=0.3), FallConfig()) is None  # strong evidence
     # Below the floor the other rule speaks, alone.
     assert reasons(replace(weak, evidence_per_frame=1.0, accel_g=0.3)) == [
-        "weak evidence: 1.0 nats per frame, as a chain of clutter gives"
+        "weak evidence: 1.00 < 1.50 nats per frame, as a chain of clutter gives"
     ]
 
 
@@ -464,7 +486,7 @@ def test_a_track_that_could_not_alert_gets_no_level_and_a_fall_could():
     decision = FallDecision(FallConfig(), FPS, 800, FACADE)
     could = []
     for pts in _tracks_to_judge():
-        for evidence in (None, 0.5 * len(pts), 8.0 * len(pts)):
+        for evidence in (None, 0.5 * len(pts), 2.0 * len(pts), 8.0 * len(pts)):  # 2.0: the weak band
             if not decision.could_alert(pts, evidence):
                 assert decision.judge(pts, evidence=evidence).level is None
             could.append(decision.could_alert(pts, evidence))

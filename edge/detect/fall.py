@@ -41,9 +41,10 @@ _STRAY_GAP_FRAMES = 2  # ...when the track then went undetected for more frames 
 _STRAY_HEAD_TOLS = 6.0  # ...when they lie this many fit tolerances off the curve of the detections after them
 _MAX_CHANCE_SHARE = 0.9  # clutter explains at most this share of a track's frames: some are the object's
 _UNCALIBRATED_STRONG_ACCEL = 0.5  # without a scale, confirmed needs an accel score of this: it clearly speeds up
-# A fall first seen mid-view and fast is believed when it then accelerates at this x g: that fast it is heavy
-# enough for drag to take little off g yet, while a chance chain of clutter bends its curve as it likes.
-_LATE_ENTRY_MIN_G = 0.7
+# A track falls like a body when it accelerates at this x g or more (with the whole minimum fall, on a tight
+# curve): a heavy object that drag takes little off g from yet, while a chance chain of clutter bends its
+# curve as it likes. It then backs a fall first seen mid-view and fast, or one that scored weakly.
+_BODY_MIN_G = 0.7
 
 
 def _clip01(x: float) -> float:
@@ -129,8 +130,22 @@ def streaks_match_its_motion(m: Measures, cfg: FallConfig) -> str | None:
     return None
 
 
+def _enters_late(m: Measures, cfg: FallConfig) -> bool:
+    """Calibrated: first seen below the top entry_margin_frac already faster than max_entry_speed_mps."""
+    return m.calibrated and m.entry_speed > cfg.max_entry_speed_mps and m.entry_y_frac > cfg.entry_margin_frac
+
+
+def _falls_like_a_body(m: Measures) -> bool:
+    """Calibrated: seen falling the whole minimum fall itself, on a tight curve, at _BODY_MIN_G x g or more."""
+    return m.accel_g is not None and m.drop >= m.min_fall and m.rms <= m.tol and m.accel_g >= _BODY_MIN_G
+
+
 def _evidence_floor(m: Descent, cfg: FallConfig) -> float:
-    """The least evidence per frame any fall may have: weak_evidence_share of min_evidence when calibrated."""
+    """The least evidence per frame any fall may have: weak_evidence_share of min_evidence when calibrated.
+
+    Never above min_evidence: at min_evidence <= 0 (allowed) the share would lie above it, and no score is
+    then weak.
+    """
     return min(cfg.weak_evidence_share * cfg.min_evidence, cfg.min_evidence) if m.calibrated else cfg.min_evidence
 
 
@@ -142,20 +157,22 @@ def _weak_evidence(m: Descent, cfg: FallConfig) -> bool:
 
 def stands_above_clutter(m: Descent, cfg: FallConfig) -> str | None:
     """The tracker's score is at least the evidence floor per frame (chance chains of clutter score less)."""
-    if m.evidence_per_frame is not None and m.evidence_per_frame < _evidence_floor(m, cfg):
-        return f"weak evidence: {m.evidence_per_frame:.1f} nats per frame, as a chain of clutter gives"
+    e, floor = m.evidence_per_frame, _evidence_floor(m, cfg)
+    if e is not None and e < floor:
+        return f"weak evidence: {e:.2f} < {floor:.2f} nats per frame, as a chain of clutter gives"
     return None
 
 
-def weak_evidence_falls_like_a_body(m: Measures, cfg: FallConfig) -> str | None:
+def weak_evidence_backed_by_a_fall(m: Measures, cfg: FallConfig) -> str | None:
     """Calibrated: a track scoring under min_evidence (but not under the evidence floor) falls like a body.
 
     In IR grain or rain a faint object's detections cost little more than the clutter's, so its score per
     frame stays low; what a chance chain of clutter (drops, grain, a leaf) does not do is fall the whole
-    minimum fall on a tight curve at nearly g. Such a fall is reported as suspected only (`judge`).
+    minimum fall on a tight curve at 0.7 g or more. Physics reports such a fall as suspected only (`judge`).
     """
     if _weak_evidence(m, cfg) and not _falls_like_a_body(m):
-        return f"weak evidence: {m.evidence_per_frame:.1f} nats per frame, and no body's fall to back it"
+        e = m.evidence_per_frame
+        return f"weak evidence: {e:.2f} < {cfg.min_evidence:.2f} nats per frame, and no body's fall to back it"
     return None
 
 
@@ -188,23 +205,13 @@ def no_faster_than_a_fall(m: Measures, cfg: FallConfig) -> str | None:
     return f"too fast: {m.end_speed:.0f} m/s" if m.calibrated and m.end_speed > cfg.max_speed_mps else None
 
 
-def _enters_late(m: Measures, cfg: FallConfig) -> bool:
-    """Calibrated: first seen below the top entry_margin_frac already faster than max_entry_speed_mps."""
-    return m.calibrated and m.entry_speed > cfg.max_entry_speed_mps and m.entry_y_frac > cfg.entry_margin_frac
-
-
-def _falls_like_a_body(m: Measures) -> bool:
-    """Calibrated: seen falling the whole minimum fall itself, on a tight curve, at nearly g."""
-    return m.accel_g is not None and m.drop >= m.min_fall and m.rms <= m.tol and m.accel_g >= _LATE_ENTRY_MIN_G
-
-
 def seen_from_the_start(m: Measures, cfg: FallConfig) -> str | None:
     """Calibrated: first seen below the top entry_margin_frac no faster than max_entry_speed_mps.
 
     That fast it has fallen v^2/2g from rest and should have been seen higher up; an insect near the lens
-    appears anywhere, already moving. Unless what follows is a body falling the whole minimum fall at g:
-    objects come out from behind a balcony, or out of the rain, and no insect does that. Such a fall is
-    reported as suspected only (`judge`), since where it started is a guess.
+    appears anywhere, already moving. Unless what follows falls like a body (the whole minimum fall at g):
+    objects come out from behind a balcony, or out of the rain, and no insect does that. Physics reports
+    such a fall as suspected only (`judge`), since where it started is a guess.
     """
     if _enters_late(m, cfg) and not _falls_like_a_body(m):
         return f"appears mid-view already falling at {m.entry_speed:.0f} m/s"
@@ -248,7 +255,7 @@ RULES: tuple[Rule, ...] = (
     falls_more_than_it_drifts,
     streaks_match_its_motion,
     stands_above_clutter,
-    weak_evidence_falls_like_a_body,
+    weak_evidence_backed_by_a_fall,
     seen_often_enough,
     is_ballistic,
     accelerates_like_gravity,
@@ -286,7 +293,11 @@ def _score(m: Measures, cfg: FallConfig) -> float:
 
 
 def _doubtful(m: Measures, cfg: FallConfig) -> bool:
-    """Believed on its body's fall alone (it entered late, or scored weakly): suspected, never confirmed."""
+    """Believed on its body's fall alone (it entered late, or scored weakly): physics never confirms it.
+
+    The learned verifier, when on, may still confirm it (edge.detect.verify): what it judges is whether the
+    thing is a falling object, which is what was in doubt.
+    """
     return _enters_late(m, cfg) or _weak_evidence(m, cfg)
 
 
@@ -351,7 +362,8 @@ class FallDecision:
         return verdict
 
     def could_alert(self, points: list[tuple[int, float, float]], evidence: float | None = None) -> bool:
-        """False when `judge` would give the track no level: too few detections, or a `DESCENT_RULES` rule fails.
+        """False when `judge` would give the track no level: too few detections, a `DESCENT_RULES` rule fails,
+        or it scored weakly and has not yet fallen the whole minimum (`weak_evidence_backed_by_a_fall`).
 
         Measured as `judge` measures (the same stray head dropped), at a fraction of its cost: in a busy
         scene most tracks judged each frame are clutter that has not fallen far, and are settled here.
@@ -361,6 +373,8 @@ class FallDecision:
             return False
         points = points[_stray_head(points, cfg.fit_tol_px, cfg.min_points) :]
         d = self._descent(self._space(np.asarray(points, dtype=np.float64)), points, evidence)
+        if _weak_evidence(d, cfg) and d.drop < d.min_fall:
+            return False
         return not any(rule(d, cfg) is not None for rule in DESCENT_RULES)
 
     def measure(
