@@ -29,6 +29,7 @@ from center.db import Event, Evidence, Job, utcnow
 from center.files import EvidenceFiles
 from center.loop import HOLD_CHANNELS
 from center.models import JobState
+from center.web.i18n import DEFAULT, translator
 from edge.publish.mqtt import valid_id
 
 log = logging.getLogger(__name__)
@@ -56,20 +57,22 @@ class Notifier(Protocol):
     def send(self, job: Job) -> None: ...
 
 
-PROBLEM_WORDS = {  # a camera problem in the office's words
-    "offline": "离线",
-    "covered": "被遮挡",
-    "blinded": "被强光致盲",
-    "defocused": "失焦",
-    "moved": "被移动",
-}
+# Notices are written in the office's language, in the same words as its pages (one catalogue for both).
+_OFFICE_WORDS = translator(DEFAULT)
+
+
+def _problem_words(problem: object) -> str:
+    """A camera problem as the pages name it ("摄像机被遮挡"); one they have no words for, by its own name."""
+    key = f"problem.{problem}"
+    words = _OFFICE_WORDS(key)
+    return f"摄像机{problem}" if words == key else words
 
 
 def describe_camera_problem(p: dict) -> str:
     """The text of a camera problem notice: which camera, what is wrong (or that it is back to normal)."""
     where = p.get("building_name") or p.get("building") or "未登记楼栋"
-    what = PROBLEM_WORDS.get(p.get("problem"), str(p.get("problem")))
-    head = f"【摄像机{what}】" if p.get("state") == "raised" else f"【摄像机恢复正常：此前{what}】"
+    what = _problem_words(p.get("problem"))
+    head = f"【{what}】" if p.get("state") == "raised" else f"【摄像机恢复正常：此前{what}】"
     lines = [f"{head}{where} {p.get('node')}/{p.get('camera')}", f"时间 {p.get('at')}", f"{p.get('reason')}"]
     if p.get("address"):
         lines.insert(1, f"地址 {p['address']}")

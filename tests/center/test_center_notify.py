@@ -21,7 +21,9 @@ from support.servers import free_port
 
 from center.db import Case, Job
 from center.models import Action, JobState, Verdict
-from center.notify import JobRunner, make_notifiers
+from center.notify import JobRunner, describe_camera_problem, make_notifiers
+from center.web.i18n import translator
+from edge.detect.tamper import Problem
 
 SECRET = "webhook-secret-for-tests"
 JPEG = b"\xff\xd8\xff\xe0" + b"still" * 100
@@ -352,3 +354,19 @@ def test_an_alert_that_joins_a_held_case_has_its_evidence_held_too(center):
     _runner(p, published).run_due()
     holds = sorted(topic for topic, payload in published if topic.endswith("/hold") and payload == b"ON")
     assert holds == ["edge/garden3-east/events/ev-early/hold", "edge/garden3-west/events/ev-late/hold"]
+
+
+def _notice(problem: str, state: str) -> str:
+    return describe_camera_problem({"problem": problem, "state": state, "node": "n1", "camera": "cam1", "at": "T"})
+
+
+@pytest.mark.parametrize("problem", list(Problem))
+def test_a_camera_problem_notice_names_the_problem_as_the_pages_do(problem):
+    words = translator("zh")(f"problem.{problem.value}")
+    assert words != f"problem.{problem.value}"  # the pages have words for every problem a node can raise
+    assert _notice(problem.value, "raised").startswith(f"【{words}】")
+    assert f"此前{words}" in _notice(problem.value, "cleared")
+
+
+def test_a_problem_the_pages_have_no_words_for_is_named_by_its_own_name():
+    assert _notice("fogged", "raised").startswith("【摄像机fogged】")
