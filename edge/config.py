@@ -698,15 +698,29 @@ class FallConfig(Strict):
         0.6, ge=0.1, le=5.0, description="The origin is fitted to this first part of the track, before drag tells."
     )
     max_backtrack_s: float = Field(
-        0.8, ge=0.0, le=5.0, description="How far back in time the origin may be extrapolated from the track."
-    )
-    release_out_m: float = Field(
-        0.5,
+        2.0,
         ge=0.0,
         le=5.0,
-        description="How far in front of the calibrated wall a throw leaves the hand (an arm out of a window): "
+        description="How far back in time the origin may be extrapolated from the track. Speed over g is the "
+        "least time an object first seen at that speed has been falling (drag only makes it longer); 2 s is "
+        "a 20 m fall unseen, past which the speed of a track's first points is too uncertain to go further.",
+    )
+    release_out_m: float = Field(
+        0.75,
+        ge=0.0,
+        le=5.0,
+        description="How far in front of the calibrated wall a throw leaves the hand (an arm out of a window, "
+        "0.3 m, to one over a balcony rail, 1.2 m: the middle): "
         "seen from below it hides a higher wall point, so the origin is brought down along the camera's ray. "
         "Needs a calibration with perspective (the camera's pose); 0 turns it off.",
+    )
+    release_out_speed_mps: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="How fast a throw moves away from the wall as it falls (a toss out of a window; 0 for a "
+        "drop): the further out, the higher the wall point it hides, so a track first seen a second after "
+        "release is placed that much further out before its origin is found. Needs release_out_m brought out.",
     )
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 

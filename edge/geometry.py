@@ -156,6 +156,23 @@ class FacadeMap:
             return along_m, up_m
         return self.camera.in_front(along_m, up_m, out_m)
 
+    def in_front(self, along_m: np.ndarray, up_m: np.ndarray, out_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where objects are that hide facade points (along_m, up_m), each `out_m` in front of the wall.
+
+        Distances out are bounded short of the camera (see brings_out); points unchanged without a pose.
+        """
+        if self.camera is None:
+            return along_m, up_m
+        out = np.clip(out_m, 0.0, _MAX_OUT_SHARE * self.camera.distance_m)
+        return self.camera.in_front(along_m, up_m, out)
+
+    def on_wall(self, along_m: float, up_m: float, out_m: float) -> tuple[float, float]:
+        """The facade point hidden by an object `out_m` in front of the wall at (along_m, up_m): wall_behind
+        undone; unchanged where points are not brought out."""
+        if not self.brings_out(out_m):
+            return along_m, up_m
+        return self.camera.on_wall(along_m, up_m, out_m)
+
     def floor_at(self, height_m: float) -> int:
         """Number of the floor whose storey contains `height_m` above ground."""
         return self.ground_floor + math.floor(height_m / self.floor_height_m)

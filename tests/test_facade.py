@@ -87,3 +87,19 @@ def test_a_camera_s_geometry_carries_its_pose_at_any_frame_size_it_sends():
     for size in [(1920, 1080), (1280, 720)]:  # a sub-stream: the same camera, the same place
         pose = CameraGeometry.build(config, size).facade.camera
         assert pose is not None and abs(pose.distance_m - 28.0) < 0.2 and abs(pose.up_m - 1.5) < 0.1
+
+
+def test_a_track_is_placed_in_front_of_the_wall_point_by_point_each_at_its_own_distance_out():
+    _, facade = posed_facade()  # the camera 28 m out
+    along, up = np.array([20.0, 20.0, 20.0]), np.array([62.6, 60.0, 57.0])
+    out = np.array([0.5, 1.0, 1.5])
+    a, u = facade.in_front(along, up, out)
+    for i in range(3):  # the same as each point brought out alone
+        assert np.allclose((a[i], u[i]), facade.wall_behind(along[i], up[i], out[i]))
+    _, far = facade.in_front(along, up, np.array([14.0, 20.0, 100.0]))
+    assert np.all(np.isfinite(far)) and np.all(far > 0)  # past half the camera's distance: bounded, not wild
+    unplaced = dataclasses.replace(facade, camera=None)
+    a, u = unplaced.in_front(along, up, out)
+    assert np.array_equal(a, along) and np.array_equal(u, up)  # no pose: as seen
+    assert unplaced.on_wall(20.0, 62.0, 0.5) == (20.0, 62.0)
+    assert np.allclose(facade.on_wall(*facade.wall_behind(20.0, 62.6, 0.5), 0.5), (20.0, 62.6))  # the way back

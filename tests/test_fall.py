@@ -499,7 +499,23 @@ def test_an_object_released_in_front_of_the_wall_is_given_its_own_floor_not_the_
     x, y = _free_fall(1.2, h0=62.6)  # 2.6 m above the 21st storey's floor, half a metre out from the wall
     px, _ = cam.project(np.column_stack([x, y, np.full(len(x), 0.5)]))
     track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px)]
-    judged = FallDecision(FallConfig(), FPS, 1080, facade).judge(track)
+    held_out_still = FallConfig(release_out_m=0.5, release_out_speed_mps=0.0)
+    judged = FallDecision(held_out_still, FPS, 1080, facade).judge(track)
     assert judged.origin.floor == 21 and abs(judged.origin.height_m - 62.6) < 0.3
     seen_on_the_wall = FallDecision(FallConfig(release_out_m=0.0), FPS, 1080, facade).judge(track)
     assert seen_on_the_wall.origin.floor == 22  # control: uncorrected, it hides the 22nd storey's wall
+
+
+def test_a_throw_moving_away_from_the_wall_and_first_seen_late_is_given_the_height_it_left_from():
+    cam, facade = posed_facade()
+    x, y = _free_fall(2.0, h0=62.8)  # 1.8 m above the 21st storey's floor
+    t = np.arange(len(x)) / FPS
+    out = 0.75 + 1.0 * t  # tossed out at 1 m/s from 0.75 m in front of the wall, as FallConfig assumes
+    px, _ = cam.project(np.column_stack([x, y, out]))
+    late = int(0.8 * FPS)  # first seen 0.8 s after release, already 0.8 m further out
+    track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px[late:])]
+    judged = FallDecision(FallConfig(), FPS, 1080, facade).judge(track)
+    assert judged.origin.floor == 21 and abs(judged.origin.height_m - 62.8) < 0.1
+    # Control: taken to stay where it left the hand, it hides a higher wall point: the storey above.
+    still = FallDecision(FallConfig(release_out_speed_mps=0.0), FPS, 1080, facade).judge(track)
+    assert still.origin.floor == 22 and still.origin.height_m > 63.0

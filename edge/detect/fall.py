@@ -32,6 +32,7 @@ class _Space:
 
 _FIT_WINDOW_S = 2.0  # a longer track's curve is judged on its last this many seconds (drag bends it)
 _BALLISTIC_FACTOR = 2.0  # a residual over this many fit tolerances is no ballistic curve; within one confirms
+_RELEASE_ITERATIONS = 3  # release time and distance out depend on each other: three rounds settle both
 _FULL_ACCEL_G = 0.8  # accelerating at this share of g scores full marks (air drag takes the rest)
 # How the score weighs gravity-like acceleration, a tight fit and the height fallen (they add up to 1).
 _ACCEL_WEIGHT, _FIT_WEIGHT, _DROP_WEIGHT = 0.45, 0.35, 0.2
@@ -491,24 +492,55 @@ class FallDecision:
 
     def _origin(self, sp: _Space, early: int, coef: np.ndarray) -> tuple[Origin, float]:
         """Where the track left the facade, and that height in the track's own space."""
-        # Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only
-        # makes that longer): extend the track back by that much, no more than max_backtrack_s.
-        v0 = -coef[1]  # downward speed at the first detection
-        up0 = float(np.polyval(coef, 0.0))
-        if sp.gravity is not None:
-            back_t = min(max(v0, 0.0) / sp.gravity, self.cfg.max_backtrack_s)
-            height = up0 + max(v0, 0.0) * back_t - 0.5 * sp.gravity * back_t**2
-        else:
-            back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), self.cfg.max_backtrack_s)
-            height = float(np.polyval(coef, -back_t))
-        along_fit = fit_poly(sp.t[:early], sp.along[:early], 1)
-        along = float(np.polyval(along_fit, -back_t))
+        if self.facade is not None and self.facade.brings_out(self.cfg.release_out_m):
+            return self._origin_in_front(sp, early)
+        along, height, _ = _back_to_release(sp.t[:early], sp.along[:early], coef, sp.gravity, self.cfg)
         if self.facade is None:
             return Origin(along, -height, None, None, None), height
-        px = self.facade.to_image(np.array([[along, height]]))[0]  # where it is seen: the wall point it hides
-        wall_along, wall_up = self.facade.wall_behind(along, height, self.cfg.release_out_m)
-        floor = self.facade.floor_at(wall_up)
-        return Origin(float(px[0]), float(px[1]), floor, wall_along, wall_up), height
+        px = self.facade.to_image(np.array([[along, height]]))[0]
+        return Origin(float(px[0]), float(px[1]), self.facade.floor_at(height), along, height), height
+
+    def _origin_in_front(self, sp: _Space, early: int) -> tuple[Origin, float]:
+        """The origin of a track in front of the wall: it left the hand release_out_m out and moves away.
+
+        Seen from below, an object in front of the wall hides a higher wall point, and more so the further
+        out it is; a throw keeps moving out as it falls (nothing thrown goes back through the wall). So the
+        track is first placed where it was, `release_out_m` plus `release_out_speed_mps` times the time since
+        release out from the wall, and extrapolated back to release there, where gravity is true to scale.
+        """
+        cfg, facade = self.cfg, self.facade
+        t = sp.t[:early]
+        back_t = 0.0
+        for _ in range(_RELEASE_ITERATIONS):
+            out = cfg.release_out_m + cfg.release_out_speed_mps * (t + back_t)
+            along, up = facade.in_front(sp.along[:early], sp.up[:early], out)
+            coef = _quadratic(t, up)[0]
+            release_along, height, back_t = _back_to_release(t, along, coef, cfg.gravity_mps2, cfg)
+        seen = facade.on_wall(release_along, height, cfg.release_out_m)  # the wall point it hid at release
+        px = facade.to_image(np.array([seen]))[0]
+        origin = Origin(float(px[0]), float(px[1]), facade.floor_at(height), release_along, height)
+        return origin, seen[1]
+
+
+def _back_to_release(
+    t: np.ndarray, along: np.ndarray, coef: np.ndarray, gravity: float | None, cfg: FallConfig
+) -> tuple[float, float, float]:
+    """Where and how long before its first detection a track left the hand: (along, height, seconds back).
+
+    Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only makes
+    that longer): the track is extended back by that much, no more than max_backtrack_s. `coef` is the
+    quadratic fitted to the height of these first points; without gravity (no calibration) its own curve.
+    """
+    v0 = -coef[1]  # downward speed at the first detection
+    up0 = float(np.polyval(coef, 0.0))
+    if gravity is not None:
+        back_t = min(max(v0, 0.0) / gravity, cfg.max_backtrack_s)
+        height = up0 + max(v0, 0.0) * back_t - 0.5 * gravity * back_t**2
+    else:
+        back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), cfg.max_backtrack_s)
+        height = float(np.polyval(coef, -back_t))
+    along_fit = fit_poly(t, along, 1)
+    return float(np.polyval(along_fit, -back_t)), float(height), float(back_t)
 
 
 def _stray_head(points: list[tuple[int, float, float]], tol_px: float, min_points: int) -> int:
