@@ -502,6 +502,13 @@ class TrackerConfig(Strict):
         le=5.0,
         description="A chain's track is followed back this far to where it began (a 20-floor fall takes ~3.5 s).",
     )
+    lead_in_s: float = Field(
+        4.0,
+        ge=0.0,
+        le=10.0,
+        description="A new fall's track is followed back this far, for where its object first showed (its "
+        "origin), once it is judged a fall: a track picked up late in clutter begins seconds after release.",
+    )
     # Off by default: on the tuning clips it shortened the longest alert delay but found no throw more, and
     # it let a pedestrian's track on a real negative clip reach an alert (README: Tracking).
     search_tracks: int = Field(
@@ -703,7 +710,8 @@ class FallConfig(Strict):
         le=5.0,
         description="How far back in time the origin may be extrapolated from the track. Speed over g is the "
         "least time an object first seen at that speed has been falling (drag only makes it longer); 2 s is "
-        "a 20 m fall unseen, past which the speed of a track's first points is too uncertain to go further.",
+        "a 20 m fall unseen, past which the speed of a track's first points is too uncertain to go further. "
+        "Without a calibration there is no g to divide by: at most 0.8 s back then.",
     )
     release_out_m: float = Field(
         0.75,
@@ -718,9 +726,11 @@ class FallConfig(Strict):
         1.0,
         ge=0.0,
         le=10.0,
-        description="How fast a throw moves away from the wall as it falls (a toss out of a window; 0 for a "
-        "drop): the further out, the higher the wall point it hides, so a track first seen a second after "
-        "release is placed that much further out before its origin is found. Needs release_out_m brought out.",
+        description="How fast a throw moves away from the wall as it falls (a toss out of a window; 0 where "
+        "objects are dropped, not thrown: a drop is then put about a metre low at 60 m): the further out, the "
+        "higher the wall point it hides, so a track first seen a second after release is placed that much "
+        "further out before its origin is found. Used only where release_out_m is (a calibration that places "
+        "the camera, and release_out_m above 0 and under half the camera's distance).",
     )
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 

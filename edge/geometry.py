@@ -159,7 +159,9 @@ class FacadeMap:
     def in_front(self, along_m: np.ndarray, up_m: np.ndarray, out_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where objects are that hide facade points (along_m, up_m), each `out_m` in front of the wall.
 
-        Distances out are bounded short of the camera (see brings_out); points unchanged without a pose.
+        For the points of one track, whose release is brought out (brings_out): a later point further out
+        than half the camera's distance is held at that bound rather than put back on the wall as
+        wall_behind would, so one track is never split between the two. Unchanged without a pose.
         """
         if self.camera is None:
             return along_m, up_m

@@ -398,12 +398,13 @@ class CameraPipeline:
             return
         log.info(
             "camera %s: the calibration places the camera %.1f m from the facade, %.1f m up, %.1f m along it; "
-            "origins are brought %.1f m out from the wall along its view",
+            "origins are brought %.2g m out from the wall along its view, and tracks %.2g m further each second",
             self.camera,
             pose.distance_m,
             pose.up_m,
             pose.along_m,
             out_m,
+            self.cfg.fall.release_out_speed_mps,
         )
 
     def _stop_detecting(self) -> None:

@@ -96,8 +96,9 @@ def test_a_track_is_placed_in_front_of_the_wall_point_by_point_each_at_its_own_d
     a, u = facade.in_front(along, up, out)
     for i in range(3):  # the same as each point brought out alone
         assert np.allclose((a[i], u[i]), facade.wall_behind(along[i], up[i], out[i]))
-    _, far = facade.in_front(along, up, np.array([14.0, 20.0, 100.0]))
-    assert np.all(np.isfinite(far)) and np.all(far > 0)  # past half the camera's distance: bounded, not wild
+    half = 0.5 * facade.camera.distance_m  # 14 m: past it, the correction grows without bound near the camera
+    _, far = facade.in_front(along, up, np.array([half, 20.0, 100.0]))
+    assert np.allclose(far, facade.camera.in_front(along, up, half)[1])  # held at the bound
     unplaced = dataclasses.replace(facade, camera=None)
     a, u = unplaced.in_front(along, up, out)
     assert np.array_equal(a, along) and np.array_equal(u, up)  # no pose: as seen

@@ -519,3 +519,29 @@ def test_a_throw_moving_away_from_the_wall_and_first_seen_late_is_given_the_heig
     # Control: taken to stay where it left the hand, it hides a higher wall point: the storey above.
     still = FallDecision(FallConfig(release_out_speed_mps=0.0), FPS, 1080, facade).judge(track)
     assert still.origin.floor == 22 and still.origin.height_m > 63.0
+
+
+def test_a_heavy_object_first_seen_over_a_second_after_release_is_extrapolated_back_to_its_floor():
+    x, y = _free_fall(2.4, h0=60.7)  # 0.7 m above the 21st storey's floor
+    late = int(1.2 * FPS)  # first seen 1.2 s after release, 7 m lower, at 11.5 m/s
+    track = _track(x[late:], y[late:])
+    judged = FallDecision(FallConfig(), FPS, 800, FACADE).judge(track)
+    assert judged.origin.floor == 21 and abs(judged.origin.height_m - 60.7) < 0.4
+    # Control: extrapolated only 0.8 s back, as before, it names the storey below.
+    capped = FallDecision(FallConfig(max_backtrack_s=0.8), FPS, 800, FACADE).judge(track)
+    assert capped.origin.floor == 20
+
+
+def test_the_fall_counted_from_a_posed_origin_is_in_the_tracks_own_seen_space():
+    cam, facade = posed_facade()
+    x, y = _free_fall(2.0, h0=62.8)
+    t = np.arange(len(x)) / FPS
+    px, _ = cam.project(np.column_stack([x, y, 0.75 + 1.0 * t]))
+    late = int(0.8 * FPS)
+    track = [(i, float(u), float(v)) for i, (u, v) in enumerate(px[late:])]
+    cfg = FallConfig()
+    m = FallDecision(cfg, FPS, 1080, facade).measure(track)
+    seen_origin = facade.on_wall(m.origin.facade_x_m, m.origin.height_m, cfg.release_out_m)[1]
+    last_seen = facade.to_facade(np.array([track[-1][1:]]))[0][1]
+    assert seen_origin > m.origin.height_m + 0.5  # seen from below, the release point hides a higher wall point
+    assert abs(m.fall - (seen_origin - last_seen)) < 1e-6

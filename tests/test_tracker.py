@@ -225,3 +225,49 @@ def test_the_gate_distances_of_every_track_and_blob_agree_with_a_matrix_inverse_
             assert (ex[i, j], ey[i, j]) == tuple(e)
             assert np.isclose(d2[i, j], e @ np.linalg.inv(s) @ e, rtol=1e-12, atol=0)
             assert np.isclose(det[i, j], np.linalg.det(s), rtol=1e-12, atol=0)
+
+
+def _picked_up_late(tracker, lead_in=True):
+    """A fall whose object shows from frame 3 (missed one frame in three at first), while another object
+    holds the tracker's only place until frame 15: its track begins at frame 19. Returns that track."""
+    for f, (x, y) in enumerate(_fall(900, 50, 45)):
+        blobs = [_blob(300, 900)] if f < 15 else []
+        if f >= 3 and not (f < 20 and f % 3 == 2) and (lead_in or f >= 19):
+            blobs.append(_blob(x, y))
+        tracker.step(f, blobs)
+    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
+    return track
+
+
+def test_a_track_picked_up_late_finds_the_blobs_its_object_left_before_it_began():
+    tracker = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
+    track = _picked_up_late(tracker)
+    assert track.points[0][0] == 19
+    lead = tracker.lead_in(track)
+    assert lead is not None and [f for f, _ in lead.blobs] == [3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18]
+    assert track.points[0][0] == 19  # looking back leaves the track as it was
+    longer = lead.before(track)
+    assert longer.points[0][0] == 3 and longer.hits == track.hits + 11 and longer.evidence > track.evidence
+
+
+def test_nothing_is_found_behind_a_track_whose_object_left_no_blobs_before_it():
+    tracker = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
+    assert tracker.lead_in(_picked_up_late(tracker, lead_in=False)) is None
+
+
+def test_blobs_off_a_tracks_curve_before_it_began_are_not_taken_for_its_object():
+    tracker = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
+    for f, (x, y) in enumerate(_fall(900, 50, 45)):
+        blobs = [_blob(300, 900)] if f < 15 else []
+        if f >= 3 and not (f < 20 and f % 3 == 2):
+            blobs.append(_blob(x + (80 if f < 19 else 0), y))  # another thing, beside its path
+        tracker.step(f, blobs)
+    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
+    assert track.points[0][0] == 19 and tracker.lead_in(track) is None
+
+
+def test_a_new_falls_track_is_followed_back_no_further_than_lead_in_s():
+    tracker = Tracker(TrackerConfig(max_tracks=1, lead_in_s=1.2), (1920, 1080), fps=25.0)  # frames 15-44
+    track = _picked_up_late(tracker)
+    lead = tracker.lead_in(track)
+    assert lead is not None and [f for f, _ in lead.blobs] == [15, 16, 18]  # its blobs from 3 on are older

@@ -173,7 +173,7 @@ def _drawn(detector: Detector, tracks: list[Track], falls: dict[int, int | None]
         if floor is None and fm is not None:
             top = pts[int(np.argmin(pts[:, 1]))] / s  # work pixels, where the facade map of the detector is
             along, up = fm.to_facade(top[None])[0]
-            # Brought out from the wall as a fall's origin is: the object is in front of the wall, not on it.
+            # Brought out from the wall as a fall's origin is at release (its top point has not yet moved out).
             floor = fm.floor_at(fm.wall_behind(float(along), float(up), out_m)[1])
         out.append(DrawnTrack([[round(x, 1), round(y, 1)] for x, y in pts], floor, t.id in falls))
     out.sort(key=lambda d: (not d.fall, -len(d.points)))

@@ -32,7 +32,9 @@ class _Space:
 
 _FIT_WINDOW_S = 2.0  # a longer track's curve is judged on its last this many seconds (drag bends it)
 _BALLISTIC_FACTOR = 2.0  # a residual over this many fit tolerances is no ballistic curve; within one confirms
-_RELEASE_ITERATIONS = 3  # release time and distance out depend on each other: three rounds settle both
+_RELEASE_ROUNDS = 20  # release time and distance out depend on each other: rounds until they settle, at most
+_RELEASE_SETTLED_S = 1e-3  # the release time has settled when a round moves it less than this
+_UNCALIBRATED_BACKTRACK_S = 0.8  # without a scale, speed over a drag-limited track's own pull overshoots: cap it
 _FULL_ACCEL_G = 0.8  # accelerating at this share of g scores full marks (air drag takes the rest)
 # How the score weighs gravity-like acceleration, a tight fit and the height fallen (they add up to 1).
 _ACCEL_WEIGHT, _FIT_WEIGHT, _DROP_WEIGHT = 0.45, 0.35, 0.2
@@ -490,11 +492,19 @@ class FallDecision:
         early = max(4, int(np.searchsorted(sp.t, self.cfg.origin_fit_s, side="right")))
         return early, _quadratic(sp.t[:early], sp.up[:early])[0]
 
+    def _backtrack_s(self, sp: _Space) -> float:
+        """How far back the origin may be extrapolated: max_backtrack_s, and no more than
+        _UNCALIBRATED_BACKTRACK_S without a scale (speed over g bounds the time fallen only with one)."""
+        if sp.gravity is None:
+            return min(self.cfg.max_backtrack_s, _UNCALIBRATED_BACKTRACK_S)
+        return self.cfg.max_backtrack_s
+
     def _origin(self, sp: _Space, early: int, coef: np.ndarray) -> tuple[Origin, float]:
         """Where the track left the facade, and that height in the track's own space."""
         if self.facade is not None and self.facade.brings_out(self.cfg.release_out_m):
             return self._origin_in_front(sp, early)
-        along, height, _ = _back_to_release(sp.t[:early], sp.along[:early], coef, sp.gravity, self.cfg)
+        back_s = self._backtrack_s(sp)
+        along, height, _ = _back_to_release(sp.t[:early], sp.along[:early], coef, sp.gravity, back_s)
         if self.facade is None:
             return Origin(along, -height, None, None, None), height
         px = self.facade.to_image(np.array([[along, height]]))[0]
@@ -511,11 +521,14 @@ class FallDecision:
         cfg, facade = self.cfg, self.facade
         t = sp.t[:early]
         back_t = 0.0
-        for _ in range(_RELEASE_ITERATIONS):
+        for _ in range(_RELEASE_ROUNDS):
             out = cfg.release_out_m + cfg.release_out_speed_mps * (t + back_t)
             along, up = facade.in_front(sp.along[:early], sp.up[:early], out)
             coef = _quadratic(t, up)[0]
-            release_along, height, back_t = _back_to_release(t, along, coef, cfg.gravity_mps2, cfg)
+            last = back_t
+            release_along, height, back_t = _back_to_release(t, along, coef, sp.gravity, self._backtrack_s(sp))
+            if abs(back_t - last) < _RELEASE_SETTLED_S:
+                break
         seen = facade.on_wall(release_along, height, cfg.release_out_m)  # the wall point it hid at release
         px = facade.to_image(np.array([seen]))[0]
         origin = Origin(float(px[0]), float(px[1]), facade.floor_at(height), release_along, height)
@@ -523,21 +536,21 @@ class FallDecision:
 
 
 def _back_to_release(
-    t: np.ndarray, along: np.ndarray, coef: np.ndarray, gravity: float | None, cfg: FallConfig
+    t: np.ndarray, along: np.ndarray, coef: np.ndarray, gravity: float | None, max_back_s: float
 ) -> tuple[float, float, float]:
     """Where and how long before its first detection a track left the hand: (along, height, seconds back).
 
     Already falling at speed v when first seen, it had fallen at least v^2/2g from rest (drag only makes
-    that longer): the track is extended back by that much, no more than max_backtrack_s. `coef` is the
+    that longer): the track is extended back by that much, no more than `max_back_s`. `coef` is the
     quadratic fitted to the height of these first points; without gravity (no calibration) its own curve.
     """
     v0 = -coef[1]  # downward speed at the first detection
     up0 = float(np.polyval(coef, 0.0))
     if gravity is not None:
-        back_t = min(max(v0, 0.0) / gravity, cfg.max_backtrack_s)
+        back_t = min(max(v0, 0.0) / gravity, max_back_s)
         height = up0 + max(v0, 0.0) * back_t - 0.5 * gravity * back_t**2
     else:
-        back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), cfg.max_backtrack_s)
+        back_t = min(max(v0, 0.0) / max(-2 * coef[0], 1e-9), max_back_s)
         height = float(np.polyval(coef, -back_t))
     along_fit = fit_poly(t, along, 1)
     return float(np.polyval(along_fit, -back_t)), float(height), float(back_t)

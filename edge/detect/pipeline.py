@@ -162,6 +162,7 @@ class Detector:
                 self._duplicates.add(track.id)
                 return []
             track.falling = True
+            verdict = self._followed_back(track, verdict)
             event = self._new_event(track, frame, verdict)
             self._events[track.id] = event
             return [EventUpdate(UpdateKind.NEW, replace(event))]
@@ -170,6 +171,26 @@ class Detector:
             event.level, event.score = AlertLevel(verdict.level), verdict.score
             return [EventUpdate(UpdateKind.UPDATE, replace(event))]
         return []
+
+    def _followed_back(self, track: Track, verdict: Verdict) -> Verdict:
+        """The verdict on a new fall's track with the blobs its object left before the track began, when it is
+        still a fall with them; else `verdict`, and the track unchanged.
+
+        A track picked up late (a faint object, or one in rain) names a floor too low: its origin is
+        extrapolated from where it was first seen, and only so far. Its object is often among the last
+        seconds' blobs before that, and with its curve known they are found (`Tracker.look_back`). Whether to
+        alert was decided without them; chain-started tracks were followed back when they began.
+        """
+        if track.chained:
+            return verdict
+        lead = self.tracker.lead_in(track)
+        if lead is None:
+            return verdict
+        again = self._verdict(lead.before(track))
+        if again.level is None:
+            return verdict
+        lead.prepend_to(track)
+        return again
 
     def _may_change(self, track: Track, event: FallEvent | None) -> bool:
         """Whether a verdict now could start an event or raise its level: only then is it worth its cost.

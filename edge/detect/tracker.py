@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -84,6 +85,41 @@ class Track:
         return round(median([w for w, _ in recent])), round(median([h for _, h in recent]))
 
 
+@dataclass(frozen=True)
+class LeadIn:
+    """Blobs a track's object left before the track began (`Tracker.look_back`), and what they add to its score."""
+
+    blobs: list[tuple[int, Blob]]  # (frame, blob), oldest first, all before the track's first detection
+    evidence: float  # nats added to the track score, up to the earliest blob
+    chance: float  # detections clutter alone would have given over the same frames
+
+    def prepend_to(self, t: Track) -> None:
+        """Put the blobs in front of the track's detections and their score into its score."""
+        back = self.blobs
+        t.points[:0] = [(f, b.x, b.y) for f, b in back]
+        t.widths[:0] = [float(min(b.w, b.h)) for _, b in back]
+        t.strengths[:0] = [b.strength for _, b in back]
+        t.lengths[:0] = [float(max(b.w, b.h)) for _, b in back]
+        t.boxes[:0] = [(b.w, b.h) for _, b in back]
+        t.evidence += self.evidence
+        t.evidence_at_hit += self.evidence
+        t.chance += self.chance
+        t.chance_at_hit += self.chance
+
+    def before(self, t: Track) -> Track:
+        """A copy of the track with the blobs in front (the track itself unchanged): to judge it so."""
+        copy = replace(
+            t,
+            points=list(t.points),
+            widths=list(t.widths),
+            strengths=list(t.strengths),
+            lengths=list(t.lengths),
+            boxes=list(t.boxes),
+        )
+        self.prepend_to(copy)
+        return copy
+
+
 def _position_cov(cov: np.ndarray) -> np.ndarray:
     """The (..., 2, 2) covariance of the position [x, y] in (..., 6, 6) state covariances: H P H^T."""
     return cov[..., _XY, _XY]
@@ -133,9 +169,12 @@ class Tracker:
         self._next_id = 1
         self._singles: list[tuple[int, Blob]] = []  # last frame's blobs that got no track
         self._chains: list[list[tuple[int, Blob]]] = []  # leftover blobs lined up in consecutive frames
-        # Every blob of the last `chain_back_s`, with its frame's clutter density: where a chain began.
+        # Every blob of the last `chain_back_s` or `lead_in_s`, with its frame's clutter density: where a chain
+        # began, or a new fall's object first showed.
+        self._chain_back = max(1, round(cfg.chain_back_s * fps))
+        self._lead_in = max(1, round(cfg.lead_in_s * fps))
         self._history: deque[tuple[int, list[Blob], np.ndarray, float]] = deque(
-            maxlen=max(1, round(cfg.chain_back_s * fps))
+            maxlen=max(self._chain_back, self._lead_in)
         )
         self._q = np.kron(np.eye(2), _Q1) * cfg.jerk_px**2
         max_step = cfg.max_speed_frac * self.height / fps  # per frame: a slow camera sees longer steps
@@ -331,17 +370,31 @@ class Tracker:
 
         A chain needs `chain_len` blobs in a row, and a faint object is seen in most frames, not all: its
         chain often starts well after it appeared. Its origin (the floor it fell from) and how far it has
-        fallen are what the alert is about, so the curve through its first blobs is followed backwards, one
-        frame at a time, taking the blob nearest where the curve was (within `chain_sigma` sigmas, as a
-        chain grows) and counting each frame as a hit or a miss in the track score, as going forwards.
+        fallen are what the alert is about, so its first blobs are looked for (`look_back`).
+        """
+        lead = self.look_back(t, self._chain_back)
+        if lead is not None:
+            lead.prepend_to(t)
+
+    def lead_in(self, t: Track) -> LeadIn | None:
+        """The blobs of the last `lead_in_s` before a new fall's first detection that lie on its curve."""
+        return self.look_back(t, self._lead_in)
+
+    def look_back(self, t: Track, frames: int) -> LeadIn | None:
+        """The blobs of the last `frames` frames with blobs, before the track's first detection, on its curve.
+
+        The curve through its first blobs is followed backwards, one frame at a time, taking the blob nearest
+        where the curve was (within `chain_sigma` sigmas, as a chain grows) and counting each frame as a hit
+        or a miss in the track score, as going forwards. None when no blob lies on it. The track is unchanged.
         """
         first = t.points[0][0]
         back: list[tuple[int, Blob]] = []
         missed = 0
         extra_ev = extra_chance = 0.0
+        first_hit_ev = first_hit_chance = 0.0
         var = 5 * self._sigma(median(t.lengths[:_STITCH_TAIL])) ** 2  # as a chain's next blob
         curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
-        for frame, blobs, pos, density in reversed(self._history):
+        for frame, blobs, pos, density in islice(reversed(self._history), frames):
             if frame >= first:
                 continue
             if curve is None:
@@ -365,18 +418,10 @@ class Tracker:
             curve = None
             first_hit_ev, first_hit_chance = extra_ev, extra_chance
         if not back:
-            return
+            return None
         back.reverse()
-        t.points[:0] = [(f, b.x, b.y) for f, b in back]
-        t.widths[:0] = [float(min(b.w, b.h)) for _, b in back]
-        t.strengths[:0] = [b.strength for _, b in back]
-        t.lengths[:0] = [float(max(b.w, b.h)) for _, b in back]
-        t.boxes[:0] = [(b.w, b.h) for _, b in back]
         # Only up to its earliest blob: the misses before that are frames it was not yet in view.
-        t.evidence += first_hit_ev
-        t.evidence_at_hit += first_hit_ev
-        t.chance += first_hit_chance
-        t.chance_at_hit += first_hit_chance
+        return LeadIn(back, first_hit_ev, first_hit_chance)
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
