@@ -506,8 +506,9 @@ class TrackerConfig(Strict):
         4.0,
         ge=0.0,
         le=10.0,
-        description="A new fall's track is followed back this far, for where its object first showed (its "
-        "origin), once it is judged a fall: a track picked up late in clutter begins seconds after release.",
+        description="Once a track is judged a fall, the blobs of this many last seconds (counted back from then) "
+        "are searched for where its object first showed, back to its release: its origin and where its "
+        "trajectory starts, never its level. A track picked up late in clutter begins seconds after release.",
     )
     # Off by default: on the tuning clips it shortened the longest alert delay but found no throw more, and
     # it let a pedestrian's track on a real negative clip reach an alert (README: Tracking).

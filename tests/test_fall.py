@@ -545,3 +545,15 @@ def test_the_fall_counted_from_a_posed_origin_is_in_the_tracks_own_seen_space():
     last_seen = facade.to_facade(np.array([track[-1][1:]]))[0][1]
     assert seen_origin > m.origin.height_m + 0.5  # seen from below, the release point hides a higher wall point
     assert abs(m.fall - (seen_origin - last_seen)) < 1e-6
+
+
+def test_without_a_calibration_the_origin_is_extrapolated_at_most_0_8_s_back():
+    # Falling down the image at a nearly steady speed: speed over its own weak pull would reach far back.
+    t = np.arange(0, 1.5, 1 / FPS)
+    track = [(i, 200.0, 100.0 + 300.0 * ti + 20.0 * ti**2) for i, ti in enumerate(t)]
+
+    def origin_y(max_backtrack_s):
+        return FallDecision(FallConfig(max_backtrack_s=max_backtrack_s), FPS, 800, None).measure(track).origin.y
+
+    assert origin_y(2.0) == origin_y(0.8)  # held at 0.8 s: without a scale there is no g to bound it by
+    assert origin_y(0.4) > origin_y(0.8)  # control: a shorter setting is taken (less far back, lower)

@@ -6,7 +6,7 @@ import numpy as np
 
 from edge.config import CameraConfig, FallConfig, TrackerConfig
 from edge.detect.pipeline import Detector
-from edge.detect.types import Blob
+from edge.detect.types import Blob, UpdateKind
 from edge.geometry import CameraGeometry, FacadeMap
 
 FPS = 25.0
@@ -40,26 +40,70 @@ def _late_fall(lead_in: bool = True, facade: FacadeMap = FACADE):
     return detector, track
 
 
-def test_a_fall_picked_up_late_is_given_the_floor_its_object_left_from_when_its_first_blobs_are_found():
+def test_a_fall_picked_up_late_is_reported_from_where_its_object_first_showed():
     detector, track = _late_fall()
-    late = detector._verdict(track)
-    assert track.points[0][0] == 19 and late.origin.floor == 20  # from where it was first tracked: too low
-    followed = detector._followed_back(track, late)
-    assert followed.level is not None and followed.origin.floor == 21
-    assert abs(followed.origin.height_m - RELEASE_M) < 0.3
-    assert track.points[0][0] == RELEASE_FRAME  # the event's trajectory starts where the object did
+    alone = detector._verdict(track)
+    assert track.points[0][0] == 19 and alone.origin.floor == 20  # control: as first tracked, the floor below
+    (update,) = detector._judge(track, 44)
+    event = update.event
+    assert update.kind == UpdateKind.NEW and event.start_frame == RELEASE_FRAME
+    assert event.trajectory[0][0] == RELEASE_FRAME
+    assert event.origin.floor == 21 and abs(event.origin.height_m - RELEASE_M) < 0.3
+    assert event.level == alone.level  # its level is judged on the track as tracked
+    assert track.points[0][0] == 19  # which is left as it was
 
 
-def test_a_fall_whose_object_left_no_earlier_blobs_keeps_its_verdict_and_track():
+def test_a_fall_whose_object_left_no_earlier_blobs_is_reported_from_its_first_detection():
     detector, track = _late_fall(lead_in=False)
-    late = detector._verdict(track)
-    assert detector._followed_back(track, late) is late and track.points[0][0] == 19
+    (update,) = detector._judge(track, 44)
+    assert update.event.start_frame == 19 and update.event.origin.floor == 20
 
 
-def test_blobs_that_would_make_the_track_no_fall_are_left_out():
+def test_earlier_blobs_that_would_make_the_track_no_fall_are_left_out():
     # A roof at 58 m (and 2 m of slack): from its first blobs the track would start above it, off the facade.
     detector, track = _late_fall(facade=replace(FACADE, top_m=58.0))
-    late = detector._verdict(track)
-    assert late.level is not None  # control: as first tracked, it starts on the facade and is a fall
+    assert detector._verdict(track).level is not None  # control: as first tracked, it is a fall
     assert detector._verdict(detector.tracker.lead_in(track).before(track)).level is None
-    assert detector._followed_back(track, late) is late and track.points[0][0] == 19
+    (update,) = detector._judge(track, 44)
+    assert update.event.start_frame == 19 and update.event.origin.floor == 20
+
+
+def test_the_lead_in_is_forgotten_when_its_event_ends():
+    detector, track = _late_fall()
+    detector._judge(track, 44)
+    (end,) = detector._end(track)
+    assert end.event.origin.floor == 21 and end.event.trajectory[0][0] == RELEASE_FRAME  # kept to the end
+    assert track.id not in detector._lead_ins
+
+
+def _late_fall_in_rain(seed: int, drops: int = 600):
+    """A fall from frame 70 seen every other frame among `drops` raindrops a frame until its track begins
+    (frame 86): the tracker's only place is held by another object until then."""
+    rng = np.random.default_rng(seed)
+    cfg = CameraConfig(source="rtsp://127.0.0.1:8554/cam", tracker=TrackerConfig(max_tracks=1))
+    detector = Detector("cam", cfg, FPS, CameraGeometry((400, 800), FACADE))
+    release, picked = 70, 86
+    for f in range(release + 42):
+        blobs = []
+        if f < picked - 4:
+            blobs.append(Blob(300.0, 700.0, 2, 2, 4, 40.0))
+            xs, ys = rng.uniform(0, 400, drops), rng.uniform(0, 800, drops)
+            blobs += [Blob(float(x), float(y), 2, 2, 4, 2.0) for x, y in zip(xs, ys, strict=True)]
+        if f >= release and (f >= picked or f % 2 == 0):
+            t = (f - release) / FPS
+            x, y = FACADE.to_image(np.array([[20 + 0.5 * t, RELEASE_M - 4.905 * t * t]]))[0]
+            blobs.append(Blob(float(x), float(y), 2, 2, 4, 40.0))
+        detector.tracker.step(f, blobs)
+    (track,) = [t for t in detector.tracker.tracks if t.points[-1][0] == release + 41 and not t.chained]
+    return detector, track, release
+
+
+def test_in_rain_a_lead_in_stops_at_the_release_and_takes_no_raindrop_before_it():
+    ran_on = 0
+    for seed in range(4, 10):
+        detector, track, release = _late_fall_in_rain(seed)
+        # Control: followed back as a chain is, without stopping at the release, raindrops lead it on.
+        ran_on += min(f for f, _ in detector.tracker.look_back(track, 200).blobs) < release
+        (update,) = detector._judge(track, track.points[-1][0])
+        assert update.event.start_frame >= release and update.event.origin.floor == 21
+    assert ran_on >= 2  # 3 of these 6

@@ -271,3 +271,26 @@ def test_a_new_falls_track_is_followed_back_no_further_than_lead_in_s():
     track = _picked_up_late(tracker)
     lead = tracker.lead_in(track)
     assert lead is not None and [f for f, _ in lead.blobs] == [15, 16, 18]  # its blobs from 3 on are older
+
+
+def test_a_new_falls_lead_in_ends_at_its_release_where_its_curve_stops_falling():
+    # Blobs all along one parabola whose top is at frame 12: before that the thing was rising, not falling.
+    tracker = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
+    for f in range(45):
+        blobs = [_blob(300, 900)] if f < 15 else []
+        if not (f < 20 and f % 3 == 2):  # missed one frame in three at first
+            blobs.append(_blob(900 + 0.5 * f, 50 + 0.3 * (f - 12) ** 2))
+        tracker.step(f, blobs)
+    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
+    lead = tracker.lead_in(track)
+    assert lead is not None and min(f for f, _ in lead.blobs) >= 12
+    # Control: a chain's look back, which does not stop there, follows the curve up past its top.
+    assert min(f for f, _ in tracker.look_back(track, 100).blobs) < 12
+
+
+def test_the_blobs_found_before_a_track_count_in_the_score_it_is_judged_by():
+    tracker = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
+    track = _picked_up_late(tracker)
+    longer = tracker.lead_in(track).before(track)
+    assert longer.evidence_at_hit > track.evidence_at_hit and longer.chance_at_hit > track.chance_at_hit
+    assert len(longer.widths) == len(longer.strengths) == len(longer.lengths) == len(longer.boxes) == longer.hits

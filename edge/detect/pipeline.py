@@ -12,7 +12,7 @@ from edge.detect.fall import FallDecision
 from edge.detect.gated import FrameLook
 from edge.detect.motion import MotionPrefilter
 from edge.detect.sample import TrackCrops
-from edge.detect.tracker import Track, Tracker
+from edge.detect.tracker import LeadIn, Track, Tracker
 from edge.detect.types import AlertLevel, Blob, FallEvent, Origin, UpdateKind, Verdict
 from edge.detect.verify import Verifier, second_look
 from edge.geometry import CameraGeometry, FacadeMap
@@ -68,6 +68,7 @@ class Detector:
         self.tracker = Tracker(cfg.tracker, work, fps, gravity)
         self.decision = FallDecision(cfg.fall, fps, work[1], work_map)
         self._events: dict[int, FallEvent] = {}
+        self._lead_ins: dict[int, LeadIn] = {}  # by track id: blobs a live event's object left before its track
         self._recent: list[tuple[FallEvent, np.ndarray]] = []  # ended falls, with work-pixel trajectories
         self._same_px = cfg.tracker.same_object_frac * work[1]
         self._duplicates: set[int] = set()
@@ -127,9 +128,7 @@ class Detector:
 
     def _verdict(self, track: Track) -> Verdict:
         """Physics' verdict, with its level then moved by the verifier's second look when there is one."""
-        verdict = self.decision.judge(
-            track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
-        )
+        verdict = self._judged(track)
         if self.verifier is None or verdict.level is None:
             return verdict
         sample = self.sample(track)
@@ -162,7 +161,7 @@ class Detector:
                 self._duplicates.add(track.id)
                 return []
             track.falling = True
-            verdict = self._followed_back(track, verdict)
+            self._find_lead_in(track)
             event = self._new_event(track, frame, verdict)
             self._events[track.id] = event
             return [EventUpdate(UpdateKind.NEW, replace(event))]
@@ -172,25 +171,26 @@ class Detector:
             return [EventUpdate(UpdateKind.UPDATE, replace(event))]
         return []
 
-    def _followed_back(self, track: Track, verdict: Verdict) -> Verdict:
-        """The verdict on a new fall's track with the blobs its object left before the track began, when it is
-        still a fall with them; else `verdict`, and the track unchanged.
+    def _find_lead_in(self, track: Track) -> None:
+        """Keep the blobs a new fall's object left before its track began, when the track with them is a fall.
 
         A track picked up late (a faint object, or one in rain) names a floor too low: its origin is
         extrapolated from where it was first seen, and only so far. Its object is often among the last
-        seconds' blobs before that, and with its curve known they are found (`Tracker.look_back`). Whether to
-        alert was decided without them; chain-started tracks were followed back when they began.
+        seconds' blobs before that, and with its curve known they are found (`Tracker.lead_in`). They give
+        the event's origin and where its trajectory starts; its level is judged without them, so they never
+        change whether or how loudly it alarms. Chain-started tracks were followed back when they began.
         """
         if track.chained:
-            return verdict
+            return
         lead = self.tracker.lead_in(track)
-        if lead is None:
-            return verdict
-        again = self._verdict(lead.before(track))
-        if again.level is None:
-            return verdict
-        lead.prepend_to(track)
-        return again
+        if lead is not None and self._judged(lead.before(track)).level is not None:
+            self._lead_ins[track.id] = lead
+
+    def _judged(self, track: Track) -> Verdict:
+        """Physics' verdict on a track (no second look)."""
+        return self.decision.judge(
+            track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
+        )
 
     def _may_change(self, track: Track, event: FallEvent | None) -> bool:
         """Whether a verdict now could start an event or raise its level: only then is it worth its cost.
@@ -218,6 +218,7 @@ class Detector:
         self._recent.append((event, np.asarray(track.points)))
         verdict = self._verdict(track)
         self._refresh(event, track, verdict)
+        self._lead_ins.pop(track.id, None)
         if _LEVELS[verdict.level] > _LEVELS[event.level]:
             event.level = AlertLevel(verdict.level)
         event.score = max(event.score, verdict.score)
@@ -225,7 +226,8 @@ class Detector:
         return [EventUpdate(UpdateKind.END, replace(event))]
 
     def _new_event(self, track: Track, frame: int, verdict: Verdict) -> FallEvent:
-        start = track.points[0][0]
+        lead = self._lead_ins.get(track.id)
+        start = lead.blobs[0][0] if lead is not None else track.points[0][0]
         event = FallEvent(
             id=f"{self.camera}-{start:07d}-{track.id}",
             camera=self.camera,
@@ -246,12 +248,19 @@ class Detector:
 
     def _refresh(self, event: FallEvent, track: Track, verdict: Verdict) -> None:
         s = 1.0 / self.scale
-        event.trajectory = [(f, round(x * s, 1), round(y * s, 1)) for f, x, y in track.points]
+        path, fell = track.points, verdict
+        lead = self._lead_ins.get(track.id)
+        if lead is not None:  # where it fell from and how far: from where its object first showed
+            longer = lead.before(track)
+            judged = self._judged(longer)
+            if judged.level is not None:
+                path, fell = longer.points, judged
+        event.trajectory = [(f, round(x * s, 1), round(y * s, 1)) for f, x, y in path]
         event.end_frame = track.points[-1][0]
-        if verdict.origin is not None:
-            o = verdict.origin
+        if fell.origin is not None:
+            o = fell.origin
             event.origin = Origin(round(o.x * s, 1), round(o.y * s, 1), o.floor, _r(o.facade_x_m), _r(o.height_m))
-        event.fall_m = _r(verdict.fall_m)
+        event.fall_m = _r(fell.fall_m)
         event.accel_g = _r(verdict.accel_g, 3)
         event.speed_mps = _r(verdict.speed_mps)
         if verdict.verifier_score is not None:

@@ -79,6 +79,16 @@ class Track:
         self.lengths.append(float(max(b.w, b.h)))
         self.boxes.append((b.w, b.h))
 
+    def prepend(self, earlier: Track, evidence: float, chance: float) -> None:
+        """Put `earlier`'s detections in front of this track's, with `evidence` and `chance` added to its score."""
+        self.points[:0] = earlier.points
+        self.widths[:0], self.strengths[:0], self.lengths[:0] = earlier.widths, earlier.strengths, earlier.lengths
+        self.boxes[:0] = earlier.boxes
+        self.evidence += evidence
+        self.evidence_at_hit += evidence
+        self.chance += chance
+        self.chance_at_hit += chance
+
     def footprint(self) -> tuple[int, int]:
         """The object's box in the image, width and height: the median of its last few blobs'."""
         recent = self.boxes[-_FOOTPRINT_BLOBS:]
@@ -89,22 +99,16 @@ class Track:
 class LeadIn:
     """Blobs a track's object left before the track began (`Tracker.look_back`), and what they add to its score."""
 
-    blobs: list[tuple[int, Blob]]  # (frame, blob), oldest first, all before the track's first detection
+    blobs: tuple[tuple[int, Blob], ...]  # (frame, blob), oldest first, all before the track's first detection
     evidence: float  # nats added to the track score, up to the earliest blob
     chance: float  # detections clutter alone would have given over the same frames
 
     def prepend_to(self, t: Track) -> None:
         """Put the blobs in front of the track's detections and their score into its score."""
-        back = self.blobs
-        t.points[:0] = [(f, b.x, b.y) for f, b in back]
-        t.widths[:0] = [float(min(b.w, b.h)) for _, b in back]
-        t.strengths[:0] = [b.strength for _, b in back]
-        t.lengths[:0] = [float(max(b.w, b.h)) for _, b in back]
-        t.boxes[:0] = [(b.w, b.h) for _, b in back]
-        t.evidence += self.evidence
-        t.evidence_at_hit += self.evidence
-        t.chance += self.chance
-        t.chance_at_hit += self.chance
+        earlier = Track(0, t.state, t.cov)
+        for frame, b in self.blobs:
+            earlier.record(frame, b)
+        t.prepend(earlier, self.evidence, self.chance)
 
     def before(self, t: Track) -> Track:
         """A copy of the track with the blobs in front (the track itself unchanged): to judge it so."""
@@ -171,10 +175,10 @@ class Tracker:
         self._chains: list[list[tuple[int, Blob]]] = []  # leftover blobs lined up in consecutive frames
         # Every blob of the last `chain_back_s` or `lead_in_s`, with its frame's clutter density: where a chain
         # began, or a new fall's object first showed.
-        self._chain_back = max(1, round(cfg.chain_back_s * fps))
-        self._lead_in = max(1, round(cfg.lead_in_s * fps))
+        self._chain_back = round(cfg.chain_back_s * fps)
+        self._lead_in = round(cfg.lead_in_s * fps)
         self._history: deque[tuple[int, list[Blob], np.ndarray, float]] = deque(
-            maxlen=max(self._chain_back, self._lead_in)
+            maxlen=max(1, self._chain_back, self._lead_in)
         )
         self._q = np.kron(np.eye(2), _Q1) * cfg.jerk_px**2
         max_step = cfg.max_speed_frac * self.height / fps  # per frame: a slow camera sees longer steps
@@ -191,7 +195,7 @@ class Tracker:
         """
         density = len(blobs) / float(self.width * self.height)
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
-        if self.cfg.chain_tracks and blobs:
+        if (self.cfg.chain_tracks or self._lead_in) and blobs:
             self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
         state, cov = self._predict(self.tracks, density)
         assigned = self._associate(blobs, state, cov)
@@ -377,10 +381,12 @@ class Tracker:
             lead.prepend_to(t)
 
     def lead_in(self, t: Track) -> LeadIn | None:
-        """The blobs of the last `lead_in_s` before a new fall's first detection that lie on its curve."""
-        return self.look_back(t, self._lead_in)
+        """The blobs of the last `lead_in_s` (counted back from now) that a new fall's object left before its
+        track began, back to its release: where the track's curve stops falling, or a blob no likelier the
+        object's than clutter's, ends the search (in rain a raindrop near the curve is always at hand)."""
+        return self.look_back(t, self._lead_in, to_release=True)
 
-    def look_back(self, t: Track, frames: int) -> LeadIn | None:
+    def look_back(self, t: Track, frames: int, to_release: bool = False) -> LeadIn | None:
         """The blobs of the last `frames` frames with blobs, before the track's first detection, on its curve.
 
         The curve through its first blobs is followed backwards, one frame at a time, taking the blob nearest
@@ -402,6 +408,8 @@ class Tracker:
                 curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2).tolist()  # [[ax, ay], [bx, by], [cx, cy]]
             dt = frame - first
             px, py = ((a * dt + b) * dt + c for a, b, c in zip(*curve, strict=True))  # np.polyval, in floats
+            if to_release and 2 * curve[0][1] * dt + curve[1][1] <= 0:  # not yet moving down: before release
+                break
             dx, dy = pos[:, 0] - px, pos[:, 1] - py
             d2 = (dx * dx + dy * dy) / var
             j = int(np.argmin(d2))
@@ -412,8 +420,11 @@ class Tracker:
                 if missed > self.cfg.max_missed:
                     break
                 continue
+            gain = _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
+            if to_release and gain <= 0:
+                break
             missed = 0
-            extra_ev += _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
+            extra_ev += gain
             back.append((frame, blobs[j]))
             curve = None
             first_hit_ev, first_hit_chance = extra_ev, extra_chance
@@ -421,7 +432,7 @@ class Tracker:
             return None
         back.reverse()
         # Only up to its earliest blob: the misses before that are frames it was not yet in view.
-        return LeadIn(back, first_hit_ev, first_hit_chance)
+        return LeadIn(tuple(back), first_hit_ev, first_hit_chance)
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
@@ -460,17 +471,10 @@ class Tracker:
         if len(joins):
             lost = candidates[joins[0]]
             gap = first - lost.points[-1][0] - 1
-            t.points[:0] = lost.points
-            t.widths[:0], t.strengths[:0], t.lengths[:0] = lost.widths, lost.strengths, lost.lengths
-            t.boxes[:0] = lost.boxes
+            # The frames it went unseen count against it, as misses do in any track.
+            t.prepend(lost, lost.evidence_at_hit + gap * _MISS_LLR, lost.chance_at_hit)
             t.tone += lost.tone
             t.gated += lost.gated
-            # The frames it went unseen count against it, as misses do in any track.
-            extra = lost.evidence_at_hit + gap * _MISS_LLR
-            t.evidence += extra
-            t.evidence_at_hit += extra
-            t.chance += lost.chance_at_hit
-            t.chance_at_hit += lost.chance_at_hit
             self._lost.remove(lost)
 
     def _evict_tentative(self, weak: list[Track], b: Blob) -> bool:
