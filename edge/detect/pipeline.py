@@ -253,8 +253,9 @@ class Detector:
         if lead is not None:  # where it fell from and how far: from where its object first showed
             longer = lead.before(track)
             judged = self._judged(longer)
-            if judged.level is not None:
-                path, fell = longer.points, judged
+            path = longer.points  # as the event's start frame has it
+            # Unless, with them, it is no longer a fall while without them it still is.
+            fell = verdict if judged.level is None and verdict.level is not None else judged
         event.trajectory = [(f, round(x * s, 1), round(y * s, 1)) for f, x, y in path]
         event.end_frame = track.points[-1][0]
         if fell.origin is not None:

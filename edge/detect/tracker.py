@@ -400,6 +400,10 @@ class Tracker:
         first_hit_ev = first_hit_chance = 0.0
         var = 5 * self._sigma(median(t.lengths[:_STITCH_TAIL])) ** 2  # as a chain's next blob
         curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
+        # Half of g in pixels per frame squared (the curve's coefficient), where a calibration tells: a curve
+        # through a few noisy blobs may bend harder than gravity, and would seem to stop falling too soon.
+        g = self._gravity([Blob(t.points[0][1], t.points[0][2], 1, 1, 1, 0.0)])[0]
+        pull = 0.5 * g if g > 0 else math.inf
         for frame, blobs, pos, density in islice(reversed(self._history), frames):
             if frame >= first:
                 continue
@@ -408,7 +412,7 @@ class Tracker:
                 curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2).tolist()  # [[ax, ay], [bx, by], [cx, cy]]
             dt = frame - first
             px, py = ((a * dt + b) * dt + c for a, b, c in zip(*curve, strict=True))  # np.polyval, in floats
-            if to_release and 2 * curve[0][1] * dt + curve[1][1] <= 0:  # not yet moving down: before release
+            if to_release and 2 * min(curve[0][1], pull) * dt + curve[1][1] <= 0:  # not yet falling: released
                 break
             dx, dy = pos[:, 0] - px, pos[:, 1] - py
             d2 = (dx * dx + dy * dy) / var
