@@ -520,13 +520,13 @@ class FallDecision:
         """
         cfg, facade = self.cfg, self.facade
         t = sp.t[:early]
-        back_t = 0.0
+        back_t, max_back_s = 0.0, self._backtrack_s(sp)
         for _ in range(_RELEASE_ROUNDS):
             out = cfg.release_out_m + cfg.release_out_speed_mps * (t + back_t)
             along, up = facade.in_front(sp.along[:early], sp.up[:early], out)
             coef = _quadratic(t, up)[0]
             last = back_t
-            release_along, height, back_t = _back_to_release(t, along, coef, sp.gravity, self._backtrack_s(sp))
+            release_along, height, back_t = _back_to_release(t, along, coef, sp.gravity, max_back_s)
             if abs(back_t - last) < _RELEASE_SETTLED_S:
                 break
         seen = facade.on_wall(release_along, height, cfg.release_out_m)  # the wall point it hid at release
