@@ -402,7 +402,7 @@ class Tracker:
         curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
         # Half of g in pixels per frame squared (the curve's coefficient), where a calibration tells: a curve
         # through a few noisy blobs may bend harder than gravity, and would seem to stop falling too soon.
-        g = self._gravity([Blob(t.points[0][1], t.points[0][2], 1, 1, 1, 0.0)])[0]
+        g = self._gravity([Blob(t.points[0][1], t.points[0][2], 1, 1, 1, 0.0)])[0] if to_release else 0.0
         pull = 0.5 * g if g > 0 else math.inf
         for frame, blobs, pos, density in islice(reversed(self._history), frames):
             if frame >= first:
