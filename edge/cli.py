@@ -459,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncalibrated", action="store_true", help="replay without the facade calibration")
     s.add_argument(
         "--suite",
-        choices=["tuning", "held_out", "classic"],
-        help="only this suite (default: the randomised tuning and held-out suites)",
+        choices=["tuning", "tuning_more", "held_out", "classic"],
+        help="only this suite (default: the randomised tuning and held-out; tuning_more: more tuning seeds)",
     )
     s.add_argument("--seeds", help="calibration: only these seeds, FIRST-LAST (development stills)")
     s.add_argument("--no-real", action="store_true", help="skip the real-footage section")

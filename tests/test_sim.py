@@ -59,6 +59,13 @@ def test_tuning_and_held_out_suites_share_no_clip():
     assert {n for n, _ in tuning} == {n for n, _ in held}
 
 
+def test_the_more_tuning_seeds_are_neither_tuning_nor_held_out_clips_and_hold_every_scene():
+    more = {(n, s) for n, s, *_ in SUITES["tuning_more"]}
+    others = {(n, s) for split in ("tuning", "held_out") for n, s, *_ in SUITES[split]}
+    assert more and not more & others
+    assert {n for n, _ in more} == {n for n, *_ in SUITES["held_out"]}
+
+
 def test_the_bench_reports_recall_per_condition_and_by_visibility():
     day = SceneScore(
         "throw/1", 12.0, "day", must=2, found=2, throws=[ThrowOutcome(8.0, 5.0, True, True, True)] * 2
