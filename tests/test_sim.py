@@ -62,7 +62,7 @@ def test_tuning_and_held_out_suites_share_no_clip():
 def test_the_more_tuning_seeds_are_neither_tuning_nor_held_out_clips_and_hold_every_scene():
     more = {(n, s) for n, s, *_ in SUITES["tuning_more"]}
     others = {(n, s) for split in ("tuning", "held_out") for n, s, *_ in SUITES[split]}
-    assert more and not more & others
+    assert more and {s for _, s in more}.isdisjoint({s for _, s in others})  # by seed: some draws use it alone
     assert {n for n, _ in more} == {n for n, *_ in SUITES["held_out"]}
 
 
