@@ -372,6 +372,14 @@ INTRO = (
 )
 
 
+def limit_plot_path(markdown: str, suite: str | None) -> Path:
+    """Where the detection-limit PNG goes: beside the report, named for the suite when one alone ran.
+
+    A run of one suite must not replace the default run's plot beside it.
+    """
+    return Path(markdown).with_name(f"detection-limit{f'-{suite}' if suite else ''}.png")
+
+
 def _intro(judged: str) -> str:
     """The report's opening: what the suites are, and which one the targets were judged on."""
     if judged == "held_out":
@@ -525,7 +533,7 @@ def run_accuracy(args) -> int:
     parts += ["\n### Why throws were missed\n", MISS_INTRO, "", miss_table(results)]
     ok = all(meets(totals[judged]).values())
     if args.markdown and not args.no_plot:
-        png = Path(args.markdown).with_name("detection-limit.png")
+        png = limit_plot_path(args.markdown, args.suite)
         write_limit_plot(png, {sp: limit_cells(sc) for sp, sc in results.items()}, CNR_BINS, WIDTH_BINS)
         parts.append(f"\n![recall by CNR and width]({png.name})")
     real = None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import av
 
-from edge.bench import SUITES, limit_cells, summarise
+from edge.bench import SUITES, limit_cells, limit_plot_path, summarise
 from edge.sim.randomise import FRAME_RATES
 from edge.sim.scenes import build_scene
 from edge.sim.score import SceneScore, ThrowOutcome
@@ -98,3 +99,11 @@ def test_grainy_noise_keeps_the_spread_the_scene_asks_for():
         looks = _Looks(scene, np.random.default_rng(0), 10)
         out, _ = looks.apply(np.full((360, 640, 3), 100, np.uint8), 3, 1.0)
         assert abs(float(out[..., 1].std()) - 6.0) < 0.4, grain
+
+
+def test_a_single_suite_run_writes_its_own_detection_limit_plot():
+    default = limit_plot_path("docs/benchmarks/accuracy.md", None)
+    assert default == Path("docs/benchmarks/detection-limit.png")  # what the README shows
+    assert limit_plot_path("docs/benchmarks/more.md", "tuning_more") == Path(
+        "docs/benchmarks/detection-limit-tuning_more.png"
+    )
