@@ -402,7 +402,7 @@ class Tracker:
         curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
         # Half of g in pixels per frame squared (the curve's coefficient), where a calibration tells: a curve
         # through a few noisy blobs may bend harder than gravity, and would seem to stop falling too soon.
-        g = self._gravity([Blob(t.points[0][1], t.points[0][2], 1, 1, 1, 0.0)])[0] if to_release else 0.0
+        g = self._gravity_at(np.array([t.points[0][1]]), np.array([t.points[0][2]]))[0] if to_release else 0.0
         pull = 0.5 * g if g > 0 else math.inf
         for frame, blobs, pos, density in islice(reversed(self._history), frames):
             if frame >= first:
@@ -563,9 +563,13 @@ class Tracker:
 
     def _gravity(self, blobs: list[Blob]) -> np.ndarray:
         """g in pixels per frame squared at each blob; 0 without a calibration."""
-        if self.gravity_px is None or not blobs:
-            return np.zeros(len(blobs))
-        return self.gravity_px(np.array([b.x for b in blobs]), np.array([b.y for b in blobs]))
+        return self._gravity_at(np.array([b.x for b in blobs]), np.array([b.y for b in blobs]))
+
+    def _gravity_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """g in pixels per frame squared at image points (x, y); 0 without a calibration."""
+        if self.gravity_px is None or not len(x):
+            return np.zeros(len(x))
+        return self.gravity_px(x, y)
 
     def _blob_rs(self, blobs: list[Blob]) -> np.ndarray:
         """(n, 2, 2) position noise of each blob: its sigma along x from its width, along y from its height."""
