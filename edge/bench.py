@@ -50,7 +50,7 @@ HELD_OUT_SEEDS = (901, 902)
 # More seeds to tune on, outside the default run (`--suite tuning_more`): a rule chosen on the tuning suite's
 # few misses is checked on 40 more throw clips and 20 more distractor clips before the held-out suite is run.
 # No seed of the tuning or held-out suites: the renderer draws some choices from the seed alone.
-MORE_TUNING_SEEDS = (103, 104, 105, 106)
+MORE_TUNING_SEEDS = (103, 104, 105, 106, 107, 108, 109, 110)
 MORE_TUNING_DISTRACTOR_SEEDS = (103, 104)
 
 
