@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ class SceneScore:
     floor_exact: int = 0
     floor_near: int = 0
     latencies: list[float] = field(default_factory=list)
+    # Per found throw: when its true path had fallen the suspected alert's bar, counted as latencies are.
+    rule_latencies: list[float] = field(default_factory=list)
     false_confirmed: int = 0
     false_suspected: int = 0
     duplicates: int = 0
@@ -55,6 +58,28 @@ def _overlap(track: list, trajectory: list, tol: float) -> float:
     return sum(hits) / max(1, len(trajectory))
 
 
+@dataclass(frozen=True)
+class AlertBar:
+    """The fall a track must be seen to make before its first alert, and the map that measures it."""
+
+    fall_m: float  # suspect_fall_share of the minimum fall, in facade metres
+    to_facade: Callable[[np.ndarray], np.ndarray]  # (N, 2) full-frame pixels -> (N, 2) facade [along, up]
+
+
+def rule_latency(throw: dict, fps: float, bar: AlertBar) -> float | None:
+    """Seconds from the throw's first visible frame until its true path has fallen `bar.fall_m` below its
+    highest point so far, measured on the facade as the node measures a track: no detector alerts sooner
+    under that rule. None when the path never falls that far in view."""
+    track = np.asarray(throw["track"], dtype=np.float64)
+    if not len(track):
+        return None
+    up = bar.to_facade(track[:, 1:3])[:, 1]
+    fallen = np.flatnonzero(np.maximum.accumulate(up) - up >= bar.fall_m)
+    if not len(fallen):
+        return None
+    return float((track[fallen[0], 0] - throw["first_visible_frame"]) / fps)
+
+
 ON_PATH_SHARE = 0.5  # an event is a throw's when this share of its points lie on the throw's path
 
 
@@ -63,8 +88,11 @@ def match_tolerance(truth: dict, throw: dict) -> float:
     return max(12.0 * truth["height"] / 1080, 2 * throw["width_px"])
 
 
-def score_scene(truth: dict, records: list[dict]) -> SceneScore:
-    """Recall, floors, latency and false alarms of `records` (events.jsonl rows) against `truth`."""
+def score_scene(truth: dict, records: list[dict], bar: AlertBar | None = None) -> SceneScore:
+    """Recall, floors, latency and false alarms of `records` (events.jsonl rows) against `truth`.
+
+    With the alert's `bar`, also the latency that rule alone allows each found throw (`rule_latency`).
+    """
     fps = truth["fps"]
     s = SceneScore(truth["scene"] + f"/{truth['seed']}", truth["frames"] / fps, truth.get("condition", "day"))
     matched: set[int] = set()
@@ -93,6 +121,9 @@ def score_scene(truth: dict, records: list[dict]) -> SceneScore:
         s.confirmed += any(r["level"] == "confirmed" for r in hits)
         first = min(hits, key=lambda r: r["alert_frame"])
         s.latencies.append((first["alert_frame"] - throw["first_visible_frame"]) / fps)
+        allowed = rule_latency(throw, fps, bar) if bar is not None else None
+        if allowed is not None:
+            s.rule_latencies.append(allowed)
         got = first["origin"]["floor"]
         want = throw["origin"]["floor"]
         s.floor_exact += got == want
