@@ -286,7 +286,8 @@ def totals_table(totals: dict[str, dict]) -> str:
                 f" The found throws' true paths had fallen the suspected alert's bar (`suspect_fall_share` of"
                 f" the minimum fall) {t['rule_latency_median_s']:.2f} s after they were first visible (median;"
                 f" max {t['rule_latency_max_s']:.2f} s): the latency that rule allows. A detector that saw every"
-                f" throw from its first visible frame would alert no sooner, but for its position noise."
+                f" throw from its first visible frame would alert no sooner, but for its position noise (and"
+                f" a weakly scored track must fall the whole minimum fall)."
             )
     return "\n".join(lines)
 

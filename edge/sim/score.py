@@ -68,8 +68,12 @@ class AlertBar:
 
 def rule_latency(throw: dict, fps: float, bar: AlertBar) -> float | None:
     """Seconds from the throw's first visible frame until its true path has fallen `bar.fall_m` below its
-    highest point so far, measured on the facade as the node measures a track: no detector alerts sooner
-    under that rule. None when the path never falls that far in view."""
+    highest point so far, measured on the facade as the node measures a track (`fell_far_enough`).
+
+    A detector that saw the throw from its first visible frame alerts no sooner, but for its position
+    noise; a weakly scored track must fall the whole minimum fall, later still. None when the path never
+    falls that far in view.
+    """
     track = np.asarray(throw["track"], dtype=np.float64)
     if not len(track):
         return None
