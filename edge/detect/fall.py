@@ -50,6 +50,11 @@ _UNCALIBRATED_STRONG_ACCEL = 0.5  # without a scale, confirmed needs an accel sc
 _BODY_MIN_G = 0.7
 
 
+def min_fall_m(cfg: FallConfig, facade: FacadeMap) -> float:
+    """Calibrated: the whole minimum fall in facade metres (`fell_far_enough` asks a share of it first)."""
+    return cfg.min_fall_floors * facade.floor_height_m
+
+
 def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
@@ -454,8 +459,7 @@ class FallDecision:
         if self.facade is None:
             return _Space(t, xy[:, 0], -xy[:, 1], cfg.min_fall_frac * self.frame_height, None)
         fac = self.facade.to_facade(xy)
-        min_fall = cfg.min_fall_floors * self.facade.floor_height_m
-        return _Space(t, fac[:, 0], fac[:, 1], min_fall, cfg.gravity_mps2)
+        return _Space(t, fac[:, 0], fac[:, 1], min_fall_m(cfg, self.facade), cfg.gravity_mps2)
 
     def _descent(self, sp: _Space, points: list[tuple[int, float, float]], evidence: float | None) -> Descent:
         apex = int(np.argmax(sp.up))
