@@ -40,7 +40,7 @@ def test_a_throw_dropped_from_rest_allows_an_alert_at_the_first_frame_it_has_fal
 
 
 def test_a_throw_tossed_up_first_is_counted_from_its_highest_point():
-    # 5 m/s up: it rises for 0.51 s, then falls the bar in 0.96 s; from its first point it falls 4.5 m sooner.
+    # 5 m/s up: it rises for 0.51 s, then falls the bar in 0.96 s (4.5 m below its first point: 1.60 s).
     allowed = rule_latency(_throw(up_speed=5.0), FPS, BAR)
     assert allowed == _first_frame_after(5.0 / G + math.sqrt(2 * 4.5 / G))  # 1.48 s
 
