@@ -21,6 +21,7 @@ import numpy as np
 from edge.config import SHIPPED_VERIFIER, CameraConfig, VerifierConfig, load_config
 from edge.detect.fall import min_fall_m
 from edge.geometry import CameraGeometry
+from edge.overrides import apply_overrides
 from edge.replay import replay
 from edge.sim.explain import MissCause, explain_misses
 from edge.sim.scenes import build_scene
@@ -101,8 +102,6 @@ SUITES: dict[str, list[tuple[str, int, float | None, bool]]] = {
     "classic": [(n, s, d, False) for n, s, d in CLASSIC],
 }
 
-VERIFIER_SETTINGS = {"verifier=off": None, "verifier=on": SHIPPED_VERIFIER}
-
 TARGETS = {
     "recall": 0.97,
     "fa_confirmed_h": 0.5,
@@ -112,28 +111,6 @@ TARGETS = {
     "latency_median_s": 1.5,
     "latency_max_s": 2.5,
 }
-
-
-def apply_overrides(cfg, overrides: list[str]) -> None:
-    """Set camera settings from `section.key=value` strings (e.g. fall.min_fall_floors=1.5) on every camera.
-
-    `facade=none` drops the facade calibration, to measure the image-space fallback; `verifier=off` and
-    `verifier=on` run physics alone or with the shipped verifier model.
-    """
-    for item in overrides:
-        if item == "facade=none":
-            for cam in cfg.cameras.values():
-                cam.facade = None
-            continue
-        if item in VERIFIER_SETTINGS:
-            for cam in cfg.cameras.values():
-                cam.fall.verifier.model = VERIFIER_SETTINGS[item]
-            continue
-        path, _, value = item.partition("=")
-        section, _, key = path.partition(".")
-        for cam in cfg.cameras.values():
-            part = getattr(cam, section)
-            setattr(part, key, type(getattr(part, key))(value))
 
 
 def _folder(cache: str, name: str, seed: int, randomised: bool) -> Path:

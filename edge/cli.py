@@ -318,7 +318,17 @@ def cmd_calibrate(args) -> int:
 
 def cmd_bench(args) -> int:
     from edge.bench import run_accuracy, run_speed
+    from edge.overrides import OverrideError, check_overrides
 
+    if args.set:
+        if args.what != "accuracy":
+            print(f"edge bench {args.what}: --set changes settings of `edge bench accuracy` only", file=sys.stderr)
+            return EX_USAGE
+        try:
+            check_overrides(args.set)
+        except OverrideError as e:
+            print(f"edge bench: {e}", file=sys.stderr)
+            return EX_USAGE
     if args.what == "calibration":
         from edge.calibrate.bench import run_bench
 
@@ -454,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="SECTION.KEY=VALUE",
-        help="override a camera setting for the run, e.g. fall.min_fall_floors=1.5 (repeatable)",
+        help="accuracy: change a camera setting for the run, e.g. fall.min_fall_floors=1.5 or "
+        "fall.verifier.veto_below=0.2; the value is read and bounded as in the config file (repeatable)",
     )
     s.add_argument("--uncalibrated", action="store_true", help="replay without the facade calibration")
     s.add_argument(

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from edge.bench import apply_overrides, worker_pool
+from edge.bench import worker_pool
 from edge.config import load_config
+from edge.overrides import OverrideError, apply_overrides, check_overrides
 from edge.replay import replay
 
 MANIFEST = Path(__file__).with_name("bench_data") / "real_footage.yaml"
@@ -191,11 +192,27 @@ def run_real(calibrated: bool, clips: list[str] | None = None, overrides: list[s
     wanted = {c.removesuffix(".mp4") for c in clips} if clips else None
     entries = [e for e in load_manifest() if wanted is None or e["file"].removesuffix(".mp4") in wanted]
     jobs = [(e, str(folder), calibrated, list(overrides)) for e in entries]
+    if calibrated:
+        _warn_scale_overrides(entries, overrides)
     # Biggest files first, so the two workers finish together; results are put back in manifest order.
     order = sorted(range(len(jobs)), key=lambda i: -(folder / entries[i]["file"]).stat().st_size)
     with worker_pool(WORKERS) as pool:
         futures = {i: pool.submit(_run_one, jobs[i]) for i in order}
         return [futures[i].result() for i in range(len(jobs))]
+
+
+def _warn_scale_overrides(entries: list[dict], overrides: list[str]) -> None:
+    """Say when a --set replaces a setting a positive clip scales to its own size: that clip then measures it
+    at the wrong scale (a tabletop drop judged by a facade's fall)."""
+    for text in overrides:
+        dotted = text.partition("=")[0]
+        clips = [e["file"] for e in entries if e["kind"] == "positive" and dotted in (e.get("overrides") or {})]
+        if clips:
+            print(
+                f"--set {text} replaces the value {len(clips)} real positive clips set for their own scale "
+                f"({', '.join(clips)}): their falls found, with a calibration, measure it at the wrong scale",
+                file=sys.stderr,
+            )
 
 
 def real_totals(scores: list[ClipScore]) -> dict:
@@ -299,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="section.key=value override on every clip")
     ap.add_argument("--markdown", help="also write the section to this file")
     args = ap.parse_args(argv)
+    try:
+        check_overrides(args.set)
+    except OverrideError as e:
+        ap.error(str(e))
     clips = args.clips.split(",") if args.clips else None
     runs = []
     for calibrated in (False, True):
