@@ -510,8 +510,8 @@ class TrackerConfig(Strict):
         "are searched for where its object first showed, back to its release: its origin and where its "
         "trajectory starts, never its level. A track picked up late in clutter begins seconds after release.",
     )
-    # Off by default: on the tuning clips it shortened the longest alert delay but found no throw more, and
-    # it let a pedestrian's track on a real negative clip reach an alert (README: Tracking).
+    # Off by default: on held-out clips it found no throw more and raised suspected alarms 1 -> 4, though it
+    # found seven more on the tuning suites (README: Benchmarks, tried since).
     search_tracks: int = Field(
         0,
         ge=0,
