@@ -511,7 +511,7 @@ def ablation_section(
 def run_accuracy(args) -> int:
     """Run the suites (or a subset), print the report, optionally write it; exit 1 when a target is missed."""
     from edge.limitplot import write_limit_plot
-    from edge.realbench import real_table, real_targets_met, run_real
+    from edge.realbench import real_table, real_targets_met, run_real, scale_override_notes
 
     wanted = set(args.scenes.split(",")) if args.scenes else None
     overrides = (args.set or []) + (["facade=none"] if args.uncalibrated else [])
@@ -536,8 +536,11 @@ def run_accuracy(args) -> int:
         parts.append(f"\n![recall by CNR and width]({png.name})")
     real = None
     if not args.no_real:
+        notes = scale_override_notes(args.set or [])
+        for note in notes:
+            print(note, file=sys.stderr)
         real = [run_real(calibrated, None, args.set or []) for calibrated in (False, True)]
-        parts += ["", real_table(*real)]
+        parts += ["", real_table(*real), *(f"\n{n}" for n in notes)]
         ok = ok and real_targets_met(*real)
     if not args.no_ablation:
         parts += ["", ablation_section(args, splits, wanted, overrides, AblationRun(results, cpu, real))]

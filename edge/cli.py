@@ -338,7 +338,13 @@ def cmd_bench(args) -> int:
         from edge.throughput import run_throughput
 
         return run_throughput(args)
-    return run_accuracy(args) if args.what == "accuracy" else run_speed(args)
+    if args.what == "speed":
+        return run_speed(args)
+    try:
+        return run_accuracy(args)
+    except OverrideError as e:  # a clip's own settings refused an override the defaults took
+        print(f"edge bench: {e}", file=sys.stderr)
+        return EX_USAGE
 
 
 _LOG_FORMAT_HELP = "stderr lines: json (one object per line), text, or auto (text on a terminal, else json)"

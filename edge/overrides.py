@@ -44,24 +44,34 @@ def parse_override(text: str) -> Override:
     dotted, sep, raw = text.partition("=")
     path = tuple(dotted.strip().split("."))
     if not sep or len(path) < 2 or not all(path):
-        raise OverrideError(f"--set {text}: expected section.key=value, e.g. fall.min_fall_floors=1.5")
+        named = ", ".join(NAMED_SETTINGS)
+        raise OverrideError(
+            f"--set {text}: expected section.key=value (e.g. fall.min_fall_floors=1.5) or one of {named}"
+        )
+    if path[0] == "facade":
+        # Each clip has its own facade (or none, uncalibrated): one value for all of them measures nothing.
+        raise OverrideError(
+            f"--set {text}: the facade is each clip's own calibration; only facade=none is settable"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError as e:
-        raise OverrideError(f"--set {text}: the value is not readable as YAML ({e.problem})") from e
+        raise OverrideError(
+            f"--set {text}: the value is not readable as YAML ({getattr(e, 'problem', None) or e})"
+        ) from e
     return Override(text, path, value)
 
 
 def with_overrides(cam: CameraConfig, overrides: list[str]) -> CameraConfig:
     """A copy of `cam` with every override applied, validated as a whole. Raises OverrideError."""
     data = cam.model_dump()
-    for item in (parse_override(text) for text in overrides):
+    items = [parse_override(text) for text in overrides]
+    for item in items:
         _assign(data, item)
     try:
         return CameraConfig.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise OverrideError(f"--set {' '.join(overrides)}: {problems}") from e
+        raise OverrideError("; ".join(_problem(err, items) for err in e.errors())) from e
 
 
 def apply_overrides(cfg: EdgeConfig, overrides: list[str]) -> None:
@@ -76,12 +86,19 @@ def check_overrides(overrides: list[str]) -> None:
     with_overrides(CameraConfig(source="check"), overrides)
 
 
+def _problem(err: dict, items: list[Override]) -> str:
+    """One validation error, named by the override that set the value it is about (or by all of them)."""
+    loc = tuple(str(p) for p in err["loc"])
+    owners = [i.text for i in items if loc[: len(i.path)] == i.path or i.path[: len(loc)] == loc]
+    return f"--set {' '.join(owners or [i.text for i in items])}: {'.'.join(loc)}: {err['msg']}"
+
+
 def _assign(data: dict, item: Override) -> None:
     node = data
     for depth, key in enumerate(item.path[:-1]):
         if not isinstance(node.get(key), dict):
             where = ".".join(item.path[: depth + 1])
-            known = "no such section" if key not in node else "not a section (or not set in this config)"
+            known = "no such section" if key not in node else "a setting, not a section"
             raise OverrideError(f"--set {item.text}: {where}: {known}")
         node = node[key]
     key = item.path[-1]

@@ -18,7 +18,7 @@ import yaml
 
 from edge.bench import worker_pool
 from edge.config import load_config
-from edge.overrides import OverrideError, apply_overrides, check_overrides
+from edge.overrides import OverrideError, apply_overrides, check_overrides, parse_override
 from edge.replay import replay
 
 MANIFEST = Path(__file__).with_name("bench_data") / "real_footage.yaml"
@@ -192,8 +192,6 @@ def run_real(calibrated: bool, clips: list[str] | None = None, overrides: list[s
     wanted = {c.removesuffix(".mp4") for c in clips} if clips else None
     entries = [e for e in load_manifest() if wanted is None or e["file"].removesuffix(".mp4") in wanted]
     jobs = [(e, str(folder), calibrated, list(overrides)) for e in entries]
-    if calibrated:
-        _warn_scale_overrides(entries, overrides)
     # Biggest files first, so the two workers finish together; results are put back in manifest order.
     order = sorted(range(len(jobs)), key=lambda i: -(folder / entries[i]["file"]).stat().st_size)
     with worker_pool(WORKERS) as pool:
@@ -201,18 +199,23 @@ def run_real(calibrated: bool, clips: list[str] | None = None, overrides: list[s
         return [futures[i].result() for i in range(len(jobs))]
 
 
-def _warn_scale_overrides(entries: list[dict], overrides: list[str]) -> None:
-    """Say when a --set replaces a setting a positive clip scales to its own size: that clip then measures it
-    at the wrong scale (a tabletop drop judged by a facade's fall)."""
+def scale_override_notes(overrides: list[str], entries: list[dict] | None = None) -> list[str]:
+    """One line per --set that replaces a setting positive clips scale to their own size (a tabletop drop is
+    not judged by a facade's fall): with a calibration, those clips then measure it at the wrong scale."""
+    notes = []
     for text in overrides:
-        dotted = text.partition("=")[0]
-        clips = [e["file"] for e in entries if e["kind"] == "positive" and dotted in (e.get("overrides") or {})]
+        path = ".".join(parse_override(text).path)
+        clips = [
+            e["file"]
+            for e in (load_manifest() if entries is None else entries)
+            if e["kind"] == "positive" and path in (e.get("overrides") or {})
+        ]
         if clips:
-            print(
-                f"--set {text} replaces the value {len(clips)} real positive clips set for their own scale "
-                f"({', '.join(clips)}): their falls found, with a calibration, measure it at the wrong scale",
-                file=sys.stderr,
+            notes.append(
+                f"`--set {text}` replaces what {len(clips)} real positive clip(s) set for their own scale "
+                f"({', '.join(clips)}): with a calibration, they measure it at the wrong scale."
             )
+    return notes
 
 
 def real_totals(scores: list[ClipScore]) -> dict:
@@ -321,12 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     except OverrideError as e:
         ap.error(str(e))
     clips = args.clips.split(",") if args.clips else None
+    wanted = {c.removesuffix(".mp4") for c in clips} if clips else None
+    entries = [e for e in load_manifest() if wanted is None or e["file"].removesuffix(".mp4") in wanted]
+    notes = scale_override_notes(args.set, entries)
+    for note in notes:
+        print(note, file=sys.stderr)
     runs = []
     for calibrated in (False, True):
         t0 = time.time()
         runs.append(run_real(calibrated, clips, args.set))
         print(f"{'calibrated' if calibrated else 'uncalibrated'}: {time.time() - t0:.0f} s", file=sys.stderr)
-    report = real_table(*runs)
+    report = "\n".join([real_table(*runs), *(f"\n{n}" for n in notes)])
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(report + "\n")
