@@ -320,15 +320,9 @@ def cmd_bench(args) -> int:
     from edge.bench import run_accuracy, run_speed
     from edge.overrides import OverrideError, check_overrides
 
-    if args.set:
-        if args.what != "accuracy":
-            print(f"edge bench {args.what}: --set changes settings of `edge bench accuracy` only", file=sys.stderr)
-            return EX_USAGE
-        try:
-            check_overrides(args.set)
-        except OverrideError as e:
-            print(f"edge bench: {e}", file=sys.stderr)
-            return EX_USAGE
+    if args.set and args.what != "accuracy":
+        print(f"edge bench {args.what}: --set changes settings of `edge bench accuracy` only", file=sys.stderr)
+        return EX_USAGE
     if args.what == "calibration":
         from edge.calibrate.bench import run_bench
 
@@ -341,8 +335,9 @@ def cmd_bench(args) -> int:
     if args.what == "speed":
         return run_speed(args)
     try:
+        check_overrides(args.set or [])  # before any clip is rendered or replayed
         return run_accuracy(args)
-    except OverrideError as e:  # a clip's own settings refused an override the defaults took
+    except OverrideError as e:  # ...or later, when a clip's own settings refuse what the defaults took
         print(f"edge bench: {e}", file=sys.stderr)
         return EX_USAGE
 

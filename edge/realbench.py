@@ -189,8 +189,7 @@ def _run_one(job: tuple[dict, str, bool, list[str]]) -> ClipScore:
 def run_real(calibrated: bool, clips: list[str] | None = None, overrides: list[str] = ()) -> list[ClipScore]:
     """Replay the real clips (all, or those named, with or without .mp4) and score each, in manifest order."""
     folder = footage_dir()
-    wanted = {c.removesuffix(".mp4") for c in clips} if clips else None
-    entries = [e for e in load_manifest() if wanted is None or e["file"].removesuffix(".mp4") in wanted]
+    entries = manifest_entries(clips)
     jobs = [(e, str(folder), calibrated, list(overrides)) for e in entries]
     # Biggest files first, so the two workers finish together; results are put back in manifest order.
     order = sorted(range(len(jobs)), key=lambda i: -(folder / entries[i]["file"]).stat().st_size)
@@ -199,17 +198,20 @@ def run_real(calibrated: bool, clips: list[str] | None = None, overrides: list[s
         return [futures[i].result() for i in range(len(jobs))]
 
 
+def manifest_entries(clips: list[str] | None = None) -> list[dict]:
+    """The manifest's clips (all, or those named, with or without .mp4), in manifest order."""
+    wanted = {c.removesuffix(".mp4") for c in clips} if clips else None
+    return [e for e in load_manifest() if wanted is None or e["file"].removesuffix(".mp4") in wanted]
+
+
 def scale_override_notes(overrides: list[str], entries: list[dict] | None = None) -> list[str]:
     """One line per --set that replaces a setting positive clips scale to their own size (a tabletop drop is
     not judged by a facade's fall): with a calibration, those clips then measure it at the wrong scale."""
+    entries = manifest_entries() if entries is None else entries
     notes = []
     for text in overrides:
         path = ".".join(parse_override(text).path)
-        clips = [
-            e["file"]
-            for e in (load_manifest() if entries is None else entries)
-            if e["kind"] == "positive" and path in (e.get("overrides") or {})
-        ]
+        clips = [e["file"] for e in entries if e["kind"] == "positive" and path in (e.get("overrides") or {})]
         if clips:
             notes.append(
                 f"`--set {text}` replaces what {len(clips)} real positive clip(s) set for their own scale "
@@ -324,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     except OverrideError as e:
         ap.error(str(e))
     clips = args.clips.split(",") if args.clips else None
-    wanted = {c.removesuffix(".mp4") for c in clips} if clips else None
-    entries = [e for e in load_manifest() if wanted is None or e["file"].removesuffix(".mp4") in wanted]
-    notes = scale_override_notes(args.set, entries)
+    notes = scale_override_notes(args.set, manifest_entries(clips))
     for note in notes:
         print(note, file=sys.stderr)
     runs = []
