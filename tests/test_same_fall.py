@@ -1,10 +1,11 @@
-"""A second track on a fall already reported is known as the same fall; a second throw is not."""
+"""A second track on a fall already reported is known as the same fall; a second throw, or a second object seen
+elsewhere at the same moments, is not."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge.detect.pipeline import _path_distance
+from edge.detect.pipeline import _parted, _path_distance
 
 G_PX = 1.0  # pixels per frame squared: a facade at about 5 cm per pixel, 25 fps
 
@@ -30,3 +31,29 @@ def test_a_second_throw_from_the_same_window_a_second_later_is_not_on_the_path()
 def test_a_track_on_the_same_fall_in_step_with_it_lies_on_its_path():
     reported = _fall(range(0, 31))
     assert _path_distance(reported, _fall(range(12, 24))) < 1.0  # the positive control, no lag
+
+
+SAME_PX = 27.0  # same_object_frac of a 1080-line frame
+
+
+def _slowed(frames, released=0, x0=500.0, y0=100.0, slow_from=30):
+    """As `_fall`, but from frame `slow_from` on the air holds it at the speed it had then (a light object)."""
+    frames = np.asarray(frames, dtype=float)
+    t = frames - released
+    t0 = slow_from - released
+    y = np.where(t <= t0, y0 + 0.5 * G_PX * t**2, y0 + 0.5 * G_PX * t0**2 + G_PX * t0 * (t - t0))
+    return np.column_stack([frames, x0 + 0.3 * t, y])
+
+
+def test_a_track_carrying_a_lost_fall_on_is_not_parted_from_it_where_the_lost_curve_is_only_a_guess():
+    lost = _fall(range(0, 31))  # the reported fall's track, lost at frame 30
+    carried_on = _slowed(range(26, 90))  # a second track on the object from frame 26: slowed by the air
+    assert _path_distance(lost, carried_on) > SAME_PX  # control: against the lost curve's guess, far apart
+    assert not _parted(lost, carried_on, SAME_PX)  # where both were seen, they were one
+
+
+def test_a_second_object_seen_beside_a_fall_at_the_same_moments_is_parted_from_it():
+    reported = _fall(range(0, 60))
+    beside = _fall(range(20, 60), released=12, x0=520.0, y0=160.0)  # two storeys lower, 0.5 s later
+    assert _parted(reported, beside, SAME_PX)
+    assert not _parted(reported, _fall(range(20, 60)), SAME_PX)  # control: the same object is not

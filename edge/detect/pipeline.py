@@ -71,7 +71,7 @@ class Detector:
         self._lead_ins: dict[int, LeadIn] = {}  # by track id: blobs a live event's object left before its track
         self._recent: list[tuple[FallEvent, np.ndarray]] = []  # ended falls, with work-pixel trajectories
         self._same_px = cfg.tracker.same_object_frac * work[1]
-        self._duplicates: set[int] = set()
+        self._duplicates: dict[int, str] = {}  # live track id -> id of the reported fall it runs along
         self._suppress_until = -1
         self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
         self.verifier = verifier
@@ -90,6 +90,10 @@ class Detector:
         elif result.global_event is None:
             look = self._look()
         self.last_blobs = blobs
+        return self.step(frame, blobs, look)
+
+    def step(self, frame: int, blobs: list[Blob], look: FrameLook | None = None) -> list[EventUpdate]:
+        """Feed one frame's blobs to the tracker and judge its tracks; returns what changed about events."""
         ended = self.tracker.step(frame, blobs, look)
         updates = []
         for track in self.tracker.tracks:
@@ -101,7 +105,7 @@ class Detector:
                 updates += self._judge(track, frame)
         for track in ended:
             updates += self._end(track)
-            self._duplicates.discard(track.id)
+            self._duplicates.pop(track.id, None)
             self.crops.drop(track.id)
         horizon = frame - 2 * self.fps
         self._recent = [(e, p) for e, p in self._recent if e.end_frame >= horizon]
@@ -109,7 +113,7 @@ class Detector:
 
     @property
     def duplicates(self) -> frozenset[int]:
-        """Ids of the live tracks taken for a fall already reported (`_is_known_fall`): they raise no event."""
+        """Ids of the live tracks taken for a fall already reported (`_known_fall`): they raise no event."""
         return frozenset(self._duplicates)
 
     def _look(self) -> FrameLook | None:
@@ -151,14 +155,17 @@ class Detector:
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
         event = self._events.get(track.id)
+        if event is None and self._still_duplicate(track):
+            return []
         if not self._may_change(track, event):
             return []
         verdict = self._verdict(track)
         if event is None:
             if verdict.level is None:
                 return []
-            if self._is_known_fall(track):
-                self._duplicates.add(track.id)
+            known = self._known_fall(track)
+            if known is not None:
+                self._duplicates[track.id] = known
                 return []
             track.falling = True
             self._find_lead_in(track)
@@ -199,17 +206,45 @@ class Detector:
         An event's other fields (trajectory, origin) need no verdict in between: they are refreshed from
         a new one whenever the event is reported, on a higher level and when it ends.
         """
-        if event is None and track.id in self._duplicates:
-            return False
         if event is not None and event.level == AlertLevel.CONFIRMED:
             return False
         return self.decision.could_alert(track.points, track.evidence_at_hit)
 
-    def _is_known_fall(self, track: Track) -> bool:
-        """True when the track runs along (or continues) the path of a fall already reported."""
+    def _reported_paths(self) -> dict[str, np.ndarray]:
+        """Work-pixel paths of the reported falls, live or ended in the last two seconds, by event id."""
+        paths = {e.id: p for e, p in self._recent}
+        for t in self.tracker.tracks:
+            if t.id in self._events:
+                paths[self._events[t.id].id] = np.asarray(t.points)
+        return paths
+
+    def _known_fall(self, track: Track) -> str | None:
+        """The id of a reported fall whose path the track runs along (or continues), None when there is none."""
         pts = np.asarray(track.points)
-        live = [np.asarray(t.points) for t in self.tracker.tracks if t.id in self._events]
-        return any(_path_distance(path, pts) <= self._same_px for path in live + [p for _, p in self._recent])
+        for event_id, path in self._reported_paths().items():
+            if _path_distance(path, pts) <= self._same_px:
+                return event_id
+        return None
+
+    def _still_duplicate(self, track: Track) -> bool:
+        """Whether a track taken for a reported fall is still taken for it.
+
+        Two objects thrown in quick succession from windows one above the other share a path for the lower
+        one's first frames, and it is taken for the upper one. Seen apart at the same moments later on, they
+        are two objects, and the lower one is judged as a fall of its own. Only frames when both were seen
+        count: a track that picks an object up again after the reported fall's track lost it has none, and
+        stays a duplicate, as does one whose fall's path has been forgotten (two seconds after it ended).
+        """
+        known = self._duplicates.get(track.id)
+        if known is None:
+            return False
+        path = self._reported_paths().get(known)
+        if path is None:
+            return True
+        if not _parted(path, np.asarray(track.points), self._same_px):
+            return True
+        del self._duplicates[track.id]
+        return False
 
     def _end(self, track: Track) -> list[EventUpdate]:
         event = self._events.pop(track.id, None)
@@ -276,18 +311,31 @@ def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     deg = min(2, len(recent) - 1)
     fx = np.polyfit(recent[:, 0] - t0, recent[:, 1], deg)
     fy = np.polyfit(recent[:, 0] - t0, recent[:, 2], deg)
-    known = {int(f): (x, y) for f, x, y in path}
-
-    def at(f: float) -> tuple[float, float]:
-        return known.get(int(f)) or (np.polyval(fx, f - t0), np.polyval(fy, f - t0))
-
+    frames = np.rint(path[:, 0]).astype(np.int64)
+    order = np.argsort(frames, kind="stable")
     best = float("inf")
     for lag in range(-_SAME_PATH_LAG, _SAME_PATH_LAG + 1):
         shifted = pts[pts[:, 0] + lag >= path[0, 0]]
-        if len(shifted):
-            where = np.array([at(f + lag) for f in shifted[:, 0]])
-            best = min(best, float(np.median(np.hypot(*(shifted[:, 1:3] - where).T))))
+        if not len(shifted):
+            continue
+        f = shifted[:, 0] + lag
+        # Where `path` has a point at that frame, that point; elsewhere its fitted curve.
+        slot = np.minimum(np.searchsorted(frames[order], np.rint(f).astype(np.int64)), len(frames) - 1)
+        row = order[slot]
+        has = frames[row] == np.rint(f)
+        wx = np.where(has, path[row, 1], np.polyval(fx, f - t0))
+        wy = np.where(has, path[row, 2], np.polyval(fy, f - t0))
+        best = min(best, float(np.median(np.hypot(shifted[:, 1] - wx, shifted[:, 2] - wy))))
     return best
+
+
+def _parted(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
+    """Whether `pts` (frame, x, y) lay farther than `same_px` from `path` over the frames both were seen.
+
+    Beyond `path`'s last frame its curve is only a guess, which a light object's fall soon leaves.
+    """
+    together = pts[pts[:, 0] <= path[-1, 0]]
+    return bool(len(together)) and _path_distance(path, together) > same_px
 
 
 def _r(value: float | None, digits: int = 2) -> float | None:
