@@ -57,3 +57,10 @@ def test_a_second_object_seen_beside_a_fall_at_the_same_moments_is_parted_from_i
     beside = _fall(range(20, 60), released=12, x0=520.0, y0=160.0)  # two storeys lower, 0.5 s later
     assert _parted(reported, beside, SAME_PX)
     assert not _parted(reported, _fall(range(20, 60)), SAME_PX)  # control: the same object is not
+
+
+def test_a_track_that_shares_no_frame_with_a_fall_is_not_parted_from_it():
+    lost = _fall(range(20, 31))  # a reported fall's track seen from frame 20 to 30 only
+    assert not _parted(lost, _fall(range(31, 60)), SAME_PX)  # seen only after it
+    assert not _parted(lost, _fall([*range(0, 16), *range(35, 60)]), SAME_PX)  # before and after, not during
+    assert _parted(lost, _fall(range(10, 60), x0=560.0), SAME_PX)  # control: seen 60 px aside meanwhile

@@ -31,6 +31,14 @@ class EventUpdate:
     event: FallEvent
 
 
+@dataclass
+class _Duplicate:
+    """A live track taken for a reported fall: that fall's event id, and how far its path was last compared."""
+
+    event_id: str
+    checked_to: float = -math.inf  # the fall path's last frame at the last comparison
+
+
 @dataclass(frozen=True)
 class GravityPx:
     """g in pixels per frame squared at pixels of a calibrated view: `g_mpf2` over the local metres per pixel."""
@@ -71,7 +79,8 @@ class Detector:
         self._lead_ins: dict[int, LeadIn] = {}  # by track id: blobs a live event's object left before its track
         self._recent: list[tuple[FallEvent, np.ndarray]] = []  # ended falls, with work-pixel trajectories
         self._same_px = cfg.tracker.same_object_frac * work[1]
-        self._duplicates: dict[int, str] = {}  # live track id -> id of the reported fall it runs along
+        self._duplicates: dict[int, _Duplicate] = {}  # by live track id: the reported fall it is taken for
+        self._parted: dict[int, set[str]] = {}  # by live track id: reported falls it was seen apart from
         self._suppress_until = -1
         self._suppress_frames = math.ceil(cfg.motion.suppress_s * fps)
         self.verifier = verifier
@@ -96,6 +105,12 @@ class Detector:
         """Feed one frame's blobs to the tracker and judge its tracks; returns what changed about events."""
         ended = self.tracker.step(frame, blobs, look)
         updates = []
+        # Ended falls first: a new track judged in this frame then still sees their paths (`_known_fall`).
+        for track in ended:
+            updates += self._end(track)
+            self._duplicates.pop(track.id, None)
+            self._parted.pop(track.id, None)
+            self.crops.drop(track.id)
         for track in self.tracker.tracks:
             if track.missed != 0:
                 continue
@@ -103,10 +118,6 @@ class Detector:
                 self.crops.add(track.id, self.motion.image, track.points[-1][1], track.points[-1][2])
             if track.hits >= self.cfg.fall.min_points:
                 updates += self._judge(track, frame)
-        for track in ended:
-            updates += self._end(track)
-            self._duplicates.pop(track.id, None)
-            self.crops.drop(track.id)
         horizon = frame - 2 * self.fps
         self._recent = [(e, p) for e, p in self._recent if e.end_frame >= horizon]
         return updates
@@ -155,9 +166,9 @@ class Detector:
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
         event = self._events.get(track.id)
-        if event is None and self._still_duplicate(track):
-            return []
         if not self._may_change(track, event):
+            return []
+        if event is None and self._still_duplicate(track):
             return []
         verdict = self._verdict(track)
         if event is None:
@@ -165,7 +176,7 @@ class Detector:
                 return []
             known = self._known_fall(track)
             if known is not None:
-                self._duplicates[track.id] = known
+                self._duplicates[track.id] = _Duplicate(known)
                 return []
             track.falling = True
             self._find_lead_in(track)
@@ -219,10 +230,14 @@ class Detector:
         return paths
 
     def _known_fall(self, track: Track) -> str | None:
-        """The id of a reported fall whose path the track runs along (or continues), None when there is none."""
+        """The id of a reported fall whose path the track runs along (or continues), None when there is none.
+
+        A fall the track was once seen apart from (`_still_duplicate`) is not that one, wherever it goes.
+        """
         pts = np.asarray(track.points)
+        apart = self._parted.get(track.id, set())
         for event_id, path in self._reported_paths().items():
-            if _path_distance(path, pts) <= self._same_px:
+            if event_id not in apart and _path_distance(path, pts) <= self._same_px:
                 return event_id
         return None
 
@@ -235,15 +250,18 @@ class Detector:
         count: a track that picks an object up again after the reported fall's track lost it has none, and
         stays a duplicate, as does one whose fall's path has been forgotten (two seconds after it ended).
         """
-        known = self._duplicates.get(track.id)
-        if known is None:
+        dup = self._duplicates.get(track.id)
+        if dup is None:
             return False
-        path = self._reported_paths().get(known)
-        if path is None:
+        path = self._reported_paths().get(dup.event_id)
+        # Only the fall's path gaining a point can change the answer: the track's later points lie past it.
+        if path is None or path[-1, 0] <= dup.checked_to:
             return True
+        dup.checked_to = path[-1, 0]
         if not _parted(path, np.asarray(track.points), self._same_px):
             return True
         del self._duplicates[track.id]
+        self._parted.setdefault(track.id, set()).add(dup.event_id)
         return False
 
     def _end(self, track: Track) -> list[EventUpdate]:
@@ -305,7 +323,8 @@ class Detector:
 
 def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     """Median distance from `pts` (frame, x, y) to where `path` was then, or up to _SAME_PATH_LAG frames before
-    or after; where `path` has no point, where its own motion would have taken it."""
+    or after; where `path` has no point, where its own motion would have taken it. Frames are whole numbers,
+    each at most once in `path`, as a track's are."""
     recent = path[-15:]
     t0 = recent[0, 0]
     deg = min(2, len(recent) - 1)
@@ -332,9 +351,10 @@ def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
 def _parted(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
     """Whether `pts` (frame, x, y) lay farther than `same_px` from `path` over the frames both were seen.
 
-    Beyond `path`'s last frame its curve is only a guess, which a light object's fall soon leaves.
+    False when they share no frame. Elsewhere `path`'s curve is only a guess, which a light object's fall
+    soon leaves.
     """
-    together = pts[pts[:, 0] <= path[-1, 0]]
+    together = pts[np.isin(pts[:, 0], path[:, 0])]
     return bool(len(together)) and _path_distance(path, together) > same_px
 
 

@@ -79,7 +79,9 @@ class _Watch:
     def frame(self, frame: int, det: Detector) -> None:
         for t in det.tracker.tracks:
             self.tracks[t.id] = t  # an ended track keeps its last state
-        self.duplicates |= det.duplicates
+        # A duplicate released (seen apart from its fall) is judged on its own from then on.
+        live = {t.id for t in det.tracker.tracks}
+        self.duplicates = (self.duplicates - live) | det.duplicates
         for path in self.paths:
             path.seen += any(path.on(frame, b.x, b.y) for b in det.last_blobs)
 
