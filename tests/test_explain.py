@@ -117,3 +117,19 @@ def test_the_report_counts_misses_by_stage_and_by_a_lone_rule():
 
 def test_a_report_with_no_miss_says_so():
     assert miss_table({"tuning": [SceneScore("throw/1", 12.0)]}) == "No throw was missed."
+
+
+def test_a_duplicate_released_while_its_track_lives_is_no_longer_one(detector):
+    path = _Path({f: (100.0, 10.0 * f) for f in range(30)}, tol=3.0, seen=30)
+    track = Track(7, np.zeros(6), np.eye(6), points=_on(range(30)))
+    watch = _Watch([path], tracks={7: track})
+
+    class _Live:  # what the watch reads of a detector in a frame
+        def __init__(self, duplicates):
+            self.duplicates, self.last_blobs = frozenset(duplicates), []
+            self.tracker = type("T", (), {"tracks": [track]})()
+
+    watch.frame(0, _Live({7}))
+    assert watch.cause(path, detector).stage is Stage.DUPLICATE  # control: taken for a fall
+    watch.frame(1, _Live(set()))  # seen apart from that fall, and judged on its own since
+    assert watch.cause(path, detector).stage is not Stage.DUPLICATE

@@ -64,3 +64,9 @@ def test_a_track_that_shares_no_frame_with_a_fall_is_not_parted_from_it():
     assert not _parted(lost, _fall(range(31, 60)), SAME_PX)  # seen only after it
     assert not _parted(lost, _fall([*range(0, 16), *range(35, 60)]), SAME_PX)  # before and after, not during
     assert _parted(lost, _fall(range(10, 60), x0=560.0), SAME_PX)  # control: seen 60 px aside meanwhile
+
+
+def test_the_parting_distance_is_same_object_frac():
+    reported = _fall(range(0, 60))
+    assert _parted(reported, _fall(range(20, 60), x0=500.0 + 1.3 * SAME_PX), SAME_PX)
+    assert not _parted(reported, _fall(range(20, 60), x0=500.0 + 0.7 * SAME_PX), SAME_PX)

@@ -1,10 +1,13 @@
 """Two objects thrown in quick succession from windows one above the other are two falls; one object is one."""
 
+import copy
+
 import numpy as np
 
 from edge.config import CameraConfig
-from edge.detect.pipeline import Detector
-from edge.detect.types import Blob, UpdateKind
+from edge.detect.pipeline import Detector, _Duplicate
+from edge.detect.tracker import Track
+from edge.detect.types import AlertLevel, Blob, FallEvent, Origin, UpdateKind
 from edge.geometry import CameraGeometry, FacadeMap
 
 FPS = 25.0
@@ -38,11 +41,11 @@ def _detector() -> Detector:
     return Detector("cam", cfg, FPS, CameraGeometry((400, 800), FACADE))
 
 
-def _new_events(*objects, detector: Detector | None = None) -> list:
+def _new_events(*objects, detector: Detector | None = None, frames: int = 110) -> list:
     """The new falls a detector reports when it sees these objects, each a function of the frame."""
     detector = detector or _detector()
     news = []
-    for f in range(110):  # the upper object leaves the view at frame 97
+    for f in range(frames):  # the upper object leaves the view at frame 97
         blobs = [Blob(*xy, 2, 2, 4, 40.0) for xy in (where(f) for where in objects) if xy is not None]
         news += [u.event for u in detector.step(f, blobs) if u.kind == UpdateKind.NEW]
     return news
@@ -70,3 +73,35 @@ def test_a_second_track_trailing_one_object_by_a_frame_is_no_second_fall():
     (only,) = _new_events(lambda f: _at(UPPER, f), tail, detector=detector)
     assert only.origin.floor == 24
     assert not detector.duplicates  # both tracks ended with the object out of view, and nothing is kept
+
+
+def test_a_track_seen_apart_from_a_fall_is_never_taken_for_it_again():
+    detector = _detector()
+    frames = np.arange(0, 31.0)
+    fall = np.column_stack([frames, 200.0 + 2 * frames, 100.0 + 0.5 * frames**2])  # its track lost at 30
+    event = FallEvent(
+        "cam-1", "cam", AlertLevel.SUSPECTED, 1.0, 0, 20, 30, [], Origin(0, 0, None, None), None, None, None, FPS
+    )
+    detector._recent = [(event, fall)]
+    # A second track 60 px aside while the fall's track was seen, then on the lost track's curve for longer.
+    later = np.arange(31.0, 60.0)
+    points = [(int(f), 260.0 + 2 * f, 100.0 + 0.5 * f * f) for f in range(20, 31)]
+    points += [(int(f), 200.0 + 2 * f, 100.0 + 0.5 * f * f) for f in later]
+    track = Track(9, np.zeros(6), np.eye(6), points=points)
+    assert detector._known_fall(track) == "cam-1"  # control: over its whole path, it runs along that fall
+    detector._duplicates[9] = _Duplicate("cam-1")
+    assert not detector._still_duplicate(track)  # but where both were seen, it was elsewhere
+    assert detector._known_fall(track) is None
+
+
+def test_a_track_on_a_fall_whose_own_track_ends_in_that_frame_is_no_second_fall():
+    detector = _detector()
+    (fall,) = _new_events(lambda f: _at(UPPER, f), detector=detector, frames=60)
+    (reported,) = [t for t in detector.tracker.tracks if t.falling]
+    twin = copy.deepcopy(reported)  # a second track on the same object, judged as the first one ends
+    twin.id = 99
+    detector.tracker.step = lambda frame, blobs, look=None: [reported]
+    detector.tracker.tracks = [twin]
+    updates = detector.step(60, [])
+    assert [(u.kind, u.event.id) for u in updates] == [(UpdateKind.END, fall.id)]
+    assert detector.duplicates == {99}

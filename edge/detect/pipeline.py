@@ -139,6 +139,8 @@ class Detector:
         updates = []
         for track in self.tracker.flush():
             updates += self._end(track)
+        self._duplicates.clear()
+        self._parted.clear()
         return updates
 
     def _verdict(self, track: Track) -> Verdict:
@@ -166,9 +168,9 @@ class Detector:
 
     def _judge(self, track: Track, frame: int) -> list[EventUpdate]:
         event = self._events.get(track.id)
-        if not self._may_change(track, event):
-            return []
         if event is None and self._still_duplicate(track):
+            return []
+        if not self._may_change(track, event):
             return []
         verdict = self._verdict(track)
         if event is None:
@@ -229,6 +231,13 @@ class Detector:
                 paths[self._events[t.id].id] = np.asarray(t.points)
         return paths
 
+    def _reported_path(self, event_id: str) -> list[tuple[int, float, float]] | np.ndarray | None:
+        """The path of one reported fall (as `_reported_paths`), None once it is forgotten."""
+        for track_id, event in self._events.items():
+            if event.id == event_id:
+                return next((t.points for t in self.tracker.tracks if t.id == track_id), None)
+        return next((p for e, p in self._recent if e.id == event_id), None)
+
     def _known_fall(self, track: Track) -> str | None:
         """The id of a reported fall whose path the track runs along (or continues), None when there is none.
 
@@ -253,12 +262,12 @@ class Detector:
         dup = self._duplicates.get(track.id)
         if dup is None:
             return False
-        path = self._reported_paths().get(dup.event_id)
+        path = self._reported_path(dup.event_id)
         # Only the fall's path gaining a point can change the answer: the track's later points lie past it.
-        if path is None or path[-1, 0] <= dup.checked_to:
+        if path is None or path[-1][0] <= dup.checked_to:
             return True
-        dup.checked_to = path[-1, 0]
-        if not _parted(path, np.asarray(track.points), self._same_px):
+        dup.checked_to = path[-1][0]
+        if not _parted(np.asarray(path), np.asarray(track.points), self._same_px):
             return True
         del self._duplicates[track.id]
         self._parted.setdefault(track.id, set()).add(dup.event_id)
