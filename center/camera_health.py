@@ -76,7 +76,8 @@ def keep_problem(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | 
     )
     s.flush()  # the unique msg_id: a repeat fails here, before the office is told twice
     # Retained messages and resends can come out of order: only a newer message says what is active now.
-    if row.problems is None or msg.at_s >= row.problems.get("at_s", float("-inf")):
+    last = row.problems.get("at_s") if row.problems else None  # None: never told, or the camera started afresh
+    if last is None or msg.at_s >= last:
         row.problems = {"active": [str(p) for p in msg.active], "at_s": msg.at_s}
     _tell_office(s, loop, msg, at)
     return True

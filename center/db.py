@@ -82,8 +82,8 @@ class Camera(Base):
     state: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[dict | None]
     updated_at: Mapped[dt.datetime]
-    # The camera's problems still raised ({"active": [...], "at_s": node time of that message}), from the
-    # latest camera problem message; None until one came.
+    # The camera's problems still raised ({"active": [...], "at_s": node time of that message, None once the
+    # camera started afresh}), from the latest camera problem message; None until one came.
     problems: Mapped[dict | None]
 
 

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ from center.counters import Drops
 from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
 from center.loop import Loop
-from center.models import Level, Trust
+from center.models import MAX_FLOORS, Level, Trust
 from center.trust import judge, parse_manifest, trust_of
 from edge.listen import (
     EVENT_TYPES,
@@ -49,17 +48,39 @@ FILE_TOPICS = ("snapshot", "clip", "original", "manifest")  # events/<id>/<this>
 HEALTH_ENTRY_OVERHEAD = 512
 HEALTH_BATCH = 100  # status rows per transaction: short transactions, short row locks
 MAX_TEXT = 200  # characters kept of a free-text field from a node (camera name, level, reason)
+# A node's clock is believed within these years: beyond, a time is a wrong clock or hostile, and near the
+# calendar's ends the arithmetic on it (a same-throw window around it) overflows.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_time(value) -> dt.datetime | None:
-    """An ISO time from a node ('...Z' or with offset) as aware UTC; None when absent or malformed."""
+    """An ISO time from a node ('...Z' or with offset) as aware UTC; None when absent, malformed or not of
+    this world (outside EARLIEST..LATEST)."""
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        t = t.astimezone(dt.UTC) if t.tzinfo else None
+    except (ValueError, OverflowError):  # year 1 at +01:00 is before the calendar begins in UTC
         return None
-    return t.astimezone(dt.UTC) if t.tzinfo else None
+    return t if t is not None and EARLIEST <= t < LATEST else None
+
+
+def parse_floor(value) -> int | None:
+    """A floor number from a node; None unless a whole number of at most MAX_FLOORS either way."""
+    return value if type(value) is int and -MAX_FLOORS <= value <= MAX_FLOORS else None
+
+
+def parse_score(value) -> float | None:
+    """A fall score from a node (0..1); None for anything else (a bool, a string, 1e400 as an integer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        score = float(value)
+    except OverflowError:
+        return None
+    return score if 0.0 <= score <= 1.0 else None
 
 
 def _finite(text: str) -> float:
@@ -189,7 +210,9 @@ class Ingest:
             with self.sessions.begin() as s:
                 row = s.get(Camera, (node, camera))
                 if row is not None and row.problems and row.problems.get("active"):
-                    row.problems = {"active": [], "at_s": time.time()}
+                    # No time of the node's to stamp it with (its clock, or a replay's seconds, is not ours):
+                    # whatever the node says next is newer.
+                    row.problems = {"active": [], "at_s": None}
             return
         body = _json(payload, MAX_JSON_BYTES)
         msg = parse_problem(body, node, camera) if body is not None else None
@@ -277,6 +300,7 @@ class Ingest:
         body = _json(payload, MAX_EVENT_BYTES)
         if (
             body is None
+            or not isinstance(body.get("type"), str)  # a list is no type, and no set can hold it
             or body.get("type") not in EVENT_TYPES
             or not valid_id(body.get("id"))
             or not valid_id(body.get("msg_id"))
@@ -321,12 +345,12 @@ class Ingest:
             if body["type"] == "new" or not ev.body:  # the alert itself, or the first word of it
                 ev.body = body
             origin = body.get("origin")
-            floor = origin.get("floor") if isinstance(origin, dict) else None
-            if type(floor) is int and ev.floor is None:
+            floor = parse_floor(origin.get("floor")) if isinstance(origin, dict) else None
+            if floor is not None and ev.floor is None:
                 ev.floor = floor
-            score = body.get("score")
-            if isinstance(score, int | float) and not isinstance(score, bool):
-                ev.score = float(score)
+            score = parse_score(body.get("score"))
+            if score is not None:
+                ev.score = score
             ev.alert_at = ev.alert_at or parse_time(body.get("alert_utc")) or parse_time(body.get("queued_utc"))
         queued = parse_time(body.get("queued_utc"))
         if queued and (ev.first_queued_at is None or queued < ev.first_queued_at):

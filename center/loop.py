@@ -26,6 +26,7 @@ OFFICE_LEVEL = 2  # escalation steps: 0 the worker on duty (or, for a suspected 
 # 1 the grid leader, 2 the office
 OFFICE = "office"  # the assignee and notice target that is the community office (its dispatchers)
 REASSIGNABLE = (CaseState.DISPATCHED, CaseState.ACKNOWLEDGED)  # someone has it, and nobody has checked yet
+VERDICT_STEPS = (Action.CHECK, Action.RESOLVE)  # the steps that say what was found on site
 HOLD_CHANNELS = ("hold", "release")  # evidence hold ON and OFF, both sent by notify.HoldNotifier
 HOLD_WHYS = ("thrown", "exported", "by_hand")  # why a case's evidence was held (its history's "why")
 ADMIN_RELEASE_WHYS = ("thrown", "exported")  # why only an admin may release a case's hold (release_needs_admin)
@@ -260,6 +261,11 @@ class Loop:
             raise Refused(f"cannot {action} a case that is {case.state}", action=action, state=case.state)
         if action == Action.CHECK and verdict is None:
             raise Refused("an on-site check needs a verdict", 422, "verdict")
+        # A verdict is what someone found on site: said with an acknowledgement it would reach the node as the
+        # truth of its alert (and hold or free its evidence) before anyone went there.
+        dismissal = action == Action.DISMISS and verdict == Verdict.FALSE_ALARM  # what a dismissal says anyway
+        if verdict is not None and action not in VERDICT_STEPS and not dismissal:
+            raise Refused(f"{action} gives no verdict", 422, "verdict_step", action=action)
         detail: dict = {}
         if note:
             case.note = note

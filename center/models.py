@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+MAX_FLOORS = 200  # storeys of any building (the tallest towers have ~160): a floor beyond is no floor
+
 
 class CaseState(StrEnum):
     NEW = "new"  # received; a suspected alert waits here for a reviewer

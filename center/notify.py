@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -68,12 +69,24 @@ def _problem_words(problem: object) -> str:
     return f"摄像机{problem}" if words == key else words
 
 
-def describe_camera_problem(p: dict) -> str:
+def local_time(value: object, zone: str) -> str:
+    """An ISO time of a payload as the office reads it: in its own zone, to the second ('未知' if unreadable)."""
+    try:
+        t = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+        if t is not None and t.tzinfo is not None:
+            return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError):
+        pass
+    return "未知"
+
+
+def describe_camera_problem(p: dict, zone: str) -> str:
     """The text of a camera problem notice: which camera, what is wrong (or that it is back to normal)."""
     where = p.get("building_name") or p.get("building") or "未登记楼栋"
     what = _problem_words(p.get("problem"))
     head = f"【{what}】" if p.get("state") == "raised" else f"【摄像机恢复正常：此前{what}】"
-    lines = [f"{head}{where} {p.get('node')}/{p.get('camera')}", f"时间 {p.get('at')}", f"{p.get('reason')}"]
+    when = local_time(p.get("at"), zone)
+    lines = [f"{head}{where} {p.get('node')}/{p.get('camera')}", f"时间 {when}", f"{p.get('reason')}"]
     if p.get("address"):
         lines.insert(1, f"地址 {p['address']}")
     if p.get("state") == "raised":
@@ -81,11 +94,12 @@ def describe_camera_problem(p: dict) -> str:
     return "\n".join(lines)
 
 
-def describe(p: dict) -> str:
+def describe(p: dict, zone: str) -> str:
     """The human text of a review, dispatch or escalation notice (Chinese first: it is read on a phone in the
-    compound). The level is always shown; an alert nobody has reviewed yet says so (待审核: to be reviewed)."""
+    compound), its time in the office's `zone`. The level is always shown; an alert nobody has reviewed yet
+    says so (待审核: to be reviewed). The payload itself keeps UTC, for machines."""
     if p.get("kind") == "camera_problem":
-        return describe_camera_problem(p)
+        return describe_camera_problem(p, zone)
     where = p.get("building_name") or p.get("building") or "未知楼栋"
     floor = f"{p['floor']}层" if p.get("floor") is not None else "楼层未知"
     level = "确认" if p.get("level") == "confirmed" else "疑似"
@@ -96,7 +110,7 @@ def describe(p: dict) -> str:
     role = "审核人" if p.get("kind") == "review" else "通知" if unreviewed else "处置人"
     lines = [
         f"{head}{level}{'（待审核）' if unreviewed else ''} {where} {floor}",
-        f"时间 {p.get('alert_at')}  案件 #{p.get('case')}",
+        f"时间 {local_time(p.get('alert_at'), zone)}  案件 #{p.get('case')}",
         f"{role} {person.get('name', p.get('to'))} {person.get('phone') or ''}".rstrip(),
     ]
     if p.get("address"):
@@ -116,10 +130,11 @@ class WebhookNotifier:
     def __init__(self, cfg: CenterConfig, http: httpx.Client):
         self.hooks = cfg.notify.webhooks
         self.http = http
+        self.zone = cfg.timezone
 
     def send(self, job: Job) -> None:
         hook = self.hooks[int(job.target)]
-        body = json.dumps({**job.payload, "text": describe(job.payload)}, ensure_ascii=False).encode()
+        body = json.dumps({**job.payload, "text": describe(job.payload, self.zone)}, ensure_ascii=False).encode()
         ts = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -137,6 +152,7 @@ class WecomNotifier:
     def __init__(self, cfg: CenterConfig, http: httpx.Client, files: EvidenceFiles):
         self.robots = cfg.notify.wecom
         self.http = http
+        self.zone = cfg.timezone
         self.files = files
 
     def send(self, job: Job) -> None:
@@ -152,7 +168,7 @@ class WecomNotifier:
             }
         else:
             person = p.get("person") or {}
-            text = {"content": describe(p)}
+            text = {"content": describe(p, self.zone)}
             if person.get("wecom_user"):
                 text["mentioned_list"] = [person["wecom_user"]]
             if person.get("phone"):
@@ -171,6 +187,7 @@ class EmailNotifier:
 
     def __init__(self, cfg: CenterConfig, sessions: sessionmaker, files: EvidenceFiles):
         self.smtp = cfg.notify.smtp
+        self.zone = cfg.timezone
         self.sessions = sessions
         self.files = files
 
@@ -179,8 +196,9 @@ class EmailNotifier:
         msg = EmailMessage()
         msg["From"] = self.smtp.sender
         msg["To"] = job.target
-        msg["Subject"] = describe(p).splitlines()[0]
-        msg.set_content(describe(p))
+        text = describe(p, self.zone)
+        msg["Subject"] = text.splitlines()[0]
+        msg.set_content(text)
         still = still_of(self.sessions, job.case_id)
         if still is not None:
             msg.add_attachment(

@@ -219,8 +219,9 @@ def _users_page(request: Request, v: Viewer, status: int = 200, **extra):
         logins = set(s.scalars(select(WebLogin.user_id)))
         log = list(s.scalars(select(Audit).order_by(Audit.id.desc()).limit(AUDIT_ROWS)))
     workers = [(wid, w.name) for g in web.ctx.roster.grids.values() for wid, w in g.workers.items()]
+    zone = ZoneInfo(web.ctx.cfg.timezone)
     values = dict(users=users, logins=logins, log=log, roles=list(Role), workers=workers, token=None, problem=None)
-    values.update(extra)
+    values.update(extra, local=lambda t, fmt="%Y-%m-%d %H:%M:%S": t.astimezone(zone).strftime(fmt))
     return web.render(request, v, "users.html", status=status, **values)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from center.api import Caller, Context
 from center.db import Case
+from center.models import MAX_FLOORS
 from center.queries import CaseQuery, cases_seen, local_midnight
 from center.stats import Stats, compute
 from center.web import charts
@@ -64,8 +65,13 @@ def build(ctx: Context, cases: list[Case], first: dt.date, t) -> Report:
     for c in cases:
         if c.building in ctx.roster.buildings and c.floor is not None:
             by_facade[(c.building, facade_of_case(ctx, c) or "?")][c.floor] += 1
+    # An alert from above the roster's top floor (a roof, or a roster that is out of date) is kept, so drawn.
     heat = [
-        charts.heat_map(ctx.roster.buildings[b].floors, dict(n), f"{ctx.roster.buildings[b].name} {facade}")
+        charts.heat_map(
+            min(max(ctx.roster.buildings[b].floors, *n), MAX_FLOORS),
+            dict(n),
+            f"{ctx.roster.buildings[b].name} {facade}",
+        )
         for (b, facade), n in sorted(by_facade.items())
     ]
     stats = compute(cases, ctx.cfg.timezone)

@@ -17,12 +17,11 @@ from sqlalchemy.orm import Session
 from center.api import Caller, Context
 from center.db import Case, Event, Evidence, History, Job, utcnow
 from center.files import OutsideDataDir
-from center.models import TRANSITIONS, Action, CaseState, Role
+from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
 from center.queries import CaseQuery, cases_seen, local_midnight
 from center.web import charts
 
 LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
-MAX_FLOORS = 200  # storeys drawn for a building the roster does not know (the tallest towers have ~160)
 MAX_METRES = 10_000.0  # along or up a facade: more is not a measurement
 YEARS = range(1970, 9999)  # dates asked for in a query string: a day after the last or before the first of
 # these overflows the calendar (or the time zone's offset) when the database is asked, a 500 for a typo

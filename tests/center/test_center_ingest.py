@@ -144,6 +144,7 @@ def test_an_event_from_an_unregistered_node_is_stored_and_says_so(parts):
         ("edge/garden3-east/events", "node of another", "bad event"),
         ("edge/garden3-east/events", "id with a slash", "bad event"),
         ("edge/garden3-east/events", "unknown level", "bad event"),
+        ("edge/garden3-east/events", "type is a list", "bad event"),
         ("edge/garden3-east/events", "oversized", "bad event"),
         ("edge/garden3-east/events", "NaN score", "bad event"),
         ("edge/garden3-east/events", "infinite score", "bad event"),
@@ -164,6 +165,7 @@ def test_hostile_input_is_refused_counted_and_writes_nothing(parts, topic, paylo
         "node of another": {**good, "node": "garden5"},
         "id with a slash": {**good, "id": "../../etc"},
         "unknown level": {**good, "level": "catastrophic"},
+        "type is a list": {**good, "type": []},
         "oversized": {**good, "trajectory": [[i, 1.0, 2.0] for i in range(20_000)]},
     }
     if isinstance(payload, str) and payload in bodies:
@@ -185,6 +187,31 @@ def test_hostile_input_is_refused_counted_and_writes_nothing(parts, topic, paylo
     send(parts, good)  # positive control: the same center takes a good message
     with parts.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("alert_utc", "9999-12-31T23:59:59Z"),  # a window around it overflows the calendar
+        ("alert_utc", "0001-01-01T00:00:00+01:00"),  # before the calendar begins, in UTC
+        ("score", 10**400),  # an integer past any float
+        ("score", 7.5),  # scores are 0..1
+        ("floor", 10**20),  # past any database integer
+    ],
+)
+def test_an_alert_with_one_field_out_of_this_world_is_kept_without_it(parts, field, value):
+    good = alert(event_id="ev-odd", floor=12)
+    body = {**good, "origin": {**good["origin"], "floor": value}} if field == "floor" else {**good, field: value}
+    parts.ingest.handle("edge/garden3-east/events", json.dumps(body).encode())
+    assert parts.drops.snapshot() == {}
+    with parts.sessions() as s:
+        ev = s.scalar(select(Event).where(Event.event_id == "ev-odd"))
+        assert ev is not None and ev.case_id is not None  # the alert made its case
+        kept = {"alert_utc": ev.alert_at, "score": ev.score, "floor": ev.floor}
+    want = {"alert_utc": dt.datetime.fromisoformat(good["queued_utc"]), "score": None, "floor": None}[field]
+    assert kept[field] == want  # the alert's time falls back to when it was queued; a number is left out
+    others = {k: v for k, v in kept.items() if k != field}
+    assert None not in others.values()  # positive control: the same message's sound fields are kept
 
 
 def test_a_node_s_answer_to_a_hold_is_kept_on_its_event_and_the_latest_one_stands(parts):

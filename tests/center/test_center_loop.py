@@ -123,6 +123,21 @@ def test_steps_out_of_order_are_refused_and_change_nothing(parts):
     assert _cases(parts)[0].state == CaseState.DISPATCHED
 
 
+def test_a_verdict_given_with_an_acknowledgement_is_refused_and_reaches_no_node(parts):
+    send(parts, alert())
+    (case,) = _cases(parts)
+    with parts.sessions.begin() as s, pytest.raises(Refused) as refused:
+        parts.loop.act(s, s.get(Case, case.id), Action.ACKNOWLEDGE, "zhang", Verdict.FALSE_ALARM)
+    assert (refused.value.status, refused.value.key) == (422, "verdict_step")
+    assert (_cases(parts)[0].state, _cases(parts)[0].verdict) == (CaseState.DISPATCHED, None)
+    assert _jobs(parts, case.id, "feedback") == []
+    with parts.sessions.begin() as s:  # the positive control: acknowledged, then checked with the verdict
+        parts.loop.act(s, s.get(Case, case.id), Action.ACKNOWLEDGE, "zhang")
+        parts.loop.act(s, s.get(Case, case.id), Action.CHECK, "zhang", Verdict.FALSE_ALARM)
+    assert _cases(parts)[0].verdict == Verdict.FALSE_ALARM
+    assert [j.payload["verdict"] for j in _jobs(parts, case.id, "feedback")] == ["false_alarm"]
+
+
 def test_an_unacknowledged_case_escalates_to_the_leader_then_the_office(parts):
     send(parts, alert())
     (case,) = _cases(parts)

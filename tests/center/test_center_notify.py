@@ -116,6 +116,23 @@ def test_a_dispatch_reaches_the_webhook_signed_with_hmac(center, hook):
     assert [j.state for j in _jobs(p)] == [JobState.SENT]
 
 
+def test_a_notice_gives_the_throw_s_time_in_the_office_s_zone_and_its_payload_keeps_utc(center, hook):
+    p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
+    at = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)  # 10:30 in Shanghai
+    send(p, alert(floor=12, at=at))
+    assert _runner(p).run_due() == 1
+    sent = json.loads(hook.requests[0][1])
+    assert "时间 2026-05-10 10:30:00" in sent["text"]
+    assert dt.datetime.fromisoformat(sent["alert_at"]) == at
+
+
+def test_a_camera_problem_notice_gives_its_time_in_the_office_s_zone():
+    at = "2026-05-10T23:59:00+00:00"
+    p = {"problem": "covered", "state": "raised", "node": "n1", "camera": "cam1", "at": at}
+    assert "时间 2026-05-11 07:59:00" in describe_camera_problem(p, "Asia/Shanghai")
+    assert "时间 未知" in describe_camera_problem({**p, "at": "not a time"}, "Asia/Shanghai")
+
+
 def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(center):
     hook = Receiver(statuses=[500, 502])
     p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
@@ -357,7 +374,9 @@ def test_an_alert_that_joins_a_held_case_has_its_evidence_held_too(center):
 
 
 def _notice(problem: str, state: str) -> str:
-    return describe_camera_problem({"problem": problem, "state": state, "node": "n1", "camera": "cam1", "at": "T"})
+    return describe_camera_problem(
+        {"problem": problem, "state": state, "node": "n1", "camera": "cam1", "at": "T"}, "Asia/Shanghai"
+    )
 
 
 @pytest.mark.parametrize("problem", list(Problem))

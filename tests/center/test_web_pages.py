@@ -57,6 +57,16 @@ def test_the_month_report_counts_the_month_s_cases_by_floor_and_hour(site):
     assert page.count("<svg") == 3  # two facades and the hours
 
 
+def test_the_month_report_draws_an_alert_from_above_the_roster_s_top_floor(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-roof", floor=27, at=MAY))  # 3号楼 has 26 floors
+    send(parts, alert("garden3-east", "east", "ev-26", floor=26, at=MAY + HOUR))  # control: its top floor
+    page = logged_in(app, "disp").get("/report?month=2026-05").text
+    assert "<div>案件数<b>2</b></div>" in page
+    heat = page[page.index("3号楼 east") :]
+    assert 'text-anchor="end">27</text>' in heat and 'text-anchor="end">26</text>' in heat
+
+
 def test_the_month_csv_has_one_row_per_case_and_its_export_is_logged(site):
     parts, app = site
     send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=MAY))

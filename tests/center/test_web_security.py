@@ -3,6 +3,7 @@ audit log, and clips served with range requests."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 
@@ -179,6 +180,16 @@ def test_views_and_changes_are_in_the_audit_log(site):
     assert ("zhang", "view", f"case:{case}") in got and ("zhang", "acknowledge", f"case:{case}") in got
     shown = logged_in(app, "admin").get("/users").text  # the log on the users page, in the viewer's language
     assert '<td data-action="acknowledge">接单</td>' in shown and '<td data-action="view">查看</td>' in shown
+
+
+def test_the_audit_log_on_the_users_page_gives_times_in_the_office_s_zone(site):
+    parts, app = site
+    with parts.sessions.begin() as s:
+        at = dt.datetime(2026, 5, 10, 2, 30, tzinfo=dt.UTC)
+        s.add(Audit(at=at, actor="disp", action="export", target="r:5"))
+    shown = logged_in(app, "admin").get("/users").text
+    assert "<td>2026-05-10 10:30:00</td><td>disp</td>" in shown  # 02:30 UTC is 10:30 in Shanghai
+    assert "<td>2026-05-10 02:30:00</td>" not in shown
 
 
 def test_the_login_limiter_forgets_old_names_when_a_sweep_fills_it():
