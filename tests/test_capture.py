@@ -13,7 +13,7 @@ import yaml
 from edge.capture.camera import RATE_FRAMES, Backoff, CameraCapture, CameraState, stream_rate
 from edge.capture.feed import DECODED_AHEAD, Chunk, Feed, StreamStarted, StreamStopped
 from edge.capture.packets import KeptPacket, StreamParams
-from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock
+from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock, VideoSource
 from edge.config import CaptureConfig, parse_config
 from edge.detect.types import UpdateKind
 from edge.pipeline import CameraPipeline, EvidenceOutput
@@ -85,6 +85,44 @@ def test_a_stream_whose_timestamps_jump_is_stopped_with_the_reason(sim_clip, tmp
     cap.start()
     _drain(feed, cap)
     assert cap.status.state == CameraState.ENDED
+
+
+def test_a_live_camera_whose_stream_keeps_failing_still_delivers_frames_after_many_reconnects(
+    sim_clip, tmp_path, monkeypatch
+):
+    # Each session fails in the decoder (a second of the clip twice over: its timestamps go back) on a packet
+    # admitted to the feed. Its place must come back, or after max_frames failures every frame is dropped.
+    one_s = tmp_path / "one.ts"
+    clip = sim_clip("throw", 1) / "scene.mp4"
+    cut = ["ffmpeg", "-loglevel", "error", "-i", str(clip), "-t", "1", "-c", "copy", str(one_s)]
+    subprocess.run(cut, check=True)
+    twice = tmp_path / "twice.ts"
+    twice.write_bytes(one_s.read_bytes() * 2)
+    demux = VideoSource.demux
+
+    def as_a_camera_sends(self):  # packets as they come from a camera, not as fast as a file reads
+        for item in demux(self):
+            time.sleep(0.005)
+            yield item
+
+    monkeypatch.setattr(VideoSource, "demux", as_a_camera_sends)
+    feed = Feed(max_frames=3)
+    cfg = CaptureConfig(reconnect_min_s=0.01, reconnect_max_s=0.02)
+    cap = CameraCapture("cam", str(twice), cfg, feed, is_file=False, options=SourceOptions(clock=Clock.STREAM))
+    per_session: dict[int, int] = {}
+    cap.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(per_session) <= 8 and time.monotonic() < deadline:
+            item = feed.get(0.2)
+            if isinstance(item, Chunk):
+                per_session[item.session] = per_session.get(item.session, 0) + len(item.frames)
+    finally:
+        cap.stop()
+        cap.join(10)
+    done = [per_session[n] for n in sorted(per_session)[:8]]  # sessions that ran to their failure
+    assert len(done) == 8 and cap.status.reconnects_last_hour >= 8  # it did fail, over and over
+    assert min(done) >= 10  # and each of them still had most of its second of frames detected
 
 
 def test_a_live_feed_that_falls_behind_drops_frames_but_never_packets(sim_clip):

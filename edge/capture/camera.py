@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
 from edge.capture.packets import StreamParams
-from edge.capture.reader import PacketReader
+from edge.capture.reader import Demuxed, PacketReader
 from edge.capture.source import (
     CapturedFrame,
     Clock,
@@ -207,35 +207,22 @@ class CameraCapture(threading.Thread):
             self._decode(source, reader, held, announce)
         finally:
             reader.stop()
+            reader.discard()  # what was read and not decoded goes: the feed's places kept for it are freed
 
     def _decode(
         self, source: VideoSource, reader: PacketReader, held: list[Chunk], announce: Callable[[], None]
     ) -> None:
-        last_pts_s = None
-        last_frame = time.monotonic()
+        last: tuple[float | None, float] = (None, time.monotonic())  # the last frame's pts_s, and when it came
         announced = False
         for item in reader:
             if self._halt.is_set():
                 reader.stop()  # nothing more is read; what was read still goes to the worker, as it did
-            began = time.perf_counter()
-            pkt, frames = source.decode(item.packet, item.arrival)
-            self.decode_s += time.perf_counter() - began
-            self.decoded += len(frames)
-            now = item.received  # not when decoded: decoding waits for the worker
-            if frames:
-                last_frame = now
-            elif now - last_frame > self.cfg.stall_s:
-                raise SourceError(f"stalled: data but no decodable frame for {self.cfg.stall_s:.0f} s")
-            for frame in frames:
-                if last_pts_s is not None and frame.pts_s is not None:
-                    jump = frame.pts_s - last_pts_s
-                    if abs(jump) > self.cfg.max_pts_jump_s or jump < -_BACKWARD_TOLERANCE_S:
-                        # Backwards at all: the evidence clip could not carry on past it (its timestamps
-                        # must rise), so the stream restarts and the clip in progress is saved as it is.
-                        raise SourceError(f"timestamps jumped by {jump:+.2f} s")
-                if frame.pts_s is not None:
-                    last_pts_s = frame.pts_s
-            chunk = Chunk(self.session, pkt, frames, item.admitted)
+            try:
+                chunk, last = self._decoded(source, item, *last)
+            except BaseException:
+                if item.admitted:
+                    self.feed.release(1)  # its place in the feed was kept for a frame that never comes
+                raise
             if announced:
                 self.feed.put(chunk)
             else:
@@ -243,8 +230,33 @@ class CameraCapture(threading.Thread):
                 if sum(len(c.frames) for c in held) >= RATE_FRAMES:
                     announce()
                     announced = True
-            if frames:
-                self._delivered(frames)
+            if chunk.frames:
+                self._delivered(chunk.frames)
+
+    def _decoded(
+        self, source: VideoSource, item: Demuxed, last_pts_s: float | None, last_frame: float
+    ) -> tuple[Chunk, tuple[float | None, float]]:
+        """One packet decoded into its chunk, and the new (last pts_s, last frame time); raises SourceError
+        on a stall or a timestamp jump."""
+        began = time.perf_counter()
+        pkt, frames = source.decode(item.packet, item.arrival)
+        self.decode_s += time.perf_counter() - began
+        self.decoded += len(frames)
+        now = item.received  # not when decoded: decoding waits for the worker
+        if frames:
+            last_frame = now
+        elif now - last_frame > self.cfg.stall_s:
+            raise SourceError(f"stalled: data but no decodable frame for {self.cfg.stall_s:.0f} s")
+        for frame in frames:
+            if last_pts_s is not None and frame.pts_s is not None:
+                jump = frame.pts_s - last_pts_s
+                if abs(jump) > self.cfg.max_pts_jump_s or jump < -_BACKWARD_TOLERANCE_S:
+                    # Backwards at all: the evidence clip could not carry on past it (its timestamps
+                    # must rise), so the stream restarts and the clip in progress is saved as it is.
+                    raise SourceError(f"timestamps jumped by {jump:+.2f} s")
+            if frame.pts_s is not None:
+                last_pts_s = frame.pts_s
+        return Chunk(self.session, pkt, frames, item.admitted), (last_pts_s, last_frame)
 
     def _delivered(self, frames: list[CapturedFrame]) -> None:
         if self.status.state != CameraState.ONLINE:

@@ -78,6 +78,16 @@ class Feed:
             self._waiting += 1
             return True
 
+    def release(self, packets: int) -> None:
+        """`packets` admitted packets will never be put (a decoding failure, a reconnect): free their places.
+
+        Otherwise each failure keeps a place for good, and after `max_frames` of them every frame is dropped.
+        """
+        if packets:
+            with self._cond:
+                self._waiting -= packets
+                self._cond.notify_all()
+
     def lose_packet(self) -> None:
         """A packet could not even wait to be decoded (MAX_QUEUED_BYTES): it and its frame are lost."""
         with self._cond:

@@ -57,6 +57,14 @@ class PacketReader:
         if self._thread.is_alive():
             self._thread.join()
 
+    def discard(self) -> None:
+        """Drop the packets read but not taken (once stopped); the feed gets back the places it kept for them."""
+        with self._cond:
+            admitted = sum(item.admitted for item in self._items)
+            self._items.clear()
+            self._bytes = 0
+        self.feed.release(admitted)
+
     def _run(self) -> None:
         try:
             for packet, arrival in self.source.demux():
