@@ -15,6 +15,7 @@ import numpy as np
 import scipy.fft
 
 from edge.config import MotionConfig
+from edge.detect.resample import area_downscale
 from edge.detect.types import Blob, GlobalEvent, MotionResult
 from edge.geometry import polygons_mask
 
@@ -167,8 +168,7 @@ class MotionPrefilter:
         self.scale = min(1.0, self.cfg.max_work_width / w)
         if self.scale >= 1.0:
             return luma
-        size = (round(w * self.scale), round(h * self.scale))
-        return cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+        return area_downscale(luma, (round(w * self.scale), round(h * self.scale)))
 
     def process(self, luma: np.ndarray) -> MotionResult:
         """Blobs of motion in this frame (work-resolution pixels), or a whole-frame event."""
