@@ -6,6 +6,7 @@ import sqlite3
 
 import jsonschema
 import pytest
+from support.disk import fill_up, small_disk
 
 from edge.publish.mqtt import chunk_payloads, parse_chunk
 from edge.publish.outbox import Kind, Outbox
@@ -56,6 +57,21 @@ def test_a_newer_status_replaces_the_unsent_one(tmp_path):
     box.put("status", "t/cam/status", b"old", retain=True, coalesce_key="t/cam/status")
     box.put("status", "t/cam/status", b"new", retain=True, coalesce_key="t/cam/status")
     assert [m.payload for m in box.next_batch(10, set())] == [b"new"]
+
+
+def test_a_replacement_that_does_not_fit_on_a_full_disk_leaves_the_older_message_queued(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        box = Outbox(disk / "o.sqlite", 10**9)
+        box.put("event", "t/storage", b'{"level": "warning"}', retain=True, coalesce_key="storage")
+        # Room for the DELETE of the older message, not for the INSERT of the newer, larger one.
+        filler = fill_up(disk, leave_bytes=3 * 4096)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            box.put("event", "t/storage", b"x" * 200_000, retain=True, coalesce_key="storage")
+        assert [m.payload for m in box.next_batch(10, set())] == [b'{"level": "warning"}']
+        filler.unlink()  # the control: with space back, the newer one replaces it
+        box.put("event", "t/storage", b"x" * 200_000, retain=True, coalesce_key="storage")
+        assert [m.payload for m in box.next_batch(10, set())] == [b"x" * 200_000]
+        box.close()
 
 
 def test_chunks_reassemble_to_the_file_and_match_their_schema():

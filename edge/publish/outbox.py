@@ -11,6 +11,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -94,7 +96,7 @@ class Outbox:
     ) -> int:
         """Store a message; with a coalesce key, an older unsent message with the same key is replaced."""
         kind = Kind(kind)  # a plain string is accepted, an unknown kind is not
-        with self._lock, self._db:
+        with self._lock, self._transaction():
             if coalesce_key is not None:
                 self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (coalesce_key,))
             cur = self._db.execute(
@@ -104,6 +106,22 @@ class Outbox:
             )
             self._enforce_bound()
             return int(cur.lastrowid)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One explicit transaction, rolled back on any error.
+
+        With isolation_level=None, `with self._db` opens none: each statement would commit on its own, and the
+        DELETE of a coalesced older message would stand when the INSERT of its replacement fails (disk full).
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite may have rolled back by itself (SQLITE_FULL can)
+                self._db.execute("ROLLBACK")
+            raise
 
     def next_batch(self, limit: int, exclude: set[int]) -> list[OutMessage]:
         """Up to `limit` messages to send next, skipping those already in flight."""
