@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import jsonschema
 import paho.mqtt.client as mqtt
@@ -460,6 +461,39 @@ def test_an_alert_queued_during_a_20_s_outage_arrives_within_seconds_of_the_brok
         delay = time.monotonic() - back
         print(f"alert arrived {delay:.2f} s after the broker was back")
         assert delay <= 5.0, f"alert arrived {delay:.1f} s after the broker was back"
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
+@contextmanager
+def _paused(broker):
+    """The broker frozen (SIGSTOP) for the block: it reads nothing and acknowledges nothing until it ends."""
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_message_leaves_the_outbox_on_its_own_puback_not_on_an_old_one_with_the_same_mid(
+    tmp_path, broker, center
+):
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)  # the SUBACK follows the PUBACK of `available: online`, mid 1
+        # paho numbers messages 1 to 65535, then starts again: as after a day of stats, status and clip chunks,
+        # the next message gets mid 1, the mid of that online message acknowledged long ago.
+        publisher.client._last_mid = 65535
+        with _paused(broker):
+            publisher.on_update("new", _alert("wrapped"))
+            time.sleep(1.0)
+            assert outbox.depth()[0] == 1, "removed from the outbox before the broker acknowledged it"
+        assert wait_for(lambda: "wrapped" in _new_ids(center), 10), center.events
+        assert wait_for(lambda: outbox.depth()[0] == 0, 10)  # the control: its own PUBACK removes it
     finally:
         publisher.stop()
         outbox.close()

@@ -212,9 +212,11 @@ class MqttPublisher:
         self.connected = threading.Event()
         self.commands_ready = threading.Event()  # the broker acknowledged our command subscriptions
         self._pending_subs: set[int] = set()
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
-        self._early: set[int] = set()  # acks that came back before publish() returned their mid
-        self._lock = threading.Lock()
+        # The sender thread's own: (paho's handle, outbox seq, connection) of each message sent and not yet
+        # acknowledged. The handle, not the mid, says whether *this* message was acknowledged: paho's 16-bit mids
+        # come round again, and an acknowledgement can come back before publish() has returned the mid.
+        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int, int]] = []
+        self._connection = 0  # counts connects and disconnects: what was in flight on an older one goes again
         self._stop = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self.last_error: str | None = None
@@ -233,6 +235,8 @@ class MqttPublisher:
         self.client.disconnect()
         self.client.loop_stop()
         self._sender.join(5)
+        if not self._sender.is_alive():
+            self._settle()  # acknowledgements that came after the sender's last round: not sent again next start
 
     # -- what the node reports -----------------------------------------------------------------------------
     def on_update(self, kind: str, record: dict) -> None:
@@ -349,8 +353,7 @@ class MqttPublisher:
             ]
         )
         self._pending_subs = {mid}
-        with self._lock:
-            self._inflight.clear()
+        self._connection += 1
         self.down_since = None
         self.connected.set()
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
@@ -366,17 +369,10 @@ class MqttPublisher:
             self.down_since = time.time()
         self.connected.clear()
         self.commands_ready.clear()
-        with self._lock:
-            self._inflight.clear()  # unacknowledged messages stay in the outbox and go again
+        self._connection += 1  # unacknowledged messages stay in the outbox and go again
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
-        with self._lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                self._early.add(mid)
-        if seq is not None:
-            self.outbox.ack(seq)
-        self.last_ack = time.time()
+        self.last_ack = time.time()  # the sender thread removes the message from the outbox (_settle)
 
     def _on_message(self, client, userdata, msg) -> None:
         if not msg.topic.startswith(self.topics.base + "/"):
@@ -468,27 +464,50 @@ class MqttPublisher:
         while not self._stop.is_set():
             if not self.connected.wait(0.5):
                 continue
-            with self._lock:
-                busy = set(self._inflight.values())
-            room = self.cfg.max_inflight - len(busy)
-            batch = self.outbox.next_batch(room, busy) if room > 0 else []
-            if not batch:
-                time.sleep(0.02)
-                continue
-            for msg in batch:
-                if not self.connected.is_set() or self._stop.is_set():
-                    break
-                info = self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # not connected after all: the message stays in the outbox
-                with self._lock:
-                    early = info.mid in self._early
-                    self._early.discard(info.mid)
-                    if not early:
-                        self._inflight[info.mid] = msg.seq
-                if early:
-                    self.outbox.ack(msg.seq)
-                time.sleep(interval)
+            self._send_round(interval)
+
+    def _send_round(self, interval: float) -> None:
+        """Settle what the broker acknowledged, then send the next batch from the outbox."""
+        self._settle()
+        busy = {seq for _, seq, _ in self._inflight}
+        room = self.cfg.max_inflight - len(self._inflight)
+        batch = self.outbox.next_batch(room, busy) if room > 0 else []
+        if not batch:
+            time.sleep(0.02)
+            return
+        connection = self._connection
+        for msg in batch:
+            if not self.connected.is_set() or self._stop.is_set():
+                break
+            info = self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break  # not connected after all: the message stays in the outbox
+            self._inflight.append((info, msg.seq, connection))
+            time.sleep(interval)
+
+    def _settle(self) -> None:
+        """Remove from the outbox each message whose own acknowledgement came back (for QoS 0: once written);
+        one still unacknowledged from an earlier connection, or lost with it, is forgotten here and sent again."""
+        waiting = []
+        for info, seq, connection in self._inflight:
+            done = delivered(info)
+            if done:
+                self.outbox.ack(seq)
+            elif done is None and connection == self._connection:
+                waiting.append((info, seq, connection))
+        self._inflight = waiting
+
+
+def delivered(info: mqtt.MQTTMessageInfo) -> bool | None:
+    """True once the broker acknowledged this very message (QoS 0: once written), False when it was lost with
+    its connection, None while it waits."""
+    try:
+        published = info.is_published()
+    except (RuntimeError, ValueError):  # how paho says the message was lost
+        return False
+    if not published:
+        return None
+    return info.rc == mqtt.MQTT_ERR_SUCCESS  # paho sets rc before it marks a lost QoS 0 message published
 
 
 def _now_iso() -> str:
