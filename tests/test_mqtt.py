@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from support.broker import Broker
+from support.disk import fill_up, small_disk
 from support.servers import wait_for
 
 from edge.config import MqttConfig, parse_config
@@ -497,6 +498,32 @@ def test_a_message_leaves_the_outbox_on_its_own_puback_not_on_an_old_one_with_th
     finally:
         publisher.stop()
         outbox.close()
+
+
+def test_an_acknowledgement_that_cannot_be_recorded_on_a_full_disk_does_not_stop_publishing(
+    tmp_path, broker, center
+):
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    with small_disk(tmp_path / "disk") as disk:
+        outbox = Outbox(disk / "outbox.sqlite", 10_000_000)
+        publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+        publisher.start()
+        try:
+            assert publisher.commands_ready.wait(10)
+            with _paused(broker):  # the PUBACK is held back until the disk is full
+                publisher.on_update("new", _alert("before-full"))
+                time.sleep(0.5)
+                filler = fill_up(disk)
+            assert wait_for(lambda: "before-full" in _new_ids(center), 10), center.events
+            time.sleep(0.5)
+            assert outbox.depth()[0] == 1  # acknowledged, but the full disk refused to remove it
+            filler.unlink()  # retention freed some space
+            publisher.on_update("new", _alert("after-full"))
+            assert wait_for(lambda: "after-full" in _new_ids(center), 10), center.events
+            assert wait_for(lambda: outbox.depth()[0] == 0, 10)  # and the first one is removed after all
+        finally:
+            publisher.stop()
+            outbox.close()
 
 
 def _run_node(cfg_path, password):

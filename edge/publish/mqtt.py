@@ -20,11 +20,13 @@ Topics, under <prefix>/<node>/ (see README, "MQTT"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import random
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -82,6 +84,23 @@ class Topics:
 
     def files(self, event_id: str, name: str) -> str:
         return f"{self.base}/events/{event_id}/{name}"
+
+
+def logged(callback: Callable) -> Callable:
+    """A paho callback that logs its errors instead of raising them.
+
+    paho 2 re-raises a callback's exception in its network thread, which then dies: nothing is sent or received
+    again, nothing reconnects, and the connected flag stays set.
+    """
+
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except Exception:
+            log.exception("MQTT callback %s failed", callback.__name__)
+
+    return guarded
 
 
 def make_client(
@@ -143,6 +162,7 @@ class Reconnect:
         self.backoff.reset()
         self._arm()
 
+    @logged
     def _before_attempt(self, client, userdata) -> None:
         self._arm()
 
@@ -216,6 +236,8 @@ class MqttPublisher:
         # acknowledged. The handle, not the mid, says whether *this* message was acknowledged: paho's 16-bit mids
         # come round again, and an acknowledgement can come back before publish() has returned the mid.
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int, int]] = []
+        self._acked: set[int] = set()  # acknowledged, but not yet removed from the outbox (disk full)
+        self._ack_failing = False
         self._connection = 0  # counts connects and disconnects: what was in flight on an older one goes again
         self._stop = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -334,6 +356,7 @@ class MqttPublisher:
             self.outbox.put(Kind.CHUNK, self.topics.files(event_id, name), payload)
         return len(data), digest
 
+    @logged
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused: {reason_code}"
@@ -358,11 +381,13 @@ class MqttPublisher:
         self.connected.set()
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
 
+    @logged
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
         self._pending_subs.discard(mid)
         if not self._pending_subs:
             self.commands_ready.set()
 
+    @logged
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if self.connected.is_set():
             log.warning("MQTT disconnected (%s); keeping messages in the outbox", reason_code)
@@ -371,9 +396,11 @@ class MqttPublisher:
         self.commands_ready.clear()
         self._connection += 1  # unacknowledged messages stay in the outbox and go again
 
+    @logged
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
         self.last_ack = time.time()  # the sender thread removes the message from the outbox (_settle)
 
+    @logged
     def _on_message(self, client, userdata, msg) -> None:
         if not msg.topic.startswith(self.topics.base + "/"):
             return
@@ -464,12 +491,16 @@ class MqttPublisher:
         while not self._stop.is_set():
             if not self.connected.wait(0.5):
                 continue
-            self._send_round(interval)
+            try:
+                self._send_round(interval)
+            except Exception:  # the outbox unreadable for now, say: its messages wait, and this thread lives on
+                log.exception("MQTT sender failed; trying again in a second")
+                self._stop.wait(1.0)
 
     def _send_round(self, interval: float) -> None:
         """Settle what the broker acknowledged, then send the next batch from the outbox."""
         self._settle()
-        busy = {seq for _, seq, _ in self._inflight}
+        busy = {seq for _, seq, _ in self._inflight} | self._acked
         room = self.cfg.max_inflight - len(self._inflight)
         batch = self.outbox.next_batch(room, busy) if room > 0 else []
         if not batch:
@@ -492,10 +523,27 @@ class MqttPublisher:
         for info, seq, connection in self._inflight:
             done = delivered(info)
             if done:
-                self.outbox.ack(seq)
+                self._acked.add(seq)
             elif done is None and connection == self._connection:
                 waiting.append((info, seq, connection))
         self._inflight = waiting
+        self._remove_acked()
+
+    def _remove_acked(self) -> None:
+        """Delete acknowledged messages from the outbox; on a full disk they stay, are not sent again, and the
+        deletion is tried again next round (a restart in between sends them twice: QoS 1 allows that)."""
+        try:
+            for seq in sorted(self._acked):
+                self.outbox.ack(seq)
+                self._acked.discard(seq)
+        except sqlite3.Error as exc:
+            if not self._ack_failing:
+                log.error("outbox: %d acknowledged messages not removed (%s); trying again", len(self._acked), exc)
+            self._ack_failing = True
+            return
+        if self._ack_failing:
+            log.info("outbox: acknowledged messages removed again")
+        self._ack_failing = False
 
 
 def delivered(info: mqtt.MQTTMessageInfo) -> bool | None:
