@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.capture.packets import KeptPacket
 from edge.detect.types import FallEvent
 from edge.geometry import CameraGeometry, FacadeMap, polygons_mask
-from edge.publish.manifest import MANIFEST, write_manifest
+from edge.publish.manifest import MANIFEST, PARTIAL_SUFFIX, manifest_readable, write_manifest
 from edge.publish.original import Made, OriginalClip, OriginalResult, recover_partial
 from edge.video import H264Writer
 
+log = logging.getLogger(__name__)
 _RED, _YELLOW, _WHITE, _BLACK = (40, 40, 230), (0, 215, 255), (255, 255, 255), (0, 0, 0)
 
 
@@ -201,38 +203,67 @@ def save_original(
 
 
 RECOVERED = "the node stopped abruptly while recording; the clip ends where its writing stopped"
+RESIGNED = "the node stopped while signing; signed again at restart, over the files as they were found"
+MALFORMED_ASIDE = MANIFEST + ".malformed"  # kept for whoever looks into it; the new manifest does not cover it
 
 
 def recover_interrupted(
     events_dir: Path, signer: Ed25519PrivateKey, info_for: Callable[[str], dict]
 ) -> list[tuple[dict, EvidenceFiles]]:
-    """Sign what a crash left: every event folder with a partial original and no manifest; returns them."""
+    """Sign what a crash left: every event folder with an original and no manifest, or one that cannot be read
+    (an older node rewrote it in place); returns them."""
     done = []
     if not events_dir.is_dir():
         return done
     for folder in sorted(p for p in events_dir.iterdir() if p.is_dir()):
-        if (folder / MANIFEST).exists() or not (folder / EVENT).exists():
+        # A signing killed before its rename: the manifest signed before it still stands.
+        (folder / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+        note = _signing_needed(folder)
+        if note is None:
             continue
         written = recover_partial(folder) or _finished_unsigned(folder)
         if written is None:
             continue
-        record = json.loads((folder / EVENT).read_text())
-        size = clip_size(folder / written.name)
-        record["evidence"] = {
-            "original": written.name,
-            "manifest": MANIFEST,
-            "frame_size": size,
-            "note": RECOVERED,
-        }
-        write_json(folder / EVENT, record)
-        write_json(folder / FRAMES, {"frames": []})
-        times = {"clip_from_t": written.first_t, "clip_to_t": written.last_t}
-        info = {**info_for(record.get("camera", "")), **times, "original_made_by": str(written.made)}
-        (folder / PENDING).touch()
-        manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, "note": RECOVERED}, signer)
-        files = EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, RECOVERED)
-        done.append(({k: v for k, v in record.items() if k != "evidence"}, files))
+        if note == RESIGNED:
+            log.warning("%s: its manifest cannot be read; kept as %s and signed again", folder, MALFORMED_ASIDE)
+            os.replace(folder / MANIFEST, folder / MALFORMED_ASIDE)
+        done.append(_sign_recovered(folder, written, note, signer, info_for))
     return done
+
+
+def _signing_needed(folder: Path) -> str | None:
+    """The note to sign a folder again with, or None when it needs no signing (or has no event)."""
+    if not (folder / EVENT).exists():
+        return None
+    if not (folder / MANIFEST).exists():
+        return RECOVERED
+    return None if manifest_readable(folder) else RESIGNED
+
+
+def _sign_recovered(
+    folder: Path, written: OriginalResult, note: str, signer: Ed25519PrivateKey, info_for: Callable[[str], dict]
+) -> tuple[dict, EvidenceFiles]:
+    """Sign an original found at start with its event, at stage original: the annotation is done again."""
+    record = json.loads((folder / EVENT).read_text())
+    size = clip_size(folder / written.name)
+    record["evidence"] = {"original": written.name, "manifest": MANIFEST, "frame_size": size, "note": note}
+    write_json(folder / EVENT, record)
+    if not _frames_readable(folder):
+        write_json(folder / FRAMES, {"frames": []})
+    times = {"clip_from_t": written.first_t, "clip_to_t": written.last_t}
+    info = {**info_for(record.get("camera", "")), **times, "original_made_by": str(written.made)}
+    (folder / PENDING).touch()
+    manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, "note": note}, signer)
+    files = EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, note)
+    return {k: v for k, v in record.items() if k != "evidence"}, files
+
+
+def _frames_readable(folder: Path) -> bool:
+    """frames.json as save_original wrote it: the frame index, kept when the original is signed again."""
+    try:
+        return isinstance(json.loads((folder / FRAMES).read_text()).get("frames"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def clip_size(path: Path) -> list[int] | None:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 MANIFEST = "manifest.json"
+PARTIAL_SUFFIX = ".tmp"  # write_atomic's file being written: what a kill leaves is never the real one
 
 
 def sha256_file(path: Path) -> str:
@@ -91,8 +92,33 @@ def write_manifest(folder: Path, files: list[str], info: dict, key: Ed25519Priva
     }
     signed = {"manifest": body, "signature": base64.b64encode(key.sign(canonical(body))).decode()}
     path = folder / MANIFEST
-    path.write_text(json.dumps(signed, indent=1, ensure_ascii=False) + "\n")
+    # Never rewritten in place: a kill, a power cut or a full disk mid-write would leave no signed manifest.
+    write_atomic(path, (json.dumps(signed, indent=1, ensure_ascii=False) + "\n").encode())
     return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace a file so that a crash, a power cut or a full disk leaves the old one or the new one, whole."""
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data on disk before the rename makes it the file
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (a file created or renamed in it) survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a handful of files: a few KiB
@@ -211,6 +237,21 @@ def read_manifest(dir_fd: int) -> tuple[dict, bytes, bytes]:
         if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
             raise Malformed(f"files[{name!r}].bytes is not a size")
     return body, sig, public
+
+
+def manifest_readable(folder: Path) -> bool:
+    """True when the folder holds a well-formed manifest (its signature and files are not checked here)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        read_manifest(dir_fd)
+    except Malformed:
+        return False
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 def _short(value: object) -> str:
