@@ -35,7 +35,7 @@ from edge.pipeline import (
     reference_for,
 )
 from edge.publish.annotator import Annotator, pending
-from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted
+from edge.publish.evidence import EvidenceFiles, clip_size, recover_interrupted, why
 from edge.publish.manifest import iso, load_or_create_key
 from edge.reload import ReloadPlan, ReloadRefused, plan_reload
 from edge.retention import Policy, Report, Retention, storage_record
@@ -251,20 +251,29 @@ class Node:
         """Evidence a previous run left unfinished: partial originals saved as they are, annotations redone."""
         events_dir = self.storage / "events"
         for record, files in recover_interrupted(events_dir, self.key, self._info_for):
-            log.warning("event %s: original clip recovered after the node stopped abruptly", record["id"])
+            log.warning("event %s: original clip recovered after the node stopped abruptly", files.folder.name)
             self.sink.on_evidence(record, files)
         for folder in pending(events_dir):
-            record = json.loads((folder / "event.json").read_text())
-            cam = self.config.cameras.get(record.get("camera"))
-            saved = record.get("evidence", {})
-            size = saved.get("frame_size") or clip_size(folder / saved.get("original", ""))
-            if cam is None or not size:
-                # Without the camera's privacy masks an annotated copy could show what must be blurred.
-                log.warning("event %s: camera or frame size unknown; no annotated copy", record.get("id"))
-                self.annotator.complete_without(folder)
-                continue
-            caption = f"{self.config.node.id}/{record.get('camera')} {record['level']}"
-            self.annotator.submit(folder, caption, CameraGeometry.build(cam, tuple(size)))
+            try:
+                self._resume_annotation(folder)
+            except (ValueError, OSError, KeyError) as exc:  # one unreadable folder must not keep every camera down
+                log.error("event folder %s: no annotated copy (%s); left in place as found", folder, why(exc))
+
+    def _resume_annotation(self, folder: Path) -> None:
+        """Queue the annotated copy of an event whose original was saved by a previous run."""
+        record = json.loads((folder / "event.json").read_text())
+        if not isinstance(record, dict):
+            raise ValueError("event.json holds no event")
+        cam = self.config.cameras.get(record.get("camera"))
+        saved = record.get("evidence", {})
+        size = saved.get("frame_size") or clip_size(folder / saved.get("original", ""))
+        if cam is None or not size:
+            # Without the camera's privacy masks an annotated copy could show what must be blurred.
+            log.warning("event %s: camera or frame size unknown; no annotated copy", record.get("id"))
+            self.annotator.complete_without(folder)
+            return
+        caption = f"{self.config.node.id}/{record.get('camera')} {record['level']}"
+        self.annotator.submit(folder, caption, CameraGeometry.build(cam, tuple(size)))
 
     def _info_for(self, camera: str) -> dict:
         cam = self.config.cameras.get(camera)

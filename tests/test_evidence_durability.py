@@ -4,6 +4,7 @@ left is signed again at the next start."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import signal
@@ -11,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from edge.config import parse_config
+from edge.node import Node
 from edge.publish.evidence import recover_interrupted
 from edge.publish.manifest import MANIFEST, Status, check_folder, load_or_create_key, write_manifest
 
@@ -97,3 +102,43 @@ def test_at_start_a_manifest_that_cannot_be_read_is_signed_again_and_an_intact_o
     assert set(json.loads((broken / MANIFEST).read_text())["manifest"]["files"]) == set(STAGE_ORIGINAL)
     assert (broken / "frames.json").read_bytes() == frames  # the frame index is kept, not emptied
     assert (intact / MANIFEST).read_bytes() == intact_manifest
+
+
+def _node(storage: Path) -> Node:
+    """A node over `storage` whose one camera is unreachable (it keeps retrying), without MQTT."""
+    config = {
+        "version": 1,
+        "node": {"id": "n1", "metrics": {"listen": None}},
+        "storage": {"dir": str(storage)},
+        "mqtt": {"enabled": False},
+        "cameras": {"cam": {"source": "rtsp://127.0.0.1:1/none"}},
+    }
+    return Node(parse_config(yaml.safe_dump(config)))
+
+
+def _crashed_while_recording(folder: Path, event: bytes) -> None:
+    folder.mkdir(parents=True)
+    (folder / "original.ts").write_bytes(b"G" * 1000)
+    (folder / "event.json").write_bytes(event)
+
+
+def test_a_node_starts_past_event_files_a_power_cut_emptied_and_leaves_them_in_place(tmp_path, caplog):
+    storage = tmp_path / "st"
+    events = storage / "events"
+    emptied = [events / "20250101T000000-cam-0000100-1", events / "20250101T000000-cam-0000200-2"]
+    _crashed_while_recording(emptied[0], b"")  # no manifest yet: signed at start
+    _saved_event(emptied[1], storage / "keys")  # signed, its annotation pending: made at start
+    (emptied[1] / "event.json").write_bytes(b"")
+    intact = events / "20250101T000000-cam-0000300-3"  # the control: recovered at the same start
+    _crashed_while_recording(intact, json.dumps({"id": intact.name, "camera": "cam"}).encode())
+    node = _node(storage)
+    with caplog.at_level(logging.ERROR, logger="edge"):
+        node.start()
+    try:
+        assert [w.alive for w in node.cameras.values()] == [True]
+        assert check_folder(intact).problems == [] and (intact / MANIFEST).exists()
+        for folder in emptied:
+            assert (folder / "event.json").read_bytes() == b"" and (folder / "original.ts").exists()
+            assert any(folder.name in r.getMessage() and "left" in r.getMessage() for r in caplog.records), folder
+    finally:
+        node.stop()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.capture.packets import KeptPacket
 from edge.detect.types import FallEvent
 from edge.geometry import CameraGeometry, FacadeMap, polygons_mask
-from edge.publish.manifest import MANIFEST, PARTIAL_SUFFIX, manifest_readable, write_manifest
+from edge.publish.manifest import MANIFEST, PARTIAL_SUFFIX, manifest_readable, write_atomic, write_manifest
 from edge.publish.original import Made, OriginalClip, OriginalResult, recover_partial
 from edge.video import H264Writer
 
@@ -216,19 +216,40 @@ def recover_interrupted(
     if not events_dir.is_dir():
         return done
     for folder in sorted(p for p in events_dir.iterdir() if p.is_dir()):
-        # A signing killed before its rename: the manifest signed before it still stands.
-        (folder / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
-        note = _signing_needed(folder)
-        if note is None:
+        try:
+            found = _recover_one(folder, signer, info_for)
+        except (ValueError, OSError, KeyError) as exc:  # one unreadable folder must not keep every camera down
+            log.error("event folder %s: not recovered (%s); left in place as found, unsigned", folder, why(exc))
             continue
-        written = recover_partial(folder) or _finished_unsigned(folder)
-        if written is None:
-            continue
-        if note == RESIGNED:
-            log.warning("%s: its manifest cannot be read; kept as %s and signed again", folder, MALFORMED_ASIDE)
-            os.replace(folder / MANIFEST, folder / MALFORMED_ASIDE)
-        done.append(_sign_recovered(folder, written, note, signer, info_for))
+        if found is not None:
+            done.append(found)
     return done
+
+
+def why(exc: Exception) -> str:
+    """An exception in a log line: its type and message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _recover_one(
+    folder: Path, signer: Ed25519PrivateKey, info_for: Callable[[str], dict]
+) -> tuple[dict, EvidenceFiles] | None:
+    """Sign one event folder a crash left unsigned, or with a manifest that cannot be read; None if it is fine."""
+    # A signing killed before its rename: the manifest signed before it still stands.
+    (folder / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+    note = _signing_needed(folder)
+    if note is None:
+        return None
+    written = recover_partial(folder) or _finished_unsigned(folder)
+    if written is None:
+        return None
+    record = json.loads((folder / EVENT).read_text())
+    if not isinstance(record, dict):
+        raise ValueError(f"{EVENT} holds no event")
+    if note == RESIGNED:
+        log.warning("%s: its manifest cannot be read; kept as %s and signed again", folder, MALFORMED_ASIDE)
+        os.replace(folder / MANIFEST, folder / MALFORMED_ASIDE)
+    return _sign_recovered(folder, record, written, note, signer, info_for)
 
 
 def _signing_needed(folder: Path) -> str | None:
@@ -241,10 +262,14 @@ def _signing_needed(folder: Path) -> str | None:
 
 
 def _sign_recovered(
-    folder: Path, written: OriginalResult, note: str, signer: Ed25519PrivateKey, info_for: Callable[[str], dict]
+    folder: Path,
+    record: dict,
+    written: OriginalResult,
+    note: str,
+    signer: Ed25519PrivateKey,
+    info_for: Callable[[str], dict],
 ) -> tuple[dict, EvidenceFiles]:
     """Sign an original found at start with its event, at stage original: the annotation is done again."""
-    record = json.loads((folder / EVENT).read_text())
     size = clip_size(folder / written.name)
     record["evidence"] = {"original": written.name, "manifest": MANIFEST, "frame_size": size, "note": note}
     write_json(folder / EVENT, record)
@@ -313,10 +338,9 @@ _MANIFEST_OWN = {"v", "files", "signed_utc", "key_id", "public_key"}  # written 
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Replace a small JSON file atomically: a crash leaves the old one or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """Replace a small JSON file atomically and durably: a crash or a power cut leaves the old one or the new
+    one, never half (a rename without fsync could leave an empty event.json after a power cut)."""
+    write_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def _annotate(
