@@ -124,8 +124,12 @@ class Node:
         self.notifier = notifier or Notifier()
         self.server: MetricsServer | None = None
         self.publisher = self._make_publisher(config)
-        others = [*(sinks or []), *([self.publisher] if self.publisher else [])]
-        self.sink = Fanout([self.events, self.status_file, self.metrics, *others], on_error=log.error)
+        # The outbox first: an alert in events.jsonl is then always queued for the center as well, even when the
+        # node is killed between the two writes (the other way round, that alert was never sent).
+        outbox = [self.publisher] if self.publisher else []
+        self.sink = Fanout(
+            [*outbox, self.events, self.status_file, self.metrics, *(sinks or [])], on_error=log.error
+        )
         self._cpu = (time.monotonic(), time.process_time())
         self.key = load_or_create_key(self.storage / "keys")
         self.config_sha = config_hash(config)
@@ -413,7 +417,7 @@ class Node:
         old = self.publisher
         self.publisher = publisher
         kept = [s for s in self.sink.sinks if s is not old]
-        self.sink.sinks = kept + ([self.publisher] if self.publisher else [])  # one swap: no sink is missed
+        self.sink.sinks = ([self.publisher] if self.publisher else []) + kept  # one swap: no sink is missed
         if old is not None:
             old.stop()  # before the new client connects: the broker allows one session per client id
             if publisher is None:  # MQTT switched off: nobody will send what is in the file until it is on again
