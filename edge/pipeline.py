@@ -423,6 +423,7 @@ class CameraPipeline:
                     self._start_job(ev, record)
                 except Exception:  # the alert goes out even when its clip cannot be recorded
                     log.exception("event %s: cannot record its original clip", ev.id)
+            self.sink.on_update(u.kind, record)  # first: the alert does not wait for event.json's fsync
             job = self.jobs.get(ev.id)
             if job is not None:
                 job.event = ev
@@ -432,7 +433,6 @@ class CameraPipeline:
                     write_json(job.folder / EVENT, record)
                 except OSError:  # the record is also in events.jsonl, and event.json is written again on save
                     log.exception("event %s: cannot update event.json", ev.id)
-            self.sink.on_update(u.kind, record)
             if job is not None and job.complete:
                 del self.jobs[ev.id]
                 self._save(job)

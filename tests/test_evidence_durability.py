@@ -104,6 +104,22 @@ def test_at_start_a_manifest_that_cannot_be_read_is_signed_again_and_an_intact_o
     assert (intact / MANIFEST).read_bytes() == intact_manifest
 
 
+def test_a_finished_folder_whose_manifest_was_damaged_is_never_signed_over(tmp_path):
+    # Only a folder still being signed (.annotate there) can hold a half-written manifest: anything else
+    # unreadable is damage or tampering, which `edge verify` must keep reporting.
+    keys, events = tmp_path / "keys", tmp_path / "events"
+    finished, signing = events / "e1", events / "e2"
+    _saved_event(finished, keys)
+    _saved_event(signing, keys)
+    (finished / ".annotate").unlink()
+    for folder in (finished, signing):
+        (folder / MANIFEST).write_bytes(b"{not json")
+    recovered = recover_interrupted(events, load_or_create_key(keys), lambda camera: {"node": "n1"})
+    assert [files.folder for _, files in recovered] == [signing]  # the control: one being signed is
+    assert (finished / MANIFEST).read_bytes() == b"{not json"
+    assert check_folder(finished).status is Status.MALFORMED
+
+
 def _node(storage: Path) -> Node:
     """A node over `storage` whose one camera is unreachable (it keeps retrying), without MQTT."""
     config = {

@@ -235,8 +235,8 @@ def _recover_one(
     folder: Path, signer: Ed25519PrivateKey, info_for: Callable[[str], dict]
 ) -> tuple[dict, EvidenceFiles] | None:
     """Sign one event folder a crash left unsigned, or with a manifest that cannot be read; None if it is fine."""
-    # A signing killed before its rename: the manifest signed before it still stands.
-    (folder / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+    if (folder / PENDING).exists():  # only a folder being signed can hold a signing killed before its rename
+        (folder / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)  # the manifest signed before it stands
     note = _signing_needed(folder)
     if note is None:
         return None
@@ -258,7 +258,12 @@ def _signing_needed(folder: Path) -> str | None:
         return None
     if not (folder / MANIFEST).exists():
         return RECOVERED
-    return None if manifest_readable(folder) else RESIGNED
+    # Only a signing under way (the folder waits for its annotated copy) can have left a manifest half written
+    # (by a node older than write_atomic). Any other unreadable manifest is damage or tampering: `edge verify`
+    # reports it, and the node must not sign over it. So, too, a start reads no finished folder's manifest.
+    if not (folder / PENDING).exists() or manifest_readable(folder):
+        return None
+    return RESIGNED
 
 
 def _sign_recovered(
@@ -338,9 +343,10 @@ _MANIFEST_OWN = {"v", "files", "signed_utc", "key_id", "public_key"}  # written 
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Replace a small JSON file atomically and durably: a crash or a power cut leaves the old one or the new
-    one, never half (a rename without fsync could leave an empty event.json after a power cut)."""
-    write_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
+    """Replace a small JSON file atomically: a crash or a power cut leaves the old one or the new one, never
+    half (a rename of unsynced data could leave an empty event.json after a power cut). The folder is not
+    synced here: this runs on a camera's thread, and the manifest signed after it syncs the folder once."""
+    write_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode(), rename_durable=False)
 
 
 def _annotate(

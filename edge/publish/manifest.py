@@ -97,8 +97,12 @@ def write_manifest(folder: Path, files: list[str], info: dict, key: Ed25519Priva
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace a file so that a crash, a power cut or a full disk leaves the old one or the new one, whole."""
+def write_atomic(path: Path, data: bytes, rename_durable: bool = True) -> None:
+    """Replace a file so that a crash, a power cut or a full disk leaves the old one or the new one, whole.
+
+    With `rename_durable` the folder is synced too, so the new one survives a power cut; without, the old one
+    may come back, and a later sync of the folder (the manifest's) makes every rename before it durable.
+    """
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
         with tmp.open("wb") as f:
@@ -109,7 +113,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if rename_durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 import av
 
 from edge.capture.packets import KeptPacket, StreamParams
+from edge.publish.manifest import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -356,11 +357,7 @@ class OriginalClip:
 def _finalise(partial: Path, final: Path) -> None:
     os.replace(partial, final)
     final.chmod(0o444)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself survives a power cut
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)  # the rename itself survives a power cut
 
 
 def recover_partial(folder: Path, stem: str = "original") -> OriginalResult | None:
