@@ -23,7 +23,7 @@ from support.servers import wait_for
 from edge.config import MqttConfig, parse_config
 from edge.listen import Listener
 from edge.node import Node
-from edge.publish.mqtt import Backoff, EventType, MqttPublisher, Reconnect
+from edge.publish.mqtt import Backoff, EventType, MqttPublisher, Reconnect, make_client
 from edge.publish.outbox import Outbox
 
 from conftest import REPO, loop_clip, sim_facade
@@ -524,6 +524,38 @@ def test_an_acknowledgement_that_cannot_be_recorded_on_a_full_disk_does_not_stop
         finally:
             publisher.stop()
             outbox.close()
+
+
+def test_a_client_whose_callback_raises_keeps_receiving(tmp_path, broker):
+    # paho 2 re-raises a callback's exception in its network thread, which then dies for good (nothing sent,
+    # received or reconnected). Every client make_client makes logs it and goes on: the receiver's, listen's.
+    sender_cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a").mqtt
+    watcher_cfg = _parse(_config(tmp_path, broker, "monitor"), "pw-monitor").mqtt
+    got: list[bytes] = []
+
+    def on_message(client, userdata, msg):
+        got.append(msg.payload)
+        if msg.payload == b"first":
+            raise ValueError("a bug in a callback")
+
+    watcher = make_client(watcher_cfg, "monitor")
+    watcher.on_message = on_message
+    watcher.on_connect = lambda client, *args: client.subscribe("edge/garden-a/probe", qos=1)
+    sender = make_client(sender_cfg, "garden-a")
+    watcher.connect("127.0.0.1", broker.port)
+    sender.connect("127.0.0.1", broker.port)
+    watcher.loop_start()
+    sender.loop_start()
+    try:
+        assert wait_for(lambda: watcher.is_connected() and sender.is_connected(), 10)
+        time.sleep(0.5)  # the subscription is in place
+        for payload in (b"first", b"second"):
+            sender.publish("edge/garden-a/probe", payload, qos=1).wait_for_publish(5)
+        assert wait_for(lambda: got == [b"first", b"second"], 10), got  # the second came after the raise
+    finally:
+        for client in (watcher, sender):
+            client.loop_stop()
+            client.disconnect()
 
 
 def _run_node(cfg_path, password):

@@ -44,6 +44,8 @@ from edge.publish.manifest import iso
 from edge.publish.outbox import Kind, Outbox
 
 log = logging.getLogger(__name__)
+_PAHO_LOG = logging.getLogger(f"{__name__}.paho")  # paho's own messages: its errors, not its chatter
+_PAHO_LOG.setLevel(logging.WARNING)
 MAX_HOLD_PAYLOAD = 16  # ON or OFF with some whitespace; anything longer is not a hold command
 CHUNK_MAGIC = b"EDGECHUNK1\n"  # a chunk is: magic, one JSON header line, then the bytes
 
@@ -87,10 +89,10 @@ class Topics:
 
 
 def logged(callback: Callable) -> Callable:
-    """A paho callback that logs its errors instead of raising them.
+    """A paho callback that logs its errors, with their traceback, instead of raising them.
 
-    paho 2 re-raises a callback's exception in its network thread, which then dies: nothing is sent or received
-    again, nothing reconnects, and the connected flag stays set.
+    make_client's clients already survive a callback that raises (paho logs one line); the publisher's
+    callbacks touch the outbox and the node's state, whose failures are worth their whole traceback.
     """
 
     @functools.wraps(callback)
@@ -123,6 +125,10 @@ def make_client(
         client.will_set(will[0], will[1], qos=1, retain=True)
     # Without jitter; a Reconnect attached to the client replaces this with the jittered schedule.
     client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+    # paho 2 re-raises a callback's exception in its network thread, which then dies: nothing is sent or
+    # received again and nothing reconnects. paho logs it instead (to _PAHO_LOG) and carries on.
+    client.suppress_exceptions = True
+    client.enable_logger(_PAHO_LOG)
     return client
 
 
