@@ -209,9 +209,10 @@ class Ingest:
         if payload == b"":  # the node's camera starts afresh (node start, restart, reload): nothing raised now
             with self.sessions.begin() as s:
                 row = s.get(Camera, (node, camera))
-                if row is not None and row.problems and row.problems.get("active"):
-                    # No time of the node's to stamp it with (its clock, or a replay's seconds, is not ours):
-                    # whatever the node says next is newer.
+                if row is not None and row.problems is not None:
+                    # Even with nothing active: the node's clock after a restart (no RTC, NTP not yet synced,
+                    # or a replay's seconds) may be behind the last time it sent. There is no time of the
+                    # node's to stamp this with (ours is not its): whatever the node says next is newer.
                     row.problems = {"active": [], "at_s": None}
             return
         body = _json(payload, MAX_JSON_BYTES)

@@ -138,6 +138,15 @@ def test_a_camera_started_afresh_shows_no_problem_until_it_is_raised_again(parts
     assert _active(parts) == ["covered"]
 
 
+def test_after_a_restart_a_node_whose_clock_went_back_can_raise_a_problem_it_had_cleared(parts):
+    _send(parts, problem(at_s=5000.0))
+    _send(parts, problem(state="cleared", active=(), at_s=6000.0))
+    assert _active(parts) == []
+    _send(parts, b"")  # the node restarted; its clock (or a replay's seconds) starts lower than before
+    _send(parts, problem(at_s=100.0, id="east-covered-2"))
+    assert _active(parts) == ["covered"]
+
+
 def test_an_emptied_retained_message_is_nothing_at_all(parts):
     _send(parts, b"")  # the node empties its retained message when it starts
     assert _active(parts) is None and not parts.drops.counts
