@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -31,6 +30,7 @@ from center.files import EvidenceFiles
 from center.loop import HOLD_CHANNELS
 from center.models import JobState
 from center.web.i18n import DEFAULT, translator
+from center.web.views import local_text
 from edge.publish.mqtt import valid_id
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def local_time(value: object, zone: str) -> str:
     try:
         t = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
         if t is not None and t.tzinfo is not None:
-            return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+            return local_text(t, zone)
     except (ValueError, OverflowError):
         pass
     return "未知"

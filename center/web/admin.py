@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import tempfile
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -69,7 +68,7 @@ def nodes(request: Request, v: Who, sent: str | None = None):
                 t = None
         if not isinstance(t, dt.datetime):
             return v.t("none")
-        return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+        return views.local_text(t, zone)
 
     health = {n.name: views.node_health(n) for n in node_rows}
     rows = [
@@ -219,9 +218,9 @@ def _users_page(request: Request, v: Viewer, status: int = 200, **extra):
         logins = set(s.scalars(select(WebLogin.user_id)))
         log = list(s.scalars(select(Audit).order_by(Audit.id.desc()).limit(AUDIT_ROWS)))
     workers = [(wid, w.name) for g in web.ctx.roster.grids.values() for wid, w in g.workers.items()]
-    zone = ZoneInfo(web.ctx.cfg.timezone)
+    zone = web.ctx.cfg.timezone
     values = dict(users=users, logins=logins, log=log, roles=list(Role), workers=workers, token=None, problem=None)
-    values.update(extra, local=lambda t, fmt="%Y-%m-%d %H:%M:%S": t.astimezone(zone).strftime(fmt))
+    values.update(extra, local=lambda t, fmt=views.TIME_FORMAT: views.local_text(t, zone, fmt))
     return web.render(request, v, "users.html", status=status, **values)
 
 

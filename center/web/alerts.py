@@ -10,7 +10,6 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -168,7 +167,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
             note=lambda text: views.trust_note(text, v.t),
-            local=lambda t: t.astimezone(ZoneInfo(ctx.cfg.timezone)).strftime("%Y-%m-%d %H:%M:%S"),
+            local=lambda t: views.local_text(t, ctx.cfg.timezone),
             Trust=Trust,
             asked=bool(asked),
             held=(held := ctx.loop.held(s, case)),

@@ -136,6 +136,14 @@ def trust_note(note: str | None, t) -> str:
     return note or ""
 
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # how every page (and notice) shows a time, in the center's zone
+
+
+def local_text(t: dt.datetime, zone: str | ZoneInfo, fmt: str = TIME_FORMAT) -> str:
+    """An aware time as the pages show it: in the center's zone (a name or a ZoneInfo)."""
+    return t.astimezone(zone if isinstance(zone, ZoneInfo) else ZoneInfo(zone)).strftime(fmt)
+
+
 @dataclass
 class Row:
     case: Case
@@ -161,7 +169,7 @@ def rows(ctx: Context, cases: list[Case], t) -> list[Row]:
                 floor=str(c.floor) if c.floor is not None else t("none"),
                 window=window_label(ctx, first),
                 cameras=", ".join(f"{e.node}/{e.camera}" for e in c.events),
-                at=c.alert_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                at=local_text(c.alert_at, zone),
                 with_=person_label(ctx, c.assignee, t),
                 waited=duration(waited(c, now), t),
             )
