@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from center.config import CenterConfig
 from center.db import Event, Evidence, Job, utcnow
 from center.files import EvidenceFiles
+from center.ingest import parse_time
 from center.loop import HOLD_CHANNELS
 from center.models import JobState
 from center.web.i18n import DEFAULT, translator
@@ -71,13 +72,8 @@ def _problem_words(problem: object) -> str:
 
 def local_time(value: object, zone: str) -> str:
     """An ISO time of a payload as the office reads it: in its own zone, to the second ('未知' if unreadable)."""
-    try:
-        t = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-        if t is not None and t.tzinfo is not None:
-            return local_text(t, zone)
-    except (ValueError, OverflowError):
-        pass
-    return "未知"
+    t = parse_time(value)  # as intake reads a node's times: aware, within the years believed
+    return local_text(t, zone) if t is not None else "未知"
 
 
 def describe_camera_problem(p: dict, zone: str) -> str:
