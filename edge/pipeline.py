@@ -423,16 +423,16 @@ class CameraPipeline:
                     self._start_job(ev, record)
                 except Exception:  # the alert goes out even when its clip cannot be recorded
                     log.exception("event %s: cannot record its original clip", ev.id)
-            self.sink.on_update(u.kind, record)  # first: the alert does not wait for event.json's fsync
+            # An update's alert does not wait for event.json's fsync; a new event's folder got its event.json
+            # in _start_job, so a kill just after the alert leaves a folder that start-up recovery can sign.
+            self.sink.on_update(u.kind, record)
             job = self.jobs.get(ev.id)
             if job is not None:
                 job.event = ev
                 if u.kind == UpdateKind.END:
                     job.until_t = (self.frames.t_of(ev.end_frame) or 0.0) + self.cfg.record.post_s
-                try:
-                    write_json(job.folder / EVENT, record)
-                except OSError:  # the record is also in events.jsonl, and event.json is written again on save
-                    log.exception("event %s: cannot update event.json", ev.id)
+                if u.kind != UpdateKind.NEW:
+                    self._write_event(job, record)
             if job is not None and job.complete:
                 del self.jobs[ev.id]
                 self._save(job)
@@ -446,7 +446,14 @@ class CameraPipeline:
             job.add(pkt)
         if job.original is not None:
             job.original.sync()  # the pre-roll is on disk before anyone hears of the alert
-        self.jobs[ev.id] = job  # _route writes its event.json next, before the alert goes out
+        self.jobs[ev.id] = job
+        self._write_event(job, record)  # before the alert goes out: recovery needs it to sign the folder
+
+    def _write_event(self, job: EvidenceJob, record: dict) -> None:
+        try:
+            write_json(job.folder / EVENT, record)
+        except OSError:  # the record is also in events.jsonl, and event.json is written again on save
+            log.exception("event %s: cannot update event.json", job.event.id)
 
     def _record(self, ev: FallEvent) -> dict:
         rec = event_record(ev, self.node)

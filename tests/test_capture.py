@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock
 from edge.config import CaptureConfig, parse_config
 from edge.detect.types import UpdateKind
 from edge.pipeline import CameraPipeline, EvidenceOutput
-from edge.publish.evidence import EvidenceStage, blur_privacy
+from edge.publish.evidence import EvidenceStage, blur_privacy, recover_interrupted
 from edge.publish.manifest import load_or_create_key, verify_folder
 
 from conftest import sim_facade
@@ -312,6 +314,32 @@ def test_switching_detection_off_mid_event_ends_it_and_saves_its_clip(sim_clip, 
     saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
     assert len(saved) == len({r["id"] for k, r in sink.updates if k == UpdateKind.NEW})
     assert all(verify_folder(f.folder) == [] for f in saved)
+
+
+class KilledAtAlert(Recorder):
+    """A sink that copies each new event's folder as it stands when the alert goes out: what a SIGKILL then
+    would leave on disk."""
+
+    def __init__(self, events: Path, left: Path):
+        super().__init__()
+        self.events, self.left = events, left
+
+    def on_update(self, kind, record):
+        super().on_update(kind, record)
+        if kind == UpdateKind.NEW:
+            shutil.copytree(self.events / record["id"], self.left / record["id"])
+
+
+def test_a_node_killed_as_its_alert_goes_out_leaves_a_folder_the_next_start_signs(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    facade = ", facade: " + yaml.safe_dump(sim_facade(folder), default_flow_style=True).strip()
+    sink = KilledAtAlert(tmp_path / "events", tmp_path / "left")
+    _feed_clip(_pipeline(tmp_path, facade, sink, evidence=True), folder / "scene.mp4")
+    alerted = {r["id"] for k, r in sink.updates if k == UpdateKind.NEW}
+    assert alerted  # control: the throw alerted, and each alert's folder was copied
+    recovered = recover_interrupted(tmp_path / "left", load_or_create_key(tmp_path / "k"), lambda cam: {})
+    assert {files.folder.name for _, files in recovered} == alerted
+    assert all(verify_folder(files.folder) == [] for _, files in recovered)
 
 
 def test_a_clip_is_saved_when_its_post_roll_is_in_whatever_the_frame_timing(sim_clip, tmp_path):
