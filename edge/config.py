@@ -325,6 +325,23 @@ class FacadeConfig(Strict):
         return points
 
     @model_validator(mode="after")
+    def _bounds_in_order(self) -> FacadeConfig:
+        # Both bound where a fall may start; out of order they exclude the whole facade and every fall is
+        # ignored without a word, so they are refused here.
+        if self.extent_m is not None and not self.extent_m[0] < self.extent_m[1]:
+            a, b = self.extent_m
+            raise ValueError(
+                f"extent_m [{a}, {b}]: from must be less than to (metres along the facade from the same edge as "
+                "the points), or every fall starts outside it"
+            )
+        if self.top_floor is not None and self.top_floor < self.ground_floor:
+            raise ValueError(
+                f"top_floor ({self.top_floor}) is below ground_floor ({self.ground_floor}): the roof would be at "
+                "or below 0 m and every fall would start above it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _not_degenerate(self) -> FacadeConfig:
         self.facade_map()  # raises ValueError when the points give no homography
         return self

@@ -278,3 +278,30 @@ def test_run_with_an_unwritable_storage_dir_exits_73_naming_it(tmp_path):
     proc = run_edge("run", "--config", _write(tmp_path, text), timeout=60)
     assert proc.returncode == 73, (proc.returncode, proc.stderr)
     assert f"storage.dir {where}: " in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("added", "words"),
+    [
+        # The facade measured from its right-hand end: [from, to] written the wrong way round put every
+        # origin outside [36, 0], so every fall was ignored; the check said OK.
+        ("      ground_floor: 1\n      extent_m: [36.0, 0.0]\n", "extent_m"),
+        ("      ground_floor: 1\n      extent_m: [5.0, 5.0]\n", "extent_m"),
+        # Heights measured from floor 12 (a podium), the roof typed as 11: a roof at 0 m ignored every fall.
+        ("      ground_floor: 12\n      top_floor: 11\n", "top_floor"),
+    ],
+)
+def test_facade_bounds_that_would_ignore_every_fall_are_refused(tmp_path, added, words):
+    text = GOOD.replace("      ground_floor: 1\n", added)
+    proc = run_edge("check-config", _write(tmp_path, text), env={**os.environ, "CAM_PW": "x"})
+    assert proc.returncode == 78, proc.stdout
+    assert "site.yaml:" in proc.stderr and "cameras.east.facade" in proc.stderr and words in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_facade_bounds_in_order_are_accepted(monkeypatch):
+    monkeypatch.setenv("CAM_PW", "x")
+    bounds = "      ground_floor: 3\n      top_floor: 3\n      extent_m: [0, 36]\n"
+    text = GOOD.replace("      ground_floor: 1\n", bounds)
+    facade = parse_config(text, "site.yaml").cameras["east"].facade
+    assert facade.top_floor == 3 and facade.extent_m == (0.0, 36.0)
