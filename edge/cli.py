@@ -240,7 +240,13 @@ def _trusted_keys(args) -> tuple[dict[bytes, str] | None, int]:
 
 def cmd_verify(args) -> int:
     """Check evidence manifests and their files against trusted node keys; name exactly what is wrong."""
+    from edge.listen import printable
     from edge.publish.manifest import MANIFEST, Status, check_folder
+
+    def say(line: str) -> None:
+        # Folder and file names come from whoever handed the evidence over: escaped, so that none can hide
+        # a line on the terminal (ESC sequences, newlines) or stop the output (a name that is no UTF-8).
+        print(printable(line, 16384))
 
     root = Path(args.dir)
     if not root.exists():
@@ -258,25 +264,25 @@ def cmd_verify(args) -> int:
         v = check_folder(folder, trusted)
         seen[v.status] += 1
         if v.status is Status.VERIFIED:
-            print(f"OK         {folder} (signed by key {v.key_id}: {v.trusted_as})")
+            say(f"OK         {folder} (signed by key {v.key_id}: {v.trusted_as})")
         elif v.status is Status.UNVERIFIED:
-            print(
+            say(
                 f"UNVERIFIED {folder}: intact, signed by key {v.key_id}, which nothing vouches for "
                 "(give the node's key with --key-file or --key-dir)"
             )
         else:
             word = "MALFORMED" if v.status is Status.MALFORMED else "FAILED"
             for p in v.problems:
-                print(f"{word} {p}")
+                say(f"{word} {p}")
         for name in v.unsigned:
-            print(f"NOTE       {folder / name}: not covered by the manifest")
+            say(f"NOTE       {folder / name}: not covered by the manifest")
     summary = f"{seen[Status.VERIFIED]} of {len(folders)} event folders verify"
     extra = [
         f"{seen[Status.UNVERIFIED]} intact but unverified (no trusted key)" if seen[Status.UNVERIFIED] else "",
         f"{seen[Status.FAILED]} failed" if seen[Status.FAILED] else "",
         f"{seen[Status.MALFORMED]} malformed" if seen[Status.MALFORMED] else "",
     ]
-    print("; ".join([summary, *filter(None, extra)]))
+    say("; ".join([summary, *filter(None, extra)]))
     if seen[Status.FAILED]:
         return EX_TAMPERED
     if seen[Status.MALFORMED]:

@@ -239,6 +239,21 @@ def test_both_signing_stages_verify_and_unsigned_files_are_named(evidence, tmp_p
     assert f"{manifest.parent / 'annotated.mp4'}: not covered by the manifest" in proc.stdout
 
 
+def test_names_in_the_evidence_cannot_hide_lines_or_crash_verify(evidence, tmp_path):
+    out, events, folder = evidence
+    event = _copy(out, events[0]["manifest"], tmp_path).parent
+    # Whoever hands over the folder chooses its names: "conceal" hides every later line on a terminal
+    # (the real verdicts, the summary), and a name that is no UTF-8 cannot be printed as it is.
+    (event / "\x1b[8m").write_bytes(b"")
+    os.close(os.open(os.fsencode(event) + b"/\xff.bin", os.O_CREAT | os.O_WRONLY, 0o644))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # a strict UTF-8 terminal, as on most desktops
+    proc = run_edge("verify", str(event), "--key-file", str(_pub(folder)), env=env, timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stdout and "1 of 1 event folders verify" in proc.stdout
+    assert f"{event}/\\x1b[8m: not covered by the manifest" in proc.stdout
+    assert f"{event}/\\udcff.bin: not covered by the manifest" in proc.stdout
+
+
 def test_a_key_file_that_does_not_exist_is_an_error_not_a_pass(evidence, tmp_path):
     out, events, _ = evidence
     proc = run_edge("verify", str((out / events[0]["manifest"]).parent), "--key-file", str(tmp_path / "nope.pub"))
