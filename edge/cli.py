@@ -196,11 +196,12 @@ EX_VERIFIED, EX_TAMPERED, EX_UNVERIFIED, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 
 
 VERIFY_STATUSES = """exit status:
   0   every event folder is intact and signed by a trusted node key
-  1   something changed since signing, or a manifest is signed by a key that is not trusted
+  1   something changed since signing, a manifest is signed by a key that is not trusted, or an event's
+      files have no manifest.json (or are behind a link to a folder, which is not followed)
   3   intact, but UNVERIFIED: no trusted key was given, so anyone could have signed it
   64  a trusted key (--key, --key-file, --key-dir) is not an Ed25519 public key, or --key-dir has no *.pub
   65  a manifest is malformed (not JSON, missing fields, file names outside the event folder)
-  66  nothing to check: no such folder, no manifest.json in it, or a key file that cannot be read
+  66  nothing to check: no such folder, no manifest.json nor an event's files in it, or an unreadable key file
 When folders differ, the most serious wins: 1, then 65, then 3."""
 
 
@@ -241,7 +242,7 @@ def _trusted_keys(args) -> tuple[dict[bytes, str] | None, int]:
 def cmd_verify(args) -> int:
     """Check evidence manifests and their files against trusted node keys; name exactly what is wrong."""
     from edge.listen import printable
-    from edge.publish.manifest import MANIFEST, Status, check_folder
+    from edge.publish.manifest import MANIFEST, Status, check_folder, find_event_folders
 
     def say(line: str) -> None:
         # Folder and file names come from whoever handed the evidence over: escaped, so that none can hide
@@ -255,13 +256,16 @@ def cmd_verify(args) -> int:
     trusted, status = _trusted_keys(args)
     if trusted is None:
         return status
-    folders = sorted({p.parent for p in root.rglob(MANIFEST)}) if root.is_dir() else []
-    if not folders:
+    # Every folder with a manifest is checked; one holding an event's files without a manifest, or a link to an
+    # event folder, is a failure: skipping it would report the rest as all there is.
+    folders, unchecked = find_event_folders(root) if root.is_dir() else ([], [])
+    if not folders and not unchecked:
         _err(f"{root}: no {MANIFEST} found")
         return EX_NOINPUT
+    verdicts = sorted([check_folder(f, trusted) for f in folders] + unchecked, key=lambda v: v.folder)
     seen: dict[Status, int] = dict.fromkeys(Status, 0)
-    for folder in folders:
-        v = check_folder(folder, trusted)
+    for v in verdicts:
+        folder = v.folder
         seen[v.status] += 1
         if v.status is Status.VERIFIED:
             say(f"OK         {folder} (signed by key {v.key_id}: {v.trusted_as})")
@@ -276,7 +280,7 @@ def cmd_verify(args) -> int:
                 say(f"{word} {p}")
         for name in v.unsigned:
             say(f"NOTE       {folder / name}: not covered by the manifest")
-    summary = f"{seen[Status.VERIFIED]} of {len(folders)} event folders verify"
+    summary = f"{seen[Status.VERIFIED]} of {len(verdicts)} event folders verify"
     extra = [
         f"{seen[Status.UNVERIFIED]} intact but unverified (no trusted key)" if seen[Status.UNVERIFIED] else "",
         f"{seen[Status.FAILED]} failed" if seen[Status.FAILED] else "",

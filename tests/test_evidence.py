@@ -254,6 +254,34 @@ def test_names_in_the_evidence_cannot_hide_lines_or_crash_verify(evidence, tmp_p
     assert f"{event}/\\udcff.bin: not covered by the manifest" in proc.stdout
 
 
+def test_event_folders_that_verify_cannot_check_are_failures_not_skipped(evidence, tmp_path):
+    out, events, folder = evidence
+    src = (out / events[0]["manifest"]).parent
+    root = tmp_path / "events"
+    for name in ("intact", "unsigned", "linked"):
+        shutil.copytree(src, root / name)
+    (root / "unsigned" / MANIFEST).unlink()  # the clip swapped, and the manifest that would say so removed
+    (root / "linked").rename(tmp_path / "elsewhere")  # a folder swapped for a link to another one
+    (root / "linked").symlink_to(tmp_path / "elsewhere")
+    proc = run_edge("verify", str(root), "--key-file", str(_pub(folder)), timeout=30)
+    assert proc.returncode == 1, proc.stdout
+    assert f"FAILED {root / 'unsigned'}: no manifest.json" in proc.stdout and "event.json" in proc.stdout
+    assert f"FAILED {root / 'linked'}: a link" in proc.stdout
+    assert f"OK         {root / 'intact'}" in proc.stdout
+    assert "1 of 3 event folders verify; 2 failed" in proc.stdout
+    # One event folder without its manifest is no longer "nothing to check" either.
+    proc = run_edge("verify", str(root / "unsigned"), "--key-file", str(_pub(folder)), timeout=30)
+    assert proc.returncode == 1 and "no manifest.json" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+def test_a_folder_without_any_event_is_nothing_to_check(tmp_path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "node_ed25519.pub").write_text("x\n")
+    (tmp_path / "events.jsonl").write_text("")
+    proc = run_edge("verify", str(tmp_path), timeout=30)
+    assert proc.returncode == 66 and "no manifest.json found" in proc.stderr, (proc.stdout, proc.stderr)
+
+
 def test_a_key_file_that_does_not_exist_is_an_error_not_a_pass(evidence, tmp_path):
     out, events, _ = evidence
     proc = run_edge("verify", str((out / events[0]["manifest"]).parent), "--key-file", str(tmp_path / "nope.pub"))

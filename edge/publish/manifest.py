@@ -328,6 +328,53 @@ def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdi
     return verdict
 
 
+# What the node writes into an event folder before and beside its manifest (evidence.py, original.py): a folder
+# holding any of these is an event's, and without a manifest nothing vouches for it.
+_EVENT_FILES = frozenset({"event.json", "frames.json", "annotated.mp4", "still.jpg", _PENDING})
+_EVENT_PREFIXES = ("original.", ".original-partial")
+
+
+def _event_files(names: list[str]) -> list[str]:
+    return sorted(n for n in names if n in _EVENT_FILES or n.startswith(_EVENT_PREFIXES))
+
+
+def find_event_folders(root: Path) -> tuple[list[Path], list[Verdict]]:
+    """The folders under `root` (itself included) that hold a manifest, to check; and a FAILED verdict for each
+    place that holds an event's files no manifest covers, so that none passes unseen:
+
+    - a folder with an event's files and no manifest.json (it was removed, or the event is not signed yet);
+    - a link to a folder of an event (not followed, as no link is: what it points to is not checked);
+    - a folder that cannot be read (MALFORMED, as check_folder says of one).
+    """
+    folders: list[Path] = []
+    others: list[Verdict] = []
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else root
+        others.append(Verdict(where, Status.MALFORMED, [f"{where}: cannot read the folder ({exc.strerror})"]))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):  # links are not followed
+        here = Path(dirpath)
+        if MANIFEST in filenames or MANIFEST in dirnames:
+            folders.append(here)
+        elif files := _event_files(filenames):
+            why = f"{here}: no {MANIFEST}: nothing vouches for {', '.join(files)} (removed, or not signed yet)"
+            others.append(Verdict(here, Status.FAILED, [why]))
+        for name in dirnames:
+            link = here / name
+            if not link.is_symlink():
+                continue
+            try:
+                inside = os.listdir(link)
+            except OSError:
+                continue
+            if MANIFEST in inside or _event_files(inside):
+                target = os.readlink(link)
+                why = f"{link}: a link to an event folder elsewhere ({target}), not followed: not checked"
+                others.append(Verdict(link, Status.FAILED, [why]))
+    return sorted(folders), others
+
+
 def verify_folder(folder: Path, trusted_key: str | None = None) -> list[str]:
     """Problems found with an event folder's manifest and files; an empty list means it is intact.
 
