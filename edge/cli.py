@@ -459,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the floor whose bottom is the lowest line proposed (default 1)",
     )
     s.add_argument("--bay-width", type=float, help="window bay width in metres, when known")
-    s.add_argument("--out", help="--auto: write the facade snippet here (default: print it)")
+    s.add_argument(
+        "--out", help="--auto: write the facade snippet here, a new file or an earlier snippet (default: print it)"
+    )
     s.add_argument("--config", help="the page: the config to calibrate a camera of")
     s.add_argument("--camera", help="the page: the camera to calibrate")
     s.add_argument("--still", help="the page: calibrate on this image or video file, not the camera's picture")

@@ -326,6 +326,23 @@ def test_auto_prints_the_floor_lines_and_writes_a_snippet_check_config_accepts(t
     assert "east (calibrated)" in checked.stdout
 
 
+def test_auto_never_writes_its_snippet_over_a_config(tmp_path):
+    still = tmp_path / "east.jpg"
+    cv2.imwrite(str(still), sim_still("throw", 5, 15.0).image)
+    config = tmp_path / "site.yaml"  # "--out FILE" read as "save into my config": the whole site was replaced
+    config.write_text(SITE.read_text())
+    done = run_edge("calibrate", "--auto", str(still), "--out", str(config))
+    assert done.returncode == 73 and "Traceback" not in done.stderr, done.stderr
+    assert f"{config}: " in done.stderr and "not overwritten" in done.stderr
+    assert config.read_text() == SITE.read_text()
+    # Its own snippet it may write again (the same still with other answers).
+    snip = tmp_path / "snippet.yaml"
+    for lowest in ("1", "4"):
+        done = run_edge("calibrate", "--auto", str(still), "--lowest-floor", lowest, "--out", str(snip))
+        assert done.returncode == 0, done.stderr
+    assert "--lowest-floor 4`" in snip.read_text()
+
+
 def test_auto_on_a_picture_without_a_facade_exits_65_and_says_why(tmp_path):
     img = tmp_path / "park.png"
     cv2.imwrite(str(img), non_facade(0))

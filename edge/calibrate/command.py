@@ -10,7 +10,8 @@ from edge.calibrate.rules import Refused, check_facade, reprojection_errors
 from edge.calibrate.still import StillError, read_image
 from edge.calibrate.yamlio import updated_text
 
-EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE = 0, 64, 65, 66, 69
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_CANTCREAT = 0, 64, 65, 66, 69, 73
+SNIPPET_HEAD = "# Proposed by `edge calibrate --auto "  # the first line of every snippet --out writes
 
 
 def _err(msg: str) -> None:
@@ -45,6 +46,10 @@ def run_auto(args) -> int:
     if problem:
         _err(problem)
         return EX_USAGE
+    problem = _not_ours(Path(args.out)) if args.out else None
+    if problem:
+        _err(problem)
+        return EX_CANTCREAT
     try:
         image = read_image(Path(args.auto))
     except StillError as exc:
@@ -88,9 +93,27 @@ def run_auto(args) -> int:
     return EX_OK
 
 
+def _not_ours(out: Path) -> str | None:
+    """Why --out must not be written: a file there that is not a snippet of ours (the config itself, mistaken
+    for where the calibration is saved, was replaced whole by the snippet); None when it may be."""
+    if not out.exists() and not out.is_symlink():
+        return None
+    try:
+        with out.open("rb") as f:
+            head = f.read(len(SNIPPET_HEAD))
+    except OSError as exc:
+        return f"--out {out}: cannot write there ({exc.strerror or exc})"
+    if out.is_file() and not out.is_symlink() and head == SNIPPET_HEAD.encode():
+        return None
+    return (
+        f"{out}: exists and is not a snippet of `edge calibrate --auto`: not overwritten (--out writes only the "
+        "facade: block to paste; `edge calibrate --config FILE --camera NAME` saves into a config)"
+    )
+
+
 def snippet(args, grid, block: dict) -> str:
     head = (
-        f"# Proposed by `edge calibrate --auto {Path(args.auto).name} --floor-height {args.floor_height:g} "
+        f"{SNIPPET_HEAD}{Path(args.auto).name} --floor-height {args.floor_height:g} "
         f"--lowest-floor {args.lowest_floor}`: the lowest floor line drawn is the bottom of floor "
         f"{args.lowest_floor}.\n"
         "# Indented to paste under a camera of the config. Check the floor lines on the calibration page\n"
