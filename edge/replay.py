@@ -13,7 +13,7 @@ import cv2
 from edge.capture.camera import CameraCapture, CameraState
 from edge.capture.feed import Feed
 from edge.capture.source import Clock, SourceOptions
-from edge.config import EdgeConfig, config_hash
+from edge.config import EdgeConfig, StorageError, config_hash
 from edge.events import EventLog, final_records, read_rows
 from edge.pipeline import OPENCV_THREADS, RUN_ID_FORMAT, CameraPipeline, EvidenceOutput, reference_for
 from edge.publish.annotator import Annotator
@@ -57,6 +57,12 @@ def replay(
     path = check_readable(video)
     cv2.setNumThreads(OPENCV_THREADS)
     out = Path(out_dir)
+    if out.resolve() == config.storage.dir.resolve():
+        # There events.jsonl is the live node's log of every alert, which a replay would replace with its own.
+        raise StorageError(
+            f"--out {out} is storage.dir of the config: a replay would replace the node's events.jsonl there; "
+            "give another folder (e.g. a new one under it)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "events.jsonl"
     log_path.unlink(missing_ok=True)  # a replay's output describes this replay only

@@ -99,3 +99,17 @@ def test_the_demo_renders_a_throw_and_alerts_from_its_floor(tmp_path):
     truth = json.loads((tmp_path / "sim" / "truth.json").read_text())
     events = read_events(tmp_path / "replay")
     assert [e["origin"]["floor"] for e in events] == [t["origin"]["floor"] for t in truth["throws"]]
+
+
+def test_replay_into_the_nodes_storage_dir_keeps_the_nodes_event_log(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    storage = tmp_path / "var-lib-edge"
+    storage.mkdir()
+    log = storage / "events.jsonl"  # the live node's record of every alert since it was installed
+    log.write_text('{"type": "new", "id": "20260101T000000-east-0000001-1"}\n')
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text((folder / "config.yaml").read_text().replace(str(folder / "storage"), str(storage)))
+    for out in (storage, tmp_path / "var-lib-edge" / "."):
+        proc = run_edge("replay", str(folder / "scene.mp4"), "--config", str(cfg), "--out", str(out))
+        _assert_clean_failure(proc, 73, "storage.dir")
+        assert log.read_text() == '{"type": "new", "id": "20260101T000000-east-0000001-1"}\n'
