@@ -191,7 +191,8 @@ def roster_save(
     web = web_of(request)
     path = web.ctx.cfg.roster
     try:
-        new = parse_file_text(text, path.name, Roster)
+        # No ${NAME} from the page: it would show the center's secrets (its environment) to every dispatcher.
+        new = parse_file_text(text, path.name, Roster, environment=False)
     except ConfigError as exc:
         return web.render(
             request, v, "roster.html", status=422, roster=web.ctx.roster, text=text, problem=str(exc), saved=False

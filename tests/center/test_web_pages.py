@@ -123,6 +123,25 @@ def test_a_roster_too_large_to_load_at_start_is_refused_on_the_page(site):
     assert load_model(parts.cfg.roster, Roster).buildings.keys() == parts.roster.buildings.keys()  # as at start
 
 
+def test_a_roster_saved_on_the_page_cannot_read_the_center_s_environment(site, monkeypatch):
+    # The center's secrets (broker, database, SMTP passwords) are in its environment as ${NAME} for
+    # center.yaml: a roster typed on the page must not copy one into a name every dispatcher sees.
+    parts, app = site
+    monkeypatch.setenv("CENTER_TEST_SECRET", "s3cret-of-the-broker")
+    client = logged_in(app, "admin")
+    before = parts.cfg.roster.read_text()
+    token = csrf_of(client.get("/roster").text)
+    for ref in ("${CENTER_TEST_SECRET}", '"\\x24{CENTER_TEST_SECRET}"', "${CENTER_TEST_SECRET:-x}"):
+        r = client.post("/roster", data={"text": before.replace("5号楼", ref), "csrf": token})
+        assert r.status_code == 422 and "environment" in r.text, ref
+        assert "s3cret-of-the-broker" not in r.text
+        assert parts.cfg.roster.read_text() == before
+    assert "s3cret-of-the-broker" not in logged_in(app, "disp").get("/roster").text
+    fine = before.replace("5号楼", "5号楼 $5 {x}")  # control: a dollar sign of its own is text, saved
+    assert client.post("/roster", data={"text": fine, "csrf": token}).status_code == 200
+    assert parts.cfg.roster.read_text() == fine
+
+
 def test_only_an_admin_edits_the_roster(site):
     parts, app = site
     client = logged_in(app, "disp")
