@@ -296,7 +296,8 @@ def create_app(ctx: Context) -> FastAPI:
         since: Annotated[dt.datetime | None, Query(description="alerts at or after (ISO time)")] = None,
         until: Annotated[dt.datetime | None, Query(description="alerts before (ISO time)")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,  # more cases than ids there are not: and past
+        # 64 bits the database cannot take it (a 500), so it is refused as malformed (422) first
     ):
         """Cases, newest alert first, with filters; a grid worker gets their buildings' cases only."""
         query = CaseQuery(state, building, level, verdict, assignee, _aware(since), _aware(until))
