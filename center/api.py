@@ -296,7 +296,8 @@ def create_app(ctx: Context) -> FastAPI:
         since: Annotated[dt.datetime | None, Query(description="alerts at or after (ISO time)")] = None,
         until: Annotated[dt.datetime | None, Query(description="alerts before (ISO time)")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,  # more cases than ids there are not: and past
+        # 64 bits the database cannot take it (a 500), so it is refused as malformed (422) first
     ):
         """Cases, newest alert first, with filters; a grid worker gets their buildings' cases only."""
         query = CaseQuery(state, building, level, verdict, assignee, _aware(since), _aware(until))
@@ -507,5 +508,12 @@ def create_app(ctx: Context) -> FastAPI:
 
 
 def _aware(t: dt.datetime | None) -> dt.datetime | None:
-    """A query string's time; one without an offset is UTC."""
-    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
+    """A query string's time as UTC (one without an offset is UTC already). A time whose UTC instant is
+    outside the calendar (year 1 at +14:00, 9999-12-31 at -14:00) is refused as malformed (422): the
+    database's conversion to UTC would overflow (a 500)."""
+    if t is None:
+        return None
+    try:
+        return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        raise HTTPException(422, f"{t.isoformat()} is outside the calendar in UTC") from None

@@ -94,6 +94,9 @@ class Loop:
                 self.queue(s, case.id, "hold", ev.node, payload, now)
         ev.case_id = case.id
         ev.case = case
+        if case.verdict is not None:  # checked before this alert came (a node's outbox late): told it too
+            by = case.checked_by or case.resolved_by or SYSTEM
+            self.feedback(s, case, by, now, events=[ev], at=case.checked_at or case.resolved_at)
         self.level_changed(s, case, ev.level, now)
         if case.state == CaseState.NEW and case.assignee is None:  # a suspected alert, new: to the office
             self._ask_review(s, case, now)
@@ -415,9 +418,18 @@ class Loop:
                     s, case.id, "wecom", str(i), {"kind": "still", "case": case.id, "still": still.path}, now
                 )
 
-    def feedback(self, s: Session, case: Case, actor: str, now: dt.datetime) -> None:
-        """Queue the verdict for every node whose alert is in the case (<prefix>/<node>/feedback, QoS 1)."""
-        for ev in case.events:
+    def feedback(
+        self,
+        s: Session,
+        case: Case,
+        actor: str,
+        now: dt.datetime,
+        events: list[Event] | None = None,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Queue the verdict for every node whose alert is in the case (<prefix>/<node>/feedback, QoS 1), or for
+        the nodes of `events` only (an alert that joined the case after its verdict was given `at`)."""
+        for ev in case.events if events is None else events:
             body = {
                 "v": 1,
                 "msg_id": uuid.uuid4().hex,
@@ -429,7 +441,7 @@ class Loop:
                 "state": case.state,
                 "note": case.note,
                 "by": actor,
-                "at": now.isoformat(),
+                "at": (at or now).isoformat(),
             }
             self.queue(s, case.id, "feedback", ev.node, body, now)
 

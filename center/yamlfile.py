@@ -17,13 +17,18 @@ from edge.config import MAX_BYTES, ConfigError, key_path, read_mapping, read_tex
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_model(text: str, file: str, model: type[M]) -> M:
+def parse_model(text: str, file: str, model: type[M], environment: bool = True) -> M:
     """Validate YAML text as `model`; every failure is a ConfigError naming the line and key path.
 
     A model may define `cross_problems()` -> [(path, value, why)] for rules between sections (a building's
-    grid must exist): the first one is raised with its line, like a field error."""
+    grid must exist): the first one is raised with its line, like a field error. `environment=False`: a
+    value that ${NAME} would fill from the environment is refused (text typed by a person on a page must
+    not read the center's secrets, which are in its environment for center.yaml)."""
     try:
-        root, _, data = read_mapping(text, file, what="file")
+        root, raw, data = read_mapping(text, file, what="file")
+        if not environment and (path := _filled(raw, data, ())) is not None:
+            why = "a value from the environment (${NAME}) is not taken here: write the value itself"
+            raise ConfigError(file, _line_of(root, path), key_path(path), None, why)
         try:
             result = model.model_validate(data)
         except ValidationError as exc:
@@ -35,6 +40,15 @@ def parse_model(text: str, file: str, model: type[M]) -> M:
         raise
     except Exception as exc:  # anything a hostile file still provokes is a config error, not a crash
         raise ConfigError(file, None, "", None, f"cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _filled(raw, data, path: tuple) -> tuple | None:
+    """The key path of the first value the environment filled in (raw as written, data as filled), or None."""
+    if isinstance(raw, dict):
+        return next((p for k, v in raw.items() if (p := _filled(v, data[k], (*path, k))) is not None), None)
+    if isinstance(raw, list):
+        return next((p for i, v in enumerate(raw) if (p := _filled(v, data[i], (*path, i))) is not None), None)
+    return path if raw != data else None
 
 
 def _line_of(root: yaml.Node | None, path: tuple) -> int | None:
@@ -59,12 +73,12 @@ def _child(node, part):
     return None
 
 
-def parse_file_text(text: str, file: str, model: type[M]) -> M:
+def parse_file_text(text: str, file: str, model: type[M], environment: bool = True) -> M:
     """Validate text that is to become the file `file` exactly as load_model will read it at the next start:
     the same size bound as read_text (in UTF-8 bytes), then parse_model."""
     if len(text.encode("utf-8")) > MAX_BYTES:
         raise ConfigError(file, None, "", None, f"too large for a YAML (over {MAX_BYTES} bytes)")
-    return parse_model(text, file, model)
+    return parse_model(text, file, model, environment)
 
 
 def load_model(path: str | Path, model: type[M]) -> M:

@@ -148,9 +148,14 @@ def report_csv(request: Request, v: Who, month: str | None = None):
 
 
 # -- evidence export ---------------------------------------------------------------------------------------
-@router.get("/alerts/{case_id}/export.zip")
-def export(request: Request, case_id: RowId, v: Who):
-    """The case's evidence in one archive for the police; every export is in the audit log."""
+@router.post("/alerts/{case_id}/export.zip")
+def export(request: Request, case_id: RowId, v: Who, csrf: Annotated[str, Form(max_length=100)] = ""):
+    """The case's evidence in one archive for the police; every export is in the audit log.
+
+    A form with the session's CSRF token, not a link: an export is a change (the audit line saying who gave the
+    evidence away, and a hold only an admin may release), which a link elsewhere must not make in a
+    dispatcher's name (the Lax session cookie goes with a top-level GET from any site)."""
+    check_csrf(v, csrf)
     need_staff(v)
     web = web_of(request)
     with web.ctx.readers() as s:
@@ -191,7 +196,8 @@ def roster_save(
     web = web_of(request)
     path = web.ctx.cfg.roster
     try:
-        new = parse_file_text(text, path.name, Roster)
+        # No ${NAME} from the page: it would show the center's secrets (its environment) to every dispatcher.
+        new = parse_file_text(text, path.name, Roster, environment=False)
     except ConfigError as exc:
         return web.render(
             request, v, "roster.html", status=422, roster=web.ctx.roster, text=text, problem=str(exc), saved=False

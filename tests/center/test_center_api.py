@@ -262,6 +262,34 @@ def test_statistics_count_cases_by_building_floor_and_hour_and_time_to_act(api):
     assert [(f["node"], f["verdict"]) for f in false] == [("garden3-east", "false_alarm")]
 
 
+def test_an_offset_past_what_the_database_counts_is_refused_as_malformed_not_a_server_error(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-offset"))
+    disp = as_("disp")
+    disp = TestClient(disp.app, headers=disp.headers, raise_server_exceptions=False)
+    for offset in (10**30, 2**63, 2**31):  # SQLite and PostgreSQL take 64 bits at most; ids 32
+        r = disp.get(f"/api/cases?offset={offset}")
+        assert r.status_code == 422 and isinstance(r.json()["detail"], list), (offset, r.text[:200])
+    assert len(disp.get("/api/cases?offset=0").json()) == 1  # control: an offset in range pages
+    assert disp.get(f"/api/cases?offset={2**31 - 1}").json() == []
+
+
+@pytest.mark.parametrize("path", ["/api/cases", "/api/stats"])
+def test_a_time_at_the_calendar_s_ends_is_refused_as_malformed_not_a_server_error(api, path):
+    # Year 1 at +14:00 is before the first UTC instant Python has, 9999-12-31 at -14:00 after the last: the
+    # database's UTC conversion overflows.
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-ends", at=dt.datetime(2026, 5, 1, 2, 30, tzinfo=dt.UTC)))
+    disp = as_("disp")
+    disp = TestClient(disp.app, headers=disp.headers, raise_server_exceptions=False)
+    for query in ({"since": "0001-01-01T00:00:00+14:00"}, {"until": "9999-12-31T23:59:59-14:00"}):
+        r = disp.get(path, params=query)
+        assert r.status_code == 422, (query, r.text[:200])
+    wide = disp.get(path, params={"since": "0001-01-02T00:00:00+14:00", "until": "9999-12-31T00:00:00Z"})
+    assert wide.status_code == 200  # control: the widest times that are instants filter as usual
+    assert (len(wide.json()) if path == "/api/cases" else wide.json()["cases"]) == 1
+
+
 def test_node_health_and_failed_notices_are_for_staff(api):
     p, as_ = api
     p.ingest.handle("edge/garden5/available", b"offline")

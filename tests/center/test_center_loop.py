@@ -306,6 +306,27 @@ def test_two_cameras_seeing_one_throw_make_one_case_with_two_pieces_of_evidence(
     assert actions == ["created", "dispatch", "evidence"]  # dispatched once, the second camera joined it
 
 
+def test_a_late_alert_joining_a_checked_case_is_told_the_verdict_too(parts):
+    # The second camera's alert reaches the center only after the check (its node's outbox was late): it is
+    # part of the case, so its node must get the on-site verdict like the first, or it never learns its
+    # alert was a false alarm (nor any verdict, when the case is then resolved without a new one).
+    t = dt.datetime.now(dt.UTC)
+    send(parts, alert("garden3-east", "east", "ev-first", floor=12, at=t))
+    (case,) = _cases(parts)
+    with parts.sessions.begin() as s:
+        parts.loop.act(s, s.get(Case, case.id), Action.CHECK, "zhang", Verdict.FALSE_ALARM, note="a pigeon")
+    send(parts, alert("garden3-west", "west", "ev-late", floor=13, at=t + dt.timedelta(milliseconds=400)))
+    assert len(_cases(parts)) == 1  # it joined the checked case
+    with parts.sessions.begin() as s:
+        parts.loop.act(s, s.get(Case, case.id), Action.RESOLVE, "disp")  # keeps the check's verdict
+    told = {(j.target, j.payload["id"], j.payload["verdict"]) for j in _jobs(parts, case.id, "feedback")}
+    assert told == {("garden3-east", "ev-first", "false_alarm"), ("garden3-west", "ev-late", "false_alarm")}
+    late = next(j.payload for j in _jobs(parts, case.id, "feedback") if j.payload["id"] == "ev-late")
+    assert (late["by"], late["note"], late["state"]) == ("zhang", "a pigeon", "checked")
+    first = next(j.payload for j in _jobs(parts, case.id, "feedback") if j.payload["id"] == "ev-first")
+    assert late["at"] == first["at"]  # when the verdict was given, not when the late alert came
+
+
 def test_alerts_apart_in_time_floor_or_building_are_separate_cases(parts):
     t = dt.datetime.now(dt.UTC)
     send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=t))

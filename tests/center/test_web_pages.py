@@ -123,6 +123,25 @@ def test_a_roster_too_large_to_load_at_start_is_refused_on_the_page(site):
     assert load_model(parts.cfg.roster, Roster).buildings.keys() == parts.roster.buildings.keys()  # as at start
 
 
+def test_a_roster_saved_on_the_page_cannot_read_the_center_s_environment(site, monkeypatch):
+    # The center's secrets (broker, database, SMTP passwords) are in its environment as ${NAME} for
+    # center.yaml: a roster typed on the page must not copy one into a name every dispatcher sees.
+    parts, app = site
+    monkeypatch.setenv("CENTER_TEST_SECRET", "s3cret-of-the-broker")
+    client = logged_in(app, "admin")
+    before = parts.cfg.roster.read_text()
+    token = csrf_of(client.get("/roster").text)
+    for ref in ("${CENTER_TEST_SECRET}", '"\\x24{CENTER_TEST_SECRET}"', "${CENTER_TEST_SECRET:-x}"):
+        r = client.post("/roster", data={"text": before.replace("5号楼", ref), "csrf": token})
+        assert r.status_code == 422 and "environment" in r.text, ref
+        assert "s3cret-of-the-broker" not in r.text
+        assert parts.cfg.roster.read_text() == before
+    assert "s3cret-of-the-broker" not in logged_in(app, "disp").get("/roster").text
+    fine = before.replace("5号楼", "5号楼 $5 {x}")  # control: a dollar sign of its own is text, saved
+    assert client.post("/roster", data={"text": fine, "csrf": token}).status_code == 200
+    assert parts.cfg.roster.read_text() == fine
+
+
 def test_only_an_admin_edits_the_roster(site):
     parts, app = site
     client = logged_in(app, "disp")
@@ -172,11 +191,37 @@ def test_a_case_s_evidence_export_is_logged(site):
     with parts.sessions() as s:
         case = s.scalar(select(Case.id))
     client = logged_in(app, "disp")
-    r = client.get(f"/alerts/{case}/export.zip")
+    token = csrf_of(client.get(f"/alerts/{case}").text)
+    r = client.post(f"/alerts/{case}/export.zip", data={"csrf": token})
     assert r.status_code == 200 and r.content[:2] == b"PK"
-    assert logged_in(app, "zhang").get(f"/alerts/{case}/export.zip").status_code == 403  # staff only
+    zhang = logged_in(app, "zhang")
+    token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    assert zhang.post(f"/alerts/{case}/export.zip", data={"csrf": token}).status_code == 403  # staff only
     with parts.sessions() as s:
         assert s.scalar(select(Audit.actor).where(Audit.action == "export")) == "disp"
+
+
+def test_a_link_to_the_export_cannot_export_in_a_dispatcher_s_name(site):
+    # An export is a change: an audit line saying who gave the evidence away (to the police), and a hold only
+    # an admin may release. A link on any site (or in a chat) opened by a logged-in dispatcher sends the
+    # session cookie (SameSite=Lax lets top-level GETs through): it must not do either.
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-zip-link", at=MAY))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id).join(Event).where(Event.event_id == "ev-zip-link"))
+    disp = logged_in(app, "disp")
+    assert disp.get(f"/alerts/{case}/export.zip").status_code == 405
+    assert disp.post(f"/alerts/{case}/export.zip", data={}).status_code == 403  # a forged form: no token
+    with parts.sessions() as s:
+        assert s.scalar(select(Audit.id).where(Audit.action == "export")) is None
+        assert not parts.loop.held(s, s.get(Case, case))
+    page = disp.get(f"/alerts/{case}").text
+    assert f'action="/alerts/{case}/export.zip"' in page  # control: the page's own button exports
+    r = disp.post(f"/alerts/{case}/export.zip", data={"csrf": csrf_of(page)})
+    assert r.status_code == 200 and r.content[:2] == b"PK"
+    with parts.sessions() as s:
+        assert s.scalar(select(Audit.actor).where(Audit.action == "export")) == "disp"
+        assert parts.loop.held(s, s.get(Case, case))
 
 
 def test_exported_evidence_is_released_by_an_admin_only_even_when_it_was_held_before(site):
@@ -193,7 +238,8 @@ def test_exported_evidence_is_released_by_an_admin_only_even_when_it_was_held_be
     assert 'data-node-hold="none"' in page  # asked, not answered yet
     parts.ingest.handle("edge/garden3-east/events/ev-zip-held/hold/state", b"ON")
     assert i18n.ZH["node_hold.on"] in disp.get(f"/alerts/{case}").text
-    assert disp.get(f"/alerts/{case}/export.zip").status_code == 200  # held already: no new hold in history
+    exported = disp.post(f"/alerts/{case}/export.zip", data={"csrf": csrf_of(disp.get(f"/alerts/{case}").text)})
+    assert exported.status_code == 200  # held already: no new hold in history
     page = disp.get(f"/alerts/{case}").text
     assert 'name="hold" value="off"' not in page
     assert i18n.ZH["release_admin.exported"] in page
