@@ -226,19 +226,38 @@ def _delete(item: Item) -> bool:
         return False
 
 
-def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None) -> Report:
-    """Delete expired evidence, then expendable files oldest first while over budget; say how full it is."""
+def sweep(
+    storage: Path, policy: Policy, holds: Holds, now: float | None = None, clock: EvidenceClock | None = None
+) -> Report:
+    """Delete expired evidence, then expendable files oldest first while over budget; say how full it is.
+    With a `clock`, an event's age is never more than the time it was seen to pass (see EvidenceClock)."""
     now = time.time() if now is None else now
     items = scan(storage)
+    if clock is not None:
+        clock.forget_all_but({it.event_id for it in items if it.cls is FileClass.EVIDENCE})
     report = Report()
     keep: list[Item] = []
     for it in items:
-        if it.cls is FileClass.EVIDENCE and now - it.time > policy.evidence_s and _delete_expired(it, holds):
+        if it.cls is not FileClass.EVIDENCE:
+            keep.append(it)
+            continue
+        age = now - it.time if clock is None else clock.age(it.event_id, now - it.time)
+        if age > policy.evidence_s and _delete_expired(it, holds):
             report.expired.append(it.event_id)
             report.freed_bytes += it.size
             log.info("retention: event %s deleted after %d days", it.event_id, policy.evidence_s // 86400)
         else:
             keep.append(it)
+            if now - it.time > policy.evidence_s >= age and clock is not None and not clock.warned:
+                clock.warned = True  # once per run: the clock stays where it is until the node restarts
+                log.warning(
+                    "retention: the wall clock is %.1f days ahead of the time seen passing since event %s was "
+                    "found; its evidence (and any like it) is kept until it is %d days old by the time seen "
+                    "passing (a restart believes the clock again)",
+                    (now - it.time - age) / 86400,
+                    it.event_id,
+                    policy.evidence_s // 86400,
+                )
     held = holds.ids()
     used = sum(it.size for it in keep)
     report.budget_bytes = _budget(storage, policy, used)
@@ -255,6 +274,34 @@ def sweep(storage: Path, policy: Policy, holds: Holds, now: float | None = None)
     if report.expendable_deleted:
         log.warning("retention: %d expendable files deleted to stay within the quota", report.expendable_deleted)
     return _measure(report, keep, held, policy)
+
+
+class EvidenceClock:
+    """The age of each event's evidence as far as this process can vouch for it: its age by the wall clock when
+    first seen, plus the time (monotonic) that has passed since; never more than the wall clock says either.
+
+    Evidence is dated by the wall clock it was recorded under, and the wall clock of a node can jump: set by
+    hand, by a bad time server, or stepped by NTP after a boot without a real-time clock or with the internet
+    down (the cameras still work on the LAN, and every event of that time is dated by a stale clock). Ages by
+    the wall clock alone then delete, at the next sweep, every event the jump made look older than
+    evidence_days: all of them for a jump of a month. With this, a jump while the node runs ages nothing;
+    evidence already older than evidence_days when first seen (at the node's start) goes by the wall clock.
+    A clock stepped forward while the node runs keeps evidence longer (until the node restarts), never shorter."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        self.monotonic = monotonic
+        self._first: dict[str, tuple[float, float]] = {}  # event id -> (wall-clock age, monotonic) first seen
+        self.warned = False  # whether the clock's holding back evidence was logged
+
+    def age(self, event_id: str, wall_age: float) -> float:
+        now = self.monotonic()
+        first_age, first_seen = self._first.setdefault(event_id, (wall_age, now))
+        return min(wall_age, first_age + (now - first_seen))
+
+    def forget_all_but(self, event_ids: set[str]) -> None:
+        """Bounded by the evidence on disk: an event deleted (by retention or by hand) is forgotten."""
+        for gone in set(self._first) - event_ids:
+            del self._first[gone]
 
 
 def _delete_expired(item: Item, holds: Holds) -> bool:
@@ -335,6 +382,8 @@ class Retention:
         self.last: Report | None = None
         self.expired_total = 0
         self.expendable_total = 0
+        self.wall = time.time  # the clocks of each sweep (a test moves them)
+        self.clock = EvidenceClock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
 
@@ -350,7 +399,7 @@ class Retention:
 
     def run_once(self) -> Report:
         """One sweep now; tells on_level after the first sweep and whenever the level changed."""
-        report = sweep(self.storage, self.policy, self.holds)
+        report = sweep(self.storage, self.policy, self.holds, self.wall(), self.clock)
         self.last = report
         self.expired_total += len(report.expired)
         self.expendable_total += report.expendable_deleted

@@ -135,6 +135,27 @@ def test_evidence_past_evidence_days_is_deleted_and_younger_evidence_kept(tmp_pa
     assert report.expired == [old.name]
 
 
+def test_a_clock_stepped_ahead_while_the_node_runs_deletes_no_evidence_before_its_days(tmp_path, caplog):
+    """A node that booted with a stale clock (no RTC, internet down: the cameras still work on the LAN) dates its
+    events two months back; NTP then steps the clock. The evidence must still be kept `evidence_days`."""
+    node = _node(tmp_path, {"evidence_days": 30})
+    real = time.time()
+    wall, mono = [real - 60 * DAY], [1000.0]  # the node's clock, two months behind, and the time seen passing
+    node.retention.wall = lambda: wall[0]
+    node.retention.clock.monotonic = lambda: mono[0]
+    during = _event(node.storage, "20261101T000000-cam-0000001-1", 60, KB)  # recorded under the stale clock
+    young = _event(node.storage, "20261101T000000-cam-0000002-2", 59, KB)  # a day later
+    old = _event(node.storage, "20260801T000000-cam-0000003-3", 100, KB)  # 40 days old by any clock: goes
+    assert node.retention.run_once().expired == [old.name]
+    wall[0], mono[0] = real + 365 * DAY, mono[0] + 60.0  # the clock stepped ahead (stale, then a bad server)
+    assert node.retention.run_once().expired == [] and during.is_dir() and young.is_dir()
+    assert "wall clock is" in caplog.text
+    mono[0] += 29 * DAY
+    assert node.retention.run_once().expired == []
+    mono[0] += 1.5 * DAY  # the control: 30 days seen passing, it goes
+    assert node.retention.run_once().expired == [during.name] and young.is_dir()
+
+
 def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     store = tmp_path / "store"
     old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
