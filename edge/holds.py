@@ -33,21 +33,36 @@ class Holds:
         # Why the file could not be read, if it could not: then no evidence is deleted at all (a hold is
         # never silently forgotten), until an operator repairs or removes the file.
         self.unreadable: str | None = None
-        self._held: dict[str, str] = self._load()
+        self._held: dict[str, str] = {}
+        self._read = False  # whether the file was read (or found absent): memory rules from then on
+        self.refresh()
 
-    def _load(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.path.read_text())
-            held = data.get("held") if isinstance(data, dict) else None
-            if not isinstance(held, dict):
-                raise ValueError('expected {"held": {event id: since}}')
-            return {str(k): str(v) for k, v in held.items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            self.unreadable = f"{self.path}: {exc}"
-            log.error("cannot read the evidence holds (%s): no evidence will be deleted until it is fixed", exc)
-            return {}
+    def refresh(self) -> None:
+        """Read the file again while it could not be read: an operator repaired or removed it, or what kept it
+        from being read (too many open files, an I/O error) has passed. Retention calls this at every sweep, so
+        a repaired file takes effect without a restart; a readable file is never read again (memory rules)."""
+        with self._lock:
+            if self._read:
+                return
+            try:
+                data = json.loads(self.path.read_text())
+                held = data.get("held") if isinstance(data, dict) else None
+                if not isinstance(held, dict):
+                    raise ValueError('expected {"held": {event id: since}}')
+                self._held = {str(k): str(v) for k, v in held.items()}
+            except FileNotFoundError:
+                self._held = {}
+            except (OSError, ValueError) as exc:
+                why = f"{self.path}: {exc}"
+                if why != self.unreadable:  # once per reason, not at every sweep
+                    log.error(
+                        "cannot read the evidence holds (%s): no evidence will be deleted until it is fixed", exc
+                    )
+                self.unreadable = why
+                return
+            if self.unreadable is not None:
+                log.warning("the evidence holds are readable again (%d held): retention resumes", len(self._held))
+            self.unreadable, self._read = None, True
 
     def is_held(self, event_id: str) -> bool:
         with self._lock:
@@ -67,6 +82,7 @@ class Holds:
         """Hold or release one event; True when that changed anything. Only evidence stored here can be held,
         and a hold that cannot be saved is not taken (a hold only in memory would end at the next restart)."""
         with self._lock:
+            self.refresh()
             if self.unreadable:
                 log.error("event %s: hold not changed: %s must be repaired first", event_id, self.unreadable)
                 return False

@@ -232,6 +232,7 @@ def sweep(
     """Delete expired evidence, then expendable files oldest first while over budget; say how full it is.
     With a `clock`, an event's age is never more than the time it was seen to pass (see EvidenceClock)."""
     now = time.time() if now is None else now
+    holds.refresh()  # a holds file repaired since the last sweep lets evidence go again
     items = scan(storage)
     if clock is not None:
         clock.forget_all_but({it.event_id for it in items if it.cls is FileClass.EVIDENCE})

@@ -166,6 +166,23 @@ def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     assert sweep(store, policy, Holds(store)).expired == [old.name] and not old.exists()
 
 
+def test_a_holds_file_repaired_while_the_node_runs_lets_retention_resume_and_is_obeyed(tmp_path, caplog):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "holds.json").write_text('{"held": {"20261001T000000-cam-00')  # torn by a power cut
+    node = _node(tmp_path, {"evidence_days": 30})  # the node starting on it
+    held, free = (_event(store, f"20261001T000000-cam-000000{i}-{i}", 40, KB) for i in (1, 2))
+    assert node.retention.run_once().expired == [] and held.is_dir() and free.is_dir()
+    assert not node.holds.set(held.name, True)  # refused while the file cannot be read
+    # The operator repairs it (from a backup, holding the case under investigation): no restart.
+    (store / "holds.json").write_text(json.dumps({"held": {held.name: "2026-10-02T00:00:00Z"}}))
+    assert node.retention.run_once().expired == [free.name] and held.is_dir() and not free.exists()
+    assert node.holds.is_held(held.name) and "readable again" in caplog.text
+    assert node.holds.set(held.name, False) and not node.holds.is_held(held.name)  # holds change again
+    assert node.retention.run_once().expired == [held.name]
+    assert caplog.text.count("cannot read the evidence holds") == 1  # not once a sweep
+
+
 def _policy() -> Policy:
     return Policy(quota_bytes=None, free_min_bytes=0, evidence_s=30 * DAY, warn_share=0.9)
 
