@@ -45,6 +45,8 @@ MAX_CHUNKS = MAX_FILE_BYTES // (16 * 1024)  # mqtt.chunk_kib is at least 16 KiB
 MAX_PENDING_BYTES = 512 << 20  # all nodes: two of the largest files at once, with room to spare
 MAX_PENDING_BYTES_PER_NODE = 256 << 20  # one node (or whoever has its password) cannot push out the others
 MAX_PENDING_SETS = 256  # files in flight: a clip and an original from each of 100 nodes, with margin
+MAX_PENDING_SETS_PER_NODE = 32  # a node sends a file's chunks back to back: a few in flight at once; without
+#                                 this one node's tiny unfinished files would push out everyone else's
 CHUNK_OVERHEAD = 256  # bookkeeping bytes counted per held chunk, so that a flood of tiny chunks is bounded too
 PENDING_IDLE_S = 15 * 60.0  # a node sends a file's chunks back to back: 15 min without one means the rest
 #                             was dropped (node outbox full, broker queue limit) and will never come
@@ -136,10 +138,12 @@ class Listener:
         self.max_pending_bytes = MAX_PENDING_BYTES
         self.max_pending_bytes_per_node = MAX_PENDING_BYTES_PER_NODE
         self.max_pending_sets = MAX_PENDING_SETS
+        self.max_pending_sets_per_node = MAX_PENDING_SETS_PER_NODE
         self.pending_idle_s = PENDING_IDLE_S
         self.pending: OrderedDict[tuple[str, str, str, str], _Pending] = OrderedDict()  # least recently fed first
         self.pending_bytes = 0
         self.pending_by_node: Counter[str] = Counter()
+        self.pending_sets_by_node: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()  # messages and unfinished files dropped, by reason
         self.events: list[dict] = []  # distinct event messages in arrival order (the last MAX_KEPT)
         self.available: dict[str, str] = {}
@@ -323,6 +327,7 @@ class Listener:
         p = self.pending.get(key)
         if p is None:
             p = self.pending[key] = _Pending(node, count, size, time.monotonic())
+            self.pending_sets_by_node[node] += 1
         elif (p.count, p.size) != (count, size):
             self._drop("bad chunk", topic)  # the same file cannot change its chunk count or size
             return
@@ -369,13 +374,19 @@ class Listener:
         self._hold(p, -p.held)
         if not self.pending_by_node[p.node]:
             del self.pending_by_node[p.node]
+        self.pending_sets_by_node[p.node] -= 1
+        if not self.pending_sets_by_node[p.node]:
+            del self.pending_sets_by_node[p.node]
         if reason:
             node, event_id, file, _ = key
             self._drop(reason, f"{node}/{event_id}/{file}", f"{len(p.parts)} of {p.count} chunks")
 
     def _bound(self, node: str) -> None:
         """Drop the unfinished files that waited longest until the node's and the total bounds hold."""
-        while self.pending_by_node[node] > self.max_pending_bytes_per_node:
+        while (
+            self.pending_by_node[node] > self.max_pending_bytes_per_node
+            or self.pending_sets_by_node[node] > self.max_pending_sets_per_node
+        ):
             self._discard(next(k for k, p in self.pending.items() if p.node == node), "pending evicted")
         while self.pending and (
             self.pending_bytes > self.max_pending_bytes or len(self.pending) > self.max_pending_sets

@@ -24,7 +24,7 @@ from edge.listen import Listener
 from edge.publish.mqtt import CHUNK_MAGIC, chunk_payloads
 
 # ".." is a broker account whose name is no safe path: the ACL lets it publish under edge/../#.
-USERS = {"garden-a": "pw-a", "..": "pw-dots", "center": "pw-center"}
+USERS = {"garden-a": "pw-a", "garden-b": "pw-b", "..": "pw-dots", "center": "pw-center"}
 
 
 @pytest.fixture
@@ -179,6 +179,26 @@ def test_memory_of_unfinished_chunk_sets_is_bounded(center, garden):
     assert held < 3 << 20, f"{held / 2**20:.1f} MiB held for unfinished files"
     assert center.dropped["pending evicted"] > 0, center.dropped
     assert center.dropped["bad chunk"] == 3 and center.dropped["oversized"] == 2, center.dropped
+
+
+def test_one_node_s_unfinished_files_cannot_push_out_another_node_s(broker, center, garden, out):
+    """The per-node byte bound is no use if the bound on the number of files is shared: 257 tiny unfinished
+    files from one node (or whoever has its password) dropped every other node's file in flight."""
+    data = os.urandom(3000)
+    first, second = chunk_payloads(data, {"event": "theirs", "node": "garden-b", "file": "clip"}, 2000)
+    other = Sender(broker, "garden-b")
+    try:
+        other.pub("edge/garden-b/events/theirs/clip", first)
+        for i in range(300):  # well under any byte bound: 300 x 10 bytes
+            garden.pub(f"edge/garden-a/events/f{i}/clip", _chunk(f"f{i}", 0, 2, b"x" * 10, 20))
+        garden.sync(center)
+        other.pub("edge/garden-b/events/theirs/clip", second)
+        assert wait_for(lambda: (out / "garden-b" / "theirs" / "clip.mp4").exists(), 10), center.dropped
+    finally:
+        other.close()
+    assert (out / "garden-b" / "theirs" / "clip.mp4").read_bytes() == data
+    assert center.dropped["pending evicted"] > 0  # the flooding node's own files went
+    assert len(center.pending) <= center.max_pending_sets_per_node
 
 
 def test_an_unfinished_chunk_set_expires(center, garden, out):
