@@ -327,6 +327,36 @@ def test_the_center_s_verdict_is_kept_beside_the_node_s_event_once_and_hostile_o
         outbox.close()
 
 
+def test_a_damaged_line_in_an_event_s_feedback_file_does_not_stop_its_later_verdicts(tmp_path, broker, center):
+    """A power cut or a full disk cuts the last line of storage/feedback/<id>.jsonl short. Every later verdict
+    for that event used to fail with a traceback, and the file stayed as it was."""
+    storage = tmp_path / "garden-a"
+    real = "20260101T000000-cam-0000327-63"
+    (storage / "events" / real).mkdir(parents=True)
+    kept = storage / "feedback" / f"{real}.jsonl"
+    kept.parent.mkdir()
+    first = {"v": 1, "msg_id": "fb-1", "id": real, "verdict": "thrown", "note": "黄色の袋"}
+    kept.write_text(
+        json.dumps(first, ensure_ascii=False) + "\n" + '{"v": 1, "msg_id": "fb-2", "id": "2026', "utf-8"
+    )
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, storage)
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)
+        for body in (first, {**first, "msg_id": "fb-3", "verdict": "false_alarm"}):  # a resend, then a new one
+            center.client.publish("edge/garden-a/feedback", json.dumps(body), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: "fb-3" in kept.read_text("utf-8"), 10), kept.read_text("utf-8")
+        time.sleep(0.5)
+        lines = kept.read_text("utf-8").splitlines()
+        assert lines[1].startswith('{"v": 1, "msg_id": "fb-2"') and len(lines) == 3  # the damage is left as found
+        assert [json.loads(line)["msg_id"] for line in (lines[0], lines[2])] == ["fb-1", "fb-3"]
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
 def test_wrong_password_is_refused(broker):
     assert _connect(broker, "garden-a", "pw-a")[0] == "accepted"  # control: the right password gets in
     outcome, reason = _connect(broker, "garden-a", "wrong")

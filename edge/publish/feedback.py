@@ -86,10 +86,28 @@ class FeedbackStore:
             return False
         self.folder.mkdir(mode=0o700, exist_ok=True)
         path = self.folder / f"{fb.id}.jsonl"
-        if path.exists() and any(
-            json.loads(line)["msg_id"] == fb.msg_id for line in path.read_text().splitlines()
-        ):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")  # written as UTF-8, whatever the locale
+        except FileNotFoundError:
+            text = ""
+        if fb.msg_id in _kept_msg_ids(text):
             return False  # QoS 1 delivers at least once
+        # A line cut short (a power cut, a full disk) must not swallow this one: it starts on a line of its own.
+        start = "\n" if text and not text.endswith("\n") else ""
         with path.open("a", encoding="utf-8") as f:
-            f.write(fb.model_dump_json() + "\n")
+            f.write(start + fb.model_dump_json() + "\n")
         return True
+
+
+def _kept_msg_ids(text: str) -> set[str]:
+    """The msg_id of every whole record in a feedback file; a damaged line is skipped, not fatal (it would make
+    every later verdict for its event fail)."""
+    ids = set()
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("msg_id"), str):
+            ids.add(row["msg_id"])
+    return ids
