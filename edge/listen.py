@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edge.config import EdgeConfig
 from edge.events import announcement
-from edge.publish.mqtt import EventType, Reconnect, make_client, parse_chunk, valid_id
+from edge.publish.mqtt import CHUNK_MAGIC, EventType, Reconnect, make_client, parse_chunk, valid_id
 from edge.publish.problem_message import parse_problem
 
 log = logging.getLogger(__name__)
@@ -315,10 +315,14 @@ class Listener:
         if len(payload) > len(b"EDGECHUNK1\n") + MAX_CHUNK_HEADER + 1 + MAX_CHUNK_DATA:
             self._drop("oversized", topic)
             return
-        try:
-            head, data = parse_chunk(payload)
-        except ValueError:  # not a chunk, or its header is no JSON
-            head, data = None, b""
+        head, data = None, b""
+        # The header line is looked for only where it may be: parsing a megabyte "header" costs time, and one
+        # nested too deep raised RecursionError, a traceback per message instead of a counted drop.
+        if payload.find(b"\n", len(CHUNK_MAGIC), len(CHUNK_MAGIC) + MAX_CHUNK_HEADER + 1) >= 0:
+            try:
+                head, data = parse_chunk(payload)
+            except (ValueError, RecursionError):  # not a chunk, or its header is no JSON or nested too deep
+                head, data = None, b""
         if not chunk_ok(head, node, event_id, file, payload, data):
             self._drop("bad chunk", topic)
             return

@@ -201,6 +201,15 @@ def test_one_node_s_unfinished_files_cannot_push_out_another_node_s(broker, cent
     assert len(center.pending) <= center.max_pending_sets_per_node
 
 
+def test_a_chunk_header_nested_too_deep_is_a_counted_drop_not_a_traceback(center, garden, caplog):
+    caplog.set_level(logging.WARNING, logger="edge.listen")
+    garden.pub("edge/garden-a/events/deep/clip", CHUNK_MAGIC + b"[" * 900 + b"\n" + b"x")  # within 1 KiB
+    garden.pub("edge/garden-a/events/deep/clip", CHUNK_MAGIC + b"[" * 200_000 + b"\n" + b"x")  # far past it
+    garden.sync(center)
+    assert center.dropped["bad chunk"] == 2, center.dropped
+    assert not [r for r in caplog.records if r.exc_info], "a traceback for a hostile chunk"
+
+
 def test_an_unfinished_chunk_set_expires(center, garden, out):
     center.pending_idle_s = 1.0  # the shipped PENDING_IDLE_S is minutes
     data = os.urandom(3000)
