@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edge.config import EdgeConfig
 from edge.events import announcement
-from edge.publish.mqtt import CHUNK_MAGIC, EventType, Reconnect, make_client, parse_chunk, valid_id
+from edge.publish.mqtt import MAX_CHUNK_HEADER, EventType, Reconnect, make_client, parse_chunk, valid_id
 from edge.publish.problem_message import parse_problem
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ MAX_EVENT_BYTES = 64 * 1024  # nodes keep event payloads under 8 KiB (trajectory
 MAX_JSON_BYTES = 64 * 1024  # status and stats are a few hundred bytes per camera
 MAX_SNAPSHOT_BYTES = 16 << 20  # the still is one JPEG frame: a few MiB even at 4K
 MAX_CHUNK_DATA = 8 << 20  # mqtt.chunk_kib is at most 8192 KiB
-MAX_CHUNK_HEADER = 1024  # the header line is about 250 bytes
 MAX_FILE_BYTES = 200 << 20  # an original clip: pre_s + post_s are at most 60 s, plus the fall, at 4K 16 Mbit/s
 MAX_CHUNKS = MAX_FILE_BYTES // (16 * 1024)  # mqtt.chunk_kib is at least 16 KiB
 
@@ -315,14 +314,10 @@ class Listener:
         if len(payload) > len(b"EDGECHUNK1\n") + MAX_CHUNK_HEADER + 1 + MAX_CHUNK_DATA:
             self._drop("oversized", topic)
             return
-        head, data = None, b""
-        # The header line is looked for only where it may be: parsing a megabyte "header" costs time, and one
-        # nested too deep raised RecursionError, a traceback per message instead of a counted drop.
-        if payload.find(b"\n", len(CHUNK_MAGIC), len(CHUNK_MAGIC) + MAX_CHUNK_HEADER + 1) >= 0:
-            try:
-                head, data = parse_chunk(payload)
-            except (ValueError, RecursionError):  # not a chunk, or its header is no JSON or nested too deep
-                head, data = None, b""
+        try:
+            head, data = parse_chunk(payload)
+        except ValueError:  # not a chunk, or its header is no JSON, too long or nested too deep
+            head, data = None, b""
         if not chunk_ok(head, node, event_id, file, payload, data):
             self._drop("bad chunk", topic)
             return

@@ -188,12 +188,22 @@ def chunk_payloads(data: bytes, header: dict, chunk_bytes: int, digest: str | No
     return out
 
 
+MAX_CHUNK_HEADER = 1024  # the header line a node writes is about 250 bytes
+
+
 def parse_chunk(payload: bytes) -> tuple[dict, bytes]:
-    """(header, data) of a chunk; raises ValueError for anything else."""
+    """(header, data) of a chunk; raises ValueError for anything else (a receiver's input is hostile)."""
     if not payload.startswith(CHUNK_MAGIC):
         raise ValueError("not a chunk")
-    head, _, data = payload[len(CHUNK_MAGIC) :].partition(b"\n")
-    return json.loads(head), data
+    # The header line is looked for only where it may be: parsing a megabyte "header" costs time, and one
+    # nested too deep raises RecursionError, a traceback per message instead of a counted drop.
+    end = payload.find(b"\n", len(CHUNK_MAGIC), len(CHUNK_MAGIC) + MAX_CHUNK_HEADER + 1)
+    if end < 0:
+        raise ValueError(f"no chunk header line within {MAX_CHUNK_HEADER} bytes")
+    try:
+        return json.loads(payload[len(CHUNK_MAGIC) : end]), payload[end + 1 :]
+    except RecursionError:
+        raise ValueError("chunk header nested too deep") from None
 
 
 # Node ids, event ids and msg_ids as they may appear in a topic level, a JSON field or a path: taken from the

@@ -150,6 +150,7 @@ def test_an_event_from_an_unregistered_node_is_stored_and_says_so(parts):
         ("edge/garden3-east/events", "infinite score", "bad event"),
         ("edge/garden3-east/events/ev/clip", b"EDGECHUNK1\n{}\nxx", "bad chunk"),
         ("edge/garden3-east/events/ev/clip", "chunk for another event", "bad chunk"),
+        ("edge/garden3-east/events/ev/clip", b"EDGECHUNK1\n" + b"[" * 100_000 + b"\nxx", "bad chunk"),
         ("edge/garden3-east/east/status", b"not json", "bad status"),
         ("edge/garden3-east/stats", b'{"node": "garden5"}', "bad stats"),
         ("edge/garden3-east/available", b"maybe", "bad available"),
