@@ -21,6 +21,7 @@ from edge.calibrate.bench import oracle_lowest_floor
 from edge.calibrate.propose import detect_grid
 from edge.calibrate.still import take_still
 from edge.calibrate.synth import KnownStill, sim_still
+from edge.calibrate.web import COOKIE
 from edge.video import H264Writer
 
 from conftest import REPO, loop_clip, run_edge
@@ -225,6 +226,37 @@ def test_the_page_and_its_still_need_the_key_from_the_printed_link(page_url):
         assert c.get("/?key=wrong").status_code == 403
         assert c.get(page_url.removeprefix(base)).status_code == 303  # the right key: a cookie, then the page
         assert c.get("/still.jpg").headers["content-type"] == "image/jpeg"
+
+
+def _raw_post(base: str, head: str, body: bytes = b"", wait_s: float = 10.0) -> str:
+    """POST with these extra headers and this much of the body; the first line of the answer ('' if none came)."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(f"POST /api/save HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode() + body)
+        try:
+            return sock.recv(4096).decode("latin-1").split("\r\n")[0]
+        except TimeoutError:
+            return ""
+
+
+def test_a_request_without_the_key_is_refused_before_its_body_is_read(page_url):
+    """Whoever reaches the port (the LAN with --listen 0.0.0.0, any web page through the browser) must not make
+    the node hold a body of gigabytes in memory: without the key the answer comes before the body is read."""
+    base, key = page_url.split("/?key=")
+    json_head = "Content-Type: application/json\r\nContent-Length: 4000000000\r\n"
+    assert _raw_post(base, json_head, b'{"facade": {"points": [').startswith("HTTP/1.1 403")
+    # With the key, a body larger than any config is refused by its announced length, or as it arrives.
+    cookie = f"Cookie: {COOKIE}={key}\r\n"
+    assert _raw_post(base, json_head + cookie, b"{").startswith("HTTP/1.1 413")
+    chunked = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n" + cookie
+    chunk = b"%x\r\n%s\r\n" % (256 * 1024, b" " * 256 * 1024)
+    assert _raw_post(base, chunked, chunk * 8).startswith("HTTP/1.1 413")
+    # The control: the same request of an ordinary size reaches the page's check.
+    small = b'{"facade": {}}'
+    head = f"Content-Type: application/json\r\nContent-Length: {len(small)}\r\n" + cookie
+    assert _raw_post(base, head, small) == "HTTP/1.1 422 Unprocessable Entity"
 
 
 def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser, sim_clip, tmp_path):

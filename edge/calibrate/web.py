@@ -34,6 +34,7 @@ from edge.config import CameraConfig, ConfigError, MasksConfig
 
 HERE = Path(__file__).parent
 COOKIE = "edge_calibrate_key"
+MAX_BODY = 512 * 1024  # a config is at most 256 KiB: a calibration sent as JSON is never near this
 log = logging.getLogger(__name__)
 
 
@@ -243,6 +244,59 @@ def _save(s: Session, body: CalibrationIn) -> JSONResponse:
     return JSONResponse(result)
 
 
+class _Gate:
+    """Before any request body is read: no key, no reading (403); with the key, at most MAX_BODY bytes (413).
+
+    FastAPI reads and parses a body before it checks a route's dependencies, so without this anyone who can
+    reach the port had the node hold a body of any size in memory, key or not."""
+
+    def __init__(self, app, session: Session):
+        self.app, self.s = app, session
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        key = request.cookies.get(COOKIE)
+        if key is None or not secrets.compare_digest(key, self.s.key):
+            detail = "open the page from the link `edge calibrate` printed (it carries the key)"
+            await JSONResponse({"detail": detail}, status_code=403, headers={"Connection": "close"})(
+                scope, receive, send
+            )
+            return
+        too_big = JSONResponse(
+            {"ok": False, "message": f"request body larger than {MAX_BODY} bytes"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        length = request.headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > MAX_BODY):
+            await too_big(scope, receive, send)
+            return
+        body = bytearray()
+        while True:  # read here, bounded, and hand the app the whole body in one message
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                await too_big(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        async def replay():
+            nonlocal whole
+            if whole is None:
+                return await receive()
+            message, whole = whole, None
+            return message
+
+        await self.app(scope, replay, send)
+
+
 def create_app(s: Session) -> FastAPI:
     app = FastAPI(title="edge calibrate", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -335,6 +389,7 @@ def create_app(s: Session) -> FastAPI:
     def replay_state() -> dict:
         return s.replay.summary() if s.replay is not None else {"state": "none", "tracks": []}
 
+    app.add_middleware(_Gate, session=s)
     return app
 
 
