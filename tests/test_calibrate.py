@@ -360,6 +360,25 @@ def test_auto_on_a_missing_file_exits_66():
     )
 
 
+def test_auto_refuses_a_jpeg_cut_short_rather_than_propose_from_its_grey_rest(tmp_path):
+    """A still copied or downloaded only in part decodes with its missing rows grey: that grey was taken for
+    sky, and a roof proposed floors too low (nothing starting above it is a throw), without a word."""
+    whole = tmp_path / "east.jpg"
+    cv2.imwrite(str(whole), sim_still("throw", 5, 12.0).image)
+    data = whole.read_bytes()
+    trailer = tmp_path / "trailer.jpg"  # the control: bytes after the end of the image (a phone's trailer)
+    trailer.write_bytes(data + b"\x00" * 16 + b"MPF trailer")
+    for ok in (whole, trailer):
+        done = run_edge("calibrate", "--auto", str(ok), "--floor-height", "3.0", "--lowest-floor", "5")
+        assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: int(len(data) * 0.8)])
+    done = run_edge("calibrate", "--auto", str(cut), "--floor-height", "3.0", "--lowest-floor", "5")
+    assert done.returncode == 66, done.stdout
+    why = "the JPEG is cut short (copy the whole file again)"
+    assert done.stderr.strip() == f"edge calibrate: error: {cut}: {why}"
+
+
 def test_auto_refuses_an_impossible_floor_height():
     done = run_edge("calibrate", "--auto", "x.jpg", "--floor-height", "40")
     assert done.returncode == 64 and "--floor-height 40.0" in done.stderr
