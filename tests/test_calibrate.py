@@ -279,6 +279,22 @@ def test_the_saved_config_passes_check_config(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def test_saving_through_a_symlinked_config_writes_the_file_it_points_at(tmp_path):
+    """/etc/edge/edge.yaml is often a link into a folder of site configs: the save must change that file and
+    keep the link, not replace the link by a copy while the file the link named stays as it was."""
+    real = tmp_path / "sites" / "garden3.yaml"
+    real.parent.mkdir()
+    shutil.copy(SITE, real)
+    before = real.read_text()
+    link = tmp_path / "edge.yaml"
+    link.symlink_to(real)
+    save(link, "east", NEW_FACADE, NEW_MASKS)
+    assert link.is_symlink() and link.resolve() == real
+    assert yaml.safe_load(real.read_text())["cameras"]["east"]["facade"]["top_floor"] == 18
+    assert real.with_name("garden3.yaml.bak").read_text() == before  # the copy beside the file it keeps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge.yaml", "sites"]  # no stray temporary file
+
+
 def test_a_calibration_check_config_refuses_is_not_written(tmp_path):
     from edge.config import ConfigError
 
