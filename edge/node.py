@@ -90,6 +90,15 @@ def _mark_calibration(capture: CameraCapture, cam: CameraConfig) -> None:
         capture.status.calibrated, capture.status.warning = False, UNCALIBRATED
 
 
+def _file_state(path: Path | None) -> tuple:
+    """What tells one version of a file from another without reading it: its path, inode, size and mtime."""
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        st = None
+    return (path,) if st is None else (path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class Node:
     """Runs every camera of a config until stopped."""
 
@@ -140,6 +149,9 @@ class Node:
         self._next_ping = 0.0
         self._stuck_reported: set[str] = set()
         self.supervisor = Supervisor(self._restarted_worker, self._put_worker)
+        # Each camera's reference still as its pipeline read it: a reload after `edge calibrate` stored a new one
+        # gives the moved check the new still.
+        self._references: dict[str, tuple] = {}
         self.cameras: dict[str, CameraWorker] = {}  # replaced whole, never changed in place: others iterate it
         self.cameras = {name: self._worker(name, cam) for name, cam in self._wanted(config).items()}
 
@@ -187,6 +199,8 @@ class Node:
                 capture.status.warning = geometry.problem
 
         evidence = EvidenceOutput(self.storage / "events", self.key, self.config_sha, self.annotator.submit)
+        reference = reference_for(self.config, name)
+        self._references[name] = _file_state(reference)
         pipeline = CameraPipeline(
             self.config.node.id,
             name,
@@ -195,7 +209,7 @@ class Node:
             evidence,
             id_prefix=id_prefix or self.run_id,
             on_geometry=on_geometry,
-            reference=reference_for(self.config, name),
+            reference=reference,
         )
         return CameraWorker(name, capture, feed, pipeline, detect_on=lambda: self.detect_on.get(name, True))
 
@@ -404,10 +418,17 @@ class Node:
 
     def _reconfigure(self, worker: CameraWorker, cam: CameraConfig) -> None:
         sha, pipeline = self.config_sha, worker.pipeline
+        reference = reference_for(self.config, worker.name)
+        state = _file_state(reference)
+        new_reference = state != self._references.get(worker.name)
+        self._references[worker.name] = state
 
         def apply() -> None:
             pipeline.reconfigure(cam, sha)
             _mark_calibration(worker.capture, cam)
+            if new_reference:  # `edge calibrate` stored another still (or health.reference names another file)
+                pipeline._reference = reference
+                pipeline._restart_problem_checks()
 
         worker.call_soon(apply)
 

@@ -279,6 +279,22 @@ def test_the_saved_config_passes_check_config(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def test_saving_through_a_symlinked_config_writes_the_file_it_points_at(tmp_path):
+    """/etc/edge/edge.yaml is often a link into a folder of site configs: the save must change that file and
+    keep the link, not replace the link by a copy while the file the link named stays as it was."""
+    real = tmp_path / "sites" / "garden3.yaml"
+    real.parent.mkdir()
+    shutil.copy(SITE, real)
+    before = real.read_text()
+    link = tmp_path / "edge.yaml"
+    link.symlink_to(real)
+    save(link, "east", NEW_FACADE, NEW_MASKS)
+    assert link.is_symlink() and link.resolve() == real
+    assert yaml.safe_load(real.read_text())["cameras"]["east"]["facade"]["top_floor"] == 18
+    assert real.with_name("garden3.yaml.bak").read_text() == before  # the copy beside the file it keeps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge.yaml", "sites"]  # no stray temporary file
+
+
 def test_a_calibration_check_config_refuses_is_not_written(tmp_path):
     from edge.config import ConfigError
 
@@ -358,6 +374,25 @@ def test_auto_on_a_missing_file_exits_66():
         66,
         "edge calibrate: error: /nonexistent/still.jpg: no such file",
     )
+
+
+def test_auto_refuses_a_jpeg_cut_short_rather_than_propose_from_its_grey_rest(tmp_path):
+    """A still copied or downloaded only in part decodes with its missing rows grey: that grey was taken for
+    sky, and a roof proposed floors too low (nothing starting above it is a throw), without a word."""
+    whole = tmp_path / "east.jpg"
+    cv2.imwrite(str(whole), sim_still("throw", 5, 12.0).image)
+    data = whole.read_bytes()
+    trailer = tmp_path / "trailer.jpg"  # the control: bytes after the end of the image (a phone's trailer)
+    trailer.write_bytes(data + b"\x00" * 16 + b"MPF trailer")
+    for ok in (whole, trailer):
+        done = run_edge("calibrate", "--auto", str(ok), "--floor-height", "3.0", "--lowest-floor", "5")
+        assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: int(len(data) * 0.8)])
+    done = run_edge("calibrate", "--auto", str(cut), "--floor-height", "3.0", "--lowest-floor", "5")
+    assert done.returncode == 66, done.stdout
+    why = "the JPEG is cut short (copy the whole file again)"
+    assert done.stderr.strip() == f"edge calibrate: error: {cut}: {why}"
 
 
 def test_auto_refuses_an_impossible_floor_height():

@@ -21,6 +21,7 @@ from edge.calibrate.bench import oracle_lowest_floor
 from edge.calibrate.propose import detect_grid
 from edge.calibrate.still import take_still
 from edge.calibrate.synth import KnownStill, sim_still
+from edge.calibrate.web import cookie_name
 from edge.video import H264Writer
 
 from conftest import REPO, loop_clip, run_edge
@@ -227,6 +228,56 @@ def test_the_page_and_its_still_need_the_key_from_the_printed_link(page_url):
         assert c.get("/still.jpg").headers["content-type"] == "image/jpeg"
 
 
+def _raw_post(base: str, head: str, body: bytes = b"", wait_s: float = 10.0) -> str:
+    """POST with these extra headers and this much of the body; the first line of the answer ('' if none came)."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(f"POST /api/save HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode() + body)
+        try:
+            return sock.recv(4096).decode("latin-1").split("\r\n")[0]
+        except TimeoutError:
+            return ""
+
+
+def test_a_request_without_the_key_is_refused_before_its_body_is_read(page_url):
+    """Whoever reaches the port (the LAN with --listen 0.0.0.0, any web page through the browser) must not make
+    the node hold a body of gigabytes in memory: without the key the answer comes before the body is read."""
+    base, key = page_url.split("/?key=")
+    json_head = "Content-Type: application/json\r\nContent-Length: 4000000000\r\n"
+    assert _raw_post(base, json_head, b'{"facade": {"points": [').startswith("HTTP/1.1 403")
+    # With the key, a body larger than any config is refused by its announced length, or as it arrives.
+    cookie = f"Cookie: {cookie_name(key)}={key}\r\n"
+    assert _raw_post(base, json_head + cookie, b"{").startswith("HTTP/1.1 413")
+    chunked = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n" + cookie
+    chunk = b"%x\r\n%s\r\n" % (256 * 1024, b" " * 256 * 1024)
+    assert _raw_post(base, chunked, chunk * 8).startswith("HTTP/1.1 413")
+    # The control: the same request of an ordinary size reaches the page's check.
+    small = b'{"facade": {}}'
+    head = f"Content-Type: application/json\r\nContent-Length: {len(small)}\r\n" + cookie
+    assert _raw_post(base, head, small) == "HTTP/1.1 422 Unprocessable Entity"
+
+
+def test_two_pages_open_in_one_browser_each_keep_their_own_key(browser, site, clip, tmp_path):
+    """Two cameras calibrated at once (two terminals, --listen on two ports): a browser keeps cookies per host,
+    not per port, so the second link opened must not take the first page's key away."""
+    other = tmp_path / "west" / "site.yaml"
+    other.parent.mkdir()
+    other.write_text(site.read_text(), encoding="utf-8")
+    with serving(site, clip) as first, serving(other, clip) as second:
+        context = browser.new_context()
+        try:
+            tab1, tab2 = context.new_page(), context.new_page()
+            for tab, url in ((tab1, first), (tab2, second)):
+                tab.goto(url)
+                tab.wait_for_selector("body[data-ready='1']")
+            for tab in (tab2, tab1):  # the first page, back to it after opening the second
+                assert tab.evaluate("fetch('/api/state').then(r => r.status)") == 200
+        finally:
+            context.close()
+
+
 def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser, sim_clip, tmp_path):
     folder = sim_clip("throw", 1)
     clip = folder / "scene.mp4"
@@ -409,13 +460,13 @@ def in_process(config: Path, still: Path):
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
         from fastapi.testclient import TestClient
 
-    from edge.calibrate.web import COOKIE, Session, create_app
+    from edge.calibrate.web import Session, create_app
     from edge.calibrate.yamlio import check_text
 
     cfg, _ = check_text(config.read_text(), str(config))
     s = Session(config, "east", cfg.cameras["east"], take_still(str(still)), source=str(still))
     with TestClient(create_app(s)) as client:
-        client.cookies.set(COOKIE, s.key)
+        client.cookies.set(cookie_name(s.key), s.key)
         yield s, client
 
 

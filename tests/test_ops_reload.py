@@ -268,3 +268,38 @@ def test_a_config_that_fails_to_apply_is_refused_and_the_running_node_kept(tmp_p
         assert node.publisher is not publisher and node.publisher.cfg.keepalive_s == 20
     finally:
         node.stop()
+
+
+def test_a_reload_after_edge_calibrate_checks_moved_against_the_new_reference_still(tmp_path):
+    """The README's fix for a camera that moved and must stay: `edge calibrate` again (a new reference still
+    beside the config), then `systemctl reload edge`. The moved check must compare with the new still, not
+    keep raising `moved` against the old one until a restart."""
+    import cv2
+    import numpy as np
+
+    from edge.calibrate.still import reference_paths
+
+    path = tmp_path / "site.yaml"
+    config = _config(tmp_path, {"a": _camera(f"rtsp://127.0.0.1:{free_port()}/x")})
+    path.write_text(yaml.safe_dump(config))
+    jpg = reference_paths(path, "a")[0]
+    rng = np.random.default_rng(7)
+    before, after = (rng.integers(0, 256, (90, 160), np.uint8) for _ in range(2))
+    cv2.imwrite(str(jpg), before, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    node = Node(load_config(path), config_path=path)
+    node.start()
+    try:
+        checks = node.cameras["a"].pipeline
+        assert checks.problems is not None and checks.problems.reference is not None
+        first = checks.problems.reference.copy()
+        assert node.reload()  # the control: nothing changed, the same still stays
+        time.sleep(0.5)
+        assert np.array_equal(checks.problems.reference, first)
+        cv2.imwrite(str(jpg), after, [cv2.IMWRITE_JPEG_QUALITY, 100])  # the page saved the same calibration
+        assert node.reload()
+        seen = wait_for(lambda: not np.array_equal(checks.problems.reference, first), 5.0)
+        assert seen, "the moved check still compares with the reference still the node started with"
+        want = cv2.imread(str(jpg), cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(checks.problems.reference, want)
+    finally:
+        node.stop()

@@ -38,10 +38,52 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def jpeg_cut_short(data: bytes) -> bool:
+    """Whether a JPEG ends before its end-of-image marker. libjpeg decodes such a file without an error, its
+    missing rows grey, and a grey band above the storeys is read as sky (a roof proposed floors too low).
+    Bytes after the marker (a phone's trailer) are allowed; a structure not understood is left to the decoder."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xD9:  # end of image
+            return False
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if i + 4 > n:
+            return True
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker that is not a restart
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return True
+                if data[j + 1] == 0 or 0xD0 <= data[j + 1] <= 0xD7:
+                    i = j + 2
+                    continue
+                i = j
+                break
+    return True
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An image file as BGR; StillError when it is missing or not an image."""
+    """An image file as BGR; StillError when it is missing, not an image, or a JPEG cut short."""
     if not path.is_file():
         raise StillError(f"{path}: no such file")
+    try:
+        with path.open("rb") as f:
+            cut = jpeg_cut_short(f.read())
+    except OSError as exc:
+        raise StillError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if cut:
+        raise StillError(f"{path}: the JPEG is cut short (copy the whole file again)")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise StillError(f"{path}: not an image OpenCV can read (JPEG, PNG, BMP, WebP, TIFF)")

@@ -6,6 +6,7 @@ the still or save: the page writes the node's config.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import secrets
@@ -15,10 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import cv2
-from fastapi import Cookie, Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -33,7 +33,8 @@ from edge.capture.source import SourceOptions
 from edge.config import CameraConfig, ConfigError, MasksConfig
 
 HERE = Path(__file__).parent
-COOKIE = "edge_calibrate_key"
+COOKIE = "edge_calibrate_key"  # the prefix of each page's cookie name (cookie_name)
+MAX_BODY = 512 * 1024  # a config is at most 256 KiB: a calibration sent as JSON is never near this
 log = logging.getLogger(__name__)
 
 
@@ -105,6 +106,12 @@ class CalibrationIn(BaseModel):
     # give FastAPI's bare 422. What is saved is the validated model, never these.
     facade: dict
     masks: dict = Field(default_factory=lambda: {"shield": [], "privacy": []})
+
+
+def cookie_name(key: str) -> str:
+    """The name of the cookie holding this page's key. A browser keeps cookies per host, not per port: two
+    pages open at once (two cameras, two ports) under one name would each take the other's key away."""
+    return f"{COOKIE}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _mask_lists(masks: MasksConfig) -> dict:
@@ -243,26 +250,80 @@ def _save(s: Session, body: CalibrationIn) -> JSONResponse:
     return JSONResponse(result)
 
 
+class _Gate:
+    """Before any request body is read: no key, no reading (403); with the key, at most MAX_BODY bytes (413).
+
+    FastAPI reads and parses a body before it checks a route's dependencies, so without this anyone who can
+    reach the port had the node hold a body of any size in memory, key or not."""
+
+    def __init__(self, app, session: Session):
+        self.app, self.s = app, session
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        key = request.cookies.get(cookie_name(self.s.key))
+        if key is None or not secrets.compare_digest(key, self.s.key):
+            detail = "open the page from the link `edge calibrate` printed (it carries the key)"
+            await JSONResponse({"detail": detail}, status_code=403, headers={"Connection": "close"})(
+                scope, receive, send
+            )
+            return
+        too_big = JSONResponse(
+            {"ok": False, "message": f"request body larger than {MAX_BODY} bytes"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        length = request.headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > MAX_BODY):
+            await too_big(scope, receive, send)
+            return
+        body = bytearray()
+        while True:  # read here, bounded, and hand the app the whole body in one message
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                await too_big(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        async def replay():
+            nonlocal whole
+            if whole is None:
+                return await receive()
+            message, whole = whole, None
+            return message
+
+        await self.app(scope, replay, send)
+
+
 def create_app(s: Session) -> FastAPI:
     app = FastAPI(title="edge calibrate", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    def authorised(key: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> None:
+    def authorised(request: Request) -> None:
+        key = request.cookies.get(cookie_name(s.key))
         if key is None or not secrets.compare_digest(key, s.key):
             raise HTTPException(403, "open the page from the link `edge calibrate` printed (it carries the key)")
 
     guard = [Depends(authorised)]
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, key: str | None = None, edge_calibrate_key: Annotated[str | None, Cookie()] = None):
+    def page(request: Request, key: str | None = None):
         if key is not None:
             if not secrets.compare_digest(key, s.key):
                 raise HTTPException(403, "wrong key: open the link `edge calibrate` printed")
             resp = RedirectResponse("/", status_code=303)  # the key leaves the address bar and history
-            resp.set_cookie(COOKIE, s.key, httponly=True, samesite="strict")
+            resp.set_cookie(cookie_name(s.key), s.key, httponly=True, samesite="strict")
             return resp
-        authorised(edge_calibrate_key)
+        authorised(request)
         return templates.TemplateResponse(
             request, "calibrate.html", {"camera": s.camera, "config": s.config_path.name, "size": s.size}
         )
@@ -335,6 +396,7 @@ def create_app(s: Session) -> FastAPI:
     def replay_state() -> dict:
         return s.replay.summary() if s.replay is not None else {"state": "none", "tracks": []}
 
+    app.add_middleware(_Gate, session=s)
     return app
 
 

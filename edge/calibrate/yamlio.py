@@ -203,9 +203,12 @@ def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
     new = updated_text(text, camera, facade, masks)
     config, unset = check_text(new, str(path))
     like = path.stat()  # the config holds passwords: its copies are no easier to read, nor owned by another
-    backup = path.with_name(path.name + ".bak")
+    # A config that is a link (/etc/edge/edge.yaml into a folder of site configs): the file it names is
+    # replaced, and the link kept; replacing the link itself left that file as it was.
+    target = path.resolve() if path.is_symlink() else path
+    backup = target.with_name(target.name + ".bak")
     write_like(backup, raw, like)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), like.st_mode & 0o777)
@@ -213,7 +216,7 @@ def save(path: Path, camera: str, facade: dict, masks: dict | None) -> Saved:
             f.write(new)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
