@@ -427,8 +427,7 @@ class Node:
             pipeline.reconfigure(cam, sha)
             _mark_calibration(worker.capture, cam)
             if new_reference:  # `edge calibrate` stored another still (or health.reference names another file)
-                pipeline._reference = reference
-                pipeline._restart_problem_checks()
+                pipeline.use_reference(reference)
 
         worker.call_soon(apply)
 

@@ -303,6 +303,12 @@ class CameraPipeline:
         sha = self.evidence.config_sha256 if self.evidence is not None else None
         self.info = manifest_info(self.node, self.camera, cfg.source, sha)
 
+    def use_reference(self, reference: Path | None) -> None:
+        """Check for a moved camera against this still from the next frame (`edge calibrate` stored a new one).
+        Call it from the worker's thread."""
+        self._reference = reference
+        self._restart_problem_checks()
+
     def _restart_problem_checks(self) -> None:
         """New camera health settings: checks made with them (or none, when switched off) from the next frame."""
         old = self.problems
