@@ -125,13 +125,24 @@ class Center:
         self.engine.dispose()
 
     def _notices(self) -> None:
-        """Send due notices in a thread of their own: an endpoint that is down makes a round take its timeouts
-        in turn, and escalations and camera status must not wait for that."""
+        """Send due notices, each endpoint (webhook, WeCom group, the SMTP server, the broker) in a thread of its
+        own: one that is down or hangs takes its timeouts in its own thread, while the grid worker's WeCom
+        group, email, and escalations and camera status, go on as usual."""
+        lanes = [
+            threading.Thread(target=self._lane, args=(lane,), name=f"center-notices-{lane}", daemon=True)
+            for lane in self.jobs.lanes
+        ]
+        for t in lanes:
+            t.start()
+        for t in lanes:
+            t.join()
+
+    def _lane(self, lane) -> None:
         while not self.stopping.wait(TICK_S):
             try:
-                self.jobs.run_due()
+                self.jobs.run_due(lane=lane)
             except Exception:
-                log.exception("sending notices failed this round; trying again")
+                log.exception("sending %s notices failed this round; trying again", lane)
 
     def _spawn(self, target, name: str) -> threading.Thread:
         t = threading.Thread(target=target, name=name, daemon=True)
