@@ -37,6 +37,23 @@ from edge.publish.mqtt import valid_id
 
 log = logging.getLogger(__name__)
 
+
+class _UrlsByHostOnly(logging.Filter):
+    """httpx logs every request's URL at INFO (`edge-center -v`): a WeCom robot's URL carries its key (key=...),
+    and a webhook's path or query may hold a token, either of which lets anyone post to that group. Its log
+    lines name the endpoint by scheme and host only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                f"{a.scheme}://{a.netloc.decode('ascii', 'replace')}/..." if isinstance(a, httpx.URL) else a
+                for a in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_UrlsByHostOnly())
+
 LEASE_S = 120.0  # longer than any one send (HTTP and SMTP time out well before): a dead instance's job frees
 WECOM_IMAGE_MAX = 2 << 20  # WeCom group robots refuse images over 2 MB
 SIGNATURE_HEADER = "X-Edge-Signature"  # sha256=<hex HMAC of "<timestamp>.<body>">

@@ -9,6 +9,7 @@ import email.policy
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -225,6 +226,21 @@ def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(center
     assert text["text"]["mentioned_list"] == ["zhangwei"]
     assert image["msgtype"] == "image"
     assert image["image"]["md5"] == hashlib.md5(JPEG).hexdigest()
+
+
+def test_the_wecom_robot_s_key_is_never_written_to_the_log(center, caplog):
+    caplog.set_level(logging.INFO)  # `edge-center -v run`
+    key = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
+    robot = Receiver(statuses=[500])
+    p = center(wecom=[{"url": f"{robot.url}?key={key}"}])
+    send(p, alert())
+    runner = _runner(p)
+    runner.run_due()
+    runner.run_due(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))  # failed, then sent
+    assert [j.state for j in _jobs(p)] == [JobState.SENT] and len(robot.requests) == 2
+    assert "127.0.0.1" in caplog.text  # the calls are logged, by their host
+    assert key not in caplog.text and all(key not in (j.last_error or "") for j in _jobs(p))
+    robot.close()
 
 
 def test_a_wecom_error_code_is_a_failure_not_a_success(center):
