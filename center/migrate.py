@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 
 SCRIPTS = Path(__file__).resolve().parent / "alembic"
 
@@ -17,9 +18,29 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+class SchemaAhead(Exception):
+    """The database was migrated by a newer edge-center (an upgrade undone): this code must not touch it."""
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to `revision` (creating it, for SQLite)."""
+    refuse_newer(current(url))
     command.upgrade(alembic_config(url), revision)
+
+
+def refuse_newer(at: str | None) -> None:
+    """Raise SchemaAhead when the database is at a revision these migrations do not have."""
+    from alembic.script import ScriptDirectory
+
+    if at is None:
+        return
+    try:
+        ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(at)
+    except CommandError:  # "Can't locate revision identified by ..."
+        raise SchemaAhead(
+            f"the database is at revision {at}, newer than this edge-center's {head()}: it was migrated by a "
+            "newer edge-center; run that one again, or restore the database's backup taken before the upgrade"
+        ) from None
 
 
 def current(url: str) -> str | None:

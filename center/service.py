@@ -16,7 +16,7 @@ from center.db import make_engine, make_sessions, utcnow
 from center.files import EvidenceFiles
 from center.ingest import Ingest
 from center.loop import Loop
-from center.migrate import current, head, upgrade
+from center.migrate import current, head, refuse_newer, upgrade
 from center.notify import JobRunner, make_notifiers
 from center.receiver import Receiver
 from center.roster import Roster
@@ -41,14 +41,14 @@ class SchemaBehind(Exception):
 def ensure_schema(url: str) -> None:
     """SQLite is brought up to date on start (nothing to set up); PostgreSQL, shared by several instances, is
     migrated once by `edge-center db upgrade`, never by two starting instances at the same time."""
-    if current(url) == head():
+    at = current(url)
+    if at == head():
         return
+    refuse_newer(at)  # a newer edge-center's schema is neither upgraded nor called old
     if url.startswith("sqlite:"):
         upgrade(url)
         return
-    raise SchemaBehind(
-        f"the database is at {current(url) or 'no schema'}, not {head()}: run edge-center db upgrade"
-    )
+    raise SchemaBehind(f"the database is at {at or 'no schema'}, not {head()}: run edge-center db upgrade")
 
 
 class Center:

@@ -9,7 +9,9 @@ import re
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from centerkit import REPO, ROSTER, run_cli, write_center
+from sqlalchemy import text
 
+from center.db import make_engine
 from center.migrate import current, head
 from edge.publish.manifest import load_or_create_key
 
@@ -86,6 +88,23 @@ def test_a_postgresql_center_refuses_to_run_on_an_old_schema(tmp_path, pg_cluste
     config = write_center(tmp_path, pg_cluster.new_database())
     r = run_cli("run", "--config", str(config))
     assert r.returncode == 75 and "edge-center db upgrade" in r.stderr
+
+
+def test_a_database_migrated_by_a_newer_center_is_refused_with_the_reason(tmp_path, db_url):
+    """After going back to an older package (an upgrade undone), the database is at a revision this code does
+    not know: every command says so, and exits 78 (systemd does not restart it in a loop), no traceback."""
+    config = write_center(tmp_path, db_url)
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    for command in (("run",), ("db", "upgrade"), ("user", "add", "desk", "--role", "dispatcher")):
+        r = run_cli(*command, "--config", str(config))
+        assert r.returncode == 78, (command, r.returncode, r.stderr[-800:])
+        assert "Traceback" not in r.stderr
+        assert f"the database is at revision 0099, newer than this edge-center's {head()}" in r.stderr
+    assert current(db_url) == "0099"  # left as it was
 
 
 def test_node_add_registers_the_nodes_public_key(tmp_path):
