@@ -12,7 +12,7 @@ from centerkit import REPO, ROSTER, run_cli, write_center
 from sqlalchemy import text
 
 from center.db import make_engine
-from center.migrate import current, head
+from center.migrate import current, head, upgrade
 from edge.publish.manifest import load_or_create_key
 
 
@@ -105,6 +105,31 @@ def test_a_database_migrated_by_a_newer_center_is_refused_with_the_reason(tmp_pa
         assert "Traceback" not in r.stderr
         assert f"the database is at revision 0099, newer than this edge-center's {head()}" in r.stderr
     assert current(db_url) == "0099"  # left as it was
+
+
+def test_a_sqlite_database_is_copied_before_start_up_migrates_it(tmp_path):
+    """`run` migrates SQLite by itself on start: the database as it was is kept beside it, so going back to the
+    package before the upgrade has a database it can use (a copy taken by SQLite's backup, WAL included)."""
+    config = write_center(tmp_path)
+    url = f"sqlite:///{tmp_path / 'data' / 'center.db'}"
+    upgrade(url, "0004")  # as the previous package left it
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        row = "('desk', 'dispatcher', 'x', '2026-05-01 00:00:00.000000')"
+        conn.execute(text(f"INSERT INTO users (name, role, token_sha256, created_at) VALUES {row}"))
+    engine.dispose()
+    r = run_cli("user", "add", "zhang2", "--role", "dispatcher", "--config", str(config))  # migrates on start
+    assert r.returncode == 0, r.stderr
+    assert current(url) == head()
+    (kept,) = (tmp_path / "data").glob("center.db.at-0004.*")
+    old = f"sqlite:///{kept}"
+    assert current(old) == "0004"
+    engine = make_engine(old)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM users")).scalars().all() == ["desk"]
+    engine.dispose()
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0  # at the newest: nothing copied
+    assert len(list((tmp_path / "data").glob("center.db.at-*"))) == 1
 
 
 def test_node_add_registers_the_nodes_public_key(tmp_path):
