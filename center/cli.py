@@ -240,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from center.migrate import SchemaAhead
     from center.service import ApiUnavailable, SchemaBehind
 
     try:
         return args.func(args)
     except ConfigError as exc:
+        _err(str(exc))
+        return EX_CONFIG
+    except SchemaAhead as exc:  # exit 78: going again cannot help (systemd's RestartPreventExitStatus)
         _err(str(exc))
         return EX_CONFIG
     except SchemaBehind as exc:

@@ -17,6 +17,7 @@ import smtplib
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -35,6 +36,23 @@ from center.web.views import local_text
 from edge.publish.mqtt import valid_id
 
 log = logging.getLogger(__name__)
+
+
+class _UrlsByHostOnly(logging.Filter):
+    """httpx logs every request's URL at INFO (`edge-center -v`): a WeCom robot's URL carries its key (key=...),
+    and a webhook's path or query may hold a token, either of which lets anyone post to that group. Its log
+    lines name the endpoint by scheme and host only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                f"{a.scheme}://{a.netloc.decode('ascii', 'replace')}/..." if isinstance(a, httpx.URL) else a
+                for a in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_UrlsByHostOnly())
 
 LEASE_S = 120.0  # longer than any one send (HTTP and SMTP time out well before): a dead instance's job frees
 WECOM_IMAGE_MAX = 2 << 20  # WeCom group robots refuse images over 2 MB
@@ -249,6 +267,28 @@ def still_of(sessions: sessionmaker, case_id: int | None) -> str | None:
         )
 
 
+@dataclass(frozen=True)
+class Lane:
+    """The jobs of one endpoint: its channels, and its target (None: any). Each lane is sent by a thread of its
+    own (center.service), so an endpoint that is down or hangs delays only its own notices."""
+
+    channels: tuple[str, ...]
+    target: str | None = None
+
+    def __str__(self) -> str:
+        return "+".join(self.channels) + (f":{self.target}" if self.target is not None else "")
+
+
+def lane_of(channel: str, target: str) -> Lane:
+    """A webhook and a WeCom group are one endpoint each; all email goes through the one SMTP server, and
+    verdicts and holds through the one broker."""
+    if channel in ("webhook", "wecom"):
+        return Lane((channel,), target)
+    if channel in ("feedback", *HOLD_CHANNELS):
+        return Lane(("feedback", *HOLD_CHANNELS))
+    return Lane((channel,))
+
+
 class JobRunner:
     """Claims due jobs, sends each through its channel's notifier, records the outcome."""
 
@@ -257,33 +297,42 @@ class JobRunner:
         self.sessions = sessions
         self.notifiers = notifiers
         self.owner = owner
+        notify = cfg.notify
+        lanes = [Lane(("webhook",), str(i)) for i in range(len(notify.webhooks) if "webhook" in notifiers else 0)]
+        lanes += [Lane(("wecom",), str(i)) for i in range(len(notify.wecom) if "wecom" in notifiers else 0)]
+        lanes += [lane_of(c, "") for c in notifiers if c not in ("webhook", "wecom")]
+        self.lanes = list(dict.fromkeys(lanes))  # every endpoint this instance sends to, once
 
-    def run_due(self, now: dt.datetime | None = None, limit: int = 50) -> int:
-        """Send every job due now (at most `limit`); returns how many were attempted.
+    def run_due(self, now: dt.datetime | None = None, limit: int = 50, lane: Lane | None = None) -> int:
+        """Send every job due now (at most `limit`; of `lane` only, when given); returns how many were attempted.
 
-        Each job's lease starts when it is claimed, not when the batch began: sends to an endpoint that is down
-        take their timeouts in turn, and a lease dated from the batch's start could expire before its job is
-        even tried, letting another instance send it too. (`now` fixes the clock, for tests.)"""
+        Once an endpoint fails, its other jobs wait for the next round: one that is down or hangs costs one
+        timeout a round, not one per queued notice. Each job's lease starts when it is claimed, not when the
+        batch began: a lease dated from the batch's start could expire before its job is even tried, letting
+        another instance send it too. (`now` fixes the clock, for tests.)"""
         fixed = now
         now = now or utcnow()
+        channels = [c for c in (lane.channels if lane else self.notifiers) if c in self.notifiers]
+        query = select(Job.id, Job.channel, Job.target).where(
+            or_(
+                (Job.state == JobState.PENDING) & (Job.due_at <= now),
+                (Job.state == JobState.SENDING) & (Job.lease_until < now),
+            ),
+            Job.channel.in_(channels),
+        )
+        if lane is not None and lane.target is not None:
+            query = query.where(Job.target == lane.target)
         with self.sessions() as s:
-            ids = s.scalars(
-                select(Job.id)
-                .where(
-                    or_(
-                        (Job.state == JobState.PENDING) & (Job.due_at <= now),
-                        (Job.state == JobState.SENDING) & (Job.lease_until < now),
-                    ),
-                    Job.channel.in_(list(self.notifiers)),
-                )
-                .order_by(Job.due_at, Job.id)
-                .limit(limit)
-            ).all()
+            due = s.execute(query.order_by(Job.due_at, Job.id).limit(limit)).all()
         attempted = 0
-        for job_id in ids:
+        down: set[Lane] = set()
+        for job_id, channel, target in due:
+            if lane_of(channel, target) in down:
+                continue  # its endpoint just failed: tried again next round, after the jobs due before it
             job = self._claim(job_id, fixed or utcnow())
             if job is not None:
-                self._attempt(job)
+                if not self._attempt(job):
+                    down.add(lane_of(channel, target))
                 attempted += 1
         return attempted
 
@@ -306,7 +355,8 @@ class JobRunner:
                 return None
             return job
 
-    def _attempt(self, job: Job) -> None:
+    def _attempt(self, job: Job) -> bool:
+        """Send one claimed job and record the outcome; True when it went."""
         try:
             self.notifiers[job.channel].send(job)
             error = None
@@ -319,7 +369,7 @@ class JobRunner:
             row.lease_until = None
             if error is None:
                 row.state, row.done_at, row.last_error = JobState.SENT, now, None
-                return
+                return True
             row.last_error = error
             if row.attempts >= self.retry.max_attempts:
                 row.state, row.done_at = JobState.FAILED, now
@@ -343,6 +393,7 @@ class JobRunner:
                     delay,
                     error,
                 )
+        return False
 
 
 def _superseded(s: Session, job: Job) -> bool:

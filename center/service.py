@@ -16,7 +16,7 @@ from center.db import make_engine, make_sessions, utcnow
 from center.files import EvidenceFiles
 from center.ingest import Ingest
 from center.loop import Loop
-from center.migrate import current, head, upgrade
+from center.migrate import current, head, refuse_newer, upgrade
 from center.notify import JobRunner, make_notifiers
 from center.receiver import Receiver
 from center.roster import Roster
@@ -41,14 +41,14 @@ class SchemaBehind(Exception):
 def ensure_schema(url: str) -> None:
     """SQLite is brought up to date on start (nothing to set up); PostgreSQL, shared by several instances, is
     migrated once by `edge-center db upgrade`, never by two starting instances at the same time."""
-    if current(url) == head():
+    at = current(url)
+    if at == head():
         return
+    refuse_newer(at)  # a newer edge-center's schema is neither upgraded nor called old
     if url.startswith("sqlite:"):
         upgrade(url)
         return
-    raise SchemaBehind(
-        f"the database is at {current(url) or 'no schema'}, not {head()}: run edge-center db upgrade"
-    )
+    raise SchemaBehind(f"the database is at {at or 'no schema'}, not {head()}: run edge-center db upgrade")
 
 
 class Center:
@@ -125,13 +125,24 @@ class Center:
         self.engine.dispose()
 
     def _notices(self) -> None:
-        """Send due notices in a thread of their own: an endpoint that is down makes a round take its timeouts
-        in turn, and escalations and camera status must not wait for that."""
+        """Send due notices, each endpoint (webhook, WeCom group, the SMTP server, the broker) in a thread of its
+        own: one that is down or hangs takes its timeouts in its own thread, while the grid worker's WeCom
+        group, email, and escalations and camera status, go on as usual."""
+        lanes = [
+            threading.Thread(target=self._lane, args=(lane,), name=f"center-notices-{lane}", daemon=True)
+            for lane in self.jobs.lanes
+        ]
+        for t in lanes:
+            t.start()
+        for t in lanes:
+            t.join()
+
+    def _lane(self, lane) -> None:
         while not self.stopping.wait(TICK_S):
             try:
-                self.jobs.run_due()
+                self.jobs.run_due(lane=lane)
             except Exception:
-                log.exception("sending notices failed this round; trying again")
+                log.exception("sending %s notices failed this round; trying again", lane)
 
     def _spawn(self, target, name: str) -> threading.Thread:
         t = threading.Thread(target=target, name=name, daemon=True)

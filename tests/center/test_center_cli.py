@@ -9,8 +9,10 @@ import re
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from centerkit import REPO, ROSTER, run_cli, write_center
+from sqlalchemy import text
 
-from center.migrate import current, head
+from center.db import make_engine
+from center.migrate import current, head, upgrade
 from edge.publish.manifest import load_or_create_key
 
 
@@ -86,6 +88,48 @@ def test_a_postgresql_center_refuses_to_run_on_an_old_schema(tmp_path, pg_cluste
     config = write_center(tmp_path, pg_cluster.new_database())
     r = run_cli("run", "--config", str(config))
     assert r.returncode == 75 and "edge-center db upgrade" in r.stderr
+
+
+def test_a_database_migrated_by_a_newer_center_is_refused_with_the_reason(tmp_path, db_url):
+    """After going back to an older package (an upgrade undone), the database is at a revision this code does
+    not know: every command says so, and exits 78 (systemd does not restart it in a loop), no traceback."""
+    config = write_center(tmp_path, db_url)
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    for command in (("run",), ("db", "upgrade"), ("user", "add", "desk", "--role", "dispatcher")):
+        r = run_cli(*command, "--config", str(config))
+        assert r.returncode == 78, (command, r.returncode, r.stderr[-800:])
+        assert "Traceback" not in r.stderr
+        assert f"the database is at revision 0099, newer than this edge-center's {head()}" in r.stderr
+    assert current(db_url) == "0099"  # left as it was
+
+
+def test_a_sqlite_database_is_copied_before_start_up_migrates_it(tmp_path):
+    """`run` migrates SQLite by itself on start: the database as it was is kept beside it, so going back to the
+    package before the upgrade has a database it can use (a copy taken by SQLite's backup, WAL included)."""
+    config = write_center(tmp_path)
+    url = f"sqlite:///{tmp_path / 'data' / 'center.db'}"
+    upgrade(url, "0004")  # as the previous package left it
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        row = "('desk', 'dispatcher', 'x', '2026-05-01 00:00:00.000000')"
+        conn.execute(text(f"INSERT INTO users (name, role, token_sha256, created_at) VALUES {row}"))
+    engine.dispose()
+    r = run_cli("user", "add", "zhang2", "--role", "dispatcher", "--config", str(config))  # migrates on start
+    assert r.returncode == 0, r.stderr
+    assert current(url) == head()
+    (kept,) = (tmp_path / "data").glob("center.db.at-0004.*")
+    old = f"sqlite:///{kept}"
+    assert current(old) == "0004"
+    engine = make_engine(old)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM users")).scalars().all() == ["desk"]
+    engine.dispose()
+    assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0  # at the newest: nothing copied
+    assert len(list((tmp_path / "data").glob("center.db.at-*"))) == 1
 
 
 def test_node_add_registers_the_nodes_public_key(tmp_path):

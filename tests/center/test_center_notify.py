@@ -9,7 +9,9 @@ import email.policy
 import hashlib
 import hmac
 import json
+import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,11 +19,12 @@ from aiosmtpd.controller import Controller
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from parts import alert, make_parts, send
 from sqlalchemy import select
-from support.servers import free_port
+from support.servers import free_port, wait_for
 
 from center.db import Case, Job
 from center.models import Action, JobState, Verdict
 from center.notify import JobRunner, describe_camera_problem, make_notifiers
+from center.service import Center
 from center.web.i18n import translator
 from edge.detect.tamper import Problem
 
@@ -30,17 +33,22 @@ JPEG = b"\xff\xd8\xff\xe0" + b"still" * 100
 
 
 class Receiver:
-    """A local HTTP server that records every POST and answers with the next of `statuses` (then 200)."""
+    """A local HTTP server that records every POST and answers with the next of `statuses` (then 200); one that
+    `hangs` records the request and never answers (until it is closed)."""
 
-    def __init__(self, statuses=(), body=b'{"errcode": 0, "errmsg": "ok"}'):
+    def __init__(self, statuses=(), body=b'{"errcode": 0, "errmsg": "ok"}', hangs=False):
         self.requests: list[tuple[dict, bytes]] = []
         self.statuses = list(statuses)
+        self.released = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append((dict(self.headers), data))
+                if hangs:
+                    outer.released.wait(60)
+                    return
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -55,6 +63,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
 
     def close(self):
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -168,6 +177,42 @@ def test_a_notice_that_never_goes_is_marked_failed_with_its_error(center):
     hook.close()
 
 
+def test_a_webhook_that_hangs_costs_one_timeout_a_round_not_one_per_notice(center, hook):
+    hung = Receiver(hangs=True)
+    p = center(webhooks=[{"url": hung.url, "secret": SECRET}], wecom=[{"url": hook.url}], timeout_s=1)
+    for floor in (5, 10, 15, 20):  # four throws (floors apart): four webhook notices and four WeCom ones
+        send(p, alert(floor=floor))
+    started = time.monotonic()
+    assert _runner(p).run_due() == 5
+    took = time.monotonic() - started
+    assert len(hung.requests) == 1 and took < 3.0, f"{len(hung.requests)} calls to the hung webhook, {took:.1f} s"
+    assert len(hook.requests) == 4  # every WeCom notice went in the same round
+    waiting = sorted(j.attempts for j in _jobs(p) if j.channel == "webhook")
+    assert waiting == [0, 0, 0, 1]  # the others wait for the next round, not counted as failed
+    hung.close()
+
+
+def test_a_webhook_that_hangs_does_not_hold_up_the_next_alert_s_wecom_notice(center, hook):
+    hung = Receiver(hangs=True)
+    p = center(webhooks=[{"url": hung.url, "secret": SECRET}], wecom=[{"url": hook.url}], timeout_s=5)
+    running = Center(p.cfg, p.roster)
+    notices = threading.Thread(target=running._notices, daemon=True)
+    notices.start()
+    try:
+        send(p, alert(floor=5))
+        assert wait_for(lambda: hung.requests, 10)  # the center is now waiting on the hung webhook
+        sent = time.monotonic()
+        send(p, alert(floor=20))
+        assert wait_for(lambda: any("20层" in json.loads(b)["text"]["content"] for _, b in hook.requests), 15)
+        took = time.monotonic() - sent
+        assert took < 2.5, f"the worker's WeCom notice waited {took:.1f} s behind a hung webhook"
+    finally:
+        running.stopping.set()
+        hung.close()
+        notices.join(10)
+        running.engine.dispose()
+
+
 def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(center, hook):
     p = center(wecom=[{"url": hook.url}])
     send(p, alert(event_id="ev-w"))
@@ -181,6 +226,21 @@ def test_wecom_gets_the_text_with_the_worker_mentioned_and_then_the_still(center
     assert text["text"]["mentioned_list"] == ["zhangwei"]
     assert image["msgtype"] == "image"
     assert image["image"]["md5"] == hashlib.md5(JPEG).hexdigest()
+
+
+def test_the_wecom_robot_s_key_is_never_written_to_the_log(center, caplog):
+    caplog.set_level(logging.INFO)  # `edge-center -v run`
+    key = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
+    robot = Receiver(statuses=[500])
+    p = center(wecom=[{"url": f"{robot.url}?key={key}"}])
+    send(p, alert())
+    runner = _runner(p)
+    runner.run_due()
+    runner.run_due(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))  # failed, then sent
+    assert [j.state for j in _jobs(p)] == [JobState.SENT] and len(robot.requests) == 2
+    assert "127.0.0.1" in caplog.text  # the calls are logged, by their host
+    assert key not in caplog.text and all(key not in (j.last_error or "") for j in _jobs(p))
+    robot.close()
 
 
 def test_a_wecom_error_code_is_a_failure_not_a_success(center):
