@@ -389,11 +389,13 @@ class Loop:
 
     def fan_out(self, s: Session, case_id: int | None, payload: dict, email: str | None, now: dt.datetime) -> None:
         """One notice on every channel: each webhook, each WeCom group, and email to `email` when SMTP is set."""
+        from center.notify import endpoint_key  # here: center.notify imports this module
+
         notify = self.cfg.notify
-        for i, _ in enumerate(notify.webhooks):
-            self.queue(s, case_id, "webhook", str(i), payload, now)
-        for i, _ in enumerate(notify.wecom):
-            self.queue(s, case_id, "wecom", str(i), payload, now)
+        for hook in notify.webhooks:  # each by its key: center.yaml may be reordered before it goes
+            self.queue(s, case_id, "webhook", endpoint_key(str(hook.url)), payload, now)
+        for robot in notify.wecom:
+            self.queue(s, case_id, "wecom", endpoint_key(str(robot.url)), payload, now)
         if notify.smtp and email:
             self.queue(s, case_id, "email", email, payload, now)
 
@@ -412,11 +414,12 @@ class Loop:
             self._wecom_still(s, case, still, now)
 
     def _wecom_still(self, s: Session, case: Case, still: Evidence, now: dt.datetime) -> None:
-        for i, w in enumerate(self.cfg.notify.wecom):
+        from center.notify import endpoint_key  # here: center.notify imports this module
+
+        for w in self.cfg.notify.wecom:
             if w.send_still:
-                self.queue(
-                    s, case.id, "wecom", str(i), {"kind": "still", "case": case.id, "still": still.path}, now
-                )
+                payload = {"kind": "still", "case": case.id, "still": still.path}
+                self.queue(s, case.id, "wecom", endpoint_key(str(w.url)), payload, now)
 
     def feedback(
         self,

@@ -16,10 +16,10 @@ import logging
 import smtplib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -69,6 +69,33 @@ HEADS = {  # first words of a notice, by its kind
 
 class SendError(Exception):
     """One attempt failed; the job is retried later."""
+
+
+def endpoint_key(url: str) -> str:
+    """The name a queued notice gives its webhook or WeCom group (Job.target): a digest of its URL, so it stays
+    the same when center.yaml reorders, inserts or removes other endpoints. Never the URL itself: a WeCom
+    robot's URL holds its key, and a webhook's may hold a token."""
+    return "u" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+Endpoint = TypeVar("Endpoint")
+
+
+def endpoint_targets(endpoints: Sequence) -> dict[str, int]:
+    """Every target a notice for one of `endpoints` (center.yaml's webhooks or wecom) may carry -> its index:
+    its key, and its position, as a center before keys queued it. A position is read as before, and only while
+    it is still in range: such a notice was queued before this center started, and its endpoint is taken to be
+    where it was then (it is, unless center.yaml was changed in between)."""
+    keys = {endpoint_key(str(e.url)): i for i, e in enumerate(endpoints)}
+    return {**{str(i): i for i in range(len(endpoints))}, **keys}
+
+
+def endpoint_of(endpoints: Sequence[Endpoint], targets: dict[str, int], job: Job) -> Endpoint:
+    """The webhook or WeCom group a notice was queued for (`targets` from endpoint_targets)."""
+    i = targets.get(job.target)
+    if i is None:  # failed at start-up (JobRunner.fail_unconfigured) unless an instance queued it since
+        raise SendError(f"its {job.channel} is no longer in center.yaml")
+    return endpoints[i]
 
 
 class Notifier(Protocol):
@@ -143,11 +170,12 @@ class WebhookNotifier:
 
     def __init__(self, cfg: CenterConfig, http: httpx.Client):
         self.hooks = cfg.notify.webhooks
+        self.targets = endpoint_targets(self.hooks)
         self.http = http
         self.zone = cfg.timezone
 
     def send(self, job: Job) -> None:
-        hook = self.hooks[int(job.target)]
+        hook = endpoint_of(self.hooks, self.targets, job)
         body = json.dumps({**job.payload, "text": describe(job.payload, self.zone)}, ensure_ascii=False).encode()
         ts = str(int(time.time()))
         headers = {
@@ -165,12 +193,13 @@ class WecomNotifier:
 
     def __init__(self, cfg: CenterConfig, http: httpx.Client, files: EvidenceFiles):
         self.robots = cfg.notify.wecom
+        self.targets = endpoint_targets(self.robots)
         self.http = http
         self.zone = cfg.timezone
         self.files = files
 
     def send(self, job: Job) -> None:
-        robot = self.robots[int(job.target)]
+        robot = endpoint_of(self.robots, self.targets, job)
         p = job.payload
         if p.get("kind") == "still":
             data = self.files.path(p["still"]).read_bytes()
@@ -297,11 +326,53 @@ class JobRunner:
         self.sessions = sessions
         self.notifiers = notifiers
         self.owner = owner
-        notify = cfg.notify
-        lanes = [Lane(("webhook",), str(i)) for i in range(len(notify.webhooks) if "webhook" in notifiers else 0)]
-        lanes += [Lane(("wecom",), str(i)) for i in range(len(notify.wecom) if "wecom" in notifiers else 0)]
-        lanes += [lane_of(c, "") for c in notifiers if c not in ("webhook", "wecom")]
+        # Each webhook and WeCom group's targets (its key, its old position) -> its lane, keyed by its key.
+        self.endpoints: dict[tuple[str, str], Lane] = {}
+        self.known: dict[str, list[str]] = {}  # channel -> every target this instance sends to
+        for channel, endpoints in (("webhook", cfg.notify.webhooks), ("wecom", cfg.notify.wecom)):
+            if channel not in notifiers:
+                continue
+            targets = endpoint_targets(endpoints)
+            self.known[channel] = list(targets)
+            for target, i in targets.items():
+                self.endpoints[channel, target] = Lane((channel,), endpoint_key(str(endpoints[i].url)))
+        lanes = list(self.endpoints.values()) + [lane_of(c, "") for c in notifiers if c not in self.known]
         self.lanes = list(dict.fromkeys(lanes))  # every endpoint this instance sends to, once
+
+    def _lane_of(self, channel: str, target: str) -> Lane:
+        return self.endpoints.get((channel, target)) or lane_of(channel, target)
+
+    def fail_unconfigured(self, now: dt.datetime | None = None) -> int:
+        """Mark failed every webhook or WeCom notice waiting for an endpoint that center.yaml no longer has
+        (removed while its notices waited): no lane would ever send it. Run at start-up, when this instance
+        takes up its center.yaml; returns how many. Each is taken as a claim is (a conditional UPDATE), so
+        one another instance is sending now is left to it."""
+        now = now or utcnow()
+        done = 0
+        for channel, known in self.known.items():
+            claimable = or_(
+                Job.state == JobState.PENDING, (Job.state == JobState.SENDING) & (Job.lease_until < now)
+            )
+            with self.sessions() as s:
+                stale = s.scalars(
+                    select(Job.id).where(Job.channel == channel, Job.target.not_in(known), claimable)
+                ).all()
+            for job_id in stale:
+                with self.sessions.begin() as s:
+                    won = s.execute(
+                        update(Job)
+                        .where(Job.id == job_id, claimable)
+                        .values(
+                            state=JobState.FAILED,
+                            done_at=now,
+                            lease_until=None,
+                            last_error=f"its {channel} is no longer in center.yaml",
+                        )
+                    ).rowcount
+                if won:
+                    log.error("%s notice %d failed: its %s is no longer in center.yaml", channel, job_id, channel)
+                    done += 1
+        return done
 
     def run_due(self, now: dt.datetime | None = None, limit: int = 50, lane: Lane | None = None) -> int:
         """Send every job due now (at most `limit`; of `lane` only, when given); returns how many were attempted.
@@ -320,19 +391,20 @@ class JobRunner:
             ),
             Job.channel.in_(channels),
         )
-        if lane is not None and lane.target is not None:
-            query = query.where(Job.target == lane.target)
+        if lane is not None and lane.target is not None:  # its key, and its position as an older center queued it
+            targets = [t for (_, t), known in self.endpoints.items() if known == lane] or [lane.target]
+            query = query.where(Job.target.in_(targets))
         with self.sessions() as s:
             due = s.execute(query.order_by(Job.due_at, Job.id).limit(limit)).all()
         attempted = 0
         down: set[Lane] = set()
         for job_id, channel, target in due:
-            if lane_of(channel, target) in down:
+            if self._lane_of(channel, target) in down:
                 continue  # its endpoint just failed: tried again next round, after the jobs due before it
             job = self._claim(job_id, fixed or utcnow())
             if job is not None:
                 if not self._attempt(job):
-                    down.add(lane_of(channel, target))
+                    down.add(self._lane_of(channel, target))
                 attempted += 1
         return attempted
 

@@ -127,7 +127,12 @@ class Center:
     def _notices(self) -> None:
         """Send due notices, each endpoint (webhook, WeCom group, the SMTP server, the broker) in a thread of its
         own: one that is down or hangs takes its timeouts in its own thread, while the grid worker's WeCom
-        group, email, and escalations and camera status, go on as usual."""
+        group, email, and escalations and camera status, go on as usual. First, the notices of a webhook or
+        WeCom group no longer in center.yaml are marked failed: no lane sends them."""
+        try:
+            self.jobs.fail_unconfigured()
+        except Exception:  # the database is away: they wait for the next start, sent by nobody meanwhile
+            log.exception("could not mark failed the notices of endpoints no longer in center.yaml")
         lanes = [
             threading.Thread(target=self._lane, args=(lane,), name=f"center-notices-{lane}", daemon=True)
             for lane in self.jobs.lanes

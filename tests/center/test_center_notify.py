@@ -23,9 +23,10 @@ from support.servers import free_port, wait_for
 
 from center.db import Case, Job
 from center.models import Action, JobState, Verdict
-from center.notify import JobRunner, describe_camera_problem, make_notifiers
+from center.notify import JobRunner, describe_camera_problem, endpoint_key, make_notifiers
 from center.service import Center
 from center.web.i18n import translator
+from edge.config import ConfigError
 from edge.detect.tamper import Problem
 
 SECRET = "webhook-secret-for-tests"
@@ -251,6 +252,86 @@ def test_a_wecom_error_code_is_a_failure_not_a_success(center):
     (job,) = _jobs(p)
     assert job.state == JobState.PENDING and "93000" in job.last_error
     hook.close()
+
+
+def _signed_with(secret: str, headers: dict, body: bytes) -> bool:
+    expected = hmac.new(secret.encode(), headers["X-Edge-Timestamp"].encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(headers["X-Edge-Signature"], "sha256=" + expected.hexdigest())
+
+
+def test_a_queued_notice_reaches_its_webhook_after_center_yaml_is_reordered(center):
+    a, b = Receiver(), Receiver(statuses=[500])  # b is down: its notice waits for a retry
+    first = center(webhooks=[{"url": a.url, "secret": "secret-a"}, {"url": b.url, "secret": "secret-b"}])
+    send(first, alert(floor=12))
+    _runner(first).run_due()
+    assert (len(a.requests), len(b.requests)) == (1, 1)
+    # The office puts b first and restarts while b's notice still waits.
+    again = center(webhooks=[{"url": b.url, "secret": "secret-b"}, {"url": a.url, "secret": "secret-a"}])
+    assert _runner(again).run_due(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)) == 1
+    assert len(a.requests) == 1, "b's notice went to a"
+    headers, body = b.requests[-1]
+    assert len(b.requests) == 2 and _signed_with("secret-b", headers, body)
+    assert "3号楼 12层" in json.loads(body)["text"]
+    assert {j.state for j in _jobs(again)} == {JobState.SENT}
+    assert all(b.url not in j.target and "secret" not in j.target for j in _jobs(again))  # a key, not the URL
+    a.close()
+    b.close()
+
+
+def test_a_notice_for_a_wecom_group_removed_from_center_yaml_ends_failed_and_goes_nowhere(center, caplog):
+    a, b = Receiver(), Receiver(statuses=[500])
+    key = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
+    first = center(wecom=[{"url": a.url, "send_still": False}, {"url": f"{b.url}?key={key}", "send_still": False}])
+    send(first, alert())
+    _runner(first).run_due()
+    assert (len(a.requests), len(b.requests)) == (1, 1)
+    gone = next(j.id for j in _jobs(first) if j.state == JobState.PENDING)
+    again = center(wecom=[{"url": a.url, "send_still": False}])  # the office removed b, the last entry
+    running = Center(again.cfg, again.roster)
+    notices = threading.Thread(target=running._notices, daemon=True)
+    try:
+        notices.start()
+        failed = wait_for(lambda: [j for j in _jobs(again) if j.id == gone and j.state == JobState.FAILED], 10)
+        assert failed, [(j.id, j.target, j.state) for j in _jobs(again)]
+        time.sleep(1.5)  # a round of every lane: nothing more is sent
+    finally:
+        running.stopping.set()
+        notices.join(10)
+        running.engine.dispose()
+    assert not notices.is_alive()
+    assert (len(a.requests), len(b.requests)) == (1, 1)
+    assert "no longer in center.yaml" in failed[0].last_error
+    assert f"wecom notice {gone}" in caplog.text and key not in caplog.text and b.url not in caplog.text
+    a.close()
+    b.close()
+
+
+def test_a_notice_an_older_center_queued_by_position_still_goes_to_that_webhook(center):
+    a, b = Receiver(), Receiver()
+    p = center(webhooks=[{"url": a.url, "secret": "secret-a"}, {"url": b.url, "secret": "secret-b"}])
+    now = dt.datetime.now(dt.UTC)
+    with p.sessions.begin() as s:  # as an older center queued it: the endpoint's index in center.yaml
+        p.loop.queue(s, None, "webhook", "1", {"kind": "dispatch", "case": 1, "to": "office"}, now)
+        p.loop.queue(s, None, "webhook", "2", {"kind": "dispatch", "case": 2, "to": "office"}, now)  # out of range
+    runner = _runner(p)
+    runner.fail_unconfigured()  # at start-up
+    assert runner.run_due() == 1
+    assert len(a.requests) == 0 and len(b.requests) == 1
+    assert _signed_with("secret-b", *b.requests[0])
+    assert [(j.target, j.state) for j in _jobs(p)] == [("1", JobState.SENT), ("2", JobState.FAILED)]
+    a.close()
+    b.close()
+
+
+def test_center_yaml_refuses_the_same_endpoint_twice_without_saying_its_url(center, hook):
+    with pytest.raises(ConfigError, match=r"webhooks\[1\] repeats the URL of webhooks\[0\]"):
+        center(webhooks=[{"url": hook.url, "secret": "one"}, {"url": hook.url, "secret": "two"}])
+    with pytest.raises(ConfigError, match=r"wecom\[2\] repeats the URL of wecom\[0\]") as refused:
+        robot = f"{hook.url}?key=robot-key"
+        center(wecom=[{"url": robot}, {"url": hook.url}, {"url": robot}])
+    assert "robot-key" not in str(refused.value)
+    p = center(webhooks=[{"url": hook.url, "secret": "one"}], wecom=[{"url": hook.url}])  # different channels
+    assert endpoint_key(str(p.cfg.notify.webhooks[0].url)) == endpoint_key(str(p.cfg.notify.wecom[0].url))
 
 
 @pytest.fixture
