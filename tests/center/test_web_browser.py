@@ -170,7 +170,11 @@ def shot(pg, site: Site, name: str) -> None:
     pg.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
 
 
-def _first_case(pg) -> int:
+def _first_case(pg, site: Site) -> int:
+    """The oldest case on the list; the node is started for it when this test runs alone (or first)."""
+    if not site.node_started:
+        site.start_node()
+    pg.wait_for_selector("#rows tr[data-case]", timeout=WAIT_S * 1000)
     return int(pg.locator("#rows tr[data-case]").last.get_attribute("data-case"))
 
 
@@ -190,7 +194,7 @@ def test_an_alert_from_a_node_appears_in_the_open_list_without_a_reload(browser,
 
 def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, site):
     with person(browser, site, "disp") as pg:
-        case = _first_case(pg)
+        case = _first_case(pg, site)
         pg.goto(f"/alerts/{case}")
         assert wait_for(lambda: _reloaded_has(pg, "video.clip") and _reloaded_has(pg, ".tag.verified"), WAIT_S)
         pg.eval_on_selector("video.clip", "v => v.play()")
@@ -207,7 +211,7 @@ def _reloaded_has(pg, selector: str) -> bool:
 
 def test_a_dispatcher_dispatches_and_the_grid_worker_acknowledges_and_marks_a_false_alarm(browser, site):
     with person(browser, site, "disp") as pg:
-        case = _first_case(pg)
+        case = _first_case(pg, site)
         pg.goto(f"/alerts/{case}")
         if pg.locator("form.act-confirm").count():  # a suspected alert: confirming dispatches it
             pg.click("form.act-confirm button")
@@ -264,7 +268,7 @@ def test_a_grid_worker_gets_403_for_another_micro_grids_alert(browser, site):
 
 def test_a_form_without_its_csrf_token_is_refused(browser, site):
     with person(browser, site, "disp") as pg:
-        case = _first_case(pg)  # the case the grid worker checked: resolving it is next
+        case = _first_case(pg, site)  # the case the grid worker checked: resolving it is next
         pg.goto(f"/alerts/{case}")
         pg.evaluate("document.querySelectorAll('form.act-resolve input[name=csrf]').forEach(e => e.remove())")
         with pg.expect_navigation() as nav:
@@ -329,7 +333,7 @@ def test_the_police_archive_holds_the_signed_evidence_and_its_verification(brows
     import zipfile
 
     with person(browser, site, "disp") as pg:
-        case_id = _first_case(pg)
+        case_id = _first_case(pg, site)
         pg.goto(f"/alerts/{case_id}")
         pg.click("form.act-original button")  # the original clip is sent only when asked for
         pg.wait_for_selector("#asked")
