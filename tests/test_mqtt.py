@@ -23,6 +23,7 @@ from support.servers import wait_for
 from edge.config import MqttConfig, parse_config
 from edge.listen import Listener
 from edge.node import Node
+from edge.publish.evidence import EvidenceFiles, EvidenceStage
 from edge.publish.mqtt import Backoff, EventType, MqttPublisher, Reconnect, make_client
 from edge.publish.outbox import Outbox
 
@@ -277,6 +278,35 @@ def test_original_get_serves_only_a_valid_event_id_inside_storage_events(tmp_pat
         assert [e["id"] for e in ready if e["type"] == "original_ready"] == [real]
         got = tmp_path / "received" / "garden-a" / real / "original.ts"
         assert got.read_bytes() == (events / real / "original.ts").read_bytes()
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
+def test_an_original_asked_for_while_it_is_being_recorded_is_sent_once_it_is_saved(tmp_path, broker, center):
+    storage = tmp_path / "garden-a"
+    recording, saved = "20260101T000000-cam-0000327-63", "20260101T000000-cam-0000100-1"
+    for eid in (recording, saved):
+        (storage / "events" / eid).mkdir(parents=True)
+    (storage / "events" / recording / ".original-partial.ts").write_bytes(b"G" + os.urandom(3000))
+    (storage / "events" / saved / "original.ts").write_bytes(b"G" + os.urandom(3000))
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, storage)
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)
+        for eid in (recording, saved):
+            center.client.publish(f"edge/garden-a/events/{eid}/original/get", b"", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: ("garden-a", saved, "original") in center.files_ok, 20)  # control: served now
+        assert ("garden-a", recording, "original") not in center.files_ok  # nothing whole to send yet
+        folder = storage / "events" / recording
+        os.replace(folder / ".original-partial.ts", folder / "original.ts")  # the clip's post-roll is in
+        files = EvidenceFiles(folder, EvidenceStage.ORIGINAL, "original.ts", None, None, "manifest.json")
+        publisher.on_evidence({"id": recording, "camera": "cam"}, files)
+        assert wait_for(lambda: ("garden-a", recording, "original") in center.files_ok, 20), center.files_bad
+        got = tmp_path / "received" / "garden-a" / recording / "original.ts"
+        assert got.read_bytes() == (folder / "original.ts").read_bytes()
     finally:
         publisher.stop()
         outbox.close()

@@ -216,6 +216,9 @@ def valid_id(value) -> bool:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None and ".." not in value
 
 
+MAX_ORIGINALS_WANTED = 64  # a few events at once are being recorded; the bound keeps hostile requests small
+
+
 class MqttPublisher:
     """Puts everything the node reports into the outbox, and a sender thread drains it to the broker."""
 
@@ -258,6 +261,10 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self.last_error: str | None = None
+        # Originals asked for while still being recorded (a dispatcher asks as the alert comes in): sent when
+        # saved. Asked from paho's thread, saved on a camera's thread.
+        self._originals_wanted: set[str] = set()
+        self._wanted_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -283,6 +290,11 @@ class MqttPublisher:
         self.outbox.put(Kind.ALERT if kind == EventType.NEW else Kind.EVENT, self.topics.events, payload)
 
     def on_evidence(self, record: dict, files: EvidenceFiles) -> None:
+        with self._wanted_lock:
+            wanted = record["id"] in self._originals_wanted
+            self._originals_wanted.discard(record["id"])
+        if wanted:
+            self.send_original(record["id"])
         if files.stage is not EvidenceStage.COMPLETE:
             return  # the center hears once, when the still and clip exist (or are known not to)
         eid = record["id"]
@@ -326,7 +338,8 @@ class MqttPublisher:
         self.outbox.put(Kind.STATS, self.topics.stats, body, qos=0, retain=True, coalesce_key="stats")  # as status
 
     def send_original(self, event_id: str) -> bool:
-        """Queue the original evidence clip of an event; False when there is no such event here.
+        """Queue the original evidence clip of an event, or once it is saved when it is still being recorded;
+        False when there is no such event here.
 
         The id comes from a command topic, that is from the network: only a valid id naming a folder strictly
         inside storage/events (itself, not a link out of it) is served, and only a regular file in it.
@@ -338,11 +351,21 @@ class MqttPublisher:
             return False
         originals = sorted(p for p in folder.glob("original.*") if p.is_file() and not p.is_symlink())
         if not originals:
-            return False
+            return self._want_original(event_id)
         size, digest = self._send_file(event_id, "original", originals[0])
         rec = {"id": event_id, "node": self.node}
         extra = {"original_bytes": size, "original_sha256": digest}
         self.outbox.put(Kind.EVENT, self.topics.events, self._event_payload(EventType.ORIGINAL_READY, rec, extra))
+        return True
+
+    def _want_original(self, event_id: str) -> bool:
+        """Remember a request for an original still being recorded (its folder exists, its clip is not saved
+        yet); the oldest requests give way past MAX_ORIGINALS_WANTED (the center may ask again)."""
+        with self._wanted_lock:
+            if len(self._originals_wanted) >= MAX_ORIGINALS_WANTED:
+                self._originals_wanted.discard(min(self._originals_wanted))  # ids start with their UTC time
+            self._originals_wanted.add(event_id)
+        log.info("original of %s asked for while it is being recorded: sent once it is saved", event_id)
         return True
 
     # -- internals -----------------------------------------------------------------------------------------
