@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -193,13 +195,37 @@ def save_original(
     if note:
         record["evidence"]["note"] = note
     write_json(folder / EVENT, record)
-    frames = [pts_index.get(p, (None, None)) for p in sorted(job.frame_pts)]
-    write_json(folder / FRAMES, {"frames": [list(f) for f in frames]})
+    frames = frame_index(sorted(job.frame_pts), pts_index, job.original.params.time_base, job.event.fps)
+    write_json(folder / FRAMES, {"frames": frames})
     times = {"first_seen_t": job.first_t, "clip_from_t": written.first_t, "clip_to_t": written.last_t}
     extra = {"original_made_by": str(written.made), **({"note": note} if note else {})}
     (folder / PENDING).touch()
     manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, **times, **extra}, signer)
     return EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, note)
+
+
+def frame_index(pts: list[int], seen: dict[int, tuple[int, float]], time_base: Fraction, fps: float) -> list[list]:
+    """[frame number, capture time] of each frame of a clip, by its timestamp `pts` (display order).
+
+    `seen` holds the frames detection saw. A frame it did not see (dropped behind a slow detector, or still
+    in the decoder when the post-roll was in) is placed from the nearest frame it saw by the difference of
+    their timestamps, as the pipeline numbers frames: else the overlay would draw the whole trajectory on it,
+    the future too, and frames.json would leave it without a time."""
+    known = sorted(p for p in pts if p in seen)
+    out = []
+    for p in pts:
+        if p in seen:
+            out.append(list(seen[p]))
+            continue
+        if not known:
+            out.append([None, None])
+            continue
+        i = bisect.bisect_left(known, p)
+        near = min(known[max(0, i - 1) : i + 1], key=lambda q: abs(q - p))
+        index, t = seen[near]
+        dt = float((p - near) * time_base)
+        out.append([index + round(dt * fps), round(t + dt, 6)])
+    return out
 
 
 RECOVERED = "the node stopped abruptly while recording; the clip ends where its writing stopped"
