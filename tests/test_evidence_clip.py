@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -14,8 +16,9 @@ from edge.capture.source import Clock, SourceOptions
 from edge.config import CaptureConfig, parse_config
 from edge.detect.types import UpdateKind
 from edge.pipeline import CameraPipeline, EvidenceOutput
-from edge.publish.evidence import FRAMES, EvidenceStage
+from edge.publish.evidence import FRAMES, EvidenceStage, numbered_frames
 from edge.publish.manifest import load_or_create_key, verify_folder
+from edge.video import luma_frames, luma_plane
 
 from conftest import sim_facade
 
@@ -86,3 +89,40 @@ def test_frames_json_numbers_and_times_every_frame_even_those_detection_never_sa
         assert [i for i, _ in frames] == list(range(first, first + len(frames))), files.folder.name
         assert [t for _, t in frames] == pytest.approx([i / 25 for i, _ in frames])
         assert verify_folder(files.folder) == []
+
+
+def _open_gop(src: Path, out: Path) -> Path:
+    """`src` re-encoded as some cameras send H.264: open GOPs, whose keyframes are followed (in decoding order)
+    by B-frames that show before them and refer back to the GOP before."""
+    args = [
+        "-c:v",
+        "libx264",
+        "-g",
+        "50",
+        "-keyint_min",
+        "50",
+        "-bf",
+        "3",
+        "-x264-params",
+        "open-gop=1:scenecut=0",
+    ]
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), *args, str(out)], check=True)
+    return out
+
+
+def test_each_annotated_frame_gets_the_number_of_the_frame_it_is_after_open_gop_leading_frames(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1, duration_s=12.0)  # a throw at 8 s: its clip starts at a keyframe mid-stream
+    clip = _open_gop(folder / "scene.mp4", tmp_path / "open-gop.mp4")
+    source = list(luma_frames(clip))  # frame k of the camera's stream, decoded from its start
+    sink = Sink()
+    _play(_pipeline(tmp_path, folder, sink), clip)
+    starts = []
+    for files in sink.evidence:
+        frames = json.loads((files.folder / FRAMES).read_text())["frames"]
+        numbered = list(numbered_frames(files.folder / files.original, frames))
+        starts.append(numbered[0][1])
+        assert len(numbered) >= len(frames) - 3  # control: at most the leading B-frames do not decode
+        for frame, index, t in numbered:
+            assert index is not None and t == pytest.approx(index / 25)
+            assert np.array_equal(luma_plane(frame), source[index]), (files.folder.name, index)
+    assert any(s > 0 for s in starts)  # control: a clip that starts at a keyframe with leading frames
