@@ -126,3 +126,20 @@ def test_each_annotated_frame_gets_the_number_of_the_frame_it_is_after_open_gop_
             assert index is not None and t == pytest.approx(index / 25)
             assert np.array_equal(luma_plane(frame), source[index]), (files.folder.name, index)
     assert any(s > 0 for s in starts)  # control: a clip that starts at a keyframe with leading frames
+
+
+def test_after_a_reconnect_frames_json_takes_nothing_from_the_connection_before(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    sink = Sink()
+    pipe = _pipeline(tmp_path, folder, sink)
+    _play(pipe, folder / "scene.mp4")
+    before = len(sink.evidence)
+    # The camera comes back, and its new connection's timestamps start again from 0, as RTSP's do.
+    _play(pipe, folder / "scene.mp4")
+    after = sink.evidence[before:]
+    assert before and len(after) == before  # control: the same throws, saved again
+    for files in after:
+        frames = json.loads((files.folder / FRAMES).read_text())["frames"]
+        first = frames[0][0]
+        assert first >= 200  # frame numbers go on across a reconnect
+        assert [i for i, _ in frames] == list(range(first, first + len(frames))), files.folder.name
