@@ -51,9 +51,10 @@ def _pipeline(tmp_path: Path, clip_folder: Path, sink: Sink, extra: str = "") ->
     return CameraPipeline("n", "c", cam, sink, out)
 
 
-def _play(pipe: CameraPipeline, clip: Path, seen=lambda n: True) -> None:
+def _play(pipe: CameraPipeline, clip: Path, seen=lambda n: True, detect=lambda: True) -> None:
     """Play a file through the pipeline as a camera's worker would: every packet is kept, and the frames
-    `seen(frame number)` refuses are dropped, as a live feed drops them behind a slow detector."""
+    `seen(frame number)` refuses are dropped, as a live feed drops them behind a slow detector; `detect()`
+    says, before each packet's frames, whether detection is on."""
     feed = Feed(10_000, lossless=True)
     cap = CameraCapture(
         "c", str(clip), CaptureConfig(), feed, is_file=True, options=SourceOptions(clock=Clock.STREAM)
@@ -69,9 +70,10 @@ def _play(pipe: CameraPipeline, clip: Path, seen=lambda n: True) -> None:
         elif isinstance(item, Chunk):
             if item.packet is not None:
                 pipe.on_packet(item.packet)
+            on = detect()
             for frame in item.frames:
                 if seen(n):
-                    pipe.on_frame(frame)
+                    pipe.on_frame(frame, on)
                 n += 1
 
 
@@ -143,3 +145,25 @@ def test_after_a_reconnect_frames_json_takes_nothing_from_the_connection_before(
         first = frames[0][0]
         assert first >= 200  # frame numbers go on across a reconnect
         assert [i for i, _ in frames] == list(range(first, first + len(frames))), files.folder.name
+
+
+_WINDOW = "[[0.2, 0.2], [0.4, 0.2], [0.4, 0.4], [0.2, 0.4]]"  # a resident's window, to be blurred
+
+
+def test_a_clip_saved_after_a_reload_is_annotated_with_the_privacy_masks(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    masks = f", masks: {{privacy: [{_WINDOW}]}}"
+    sink = Sink()
+    pipe = _pipeline(tmp_path, folder, sink, masks)
+    reloaded = _pipeline(tmp_path / "r", folder, Sink(), masks + ", record: {post_s: 2.5}").cfg
+
+    def detect() -> bool:
+        if pipe.cfg is not reloaded and any(k == UpdateKind.END for k, _ in sink.updates):
+            # An event in its post-roll: the config is reloaded, and detection is switched off (MQTT).
+            pipe.reconfigure(reloaded)
+        return pipe.cfg is not reloaded
+
+    _play(pipe, folder / "scene.mp4", detect=detect)
+    assert pipe.cfg is reloaded and sink.annotate  # control: clips were saved, some after the reload
+    for folder_saved, _, geometry in sink.annotate:
+        assert geometry is not None and geometry.privacy, folder_saved.name
