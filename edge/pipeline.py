@@ -79,6 +79,7 @@ class FrameLog:
 
     def __init__(self, keep: int):
         self._entries: deque[tuple[int, float, int | None]] = deque(maxlen=keep)
+        self._stream_from = 0  # frame number of the current connection's first frame
 
     def add(self, index: int, t: float, pts: int | None) -> None:
         self._entries.append((index, t, pts))
@@ -89,9 +90,14 @@ class FrameLog:
                 return t
         return self._entries[0][1] if self._entries else None
 
+    def new_stream(self, first_index: int) -> None:
+        """Frames from `first_index` on come from a new connection, whose timestamps start afresh."""
+        self._stream_from = first_index
+
     def by_pts(self) -> dict[int, tuple[int, float]]:
-        """(frame number, capture time) by stream timestamp, for the frames still logged."""
-        return {pts: (i, t) for i, t, pts in self._entries if pts is not None}
+        """(frame number, capture time) by stream timestamp, for the current connection's frames still logged:
+        an earlier connection's timestamps repeat the new one's (RTSP's start near 0 each time)."""
+        return {pts: (i, t) for i, t, pts in self._entries if pts is not None and i >= self._stream_from}
 
 
 def reference_for(config: EdgeConfig, camera: str) -> Path | None:
@@ -243,6 +249,7 @@ class CameraPipeline:
         if self.session:
             self.end_stream(StreamStopped(self.session, "the stream restarted"))
         self.ring.clear()
+        self.frames.new_stream(self.index + 1)
         self.session = started.session
         self.fps = self.cfg.fps or started.rate or _DEFAULT_FPS
         self._pts0 = None
@@ -482,4 +489,8 @@ class CameraPipeline:
             return
         self.sink.on_evidence(record, files)
         caption = f"{self.node}/{self.camera} {job.event.level}"
-        self.evidence.annotate(files.folder, caption, self.geometry)
+        geometry = self.geometry
+        if geometry is None:  # reloaded, and no frame detected on since: the privacy masks apply all the same
+            size = (job.original.params.width, job.original.params.height)
+            geometry = CameraGeometry.build(self.cfg, size, measured_at=self._first_size)
+        self.evidence.annotate(files.folder, caption, geometry)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -193,13 +195,37 @@ def save_original(
     if note:
         record["evidence"]["note"] = note
     write_json(folder / EVENT, record)
-    frames = [pts_index.get(p, (None, None)) for p in sorted(job.frame_pts)]
-    write_json(folder / FRAMES, {"frames": [list(f) for f in frames]})
+    frames = frame_index(sorted(job.frame_pts), pts_index, job.original.params.time_base, job.event.fps)
+    write_json(folder / FRAMES, {"frames": frames})
     times = {"first_seen_t": job.first_t, "clip_from_t": written.first_t, "clip_to_t": written.last_t}
     extra = {"original_made_by": str(written.made), **({"note": note} if note else {})}
     (folder / PENDING).touch()
     manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, **times, **extra}, signer)
     return EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, note)
+
+
+def frame_index(pts: list[int], seen: dict[int, tuple[int, float]], time_base: Fraction, fps: float) -> list[list]:
+    """[frame number, capture time] of each frame of a clip, by its timestamp `pts` (display order).
+
+    `seen` holds the frames detection saw. A frame it did not see (dropped behind a slow detector, or still
+    in the decoder when the post-roll was in) is placed from the nearest frame it saw by the difference of
+    their timestamps, as the pipeline numbers frames: else the overlay would draw the whole trajectory on it,
+    the future too, and frames.json would leave it without a time."""
+    known = sorted(p for p in pts if p in seen)
+    out = []
+    for p in pts:
+        if p in seen:
+            out.append(list(seen[p]))
+            continue
+        if not known:
+            out.append([None, None])
+            continue
+        i = bisect.bisect_left(known, p)
+        near = min(known[max(0, i - 1) : i + 1], key=lambda q: abs(q - p))
+        index, t = seen[near]
+        dt = float((p - near) * time_base)
+        out.append([index + round(dt * fps), round(t + dt, 6)])
+    return out
 
 
 RECOVERED = "the node stopped abruptly while recording; the clip ends where its writing stopped"
@@ -358,24 +384,21 @@ def _annotate(
     privacy: list,
     facade: FacadeMap | None,
 ) -> tuple[str | None, str | None]:
-    writer, still, k = None, None, 0
+    writer, still = None, None
     tmp = folder / ".annotated-partial.mp4"
     try:
-        with av.open(str(original)) as clip:
-            stream = clip.streams.video[0]
-            for k, frame in enumerate(_frames(clip, stream)):
-                index, t = frames[k] if k < len(frames) else (None, None)
-                img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
-                unknown = not frames  # recovered after a crash: which frame is which was not saved
-                if still is None and (unknown or index is not None and index >= event.start_frame):
-                    still = img.copy()
-                if writer is None:
-                    h, w = _for_viewing(img).shape[:2]
-                    writer = H264Writer(tmp, w, h, event.fps, crf=ANNOTATED_CRF)
-                label = f"frame {index}" if index is not None else ""
-                stamp = iso_short(t) if t is not None else ""
-                draw_event(img, event, index, f"{caption}  {stamp}  {label}")
-                writer.write(_for_viewing(img))
+        for frame, index, t in numbered_frames(original, frames):
+            img = blur_privacy(frame.to_ndarray(format="bgr24"), privacy)
+            unknown = not frames  # recovered after a crash: which frame is which was not saved
+            if still is None and (unknown or index is not None and index >= event.start_frame):
+                still = img.copy()
+            if writer is None:
+                h, w = _for_viewing(img).shape[:2]
+                writer = H264Writer(tmp, w, h, event.fps, crf=ANNOTATED_CRF)
+            label = f"frame {index}" if index is not None else ""
+            stamp = iso_short(t) if t is not None else ""
+            draw_event(img, event, index, f"{caption}  {stamp}  {label}")
+            writer.write(_for_viewing(img))
     finally:
         if writer is not None:
             writer.close()
@@ -405,6 +428,33 @@ def _for_viewing(img: np.ndarray) -> np.ndarray:
     # (1080p to 1280 wide: 8.6 ms a frame, linear 1.6). From 2 on, linear skips pixels and a 1-px line fades.
     linear = w < 2 * ANNOTATED_MAX_WIDTH and w % ANNOTATED_MAX_WIDTH != 0
     return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+
+
+def numbered_frames(
+    original: Path, frames: list[list]
+) -> Iterator[tuple[av.VideoFrame, int | None, float | None]]:
+    """Each frame decoded from an original with its frame number and capture time from frames.json (None, None
+    when not known: a clip recovered after a crash has no frames.json entries).
+
+    frames.json has one entry per packet of the original, in display order. A decoder does not give back a
+    frame for every packet: the B-frames after an open GOP's keyframe that show before it refer back to the
+    GOP before, which is not in the clip, and a damaged packet is skipped. So each frame is matched to its
+    entry by its timestamp: counting them would label every frame after such a one with the number, time
+    and trajectory of the frame before.
+    """
+    by_pts: dict[int, list] = {}
+    if frames:
+        with av.open(str(original)) as clip:
+            stamps = [p.pts for p in clip.demux(clip.streams.video[0]) if p.size]
+        if len(stamps) == len(frames) and None not in stamps and len(set(stamps)) == len(stamps):
+            by_pts = dict(zip(sorted(stamps), frames, strict=True))
+    with av.open(str(original)) as clip:
+        for k, frame in enumerate(_frames(clip, clip.streams.video[0])):
+            if by_pts:
+                index, t = by_pts.get(frame.pts, (None, None))
+            else:  # timestamps the file does not give back one for one: in decoding order, as before
+                index, t = frames[k] if k < len(frames) else (None, None)
+            yield frame, index, t
 
 
 def _frames(clip, stream):
