@@ -184,3 +184,15 @@ def test_the_examples_commented_out_in_center_example_are_valid_once_put_in(tmp_
     cfg = load_center_config(tmp_path / "center.yaml")
     assert cfg.database.url and cfg.mqtt.tls and cfg.notify.smtp
     assert cfg.notify.webhooks[0].secret.get_secret_value() == "x" and cfg.notify.wecom
+
+
+@pytest.mark.parametrize(
+    "flags, level", [([], "WARNING"), (["-v"], "INFO"), (["-vv"], "DEBUG"), (["-v", "-v"], "DEBUG")]
+)
+def test_verbose_once_logs_info_and_twice_debug_as_its_help_says(flags, level):
+    import logging
+
+    from center import cli
+
+    args = cli.build_parser().parse_args([*flags, "check", "--config", "center.yaml"])
+    assert logging.getLevelName(cli.log_level(args.verbose)) == level
