@@ -188,9 +188,14 @@ def cmd_bench(args) -> int:
     return bench(args)
 
 
+def log_level(verbose: int) -> int:
+    """-v: INFO, -vv: DEBUG, none: WARNING."""
+    return logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-center", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO (twice: DEBUG)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log at INFO (twice: DEBUG)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_config(s):
@@ -237,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=log_level(args.verbose),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from center.migrate import SchemaAhead

@@ -151,8 +151,9 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config)
     logs.protect(cfg)  # before anything that logs: its passwords are masked in every line from here
     logs.route_ffmpeg()  # FFmpeg's own messages as log records too: JSON lines, passwords masked
-    if args.camera and any(c not in cfg.cameras for c in args.camera):
-        _err(f"no camera named {args.camera}; the config has {', '.join(cfg.cameras)}")
+    unknown = [c for c in args.camera or [] if c not in cfg.cameras]
+    if unknown:
+        _err(f"no camera named {', '.join(unknown)}; the config has {', '.join(cfg.cameras)}")
         return EX_CONFIG
     prepare_storage(cfg)  # StorageError (exit 73) naming storage.dir, before anything is started
     node = Node(cfg, cameras=args.camera, config_path=Path(args.config))
@@ -334,7 +335,14 @@ def cmd_bench(args) -> int:
         print(f"edge bench {args.what}: --set changes settings of `edge bench accuracy` only", file=sys.stderr)
         return EX_USAGE
     if args.what == "calibration":
-        from edge.calibrate.bench import run_bench
+        from edge.calibrate.bench import SUITES, run_bench
+
+        if args.suite is not None and args.suite not in SUITES:  # it would run every suite instead
+            print(
+                f"edge bench calibration: --suite {args.suite} is not one of its suites (tuning, held_out)",
+                file=sys.stderr,
+            )
+            return EX_USAGE
 
         return run_bench(args)
 
@@ -373,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("video")
     s.add_argument("--config", required=True)
     s.add_argument("--camera", help="camera whose settings to use (needed when the config has several)")
-    s.add_argument("--out", required=True, help="output folder: events.jsonl, clips/, stills/")
+    s.add_argument(
+        "--out", required=True, help="output folder: events.jsonl and events/<id>/ (clips, still, manifest)"
+    )
     s.add_argument("--no-media", action="store_true", help="write events only, no clips or stills")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_replay)
@@ -484,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--suite",
         choices=["tuning", "tuning_more", "held_out", "classic"],
-        help="only this suite (default: the randomised tuning and held-out; tuning_more: more tuning seeds)",
+        help="only this suite (default: the randomised tuning and held-out; tuning_more: more tuning seeds; "
+        "calibration: tuning or held_out)",
     )
     s.add_argument("--seeds", help="calibration: only these seeds, FIRST-LAST (development stills)")
     s.add_argument("--no-real", action="store_true", help="skip the real-footage section")

@@ -113,3 +113,33 @@ def test_replay_into_the_nodes_storage_dir_keeps_the_nodes_event_log(sim_clip, t
         proc = run_edge("replay", str(folder / "scene.mp4"), "--config", str(cfg), "--out", str(out))
         _assert_clean_failure(proc, 73, "storage.dir")
         assert log.read_text() == '{"type": "new", "id": "20260101T000000-east-0000001-1"}\n'
+
+
+def test_run_with_an_unknown_camera_names_it_and_exits_78(tmp_path):
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(
+        f"version: 1\nnode: {{id: n1}}\nstorage: {{dir: {tmp_path / 's'}}}\ncameras: {{east: {{source: x.mp4}}}}\n"
+    )
+    proc = run_edge("run", "--config", str(cfg), "--camera", "east", "--camera", "west")
+    _assert_clean_failure(proc, 78, "no camera named west; the config has east")
+
+
+def test_bench_calibration_refuses_a_suite_it_does_not_have_instead_of_running_all(monkeypatch):
+    import edge.calibrate.bench
+    from edge.cli import main
+
+    ran = []
+    monkeypatch.setattr(edge.calibrate.bench, "run_bench", lambda args: ran.append(args) or 0)
+    assert main(["bench", "calibration", "--suite", "classic", "--no-real"]) == 64
+    assert not ran
+
+
+def test_replay_help_names_what_it_writes(capsys):
+    import pytest
+
+    from edge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    out = capsys.readouterr().out
+    assert "events/<id>/" in out and "clips/" not in out

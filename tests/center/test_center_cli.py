@@ -161,3 +161,38 @@ def test_a_grid_worker_user_must_be_a_worker_of_the_roster(tmp_path):
     assert r.returncode == 64 and "not a worker id" in r.stderr
     r = run_cli("user", "add", "z", "--role", "grid_worker", "--worker", "zhang", "--config", str(config))
     assert r.returncode == 0 and r.stdout.startswith("ec_")
+
+
+def test_the_examples_commented_out_in_center_example_are_valid_once_put_in(tmp_path, monkeypatch):
+    """An installer uncomments them: `${NAME}` inside {...} must be quoted, or the file is not YAML."""
+    from center.config import load_center_config
+
+    for name in ("CENTER_MQTT_PASSWORD", "PG_PASSWORD", "WEBHOOK_SECRET", "WECOM_KEY", "SMTP_PASSWORD"):
+        monkeypatch.setenv(name, "x")
+    (tmp_path / "ca.crt").write_text("a CA\n")
+    lines = []
+    for line in (REPO / "configs" / "center" / "center.example.yaml").read_text().splitlines():
+        listed = re.fullmatch(r"(\s*\w+: )\[\]\s+# (\[.*\])", line)  # `webhooks: []  # [{...}]`
+        m = listed or re.fullmatch(r"(\s*)# (\w+: \{.*\})(\s+#.*)?", line)  # `# smtp: {...}`
+        if m:
+            line = m[1] + m[2]
+        lines.append(line.replace("/etc/edge-center/ca.crt", str(tmp_path / "ca.crt")))
+    text = "\n".join(lines) + "\n"
+    (tmp_path / "center.yaml").write_text(text)
+    roster = REPO / "configs" / "center" / "roster.example.yaml"
+    (tmp_path / "roster.example.yaml").write_text(roster.read_text())
+    cfg = load_center_config(tmp_path / "center.yaml")
+    assert cfg.database.url and cfg.mqtt.tls and cfg.notify.smtp
+    assert cfg.notify.webhooks[0].secret.get_secret_value() == "x" and cfg.notify.wecom
+
+
+@pytest.mark.parametrize(
+    "flags, level", [([], "WARNING"), (["-v"], "INFO"), (["-vv"], "DEBUG"), (["-v", "-v"], "DEBUG")]
+)
+def test_verbose_once_logs_info_and_twice_debug_as_its_help_says(flags, level):
+    import logging
+
+    from center import cli
+
+    args = cli.build_parser().parse_args([*flags, "check", "--config", "center.yaml"])
+    assert logging.getLevelName(cli.log_level(args.verbose)) == level
