@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from support.sinks import Recorder
 
 from edge.capture.camera import RATE_FRAMES, Backoff, CameraCapture, CameraState, stream_rate
 from edge.capture.feed import DECODED_AHEAD, Chunk, Feed, StreamStarted, StreamStopped
@@ -23,27 +24,6 @@ from edge.publish.evidence import EvidenceStage, blur_privacy, recover_interrupt
 from edge.publish.manifest import load_or_create_key, verify_folder
 
 from conftest import sim_facade
-
-
-class Recorder:
-    """A sink that remembers everything it is told."""
-
-    def __init__(self):
-        self.updates: list[tuple[UpdateKind, dict]] = []
-        self.evidence: list = []
-        self.problems: list[dict] = []
-
-    def on_update(self, kind, record):
-        self.updates.append((kind, record))
-
-    def on_evidence(self, record, files):
-        self.evidence.append(files)
-
-    def on_status(self, camera, status):
-        pass
-
-    def on_problem(self, record):
-        self.problems.append(record)
 
 
 def _ts(src, out, offset=0.0, size=None):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from support.sinks import Recorder
 
 from edge.capture.camera import CameraCapture
 from edge.capture.feed import Chunk, Feed, StreamStarted, StreamStopped
@@ -23,23 +24,12 @@ from edge.video import luma_frames, luma_plane
 from conftest import sim_facade
 
 
-class Sink:
-    """Remembers the updates and the evidence the pipeline reports."""
+class Sink(Recorder):
+    """Remembers the updates and the evidence the pipeline reports, and each annotation it queues."""
 
     def __init__(self):
-        self.updates, self.evidence, self.annotate = [], [], []
-
-    def on_update(self, kind, record):
-        self.updates.append((kind, record))
-
-    def on_evidence(self, record, files):
-        self.evidence.append(files)
-
-    def on_status(self, camera, status):
-        pass
-
-    def on_problem(self, record):
-        pass
+        super().__init__()
+        self.annotate: list[tuple] = []
 
 
 def _pipeline(tmp_path: Path, clip_folder: Path, sink: Sink, extra: str = "") -> CameraPipeline:

@@ -283,6 +283,21 @@ def test_original_get_serves_only_a_valid_event_id_inside_storage_events(tmp_pat
         outbox.close()
 
 
+@contextmanager
+def _publisher(tmp_path, broker, storage):
+    """garden-a's publisher on the test broker, started, its commands subscribed; stopped and closed after."""
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, storage)
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)
+        yield publisher
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
 def test_an_original_asked_for_while_it_is_being_recorded_is_sent_once_it_is_saved(tmp_path, broker, center):
     storage = tmp_path / "garden-a"
     recording, saved = "20260101T000000-cam-0000327-63", "20260101T000000-cam-0000100-1"
@@ -290,12 +305,7 @@ def test_an_original_asked_for_while_it_is_being_recorded_is_sent_once_it_is_sav
         (storage / "events" / eid).mkdir(parents=True)
     (storage / "events" / recording / ".original-partial.ts").write_bytes(b"G" + os.urandom(3000))
     (storage / "events" / saved / "original.ts").write_bytes(b"G" + os.urandom(3000))
-    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
-    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
-    publisher = MqttPublisher(cfg, outbox, storage)
-    publisher.start()
-    try:
-        assert publisher.commands_ready.wait(10)
+    with _publisher(tmp_path, broker, storage) as publisher:
         for eid in (recording, saved):
             center.client.publish(f"edge/garden-a/events/{eid}/original/get", b"", qos=1).wait_for_publish(5)
         assert wait_for(lambda: ("garden-a", saved, "original") in center.files_ok, 20)  # control: served now
@@ -307,9 +317,6 @@ def test_an_original_asked_for_while_it_is_being_recorded_is_sent_once_it_is_sav
         assert wait_for(lambda: ("garden-a", recording, "original") in center.files_ok, 20), center.files_bad
         got = tmp_path / "received" / "garden-a" / recording / "original.ts"
         assert got.read_bytes() == (folder / "original.ts").read_bytes()
-    finally:
-        publisher.stop()
-        outbox.close()
 
 
 def test_the_center_s_verdict_is_kept_beside_the_node_s_event_once_and_hostile_ones_are_not(
@@ -369,12 +376,7 @@ def test_a_damaged_line_in_an_event_s_feedback_file_does_not_stop_its_later_verd
     kept.write_text(
         json.dumps(first, ensure_ascii=False) + "\n" + '{"v": 1, "msg_id": "fb-2", "id": "2026', "utf-8"
     )
-    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
-    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
-    publisher = MqttPublisher(cfg, outbox, storage)
-    publisher.start()
-    try:
-        assert publisher.commands_ready.wait(10)
+    with _publisher(tmp_path, broker, storage):
         for body in (first, {**first, "msg_id": "fb-3", "verdict": "false_alarm"}):  # a resend, then a new one
             center.client.publish("edge/garden-a/feedback", json.dumps(body), qos=1).wait_for_publish(5)
         assert wait_for(lambda: "fb-3" in kept.read_text("utf-8"), 10), kept.read_text("utf-8")
@@ -382,9 +384,6 @@ def test_a_damaged_line_in_an_event_s_feedback_file_does_not_stop_its_later_verd
         lines = kept.read_text("utf-8").splitlines()
         assert lines[1].startswith('{"v": 1, "msg_id": "fb-2"') and len(lines) == 3  # the damage is left as found
         assert [json.loads(line)["msg_id"] for line in (lines[0], lines[2])] == ["fb-1", "fb-3"]
-    finally:
-        publisher.stop()
-        outbox.close()
 
 
 def test_wrong_password_is_refused(broker):
