@@ -124,3 +124,43 @@ def test_a_node_started_with_umask_022_keeps_its_storage_private(sim_clip, tmp_p
     outbox = {name: mode for name, mode in modes.items() if name.startswith("outbox.sqlite")}
     assert "outbox.sqlite" in outbox and set(outbox.values()) == {0o600}, outbox
     assert any(name.startswith("events/") for name in modes)
+
+
+def _installed(etc: Path, secrets: str) -> None:
+    """/etc/edge as the README's install leaves it: the site example with the broker lines uncommented, the
+    camera passwords in secrets.env, the broker password in mqtt.pw, the CA file."""
+    text = (REPO / "configs" / "site-example.yaml").read_text()
+    for line in ("username: garden3-east", "password_file: ${CREDENTIALS_DIRECTORY}/mqtt", "tls: {ca_file:"):
+        text = text.replace(f"# {line}", line)
+    (etc / "edge.yaml").write_text(text.replace("/etc/edge/ca.crt", str(etc / "ca.crt")))
+    (etc / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (etc / "mqtt.pw").write_text("broker-secret\n")
+    (etc / "secrets.env").write_text(secrets)
+
+
+def _check_installed(etc: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "EDGE_ETC": str(etc), "EDGE_BIN": str(Path(sys.executable).parent / "edge")}
+    script = REPO / "scripts" / "check-installed-config.sh"
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_installed_config_is_checked_by_hand_as_the_unit_reads_it(tmp_path):
+    # A password may hold $ and quotes: taken literally, as systemd's EnvironmentFile= takes it.
+    _installed(tmp_path, "# cameras\nCAM_EAST_PW='a$b`c'\nCAM_SOUTH_PW=\"s p\"\n\nCAM_NORTH_PW=n\n")
+    done = _check_installed(tmp_path)
+    assert done.returncode == 0, done.stderr
+    # A plain check-config outside the unit stops at the broker credential it cannot find.
+    plain = subprocess.run(
+        [sys.executable, "-m", "edge", "check-config", str(tmp_path / "edge.yaml")],
+        env={"PATH": "/usr/bin:/bin", "CAM_EAST_PW": "x", "CAM_SOUTH_PW": "x", "CAM_NORTH_PW": "x"},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert plain.returncode == 78 and "CREDENTIALS_DIRECTORY" in plain.stderr, plain.stderr
+
+
+def test_a_camera_password_missing_from_secrets_env_fails_the_hand_check(tmp_path):
+    _installed(tmp_path, "CAM_EAST_PW=e\nCAM_SOUTH_PW=s\n")  # CAM_NORTH_PW forgotten
+    done = _check_installed(tmp_path)
+    assert done.returncode == 78 and "CAM_NORTH_PW" in done.stderr, done.stderr
