@@ -183,10 +183,8 @@ def test_a_webhook_that_hangs_costs_one_timeout_a_round_not_one_per_notice(cente
     p = center(webhooks=[{"url": hung.url, "secret": SECRET}], wecom=[{"url": hook.url}], timeout_s=1)
     for floor in (5, 10, 15, 20):  # four throws (floors apart): four webhook notices and four WeCom ones
         send(p, alert(floor=floor))
-    started = time.monotonic()
     assert _runner(p).run_due() == 5
-    took = time.monotonic() - started
-    assert len(hung.requests) == 1 and took < 3.0, f"{len(hung.requests)} calls to the hung webhook, {took:.1f} s"
+    assert len(hung.requests) == 1, f"{len(hung.requests)} calls to the hung webhook in one round"
     assert len(hook.requests) == 4  # every WeCom notice went in the same round
     waiting = sorted(j.attempts for j in _jobs(p) if j.channel == "webhook")
     assert waiting == [0, 0, 0, 1]  # the others wait for the next round, not counted as failed
@@ -195,18 +193,17 @@ def test_a_webhook_that_hangs_costs_one_timeout_a_round_not_one_per_notice(cente
 
 def test_a_webhook_that_hangs_does_not_hold_up_the_next_alert_s_wecom_notice(center, hook):
     hung = Receiver(hangs=True)
-    p = center(webhooks=[{"url": hung.url, "secret": SECRET}], wecom=[{"url": hook.url}], timeout_s=5)
+    # The webhook hangs for the whole timeout, far longer than the wait for the WeCom notice below: one sender
+    # for every endpoint would hold that notice until the timeout, whatever the machine's speed.
+    p = center(webhooks=[{"url": hung.url, "secret": SECRET}], wecom=[{"url": hook.url}], timeout_s=60)
     running = Center(p.cfg, p.roster)
     notices = threading.Thread(target=running._notices, daemon=True)
     notices.start()
     try:
         send(p, alert(floor=5))
         assert wait_for(lambda: hung.requests, 10)  # the center is now waiting on the hung webhook
-        sent = time.monotonic()
         send(p, alert(floor=20))
-        assert wait_for(lambda: any("20层" in json.loads(b)["text"]["content"] for _, b in hook.requests), 15)
-        took = time.monotonic() - sent
-        assert took < 2.5, f"the worker's WeCom notice waited {took:.1f} s behind a hung webhook"
+        assert wait_for(lambda: any("20层" in json.loads(b)["text"]["content"] for _, b in hook.requests), 30)
     finally:
         running.stopping.set()
         hung.close()
