@@ -359,6 +359,17 @@ def test_auto_never_writes_its_snippet_over_a_config(tmp_path):
     assert "--lowest-floor 4`" in snip.read_text()
 
 
+def test_auto_writes_its_snippet_to_a_stream_or_an_empty_file(tmp_path):
+    still = tmp_path / "east.jpg"
+    cv2.imwrite(str(still), sim_still("throw", 5, 15.0).image)
+    empty = tmp_path / "made-by-mktemp"
+    empty.touch()
+    for out in ("/dev/stdout", str(empty)):  # nothing there to lose: not refused as a config would be
+        done = run_edge("calibrate", "--auto", str(still), "--out", out)
+        assert done.returncode == 0, (out, done.stderr)
+    assert empty.read_text().startswith("# Proposed by `edge calibrate --auto")
+
+
 def test_auto_on_a_picture_without_a_facade_exits_65_and_says_why(tmp_path):
     img = tmp_path / "park.png"
     cv2.imwrite(str(img), non_facade(0))

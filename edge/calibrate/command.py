@@ -98,12 +98,14 @@ def _not_ours(out: Path) -> str | None:
     for where the calibration is saved, was replaced whole by the snippet); None when it may be."""
     if not out.exists() and not out.is_symlink():
         return None
+    if out.exists() and not out.is_file():  # /dev/stdout, a pipe: a stream, nothing kept there to lose
+        return None if not out.is_dir() else f"--out {out}: is a folder, not a file"
     try:
         with out.open("rb") as f:
             head = f.read(len(SNIPPET_HEAD))
     except OSError as exc:
         return f"--out {out}: cannot write there ({exc.strerror or exc})"
-    if out.is_file() and not out.is_symlink() and head == SNIPPET_HEAD.encode():
+    if not out.is_symlink() and head in (b"", SNIPPET_HEAD.encode()):  # empty (mktemp), or a snippet of ours
         return None
     return (
         f"{out}: exists and is not a snippet of `edge calibrate --auto`: not overwritten (--out writes only the "
