@@ -25,10 +25,7 @@ def parse_model(text: str, file: str, model: type[M], environment: bool = True) 
     value that ${NAME} would fill from the environment is refused (text typed by a person on a page must
     not read the center's secrets, which are in its environment for center.yaml)."""
     try:
-        root, raw, data = read_mapping(text, file, what="file")
-        if not environment and (path := _filled(raw, data, ())) is not None:
-            why = "a value from the environment (${NAME}) is not taken here: write the value itself"
-            raise ConfigError(file, _line_of(root, path), key_path(path), None, why)
+        root, _, data = read_mapping(text, file, what="file", environment=environment)
         try:
             result = model.model_validate(data)
         except ValidationError as exc:
@@ -40,15 +37,6 @@ def parse_model(text: str, file: str, model: type[M], environment: bool = True) 
         raise
     except Exception as exc:  # anything a hostile file still provokes is a config error, not a crash
         raise ConfigError(file, None, "", None, f"cannot be read ({type(exc).__name__}: {exc})") from None
-
-
-def _filled(raw, data, path: tuple) -> tuple | None:
-    """The key path of the first value the environment filled in (raw as written, data as filled), or None."""
-    if isinstance(raw, dict):
-        return next((p for k, v in raw.items() if (p := _filled(v, data[k], (*path, k))) is not None), None)
-    if isinstance(raw, list):
-        return next((p for i, v in enumerate(raw) if (p := _filled(v, data[i], (*path, i))) is not None), None)
-    return path if raw != data else None
 
 
 def _line_of(root: yaml.Node | None, path: tuple) -> int | None:

@@ -939,6 +939,17 @@ def _fill_env(data: Any, path: tuple, missing: list[tuple]) -> Any:
     return data
 
 
+def _env_reference(data: Any, path: tuple) -> tuple | None:
+    """The key path of the first value holding a ${NAME}, or None."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return path if isinstance(data, str) and _ENV.search(data) else None
+    return next((p for k, v in items if (p := _env_reference(v, (*path, k))) is not None), None)
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """`over` on top of `base`, recursing into mappings; lists and scalars are replaced."""
     out = copy.deepcopy(base)
@@ -1093,17 +1104,26 @@ def parse_config(text: str, file: str = "config") -> EdgeConfig:
         ) from None
 
 
-def read_mapping(text: str, file: str, what: str = "config") -> tuple[yaml.Node | None, dict, dict]:
+def read_mapping(
+    text: str, file: str, what: str = "config", environment: bool = True
+) -> tuple[yaml.Node | None, dict, dict]:
     """YAML text through the bounded loader: (its node tree, the mapping as written, with ${ENV} filled).
 
     Raises ConfigError for an empty file, a file that is not a mapping, or an unset variable. `what` names
-    the file in those messages (the node's config, the center's roster...).
+    the file in those messages (the node's config, the center's roster...). Without `environment`, any
+    ${NAME} is refused, set or not, with or without a default (text typed on a page must not read, nor
+    probe, the environment where a process keeps its secrets).
     """
     root, raw = _read_yaml(text, file)
     if raw is None:
         raise ConfigError(file, None, "", None, f"the {what} file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(file, 1, "", type(raw).__name__, f"the {what} must be a mapping of sections")
+    if not environment:
+        if (path := _env_reference(raw, ())) is not None:
+            why = "a value from the environment (${NAME}) is not taken here: write the value itself"
+            raise ConfigError(file, _line_of(root, path), key_path(path), None, why)
+        return root, raw, raw
     missing: list[tuple] = []
     data = _fill_env(raw, (), missing)
     if missing:
