@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from edge.config import MqttConfig, Strict
 
@@ -80,18 +80,6 @@ class NotifyConfig(Strict):
     smtp: SmtpConfig | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout_s: float = Field(10.0, gt=0.0, le=120.0, description="HTTP timeout of one webhook call.")
-
-    @field_validator("webhooks", "wecom")
-    @classmethod
-    def _once(cls, endpoints: list, info: ValidationInfo) -> list:
-        """A queued notice names its endpoint by its URL (center.notify.endpoint_key): the same URL twice would
-        be one endpoint told everything twice, or signed with either secret. Said by position, not by URL: a
-        WeCom robot's URL holds its key."""
-        seen: dict[str, int] = {}
-        for i, e in enumerate(endpoints):
-            if (first := seen.setdefault(str(e.url), i)) != i:
-                raise ValueError(f"{info.field_name}[{i}] repeats the URL of {info.field_name}[{first}]")
-        return endpoints
 
 
 class ApiConfig(Strict):

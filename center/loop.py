@@ -389,13 +389,13 @@ class Loop:
 
     def fan_out(self, s: Session, case_id: int | None, payload: dict, email: str | None, now: dt.datetime) -> None:
         """One notice on every channel: each webhook, each WeCom group, and email to `email` when SMTP is set."""
-        from center.notify import endpoint_key  # here: center.notify imports this module
+        from center.notify import endpoint_keys  # here: center.notify imports this module
 
         notify = self.cfg.notify
-        for hook in notify.webhooks:  # each by its key: center.yaml may be reordered before it goes
-            self.queue(s, case_id, "webhook", endpoint_key(str(hook.url)), payload, now)
-        for robot in notify.wecom:
-            self.queue(s, case_id, "wecom", endpoint_key(str(robot.url)), payload, now)
+        for key in endpoint_keys(notify.webhooks):  # each by its key: center.yaml may be reordered before it goes
+            self.queue(s, case_id, "webhook", key, payload, now)
+        for key in endpoint_keys(notify.wecom):
+            self.queue(s, case_id, "wecom", key, payload, now)
         if notify.smtp and email:
             self.queue(s, case_id, "email", email, payload, now)
 
@@ -414,12 +414,13 @@ class Loop:
             self._wecom_still(s, case, still, now)
 
     def _wecom_still(self, s: Session, case: Case, still: Evidence, now: dt.datetime) -> None:
-        from center.notify import endpoint_key  # here: center.notify imports this module
+        from center.notify import endpoint_keys  # here: center.notify imports this module
 
-        for w in self.cfg.notify.wecom:
+        wecom = self.cfg.notify.wecom
+        for key, w in zip(endpoint_keys(wecom), wecom, strict=True):
             if w.send_still:
                 payload = {"kind": "still", "case": case.id, "still": still.path}
-                self.queue(s, case.id, "wecom", endpoint_key(str(w.url)), payload, now)
+                self.queue(s, case.id, "wecom", key, payload, now)
 
     def feedback(
         self,

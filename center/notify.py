@@ -16,6 +16,7 @@ import logging
 import smtplib
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -78,6 +79,17 @@ def endpoint_key(url: str) -> str:
     return "u" + hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+def endpoint_keys(endpoints: Sequence) -> list[str]:
+    """Each endpoint's key, in order. The same URL listed again (one receiver with two secrets, as a center
+    before keys allowed) gets its key with the count of earlier ones: still an endpoint of its own."""
+    keys, seen = [], Counter()
+    for e in endpoints:
+        base = endpoint_key(str(e.url))
+        keys.append(base if not seen[base] else f"{base}-{seen[base] + 1}")
+        seen[base] += 1
+    return keys
+
+
 Endpoint = TypeVar("Endpoint")
 
 
@@ -86,7 +98,7 @@ def endpoint_targets(endpoints: Sequence) -> dict[str, int]:
     its key, and its position, as a center before keys queued it. A position is read as before, and only while
     it is still in range: such a notice was queued before this center started, and its endpoint is taken to be
     where it was then (it is, unless center.yaml was changed in between)."""
-    keys = {endpoint_key(str(e.url)): i for i, e in enumerate(endpoints)}
+    keys = {key: i for i, key in enumerate(endpoint_keys(endpoints))}
     return {**{str(i): i for i in range(len(endpoints))}, **keys}
 
 
@@ -332,10 +344,10 @@ class JobRunner:
         for channel, endpoints in (("webhook", cfg.notify.webhooks), ("wecom", cfg.notify.wecom)):
             if channel not in notifiers:
                 continue
-            targets = endpoint_targets(endpoints)
+            targets, keys = endpoint_targets(endpoints), endpoint_keys(endpoints)
             self.known[channel] = list(targets)
             for target, i in targets.items():
-                self.endpoints[channel, target] = Lane((channel,), endpoint_key(str(endpoints[i].url)))
+                self.endpoints[channel, target] = Lane((channel,), keys[i])
         lanes = list(self.endpoints.values()) + [lane_of(c, "") for c in notifiers if c not in self.known]
         self.lanes = list(dict.fromkeys(lanes))  # every endpoint this instance sends to, once
 
