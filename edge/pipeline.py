@@ -489,8 +489,6 @@ class CameraPipeline:
             return
         self.sink.on_evidence(record, files)
         caption = f"{self.node}/{self.camera} {job.event.level}"
-        geometry = self.geometry
-        if geometry is None:  # reloaded, and no frame detected on since: the privacy masks apply all the same
-            size = (job.original.params.width, job.original.params.height)
-            geometry = CameraGeometry.build(self.cfg, size, measured_at=self._first_size)
-        self.evidence.annotate(files.folder, caption, geometry)
+        if self.geometry is None:  # reloaded, and no frame detected on since: the privacy masks apply all the same
+            self._geometry_for((job.original.params.width, job.original.params.height))
+        self.evidence.annotate(files.folder, caption, self.geometry)
