@@ -330,6 +330,11 @@ def lane_of(channel: str, target: str) -> Lane:
     return Lane((channel,))
 
 
+def _claimable(now: dt.datetime):
+    """A job no instance holds: pending, or being sent by one whose lease ran out (it died sending)."""
+    return or_(Job.state == JobState.PENDING, (Job.state == JobState.SENDING) & (Job.lease_until < now))
+
+
 class JobRunner:
     """Claims due jobs, sends each through its channel's notifier, records the outcome."""
 
@@ -350,6 +355,9 @@ class JobRunner:
                 self.endpoints[channel, target] = Lane((channel,), keys[i])
         lanes = list(self.endpoints.values()) + [lane_of(c, "") for c in notifiers if c not in self.known]
         self.lanes = list(dict.fromkeys(lanes))  # every endpoint this instance sends to, once
+        self.lane_targets: dict[Lane, list[str]] = {}  # its key, and its position as an older center queued it
+        for (_, target), lane in self.endpoints.items():
+            self.lane_targets.setdefault(lane, []).append(target)
 
     def _lane_of(self, channel: str, target: str) -> Lane:
         return self.endpoints.get((channel, target)) or lane_of(channel, target)
@@ -362,9 +370,7 @@ class JobRunner:
         now = now or utcnow()
         done = 0
         for channel, known in self.known.items():
-            claimable = or_(
-                Job.state == JobState.PENDING, (Job.state == JobState.SENDING) & (Job.lease_until < now)
-            )
+            claimable = _claimable(now)
             with self.sessions() as s:
                 stale = s.scalars(
                     select(Job.id).where(Job.channel == channel, Job.target.not_in(known), claimable)
@@ -403,9 +409,8 @@ class JobRunner:
             ),
             Job.channel.in_(channels),
         )
-        if lane is not None and lane.target is not None:  # its key, and its position as an older center queued it
-            targets = [t for (_, t), known in self.endpoints.items() if known == lane] or [lane.target]
-            query = query.where(Job.target.in_(targets))
+        if lane is not None and lane.target is not None:
+            query = query.where(Job.target.in_(self.lane_targets.get(lane, [lane.target])))
         with self.sessions() as s:
             due = s.execute(query.order_by(Job.due_at, Job.id).limit(limit)).all()
         attempted = 0
@@ -425,10 +430,7 @@ class JobRunner:
         with self.sessions.begin() as s:
             won = s.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    or_(Job.state == JobState.PENDING, (Job.state == JobState.SENDING) & (Job.lease_until < now)),
-                )
+                .where(Job.id == job_id, _claimable(now))
                 .values(state=JobState.SENDING, lease_until=lease)
             ).rowcount
             job = s.get(Job, job_id) if won else None
