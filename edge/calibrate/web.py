@@ -114,6 +114,12 @@ def cookie_name(key: str) -> str:
     return f"{COOKIE}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+def has_key(request: Request, session: Session) -> bool:
+    """Whether the request carries this page's key in its cookie."""
+    key = request.cookies.get(cookie_name(session.key))
+    return key is not None and secrets.compare_digest(key, session.key)
+
+
 def _mask_lists(masks: MasksConfig) -> dict:
     """Masks as the config writes them: each polygon a bare list of [x, y] numbers."""
     return {kind: [p["points"] for p in polys] for kind, polys in masks.model_dump(mode="json").items()}
@@ -264,8 +270,7 @@ class _Gate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        key = request.cookies.get(cookie_name(self.s.key))
-        if key is None or not secrets.compare_digest(key, self.s.key):
+        if not has_key(request, self.s):
             detail = "open the page from the link `edge calibrate` printed (it carries the key)"
             await JSONResponse({"detail": detail}, status_code=403, headers={"Connection": "close"})(
                 scope, receive, send
@@ -309,8 +314,7 @@ def create_app(s: Session) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def authorised(request: Request) -> None:
-        key = request.cookies.get(cookie_name(s.key))
-        if key is None or not secrets.compare_digest(key, s.key):
+        if not has_key(request, s):
             raise HTTPException(403, "open the page from the link `edge calibrate` printed (it carries the key)")
 
     guard = [Depends(authorised)]
