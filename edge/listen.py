@@ -26,7 +26,15 @@ from pathlib import Path
 
 from edge.config import EdgeConfig
 from edge.events import announcement
-from edge.publish.mqtt import MAX_CHUNK_HEADER, EventType, Reconnect, make_client, parse_chunk, valid_id
+from edge.publish.mqtt import (
+    CHUNK_MAGIC,
+    MAX_CHUNK_HEADER,
+    EventType,
+    Reconnect,
+    make_client,
+    parse_chunk,
+    valid_id,
+)
 from edge.publish.problem_message import parse_problem
 
 log = logging.getLogger(__name__)
@@ -80,7 +88,7 @@ def _int(value) -> bool:
 def chunk_ok(head, node: str, event_id: str, file: str, payload: bytes, data: bytes) -> bool:
     """True when a parsed chunk (`head`, `data` of `payload`) is one of `file` of the topic's node and event,
     with sane count, size, index and SHA-256. Public: the center checks chunks with it too."""
-    if not isinstance(head, dict) or len(payload) - len(data) > len(b"EDGECHUNK1\n") + MAX_CHUNK_HEADER + 1:
+    if not isinstance(head, dict) or len(payload) - len(data) > len(CHUNK_MAGIC) + MAX_CHUNK_HEADER + 1:
         return False
     count, size, index = head.get("count"), head.get("bytes"), head.get("index")
     return (
@@ -311,7 +319,7 @@ class Listener:
         self._write(self._folder(node, event_id), "snapshot.jpg", payload)
 
     def _chunk(self, node: str, event_id: str, file: str, payload: bytes, topic: str) -> None:
-        if len(payload) > len(b"EDGECHUNK1\n") + MAX_CHUNK_HEADER + 1 + MAX_CHUNK_DATA:
+        if len(payload) > len(CHUNK_MAGIC) + MAX_CHUNK_HEADER + 1 + MAX_CHUNK_DATA:
             self._drop("oversized", topic)
             return
         try:
