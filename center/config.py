@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
-from edge.config import MqttConfig, Strict
+from edge.config import MqttConfig, Strict, readable_file
 
 
 class DatabaseConfig(Strict):
@@ -66,12 +66,32 @@ class WecomConfig(Strict):
 
 class SmtpConfig(Strict):
     host: str
-    port: int = Field(587, ge=1, le=65535)
+    port: int = Field(587, ge=1, le=65535, description="587 for STARTTLS; 465 with implicit_tls.")
     starttls: bool = Field(True, description="Upgrade to TLS before logging in.")
+    implicit_tls: bool = Field(
+        False,
+        description="TLS from the first byte (SMTPS, usually port 465, as QQ Mail and NetEase 163 offer); "
+        "starttls is then not used.",
+    )
+    ca_file: Path | None = Field(
+        None, description="CA that signed the server's certificate (an office's own); the system's CAs when empty."
+    )
     username: str | None = None
     password: SecretStr | None = None
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", description="The From: address.")
     timeout_s: float = Field(20.0, gt=0.0, le=300.0)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        return readable_file(path)
+
+    @model_validator(mode="after")
+    def _one_kind_of_tls(self) -> SmtpConfig:
+        # starttls defaults to on: only a starttls the file sets itself clashes with implicit TLS.
+        if self.implicit_tls and self.starttls and "starttls" in self.model_fields_set:
+            raise ValueError("implicit_tls and starttls exclude each other: the connection is TLS from the start")
+        return self
 
 
 class NotifyConfig(Strict):

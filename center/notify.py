@@ -238,7 +238,7 @@ class WecomNotifier:
 
 
 class EmailNotifier:
-    """Email over SMTP (STARTTLS when configured), the still attached when there is one."""
+    """Email over SMTP (implicit TLS or STARTTLS when configured), the still attached when there is one."""
 
     def __init__(self, cfg: CenterConfig, sessions: sessionmaker, files: EvidenceFiles):
         self.smtp = cfg.notify.smtp
@@ -259,12 +259,25 @@ class EmailNotifier:
             msg.add_attachment(
                 self.files.path(still).read_bytes(), maintype="image", subtype="jpeg", filename="still.jpg"
             )
-        with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=self.smtp.timeout_s) as smtp:
-            if self.smtp.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+        with self._connect() as smtp:
             if self.smtp.username:
                 smtp.login(self.smtp.username, self.smtp.password.get_secret_value() if self.smtp.password else "")
             smtp.send_message(msg)
+
+    def _connect(self) -> smtplib.SMTP:
+        """A connection to the server, TLS (implicit or STARTTLS) verified against ca_file or the system's CAs."""
+        cfg = self.smtp
+        context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        if cfg.implicit_tls:
+            return smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s, context=context)
+        smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
+        if cfg.starttls:
+            try:
+                smtp.starttls(context=context)
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
 
 
 class FeedbackNotifier:

@@ -108,7 +108,7 @@ class NodeConfig(Strict):
     )
 
 
-def _readable_file(path: Path | None) -> Path | None:
+def readable_file(path: Path | None) -> Path | None:
     """A file the node will read at start (TLS, password): checked when the config is, with its path."""
     if path is None:
         return None
@@ -168,7 +168,7 @@ class TlsConfig(Strict):
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
-        return _readable_file(path)
+        return readable_file(path)
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -216,7 +216,7 @@ class MqttConfig(Strict):
     @field_validator("password_file")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
-        return _readable_file(path)
+        return readable_file(path)
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:

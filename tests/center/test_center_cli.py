@@ -75,6 +75,16 @@ def test_a_bad_center_config_is_refused_with_its_line_and_key_path(tmp_path):
     assert run_cli("check", "--config", str(write_center(tmp_path))).returncode == 0
 
 
+def test_smtp_with_both_implicit_tls_and_starttls_or_an_unreadable_ca_is_refused(tmp_path):
+    smtp = {"host": "smtp.qq.com", "port": 465, "sender": "c@x.org", "implicit_tls": True}
+    assert run_cli("check", "--config", str(write_center(tmp_path, notify={"smtp": smtp}))).returncode == 0
+    r = run_cli("check", "--config", str(write_center(tmp_path, notify={"smtp": smtp | {"starttls": True}})))
+    assert r.returncode == 78 and "notify.smtp: " in r.stderr and "exclude each other" in r.stderr, r.stderr
+    unreadable = smtp | {"ca_file": str(tmp_path / "no-such-ca.crt")}
+    r = run_cli("check", "--config", str(write_center(tmp_path, notify={"smtp": unreadable})))
+    assert r.returncode == 78 and "notify.smtp.ca_file: " in r.stderr and "cannot read it" in r.stderr, r.stderr
+
+
 def test_db_upgrade_brings_sqlite_and_postgresql_to_the_newest_schema(tmp_path, db_url):
     config = write_center(tmp_path, db_url)
     assert current(db_url) is None

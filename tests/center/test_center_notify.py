@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ from aiosmtpd.controller import Controller
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from parts import alert, make_parts, send
 from sqlalchemy import select
+from support.broker import make_ca
 from support.servers import free_port, wait_for
 
 from center.db import Case, Job
@@ -343,6 +345,55 @@ def mail():
     smtp.start()
     yield sink.messages, {"host": "127.0.0.1", "port": smtp.port, "starttls": False, "sender": "c@x.org"}
     smtp.stop()
+
+
+@pytest.fixture
+def tls_mail(tmp_path):
+    """tls_mail(implicit) -> (messages, smtp: settings) of a local SMTP sink whose certificate a CA made now signs:
+    TLS from the first byte when `implicit`, else STARTTLS, which the sink then requires before any mail."""
+    ca, cert, key = make_ca(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    started = []
+
+    def make(implicit: bool):
+        sink = Sink()
+        if implicit:
+            smtp = Controller(sink, hostname="127.0.0.1", port=free_port(), ssl_context=server_tls)
+        else:
+            smtp = Controller(
+                sink, hostname="127.0.0.1", port=free_port(), tls_context=server_tls, require_starttls=True
+            )
+        smtp.start()
+        started.append(smtp)
+        settings = {"host": "127.0.0.1", "port": smtp.port, "sender": "c@x.org", "ca_file": str(ca)}
+        return sink.messages, settings | ({"implicit_tls": True} if implicit else {"starttls": True})
+
+    yield make
+    for smtp in started:
+        smtp.stop()
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit-tls", "starttls"])
+def test_email_goes_over_tls_checked_against_the_configured_ca(center, tls_mail, implicit):
+    messages, smtp = tls_mail(implicit)
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected", event_id="ev-tls"))
+    _runner(p).run_due()
+    assert [j.state for j in _jobs(p)] == [JobState.SENT]
+    ((to, msg),) = messages
+    assert to == ["office@example.org"] and "疑似（待审核）" in msg["Subject"]
+
+
+def test_a_server_certificate_no_trusted_ca_signed_gets_no_mail(center, tls_mail):
+    messages, smtp = tls_mail(implicit=True)
+    del smtp["ca_file"]  # the system's CAs: they did not sign the test's certificate
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected"))
+    _runner(p).run_due()
+    assert messages == []
+    (job,) = _jobs(p)
+    assert job.state == JobState.PENDING and "CERTIFICATE_VERIFY_FAILED" in job.last_error
 
 
 def test_email_goes_to_the_worker_with_the_still_attached(center, mail):
