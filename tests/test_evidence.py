@@ -258,20 +258,35 @@ def test_event_folders_that_verify_cannot_check_are_failures_not_skipped(evidenc
     out, events, folder = evidence
     src = (out / events[0]["manifest"]).parent
     root = tmp_path / "events"
-    for name in ("intact", "unsigned", "linked"):
-        shutil.copytree(src, root / name)
-    (root / "unsigned" / MANIFEST).unlink()  # the clip swapped, and the manifest that would say so removed
-    (root / "linked").rename(tmp_path / "elsewhere")  # a folder swapped for a link to another one
-    (root / "linked").symlink_to(tmp_path / "elsewhere")
+    intact, unsigned, linked = (root / name / src.name for name in ("intact", "unsigned", "linked"))
+    for copy in (intact, unsigned, linked):
+        shutil.copytree(src, copy)
+    (unsigned / MANIFEST).unlink()  # the clip swapped, and the manifest that would say so removed
+    linked.rename(tmp_path / "elsewhere")  # a folder swapped for a link to another one
+    linked.symlink_to(tmp_path / "elsewhere")
     proc = run_edge("verify", str(root), "--key-file", str(_pub(folder)), timeout=30)
     assert proc.returncode == 1, proc.stdout
-    assert f"FAILED {root / 'unsigned'}: no manifest.json" in proc.stdout and "event.json" in proc.stdout
-    assert f"FAILED {root / 'linked'}: a link" in proc.stdout
-    assert f"OK         {root / 'intact'}" in proc.stdout
+    assert f"FAILED {unsigned}: no manifest.json" in proc.stdout and "event.json" in proc.stdout
+    assert f"FAILED {linked}: a link" in proc.stdout
+    assert f"OK         {intact}" in proc.stdout
     assert "1 of 3 event folders verify; 2 failed" in proc.stdout
     # One event folder without its manifest is no longer "nothing to check" either.
-    proc = run_edge("verify", str(root / "unsigned"), "--key-file", str(_pub(folder)), timeout=30)
+    proc = run_edge("verify", str(unsigned), "--key-file", str(_pub(folder)), timeout=30)
     assert proc.returncode == 1 and "no manifest.json" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+def test_an_event_folder_renamed_to_another_event_s_id_fails(evidence, tmp_path):
+    out, events, folder = evidence
+    src = (out / events[0]["manifest"]).parent
+    other_id = events[-1]["id"] if len(events) > 1 else "20260501T103000Z-sim-0"
+    assert other_id != src.name
+    shutil.copytree(src, tmp_path / src.name)  # the control: the same files under their own event's id
+    shutil.copytree(src, tmp_path / other_id)  # folders swapped or renamed: this evidence would be taken for
+    proc = run_edge("verify", str(tmp_path), "--key-file", str(_pub(folder)), timeout=30)
+    assert proc.returncode == 1, proc.stdout
+    assert f'FAILED {tmp_path / other_id}: holds the signed evidence of event "{src.name}"' in proc.stdout
+    assert f"OK         {tmp_path / src.name}" in proc.stdout
+    assert "1 of 2 event folders verify; 1 failed" in proc.stdout
 
 
 def test_a_folder_without_any_event_is_nothing_to_check(tmp_path):

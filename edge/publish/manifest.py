@@ -319,6 +319,10 @@ def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdi
             problem = _check_file(folder, name, meta, dir_fd)
             if problem:
                 verdict.problems.append(problem)
+        if not verdict.problems and _EVENT_JSON in body["files"]:
+            problem = _named_for_another_event(folder, dir_fd)
+            if problem:
+                verdict.problems.append(problem)
         listed = set(body["files"]) | {MANIFEST, _PENDING}
         verdict.unsigned = sorted(n for n in os.listdir(dir_fd) if n not in listed)
     finally:
@@ -328,9 +332,25 @@ def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdi
     return verdict
 
 
+def _named_for_another_event(folder: Path, dir_fd: int) -> str | None:
+    """The folder's name is its event's id: a signed event.json with another id means folders were renamed or
+    swapped, and the evidence would be taken for another event's (another time, floor, building)."""
+    fd = _open_regular(_EVENT_JSON, dir_fd)  # its hash was just checked: the same file, as signed
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        event_id = json.loads(data).get("id")
+    except (ValueError, RecursionError, AttributeError):
+        return None  # signed as it is: a form the node never wrote is not a question of names
+    if isinstance(event_id, str) and event_id != folder.name:
+        return f"{folder}: holds the signed evidence of event {_short(event_id)}, not of the event it is named for"
+    return None
+
+
+_EVENT_JSON = "event.json"  # evidence.EVENT (imported from there would be a cycle)
 # What the node writes into an event folder before and beside its manifest (evidence.py, original.py): a folder
 # holding any of these is an event's, and without a manifest nothing vouches for it.
-_EVENT_FILES = frozenset({"event.json", "frames.json", "annotated.mp4", "still.jpg", _PENDING})
+_EVENT_FILES = frozenset({_EVENT_JSON, "frames.json", "annotated.mp4", "still.jpg", _PENDING})
 _EVENT_PREFIXES = ("original.", ".original-partial")
 
 
