@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from edge.config import EX_CONFIG, ConfigError
+from edge.sdnotify import Notifier
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_OSERR, EX_TEMPFAIL = 0, 64, 65, 66, 71, 75
 
@@ -177,8 +178,15 @@ def cmd_run(args) -> int:
         f"pages http://{cfg.api.host}:{cfg.api.port}/",
         flush=True,
     )
+    # systemd's Type=notify (systemd/edge-center.service): started once the schema is current and the API
+    # listens; the broker is connected to in the background. Nothing is sent outside systemd.
+    notifier = Notifier()
+    api = f"API on {cfg.api.host}:{cfg.api.port}" if cfg.api.enabled else "no API"
+    notifier.ready(f"{cfg.instance}: {api}, broker {cfg.mqtt.host}:{cfg.mqtt.port}")
     done.wait()
+    notifier.stopping()
     center.stop()
+    notifier.close()
     return EX_OK
 
 
