@@ -1,4 +1,5 @@
-"""Run systemd/edge.service, unchanged, under a real systemd manager on a machine whose PID 1 is not systemd.
+"""Run systemd/edge.service (or edge-center.service), unchanged, under a real systemd manager on a machine whose
+PID 1 is not systemd.
 
 A container or CI runner rarely has systemd as PID 1, so `systemd-run -p ...` cannot be used. This starts
 /lib/systemd/systemd as PID 1 of its own pid, mount, uts, ipc, net and cgroup namespaces and lets *it*
@@ -6,12 +7,13 @@ start the unit, so every sandbox setting is applied by systemd itself, not imita
 
 It is fenced so that nothing of the host is touched: the manager sees only the unit and a few empty stub
 targets (so sysinit.target pulls in nothing: no tmpfiles, no sysctl, no udev); /run, /tmp, /var/tmp,
-/var/lib and /opt are fresh tmpfs; /etc is a copy (with an `edge` user added); /dev is a private tmpfs with
+/var/lib and /opt are fresh tmpfs; /etc is a copy (with the unit's user, `edge` or `edge-center`, added and its
+/etc/NAME folder); /dev is a private tmpfs with
 the pseudo devices, a devpts instance and a stand-in /dev/video0 (char 81:0, no driver behind it);
 /proc/sys and /sys are read-only; the manager's cgroups live under one cgroup2 directory that is removed
 afterwards. Needs root, util-linux `unshare`/`nsenter` and a cgroup2 mount.
 
-What differs from a real install, and why: `/opt/edge/.venv` is a shim venv over this machine's Python and
+What differs from a real install, and why: `/opt/NAME/.venv` is a shim venv over this machine's Python and
 site-packages (bind-mounted read-only), and a drop-in sets PYTHONPATH (this checkout), LD_LIBRARY_PATH (the
 Python is a pyenv build whose libpython lives under /root, which ProtectHome= hides) and sends output to a
 file (there is no journald). No sandbox setting is changed by the drop-in.
@@ -31,7 +33,7 @@ from pathlib import Path
 
 SYSTEMD = Path("/lib/systemd/systemd")
 
-# Targets and the slice edge.service depends on by default; empty, so they start nothing.
+# Targets and the slice a service depends on by default; empty, so they start nothing.
 _STUBS = [
     "sandbox.target",
     "sysinit.target",
@@ -55,25 +57,26 @@ mount --bind "$SBX_HOST" $S/host
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
 for d in /var/lib /opt; do mount -t tmpfs -o mode=755 tmpfs $d; done
 
-# /etc: a copy with the edge user and /etc/edge; no unit files of the host's.
+# /etc: a copy with the service's user and /etc/$SVC; no unit files of the host's.
 cp -a /etc/. $S/etc/
-echo "edge:x:$EDGE_UID:$EDGE_UID:edge node:/nonexistent:/usr/sbin/nologin" >> $S/etc/passwd
-echo "edge:x:$EDGE_UID:" >> $S/etc/group
-echo "edge:!:1::::::" >> $S/etc/shadow
+echo "$SVC:x:$EDGE_UID:$EDGE_UID:$SVC service:/nonexistent:/usr/sbin/nologin" >> $S/etc/passwd
+echo "$SVC:x:$EDGE_UID:" >> $S/etc/group
+echo "$SVC:!:1::::::" >> $S/etc/shadow
 rm -rf $S/etc/systemd/system && mkdir $S/etc/systemd/system
-cp -a $S/host/etc-edge $S/etc/edge
+cp -a $S/host/etc-edge $S/etc/$SVC
 mount --bind $S/etc /etc
+chgrp -R $EDGE_UID /etc/$SVC && chmod 0750 /etc/$SVC  # root:NAME, mode 0750, as the README installs it
 
-# /opt/edge/.venv: this machine's Python and site-packages, read-only.
-mkdir -p /opt/py /opt/edge/.venv/bin /opt/edge/.venv/lib/python$PYVER/site-packages
+# /opt/$SVC/.venv: this machine's Python and site-packages, read-only.
+V=/opt/$SVC/.venv
+mkdir -p /opt/py $V/bin $V/lib/python$PYVER/site-packages
 mount --bind "$PY_HOME" /opt/py && mount -o remount,bind,ro /opt/py
-mount --bind "$PY_SITE" /opt/edge/.venv/lib/python$PYVER/site-packages
-mount -o remount,bind,ro /opt/edge/.venv/lib/python$PYVER/site-packages
-ln -s /opt/py/bin/python$PYVER /opt/edge/.venv/bin/python
-printf 'home = /opt/py/bin\ninclude-system-site-packages = false\n' > /opt/edge/.venv/pyvenv.cfg
-printf '#!/opt/edge/.venv/bin/python\nimport sys\nfrom edge.cli import main\nsys.exit(main())\n' \
-  > /opt/edge/.venv/bin/edge
-chmod 755 /opt/edge/.venv/bin/edge
+mount --bind "$PY_SITE" $V/lib/python$PYVER/site-packages
+mount -o remount,bind,ro $V/lib/python$PYVER/site-packages
+ln -s /opt/py/bin/python$PYVER $V/bin/python
+printf 'home = /opt/py/bin\ninclude-system-site-packages = false\n' > $V/pyvenv.cfg
+printf '#!%s/bin/python\nimport sys\nfrom %s import main\nsys.exit(main())\n' $V "$ENTRY" > $V/bin/$SVC
+chmod 755 $V/bin/$SVC
 
 # /dev: pseudo devices, devpts, shm, and a video4linux node with no driver behind it.
 mount -t tmpfs -o mode=755 tmpfs $S/dev
@@ -89,7 +92,7 @@ mount --move $S/dev /dev
 mount --bind /sys /sys && mount -o remount,bind,ro /sys
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 
-# Only our units: the stubs and edge.service with its drop-in.
+# Only our units: the stubs and $SVC.service with its drop-in.
 cp -a $S/host/units/. $S/units/
 for d in /usr/lib/systemd/system /usr/lib/systemd/system-generators; do
   [ -d $d ] && mount --bind $S/units $d
@@ -131,13 +134,26 @@ def _free_uid() -> int:
 
 
 class UnitSandbox:
-    """`with UnitSandbox(work, unit_text, etc_edge_files, repo) as sb:` then sb.systemctl(...), sb.path(...)."""
+    """`with UnitSandbox(work, unit_text, etc_files, repo) as sb:` then sb.systemctl(...), sb.path(...).
 
-    def __init__(self, work: Path, unit: str, etc_edge: dict[str, tuple[bytes, int]], repo: Path):
+    `name` is the service's: its unit (NAME.service), user, /etc/NAME (holding etc_files: name -> (bytes,
+    mode)), /opt/NAME/.venv/bin/NAME (a script calling `entry`'s main()) and the log file work/NAME.log."""
+
+    def __init__(
+        self,
+        work: Path,
+        unit: str,
+        etc_edge: dict[str, tuple[bytes, int]],
+        repo: Path,
+        name: str = "edge",
+        entry: str = "edge.cli",
+    ):
         self.work = work
         self.unit = unit
         self.etc_edge = etc_edge
         self.repo = repo
+        self.name = name
+        self.entry = entry
         self.proc: subprocess.Popen | None = None
         self.pid1 = 0
         self.cgroup: Path | None = None
@@ -158,6 +174,8 @@ class UnitSandbox:
             "PY_SITE": sysconfig.get_paths()["purelib"],
             "PYVER": pyver,
             "SYSTEMD": str(SYSTEMD),
+            "SVC": self.name,
+            "ENTRY": self.entry,
         }
         cg = str(self.cgroup / "cgroup.procs")
         script = f'echo $$ > {cg} && exec unshare --pid --fork --mount --uts --ipc --net --cgroup bash "$0"'
@@ -187,12 +205,12 @@ class UnitSandbox:
         units.mkdir()
         for stub in _STUBS:
             (units / stub).write_text("[Unit]\nDefaultDependencies=no\n")
-        (units / "edge.service").write_text(self.unit)
-        (units / "edge.service.d").mkdir()
-        (units / "edge.service.d" / "sandbox-test.conf").write_text(
+        (units / f"{self.name}.service").write_text(self.unit)
+        (units / f"{self.name}.service.d").mkdir()
+        (units / f"{self.name}.service.d" / "sandbox-test.conf").write_text(
             "[Service]\n"
             f"Environment=PYTHONPATH={self.repo} LD_LIBRARY_PATH=/opt/py/lib\n"
-            "StandardOutput=append:/run/sbx/host/edge.log\n"
+            f"StandardOutput=append:/run/sbx/host/{self.name}.log\n"
             "StandardError=inherit\n"
             "Restart=no\n"
         )
