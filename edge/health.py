@@ -74,7 +74,23 @@ def _outbox(node: Node, problems: list[str]) -> dict:
     return out
 
 
+# A client that connects and sends nothing (a port scanner, a scrape whose peer vanished on a flaky link) is let go
+# after this long: else it holds a thread and a descriptor for the node's lifetime. A scraper sends its request at
+# once, and Prometheus gives up on a scrape after 10 s anyway.
+REQUEST_TIMEOUT_S = 10.0
+
+
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        self.timeout = REQUEST_TIMEOUT_S  # read at each connection: the socket timeout of every read and write
+        super().setup()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError as exc:  # a silent or vanished client: not a traceback on stderr (wsgiref's default)
+            log.debug("metrics: a client from %s dropped: %s", self.client_address[0], exc)
+
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         """Scrapes every 15 s are not news."""
 

@@ -179,7 +179,7 @@ def json_wanted(choice: str, stream=None) -> bool:
 
 def setup(choice: str = "auto", level: int = logging.WARNING, stream=None) -> logging.Handler:
     """Send every log record to stderr (or `stream`) through SecretFilter, as JSON or text lines; also uncaught
-    exceptions of threads, which would otherwise bypass both."""
+    exceptions of threads and of the main thread, which would otherwise bypass both."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json_wanted(choice, stream) else logging.Formatter(TEXT_FORMAT))
@@ -190,7 +190,16 @@ def setup(choice: str = "auto", level: int = logging.WARNING, stream=None) -> lo
     root.addHandler(handler)
     root.setLevel(level)
     threading.excepthook = _thread_died
+    sys.excepthook = _main_died
     return handler
+
+
+def _main_died(exc_type, exc_value, exc_traceback) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc_value, exc_traceback)  # Ctrl-C, at a terminal: Python's own way
+        return
+    exc_info = (exc_type, exc_value, exc_traceback)
+    logging.getLogger("edge").critical("stopped by an unexpected error", exc_info=exc_info)
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 
 from edge import heap
-from edge.capture.camera import CameraCapture, CameraStatus
+from edge.capture.camera import CameraCapture, CameraState, CameraStatus
 from edge.capture.feed import Feed
 from edge.config import CameraConfig, ConfigError, EdgeConfig, config_hash, load_config
 from edge.detect.types import UpdateKind
@@ -332,13 +332,20 @@ class Node:
         return out
 
     def _stalled_workers(self) -> dict[str, str]:
-        """Camera workers alive but not back in their loop for node.worker_stall_s: name -> why."""
+        """Camera workers alive but not back in their loop for node.worker_stall_s, or whose capture says the
+        camera is online yet has handed them nothing for that long past its own stall watchdog: name -> why."""
         now, limit = time.monotonic(), self.config.node.worker_stall_s
-        return {
-            name: f"its worker has been stuck for {now - w.beat:.0f} s"
-            for name, w in list(self.cameras.items())
-            if w.alive and now - w.beat > limit
-        }
+        out = {}
+        for name, w in list(self.cameras.items()):
+            if not w.alive:
+                continue
+            if now - w.beat > limit:
+                out[name] = f"its worker has been stuck for {now - w.beat:.0f} s"
+            # A stream that stops is taken offline by the capture within capture.stall_s: online and silent for
+            # longer, the capture itself is hung (a decoder deadlock), and the camera is blind while "online".
+            elif w.capture.status.state == CameraState.ONLINE and now - w.fed > limit + w.capture.cfg.stall_s:
+                out[name] = f"its capture has delivered nothing for {now - w.fed:.0f} s while the camera is online"
+        return out
 
     def health(self) -> Health:
         """What GET /healthz answers."""

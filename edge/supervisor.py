@@ -46,6 +46,7 @@ class _Pending:
     why: str
     due: float  # monotonic time of the restart
     noticed: float
+    unmade: str | None = None  # why the last try to remake the camera failed, if one did
 
 
 class Supervisor:
@@ -74,7 +75,7 @@ class Supervisor:
     def waiting(self) -> dict[str, str]:
         """Cameras waiting to be restarted: name -> why, and when."""
         now = time.monotonic()
-        return {n: f"{p.why}; restarting in {max(0.0, p.due - now):.0f} s" for n, p in self._pending.items()}
+        return {n: f"{_reason(p)}; restarting in {max(0.0, p.due - now):.0f} s" for n, p in self._pending.items()}
 
     def _schedule(self, name: str, worker: CameraWorker, why: str, now: float) -> None:
         backoff = self._backoff.setdefault(name, Backoff(RESTART_FIRST_S, RESTART_MAX_S))
@@ -89,9 +90,13 @@ class Supervisor:
         del self._pending[name]
         try:
             fresh = self.make(name)
-        except Exception as exc:  # a model or file gone since the start: try again later, as for a death
-            why = f"{pending.why}; and it could not be remade: {exc}"
-            self._schedule(name, pending.worker, why, time.monotonic())
+        except Exception as exc:  # a model or file gone since the start: try again later, backing off further
+            # Not _schedule(): the dead worker's long run would start the backoff over at every failed try (one
+            # every second or two, for ever), and the reason must not grow by a clause at each one.
+            now = time.monotonic()
+            delay = self._backoff[name].next_delay()
+            self._pending[name] = _Pending(pending.worker, pending.why, now + delay, pending.noticed, str(exc))
+            log.error("camera %s: %s; trying again in %.1f s", name, _reason(self._pending[name]), delay)
             return
         self.restarts[name] = self.restarts.get(name, 0) + 1
         fresh.start()
@@ -102,3 +107,9 @@ class Supervisor:
         """A camera removed from the config."""
         self._pending.pop(name, None)
         self._backoff.pop(name, None)
+
+
+def _reason(pending: _Pending) -> str:
+    if pending.unmade is None:
+        return pending.why
+    return f"{pending.why}; and it could not be remade: {pending.unmade}"

@@ -42,6 +42,7 @@ class CameraWorker:
         self.announced_frames: int | None = None
         self.detect_s = 0.0  # time spent in the pipeline on decoded frames (metrics: ms per frame)
         self.beat = time.monotonic()  # last time the loop came round: the watchdog's proof of life
+        self.fed = time.monotonic()  # last time the capture handed it something: the capture's proof of life
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._state_told = 0.0
@@ -50,7 +51,7 @@ class CameraWorker:
         self._thread = threading.Thread(target=self._main, name=f"worker-{name}", daemon=True)
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.started = self.fed = time.monotonic()
         self.capture.start()  # first: a worker that sees no live capture and nothing queued is done
         self._thread.start()
 
@@ -102,7 +103,9 @@ class CameraWorker:
             self._run_calls()
             item = self.feed.get(_POLL_S)
             self._tell_state()
-            if item is None:
+            if item is not None:
+                self.fed = time.monotonic()
+            else:
                 if (self._stopping.is_set() or not self.capture.is_alive()) and self.feed.empty:
                     break
                 continue

@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.servers import RtspServer, free_port, wait_for
 from test_ops_watchdog import NotifySocket
 
+from edge import supervisor
 from edge.capture.camera import CameraState
 from edge.config import parse_config
 from edge.node import Node
@@ -272,3 +274,55 @@ def test_a_stream_the_decoder_rejects_reconnects_alone_while_the_other_camera_al
             assert node.supervisor.restarts == {}
     finally:
         bad.kill()
+
+
+class _DeadCapture:
+    """The capture of a dead worker: ended, a live camera (not a file)."""
+
+    is_file = False
+    status = type("Status", (), {"state": CameraState.OFFLINE, "reason": "stopped"})()
+
+    def is_alive(self) -> bool:
+        return False
+
+
+class _DeadWorker:
+    """A camera worker whose thread died of `why`, after having been started at monotonic time `started`."""
+
+    def __init__(self, started: float, why: str = "SystemExit: injected"):
+        self.ran, self.alive, self.asked_to_stop = True, False, False
+        self.death, self.started, self.capture = why, started, _DeadCapture()
+
+    def stop(self) -> None:
+        self.asked_to_stop = True
+
+
+def test_a_camera_that_cannot_be_remade_is_retried_ever_less_often_with_the_same_log_line(monkeypatch, caplog):
+    """A worker that ran for hours dies, and its camera cannot be remade (its verifier model deleted): the retries
+    back off to one a minute, not one every second or two for ever, and the reason does not grow at each one."""
+    clock = [10_000.0]
+    monkeypatch.setattr(supervisor, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    made: list[str] = []
+
+    def make(name: str):
+        made.append(name)
+        raise FileNotFoundError("models/verifier.onnx")
+
+    sup = supervisor.Supervisor(make, lambda name, worker: None)
+    cameras = {"east": _DeadWorker(started=0.0)}  # ran for hours: the first restart comes at once
+    sup.check(cameras)
+    first_delay = sup._pending["east"].due - clock[0]
+    assert first_delay <= supervisor.RESTART_FIRST_S  # the control: a death after a long run starts over
+    delays, reasons = [], []
+    for _ in range(20):
+        clock[0] = sup._pending["east"].due
+        sup.check(cameras)
+        delays.append(sup._pending["east"].due - clock[0])
+        reasons.append(sup.waiting()["east"])
+    assert len(made) == 20
+    assert min(delays[-5:]) >= supervisor.RESTART_MAX_S / 2, delays  # capped, jitter halves it at most
+    assert all(b >= a / 2 for a, b in zip(delays, delays[1:], strict=False)), delays  # never back to the start
+    assert "models/verifier.onnx" in reasons[-1] and "SystemExit: injected" in reasons[-1]
+    assert len(reasons[-1]) <= len(reasons[0]) + 4, reasons[-1]  # only the seconds left may change
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert max(map(len, lines)) < 2 * min(map(len, lines)), lines[-1]

@@ -30,7 +30,7 @@ class Terminal(io.StringIO):
 @pytest.fixture
 def restore_logging():
     root = logging.getLogger()
-    handlers, level, hook = list(root.handlers), root.level, threading.excepthook
+    handlers, level, hook, main_hook = list(root.handlers), root.level, threading.excepthook, sys.excepthook
     yield
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -38,6 +38,7 @@ def restore_logging():
         root.addHandler(h)
     root.setLevel(level)
     threading.excepthook = hook
+    sys.excepthook = main_hook
 
 
 def _log_from_camera_thread(message: str, *args) -> None:
@@ -175,3 +176,23 @@ def test_log_format_text_gives_readable_lines_even_into_a_pipe(tmp_path):
     offline = [line for line in lines if " WARNING edge.capture.camera: camera east (rtsp://admin:***@" in line]
     assert offline and not any(line.startswith("{") for line in lines) and status == 0
     assert not any(secret in "".join(lines) for secret in SECRETS.values())
+
+
+def test_an_error_that_ends_the_main_thread_is_a_masked_json_record_not_a_raw_traceback():
+    """An error no handler catches in the main thread (edge run's start-up, its main loop) ends the command: its
+    traceback goes through the same path as every record, as one JSON object, masked."""
+    script = (
+        "import logging\n"
+        "from edge import logs\n"
+        "logs.setup('auto', logging.INFO)\n"
+        "logging.getLogger('edge.node').info('starting')\n"
+        "raise RuntimeError('cannot open rtsp://admin:Hunter22@10.0.0.7:554/stream')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode != 0  # it still ends the command, as a failure
+    assert "Hunter22" not in proc.stderr, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines()]  # stderr is a pipe: JSON lines only
+    assert records[0]["message"] == "starting"  # the control: an ordinary record, the same way
+    died = records[-1]
+    assert died["level"] == "CRITICAL"
+    assert "RuntimeError: cannot open rtsp://admin:***@10.0.0.7" in died["exception"]

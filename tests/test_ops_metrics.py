@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.broker import Broker
 from support.servers import RtspServer, free_port, wait_for
 
+from edge import health
 from edge.capture.camera import CameraState
 from edge.config import ConfigError, parse_config
 from edge.node import Node
@@ -189,3 +191,26 @@ def test_the_readme_lists_every_storage_and_node_setting():
     keys += [f"node.{k}" for k in NodeConfig.model_fields if k not in ("id", "metrics")]
     keys += [f"node.metrics.{k}" for k in MetricsConfig.model_fields]
     assert [k for k in keys if f"| `{k}` |" not in readme] == []
+
+
+def test_a_client_that_connects_and_says_nothing_is_let_go_quietly_and_scrapes_go_on(tmp_path, monkeypatch, capfd):
+    """A port scanner, or a scrape whose peer vanished on a flaky link, holds a connection open and sends nothing:
+    the server lets it go after a timeout (a thread and a descriptor each, else, for the node's lifetime), without
+    a traceback on stderr, and answers real scrapes meanwhile."""
+    monkeypatch.setattr(health, "REQUEST_TIMEOUT_S", 0.5)  # the real one is seconds; same code path
+    node = _node(tmp_path, {"cam": f"rtsp://127.0.0.1:{free_port()}/none"}, free_port())
+    server = health.MetricsServer(node, f"127.0.0.1:{free_port()}")
+    server.start()
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+    try:
+        status, body = _get(server.port, "/healthz")  # the control: a scrape beside them is answered
+        assert status == 503 and b"camera cam is starting" in body
+        for sock in silent:
+            sock.settimeout(30)  # only so that a server that never lets go fails the test instead of hanging it
+            assert sock.recv(1) == b""  # closed by the server
+        assert _get(server.port, "/metrics")[0] == 200
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
+    assert "Traceback" not in capfd.readouterr().err

@@ -144,3 +144,66 @@ def test_a_ping_is_never_due_for_longer_than_a_quarter_of_its_interval_whatever_
         assert notifier.wake_s(float("inf")) <= notifier.watchdog_s / 4, usec
         assert notifier.wake_s(0.01) == 0.01  # a loop that wakes more often anyway keeps its own pace
     assert Notifier({}).wake_s(0.5) == 0.5  # the control: no watchdog, no change
+
+
+class CaptureGate:
+    """A status sink that blocks the camera's capture thread when the camera first comes online: the capture hangs
+    (as in a decoder deadlock) with the camera reported online, while its worker, idle, still comes round."""
+
+    def __init__(self, camera: str):
+        self.camera = camera
+        self.entered, self.released = threading.Event(), threading.Event()
+
+    def on_update(self, kind, record) -> None:
+        """Events are not what hangs here."""
+
+    def on_evidence(self, record, files) -> None:
+        """Nor evidence."""
+
+    def on_status(self, camera, status) -> None:
+        in_capture = threading.current_thread().name == f"capture-{camera}"  # not the node's status reports
+        if camera == self.camera and in_capture and status.state == "online" and not self.entered.is_set():
+            self.entered.set()
+            self.released.wait()
+
+
+def test_a_capture_hung_while_online_is_unhealthy_and_stops_the_pings_until_it_delivers_again(camera, tmp_path):
+    listener = NotifySocket(f"@edge-test-{uuid.uuid4().hex}")
+    env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "400000", "WATCHDOG_PID": str(os.getpid())}
+    config = {
+        "version": 1,
+        "node": {"id": "wd", "worker_stall_s": 1.0, "metrics": {"listen": None}},
+        "storage": {"dir": str(tmp_path / "store")},
+        "mqtt": {"enabled": False},
+        "cameras": {
+            "cam": {"source": camera.url, "capture": {"stall_s": 1.0}},
+            "idle": {"source": f"rtsp://127.0.0.1:{free_port()}/none", "capture": {"stall_s": 1.0}},
+        },
+    }
+    gate = CaptureGate("cam")
+    node = Node(parse_config(yaml.safe_dump(config)), sinks=[gate], notifier=Notifier(env))
+    main = threading.Thread(target=node.run_forever, daemon=True)
+    main.start()
+    try:
+        assert gate.entered.wait(30), "cam never came online"
+        assert node.status("cam").state == "online" and node.cameras["cam"].alive  # what status and metrics say
+        # Nothing comes from it any more: past its own stall watchdog and the worker's limit, it is stuck.
+        assert wait_for(lambda: "cam" in node.stuck_workers(), 20), node.stuck_workers()
+        assert "capture" in node.stuck_workers()["cam"], node.stuck_workers()
+        health = node.health()
+        assert not health.ok and any(p.startswith("camera cam: its capture") for p in health.problems), health
+        time.sleep(1.0)  # a ping already decided before the check may still be on its way
+        hung = len(listener.messages)
+        time.sleep(2.0)  # five ping intervals
+        assert listener.count("WATCHDOG=1", since=hung) == 0, listener.messages[hung:]
+        assert "idle" not in node.stuck_workers()  # offline, never online: not stuck
+
+        gate.released.set()  # the control: the same capture free again, nothing is stuck and the pings come back
+        assert wait_for(lambda: "cam" not in node.stuck_workers(), 20), node.stuck_workers()
+        assert wait_for(lambda: listener.count("WATCHDOG=1", since=hung) >= 2, 20), listener.messages[hung:]
+    finally:
+        gate.released.set()
+        node.request_stop()
+        main.join(10)
+        node.stop()
+        listener.close()
