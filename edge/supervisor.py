@@ -75,7 +75,8 @@ class Supervisor:
     def waiting(self) -> dict[str, str]:
         """Cameras waiting to be restarted: name -> why, and when."""
         now = time.monotonic()
-        return {n: f"{_reason(p)}; restarting in {max(0.0, p.due - now):.0f} s" for n, p in self._pending.items()}
+        pending = list(self._pending.items())  # a copy: /metrics and /healthz ask from their own thread
+        return {n: f"{_reason(p)}; restarting in {max(0.0, p.due - now):.0f} s" for n, p in pending}
 
     def _schedule(self, name: str, worker: CameraWorker, why: str, now: float) -> None:
         backoff = self._backoff.setdefault(name, Backoff(RESTART_FIRST_S, RESTART_MAX_S))
