@@ -253,11 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         level=log_level(args.verbose),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from sqlalchemy.exc import OperationalError
+
     from center.migrate import SchemaAhead
     from center.service import ApiUnavailable, SchemaBehind
 
     try:
         return args.func(args)
+    except OperationalError as exc:  # PostgreSQL away, a data_dir it cannot write: 75, systemd tries again
+        why = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+        _err(f"the database cannot be used: {why}")
+        return EX_TEMPFAIL
     except ConfigError as exc:
         _err(str(exc))
         return EX_CONFIG

@@ -85,6 +85,15 @@ def test_smtp_with_both_implicit_tls_and_starttls_or_an_unreadable_ca_is_refused
     assert r.returncode == 78 and "notify.smtp.ca_file: " in r.stderr and "cannot read it" in r.stderr, r.stderr
 
 
+def test_a_database_that_cannot_be_reached_is_one_clear_line_and_exit_75(tmp_path):
+    config = write_center(tmp_path, "postgresql+psycopg://c:secret-pw@127.0.0.1:1/c")
+    for command in (("run",), ("db", "upgrade")):
+        r = run_cli(*command, "--config", str(config))
+        assert r.returncode == 75, (command, r.stderr)
+        assert "the database cannot be used: " in r.stderr and "127.0.0.1" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "secret-pw" not in r.stderr, r.stderr
+
+
 def test_db_upgrade_brings_sqlite_and_postgresql_to_the_newest_schema(tmp_path, db_url):
     config = write_center(tmp_path, db_url)
     assert current(db_url) is None
