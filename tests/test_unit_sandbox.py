@@ -77,3 +77,45 @@ def test_the_node_runs_under_the_units_sandbox(sim_clip, tmp_path):
     # (a camera with its driver loaded is what the ACL admits; that is not shown here).
     assert status["usb"]["state"] == "offline"
     assert "Operation not permitted" in log or "Permission denied" in status["usb"]["reason"]
+
+
+def test_a_config_the_node_refuses_is_not_restarted_and_a_crash_is(sim_clip, tmp_path):
+    clip = sim_clip("throw", 1, duration_s=6.0)
+    config = yaml.safe_load((clip / "config.yaml").read_text())
+    config["storage"] = {"dir": "/var/lib/edge"}
+    config["node"] = {**config.get("node", {}), "metrics": None}
+    config["cameras"]["sim"]["source"] = "rtsp://cam:${CAM_PW}@127.0.0.1:1/live"
+    config["mqtt"] = {"enabled": False}
+    etc_edge = {"edge.yaml": (yaml.safe_dump(config).encode(), 0o644), "mqtt.pw": (b"\n", 0o600)}  # CAM_PW unset
+    unit = (REPO / "systemd" / "edge.service").read_text()
+    with UnitSandbox(tmp_path, unit, etc_edge, REPO) as sb:
+        # The sandbox's drop-in says Restart=no: the unit's own policy back, sooner than its 5 s.
+        sb.path("/run/sbx/units/edge.service.d/zz-restart.conf").write_text(
+            "[Service]\nRestart=on-failure\nRestartSec=1\n"
+        )
+        sb.systemctl("daemon-reload")
+        sb.systemctl("start", "--no-block", "edge.service")
+        refused = _wait_for(sb, lambda shown: shown["ActiveState"] == "failed")
+        time.sleep(3)  # three restart delays: a restart, had there been one, has happened
+        refused_later = sb.show("edge.service", "ActiveState", "NRestarts")
+        # Positive control: a node that dies of something a restart may mend (no free disk, a lost file) is
+        # restarted. SIGKILL stands in for any such death.
+        sb.path("/etc/edge/secrets.env").write_text("CAM_PW=pw\n")
+        sb.systemctl("reset-failed", "edge.service")
+        sb.systemctl("start", "edge.service")
+        sb.systemctl("kill", "--signal=SIGKILL", "edge.service")
+        crashed = _wait_for(sb, lambda shown: int(shown["NRestarts"]) >= 1)
+        sb.systemctl("stop", "edge.service")
+    log = (tmp_path / "edge.log").read_text(errors="replace")
+    assert refused["ExecMainStatus"] == "78" and "CAM_PW" in log, (refused, log[-2000:])
+    assert refused_later == {"ActiveState": "failed", "NRestarts": "0"}, (refused_later, log[-2000:])
+    assert int(crashed["NRestarts"]) >= 1, (crashed, log[-2000:])
+
+
+def _wait_for(sb: UnitSandbox, done, timeout: float = 60) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = sb.show("edge.service", "ActiveState", "NRestarts", "ExecMainStatus", "Result")
+        if done(shown) or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.3)
