@@ -241,7 +241,11 @@ class MqttPublisher:
         self.on_hold = on_hold
         self.last_ack = time.time()  # when the broker last acknowledged a message (/healthz: the outbox drains)
         self.down_since: float | None = time.time()  # when the broker connection was lost; None while connected
-        self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
+        # A persistent session: the broker keeps the center's commands (a hold on a crime's evidence, a request
+        # for an original) while the node is away, restarting or off line, and acknowledges them to the center
+        # either way. With a clean session they were thrown away, and the evidence deleted after evidence_days.
+        will = (self.topics.available, b"offline")
+        self.client = make_client(self.cfg, self.cfg.client_id or self.node, will, clean_session=False)
         self.reconnect = Reconnect(self.client, self.cfg)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
