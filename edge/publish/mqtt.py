@@ -499,7 +499,8 @@ class MqttPublisher:
         self.outbox.put(Kind.EVENT, self.topics.storage, body, retain=True, coalesce_key="storage")
 
     def set_cameras(self, cameras: list[str]) -> None:
-        """The cameras changed (reload): follow detect/set of the new ones, forget the removed ones."""
+        """The cameras changed (reload): follow detect/set of the new ones, forget the removed ones (their retained
+        status and problem are emptied)."""
         added = [c for c in cameras if c not in self.cameras]
         removed = [c for c in self.cameras if c not in cameras]
         self.cameras = list(cameras)
@@ -516,6 +517,9 @@ class MqttPublisher:
                 retain=True,
                 coalesce_key=self.topics.status(camera),
             )
+            # Nor would anything ever clear a problem it left raised: the center would show it for a camera
+            # that is gone.
+            self.forget_problems(camera)
 
     def _detect_set(self, camera: str, value: str) -> None:
         if value not in ("ON", "OFF"):
