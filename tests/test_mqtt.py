@@ -695,3 +695,23 @@ def test_a_hold_sent_while_the_node_is_away_reaches_it_when_it_is_back(tmp_path,
     finally:
         publisher.stop()
         outbox.close()
+
+
+def test_a_retained_command_is_not_carried_out_again_at_every_connect(tmp_path, broker, center):
+    """A command published with the retain flag (an installer's `mosquitto_pub -r`) is not taken from the
+    broker's store at each connect: a detect/set OFF would switch detection off again after every outage and
+    restart, whatever the center said since, and an original/get would queue the whole clip again each time."""
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    switched: list[tuple[str, bool]] = []
+    center.client.publish("edge/garden-a/cam/detect/set", b"OFF", qos=1, retain=True).wait_for_publish(5)
+    publisher = MqttPublisher(cfg, outbox, tmp_path, on_detect_set=lambda cam, on: switched.append((cam, on)))
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)
+        center.client.publish("edge/garden-a/cam/detect/set", b"ON", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: ("cam", True) in switched, 10)  # control: a command sent now is carried out
+        assert switched == [("cam", True)]  # and came after the retained one, which was not
+    finally:
+        publisher.stop()
+        outbox.close()

@@ -447,6 +447,12 @@ class MqttPublisher:
     def _on_message(self, client, userdata, msg) -> None:
         if not msg.topic.startswith(self.topics.base + "/"):
             return
+        if msg.retain:
+            # A command is for now. One published with the retain flag comes again from the broker's store at
+            # every connect: detect/set OFF would switch detection off after each outage, whatever was said
+            # since, and original/get queue the whole clip again. Sent live, it was carried out then.
+            log.warning("ignoring a retained command on %r: a command is not taken from the store", msg.topic[:99])
+            return
         parts = msg.topic[len(self.topics.base) + 1 :].split("/")
         try:
             if len(parts) == 3 and parts[1:] == ["detect", "set"] and parts[0] in self.cameras:
