@@ -309,12 +309,15 @@ def test_a_picture_just_above_the_bar_does_not_clear_covered_but_a_normal_one_do
     assert _covered_states(normal) == [(4.0, "raised"), (8.0, "cleared")]
 
 
-def _offline_states(online: Callable[[float], bool], seconds: float, **cfg) -> list[tuple[float, str]]:
+def _offline_states(
+    online: Callable[[float], bool], seconds: float, clock: Callable[[float], float] = float, **cfg
+) -> list[tuple[float, str]]:
+    """The offline check told the state once a second; `clock` turns real seconds into the node's clock."""
     from edge.config import CameraHealthConfig
     from edge.detect.tamper import OfflineWatch
 
     watch = OfflineWatch(CameraHealthConfig(**{"offline_alert_s": 20, "clear_s": 5, **cfg}))
-    changes = (watch.update(float(t), online(float(t)), "refused") for t in range(int(seconds)))
+    changes = (watch.update(clock(float(t)), online(float(t)), "refused") for t in range(int(seconds)))
     return [(c.t, str(c.state)) for c in changes if c is not None]
 
 
@@ -450,3 +453,18 @@ def test_health_checks_switched_off_by_a_reload_stop():
     p = _pipeline_covered(sink)
     p.reconfigure(_camera(health={"enabled": False}))
     assert p.problems is None and [r["state"] for r in sink.rows] == ["cleared"]
+
+
+def test_a_clock_stepped_at_boot_is_not_counted_as_time_offline():
+    """A node without a real-time clock boots with the time it last saved, and NTP then steps it forward by
+    the hours the power was off: the camera, booting beside it, was not offline for those hours."""
+    step = 3 * 3600.0
+    forward = lambda t: t >= 35  # noqa: E731 - the camera comes up 35 s after the node
+    clock = lambda t: t + (step if t >= 20 else 0.0)  # noqa: E731 - NTP steps the clock 20 s after boot
+    assert _offline_states(forward, 90, clock=clock) == []
+    # control: a camera that stays away is raised offline_alert_s (20 s) after the step, the step not counted
+    assert _offline_states(lambda t: False, 90, clock=clock) == [(step + 40.0, "raised")]
+    # and a clock stepped back does not put off an offline camera's alarm by the hours it went back
+    assert _offline_states(lambda t: False, 90, clock=lambda t: t - (step if t >= 20 else 0.0)) == [
+        (40.0 - step, "raised")
+    ]
