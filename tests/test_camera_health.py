@@ -309,12 +309,15 @@ def test_a_picture_just_above_the_bar_does_not_clear_covered_but_a_normal_one_do
     assert _covered_states(normal) == [(4.0, "raised"), (8.0, "cleared")]
 
 
-def _offline_states(online: Callable[[float], bool], seconds: float, **cfg) -> list[tuple[float, str]]:
+def _offline_states(
+    online: Callable[[float], bool], seconds: float, clock: Callable[[float], float] = float, **cfg
+) -> list[tuple[float, str]]:
+    """The offline check told the state once a second; `clock` turns real seconds into the node's clock."""
     from edge.config import CameraHealthConfig
     from edge.detect.tamper import OfflineWatch
 
     watch = OfflineWatch(CameraHealthConfig(**{"offline_alert_s": 20, "clear_s": 5, **cfg}))
-    changes = (watch.update(float(t), online(float(t)), "refused") for t in range(int(seconds)))
+    changes = (watch.update(clock(float(t)), online(float(t)), "refused") for t in range(int(seconds)))
     return [(c.t, str(c.state)) for c in changes if c is not None]
 
 
@@ -450,3 +453,52 @@ def test_health_checks_switched_off_by_a_reload_stop():
     p = _pipeline_covered(sink)
     p.reconfigure(_camera(health={"enabled": False}))
     assert p.problems is None and [r["state"] for r in sink.rows] == ["cleared"]
+
+
+def test_a_clock_stepped_at_boot_is_not_counted_as_time_offline():
+    """A node without a real-time clock boots with the time it last saved, and NTP then steps it forward by
+    the hours the power was off: the camera, booting beside it, was not offline for those hours."""
+    step = 3 * 3600.0
+    forward = lambda t: t >= 35  # noqa: E731 - the camera comes up 35 s after the node
+    clock = lambda t: t + (step if t >= 20 else 0.0)  # noqa: E731 - NTP steps the clock 20 s after boot
+    assert _offline_states(forward, 90, clock=clock) == []
+    # control: a camera that stays away is raised offline_alert_s (20 s) after the step, the step not counted
+    assert _offline_states(lambda t: False, 90, clock=clock) == [(step + 40.0, "raised")]
+    # and a clock stepped back does not put off an offline camera's alarm by the hours it went back
+    assert _offline_states(lambda t: False, 90, clock=lambda t: t - (step if t >= 20 else 0.0)) == [
+        (40.0 - step, "raised")
+    ]
+
+
+def test_a_grainy_night_does_not_teach_the_normal_sharpness_that_the_morning_is_out_of_focus():
+    """Grain adds fine detail: a dim night picture with a sensor's noise is sharper, by the measure, than the
+    day's. Hours of it must not raise the learned normal so far that the next morning reads as defocused (and
+    stays so: the normal learns nothing while defocused is raised)."""
+    from edge.config import CameraHealthConfig
+    from edge.detect.tamper import CameraHealth, look
+
+    frame, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    day = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    rng = np.random.default_rng(0)
+
+    def night() -> np.ndarray:  # an eighth of the day's light, and the noise of the gain a camera adds for it
+        return np.clip(day * 0.12 + rng.normal(0, 4, day.shape), 0, 255).astype(np.uint8)
+
+    assert look(night()).sharpness > 2 * look(day).sharpness  # what grain does to the measure
+    cfg = CameraHealthConfig(sample_s=20, covered_s=60, blinded_s=60, defocused_s=60, moved_s=60, learn_s=60)
+    health = CameraHealth(cfg)
+    seen: list[tuple[float, str, str]] = []
+    clock = 0.0
+
+    def show(picture, seconds: float) -> None:
+        nonlocal clock
+        for t in np.arange(clock, clock + seconds, cfg.sample_s):
+            seen.extend((t, str(tr.problem), str(tr.state)) for tr in health.update(float(t), picture()))
+        clock += seconds
+
+    show(lambda: day, 600)
+    show(night, 5 * 3600)
+    show(lambda: day, 1800)
+    assert seen == []  # the morning is as sharp as the day before
+    show(lambda: cv2.GaussianBlur(day, (0, 0), 4.0), 300)  # control: the lens blurred is still noticed
+    assert [(p, s) for _, p, s in seen] == [("defocused", "raised")]

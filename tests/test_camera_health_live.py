@@ -265,3 +265,29 @@ def test_a_camera_whose_worker_is_restarted_has_its_retained_problem_emptied(bro
     finally:
         node.stop()
         server.kill()
+
+
+def test_a_camera_removed_from_the_config_has_its_retained_problem_emptied(broker, tmp_path):
+    """A camera taken out of the config (a reload) raises and clears nothing any more: a problem it left raised
+    and retained would show on the center's pages, for a camera that is gone, for ever."""
+    from edge.publish.mqtt import MqttPublisher
+    from edge.publish.outbox import Outbox
+
+    cfg = _mqtt_config(tmp_path, broker, f"rtsp://127.0.0.1:{free_port()}/x")
+    cfg["cameras"]["gone"] = json.loads(json.dumps(cfg["cameras"]["cam"]))
+    publisher = MqttPublisher(parse_config(yaml.safe_dump(cfg)), Outbox(tmp_path / "o.sqlite", 1 << 20), tmp_path)
+    publisher.start()
+    try:
+        for camera in ("cam", "gone"):
+            record = {"v": 1, "id": f"r1-{camera}-offline-1", "node": "garden-a", "camera": camera}
+            publisher.on_problem({**record, "problem": "offline", "state": "raised", "active": ["offline"]})
+        publisher.set_cameras(["cam"])
+        assert wait_for(lambda: publisher.outbox.depth()[0] == 0 and publisher.connected.is_set(), 10)
+        seen = _watch(broker, "edge/garden-a/cameras/+/problem")
+        assert wait_for(lambda: seen.get("edge/garden-a/cameras/cam/problem"), 10)  # control: still retained
+        time.sleep(1.0)  # retained messages come together on subscribing
+        seen["_client"].disconnect()
+        assert [p for p in seen.get("edge/garden-a/cameras/gone/problem", []) if p] == []
+    finally:
+        publisher.stop()
+        publisher.outbox.close()

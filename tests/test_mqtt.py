@@ -658,3 +658,60 @@ def test_available_turns_offline_when_the_node_dies(tmp_path, broker, center, lo
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_hold_sent_while_the_node_is_away_reaches_it_when_it_is_back(tmp_path, broker, center):
+    """The broker keeps the node's commands while it is away (its session is persistent): a hold the center
+    sends during the node's restart or outage is applied when it is back, not lost while the center was told
+    it was delivered (and the evidence of a crime deleted after storage.evidence_days)."""
+    storage = tmp_path / "garden-a"
+    online, away = "20260101T000000-cam-0000327-63", "20260101T000000-cam-0000400-64"
+    for eid in (online, away):
+        (storage / "events" / eid).mkdir(parents=True)
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    holds: list[tuple[str, bool]] = []
+
+    def started() -> MqttPublisher:
+        publisher = MqttPublisher(cfg, outbox, storage, on_hold=lambda eid, on: holds.append((eid, on)) or on)
+        publisher.start()
+        assert publisher.commands_ready.wait(10)
+        return publisher
+
+    def hold(eid: str) -> None:
+        center.client.publish(f"edge/garden-a/events/{eid}/hold", b"ON", qos=1).wait_for_publish(5)
+
+    publisher = started()
+    try:
+        hold(online)
+        assert wait_for(lambda: (online, True) in holds, 10)  # control: a node on line gets it at once
+    finally:
+        publisher.stop()
+    hold(away)  # the node is away: the broker acknowledges it to the center all the same
+    publisher = started()
+    try:
+        assert wait_for(lambda: (away, True) in holds, 10), holds
+        assert holds.count((online, True)) == 1  # what it had is not given again
+    finally:
+        publisher.stop()
+        outbox.close()
+
+
+def test_a_retained_command_is_not_carried_out_again_at_every_connect(tmp_path, broker, center):
+    """A command published with the retain flag (an installer's `mosquitto_pub -r`) is not taken from the
+    broker's store at each connect: a detect/set OFF would switch detection off again after every outage and
+    restart, whatever the center said since, and an original/get would queue the whole clip again each time."""
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    switched: list[tuple[str, bool]] = []
+    center.client.publish("edge/garden-a/cam/detect/set", b"OFF", qos=1, retain=True).wait_for_publish(5)
+    publisher = MqttPublisher(cfg, outbox, tmp_path, on_detect_set=lambda cam, on: switched.append((cam, on)))
+    publisher.start()
+    try:
+        assert publisher.commands_ready.wait(10)
+        center.client.publish("edge/garden-a/cam/detect/set", b"ON", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: ("cam", True) in switched, 10)  # control: a command sent now is carried out
+        assert switched == [("cam", True)]  # and came after the retained one, which was not
+    finally:
+        publisher.stop()
+        outbox.close()

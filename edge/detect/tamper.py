@@ -23,8 +23,15 @@ COARSE_WIDTH = 160  # coverage and coarse detail on one this wide: noise average
 SATURATED_LUMA = 230  # at or above: full white, in video range (white is 235) and full range alike
 DETAIL_PERCENTILE = 99  # a facade at night is dark but for its lit windows: the strongest edges tell
 CLEAR_FACTOR = 1.5  # a measure must be this much better than its raising bar to count as normal again
-NORMAL_TAU_S = 3600.0  # the learned normal sharpness follows slow changes (seasons, a cleaned lens) over an hour
+NORMAL_TAU_S = 3600.0  # the learned normal sharpness follows a softer picture (haze, seasons) over an hour
+# A sharper one (a cleaned lens) only over six hours: night grain and rain add fine detail for hours, and a normal
+# raised by them made the next morning's picture read as defocused, for good (nothing is learned while it is).
+NORMAL_RISE_TAU_S = 6 * 3600.0
+NORMAL_LEARN_MAX = 4 / 3  # a picture sharper than this against the normal teaches it nothing: grain or rain
 MOVED_EVERY_S = 5.0  # the moved check (~20 ms at most) runs this often, and at least 4 times within moved_s
+# The worker tells the offline check the camera's state about once a second (wall clock): a longer gap, or time
+# going back, is the clock stepped (NTP at boot on a node without a real-time clock), not time offline.
+STATE_GAP_S = 10.0
 
 
 class Problem(StrEnum):
@@ -124,6 +131,10 @@ class Latch:
                 return ProblemState.CLEARED
         return None
 
+    def restart(self) -> None:
+        """Forget the run being counted (the clock stepped); a raised problem stays raised."""
+        self.bad_since = self.good_since = None
+
 
 class OfflineWatch:
     """`offline` raised when a camera has not been steadily online for `offline_alert_s`; cleared once it is.
@@ -136,9 +147,16 @@ class OfflineWatch:
         self.cfg = cfg
         self.latch = Latch(clear_s=0.0)  # the steadiness is judged here, before the latch
         self.online_since: float | None = None
+        self.last: float | None = None
 
     def update(self, t: float, online: bool, reason: str) -> Transition | None:
         """The camera's state at time `t` (wall clock); `reason` is why it is not online."""
+        if self.last is not None and not 0.0 <= t - self.last <= STATE_GAP_S:
+            # The clock stepped: hours the power was off (a node booting with the time it last saved) are not
+            # hours offline, and a clock set back must not put off the alarm. Counting starts again from now.
+            self.latch.restart()
+            self.online_since = None
+        self.last = t
         self.online_since = (t if self.online_since is None else self.online_since) if online else None
         steady = online and t - self.online_since >= self.cfg.clear_s
         bad = True if not online else (False if steady else None)
@@ -298,6 +316,6 @@ class CameraHealth:
                 self._learning.clear()
             return
         ratio = seen.sharpness / self.normal_sharpness
-        if ratio >= self.cfg.defocused_ratio * CLEAR_FACTOR:  # only pictures well within normal teach it
-            alpha = min(1.0, self.cfg.sample_s / NORMAL_TAU_S)
+        if self.cfg.defocused_ratio * CLEAR_FACTOR <= ratio <= NORMAL_LEARN_MAX:  # only pictures within normal
+            alpha = min(1.0, self.cfg.sample_s / (NORMAL_RISE_TAU_S if ratio > 1.0 else NORMAL_TAU_S))
             self.normal_sharpness += alpha * (seen.sharpness - self.normal_sharpness)

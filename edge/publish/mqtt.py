@@ -241,7 +241,11 @@ class MqttPublisher:
         self.on_hold = on_hold
         self.last_ack = time.time()  # when the broker last acknowledged a message (/healthz: the outbox drains)
         self.down_since: float | None = time.time()  # when the broker connection was lost; None while connected
-        self.client = make_client(self.cfg, self.cfg.client_id or self.node, (self.topics.available, b"offline"))
+        # A persistent session: the broker keeps the center's commands (a hold on a crime's evidence, a request
+        # for an original) while the node is away, restarting or off line, and acknowledges them to the center
+        # either way. With a clean session they were thrown away, and the evidence deleted after evidence_days.
+        will = (self.topics.available, b"offline")
+        self.client = make_client(self.cfg, self.cfg.client_id or self.node, will, clean_session=False)
         self.reconnect = Reconnect(self.client, self.cfg)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -443,6 +447,12 @@ class MqttPublisher:
     def _on_message(self, client, userdata, msg) -> None:
         if not msg.topic.startswith(self.topics.base + "/"):
             return
+        if msg.retain:
+            # A command is for now. One published with the retain flag comes again from the broker's store at
+            # every connect: detect/set OFF would switch detection off after each outage, whatever was said
+            # since, and original/get queue the whole clip again. Sent live, it was carried out then.
+            log.warning("ignoring a retained command on %r: a command is not taken from the store", msg.topic[:99])
+            return
         parts = msg.topic[len(self.topics.base) + 1 :].split("/")
         try:
             if len(parts) == 3 and parts[1:] == ["detect", "set"] and parts[0] in self.cameras:
@@ -495,7 +505,8 @@ class MqttPublisher:
         self.outbox.put(Kind.EVENT, self.topics.storage, body, retain=True, coalesce_key="storage")
 
     def set_cameras(self, cameras: list[str]) -> None:
-        """The cameras changed (reload): follow detect/set of the new ones, forget the removed ones."""
+        """The cameras changed (reload): follow detect/set of the new ones, forget the removed ones (their retained
+        status and problem are emptied)."""
         added = [c for c in cameras if c not in self.cameras]
         removed = [c for c in self.cameras if c not in cameras]
         self.cameras = list(cameras)
@@ -512,6 +523,9 @@ class MqttPublisher:
                 retain=True,
                 coalesce_key=self.topics.status(camera),
             )
+            # Nor would anything ever clear a problem it left raised: the center would show it for a camera
+            # that is gone.
+            self.forget_problems(camera)
 
     def _detect_set(self, camera: str, value: str) -> None:
         if value not in ("ON", "OFF"):
