@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from support.broker import Broker
 from support.disk import fill_up, small_disk
-from support.servers import wait_for
+from support.servers import free_port, wait_for
 
 from edge.config import MqttConfig, parse_config
 from edge.listen import Listener
@@ -715,3 +716,34 @@ def test_a_retained_command_is_not_carried_out_again_at_every_connect(tmp_path, 
     finally:
         publisher.stop()
         outbox.close()
+
+
+def test_a_broker_away_is_logged_with_its_address_and_reason_once_not_paho_s_riddle_each_retry(
+    tmp_path, broker, caplog
+):
+    port = free_port()  # nothing listens there
+    cfg = _parse(_config(tmp_path, broker, "garden-a", port=port, reconnect_max_s=0.2, reconnect_min_s=0.1), "pw")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+    failures = publisher.client.on_connect_fail
+    caplog.set_level(logging.DEBUG, logger="edge.publish.mqtt")
+    publisher.start()
+    try:
+        assert wait_for(lambda: failures.attempts >= 4, 30)
+    finally:
+        publisher.stop()
+        outbox.close()
+    ours = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(ours) == 1 and f"127.0.0.1:{port}" in ours[0] and "Connection refused" in ours[0], ours
+    assert not [r for r in caplog.records if r.getMessage().startswith("Client is not connected")]
+
+
+def test_stopping_as_the_connection_goes_still_stops_cleanly(tmp_path, broker):
+    cfg = _parse(_config(tmp_path, broker, "garden-a", port=free_port()), "pw")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+    publisher.start()
+    publisher.connected.set()  # as it is for a moment after the broker went and before paho noticed
+    publisher.stop()  # the offline message cannot go: no RuntimeError out of stop(), the rest of it done
+    assert not publisher._sender.is_alive()
+    outbox.close()

@@ -28,6 +28,7 @@ import random
 import re
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -46,6 +47,10 @@ from edge.publish.outbox import Kind, Outbox
 log = logging.getLogger(__name__)
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")  # paho's own messages: its errors, not its chatter
 _PAHO_LOG.setLevel(logging.WARNING)
+# While the broker is away paho's loop logs "Client is not connected. Socket: None" at ERROR between attempts,
+# several times a second, naming neither the broker nor why: _ConnectFailures says both, now and then.
+_PAHO_LOG.addFilter(lambda record: not str(record.msg).startswith("Client is not connected"))
+CONNECT_FAIL_LOG_S = 300.0  # a broker still away is said again this often (the first failure at once)
 MAX_HOLD_PAYLOAD = 16  # ON or OFF with some whitespace; anything longer is not a hold command
 CHUNK_MAGIC = b"EDGECHUNK1\n"  # a chunk is: magic, one JSON header line, then the bytes
 
@@ -129,7 +134,29 @@ def make_client(
     # received again and nothing reconnects. paho logs it instead (to _PAHO_LOG) and carries on.
     client.suppress_exceptions = True
     client.enable_logger(_PAHO_LOG)
+    client.on_connect_fail = _ConnectFailures(f"{cfg.host}:{cfg.port}")
     return client
+
+
+class _ConnectFailures:
+    """paho's on_connect_fail: one WARNING naming the broker and the reason at the first failed attempt, at a
+    new reason, and every CONNECT_FAIL_LOG_S while it stays away (attempts come every few seconds)."""
+
+    def __init__(self, broker: str):
+        self.broker = broker
+        self.attempts = 0
+        self._said: tuple[str, float] | None = None
+
+    def __call__(self, client, userdata) -> None:
+        # paho calls this inside its `except OSError` around the attempt: the exception is the reason.
+        exc = sys.exc_info()[1]
+        why = f"{type(exc).__name__}: {exc}" if exc else "no reason given"
+        self.attempts += 1
+        now = time.monotonic()
+        if self._said is None or self._said[0] != why or now - self._said[1] >= CONNECT_FAIL_LOG_S:
+            what = (self.broker, why, self.attempts)
+            log.warning("MQTT broker %s cannot be reached (%s), retrying (%d tries)", *what)
+            self._said = (why, now)
 
 
 class Backoff:
@@ -280,7 +307,10 @@ class MqttPublisher:
         """Say offline, then disconnect (what is not acknowledged stays in the outbox)."""
         self._stop.set()
         if self.connected.is_set():
-            self.client.publish(self.topics.available, b"offline", qos=1, retain=True).wait_for_publish(2)
+            try:
+                self.client.publish(self.topics.available, b"offline", qos=1, retain=True).wait_for_publish(2)
+            except (RuntimeError, ValueError):  # the connection went as we stopped: the last will says offline
+                log.info("MQTT: offline not said, the connection is gone; the broker's last will says it")
         self.client.disconnect()
         self.client.loop_stop()
         self._sender.join(5)
