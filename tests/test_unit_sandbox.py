@@ -83,7 +83,7 @@ def test_a_config_the_node_refuses_is_not_restarted_and_a_crash_is(sim_clip, tmp
     clip = sim_clip("throw", 1, duration_s=6.0)
     config = yaml.safe_load((clip / "config.yaml").read_text())
     config["storage"] = {"dir": "/var/lib/edge"}
-    config["node"] = {**config.get("node", {}), "metrics": None}
+    config["node"] = {**config.get("node", {}), "metrics": {"listen": None}}
     config["cameras"]["sim"]["source"] = "rtsp://cam:${CAM_PW}@127.0.0.1:1/live"
     config["mqtt"] = {"enabled": False}
     etc_edge = {"edge.yaml": (yaml.safe_dump(config).encode(), 0o644), "mqtt.pw": (b"\n", 0o600)}  # CAM_PW unset
