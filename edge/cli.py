@@ -14,6 +14,7 @@ from edge.config import (
     EX_CONFIG,
     ConfigError,
     StorageError,
+    broker_user_problem,
     json_schema,
     load_config,
     prepare_storage,
@@ -34,6 +35,9 @@ def cmd_check_config(args) -> int:
     problem = storage_problem(cfg)
     if problem:  # a warning: the service may run as another user, or systemd may create the folder for it
         print(f"edge: warning: storage.dir {cfg.storage.dir}: {problem}; `edge run` exits 73", file=sys.stderr)
+    acl = broker_user_problem(cfg)
+    if acl:  # a warning: another broker's ACL may map users otherwise
+        print(f"edge: warning: {acl}", file=sys.stderr)
     cams = ", ".join(
         f"{n} ({'calibrated' if c.facade else 'no facade calibration'})" for n, c in cfg.cameras.items()
     )
@@ -162,6 +166,8 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGHUP, lambda *_: node.request_reload())  # `systemctl reload edge`
     logging.getLogger().setLevel(logging.INFO)
     logging.info("node %s starting: cameras %s, storage %s", cfg.node.id, ", ".join(node.cameras), cfg.storage.dir)
+    if acl := broker_user_problem(cfg):
+        logging.warning("%s", acl)
     node.run_forever()
     logging.info("stopping: saving the clips in progress")
     node.stop()

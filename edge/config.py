@@ -1232,6 +1232,19 @@ def storage_problem(config: EdgeConfig) -> str | None:
     return None
 
 
+def broker_user_problem(config: EdgeConfig) -> str | None:
+    """Why the shipped broker ACL would drop this node's messages, or None: it lets a node write only under
+    <topic_prefix>/<its user name>/, and acknowledges what it drops, so nothing else would tell."""
+    mqtt = config.mqtt
+    if not mqtt.enabled or mqtt.username is None or mqtt.username == config.node.id:
+        return None
+    return (
+        f"mqtt.username {mqtt.username!r} is not node.id {config.node.id!r}: under the shipped broker ACL "
+        f"(configs/mosquitto/acl) every alert to {mqtt.topic_prefix}/{config.node.id}/... is acknowledged "
+        "and dropped"
+    )
+
+
 def prepare_storage(config: EdgeConfig) -> None:
     """Create storage.dir and prove a file can be written in it; StorageError naming the path otherwise."""
     path = config.storage.dir

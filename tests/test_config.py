@@ -106,6 +106,19 @@ def test_check_config_exits_zero_on_a_good_file(tmp_path):
     assert "OK" in proc.stdout
 
 
+def test_check_config_warns_when_the_broker_user_is_not_the_node_id(tmp_path):
+    env = {**os.environ, "CAM_PW": "x"}
+    mqtt = "mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: edge}"
+    other = GOOD.replace(mqtt, "mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: edge, username: garden3}")
+    proc = run_edge("check-config", _write(tmp_path, other), env=env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr  # another broker may map users otherwise
+    assert "warning: mqtt.username 'garden3' is not node.id 'garden3-east'" in proc.stderr
+    assert "acknowledged and dropped" in proc.stderr
+    same = GOOD.replace(mqtt, "mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: edge, username: garden3-east}")
+    proc = run_edge("check-config", _write(tmp_path, same), env=env)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize(
     ("edit", "path"),
     [
