@@ -241,6 +241,44 @@ def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, c
         broker.stop()
 
 
+def test_a_camera_removed_with_new_mqtt_settings_has_its_retained_status_emptied(tmp_path, server, clip):
+    from support.broker import Broker
+    from test_ops_retention import _client
+
+    broker = Broker(tmp_path / "broker", {"reload": "pw-r", "monitor": "pw-m"}).start()
+    try:
+        mqtt_cfg = {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "username": "reload",
+            "password": "pw-r",
+            "tls": {"ca_file": str(broker.ca)},
+        }
+        cameras = {"cam": _camera(server.url, clip[1]), "gone": _camera(f"rtsp://127.0.0.1:{free_port()}/x")}
+        config = {**_config(tmp_path, cameras), "mqtt": mqtt_cfg}
+        node = Node(parse_config(yaml.safe_dump(config)))
+        node.start()
+        try:
+            statuses = "edge/reload/+/status"
+            before, seen = _client(broker, "monitor", "pw-m", statuses)
+            assert wait_for(lambda: {t for t, p in seen if p} >= {"edge/reload/gone/status"}, 30, 0.5)
+            changed = copy.deepcopy(config)
+            del changed["cameras"]["gone"]
+            changed["mqtt"]["keepalive_s"] = 20  # a new publisher too
+            assert node.reload(parse_config(yaml.safe_dump(changed)))
+            assert wait_for(lambda: ("edge/reload/gone/status", b"") in seen, 20, 0.2)  # emptied, live
+            before.disconnect()
+            after, retained = _client(broker, "monitor", "pw-m", statuses)
+            assert wait_for(lambda: "edge/reload/cam/status" in {t for t, _ in retained}, 10)  # control
+            time.sleep(1.0)  # retained messages come together on subscribing
+            after.disconnect()
+            assert [p for t, p in retained if t == "edge/reload/gone/status" and p] == []
+        finally:
+            node.stop()
+    finally:
+        broker.stop()
+
+
 def _alerts(seen: list) -> list[dict]:
     return [m for m in (json.loads(p) for _, p in seen) if m["type"] == "new"]
 

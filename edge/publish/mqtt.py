@@ -544,7 +544,11 @@ class MqttPublisher:
             self.client.subscribe([(self.topics.detect_set(c), 1) for c in added])
         if removed:
             self.client.unsubscribe([self.topics.detect_set(c) for c in removed])
-        for camera in removed:  # its retained status would say online forever
+        self.forget_cameras(removed)
+
+    def forget_cameras(self, cameras: list[str]) -> None:
+        """Empty the retained status and problems of cameras taken out of the config (a reload)."""
+        for camera in cameras:  # its retained status would say online forever
             self.outbox.put(
                 Kind.STATUS,
                 self.topics.status(camera),
