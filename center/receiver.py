@@ -17,7 +17,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from center.config import CenterMqtt
 from center.ingest import Ingest
 from edge.listen import printable
-from edge.publish.mqtt import Reconnect, make_client
+from edge.publish.mqtt import Reconnect, connect_failed, make_client
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Receiver:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused the center: %s", reason_code)
+            connect_failed(client, f"broker refused the center: {reason_code}")
             return
         self.reconnect.connected()
         self.connected.set()

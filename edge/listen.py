@@ -31,6 +31,7 @@ from edge.publish.mqtt import (
     MAX_CHUNK_HEADER,
     EventType,
     Reconnect,
+    connect_failed,
     make_client,
     parse_chunk,
     valid_id,
@@ -178,7 +179,7 @@ class Listener:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused the listener: %s", reason_code)
+            connect_failed(client, f"broker refused the listener: {reason_code}")
             return
         self.reconnect.connected()
         p = self.prefix

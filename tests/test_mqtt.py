@@ -738,6 +738,23 @@ def test_a_broker_away_is_logged_with_its_address_and_reason_once_not_paho_s_rid
     assert not [r for r in caplog.records if r.getMessage().startswith("Client is not connected")]
 
 
+def test_a_refused_login_is_logged_once_with_why_not_at_every_retry(tmp_path, broker, caplog):
+    cfg = _parse(_config(tmp_path, broker, "garden-a", reconnect_max_s=0.2, reconnect_min_s=0.1), "not-pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+    failures = publisher.client.on_connect_fail
+    caplog.set_level(logging.DEBUG, logger="edge.publish.mqtt")
+    publisher.start()
+    try:
+        assert wait_for(lambda: failures.attempts >= 4, 30)
+    finally:
+        publisher.stop()
+        outbox.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and f"127.0.0.1:{broker.port}" in said[0] and "broker refused: Not authorized" in said[0]
+    assert publisher.last_error == "broker refused: Not authorized"  # status shows it all along
+
+
 def test_stopping_as_the_connection_goes_still_stops_cleanly(tmp_path, broker):
     cfg = _parse(_config(tmp_path, broker, "garden-a", port=free_port()), "pw")
     outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)

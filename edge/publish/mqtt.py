@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")  # paho's own messages: its errors, not its chatter
 _PAHO_LOG.setLevel(logging.WARNING)
 # While the broker is away paho's loop logs "Client is not connected. Socket: None" at ERROR between attempts,
-# several times a second, naming neither the broker nor why: _ConnectFailures says both, now and then.
+# several times a second, naming neither the broker nor why: ConnectFailures says both, now and then.
 _PAHO_LOG.addFilter(lambda record: not str(record.msg).startswith("Client is not connected"))
 CONNECT_FAIL_LOG_S = 300.0  # a broker still away is said again this often (the first failure at once)
 MAX_HOLD_PAYLOAD = 16  # ON or OFF with some whitespace; anything longer is not a hold command
@@ -134,11 +134,16 @@ def make_client(
     # received again and nothing reconnects. paho logs it instead (to _PAHO_LOG) and carries on.
     client.suppress_exceptions = True
     client.enable_logger(_PAHO_LOG)
-    client.on_connect_fail = _ConnectFailures(f"{cfg.host}:{cfg.port}")
+    client.on_connect_fail = ConnectFailures(f"{cfg.host}:{cfg.port}")
     return client
 
 
-class _ConnectFailures:
+def connect_failed(client: mqtt.Client, why: str) -> None:
+    """A failed attempt paho does not raise (the broker refused the login), logged as make_client's own are."""
+    client.on_connect_fail.failed(why)
+
+
+class ConnectFailures:
     """paho's on_connect_fail: one WARNING naming the broker and the reason at the first failed attempt, at a
     new reason, and every CONNECT_FAIL_LOG_S while it stays away (attempts come every few seconds)."""
 
@@ -150,7 +155,9 @@ class _ConnectFailures:
     def __call__(self, client, userdata) -> None:
         # paho calls this inside its `except OSError` around the attempt: the exception is the reason.
         exc = sys.exc_info()[1]
-        why = f"{type(exc).__name__}: {exc}" if exc else "no reason given"
+        self.failed(f"{type(exc).__name__}: {exc}" if exc else "no reason given")
+
+    def failed(self, why: str) -> None:
         self.attempts += 1
         now = time.monotonic()
         if self._said is None or self._said[0] != why or now - self._said[1] >= CONNECT_FAIL_LOG_S:
@@ -433,7 +440,7 @@ class MqttPublisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused: {reason_code}"
-            log.warning("MQTT %s:%s %s", self.cfg.host, self.cfg.port, self.last_error)
+            connect_failed(client, self.last_error)
             return
         self.reconnect.connected()
         self.last_error = None
