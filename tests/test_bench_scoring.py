@@ -263,3 +263,16 @@ def test_the_totals_table_shows_the_judged_numbers_and_their_denominators():
     text = totals_table({"held_out": summarise([s])})
     assert "| recall | 100.0% |" in text and "| recall, rain (1 throws) | 100.0% |" in text
     assert "| latency_median_s | 0.80 |" in text and "1 must-detect throws, 0 duplicate events" in text
+
+
+def test_a_missed_target_is_never_printed_as_the_target_itself():
+    # 32 of 33 is 96.97%: printed "97.0% ✗" beside "≥ 97.0%", the table contradicts itself.
+    s = SceneScore("x/1", 12.0, "night", must=33, found=32, latencies=[1.5, 1.5 + 1 / 12])
+    text = totals_table({"held_out": summarise([s])})
+    assert "| recall | 96.97% ✗ |" in text
+    assert "| latency_median_s | 1.54 ✗ |" in text  # already told apart at two places
+    s = SceneScore("x/1", 12.0, "night", must=20, found=19, latencies=[1.5, 1.5 + 1 / 120])
+    text = totals_table({"held_out": summarise([s])})
+    assert "| recall | 95.0% ✗ |" in text  # a plain miss keeps its usual places
+    assert "| recall, night (20 throws) | 95.0% |" in text  # 19 of 20 meets the 95% target exactly
+    assert "| latency_median_s | 1.504 ✗ |" in text
