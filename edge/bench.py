@@ -117,6 +117,10 @@ def _folder(cache: str, name: str, seed: int, randomised: bool) -> Path:
     return Path(cache) / f"{name}-{seed}{f'-r{RENDER_VERSION}' if randomised else ''}"
 
 
+class BrokenClip(Exception):
+    """A cached clip that does not replay whole: its throws would count as the detector's misses."""
+
+
 def _run_one(job: tuple[str, int, float | None, bool, str, list[str]]) -> SceneScore:
     """Replay one clip of a suite (rendered first when not cached) and score it against its truth."""
     name, seed, duration, randomised, cache, overrides = job
@@ -128,6 +132,12 @@ def _run_one(job: tuple[str, int, float | None, bool, str, list[str]]) -> SceneS
     cfg = load_config(folder / "config.yaml")
     apply_overrides(cfg, overrides)
     result = replay(folder / "scene.mp4", cfg, None, folder / "replay", media=False)
+    if result.error is not None or result.frames != truth["frames"]:
+        why = f": {result.error}" if result.error is not None else ""
+        raise BrokenClip(
+            f"{folder}: replayed {result.frames} of its {truth['frames']} frames{why}; "
+            "delete the folder to render it again"
+        )
     return score_scene(truth, result.records, alert_bar(next(iter(cfg.cameras.values())), truth))
 
 
@@ -188,6 +198,9 @@ def summarise(scores: list[SceneScore]) -> dict:
     found = sum(s.found for s in scores)
     lat = [x for s in scores for x in s.latencies]
     allowed = [x for s in scores for x in s.rule_latencies]
+    # Throws, none found: no floor was right and no alert came (shown as missed, not as a perfect 100% / 0.00).
+    none_found = 1.0 if must == 0 else 0.0
+    never = 0.0 if must == 0 else math.inf
     total = {
         "clips": len(scores),
         "footage_min": round(hours * 60, 1),
@@ -196,10 +209,10 @@ def summarise(scores: list[SceneScore]) -> dict:
         "confirmed_share": sum(s.confirmed for s in scores) / found if found else 1.0,
         "fa_confirmed_h": sum(s.false_confirmed for s in scores) / hours,
         "fa_suspected_h": sum(s.false_suspected for s in scores) / hours,
-        "floor_exact": sum(s.floor_exact for s in scores) / found if found else 1.0,
-        "floor_near": sum(s.floor_near for s in scores) / found if found else 1.0,
-        "latency_median_s": float(np.median(lat)) if lat else 0.0,
-        "latency_max_s": max(lat) if lat else 0.0,
+        "floor_exact": sum(s.floor_exact for s in scores) / found if found else none_found,
+        "floor_near": sum(s.floor_near for s in scores) / found if found else none_found,
+        "latency_median_s": float(np.median(lat)) if lat else never,
+        "latency_max_s": max(lat) if lat else never,
         "rule_latency_median_s": float(np.median(allowed)) if allowed else None,
         "rule_latency_max_s": max(allowed) if allowed else None,
         "duplicates": sum(s.duplicates for s in scores),

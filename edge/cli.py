@@ -334,7 +334,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from edge.bench import run_accuracy, run_speed
+    from edge.bench import BrokenClip, run_accuracy, run_speed
     from edge.overrides import OverrideError, check_overrides
 
     if args.set and args.what != "accuracy":
@@ -364,6 +364,9 @@ def cmd_bench(args) -> int:
     except OverrideError as e:  # ...or later, when a clip's own settings refuse what the defaults took
         print(f"edge bench: {e}", file=sys.stderr)
         return EX_USAGE
+    except BrokenClip as e:  # no report: its numbers would be wrong
+        print(f"edge bench: {e}", file=sys.stderr)
+        return EX_DATAERR
 
 
 _LOG_FORMAT_HELP = "stderr lines: json (one object per line), text, or auto (text on a terminal, else json)"

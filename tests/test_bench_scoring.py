@@ -7,10 +7,13 @@ recall, and the ground truth's own CNR, width and must-detect flag.
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
-from edge.bench import summarise, totals_table
+from edge.bench import BrokenClip, _run_one, meets, summarise, totals_table
 from edge.realbench import MATCH_SLACK_FRAMES, score_clip
 from edge.sim.score import SceneScore, ThrowOutcome, match_tolerance, score_scene
 from edge.sim.simulate import MUST_MIN_CNR, MUST_MIN_FLOORS, MUST_MIN_WIDTH_PX, _throw_truth
@@ -276,3 +279,24 @@ def test_a_missed_target_is_never_printed_as_the_target_itself():
     assert "| recall | 95.0% ✗ |" in text  # a plain miss keeps its usual places
     assert "| recall, night (20 throws) | 95.0% |" in text  # 19 of 20 meets the 95% target exactly
     assert "| latency_median_s | 1.504 ✗ |" in text
+
+
+def test_throws_none_of_which_is_found_show_as_missed_floors_and_alerts_not_as_perfect_ones():
+    judged = ("floor_exact", "floor_near", "latency_median_s", "latency_max_s")
+    missed = summarise([SceneScore("x/1", 12.0, "day", must=2, found=0)])
+    assert (missed["floor_exact"], missed["floor_near"]) == (0.0, 0.0)
+    assert missed["latency_median_s"] == missed["latency_max_s"] == float("inf")
+    assert not any(meets(missed)[k] for k in judged)
+    nothing_to_find = summarise([SceneScore("x/1", 20.0, "day")])  # control: distractors alone judge nothing
+    assert all(meets(nothing_to_find)[k] for k in judged)
+
+
+def test_a_cached_clip_that_replays_short_stops_the_bench_instead_of_adding_misses(sim_clip, tmp_path):
+    folder = tmp_path / "throw-101-r3"
+    shutil.copytree(sim_clip("throw", 1, duration_s=4.0), folder)
+    job = ("throw", 101, None, True, str(tmp_path), [])
+    assert _run_one(job).must >= 1  # control: whole, it is scored
+    truth = json.loads((folder / "truth.json").read_text())
+    (folder / "truth.json").write_text(json.dumps({**truth, "frames": truth["frames"] + 25}))
+    with pytest.raises(BrokenClip, match=r"replayed \d+ of its \d+ frames; delete the folder"):
+        _run_one(job)
