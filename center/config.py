@@ -108,6 +108,24 @@ class ApiConfig(Strict):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class RetentionConfig(Strict):
+    """How long the center keeps a closed case's evidence files (the database keeps the case for ever)."""
+
+    evidence_days: int | None = Field(
+        180,
+        ge=1,
+        le=3650,
+        description="A resolved (or dismissed) case's stills, clips and photos are deleted this many days after "
+        "it was closed, never while it is held; its rows, history and signed manifests stay. null: kept for ever.",
+    )
+    disk_warn_free_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.9,
+        description="A warning is logged while data_dir's disk has less than this share free; 0: never.",
+    )
+
+
 class CenterConfig(Strict):
     version: Literal[1] = 1
     instance: str = Field(
@@ -128,6 +146,7 @@ class CenterConfig(Strict):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("timezone")
     @classmethod

@@ -19,6 +19,7 @@ from center.loop import Loop
 from center.migrate import current, head, refuse_newer, upgrade
 from center.notify import JobRunner, make_notifiers
 from center.receiver import Receiver
+from center.retention import Retention
 from center.roster import Roster
 from center.yamlfile import load_model
 from edge.config import ConfigError
@@ -72,6 +73,7 @@ class Center:
         self.receiver = Receiver(cfg.mqtt, cfg.mqtt.client_id or cfg.instance, self.ingest)
         notifiers = make_notifiers(cfg, self.sessions, self.files, self.receiver.publish)
         self.jobs = JobRunner(cfg, self.sessions, notifiers, cfg.instance)
+        self.retention = Retention(cfg.retention, self.sessions, self.files)
         self.context = Context(
             cfg,
             roster,
@@ -195,3 +197,7 @@ class Center:
                     last_expire = now
             except Exception:
                 log.exception("the center's timers failed this round; trying again")
+            try:  # apart: a sweep that fails (the database away) holds up no escalation, and the reverse
+                self.retention.tick()
+            except Exception:
+                log.exception("the retention sweep failed this round; trying again")

@@ -1,0 +1,224 @@
+"""The center's retention: a closed case's evidence files are deleted `retention.evidence_days` after it closed.
+
+Only files go. The case, its events, its history, its verdict and every Evidence row (with each file's SHA-256)
+stay, and so does each event's signed manifest: a few KB that still prove, signed by the node, what the
+deleted files were. A case that is open (not resolved or dismissed) or whose evidence is held (its last
+hold/release is a hold, center.loop.Loop.held) keeps everything. Each case swept gets one history row,
+`retention`, saying how many files went, how many bytes, and how many were already gone.
+
+Several instances sharing one PostgreSQL database (and one data_dir) never sweep a case twice: each case is
+taken with a row lock that the others skip (SKIP LOCKED), and is checked again once locked, so a hold given at
+that moment, or another instance's sweep just committed, is seen. SQLite's BEGIN IMMEDIATE serialises the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy.orm import sessionmaker
+
+from center.config import RetentionConfig
+from center.db import Case, Event, Evidence, History, utcnow
+from center.files import EvidenceFiles, OutsideDataDir
+from center.loop import SYSTEM
+from center.models import Action, CaseState
+
+log = logging.getLogger(__name__)
+
+RETENTION = "retention"  # the history action of a sweep (History.action; not a person's Action)
+KEPT_KINDS = ("manifest",)  # the node's signed list of the files and their digests: tiny, and the proof
+SWEEP_EVERY_S = 600.0  # a case is due days after it closed: ten minutes late is nothing, and costs one query
+CASES_PER_ROUND = 50  # the timer thread also escalates every second: a round stays short; a backlog goes on
+# at the next tick
+FAILED_RETRY_S = 24 * 3600.0  # a case whose files could not all be deleted (logged) is tried again a day later:
+# retried at every round, enough of them would fill every round and stop the sweep of the others
+DISK_WARN_EVERY_S = 6 * 3600.0  # while the disk stays low, the warning is repeated this often (not every round)
+
+
+@dataclass
+class Swept:
+    """What one round did."""
+
+    cases: int = 0
+    files: int = 0
+    bytes: int = 0
+    missing: int = 0  # files of a swept case already gone from disk
+    failed: int = 0  # files that could not be deleted (logged; their case is tried again after FAILED_RETRY_S)
+    more: bool = False  # the round stopped at CASES_PER_ROUND: more cases are due now
+
+
+class Usage(Protocol):
+    """What shutil.disk_usage answers (a test gives its own)."""
+
+    total: int
+    free: int
+
+
+@dataclass
+class DiskState:
+    """data_dir's disk as last measured."""
+
+    free_share: float
+    low: bool
+
+
+class Retention:
+    """The sweep and the disk-space guard, driven by the center's timer thread (`tick`)."""
+
+    def __init__(
+        self,
+        cfg: RetentionConfig,
+        sessions: sessionmaker,
+        files: EvidenceFiles,
+        usage: Callable[[Path], Usage] = shutil.disk_usage,
+    ):
+        self.cfg, self.sessions, self.files, self.usage = cfg, sessions, files, usage
+        self.disk: DiskState | None = None
+        self._next_sweep = 0.0
+        self._failing: set[int] = set()  # cases left until the next retry of failed ones
+        self._failing_since = 0.0
+        self._disk_warned_at: float | None = None
+
+    def tick(self, now: dt.datetime | None = None) -> None:
+        """A round when one is due (at once after a start, and again at the next tick while a backlog lasts)."""
+        now = now or utcnow()
+        if now.timestamp() < self._next_sweep:
+            return
+        self._next_sweep = now.timestamp() + SWEEP_EVERY_S  # a round that fails is not tried at every tick
+        self.check_disk(now)
+        done = self.sweep(now)
+        if done.more:
+            self._next_sweep = 0.0
+        if done.cases:
+            log.info(
+                "retention: files of %d closed cases deleted (%d files, %.1f MB; %d already gone)",
+                done.cases,
+                done.files,
+                done.bytes / 1e6,
+                done.missing,
+            )
+
+    # -- the sweep -----------------------------------------------------------------------------------------
+    def sweep(self, now: dt.datetime | None = None) -> Swept:
+        """Delete the files of up to CASES_PER_ROUND cases closed more than evidence_days before `now`."""
+        now = now or utcnow()
+        done = Swept()
+        if self.cfg.evidence_days is None:
+            return done
+        if now.timestamp() - self._failing_since >= FAILED_RETRY_S:
+            self._failing, self._failing_since = set(), now.timestamp()
+        cutoff = now - dt.timedelta(days=self.cfg.evidence_days)
+        query = due(cutoff).where(Case.id.not_in(self._failing)).order_by(Case.resolved_at, Case.id)
+        with self.sessions() as s:
+            ids = list(s.scalars(query.limit(CASES_PER_ROUND)))
+        for case_id in ids:
+            self._sweep_case(case_id, cutoff, now, done)
+        done.more = len(ids) == CASES_PER_ROUND
+        return done
+
+    def _sweep_case(self, case_id: int, cutoff: dt.datetime, now: dt.datetime, done: Swept) -> None:
+        with self.sessions.begin() as s:
+            locked = s.scalar(select(Case.id).where(Case.id == case_id).with_for_update(skip_locked=True))
+            # Read again after the lock, in a statement of its own (PostgreSQL: a fresh snapshot): a hold given,
+            # or another instance's sweep committed, while this one waited is seen.
+            if locked is None or s.scalar(due(cutoff).where(Case.id == case_id)) is None:
+                return
+            files = bytes_ = missing = failed = 0
+            for item in s.scalars(unswept(case_id)):
+                try:
+                    self.files.path(item.path).unlink()
+                except FileNotFoundError:
+                    missing += 1
+                    continue
+                except (OSError, OutsideDataDir) as exc:
+                    log.error("retention: cannot delete %s of case %d: %s", item.path, case_id, exc)
+                    failed += 1
+                    continue
+                files, bytes_ = files + 1, bytes_ + item.bytes
+            done.files, done.bytes, done.missing = done.files + files, done.bytes + bytes_, done.missing + missing
+            if failed:  # no record yet: tried again later (what went now is then counted as already gone)
+                done.failed += failed
+                self._failing.add(case_id)
+                return
+            detail = {
+                "files": files,
+                "bytes": bytes_,
+                "already_missing": missing,
+                "evidence_days": self.cfg.evidence_days,
+            }
+            s.add(History(case_id=case_id, action=RETENTION, actor=SYSTEM, at=now, detail=detail))
+            done.cases += 1
+
+    # -- the disk ------------------------------------------------------------------------------------------
+    def check_disk(self, now: dt.datetime) -> DiskState:
+        """Measure data_dir's disk; warn when less than disk_warn_free_share is free (again every few hours)."""
+        usage = self.usage(self.files.data_dir)
+        share = usage.free / usage.total if usage.total else 0.0
+        low = share < self.cfg.disk_warn_free_share
+        t = now.timestamp()
+        if low and (self._disk_warned_at is None or t - self._disk_warned_at >= DISK_WARN_EVERY_S):
+            log.warning(
+                "data_dir %s: only %.1f%% of its disk is free (%.1f GB): new evidence may soon not fit; "
+                "free space, or shorten retention.evidence_days",
+                self.files.data_dir,
+                share * 100,
+                usage.free / 1e9,
+                extra={"free_share": share},
+            )
+            self._disk_warned_at = t
+        elif not low and self._disk_warned_at is not None:
+            log.info("data_dir %s: %.1f%% of its disk is free again", self.files.data_dir, share * 100)
+            self._disk_warned_at = None
+        self.disk = DiskState(share, low)
+        return self.disk
+
+
+def due(cutoff: dt.datetime) -> Select:
+    """Ids of cases whose files may go: closed before `cutoff`, not held, with a file not yet swept."""
+    return select(Case.id).where(
+        Case.state == CaseState.RESOLVED,
+        Case.resolved_at < cutoff,  # a case exactly evidence_days old is kept: older than that, it goes
+        func.coalesce(_last_hold(), "") != Action.HOLD,
+        exists(_unswept_of(Case.id).correlate(Case)),
+    )
+
+
+def unswept(case_id: int) -> Select:
+    """The case's Evidence rows (its events' files and its photos) whose files no sweep has taken yet."""
+    return select(Evidence).where(Evidence.id.in_(_unswept_of(case_id))).order_by(Evidence.id)
+
+
+def _unswept_of(case_id) -> Select:
+    # A file that came after the case's last sweep (a node's outbox delivered late) is swept at the next round.
+    last = (
+        select(func.max(History.at))
+        .where(History.case_id == case_id, History.action == RETENTION)
+        .correlate_except(History)  # to the case of an enclosing query over cases, however deep
+        .scalar_subquery()
+    )
+    return (
+        select(Evidence.id)
+        .outerjoin(Event, Evidence.event_pk == Event.id)
+        .where(or_(Event.case_id == case_id, Evidence.case_id == case_id))
+        .where(Evidence.kind.not_in(KEPT_KINDS))
+        .where(or_(last.is_(None), Evidence.received_at > last))
+    )
+
+
+def _last_hold():
+    """The case's latest hold or release (as center.loop.Loop.held reads it), for a query over cases."""
+    return (
+        select(History.action)
+        .where(History.case_id == Case.id, History.action.in_((Action.HOLD, Action.RELEASE)))
+        .order_by(History.id.desc())
+        .limit(1)
+        .correlate(Case)
+        .scalar_subquery()
+    )

@@ -1,0 +1,310 @@
+"""The center's retention, on SQLite and PostgreSQL: a closed case's files go `retention.evidence_days` after it
+closed, never while it is held or open; its rows stay, and its history says when its files went and how many."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from types import SimpleNamespace
+
+import pytest
+from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
+from centerkit import CenterProcess, run_cli, write_center
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from parts import alert, make_parts, send
+from sqlalchemy import select, update
+from support.servers import wait_for
+
+from center.db import Case, Event, Evidence, History, make_engine, make_sessions, utcnow
+from center.models import Action, CaseState, Verdict
+from center.photos import keep_photo
+from center.retention import RETENTION, DiskState, Retention
+from edge.publish.manifest import write_manifest
+
+DAYS = 180
+JPEG = b"\xff\xd8\xff\xe0" + b"still" * 200
+PHOTO = b"\xff\xd8\xff\xe1" + b"photo" * 400
+CLIP = os.urandom(40_000)
+
+
+@pytest.fixture
+def parts(tmp_path, db_url):
+    p = make_parts(tmp_path, db_url, retention={"evidence_days": DAYS})
+    yield p
+    p.engine.dispose()
+
+
+def _retention(parts, **cfg) -> Retention:
+    return Retention(parts.cfg.retention.model_copy(update=cfg), parts.sessions, parts.files)
+
+
+def _case(parts, tmp_path, event_id: str, minutes_ago: int) -> int:
+    """A dispatched case with a still, a clip in chunks, a signed manifest and an on-site photo."""
+    at = utcnow() - dt.timedelta(minutes=minutes_ago)  # a minute apart: each alert a throw of its own
+    send(parts, alert(event_id=event_id, at=at))
+    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/snapshot", JPEG)
+    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/clip", _chunk(event_id))
+    folder = tmp_path / f"node-{event_id}"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(CLIP)
+    manifest = write_manifest(folder, ["clip.mp4"], {"node": "garden3-east"}, Ed25519PrivateKey.generate())
+    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/manifest", manifest.read_bytes())
+    with parts.sessions.begin() as s:
+        case = s.scalar(select(Case).join(Event).where(Event.event_id == event_id))
+        keep_photo(parts.files, parts.loop, s, case, PHOTO, "zhang")
+        return case.id
+
+
+def _chunk(event_id: str) -> bytes:
+    from edge.publish.mqtt import chunk_payloads
+
+    (one,) = chunk_payloads(CLIP, {"event": event_id, "node": "garden3-east", "file": "clip"}, 64 * 1024)
+    return one
+
+
+def _close(parts, case_id: int, closed_at: dt.datetime, resolve: bool = True) -> None:
+    with parts.sessions.begin() as s:
+        case = s.get(Case, case_id)
+        parts.loop.act(s, case, Action.CHECK, "zhang", Verdict.FELL)
+        if resolve:
+            parts.loop.act(s, case, Action.RESOLVE, "zhang")
+            case.resolved_at = closed_at
+
+
+def _files(parts, case_id: int) -> dict[str, bool]:
+    """kind -> whether its file is on disk, for every Evidence row of the case (none is ever deleted)."""
+    with parts.sessions() as s:
+        rows = s.scalars(
+            select(Evidence)
+            .outerjoin(Event, Evidence.event_pk == Event.id)
+            .where((Event.case_id == case_id) | (Evidence.case_id == case_id))
+        ).all()
+    return {e.kind: parts.files.path(e.path).is_file() for e in rows}
+
+
+def _swept(parts, case_id: int) -> list[History]:
+    with parts.sessions() as s:
+        q = select(History).where(History.case_id == case_id, History.action == RETENTION).order_by(History.id)
+        return list(s.scalars(q))
+
+
+ALL_THERE = {"snapshot": True, "clip": True, "manifest": True, "photo": True}
+GONE = {"snapshot": False, "clip": False, "manifest": True, "photo": False}  # the signed manifest stays
+
+
+def test_an_old_closed_case_loses_its_files_but_not_its_rows_and_its_history_says_so(parts, tmp_path):
+    old, recent = _case(parts, tmp_path, "ev-old", 3), _case(parts, tmp_path, "ev-recent", 2)
+    now = utcnow()  # after the files came: a sweep covers the files received before it
+    _close(parts, old, now - dt.timedelta(days=DAYS + 1))
+    _close(parts, recent, now - dt.timedelta(days=DAYS - 1))
+    assert _files(parts, old) == ALL_THERE
+    with parts.sessions() as s:
+        before = {(e.kind, e.sha256, e.bytes) for e in s.scalars(select(Evidence))}
+
+    done = _retention(parts).sweep(now)
+
+    assert (done.cases, done.files, done.bytes) == (1, 3, len(JPEG) + len(CLIP) + len(PHOTO))
+    assert _files(parts, old) == GONE
+    assert _files(parts, recent) == ALL_THERE  # positive control: closed 179 days ago
+    (entry,) = _swept(parts, old)
+    assert (entry.actor, entry.detail) == (
+        "center",
+        {"files": 3, "bytes": done.bytes, "already_missing": 0, "evidence_days": DAYS},
+    )
+    with parts.sessions() as s:
+        assert {(e.kind, e.sha256, e.bytes) for e in s.scalars(select(Evidence))} == before  # every digest kept
+        case = s.get(Case, old)
+        assert (case.state, case.verdict) == (CaseState.RESOLVED, Verdict.FELL)
+        assert [h.action for h in case.history][-3:] == ["check", "resolve", RETENTION]
+    assert _swept(parts, recent) == []
+
+
+def test_a_case_closed_exactly_evidence_days_ago_is_kept_and_a_second_later_it_goes(parts, tmp_path):
+    case = _case(parts, tmp_path, "ev-edge", 1)
+    now = utcnow()
+    _close(parts, case, now - dt.timedelta(days=DAYS))
+    assert _retention(parts).sweep(now).cases == 0
+    assert _files(parts, case) == ALL_THERE
+    assert _retention(parts).sweep(now + dt.timedelta(seconds=1)).cases == 1
+    assert _files(parts, case) == GONE
+
+
+def test_a_held_case_and_an_open_one_keep_their_files_and_a_released_one_loses_them(parts, tmp_path):
+    held, released, checked, dispatched = (_case(parts, tmp_path, f"ev-{n}", n) for n in range(4))
+    now = utcnow()
+    long_ago = now - dt.timedelta(days=DAYS * 3)
+    for case in (held, released):
+        _close(parts, case, long_ago)
+    _close(parts, checked, long_ago, resolve=False)  # checked on site, never resolved: still open
+    with parts.sessions.begin() as s:
+        parts.loop.set_hold(s, s.get(Case, held), True, "desk", "")
+        parts.loop.set_hold(s, s.get(Case, released), True, "desk", "")
+    with parts.sessions.begin() as s:
+        parts.loop.set_hold(s, s.get(Case, released), False, "desk", "the police took a copy")
+        s.execute(update(Case).values(created_at=long_ago, alert_at=long_ago))  # open for years
+
+    assert _retention(parts).sweep(now).cases == 1
+
+    for case in (held, checked, dispatched):
+        assert _files(parts, case) == ALL_THERE and _swept(parts, case) == []
+    assert _files(parts, released) == GONE  # positive control: its hold was released
+
+
+def test_a_second_sweep_does_nothing_and_a_file_that_came_after_goes_at_the_next(parts, tmp_path):
+    case = _case(parts, tmp_path, "ev-twice", 1)
+    now = utcnow()
+    _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    retention = _retention(parts)
+    assert retention.sweep(now).cases == 1
+    assert retention.sweep(now + dt.timedelta(minutes=10)).cases == 0  # nothing more to do, nothing recorded
+    assert len(_swept(parts, case)) == 1
+
+    parts.ingest.handle("edge/garden3-east/events/ev-twice/snapshot", JPEG + b"late")  # a node's outbox, late
+    assert _files(parts, case)["snapshot"] is True
+    done = retention.sweep(utcnow() + dt.timedelta(seconds=1))
+    assert (done.cases, done.files) == (1, 1)
+    assert [h.detail["files"] for h in _swept(parts, case)] == [3, 1]
+    assert not any(_files(parts, case)[k] for k in ("snapshot", "clip", "photo"))
+
+
+def test_a_file_already_gone_is_counted_and_does_not_stop_the_sweep(parts, tmp_path):
+    first, second = _case(parts, tmp_path, "ev-a", 2), _case(parts, tmp_path, "ev-b", 1)
+    now = utcnow()
+    for case in (first, second):
+        _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    with parts.sessions() as s:
+        clip = s.scalar(select(Evidence).join(Event).where(Event.case_id == first, Evidence.kind == "clip"))
+    parts.files.path(clip.path).unlink()  # deleted by hand, or lost
+
+    done = _retention(parts).sweep(now)
+
+    assert (done.cases, done.files, done.missing) == (2, 5, 1)
+    assert _swept(parts, first)[0].detail == {
+        "files": 2,
+        "bytes": len(JPEG) + len(PHOTO),
+        "already_missing": 1,
+        "evidence_days": DAYS,
+    }
+    assert _files(parts, first) == GONE and _files(parts, second) == GONE
+
+
+def test_a_path_that_leaves_data_dir_is_never_deleted_and_its_case_is_tried_again_a_day_later(parts, tmp_path):
+    bad, good = _case(parts, tmp_path, "ev-bad", 2), _case(parts, tmp_path, "ev-good", 1)
+    now = utcnow()
+    for case in (bad, good):
+        _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    outside = tmp_path / "precious.txt"
+    outside.write_text("not evidence")
+    with parts.sessions.begin() as s:  # a row altered by hand, or by a bug
+        still = s.scalar(select(Evidence).join(Event).where(Event.case_id == bad, Evidence.kind == "snapshot"))
+        still.path = "../precious.txt"
+
+    retention = _retention(parts)
+    done = retention.sweep(now)
+
+    assert outside.read_text() == "not evidence"
+    assert (done.cases, done.failed) == (1, 1)
+    assert _swept(parts, bad) == [] and _files(parts, good) == GONE  # the other case went on
+    assert retention.sweep(now + dt.timedelta(minutes=10)).failed == 0  # not at every round: it would crowd out
+    assert retention.sweep(now + dt.timedelta(hours=25)).failed == 1  # a day later, tried again
+    assert outside.read_text() == "not evidence"
+
+
+def test_evidence_days_null_keeps_everything(parts, tmp_path):
+    case = _case(parts, tmp_path, "ev-forever", 1)
+    now = utcnow()
+    _close(parts, case, now - dt.timedelta(days=3000))
+    assert _retention(parts, evidence_days=None).sweep(now).cases == 0
+    assert _files(parts, case) == ALL_THERE
+    assert _retention(parts).sweep(now).cases == 1  # positive control
+
+
+def test_two_instances_sweeping_at_once_sweep_each_case_once(parts, tmp_path):
+    cases = [_case(parts, tmp_path, f"ev-{n}", n + 1) for n in range(6)]
+    now = utcnow()
+    for case in cases:
+        _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    other = make_engine(parts.cfg.database_url())
+    instances = [_retention(parts), Retention(parts.cfg.retention, make_sessions(other), parts.files)]
+    start = threading.Barrier(2)
+    results = []
+
+    def run(r):
+        start.wait()
+        results.append(r.sweep(now))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.dispose()
+
+    assert sum(r.cases for r in results) == len(cases)
+    assert sum(r.missing for r in results) == 0  # no case's files were looked at twice
+    assert all(len(_swept(parts, c)) == 1 for c in cases)
+
+
+def test_a_backlog_is_swept_a_bounded_round_at_a_time(parts, tmp_path, monkeypatch):
+    monkeypatch.setattr("center.retention.CASES_PER_ROUND", 2)
+    cases = [_case(parts, tmp_path, f"ev-{n}", n + 1) for n in range(3)]
+    now = utcnow()
+    for case in cases:
+        _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    retention = _retention(parts)
+    first = retention.sweep(now)
+    assert (first.cases, first.more) == (2, True)
+    second = retention.sweep(now)
+    assert (second.cases, second.more) == (1, False)
+
+
+def _usage(free: int, total: int = 1000):
+    return lambda _path: SimpleNamespace(total=total, free=free)
+
+
+def test_a_disk_running_low_is_warned_once_until_it_recovers(parts, caplog):
+    caplog.set_level(logging.INFO, logger="center.retention")
+    usage = {"now": _usage(50)}
+    retention = Retention(parts.cfg.retention, parts.sessions, parts.files, lambda p: usage["now"](p))
+    now = utcnow()
+    assert retention.check_disk(now) == DiskState(0.05, True)
+    assert retention.check_disk(now + dt.timedelta(minutes=10)).low  # still low: not said again so soon
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "only 5.0% of its disk is free" in warnings[0].getMessage()
+    assert retention.check_disk(now + dt.timedelta(hours=7)).low
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2  # reminded hours later
+    usage["now"] = _usage(500)
+    caplog.clear()
+    assert retention.check_disk(now + dt.timedelta(hours=8)) == DiskState(0.5, False)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]  # positive control: "free again", no warning
+
+
+@pytest.mark.parametrize(
+    ("section", "why"),
+    [
+        ({"evidence_days": 0}, "retention.evidence_days: Input should be greater than or equal to 1"),
+        ({"evidence_days": 4000}, "retention.evidence_days: Input should be less than or equal to 3650"),
+        ({"disk_warn_free_share": 1.5}, "retention.disk_warn_free_share: Input should be less than or equal"),
+        ({"keep_days": 30}, "retention.keep_days: "),
+    ],
+)
+def test_retention_settings_out_of_bounds_are_refused_with_exit_78(tmp_path, section, why):
+    r = run_cli("check", "--config", str(write_center(tmp_path, retention=section)))
+    assert r.returncode == 78 and why in r.stderr, r.stderr
+    good = write_center(tmp_path, retention={"evidence_days": None, "disk_warn_free_share": 0})
+    assert run_cli("check", "--config", str(good)).returncode == 0  # positive control: null and 0 accepted
+
+
+def test_the_running_center_sweeps_on_its_timer(tmp_path, db_url, broker):
+    parts = make_parts(tmp_path, db_url, broker=broker, retention={"evidence_days": DAYS})
+    case = _case(parts, tmp_path, "ev-run", 1)
+    _close(parts, case, utcnow() - dt.timedelta(days=DAYS + 1))
+    parts.engine.dispose()
+    center = CenterProcess(tmp_path / "center-center-1.yaml").start()
+    try:
+        assert wait_for(lambda: _swept(parts, case), 30), center.output()[-2000:]
+    finally:
+        assert center.stop() == 0
+    assert _files(parts, case) == GONE
