@@ -9,12 +9,14 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
 from center.api import Context
 from center.db import Case, Node, utcnow
 from center.files import OutsideDataDir
+from center.retention import RETENTION
 from center.trust import judge, parse_manifest
 from center.web.views import event_views, photos_of
 from edge.publish.manifest import Malformed
@@ -26,7 +28,8 @@ where the center has them (the original clip, the annotated clip, the still). ve
 center's check at export time: the manifest's Ed25519 signature against the node's registered public key
 (node_ed25519.pub beside it) and the SHA-256 of every file here against the manifest.
 To check it again yourself: `edge verify <node>/<event id> --key-file <node>/<event id>/node_ed25519.pub`
-(files the center never received, such as event.json and frames.json, are listed as missing).
+(files the center never received, such as event.json and frames.json, are listed as missing; verification.json
+says which were received and later deleted by the center's retention).
 case.json is the case: who was told, who acknowledged, the on-site verdict, and its whole history.
 """
 
@@ -36,12 +39,15 @@ def archive(ctx: Context, s: Session, case: Case, actor: str) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         checks = []
+        swept = _swept_at(case)
         for view in event_views(ctx, case):
             folder = f"{view.event.node}/{view.event.event_id}"
             names = {f["sha256"]: name for name, f in view.signed_files.items() if "sha256" in f}
+            gone: set[str] = set()  # received, and no longer on the center's disk
             for item in view.files:
                 data = _read(ctx, item.path)
                 if data is None:
+                    gone.add(item.sha256)
                     continue
                 name = (
                     "manifest.json"
@@ -52,7 +58,7 @@ def archive(ctx: Context, s: Session, case: Case, actor: str) -> bytes:
             node = s.get(Node, view.event.node)
             if node is not None and node.public_key:
                 z.writestr(f"{folder}/node_ed25519.pub", base64.b64encode(node.public_key).decode() + "\n")
-            checks.append(_verify(ctx, view, node, z, folder))
+            checks.append(_verify(ctx, view, node, z, folder, _absent(gone, swept)))
         for p in photos_of(s, case):
             data = _read(ctx, p.path)
             if data is not None:
@@ -72,7 +78,29 @@ def _read(ctx: Context, rel: str) -> bytes | None:
         return None
 
 
-def _verify(ctx: Context, view, node: Node | None, z: zipfile.ZipFile, folder: str) -> dict:
+def _swept_at(case: Case) -> str | None:
+    """When the center's retention last deleted the case's files (center.retention), if it did."""
+    at = [h.at for h in case.history if h.action == RETENTION]
+    return max(at).isoformat(timespec="seconds") if at else None
+
+
+def _absent(gone: set[str], swept: str | None) -> Callable[[str], str]:
+    """Why a signed file (by its SHA-256) is not in the archive: a court must not read a file the center deleted
+    as one it never had."""
+
+    def why(sha256: str) -> str:
+        if sha256 not in gone:
+            return "not received by the center"
+        if swept:
+            return f"received, then deleted by the center's retention (last sweep {swept})"
+        return "received, but no longer on the center's disk"
+
+    return why
+
+
+def _verify(
+    ctx: Context, view, node: Node | None, z: zipfile.ZipFile, folder: str, absent: Callable[[str], str]
+) -> dict:
     out: dict = {"node": view.event.node, "event": view.event.event_id, "checked_at": utcnow().isoformat()}
     data = _read(ctx, view.manifest.path) if view.manifest else None
     if data is None:
@@ -87,7 +115,7 @@ def _verify(ctx: Context, view, node: Node | None, z: zipfile.ZipFile, folder: s
     for name, f in body["files"].items():
         path = f"{folder}/{name}"
         if path not in present:
-            files[name] = "not received by the center"
+            files[name] = absent(f["sha256"])
         else:
             files[name] = "ok" if hashlib.sha256(z.read(path)).hexdigest() == f["sha256"] else "CHANGED"
     return {**out, "signature": str(trust), "why": why, "files": files}

@@ -308,3 +308,34 @@ def test_the_running_center_sweeps_on_its_timer(tmp_path, db_url, broker):
     finally:
         assert center.stop() == 0
     assert _files(parts, case) == GONE
+
+
+def test_the_police_archive_says_a_file_was_deleted_by_retention_not_that_it_never_came(parts, tmp_path):
+    import io
+    import json
+    import zipfile
+
+    from center.api import Context
+    from center.web.export import archive
+
+    case_id = _case(parts, tmp_path, "ev-archived", 3)
+    _close(parts, case_id, utcnow() - dt.timedelta(days=DAYS + 1))
+    ctx = Context(
+        parts.cfg,
+        parts.roster,
+        parts.sessions,
+        make_sessions(parts.engine, readonly=True),
+        parts.loop,
+        parts.files,
+        parts.drops,
+    )
+
+    def clip_check() -> str:
+        with parts.sessions() as s:
+            data = archive(ctx, s, s.get(Case, case_id), "disp")
+        (check,) = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("verification.json"))
+        return check["files"]["clip.mp4"]
+
+    assert clip_check() == "ok"  # control: before the sweep the clip is in the archive
+    _retention(parts).sweep(utcnow())
+    assert clip_check().startswith("received, then deleted by the center's retention (last sweep 20")
