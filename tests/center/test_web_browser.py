@@ -363,3 +363,36 @@ def test_the_pages_switch_to_english(browser, site):
         pg.click("#lang")
         pg.wait_for_selector("html[lang='zh-CN']", state="attached")
         assert pg.locator("#rows td[data-label='楼栋']").count() > 0
+
+
+def test_the_live_list_comes_back_by_itself_after_the_center_restarted_behind_its_proxy(browser, site):
+    # While the center restarts (an upgrade), nginx answers 502 for it: the browser gives up on an event stream
+    # answered so, and the list must neither stop being live nor turn into nginx's error page. What came while
+    # it was away is shown, and beeps, when it is back.
+    def gateway_down(route):
+        route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+
+    with person(browser, site, "disp") as pg:
+        pg.wait_for_selector("body[data-live='1']")
+        pg.evaluate("window.notReloaded = true")
+        pg.route("**/alerts/stream", gateway_down)
+        pg.route("**/alerts/rows*", gateway_down)
+        assert site.center.stop() == 0
+        pg.wait_for_selector("#live.off")  # said: not live
+        site.center = CenterProcess(site.config).start()
+        assert wait_for(lambda: site.center.output().count("center.receiver: subscribed to") >= 2, 60)
+        assert wait_for(lambda: _serving(f"{site.url}/login"), 60)
+        other = node_client(site.broker, "garden5")
+        try:
+            body = alert("garden5", "south", "ev-b5-restart")
+            other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+        finally:
+            other.loop_stop()
+        with person(browser, site, "disp") as second:  # the alert is in: another dispatcher's list shows it
+            assert wait_for(lambda: _reloaded_has(second, "#rows tr[data-case]:has(td:has-text('5号楼'))"), 30)
+            newest = second.locator("#rows tr[data-case]").first.get_attribute("data-case")
+        pg.unroute_all()  # the center is back behind the proxy
+        pg.wait_for_selector(f"#rows tr[data-case='{newest}']", timeout=WAIT_S * 1000)
+        pg.wait_for_selector("body[data-live='1']")
+        assert pg.evaluate("window.notReloaded") is True
+        assert pg.locator("#badge").inner_text() != "0"
