@@ -13,12 +13,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from center.api import RowId
-from center.db import Case, Evidence
+from center.db import Case, Evidence, History
 from center.files import OutsideDataDir, media_type
 from center.loop import HOLD_WHYS, Refused, release_needs_admin
 from center.models import Action, CaseState, Level, Trust, Verdict
@@ -161,6 +162,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             events=views.event_views(ctx, case),
             photos=views.photos_of(s, case),
             history=list(case.history),
+            seen=max((h.id for h in case.history), default=0),
             notices=views.notices_of(s, case),
             actions=views.allowed_actions(case, v.caller),
             verdicts=list(Verdict),
@@ -212,6 +214,7 @@ async def act(
     verdict: Annotated[str, Form(max_length=20)] = "",
     note: Annotated[str, Form(max_length=2000)] = "",
     photo: Annotated[UploadFile | None, File()] = None,
+    seen: Annotated[int | None, Form(ge=0, le=2**31 - 1)] = None,
 ):
     """One of the loop's buttons; a photo sent with it is kept in the same transaction."""
     check_csrf(v, csrf)
@@ -222,11 +225,11 @@ async def act(
     chosen = Verdict(verdict) if verdict in Verdict.__members__.values() else None
     data = await _read_photo(photo)
     note = note.replace("\x00", "").strip() or None  # PostgreSQL keeps no NUL in text
-    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note, data)
+    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note, data, seen)
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
 
 
-def _act(request, case_id, v, action, verdict, note, photo) -> None:
+def _act(request, case_id, v, action, verdict, note, photo, seen) -> None:
     web = web_of(request)
     if action in (Action.CONFIRM, Action.DISMISS) and not v.staff:
         raise PageError(403, "forbidden")
@@ -237,12 +240,30 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
         try:
             web.ctx.loop.act(s, case, action, v.caller.name, verdict, note)
         except Refused as exc:
+            if _done_since(s, case, action, verdict, v.caller.name, seen):
+                return  # the same press sent twice: answered as the first was, with the case's page
             raise refused(exc) from None
         if photo is not None:
             keep_photo(web.ctx.files, web.ctx.loop, s, case, photo, v.caller.name)
         audit(
             s, request, v.caller.name, str(action), f"case:{case_id}", {"verdict": verdict, "photo": bool(photo)}
         )
+
+
+def _done_since(
+    s: Session, case: Case, action: Action, verdict: Verdict | None, actor: str, seen: int | None
+) -> bool:
+    """Whether this person did this very thing to the case after the page they pressed it on was shown (`seen`:
+    its newest history row). Two taps on a slow phone network send the form twice; the second must not tell the
+    grid worker their verdict was refused when it was recorded. Someone else's press, or another verdict, is."""
+    if seen is None:
+        return False
+    done = s.scalars(
+        select(History).where(
+            History.case_id == case.id, History.id > seen, History.action == action, History.actor == actor
+        )
+    )
+    return any(verdict is None or (h.detail or {}).get("verdict") == verdict for h in done)
 
 
 @router.post("/alerts/{case_id}/reassign")

@@ -15,12 +15,12 @@ from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url,
 from centerkit import load, run_cli, write_center
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
-from sqlalchemy import select
+from sqlalchemy import func, select
 from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import StorageLevel
-from center.db import Audit, Case, Event, Job, make_engine, make_sessions
+from center.db import Audit, Case, Event, Evidence, Job, make_engine, make_sessions
 from center.loop import ADMIN_RELEASE_WHYS, HOLD_WHYS
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
@@ -503,3 +503,34 @@ def test_a_roster_saved_on_one_instance_s_page_is_used_by_another_running_instan
         other.stopping.set()
         timers.join(10)
         other.engine.dispose()
+
+
+def _seen_of(html: str) -> str:
+    """The newest history row the alert's page was shown with (what its buttons send back)."""
+    m = re.search(r'name="seen" value="(\d+)"', html)
+    assert m, "the alert's page has no action form"
+    return m.group(1)
+
+
+def test_a_verdict_sent_twice_from_a_slow_phone_is_recorded_once_and_not_refused(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-two-taps", level="confirmed"))  # dispatched to zhang
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    form = {"action": "check", "verdict": "false_alarm", "csrf": csrf_of(page), "seen": _seen_of(page)}
+    photo = {"photo": ("site.jpg", b"\xff\xd8\xff\xe0" + b"p" * 500, "image/jpeg")}
+    first = zhang.post(f"/alerts/{case}/act", data=form, files=photo)
+    second = zhang.post(f"/alerts/{case}/act", data=form, files=photo)  # the second tap
+    assert first.status_code == second.status_code == 200 and second.url.path == f"/alerts/{case}"
+    assert 'data-state="checked"' in second.text and 'id="error"' not in second.text
+    with parts.sessions() as s:
+        c = s.get(Case, case)
+        assert [h.action for h in c.history].count("check") == 1 and c.verdict == "false_alarm"
+        assert s.scalar(select(func.count(Evidence.id)).where(Evidence.kind == "photo")) == 1
+    other = zhang.post(f"/alerts/{case}/act", data={**form, "verdict": "thrown"})  # another verdict: refused
+    assert other.status_code == 409 and "该案件当前为“已现场核查”" in other.text
+    disp = logged_in(app, "disp")  # someone else pressing it on a page shown before: refused, said why
+    again = disp.post(f"/alerts/{case}/act", data={**form, "csrf": csrf_of(disp.get(f"/alerts/{case}").text)})
+    assert again.status_code == 409
