@@ -175,6 +175,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             held=(held := ctx.loop.held(s, case)),
             admin_releases=release_needs_admin(s, case) if held else None,
             HOLD_WHYS=HOLD_WHYS,
+            max_photo=MAX_PHOTO_BYTES,
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")
     return web.render(request, v, "alert.html", **page)

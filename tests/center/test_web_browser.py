@@ -396,3 +396,36 @@ def test_the_live_list_comes_back_by_itself_after_the_center_restarted_behind_it
         pg.wait_for_selector("body[data-live='1']")
         assert pg.evaluate("window.notReloaded") is True
         assert pg.locator("#badge").inner_text() != "0"
+
+
+def test_a_photo_too_large_is_refused_on_the_phone_before_it_is_sent(browser, site):
+    other = node_client(site.broker, "garden5")  # building b5: chen's grid
+    try:
+        body = alert("garden5", "south", "ev-b5-photo")
+        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+    finally:
+        other.loop_stop()
+    with person(browser, site, "chen", viewport=(360, 740)) as pg:
+        assert wait_for(lambda: _reloaded_has(pg, "#rows tr.state-dispatched[data-case]"), 30)
+        case = pg.locator("#rows tr.state-dispatched[data-case]").first.get_attribute("data-case")
+        pg.goto(f"/alerts/{case}")
+        pg.select_option("form.act-check select[name=verdict]", "not_found")
+        huge = b"\xff\xd8\xff\xe0" + bytes(12 << 20)  # a 48-megapixel shot: more than the center or nginx takes
+        pg.set_input_files(
+            "form.act-check input[name=photo]", {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": huge}
+        )
+        assert pg.inner_text("#photo-refused") == "照片不能超过 10 MB。"
+        pg.click("form.act-check button")
+        assert pg.get_attribute("#case", "data-state") == "dispatched" and pg.url.endswith(f"/alerts/{case}")
+        heic = {
+            "name": "IMG_0001.HEIC",
+            "mimeType": "image/heic",
+            "buffer": b"\x00\x00\x00\x18ftypheic" + bytes(100),
+        }
+        pg.set_input_files("form.act-check input[name=photo]", heic)
+        assert pg.inner_text("#photo-refused") == "照片须为 JPEG 格式。"
+        pg.set_input_files("form.act-check input[name=photo]", str(_photo(site.tmp)))  # control: a phone's JPEG
+        assert not pg.is_visible("#photo-refused")
+        pg.click("form.act-check button")
+        pg.wait_for_selector("#case[data-state='checked']")
+        assert pg.locator("img.photo").count() == 1

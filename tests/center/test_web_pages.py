@@ -534,3 +534,25 @@ def test_a_verdict_sent_twice_from_a_slow_phone_is_recorded_once_and_not_refused
     disp = logged_in(app, "disp")  # someone else pressing it on a page shown before: refused, said why
     again = disp.post(f"/alerts/{case}/act", data={**form, "csrf": csrf_of(disp.get(f"/alerts/{case}").text)})
     assert again.status_code == 409
+
+
+def test_a_phone_photo_larger_than_the_center_takes_is_refused_in_the_worker_s_language(site):
+    parts, app = site
+    from center.web.app import MAX_BODY
+
+    send(parts, alert("garden3-east", "east", "ev-huge", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    assert 'accept="image/*" capture="environment"' in page and f'data-max-bytes="{10 << 20}"' in page
+    photo = {"photo": ("p.jpg", b"\xff\xd8\xff\xe0" + b"x" * MAX_BODY, "image/jpeg")}  # a 48-megapixel shot
+    r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "csrf": csrf_of(page)}, files=photo)
+    assert r.status_code == 413 and "照片不能超过 10 MB" in r.text and "request body too large" not in r.text
+    zhang.get("/lang/en")
+    r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "csrf": csrf_of(page)}, files=photo)
+    assert r.status_code == 413 and "a photo may be at most 10 MB" in r.text  # control: in English
+    api = zhang.post(f"/api/cases/{case}/check", content=b"x" * (MAX_BODY + 1))
+    assert api.status_code == 413 and api.text == "request body too large"  # the API's callers read English
+    with parts.sessions() as s:
+        assert s.get(Case, case).state == CaseState.DISPATCHED
