@@ -168,6 +168,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             verdicts=list(Verdict),
             targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
+            actor=lambda name: views.actor_label(name, v.t),
             note=lambda text: views.trust_note(text, v.t),
             local=lambda t: views.local_text(t, ctx.cfg.timezone),
             Trust=Trust,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from center.api import Caller, Context
 from center.db import Case, Event, Evidence, History, Job, utcnow
 from center.files import OutsideDataDir
+from center.loop import SYSTEM
 from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
 from center.queries import CaseQuery, cases_seen, local_midnight
 from center.web import charts
@@ -69,6 +70,11 @@ def person_label(ctx: Context, ref: str | None, t) -> str:
     if ref == "office":
         return t("office")
     return person.name if person else ref
+
+
+def actor_label(actor: str, t) -> str:
+    """Who did a step of a case's history: a person's user name, or the center itself in the viewer's words."""
+    return t("actor.system") if actor == SYSTEM else actor
 
 
 def waited(case: Case, now: dt.datetime) -> dt.timedelta:

@@ -556,3 +556,21 @@ def test_a_phone_photo_larger_than_the_center_takes_is_refused_in_the_worker_s_l
     assert api.status_code == 413 and api.text == "request body too large"  # the API's callers read English
     with parts.sessions() as s:
         assert s.get(Case, case).state == CaseState.DISPATCHED
+
+
+def test_what_the_center_did_by_itself_is_said_in_the_viewer_s_language_in_a_case_s_history(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-by-itself", level="confirmed"))  # created and dispatched by it
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    zhang.post(f"/alerts/{case}/act", data={"action": "acknowledge", "csrf": token})
+    history = re.findall(r'<li data-action="(\w+)">[^·]*· [^·]*· ([^\n<]*)', zhang.get(f"/alerts/{case}").text)
+    assert [(a, who.strip()) for a, who in history] == [
+        ("created", "系统自动"),
+        ("dispatch", "系统自动"),
+        ("acknowledge", "zhang"),  # control: a person is named as they log in
+    ]
+    zhang.get("/lang/en")
+    assert "created · the center (by itself)" in zhang.get(f"/alerts/{case}").text
