@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -51,6 +52,7 @@ def _filters(
     level: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    page: str | None = None,
 ) -> views.Filters:
     """Filters from the query string; an unknown value is ignored (the list shows everything for it)."""
 
@@ -67,6 +69,7 @@ def _filters(
         level=level if level in Level.__members__.values() else None,
         since=day(since),
         until=day(until),
+        page=int(page) if page and page.isdigit() and 0 < int(page) <= views.MAX_PAGE else 1,
     )
 
 
@@ -76,24 +79,35 @@ Filtered = Annotated[views.Filters, Depends(_filters)]
 @router.get("/alerts", response_class=HTMLResponse)
 def alert_list(request: Request, v: Who, f: Filtered):
     web = web_of(request)
-    with web.ctx.readers() as s:
-        found = views.rows(web.ctx, views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone), v.t)
+    with web.ctx.readers() as s:  # one more than a page: whether there is an older page
+        cases = views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone, views.LIST_LIMIT + 1)
+        found = views.rows(web.ctx, cases[: views.LIST_LIMIT], v.t)
     buildings = {
         bid: b.name
         for bid, b in web.ctx.roster.buildings.items()
         if v.caller.buildings is None or bid in v.caller.buildings
     }
     return web.render(
-        request, v, "alerts.html", rows=found, f=f, buildings=buildings, states=list(CaseState), levels=list(Level)
+        request,
+        v,
+        "alerts.html",
+        rows=found,
+        f=f,
+        buildings=buildings,
+        states=list(CaseState),
+        levels=list(Level),
+        older=len(cases) > views.LIST_LIMIT,
+        page_link=lambda n: "/alerts?" + urlencode({**request.query_params, "page": n}),
     )
 
 
 @router.get("/alerts/rows", response_class=HTMLResponse)
 def alert_rows(request: Request, v: Who, f: Filtered):
-    """The list's rows alone: what the page fetches when the stream says something changed."""
+    """The list's rows alone (of the page shown): what the page fetches when the stream says something changed."""
     web = web_of(request)
     with web.ctx.readers() as s:
-        found = views.rows(web.ctx, views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone), v.t)
+        cases = views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone, views.LIST_LIMIT)
+        found = views.rows(web.ctx, cases, v.t)
     return web.render(request, v, "_rows.html", rows=found)
 
 

@@ -22,7 +22,8 @@ from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
 from center.queries import CaseQuery, cases_seen, local_midnight
 from center.web import charts
 
-LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
+LIST_LIMIT = 200  # rows on one page of the alert list; older ones are on the next pages
+MAX_PAGE = 100_000  # a page asked for past this is a typo or a probe: the first page is shown
 MAX_METRES = 10_000.0  # along or up a facade: more is not a measurement
 YEARS = range(1970, 9999)  # dates asked for in a query string: a day after the last or before the first of
 # these overflows the calendar (or the time zone's offset) when the database is asked, a 500 for a typo
@@ -37,10 +38,12 @@ class Filters:
     level: str | None = None
     since: dt.date | None = None
     until: dt.date | None = None  # inclusive: the whole day
+    page: int = 1  # of LIST_LIMIT cases, newest first
 
 
 def visible_cases(s: Session, who: Caller, f: Filters, tz: str, limit: int = LIST_LIMIT) -> list[Case]:
-    """Cases the caller may see, newest alert first, filtered (dates are local days of the center's zone)."""
+    """Cases the caller may see, newest alert first, filtered (dates are local days of the center's zone), from
+    the start of the filters' page."""
     until = f.until + dt.timedelta(days=1) if f.until else None
     query = CaseQuery(
         state=f.state,
@@ -49,7 +52,7 @@ def visible_cases(s: Session, who: Caller, f: Filters, tz: str, limit: int = LIS
         since=local_midnight(f.since, tz) if f.since else None,
         until=local_midnight(until, tz) if until else None,
     )
-    return list(s.scalars(cases_seen(query, who.buildings).limit(limit)))
+    return list(s.scalars(cases_seen(query, who.buildings).offset((f.page - 1) * LIST_LIMIT).limit(limit)))
 
 
 def latest_mark(s: Session, who: Caller) -> tuple[int, int]:

@@ -574,3 +574,29 @@ def test_what_the_center_did_by_itself_is_said_in_the_viewer_s_language_in_a_cas
     ]
     zhang.get("/lang/en")
     assert "created · the center (by itself)" in zhang.get(f"/alerts/{case}").text
+
+
+def test_a_list_longer_than_a_page_goes_on_to_older_pages_with_its_filters(site, monkeypatch):
+    parts, app = site
+    monkeypatch.setattr(views, "LIST_LIMIT", 3)
+    for i in range(7):  # an hour apart: seven cases, newest last
+        send(parts, alert("garden3-east", "east", f"ev-page-{i}", level="confirmed", at=MAY + i * HOUR))
+    send(parts, alert("garden5", "south", "ev-page-b5", at=MAY + 10 * HOUR))  # another building: filtered out
+    with parts.sessions() as s:
+        ids = {b.event_id: b.case_id for b in s.scalars(select(Event))}
+    client = logged_in(app, "disp")
+
+    def shown(page: str) -> list[int]:
+        return [int(x) for x in re.findall(r'<tr class="[^"]*" data-case="(\d+)"', page)]
+
+    first = client.get("/alerts?building=b3").text
+    assert shown(first) == [ids[f"ev-page-{i}"] for i in (6, 5, 4)] and 'id="newer"' not in first
+    older = re.search(r'id="older" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(older).text
+    assert "building=b3" in older and shown(second) == [ids[f"ev-page-{i}"] for i in (3, 2, 1)]
+    assert "第 2 页" in second and 'id="newer"' in second
+    last = client.get(re.search(r'id="older" href="([^"]+)"', second).group(1).replace("&amp;", "&")).text
+    assert shown(last) == [ids["ev-page-0"]] and 'id="older"' not in last  # the oldest: nothing further
+    assert shown(client.get("/alerts/rows?building=b3&page=3").text) == [ids["ev-page-0"]]  # its live rows
+    assert shown(client.get("/alerts?building=b3&page=abc").text) == shown(first)  # a typo: the first page
+    assert 'id="pager"' not in client.get("/alerts?building=b5").text  # control: one page needs no pager
