@@ -429,3 +429,37 @@ def test_a_photo_too_large_is_refused_on_the_phone_before_it_is_sent(browser, si
         pg.click("form.act-check button")
         pg.wait_for_selector("#case[data-state='checked']")
         assert pg.locator("img.photo").count() == 1
+
+
+def test_a_second_tap_while_the_first_is_on_its_way_sends_nothing_more(browser, site):
+    # On a slow phone network a second tap would cancel the first submission (a photo half uploaded) and start
+    # it again from nothing, as often as the worker taps.
+    other = node_client(site.broker, "garden5")  # building b5: chen's grid
+    try:
+        body = alert("garden5", "south", "ev-b5-taps")
+        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+    finally:
+        other.loop_stop()
+    with person(browser, site, "chen", viewport=(360, 740)) as pg:
+        assert wait_for(lambda: _reloaded_has(pg, "#rows tr.state-dispatched[data-case]"), 30)
+        case = pg.locator("#rows tr.state-dispatched[data-case]").first.get_attribute("data-case")
+        pg.goto(f"/alerts/{case}")
+        pg.select_option("form.act-check select[name=verdict]", "fell")
+        pg.set_input_files("form.act-check input[name=photo]", str(_photo(site.tmp)))
+        taps = pg.evaluate(TWO_TAPS)  # before the first has left: what a slow network gives a second tap
+        assert taps == {"sent": [True, False], "label": "提交中…"}
+        pg.wait_for_selector("#case[data-state='checked']")
+        assert pg.locator("#history li[data-action='check']").count() == 1
+        assert pg.locator("#history li[data-action='photo']").count() == 1
+
+
+# Two taps on the check button, in one go: whether the browser was let to send each (its default not prevented),
+# and what the button says after them.
+TWO_TAPS = """() => {
+  const form = document.querySelector('form.act-check');
+  const sent = [];
+  document.addEventListener('submit', ev => sent.push(!ev.defaultPrevented));
+  form.requestSubmit();
+  form.requestSubmit();
+  return {sent: sent, label: form.querySelector('button').textContent};
+}"""
