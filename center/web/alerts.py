@@ -10,15 +10,17 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from center.api import RowId
-from center.db import Case, Evidence
+from center.db import Case, Evidence, History
 from center.files import OutsideDataDir, media_type
 from center.loop import HOLD_WHYS, Refused, release_needs_admin
 from center.models import Action, CaseState, Level, Trust, Verdict
@@ -50,6 +52,7 @@ def _filters(
     level: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    page: str | None = None,
 ) -> views.Filters:
     """Filters from the query string; an unknown value is ignored (the list shows everything for it)."""
 
@@ -66,6 +69,7 @@ def _filters(
         level=level if level in Level.__members__.values() else None,
         since=day(since),
         until=day(until),
+        page=int(page) if page and page.isdigit() and 0 < int(page) <= views.MAX_PAGE else 1,
     )
 
 
@@ -75,24 +79,35 @@ Filtered = Annotated[views.Filters, Depends(_filters)]
 @router.get("/alerts", response_class=HTMLResponse)
 def alert_list(request: Request, v: Who, f: Filtered):
     web = web_of(request)
-    with web.ctx.readers() as s:
-        found = views.rows(web.ctx, views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone), v.t)
+    with web.ctx.readers() as s:  # one more than a page: whether there is an older page
+        cases = views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone, views.LIST_LIMIT + 1)
+        found = views.rows(web.ctx, cases[: views.LIST_LIMIT], v.t)
     buildings = {
         bid: b.name
         for bid, b in web.ctx.roster.buildings.items()
         if v.caller.buildings is None or bid in v.caller.buildings
     }
     return web.render(
-        request, v, "alerts.html", rows=found, f=f, buildings=buildings, states=list(CaseState), levels=list(Level)
+        request,
+        v,
+        "alerts.html",
+        rows=found,
+        f=f,
+        buildings=buildings,
+        states=list(CaseState),
+        levels=list(Level),
+        older=len(cases) > views.LIST_LIMIT,
+        page_link=lambda n: "/alerts?" + urlencode({**request.query_params, "page": n}),
     )
 
 
 @router.get("/alerts/rows", response_class=HTMLResponse)
 def alert_rows(request: Request, v: Who, f: Filtered):
-    """The list's rows alone: what the page fetches when the stream says something changed."""
+    """The list's rows alone (of the page shown): what the page fetches when the stream says something changed."""
     web = web_of(request)
     with web.ctx.readers() as s:
-        found = views.rows(web.ctx, views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone), v.t)
+        cases = views.visible_cases(s, v.caller, f, web.ctx.cfg.timezone, views.LIST_LIMIT)
+        found = views.rows(web.ctx, cases, v.t)
     return web.render(request, v, "_rows.html", rows=found)
 
 
@@ -161,11 +176,13 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             events=views.event_views(ctx, case),
             photos=views.photos_of(s, case),
             history=list(case.history),
+            seen=max((h.id for h in case.history), default=0),
             notices=views.notices_of(s, case),
             actions=views.allowed_actions(case, v.caller),
             verdicts=list(Verdict),
             targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
+            actor=lambda name: views.actor_label(name, v.t),
             note=lambda text: views.trust_note(text, v.t),
             local=lambda t: views.local_text(t, ctx.cfg.timezone),
             Trust=Trust,
@@ -173,6 +190,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             held=(held := ctx.loop.held(s, case)),
             admin_releases=release_needs_admin(s, case) if held else None,
             HOLD_WHYS=HOLD_WHYS,
+            max_photo=MAX_PHOTO_BYTES,
         )
     audit_now(request, v.caller.name, "view", f"case:{case_id}")
     return web.render(request, v, "alert.html", **page)
@@ -212,6 +230,7 @@ async def act(
     verdict: Annotated[str, Form(max_length=20)] = "",
     note: Annotated[str, Form(max_length=2000)] = "",
     photo: Annotated[UploadFile | None, File()] = None,
+    seen: Annotated[int | None, Form(ge=0, le=2**31 - 1)] = None,
 ):
     """One of the loop's buttons; a photo sent with it is kept in the same transaction."""
     check_csrf(v, csrf)
@@ -222,11 +241,11 @@ async def act(
     chosen = Verdict(verdict) if verdict in Verdict.__members__.values() else None
     data = await _read_photo(photo)
     note = note.replace("\x00", "").strip() or None  # PostgreSQL keeps no NUL in text
-    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note, data)
+    await run_in_threadpool(_act, request, case_id, v, Action(action), chosen, note, data, seen)
     return RedirectResponse(f"/alerts/{case_id}", status_code=303)
 
 
-def _act(request, case_id, v, action, verdict, note, photo) -> None:
+def _act(request, case_id, v, action, verdict, note, photo, seen) -> None:
     web = web_of(request)
     if action in (Action.CONFIRM, Action.DISMISS) and not v.staff:
         raise PageError(403, "forbidden")
@@ -237,12 +256,30 @@ def _act(request, case_id, v, action, verdict, note, photo) -> None:
         try:
             web.ctx.loop.act(s, case, action, v.caller.name, verdict, note)
         except Refused as exc:
+            if _done_since(s, case, action, verdict, v.caller.name, seen):
+                return  # the same press sent twice: answered as the first was, with the case's page
             raise refused(exc) from None
         if photo is not None:
             keep_photo(web.ctx.files, web.ctx.loop, s, case, photo, v.caller.name)
         audit(
             s, request, v.caller.name, str(action), f"case:{case_id}", {"verdict": verdict, "photo": bool(photo)}
         )
+
+
+def _done_since(
+    s: Session, case: Case, action: Action, verdict: Verdict | None, actor: str, seen: int | None
+) -> bool:
+    """Whether this person did this very thing to the case after the page they pressed it on was shown (`seen`:
+    its newest history row). Two taps on a slow phone network send the form twice; the second must not tell the
+    grid worker their verdict was refused when it was recorded. Someone else's press, or another verdict, is."""
+    if seen is None:
+        return False
+    done = s.scalars(
+        select(History).where(
+            History.case_id == case.id, History.id > seen, History.action == action, History.actor == actor
+        )
+    )
+    return any(verdict is None or (h.detail or {}).get("verdict") == verdict for h in done)
 
 
 @router.post("/alerts/{case_id}/reassign")

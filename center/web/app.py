@@ -196,7 +196,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.limit:
-            await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
+            await self.refusal(scope)(scope, receive, send)
             return
         seen = 0
 
@@ -209,6 +209,15 @@ class BodyLimit:
             return message
 
         await self.app(scope, bounded, send)
+
+    def refusal(self, scope) -> Response:
+        """The API's callers read English; a page's (a worker's phone photo too large) reads their language."""
+        if scope["path"].startswith("/api/"):
+            return PlainTextResponse("request body too large", status_code=413)
+        request = Request(scope)
+        t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
+        text = t("too_big", mb=self.limit >> 20, photo=MAX_PHOTO_BYTES >> 20)
+        return web_of(request).render(request, None, "error.html", status=413, message=text)
 
 
 class NoNulInQuery:

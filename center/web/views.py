@@ -17,11 +17,13 @@ from sqlalchemy.orm import Session
 from center.api import Caller, Context
 from center.db import Case, Event, Evidence, History, Job, utcnow
 from center.files import OutsideDataDir
+from center.loop import SYSTEM
 from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
 from center.queries import CaseQuery, cases_seen, local_midnight
 from center.web import charts
 
-LIST_LIMIT = 200  # rows on the alert list; older ones are reached by the date filter
+LIST_LIMIT = 200  # rows on one page of the alert list; older ones are on the next pages
+MAX_PAGE = 100_000  # a page asked for past this is a typo or a probe: the first page is shown
 MAX_METRES = 10_000.0  # along or up a facade: more is not a measurement
 YEARS = range(1970, 9999)  # dates asked for in a query string: a day after the last or before the first of
 # these overflows the calendar (or the time zone's offset) when the database is asked, a 500 for a typo
@@ -36,10 +38,12 @@ class Filters:
     level: str | None = None
     since: dt.date | None = None
     until: dt.date | None = None  # inclusive: the whole day
+    page: int = 1  # of LIST_LIMIT cases, newest first
 
 
 def visible_cases(s: Session, who: Caller, f: Filters, tz: str, limit: int = LIST_LIMIT) -> list[Case]:
-    """Cases the caller may see, newest alert first, filtered (dates are local days of the center's zone)."""
+    """Cases the caller may see, newest alert first, filtered (dates are local days of the center's zone), from
+    the start of the filters' page."""
     until = f.until + dt.timedelta(days=1) if f.until else None
     query = CaseQuery(
         state=f.state,
@@ -48,7 +52,7 @@ def visible_cases(s: Session, who: Caller, f: Filters, tz: str, limit: int = LIS
         since=local_midnight(f.since, tz) if f.since else None,
         until=local_midnight(until, tz) if until else None,
     )
-    return list(s.scalars(cases_seen(query, who.buildings).limit(limit)))
+    return list(s.scalars(cases_seen(query, who.buildings).offset((f.page - 1) * LIST_LIMIT).limit(limit)))
 
 
 def latest_mark(s: Session, who: Caller) -> tuple[int, int]:
@@ -69,6 +73,11 @@ def person_label(ctx: Context, ref: str | None, t) -> str:
     if ref == "office":
         return t("office")
     return person.name if person else ref
+
+
+def actor_label(actor: str, t) -> str:
+    """Who did a step of a case's history: a person's user name, or the center itself in the viewer's words."""
+    return t("actor.system") if actor == SYSTEM else actor
 
 
 def waited(case: Case, now: dt.datetime) -> dt.timedelta:

@@ -363,3 +363,103 @@ def test_the_pages_switch_to_english(browser, site):
         pg.click("#lang")
         pg.wait_for_selector("html[lang='zh-CN']", state="attached")
         assert pg.locator("#rows td[data-label='楼栋']").count() > 0
+
+
+def test_the_live_list_comes_back_by_itself_after_the_center_restarted_behind_its_proxy(browser, site):
+    # While the center restarts (an upgrade), nginx answers 502 for it: the browser gives up on an event stream
+    # answered so, and the list must neither stop being live nor turn into nginx's error page. What came while
+    # it was away is shown, and beeps, when it is back.
+    def gateway_down(route):
+        route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+
+    with person(browser, site, "disp") as pg:
+        pg.wait_for_selector("body[data-live='1']")
+        pg.evaluate("window.notReloaded = true")
+        pg.route("**/alerts/stream", gateway_down)
+        pg.route("**/alerts/rows*", gateway_down)
+        assert site.center.stop() == 0
+        pg.wait_for_selector("#live.off")  # said: not live
+        site.center = CenterProcess(site.config).start()
+        assert wait_for(lambda: site.center.output().count("center.receiver: subscribed to") >= 2, 60)
+        assert wait_for(lambda: _serving(f"{site.url}/login"), 60)
+        other = node_client(site.broker, "garden5")
+        try:
+            body = alert("garden5", "south", "ev-b5-restart")
+            other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+        finally:
+            other.loop_stop()
+        with person(browser, site, "disp") as second:  # the alert is in: another dispatcher's list shows it
+            assert wait_for(lambda: _reloaded_has(second, "#rows tr[data-case]:has(td:has-text('5号楼'))"), 30)
+            newest = second.locator("#rows tr[data-case]").first.get_attribute("data-case")
+        pg.unroute_all()  # the center is back behind the proxy
+        pg.wait_for_selector(f"#rows tr[data-case='{newest}']", timeout=WAIT_S * 1000)
+        pg.wait_for_selector("body[data-live='1']")
+        assert pg.evaluate("window.notReloaded") is True
+        assert pg.locator("#badge").inner_text() != "0"
+
+
+def test_a_photo_too_large_is_refused_on_the_phone_before_it_is_sent(browser, site):
+    other = node_client(site.broker, "garden5")  # building b5: chen's grid
+    try:
+        body = alert("garden5", "south", "ev-b5-photo")
+        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+    finally:
+        other.loop_stop()
+    with person(browser, site, "chen", viewport=(360, 740)) as pg:
+        assert wait_for(lambda: _reloaded_has(pg, "#rows tr.state-dispatched[data-case]"), 30)
+        case = pg.locator("#rows tr.state-dispatched[data-case]").first.get_attribute("data-case")
+        pg.goto(f"/alerts/{case}")
+        pg.select_option("form.act-check select[name=verdict]", "not_found")
+        huge = b"\xff\xd8\xff\xe0" + bytes(12 << 20)  # a 48-megapixel shot: more than the center or nginx takes
+        pg.set_input_files(
+            "form.act-check input[name=photo]", {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": huge}
+        )
+        assert pg.inner_text("#photo-refused") == "照片不能超过 10 MB。"
+        pg.click("form.act-check button")
+        assert pg.get_attribute("#case", "data-state") == "dispatched" and pg.url.endswith(f"/alerts/{case}")
+        heic = {
+            "name": "IMG_0001.HEIC",
+            "mimeType": "image/heic",
+            "buffer": b"\x00\x00\x00\x18ftypheic" + bytes(100),
+        }
+        pg.set_input_files("form.act-check input[name=photo]", heic)
+        assert pg.inner_text("#photo-refused") == "照片须为 JPEG 格式。"
+        pg.set_input_files("form.act-check input[name=photo]", str(_photo(site.tmp)))  # control: a phone's JPEG
+        assert not pg.is_visible("#photo-refused")
+        pg.click("form.act-check button")
+        pg.wait_for_selector("#case[data-state='checked']")
+        assert pg.locator("img.photo").count() == 1
+
+
+def test_a_second_tap_while_the_first_is_on_its_way_sends_nothing_more(browser, site):
+    # On a slow phone network a second tap would cancel the first submission (a photo half uploaded) and start
+    # it again from nothing, as often as the worker taps.
+    other = node_client(site.broker, "garden5")  # building b5: chen's grid
+    try:
+        body = alert("garden5", "south", "ev-b5-taps")
+        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+    finally:
+        other.loop_stop()
+    with person(browser, site, "chen", viewport=(360, 740)) as pg:
+        assert wait_for(lambda: _reloaded_has(pg, "#rows tr.state-dispatched[data-case]"), 30)
+        case = pg.locator("#rows tr.state-dispatched[data-case]").first.get_attribute("data-case")
+        pg.goto(f"/alerts/{case}")
+        pg.select_option("form.act-check select[name=verdict]", "fell")
+        pg.set_input_files("form.act-check input[name=photo]", str(_photo(site.tmp)))
+        taps = pg.evaluate(TWO_TAPS)  # before the first has left: what a slow network gives a second tap
+        assert taps == {"sent": [True, False], "label": "提交中…"}
+        pg.wait_for_selector("#case[data-state='checked']")
+        assert pg.locator("#history li[data-action='check']").count() == 1
+        assert pg.locator("#history li[data-action='photo']").count() == 1
+
+
+# Two taps on the check button, in one go: whether the browser was let to send each (its default not prevented),
+# and what the button says after them.
+TWO_TAPS = """() => {
+  const form = document.querySelector('form.act-check');
+  const sent = [];
+  document.addEventListener('submit', ev => sent.push(!ev.defaultPrevented));
+  form.requestSubmit();
+  form.requestSubmit();
+  return {sent: sent, label: form.querySelector('button').textContent};
+}"""

@@ -15,12 +15,12 @@ from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url,
 from centerkit import load, run_cli, write_center
 from fastapi.testclient import TestClient
 from parts import alert, make_parts, send
-from sqlalchemy import select
+from sqlalchemy import func, select
 from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
 
 from center.camera_health import StorageLevel
-from center.db import Audit, Case, Event, Job, make_engine, make_sessions
+from center.db import Audit, Case, Event, Evidence, Job, make_engine, make_sessions
 from center.loop import ADMIN_RELEASE_WHYS, HOLD_WHYS
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.roster import Roster
@@ -503,3 +503,100 @@ def test_a_roster_saved_on_one_instance_s_page_is_used_by_another_running_instan
         other.stopping.set()
         timers.join(10)
         other.engine.dispose()
+
+
+def _seen_of(html: str) -> str:
+    """The newest history row the alert's page was shown with (what its buttons send back)."""
+    m = re.search(r'name="seen" value="(\d+)"', html)
+    assert m, "the alert's page has no action form"
+    return m.group(1)
+
+
+def test_a_verdict_sent_twice_from_a_slow_phone_is_recorded_once_and_not_refused(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-two-taps", level="confirmed"))  # dispatched to zhang
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    form = {"action": "check", "verdict": "false_alarm", "csrf": csrf_of(page), "seen": _seen_of(page)}
+    photo = {"photo": ("site.jpg", b"\xff\xd8\xff\xe0" + b"p" * 500, "image/jpeg")}
+    first = zhang.post(f"/alerts/{case}/act", data=form, files=photo)
+    second = zhang.post(f"/alerts/{case}/act", data=form, files=photo)  # the second tap
+    assert first.status_code == second.status_code == 200 and second.url.path == f"/alerts/{case}"
+    assert 'data-state="checked"' in second.text and 'id="error"' not in second.text
+    with parts.sessions() as s:
+        c = s.get(Case, case)
+        assert [h.action for h in c.history].count("check") == 1 and c.verdict == "false_alarm"
+        assert s.scalar(select(func.count(Evidence.id)).where(Evidence.kind == "photo")) == 1
+    other = zhang.post(f"/alerts/{case}/act", data={**form, "verdict": "thrown"})  # another verdict: refused
+    assert other.status_code == 409 and "该案件当前为“已现场核查”" in other.text
+    disp = logged_in(app, "disp")  # someone else pressing it on a page shown before: refused, said why
+    again = disp.post(f"/alerts/{case}/act", data={**form, "csrf": csrf_of(disp.get(f"/alerts/{case}").text)})
+    assert again.status_code == 409
+
+
+def test_a_phone_photo_larger_than_the_center_takes_is_refused_in_the_worker_s_language(site):
+    parts, app = site
+    from center.web.app import MAX_BODY
+
+    send(parts, alert("garden3-east", "east", "ev-huge", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    assert 'accept="image/*" capture="environment"' in page and f'data-max-bytes="{10 << 20}"' in page
+    photo = {"photo": ("p.jpg", b"\xff\xd8\xff\xe0" + b"x" * MAX_BODY, "image/jpeg")}  # a 48-megapixel shot
+    r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "csrf": csrf_of(page)}, files=photo)
+    assert r.status_code == 413 and "照片不能超过 10 MB" in r.text and "request body too large" not in r.text
+    zhang.get("/lang/en")
+    r = zhang.post(f"/alerts/{case}/act", data={"action": "check", "csrf": csrf_of(page)}, files=photo)
+    assert r.status_code == 413 and "a photo may be at most 10 MB" in r.text  # control: in English
+    api = zhang.post(f"/api/cases/{case}/check", content=b"x" * (MAX_BODY + 1))
+    assert api.status_code == 413 and api.text == "request body too large"  # the API's callers read English
+    with parts.sessions() as s:
+        assert s.get(Case, case).state == CaseState.DISPATCHED
+
+
+def test_what_the_center_did_by_itself_is_said_in_the_viewer_s_language_in_a_case_s_history(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-by-itself", level="confirmed"))  # created and dispatched by it
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    zhang.post(f"/alerts/{case}/act", data={"action": "acknowledge", "csrf": token})
+    history = re.findall(r'<li data-action="(\w+)">[^·]*· [^·]*· ([^\n<]*)', zhang.get(f"/alerts/{case}").text)
+    assert [(a, who.strip()) for a, who in history] == [
+        ("created", "系统自动"),
+        ("dispatch", "系统自动"),
+        ("acknowledge", "zhang"),  # control: a person is named as they log in
+    ]
+    zhang.get("/lang/en")
+    assert "created · the center (by itself)" in zhang.get(f"/alerts/{case}").text
+
+
+def test_a_list_longer_than_a_page_goes_on_to_older_pages_with_its_filters(site, monkeypatch):
+    parts, app = site
+    monkeypatch.setattr(views, "LIST_LIMIT", 3)
+    for i in range(7):  # an hour apart: seven cases, newest last
+        send(parts, alert("garden3-east", "east", f"ev-page-{i}", level="confirmed", at=MAY + i * HOUR))
+    send(parts, alert("garden5", "south", "ev-page-b5", at=MAY + 10 * HOUR))  # another building: filtered out
+    with parts.sessions() as s:
+        ids = {b.event_id: b.case_id for b in s.scalars(select(Event))}
+    client = logged_in(app, "disp")
+
+    def shown(page: str) -> list[int]:
+        return [int(x) for x in re.findall(r'<tr class="[^"]*" data-case="(\d+)"', page)]
+
+    first = client.get("/alerts?building=b3").text
+    assert shown(first) == [ids[f"ev-page-{i}"] for i in (6, 5, 4)] and 'id="newer"' not in first
+    older = re.search(r'id="older" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(older).text
+    assert "building=b3" in older and shown(second) == [ids[f"ev-page-{i}"] for i in (3, 2, 1)]
+    assert "第 2 页" in second and 'id="newer"' in second
+    last = client.get(re.search(r'id="older" href="([^"]+)"', second).group(1).replace("&amp;", "&")).text
+    assert shown(last) == [ids["ev-page-0"]] and 'id="older"' not in last  # the oldest: nothing further
+    assert shown(client.get("/alerts/rows?building=b3&page=3").text) == [ids["ev-page-0"]]  # its live rows
+    assert shown(client.get("/alerts?building=b3&page=abc").text) == shown(first)  # a typo: the first page
+    assert 'id="pager"' not in client.get("/alerts?building=b5").text  # control: one page needs no pager

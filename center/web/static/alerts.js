@@ -8,6 +8,16 @@
   var unseen = 0;
   var audio = null;
   var WAITED_REFRESH_MS = 30000; // "waited" is counted on the server: the rows are fetched again this often
+  var RETRY_MS = 5000; // a stream refused outright (the proxy's 502 while the center restarts) is opened again
+  // this long after: the browser itself retries only a connection that dropped, never one that was answered
+  var stream = null;
+  var newest = null; // the newest case the stream has told of: one newer on a reconnection came meanwhile
+
+  function offline() {
+    live.textContent = live.dataset.off;
+    live.classList.add("off");
+    document.body.dataset.live = "0";
+  }
 
   function beep() {
     try {
@@ -35,8 +45,12 @@
   function refresh(isNew) {
     fetch("/alerts/rows" + window.location.search, { credentials: "same-origin" })
       .then(function (r) {
-        if (r.redirected || !r.ok) {
-          window.location.reload(); // logged out, or the server is unhappy: show it
+        if (r.redirected || r.status === 401 || r.status === 403) {
+          window.location.reload(); // logged out: the server shows the login page
+          return null;
+        }
+        if (!r.ok) {
+          offline(); // the center or its proxy is down (502, 503): the list stays, and is fetched again later
           return null;
         }
         return r.text();
@@ -51,7 +65,8 @@
           var first = rows.querySelector("tr[data-case]");
           if (first) first.classList.add("fresh");
         }
-      });
+      })
+      .catch(offline); // no network: the same
   }
 
   document.addEventListener("visibilitychange", function () {
@@ -70,22 +85,34 @@
     if (!document.hidden) refresh(false);
   }, WAITED_REFRESH_MS);
 
-  var stream = new EventSource("/alerts/stream");
-  stream.addEventListener("change", function (ev) {
-    var data = JSON.parse(ev.data);
-    refresh(Boolean(data.new));
-  });
-  stream.addEventListener("hello", function () {
-    live.textContent = live.dataset.on;
-    live.classList.remove("off");
-    document.body.dataset.live = "1";
-  });
-  stream.addEventListener("ended", function () {
-    stream.close();
-    window.location.reload(); // the session ended: the server shows the login page
-  });
-  stream.onerror = function () {
-    live.textContent = live.dataset.off;
-    live.classList.add("off");
-  };
+  function connect() {
+    stream = new EventSource("/alerts/stream");
+    stream.addEventListener("change", function (ev) {
+      var data = JSON.parse(ev.data);
+      newest = data.case;
+      refresh(Boolean(data.new));
+    });
+    stream.addEventListener("hello", function (ev) {
+      var mark = JSON.parse(ev.data).case;
+      if (newest !== null) refresh(mark > newest); // connected again: what changed while it was not
+      newest = mark;
+      live.textContent = live.dataset.on;
+      live.classList.remove("off");
+      document.body.dataset.live = "1";
+    });
+    stream.addEventListener("ended", function () {
+      stream.close();
+      window.location.reload(); // the session ended: the server shows the login page
+    });
+    stream.onerror = function () {
+      offline();
+      if (stream.readyState === EventSource.CLOSED) {
+        window.setTimeout(function () {
+          refresh(false); // logged out meanwhile: this shows the login page
+          connect();
+        }, RETRY_MS);
+      }
+    };
+  }
+  connect();
 })();
