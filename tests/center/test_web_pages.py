@@ -576,6 +576,20 @@ def test_what_the_center_did_by_itself_is_said_in_the_viewer_s_language_in_a_cas
     assert "created · the center (by itself)" in zhang.get(f"/alerts/{case}").text
 
 
+def test_a_retention_sweep_in_a_case_s_history_is_said_in_words(site):
+    from center.db import History, utcnow
+    from center.retention import RETENTION
+
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-swept", level="confirmed"))
+    with parts.sessions.begin() as s:
+        case = s.scalar(select(Case.id))
+        s.add(History(case_id=case, action=RETENTION, actor="center", at=utcnow(), detail={"files": 2}))
+    page = logged_in(app, "zhang").get(f"/alerts/{case}").text
+    assert "证据文件已按保存期限删除 · 系统自动" in page and "action.retention" not in page
+    assert "创建 · 系统自动" in page  # control: the case's first entry, in words as before
+
+
 def test_a_list_longer_than_a_page_goes_on_to_older_pages_with_its_filters(site, monkeypatch):
     parts, app = site
     monkeypatch.setattr(views, "LIST_LIMIT", 3)
