@@ -399,7 +399,8 @@ class Node:
         self.cameras = {n: cameras[n] for n in self._wanted(new)}  # one swap: readers see old or new
         if plan.mqtt:
             self._replace_publisher(publisher)
-            publisher.forget_cameras(plan.removed)  # made for the new cameras only: it would not know them
+            if publisher is not None:  # made for the new cameras only: it would not know the removed ones
+                publisher.forget_cameras(plan.removed)
         elif self.publisher is not None and (plan.added or plan.removed):
             self.publisher.set_cameras(list(self.cameras))
         for name in plan.added + plan.reconnected:

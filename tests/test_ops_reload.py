@@ -279,6 +279,24 @@ def test_a_camera_removed_with_new_mqtt_settings_has_its_retained_status_emptied
         broker.stop()
 
 
+def test_new_mqtt_settings_on_a_node_without_mqtt_reload_and_the_cameras_go_on(tmp_path):
+    cameras = {
+        "a": _camera(f"rtsp://127.0.0.1:{free_port()}/x"),
+        "b": _camera(f"rtsp://127.0.0.1:{free_port()}/y"),
+    }
+    config = {**_config(tmp_path, cameras), "mqtt": {"enabled": False}}
+    node = Node(parse_config(yaml.safe_dump(config)))
+    node.start()
+    try:
+        changed = copy.deepcopy(config)
+        changed["mqtt"]["keepalive_s"] = 20  # an MQTT setting changed, MQTT still off
+        del changed["cameras"]["b"]
+        assert node.reload(parse_config(yaml.safe_dump(changed)))
+        assert node.publisher is None and list(node.cameras) == ["a"]
+    finally:
+        node.stop()
+
+
 def _alerts(seen: list) -> list[dict]:
     return [m for m in (json.loads(p) for _, p in seen) if m["type"] == "new"]
 
