@@ -434,21 +434,24 @@ class Ingest:
                     self.loop.still_arrived(s, ev, item, now)
                 return item
         except IntegrityError:
-            if self._has_file(node, event_id, kind, digest):
+            if self._received_again(node, event_id, kind, digest):
                 return None  # the same file of the same event again: kept once
             raise  # another instance made the event row at the same moment: the caller retries
 
-    def _has_file(self, node: str, event_id: str, kind: str, digest: str) -> bool:
-        with self.sessions() as s:
-            return (
-                s.scalar(
-                    select(Evidence.id)
-                    .join(Event, Evidence.event_pk == Event.id)
-                    .where(Event.node == node, Event.event_id == event_id, Evidence.kind == kind)
-                    .where(Evidence.sha256 == digest)
-                )
-                is not None
+    def _received_again(self, node: str, event_id: str, kind: str, digest: str) -> bool:
+        """The row of a file written again (a QoS 1 repeat, an original asked for again), now received again:
+        retention (center.retention) sweeps the files received since a case's last sweep, and this one is back on
+        the disk. False when there is no such row."""
+        with self.sessions.begin() as s:
+            item = s.scalar(
+                select(Evidence)
+                .join(Event, Evidence.event_pk == Event.id)
+                .where(Event.node == node, Event.event_id == event_id, Evidence.kind == kind)
+                .where(Evidence.sha256 == digest)
             )
+            if item is not None:
+                item.received_at = utcnow()
+            return item is not None
 
     # -- chunks --------------------------------------------------------------------------------------------
     def _chunk(self, node: str, event_id: str, file: str, payload: bytes, topic: str) -> None:

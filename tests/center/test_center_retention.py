@@ -339,3 +339,15 @@ def test_the_police_archive_says_a_file_was_deleted_by_retention_not_that_it_nev
     assert clip_check() == "ok"  # control: before the sweep the clip is in the archive
     _retention(parts).sweep(utcnow())
     assert clip_check().startswith("received, then deleted by the center's retention (last sweep 20")
+
+
+def test_a_file_that_comes_again_after_its_case_was_swept_goes_at_the_next_sweep(parts, tmp_path):
+    case_id = _case(parts, tmp_path, "ev-again", 3)
+    _close(parts, case_id, utcnow() - dt.timedelta(days=DAYS + 1))
+    _retention(parts).sweep(utcnow())
+    assert _files(parts, case_id) == GONE
+    parts.ingest.handle("edge/garden3-east/events/ev-again/clip", _chunk("ev-again"))  # the same clip, again
+    assert _files(parts, case_id)["clip"]  # back on the disk: a QoS 1 repeat, or asked for again
+    _retention(parts).sweep(utcnow())
+    assert _files(parts, case_id) == GONE
+    assert len(_swept(parts, case_id)) == 2
