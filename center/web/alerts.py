@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -69,7 +72,7 @@ def _filters(
         level=level if level in Level.__members__.values() else None,
         since=day(since),
         until=day(until),
-        page=int(page) if page and page.isdigit() and 0 < int(page) <= views.MAX_PAGE else 1,
+        page=int(page) if page and re.fullmatch(r"[0-9]{1,6}", page) and 0 < int(page) <= views.MAX_PAGE else 1,
     )
 
 
@@ -256,7 +259,7 @@ def _act(request, case_id, v, action, verdict, note, photo, seen) -> None:
         try:
             web.ctx.loop.act(s, case, action, v.caller.name, verdict, note)
         except Refused as exc:
-            if _done_since(s, case, action, verdict, v.caller.name, seen):
+            if _done_since(s, case, _Press(action, verdict, note, photo, v.caller.name), seen):
                 return  # the same press sent twice: answered as the first was, with the case's page
             raise refused(exc) from None
         if photo is not None:
@@ -266,20 +269,42 @@ def _act(request, case_id, v, action, verdict, note, photo, seen) -> None:
         )
 
 
-def _done_since(
-    s: Session, case: Case, action: Action, verdict: Verdict | None, actor: str, seen: int | None
-) -> bool:
-    """Whether this person did this very thing to the case after the page they pressed it on was shown (`seen`:
-    its newest history row). Two taps on a slow phone network send the form twice; the second must not tell the
-    grid worker their verdict was refused when it was recorded. Someone else's press, or another verdict, is."""
+@dataclass(frozen=True)
+class _Press:
+    """One press of a loop button: what its form sent."""
+
+    action: Action
+    verdict: Verdict | None
+    note: str | None
+    photo: bytes | None
+    actor: str
+
+
+def _done_since(s: Session, case: Case, press: _Press, seen: int | None) -> bool:
+    """Whether this very press (this person, action, verdict, note and photo) was done to the case after the page
+    it came from was shown (`seen`: its newest history row). Two taps on a slow phone network send the form
+    twice; the second must not tell the grid worker their verdict was refused when it was recorded. Someone
+    else's press, another verdict, or another note or photo (which would be lost unsaid) is refused."""
     if seen is None:
         return False
     done = s.scalars(
         select(History).where(
-            History.case_id == case.id, History.id > seen, History.action == action, History.actor == actor
+            History.case_id == case.id,
+            History.id > seen,
+            History.action == press.action,
+            History.actor == press.actor,
         )
     )
-    return any(verdict is None or (h.detail or {}).get("verdict") == verdict for h in done)
+    same = any(
+        (press.verdict is None or (h.detail or {}).get("verdict") == press.verdict)
+        and (h.detail or {}).get("note") == press.note
+        for h in done
+    )
+    if not same or press.photo is None:
+        return same
+    digest = hashlib.sha256(press.photo).hexdigest()
+    kept = select(Evidence.id).where(Evidence.case_id == case.id, Evidence.kind == "photo")
+    return s.scalar(kept.where(Evidence.sha256 == digest)) is not None
 
 
 @router.post("/alerts/{case_id}/reassign")

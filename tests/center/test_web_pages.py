@@ -536,6 +536,32 @@ def test_a_verdict_sent_twice_from_a_slow_phone_is_recorded_once_and_not_refused
     assert again.status_code == 409
 
 
+@pytest.mark.parametrize("page", ["²", "9" * 5000, "-1", "0", "1e3"])
+def test_a_page_number_that_is_no_page_shows_the_first(site, page):
+    _, app = site
+    disp = logged_in(app, "disp")
+    r = disp.get("/alerts", params={"page": page})
+    assert r.status_code == 200 and 'id="rows"' in r.text
+    assert disp.get("/alerts/rows", params={"page": page}).status_code == 200
+
+
+def test_a_check_pressed_again_with_another_photo_is_refused_not_taken_for_a_repeat(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-new-photo", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    page = zhang.get(f"/alerts/{case}").text
+    form = {"action": "check", "verdict": "false_alarm", "csrf": csrf_of(page), "seen": _seen_of(page)}
+    assert zhang.post(f"/alerts/{case}/act", data=form).status_code == 200  # checked, without a photo
+    photo = {"photo": ("site.jpg", b"\xff\xd8\xff\xe0" + b"q" * 500, "image/jpeg")}
+    again = zhang.post(f"/alerts/{case}/act", data=form, files=photo)  # back, a photo added, pressed again
+    assert again.status_code == 409  # said, not swallowed: the photo was not kept
+    noted = zhang.post(f"/alerts/{case}/act", data={**form, "note": "楼下有积水"})
+    assert noted.status_code == 409
+    assert zhang.post(f"/alerts/{case}/act", data=form).status_code == 200  # control: the same press, a repeat
+
+
 def test_a_phone_photo_larger_than_the_center_takes_is_refused_in_the_worker_s_language(site):
     parts, app = site
     from center.web.app import MAX_BODY
