@@ -398,6 +398,29 @@ def test_the_live_list_comes_back_by_itself_after_the_center_restarted_behind_it
         assert pg.locator("#badge").inner_text() != "0"
 
 
+def test_a_row_fetch_that_failed_once_does_not_leave_a_live_list_saying_reconnecting(browser, site):
+    def server_error(route):
+        route.fulfill(status=500, content_type="text/plain", body="Internal Server Error")
+
+    def new_alert(event_id: str) -> None:
+        other = node_client(site.broker, "garden5")
+        try:
+            body = alert("garden5", "south", event_id)
+            other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+        finally:
+            other.loop_stop()
+
+    with person(browser, site, "disp") as pg:
+        pg.wait_for_selector("body[data-live='1']")
+        pg.route("**/alerts/rows*", server_error)
+        new_alert("ev-b5-rows-500")  # the stream says so; fetching the rows fails
+        pg.wait_for_selector("body[data-live='0']")
+        pg.unroute_all()
+        new_alert("ev-b5-rows-ok")  # the next fetch comes: the stream was up all along
+        pg.wait_for_selector("#rows tr[data-case]:has(td:has-text('5号楼'))", timeout=WAIT_S * 1000)
+        pg.wait_for_selector("body[data-live='1']", timeout=WAIT_S * 1000)
+
+
 def test_a_photo_too_large_is_refused_on_the_phone_before_it_is_sent(browser, site):
     other = node_client(site.broker, "garden5")  # building b5: chen's grid
     try:

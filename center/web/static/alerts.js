@@ -13,10 +13,18 @@
   var stream = null;
   var newest = null; // the newest case the stream has told of: one newer on a reconnection came meanwhile
 
+  var page = Number(new URLSearchParams(window.location.search).get("page")) || 1;
+
   function offline() {
     live.textContent = live.dataset.off;
     live.classList.add("off");
     document.body.dataset.live = "0";
+  }
+
+  function online() {
+    live.textContent = live.dataset.on;
+    live.classList.remove("off");
+    document.body.dataset.live = "1";
   }
 
   function beep() {
@@ -58,12 +66,14 @@
       .then(function (html) {
         if (html === null) return;
         rows.innerHTML = html;
+        // A fetch that failed said "reconnecting": this one came, so the list is live again if its stream is.
+        if (stream && stream.readyState === EventSource.OPEN) online();
         if (isNew) {
           unseen += 1;
           showBadge();
           beep();
           var first = rows.querySelector("tr[data-case]");
-          if (first) first.classList.add("fresh");
+          if (first && page === 1) first.classList.add("fresh"); // an older page's first row is not new
         }
       })
       .catch(offline); // no network: the same
@@ -96,9 +106,7 @@
       var mark = JSON.parse(ev.data).case;
       if (newest !== null) refresh(mark > newest); // connected again: what changed while it was not
       newest = mark;
-      live.textContent = live.dataset.on;
-      live.classList.remove("off");
-      document.body.dataset.live = "1";
+      online();
     });
     stream.addEventListener("ended", function () {
       stream.close();
