@@ -470,6 +470,27 @@ def test_a_clock_stepped_at_boot_is_not_counted_as_time_offline():
     ]
 
 
+@pytest.mark.parametrize("defocused_ratio", [0.5, 0.95])
+def test_the_normal_sharpness_follows_a_somewhat_sharper_picture_whatever_the_defocus_bar(defocused_ratio):
+    from edge.config import CameraHealthConfig
+    from edge.detect.tamper import CameraHealth, look
+
+    frame, _ = Renderer(build_scene("calm", 3, width=W, height=H, duration_s=1, fps=FPS)).render(0)
+    day = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    crisper = cv2.addWeighted(day, 1.4, cv2.GaussianBlur(day, (0, 0), 1.0), -0.4, 0)  # a cleaned lens
+    assert 1.0 < look(crisper).sharpness / look(day).sharpness < 4 / 3
+    cfg = CameraHealthConfig(
+        sample_s=20, covered_s=60, blinded_s=60, defocused_s=60, moved_s=60, learn_s=60
+    ).model_copy(update={"defocused_ratio": defocused_ratio})
+    health = CameraHealth(cfg)
+    for t in range(0, 120, 20):
+        health.update(float(t), day)
+    learned = health.normal_sharpness
+    for t in range(120, 120 + 6 * 3600, 20):
+        health.update(float(t), crisper)
+    assert health.normal_sharpness > learned + 0.5 * (look(crisper).sharpness - learned)
+
+
 def test_a_grainy_night_does_not_teach_the_normal_sharpness_that_the_morning_is_out_of_focus():
     """Grain adds fine detail: a dim night picture with a sensor's noise is sharper, by the measure, than the
     day's. Hours of it must not raise the learned normal so far that the next morning reads as defocused (and

@@ -316,6 +316,8 @@ class CameraHealth:
                 self._learning.clear()
             return
         ratio = seen.sharpness / self.normal_sharpness
-        if self.cfg.defocused_ratio * CLEAR_FACTOR <= ratio <= NORMAL_LEARN_MAX:  # only pictures within normal
+        # Only pictures within normal teach it: from well clear of a defocus (never above the normal itself, for a
+        # defocused_ratio near 1 would leave no picture that teaches) up to NORMAL_LEARN_MAX.
+        if min(self.cfg.defocused_ratio * CLEAR_FACTOR, 1.0) <= ratio <= NORMAL_LEARN_MAX:
             alpha = min(1.0, self.cfg.sample_s / (NORMAL_RISE_TAU_S if ratio > 1.0 else NORMAL_TAU_S))
             self.normal_sharpness += alpha * (seen.sharpness - self.normal_sharpness)
