@@ -470,7 +470,7 @@ def test_a_clock_stepped_at_boot_is_not_counted_as_time_offline():
     ]
 
 
-@pytest.mark.parametrize("defocused_ratio", [0.5, 0.95])
+@pytest.mark.parametrize("defocused_ratio", [0.95])  # the default 0.5 follows too (the night test's control)
 def test_the_normal_sharpness_follows_a_somewhat_sharper_picture_whatever_the_defocus_bar(defocused_ratio):
     from edge.config import CameraHealthConfig
     from edge.detect.tamper import CameraHealth, look
@@ -486,9 +486,9 @@ def test_the_normal_sharpness_follows_a_somewhat_sharper_picture_whatever_the_de
     for t in range(0, 120, 20):
         health.update(float(t), day)
     learned = health.normal_sharpness
-    for t in range(120, 120 + 6 * 3600, 20):
+    for t in range(120, 120 + 3 * 3600, 20):  # half NORMAL_RISE_TAU_S: 39% of the way
         health.update(float(t), crisper)
-    assert health.normal_sharpness > learned + 0.5 * (look(crisper).sharpness - learned)
+    assert health.normal_sharpness > learned + 0.3 * (look(crisper).sharpness - learned)
 
 
 def test_a_grainy_night_does_not_teach_the_normal_sharpness_that_the_morning_is_out_of_focus():
