@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from center.api import RowId
 from center.auth import add_user
-from center.db import Audit, Camera, Case, Event, Evidence, Node, User, utcnow
+from center.db import Audit, Camera, Event, Evidence, Node, User, utcnow
 from center.models import Role
 from center.roster import Roster
 from center.web import report as month_report
@@ -158,13 +158,14 @@ def export(request: Request, case_id: RowId, v: Who, csrf: Annotated[str, Form(m
     check_csrf(v, csrf)
     need_staff(v)
     web = web_of(request)
-    with web.ctx.readers() as s:
-        case = _case_for(s, case_id, v)
-        data = archive(web.ctx, s, case, v.caller.name)
-    # Evidence given to the police must outlive the node's retention. The export's audit line commits with
-    # the hold: it is what makes the hold an admin's to release (center.loop.release_needs_admin).
+    # Evidence given to the police must outlive the nodes' retention and the center's: the hold is taken, the case
+    # locked, before the archive is read, so no sweep (center.retention) takes a file out of it meanwhile. The
+    # export's audit line commits with the hold: it is what makes the hold an admin's to release
+    # (center.loop.release_needs_admin).
     with web.ctx.sessions.begin() as s:
-        web.ctx.loop.hold(s, s.get(Case, case_id), v.caller.name, utcnow(), "exported")
+        case = _case_for(s, case_id, v, lock=True)
+        web.ctx.loop.hold(s, case, v.caller.name, utcnow(), "exported")
+        data = archive(web.ctx, s, case, v.caller.name)
         audit(s, request, v.caller.name, "export", f"case:{case_id}", {"bytes": len(data)})
     return Response(
         data,
