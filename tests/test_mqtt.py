@@ -718,11 +718,9 @@ def test_a_retained_command_is_not_carried_out_again_at_every_connect(tmp_path, 
         outbox.close()
 
 
-def test_a_broker_away_is_logged_with_its_address_and_reason_once_not_paho_s_riddle_each_retry(
-    tmp_path, broker, caplog
-):
-    port = free_port()  # nothing listens there
-    cfg = _parse(_config(tmp_path, broker, "garden-a", port=port, reconnect_max_s=0.2, reconnect_min_s=0.1), "pw")
+def _failing_attempts(tmp_path, broker, caplog, password: str, **mqtt) -> MqttPublisher:
+    """garden-a's publisher, stopped after four failed attempts to connect (quick retries), its logs caught."""
+    cfg = _parse(_config(tmp_path, broker, "garden-a", reconnect_max_s=0.2, reconnect_min_s=0.1, **mqtt), password)
     outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
     publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
     failures = publisher.client.on_connect_fail
@@ -733,23 +731,21 @@ def test_a_broker_away_is_logged_with_its_address_and_reason_once_not_paho_s_rid
     finally:
         publisher.stop()
         outbox.close()
+    return publisher
+
+
+def test_a_broker_away_is_logged_with_its_address_and_reason_once_not_paho_s_riddle_each_retry(
+    tmp_path, broker, caplog
+):
+    port = free_port()  # nothing listens there
+    _failing_attempts(tmp_path, broker, caplog, "pw", port=port)
     ours = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
     assert len(ours) == 1 and f"127.0.0.1:{port}" in ours[0] and "Connection refused" in ours[0], ours
     assert not [r for r in caplog.records if r.getMessage().startswith("Client is not connected")]
 
 
 def test_a_refused_login_is_logged_once_with_why_not_at_every_retry(tmp_path, broker, caplog):
-    cfg = _parse(_config(tmp_path, broker, "garden-a", reconnect_max_s=0.2, reconnect_min_s=0.1), "not-pw-a")
-    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
-    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
-    failures = publisher.client.on_connect_fail
-    caplog.set_level(logging.DEBUG, logger="edge.publish.mqtt")
-    publisher.start()
-    try:
-        assert wait_for(lambda: failures.attempts >= 4, 30)
-    finally:
-        publisher.stop()
-        outbox.close()
+    publisher = _failing_attempts(tmp_path, broker, caplog, "not-pw-a")
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 1 and f"127.0.0.1:{broker.port}" in said[0] and "broker refused: Not authorized" in said[0]
     assert publisher.last_error == "broker refused: Not authorized"  # status shows it all along

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -205,19 +206,23 @@ def test_a_reloaded_threshold_decides_the_falls_that_follow(tmp_path, server, cl
         node.stop()
 
 
-def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, clip):
+@contextmanager
+def _broker(tmp_path):
+    """A broker with the node `reload` and an observer `monitor`, and the node's mqtt: settings for it."""
     from support.broker import Broker
-    from test_ops_retention import _client
 
     broker = Broker(tmp_path / "broker", {"reload": "pw-r", "monitor": "pw-m"}).start()
     try:
-        mqtt_cfg = {
-            "host": "127.0.0.1",
-            "port": broker.port,
-            "username": "reload",
-            "password": "pw-r",
-            "tls": {"ca_file": str(broker.ca)},
-        }
+        login = {"username": "reload", "password": "pw-r", "tls": {"ca_file": str(broker.ca)}}
+        yield broker, {"host": "127.0.0.1", "port": broker.port, **login}
+    finally:
+        broker.stop()
+
+
+def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, clip):
+    from test_ops_retention import _client
+
+    with _broker(tmp_path) as (broker, mqtt_cfg):
         config = {**_config(tmp_path, {"cam": _camera(server.url, clip[1])}), "mqtt": mqtt_cfg}
         _, seen = _client(broker, "monitor", "pw-m", "edge/reload/events")
         node = Node(parse_config(yaml.safe_dump(config)))
@@ -237,23 +242,12 @@ def test_new_mqtt_settings_apply_without_dropping_the_camera(tmp_path, server, c
             assert node.cameras["cam"].capture.session == 1 and node.cameras["cam"].capture.reconnects == 0
         finally:
             node.stop()
-    finally:
-        broker.stop()
 
 
 def test_a_camera_removed_with_new_mqtt_settings_has_its_retained_status_emptied(tmp_path, server, clip):
-    from support.broker import Broker
     from test_ops_retention import _client
 
-    broker = Broker(tmp_path / "broker", {"reload": "pw-r", "monitor": "pw-m"}).start()
-    try:
-        mqtt_cfg = {
-            "host": "127.0.0.1",
-            "port": broker.port,
-            "username": "reload",
-            "password": "pw-r",
-            "tls": {"ca_file": str(broker.ca)},
-        }
+    with _broker(tmp_path) as (broker, mqtt_cfg):
         cameras = {"cam": _camera(server.url, clip[1]), "gone": _camera(f"rtsp://127.0.0.1:{free_port()}/x")}
         config = {**_config(tmp_path, cameras), "mqtt": mqtt_cfg}
         node = Node(parse_config(yaml.safe_dump(config)))
@@ -275,8 +269,6 @@ def test_a_camera_removed_with_new_mqtt_settings_has_its_retained_status_emptied
             assert [p for t, p in retained if t == "edge/reload/gone/status" and p] == []
         finally:
             node.stop()
-    finally:
-        broker.stop()
 
 
 def test_new_mqtt_settings_on_a_node_without_mqtt_reload_and_the_cameras_go_on(tmp_path):

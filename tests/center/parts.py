@@ -45,6 +45,14 @@ def make_parts(tmp_path: Path, db_url: str, **over) -> Parts:
     return Parts(cfg, roster, sessions, files, loop, ingest, drops, engine)
 
 
+def context_of(parts: Parts):
+    """The API's and pages' Context over these parts (no broker to publish to)."""
+    from center.api import Context
+
+    readers = make_sessions(parts.engine, readonly=True)
+    return Context(parts.cfg, parts.roster, parts.sessions, readers, parts.loop, parts.files, parts.drops)
+
+
 def alert(
     node: str = "garden3-east",
     camera: str = "east",

@@ -8,12 +8,12 @@ import datetime as dt
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
-from parts import alert, make_parts, send
+from parts import alert, context_of, make_parts, send
 from sqlalchemy import select
 
-from center.api import Context, create_app
+from center.api import create_app
 from center.auth import add_user
-from center.db import Audit, Case, make_sessions, write_audit
+from center.db import Audit, Case, write_audit
 from center.models import Role
 
 JPEG = b"\xff\xd8\xff\xe0" + b"photo" * 100
@@ -29,7 +29,7 @@ def api(tmp_path, db_url):
             "zhang": add_user(s, "zhang", Role.GRID_WORKER, "zhang"),  # grid g1: building b3
             "chen": add_user(s, "chen", Role.GRID_WORKER, "chen"),  # grid g2: building b5
         }
-    ctx = Context(p.cfg, p.roster, p.sessions, make_sessions(p.engine, readonly=True), p.loop, p.files, p.drops)
+    ctx = context_of(p)
     app = create_app(ctx)
 
     def as_(user):

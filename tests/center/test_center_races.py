@@ -9,12 +9,12 @@ import threading
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
-from parts import alert, make_parts, send
+from parts import alert, context_of, make_parts, send
 from sqlalchemy import select
 
-from center.api import Context, create_app
+from center.api import create_app
 from center.auth import add_user
-from center.db import Case, History, Job, make_sessions
+from center.db import Case, History, Job
 from center.models import Action, CaseState, Role
 
 HOOK = {"webhooks": [{"url": "http://127.0.0.1:9/never-sent", "secret": "s"}]}  # notices queued, not sent
@@ -32,7 +32,7 @@ def two(tmp_path, db_url):
 
 
 def _client(p, token: str) -> TestClient:
-    ctx = Context(p.cfg, p.roster, p.sessions, make_sessions(p.engine, readonly=True), p.loop, p.files, p.drops)
+    ctx = context_of(p)
     return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
 
 

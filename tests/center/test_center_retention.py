@@ -13,7 +13,7 @@ import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from centerkit import CenterProcess, run_cli, write_center
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from parts import alert, make_parts, send
+from parts import alert, context_of, make_parts, send
 from sqlalchemy import select, update
 from support.servers import wait_for
 
@@ -315,20 +315,11 @@ def test_the_police_archive_says_a_file_was_deleted_by_retention_not_that_it_nev
     import json
     import zipfile
 
-    from center.api import Context
     from center.web.export import archive
 
     case_id = _case(parts, tmp_path, "ev-archived", 3)
     _close(parts, case_id, utcnow() - dt.timedelta(days=DAYS + 1))
-    ctx = Context(
-        parts.cfg,
-        parts.roster,
-        parts.sessions,
-        make_sessions(parts.engine, readonly=True),
-        parts.loop,
-        parts.files,
-        parts.drops,
-    )
+    ctx = context_of(parts)
 
     def clip_check() -> str:
         with parts.sessions() as s:

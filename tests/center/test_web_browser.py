@@ -204,6 +204,16 @@ def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, 
         shot(pg, site, "alert")
 
 
+def _alert_from_b5(site, event_id: str) -> None:
+    """An alert from the node of building b5 (chen's grid), through the real broker."""
+    other = node_client(site.broker, "garden5")
+    try:
+        body = alert("garden5", "south", event_id)
+        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
+    finally:
+        other.loop_stop()
+
+
 def _reloaded_has(pg, selector: str) -> bool:
     pg.reload()
     return pg.locator(selector).count() > 0
@@ -248,13 +258,7 @@ def _photo(folder):
 
 
 def test_a_grid_worker_gets_403_for_another_micro_grids_alert(browser, site):
-    other = node_client(site.broker, "garden5")  # building b5, grid g2
-    try:
-        other.publish(
-            "edge/garden5/events", json.dumps(alert("garden5", "south", "ev-b5")), qos=1
-        ).wait_for_publish(10)
-    finally:
-        other.loop_stop()
+    _alert_from_b5(site, "ev-b5")  # building b5, grid g2
     with person(browser, site, "disp") as pg:
         assert wait_for(lambda: _reloaded_has(pg, "#rows tr[data-case] td:has-text('5号楼')"), 30)
         b5 = int(pg.locator("#rows tr[data-case]:has(td:has-text('5号楼'))").first.get_attribute("data-case"))
@@ -382,12 +386,7 @@ def test_the_live_list_comes_back_by_itself_after_the_center_restarted_behind_it
         site.center = CenterProcess(site.config).start()
         assert wait_for(lambda: site.center.output().count("center.receiver: subscribed to") >= 2, 60)
         assert wait_for(lambda: _serving(f"{site.url}/login"), 60)
-        other = node_client(site.broker, "garden5")
-        try:
-            body = alert("garden5", "south", "ev-b5-restart")
-            other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
-        finally:
-            other.loop_stop()
+        _alert_from_b5(site, "ev-b5-restart")
         with person(browser, site, "disp") as second:  # the alert is in: another dispatcher's list shows it
             assert wait_for(lambda: _reloaded_has(second, "#rows tr[data-case]:has(td:has-text('5号楼'))"), 30)
             newest = second.locator("#rows tr[data-case]").first.get_attribute("data-case")
@@ -402,32 +401,19 @@ def test_a_row_fetch_that_failed_once_does_not_leave_a_live_list_saying_reconnec
     def server_error(route):
         route.fulfill(status=500, content_type="text/plain", body="Internal Server Error")
 
-    def new_alert(event_id: str) -> None:
-        other = node_client(site.broker, "garden5")
-        try:
-            body = alert("garden5", "south", event_id)
-            other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
-        finally:
-            other.loop_stop()
-
     with person(browser, site, "disp") as pg:
         pg.wait_for_selector("body[data-live='1']")
         pg.route("**/alerts/rows*", server_error)
-        new_alert("ev-b5-rows-500")  # the stream says so; fetching the rows fails
+        _alert_from_b5(site, "ev-b5-rows-500")  # the stream says so; fetching the rows fails
         pg.wait_for_selector("body[data-live='0']")
         pg.unroute_all()
-        new_alert("ev-b5-rows-ok")  # the next fetch comes: the stream was up all along
+        _alert_from_b5(site, "ev-b5-rows-ok")  # the next fetch comes: the stream was up all along
         pg.wait_for_selector("#rows tr[data-case]:has(td:has-text('5号楼'))", timeout=WAIT_S * 1000)
         pg.wait_for_selector("body[data-live='1']", timeout=WAIT_S * 1000)
 
 
 def test_a_photo_too_large_is_refused_on_the_phone_before_it_is_sent(browser, site):
-    other = node_client(site.broker, "garden5")  # building b5: chen's grid
-    try:
-        body = alert("garden5", "south", "ev-b5-photo")
-        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
-    finally:
-        other.loop_stop()
+    _alert_from_b5(site, "ev-b5-photo")
     with person(browser, site, "chen", viewport=(360, 740)) as pg:
         assert wait_for(lambda: _reloaded_has(pg, "#rows tr.state-dispatched[data-case]"), 30)
         case = pg.locator("#rows tr.state-dispatched[data-case]").first.get_attribute("data-case")
@@ -457,12 +443,7 @@ def test_a_photo_too_large_is_refused_on_the_phone_before_it_is_sent(browser, si
 def test_a_second_tap_while_the_first_is_on_its_way_sends_nothing_more(browser, site):
     # On a slow phone network a second tap would cancel the first submission (a photo half uploaded) and start
     # it again from nothing, as often as the worker taps.
-    other = node_client(site.broker, "garden5")  # building b5: chen's grid
-    try:
-        body = alert("garden5", "south", "ev-b5-taps")
-        other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
-    finally:
-        other.loop_stop()
+    _alert_from_b5(site, "ev-b5-taps")
     with person(browser, site, "chen", viewport=(360, 740)) as pg:
         assert wait_for(lambda: _reloaded_has(pg, "#rows tr.state-dispatched[data-case]"), 30)
         case = pg.locator("#rows tr.state-dispatched[data-case]").first.get_attribute("data-case")

@@ -6,10 +6,11 @@ import functools
 import re
 
 from fastapi.testclient import TestClient
+from parts import context_of
 
-from center.api import Context, create_app
+from center.api import create_app
 from center.auth import add_user
-from center.db import User, make_sessions, utcnow
+from center.db import User, utcnow
 from center.models import Role
 from center.web.security import hash_password
 from center.web.tables import WebLogin
@@ -44,16 +45,7 @@ def add_people(sessions) -> None:
 
 
 def web_app(parts):
-    ctx = Context(
-        parts.cfg,
-        parts.roster,
-        parts.sessions,
-        make_sessions(parts.engine, readonly=True),
-        parts.loop,
-        parts.files,
-        parts.drops,
-    )
-    return create_app(ctx)
+    return create_app(context_of(parts))
 
 
 def csrf_of(html: str) -> str:
