@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
+from support.units import service_settings
 
 from conftest import REPO
 
@@ -25,20 +26,6 @@ def test_unit_file_passes_systemd_analyze(tmp_path):
     assert proc.returncode == 0 and not problems, proc.stderr
 
 
-def _unit() -> dict[str, list[str]]:
-    """systemd/edge.service's [Service] settings: name -> every value given, in order."""
-    settings: dict[str, list[str]] = {}
-    section = ""
-    for raw in (REPO / "systemd" / "edge.service").read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("["):
-            section = line
-        elif line and not line.startswith("#") and section == "[Service]":
-            key, _, value = line.partition("=")
-            settings.setdefault(key, []).append(value)
-    return settings
-
-
 def test_unit_rates_ok_in_systemd_analyze_security():
     # Issue 11 item 9: the unit rated 8.5 EXPOSED; the target is 2.0 or less (OK).
     proc = subprocess.run(
@@ -52,7 +39,7 @@ def test_unit_rates_ok_in_systemd_analyze_security():
 
 
 def test_unit_sandbox_settings_are_the_ones_the_readme_describes():
-    unit = _unit()
+    unit = service_settings(REPO / "systemd" / "edge.service")
     one = {key: values[-1] for key, values in unit.items()}
     expected = {
         "User": "edge",

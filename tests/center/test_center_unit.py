@@ -18,24 +18,11 @@ import yaml
 from centerkit import REPO, ROSTER, center_cmd, center_env, write_center
 from support.servers import free_port
 from support.unit_sandbox import UnitSandbox, unavailable
+from support.units import service_settings
 
 UNIT = REPO / "systemd" / "edge-center.service"
 NAME = "edge-center"
 no_sandbox = pytest.mark.skipif(unavailable() is not None, reason=f"no sandboxed systemd: {unavailable()}")
-
-
-def _settings() -> dict[str, list[str]]:
-    """The unit's [Service] settings: name -> every value given, in order."""
-    settings: dict[str, list[str]] = {}
-    section = ""
-    for raw in UNIT.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("["):
-            section = line
-        elif line and not line.startswith("#") and section == "[Service]":
-            key, _, value = line.partition("=")
-            settings.setdefault(key, []).append(value)
-    return settings
 
 
 def test_the_center_unit_passes_systemd_analyze_verify(tmp_path):
@@ -61,7 +48,7 @@ def test_the_center_unit_rates_ok_in_systemd_analyze_security():
 
 
 def test_the_center_unit_runs_as_its_own_user_with_root_only_secrets_and_no_restart_on_a_bad_config():
-    unit = _settings()
+    unit = service_settings(UNIT)
     one = {key: values[-1] for key, values in unit.items()}
     expected = {
         "Type": "notify",
