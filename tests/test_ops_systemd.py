@@ -10,7 +10,7 @@ import pytest
 import yaml
 from support.servers import free_port
 from support.unit_sandbox import UnitSandbox, unavailable
-from test_systemd import _unit
+from support.units import service_settings
 
 from conftest import REPO, loop_clip
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"no sandboxed
 
 
 def test_the_unit_is_type_notify_with_a_watchdog_and_a_reload_command():
-    one = {key: values[-1] for key, values in _unit().items()}
+    one = {key: values[-1] for key, values in service_settings(REPO / "systemd" / "edge.service").items()}
     assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
     assert int(one["WatchdogSec"]) >= 10  # a stuck worker is declared after node.worker_stall_s (30 s)
     assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
