@@ -183,9 +183,9 @@ def test_one_point_dragged_onto_its_floor_line_refits_every_line():
     still = _painted(202, -0.3)
     found = detect_grid(still.image)
     lowest = oracle_lowest_floor(still, found)
-    off = replace(found, period=found.period * 1.1)  # a storey found 10% too tall: the top lines drift
+    off = replace(found, period=found.period * 1.25)  # a storey found 25% too tall: the top lines drift
     prop = off.calibration(still.floor_h, lowest)
-    assert _share(still, prop.image_to_facade, prop) < 0.5
+    assert _share(still, prop.image_to_facade, prop) < 0.9  # many windows on the wrong floor
     top_left = next(i for i in range(4) if line_of(prop, i) > 0)
     spot = true_spot(still, prop, top_left)
     refitted = off.refit([(spot, line_of(prop, top_left))]).calibration(still.floor_h, lowest)

@@ -58,6 +58,9 @@ ROOF_SKY = 1.5  # of a storey: this much empty height above the roof (sky, or be
 ROOF_SKY_SEEN = 0.4  # of which at least this much in the picture
 ROOF_EMPTY = 0.1  # "empty": this share of a typical storey's edges for its height, or less
 ROOF_FULL = 0.5  # the storey under the roof holds at least this share of a typical storey's edges
+ROOF_INTO_STOREY = 0.375  # the storey the edges end in is the top floor once they reach this far into it:
+# they end below the true roof more often than above (top windows, a parapet of the sky's tone); a share
+# between two ROOF_STEPs, so a library's rounding cannot tip a roof found exactly halfway (studied 6000-6199)
 
 
 class NotAFacade(ValueError):
@@ -159,8 +162,8 @@ class Grid:
         sy = floor_height_m / self.period
         sx = sy
         top_floor = None
-        if self.roof is not None:  # the roof is the floor line nearest it; the floor under that is the top one
-            top = lowest_floor + round((self.roof - self.phase) / self.period) - 1
+        if self.roof is not None:  # the highest storey the facade's edges reach far enough into
+            top = lowest_floor + math.ceil((self.roof - self.phase) / self.period - ROOF_INTO_STOREY) - 1
             top_floor = top if top >= max(1, lowest_floor) else None
         if bay_width_m is not None and self.column_period is not None:
             sx = bay_width_m / self.column_period
