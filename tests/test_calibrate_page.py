@@ -22,6 +22,7 @@ from edge.calibrate.propose import detect_grid
 from edge.calibrate.still import take_still
 from edge.calibrate.synth import KnownStill, sim_still
 from edge.calibrate.web import cookie_name
+from edge.sim.render import WINDOW_PITCH_M
 from edge.video import H264Writer
 
 from conftest import REPO, loop_clip, run_edge
@@ -294,6 +295,7 @@ def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser,
     config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
     with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:
         pg.fill("#lowest-floor", str(lowest))
+        pg.fill("#bay-width", str(WINDOW_PITCH_M))  # the installer knows it: without, the along scale is a guess
         pg.click("#btn-propose")
         pg.wait_for_function(f"window.calib.proposal.floors[0].floor === {lowest}")
         pg.click("#btn-accept")
@@ -324,6 +326,7 @@ def _accept_with_the_right_lowest_floor(pg, image, folder) -> None:
     )[0]
     lowest = oracle_lowest_floor(KnownStill(image, to_image, 3.0), detect_grid(image))  # the installer's answer
     pg.fill("#lowest-floor", str(lowest))
+    pg.fill("#bay-width", str(WINDOW_PITCH_M))  # the installer knows it: without, the along scale is a guess
     pg.click("#btn-propose")
     pg.wait_for_function(f"window.calib.proposal.floors[0].floor === {lowest}")
     pg.click("#btn-accept")
