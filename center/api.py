@@ -144,6 +144,13 @@ class JobOut(BaseModel):
     done_at: dt.datetime | None
 
 
+def notice_out(job, staff: bool) -> JobOut:
+    """A case's notice; a grid worker's copy leaves out where it went (others' e-mail addresses, phone numbers)
+    and the sender's error, which are for the office to act on."""
+    out = JobOut.model_validate(job, from_attributes=True)
+    return out if staff else out.model_copy(update={"target": "", "last_error": None})
+
+
 class CaseDetail(CaseOut):
     events: list[EventOut]
     photos: list[EvidenceOut]
@@ -332,7 +339,7 @@ def create_app(ctx: Context) -> FastAPI:
             events=events,
             photos=[ev_out(p) for p in photos],
             history=[HistoryOut(action=h.action, actor=h.actor, at=h.at, detail=h.detail) for h in c.history],
-            notices=[JobOut.model_validate(j, from_attributes=True) for j in jobs],
+            notices=[notice_out(j, who.role != Role.GRID_WORKER) for j in jobs],
             held=ctx.loop.held(s, c),
         )
 

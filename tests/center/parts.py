@@ -13,11 +13,12 @@ from sqlalchemy.orm import sessionmaker
 
 from center.config import CenterConfig
 from center.counters import Drops
-from center.db import make_engine, make_sessions
+from center.db import Job, make_engine, make_sessions
 from center.files import EvidenceFiles
 from center.ingest import Ingest
 from center.loop import Loop
 from center.migrate import upgrade
+from center.models import JobState
 from center.roster import Roster
 
 
@@ -84,3 +85,22 @@ def alert(
 
 def send(parts: Parts, body: dict, node: str | None = None) -> None:
     parts.ingest.handle(f"edge/{node or body['node']}/events", json.dumps(body).encode())
+
+
+def failed_mail(p, case_id: int) -> None:
+    """A notice of the case that could not be sent: its address and the mail server's answer."""
+    now = dt.datetime.now(dt.UTC)
+    with p.sessions.begin() as s:
+        s.add(
+            Job(
+                case_id=case_id,
+                channel="email",
+                target="wang.office@example.cn",
+                payload={},
+                state=JobState.FAILED,
+                attempts=3,
+                due_at=now,
+                created_at=now,
+                last_error="SMTPAuthenticationError: 535 login refused",
+            )
+        )

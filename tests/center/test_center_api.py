@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from fastapi.testclient import TestClient
-from parts import alert, context_of, make_parts, send
+from parts import alert, context_of, failed_mail, make_parts, send
 from sqlalchemy import select
 
 from center.api import create_app
@@ -339,3 +339,22 @@ def test_changes_made_through_the_api_are_in_the_audit_log_and_refused_ones_are_
     with p.sessions() as s:
         release = s.scalars(select(Audit).where(Audit.action == "release")).one()
     assert release.detail == {"note": "closed"} and release.address  # why, and from where
+
+
+def test_a_grid_worker_sees_a_notice_s_state_but_not_where_it_went_or_why_it_failed(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-mail"))
+    (case,) = as_("zhang").get("/api/cases").json()
+    failed_mail(p, case["id"])
+    (mine,) = [
+        n for n in as_("zhang").get(f"/api/cases/{case['id']}").json()["notices"] if n["channel"] == "email"
+    ]
+    assert (mine["state"], mine["target"], mine["last_error"]) == ("failed", "", None)
+    # The control: the office sees both, to mend the address or the mail server.
+    (office,) = [
+        n for n in as_("disp").get(f"/api/cases/{case['id']}").json()["notices"] if n["channel"] == "email"
+    ]
+    assert (office["target"], office["last_error"]) == (
+        "wang.office@example.cn",
+        "SMTPAuthenticationError: 535 login refused",
+    )

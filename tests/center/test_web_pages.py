@@ -14,7 +14,7 @@ import pytest
 from center_fixtures import *  # noqa: F403 (the pytest fixtures broker, db_url, pg_cluster)
 from centerkit import load, run_cli, write_center
 from fastapi.testclient import TestClient
-from parts import alert, make_parts, send
+from parts import alert, failed_mail, make_parts, send
 from sqlalchemy import func, select
 from support.servers import wait_for
 from web_fixtures import add_people, csrf_of, logged_in, web_app
@@ -640,3 +640,18 @@ def test_a_list_longer_than_a_page_goes_on_to_older_pages_with_its_filters(site,
     assert shown(client.get("/alerts/rows?building=b3&page=3").text) == [ids["ev-page-0"]]  # its live rows
     assert shown(client.get("/alerts?building=b3&page=abc").text) == shown(first)  # a typo: the first page
     assert 'id="pager"' not in client.get("/alerts?building=b5").text  # control: one page needs no pager
+
+
+def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-mail", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    failed_mail(parts, case)
+    worker = logged_in(app, "zhang").get(f"/alerts/{case}").text
+    assert "wang.office@example.cn" not in worker and "SMTPAuthenticationError" not in worker
+    office = logged_in(app, "disp").get(f"/alerts/{case}").text  # the control: the office needs both
+    assert "wang.office@example.cn" in office and "SMTPAuthenticationError" in office
+    parts.engine.dispose()
