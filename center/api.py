@@ -136,7 +136,7 @@ class JobOut(BaseModel):
     id: int
     case_id: int | None
     channel: str
-    target: str
+    target: str | None = Field(description="where it went; null in a grid worker's copy")
     state: JobState
     attempts: int
     due_at: dt.datetime
@@ -148,7 +148,7 @@ def notice_out(job, staff: bool) -> JobOut:
     """A case's notice; a grid worker's copy leaves out where it went (others' e-mail addresses, phone numbers)
     and the sender's error, which are for the office to act on."""
     out = JobOut.model_validate(job, from_attributes=True)
-    return out if staff else out.model_copy(update={"target": "", "last_error": None})
+    return out if staff else out.model_copy(update={"target": None, "last_error": None})
 
 
 class CaseDetail(CaseOut):

@@ -279,7 +279,9 @@ def test_two_pages_open_in_one_browser_each_keep_their_own_key(browser, site, cl
             context.close()
 
 
-def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser, sim_clip, tmp_path):
+@pytest.mark.parametrize("bay_typed", [True, False])
+def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser, sim_clip, tmp_path, bay_typed):
+    """With the bay width typed, and left blank (the proposal's along scale a guess, right here)."""
     folder = sim_clip("throw", 1)
     clip = folder / "scene.mp4"
     truth = json.loads((folder / "truth.json").read_text())
@@ -295,7 +297,8 @@ def test_a_replayed_minute_draws_each_throw_with_the_floor_it_came_from(browser,
     config.write_text(CONFIG.format(storage=tmp_path / "storage", clip=clip), encoding="utf-8")
     with serving(config, clip) as url, opened(browser, url, (1280, 900)) as pg:
         pg.fill("#lowest-floor", str(lowest))
-        pg.fill("#bay-width", str(WINDOW_PITCH_M))  # the installer knows it: without, the along scale is a guess
+        if bay_typed:
+            pg.fill("#bay-width", str(WINDOW_PITCH_M))
         pg.click("#btn-propose")
         pg.wait_for_function(f"window.calib.proposal.floors[0].floor === {lowest}")
         pg.click("#btn-accept")

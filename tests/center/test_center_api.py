@@ -349,7 +349,7 @@ def test_a_grid_worker_sees_a_notice_s_state_but_not_where_it_went_or_why_it_fai
     (mine,) = [
         n for n in as_("zhang").get(f"/api/cases/{case['id']}").json()["notices"] if n["channel"] == "email"
     ]
-    assert (mine["state"], mine["target"], mine["last_error"]) == ("failed", "", None)
+    assert (mine["state"], mine["target"], mine["last_error"]) == ("failed", None, None)
     # The control: the office sees both, to mend the address or the mail server.
     (office,) = [
         n for n in as_("disp").get(f"/api/cases/{case['id']}").json()["notices"] if n["channel"] == "email"

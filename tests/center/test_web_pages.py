@@ -650,7 +650,10 @@ def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(
     with parts.sessions() as s:
         case = s.scalar(select(Case.id))
     failed_mail(parts, case)
-    worker = logged_in(app, "zhang").get(f"/alerts/{case}").text
+    seen = logged_in(app, "zhang").get(f"/alerts/{case}")
+    worker = seen.text
+    zh = i18n.translator("zh")
+    assert seen.status_code == 200 and f"<li>{zh('channel.email')}: {zh('job.failed')}</li>" in worker
     assert "wang.office@example.cn" not in worker and "SMTPAuthenticationError" not in worker
     office = logged_in(app, "disp").get(f"/alerts/{case}").text  # the control: the office needs both
     assert "wang.office@example.cn" in office and "SMTPAuthenticationError" in office

@@ -147,7 +147,9 @@ class Broker:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return self
+                    if self.proc.poll() is None:  # ours answers, not a server that had the port before it
+                        return self
+                    break
             except OSError:
                 if self.proc.poll() is not None:
                     break

@@ -13,10 +13,39 @@ HERE = Path(__file__).resolve().parent
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python, which has python3-gi for GStreamer
 
 
+PORTS_FROM = 10000  # test servers' ports start here, below the kernel's ephemeral range (where port 0 draws)
+_next_port: list[int] = []  # this process's next candidate: ports handed out are not offered again
+
+
+def _port_slice() -> range:
+    """This pytest-xdist worker's own share of the ports below the ephemeral range: a port handed out but not
+    yet bound (a server started seconds later) cannot be taken by another worker or an outgoing connection."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    me = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (low - PORTS_FROM) // max(workers, 1)
+    return range(PORTS_FROM + me * size, PORTS_FROM + (me + 1) * size)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, from this worker's own slice (see _port_slice)."""
+    ports = _port_slice()
+    if len(ports) < 200:  # an unusual ephemeral range: the kernel's choice, as before
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    if not _next_port:
+        _next_port.append(ports.start + os.getpid() % len(ports))
+    for _ in range(len(ports)):
+        port = ports.start + (_next_port[0] - ports.start) % len(ports)
+        _next_port[0] = port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {ports.start}-{ports.stop - 1}")
 
 
 class RtspServer:
