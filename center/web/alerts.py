@@ -158,6 +158,13 @@ async def alert_stream(request: Request, v: Who):
     return CountedStream(changes(), ping=PING_S, release=lambda: web.close_stream(v.user_id))
 
 
+@router.get("/alerts/{case_id}/mark")
+def alert_mark(request: Request, case_id: RowId, v: Who) -> dict:
+    """The case page's mark (views.case_mark): the open page asks now and then whether it is out of date."""
+    with web_of(request).ctx.readers() as s:
+        return {"mark": views.case_mark(s, _case_for(s, case_id, v))}
+
+
 def _case_for(s: Session, case_id: int, v: Viewer, lock: bool = False) -> Case:
     case = s.get(Case, case_id, with_for_update=lock)
     if case is None:
@@ -180,6 +187,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             photos=views.photos_of(s, case),
             history=list(case.history),
             seen=max((h.id for h in case.history), default=0),
+            mark=views.case_mark(s, case),
             notices=views.notices_of(s, case),
             actions=views.allowed_actions(case, v.caller),
             verdicts=list(Verdict),

@@ -223,6 +223,19 @@ def _signed_files(ctx: Context, manifest: Evidence) -> dict:
         return {}
 
 
+def case_mark(s: Session, case: Case) -> str:
+    """What the case's page shows, in one token that moves when any of it does: its history, the alerts joined
+    to it, evidence that arrived (a clip after the still) or became verified (its manifest came)."""
+    events = select(Event.id).where(Event.case_id == case.id)
+    mine = (Evidence.event_pk.in_(events)) | (Evidence.case_id == case.id)
+    hist = s.scalar(select(func.max(History.id)).where(History.case_id == case.id)) or 0
+    count, newest, verified = s.execute(
+        select(func.count(), func.max(Evidence.id), func.count().filter(Evidence.trust == "verified")).where(mine)
+    ).one()
+    joined = s.scalar(select(func.count()).select_from(events.subquery()))
+    return f"{hist}.{joined}.{count}.{newest or 0}.{verified}"
+
+
 def photos_of(s: Session, case: Case) -> list[Evidence]:
     return list(s.scalars(select(Evidence).where(Evidence.case_id == case.id).order_by(Evidence.id)))
 

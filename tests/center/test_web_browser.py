@@ -204,11 +204,11 @@ def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, 
         shot(pg, site, "alert")
 
 
-def _alert_from_b5(site, event_id: str) -> None:
+def _alert_from_b5(site, event_id: str, level: str = "confirmed") -> None:
     """An alert from the node of building b5 (chen's grid), through the real broker."""
     other = node_client(site.broker, "garden5")
     try:
-        body = alert("garden5", "south", event_id)
+        body = alert("garden5", "south", event_id, level=level)
         other.publish("edge/garden5/events", json.dumps(body), qos=1).wait_for_publish(10)
     finally:
         other.loop_stop()
@@ -467,3 +467,28 @@ TWO_TAPS = """() => {
   form.requestSubmit();
   return {sent: sent, label: form.querySelector('button').textContent};
 }"""
+
+
+def test_an_open_case_page_says_when_the_case_moved_without_reloading_itself(browser, site):
+    with person(browser, site, "disp") as pg:
+        b5 = "#rows tr[data-case]:has(td:has-text('5号楼'))"
+        before = pg.locator(b5).count()
+        _alert_from_b5(
+            site, "ev-moved", "suspected"
+        )  # a case of its own: the other tests' cases keep their states
+        assert wait_for(lambda: pg.reload() and pg.locator(b5).count() > before, 30)
+        case = max(int(r.get_attribute("data-case")) for r in pg.locator(b5).all())
+        pg.goto(f"/alerts/{case}")
+        pg.evaluate("window.notReloaded = true")
+        ask = "document.dispatchEvent(new Event('visibilitychange'))"  # the page asks now, not in 10 s
+        pg.evaluate(ask)
+        pg.wait_for_selector("#case-updated[data-asked]", state="attached")
+        assert pg.locator("#case-updated").is_hidden()  # the control: nothing moved yet
+        other = pg.context.new_page()  # the same case, acted on from another screen
+        other.goto(f"/alerts/{case}")
+        other.click("form.act-confirm button")
+        other.wait_for_selector("#case[data-state='dispatched']")
+        pg.evaluate(ask)
+        pg.wait_for_selector("#case-updated", state="visible", timeout=10_000)
+        assert pg.evaluate("window.notReloaded") is True  # told, not reloaded: nothing typed is lost
+        other.close()

@@ -658,3 +658,27 @@ def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(
     office = logged_in(app, "disp").get(f"/alerts/{case}").text  # the control: the office needs both
     assert "wang.office@example.cn" in office and "SMTPAuthenticationError" in office
     parts.engine.dispose()
+
+
+def test_an_open_case_page_can_tell_it_is_out_of_date_when_a_still_arrives_or_someone_acts(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-mark", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zhang = logged_in(app, "zhang")
+    shown = re.search(r'data-mark="([^"]+)"', zhang.get(f"/alerts/{case}").text).group(1)
+
+    def mark() -> str:
+        return zhang.get(f"/alerts/{case}/mark").json()["mark"]
+
+    assert mark() == shown  # the control: nothing moved, the page is current
+    parts.ingest.handle("edge/garden3-east/events/ev-mark/snapshot", b"\xff\xd8\xff" + b"s" * 50)
+    after_still = mark()
+    assert after_still != shown
+    token = csrf_of(zhang.get(f"/alerts/{case}").text)
+    assert zhang.post(f"/alerts/{case}/act", data={"action": "acknowledge", "csrf": token}).status_code == 200
+    assert mark() != after_still
+    assert logged_in(app, "chen").get(f"/alerts/{case}/mark").status_code == 403  # another grid's case
+    parts.engine.dispose()

@@ -20,6 +20,27 @@
     });
   });
 
+  // The page says when the case has moved since it was shown (someone acted, a clip or its signature came),
+  // rather than reloading itself: a note half typed or a photo chosen would be lost.
+  var updated = document.getElementById("case-updated");
+  var MARK_POLL_MS = 10000; // a worker's verdict shows on the dispatcher's open page within seconds
+  function askMark() {
+    if (document.hidden || !updated.hidden) return;
+    fetch(updated.dataset.markUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.ok ? r.json() : null; // logged out, the center away: asked again later
+      })
+      .then(function (body) {
+        if (body && body.mark !== updated.dataset.mark) updated.hidden = false;
+        updated.dataset.asked = String(Number(updated.dataset.asked || 0) + 1); // for people and tests
+      })
+      .catch(function () {});
+  }
+  if (updated) {
+    window.setInterval(askMark, MARK_POLL_MS);
+    document.addEventListener("visibilitychange", askMark);
+  }
+
   document.querySelectorAll("form[data-once]").forEach(function (form) {
     var button = form.querySelector("button[type=submit]");
     var label = button.textContent;
