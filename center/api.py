@@ -25,6 +25,7 @@ from center.loop import Loop, Refused
 from center.models import Action, CaseState, JobState, Level, Role, Trust, Verdict
 from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.queries import CaseQuery, cases_seen
+from center.retention import DiskState
 from center.roster import Roster
 from center.stats import Stats, compute
 
@@ -44,6 +45,7 @@ class Context:
     files: EvidenceFiles
     drops: Drops
     publish: Callable[[str, bytes], None] | None = None  # MQTT to nodes (the pages' detection switch)
+    disk: Callable[[], DiskState | None] | None = None  # data_dir's disk as the retention guard last measured it
 
 
 @dataclass

@@ -83,6 +83,7 @@ class Center:
             self.files,
             self.drops,
             self.receiver.publish,
+            lambda: self.retention.disk,
         )
         self._roster_mark = self._roster_stat()
         self.stopping = threading.Event()

@@ -111,7 +111,8 @@ class Web:
 
     def render(self, request: Request, v: Viewer | None, name: str, status: int = 200, **values) -> HTMLResponse:
         lang = v.lang if v else i18n.pick(request.cookies.get(i18n.COOKIE))
-        values.update(v=v, t=v.t if v else i18n.translator(lang), lang=lang, path=request.url.path)
+        disk = self.ctx.disk() if v and v.staff and self.ctx.disk else None
+        values.update(v=v, t=v.t if v else i18n.translator(lang), lang=lang, path=request.url.path, disk=disk)
         return self.templates.TemplateResponse(request, name, values, status_code=status)
 
 

@@ -66,6 +66,10 @@ EN: dict[str, str] = {
     "still": "Trajectory still",
     "clip": "Annotated clip",
     "no_clip": "The clip has not arrived yet.",
+    "disk_low": (
+        "The center's evidence disk has only {free}% free: new evidence may soon not be stored. "
+        "Free space, or shorten retention.evidence_days in center.yaml."
+    ),
     "case_updated": "This case has changed since the page was opened (an action, a clip, a signature).",
     "case_reload": "Show it",
     "no_still": "The still has not arrived yet.",
@@ -307,6 +311,10 @@ ZH: dict[str, str] = {
     "still": "轨迹图",
     "clip": "标注视频",
     "no_clip": "视频尚未收到。",
+    "disk_low": (
+        "中心证据磁盘仅剩 {free}% 可用空间, 新证据可能很快无法保存。"
+        "请清理空间, 或缩短 center.yaml 中的 retention.evidence_days。"
+    ),
     "case_updated": "本页打开后, 此案件已有新进展 (处理、视频或签名到达)。",
     "case_reload": "刷新查看",
     "no_still": "轨迹图尚未收到。",

@@ -682,3 +682,35 @@ def test_an_open_case_page_can_tell_it_is_out_of_date_when_a_still_arrives_or_so
     assert mark() != after_still
     assert logged_in(app, "chen").get(f"/alerts/{case}/mark").status_code == 403  # another grid's case
     parts.engine.dispose()
+
+
+def test_the_office_sees_on_every_page_when_the_center_s_evidence_disk_runs_low(tmp_path):
+    from dataclasses import replace
+
+    from parts import context_of
+
+    from center.api import create_app
+    from center.retention import DiskState
+
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    disk = [DiskState(0.031, True)]
+    app = create_app(replace(context_of(parts), disk=lambda: disk[0]))
+    for page in ("/alerts", "/nodes"):
+        assert "3.1%" in logged_in(app, "disp").get(page).text.split('id="disk-low"')[1][:200]
+    assert 'id="disk-low"' not in logged_in(app, "zhang").get("/alerts").text  # a grid worker cannot act on it
+    disk[0] = DiskState(0.4, False)  # the control: room again, no banner
+    assert 'id="disk-low"' not in logged_in(app, "disp").get("/alerts").text
+    parts.engine.dispose()
+
+
+def test_a_running_center_s_pages_read_the_disk_its_retention_guard_measured(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    center = Center(parts.cfg, parts.roster)
+    try:
+        assert center.context.disk() is None  # not measured yet
+        measured = center.retention.check_disk(dt.datetime.now(dt.UTC))
+        assert center.context.disk() is measured
+    finally:
+        center.engine.dispose()
+    parts.engine.dispose()
