@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from center.api import Caller, Context
-from center.db import Case, Event, Evidence, History, Job, utcnow
+from center.db import Case, Event, Evidence, History, Job, Node, utcnow
 from center.files import OutsideDataDir
 from center.loop import SYSTEM
 from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
@@ -197,12 +197,20 @@ class EventView:
     manifest: Evidence | None = None
     signed_files: dict = field(default_factory=dict)  # name -> {sha256, bytes} as the node signed them
     files: list[Evidence] = field(default_factory=list)
+    clip_late: bool = False  # no clip CLIP_LATE after the alert came
+    node_offline: bool = False  # and its node says it is offline (it sends the clip once back)
+
+
+CLIP_LATE = dt.timedelta(minutes=5)  # a node sends its clip a minute or so after the alert, later in a burst
 
 
 def event_views(ctx: Context, case: Case) -> list[EventView]:
     out = []
+    s = object_session(case)
     for e in case.events:
         view = EventView(e, ctx.roster.facade_of(e.node, e.camera), origin_of(e), files=list(e.evidence))
+        node = s.get(Node, e.node) if s is not None else None
+        view.node_offline = node is not None and node.available == "offline"
         for item in e.evidence:  # the newest of each kind (a clip may come again, complete)
             attr = {"snapshot": "still", "clip": "clip", "original": "original", "manifest": "manifest"}.get(
                 item.kind
@@ -211,6 +219,7 @@ def event_views(ctx: Context, case: Case) -> list[EventView]:
                 setattr(view, attr, item)
         if view.manifest is not None:
             view.signed_files = _signed_files(ctx, view.manifest)
+        view.clip_late = view.clip is None and e.received_at < utcnow() - CLIP_LATE
         out.append(view)
     return out
 

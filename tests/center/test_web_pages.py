@@ -714,3 +714,22 @@ def test_a_running_center_s_pages_read_the_disk_its_retention_guard_measured(tmp
     finally:
         center.engine.dispose()
     parts.engine.dispose()
+
+
+def test_a_clip_still_missing_minutes_after_its_alert_is_said_to_be_late_and_why_it_may_be(tmp_path):
+    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+    add_people(parts.sessions)
+    app = web_app(parts)
+    send(parts, alert("garden3-east", "east", "ev-late", level="confirmed"))
+    with parts.sessions() as s:
+        case = s.scalar(select(Case.id))
+    zh = i18n.translator("zh")
+    fresh = logged_in(app, "zhang").get(f"/alerts/{case}").text
+    assert zh("no_clip") in fresh and zh("clip_late") not in fresh  # the control: just come, on its way
+    with parts.sessions.begin() as s:
+        s.scalar(select(Event)).received_at = dt.datetime.now(dt.UTC) - views.CLIP_LATE - dt.timedelta(seconds=5)
+    late = logged_in(app, "zhang").get(f"/alerts/{case}").text
+    assert zh("clip_late") in late and zh("no_clip") not in late and zh("clip_late_offline") not in late
+    parts.ingest.handle("edge/garden3-east/available", b"offline")
+    assert zh("clip_late_offline") in logged_in(app, "zhang").get(f"/alerts/{case}").text
+    parts.engine.dispose()
