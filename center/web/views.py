@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
 from center.api import Caller, Context
-from center.db import Case, Event, Evidence, History, Job, Node, utcnow
+from center.db import Case, Event, Evidence, History, Job, Node, User, utcnow
 from center.files import OutsideDataDir
 from center.loop import SYSTEM
 from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
@@ -75,9 +75,14 @@ def person_label(ctx: Context, ref: str | None, t) -> str:
     return person.name if person else ref
 
 
-def actor_label(actor: str, t) -> str:
-    """Who did a step of a case's history: a person's user name, or the center itself in the viewer's words."""
-    return t("actor.system") if actor == SYSTEM else actor
+def actor_label(ctx: Context, s: Session, actor: str, t) -> str:
+    """Who did a step of a case's history: a grid worker by their roster name (张伟 · zhang), anyone else by
+    their user name, the center itself in the viewer's words."""
+    if actor == SYSTEM:
+        return t("actor.system")
+    worker = s.scalar(select(User.worker).where(User.name == actor))
+    person = ctx.roster.person(f"worker:{worker}") if worker else None
+    return f"{person.name} · {actor}" if person and person.name != actor else actor
 
 
 def waited(case: Case, now: dt.datetime) -> dt.timedelta:

@@ -585,6 +585,7 @@ def test_a_phone_photo_larger_than_the_center_takes_is_refused_in_the_worker_s_l
 
 
 def test_what_the_center_did_by_itself_is_said_in_the_viewer_s_language_in_a_case_s_history(site):
+    """And a grid worker's step names them as the office knows them, not by their login alone."""
     parts, app = site
     send(parts, alert("garden3-east", "east", "ev-by-itself", level="confirmed"))  # created and dispatched by it
     with parts.sessions() as s:
@@ -596,7 +597,7 @@ def test_what_the_center_did_by_itself_is_said_in_the_viewer_s_language_in_a_cas
     assert [(a, who.strip()) for a, who in history] == [
         ("created", "系统自动"),
         ("dispatch", "系统自动"),
-        ("acknowledge", "zhang"),  # control: a person is named as they log in
+        ("acknowledge", "张伟 · zhang"),  # control: a person, by the roster's name and their login
     ]
     zhang.get("/lang/en")
     assert "created · the center (by itself)" in zhang.get(f"/alerts/{case}").text
