@@ -643,13 +643,18 @@ def test_a_list_longer_than_a_page_goes_on_to_older_pages_with_its_filters(site,
     assert 'id="pager"' not in client.get("/alerts?building=b5").text  # control: one page needs no pager
 
 
-def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(tmp_path):
+def _one_case(tmp_path, event_id: str):
+    """A center on SQLite with PEOPLE, its pages, and one confirmed case of building b3 (zhang's)."""
     parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
     add_people(parts.sessions)
     app = web_app(parts)
-    send(parts, alert("garden3-east", "east", "ev-mail", level="confirmed"))
+    send(parts, alert("garden3-east", "east", event_id, level="confirmed"))
     with parts.sessions() as s:
-        case = s.scalar(select(Case.id))
+        return parts, app, s.scalar(select(Case.id))
+
+
+def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(tmp_path):
+    parts, app, case = _one_case(tmp_path, "ev-mail")
     failed_mail(parts, case)
     seen = logged_in(app, "zhang").get(f"/alerts/{case}")
     worker = seen.text
@@ -662,12 +667,7 @@ def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(
 
 
 def test_an_open_case_page_can_tell_it_is_out_of_date_when_a_still_arrives_or_someone_acts(tmp_path):
-    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
-    add_people(parts.sessions)
-    app = web_app(parts)
-    send(parts, alert("garden3-east", "east", "ev-mark", level="confirmed"))
-    with parts.sessions() as s:
-        case = s.scalar(select(Case.id))
+    parts, app, case = _one_case(tmp_path, "ev-mark")
     zhang = logged_in(app, "zhang")
     shown = re.search(r'data-mark="([^"]+)"', zhang.get(f"/alerts/{case}").text).group(1)
 
@@ -718,12 +718,7 @@ def test_a_running_center_s_pages_read_the_disk_its_retention_guard_measured(tmp
 
 
 def test_a_clip_still_missing_minutes_after_its_alert_is_said_to_be_late_and_why_it_may_be(tmp_path):
-    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
-    add_people(parts.sessions)
-    app = web_app(parts)
-    send(parts, alert("garden3-east", "east", "ev-late", level="confirmed"))
-    with parts.sessions() as s:
-        case = s.scalar(select(Case.id))
+    parts, app, case = _one_case(tmp_path, "ev-late")
     zh = i18n.translator("zh")
     fresh = logged_in(app, "zhang").get(f"/alerts/{case}").text
     assert zh("no_clip") in fresh and zh("clip_late") not in fresh  # the control: just come, on its way
