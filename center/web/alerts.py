@@ -180,6 +180,10 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
     ctx = web.ctx
     with ctx.readers() as s:
         case = _case_for(s, case_id, v)
+        # The mark first, the case read again after it: what the page shows is then at least as new as the mark
+        # (PostgreSQL reads each statement afresh), so a change in between brings a needless notice, never none.
+        mark = views.case_mark(s, case)
+        s.refresh(case)
         page = dict(
             case=case,
             row=views.rows(ctx, [case], v.t)[0],
@@ -187,13 +191,13 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             photos=views.photos_of(s, case),
             history=list(case.history),
             seen=max((h.id for h in case.history), default=0),
-            mark=views.case_mark(s, case),
+            mark=mark,
             notices=views.notices_of(s, case),
             actions=views.allowed_actions(case, v.caller),
             verdicts=list(Verdict),
             targets=ctx.loop.reassign_targets(case) if v.staff else [],
             person=lambda ref: views.person_label(ctx, ref, v.t),
-            actor={h.actor: views.actor_label(ctx, s, h.actor, v.t) for h in case.history}.get,
+            actor={a: views.actor_label(ctx, s, a, v.t) for a in {h.actor for h in case.history}}.get,
             note=lambda text: views.trust_note(text, v.t),
             local=lambda t: views.local_text(t, ctx.cfg.timezone),
             Trust=Trust,

@@ -66,8 +66,8 @@ EN: dict[str, str] = {
     "still": "Trajectory still",
     "clip": "Annotated clip",
     "no_clip": "The clip has not arrived yet.",
-    "clip_late": "No clip 5 minutes after the alert: the node may be busy, away, or not sending clips; "
-    "the original can be asked for below.",
+    "clip_late": "No clip 5 minutes after the alert: the node may be busy, away, or not sending clips.",
+    "clip_late_ask": "The original can be asked for below.",
     "clip_late_offline": "Its node is offline now: it sends the clip once it is back.",
     "disk_low": (
         "The center's evidence disk has only {free}% free: new evidence may soon not be stored. "
@@ -314,7 +314,8 @@ ZH: dict[str, str] = {
     "still": "轨迹图",
     "clip": "标注视频",
     "no_clip": "视频尚未收到。",
-    "clip_late": "报警 5 分钟后仍未收到视频: 节点可能正忙、离线或未设置发送视频; 可在下方请求原始视频。",
+    "clip_late": "报警 5 分钟后仍未收到视频: 节点可能正忙、离线或未设置发送视频。",
+    "clip_late_ask": "可在下方请求原始视频。",
     "clip_late_offline": "该节点现已离线, 恢复连接后会补发视频。",
     "disk_low": (
         "中心证据磁盘仅剩 {free}% 可用空间, 新证据可能很快无法保存。"

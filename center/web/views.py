@@ -5,13 +5,14 @@ Queries here only read (the reading sessions); every change goes through center.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session, object_session
 
 from center.api import Caller, Context
@@ -239,15 +240,20 @@ def _signed_files(ctx: Context, manifest: Evidence) -> dict:
 
 def case_mark(s: Session, case: Case) -> str:
     """What the case's page shows, in one token that moves when any of it does: its history, the alerts joined
-    to it, evidence that arrived (a clip after the still) or became verified (its manifest came)."""
+    to it and their nodes' holds, its evidence and each file's trust, its notices and their states."""
     events = select(Event.id).where(Event.case_id == case.id)
-    mine = (Evidence.event_pk.in_(events)) | (Evidence.case_id == case.id)
-    hist = s.scalar(select(func.max(History.id)).where(History.case_id == case.id)) or 0
-    count, newest, verified = s.execute(
-        select(func.count(), func.max(Evidence.id), func.count().filter(Evidence.trust == "verified")).where(mine)
-    ).one()
-    joined = s.scalar(select(func.count()).select_from(events.subquery()))
-    return f"{hist}.{joined}.{count}.{newest or 0}.{verified}"
+    mine = Evidence.event_pk.in_(events) | (Evidence.case_id == case.id)
+    held = func.sum(cast(Event.node_hold, Integer))
+    queries = [
+        select(func.max(History.id)).where(History.case_id == case.id),
+        select(func.count(), func.count(Event.node_hold), held, func.max(Event.node_hold_at)).where(
+            Event.case_id == case.id
+        ),
+        select(Evidence.trust, func.count(), func.max(Evidence.id)).where(mine).group_by(Evidence.trust),
+        select(Job.state, func.count(), func.max(Job.id)).where(Job.case_id == case.id).group_by(Job.state),
+    ]
+    seen = [sorted(map(tuple, s.execute(q).all()), key=repr) for q in queries]  # groups come in any order
+    return hashlib.sha256(repr(seen).encode()).hexdigest()[:16]
 
 
 def photos_of(s: Session, case: Case) -> list[Evidence]:

@@ -643,9 +643,9 @@ def test_a_list_longer_than_a_page_goes_on_to_older_pages_with_its_filters(site,
     assert 'id="pager"' not in client.get("/alerts?building=b5").text  # control: one page needs no pager
 
 
-def _one_case(tmp_path, event_id: str):
-    """A center on SQLite with PEOPLE, its pages, and one confirmed case of building b3 (zhang's)."""
-    parts = make_parts(tmp_path, f"sqlite:///{tmp_path / 'center.db'}")
+def _one_case(tmp_path, event_id: str, db_url: str | None = None):
+    """A center (on SQLite unless `db_url`) with PEOPLE, its pages, and one confirmed case of b3 (zhang's)."""
+    parts = make_parts(tmp_path, db_url or f"sqlite:///{tmp_path / 'center.db'}")
     add_people(parts.sessions)
     app = web_app(parts)
     send(parts, alert("garden3-east", "east", event_id, level="confirmed"))
@@ -666,22 +666,44 @@ def test_the_case_page_shows_a_grid_worker_no_address_or_mail_error_of_a_notice(
     parts.engine.dispose()
 
 
-def test_an_open_case_page_can_tell_it_is_out_of_date_when_a_still_arrives_or_someone_acts(tmp_path):
-    parts, app, case = _one_case(tmp_path, "ev-mark")
+def test_an_open_case_page_can_tell_it_is_out_of_date_when_a_still_arrives_or_someone_acts(tmp_path, db_url):
+    parts, app, case = _one_case(tmp_path, "ev-mark", db_url)
     zhang = logged_in(app, "zhang")
     shown = re.search(r'data-mark="([^"]+)"', zhang.get(f"/alerts/{case}").text).group(1)
+    marks = [shown]
 
-    def mark() -> str:
-        return zhang.get(f"/alerts/{case}/mark").json()["mark"]
+    def moved() -> bool:
+        now = zhang.get(f"/alerts/{case}/mark").json()["mark"]
+        marks.append(now)
+        return now != marks[-2]
 
-    assert mark() == shown  # the control: nothing moved, the page is current
+    assert not moved()  # the control: nothing changed, the page is current
     parts.ingest.handle("edge/garden3-east/events/ev-mark/snapshot", b"\xff\xd8\xff" + b"s" * 50)
-    after_still = mark()
-    assert after_still != shown
+    assert moved()  # a still came
     token = csrf_of(zhang.get(f"/alerts/{case}").text)
     assert zhang.post(f"/alerts/{case}/act", data={"action": "acknowledge", "csrf": token}).status_code == 200
-    assert mark() != after_still
+    assert moved()  # someone acted
+    failed_mail(parts, case)
+    assert moved()  # a notice was queued (here: already failed)
+    with parts.sessions.begin() as s:
+        s.scalar(select(Job).where(Job.case_id == case)).state = JobState.SENT
+    assert moved()  # and its state changed
+    with parts.sessions.begin() as s:
+        s.scalar(select(Evidence)).trust = Trust.UNTRUSTED
+    assert moved()  # a file's trust changed
+    assert not moved()
     assert logged_in(app, "chen").get(f"/alerts/{case}/mark").status_code == 403  # another grid's case
+    parts.engine.dispose()
+
+
+def test_a_logged_out_page_asking_for_its_mark_gets_401_not_the_login_page(tmp_path):
+    parts, app, case = _one_case(tmp_path, "ev-out")
+    zhang = logged_in(app, "zhang")
+    zhang.post("/logout", data={"csrf": csrf_of(zhang.get("/alerts").text)})
+    asked = zhang.get(f"/alerts/{case}/mark", headers={"Accept": "application/json"}, follow_redirects=False)
+    assert asked.status_code == 401 and "set-cookie" not in asked.headers  # no new login cookie every 10 s
+    page = zhang.get(f"/alerts/{case}", follow_redirects=False)  # the control: a page is sent to log in
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
     parts.engine.dispose()
 
 
@@ -726,6 +748,8 @@ def test_a_clip_still_missing_minutes_after_its_alert_is_said_to_be_late_and_why
         s.scalar(select(Event)).received_at = dt.datetime.now(dt.UTC) - views.CLIP_LATE - dt.timedelta(seconds=5)
     late = logged_in(app, "zhang").get(f"/alerts/{case}").text
     assert zh("clip_late") in late and zh("no_clip") not in late and zh("clip_late_offline") not in late
+    assert zh("clip_late_ask") not in late  # the form to ask for the original is the office's
+    assert zh("clip_late_ask") in logged_in(app, "disp").get(f"/alerts/{case}").text
     parts.ingest.handle("edge/garden3-east/available", b"offline")
     assert zh("clip_late_offline") in logged_in(app, "zhang").get(f"/alerts/{case}").text
     parts.engine.dispose()

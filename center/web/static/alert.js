@@ -26,9 +26,10 @@
   var MARK_POLL_MS = 10000; // a worker's verdict shows on the dispatcher's open page within seconds
   function askMark() {
     if (document.hidden || !updated.hidden) return;
-    fetch(updated.dataset.markUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    var asked = { credentials: "same-origin", redirect: "error", headers: { Accept: "application/json" } };
+    fetch(updated.dataset.markUrl, asked)
       .then(function (r) {
-        return r.ok ? r.json() : null; // logged out, the center away: asked again later
+        return r.ok ? r.json() : null; // logged out (401), the center away: asked again later
       })
       .then(function (body) {
         if (body && body.mark !== updated.dataset.mark) updated.hidden = false;
