@@ -54,6 +54,11 @@ class Caller:
     role: Role
     buildings: set[str] | None  # None: every building
 
+    @property
+    def staff(self) -> bool:
+        """A dispatcher or an admin: the office, who act on every building and see how notices went."""
+        return self.role != Role.GRID_WORKER
+
     def may_see(self, case: Case) -> bool:
         return self.buildings is None or case.building in self.buildings
 
@@ -239,7 +244,7 @@ def create_app(ctx: Context) -> FastAPI:
         return Caller.of(user, ctx.roster)
 
     def staff(who: Annotated[Caller, Depends(caller)]) -> Caller:
-        if who.role == Role.GRID_WORKER:
+        if not who.staff:
             raise HTTPException(403, "for dispatchers and admins")
         return who
 
@@ -341,7 +346,7 @@ def create_app(ctx: Context) -> FastAPI:
             events=events,
             photos=[ev_out(p) for p in photos],
             history=[HistoryOut(action=h.action, actor=h.actor, at=h.at, detail=h.detail) for h in c.history],
-            notices=[notice_out(j, who.role != Role.GRID_WORKER) for j in jobs],
+            notices=[notice_out(j, who.staff) for j in jobs],
             held=ctx.loop.held(s, c),
         )
 

@@ -77,7 +77,7 @@ class Viewer:
 
     @property
     def staff(self) -> bool:
-        return self.caller.role != Role.GRID_WORKER
+        return self.caller.staff
 
     @property
     def admin(self) -> bool:
