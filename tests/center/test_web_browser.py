@@ -198,7 +198,9 @@ def test_the_alert_page_plays_the_clip_and_shows_the_verified_evidence(browser, 
         pg.goto(f"/alerts/{case}")
         assert wait_for(lambda: _reloaded_has(pg, "video.clip") and _reloaded_has(pg, ".tag.verified"), WAIT_S)
         pg.eval_on_selector("video.clip", "v => v.play()")
-        pg.wait_for_function("document.querySelector('video.clip').currentTime > 0", timeout=20000)
+        # Polled with evaluate: wait_for_function re-evaluates a string in the page, which its CSP forbids
+        # (no 'unsafe-eval'); it only passed while the first check was already true.
+        assert wait_for(lambda: pg.evaluate("document.querySelector('video.clip').currentTime > 0"), 20)
         assert pg.eval_on_selector("img.elevation", "i => i.complete && i.naturalWidth > 0")
         assert pg.eval_on_selector("img.still", "i => i.complete && i.naturalWidth > 0")
         shot(pg, site, "alert")
@@ -242,7 +244,7 @@ def test_a_dispatcher_dispatches_and_the_grid_worker_acknowledges_and_marks_a_fa
         assert pg.locator("#history li[data-action='check']").count() == 1
         photo_loaded = "i => i.complete && i.naturalWidth == 64"
         photo = f"() => {{ const i = document.querySelector('img.photo'); return !!i && ({photo_loaded})(i); }}"
-        pg.wait_for_function(photo)  # the photo, kept (it may still be loading when the page is shown)
+        assert wait_for(lambda: pg.evaluate(photo), 30)  # the photo, kept (it may still be loading when shown)
         shot(pg, site, "alert-phone")
     feedback = site.storage / "feedback"
     assert wait_for(lambda: list(feedback.glob("*.jsonl")), 30), site.center.output()[-2000:]
