@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -14,7 +17,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python, which has python3-gi for 
 
 
 PORTS_FROM = 10000  # test servers' ports start here, below the kernel's ephemeral range (where port 0 draws)
-_next_port: list[int] = []  # this process's next candidate: ports handed out are not offered again
 
 
 def _port_slice() -> range:
@@ -27,25 +29,33 @@ def _port_slice() -> range:
     return range(PORTS_FROM + me * size, PORTS_FROM + (me + 1) * size)
 
 
+@functools.cache
+def _candidates() -> tuple[int, Iterator[int]] | None:
+    """This process's ports to offer, round and round from a place of its own (a port handed out is not
+    offered again until the slice is used up); None on an unusual ephemeral range too small to split."""
+    ports = _port_slice()
+    if len(ports) < 200:
+        return None
+    start = os.getpid() % len(ports)
+    return len(ports), itertools.cycle([*ports[start:], *ports[:start]])
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, from this worker's own slice (see _port_slice)."""
-    ports = _port_slice()
-    if len(ports) < 200:  # an unusual ephemeral range: the kernel's choice, as before
+    found = _candidates()
+    if found is None:  # the kernel's choice, as before slices
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-    if not _next_port:
-        _next_port.append(ports.start + os.getpid() % len(ports))
-    for _ in range(len(ports)):
-        port = ports.start + (_next_port[0] - ports.start) % len(ports)
-        _next_port[0] = port + 1
+    count, ports = found
+    for port in itertools.islice(ports, count):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free loopback port in {ports.start}-{ports.stop - 1}")
+    raise RuntimeError("no free loopback port in this worker's slice")
 
 
 class RtspServer:
