@@ -25,10 +25,16 @@ from conftest import REPO, loop_clip
 
 
 @pytest.fixture(scope="module")
-def camera(sim_clip, tmp_path_factory):
-    """A real RTSP camera showing a throw clip four times over."""
-    clip = loop_clip(sim_clip("throw", 1) / "scene.mp4", 4, tmp_path_factory.mktemp("rtsp") / "loop.mp4")
-    srv = RtspServer(clip).start()
+def looped(sim_clip, tmp_path_factory):
+    """A throw clip four times over (32 s), made once for the module."""
+    return loop_clip(sim_clip("throw", 1) / "scene.mp4", 4, tmp_path_factory.mktemp("rtsp") / "loop.mp4")
+
+
+@pytest.fixture
+def camera(looped):
+    """A real RTSP camera of its own for each test: the server plays its shared stream once, from the first
+    client on, so one camera for the module ended mid-module when its tests ran slowly (other work beside)."""
+    srv = RtspServer(looped).start()
     yield srv
     srv.kill()
 

@@ -68,9 +68,15 @@ class Gate:
 
 
 @pytest.fixture(scope="module")
-def camera(sim_clip, tmp_path_factory):
-    clip = loop_clip(sim_clip("throw", 1) / "scene.mp4", 4, tmp_path_factory.mktemp("rtsp") / "loop.mp4")
-    srv = RtspServer(clip).start()
+def looped(sim_clip, tmp_path_factory):
+    """A throw clip four times over (32 s), made once for the module."""
+    return loop_clip(sim_clip("throw", 1) / "scene.mp4", 4, tmp_path_factory.mktemp("rtsp") / "loop.mp4")
+
+
+@pytest.fixture
+def camera(looped):
+    """A camera of its own per test: the server's shared stream plays once, from its first client on."""
+    srv = RtspServer(looped).start()
     yield srv
     srv.kill()
 
