@@ -383,6 +383,13 @@ class MotionConfig(Strict):
         4.0, ge=1.0, le=20.0, description="A pixel moves when it differs by this many times its usual noise."
     )
     min_diff: int = Field(7, ge=1, le=128, description="Luma difference below which nothing counts as motion.")
+    moved_since_s: float = Field(
+        0.08,  # two frames at 20-30 fps: further back lets the codec's less correlated noise through (tuning)
+        ge=0.0,
+        le=1.0,
+        description="A moving pixel must also differ from the frame this long ago (at least the last frame): "
+        "static changes drop out, and an object slower than its own width per frame is seen whole.",
+    )
     edge_jitter_px: float = Field(
         0.5,
         ge=0.0,

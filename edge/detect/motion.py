@@ -1,13 +1,15 @@
 """Background-subtraction prefilter on the luma plane.
 
-A pixel is motion when it differs from both the running background and the previous frame by more than
-its own noise level. The AND removes the ghost a fast object leaves where it was a frame ago; the per-pixel
-noise level makes the threshold contrast-robust (trees, rain and night noise raise their own bar).
+A pixel is motion when it differs from both the running background and a recent frame (`moved_since_s`
+back) by more than its own noise level. The AND removes changes that stay put (a ghost in the background,
+a light switched on); the per-pixel noise level makes the threshold contrast-robust (trees, rain and night
+noise raise their own bar).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -28,13 +30,14 @@ _COARSE = 2  # the coarse layer averages 2x2 pixels: half the noise of one pixel
 
 
 class _Layer:
-    """Background, per-pixel noise level and previous frame of the luma plane at one scale."""
+    """Background, per-pixel noise level and last frames of the luma plane at one scale."""
 
     def __init__(self, cfg: MotionConfig, fps: float):
         self.cfg, self.fps = cfg, fps
         self.bg: np.ndarray | None = None
         self.noise: np.ndarray | None = None
-        self.prev: np.ndarray | None = None
+        # The last frames, oldest first: a pixel must differ from the oldest as well as from the background.
+        self._past: deque[np.ndarray] = deque(maxlen=max(1, round(cfg.moved_since_s * fps)))
         self._edges: np.ndarray | None = None
         self._thr: np.ndarray | None = None
         self._buf: np.ndarray | None = None  # float scratch plane for the thresholds
@@ -42,6 +45,11 @@ class _Layer:
         self.frames = 0
         self._bg_learned = 0  # frames learned into the background since it was seeded
         self._noise_learned = 0  # frames learned into the noise level since it was seeded
+
+    @property
+    def previous(self) -> np.ndarray | None:
+        """The last frame learned (None before the first)."""
+        return self._past[-1] if self._past else None
 
     def seed(self, img: np.ndarray, keep_noise: bool = False) -> None:
         """Start the background from `img` (first frame, new size, or after a whole-frame event)."""
@@ -51,20 +59,23 @@ class _Layer:
             self.noise = np.full(img.shape, self.cfg.min_diff / self.cfg.noise_k, np.float32)
             self._buf = np.empty(img.shape, np.float32)
             self._noise_learned = 0
-        self.prev = img
+        self._past.clear()
+        self._past.append(img)
         self._thr = None
         self._edges = None  # a new background has new edges (lights on, another exposure)
 
     def foreground(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-        """Moving pixels (255), differences to background and previous frame, threshold, share off background.
+        """Moving pixels (255), differences to background and the compared frame, threshold, share off background.
 
-        A pixel moves when it differs from both the background and the previous frame by more than its own
-        noise level: the AND removes the ghost a fast object leaves where it was a frame ago.
+        A pixel moves when it differs from both the background and the frame `moved_since_s` back by more than
+        its own noise level. The AND removes what changed and then stayed put; comparing with a frame further
+        back than the last sees an object slower than its own width per frame (every object just after its
+        release) over all it crossed since, not only its leading edge.
         """
         self.frames += 1
         bg_u8 = cv2.convertScaleAbs(self.bg)
         diff_bg = cv2.absdiff(img, bg_u8)
-        diff_prev = cv2.absdiff(img, self.prev)
+        diff_prev = cv2.absdiff(img, self._past[0])
         bootstrapping = self._noise_learned * self.cfg.noise_alpha < 1.0  # the noise level moves fast then
         if (
             self._thr is None
@@ -110,7 +121,7 @@ class _Layer:
             cv2.min(diff_bg, cap), self.noise, _bootstrap(self.cfg.noise_alpha, self._noise_learned)
         )
         cv2.accumulateWeighted(img, self.bg, _bootstrap(self.cfg.background_alpha, self._bg_learned))
-        self.prev = img
+        self._past.append(img)
 
 
 def _bootstrap(alpha: float, learned: int) -> float:
@@ -211,7 +222,7 @@ class MotionPrefilter:
         mean = float(cv2.mean(img)[0])
         last, self._last_mean = self._last_mean, mean
         if last is None:
-            last = float(cv2.mean(self._fine.prev)[0])
+            last = float(cv2.mean(self._fine.previous)[0])
         return GlobalEvent.EXPOSURE if abs(mean - last) > self.cfg.global_luma_step else None
 
     def _stabilise(self, img: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
