@@ -386,9 +386,9 @@ class MotionConfig(Strict):
     moved_since_s: float = Field(
         0.08,  # two frames at 20-30 fps: further back lets the codec's less correlated noise through (tuning)
         ge=0.0,
-        le=1.0,
-        description="A moving pixel must also differ from the frame this long ago (at least the last frame): "
-        "static changes drop out, and an object slower than its own width per frame is seen whole.",
+        le=0.25,
+        description="A moving pixel must also differ from the frame this long ago, in whole frames (at least the "
+        "last): static changes drop out, and an object slower than its own width per frame is seen whole.",
     )
     edge_jitter_px: float = Field(
         0.5,

@@ -27,6 +27,7 @@ _REFINE_CROP, _REFINE_MARGIN = 384, 16  # full-resolution crop that refines the 
 _CELL = 4  # blobs are labelled on a grid of 4x4-pixel cells
 _THRESHOLD_EVERY = 4  # frames between recomputing each pixel's threshold: its noise level moves ~2% a frame
 _COARSE = 2  # the coarse layer averages 2x2 pixels: half the noise of one pixel, for objects 2 px or more
+_MAX_PAST = 8  # frames kept to compare with, at most: a fast camera's frames are not worth their memory
 
 
 class _Layer:
@@ -37,7 +38,7 @@ class _Layer:
         self.bg: np.ndarray | None = None
         self.noise: np.ndarray | None = None
         # The last frames, oldest first: a pixel must differ from the oldest as well as from the background.
-        self._past: deque[np.ndarray] = deque(maxlen=max(1, round(cfg.moved_since_s * fps)))
+        self._past: deque[np.ndarray] = deque(maxlen=min(_MAX_PAST, max(1, round(cfg.moved_since_s * fps))))
         self._edges: np.ndarray | None = None
         self._thr: np.ndarray | None = None
         self._buf: np.ndarray | None = None  # float scratch plane for the thresholds
