@@ -244,8 +244,7 @@ def _areas_of_a_square(moved_since_s, step_px, frames=10, size=8, fps=25.0):
     rng = np.random.default_rng(3)
     base = np.full((H, W), 120, np.uint8)
     pf = MotionPrefilter(MotionConfig(stabilize=False, moved_since_s=moved_since_s), fps)
-    for _ in range(40):
-        pf.process(_noisy(base, rng))
+    _warm(pf, base, rng)
     areas = []
     for i in range(frames):
         img = _noisy(base, rng).astype(np.int16)

@@ -76,7 +76,7 @@ class _Layer:
         self.frames += 1
         bg_u8 = cv2.convertScaleAbs(self.bg)
         diff_bg = cv2.absdiff(img, bg_u8)
-        diff_prev = cv2.absdiff(img, self._past[0])
+        diff_then = cv2.absdiff(img, self._past[0])
         bootstrapping = self._noise_learned * self.cfg.noise_alpha < 1.0  # the noise level moves fast then
         if (
             self._thr is None
@@ -87,10 +87,10 @@ class _Layer:
             self._thr = self._threshold(bg_u8)
         thr_u8 = self._thr
         off_bg = cv2.compare(diff_bg, thr_u8, cv2.CMP_GT)
-        fg = cv2.bitwise_and(off_bg, cv2.compare(diff_prev, thr_u8, cv2.CMP_GT))
+        fg = cv2.bitwise_and(off_bg, cv2.compare(diff_then, thr_u8, cv2.CMP_GT))
         changed = cv2.countNonZero(off_bg) / off_bg.size
         self._learn(img, diff_bg)
-        return fg, diff_bg, diff_prev, thr_u8, changed
+        return fg, diff_bg, diff_then, thr_u8, changed
 
     def _threshold(self, bg_u8: np.ndarray) -> np.ndarray:
         """Each pixel's motion threshold (uint8): its noise level times noise_k, raised at edges."""
