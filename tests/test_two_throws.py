@@ -105,3 +105,36 @@ def test_a_track_on_a_fall_whose_own_track_ends_in_that_frame_is_no_second_fall(
     updates = detector.step(60, [])
     assert [(u.kind, u.event.id) for u in updates] == [(UpdateKind.END, fall.id)]
     assert detector.duplicates == {99}
+
+
+def _picked_up_from_a_track_gone_astray() -> tuple[Detector, Track, np.ndarray]:
+    """A reported fall whose track lost its object at frame 30 and took clutter far off at 34 and 38; a new
+    track on the object from frame 31; and the blobs the object left before that track began (its lead-in),
+    which are the reported track's own."""
+    detector = _detector()
+
+    def curve(f):
+        return (f, 200.0 + 2 * f, 100.0 + 0.5 * f * f)
+
+    fall = np.array([curve(f) for f in range(31)] + [(34, 150.0, 900.0), (38, 120.0, 1000.0)])
+    event = FallEvent(
+        "cam-1", "cam", AlertLevel.SUSPECTED, 1.0, 0, 20, 38, [], Origin(0, 0, None, None), None, None, None, FPS
+    )
+    detector._recent = [(event, fall)]
+    track = Track(9, np.zeros(6), np.eye(6), points=[curve(f) for f in range(31, 51)])
+    return detector, track, np.array([curve(f) for f in range(12, 31)])
+
+
+def test_a_track_whose_lead_in_is_a_reported_falls_own_blobs_is_that_fall():
+    detector, track, before = _picked_up_from_a_track_gone_astray()
+    assert detector._known_fall(track) is None  # control: its own points alone meet only the clutter
+    assert detector._known_fall(track, before) == "cam-1"
+
+
+def test_a_track_taken_for_a_fall_by_its_lead_in_stays_taken_for_it():
+    detector, track, before = _picked_up_from_a_track_gone_astray()
+    detector._duplicates[9] = _Duplicate("cam-1")
+    assert not detector._still_duplicate(track)  # control: without its lead-in, the clutter parts them
+    detector._parted.clear()
+    detector._duplicates[9] = _Duplicate("cam-1", before)
+    assert detector._still_duplicate(track)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,11 +31,17 @@ class EventUpdate:
     event: FallEvent
 
 
+_NO_POINTS = np.empty((0, 3))  # frame, x, y rows: none
+_NO_POINTS.setflags(write=False)
+
+
 @dataclass
 class _Duplicate:
-    """A live track taken for a reported fall: that fall's event id, and how far its path was last compared."""
+    """A live track taken for a reported fall: that fall's event id, the blobs its object left before the track
+    began (frame, x, y: its lead-in), and how far the fall's path was last compared."""
 
     event_id: str
+    before: np.ndarray = field(default_factory=lambda: _NO_POINTS)
     checked_to: float = -math.inf  # the fall path's last frame at the last comparison
 
 
@@ -176,12 +182,14 @@ class Detector:
         if event is None:
             if verdict.level is None:
                 return []
-            known = self._known_fall(track)
+            lead = None if track.chained else self.tracker.lead_in(track)
+            before = _lead_points(lead)
+            known = self._known_fall(track, before)
             if known is not None:
-                self._duplicates[track.id] = _Duplicate(known)
+                self._duplicates[track.id] = _Duplicate(known, before)
                 return []
             track.falling = True
-            self._find_lead_in(track)
+            self._keep_lead_in(track, lead)
             event = self._new_event(track, frame, verdict)
             self._events[track.id] = event
             return [EventUpdate(UpdateKind.NEW, replace(event))]
@@ -191,8 +199,9 @@ class Detector:
             return [EventUpdate(UpdateKind.UPDATE, replace(event))]
         return []
 
-    def _find_lead_in(self, track: Track) -> None:
-        """Keep the blobs a new fall's object left before its track began, when the track with them is a fall.
+    def _keep_lead_in(self, track: Track, lead: LeadIn | None) -> None:
+        """Keep the blobs a new fall's object left before its track began (`lead`), when the track with them is a
+        fall.
 
         A track picked up late (a faint object, or one in rain) names a floor too low: its origin is
         extrapolated from where it was first seen, and only so far. Its object is often among the last
@@ -200,9 +209,6 @@ class Detector:
         the event's origin and where its trajectory starts; its level is judged without them, so they never
         change whether or how loudly it alarms. Chain-started tracks were followed back when they began.
         """
-        if track.chained:
-            return
-        lead = self.tracker.lead_in(track)
         if lead is not None and self._judged(lead.before(track)).level is not None:
             self._lead_ins[track.id] = lead
 
@@ -238,15 +244,20 @@ class Detector:
                 return next((t.points for t in self.tracker.tracks if t.id == track_id), None)
         return next((p for e, p in self._recent if e.id == event_id), None)
 
-    def _known_fall(self, track: Track) -> str | None:
+    def _known_fall(self, track: Track, before: np.ndarray = _NO_POINTS) -> str | None:
         """The id of a reported fall whose path the track runs along (or continues), None when there is none.
 
-        A fall the track was once seen apart from (`_still_duplicate`) is not that one, wherever it goes.
+        `before` are the blobs the track's object left before the track began (its lead-in): a track that
+        picks up an object a reported fall's track has lost finds that track's own blobs there, the same
+        points at the same frames, though the lost track may have taken clutter since. A fall the track was
+        once seen apart from (`_still_duplicate`) is not that one, wherever it goes.
         """
-        pts = np.asarray(track.points)
+        pts = np.concatenate([before, np.asarray(track.points, dtype=np.float64)])
         apart = self._parted.get(track.id, set())
         for event_id, path in self._reported_paths().items():
-            if event_id not in apart and _path_distance(path, pts) <= self._same_px:
+            if event_id in apart:
+                continue
+            if _path_distance(path, pts) <= self._same_px or _met(path, pts, self._same_px):
                 return event_id
         return None
 
@@ -267,7 +278,8 @@ class Detector:
         if path is None or path[-1][0] <= dup.checked_to:
             return True
         dup.checked_to = path[-1][0]
-        if not _parted(np.asarray(path), np.asarray(track.points), self._same_px):
+        pts = np.concatenate([dup.before, np.asarray(track.points, dtype=np.float64)])
+        if not _parted(np.asarray(path), pts, self._same_px):
             return True
         del self._duplicates[track.id]
         self._parted.setdefault(track.id, set()).add(dup.event_id)
@@ -330,6 +342,13 @@ class Detector:
             event.verifier_score = verdict.verifier_score
 
 
+def _lead_points(lead: LeadIn | None) -> np.ndarray:
+    """The (frame, x, y) rows of a lead-in's blobs, oldest first; none without one."""
+    if lead is None:
+        return _NO_POINTS
+    return np.array([(frame, b.x, b.y) for frame, b in lead.blobs], dtype=np.float64)
+
+
 def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     """Median distance from `pts` (frame, x, y) to where `path` was then, or up to _SAME_PATH_LAG frames before
     or after; where `path` has no point, where its own motion would have taken it. Frames are whole numbers,
@@ -357,14 +376,27 @@ def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     return best
 
 
+def _distance_together(path: np.ndarray, pts: np.ndarray) -> float | None:
+    """`_path_distance` over the frames both `path` and `pts` (frame, x, y) were seen; None when there are none."""
+    together = pts[np.isin(pts[:, 0], path[:, 0])]
+    return _path_distance(path, together) if len(together) else None
+
+
+def _met(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
+    """Whether `pts` lay within `same_px` of `path` over the frames both were seen: the same object, whatever
+    either did at other moments (a lost track that took clutter since). False when they share no frame."""
+    distance = _distance_together(path, pts)
+    return distance is not None and distance <= same_px
+
+
 def _parted(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
     """Whether `pts` (frame, x, y) lay farther than `same_px` from `path` over the frames both were seen.
 
     False when they share no frame. Elsewhere `path`'s curve is only a guess, which a light object's fall
     soon leaves.
     """
-    together = pts[np.isin(pts[:, 0], path[:, 0])]
-    return bool(len(together)) and _path_distance(path, together) > same_px
+    distance = _distance_together(path, pts)
+    return distance is not None and distance > same_px
 
 
 def _r(value: float | None, digits: int = 2) -> float | None:
