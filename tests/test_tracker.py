@@ -294,3 +294,40 @@ def test_the_blobs_found_before_a_track_count_in_the_score_it_is_judged_by():
     longer = tracker.lead_in(track).before(track)
     assert longer.evidence_at_hit > track.evidence_at_hit and longer.chance_at_hit > track.chance_at_hit
     assert len(longer.widths) == len(longer.strengths) == len(longer.lengths) == len(longer.boxes) == longer.hits
+
+
+def _chain_slots_full_of_clutter(score: float) -> Tracker:
+    """A tracker whose one chain slot holds a chain track of `score` nats, when a faint object's blobs, left
+    over by the ordinary tracks (all taken by strong raindrops), line up."""
+    rng = np.random.default_rng(5)
+    tr = Tracker(TrackerConfig(max_tracks=20, chain_tracks=1), (1920, 1080))
+    tr.step(0, _rain(rng, 200))
+    tr._start_chain([(f - 5, _blob(100.0, 500.0 + 3 * f)) for f in range(5)])
+    (clutter,) = [t for t in tr.tracks if t.chained]
+    clutter.evidence = score
+    for f, (x, y) in enumerate(_fall(900, 50, 12), start=1):
+        still_there = _blob(100.0, 500.0 + 3 * f)  # the clutter track goes on being fed
+        tr.step(f, _rain(rng, 200) + [still_there, Blob(x, y, 2, 2, 4, 10.0, 5.0)])
+    return tr
+
+
+def test_a_chain_track_scored_as_clutter_gives_its_slot_to_a_new_chain():
+    tr = _chain_slots_full_of_clutter(-50.0)
+    assert any(t.chained and t.hits >= 8 and abs(t.position[0] - 905) < 3 for t in tr.tracks)
+
+
+def test_a_chain_track_scored_above_the_new_chain_keeps_its_slot():  # the control
+    tr = _chain_slots_full_of_clutter(500.0)
+    assert not any(t.chained and abs(t.position[0] - 905) < 3 for t in tr.tracks)
+
+
+def test_a_track_that_gives_up_its_place_is_reported_as_ended():
+    # Twenty strong raindrops a frame fill every slot: each frame's tentative tracks give way to the next.
+    rng = np.random.default_rng(2)
+    tr = Tracker(TrackerConfig(max_tracks=20, chain_tracks=0), (1920, 1080))
+    live: set[int] = set()
+    for f in range(6):
+        ended = tr.step(f, _rain(rng, 20, strength=50.0 + f))
+        live -= {t.id for t in ended}
+        live |= {t.id for t in tr.tracks}
+    assert live == {t.id for t in tr.tracks}  # no track vanished without being reported

@@ -171,6 +171,7 @@ class Tracker:
         self._lost: list[Track] = []  # ended before they fell far, kept for a while for `_stitch`
         self._stitch_frames = round(cfg.stitch_gap_s * fps)
         self._next_id = 1
+        self._evicted: list[Track] = []  # tracks that gave up their place to a newcomer this frame
         self._singles: list[tuple[int, Blob]] = []  # last frame's blobs that got no track
         self._chains: list[list[tuple[int, Blob]]] = []  # leftover blobs lined up in consecutive frames
         # Every blob of the last `chain_back_s` or `lead_in_s`, with its frame's clutter density: where a chain
@@ -188,7 +189,7 @@ class Tracker:
         self._p0 = np.diag([cfg.measurement_px**2, v_sigma**2, 1.0, cfg.measurement_px**2, v_sigma**2, 1.0])
 
     def step(self, frame: int, blobs: list[Blob], look: FrameLook | None = None) -> list[Track]:
-        """Predict, associate and update; returns the tracks that ended this frame.
+        """Predict, associate and update; returns the tracks that ended this frame (or gave up their place).
 
         With `look`, the frame itself: an established track that got no blob looks for its object there,
         below the blob threshold (`_search`).
@@ -223,9 +224,11 @@ class Tracker:
                 self._stitch(t)
         # Strongest first: in a busy frame the tracks go to what stands out, not to what was listed first.
         free = sorted((b for bi, b in enumerate(blobs) if bi not in used), key=lambda b: -b.strength)
+        self._evicted = []
         started = self._start_tracks(frame, free)
         self._grow_chains(frame, free[started:])
-        return ended
+        # Evicted tracks end too (never kept for stitching): whoever keeps something per track lets it go.
+        return ended + self._evicted
 
     def _search(
         self, frame: int, look: FrameLook, state: np.ndarray, cov: np.ndarray, assigned: set[int]
@@ -355,8 +358,26 @@ class Tracker:
         self._chains = grown[:_MAX_CHAINS]
         self._singles = [(frame, b) for j, b in enumerate(left) if not taken[j]]
         room = self.cfg.chain_tracks - sum(t.chained for t in self.tracks)
-        for _, chain in sorted(done, key=lambda c: c[0])[: max(room, 0)]:
+        for _, chain in sorted(done, key=lambda c: c[0]):
             self._start_chain(chain)
+            if room > 0:
+                room -= 1
+            else:
+                self._evict_chained()
+
+    def _evict_chained(self) -> None:
+        """With one chain-started track more than `chain_tracks`, drop the one scored most surely clutter.
+
+        In heavy rain, chains of raindrops fill every chain slot, and the chain of a real object that lines up
+        next (a fruit among 250 blobs a frame) would get none. Each slot goes to the chain tracks clutter
+        explains least (the highest track score), the newest one included; one already a fall stays.
+        """
+        chained = [t for t in self.tracks if t.chained and not t.falling]
+        if not chained:
+            return
+        worst = min(chained, key=lambda t: t.evidence)
+        self.tracks.remove(worst)
+        self._evicted.append(worst)
 
     def _start_chain(self, chain: list[tuple[int, Blob]]) -> None:
         """A track from a chain of blobs in consecutive frames, filtered through as if tracked all along."""
@@ -492,6 +513,7 @@ class Tracker:
             if t.missed > 0 or (t.strengths[-1] if t.strengths else 0.0) < b.strength:
                 del weak[i]
                 self.tracks.remove(t)
+                self._evicted.append(t)
                 return True
         return False
 
