@@ -154,6 +154,9 @@ class Event(Base):
     first_queued_at: Mapped[dt.datetime | None]  # node's queued_utc of the first message: for latency
     received_at: Mapped[dt.datetime]
     node_registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An event that never got a case: when center.retention last deleted its files, as the newest received_at
+    # of the files it took (a file received later is swept at a later round). None: never swept.
+    swept_at: Mapped[dt.datetime | None]
     case: Mapped[Case | None] = relationship(back_populates="events")
     evidence: Mapped[list[Evidence]] = relationship(order_by="Evidence.id")
 

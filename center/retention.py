@@ -6,7 +6,12 @@ deleted files were. A case that is open (not resolved or dismissed) or whose evi
 hold/release is a hold, center.loop.Loop.held) keeps everything. Each case swept gets one history row,
 `retention`, saying how many files went, how many bytes, and how many were already gone.
 
-Several instances sharing one PostgreSQL database (and one data_dir) never sweep a case twice: each case is
+An event that never got a case (its files came, its alert never did: lost, or made up by a misbehaving node)
+loses its files, the manifest kept, `evidence_days` after the center first heard of it; its rows stay too, and
+its `swept_at` says up to which file it was swept (a file received after that goes at a later round). An alert
+that attaches it to a case before the sweep locks it wins: the case keeps its files, for the case sweep.
+
+Several instances sharing one PostgreSQL database (and one data_dir) never sweep a case (or event) twice: each is
 taken with a row lock that the others skip (SKIP LOCKED), and is checked again once locked, so a hold given at
 that moment, or another instance's sweep just committed, is seen. SQLite's BEGIN IMMEDIATE serialises the same.
 """
@@ -16,12 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from center.config import RetentionConfig
@@ -37,6 +42,8 @@ KEPT_KINDS = ("manifest",)  # the node's signed list of the files and their dige
 SWEEP_EVERY_S = 600.0  # a case is due days after it closed: ten minutes late is nothing, and costs one query
 CASES_PER_ROUND = 50  # the timer thread also escalates every second: a round stays short; a backlog goes on
 # at the next tick
+EVENTS_PER_ROUND = 50  # events without a case, bounded apart from the cases: a node sending files for made-up
+# event ids must neither stretch a round nor starve the cases' sweep
 FAILED_RETRY_S = 24 * 3600.0  # a case whose files could not all be deleted (logged) is tried again a day later:
 # retried at every round, enough of them would fill every round and stop the sweep of the others
 DISK_WARN_EVERY_S = 6 * 3600.0  # while the disk stays low, the warning is repeated this often (not every round)
@@ -51,7 +58,21 @@ class Swept:
     bytes: int = 0
     missing: int = 0  # files of a swept case already gone from disk
     failed: int = 0  # files that could not be deleted (logged; their case is tried again after FAILED_RETRY_S)
-    more: bool = False  # the round stopped at CASES_PER_ROUND: more cases are due now
+    more: bool = False  # the round stopped at CASES_PER_ROUND or EVENTS_PER_ROUND: more are due now
+    events: int = 0  # events without a case whose files went
+    event_files: int = 0
+    event_bytes: int = 0
+    event_missing: int = 0
+
+
+@dataclass
+class Deleted:
+    """The files of one case or event that one sweep deleted."""
+
+    files: int = 0
+    bytes: int = 0
+    missing: int = 0
+    failed: int = 0
 
 
 class Usage(Protocol):
@@ -83,6 +104,7 @@ class Retention:
         self.disk: DiskState | None = None
         self._next_sweep = 0.0
         self._failing: set[int] = set()  # cases left until the next retry of failed ones
+        self._failing_events: set[int] = set()  # the same, for events without a case
         self._failing_since = 0.0
         self._disk_warned_at: float | None = None
 
@@ -104,23 +126,36 @@ class Retention:
                 done.bytes / 1e6,
                 done.missing,
             )
+        if done.events:
+            log.info(
+                "retention: files of %d events without a case deleted (%d files, %.1f MB; %d already gone)",
+                done.events,
+                done.event_files,
+                done.event_bytes / 1e6,
+                done.event_missing,
+            )
 
     # -- the sweep -----------------------------------------------------------------------------------------
     def sweep(self, now: dt.datetime | None = None) -> Swept:
-        """Delete the files of up to CASES_PER_ROUND cases closed more than evidence_days before `now`."""
+        """Delete the files of up to CASES_PER_ROUND cases closed more than evidence_days before `now`, and of up
+        to EVENTS_PER_ROUND events without a case first heard of more than evidence_days before it."""
         now = now or utcnow()
         done = Swept()
         if self.cfg.evidence_days is None:
             return done
         if now.timestamp() - self._failing_since >= FAILED_RETRY_S:
-            self._failing, self._failing_since = set(), now.timestamp()
+            self._failing, self._failing_events, self._failing_since = set(), set(), now.timestamp()
         cutoff = now - dt.timedelta(days=self.cfg.evidence_days)
         query = due(cutoff).where(Case.id.not_in(self._failing)).order_by(Case.resolved_at, Case.id)
+        caseless = caseless_due(cutoff).where(Event.id.not_in(self._failing_events))
         with self.sessions() as s:
             ids = list(s.scalars(query.limit(CASES_PER_ROUND)))
+            event_ids = list(s.scalars(caseless.order_by(Event.received_at, Event.id).limit(EVENTS_PER_ROUND)))
         for case_id in ids:
             self._sweep_case(case_id, cutoff, now, done)
-        done.more = len(ids) == CASES_PER_ROUND
+        for event_pk in event_ids:
+            self._sweep_event(event_pk, cutoff, done)
+        done.more = len(ids) == CASES_PER_ROUND or len(event_ids) == EVENTS_PER_ROUND
         return done
 
     def _sweep_case(self, case_id: int, cutoff: dt.datetime, now: dt.datetime, done: Swept) -> None:
@@ -130,31 +165,65 @@ class Retention:
             # or another instance's sweep committed, while this one waited is seen.
             if locked is None or s.scalar(due(cutoff).where(Case.id == case_id)) is None:
                 return
-            files = bytes_ = missing = failed = 0
-            for item in s.scalars(unswept(case_id)):
-                try:
-                    self.files.path(item.path).unlink()
-                except FileNotFoundError:
-                    missing += 1
-                    continue
-                except (OSError, OutsideDataDir) as exc:
-                    log.error("retention: cannot delete %s of case %d: %s", item.path, case_id, exc)
-                    failed += 1
-                    continue
-                files, bytes_ = files + 1, bytes_ + item.bytes
-            done.files, done.bytes, done.missing = done.files + files, done.bytes + bytes_, done.missing + missing
-            if failed:  # no record yet: tried again later (what went now is then counted as already gone)
-                done.failed += failed
+            gone = self._delete(s.scalars(unswept(case_id)), f"case {case_id}")
+            done.files, done.bytes, done.missing = (
+                done.files + gone.files,
+                done.bytes + gone.bytes,
+                done.missing + gone.missing,
+            )
+            if gone.failed:  # no record yet: tried again later (what went now is then counted as already gone)
+                done.failed += gone.failed
                 self._failing.add(case_id)
                 return
             detail = {
-                "files": files,
-                "bytes": bytes_,
-                "already_missing": missing,
+                "files": gone.files,
+                "bytes": gone.bytes,
+                "already_missing": gone.missing,
                 "evidence_days": self.cfg.evidence_days,
             }
             s.add(History(case_id=case_id, action=RETENTION, actor=SYSTEM, at=now, detail=detail))
             done.cases += 1
+
+    def _sweep_event(self, event_pk: int, cutoff: dt.datetime, done: Swept) -> None:
+        with self.sessions.begin() as s:
+            locked = s.scalar(select(Event.id).where(Event.id == event_pk).with_for_update(skip_locked=True))
+            # Read again once locked (as for a case): an alert that attached the event to a case meanwhile wins,
+            # and so does another instance's sweep of it.
+            if locked is None or s.scalar(caseless_due(cutoff).where(Event.id == event_pk)) is None:
+                return
+            query = select(Evidence).where(Event.id == event_pk, *_caseless_unswept()).order_by(Evidence.id)
+            items = list(s.scalars(query))
+            gone = self._delete(items, f"event {event_pk} (no case)")
+            done.event_files, done.event_bytes, done.event_missing = (
+                done.event_files + gone.files,
+                done.event_bytes + gone.bytes,
+                done.event_missing + gone.missing,
+            )
+            if gone.failed:  # not marked: tried again later, as a case is
+                done.failed += gone.failed
+                self._failing_events.add(event_pk)
+                return
+            # The newest file taken, not the round's time: a file whose row was written during the round, after
+            # these were read, is newer than that, so a later round takes it.
+            swept = max(item.received_at for item in items)
+            s.execute(update(Event).where(Event.id == event_pk).values(swept_at=swept))
+            done.events += 1
+
+    def _delete(self, items: Iterable[Evidence], whose: str) -> Deleted:
+        """Delete the files of these Evidence rows (the rows stay)."""
+        gone = Deleted()
+        for item in items:
+            try:
+                self.files.path(item.path).unlink()
+            except FileNotFoundError:
+                gone.missing += 1
+                continue
+            except (OSError, OutsideDataDir) as exc:
+                log.error("retention: cannot delete %s of %s: %s", item.path, whose, exc)
+                gone.failed += 1
+                continue
+            gone.files, gone.bytes = gone.files + 1, gone.bytes + item.bytes
+        return gone
 
     # -- the disk ------------------------------------------------------------------------------------------
     def check_disk(self, now: dt.datetime) -> DiskState:
@@ -209,7 +278,28 @@ def _unswept_of(case_id) -> Select:
         .where(or_(Event.case_id == case_id, Evidence.case_id == case_id))
         .where(Evidence.kind.not_in(KEPT_KINDS))
         .where(or_(last.is_(None), Evidence.received_at > last))
+        # Files its event lost while it had no case (an alert late by evidence_days) are not counted again.
+        .where(or_(Event.swept_at.is_(None), Evidence.received_at > Event.swept_at))
     )
+
+
+def caseless_due(cutoff: dt.datetime) -> Select:
+    """Ids of events that never got a case, first heard of before `cutoff`, with a file not yet swept."""
+    return select(Event.id).where(
+        Event.case_id.is_(None),
+        Event.received_at < cutoff,  # as for a case: exactly evidence_days old is kept
+        exists(select(Evidence.id).where(*_caseless_unswept()).correlate(Event)),
+    )
+
+
+def _caseless_unswept() -> list[ColumnElement[bool]]:
+    """Conditions on Evidence rows, with their event, whose files may still be swept while the event has no case:
+    not the manifest, received after the event's last sweep."""
+    return [
+        Evidence.event_pk == Event.id,
+        Evidence.kind.not_in(KEPT_KINDS),
+        or_(Event.swept_at.is_(None), Evidence.received_at > Event.swept_at),
+    ]
 
 
 def _last_hold():

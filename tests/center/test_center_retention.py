@@ -342,3 +342,159 @@ def test_a_file_that_comes_again_after_its_case_was_swept_goes_at_the_next_sweep
     _retention(parts).sweep(utcnow())
     assert _files(parts, case_id) == GONE
     assert len(_swept(parts, case_id)) == 2
+
+
+# -- files of events that never got a case -----------------------------------------------------------------
+def _caseless(parts, tmp_path, event_id: str, days_ago: float) -> None:
+    """Files of an event whose alert never came (lost, or made up by a misbehaving node): a still, a clip in
+    chunks and a signed manifest, the event first seen `days_ago`."""
+    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/snapshot", JPEG)
+    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/clip", _chunk(event_id))
+    folder = tmp_path / f"node-{event_id}"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(CLIP)
+    manifest = write_manifest(folder, ["clip.mp4"], {"node": "garden3-east"}, Ed25519PrivateKey.generate())
+    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/manifest", manifest.read_bytes())
+    with parts.sessions.begin() as s:
+        ev = s.scalar(select(Event).where(Event.event_id == event_id))
+        assert ev.case_id is None
+        ev.received_at = utcnow() - dt.timedelta(days=days_ago)
+
+
+def _event_files(parts, event_id: str) -> dict[str, bool]:
+    """kind -> whether its file is on disk, for every Evidence row of the event."""
+    with parts.sessions() as s:
+        rows = s.scalars(select(Evidence).join(Event).where(Event.event_id == event_id)).all()
+    return {e.kind: parts.files.path(e.path).is_file() for e in rows}
+
+
+EVENT_THERE = {"snapshot": True, "clip": True, "manifest": True}
+EVENT_GONE = {"snapshot": False, "clip": False, "manifest": True}
+
+
+def test_an_old_event_without_a_case_loses_its_files_but_not_its_rows(parts, tmp_path):
+    _caseless(parts, tmp_path, "ev-orphan", DAYS + 1)
+    _caseless(parts, tmp_path, "ev-young", DAYS - 1)
+    with parts.sessions() as s:
+        before = {(e.kind, e.sha256, e.bytes) for e in s.scalars(select(Evidence))}
+
+    done = _retention(parts).sweep(utcnow())
+
+    assert (done.events, done.event_files, done.event_bytes, done.cases) == (1, 2, len(JPEG) + len(CLIP), 0)
+    assert _event_files(parts, "ev-orphan") == EVENT_GONE  # the signed manifest stays
+    assert _event_files(parts, "ev-young") == EVENT_THERE  # positive control: first seen 179 days ago
+    with parts.sessions() as s:
+        assert {(e.kind, e.sha256, e.bytes) for e in s.scalars(select(Evidence))} == before  # every digest kept
+        assert {e.event_id for e in s.scalars(select(Event))} == {"ev-orphan", "ev-young"}
+
+
+def test_the_round_logs_how_many_files_of_events_without_a_case_went(parts, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="center.retention")
+    _caseless(parts, tmp_path, "ev-logged", DAYS + 1)
+    _retention(parts).tick(utcnow())
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "files of 1 events without a case deleted (2 files, 0.0 MB; 0 already gone)" in line, line
+    assert _event_files(parts, "ev-logged") == EVENT_GONE
+
+
+def test_an_event_with_a_case_is_left_to_the_case_sweep(parts, tmp_path):
+    case = _case(parts, tmp_path, "ev-cased", 1)  # open: its files stay whatever its age
+    _caseless(parts, tmp_path, "ev-orphan", DAYS + 1)
+    with parts.sessions.begin() as s:
+        s.execute(update(Event).where(Event.case_id == case).values(received_at=utcnow() - dt.timedelta(days=999)))
+
+    done = _retention(parts).sweep(utcnow())
+
+    assert (done.events, done.cases) == (1, 0)
+    assert _files(parts, case) == ALL_THERE
+    assert _event_files(parts, "ev-orphan") == EVENT_GONE  # positive control: the caseless one went
+    _close(parts, case, utcnow() - dt.timedelta(days=DAYS + 1))
+    done = _retention(parts).sweep(utcnow())
+    assert (done.events, done.cases) == (0, 1)  # the case sweep took it, with its history entry
+    assert _files(parts, case) == GONE and len(_swept(parts, case)) == 1
+
+
+def test_a_late_file_of_a_swept_event_without_a_case_goes_at_a_later_round(parts, tmp_path):
+    _caseless(parts, tmp_path, "ev-late", DAYS + 1)
+    retention = _retention(parts)
+    assert retention.sweep(utcnow()).events == 1
+    again = retention.sweep(utcnow() + dt.timedelta(minutes=10))
+    assert (again.events, again.event_files, again.event_missing) == (0, 0, 0)  # never the same files twice
+
+    parts.ingest.handle("edge/garden3-east/events/ev-late/snapshot", JPEG + b"late")  # a node's outbox, late
+    parts.ingest.handle("edge/garden3-east/events/ev-late/clip", _chunk("ev-late"))  # the same clip, again
+    assert _event_files(parts, "ev-late") == {"snapshot": True, "clip": True, "manifest": True}
+    done = retention.sweep(utcnow() + dt.timedelta(seconds=1))
+    assert (done.events, done.event_files, done.event_missing) == (1, 2, 0)
+    assert _event_files(parts, "ev-late") == EVENT_GONE
+
+
+def test_an_alert_that_attaches_the_event_before_the_sweeps_lock_keeps_its_files(parts, tmp_path, monkeypatch):
+    _caseless(parts, tmp_path, "ev-rescued", DAYS + 1)
+    _caseless(parts, tmp_path, "ev-lost", DAYS + 1)
+    sweep_event = Retention._sweep_event
+
+    def alert_first(self, event_pk, *args):
+        with parts.sessions() as s:
+            name = s.get(Event, event_pk).event_id
+        if name == "ev-rescued":  # chosen by the round, attached before its lock
+            send(parts, alert(event_id="ev-rescued"))
+        return sweep_event(self, event_pk, *args)
+
+    monkeypatch.setattr(Retention, "_sweep_event", alert_first)
+    done = _retention(parts).sweep(utcnow())
+
+    assert done.events == 1
+    assert _event_files(parts, "ev-rescued") == EVENT_THERE
+    assert _event_files(parts, "ev-lost") == EVENT_GONE  # positive control: the one without an alert went
+    with parts.sessions() as s:
+        assert s.scalar(select(Event.case_id).where(Event.event_id == "ev-rescued")) is not None
+
+
+def test_a_case_whose_event_was_swept_without_a_case_does_not_count_those_files_again(parts, tmp_path):
+    _caseless(parts, tmp_path, "ev-swept-first", DAYS + 1)
+    assert _retention(parts).sweep(utcnow()).events == 1
+    send(parts, alert(event_id="ev-swept-first"))  # the alert, at last
+    parts.ingest.handle("edge/garden3-east/events/ev-swept-first/snapshot", JPEG + b"new")
+    with parts.sessions() as s:
+        case = s.scalar(select(Event.case_id).where(Event.event_id == "ev-swept-first"))
+    _close(parts, case, utcnow() - dt.timedelta(days=DAYS + 1))
+    done = _retention(parts).sweep(utcnow() + dt.timedelta(seconds=1))
+    assert (done.cases, done.files, done.missing, done.events) == (1, 1, 0, 0)  # only the still that came since
+    assert _swept(parts, case)[0].detail["already_missing"] == 0
+
+
+def test_two_instances_sweep_each_event_without_a_case_once(parts, tmp_path):
+    for n in range(6):
+        _caseless(parts, tmp_path, f"ev-{n}", DAYS + 1)
+    other = make_engine(parts.cfg.database_url())
+    instances = [_retention(parts), Retention(parts.cfg.retention, make_sessions(other), parts.files)]
+    start = threading.Barrier(2)
+    results = []
+
+    def run(r):
+        start.wait()
+        results.append(r.sweep(utcnow()))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.dispose()
+
+    assert sum(r.events for r in results) == 6
+    assert sum(r.event_files for r in results) == 12
+    assert sum(r.event_missing for r in results) == 0  # no event's files were looked at twice
+    assert all(_event_files(parts, f"ev-{n}") == EVENT_GONE for n in range(6))
+
+
+def test_a_backlog_of_events_without_a_case_is_swept_a_bounded_round_at_a_time(parts, tmp_path, monkeypatch):
+    monkeypatch.setattr("center.retention.EVENTS_PER_ROUND", 2)
+    for n in range(3):
+        _caseless(parts, tmp_path, f"ev-{n}", DAYS + 1)
+    retention = _retention(parts)
+    first = retention.sweep(utcnow())
+    assert (first.events, first.more) == (2, True)
+    second = retention.sweep(utcnow())
+    assert (second.events, second.more) == (1, False)

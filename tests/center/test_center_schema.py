@@ -27,3 +27,47 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+def test_a_database_made_by_the_previous_head_takes_the_swept_at_column_with_its_events_kept(tmp_path, db_url):
+    """0007 adds events.swept_at (center.retention's mark on an event without a case whose files went) to a
+    database that already holds events: they are kept, none marked swept, and the sweep can then take them."""
+    from sqlalchemy import select
+
+    from center.config import RetentionConfig
+    from center.db import Event, make_sessions, utcnow
+    from center.files import EvidenceFiles
+    from center.retention import Retention
+
+    upgrade(db_url, "0006")  # as the previous package left it
+    files = EvidenceFiles(tmp_path / "data")
+    rel = files.write("garden3-east", "ev-old", "snapshot.jpg", b"\xff\xd8\xff still")
+    long_ago = "2020-01-01 00:00:00"
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO events (id, node, event_id, ended, body, received_at, node_registered) "
+                f"VALUES (1, 'garden3-east', 'ev-old', false, '{{}}', '{long_ago}', false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO evidence (event_pk, kind, path, sha256, bytes, trust, received_at) "
+                f"VALUES (1, 'snapshot', '{rel}', '{'a' * 64}', 10, 'unsigned', '{long_ago}')"
+            )
+        )
+    upgrade(db_url)
+    assert current(db_url) == head()
+    sessions = make_sessions(engine)
+    with sessions() as s:
+        (ev,) = s.scalars(select(Event)).all()
+        assert (ev.event_id, ev.swept_at) == ("ev-old", None)
+    assert files.path(rel).is_file()
+    done = Retention(RetentionConfig(evidence_days=30), sessions, files).sweep(utcnow())
+    assert (done.events, done.event_files) == (1, 1)  # positive control: the column is read and written
+    assert not files.path(rel).is_file()
+    with sessions() as s:
+        assert s.scalar(select(Event.swept_at)) is not None
+    assert Retention(RetentionConfig(evidence_days=30), sessions, files).sweep(utcnow()).events == 0  # marked
+    engine.dispose()
