@@ -302,7 +302,7 @@ def _chain_slots_full_of_clutter(score: float) -> Tracker:
     rng = np.random.default_rng(5)
     tr = Tracker(TrackerConfig(max_tracks=20, chain_tracks=1), (1920, 1080))
     tr.step(0, _rain(rng, 200))
-    tr._start_chain([(f - 5, _blob(100.0, 500.0 + 3 * f)) for f in range(5)])
+    tr.tracks += tr._start_chains([[(f - 5, _blob(100.0, 500.0 + 3 * f)) for f in range(5)]])
     (clutter,) = [t for t in tr.tracks if t.chained]
     clutter.evidence = score
     for f, (x, y) in enumerate(_fall(900, 50, 12), start=1):
