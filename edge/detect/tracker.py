@@ -373,12 +373,8 @@ class Tracker:
         In heavy rain, chains of raindrops fill every chain slot, and the chain of a real object that lines up
         next (a fruit among 250 blobs a frame) would get none. So each slot goes to the chain tracks with the
         highest score; one already a fall stays. The newcomer is scored on its chain alone, before it is
-        followed back (which costs more than the rest of it): it must win on what it has just shown, and
-        score above zero (an object likelier than clutter). Nine in ten raindrop chains do not, and starting
-        each of them in turn would cost heavy rain a third more CPU.
+        followed back (which costs more than the rest of it): it must win on what it has just shown.
         """
-        if newcomer.evidence <= 0:  # clutter explains its chain at least as well: most raindrop chains
-            return False
         chained = [t for t in self.tracks if t.chained and not t.falling]
         worst = min(chained, key=lambda t: t.evidence, default=None)
         if worst is None or worst.evidence >= newcomer.evidence:
