@@ -114,9 +114,7 @@ def _late_fall_in_rain(seed: int, drops: int = 600):
     (frame 86): the tracker's only place is held by another object until then."""
     rng = np.random.default_rng(seed)
     # No chain tracks: the object's blobs, once every frame, would start one, and this is the lead-in's test.
-    cfg = CameraConfig(
-        source="rtsp://127.0.0.1:8554/cam", tracker=TrackerConfig(max_tracks=1, chain_tracks=0)
-    )
+    cfg = CameraConfig(source="rtsp://127.0.0.1:8554/cam", tracker=TrackerConfig(max_tracks=1, chain_tracks=0))
     detector = Detector("cam", cfg, FPS, CameraGeometry((400, 800), FACADE))
     release, picked = 70, 86
     for f in range(release + 42):

@@ -296,7 +296,7 @@ def test_the_blobs_found_before_a_track_count_in_the_score_it_is_judged_by():
     assert len(longer.widths) == len(longer.strengths) == len(longer.lengths) == len(longer.boxes) == longer.hits
 
 
-def _chain_slots_full_of_clutter(score: float) -> Tracker:
+def _chain_slots_full_of_clutter(score: float) -> tuple[Tracker, list]:
     """A tracker whose one chain slot holds a chain track of `score` nats, when a faint object's blobs, left
     over by the ordinary tracks (all taken by strong raindrops), line up."""
     rng = np.random.default_rng(5)
@@ -305,19 +305,21 @@ def _chain_slots_full_of_clutter(score: float) -> Tracker:
     tr.tracks += tr._start_chains([[(f - 5, _blob(100.0, 500.0 + 3 * f)) for f in range(5)]])
     (clutter,) = [t for t in tr.tracks if t.chained]
     clutter.evidence = score
+    ended = []
     for f, (x, y) in enumerate(_fall(900, 50, 12), start=1):
         still_there = _blob(100.0, 500.0 + 3 * f)  # the clutter track goes on being fed
-        tr.step(f, _rain(rng, 200) + [still_there, Blob(x, y, 2, 2, 4, 10.0, 5.0)])
-    return tr
+        ended += tr.step(f, _rain(rng, 200) + [still_there, Blob(x, y, 2, 2, 4, 10.0, 5.0)])
+    return tr, ended
 
 
 def test_a_chain_track_scored_as_clutter_gives_its_slot_to_a_new_chain():
-    tr = _chain_slots_full_of_clutter(-50.0)
+    tr, ended = _chain_slots_full_of_clutter(-50.0)
     assert any(t.chained and t.hits >= 8 and abs(t.position[0] - 905) < 3 for t in tr.tracks)
+    assert any(t.chained and t.points[0][0] == -5 for t in ended)  # and the clutter track is reported ended
 
 
 def test_a_chain_track_scored_above_the_new_chain_keeps_its_slot():  # the control
-    tr = _chain_slots_full_of_clutter(500.0)
+    tr, _ = _chain_slots_full_of_clutter(500.0)
     assert not any(t.chained and abs(t.position[0] - 905) < 3 for t in tr.tracks)
 
 

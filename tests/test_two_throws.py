@@ -138,3 +138,18 @@ def test_a_track_taken_for_a_fall_by_its_lead_in_stays_taken_for_it():
     detector._parted.clear()
     detector._duplicates[9] = _Duplicate("cam-1", before)
     assert detector._still_duplicate(track)
+
+
+def test_a_track_that_shares_one_blob_with_an_ended_fall_is_not_that_fall():
+    # A raindrop the fall's track took in its last frame starts another object's track, which goes elsewhere.
+    detector, _, _ = _picked_up_from_a_track_gone_astray()
+    fall = detector._recent[0][1]
+    shared = tuple(fall[-1])
+    elsewhere = [
+        (int(shared[0]) + k, shared[1] + 300.0 + 2 * k, shared[2] - 40.0 + 0.5 * k * k) for k in range(1, 20)
+    ]
+    track = Track(9, np.zeros(6), np.eye(6), points=[shared, *elsewhere])
+    assert detector._known_fall(track) is None
+    # Control: the same track, met at the fall's places for five frames before that, is the fall.
+    before = fall[-6:-1]
+    assert detector._known_fall(track, before) == "cam-1"

@@ -21,6 +21,9 @@ _LEVELS = {None: 0, AlertLevel.SUSPECTED: 1, AlertLevel.CONFIRMED: 2}
 # A second track on a fall already reported may trail it by a frame or two (the tail of a blur streak split
 # off, a codec ghost): it runs along the same path, a little late. A second throw comes seconds apart.
 _SAME_PATH_LAG = 2
+# Two tracks met at the same places this often are one object: a blob or two in common may be one raindrop
+# that both took, while a lost track and the one that picks its object up share its last second.
+_MET_FRAMES = 5
 
 
 @dataclass
@@ -383,10 +386,14 @@ def _distance_together(path: np.ndarray, pts: np.ndarray) -> float | None:
 
 
 def _met(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
-    """Whether `pts` lay within `same_px` of `path` over the frames both were seen: the same object, whatever
-    either did at other moments (a lost track that took clutter since). False when they share no frame."""
-    distance = _distance_together(path, pts)
-    return distance is not None and distance <= same_px
+    """Whether `pts` lay within `same_px` of `path`'s own points in most of at least `_MET_FRAMES` frames both
+    were seen (same frame, no lag, no curve): the same object, whatever either did at other moments (a lost
+    track that took clutter since)."""
+    frames, mine, theirs = np.intersect1d(pts[:, 0], path[:, 0], return_indices=True)
+    if len(frames) < _MET_FRAMES:
+        return False
+    apart = np.hypot(*(pts[mine, 1:3] - path[theirs, 1:3]).T)
+    return float(np.median(apart)) <= same_px
 
 
 def _parted(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:

@@ -389,6 +389,9 @@ class Tracker:
         among the tracks: each chain is as long, ending in this frame."""
         if not chains:
             return []
+        frames = [f for f, _ in chains[0]]
+        if any([f for f, _ in chain] != frames for chain in chains):
+            raise ValueError("chains filtered together must cover the same frames")
         density = self._clutter
         firsts = [chain[0][1] for chain in chains]
         for (frame, b), g in zip((chain[0] for chain in chains), self._gravity(firsts), strict=True):
@@ -399,7 +402,7 @@ class Tracker:
             t.chained = True
         for k in range(1, len(chains[0])):
             state, cov = self._predict(tracks, density)
-            self._update(chains[0][k][0], tracks, [chain[k][1] for chain in chains], state, cov)
+            self._update(frames[k], tracks, [chain[k][1] for chain in chains], state, cov)
         return tracks
 
     def _extend_back(self, t: Track) -> None:
