@@ -79,8 +79,10 @@ def _read(ctx: Context, rel: str) -> bytes | None:
 
 
 def _swept_at(case: Case) -> str | None:
-    """When the center's retention last deleted the case's files (center.retention), if it did."""
+    """When the center's retention last deleted the case's files (center.retention), if it did: the case's own
+    sweeps, and those of an event's files swept before its alert came and made it part of the case."""
     at = [h.at for h in case.history if h.action == RETENTION]
+    at += [e.swept_at for e in case.events if e.swept_at is not None]
     return max(at).isoformat(timespec="seconds") if at else None
 
 

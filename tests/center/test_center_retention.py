@@ -498,3 +498,29 @@ def test_a_backlog_of_events_without_a_case_is_swept_a_bounded_round_at_a_time(p
     assert (first.events, first.more) == (2, True)
     second = retention.sweep(utcnow())
     assert (second.events, second.more) == (1, False)
+
+
+def _archived_clip(parts, event_id: str) -> str:
+    """What the police archive of the event's case says of its clip."""
+    import io
+    import json
+    import zipfile
+
+    from center.web.export import archive
+
+    with parts.sessions() as s:
+        case = s.get(Case, s.scalar(select(Event.case_id).where(Event.event_id == event_id)))
+        data = archive(context_of(parts), s, case, "disp")
+    checks = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("verification.json"))
+    (check,) = [c for c in checks if c["event"] == event_id]
+    return check["files"]["clip.mp4"]
+
+
+def test_the_archive_of_a_case_whose_event_was_swept_before_its_alert_says_retention_deleted_it(parts, tmp_path):
+    _caseless(parts, tmp_path, "ev-swept-early", DAYS + 1)
+    _caseless(parts, tmp_path, "ev-kept", DAYS - 1)
+    _retention(parts).sweep(utcnow())
+    send(parts, alert(event_id="ev-swept-early"))  # the alert, at last
+    send(parts, alert(event_id="ev-kept", floor=20))  # another throw: a case of its own
+    assert _archived_clip(parts, "ev-kept") == "ok"  # control: a file not swept is in the archive
+    assert _archived_clip(parts, "ev-swept-early").startswith("received, then deleted by the center's retention")
