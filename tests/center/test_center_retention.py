@@ -44,6 +44,15 @@ def _case(parts, tmp_path, event_id: str, minutes_ago: int) -> int:
     """A dispatched case with a still, a clip in chunks, a signed manifest and an on-site photo."""
     at = utcnow() - dt.timedelta(minutes=minutes_ago)  # a minute apart: each alert a throw of its own
     send(parts, alert(event_id=event_id, at=at))
+    _send_files(parts, tmp_path, event_id)
+    with parts.sessions.begin() as s:
+        case = s.scalar(select(Case).join(Event).where(Event.event_id == event_id))
+        keep_photo(parts.files, parts.loop, s, case, PHOTO, "zhang")
+        return case.id
+
+
+def _send_files(parts, tmp_path, event_id: str) -> None:
+    """What a node sends of an event besides its alert: a still, a clip in chunks and a signed manifest."""
     parts.ingest.handle(f"edge/garden3-east/events/{event_id}/snapshot", JPEG)
     parts.ingest.handle(f"edge/garden3-east/events/{event_id}/clip", _chunk(event_id))
     folder = tmp_path / f"node-{event_id}"
@@ -51,10 +60,6 @@ def _case(parts, tmp_path, event_id: str, minutes_ago: int) -> int:
     (folder / "clip.mp4").write_bytes(CLIP)
     manifest = write_manifest(folder, ["clip.mp4"], {"node": "garden3-east"}, Ed25519PrivateKey.generate())
     parts.ingest.handle(f"edge/garden3-east/events/{event_id}/manifest", manifest.read_bytes())
-    with parts.sessions.begin() as s:
-        case = s.scalar(select(Case).join(Event).where(Event.event_id == event_id))
-        keep_photo(parts.files, parts.loop, s, case, PHOTO, "zhang")
-        return case.id
 
 
 def _chunk(event_id: str) -> bytes:
@@ -348,13 +353,7 @@ def test_a_file_that_comes_again_after_its_case_was_swept_goes_at_the_next_sweep
 def _caseless(parts, tmp_path, event_id: str, days_ago: float) -> None:
     """Files of an event whose alert never came (lost, or made up by a misbehaving node): a still, a clip in
     chunks and a signed manifest, the event first seen `days_ago`."""
-    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/snapshot", JPEG)
-    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/clip", _chunk(event_id))
-    folder = tmp_path / f"node-{event_id}"
-    folder.mkdir()
-    (folder / "clip.mp4").write_bytes(CLIP)
-    manifest = write_manifest(folder, ["clip.mp4"], {"node": "garden3-east"}, Ed25519PrivateKey.generate())
-    parts.ingest.handle(f"edge/garden3-east/events/{event_id}/manifest", manifest.read_bytes())
+    _send_files(parts, tmp_path, event_id)
     with parts.sessions.begin() as s:
         ev = s.scalar(select(Event).where(Event.event_id == event_id))
         assert ev.case_id is None
