@@ -58,7 +58,7 @@ def archive(ctx: Context, s: Session, case: Case, actor: str) -> bytes:
             node = s.get(Node, view.event.node)
             if node is not None and node.public_key:
                 z.writestr(f"{folder}/node_ed25519.pub", base64.b64encode(node.public_key).decode() + "\n")
-            checks.append(_verify(ctx, view, node, z, folder, _absent(gone, swept)))
+            checks.append(_verify(ctx, view, node, z, folder, _absent(gone, swept, view.event.swept_at)))
         for p in photos_of(s, case):
             data = _read(ctx, p.path)
             if data is not None:
@@ -79,22 +79,26 @@ def _read(ctx: Context, rel: str) -> bytes | None:
 
 
 def _swept_at(case: Case) -> str | None:
-    """When the center's retention last deleted the case's files (center.retention), if it did: the case's own
-    sweeps, and those of an event's files swept before its alert came and made it part of the case."""
+    """When the center's retention last deleted the case's files (center.retention), if it did."""
     at = [h.at for h in case.history if h.action == RETENTION]
-    at += [e.swept_at for e in case.events if e.swept_at is not None]
     return max(at).isoformat(timespec="seconds") if at else None
 
 
-def _absent(gone: set[str], swept: str | None) -> Callable[[str], str]:
+def _absent(gone: set[str], swept: str | None, early: dt.datetime | None) -> Callable[[str], str]:
     """Why a signed file (by its SHA-256) is not in the archive: a court must not read a file the center deleted
-    as one it never had."""
+    as one it never had. `early`: the event's files received up to then were swept before its alert came
+    (`Event.swept_at`), when it had no case."""
 
     def why(sha256: str) -> str:
         if sha256 not in gone:
             return "not received by the center"
         if swept:
             return f"received, then deleted by the center's retention (last sweep {swept})"
+        if early is not None:
+            return (
+                "received, then deleted by the center's retention before the event's alert came (files received "
+                f"up to {early.isoformat(timespec='seconds')})"
+            )
         return "received, but no longer on the center's disk"
 
     return why

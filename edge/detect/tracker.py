@@ -358,24 +358,27 @@ class Tracker:
         self._chains = grown[:_MAX_CHAINS]
         self._singles = [(frame, b) for j, b in enumerate(left) if not taken[j]]
         room = self.cfg.chain_tracks - sum(t.chained for t in self.tracks)
+        placed: list[Track] = []
         for t in self._start_chains([chain for _, chain in sorted(done, key=lambda c: c[0])]):
             if room > 0:
                 room -= 1
-            elif not self._evict_chained(t):
+            elif not self._evict_chained(t, placed):
                 continue  # never reported: it lived inside this call only
             self.tracks.append(t)
+            placed.append(t)
             self._extend_back(t)
 
-    def _evict_chained(self, newcomer: Track) -> bool:
+    def _evict_chained(self, newcomer: Track, placed: list[Track]) -> bool:
         """Make room for a new chain's track by dropping the chain-started track clutter explains best, when
-        that one scores below the newcomer; False when none does.
+        that one scores below the newcomer; False when none does. Tracks `placed` in this frame's round
+        stay: followed back already, they would not be compared on their chains alone.
 
         In heavy rain, chains of raindrops fill every chain slot, and the chain of a real object that lines up
         next (a fruit among 250 blobs a frame) would get none. So each slot goes to the chain tracks with the
         highest score; one already a fall stays. The newcomer is scored on its chain alone, before it is
         followed back (which costs more than the rest of it): it must win on what it has just shown.
         """
-        chained = [t for t in self.tracks if t.chained and not t.falling]
+        chained = [t for t in self.tracks if t.chained and not t.falling and t not in placed]
         worst = min(chained, key=lambda t: t.evidence, default=None)
         if worst is None or worst.evidence >= newcomer.evidence:
             return False

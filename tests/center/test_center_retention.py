@@ -358,6 +358,8 @@ def _caseless(parts, tmp_path, event_id: str, days_ago: float) -> None:
         ev = s.scalar(select(Event).where(Event.event_id == event_id))
         assert ev.case_id is None
         ev.received_at = utcnow() - dt.timedelta(days=days_ago)
+        for item in ev.evidence:
+            item.received_at = ev.received_at
 
 
 def _event_files(parts, event_id: str) -> dict[str, bool]:
@@ -522,4 +524,9 @@ def test_the_archive_of_a_case_whose_event_was_swept_before_its_alert_says_reten
     send(parts, alert(event_id="ev-swept-early"))  # the alert, at last
     send(parts, alert(event_id="ev-kept", floor=20))  # another throw: a case of its own
     assert _archived_clip(parts, "ev-kept") == "ok"  # control: a file not swept is in the archive
-    assert _archived_clip(parts, "ev-swept-early").startswith("received, then deleted by the center's retention")
+    with parts.sessions() as s:
+        came = s.scalar(select(Event.received_at).where(Event.event_id == "ev-swept-early"))
+    assert _archived_clip(parts, "ev-swept-early") == (
+        "received, then deleted by the center's retention before the event's alert came (files received up to "
+        f"{came.isoformat(timespec='seconds')})"
+    )
