@@ -226,15 +226,12 @@ def test_evidence_days_null_keeps_everything(parts, tmp_path):
     assert _retention(parts).sweep(now).cases == 1  # positive control
 
 
-def test_two_instances_sweeping_at_once_sweep_each_case_once(parts, tmp_path):
-    cases = [_case(parts, tmp_path, f"ev-{n}", n + 1) for n in range(6)]
-    now = utcnow()
-    for case in cases:
-        _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+def _two_instances_sweep(parts, now: dt.datetime) -> list:
+    """What two center instances on the one database, sweeping at the same moment, each did."""
     other = make_engine(parts.cfg.database_url())
     instances = [_retention(parts), Retention(parts.cfg.retention, make_sessions(other), parts.files)]
     start = threading.Barrier(2)
-    results = []
+    results: list = []
 
     def run(r):
         start.wait()
@@ -246,6 +243,15 @@ def test_two_instances_sweeping_at_once_sweep_each_case_once(parts, tmp_path):
     for t in threads:
         t.join()
     other.dispose()
+    return results
+
+
+def test_two_instances_sweeping_at_once_sweep_each_case_once(parts, tmp_path):
+    cases = [_case(parts, tmp_path, f"ev-{n}", n + 1) for n in range(6)]
+    now = utcnow()
+    for case in cases:
+        _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    results = _two_instances_sweep(parts, now)
 
     assert sum(r.cases for r in results) == len(cases)
     assert sum(r.missing for r in results) == 0  # no case's files were looked at twice
@@ -468,21 +474,7 @@ def test_a_case_whose_event_was_swept_without_a_case_does_not_count_those_files_
 def test_two_instances_sweep_each_event_without_a_case_once(parts, tmp_path):
     for n in range(6):
         _caseless(parts, tmp_path, f"ev-{n}", DAYS + 1)
-    other = make_engine(parts.cfg.database_url())
-    instances = [_retention(parts), Retention(parts.cfg.retention, make_sessions(other), parts.files)]
-    start = threading.Barrier(2)
-    results = []
-
-    def run(r):
-        start.wait()
-        results.append(r.sweep(utcnow()))
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in instances]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    other.dispose()
+    results = _two_instances_sweep(parts, utcnow())
 
     assert sum(r.events for r in results) == 6
     assert sum(r.event_files for r in results) == 12
