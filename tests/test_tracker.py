@@ -1,6 +1,7 @@
 """The tracker keeps small fast accelerating objects apart and bridges short gaps."""
 
 import numpy as np
+import pytest
 
 from edge.config import TrackerConfig
 from edge.detect.pipeline import GravityPx
@@ -333,3 +334,12 @@ def test_a_track_that_gives_up_its_place_is_reported_as_ended():
         live -= {t.id for t in ended}
         live |= {t.id for t in tr.tracks}
     assert live == {t.id for t in tr.tracks}  # no track vanished without being reported
+
+
+def test_chains_filtered_together_must_cover_the_same_frames():
+    tr = Tracker(TrackerConfig(), (1920, 1080))
+    same = [[(f, _blob(100.0 + 50 * k, 10.0 * f)) for f in range(4)] for k in range(2)]
+    assert len(tr._start_chains(same)) == 2  # control: two chains of the same frames are filtered together
+    shifted = [same[0], [(f + 1, b) for f, b in same[1]]]
+    with pytest.raises(ValueError, match="same frames"):
+        tr._start_chains(shifted)
