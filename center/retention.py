@@ -279,7 +279,7 @@ def _unswept_of(case_id) -> Select:
         .where(Evidence.kind.not_in(KEPT_KINDS))
         .where(or_(last.is_(None), Evidence.received_at > last))
         # Files its event lost while it had no case (an alert late by evidence_days) are not counted again.
-        .where(or_(Event.swept_at.is_(None), Evidence.received_at > Event.swept_at))
+        .where(_after_event_sweep())
     )
 
 
@@ -298,8 +298,13 @@ def _caseless_unswept() -> list[ColumnElement[bool]]:
     return [
         Evidence.event_pk == Event.id,
         Evidence.kind.not_in(KEPT_KINDS),
-        or_(Event.swept_at.is_(None), Evidence.received_at > Event.swept_at),
+        _after_event_sweep(),
     ]
+
+
+def _after_event_sweep() -> ColumnElement[bool]:
+    """An Evidence row, with its event, received after the sweep of the event's files while it had no case."""
+    return or_(Event.swept_at.is_(None), Evidence.received_at > Event.swept_at)
 
 
 def _last_hold():

@@ -255,7 +255,7 @@ class Detector:
         points at the same frames, though the lost track may have taken clutter since. A fall the track was
         once seen apart from (`_still_duplicate`) is not that one, wherever it goes.
         """
-        pts = np.concatenate([before, np.asarray(track.points, dtype=np.float64)])
+        pts = _with_lead_in(before, track)
         apart = self._parted.get(track.id, set())
         for event_id, path in self._reported_paths().items():
             if event_id in apart:
@@ -281,7 +281,7 @@ class Detector:
         if path is None or path[-1][0] <= dup.checked_to:
             return True
         dup.checked_to = path[-1][0]
-        pts = np.concatenate([dup.before, np.asarray(track.points, dtype=np.float64)])
+        pts = _with_lead_in(dup.before, track)
         if not _parted(np.asarray(path), pts, self._same_px):
             return True
         del self._duplicates[track.id]
@@ -352,6 +352,11 @@ def _lead_points(lead: LeadIn | None) -> np.ndarray:
     return np.array([(frame, b.x, b.y) for frame, b in lead.blobs], dtype=np.float64)
 
 
+def _with_lead_in(before: np.ndarray, track: Track) -> np.ndarray:
+    """The track's (frame, x, y) points after the blobs its object left before it began (`_lead_points`)."""
+    return np.concatenate([before, np.asarray(track.points, dtype=np.float64)])
+
+
 def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     """Median distance from `pts` (frame, x, y) to where `path` was then, or up to _SAME_PATH_LAG frames before
     or after; where `path` has no point, where its own motion would have taken it. Frames are whole numbers,
@@ -379,12 +384,6 @@ def _path_distance(path: np.ndarray, pts: np.ndarray) -> float:
     return best
 
 
-def _distance_together(path: np.ndarray, pts: np.ndarray) -> float | None:
-    """`_path_distance` over the frames both `path` and `pts` (frame, x, y) were seen; None when there are none."""
-    together = pts[np.isin(pts[:, 0], path[:, 0])]
-    return _path_distance(path, together) if len(together) else None
-
-
 def _met(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
     """Whether `pts` lay within `same_px` of `path`'s own points in most of at least `_MET_FRAMES` frames both
     were seen (same frame, no lag, no curve): the same object, whatever either did at other moments (a lost
@@ -402,8 +401,8 @@ def _parted(path: np.ndarray, pts: np.ndarray, same_px: float) -> bool:
     False when they share no frame. Elsewhere `path`'s curve is only a guess, which a light object's fall
     soon leaves.
     """
-    distance = _distance_together(path, pts)
-    return distance is not None and distance > same_px
+    together = pts[np.isin(pts[:, 0], path[:, 0])]
+    return bool(len(together)) and _path_distance(path, together) > same_px
 
 
 def _r(value: float | None, digits: int = 2) -> float | None:

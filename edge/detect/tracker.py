@@ -397,10 +397,7 @@ class Tracker:
             raise ValueError("chains filtered together must cover the same frames")
         density = self._clutter
         firsts = [chain[0][1] for chain in chains]
-        for (frame, b), g in zip((chain[0] for chain in chains), self._gravity(firsts), strict=True):
-            self._start(frame, b, g)
-        tracks = self.tracks[-len(chains) :]
-        del self.tracks[-len(chains) :]  # each is put back once it has a place
+        tracks = [self._new_track(frames[0], b, g) for b, g in zip(firsts, self._gravity(firsts), strict=True)]
         for t in tracks:
             t.chained = True
         for k in range(1, len(chains[0])):
@@ -663,7 +660,11 @@ class Tracker:
             t.missed = 0
 
     def _start(self, frame: int, b: Blob, g: float) -> None:
-        """A new track on blob `b`; `g` is gravity there (`_gravity`)."""
+        """A new track on blob `b` among the tracks; `g` is gravity there (`_gravity`)."""
+        self.tracks.append(self._new_track(frame, b, g))
+
+    def _new_track(self, frame: int, b: Blob, g: float) -> Track:
+        """A new track on blob `b`, not yet among the tracks; `g` is gravity there (`_gravity`)."""
         state = np.array([b.x, 0.0, 0.0, b.y, 0.0, 0.0])
         cov = self._p0.copy()
         if self.gravity_px is not None:
@@ -675,7 +676,7 @@ class Tracker:
         t = Track(self._next_id, state, cov)
         t.record(frame, b)
         self._next_id += 1
-        self.tracks.append(t)
+        return t
 
     def _is_over(self, t: Track) -> bool:
         limit = self.cfg.max_missed_falling if t.falling else self.cfg.max_missed
