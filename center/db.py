@@ -154,9 +154,6 @@ class Event(Base):
     first_queued_at: Mapped[dt.datetime | None]  # node's queued_utc of the first message: for latency
     received_at: Mapped[dt.datetime]
     node_registered: Mapped[bool] = mapped_column(Boolean, default=False)
-    # An event that never got a case: when center.retention last deleted its files, as the newest received_at
-    # of the files it took (a file received later is swept at a later round). None: never swept.
-    swept_at: Mapped[dt.datetime | None]
     case: Mapped[Case | None] = relationship(back_populates="events")
     evidence: Mapped[list[Evidence]] = relationship(order_by="Evidence.id")
 
@@ -189,6 +186,10 @@ class Evidence(Base):
     trust: Mapped[str] = mapped_column(String(16))
     trust_note: Mapped[str | None] = mapped_column(String(300))
     received_at: Mapped[dt.datetime]
+    # When center.retention deleted the file (or found it already gone); None: on disk, or due to be swept. A mark
+    # of its own, not a time compared with received_at: a row stamped before a sweep but committed after it is
+    # still None, and goes at the next round. The same file received again is None again (center.ingest).
+    swept_at: Mapped[dt.datetime | None]
 
 
 class Chunk(Base):

@@ -439,9 +439,9 @@ class Ingest:
             raise  # another instance made the event row at the same moment: the caller retries
 
     def _received_again(self, node: str, event_id: str, kind: str, digest: str) -> bool:
-        """The row of a file written again (a QoS 1 repeat, an original asked for again), now received again:
-        retention (center.retention) sweeps the files received since a case's last sweep, and this one is back on
-        the disk. False when there is no such row."""
+        """The row of a file written again (a QoS 1 repeat, an original asked for again), now received again and
+        no longer swept: retention (center.retention) marked it when it deleted the file, and the file is back on
+        the disk, for the next sweep. False when there is no such row."""
         with self.sessions.begin() as s:
             item = s.scalar(
                 select(Evidence)
@@ -450,7 +450,7 @@ class Ingest:
                 .where(Evidence.sha256 == digest)
             )
             if item is not None:
-                item.received_at = utcnow()
+                item.received_at, item.swept_at = utcnow(), None
             return item is not None
 
     # -- chunks --------------------------------------------------------------------------------------------

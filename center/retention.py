@@ -7,9 +7,13 @@ hold/release is a hold, center.loop.Loop.held) keeps everything. Each case swept
 `retention`, saying how many files went, how many bytes, and how many were already gone.
 
 An event that never got a case (its files came, its alert never did: lost, or made up by a misbehaving node)
-loses its files, the manifest kept, `evidence_days` after the center first heard of it; its rows stay too, and
-its `swept_at` says up to which file it was swept (a file received after that goes at a later round). An alert
-that attaches it to a case before the sweep locks it wins: the case keeps its files, for the case sweep.
+loses its files, the manifest kept, `evidence_days` after the center first heard of it; its rows stay too. An
+alert that attaches it to a case before the sweep locks it wins: the case keeps its files, for the case sweep.
+
+Each Evidence row whose file a sweep deleted (or found already gone) is marked with the sweep's time
+(`Evidence.swept_at`); a row not marked is still to be swept. The mark is the row's own, never a comparison of
+times: a file whose row was stamped before a sweep but committed after it (a node's outbox delivering while the
+sweep runs, another instance's ingest) is unmarked, and goes at the next round.
 
 Several instances sharing one PostgreSQL database (and one data_dir) never sweep a case (or event) twice: each is
 taken with a row lock that the others skip (SKIP LOCKED), and is checked again once locked, so a hold given at
@@ -26,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from center.config import RetentionConfig
 from center.db import Case, Event, Evidence, History, utcnow
@@ -154,7 +158,7 @@ class Retention:
         for case_id in ids:
             self._sweep_case(case_id, cutoff, now, done)
         for event_pk in event_ids:
-            self._sweep_event(event_pk, cutoff, done)
+            self._sweep_event(event_pk, cutoff, now, done)
         done.more = len(ids) == CASES_PER_ROUND or len(event_ids) == EVENTS_PER_ROUND
         return done
 
@@ -165,13 +169,13 @@ class Retention:
             # or another instance's sweep committed, while this one waited is seen.
             if locked is None or s.scalar(due(cutoff).where(Case.id == case_id)) is None:
                 return
-            gone = self._delete(s.scalars(unswept(case_id)), f"case {case_id}")
+            gone = self._delete(self._unswept(s, unswept(case_id)), now, f"case {case_id}")
             done.files, done.bytes, done.missing = (
                 done.files + gone.files,
                 done.bytes + gone.bytes,
                 done.missing + gone.missing,
             )
-            if gone.failed:  # no record yet: tried again later (what went now is then counted as already gone)
+            if gone.failed:  # no record yet: the files not deleted are tried again later (those gone are marked)
                 done.failed += gone.failed
                 self._failing.add(case_id)
                 return
@@ -184,7 +188,7 @@ class Retention:
             s.add(History(case_id=case_id, action=RETENTION, actor=SYSTEM, at=now, detail=detail))
             done.cases += 1
 
-    def _sweep_event(self, event_pk: int, cutoff: dt.datetime, done: Swept) -> None:
+    def _sweep_event(self, event_pk: int, cutoff: dt.datetime, now: dt.datetime, done: Swept) -> None:
         with self.sessions.begin() as s:
             locked = s.scalar(select(Event.id).where(Event.id == event_pk).with_for_update(skip_locked=True))
             # Read again once locked (as for a case): an alert that attached the event to a case meanwhile wins,
@@ -192,37 +196,40 @@ class Retention:
             if locked is None or s.scalar(caseless_due(cutoff).where(Event.id == event_pk)) is None:
                 return
             query = select(Evidence).where(Event.id == event_pk, *_caseless_unswept()).order_by(Evidence.id)
-            items = list(s.scalars(query))
-            gone = self._delete(items, f"event {event_pk} (no case)")
+            gone = self._delete(self._unswept(s, query), now, f"event {event_pk} (no case)")
             done.event_files, done.event_bytes, done.event_missing = (
                 done.event_files + gone.files,
                 done.event_bytes + gone.bytes,
                 done.event_missing + gone.missing,
             )
-            if gone.failed:  # not marked: tried again later, as a case is
+            if gone.failed:  # the files not deleted are tried again later, as a case's are
                 done.failed += gone.failed
                 self._failing_events.add(event_pk)
                 return
-            # The newest file taken, not the round's time: a file whose row was written during the round, after
-            # these were read, is newer than that, so a later round takes it.
-            swept = max(item.received_at for item in items)
-            s.execute(update(Event).where(Event.id == event_pk).values(swept_at=swept))
             done.events += 1
 
-    def _delete(self, items: Iterable[Evidence], whose: str) -> Deleted:
-        """Delete the files of these Evidence rows (the rows stay)."""
+    @staticmethod
+    def _unswept(s: Session, query: Select) -> list[Evidence]:
+        """The Evidence rows of `query`, locked until the sweep commits: the same file received again meanwhile
+        (center.ingest writes it back, then clears the row's mark) clears it after this sweep's mark, not
+        before, so the file written back goes at the next round."""
+        return list(s.scalars(query.with_for_update(of=Evidence)))
+
+    def _delete(self, items: Iterable[Evidence], now: dt.datetime, whose: str) -> Deleted:
+        """Delete the files of these Evidence rows (the rows stay), and mark each row whose file is gone."""
         gone = Deleted()
         for item in items:
             try:
                 self.files.path(item.path).unlink()
             except FileNotFoundError:
                 gone.missing += 1
-                continue
             except (OSError, OutsideDataDir) as exc:
                 log.error("retention: cannot delete %s of %s: %s", item.path, whose, exc)
                 gone.failed += 1
-                continue
-            gone.files, gone.bytes = gone.files + 1, gone.bytes + item.bytes
+                continue  # not marked: tried again at a later round
+            else:
+                gone.files, gone.bytes = gone.files + 1, gone.bytes + item.bytes
+            item.swept_at = now
         return gone
 
     # -- the disk ------------------------------------------------------------------------------------------
@@ -265,21 +272,13 @@ def unswept(case_id: int) -> Select:
 
 
 def _unswept_of(case_id) -> Select:
-    # A file that came after the case's last sweep (a node's outbox delivered late) is swept at the next round.
-    last = (
-        select(func.max(History.at))
-        .where(History.case_id == case_id, History.action == RETENTION)
-        .correlate_except(History)  # to the case of an enclosing query over cases, however deep
-        .scalar_subquery()
-    )
+    # A file that came after the case's last sweep (a node's outbox delivered late) is swept at the next round;
+    # files its event lost while it had no case (an alert late by evidence_days) are marked, not counted again.
     return (
         select(Evidence.id)
         .outerjoin(Event, Evidence.event_pk == Event.id)
         .where(or_(Event.case_id == case_id, Evidence.case_id == case_id))
-        .where(Evidence.kind.not_in(KEPT_KINDS))
-        .where(or_(last.is_(None), Evidence.received_at > last))
-        # Files its event lost while it had no case (an alert late by evidence_days) are not counted again.
-        .where(_after_event_sweep())
+        .where(Evidence.kind.not_in(KEPT_KINDS), Evidence.swept_at.is_(None))
     )
 
 
@@ -294,17 +293,8 @@ def caseless_due(cutoff: dt.datetime) -> Select:
 
 def _caseless_unswept() -> list[ColumnElement[bool]]:
     """Conditions on Evidence rows, with their event, whose files may still be swept while the event has no case:
-    not the manifest, received after the event's last sweep."""
-    return [
-        Evidence.event_pk == Event.id,
-        Evidence.kind.not_in(KEPT_KINDS),
-        _after_event_sweep(),
-    ]
-
-
-def _after_event_sweep() -> ColumnElement[bool]:
-    """An Evidence row, with its event, received after the sweep of the event's files while it had no case."""
-    return or_(Event.swept_at.is_(None), Evidence.received_at > Event.swept_at)
+    not the manifest, not swept yet."""
+    return [Evidence.event_pk == Event.id, Evidence.kind.not_in(KEPT_KINDS), Evidence.swept_at.is_(None)]
 
 
 def _last_hold():

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from center.api import Context
-from center.db import Case, Node, utcnow
+from center.db import Case, Event, Evidence, Node, utcnow
 from center.files import OutsideDataDir
-from center.retention import RETENTION
+from center.models import Action
 from center.trust import judge, parse_manifest
 from center.web.views import event_views, photos_of
 from edge.publish.manifest import Malformed
+
+JOINED = (Action.CREATED, Action.EVIDENCE)  # the history entries of an alert joining a case (center.loop.attach)
 
 README = """Evidence of case {case}, exported {at} by {actor} from the community center.
 
@@ -39,15 +41,14 @@ def archive(ctx: Context, s: Session, case: Case, actor: str) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         checks = []
-        swept = _swept_at(case)
         for view in event_views(ctx, case):
             folder = f"{view.event.node}/{view.event.event_id}"
             names = {f["sha256"]: name for name, f in view.signed_files.items() if "sha256" in f}
-            gone: set[str] = set()  # received, and no longer on the center's disk
+            gone: dict[str, Evidence] = {}  # by SHA-256: received, and no longer on the center's disk
             for item in view.files:
                 data = _read(ctx, item.path)
                 if data is None:
-                    gone.add(item.sha256)
+                    gone[item.sha256] = item
                     continue
                 name = (
                     "manifest.json"
@@ -58,7 +59,7 @@ def archive(ctx: Context, s: Session, case: Case, actor: str) -> bytes:
             node = s.get(Node, view.event.node)
             if node is not None and node.public_key:
                 z.writestr(f"{folder}/node_ed25519.pub", base64.b64encode(node.public_key).decode() + "\n")
-            checks.append(_verify(ctx, view, node, z, folder, _absent(gone, swept, view.event.swept_at)))
+            checks.append(_verify(ctx, view, node, z, folder, _absent(gone, _joined_at(case, view.event))))
         for p in photos_of(s, case):
             data = _read(ctx, p.path)
             if data is not None:
@@ -78,28 +79,28 @@ def _read(ctx: Context, rel: str) -> bytes | None:
         return None
 
 
-def _swept_at(case: Case) -> str | None:
-    """When the center's retention last deleted the case's files (center.retention), if it did."""
-    at = [h.at for h in case.history if h.action == RETENTION]
-    return max(at).isoformat(timespec="seconds") if at else None
+def _joined_at(case: Case, event: Event) -> dt.datetime | None:
+    """When the event's alert joined the case (its `created` or `evidence` history entry), if recorded."""
+    name = f"{event.node}/{event.event_id}"
+    at = [h.at for h in case.history if h.action in JOINED and (h.detail or {}).get("event") == name]
+    return min(at) if at else None
 
 
-def _absent(gone: set[str], swept: str | None, early: dt.datetime | None) -> Callable[[str], str]:
+def _absent(gone: dict[str, Evidence], joined: dt.datetime | None) -> Callable[[str], str]:
     """Why a signed file (by its SHA-256) is not in the archive: a court must not read a file the center deleted
-    as one it never had. `early`: the event's files received up to then were swept before its alert came
-    (`Event.swept_at`), when it had no case."""
+    as one it never had. Each file deleted by retention says when (`Evidence.swept_at`), and whether that was
+    before the event's alert came (`joined`): swept while the event had no case."""
 
     def why(sha256: str) -> str:
-        if sha256 not in gone:
+        item = gone.get(sha256)
+        if item is None:
             return "not received by the center"
-        if swept:
-            return f"received, then deleted by the center's retention (last sweep {swept})"
-        if early is not None:
-            return (
-                "received, then deleted by the center's retention before the event's alert came (files received "
-                f"up to {early.isoformat(timespec='seconds')})"
-            )
-        return "received, but no longer on the center's disk"
+        if item.swept_at is None:
+            return "received, but no longer on the center's disk"
+        at = item.swept_at.isoformat(timespec="seconds")
+        if joined is not None and item.swept_at < joined:
+            return f"received, then deleted by the center's retention on {at}, before the event's alert came"
+        return f"received, then deleted by the center's retention on {at}"
 
     return why
 

@@ -4,6 +4,7 @@ closed, never while it is held or open; its rows stay, and its history says when
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import threading
@@ -339,8 +340,11 @@ def test_the_police_archive_says_a_file_was_deleted_by_retention_not_that_it_nev
         return check["files"]["clip.mp4"]
 
     assert clip_check() == "ok"  # control: before the sweep the clip is in the archive
-    _retention(parts).sweep(utcnow())
-    assert clip_check().startswith("received, then deleted by the center's retention (last sweep 20")
+    now = utcnow()
+    _retention(parts).sweep(now)
+    assert (
+        clip_check() == f"received, then deleted by the center's retention on {now.isoformat(timespec='seconds')}"
+    )
 
 
 def test_a_file_that_comes_again_after_its_case_was_swept_goes_at_the_next_sweep(parts, tmp_path):
@@ -512,13 +516,84 @@ def _archived_clip(parts, event_id: str) -> str:
 def test_the_archive_of_a_case_whose_event_was_swept_before_its_alert_says_retention_deleted_it(parts, tmp_path):
     _caseless(parts, tmp_path, "ev-swept-early", DAYS + 1)
     _caseless(parts, tmp_path, "ev-kept", DAYS - 1)
-    _retention(parts).sweep(utcnow())
+    swept = utcnow()
+    _retention(parts).sweep(swept)
     send(parts, alert(event_id="ev-swept-early"))  # the alert, at last
     send(parts, alert(event_id="ev-kept", floor=20))  # another throw: a case of its own
     assert _archived_clip(parts, "ev-kept") == "ok"  # control: a file not swept is in the archive
-    with parts.sessions() as s:
-        came = s.scalar(select(Event.received_at).where(Event.event_id == "ev-swept-early"))
     assert _archived_clip(parts, "ev-swept-early") == (
-        "received, then deleted by the center's retention before the event's alert came (files received up to "
-        f"{came.isoformat(timespec='seconds')})"
+        f"received, then deleted by the center's retention on {swept.isoformat(timespec='seconds')}, before the "
+        "event's alert came"
     )
+
+
+def test_the_archive_gives_each_file_its_own_deletion_time_and_says_a_case_sweep_was_after_the_alert(
+    parts, tmp_path
+):
+    _caseless(parts, tmp_path, "ev-both", DAYS + 1)
+    early = utcnow() - dt.timedelta(minutes=5)
+    _retention(parts).sweep(early)  # the clip goes while the event has no case
+    send(parts, alert(event_id="ev-both"))
+    parts.ingest.handle("edge/garden3-east/events/ev-both/clip", _chunk("ev-both"))  # asked for again: back
+    assert _archived_clip(parts, "ev-both") == "ok"  # control: received again, it is in the archive
+    with parts.sessions() as s:
+        case = s.scalar(select(Event.case_id).where(Event.event_id == "ev-both"))
+    _close(parts, case, utcnow() - dt.timedelta(days=DAYS + 1))
+    later = utcnow() + dt.timedelta(seconds=1)
+    assert _retention(parts).sweep(later).files == 1  # the case's sweep, long after the alert joined it
+    assert _archived_clip(parts, "ev-both") == (
+        f"received, then deleted by the center's retention on {later.isoformat(timespec='seconds')}"
+    )
+
+
+def _stamped(parts, monkeypatch, topic: str, payload: bytes, at: dt.datetime) -> str:
+    """A file whose row is stamped `at` but committed now: a node's outbox delivering while a sweep runs (the
+    row written after the sweep read the case), or another center instance whose ingest ran slow. Its path."""
+    with monkeypatch.context() as m:
+        m.setattr("center.ingest.utcnow", lambda: at)
+        parts.ingest.handle(topic, payload)
+    with parts.sessions() as s:
+        path = s.scalar(select(Evidence.path).where(Evidence.sha256 == hashlib.sha256(payload).hexdigest()))
+    assert parts.files.path(path).is_file()
+    return path
+
+
+def test_a_file_committed_after_its_cases_sweep_but_stamped_before_it_goes_at_the_next_round(
+    parts, tmp_path, monkeypatch
+):
+    case = _case(parts, tmp_path, "ev-race", 1)
+    now = utcnow()
+    _close(parts, case, now - dt.timedelta(days=DAYS + 1))
+    retention = _retention(parts)
+    assert retention.sweep(now).cases == 1
+    topic = "edge/garden3-east/events/ev-race/snapshot"
+    raced = _stamped(parts, monkeypatch, topic, JPEG + b"raced", now - dt.timedelta(seconds=1))  # before the sweep
+    late = _stamped(parts, monkeypatch, topic, JPEG + b"late", now + dt.timedelta(minutes=1))  # control: after
+
+    done = retention.sweep(now + dt.timedelta(minutes=10))
+
+    assert not parts.files.path(late).is_file()
+    assert not parts.files.path(raced).is_file()  # not left on the disk for ever
+    assert (done.cases, done.files, done.missing) == (1, 2, 0)
+    assert [h.detail["files"] for h in _swept(parts, case)] == [3, 2]
+
+
+def test_a_file_of_an_event_without_a_case_committed_after_its_sweep_but_stamped_before_goes_at_the_next_round(
+    parts, tmp_path, monkeypatch
+):
+    _caseless(parts, tmp_path, "ev-race", DAYS + 1)
+    retention = _retention(parts)
+    now = utcnow()
+    assert retention.sweep(now).events == 1
+    with parts.sessions() as s:
+        first = s.scalar(select(Event.received_at).where(Event.event_id == "ev-race"))
+    topic = "edge/garden3-east/events/ev-race/snapshot"
+    # Stamped before the files the sweep took (two of the node's files written at once, this one committed last).
+    raced = _stamped(parts, monkeypatch, topic, JPEG + b"raced", first - dt.timedelta(seconds=1))
+    late = _stamped(parts, monkeypatch, topic, JPEG + b"late", now)  # control: stamped after them
+
+    done = retention.sweep(now + dt.timedelta(minutes=10))
+
+    assert not parts.files.path(late).is_file()
+    assert not parts.files.path(raced).is_file()  # not left on the disk for ever
+    assert (done.events, done.event_files, done.event_missing) == (1, 2, 0)
