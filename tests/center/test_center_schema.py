@@ -161,3 +161,24 @@ def test_0008_marks_each_file_the_old_marks_covered_with_its_sweeps_time_and_dro
     # ev-1's and ev-3's files are all marked: up to the newest; ev-2's mark would cover the one not swept: none.
     assert events == {1: _at(days=25), 2: None, 3: _at(days=5)}
     engine.dispose()
+
+
+def test_a_database_holding_events_and_their_files_downgrades_to_0006(db_url):
+    """Down past 0007 (which added `events.swept_at`) with event and evidence rows present: on SQLite a copy of
+    the `events` table, which the evidence rows refer to, would break their foreign key."""
+    upgrade(db_url, "0007")
+    engine = make_engine(db_url)
+    event = {"node": "garden3-east", "ended": False, "body": {}, "node_registered": False, "received_at": T0}
+    with engine.begin() as conn:
+        _rows(conn, "events", [{"id": 1, **event, "event_id": "ev-1", "case_id": None, "swept_at": _at(hours=1)}])
+        _rows(conn, "evidence", [_evidence(1, "clip", T0, event=1)])
+    upgrade(db_url)
+    assert current(db_url) == head()  # positive control: the way up holds the rows too
+
+    command.downgrade(alembic_config(db_url), "0006")
+
+    assert current(db_url) == "0006"
+    with engine.connect() as conn:
+        assert "swept_at" not in {c["name"] for c in sa.inspect(conn).get_columns("events")}
+        assert conn.execute(text("SELECT count(*) FROM evidence")).scalar() == 1
+    engine.dispose()

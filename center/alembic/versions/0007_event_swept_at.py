@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.drop_column("swept_at")
+    # SQLite's own DROP COLUMN (3.35+), not a batch's copy of the table: dropping the old `events`, which the
+    # evidence rows refer to, fails under the center's foreign_keys=ON.
+    op.drop_column("events", "swept_at")
