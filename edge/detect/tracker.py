@@ -198,12 +198,13 @@ class Tracker:
         """
         density = len(blobs) / float(self.width * self.height)
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
+        pos = np.array([[b.x, b.y] for b in blobs], dtype=np.float64).reshape(-1, 2)
         if (self.cfg.chain_tracks or self._lead_in) and blobs:
-            self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
+            self._history.append((frame, blobs, pos, self._clutter))
         state, cov, local = self._predict(self.tracks, density, self._map is not None)
-        assigned = self._associate(blobs, state, cov)
+        assigned = self._associate(blobs, pos, state, cov)
         rows = [ti for ti, _ in assigned]
-        explained = {bi for ti, bi in assigned if self.tracks[ti].hits > _TENTATIVE_HITS}
+        self._learn_clutter(pos, [bi for ti, bi in assigned if self.tracks[ti].hits > _TENTATIVE_HITS], density)
         self._update(
             frame,
             [self.tracks[ti] for ti in rows],
@@ -212,9 +213,6 @@ class Tracker:
             cov[rows],
             local[rows] if self._map is not None else None,
         )
-        if self._map is not None:
-            left = [(b.x, b.y) for bi, b in enumerate(blobs) if bi not in explained]
-            self._map.learn(np.array(left, dtype=np.float64).reshape(-1, 2), density)
         used = {bi for _, bi in assigned}
         assigned_tracks = set(rows)
         if look is not None:
@@ -240,6 +238,11 @@ class Tracker:
         self._grow_chains(frame, free[started:])
         # Evicted tracks end too (never kept for stitching): whoever keeps something per track lets it go.
         return ended + self._evicted
+
+    def _learn_clutter(self, pos: np.ndarray, explained: list[int], density: float) -> None:
+        """Count the frame's blobs at `pos` into the clutter map, but those `explained` by established tracks."""
+        if self._map is not None:
+            self._map.learn(np.delete(pos, explained, axis=0), density)
 
     def _search(
         self, frame: int, look: FrameLook, state: np.ndarray, cov: np.ndarray, assigned: set[int]
@@ -548,16 +551,17 @@ class Tracker:
         ended, self.tracks = self.tracks, []
         return ended
 
-    def _associate(self, blobs: list[Blob], state: np.ndarray, cov: np.ndarray) -> list[tuple[int, int]]:
+    def _associate(
+        self, blobs: list[Blob], pos: np.ndarray, state: np.ndarray, cov: np.ndarray
+    ) -> list[tuple[int, int]]:
         """(track index, blob index) pairs: established tracks choose first, then the tentative ones.
 
         In clutter (rain, IR grain) a track seen once or twice has a wide gate that reaches an established
         track's blob; letting the established tracks choose first keeps a falling object's track whole.
-        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
+        `pos` holds the blobs' positions; `state` and `cov` are the tracks' predictions, stacked (`_predict`).
         """
         if not self.tracks or not blobs:
             return []
-        pos = np.array([[b.x, b.y] for b in blobs])
         r = self._blob_rs(blobs)
         established = [i for i, t in enumerate(self.tracks) if t.hits > _TENTATIVE_HITS]
         tentative = [i for i, t in enumerate(self.tracks) if t.hits <= _TENTATIVE_HITS]
