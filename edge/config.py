@@ -461,6 +461,9 @@ class TrackerConfig(Strict):
         le=10.0,
         description="Fastest a new object may cross the image, in frame heights per second (frame-rate free).",
     )
+    local_clutter: bool = Field(
+        True, description="Weigh each detection against the clutter near it (a map), not the whole frame's."
+    )
     max_missed: int = Field(4, ge=1, le=50, description="Frames a track may go undetected before it ends.")
     max_missed_falling: int = Field(
         10, ge=1, le=100, description="The same for a track already judged a fall (it is well predicted)."

@@ -102,6 +102,26 @@ def test_a_fall_scores_high_where_blobs_are_few_and_lower_in_clutter():
     assert clean > 8 and 2.5 < busy < clean
 
 
+def _scored_fall_beside_clutter(fall_x, local, seed=0):
+    """The score per frame of a clean fall at `fall_x` while 200 specks a frame crowd the left third."""
+    rng = np.random.default_rng(seed)
+    tr = Tracker(TrackerConfig(local_clutter=local), (1920, 1080))
+    for f in range(40):
+        specks = [Blob(float(a), float(b), 2, 2, 4, 30.0) for a, b in rng.uniform((0, 0), (640, 1080), (200, 2))]
+        fall = [_blob(*_fall(fall_x, 50, 30)[f - 10])] if f >= 10 else []  # the map learns 10 frames first
+        tr.step(f, fall + specks)
+    main = min((t for t in tr.tracks if t.hits > 20), key=lambda t: abs(t.points[0][1] - fall_x))
+    return main.evidence_at_hit / (main.hits - 1)
+
+
+def test_with_the_clutter_map_a_fall_past_a_quiet_wall_scores_above_what_the_frames_clutter_allows():
+    assert _scored_fall_beside_clutter(1500, local=True) > _scored_fall_beside_clutter(1500, local=False) + 0.5
+
+
+def test_with_the_clutter_map_a_fall_through_the_clutter_scores_below_what_the_frames_clutter_allows():
+    assert _scored_fall_beside_clutter(300, local=True) < _scored_fall_beside_clutter(300, local=False) - 0.5
+
+
 def test_misses_after_the_last_detection_do_not_lower_the_score_it_is_judged_by():
     tr = Tracker(TrackerConfig(max_missed=4), (1920, 1080))
     for f, (x, y) in enumerate(_fall(900, 50, 8)):

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import TrackerConfig
+from edge.detect.clutter import ClutterMap
 from edge.detect.fit import fit_poly, median
 from edge.detect.gated import FrameLook, Probe
 from edge.detect.types import Blob
@@ -166,6 +167,7 @@ class Tracker:
         self.cfg = cfg
         self.gravity_px = gravity_px
         self._clutter = _MIN_CLUTTER_DENSITY
+        self._map = ClutterMap(frame_size, fps, _MIN_CLUTTER_DENSITY) if cfg.local_clutter else None
         self.width, self.height = frame_size
         self.tracks: list[Track] = []
         self._lost: list[Track] = []  # ended before they fell far, kept for a while for `_stitch`
@@ -196,13 +198,20 @@ class Tracker:
         """
         density = len(blobs) / float(self.width * self.height)
         self._clutter = max(density, _MIN_CLUTTER_DENSITY)
+        pos = np.array([[b.x, b.y] for b in blobs], dtype=np.float64).reshape(-1, 2)
         if (self.cfg.chain_tracks or self._lead_in) and blobs:
-            self._history.append((frame, blobs, np.array([[b.x, b.y] for b in blobs]), self._clutter))
-        state, cov = self._predict(self.tracks, density)
-        assigned = self._associate(blobs, state, cov)
+            self._history.append((frame, blobs, pos, self._clutter))
+        state, cov, local = self._predict(self.tracks, density, self._map is not None)
+        assigned = self._associate(blobs, pos, state, cov)
         rows = [ti for ti, _ in assigned]
+        self._learn_clutter(pos, [bi for ti, bi in assigned if self.tracks[ti].hits > _TENTATIVE_HITS], density)
         self._update(
-            frame, [self.tracks[ti] for ti in rows], [blobs[bi] for _, bi in assigned], state[rows], cov[rows]
+            frame,
+            [self.tracks[ti] for ti in rows],
+            [blobs[bi] for _, bi in assigned],
+            state[rows],
+            cov[rows],
+            local[rows] if self._map is not None else None,
         )
         used = {bi for _, bi in assigned}
         assigned_tracks = set(rows)
@@ -229,6 +238,11 @@ class Tracker:
         self._grow_chains(frame, free[started:])
         # Evicted tracks end too (never kept for stitching): whoever keeps something per track lets it go.
         return ended + self._evicted
+
+    def _learn_clutter(self, pos: np.ndarray, explained: list[int], density: float) -> None:
+        """Count the frame's blobs at `pos` into the clutter map, but those `explained` by established tracks."""
+        if self._map is not None:
+            self._map.learn(np.delete(pos, explained, axis=0), density)
 
     def _search(
         self, frame: int, look: FrameLook, state: np.ndarray, cov: np.ndarray, assigned: set[int]
@@ -401,7 +415,7 @@ class Tracker:
         for t in tracks:
             t.chained = True
         for k in range(1, len(chains[0])):
-            state, cov = self._predict(tracks, density)
+            state, cov, _ = self._predict(tracks, density)
             self._update(frames[k], tracks, [chain[k][1] for chain in chains], state, cov)
         return tracks
 
@@ -537,16 +551,17 @@ class Tracker:
         ended, self.tracks = self.tracks, []
         return ended
 
-    def _associate(self, blobs: list[Blob], state: np.ndarray, cov: np.ndarray) -> list[tuple[int, int]]:
+    def _associate(
+        self, blobs: list[Blob], pos: np.ndarray, state: np.ndarray, cov: np.ndarray
+    ) -> list[tuple[int, int]]:
         """(track index, blob index) pairs: established tracks choose first, then the tentative ones.
 
         In clutter (rain, IR grain) a track seen once or twice has a wide gate that reaches an established
         track's blob; letting the established tracks choose first keeps a falling object's track whole.
-        `state` and `cov` are the tracks' predictions, stacked (`_predict`).
+        `pos` holds the blobs' positions; `state` and `cov` are the tracks' predictions, stacked (`_predict`).
         """
         if not self.tracks or not blobs:
             return []
-        pos = np.array([[b.x, b.y] for b in blobs])
         r = self._blob_rs(blobs)
         established = [i for i, t in enumerate(self.tracks) if t.hits > _TENTATIVE_HITS]
         tentative = [i for i, t in enumerate(self.tracks) if t.hits <= _TENTATIVE_HITS]
@@ -560,21 +575,28 @@ class Tracker:
             free = np.delete(free, [bi for _, bi in found])
         return pairs
 
-    def _predict(self, tracks: list[Track], density: float) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(
+        self, tracks: list[Track], density: float, local: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Move tracks on one frame, all at once; each counts the clutter its gate could catch this frame.
 
-        Returns the new states (n, 6) and covariances (n, 6, 6) stacked, for matching and updating at once.
+        Returns the new states (n, 6) and covariances (n, 6, 6) stacked, for matching and updating at once, and
+        the clutter density at each: the frame's `density`, or with `local` the clutter map's where it is.
         """
         if not tracks:
-            return np.zeros((0, 6)), np.zeros((0, 6, 6))
+            return np.zeros((0, 6)), np.zeros((0, 6, 6)), np.zeros(0)
         state = np.stack([t.state for t in tracks]) @ _F.T
         cov = _F @ np.stack([t.cov for t in tracks]) @ _F.T + self._q
-        area = self._gate_areas(state, cov).tolist()
-        for t, s, c, a in zip(tracks, state, cov, area, strict=True):
+        if local and self._map is not None:
+            dens = self._map.density(state[:, 0], state[:, 3])
+        else:
+            dens = np.full(len(tracks), density)
+        expected = np.minimum(1.0, dens * self._gate_areas(state, cov)).tolist()
+        for t, s, c, e in zip(tracks, state, cov, expected, strict=True):
             t.state, t.cov = s, c
             if t.hits > 1:  # from the second frame on: the first point is where the track began
-                t.chance += min(1.0, density * a)
-        return state, cov
+                t.chance += e
+        return state, cov, dens
 
     def _gate_areas(self, state: np.ndarray, cov: np.ndarray) -> np.ndarray:
         """Pixels inside each track's gate this frame (for a small blob): how much clutter it can catch."""
@@ -634,7 +656,7 @@ class Tracker:
         blobs: list[Blob],
         state: np.ndarray,
         cov: np.ndarray,
-        density: float | None = None,
+        density: float | np.ndarray | None = None,
     ) -> None:
         """Correct each track by its blob in `frame`, all at once, and score how well it fits.
 
