@@ -175,18 +175,21 @@ class Retention:
                 done.bytes + gone.bytes,
                 done.missing + gone.missing,
             )
-            if gone.failed:  # no record yet: the files not deleted are tried again later (those gone are marked)
+            if gone.failed:  # the files not deleted are tried again later; those gone are marked, and recorded
                 done.failed += gone.failed
                 self._failing.add(case_id)
-                return
+                if not (gone.files or gone.missing):
+                    return
             detail = {
                 "files": gone.files,
                 "bytes": gone.bytes,
                 "already_missing": gone.missing,
                 "evidence_days": self.cfg.evidence_days,
             }
+            if gone.failed:
+                detail["not_deleted"] = gone.failed
             s.add(History(case_id=case_id, action=RETENTION, actor=SYSTEM, at=now, detail=detail))
-            done.cases += 1
+            done.cases += not gone.failed
 
     def _sweep_event(self, event_pk: int, cutoff: dt.datetime, now: dt.datetime, done: Swept) -> None:
         with self.sessions.begin() as s:

@@ -212,7 +212,22 @@ def test_a_path_that_leaves_data_dir_is_never_deleted_and_its_case_is_tried_agai
 
     assert outside.read_text() == "not evidence"
     assert (done.cases, done.failed) == (1, 1)
-    assert _swept(parts, bad) == [] and _files(parts, good) == GONE  # the other case went on
+    assert _files(parts, good) == GONE  # the other case went on
+    # What did go of the failing case is in its history, and what did not is named as not deleted.
+    [record] = [h.detail for h in _swept(parts, bad)]
+    with parts.sessions() as s:
+        went = s.scalars(
+            select(Evidence.bytes)
+            .outerjoin(Event, Evidence.event_pk == Event.id)
+            .where((Event.case_id == bad) | (Evidence.case_id == bad), Evidence.kind.in_(("clip", "photo")))
+        ).all()
+    assert record == {
+        "files": 2,
+        "bytes": sum(went),
+        "already_missing": 0,
+        "evidence_days": DAYS,
+        "not_deleted": 1,
+    }
     assert retention.sweep(now + dt.timedelta(minutes=10)).failed == 0  # not at every round: it would crowd out
     assert retention.sweep(now + dt.timedelta(hours=25)).failed == 1  # a day later, tried again
     assert outside.read_text() == "not evidence"
