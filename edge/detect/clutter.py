@@ -28,10 +28,9 @@ class ClutterMap:
         self.alpha = min(1.0, 1.0 / max(1.0, _MEMORY_S * fps))
         self.min_density = min_density
         self.counts: np.ndarray | None = None  # (rows, cols) blobs per cell per frame, smoothed
-        self.frame_density = min_density
 
-    def learn(self, xy: np.ndarray, frame_density: float) -> None:
-        """Count this frame's clutter blobs at `xy` (n, 2); `frame_density`: all its blobs per pixel."""
+    def learn(self, xy: np.ndarray) -> None:
+        """Count this frame's clutter blobs, at `xy` (n, 2)."""
         now = np.zeros((self.rows, self.cols), np.float32)
         if len(xy):
             c = np.clip((xy[:, 0] * self.sx).astype(int), 0, self.cols - 1)
@@ -42,13 +41,14 @@ class ClutterMap:
             self.counts = now
         else:
             self.counts += self.alpha * (now - self.counts)
-        self.frame_density = max(frame_density, self.min_density)
 
-    def density(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Clutter blobs per pixel near each point (x, y): the frame's own density until a frame was learned."""
+    def density(self, x: np.ndarray, y: np.ndarray, frame_density: float) -> np.ndarray:
+        """Clutter blobs per pixel near each point (x, y), on a frame with `frame_density` blobs per pixel in all:
+        that density itself until a frame was learned."""
+        frame_density = max(frame_density, self.min_density)
         if self.counts is None:
-            return np.full(len(x), self.frame_density)
+            return np.full(len(x), frame_density)
         c = np.clip((np.asarray(x) * self.sx).astype(int), 0, self.cols - 1)
         r = np.clip((np.asarray(y) * self.sy).astype(int), 0, self.rows - 1)
         local = self.counts[r, c].astype(np.float64) / self.area
-        return np.maximum(local, max(_FLOOR_SHARE * self.frame_density, self.min_density))
+        return np.maximum(local, max(_FLOOR_SHARE * frame_density, self.min_density))

@@ -204,7 +204,7 @@ class Tracker:
         state, cov, local = self._predict(self.tracks, density, self._map is not None)
         assigned = self._associate(blobs, pos, state, cov)
         rows = [ti for ti, _ in assigned]
-        self._learn_clutter(pos, [bi for ti, bi in assigned if self.tracks[ti].hits > _TENTATIVE_HITS], density)
+        self._learn_clutter(pos, [bi for ti, bi in assigned if self.tracks[ti].hits > _TENTATIVE_HITS])
         self._update(
             frame,
             [self.tracks[ti] for ti in rows],
@@ -239,10 +239,10 @@ class Tracker:
         # Evicted tracks end too (never kept for stitching): whoever keeps something per track lets it go.
         return ended + self._evicted
 
-    def _learn_clutter(self, pos: np.ndarray, explained: list[int], density: float) -> None:
+    def _learn_clutter(self, pos: np.ndarray, explained: list[int]) -> None:
         """Count the frame's blobs at `pos` into the clutter map, but those `explained` by established tracks."""
         if self._map is not None:
-            self._map.learn(np.delete(pos, explained, axis=0), density)
+            self._map.learn(np.delete(pos, explained, axis=0))
 
     def _search(
         self, frame: int, look: FrameLook, state: np.ndarray, cov: np.ndarray, assigned: set[int]
@@ -588,7 +588,7 @@ class Tracker:
         state = np.stack([t.state for t in tracks]) @ _F.T
         cov = _F @ np.stack([t.cov for t in tracks]) @ _F.T + self._q
         if local and self._map is not None:
-            dens = self._map.density(state[:, 0], state[:, 3])
+            dens = self._map.density(state[:, 0], state[:, 3], density)
         else:
             dens = np.full(len(tracks), density)
         expected = np.minimum(1.0, dens * self._gate_areas(state, cov)).tolist()
