@@ -59,7 +59,16 @@ def archive(ctx: Context, s: Session, case: Case, actor: str) -> bytes:
             node = s.get(Node, view.event.node)
             if node is not None and node.public_key:
                 z.writestr(f"{folder}/node_ed25519.pub", base64.b64encode(node.public_key).decode() + "\n")
-            checks.append(_verify(ctx, view, node, z, folder, _absent(gone, _joined_at(case, view.event))))
+            checks.append(
+                _verify(
+                    ctx,
+                    view,
+                    node,
+                    z,
+                    folder,
+                    _absent(gone, _joined_at(case, view.event), {f.received_at for f in view.files}),
+                )
+            )
         for p in photos_of(s, case):
             data = _read(ctx, p.path)
             if data is not None:
@@ -86,10 +95,13 @@ def _joined_at(case: Case, event: Event) -> dt.datetime | None:
     return min(at) if at else None
 
 
-def _absent(gone: dict[str, Evidence], joined: dt.datetime | None) -> Callable[[str], str]:
+def _absent(
+    gone: dict[str, Evidence], joined: dt.datetime | None, received: set[dt.datetime]
+) -> Callable[[str], str]:
     """Why a signed file (by its SHA-256) is not in the archive: a court must not read a file the center deleted
-    as one it never had. Each file deleted by retention says when (`Evidence.swept_at`), and whether that was
-    before the event's alert came (`joined`): swept while the event had no case."""
+    as one it never had. A file a retention sweep took says which sweep (`Evidence.swept_at`): deleted by it, or
+    already missing when it ran (the case's `retention` entries count each), and whether that was before the
+    event's alert came (`joined`), while the event had no case. `received`: when the event's files came."""
 
     def why(sha256: str) -> str:
         item = gone.get(sha256)
@@ -98,9 +110,13 @@ def _absent(gone: dict[str, Evidence], joined: dt.datetime | None) -> Callable[[
         if item.swept_at is None:
             return "received, but no longer on the center's disk"
         at = item.swept_at.isoformat(timespec="seconds")
+        # Revision 0008 could give a file swept before it only its event's old mark, the newest file then taken,
+        # for the sweep's own time was never kept: a mark equal to one of the event's arrivals is such a one.
+        sweep = f"a retention sweep after {at}" if item.swept_at in received else f"its retention sweep of {at}"
+        said = f"received; gone from the center's disk since {sweep} (deleted by it, or already missing then)"
         if joined is not None and item.swept_at < joined:
-            return f"received, then deleted by the center's retention on {at}, before the event's alert came"
-        return f"received, then deleted by the center's retention on {at}"
+            return f"{said}, before the event's alert came"
+        return said
 
     return why
 

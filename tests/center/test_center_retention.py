@@ -358,7 +358,8 @@ def test_the_police_archive_says_a_file_was_deleted_by_retention_not_that_it_nev
     now = utcnow()
     _retention(parts).sweep(now)
     assert (
-        clip_check() == f"received, then deleted by the center's retention on {now.isoformat(timespec='seconds')}"
+        clip_check() == f"received; gone from the center's disk since its retention sweep of "
+        f"{now.isoformat(timespec='seconds')} (deleted by it, or already missing then)"
     )
 
 
@@ -537,8 +538,9 @@ def test_the_archive_of_a_case_whose_event_was_swept_before_its_alert_says_reten
     send(parts, alert(event_id="ev-kept", floor=20))  # another throw: a case of its own
     assert _archived_clip(parts, "ev-kept") == "ok"  # control: a file not swept is in the archive
     assert _archived_clip(parts, "ev-swept-early") == (
-        f"received, then deleted by the center's retention on {swept.isoformat(timespec='seconds')}, before the "
-        "event's alert came"
+        "received; gone from the center's disk since its retention sweep of "
+        f"{swept.isoformat(timespec='seconds')} (deleted by it, or already missing then), before the event's "
+        "alert came"
     )
 
 
@@ -557,7 +559,8 @@ def test_the_archive_gives_each_file_its_own_deletion_time_and_says_a_case_sweep
     later = utcnow() + dt.timedelta(seconds=1)
     assert _retention(parts).sweep(later).files == 1  # the case's sweep, long after the alert joined it
     assert _archived_clip(parts, "ev-both") == (
-        f"received, then deleted by the center's retention on {later.isoformat(timespec='seconds')}"
+        "received; gone from the center's disk since its retention sweep of "
+        f"{later.isoformat(timespec='seconds')} (deleted by it, or already missing then)"
     )
 
 
@@ -612,3 +615,21 @@ def test_a_file_of_an_event_without_a_case_committed_after_its_sweep_but_stamped
     assert not parts.files.path(late).is_file()
     assert not parts.files.path(raced).is_file()  # not left on the disk for ever
     assert (done.events, done.event_files, done.event_missing) == (1, 2, 0)
+
+
+def test_a_file_whose_sweep_time_was_never_kept_is_said_gone_after_its_old_mark_not_on_it(parts, tmp_path):
+    """Revision 0008 gave a file an event sweep took before it only its event's old mark (the newest file taken);
+    the archive must not give that as the day the file went."""
+    _caseless(parts, tmp_path, "ev-upgraded", DAYS + 1)
+    _retention(parts).sweep(utcnow())
+    with parts.sessions.begin() as s:  # as revision 0008 left it
+        clip = s.scalar(
+            select(Evidence).join(Event).where(Event.event_id == "ev-upgraded", Evidence.kind == "clip")
+        )
+        clip.swept_at = mark = clip.received_at
+    send(parts, alert(event_id="ev-upgraded"))
+    assert _archived_clip(parts, "ev-upgraded") == (
+        "received; gone from the center's disk since a retention sweep after "
+        f"{mark.isoformat(timespec='seconds')} (deleted by it, or already missing then), before the event's "
+        "alert came"
+    )
