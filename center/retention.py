@@ -281,7 +281,7 @@ def _unswept_of(case_id) -> Select:
         select(Evidence.id)
         .outerjoin(Event, Evidence.event_pk == Event.id)
         .where(or_(Event.case_id == case_id, Evidence.case_id == case_id))
-        .where(Evidence.kind.not_in(KEPT_KINDS), Evidence.swept_at.is_(None))
+        .where(*_not_swept())
     )
 
 
@@ -297,7 +297,12 @@ def caseless_due(cutoff: dt.datetime) -> Select:
 def _caseless_unswept() -> list[ColumnElement[bool]]:
     """Conditions on Evidence rows, with their event, whose files may still be swept while the event has no case:
     not the manifest, not swept yet."""
-    return [Evidence.event_pk == Event.id, Evidence.kind.not_in(KEPT_KINDS), Evidence.swept_at.is_(None)]
+    return [Evidence.event_pk == Event.id, *_not_swept()]
+
+
+def _not_swept() -> list[ColumnElement[bool]]:
+    """Conditions on Evidence rows whose files a sweep may still take: not the manifest, not marked swept."""
+    return [Evidence.kind.not_in(KEPT_KINDS), Evidence.swept_at.is_(None)]
 
 
 def _last_hold():
