@@ -537,6 +537,13 @@ class TrackerConfig(Strict):
         "are searched for where its object first showed, back to its release: its origin and where its "
         "trajectory starts, never its level. A track picked up late in clutter begins seconds after release.",
     )
+    lead_in_gap_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=5.0,
+        description="...and its object may go unseen this long between two of them (a paper or a bag tumbling "
+        "edge-on shows in a third of its frames), where a track ends after max_missed frames.",
+    )
     # Off by default: on held-out clips it found no throw more and raised suspected alarms 1 -> 4, though it
     # found seven more on the tuning suites (README: Benchmarks, tried since).
     search_tracks: int = Field(

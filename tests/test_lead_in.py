@@ -1,5 +1,6 @@
 """A new fall's track is followed back to where its object first showed before its origin is reported."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -55,16 +56,14 @@ def test_a_fall_picked_up_late_is_reported_from_where_its_object_first_showed():
     assert track.points[0][0] == 19  # which is left as it was
 
 
-def test_earlier_blobs_that_would_lower_the_alarms_level_do_not():
+def test_earlier_blobs_barely_likelier_the_objects_than_clutters_give_the_origin_and_not_the_level():
     detector, track = _late_fall()
     lead = detector.tracker.lead_in(track)
-    # The same blobs scoring as if each were barely likelier the object's than clutter's (as in rain): with
-    # them the track scores 2 nats a frame, in the weak band that physics reports as suspected only.
-    frames = track.points[-1][0] - lead.blobs[0][0]
-    diluted = replace(lead, evidence=2.0 * frames - track.evidence_at_hit)
-    assert detector._judged(diluted.before(track)).level == "suspected"  # control: judged with them
+    # The same blobs scoring as if each were only 1 nat likelier the object's than clutter's (as in rain).
+    barely = replace(lead, evidence=1.0 * len(lead.blobs) + lead.missed * math.log(0.1))
+    assert barely.outweighs_its_misses()
     assert detector._verdict(track).level == "confirmed"
-    detector.tracker.lead_in = lambda t: diluted
+    detector.tracker.lead_in = lambda t: barely
     (update,) = detector._judge(track, 44)
     assert update.event.level == "confirmed" and update.event.origin.floor == 21
 
@@ -167,3 +166,52 @@ def test_every_update_of_a_followed_back_event_starts_its_trajectory_at_its_star
     updates += detector.finish()
     assert updates and updates[0].event.start_frame < picked  # control: it was followed back
     assert all(u.event.trajectory[0][0] == u.event.start_frame for u in updates)
+
+
+def _tumbling_fall(lead_in: bool = True):
+    """A detector whose only track place is held until frame 34, and a fall from RELEASE_M whose object (a
+    paper tumbling edge-on) shows before then only in pairs of frames ten apart: 8 of the 31 frames from its
+    release to the place's freeing. Its track begins at 38; without `lead_in`, it is not seen before."""
+    cfg = CameraConfig(
+        source="rtsp://127.0.0.1:8554/cam",
+        tracker=TrackerConfig(max_tracks=1, chain_tracks=0),
+        fall=FallConfig(max_backtrack_s=0.2),
+    )
+    detector = Detector("cam", cfg, FPS, CameraGeometry((400, 800), FACADE))
+    for f in range(60):
+        blobs = [Blob(300.0, 700.0, 2, 2, 4, 40.0)] if f < 34 else []
+        seen = f >= 36 or (f >= RELEASE_FRAME and (f - RELEASE_FRAME) % 10 < 2)
+        if seen and (lead_in or f >= 36):
+            t = (f - RELEASE_FRAME) / FPS
+            x, y = FACADE.to_image(np.array([[20 + 0.5 * t, RELEASE_M - 4.905 * t * t]]))[0]
+            blobs.append(Blob(float(x), float(y), 2, 2, 4, 40.0, strength=20.0))  # not faint: seen in 60%
+        detector.tracker.step(f, blobs)
+    (track,) = [t for t in detector.tracker.tracks if t.points[-1][0] == 59]
+    return detector, track
+
+
+def test_a_fall_seen_in_few_frames_before_its_track_began_is_reported_from_its_release():
+    detector, track = _tumbling_fall()
+    lead = detector.tracker.lead_in(track)
+    assert lead.blobs[0][0] == RELEASE_FRAME
+    # Control: with those blobs in front, the track is seen in too few of its frames to pass for a fall.
+    assert "seen_often_enough" in detector._judged(lead.before(track)).rules
+    (update,) = detector._judge(track, 59)
+    assert update.event.start_frame == RELEASE_FRAME and update.event.trajectory[0][0] == RELEASE_FRAME
+    assert update.event.origin.floor == 21 and abs(update.event.origin.height_m - RELEASE_M) < 0.5
+    assert update.event.level == detector._verdict(track).level  # judged on its track alone
+
+
+def test_a_fall_that_left_no_blobs_before_its_track_is_reported_from_its_first_detection():
+    detector, track = _tumbling_fall(lead_in=False)
+    (update,) = detector._judge(track, 59)
+    assert update.event.start_frame >= 36 and update.event.origin.floor < 21
+
+
+def test_a_lead_in_outweighed_by_the_frames_its_object_was_missed_in_is_left_out():
+    detector, track = _tumbling_fall()
+    lead = detector.tracker.lead_in(track)
+    assert lead.outweighs_its_misses()  # control: as found it does, and it is kept (the test above)
+    detector.tracker.lead_in = lambda t: replace(lead, evidence=lead.missed * math.log(0.1))  # blobs worth 0
+    (update,) = detector._judge(track, 59)
+    assert update.event.start_frame == track.points[0][0] and update.event.origin.floor < 21

@@ -5,7 +5,7 @@ import pytest
 
 from edge.config import TrackerConfig
 from edge.detect.pipeline import GravityPx
-from edge.detect.tracker import Tracker, _gate_distances, _inverse_2x2
+from edge.detect.tracker import _MISS_LLR, LeadIn, Tracker, _gate_distances, _inverse_2x2
 from edge.detect.types import Blob
 from edge.geometry import FacadeMap
 
@@ -292,6 +292,53 @@ def test_a_new_falls_track_is_followed_back_no_further_than_lead_in_s():
     track = _picked_up_late(tracker)
     lead = tracker.lead_in(track)
     assert lead is not None and [f for f, _ in lead.blobs] == [15, 16, 18]  # its blobs from 3 on are older
+
+
+def _tumbling_before_its_track(tracker):
+    """As `_picked_up_late`, but before its track begins the object shows only at frames 2-3 and 10-11 and
+    from 15 on: gaps of six frames, longer than max_missed, as a paper tumbling edge-on leaves. (The
+    tracker starts no chain tracks: one would begin at 17 and be followed back as a chain is.)"""
+    for f, (x, y) in enumerate(_fall(900, 50, 45)):
+        blobs = [_blob(300, 900)] if f < 15 else []
+        if f >= 15 or f in (2, 3, 10, 11):
+            blobs.append(_blob(x, y))
+        tracker.step(f, blobs)
+    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
+    return track
+
+
+def test_a_new_falls_lead_in_reaches_across_gaps_of_up_to_lead_in_gap_s():
+    tracker = Tracker(TrackerConfig(max_tracks=1, chain_tracks=0), (1920, 1080), fps=25.0)
+    track = _tumbling_before_its_track(tracker)
+    assert track.points[0][0] == 19
+    assert [f for f, _ in tracker.lead_in(track).blobs] == [2, 3, 10, 11, 15, 16, 17, 18]
+    # Control: a chain's look back, not yet known to fall, ends after max_missed misses in a row.
+    assert [f for f, _ in tracker.look_back(track, 100).blobs] == [10, 11, 15, 16, 17, 18]
+
+
+def test_a_new_falls_lead_in_ends_at_a_gap_longer_than_lead_in_gap_s():
+    tracker = Tracker(TrackerConfig(max_tracks=1, chain_tracks=0, lead_in_gap_s=0.2), (1920, 1080), fps=25.0)
+    track = _tumbling_before_its_track(tracker)
+    assert [f for f, _ in tracker.lead_in(track).blobs] == [10, 11, 15, 16, 17, 18]
+
+
+def _lead_seen_one_frame_in_three(gain: float) -> LeadIn:
+    """A lead-in of four blobs, each `gain` nats likelier the object's than clutter's, with two frames
+    missed after each: scored as the tracker scores, every miss at its 90% detection rate."""
+    blobs = tuple((f, _blob(900, 50 + 3 * f)) for f in (0, 3, 6, 9))
+    return LeadIn(blobs, evidence=4 * gain + 8 * _MISS_LLR, chance=0.0, missed=8)
+
+
+def test_a_lead_in_seen_in_a_third_of_its_frames_outweighs_its_misses_at_that_rate():
+    lead = _lead_seen_one_frame_in_three(gain=3.0)
+    assert lead.evidence < 0  # at the tracker's rate, its misses outweigh it
+    assert lead.outweighs_its_misses()
+
+
+def test_a_lead_in_of_blobs_barely_likelier_the_objects_than_clutters_does_not_outweigh_its_misses():
+    assert not _lead_seen_one_frame_in_three(gain=0.5).outweighs_its_misses()
+    # Control: the same blobs seen in every frame.
+    assert LeadIn(_lead_seen_one_frame_in_three(0.5).blobs, evidence=2.0, chance=0.0).outweighs_its_misses()
 
 
 def test_a_new_falls_lead_in_ends_at_its_release_where_its_curve_stops_falling():

@@ -276,6 +276,9 @@ RULES: tuple[Rule, ...] = (
 )
 TOO_FEW = "too_few_detections"  # the name a verdict gives when a track is too short to judge (min_points)
 LOW_SCORE = "scores_below_suspect"  # ...and when every rule passes but its score is under suspect_score
+# The rules on how well a track was seen, not on how it moved: a fall's lead-in (`Tracker.lead_in`) need not
+# pass them, its track has; a light object tumbling edge-on before its track began shows in few frames.
+SEEING_RULES: tuple[Rule, ...] = (stands_above_clutter, weak_evidence_backed_by_a_fall, seen_often_enough)
 # The rules that look at a track's `Descent` only: a track that fails one is no fall, whatever the rest says.
 DESCENT_RULES: tuple[Callable[[Descent, FallConfig], str | None], ...] = (
     fell_far_enough,
@@ -334,6 +337,7 @@ class FallDecision:
         lengths: list[float] | None = None,
         chance: float = 0.0,
         evidence: float | None = None,
+        waived: tuple[Rule, ...] = (),
     ) -> Verdict:
         """The verdict on a track so far: level None, 'suspected' or 'confirmed', a score and why.
 
@@ -341,7 +345,8 @@ class FallDecision:
         `strengths` their contrast over threshold (a faint object may drop out of more frames); `lengths`
         their longer side (a long blur streak places its centre less precisely); `chance` how many of its
         detections clutter alone would have given (rain, grain), which do not count as seeing it;
-        `evidence` the tracker's score (log-likelihood ratio of object against clutter) summed over the track.
+        `evidence` the tracker's score (log-likelihood ratio of object against clutter) summed over the track;
+        `waived` rules are not applied.
         """
         cfg = self.cfg
         if len(points) < cfg.min_points:
@@ -353,7 +358,8 @@ class FallDecision:
             points = points[head:]
             widths, strengths, lengths = (v[head:] if v else v for v in (widths, strengths, lengths))
         m = self.measure(points, widths, strengths, lengths, chance, evidence)
-        failed = [(rule.__name__, reason) for rule in RULES if (reason := rule(m, cfg)) is not None]
+        rules = [rule for rule in RULES if rule not in waived]
+        failed = [(rule.__name__, reason) for rule in rules if (reason := rule(m, cfg)) is not None]
         reasons = [reason for _, reason in failed]
         score = _score(m, cfg)
         fall_m = m.fall if m.calibrated else None

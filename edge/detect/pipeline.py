@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edge.config import CameraConfig
-from edge.detect.fall import FallDecision
+from edge.detect.fall import SEEING_RULES, FallDecision
 from edge.detect.gated import FrameLook
 from edge.detect.motion import MotionPrefilter
 from edge.detect.sample import TrackCrops
@@ -203,8 +203,8 @@ class Detector:
         return []
 
     def _keep_lead_in(self, track: Track, lead: LeadIn | None) -> None:
-        """Keep the blobs a new fall's object left before its track began (`lead`), when the track with them is a
-        fall.
+        """Keep the blobs a new fall's object left before its track began (`lead`), when they are likelier its
+        object's than clutter's and the track with them still moves as a fall.
 
         A track picked up late (a faint object, or one in rain) names a floor too low: its origin is
         extrapolated from where it was first seen, and only so far. Its object is often among the last
@@ -212,13 +212,28 @@ class Detector:
         the event's origin and where its trajectory starts; its level is judged without them, so they never
         change whether or how loudly it alarms. Chain-started tracks were followed back when they began.
         """
-        if lead is not None and self._judged(lead.before(track)).level is not None:
+        if lead is None or not lead.outweighs_its_misses():
+            return
+        if self._judged_with_lead_in(lead.before(track)).level is not None:
             self._lead_ins[track.id] = lead
 
     def _judged(self, track: Track) -> Verdict:
         """Physics' verdict on a track (no second look)."""
         return self.decision.judge(
             track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
+        )
+
+    def _judged_with_lead_in(self, longer: Track) -> Verdict:
+        """Physics' verdict on how a track with its lead-in in front (`LeadIn.before`) moved: that its object
+        was seen well enough, the track alone has shown."""
+        return self.decision.judge(
+            longer.points,
+            longer.widths,
+            longer.strengths,
+            longer.lengths,
+            longer.chance_at_hit,
+            longer.evidence_at_hit,
+            waived=SEEING_RULES,
         )
 
     def _may_change(self, track: Track, event: FallEvent | None) -> bool:
@@ -329,7 +344,7 @@ class Detector:
         lead = self._lead_ins.get(track.id)
         if lead is not None:  # where it fell from and how far: from where its object first showed
             longer = lead.before(track)
-            judged = self._judged(longer)
+            judged = self._judged_with_lead_in(longer)
             path = longer.points  # as the event's start frame has it
             # Unless, with them, it is no longer a fall while without them it still is.
             fell = verdict if judged.level is None and verdict.level is not None else judged

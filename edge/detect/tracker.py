@@ -103,6 +103,16 @@ class LeadIn:
     blobs: tuple[tuple[int, Blob], ...]  # (frame, blob), oldest first, all before the track's first detection
     evidence: float  # nats added to the track score, up to the earliest blob
     chance: float  # detections clutter alone would have given over the same frames
+    missed: int = 0  # frames searched up to the earliest blob that held none on the curve
+
+    def outweighs_its_misses(self) -> bool:
+        """Whether its blobs are likelier its object's than clutter's, weighing hits and misses at the rate it
+        was seen (at most the tracker's): a paper tumbling edge-on shows in a third of its frames, and a frame
+        it does not show in is then little sign it was not there."""
+        hits = len(self.blobs)
+        rate = min(_DETECTION_P, hits / (hits + self.missed))
+        at_rate = self.evidence + hits * (math.log(rate) - _HIT_LLR)
+        return at_rate + (self.missed * (math.log1p(-rate) - _MISS_LLR) if self.missed else 0.0) > 0
 
     def prepend_to(self, t: Track) -> None:
         """Put the blobs in front of the track's detections and their score into its score."""
@@ -180,6 +190,7 @@ class Tracker:
         # began, or a new fall's object first showed.
         self._chain_back = round(cfg.chain_back_s * fps)
         self._lead_in = round(cfg.lead_in_s * fps)
+        self._lead_in_gap = max(cfg.max_missed, round(cfg.lead_in_gap_s * fps))
         self._history: deque[tuple[int, list[Blob], np.ndarray, float]] = deque(
             maxlen=max(1, self._chain_back, self._lead_in)
         )
@@ -441,11 +452,13 @@ class Tracker:
 
         The curve through its first blobs is followed backwards, one frame at a time, taking the blob nearest
         where the curve was (within `chain_sigma` sigmas, as a chain grows) and counting each frame as a hit
-        or a miss in the track score, as going forwards. None when no blob lies on it. The track is unchanged.
+        or a miss in the track score, as going forwards. It ends after `max_missed` misses in a row, or
+        `lead_in_gap_s` of them back to release (a curve already judged a fall predicts across a longer gap).
+        None when no blob lies on it. The track is unchanged.
         """
         first = t.points[0][0]
         back: list[tuple[int, Blob]] = []
-        missed = 0
+        missed = all_missed = first_hit_missed = 0
         extra_ev = extra_chance = 0.0
         first_hit_ev = first_hit_chance = 0.0
         var = 5 * self._sigma(median(t.lengths[:_STITCH_TAIL])) ** 2  # as a chain's next blob
@@ -454,6 +467,7 @@ class Tracker:
         # through a few noisy blobs may bend harder than gravity, and would seem to stop falling too soon.
         g = self._gravity_at(np.array([t.points[0][1]]), np.array([t.points[0][2]]))[0] if to_release else 0.0
         pull = 0.5 * g if g > 0 else math.inf
+        max_missed = self._lead_in_gap if to_release else self.cfg.max_missed
         for frame, blobs, pos, density in islice(reversed(self._history), frames):
             if frame >= first:
                 continue
@@ -470,8 +484,9 @@ class Tracker:
             extra_chance += min(1.0, density * math.pi * self.cfg.chain_sigma**2 * var)
             if d2[j] > self.cfg.chain_sigma**2:
                 missed += 1
+                all_missed += 1
                 extra_ev += _MISS_LLR
-                if missed > self.cfg.max_missed:
+                if missed > max_missed:
                     break
                 continue
             gain = _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
@@ -481,12 +496,12 @@ class Tracker:
             extra_ev += gain
             back.append((frame, blobs[j]))
             curve = None
-            first_hit_ev, first_hit_chance = extra_ev, extra_chance
+            first_hit_ev, first_hit_chance, first_hit_missed = extra_ev, extra_chance, all_missed
         if not back:
             return None
         back.reverse()
         # Only up to its earliest blob: the misses before that are frames it was not yet in view.
-        return LeadIn(tuple(back), first_hit_ev, first_hit_chance)
+        return LeadIn(tuple(back), first_hit_ev, first_hit_chance, first_hit_missed)
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
