@@ -316,10 +316,34 @@ def test_a_new_falls_lead_in_reaches_across_gaps_of_up_to_lead_in_gap_s():
     assert [f for f, _ in tracker.look_back(track, 100).blobs] == [10, 11, 15, 16, 17, 18]
 
 
-def test_a_new_falls_lead_in_ends_at_a_gap_longer_than_lead_in_gap_s():
-    tracker = Tracker(TrackerConfig(max_tracks=1, chain_tracks=0, lead_in_gap_s=0.2), (1920, 1080), fps=25.0)
+@pytest.mark.parametrize(("gap_s", "earliest"), [(0.24, 2), (0.2, 10)])
+def test_a_new_falls_lead_in_ends_at_a_gap_longer_than_lead_in_gap_s(gap_s, earliest):
+    # Six frames missed between 3 and 10: within 0.24 s (6 frames at 25 fps), beyond 0.2 s (5 frames).
+    tracker = Tracker(TrackerConfig(max_tracks=1, chain_tracks=0, lead_in_gap_s=gap_s), (1920, 1080), fps=25.0)
     track = _tumbling_before_its_track(tracker)
-    assert [f for f, _ in tracker.lead_in(track).blobs] == [10, 11, 15, 16, 17, 18]
+    assert tracker.lead_in(track).blobs[0][0] == earliest
+
+
+def _seen_then_gone_in_a_quiet_scene(tracker):
+    """A fall (moving from frame -5 on) whose object shows in frames 0-3 and from 15 on, and nothing else
+    in any frame: frames 4-14 hold no blob at all, so the tracker's history of blobs has no frame of them."""
+    for f, (x, y) in enumerate(_fall(900, 50, 50)):
+        if f >= 5:
+            tracker.step(f - 5, [_blob(x, y)] if f - 5 < 4 or f - 5 >= 15 else [])
+    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
+    return track
+
+
+@pytest.mark.parametrize(("gap_s", "earliest"), [(0.48, 0), (0.4, None)])
+def test_in_a_new_falls_lead_in_frames_with_no_blob_at_all_count_as_misses(gap_s, earliest):
+    # Eleven frames without a blob between 3 and 15: within 0.48 s (12 frames), beyond 0.4 s (10 frames).
+    tracker = Tracker(TrackerConfig(chain_tracks=0, lead_in_gap_s=gap_s), (1920, 1080), fps=25.0)
+    track = _seen_then_gone_in_a_quiet_scene(tracker)
+    assert track.points[0][0] == 15
+    lead = tracker.lead_in(track)
+    assert (lead.blobs[0][0] if lead else None) == earliest
+    if lead:
+        assert lead.missed == 11
 
 
 def _lead_seen_one_frame_in_three(gain: float) -> LeadIn:
@@ -333,6 +357,13 @@ def test_a_lead_in_seen_in_a_third_of_its_frames_outweighs_its_misses_at_that_ra
     lead = _lead_seen_one_frame_in_three(gain=3.0)
     assert lead.evidence < 0  # at the tracker's rate, its misses outweigh it
     assert lead.outweighs_its_misses()
+
+
+def test_a_lead_in_seen_in_nearly_every_frame_is_weighed_at_the_trackers_rate_at_most():
+    # 19 of 20 frames: at its own 95% a miss would cost less than at the tracker's 90%, and it would outweigh.
+    blobs = tuple((f, _blob(900, 50 + 3 * f)) for f in range(19))
+    assert not LeadIn(blobs, evidence=-0.1, chance=0.0, missed=1).outweighs_its_misses()
+    assert LeadIn(blobs, evidence=0.1, chance=0.0, missed=1).outweighs_its_misses()  # control
 
 
 def test_a_lead_in_of_blobs_barely_likelier_the_objects_than_clutters_does_not_outweigh_its_misses():

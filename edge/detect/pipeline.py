@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edge.config import CameraConfig
-from edge.detect.fall import SEEING_RULES, FallDecision
+from edge.detect.fall import SEEING_RULES, FallDecision, Rule
 from edge.detect.gated import FrameLook
 from edge.detect.motion import MotionPrefilter
 from edge.detect.sample import TrackCrops
@@ -214,26 +214,19 @@ class Detector:
         """
         if lead is None or not lead.outweighs_its_misses():
             return
-        if self._judged_with_lead_in(lead.before(track)).level is not None:
+        if self._judged(lead.before(track), waived=SEEING_RULES).level is not None:
             self._lead_ins[track.id] = lead
 
-    def _judged(self, track: Track) -> Verdict:
-        """Physics' verdict on a track (no second look)."""
+    def _judged(self, track: Track, waived: tuple[Rule, ...] = ()) -> Verdict:
+        """Physics' verdict on a track (no second look), but for the `waived` rules."""
         return self.decision.judge(
-            track.points, track.widths, track.strengths, track.lengths, track.chance_at_hit, track.evidence_at_hit
-        )
-
-    def _judged_with_lead_in(self, longer: Track) -> Verdict:
-        """Physics' verdict on how a track with its lead-in in front (`LeadIn.before`) moved: that its object
-        was seen well enough, the track alone has shown."""
-        return self.decision.judge(
-            longer.points,
-            longer.widths,
-            longer.strengths,
-            longer.lengths,
-            longer.chance_at_hit,
-            longer.evidence_at_hit,
-            waived=SEEING_RULES,
+            track.points,
+            track.widths,
+            track.strengths,
+            track.lengths,
+            track.chance_at_hit,
+            track.evidence_at_hit,
+            waived=waived,
         )
 
     def _may_change(self, track: Track, event: FallEvent | None) -> bool:
@@ -344,7 +337,7 @@ class Detector:
         lead = self._lead_ins.get(track.id)
         if lead is not None:  # where it fell from and how far: from where its object first showed
             longer = lead.before(track)
-            judged = self._judged_with_lead_in(longer)
+            judged = self._judged(longer, waived=SEEING_RULES)  # how well it was seen, the track has shown
             path = longer.points  # as the event's start frame has it
             # Unless, with them, it is no longer a fall while without them it still is.
             fell = verdict if judged.level is None and verdict.level is not None else judged

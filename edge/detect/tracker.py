@@ -103,7 +103,7 @@ class LeadIn:
     blobs: tuple[tuple[int, Blob], ...]  # (frame, blob), oldest first, all before the track's first detection
     evidence: float  # nats added to the track score, up to the earliest blob
     chance: float  # detections clutter alone would have given over the same frames
-    missed: int = 0  # frames searched up to the earliest blob that held none on the curve
+    missed: int = 0  # frames up to the earliest blob it was not found in (no blob on the curve, or none at all)
 
     def outweighs_its_misses(self) -> bool:
         """Whether its blobs are likelier its object's than clutter's, weighing hits and misses at the rate it
@@ -111,8 +111,9 @@ class LeadIn:
         it does not show in is then little sign it was not there."""
         hits = len(self.blobs)
         rate = min(_DETECTION_P, hits / (hits + self.missed))
-        at_rate = self.evidence + hits * (math.log(rate) - _HIT_LLR)
-        return at_rate + (self.missed * (math.log1p(-rate) - _MISS_LLR) if self.missed else 0.0) > 0
+        return (
+            self.evidence + hits * (math.log(rate) - _HIT_LLR) + self.missed * (math.log1p(-rate) - _MISS_LLR) > 0
+        )
 
     def prepend_to(self, t: Track) -> None:
         """Put the blobs in front of the track's detections and their score into its score."""
@@ -452,8 +453,9 @@ class Tracker:
 
         The curve through its first blobs is followed backwards, one frame at a time, taking the blob nearest
         where the curve was (within `chain_sigma` sigmas, as a chain grows) and counting each frame as a hit
-        or a miss in the track score, as going forwards. It ends after `max_missed` misses in a row, or
-        `lead_in_gap_s` of them back to release (a curve already judged a fall predicts across a longer gap).
+        or a miss in the track score, as going forwards. It ends after `max_missed` misses in a row (of frames
+        with blobs), or back to release after `lead_in_gap_s` of frames (a curve already judged a fall
+        predicts across a longer gap), where a frame with no blob at all is a miss too, as going forwards.
         None when no blob lies on it. The track is unchanged.
         """
         first = t.points[0][0]
@@ -468,9 +470,15 @@ class Tracker:
         g = self._gravity_at(np.array([t.points[0][1]]), np.array([t.points[0][2]]))[0] if to_release else 0.0
         pull = 0.5 * g if g > 0 else math.inf
         max_missed = self._lead_in_gap if to_release else self.cfg.max_missed
+        later = first  # the frame looked at before this one
         for frame, blobs, pos, density in islice(reversed(self._history), frames):
             if frame >= first:
                 continue
+            # The history holds no frame without blobs: back to release, those between count as misses.
+            unseen, later = (later - frame - 1 if to_release else 0), frame
+            missed, all_missed, extra_ev = missed + unseen, all_missed + unseen, extra_ev + unseen * _MISS_LLR
+            if missed > max_missed:
+                break
             if curve is None:
                 pts = np.array([(f, b.x, b.y) for f, b in reversed(back)] + t.points[:_STITCH_TAIL])
                 curve = fit_poly(pts[:, 0] - first, pts[:, 1:3], 2).tolist()  # [[ax, ay], [bx, by], [cx, cy]]
