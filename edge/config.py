@@ -542,8 +542,8 @@ class TrackerConfig(Strict):
         ge=0.0,
         le=5.0,
         description="...and its object may go unseen this long between two of them (a paper or a bag tumbling "
-        "edge-on shows in a third of its frames), where a track ends after max_missed frames. Chosen on the "
-        "tuning suites: 1 s left a paper 4 floors low, 2 s found no more than 1.5.",
+        "edge-on shows in a third of its frames), where a track ends after max_missed frames (never less than "
+        "that). Chosen on the tuning suites: 1 s left a paper 4 floors low, 2 s found no more than 1.5.",
     )
     # Off by default: on held-out clips it found no throw more and raised suspected alarms 1 -> 4, though it
     # found seven more on the tuning suites (README: Benchmarks, tried since).

@@ -346,6 +346,24 @@ def test_in_a_new_falls_lead_in_frames_with_no_blob_at_all_count_as_misses(gap_s
         assert lead.missed == 11
 
 
+def _straight_fall_with_earlier_blobs(earlier: tuple[int, ...]) -> tuple[Tracker, object]:
+    """A light object at its top speed (a straight line down, whose curve going back never stops falling)
+    seen from frame 15 on, and blobs on that line, above it, at the `earlier` frames; no other blob."""
+    tracker = Tracker(TrackerConfig(chain_tracks=0), (1920, 1080), fps=25.0)
+    for f in range(45):
+        tracker.step(f, [_blob(900, 100 + 8 * f)] if f >= 15 or f in earlier else [])
+    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
+    return tracker, track
+
+
+def test_a_lone_blob_after_a_longer_gap_than_a_track_may_have_does_not_start_a_new_falls_lead_in():
+    tracker, track = _straight_fall_with_earlier_blobs((3,))  # one stray blob, eleven frames before
+    assert track.points[0][0] == 15 and tracker.lead_in(track) is None
+    # Control: two blobs in a row there stand, as a tumbling paper's do.
+    tracker, track = _straight_fall_with_earlier_blobs((2, 3))
+    assert [f for f, _ in tracker.lead_in(track).blobs] == [2, 3]
+
+
 def _lead_seen_one_frame_in_three(gain: float) -> LeadIn:
     """A lead-in of four blobs, each `gain` nats likelier the object's than clutter's, with two frames
     missed after each: scored as the tracker scores, every miss at its 90% detection rate."""

@@ -455,14 +455,15 @@ class Tracker:
         where the curve was (within `chain_sigma` sigmas, as a chain grows) and counting each frame as a hit
         or a miss in the track score, as going forwards. It ends after `max_missed` misses in a row (of frames
         with blobs), or back to release after `lead_in_gap_s` of frames (a curve already judged a fall
-        predicts across a longer gap), where a frame with no blob at all is a miss too, as going forwards.
+        predicts across a longer gap), where a frame with no blob at all is a miss too, as going forwards; a
+        blob found after a longer gap than `max_missed` stands only when another lies that near before it.
         None when no blob lies on it. The track is unchanged.
         """
         first = t.points[0][0]
         back: list[tuple[int, Blob]] = []
-        missed = all_missed = first_hit_missed = 0
+        missed = all_missed = 0
         extra_ev = extra_chance = 0.0
-        first_hit_ev = first_hit_chance = 0.0
+        kept = 0, 0.0, 0.0, 0  # the blobs found that stand, and the score and misses up to the earliest
         var = 5 * self._sigma(median(t.lengths[:_STITCH_TAIL])) ** 2  # as a chain's next blob
         curve = None  # x and y of the curve through the blobs found so far: refitted when one is added
         # Half of g in pixels per frame squared (the curve's coefficient), where a calibration tells: a curve
@@ -500,16 +501,20 @@ class Tracker:
             gain = _HIT_LLR - math.log(density * 2 * math.pi * var) - d2[j] / 2
             if to_release and gain <= 0:
                 break
-            missed = 0
+            # Found after a longer gap than a track may have, a blob stands only once the next one back (within
+            # max_missed frames) agrees: one stray blob on the line above a light object's release (whose
+            # straight curve never stops falling) would otherwise name the floor above.
+            lone, missed = missed > self.cfg.max_missed, 0
             extra_ev += gain
             back.append((frame, blobs[j]))
             curve = None
-            first_hit_ev, first_hit_chance, first_hit_missed = extra_ev, extra_chance, all_missed
-        if not back:
+            if not lone:
+                kept = len(back), extra_ev, extra_chance, all_missed
+        found, evidence, chance, unfound = kept
+        if not found:
             return None
-        back.reverse()
         # Only up to its earliest blob: the misses before that are frames it was not yet in view.
-        return LeadIn(tuple(back), first_hit_ev, first_hit_chance, first_hit_missed)
+        return LeadIn(tuple(reversed(back[:found])), evidence, chance, unfound)
 
     def _keep_lost(self, frame: int, ended: list[Track]) -> None:
         """Remember tracks that ended before they were judged a fall, for `stitch_gap_s`."""
