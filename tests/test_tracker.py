@@ -248,12 +248,17 @@ def test_the_gate_distances_of_every_track_and_blob_agree_with_a_matrix_inverse_
             assert np.isclose(det[i, j], np.linalg.det(s), rtol=1e-12, atol=0)
 
 
-def _picked_up_late(tracker, lead_in=True):
-    """A fall whose object shows from frame 3 (missed one frame in three at first), while another object
-    holds the tracker's only place until frame 15: its track begins at frame 19. Returns that track."""
+def _from_3_missed_one_in_three(f: int) -> bool:
+    return f >= 3 and not (f < 20 and f % 3 == 2)
+
+
+def _picked_up_late(tracker, seen=_from_3_missed_one_in_three):
+    """A fall whose object shows in the frames `seen` passes (by default from frame 3, missed one frame in three
+    at first), while another object holds the tracker's only place until frame 15: its track begins at frame
+    19. Returns that track."""
     for f, (x, y) in enumerate(_fall(900, 50, 45)):
         blobs = [_blob(300, 900)] if f < 15 else []
-        if f >= 3 and not (f < 20 and f % 3 == 2) and (lead_in or f >= 19):
+        if seen(f):
             blobs.append(_blob(x, y))
         tracker.step(f, blobs)
     (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
@@ -273,7 +278,7 @@ def test_a_track_picked_up_late_finds_the_blobs_its_object_left_before_it_began(
 
 def test_nothing_is_found_behind_a_track_whose_object_left_no_blobs_before_it():
     tracker = Tracker(TrackerConfig(max_tracks=1), (1920, 1080))
-    assert tracker.lead_in(_picked_up_late(tracker, lead_in=False)) is None
+    assert tracker.lead_in(_picked_up_late(tracker, seen=lambda f: f >= 19)) is None
 
 
 def test_blobs_off_a_tracks_curve_before_it_began_are_not_taken_for_its_object():
@@ -298,13 +303,7 @@ def _tumbling_before_its_track(tracker):
     """As `_picked_up_late`, but before its track begins the object shows only at frames 2-3 and 10-11 and
     from 15 on: gaps of six frames, longer than max_missed, as a paper tumbling edge-on leaves. (The
     tracker starts no chain tracks: one would begin at 17 and be followed back as a chain is.)"""
-    for f, (x, y) in enumerate(_fall(900, 50, 45)):
-        blobs = [_blob(300, 900)] if f < 15 else []
-        if f >= 15 or f in (2, 3, 10, 11):
-            blobs.append(_blob(x, y))
-        tracker.step(f, blobs)
-    (track,) = [t for t in tracker.tracks if t.points[-1][0] == 44]
-    return track
+    return _picked_up_late(tracker, seen=lambda f: f >= 15 or f in (2, 3, 10, 11))
 
 
 def test_a_new_falls_lead_in_reaches_across_gaps_of_up_to_lead_in_gap_s():
