@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -108,6 +110,19 @@ class NodeConfig(Strict):
     )
 
 
+CONFIG_DIR = "config_dir"  # validation context: the folder of the config file being read, when there is one
+
+
+def beside_config(path: Path, info: ValidationInfo) -> Path:
+    """A relative path names a file beside the config file, not in the working directory (a service's is /)."""
+    base = (info.context or {}).get(CONFIG_DIR)
+    return path if base is None or path.is_absolute() else Path(base) / path
+
+
+# A file or folder the config names: relative to the config file's folder (`beside_config`).
+ConfigPath = Annotated[Path, AfterValidator(beside_config)]
+
+
 def readable_file(path: Path | None) -> Path | None:
     """A file the node will read at start (TLS, password): checked when the config is, with its path."""
     if path is None:
@@ -121,7 +136,9 @@ def readable_file(path: Path | None) -> Path | None:
 
 
 class StorageConfig(Strict):
-    dir: Path = Field(Path("/var/lib/edge"), description="Where clips, stills, manifests and the outbox live.")
+    dir: ConfigPath = Field(
+        Path("/var/lib/edge"), description="Where clips, stills, manifests and the outbox live."
+    )
     quota_gb: float | None = Field(
         None,
         gt=0.0,
@@ -161,9 +178,11 @@ class StorageConfig(Strict):
 
 
 class TlsConfig(Strict):
-    ca_file: Path = Field(description="CA certificate that signed the broker's certificate.")
-    cert_file: Path | None = Field(None, description="This client's certificate, when the broker asks for one.")
-    key_file: Path | None = Field(None, description="Private key of cert_file.")
+    ca_file: ConfigPath = Field(description="CA certificate that signed the broker's certificate.")
+    cert_file: ConfigPath | None = Field(
+        None, description="This client's certificate, when the broker asks for one."
+    )
+    key_file: ConfigPath | None = Field(None, description="Private key of cert_file.")
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
@@ -187,7 +206,7 @@ class MqttConfig(Strict):
     client_id: str | None = Field(None, description="MQTT client id; the node id when not given.")
     username: str | None = Field(None, description="Broker user; by the shipped ACL, the node id.")
     password: SecretStr | None = Field(None, description="Broker password; write ${ENV_NAME}, never the value.")
-    password_file: Path | None = Field(
+    password_file: ConfigPath | None = Field(
         None, description="File holding the password (a systemd credential: ${CREDENTIALS_DIRECTORY}/mqtt)."
     )
     tls: TlsConfig | None = Field(None, description="TLS to the broker; strongly advised off the LAN.")
@@ -582,7 +601,7 @@ SHIPPED_VERIFIER = Path(__file__).resolve().parents[1] / "models" / "fall-verifi
 class VerifierConfig(Strict):
     """The learned second look at each track physics reports (models/fall-verifier/MODEL_CARD.md)."""
 
-    model: Path | None = Field(
+    model: ConfigPath | None = Field(
         None, description="ONNX model scoring each candidate track; null turns the second look off."
     )
     veto_below: float = Field(
@@ -856,7 +875,7 @@ class CameraHealthConfig(Strict):
         le=3600.0,
         description="A raised problem clears after this long of normal pictures (or online), so it does not flap.",
     )
-    reference: Path | None = Field(
+    reference: ConfigPath | None = Field(
         None,
         description=(
             "Reference still for `moved`; unset: `<config>.<camera>.reference.jpg` beside the config, as `edge "
@@ -886,6 +905,14 @@ class CameraConfig(Strict):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     fall: FallConfig = Field(default_factory=FallConfig)
     health: CameraHealthConfig = Field(default_factory=CameraHealthConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _file_beside_config(cls, source: str, info: ValidationInfo) -> str:
+        # A stream (scheme://) or an absolute path (a device) is as written; a relative file, as every path.
+        if "://" in source:
+            return source
+        return str(beside_config(Path(source), info))
 
 
 class EdgeConfig(Strict):
@@ -1106,14 +1133,17 @@ def _read_yaml(text: str, file: str) -> tuple[yaml.Node | None, Any]:
         loader.dispose()
 
 
-def parse_config(text: str, file: str = "config") -> EdgeConfig:
+def parse_config(text: str, file: str = "config", config_dir: Path | None = None) -> EdgeConfig:
     """Validate YAML text into an EdgeConfig, raising ConfigError at the first problem found.
+
+    `config_dir` is the folder the text was read from: relative paths in it are that folder's (`ConfigPath`);
+    without one, the working directory's.
 
     Every failure is a ConfigError (exit 78 from the CLI), never a traceback: a unit restarted after a
     traceback would restart forever on a config that cannot get better by itself.
     """
     try:
-        return _parse(text, file)
+        return _parse(text, file, config_dir)
     except ConfigError:
         raise
     except Exception as exc:  # anything a hostile file still provokes is a config error, not a crash
@@ -1172,11 +1202,11 @@ def validation_problem(
     return ConfigError(file, (locate or _locate)(root, loc), key_path(loc), value, why)
 
 
-def _parse(text: str, file: str) -> EdgeConfig:
+def _parse(text: str, file: str, config_dir: Path | None) -> EdgeConfig:
     root, raw, data = read_mapping(text, file)
     data, raw = _merge_defaults(data), _merge_defaults(raw)
     try:
-        config = EdgeConfig.model_validate(data)
+        config = EdgeConfig.model_validate(data, context={CONFIG_DIR: config_dir})
     except ValidationError as exc:
         raise validation_problem(exc, root, file) from None
     config._from_env = list(_substituted(raw, data, ()))
@@ -1227,9 +1257,14 @@ def read_text(path: str | Path, what: str = "config") -> str:
         raise ConfigError(str(p), None, "", str(p), "not UTF-8 text") from None
 
 
+def config_folder(path: str | Path) -> Path:
+    """The folder relative paths in the config file at `path` are read from: its own, made absolute."""
+    return Path(path).absolute().parent
+
+
 def load_config(path: str | Path) -> EdgeConfig:
     """Read and validate a config file; raises ConfigError (also for an unreadable or oversized file)."""
-    config = parse_config(read_text(path), str(path))
+    config = parse_config(read_text(path), str(path), config_folder(path))
     config._file = Path(path)
     return config
 

@@ -115,8 +115,9 @@ def write_config(entry: dict, video: Path, folder: Path, calibrated: bool) -> Pa
     cfg = {
         "version": 1,
         "node": {"id": "realbench"},
-        "storage": {"dir": str(folder / "storage")},
-        "cameras": {"real": {"source": str(video), **camera_settings(entry, calibrated)}},
+        # Absolute: a config's relative paths are its own folder's, and the footage lies elsewhere.
+        "storage": {"dir": str(folder.absolute() / "storage")},
+        "cameras": {"real": {"source": str(video.absolute()), **camera_settings(entry, calibrated)}},
     }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

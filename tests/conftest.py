@@ -16,10 +16,12 @@ from edge.sim.simulate import simulate
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_edge(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m edge ARGS` as a user would; returns the finished process with text output."""
+def run_edge(
+    *args: str, env: dict | None = None, timeout: float = 600, cwd: Path | str = REPO
+) -> subprocess.CompletedProcess:
+    """Run `python -m edge ARGS` as a user would (in `cwd`); returns the finished process with text output."""
     return subprocess.run(
-        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
     )
 
 

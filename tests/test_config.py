@@ -318,3 +318,72 @@ def test_facade_bounds_in_order_are_accepted(monkeypatch):
     text = GOOD.replace("      ground_floor: 1\n", bounds)
     facade = parse_config(text, "site.yaml").cameras["east"].facade
     assert facade.top_floor == 3 and facade.extent_m == (0.0, 36.0)
+
+
+# -- relative paths: the config file's folder, not the working directory ---------------------------------
+
+
+def _site_with_relative_paths(folder) -> str:
+    """A config in `folder` naming its CA, password file and storage relative to itself."""
+    (folder / "certs").mkdir()
+    (folder / "certs" / "ca.pem").write_text("not checked as a certificate here\n")
+    (folder / "mqtt.pw").write_text("secret\n")
+    text = (
+        "version: 1\nnode: {id: n}\nstorage: {dir: store}\n"
+        "mqtt: {username: n, password_file: mqtt.pw, tls: {ca_file: certs/ca.pem}}\n"
+        "cameras: {c: {source: clips/east.mp4, health: {reference: east.jpg}}, d: {source: rtsp://192.0.2.1/s}}\n"
+    )
+    path = folder / "site.yaml"
+    path.write_text(text)
+    return text
+
+
+def test_relative_paths_in_a_config_file_are_read_beside_it(tmp_path, monkeypatch):
+    from edge.config import load_config
+
+    _site_with_relative_paths(tmp_path)
+    monkeypatch.chdir("/")  # as a service runs: its working directory has nothing to do with the file
+    cfg = load_config(tmp_path / "site.yaml")
+    assert cfg.storage.dir == tmp_path / "store"
+    assert cfg.mqtt.tls.ca_file == tmp_path / "certs" / "ca.pem"
+    assert cfg.mqtt.password_file == tmp_path / "mqtt.pw"
+    assert cfg.cameras["c"].source == str(tmp_path / "clips" / "east.mp4")
+    assert cfg.cameras["c"].health.reference == tmp_path / "east.jpg"
+
+
+def test_streams_devices_and_absolute_paths_are_taken_as_written(tmp_path):
+    from edge.config import load_config
+
+    (tmp_path / "site.yaml").write_text(
+        f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'abs'}}}\n"
+        "cameras: {c: {source: /dev/video0}, d: {source: rtsp://192.0.2.1/s}}\n"
+    )
+    cfg = load_config(tmp_path / "site.yaml")
+    assert cfg.storage.dir == tmp_path / "abs"
+    assert cfg.cameras["c"].source == "/dev/video0" and cfg.cameras["d"].source == "rtsp://192.0.2.1/s"
+
+
+def test_a_config_given_by_a_relative_name_is_read_beside_it_too(tmp_path, monkeypatch):
+    from edge.config import load_config
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "site.yaml").write_text(
+        "version: 1\nnode: {id: n}\nstorage: {dir: store}\ncameras: {c: {source: a.mp4}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("etc/site.yaml")
+    assert cfg.storage.dir == tmp_path / "etc" / "store" and cfg.storage.dir.is_absolute()
+
+
+def test_check_config_finds_files_named_relative_to_the_config_from_anywhere(tmp_path):
+    _site_with_relative_paths(tmp_path)
+    proc = run_edge("check-config", str(tmp_path / "site.yaml"), cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "mqtt.pw").unlink()  # the control: the same file, its password file gone
+    proc = run_edge("check-config", str(tmp_path / "site.yaml"), cwd="/")
+    assert proc.returncode == 78 and str(tmp_path / "mqtt.pw") in proc.stderr, proc.stderr
+
+
+def test_text_without_a_file_keeps_relative_paths_as_written():
+    cfg = parse_config("version: 1\nnode: {id: n}\nstorage: {dir: store}\ncameras: {c: {source: a.mp4}}\n")
+    assert str(cfg.storage.dir) == "store" and cfg.cameras["c"].source == "a.mp4"

@@ -18,7 +18,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from edge.config import _ENV, ConfigError, EdgeConfig, parse_config
+from edge.config import _ENV, ConfigError, EdgeConfig, config_folder, parse_config
 
 # Indentations (mapping, sequence, dash offset) a hand-written config uses; the one that reproduces the file
 # unchanged is used to write it, so that only the calibrated blocks change.
@@ -174,7 +174,7 @@ def with_placeholders(text: str) -> tuple[str, list[str]]:
 def check_text(text: str, file: str) -> tuple[EdgeConfig, list[str]]:
     """check-config's validation of a config text; raises ConfigError (`file:line: key.path: why`)."""
     filled, unset = with_placeholders(text)
-    return parse_config(filled, file), unset
+    return parse_config(filled, file, config_folder(file)), unset
 
 
 def _own_like(fd: int, like: os.stat_result) -> None:
