@@ -27,7 +27,7 @@ from center.photos import MAX_PHOTO_BYTES, is_jpeg, keep_photo
 from center.queries import CaseQuery, cases_seen
 from center.retention import DiskState
 from center.roster import Roster
-from center.stats import Stats, compute
+from center.stats import Stats, stats_of
 
 MAX_PAGE = 500  # cases in one answer
 MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger one in an address is no row,
@@ -461,7 +461,7 @@ def create_app(ctx: Context) -> FastAPI:
     def stats(s: Db, who: Who, since: dt.datetime | None = None, until: dt.datetime | None = None):
         """Alerts by building, floor and hour; false-alarm share; median times to acknowledge and resolve."""
         query = cases_seen(CaseQuery(since=_aware(since), until=_aware(until)), who.buildings, with_events=False)
-        return compute(list(s.scalars(query)), ctx.cfg.timezone)
+        return stats_of(s, query, ctx.cfg.timezone)
 
     @app.get("/api/feedback", response_model=list[FeedbackOut], tags=["statistics"])
     def feedback(
