@@ -110,6 +110,7 @@ class NodeConfig(Strict):
     )
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # a source naming its protocol: rtsp://, file:, pipe:
 CONFIG_DIR = "config_dir"  # validation context: the folder of the config file being read, when there is one
 
 
@@ -909,8 +910,9 @@ class CameraConfig(Strict):
     @field_validator("source")
     @classmethod
     def _file_beside_config(cls, source: str, info: ValidationInfo) -> str:
-        # A stream (scheme://) or an absolute path (a device) is as written; a relative file, as every path.
-        if "://" in source:
+        # A stream or an FFmpeg input (rtsp://..., pipe:0) or an absolute path (a device) is as written; a
+        # relative file, as every path.
+        if _SCHEME.match(source):
             return source
         return str(beside_config(Path(source), info))
 

@@ -115,8 +115,8 @@ def write_config(entry: dict, video: Path, folder: Path, calibrated: bool) -> Pa
     cfg = {
         "version": 1,
         "node": {"id": "realbench"},
-        # Absolute: a config's relative paths are its own folder's, and the footage lies elsewhere.
-        "storage": {"dir": str(folder.absolute() / "storage")},
+        # A config's relative paths are its own folder's: storage beside it, the footage (elsewhere) absolute.
+        "storage": {"dir": "storage"},
         "cameras": {"real": {"source": str(video.absolute()), **camera_settings(entry, calibrated)}},
     }
     path = folder / "config.yaml"

@@ -241,7 +241,7 @@ def live_run(cache: Path, cameras: int, seconds: float, log) -> LiveRun:
         config = {
             "version": 1,
             "node": {"id": "bench", "status_interval_s": 2},
-            "storage": {"dir": str(work.absolute() / "store")},  # relative paths would be edge.yaml's folder's
+            "storage": {"dir": "store"},  # beside edge.yaml: a config's relative paths are its folder's
             "mqtt": {"enabled": False},
             "cameras": config_cams,
         }

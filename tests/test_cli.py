@@ -108,7 +108,7 @@ def test_replay_into_the_nodes_storage_dir_keeps_the_nodes_event_log(sim_clip, t
     log = storage / "events.jsonl"  # the live node's record of every alert since it was installed
     log.write_text('{"type": "new", "id": "20260101T000000-east-0000001-1"}\n')
     cfg = tmp_path / "site.yaml"
-    cfg.write_text((folder / "config.yaml").read_text().replace(str(folder / "storage"), str(storage)))
+    cfg.write_text((folder / "config.yaml").read_text().replace("dir: storage", f"dir: {storage}"))
     for out in (storage, tmp_path / "var-lib-edge" / "."):
         proc = run_edge("replay", str(folder / "scene.mp4"), "--config", str(cfg), "--out", str(out))
         _assert_clean_failure(proc, 73, "storage.dir")

@@ -356,11 +356,12 @@ def test_streams_devices_and_absolute_paths_are_taken_as_written(tmp_path):
 
     (tmp_path / "site.yaml").write_text(
         f"version: 1\nnode: {{id: n}}\nstorage: {{dir: {tmp_path / 'abs'}}}\n"
-        "cameras: {c: {source: /dev/video0}, d: {source: rtsp://192.0.2.1/s}}\n"
+        "cameras: {c: {source: /dev/video0}, d: {source: rtsp://192.0.2.1/s}, e: {source: 'pipe:0'}}\n"
     )
     cfg = load_config(tmp_path / "site.yaml")
     assert cfg.storage.dir == tmp_path / "abs"
     assert cfg.cameras["c"].source == "/dev/video0" and cfg.cameras["d"].source == "rtsp://192.0.2.1/s"
+    assert cfg.cameras["e"].source == "pipe:0"
 
 
 def test_a_config_given_by_a_relative_name_is_read_beside_it_too(tmp_path, monkeypatch):

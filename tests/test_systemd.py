@@ -86,6 +86,7 @@ def test_a_node_started_with_umask_022_keeps_its_storage_private(sim_clip, tmp_p
     config = yaml.safe_load((clip / "config.yaml").read_text())
     storage = tmp_path / "storage"
     config["storage"] = {"dir": str(storage)}
+    config["cameras"]["sim"]["source"] = str(clip / "scene.mp4")  # the config moves; the clip does not
     config["mqtt"] = {"host": "127.0.0.1", "port": 1}  # nothing listens: every message stays in the outbox
     config["node"] = {**config.get("node", {}), "metrics": {"listen": None}}  # never the fixed default 9108
     (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))

@@ -135,9 +135,9 @@ def scene_config(scene: Scene, facade: dict, out: Path) -> str:
     cfg = {
         "version": 1,
         "node": {"id": "sim"},
-        # Absolute: the folder as given is the working directory's, and the config's paths are its own folder's.
-        "storage": {"dir": str(out.absolute() / "storage")},
-        "cameras": {"sim": {"source": str(out.absolute() / "scene.mp4"), "facade": facade}},
+        # Relative: a config's paths are its own folder's, so the clip's folder may be moved or copied whole.
+        "storage": {"dir": "storage"},
+        "cameras": {"sim": {"source": "scene.mp4", "facade": facade}},
     }
     return (
         "# Written by `edge sim`: the facade points are the rendered camera's exact projection.\n"
