@@ -4,6 +4,7 @@ and the audit log. `mount(app, ctx)` adds everything to the API's FastAPI app.""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -47,9 +48,10 @@ class Word(str):
 class PageError(Exception):
     """An error shown as a page in the viewer's language: `key` is a message of the catalogue (center/web/i18n)."""
 
-    def __init__(self, status: int, key: str, **fields):
+    def __init__(self, status: int, key: str, retry_after_s: float | None = None, **fields):
         super().__init__(key)
         self.status, self.key, self.fields = status, key, fields
+        self.retry_after_s = retry_after_s  # when asking again may succeed: sent as Retry-After (RFC 9110)
 
     def text(self, t: Callable[..., str]) -> str:
         return t(self.key, **{k: t(f) if isinstance(f, Word) else f for k, f in self.fields.items()})
@@ -266,7 +268,10 @@ def mount(app: FastAPI, ctx: Context) -> None:
     async def _error(request: Request, exc: PageError) -> Response:
         web = web_of(request)
         t = i18n.translator(i18n.pick(request.cookies.get(i18n.COOKIE)))
-        return web.render(request, None, "error.html", status=exc.status, message=exc.text(t))
+        page = web.render(request, None, "error.html", status=exc.status, message=exc.text(t))
+        if exc.retry_after_s is not None:
+            page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return page
 
 
 def _quote(path: str) -> str:

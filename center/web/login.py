@@ -64,7 +64,7 @@ def login(
     address = request.client.host if request.client else "?"
     wait, ticket = web.limiter.attempt(address, name)  # counted as a failure until it succeeds
     if wait > 0:
-        raise PageError(429, "login_wait", minutes=math.ceil(wait / 60))
+        raise PageError(429, "login_wait", retry_after_s=wait, minutes=math.ceil(wait / 60))
     with web.ctx.sessions.begin() as s:
         user = check_password(s, name, password)
         shown = name.replace("\x00", "")[:80] or "?"  # PostgreSQL keeps no NUL in text

@@ -87,6 +87,18 @@ def test_logins_after_five_failures_wait_even_with_the_right_password(site):
     assert logged_in(app, "chen").get("/alerts").status_code == 200  # control: another name is let in
 
 
+def test_a_login_told_to_wait_says_for_how_long_in_retry_after(site):
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    token = csrf_of(client.get("/login").text)
+    first = client.post("/login", data={"name": "zhang", "password": "guess-guess", "csrf": token})
+    assert first.status_code == 401 and "Retry-After" not in first.headers  # control: a plain failure
+    for _ in range(4):
+        client.post("/login", data={"name": "zhang", "password": "guess-guess", "csrf": token})
+    r = client.post("/login", data={"name": "zhang", "password": password_of("zhang"), "csrf": token})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+
+
 def test_a_login_form_without_its_csrf_token_is_refused(site):
     _, app = site
     client = TestClient(app, base_url="https://testserver")
