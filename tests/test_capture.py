@@ -107,6 +107,26 @@ def test_a_live_camera_whose_stream_keeps_failing_still_delivers_frames_after_ma
     assert min(done) >= 10  # and each of them still had most of its second of frames detected
 
 
+def test_reconnects_an_hour_old_leave_the_count_while_the_stream_runs_on(monkeypatch):
+    import edge.capture.camera as camera
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(camera.time, "time", lambda: clock[0])
+    cap = CameraCapture("cam", "rtsp://127.0.0.1:1/x", CaptureConfig(), Feed(max_frames=3), is_file=False)
+    frame = CapturedFrame(np.zeros((4, 4), np.uint8), 0.0, None, None)
+    for _ in range(3):  # a bad hour: the stream lost and back three times
+        cap._lost("gone")
+        cap._delivered([frame])
+        clock[0] += 60
+    assert cap.status.reconnects_last_hour == 2  # the first delivery was a start, not a reconnect
+    clock[0] += 1800
+    cap._delivered([frame])
+    assert cap.status.reconnects_last_hour == 2  # control: half an hour on, they still count
+    clock[0] += 1800
+    cap._delivered([frame])  # frames keep coming, no reconnect since
+    assert cap.status.reconnects_last_hour == 0
+
+
 def test_a_live_feed_that_falls_behind_drops_frames_but_never_packets(sim_clip):
     clip = sim_clip("throw", 1) / "scene.mp4"
     # Nobody reads while the file is decoded: a worker far behind (allowed as many decoded frames as it

@@ -60,6 +60,7 @@ class CameraStatus:
 
 
 RATE_FRAMES = 8  # a stream's first frames, whose timestamps measure its frame rate
+_RECONNECTS_OVER_S = 3600.0  # status counts the reconnects of the last hour
 _RATE_AGREES = 0.05  # a declared rate within 5% of the measured one is taken as exact
 
 
@@ -266,6 +267,7 @@ class CameraCapture(threading.Thread):
             self._online_sessions += 1
             self._set(CameraState.ONLINE, "receiving frames")
         self.status.frames += len(frames)
+        self._forget_reconnects(time.time())
         self._recent.extend(f.t for f in frames)
         if len(self._recent) > 1:
             span = self._recent[-1] - self._recent[0]
@@ -275,7 +277,12 @@ class CameraCapture(threading.Thread):
     def _count_reconnect(self) -> None:
         now = time.time()
         self._reconnects.append(now)
-        while self._reconnects and self._reconnects[0] < now - 3600:
+        self._forget_reconnects(now)
+
+    def _forget_reconnects(self, now: float) -> None:
+        """Drop reconnects older than an hour from the count: also while the stream runs and none come, so a
+        camera that had a bad hour does not show it for the rest of the day."""
+        while self._reconnects and self._reconnects[0] < now - _RECONNECTS_OVER_S:
             self._reconnects.popleft()
         self.status.reconnects_last_hour = len(self._reconnects)
 
