@@ -127,6 +127,23 @@ def test_reconnects_an_hour_old_leave_the_count_while_the_stream_runs_on(monkeyp
     assert cap.status.reconnects_last_hour == 0
 
 
+def test_reconnects_an_hour_old_leave_the_count_while_the_camera_stays_down(monkeypatch):
+    import edge.capture.camera as camera
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(camera.time, "time", lambda: clock[0])
+    cap = CameraCapture("cam", "rtsp://127.0.0.1:1/x", CaptureConfig(), Feed(max_frames=3), is_file=False)
+    frame = CapturedFrame(np.zeros((4, 4), np.uint8), 0.0, None, None)
+    cap._delivered([frame])
+    cap._lost("gone")
+    cap._delivered([frame])  # back once
+    cap._lost("gone again")  # and down for good: every retry fails
+    assert cap.status.reconnects_last_hour == 1  # control: that reconnect is recent
+    clock[0] += 3601
+    cap._lost("still down")
+    assert cap.status.reconnects_last_hour == 0
+
+
 def test_a_live_feed_that_falls_behind_drops_frames_but_never_packets(sim_clip):
     clip = sim_clip("throw", 1) / "scene.mp4"
     # Nobody reads while the file is decoded: a worker far behind (allowed as many decoded frames as it

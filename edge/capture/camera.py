@@ -293,6 +293,7 @@ class CameraCapture(threading.Thread):
 
     def _lost(self, reason: str, ended: bool = False) -> None:
         self._announce_stop(reason, ended)
+        self._forget_reconnects(time.time())  # also while it stays down: every failed retry comes here
         self.status.fps = 0.0
         state = CameraState.ENDED if ended else CameraState.OFFLINE
         if self.status.state != state or self.status.reason != reason:
