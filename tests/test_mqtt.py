@@ -320,6 +320,25 @@ def test_an_original_asked_for_while_it_is_being_recorded_is_sent_once_it_is_sav
         assert got.read_bytes() == (folder / "original.ts").read_bytes()
 
 
+def test_an_original_asked_for_again_while_it_is_still_being_sent_is_not_queued_twice(tmp_path, broker):
+    storage = tmp_path / "garden-a"
+    eid = "20260101T000000-cam-0000100-1"
+    (storage / "events" / eid).mkdir(parents=True)
+    (storage / "events" / eid / "original.ts").write_bytes(b"G" + os.urandom(600_000))
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(_parse(_config(tmp_path, broker, "garden-a"), "pw-a"), outbox, storage)
+    try:  # not started: the outbox alone shows what a request queues
+        assert publisher.send_original(eid)
+        queued = outbox.depth()
+        assert queued[1] > 600_000  # the whole clip, in chunks
+        assert publisher.send_original(eid) and outbox.depth() == queued  # asked again meanwhile: not again
+        for message in outbox.next_batch(10_000, set()):
+            outbox.ack(message.seq)  # the broker took every chunk
+        assert publisher.send_original(eid) and outbox.depth()[1] > 600_000  # control: asked after, sent again
+    finally:
+        outbox.close()
+
+
 def test_the_center_s_verdict_is_kept_beside_the_node_s_event_once_and_hostile_ones_are_not(
     tmp_path, broker, center
 ):

@@ -393,6 +393,11 @@ class MqttPublisher:
         originals = sorted(p for p in folder.glob("original.*") if p.is_file() and not p.is_symlink())
         if not originals:
             return self._want_original(event_id)
+        if self.outbox.waiting(self.topics.files(event_id, "original")):
+            # Asked again (a second click, a repeated QoS 1 command) while its chunks still wait: a clip of tens of
+            # MB queued twice would only crowd the outbox, whose bound drops clip chunks first.
+            log.info("original of %s asked for again while it is still being sent: not queued twice", event_id)
+            return True
         size, digest = self._send_file(event_id, "original", originals[0])
         rec = {"id": event_id, "node": self.node}
         extra = {"original_bytes": size, "original_sha256": digest}

@@ -139,6 +139,13 @@ class Outbox:
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
 
+    def waiting(self, topic: str) -> bool:
+        """Whether a message for `topic` is still queued (not yet acknowledged by the broker)."""
+        with self._lock:
+            return (
+                self._db.execute("SELECT 1 FROM outbox WHERE topic = ? LIMIT 1", (topic,)).fetchone() is not None
+            )
+
     def depth(self) -> tuple[int, int]:
         """(messages, bytes) waiting."""
         with self._lock:
