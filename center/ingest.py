@@ -387,6 +387,8 @@ class Ingest:
         if not valid_id(event_id):
             self.drops("bad topic", topic)
             return
+        if payload == b"":
+            return  # the node emptied its retained answer: the event's evidence is gone (its retention)
         if payload not in (b"ON", b"OFF"):
             self.drops("bad hold state", topic)
             return

@@ -127,7 +127,9 @@ class Node:
         self.status_file = StatusFile(self.storage)
         self.detect_on = self._load_detect_state()
         self.holds = Holds(self.storage)
-        self.retention = Retention(self.storage, config.storage, self.holds, self._on_storage_level)
+        self.retention = Retention(
+            self.storage, config.storage, self.holds, self._on_storage_level, self._on_evidence_expired
+        )
         self.metrics = NodeMetrics(self)
         self.reloads = {"ok": 0, "refused": 0}
         self.notifier = notifier or Notifier()
@@ -457,6 +459,12 @@ class Node:
                 self.publisher.publish_detect_state(name, self.detect_on.get(name, True))
 
     # -- storage -------------------------------------------------------------------------------------------
+    def _on_evidence_expired(self, event_ids: list[str]) -> None:
+        """Retention deleted these events' evidence: their retained hold states go too."""
+        publisher = self.publisher  # read once: a reload may replace it meanwhile
+        if publisher is not None:
+            publisher.forget_hold_states(event_ids)
+
     def _on_storage_level(self, report: Report, policy: Policy, changed: bool = True) -> None:
         """The storage level after the first sweep, or changed: the center is told (retained); a change is also
         logged and written to events.jsonl."""

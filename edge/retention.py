@@ -375,8 +375,9 @@ class Retention:
         cfg: StorageConfig,
         holds: Holds,
         on_level: Callable[[Report, Policy, bool], None],  # (report, policy, whether the level changed)
+        on_expired: Callable[[list[str]], None] | None = None,  # ids of the events whose evidence a sweep deleted
     ):
-        self.storage, self.holds, self.on_level = storage, holds, on_level
+        self.storage, self.holds, self.on_level, self.on_expired = storage, holds, on_level, on_expired
         self.configure(cfg)
         self.level = Level.OK
         self._told = False  # whether on_level has heard of any sweep yet
@@ -404,6 +405,8 @@ class Retention:
         self.last = report
         self.expired_total += len(report.expired)
         self.expendable_total += report.expendable_deleted
+        if report.expired and self.on_expired is not None:
+            self.on_expired(list(report.expired))
         changed = report.level != self.level
         if changed or not self._told:
             self.level, self._told = report.level, True

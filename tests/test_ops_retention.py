@@ -341,6 +341,43 @@ def test_held_evidence_outlives_its_retention_and_hostile_hold_commands_change_n
         center.disconnect()
 
 
+def test_an_event_whose_evidence_retention_deleted_leaves_no_retained_hold_state(tmp_path, broker):
+    os.environ["EDGE_TEST_PW"] = "pw-a"
+    mqtt_cfg = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "${EDGE_TEST_PW}",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+    try:
+        node = _node(tmp_path, {"evidence_days": 30}, mqtt_cfg)
+    finally:
+        del os.environ["EDGE_TEST_PW"]
+    released = _event(node.storage, "20261001T000000-cam-0000001-1", 40, KB)
+    still_held = _event(node.storage, "20261001T000000-cam-0000002-2", 40, KB)
+    _, states = _client(broker, "monitor", "pw-monitor", "edge/garden-a/events/+/hold/state")
+    center, _ = _client(broker, "center", "pw-center")
+    base = "edge/garden-a/events"
+    node.publisher.start()
+    try:
+        assert node.publisher.commands_ready.wait(10)
+        for event in (released, still_held):
+            center.publish(f"{base}/{event.name}/hold", b"ON", qos=1).wait_for_publish(5)
+        center.publish(f"{base}/{released.name}/hold", b"OFF", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: (f"{base}/{released.name}/hold/state", b"OFF") in states, 10), states
+        assert node.retention.run_once().expired == [released.name]
+        assert wait_for(lambda: node.publisher.outbox.depth()[0] == 0, 10)  # the broker has what it was sent
+        _, fresh = _client(broker, "monitor", "pw-monitor", "edge/garden-a/events/+/hold/state")
+        # Control: a fresh subscriber is handed the held event's retained answer...
+        assert wait_for(lambda: (f"{base}/{still_held.name}/hold/state", b"ON") in fresh, 10), fresh
+        # ...and nothing of the event whose evidence is gone.
+        assert [t for t, _ in fresh if released.name in t] == []
+    finally:
+        node.publisher.stop()
+        center.disconnect()
+
+
 def test_after_a_restart_the_retained_storage_level_says_where_storage_stands_now(tmp_path, broker):
     # The last run left "warning" retained on the broker; space was freed while the node was down.
     center, _ = _client(broker, "garden-a", "pw-a")

@@ -541,6 +541,15 @@ class MqttPublisher:
         topic = self.topics.files(event_id, "hold/state")
         self.outbox.put(Kind.COMMAND, topic, b"ON" if held else b"OFF", retain=True, coalesce_key=topic)
 
+    def forget_hold_states(self, event_ids: list[str]) -> None:
+        """Empty the retained hold state of events whose evidence retention has deleted: the broker would keep
+        each held (and later released) event's answer for ever, and hand every one to the center at each
+        connect. An event never held has none; emptying it costs one small message."""
+        for event_id in event_ids:
+            if valid_id(event_id):
+                topic = self.topics.files(event_id, "hold/state")
+                self.outbox.put(Kind.COMMAND, topic, b"", retain=True, coalesce_key=topic)
+
     def publish_storage(self, record: dict) -> None:
         """The storage level changed: retained, so a center subscribing later sees where it stands."""
         body = json.dumps(record).encode()

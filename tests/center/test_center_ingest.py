@@ -238,6 +238,18 @@ def test_a_node_s_answer_to_a_hold_is_kept_on_its_event_and_the_latest_one_stand
     assert said() == (False, True) and parts.drops.snapshot() == {"hold state of an unknown event": 1}
 
 
+def test_a_node_emptying_its_hold_answer_once_the_evidence_is_gone_is_no_bad_message(parts):
+    send(parts, alert(event_id="ev-gone"))
+    topic = "edge/garden3-east/events/ev-gone/hold/state"
+    parts.ingest.handle(topic, b"OFF")
+    parts.ingest.handle(topic, b"")  # the node's retention deleted the evidence and emptied the retained answer
+    with parts.sessions() as s:
+        assert s.scalar(select(Event.node_hold).where(Event.event_id == "ev-gone")) is False  # what it last said
+    assert parts.drops.snapshot() == {}
+    parts.ingest.handle(topic, b"MAYBE")  # control: a payload that is neither is still refused
+    assert parts.drops.snapshot() == {"bad hold state": 1}
+
+
 def test_a_flood_of_tiny_unfinished_files_is_bounded_by_their_number(parts):
     parts.ingest.max_pending_sets_per_node = 5
     for n in range(12):  # one-byte first halves: far under any byte bound
