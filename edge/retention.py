@@ -405,12 +405,15 @@ class Retention:
         self.last = report
         self.expired_total += len(report.expired)
         self.expendable_total += report.expendable_deleted
-        if report.expired and self.on_expired is not None:
-            self.on_expired(list(report.expired))
         changed = report.level != self.level
         if changed or not self._told:
             self.level, self._told = report.level, True
             self.on_level(report, self.policy, changed)
+        if report.expired and self.on_expired is not None:  # after the level: a mass expiry must not delay it
+            try:
+                self.on_expired(list(report.expired))
+            except Exception:  # an outbox closed by a reload, a full disk: the sweep itself is done
+                log.exception("retention: telling of %d expired events failed", len(report.expired))
         return report
 
     def _loop(self) -> None:

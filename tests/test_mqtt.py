@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -335,6 +336,29 @@ def test_an_original_asked_for_again_while_it_is_still_being_sent_is_not_queued_
         for message in outbox.next_batch(10_000, set()):
             outbox.ack(message.seq)  # the broker took every chunk
         assert publisher.send_original(eid) and outbox.depth()[1] > 600_000  # control: asked after, sent again
+    finally:
+        outbox.close()
+
+
+def test_a_hold_answered_after_retention_deleted_its_evidence_leaves_no_answer_behind(tmp_path, broker):
+    storage = tmp_path / "garden-a"
+    gone, kept = "20260101T000000-cam-0000100-1", "20260101T000000-cam-0000200-2"
+    for eid in (gone, kept):
+        (storage / "events" / eid).mkdir(parents=True)
+
+    def retention_in_between(event_id: str, on: bool) -> bool:  # the sweep deletes it as the hold comes in
+        if event_id == gone:
+            shutil.rmtree(storage / "events" / gone)
+        return False
+
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    publisher = MqttPublisher(cfg, outbox, storage, on_hold=retention_in_between)
+    try:  # not started: the outbox alone shows what is answered
+        for eid in (gone, kept):
+            publisher._hold(eid, b"OFF")
+        answers = {m.topic.split("/")[-3]: m.payload for m in outbox.next_batch(10, set())}
+        assert answers == {gone: b"", kept: b"OFF"}  # control: evidence still here is answered OFF
     finally:
         outbox.close()
 

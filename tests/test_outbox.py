@@ -49,7 +49,18 @@ def test_when_full_clip_chunks_go_first_and_alerts_never(tmp_path):
     kinds = [m.kind for m in box.next_batch(100, set())]
     assert kinds.count("alert") == 3
     assert box.depth()[1] <= 3000
-    assert box.dropped()["chunk"] == 7
+    assert box.dropped()["chunk"] + kinds.count("chunk") == 10 and box.dropped()["chunk"] >= 7
+
+
+def test_a_file_that_lost_a_chunk_to_the_bound_loses_the_rest_and_another_file_stays_whole(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=3000)
+    for _ in range(4):
+        box.put("chunk", "t/events/a/original", b"a" * 500)
+    for _ in range(3):
+        box.put("chunk", "t/events/b/clip", b"b" * 500)  # 3500 bytes: the oldest file goes, all of it
+    left = [m.topic for m in box.next_batch(100, set())]
+    assert left == ["t/events/b/clip"] * 3  # control: the newer file is whole
+    assert not box.waiting("t/events/a/original") and box.dropped()["chunk"] == 4
 
 
 def test_a_newer_status_replaces_the_unsent_one(tmp_path):

@@ -539,7 +539,10 @@ class MqttPublisher:
             return
         held = self.on_hold(event_id, value == b"ON")  # what stands now, which a broken holds file can refuse
         topic = self.topics.files(event_id, "hold/state")
-        self.outbox.put(Kind.COMMAND, topic, b"ON" if held else b"OFF", retain=True, coalesce_key=topic)
+        # Retention may have deleted the evidence meanwhile and emptied the answer (`forget_hold_states`): an OFF
+        # queued after that would stand on the broker for ever.
+        answer = b"ON" if held else b"OFF" if stored_event(self.storage / "events", event_id) is not None else b""
+        self.outbox.put(Kind.COMMAND, topic, answer, retain=True, coalesce_key=topic)
 
     def forget_hold_states(self, event_ids: list[str]) -> None:
         """Empty the retained hold state of events whose evidence retention has deleted: the broker would keep

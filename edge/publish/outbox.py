@@ -166,18 +166,37 @@ class Outbox:
         (size,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         for kind in DROPPABLE:
             while size > self.max_bytes:
-                row = self._db.execute(
-                    "SELECT seq, LENGTH(payload) FROM outbox WHERE kind = ? ORDER BY seq LIMIT 1", (kind,)
-                ).fetchone()
-                if row is None:
+                freed = self._drop_oldest(kind)
+                if freed is None:
                     break
-                self._db.execute("DELETE FROM outbox WHERE seq = ?", (row[0],))
-                self._db.execute(
-                    "INSERT INTO dropped (kind, count) VALUES (?, 1)"
-                    " ON CONFLICT(kind) DO UPDATE SET count = count + 1",
-                    (kind,),
-                )
-                size -= row[1]
+                size -= freed
+
+    def _drop_oldest(self, kind: Kind) -> int | None:
+        """Drop the oldest message of `kind` (a chunk: its file's every queued chunk); bytes freed, None: none.
+
+        A file missing one chunk never completes at the center: the rest of its chunks go with it, so only
+        whole files wait, and asking for an original again queues all of it (`waiting`).
+        """
+        row = self._db.execute(
+            "SELECT seq, topic FROM outbox WHERE kind = ? ORDER BY seq LIMIT 1", (kind,)
+        ).fetchone()
+        if row is None:
+            return None
+        seqs = (
+            [s for (s,) in self._db.execute("SELECT seq FROM outbox WHERE kind = ? AND topic = ?", (kind, row[1]))]
+            if kind == Kind.CHUNK
+            else [row[0]]
+        )
+        freed = 0
+        for seq in seqs:
+            (size,) = self._db.execute("SELECT LENGTH(payload) FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            freed += size
+        self._db.execute(
+            "INSERT INTO dropped (kind, count) VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET count = count + ?",
+            (kind, len(seqs), len(seqs)),
+        )
+        return freed
 
     def close(self) -> None:
         with self._lock:
