@@ -272,6 +272,17 @@ def broker(tmp_path):
     b.stop()
 
 
+def _mqtt_of(broker: Broker) -> dict:
+    """garden-a's mqtt section for the test broker."""
+    return {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "username": "garden-a",
+        "password": "pw-a",
+        "tls": {"ca_file": str(broker.ca)},
+    }
+
+
 def _client(broker: Broker, user: str, password: str, topic: str | None = None) -> tuple[mqtt.Client, list]:
     got: list = []
     ready = threading.Event()
@@ -342,18 +353,7 @@ def test_held_evidence_outlives_its_retention_and_hostile_hold_commands_change_n
 
 
 def test_an_event_whose_evidence_retention_deleted_leaves_no_retained_hold_state(tmp_path, broker):
-    os.environ["EDGE_TEST_PW"] = "pw-a"
-    mqtt_cfg = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "username": "garden-a",
-        "password": "${EDGE_TEST_PW}",
-        "tls": {"ca_file": str(broker.ca)},
-    }
-    try:
-        node = _node(tmp_path, {"evidence_days": 30}, mqtt_cfg)
-    finally:
-        del os.environ["EDGE_TEST_PW"]
+    node = _node(tmp_path, {"evidence_days": 30}, _mqtt_of(broker))
     released = _event(node.storage, "20261001T000000-cam-0000001-1", 40, KB)
     still_held = _event(node.storage, "20261001T000000-cam-0000002-2", 40, KB)
     _, states = _client(broker, "monitor", "pw-monitor", "edge/garden-a/events/+/hold/state")
@@ -388,13 +388,7 @@ def test_after_a_restart_the_retained_storage_level_says_where_storage_stands_no
     stale = {"v": 1, "type": "storage", "node": "garden-a", "level": "warning"}
     center.publish("edge/garden-a/storage", json.dumps(stale), qos=1, retain=True).wait_for_publish(5)
     center.disconnect()
-    mqtt_cfg = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "username": "garden-a",
-        "password": "pw-a",
-        "tls": {"ca_file": str(broker.ca)},
-    }
+    mqtt_cfg = _mqtt_of(broker)
     node = _node(tmp_path, {"quota_gb": 1000 * KB / 1e9}, mqtt_cfg)
     _fill(node.storage)  # fits within the quota: ok
     node.publisher.start()
@@ -409,13 +403,7 @@ def test_after_a_restart_the_retained_storage_level_says_where_storage_stands_no
 
 
 def test_the_center_hears_of_a_storage_warning_even_when_events_jsonl_cannot_be_written(tmp_path, broker):
-    mqtt_cfg = {
-        "host": "127.0.0.1",
-        "port": broker.port,
-        "username": "garden-a",
-        "password": "pw-a",
-        "tls": {"ca_file": str(broker.ca)},
-    }
+    mqtt_cfg = _mqtt_of(broker)
     node = _node(tmp_path, {}, mqtt_cfg)
     _fill(node.storage)
     kept = sum(it.size for it in scan(node.storage) if it.cls is not FileClass.EXPENDABLE)
