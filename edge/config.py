@@ -914,7 +914,8 @@ class CameraConfig(Strict):
         # relative file, as every path.
         if _SCHEME.match(source):
             return source
-        return str(beside_config(Path(source), info))
+        resolved = beside_config(Path(source), info)
+        return source if resolved == Path(source) else str(resolved)  # unmoved: as written, not normalised
 
 
 class EdgeConfig(Strict):
