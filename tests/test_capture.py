@@ -107,13 +107,18 @@ def test_a_live_camera_whose_stream_keeps_failing_still_delivers_frames_after_ma
     assert min(done) >= 10  # and each of them still had most of its second of frames detected
 
 
-def test_reconnects_an_hour_old_leave_the_count_while_the_stream_runs_on(monkeypatch):
+def _capture_on_a_clock(monkeypatch) -> tuple[list[float], CameraCapture, CapturedFrame]:
+    """A camera's capture, not started, on a wall clock the test moves (clock[0]), and a frame to deliver."""
     import edge.capture.camera as camera
 
     clock = [1_000_000.0]
     monkeypatch.setattr(camera.time, "time", lambda: clock[0])
     cap = CameraCapture("cam", "rtsp://127.0.0.1:1/x", CaptureConfig(), Feed(max_frames=3), is_file=False)
-    frame = CapturedFrame(np.zeros((4, 4), np.uint8), 0.0, None, None)
+    return clock, cap, CapturedFrame(np.zeros((4, 4), np.uint8), 0.0, None, None)
+
+
+def test_reconnects_an_hour_old_leave_the_count_while_the_stream_runs_on(monkeypatch):
+    clock, cap, frame = _capture_on_a_clock(monkeypatch)
     for _ in range(3):  # a bad hour: the stream lost and back three times
         cap._lost("gone")
         cap._delivered([frame])
@@ -128,12 +133,7 @@ def test_reconnects_an_hour_old_leave_the_count_while_the_stream_runs_on(monkeyp
 
 
 def test_reconnects_an_hour_old_leave_the_count_while_the_camera_stays_down(monkeypatch):
-    import edge.capture.camera as camera
-
-    clock = [1_000_000.0]
-    monkeypatch.setattr(camera.time, "time", lambda: clock[0])
-    cap = CameraCapture("cam", "rtsp://127.0.0.1:1/x", CaptureConfig(), Feed(max_frames=3), is_file=False)
-    frame = CapturedFrame(np.zeros((4, 4), np.uint8), 0.0, None, None)
+    clock, cap, frame = _capture_on_a_clock(monkeypatch)
     cap._delivered([frame])
     cap._lost("gone")
     cap._delivered([frame])  # back once

@@ -300,6 +300,16 @@ def _publisher(tmp_path, broker, storage):
         outbox.close()
 
 
+@contextmanager
+def _unstarted_publisher(tmp_path, broker, storage, **kw):
+    """garden-a's publisher and its outbox, never started: the outbox alone shows what it queues."""
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    try:
+        yield MqttPublisher(_parse(_config(tmp_path, broker, "garden-a"), "pw-a"), outbox, storage, **kw), outbox
+    finally:
+        outbox.close()
+
+
 def test_an_original_asked_for_while_it_is_being_recorded_is_sent_once_it_is_saved(tmp_path, broker, center):
     storage = tmp_path / "garden-a"
     recording, saved = "20260101T000000-cam-0000327-63", "20260101T000000-cam-0000100-1"
@@ -326,9 +336,7 @@ def test_an_original_asked_for_again_while_it_is_still_being_sent_is_not_queued_
     eid = "20260101T000000-cam-0000100-1"
     (storage / "events" / eid).mkdir(parents=True)
     (storage / "events" / eid / "original.ts").write_bytes(b"G" + os.urandom(600_000))
-    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
-    publisher = MqttPublisher(_parse(_config(tmp_path, broker, "garden-a"), "pw-a"), outbox, storage)
-    try:  # not started: the outbox alone shows what a request queues
+    with _unstarted_publisher(tmp_path, broker, storage) as (publisher, outbox):
         assert publisher.send_original(eid)
         queued = outbox.depth()
         assert queued[1] > 600_000  # the whole clip, in chunks
@@ -336,8 +344,6 @@ def test_an_original_asked_for_again_while_it_is_still_being_sent_is_not_queued_
         for message in outbox.next_batch(10_000, set()):
             outbox.ack(message.seq)  # the broker took every chunk
         assert publisher.send_original(eid) and outbox.depth()[1] > 600_000  # control: asked after, sent again
-    finally:
-        outbox.close()
 
 
 def test_a_hold_answered_after_retention_deleted_its_evidence_leaves_no_answer_behind(tmp_path, broker):
@@ -351,16 +357,11 @@ def test_a_hold_answered_after_retention_deleted_its_evidence_leaves_no_answer_b
             shutil.rmtree(storage / "events" / gone)
         return False
 
-    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
-    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
-    publisher = MqttPublisher(cfg, outbox, storage, on_hold=retention_in_between)
-    try:  # not started: the outbox alone shows what is answered
+    with _unstarted_publisher(tmp_path, broker, storage, on_hold=retention_in_between) as (publisher, outbox):
         for eid in (gone, kept):
             publisher._hold(eid, b"OFF")
         answers = {m.topic.split("/")[-3]: m.payload for m in outbox.next_batch(10, set())}
         assert answers == {gone: b"", kept: b"OFF"}  # control: evidence still here is answered OFF
-    finally:
-        outbox.close()
 
 
 def test_the_center_s_verdict_is_kept_beside_the_node_s_event_once_and_hostile_ones_are_not(
