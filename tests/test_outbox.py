@@ -9,7 +9,7 @@ import pytest
 from support.disk import fill_up, small_disk
 
 from edge.publish.mqtt import chunk_payloads, parse_chunk
-from edge.publish.outbox import Kind, Outbox
+from edge.publish.outbox import Kind, NewMessage, Outbox
 
 from conftest import REPO
 
@@ -83,6 +83,30 @@ def test_a_replacement_that_does_not_fit_on_a_full_disk_leaves_the_older_message
         box.put("event", "t/storage", b"x" * 200_000, retain=True, coalesce_key="storage")
         assert [m.payload for m in box.next_batch(10, set())] == [b"x" * 200_000]
         box.close()
+
+
+def test_a_file_that_does_not_fit_on_a_full_disk_is_not_queued_in_part(tmp_path):
+    chunks = [NewMessage(Kind.CHUNK, "t/events/e1/clip", bytes([i]) * 50_000) for i in range(8)]
+    with small_disk(tmp_path / "disk") as disk:
+        box = Outbox(disk / "o.sqlite", 10**9)
+        box.put("alert", "t/events", b"a")
+        filler = fill_up(disk, leave_bytes=100_000)  # room for two chunks of the eight
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            box.put_many(chunks)
+        assert [m.payload for m in box.next_batch(20, set())] == [b"a"]  # no half file waits for the center
+        filler.unlink()  # the control: with space back, the whole file is queued, in order
+        box.put_many(chunks)
+        assert [m.payload for m in box.next_batch(20, set())] == [b"a", *(c.payload for c in chunks)]
+        box.close()
+
+
+def test_a_batch_with_an_unknown_kind_queues_none_of_it(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    with pytest.raises(ValueError):
+        box.put_many([NewMessage(Kind.COMMAND, "t/a", b""), NewMessage("alrt", "t/b", b"")])
+    assert box.depth() == (0, 0)
+    box.put_many([NewMessage(Kind.COMMAND, "t/a", b""), NewMessage("alert", "t/b", b"")])  # control
+    assert sorted(m.topic for m in box.next_batch(10, set())) == ["t/a", "t/b"]
 
 
 def test_chunks_reassemble_to_the_file_and_match_their_schema():

@@ -42,7 +42,7 @@ from edge.config import EdgeConfig, MqttConfig
 from edge.publish.evidence import EvidenceFiles, EvidenceStage, stored_event
 from edge.publish.feedback import FeedbackStore, parse_feedback
 from edge.publish.manifest import iso
-from edge.publish.outbox import Kind, Outbox
+from edge.publish.outbox import Kind, NewMessage, Outbox
 
 log = logging.getLogger(__name__)
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")  # paho's own messages: its errors, not its chatter
@@ -437,8 +437,9 @@ class MqttPublisher:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         header = {"event": event_id, "node": self.node, "file": name}
-        for payload in chunk_payloads(data, header, self.cfg.chunk_kib * 1024, digest):
-            self.outbox.put(Kind.CHUNK, self.topics.files(event_id, name), payload)
+        topic = self.topics.files(event_id, name)
+        chunks = chunk_payloads(data, header, self.cfg.chunk_kib * 1024, digest)
+        self.outbox.put_many(NewMessage(Kind.CHUNK, topic, payload) for payload in chunks)
         return len(data), digest
 
     @logged
@@ -548,10 +549,8 @@ class MqttPublisher:
         """Empty the retained hold state of events whose evidence retention has deleted: the broker would keep
         each held (and later released) event's answer for ever, and hand every one to the center at each
         connect. An event never held has none; emptying it costs one small message."""
-        for event_id in event_ids:
-            if valid_id(event_id):
-                topic = self.topics.files(event_id, "hold/state")
-                self.outbox.put(Kind.COMMAND, topic, b"", retain=True, coalesce_key=topic)
+        topics = [self.topics.files(event_id, "hold/state") for event_id in event_ids if valid_id(event_id)]
+        self.outbox.put_many(NewMessage(Kind.COMMAND, t, b"", retain=True, coalesce_key=t) for t in topics)
 
     def publish_storage(self, record: dict) -> None:
         """The storage level changed: retained, so a center subscribing later sees where it stands."""

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,6 +69,18 @@ class OutMessage:
     retain: bool
 
 
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to queue: with a coalesce key, an older unsent message with the same key is replaced."""
+
+    kind: Kind
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    coalesce_key: str | None = None
+
+
 class Outbox:
     """A durable queue of MQTT messages; safe to use from several threads."""
 
@@ -95,17 +107,28 @@ class Outbox:
         coalesce_key: str | None = None,
     ) -> int:
         """Store a message; with a coalesce key, an older unsent message with the same key is replaced."""
-        kind = Kind(kind)  # a plain string is accepted, an unknown kind is not
+        return self.put_many([NewMessage(kind, topic, payload, qos, retain, coalesce_key)])[0]
+
+    def put_many(self, messages: Iterable[NewMessage]) -> list[int]:
+        """Store messages in one transaction, all or none; returns their sequence numbers.
+
+        A file's chunks queued so can never wait half-written after a crash, and a batch costs one sync to
+        disk, not one per message (retention emptying thousands of retained answers at once).
+        """
+        seqs = []
         with self._lock, self._transaction():
-            if coalesce_key is not None:
-                self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (coalesce_key,))
-            cur = self._db.execute(
-                "INSERT INTO outbox (kind, priority, topic, payload, qos, retain, coalesce_key, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, PRIORITY[kind], topic, payload, qos, int(retain), coalesce_key, time.time()),
-            )
+            for m in messages:
+                kind = Kind(m.kind)  # a plain string is accepted, an unknown kind is not
+                if m.coalesce_key is not None:
+                    self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (m.coalesce_key,))
+                cur = self._db.execute(
+                    "INSERT INTO outbox (kind, priority, topic, payload, qos, retain, coalesce_key, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (kind, PRIORITY[kind], m.topic, m.payload, m.qos, int(m.retain), m.coalesce_key, time.time()),
+                )
+                seqs.append(int(cur.lastrowid))
             self._enforce_bound()
-            return int(cur.lastrowid)
+        return seqs
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
