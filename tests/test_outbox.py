@@ -85,7 +85,16 @@ def test_a_replacement_that_does_not_fit_on_a_full_disk_leaves_the_older_message
         box.close()
 
 
-def test_a_file_that_does_not_fit_on_a_full_disk_is_not_queued_in_part(tmp_path):
+def test_a_batch_that_outgrows_the_bound_is_dropped_whole_not_in_part(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=3000)
+    box.put_many(NewMessage(Kind.CHUNK, "t/events/a/clip", b"a" * 500) for _ in range(4))
+    box.put_many(NewMessage(Kind.CHUNK, "t/events/b/clip", b"b" * 500) for _ in range(8))  # more than the bound
+    assert box.depth() == (0, 0) and box.dropped()["chunk"] == 12  # neither file fits next to the other
+    box.put_many(NewMessage(Kind.CHUNK, "t/events/c/clip", b"c" * 500) for _ in range(4))  # the control
+    assert [m.topic for m in box.next_batch(10, set())] == ["t/events/c/clip"] * 4
+
+
+def test_a_batch_that_does_not_fit_on_a_full_disk_is_not_queued_in_part(tmp_path):
     chunks = [NewMessage(Kind.CHUNK, "t/events/e1/clip", bytes([i]) * 50_000) for i in range(8)]
     with small_disk(tmp_path / "disk") as disk:
         box = Outbox(disk / "o.sqlite", 10**9)

@@ -42,6 +42,8 @@ PRIORITY = {
 }
 DROPPABLE = (Kind.CHUNK, Kind.SNAPSHOT, Kind.STATS)
 
+_WAL_LIMIT_BYTES = 16 << 20  # the log is cut back to this after a checkpoint: a few batches of chunks
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,6 +96,8 @@ class Outbox:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an accepted alert survives a power cut
+        # The write-ahead log keeps its largest size otherwise: a burst of clips would hold that disk for good.
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
@@ -112,8 +116,9 @@ class Outbox:
     def put_many(self, messages: Iterable[NewMessage]) -> list[int]:
         """Store messages in one transaction, all or none; returns their sequence numbers.
 
-        A file's chunks queued so can never wait half-written after a crash, and a batch costs one sync to
-        disk, not one per message (retention emptying thousands of retained answers at once).
+        A batch costs one sync to disk, not one per message (retention emptying thousands of retained answers
+        at once, a file's chunks). The outbox is locked meanwhile: keep batches to a few MB, and `messages`
+        must not use this outbox. The bound is enforced once, after the batch: the chunks of one file go whole.
         """
         seqs = []
         with self._lock, self._transaction():
