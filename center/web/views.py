@@ -108,17 +108,21 @@ def origin_of(ev: Event) -> dict:
     return origin if isinstance(origin, dict) else {}
 
 
+def metres(x) -> float | None:
+    """A length the node reported, when it is a number a facade can have; None for anything else.
+
+    Compared before any float conversion: JSON's integers are unbounded, and float(10**400) raises.
+    NaN and infinities fail the comparison too."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and abs(x) <= MAX_METRES
+    return float(x) if ok else None
+
+
 def drawn_origin(origin: dict) -> charts.Origin:
     """The origin as the elevation draws it: numbers only, and a floor a building can have. The node's message
     is stored as it came, so a string, a bool or a floor of 10**9 must not break (or swamp) the drawing."""
-
-    def number(x) -> float | None:
-        ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-        return float(x) if ok and abs(x) <= MAX_METRES else None
-
     floor = origin.get("floor")
     floor = floor if type(floor) is int and 0 < floor <= MAX_FLOORS else None
-    return charts.Origin(number(origin.get("facade_x_m")), number(origin.get("height_m")), floor)
+    return charts.Origin(metres(origin.get("facade_x_m")), metres(origin.get("height_m")), floor)
 
 
 def window_label(ctx: Context, ev: Event | None) -> str:
@@ -126,8 +130,8 @@ def window_label(ctx: Context, ev: Event | None) -> str:
     if ev is None:
         return ""
     facade = ctx.roster.facade_of(ev.node, ev.camera) or ""
-    x = origin_of(ev).get("facade_x_m")
-    return f"{facade} {x:.1f} m" if isinstance(x, int | float) else facade
+    x = metres(origin_of(ev).get("facade_x_m"))
+    return f"{facade} {x:.1f} m" if x is not None else facade
 
 
 # The center's own notes on evidence trust (center.trust, center.photos), kept in English in the database and
@@ -285,8 +289,13 @@ def evidence_case(s: Session, item: Evidence) -> Case | None:
 # Status and stats are kept as each node sent them (valid JSON, nothing more): every value is checked for its
 # type here, so one node's odd message shows as "—" instead of failing the page for every node.
 def _num(x) -> float | None:
-    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-    return float(x) if ok else None
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return None
+    try:
+        f = float(x)
+    except OverflowError:  # JSON's integers are unbounded: 10**400 fits no float
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _text(x) -> str | None:

@@ -46,6 +46,20 @@ def test_an_origin_of_strings_and_absurd_floors_still_draws_a_bounded_elevation(
     assert good.count("<rect") == 26 and "<circle" in good
 
 
+def test_an_origin_with_a_number_too_big_for_a_float_does_not_break_the_alert_list(site):
+    parts, app = site
+    send(parts, alert("garden3-east", "east", "ev-good", floor=12))
+    huge = {"x": 1.0, "y": 2.0, "floor": 3, "facade_x_m": 10**400, "height_m": -(10**400)}
+    send(parts, alert("garden3-east", "west", "ev-huge", origin=huge))
+    client = logged_in(app, "disp")
+    case = _newest_case(parts)
+    for page in ("/alerts", "/alerts/rows"):
+        r = client.get(page)
+        assert r.status_code == 200 and f'data-case="{case}"' in r.text, page
+    assert client.get(f"/alerts/{case}").status_code == 200
+    assert "3.0 m" in client.get("/alerts").text  # control: the good origin's place is shown
+
+
 def test_one_node_s_malformed_status_and_stats_do_not_break_the_nodes_page(site):
     parts, app = site
     bad_status = {
@@ -56,7 +70,7 @@ def test_one_node_s_malformed_status_and_stats_do_not_break_the_nodes_page(site)
         "fps": "fast",
         "dropped": [1],
     }
-    bad_stats = {"node": "garden5", "cameras": [1, 2], "disk_free_gb": "lots", "cpu_percent": 1e300}
+    bad_stats = {"node": "garden5", "cameras": [1, 2], "disk_free_gb": 10**400, "cpu_percent": 1e300}
     good_status = {"v": 1, "camera": "east", "state": "online", "reason": "receiving frames", "since": 1.7e9,
                    "fps": 12.5, "dropped": 3}  # fmt: skip
     parts.ingest.handle("edge/garden5/south/status", json.dumps(bad_status).encode())
