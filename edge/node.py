@@ -82,6 +82,7 @@ class StatusFile:
 
 
 _STOP_BUDGET_S = 8.0  # SIGTERM to exit; well inside the unit's TimeoutStopSec, and what an operator waits for
+_PREFIX_WAIT_S = 0.05  # an event-id prefix is a second: a second reload within one waits for the next
 _TICK_S = 0.5  # the main loop's period: signals, reloads and watchdog pings are handled this often
 
 
@@ -146,6 +147,7 @@ class Node:
         self.config_sha = config_hash(config)
         self.annotator = Annotator(self.key, self.sink.on_evidence)
         self.run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)
+        self._id_prefixes = {self.run_id}  # every event-id prefix a worker of this node was given
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._next_ping = 0.0
@@ -177,7 +179,18 @@ class Node:
     def _restarted_worker(self, name: str) -> CameraWorker:
         """A fresh worker for a camera whose worker died; its event ids carry the time of this restart."""
         self._forget_problems(name)
-        return self._worker(name, self.config.cameras[name], datetime.now(UTC).strftime(RUN_ID_FORMAT))
+        return self._worker(name, self.config.cameras[name], self._fresh_id_prefix())
+
+    def _fresh_id_prefix(self) -> str:
+        """An event-id prefix no worker of this node has had: the second it is asked for, or the next free one.
+
+        A new worker's tracks and problems count from 1 again: under its predecessor's prefix its events would
+        take earlier events' ids, and their evidence folders.
+        """
+        while (prefix := datetime.now(UTC).strftime(RUN_ID_FORMAT)) in self._id_prefixes:
+            time.sleep(_PREFIX_WAIT_S)
+        self._id_prefixes.add(prefix)
+        return prefix
 
     def _forget_problems(self, name: str) -> None:
         """A camera's new pipeline knows of no problem: empty its retained one (the center then shows none), and
@@ -385,7 +398,7 @@ class Node:
         try:  # what can still fail (a model, a CA file) is made before anything running is touched
             for name in plan.added + plan.reconnected:
                 where = f"cameras.{name}"
-                fresh[name] = self._worker(name, new.cameras[name])
+                fresh[name] = self._worker(name, new.cameras[name], self._fresh_id_prefix())
             where = "mqtt"
             running_outbox = self.publisher.outbox if self.publisher is not None else None
             publisher = self._make_publisher(new, running_outbox) if plan.mqtt else None

@@ -172,6 +172,27 @@ def test_a_reload_that_needs_a_restart_is_refused_and_the_running_config_kept(tm
     assert node.retention.policy.evidence_s == 60 * 86400
 
 
+def test_a_camera_started_again_by_a_reload_gives_its_events_ids_no_earlier_worker_had(tmp_path):
+    # A new worker counts its falls and problems from 1 again: under an old prefix its first event would take an
+    # earlier event's id, and overwrite its evidence folder.
+    config = _config(tmp_path, {"a": _camera(f"rtsp://127.0.0.1:{free_port()}/x")})
+    config["cameras"]["b"] = _camera(f"rtsp://127.0.0.1:{free_port()}/y")
+    node = Node(parse_config(yaml.safe_dump(config)))
+    node.start()
+    try:
+        a, b = node.cameras["a"], node.cameras["b"]
+        seen = {b.pipeline.id_prefix}
+        for _ in range(2):  # twice within about a second: each gets its own prefix all the same
+            config["cameras"]["a"] = _camera(f"rtsp://127.0.0.1:{free_port()}/x")  # a new source: reconnected
+            assert node.reload(parse_config(yaml.safe_dump(config)))
+            assert node.cameras["a"] is not a and node.cameras["a"].pipeline.id_prefix not in seen
+            a = node.cameras["a"]
+            seen.add(a.pipeline.id_prefix)
+        assert node.cameras["b"] is b and b.pipeline.id_prefix == node.run_id  # the control: untouched
+    finally:
+        node.stop()
+
+
 def _new_events_after(store: Path, t: float) -> list[dict]:
     path = store / "events.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
