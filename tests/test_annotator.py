@@ -15,7 +15,7 @@ import pytest
 from support.servers import wait_for
 
 from edge.publish.annotator import Annotator, pending
-from edge.publish.evidence import PENDING, EvidenceStage
+from edge.publish.evidence import PENDING, EvidenceChanged, EvidenceStage, annotate
 from edge.publish.manifest import load_or_create_key, verify_folder, write_manifest
 
 from conftest import read_events, run_edge
@@ -82,6 +82,34 @@ def test_annotation_runs_in_a_lower_priority_process_and_signs_again(saved, tmp_
     assert {"annotated.mp4", "still.jpg"} <= set(
         json.loads((folder / "manifest.json").read_text())["manifest"]["files"]
     )
+
+
+def test_an_original_changed_since_it_was_signed_is_not_signed_again(saved, tmp_path):
+    out, events, key = saved
+    folder = _unannotated(out, events[0], tmp_path, key)
+    original = folder / Path(events[0]["original"]).name
+    signed, data = (folder / "manifest.json").read_bytes(), original.read_bytes()
+    original.write_bytes(data[:500] + bytes([data[500] ^ 1]) + data[501:])  # one bit flipped
+    with pytest.raises(EvidenceChanged, match=original.name):
+        annotate(folder, "test/cam confirmed", None, key)
+    assert (folder / "manifest.json").read_bytes() == signed and verify_folder(folder) != []  # still shows it
+    original.write_bytes(data)  # the control: as signed, it is annotated and signed again
+    annotate(folder, "test/cam confirmed", None, key)
+    assert verify_folder(folder) == [] and (folder / "manifest.json").read_bytes() != signed
+
+
+def test_the_annotated_clip_and_still_are_on_disk_before_the_manifest_signing_them(saved, tmp_path, monkeypatch):
+    # After a power cut, a signed file come back empty fails verification, and the manifest signed before it
+    # has been replaced by then.
+    out, events, key = saved
+    folder = _unannotated(out, events[0], tmp_path, key)
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), fsync(fd))[1])
+    annotate(folder, "test/cam confirmed", None, key)
+    names = [Path(p).name for p in synced]
+    signed = names.index("manifest.json.tmp")
+    assert ".annotated-partial.mp4" in names[:signed] and "still.jpg.tmp" in names[:signed], names
+    assert names[signed + 1 :] == [folder.name]  # and the folder after it: every rename in it is durable
 
 
 def test_a_killed_annotating_process_is_replaced_and_the_work_done(saved, tmp_path):

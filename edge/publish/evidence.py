@@ -21,7 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.capture.packets import KeptPacket
 from edge.detect.types import FallEvent
 from edge.geometry import CameraGeometry, FacadeMap, polygons_mask
-from edge.publish.manifest import MANIFEST, PARTIAL_SUFFIX, manifest_readable, write_atomic, write_manifest
+from edge.publish.manifest import (
+    MANIFEST,
+    PARTIAL_SUFFIX,
+    manifest_readable,
+    sha256_file,
+    write_atomic,
+    write_manifest,
+)
 from edge.publish.original import Made, OriginalClip, OriginalResult, recover_partial
 from edge.video import H264Writer
 
@@ -352,6 +359,13 @@ def annotate(
     original = record["evidence"]["original"]
     frames = json.loads((folder / FRAMES).read_text())["frames"]
     body = json.loads((folder / MANIFEST).read_text())["manifest"]
+    # Signing again must not launder a file changed since it was first signed (a flipped bit, a hand): the
+    # first manifest then stands, and shows the change to whoever verifies it.
+    changed = [
+        n for n in (original, EVENT, FRAMES) if body["files"].get(n, {}).get("sha256") != sha256_file(folder / n)
+    ]
+    if changed:
+        raise EvidenceChanged(f"{', '.join(changed)} changed since signed; not signed again")
     privacy = geometry.privacy if geometry is not None else []
     facade = geometry.facade if geometry is not None else None
     annotated, still = _annotate(folder / original, frames, event, folder, caption, privacy, facade)
@@ -366,6 +380,10 @@ def annotate(
 
 
 _MANIFEST_OWN = {"v", "files", "signed_utc", "key_id", "public_key"}  # written by write_manifest itself
+
+
+class EvidenceChanged(Exception):
+    """A file the manifest signed no longer has the hash it was signed with."""
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -404,14 +422,28 @@ def _annotate(
             writer.close()
     if writer is None:
         return None, None
+    # On disk before the manifest that signs it: after a power cut, a signed file come back empty would
+    # fail verification, and the manifest signed before it is replaced by then. The manifest syncs the folder.
+    _fsync_file(tmp)
     os.replace(tmp, folder / "annotated.mp4")
     if still is None:
         return "annotated.mp4", None
     if facade is not None:
         draw_floor_lines(still, facade, event)
     draw_event(still, event, None, caption)
-    cv2.imwrite(str(folder / "still.jpg"), still, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, jpg = cv2.imencode(".jpg", still, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError("the still could not be encoded as JPEG")
+    write_atomic(folder / "still.jpg", jpg.tobytes(), rename_durable=False)
     return "annotated.mp4", "still.jpg"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 ANNOTATED_CRF = 26  # a clip to look at on a phone, not the evidence itself (that is the original)
