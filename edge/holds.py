@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge.publish.evidence import stored_event
-from edge.publish.manifest import iso
+from edge.publish.manifest import iso, write_atomic
 
 log = logging.getLogger(__name__)
 HOLDS_FILE = "holds.json"
@@ -96,10 +96,8 @@ class Holds:
                 after[event_id] = iso(time.time())
             else:
                 del after[event_id]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            try:
-                tmp.write_text(json.dumps({"held": after}, indent=1, sort_keys=True))
-                tmp.replace(self.path)
+            try:  # synced before and after the rename: a hold a dispatcher was told of survives a power cut
+                write_atomic(self.path, json.dumps({"held": after}, indent=1, sort_keys=True).encode())
             except OSError as exc:
                 log.error("event %s: hold not changed: cannot write %s: %s", event_id, self.path, exc)
                 return False
