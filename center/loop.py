@@ -38,10 +38,17 @@ def release_needs_admin(s: Session, case: Case) -> str | None:
     A thrown object is a crime, and evidence exported was given to someone (the police) who may ask for the
     original long after: neither is a dispatcher's alone to let go. Every export is in the audit log, also
     one of a case that was held already (which adds no hold to its history)."""
-    if case.verdict == Verdict.THROWN:
+    if case.verdict == Verdict.THROWN or _said_thrown(s, case):
         return "thrown"
     exported = select(Audit.id).where(Audit.action == "export", Audit.target == f"case:{case.id}").limit(1)
     return "exported" if s.scalar(exported) is not None else None
+
+
+def _said_thrown(s: Session, case: Case) -> bool:
+    """Whether any on-site step of the case said thrown: a later resolve with another verdict corrects the case,
+    but does not make a crime's evidence a dispatcher's to let go. A case's history is a few dozen rows."""
+    steps = select(History.detail).where(History.case_id == case.id, History.action.in_(VERDICT_STEPS))
+    return any(isinstance(d, dict) and d.get("verdict") == Verdict.THROWN for d in s.scalars(steps))
 
 
 def dismissed(case: Case) -> bool:

@@ -151,6 +151,20 @@ def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
     assert detail["held"] is False and detail["history"][-1]["actor"] == "admin"
 
 
+def test_a_thrown_verdict_resolved_as_another_still_needs_an_admin_to_release_its_evidence(api):
+    p, as_ = api
+    send(p, alert("garden3-east", "east", "ev-overridden"))
+    zhang = as_("zhang")
+    (case,) = zhang.get("/api/cases").json()
+    assert zhang.post(f"/api/cases/{case['id']}/acknowledge", json={}).status_code == 200
+    assert zhang.post(f"/api/cases/{case['id']}/check", json={"verdict": "thrown"}).status_code == 200
+    assert zhang.post(f"/api/cases/{case['id']}/resolve", json={"verdict": "fell"}).status_code == 200
+    assert as_("disp").get(f"/api/cases/{case['id']}").json()["verdict"] == "fell"  # the case is corrected
+    url, why = f"/api/cases/{case['id']}/hold", {"hold": False, "note": "it only fell"}
+    assert as_("disp").post(url, json=why).status_code == 403  # but the crime's evidence is not let go so
+    assert as_("admin").post(url, json=why).status_code == 200  # control: an admin may
+
+
 def test_only_an_admin_releases_the_evidence_of_a_case_exported_for_the_police(api):
     p, as_ = api
     send(p, alert("garden3-east", "east", "ev-exported"))
