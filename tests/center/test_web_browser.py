@@ -259,6 +259,22 @@ def _photo(folder):
     return path
 
 
+# The elements reaching past a screen `w` pixels wide, to name them when a page does not fit.
+_PAST_THE_EDGE = """w => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > w).map(e => e.tagName + '.' + e.className).slice(0, 12)"""
+
+
+@pytest.mark.parametrize("width", [320, 360])
+def test_a_grid_worker_s_alert_page_fits_a_narrow_phone_without_scrolling_sideways(browser, site, width):
+    _alert_from_b5(site, f"ev-narrow-{width}")  # dispatched to chen, who has yet to acknowledge it
+    with person(browser, site, "chen", viewport=(width, 700)) as pg:
+        assert wait_for(lambda: _reloaded_has(pg, "#rows tr[data-case]"), 30)
+        case = max(int(r.get_attribute("data-case")) for r in pg.locator("#rows tr[data-case]").all())
+        assert pg.goto(f"/alerts/{case}").status == 200
+        assert pg.locator("form.act-acknowledge, form.act-check").count() > 0  # the actions are on it
+        assert pg.evaluate("document.documentElement.scrollWidth") <= width, pg.evaluate(_PAST_THE_EDGE, width)
+
+
 def test_a_grid_worker_gets_403_for_another_micro_grids_alert(browser, site):
     _alert_from_b5(site, "ev-b5")  # building b5, grid g2
     with person(browser, site, "disp") as pg:
