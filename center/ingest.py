@@ -26,7 +26,7 @@ from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Messa
 from center.files import EvidenceFiles, OutsideDataDir, file_name
 from center.loop import Loop
 from center.models import MAX_FLOORS, Level, Trust
-from center.trust import judge, parse_manifest, trust_of
+from center.trust import judge_for, parse_manifest, trust_of
 from edge.listen import (
     EVENT_TYPES,
     MAX_CHUNK_DATA,
@@ -584,7 +584,8 @@ class Ingest:
         kept = self._keep_file(node, event_id, "manifest", payload, digest)
         with self.sessions.begin() as s:
             registered = s.get(Node, node)
-            trust, why = judge(body, sig, public, registered.public_key if registered else None)
+            key = registered.public_key if registered else None
+            trust, why = judge_for(body, sig, public, key, node, event_id)
             if kept is not None:
                 row = s.get(Evidence, kept.id)
                 row.trust, row.trust_note = trust, why

@@ -59,7 +59,7 @@ def reverify(sessions: sessionmaker, files: EvidenceFiles, node: str) -> int:
                 body, sig, public = parse_manifest(files.data_dir, files.path(item.path).read_bytes())
             except (Malformed, OSError):
                 continue
-            verdict = judge(body, sig, public, key)
+            verdict = judge_for(body, sig, public, key, node, ev.event_id)
             item.trust, item.trust_note = verdict
             listed = {m["sha256"] for m in body["files"].values()}
             covered = [
@@ -85,6 +85,21 @@ def judge(body: dict, sig: bytes, public: bytes, registered: bytes | None) -> tu
     if public != registered:
         return Trust.UNTRUSTED, f"signed by key {body.get('key_id')}, not the node's registered key"
     return Trust.VERIFIED, f"signed by the node's key {base64.b16encode(public[:4]).decode().lower()}…"
+
+
+def judge_for(
+    body: dict, sig: bytes, public: bytes, registered: bytes | None, node: str, event_id: str
+) -> tuple[Trust, str]:
+    """`judge`, and the manifest must be signed for the node and event it arrived under: a node's genuine
+    manifest of one event, filed under another's name, would otherwise vouch for that event's files."""
+    trust, why = judge(body, sig, public, registered)
+    if trust != Trust.VERIFIED:
+        return trust, why
+    for field, expected in (("node", node), ("event", event_id)):
+        signed = body.get(field)  # a manifest of a node before the event was signed in names none
+        if signed is not None and signed != expected:
+            return Trust.UNTRUSTED, f"signed for {field} {str(signed)[:80]}, not the {field} it was sent under"
+    return trust, why
 
 
 def trust_of(s: Session, files: EvidenceFiles, ev: Event, digest: str) -> tuple[Trust, str | None]:

@@ -19,7 +19,15 @@ from edge.config import FallConfig
 from edge.detect.fall import FallDecision
 from edge.detect.types import AlertLevel, FallEvent
 from edge.publish.evidence import storey_lines
-from edge.publish.manifest import MANIFEST, canonical, key_id, public_b64, sha256_file, write_manifest
+from edge.publish.manifest import (
+    MANIFEST,
+    canonical,
+    check_folder,
+    key_id,
+    public_b64,
+    sha256_file,
+    write_manifest,
+)
 
 from conftest import posed_facade, read_events, run_edge
 
@@ -287,6 +295,20 @@ def test_an_event_folder_renamed_to_another_event_s_id_fails(evidence, tmp_path)
     assert f'FAILED {tmp_path / other_id}: holds the signed evidence of event "{src.name}"' in proc.stdout
     assert f"OK         {tmp_path / src.name}" in proc.stdout
     assert "1 of 2 event folders verify; 1 failed" in proc.stdout
+
+
+def test_each_manifest_is_signed_for_its_own_event_and_one_signed_for_another_fails(evidence, tmp_path):
+    out, events, folder = evidence
+    for event in events:  # what the center checks a manifest against: it never receives event.json
+        assert json.loads((out / event["manifest"]).read_text())["manifest"]["event"] == event["id"]
+    plain = tmp_path / "20260501T103000Z-sim-7"  # no event.json: only the manifest says whose it is
+    plain.mkdir()
+    (plain / "original.ts").write_bytes(b"G" * 188)
+    key = Ed25519PrivateKey.generate()
+    write_manifest(plain, ["original.ts"], {"event": "20260501T103000Z-sim-1"}, key)
+    assert any("signed for event" in p for p in check_folder(plain).problems)
+    write_manifest(plain, ["original.ts"], {"event": plain.name}, key)  # the control: signed for this one
+    assert check_folder(plain).problems == []
 
 
 def test_a_folder_without_any_event_is_nothing_to_check(tmp_path):

@@ -17,7 +17,7 @@ from center.api import Context
 from center.db import Case, Event, Evidence, Node, utcnow
 from center.files import OutsideDataDir
 from center.models import Action
-from center.trust import judge, parse_manifest
+from center.trust import judge_for, parse_manifest
 from center.web.views import event_views, photos_of
 from edge.publish.manifest import Malformed
 
@@ -132,7 +132,8 @@ def _verify(
         body, sig, public = parse_manifest(ctx.files.data_dir, data)
     except Malformed as exc:
         return {**out, "signature": "malformed", "why": str(exc)}
-    trust, why = judge(body, sig, public, node.public_key if node else None)
+    registered = node.public_key if node else None
+    trust, why = judge_for(body, sig, public, registered, view.event.node, view.event.event_id)
     files = {}
     present = set(z.namelist())
     for name, f in body["files"].items():

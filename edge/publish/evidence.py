@@ -207,7 +207,10 @@ def save_original(
     times = {"first_seen_t": job.first_t, "clip_from_t": written.first_t, "clip_to_t": written.last_t}
     extra = {"original_made_by": str(written.made), **({"note": note} if note else {})}
     (folder / PENDING).touch()
-    manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, **times, **extra}, signer)
+    # The event's id signed in: a receiver that never gets event.json (the center) can tell this manifest and
+    # the files it lists from another event's of the same node, filed under this event's name.
+    signed = {**info, "event": record["id"], **times, **extra}
+    manifest = write_manifest(folder, [written.name, EVENT, FRAMES], signed, signer)
     return EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, note)
 
 
@@ -314,7 +317,8 @@ def _sign_recovered(
     if not _frames_readable(folder):
         write_json(folder / FRAMES, {"frames": []})
     times = {"clip_from_t": written.first_t, "clip_to_t": written.last_t}
-    info = {**info_for(record.get("camera", "")), **times, "original_made_by": str(written.made)}
+    info = {**info_for(record.get("camera", "")), "event": folder.name, **times}
+    info["original_made_by"] = str(written.made)
     (folder / PENDING).touch()
     manifest = write_manifest(folder, [written.name, EVENT, FRAMES], {**info, "note": note}, signer)
     files = EvidenceFiles(folder, EvidenceStage.ORIGINAL, written.name, None, None, manifest.name, note)

@@ -323,6 +323,9 @@ def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdi
             problem = _named_for_another_event(folder, dir_fd)
             if problem:
                 verdict.problems.append(problem)
+        signed_for = body.get("event")  # absent from manifests of nodes before it was signed in
+        if signed_for is not None and signed_for != folder.name:
+            verdict.problems.append(f"{path}: signed for event {_short(signed_for)}, not the one it is named for")
         listed = set(body["files"]) | {MANIFEST, _PENDING}
         verdict.unsigned = sorted(n for n in os.listdir(dir_fd) if n not in listed)
     finally:

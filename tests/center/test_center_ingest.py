@@ -52,12 +52,14 @@ def _register(parts, node, key):
         s.merge(Node(name=node, public_key=raw, key_id=key_id(key.public_key())))
 
 
-def _manifest(tmp_path, key, files: dict[str, bytes]) -> bytes:
+def _manifest(tmp_path, key, files: dict[str, bytes], event: str | None = None) -> bytes:
+    """A manifest as a node signs it; with `event`, naming the event it was signed for (as nodes now do)."""
     folder = tmp_path / "node-evidence"
     folder.mkdir(exist_ok=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    return write_manifest(folder, list(files), {"node": "garden3-east"}, key).read_bytes()
+    info = {"node": "garden3-east", **({"event": event} if event else {})}
+    return write_manifest(folder, list(files), info, key).read_bytes()
 
 
 def test_a_clip_sent_in_chunks_out_of_order_is_joined_checked_and_kept(parts):
@@ -121,6 +123,25 @@ def test_evidence_not_vouched_for_is_kept_but_marked_untrusted(parts, tmp_path, 
     assert {"unregistered node": "not registered", "another key": "not the node's registered key"}.get(
         case, "altered"
     ) in clip.trust_note
+
+
+def test_a_genuine_manifest_of_one_event_sent_under_another_vouches_for_nothing(parts, tmp_path):
+    # Whoever can publish on the node's topics (its MQTT password, not its key) could file event A's signed
+    # manifest and original under event B: B's "evidence" would show as verified.
+    key = Ed25519PrivateKey.generate()
+    _register(parts, "garden3-east", key)
+    manifest = _manifest(tmp_path, key, {"clip.mp4": CLIP}, event="ev-a")
+    for event in ("ev-b", "ev-a"):  # the second is the control: under its own event it is verified
+        send(parts, alert(event_id=event, at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=len(event))))
+        _send_clip(parts, "garden3-east", event, CLIP)
+        parts.ingest.handle(f"edge/garden3-east/events/{event}/manifest", manifest)
+    with parts.sessions() as s:
+        trust = dict(
+            s.execute(select(Event.event_id, Evidence.trust).join(Event).where(Evidence.kind == "clip")).all()
+        )
+        note = s.scalar(select(Evidence.trust_note).join(Event).where(Event.event_id == "ev-b"))
+    assert trust == {"ev-b": Trust.UNTRUSTED, "ev-a": Trust.VERIFIED}
+    assert "signed for event ev-a" in note
 
 
 def test_an_event_from_an_unregistered_node_is_stored_and_says_so(parts):
