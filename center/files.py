@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge.publish.mqtt import valid_id
+from edge.publish.mqtt import clip_extension, valid_id
 
 KIND_NAMES = {"snapshot": "snapshot", "clip": "clip", "original": "original", "manifest": "manifest"}
 
@@ -79,13 +79,15 @@ def file_name(kind: str, sha256: str, data: bytes) -> str:
     elif kind == "manifest":
         ext = "json"
     else:
-        ext = "ts" if data[:1] == b"G" else "mp4"
+        ext = clip_extension(data)[1:]
     return f"{KIND_NAMES.get(kind, kind)}-{sha256[:12]}.{ext}"
 
 
 MEDIA_TYPES = {"snapshot": "image/jpeg", "photo": "image/jpeg", "manifest": "application/json"}
+CLIP_TYPES = {".ts": "video/mp2t", ".mkv": "video/x-matroska"}  # anything else is the annotated MP4
 
 
 def media_type(kind: str, path: Path) -> str:
-    """The Content-Type an evidence file is served with: the original clip is MPEG-TS, the annotated one MP4."""
-    return MEDIA_TYPES.get(kind, "video/mp2t" if path.suffix == ".ts" else "video/mp4")
+    """The Content-Type an evidence file is served with: the original clip is MPEG-TS or Matroska (a USB
+    camera's), the annotated one MP4."""
+    return MEDIA_TYPES.get(kind, CLIP_TYPES.get(path.suffix, "video/mp4"))

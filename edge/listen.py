@@ -31,6 +31,7 @@ from edge.publish.mqtt import (
     MAX_CHUNK_HEADER,
     EventType,
     Reconnect,
+    clip_extension,
     connect_failed,
     make_client,
     parse_chunk,
@@ -362,7 +363,7 @@ class Listener:
         blob = b"".join(p.parts[i] for i in range(p.count))
         self._discard(key, None)
         ok = len(blob) == p.size and hashlib.sha256(blob).hexdigest() == digest
-        name = FILE_NAMES[file] or "original" + (".ts" if blob[:1] == b"G" else ".mp4")
+        name = FILE_NAMES[file] or "original" + clip_extension(blob)
         if ok:
             self._write(self._folder(node, event_id), name, blob)
             self._keep(self.files_ok, (node, event_id, file))

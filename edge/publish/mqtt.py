@@ -225,6 +225,17 @@ def chunk_payloads(data: bytes, header: dict, chunk_bytes: int, digest: str | No
 # A file's chunks are queued this many bytes to a transaction: one sync to disk for many chunks, yet an alert
 # never waits behind a whole original (up to 200 MiB) on a slow SD card, and the SQLite log stays small.
 FILE_BATCH_BYTES = 4 << 20
+_MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML: a USB camera's MJPEG original (original.mkv)
+
+
+def clip_extension(head: bytes) -> str:
+    """The extension a received clip is stored under, from its first bytes: the original is MPEG-TS (a TS packet
+    starts with G) or Matroska, the annotated copy MP4."""
+    if head[:1] == b"G":
+        return ".ts"
+    return ".mkv" if head.startswith(_MATROSKA_MAGIC) else ".mp4"
+
+
 MAX_CHUNK_HEADER = 1024  # the header line a node writes is about 250 bytes
 
 

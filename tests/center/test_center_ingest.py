@@ -14,6 +14,7 @@ from parts import alert, make_parts, send
 from sqlalchemy import func, select
 
 from center.db import Camera, Chunk, Event, Evidence, Message, Node
+from center.files import media_type
 from center.models import Trust
 from center.trust import reverify
 from edge.publish.manifest import key_id, write_manifest
@@ -71,6 +72,25 @@ def test_a_clip_sent_in_chunks_out_of_order_is_joined_checked_and_kept(parts):
     assert parts.files.path(clip.path).is_relative_to(parts.cfg.data_dir)
     with parts.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Chunk)) == 0  # nothing held once the file is whole
+
+
+@pytest.mark.parametrize(
+    ("head", "suffix", "media"),
+    [
+        (b"G@\x00\x10", ".ts", "video/mp2t"),  # an RTSP camera's H.264 packets, byte for byte
+        (b"\x1a\x45\xdf\xa3", ".mkv", "video/x-matroska"),  # a USB camera's MJPEG
+        (b"\x00\x00\x00\x20ftypisom", ".mp4", "video/mp4"),  # re-encoded, as the annotated copy is
+    ],
+)
+def test_an_original_is_kept_and_served_as_the_container_it_is(parts, head, suffix, media):
+    data = head + os.urandom(40_000)
+    header = {"event": "ev-o", "node": "garden3-east", "file": "original"}
+    for payload in chunk_payloads(data, header, 16 * 1024):
+        parts.ingest.handle("edge/garden3-east/events/ev-o/original", payload)
+    (original,) = _evidence(parts, "original")
+    path = parts.files.path(original.path)
+    assert path.suffix == suffix and path.read_bytes() == data
+    assert media_type("original", path) == media
 
 
 def test_a_clip_whose_bytes_do_not_match_its_sha256_is_discarded_and_counted(parts):
