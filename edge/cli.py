@@ -38,6 +38,15 @@ def cmd_check_config(args) -> int:
     acl = broker_user_problem(cfg)
     if acl:  # a warning: another broker's ACL may map users otherwise
         print(f"edge: warning: {acl}", file=sys.stderr)
+    for name, cam in cfg.cameras.items():  # a warning: a survey's points may lie outside the view
+        outside = cam.facade.points_outside_image() if cam.facade else []
+        if outside:
+            w, h = cam.facade.image_size
+            print(
+                f"edge: warning: cameras.{name}.facade: points {outside} lie outside image_size [{w}, {h}]; "
+                "if they were measured on a larger image, set image_size to its size, or every floor is wrong",
+                file=sys.stderr,
+            )
     cams = ", ".join(
         f"{n} ({'calibrated' if c.facade else 'no facade calibration'})" for n, c in cfg.cameras.items()
     )

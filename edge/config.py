@@ -361,6 +361,14 @@ class FacadeConfig(Strict):
             )
         return self
 
+    def points_outside_image(self) -> list[int]:
+        """Indices of the points outside `image_size`: right for points projected from a survey, wrong for points
+        measured on a larger image (the calibration is then scaled by the wrong ratio and every floor moves)."""
+        if self.image_size is None:
+            return []
+        w, h = self.image_size
+        return [i for i, p in enumerate(self.points) if not (0 <= p.image[0] <= w and 0 <= p.image[1] <= h)]
+
     @model_validator(mode="after")
     def _not_degenerate(self) -> FacadeConfig:
         self.facade_map()  # raises ValueError when the points give no homography

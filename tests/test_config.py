@@ -119,6 +119,18 @@ def test_check_config_warns_when_the_broker_user_is_not_the_node_id(tmp_path):
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
 
 
+def test_check_config_warns_of_facade_points_outside_the_image_size_they_were_measured_on(tmp_path):
+    env = {**os.environ, "CAM_PW": "x"}
+    points = "      ground_floor: 1\n"
+    typo = GOOD.replace(points, points + "      image_size: [1280, 720]\n")  # measured on a 1920x1080 still
+    proc = run_edge("check-config", _write(tmp_path, typo), env=env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr  # a survey's points may lie outside the view
+    assert "warning: cameras.east.facade: points [0, 1, 2] lie outside image_size [1280, 720]" in proc.stderr
+    right = GOOD.replace(points, points + "      image_size: [1920, 1080]\n")  # the control
+    proc = run_edge("check-config", _write(tmp_path, right), env=env)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize(
     ("edit", "path"),
     [
