@@ -38,6 +38,14 @@ def cmd_check_config(args) -> int:
     acl = broker_user_problem(cfg)
     if acl:  # a warning: another broker's ACL may map users otherwise
         print(f"edge: warning: {acl}", file=sys.stderr)
+    for name, cam in cfg.cameras.items():  # a warning: the node runs without it, learning a reference at start
+        reference = cam.health.reference
+        if reference is not None and not reference.is_file():
+            print(
+                f"edge: warning: cameras.{name}.health.reference {reference}: there is no such file; the moved "
+                "check would learn its reference from the first pictures, and miss a camera already turned",
+                file=sys.stderr,
+            )
     for name, cam in cfg.cameras.items():  # a warning: a survey's points may lie outside the view
         outside = cam.facade.points_outside_image() if cam.facade else []
         if outside:

@@ -124,6 +124,12 @@ def beside_config(path: Path, info: ValidationInfo) -> Path:
 ConfigPath = Annotated[Path, AfterValidator(beside_config)]
 
 
+def _check_reconnect_order(first_s: float, longest_s: float) -> None:
+    """A backoff whose first wait exceeds its longest is a swapped pair: refused, not silently clamped."""
+    if first_s > longest_s:
+        raise ValueError(f"reconnect_min_s ({first_s}) exceeds reconnect_max_s ({longest_s})")
+
+
 def readable_file(path: Path | None) -> Path | None:
     """A file the node will read at start (TLS, password): checked when the config is, with its path."""
     if path is None:
@@ -246,10 +252,7 @@ class MqttConfig(Strict):
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> MqttConfig:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(
-                f"reconnect_min_s ({self.reconnect_min_s}) exceeds reconnect_max_s ({self.reconnect_max_s})"
-            )
+        _check_reconnect_order(self.reconnect_min_s, self.reconnect_max_s)
         return self
 
     def secret(self) -> str | None:
@@ -304,6 +307,11 @@ class CaptureConfig(Strict):
         le=10.0,
         description="Stream read before the first frame; FFmpeg's 5 s default delays it and bursts frames.",
     )
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> CaptureConfig:
+        _check_reconnect_order(self.reconnect_min_s, self.reconnect_max_s)
+        return self
 
 
 class FacadePoint(Strict):

@@ -119,6 +119,19 @@ def test_check_config_warns_when_the_broker_user_is_not_the_node_id(tmp_path):
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
 
 
+def test_check_config_warns_of_a_named_reference_still_that_is_not_there(tmp_path):
+    env = {**os.environ, "CAM_PW": "x"}
+    named = GOOD.replace(
+        "    record: {post_s: 3}\n", f"    record: {{post_s: 3}}\n    health: {{reference: {tmp_path}/east.jpg}}\n"
+    )
+    proc = run_edge("check-config", _write(tmp_path, named), env=env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr  # the node runs without it: not refused
+    assert f"warning: cameras.east.health.reference {tmp_path}/east.jpg: there is no such file" in proc.stderr
+    (tmp_path / "east.jpg").write_bytes(b"\xff\xd8\xff")  # the control: the still is there
+    proc = run_edge("check-config", _write(tmp_path, named), env=env)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
 def test_check_config_warns_of_facade_points_outside_the_image_size_they_were_measured_on(tmp_path):
     env = {**os.environ, "CAM_PW": "x"}
     points = "      ground_floor: 1\n"
@@ -322,6 +335,23 @@ def test_facade_bounds_that_would_ignore_every_fall_are_refused(tmp_path, added,
     assert proc.returncode == 78, proc.stdout
     assert "site.yaml:" in proc.stderr and "cameras.east.facade" in proc.stderr and words in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("section", ["capture", "mqtt"])
+def test_a_reconnect_backoff_whose_first_wait_exceeds_its_longest_is_refused(monkeypatch, section):
+    monkeypatch.setenv("CAM_PW", "x")
+    where = (
+        "    record: {post_s: 3}\n"
+        if section == "capture"
+        else "mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: edge}"
+    )
+    swapped = {"capture": "    record: {post_s: 3}\n    capture: {reconnect_min_s: 50, reconnect_max_s: 1}\n",
+               "mqtt": "mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: edge, reconnect_min_s: 50, "
+                       "reconnect_max_s: 1}"}[section]  # fmt: skip
+    error = _error(GOOD.replace(where, swapped))
+    assert "reconnect_min_s (50.0) exceeds reconnect_max_s (1.0)" in str(error)
+    ordered = swapped.replace("reconnect_max_s: 1}", "reconnect_max_s: 60}")  # the control
+    assert parse_config(GOOD.replace(where, ordered), "site.yaml")
 
 
 def test_facade_bounds_in_order_are_accepted(monkeypatch):
