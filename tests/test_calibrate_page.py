@@ -549,6 +549,14 @@ def test_a_config_that_cannot_be_written_is_reported_with_its_path_and_why(site,
     assert site.read_text() != before
 
 
+def test_a_saved_calibration_says_a_running_node_takes_it_on_reload(site, clip):
+    with in_process(site, clip) as (_, c):
+        body = {"facade": c.get("/api/state").json()["proposal"]["facade"]}
+        r = c.post("/api/save", json=body).json()
+    assert r["ok"] is True and "reference still site.east.reference.jpg" in r["message"]
+    assert "systemctl reload edge" in r["message"]  # otherwise the node goes on with the old calibration
+
+
 def test_a_reference_still_that_cannot_be_stored_says_the_config_was_saved(site, clip, monkeypatch):
     from edge.calibrate import web
 

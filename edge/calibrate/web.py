@@ -252,8 +252,12 @@ def _save(s: Session, body: CalibrationIn) -> JSONResponse:
             f"(参考图未保存): {why}; the camera-moved check needs it: save again once it can be written"
         )
         return JSONResponse(result)
-    result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}"
+    result["message"] = f"已保存 Saved {saved.path} — check-config OK{note}; reference still {ref.name}. {_APPLY}"
     return JSONResponse(result)
+
+
+# A running node reads its config at start and on SIGHUP only: without this it goes on with the old calibration.
+_APPLY = "运行中的节点需重新加载 A running node takes it with `systemctl reload edge`"
 
 
 class _Gate:
