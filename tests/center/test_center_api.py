@@ -136,13 +136,19 @@ def test_staff_release_a_held_case_s_evidence_with_a_reason_and_hold_it_again(ap
     assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
 
 
-def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
-    p, as_ = api
-    send(p, alert("garden3-east", "east", "ev-thrown"))
+def _checked_as_thrown(p, as_, event_id: str) -> dict:
+    """A case its grid worker (zhang) acknowledged and checked on site as thrown."""
+    send(p, alert("garden3-east", "east", event_id))
     zhang = as_("zhang")
     (case,) = zhang.get("/api/cases").json()
     assert zhang.post(f"/api/cases/{case['id']}/acknowledge", json={}).status_code == 200
     assert zhang.post(f"/api/cases/{case['id']}/check", json={"verdict": "thrown"}).status_code == 200
+    return case
+
+
+def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
+    p, as_ = api
+    case = _checked_as_thrown(p, as_, "ev-thrown")
     url, why = f"/api/cases/{case['id']}/hold", {"hold": False, "note": "the court closed the case"}
     assert as_("disp").post(url, json=why).status_code == 403  # a crime's evidence: not a dispatcher's alone
     assert as_("disp").get(f"/api/cases/{case['id']}").json()["held"] is True
@@ -153,12 +159,8 @@ def test_only_an_admin_releases_the_evidence_of_a_thrown_object(api):
 
 def test_a_thrown_verdict_resolved_as_another_still_needs_an_admin_to_release_its_evidence(api):
     p, as_ = api
-    send(p, alert("garden3-east", "east", "ev-overridden"))
-    zhang = as_("zhang")
-    (case,) = zhang.get("/api/cases").json()
-    assert zhang.post(f"/api/cases/{case['id']}/acknowledge", json={}).status_code == 200
-    assert zhang.post(f"/api/cases/{case['id']}/check", json={"verdict": "thrown"}).status_code == 200
-    assert zhang.post(f"/api/cases/{case['id']}/resolve", json={"verdict": "fell"}).status_code == 200
+    case = _checked_as_thrown(p, as_, "ev-overridden")
+    assert as_("zhang").post(f"/api/cases/{case['id']}/resolve", json={"verdict": "fell"}).status_code == 200
     assert as_("disp").get(f"/api/cases/{case['id']}").json()["verdict"] == "fell"  # the case is corrected
     url, why = f"/api/cases/{case['id']}/hold", {"hold": False, "note": "it only fell"}
     assert as_("disp").post(url, json=why).status_code == 403  # but the crime's evidence is not let go so
