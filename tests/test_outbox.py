@@ -94,6 +94,29 @@ def test_a_batch_that_outgrows_the_bound_is_dropped_whole_not_in_part(tmp_path):
     assert [m.topic for m in box.next_batch(10, set())] == ["t/events/c/clip"] * 4
 
 
+def test_a_file_the_bound_cuts_while_it_is_queued_batch_by_batch_leaves_none_of_it_waiting(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=3000)
+    assert not box.put_file("t/events/a/original", [b"a" * 500] * 10, batch_bytes=1000)  # 5000 bytes
+    assert box.depth() == (0, 0) and box.dropped()["chunk"] == 8  # its first 8, cut; the last 2 never queued
+    assert box.put_file("t/events/b/original", [b"b" * 500] * 5, batch_bytes=1000)  # the control: it fits
+    assert [m.topic for m in box.next_batch(10, set())] == ["t/events/b/original"] * 5
+
+
+def test_a_file_whose_later_batch_does_not_fit_on_a_full_disk_takes_back_its_earlier_ones(tmp_path):
+    chunks = [bytes([i]) * 50_000 for i in range(8)]
+    with small_disk(tmp_path / "disk") as disk:
+        box = Outbox(disk / "o.sqlite", 10**9)
+        box.put("alert", "t/events", b"a")
+        filler = fill_up(disk, leave_bytes=150_000)  # room for the first batches, not for all eight chunks
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            box.put_file("t/events/e1/original", chunks, batch_bytes=50_000)
+        assert [m.payload for m in box.next_batch(20, set())] == [b"a"]  # no half file waits for the center
+        filler.unlink()  # the control: with space back, the whole file is queued, in order
+        assert box.put_file("t/events/e1/original", chunks, batch_bytes=50_000)
+        assert [m.payload for m in box.next_batch(20, set())] == [b"a", *chunks]
+        box.close()
+
+
 def test_a_batch_that_does_not_fit_on_a_full_disk_is_not_queued_in_part(tmp_path):
     chunks = [NewMessage(Kind.CHUNK, "t/events/e1/clip", bytes([i]) * 50_000) for i in range(8)]
     with small_disk(tmp_path / "disk") as disk:

@@ -453,9 +453,8 @@ class MqttPublisher:
         header = {"event": event_id, "node": self.node, "file": name}
         topic = self.topics.files(event_id, name)
         chunks = chunk_payloads(data, header, self.cfg.chunk_kib * 1024, digest)
-        per_batch = max(1, FILE_BATCH_BYTES // (self.cfg.chunk_kib * 1024))
-        for first in range(0, len(chunks), per_batch):
-            self.outbox.put_many(NewMessage(Kind.CHUNK, topic, c) for c in chunks[first : first + per_batch])
+        if not self.outbox.put_file(topic, chunks, FILE_BATCH_BYTES):
+            log.warning("%s: %s (%d bytes) dropped by the outbox's size bound", event_id, name, len(data))
         return len(data), digest
 
     @logged

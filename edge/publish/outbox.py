@@ -100,6 +100,9 @@ class Outbox:
         self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # Files not queued whole whose chunks could not be deleted yet (a full disk): never sent, deleted by the
+        # next write that succeeds. Lost with the process: after a restart the center discards such a part file.
+        self._unfinished: set[str] = set()
 
     def put(
         self,
@@ -120,20 +123,78 @@ class Outbox:
         at once, a file's chunks). The outbox is locked meanwhile: keep batches to a few MB, and `messages`
         must not use this outbox. The bound is enforced once, after the batch: the chunks of one file go whole.
         """
-        seqs = []
-        with self._lock, self._transaction():
-            for m in messages:
-                kind = Kind(m.kind)  # a plain string is accepted, an unknown kind is not
-                if m.coalesce_key is not None:
-                    self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (m.coalesce_key,))
-                cur = self._db.execute(
-                    "INSERT INTO outbox (kind, priority, topic, payload, qos, retain, coalesce_key, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (kind, PRIORITY[kind], m.topic, m.payload, m.qos, int(m.retain), m.coalesce_key, time.time()),
-                )
-                seqs.append(int(cur.lastrowid))
-            self._enforce_bound()
+        with self._lock:
+            self._drop_unfinished()
+            with self._transaction():
+                seqs = self._insert(messages)
+                self._enforce_bound()
         return seqs
+
+    def _insert(self, messages: Iterable[NewMessage]) -> list[int]:
+        """Insert messages within the caller's transaction; returns their sequence numbers."""
+        seqs = []
+        for m in messages:
+            kind = Kind(m.kind)  # a plain string is accepted, an unknown kind is not
+            if m.coalesce_key is not None:
+                self._db.execute("DELETE FROM outbox WHERE coalesce_key = ?", (m.coalesce_key,))
+            cur = self._db.execute(
+                "INSERT INTO outbox (kind, priority, topic, payload, qos, retain, coalesce_key, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, PRIORITY[kind], m.topic, m.payload, m.qos, int(m.retain), m.coalesce_key, time.time()),
+            )
+            seqs.append(int(cur.lastrowid))
+        return seqs
+
+    def put_file(self, topic: str, chunks: list[bytes], batch_bytes: int) -> bool:
+        """Queue a file's chunks, `batch_bytes` to a transaction; False when the bound dropped the file meanwhile.
+
+        Only whole files wait: when the bound drops the file's first batches, the rest is not queued after them,
+        and when a batch fails (a full disk), the batches before it are taken back before the error is raised.
+        Between batches an alert is queued without waiting for the whole file (an original is up to 200 MiB).
+        """
+        with self._lock:
+            self._drop_unfinished()
+            if topic in self._unfinished:  # its new chunks would go with the old part when that goes
+                raise sqlite3.OperationalError(f"database or disk is full: an unsent part of {topic} remains")
+        batch: list[NewMessage] = []
+        size = 0
+        try:
+            for i, chunk in enumerate(chunks):
+                batch.append(NewMessage(Kind.CHUNK, topic, chunk))
+                size += len(chunk)
+                if size >= batch_bytes or i == len(chunks) - 1:
+                    with self._lock, self._transaction():
+                        self._insert(batch)
+                        cut = self._enforce_bound()
+                    batch, size = [], 0
+                    if topic in cut:
+                        return False
+        except BaseException:
+            self._take_back(topic)
+            raise
+        return True
+
+    def _take_back(self, topic: str) -> None:
+        """Delete the queued chunks of a file that could not be queued whole. On a disk too full even for that,
+        they are held back from sending, and each later write tries again (`_drop_unfinished`)."""
+        with self._lock:
+            self._unfinished.add(topic)
+            self._drop_unfinished()
+
+    def _drop_unfinished(self) -> None:
+        """Delete the chunks of files not queued whole, in a transaction of their own (the caller holds the lock).
+
+        On a disk too full even for that they stay held back, and the next write tries again first: never in
+        the write's own transaction, which an alert's must not fail for."""
+        if not self._unfinished:
+            return
+        try:
+            with self._transaction():
+                for topic in self._unfinished:
+                    self._db.execute("DELETE FROM outbox WHERE kind = ? AND topic = ?", (Kind.CHUNK, topic))
+        except sqlite3.Error:
+            return
+        self._unfinished.clear()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -154,9 +215,11 @@ class Outbox:
     def next_batch(self, limit: int, exclude: set[int]) -> list[OutMessage]:
         """Up to `limit` messages to send next, skipping those already in flight."""
         with self._lock:
+            held = sorted(self._unfinished)  # never sent: parts of files that could not be queued whole
             rows = self._db.execute(
-                "SELECT seq, kind, topic, payload, qos, retain FROM outbox ORDER BY priority, seq LIMIT ?",
-                (limit + len(exclude),),
+                "SELECT seq, kind, topic, payload, qos, retain FROM outbox"
+                f" WHERE topic NOT IN ({', '.join('?' * len(held))}) ORDER BY priority, seq LIMIT ?",
+                (*held, limit + len(exclude)),
             ).fetchall()
         return [OutMessage(s, _kind(k), t, bytes(p), q, bool(r)) for s, k, t, p, q, r in rows if s not in exclude][
             :limit
@@ -170,6 +233,8 @@ class Outbox:
     def waiting(self, topic: str) -> bool:
         """Whether a message for `topic` is still queued (not yet acknowledged by the broker)."""
         with self._lock:
+            if topic in self._unfinished:  # what is left of it is never sent: it may be queued again
+                return False
             return (
                 self._db.execute("SELECT 1 FROM outbox WHERE topic = ? LIMIT 1", (topic,)).fetchone() is not None
             )
@@ -190,17 +255,22 @@ class Outbox:
         with self._lock:
             return {_kind(k): n for k, n in self._db.execute("SELECT kind, count FROM dropped").fetchall()}
 
-    def _enforce_bound(self) -> None:
+    def _enforce_bound(self) -> set[str]:
+        """Drop the least valuable messages until the outbox fits its bound; returns the topics dropped from."""
         (size,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        topics: set[str] = set()
         for kind in DROPPABLE:
             while size > self.max_bytes:
-                freed = self._drop_oldest(kind)
-                if freed is None:
+                dropped = self._drop_oldest(kind)
+                if dropped is None:
                     break
-                size -= freed
+                size -= dropped[0]
+                topics.add(dropped[1])
+        return topics
 
-    def _drop_oldest(self, kind: Kind) -> int | None:
-        """Drop the oldest message of `kind` (a chunk: its file's every queued chunk); bytes freed, None: none.
+    def _drop_oldest(self, kind: Kind) -> tuple[int, str] | None:
+        """Drop the oldest message of `kind` (a chunk: its file's every queued chunk); (bytes freed, its topic),
+        None when there is none.
 
         A file missing one chunk never completes at the center: the rest of its chunks go with it, so only
         whole files wait, and asking for an original again queues all of it (`waiting`).
@@ -220,7 +290,7 @@ class Outbox:
             "INSERT INTO dropped (kind, count) VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET count = count + ?",
             (kind, n, n),
         )
-        return int(freed)
+        return int(freed), row[1]
 
     def close(self) -> None:
         with self._lock:
