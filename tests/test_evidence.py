@@ -297,7 +297,9 @@ def test_an_event_folder_renamed_to_another_event_s_id_fails(evidence, tmp_path)
     assert "1 of 2 event folders verify; 1 failed" in proc.stdout
 
 
-def test_each_manifest_is_signed_for_its_own_event_and_one_signed_for_another_fails(evidence, tmp_path):
+def test_each_manifest_is_signed_for_its_own_event_and_one_signed_for_another_fails(
+    evidence, tmp_path, monkeypatch
+):
     out, events, folder = evidence
     for event in events:  # what the center checks a manifest against: it never receives event.json
         assert json.loads((out / event["manifest"]).read_text())["manifest"]["event"] == event["id"]
@@ -309,6 +311,8 @@ def test_each_manifest_is_signed_for_its_own_event_and_one_signed_for_another_fa
     assert any("signed for event" in p for p in check_folder(plain).problems)
     write_manifest(plain, ["original.ts"], {"event": plain.name}, key)  # the control: signed for this one
     assert check_folder(plain).problems == []
+    monkeypatch.chdir(plain)  # `edge verify .` from inside the folder: its name is still its own
+    assert check_folder(Path(".")).problems == []
 
 
 def test_a_folder_without_any_event_is_nothing_to_check(tmp_path):

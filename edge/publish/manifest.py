@@ -324,7 +324,7 @@ def check_folder(folder: Path, trusted: dict[bytes, str] | None = None) -> Verdi
             if problem:
                 verdict.problems.append(problem)
         signed_for = body.get("event")  # absent from manifests of nodes before it was signed in
-        if signed_for is not None and signed_for != folder.name:
+        if signed_for is not None and signed_for != _name_of(folder):
             verdict.problems.append(f"{path}: signed for event {_short(signed_for)}, not the one it is named for")
         listed = set(body["files"]) | {MANIFEST, _PENDING}
         verdict.unsigned = sorted(n for n in os.listdir(dir_fd) if n not in listed)
@@ -345,9 +345,14 @@ def _named_for_another_event(folder: Path, dir_fd: int) -> str | None:
         event_id = json.loads(data).get("id")
     except (ValueError, RecursionError, AttributeError):
         return None  # signed as it is: a form the node never wrote is not a question of names
-    if isinstance(event_id, str) and event_id != folder.name:
+    if isinstance(event_id, str) and event_id != _name_of(folder):
         return f"{folder}: holds the signed evidence of event {_short(event_id)}, not of the event it is named for"
     return None
+
+
+def _name_of(folder: Path) -> str:
+    """The folder's own name, also when it is given as `.` or `..` (`edge verify .` from inside it)."""
+    return folder.resolve().name
 
 
 _EVENT_JSON = "event.json"  # evidence.EVENT (imported from there would be a cycle)
