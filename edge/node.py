@@ -147,7 +147,9 @@ class Node:
         self.config_sha = config_hash(config)
         self.annotator = Annotator(self.key, self.sink.on_evidence)
         self.run_id = datetime.now(UTC).strftime(RUN_ID_FORMAT)
-        self._id_prefixes = {self.run_id}  # every event-id prefix a worker of this node was given
+        # Every (camera, event-id prefix) a worker of this node was given: a camera's ids hold its name.
+        self._id_prefixes = {(name, self.run_id) for name in config.cameras}
+        self._prefix_lock = threading.Lock()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._next_ping = 0.0
@@ -179,17 +181,19 @@ class Node:
     def _restarted_worker(self, name: str) -> CameraWorker:
         """A fresh worker for a camera whose worker died; its event ids carry the time of this restart."""
         self._forget_problems(name)
-        return self._worker(name, self.config.cameras[name], self._fresh_id_prefix())
+        return self._worker(name, self.config.cameras[name], self._fresh_id_prefix(name))
 
-    def _fresh_id_prefix(self) -> str:
-        """An event-id prefix no worker of this node has had: the second it is asked for, or the next free one.
+    def _fresh_id_prefix(self, camera: str) -> str:
+        """An event-id prefix no worker of `camera` has had: the second it is asked for, or the next free one.
 
         A new worker's tracks and problems count from 1 again: under its predecessor's prefix its events would
-        take earlier events' ids, and their evidence folders.
+        take earlier events' ids, and their evidence folders. Only the same camera started twice within a second
+        waits. Locked: the supervisor's thread and a reload may both start workers.
         """
-        while (prefix := datetime.now(UTC).strftime(RUN_ID_FORMAT)) in self._id_prefixes:
-            time.sleep(_PREFIX_WAIT_S)
-        self._id_prefixes.add(prefix)
+        with self._prefix_lock:
+            while (camera, prefix := datetime.now(UTC).strftime(RUN_ID_FORMAT)) in self._id_prefixes:
+                time.sleep(_PREFIX_WAIT_S)
+            self._id_prefixes.add((camera, prefix))
         return prefix
 
     def _forget_problems(self, name: str) -> None:
@@ -398,7 +402,7 @@ class Node:
         try:  # what can still fail (a model, a CA file) is made before anything running is touched
             for name in plan.added + plan.reconnected:
                 where = f"cameras.{name}"
-                fresh[name] = self._worker(name, new.cameras[name], self._fresh_id_prefix())
+                fresh[name] = self._worker(name, new.cameras[name], self._fresh_id_prefix(name))
             where = "mqtt"
             running_outbox = self.publisher.outbox if self.publisher is not None else None
             publisher = self._make_publisher(new, running_outbox) if plan.mqtt else None
