@@ -66,7 +66,7 @@ MAX_KEPT = 10_000  # events and file results kept in memory for callers; all of 
 MAX_LINE = 500  # characters of a printed line
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 EVENT_TYPES = frozenset(t.value for t in EventType)  # docs/schemas/event.schema.json, "type"
-FILE_NAMES = {"clip": "clip.mp4", "original": None}  # original: .ts or .mp4 by its first byte
+FILE_NAMES = {"clip": "clip.mp4", "original": None}  # original: .ts, .mkv or .mp4 by its first bytes
 
 
 def printable(text: str, limit: int = MAX_LINE) -> str:

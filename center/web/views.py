@@ -142,6 +142,8 @@ TRUST_NOTES = (
     (re.compile(r"the node is not registered \(edge-center node add\)"), "note.unregistered"),
     (re.compile(r"the signature does not match the manifest \(altered\)"), "note.altered"),
     (re.compile(r"signed by key (?P<key>\S+), not the node's registered key"), "note.other_key"),
+    (re.compile(r"signed for event (?P<name>.+), not the event it was sent under"), "note.other_event"),
+    (re.compile(r"signed for node (?P<name>.+), not the node it was sent under"), "note.other_node"),
     (re.compile(r"uploaded by (?P<who>.+)"), "note.uploaded"),
 )
 

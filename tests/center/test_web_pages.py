@@ -463,6 +463,8 @@ def test_the_center_s_notes_on_evidence_are_in_the_viewer_s_language(site):
         ("the node is not registered (edge-center node add)", "节点未登记"),
         ("the signature does not match the manifest (altered)", "签名与清单不符"),
         ("uploaded by zhang", "zhang 上传"),
+        ("signed for event ev-a, not the event it was sent under", "清单签给事件 ev-a"),
+        ("signed for node garden9, not the node it was sent under", "清单签给节点 garden9"),
     ):
         assert views.trust_note(note, zh).startswith(shown)
 
