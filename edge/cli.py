@@ -12,6 +12,7 @@ from pathlib import Path
 from edge import __version__, logs
 from edge.config import (
     EX_CONFIG,
+    CameraConfig,
     ConfigError,
     StorageError,
     broker_user_problem,
@@ -38,28 +39,33 @@ def cmd_check_config(args) -> int:
     acl = broker_user_problem(cfg)
     if acl:  # a warning: another broker's ACL may map users otherwise
         print(f"edge: warning: {acl}", file=sys.stderr)
-    for name, cam in cfg.cameras.items():  # a warning: the node runs without it, learning a reference at start
-        reference = cam.health.reference
-        if reference is not None and not reference.is_file():
-            print(
-                f"edge: warning: cameras.{name}.health.reference {reference}: there is no such file; the moved "
-                "check would learn its reference from the first pictures, and miss a camera already turned",
-                file=sys.stderr,
-            )
-    for name, cam in cfg.cameras.items():  # a warning: a survey's points may lie outside the view
-        outside = cam.facade.points_outside_image() if cam.facade else []
-        if outside:
-            w, h = cam.facade.image_size
-            print(
-                f"edge: warning: cameras.{name}.facade: points {outside} lie outside image_size [{w}, {h}]; "
-                "if they were measured on a larger image, set image_size to its size, or every floor is wrong",
-                file=sys.stderr,
-            )
+    for name, cam in cfg.cameras.items():
+        for warning in _camera_warnings(cam):
+            print(f"edge: warning: cameras.{name}.{warning}", file=sys.stderr)
     cams = ", ".join(
         f"{n} ({'calibrated' if c.facade else 'no facade calibration'})" for n, c in cfg.cameras.items()
     )
     print(f"{args.file}: OK: node {cfg.node.id}, cameras: {cams}")
     return EX_OK
+
+
+def _camera_warnings(cam: CameraConfig) -> list[str]:
+    """What check-config says of a camera without refusing it: the node runs so, but likely not as meant."""
+    warnings = []
+    reference = cam.health.reference  # without it the node learns a reference at start
+    if reference is not None and not reference.is_file():
+        warnings.append(
+            f"health.reference {reference}: there is no such file; the moved check would learn its reference "
+            "from the first pictures, and miss a camera already turned"
+        )
+    outside = cam.facade.points_outside_image() if cam.facade else []  # a survey's points may lie outside
+    if outside:
+        w, h = cam.facade.image_size
+        warnings.append(
+            f"facade: points {outside} lie outside image_size [{w}, {h}]; if they were measured on a larger "
+            "image, set image_size to its size, or every floor is wrong"
+        )
+    return warnings
 
 
 def cmd_config_schema(args) -> int:

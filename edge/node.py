@@ -82,7 +82,7 @@ class StatusFile:
 
 
 _STOP_BUDGET_S = 8.0  # SIGTERM to exit; well inside the unit's TimeoutStopSec, and what an operator waits for
-_PREFIX_WAIT_S = 0.05  # an event-id prefix is a second: a second reload within one waits for the next
+_PREFIX_WAIT_S = 0.05  # an event-id prefix is a second: a camera started twice within one waits for the next
 _TICK_S = 0.5  # the main loop's period: signals, reloads and watchdog pings are handled this often
 
 
@@ -191,8 +191,10 @@ class Node:
         waits. Locked: the supervisor's thread and a reload may both start workers.
         """
         with self._prefix_lock:
-            while (camera, prefix := datetime.now(UTC).strftime(RUN_ID_FORMAT)) in self._id_prefixes:
+            prefix = datetime.now(UTC).strftime(RUN_ID_FORMAT)
+            while (camera, prefix) in self._id_prefixes:
                 time.sleep(_PREFIX_WAIT_S)
+                prefix = datetime.now(UTC).strftime(RUN_ID_FORMAT)
             self._id_prefixes.add((camera, prefix))
         return prefix
 

@@ -100,8 +100,9 @@ class Outbox:
         self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
-        # Files not queued whole whose chunks could not be deleted yet (a full disk): never sent, deleted by the
-        # next write that succeeds. Lost with the process: after a restart the center discards such a part file.
+        # Files not queued whole whose chunks could not be deleted yet (a full disk): never sent, and each later
+        # write tries to delete them first. Lost with the process: after a restart such a part is sent, and the
+        # center discards a file it never gets whole.
         self._unfinished: set[str] = set()
 
     def put(
