@@ -108,13 +108,21 @@ def origin_of(ev: Event) -> dict:
     return origin if isinstance(origin, dict) else {}
 
 
-def metres(x) -> float | None:
-    """A length the node reported, when it is a number a facade can have; None for anything else.
+def _num(x) -> float | None:
+    """A number a node sent, as a finite float; None for anything else (a string, a bool, NaN, 10**400)."""
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return None
+    try:
+        f = float(x)
+    except OverflowError:  # JSON's integers are unbounded: 10**400 fits no float
+        return None
+    return f if math.isfinite(f) else None
 
-    Compared before any float conversion: JSON's integers are unbounded, and float(10**400) raises.
-    NaN and infinities fail the comparison too."""
-    ok = isinstance(x, int | float) and not isinstance(x, bool) and abs(x) <= MAX_METRES
-    return float(x) if ok else None
+
+def metres(x) -> float | None:
+    """A length the node reported, when it is a number a facade can have; None for anything else."""
+    f = _num(x)
+    return f if f is not None and abs(f) <= MAX_METRES else None
 
 
 def drawn_origin(origin: dict) -> charts.Origin:
@@ -289,17 +297,7 @@ def evidence_case(s: Session, item: Evidence) -> Case | None:
 
 # -- node and camera health, as the nodes page shows it ----------------------------------------------------
 # Status and stats are kept as each node sent them (valid JSON, nothing more): every value is checked for its
-# type here, so one node's odd message shows as "—" instead of failing the page for every node.
-def _num(x) -> float | None:
-    if not isinstance(x, int | float) or isinstance(x, bool):
-        return None
-    try:
-        f = float(x)
-    except OverflowError:  # JSON's integers are unbounded: 10**400 fits no float
-        return None
-    return f if math.isfinite(f) else None
-
-
+# type (`_num` above, `_text`), so one node's odd message shows as "—" instead of failing the page for every node.
 def _text(x) -> str | None:
     return x[:200] if isinstance(x, str) else None
 
