@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.camera_health import camera_row, keep_problem, keep_storage, parse_storage
+from center.clock import node_clock
 from center.counters import Drops
 from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
@@ -339,6 +340,7 @@ class Ingest:
     def _fold(self, s: Session, node: str, body: dict, now: dt.datetime) -> None:
         """Fold one event message into its event row, and the event into a case once it says its level."""
         ev = self._event_row(s, node, body["id"], now)
+        clock = node_clock(parse_time(body.get("sent_utc")), now)  # the node's times, put on ours
         camera = body.get("camera")
         if isinstance(camera, str) and valid_id(camera):
             ev.camera = ev.camera or camera
@@ -352,8 +354,9 @@ class Ingest:
             score = parse_score(body.get("score"))
             if score is not None:
                 ev.score = score
-            ev.alert_at = ev.alert_at or parse_time(body.get("alert_utc")) or parse_time(body.get("queued_utc"))
-        queued = parse_time(body.get("queued_utc"))
+            claimed = parse_time(body.get("alert_utc")) or parse_time(body.get("queued_utc"))
+            ev.alert_at = ev.alert_at or clock.on_center_clock(claimed)
+        queued = clock.on_center_clock(parse_time(body.get("queued_utc")))
         if queued and (ev.first_queued_at is None or queued < ev.first_queued_at):
             ev.first_queued_at = queued
         if body["type"] == "end":

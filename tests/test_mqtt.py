@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -569,6 +570,38 @@ def test_an_alert_queued_during_a_20_s_outage_arrives_within_seconds_of_the_brok
     finally:
         publisher.stop()
         outbox.close()
+
+
+def test_an_event_message_says_when_it_left_the_node_not_only_when_it_was_queued(tmp_path, broker, center):
+    # The center tells a node whose clock is wrong from a message that waited in the outbox by the time the
+    # message left (README: MQTT): queued during an outage, it left seconds later than it was queued.
+    cfg = _parse(_config(tmp_path, broker, "garden-a"), "pw-a")
+    outbox = Outbox(tmp_path / "outbox.sqlite", 10_000_000)
+    publisher = MqttPublisher(cfg, outbox, tmp_path / "garden-a")
+    publisher.start()
+    try:
+        assert publisher.connected.wait(10)
+        publisher.on_update("new", _alert("sent-at-once"))  # positive control: leaves as it is queued
+        assert wait_for(lambda: "sent-at-once" in _new_ids(center), 10, step=0.05)
+        broker.stop()
+        assert wait_for(lambda: not publisher.connected.is_set(), 5)
+        publisher.on_update("new", _alert("waited"))
+        time.sleep(3)
+        broker.start()
+        assert wait_for(lambda: "waited" in _new_ids(center), 30, step=0.05)
+    finally:
+        publisher.stop()
+        outbox.close()
+    got = {e["id"]: e for e in center.events if e["type"] == "new"}
+    validator = _schema("event")
+    for body in got.values():
+        validator.validate(body)
+    waited = {k: _utc(got[k]["sent_utc"]) - _utc(got[k]["queued_utc"]) for k in ("sent-at-once", "waited")}
+    assert waited["sent-at-once"] < dt.timedelta(seconds=2) <= waited["waited"], waited
+
+
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @contextmanager

@@ -200,6 +200,7 @@ def alert_page(request: Request, case_id: RowId, v: Who, asked: str | None = Non
             actor={a: views.actor_label(ctx, s, a, v.t) for a in {h.actor for h in case.history}}.get,
             note=lambda text: views.trust_note(text, v.t),
             local=lambda t: views.local_text(t, ctx.cfg.timezone),
+            span=lambda d: views.duration(abs(d), v.t),
             Trust=Trust,
             asked=bool(asked),
             held=(held := ctx.loop.held(s, case)),

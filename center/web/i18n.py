@@ -69,6 +69,10 @@ EN: dict[str, str] = {
     "clip_late": "No clip 5 minutes after the alert: the node may be busy, away, or not sending clips.",
     "clip_late_ask": "The original can be asked for below.",
     "clip_late_offline": "Its node is offline now: it sends the clip once it is back.",
+    "clock_off": "This node's clock was {off} {dir} the center's when it sent the alert: its times are shown on "
+    "the center's clock (the node said {said}).",
+    "clock_behind": "behind",
+    "clock_ahead": "ahead of",
     "disk_low": (
         "The center's evidence disk has only {free}% free: new evidence may soon not be stored. "
         "Free space, or shorten retention.evidence_days in center.yaml."
@@ -319,6 +323,9 @@ ZH: dict[str, str] = {
     "clip_late": "报警 5 分钟后仍未收到视频: 节点可能正忙、离线或未设置发送视频。",
     "clip_late_ask": "可在下方请求原始视频。",
     "clip_late_offline": "该节点现已离线, 恢复连接后会补发视频。",
+    "clock_off": "发送报警时, 该节点时钟比中心{dir} {off}: 时间已按中心时钟校正 (节点记录为 {said})。",
+    "clock_behind": "慢",
+    "clock_ahead": "快",
     "disk_low": (
         "中心证据磁盘仅剩 {free}% 可用空间, 新证据可能很快无法保存。"
         "请清理空间, 或缩短 center.yaml 中的 retention.evidence_days。"

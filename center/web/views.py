@@ -16,8 +16,10 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session, object_session
 
 from center.api import Caller, Context
+from center.clock import node_clock
 from center.db import Case, Event, Evidence, History, Job, Node, User, utcnow
 from center.files import OutsideDataDir
+from center.ingest import parse_time
 from center.loop import SYSTEM
 from center.models import MAX_FLOORS, TRANSITIONS, Action, CaseState, Role
 from center.queries import CaseQuery, cases_seen, local_midnight
@@ -219,6 +221,8 @@ class EventView:
     files: list[Evidence] = field(default_factory=list)
     clip_late: bool = False  # no clip CLIP_LATE after the alert came
     node_offline: bool = False  # and its node says it is offline (it sends the clip once back)
+    clock_offset: dt.timedelta | None = None  # the center's clock minus the node's, when it was off (center.clock)
+    node_alert_at: dt.datetime | None = None  # the alert time as the node's clock told it
 
 
 CLIP_LATE = dt.timedelta(minutes=5)  # a node sends its clip a minute or so after the alert, later in a burst
@@ -240,6 +244,10 @@ def event_views(ctx: Context, case: Case) -> list[EventView]:
         if view.manifest is not None:
             view.signed_files = _signed_files(ctx, view.manifest)
         view.clip_late = view.clip is None and e.received_at < utcnow() - CLIP_LATE
+        # Its alert message's own clock against when the event's first message came (the alert, but for a still
+        # sent a moment before it): off by more than the seconds between them only when the node's clock was.
+        view.clock_offset = node_clock(parse_time(e.body.get("sent_utc")), e.received_at).offset
+        view.node_alert_at = parse_time(e.body.get("alert_utc"))
         out.append(view)
     return out
 

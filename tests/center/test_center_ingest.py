@@ -378,3 +378,41 @@ def test_status_held_between_writes_is_bounded_by_bytes_per_node(parts):
         assert s.get(Camera, ("garden3-east", "east")).state == "online"
         assert s.get(Camera, ("garden5", "cam00")).state == "offline"
         assert s.scalar(select(func.count()).select_from(Camera).where(Camera.node == "garden5")) == 30 - dropped
+
+
+def _case_time(parts, event_id: str) -> dt.datetime:
+    with parts.sessions() as s:
+        ev = s.scalar(select(Event).where(Event.event_id == event_id))
+        return ev.case.alert_at
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_node_whose_clock_is_days_behind_has_its_alert_timed_on_the_center_s_clock(parts):
+    # A node that booted without a clock dates its alert three days back, and so its sent_utc: the case is
+    # dated when it came, not three days back (where the dispatcher's list would bury it).
+    now = dt.datetime.now(dt.UTC)
+    days_behind = now - dt.timedelta(days=3)
+    send(
+        parts, alert(event_id="ev-clockless", at=days_behind, sent_utc=_iso(days_behind + dt.timedelta(seconds=1)))
+    )
+    assert abs(_case_time(parts, "ev-clockless") - now) < dt.timedelta(seconds=30)
+
+
+def test_an_alert_that_waited_days_in_a_node_s_outbox_keeps_its_own_time(parts):
+    # Positive control: the clock was right, the network was down; the message left just now.
+    now = dt.datetime.now(dt.UTC)
+    days_ago = now - dt.timedelta(days=3)
+    send(parts, alert(event_id="ev-waited", at=days_ago, sent_utc=_iso(now)))
+    assert abs(_case_time(parts, "ev-waited") - days_ago) < dt.timedelta(seconds=1)
+
+
+def test_an_alert_dated_in_the_future_by_a_node_that_does_not_say_when_it_sent_is_dated_when_it_came(parts):
+    # An older node sends no sent_utc: a clock ahead cannot be measured, but no alert came before it was made.
+    now = dt.datetime.now(dt.UTC)
+    send(parts, alert(event_id="ev-ahead", at=now + dt.timedelta(days=1)))
+    send(parts, alert(event_id="ev-on-time", at=now - dt.timedelta(minutes=10)))  # positive control
+    assert abs(_case_time(parts, "ev-ahead") - now) < dt.timedelta(seconds=30)
+    assert abs(_case_time(parts, "ev-on-time") - (now - dt.timedelta(minutes=10))) < dt.timedelta(seconds=1)

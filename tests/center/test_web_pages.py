@@ -755,3 +755,22 @@ def test_a_clip_still_missing_minutes_after_its_alert_is_said_to_be_late_and_why
     parts.ingest.handle("edge/garden3-east/available", b"offline")
     assert zh("clip_late_offline") in logged_in(app, "zhang").get(f"/alerts/{case}").text
     parts.engine.dispose()
+
+
+def test_a_case_from_a_node_whose_clock_was_wrong_says_so_and_what_the_node_said(site):
+    parts, app = site
+    now = dt.datetime.now(dt.UTC)
+    behind = now - dt.timedelta(days=3)
+    iso = lambda t: t.isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    send(parts, alert("garden3-east", "east", "ev-clockless", at=behind, sent_utc=iso(behind)))
+    send(parts, alert("garden3-east", "east", "ev-right", at=now - HOUR, sent_utc=iso(now)))  # the control
+    with parts.sessions() as s:
+        cases = {e.event_id: e.case_id for e in s.scalars(select(Event))}
+    zh = i18n.translator("zh")
+    wrong = logged_in(app, "disp").get(f"/alerts/{cases['ev-clockless']}").text
+    said = views.local_text(behind, parts.cfg.timezone)
+    assert 'class="note clock-off"' in wrong and zh("clock_behind") in wrong and said in wrong
+    right = logged_in(app, "disp").get(f"/alerts/{cases['ev-right']}").text
+    assert "clock-off" not in right
+    listed = logged_in(app, "disp").get("/alerts").text  # newest first: the corrected case leads the list
+    assert listed.index(f"/alerts/{cases['ev-clockless']}") < listed.index(f"/alerts/{cases['ev-right']}")
