@@ -169,17 +169,31 @@ def scan(storage: Path) -> list[Item]:
 
 def _events(events: Path) -> list[Item]:
     out = []
-    for sub in events.iterdir():
+    try:
+        subs = list(events.iterdir())
+    except OSError as exc:  # the rest of storage.dir is still swept: expendable files must still go
+        log.error("retention: cannot list %s: %s", events, exc)
+        return out
+    for sub in subs:
         if sub.is_dir() and not sub.is_symlink():
             # Only a folder the node made (it holds event.json) is evidence; any other folder is not retention's
             # to judge (storage.dir shared with other data, a folder an operator put there): kept.
-            if (sub / EVENT).is_file():
+            if _holds_event(sub):
                 out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
             else:
                 out.append(Item(sub, FileClass.KEPT, _size(sub), _mtime(sub)))
         else:
             out.append(Item(sub, FileClass.EXPENDABLE, _size(sub), _mtime(sub)))  # a stray file, not an event
     return out
+
+
+def _holds_event(folder: Path) -> bool:
+    """Whether the folder holds an event.json; False when the node may not look inside (a folder copied there as
+    root): pathlib raises on that, and one such folder must not stop every sweep and so fill the disk."""
+    try:
+        return (folder / EVENT).is_file()
+    except OSError:
+        return False
 
 
 def _disposable(path: Path) -> bool:
