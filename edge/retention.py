@@ -55,7 +55,8 @@ KEPT_NAMES = frozenset(
 EXPENDABLE_DIRS = frozenset({"logs", "stats", "tmp"})  # top-level folders of disposable files
 # Disposable files at the top of storage.dir:
 EXPENDABLE_NAMES = ("*.tmp", "*.log", "*.log.*", ".*-partial*", "core", "core.*")
-IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left
+IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left;
+# one dated further ahead than this was written under a clock since set back, not now
 GB = 1_000_000_000
 
 
@@ -280,7 +281,7 @@ def sweep(
     for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
         if used <= report.budget_bytes:
             break
-        if now - it.time >= IN_USE_S and _delete(it):
+        if abs(now - it.time) >= IN_USE_S and _delete(it):
             used -= it.size
             report.freed_bytes += it.size
             report.expendable_deleted += 1

@@ -159,6 +159,18 @@ def test_a_clock_stepped_ahead_while_the_node_runs_deletes_no_evidence_before_it
     assert node.retention.run_once().expired == [during.name] and young.is_dir()
 
 
+def test_files_written_while_the_clock_was_ahead_still_go_when_over_the_quota(tmp_path):
+    """A node whose clock ran a year ahead (a bad time server) until NTP set it back: the logs it wrote meanwhile
+    are dated in the future. They must not be taken for files being written now, kept until that date while the
+    disk fills."""
+    node = _node(tmp_path, {"quota_gb": 20 * KB / 1e9})
+    ahead = [_expendable(node.storage, f"logs/edge.log.{i}", 30 * KB, -365 + i) for i in (1, 2)]
+    now = _expendable(node.storage, "status.json.tmp", 30 * KB, 0)  # the control: being written, left
+    report = node.retention.run_once()
+    assert not any(p.exists() for p in ahead) and report.expendable_deleted == 2
+    assert now.exists()
+
+
 def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     store = tmp_path / "store"
     old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
