@@ -4,9 +4,12 @@ closed, never while it is held or open; its rows stay, and its history says when
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
 import threading
 from types import SimpleNamespace
 
@@ -19,6 +22,7 @@ from sqlalchemy import select, update
 from support.servers import wait_for
 
 from center.db import Case, Event, Evidence, History, make_engine, make_sessions, utcnow
+from center.files import EvidenceFiles
 from center.models import Action, CaseState, Verdict
 from center.photos import keep_photo
 from center.retention import RETENTION, DiskState, Retention
@@ -633,3 +637,28 @@ def test_a_file_whose_sweep_time_was_never_kept_is_said_gone_after_its_old_mark_
         f"{mark.isoformat(timespec='seconds')} (deleted by it, or already missing then), before the event's "
         "alert came"
     )
+
+
+@pytest.fixture
+def small_data_dir(tmp_path):
+    """A data_dir on a disk of 256 KiB (a tmpfs: needs root)."""
+    data = tmp_path / "small"
+    data.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(data)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield data
+    subprocess.run(["umount", "-l", str(data)], check=True)
+
+
+def test_a_file_the_full_disk_cut_short_leaves_no_partial_file_behind(small_data_dir):
+    """A clip that does not fit is refused (the broker gives it again later), and the part of it written must
+    not stay: on a full disk it is the space the next alert's still needs, and no retention knows of it."""
+    files = EvidenceFiles(small_data_dir)
+    with pytest.raises(OSError) as why:
+        files.write("garden3-east", "20261101T000000-east-0000001-1", "clip-0.mp4", os.urandom(400_000))
+    assert why.value.errno == errno.ENOSPC
+    left = [p for p in small_data_dir.rglob("*") if p.is_file()]
+    assert left == [] and shutil.disk_usage(small_data_dir).used < 64_000
+    # the control: a still that fits is kept
+    rel = files.write("garden3-east", "20261101T000000-east-0000001-1", "snapshot-0.jpg", JPEG)
+    assert files.path(rel).read_bytes() == JPEG
