@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,10 +105,11 @@ class Retention:
         sessions: sessionmaker,
         files: EvidenceFiles,
         usage: Callable[[Path], Usage] = shutil.disk_usage,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
-        self.cfg, self.sessions, self.files, self.usage = cfg, sessions, files, usage
+        self.cfg, self.sessions, self.files, self.usage, self.monotonic = cfg, sessions, files, usage, monotonic
         self.disk: DiskState | None = None
-        self._next_sweep = 0.0
+        self._next_sweep = -math.inf  # on self.monotonic: a wall clock set back must not put the next round off
         self._failing: set[int] = set()  # cases left until the next retry of failed ones
         self._failing_events: set[int] = set()  # the same, for events without a case
         self._failing_since = 0.0
@@ -115,13 +118,14 @@ class Retention:
     def tick(self, now: dt.datetime | None = None) -> None:
         """A round when one is due (at once after a start, and again at the next tick while a backlog lasts)."""
         now = now or utcnow()
-        if now.timestamp() < self._next_sweep:
+        t = self.monotonic()
+        if t < self._next_sweep:
             return
-        self._next_sweep = now.timestamp() + SWEEP_EVERY_S  # a round that fails is not tried at every tick
+        self._next_sweep = t + SWEEP_EVERY_S  # a round that fails is not tried at every tick
         self.check_disk(now)
         done = self.sweep(now)
         if done.more:
-            self._next_sweep = 0.0
+            self._next_sweep = -math.inf
         if done.cases:
             log.info(
                 "retention: files of %d closed cases deleted (%d files, %.1f MB; %d already gone)",
@@ -147,7 +151,7 @@ class Retention:
         done = Swept()
         if self.cfg.evidence_days is None:
             return done
-        if now.timestamp() - self._failing_since >= FAILED_RETRY_S:
+        if not 0 <= now.timestamp() - self._failing_since < FAILED_RETRY_S:  # a day on, or the clock set back
             self._failing, self._failing_events, self._failing_since = set(), set(), now.timestamp()
         cutoff = now - dt.timedelta(days=self.cfg.evidence_days)
         query = due(cutoff).where(Case.id.not_in(self._failing)).order_by(Case.resolved_at, Case.id)

@@ -312,6 +312,31 @@ def test_a_disk_running_low_is_warned_once_until_it_recovers(parts, caplog):
     assert [r.levelno for r in caplog.records] == [logging.INFO]  # positive control: "free again", no warning
 
 
+def test_a_clock_set_back_does_not_stop_the_sweep_and_the_disk_check_until_it_catches_up(parts, tmp_path):
+    """A center that ran with its clock a week ahead (a bad time server) until NTP set it back: rounds are due by
+    the time that passed, not by the wall clock, or neither files nor the disk's free space would be looked at
+    for a week while the disk fills."""
+    measured: list[str] = []
+
+    def usage(_path):
+        measured.append("disk")
+        return SimpleNamespace(total=1000, free=500)
+
+    mono = [1000.0]
+    retention = Retention(parts.cfg.retention, parts.sessions, parts.files, usage, monotonic=lambda: mono[0])
+    ahead = utcnow() + dt.timedelta(days=7)
+    retention.tick(ahead)
+    assert measured == ["disk"]
+    mono[0] += 60.0
+    retention.tick(ahead + dt.timedelta(minutes=1))
+    assert measured == ["disk"]  # the control: not due again a minute later
+    case = _case(parts, tmp_path, "ev-after-the-step", 1)
+    _close(parts, case, utcnow() - dt.timedelta(days=DAYS + 1))
+    mono[0] += 600.0  # ten minutes on, the clock a week earlier than at the last round
+    retention.tick(utcnow())
+    assert measured == ["disk", "disk"] and _files(parts, case) == GONE
+
+
 @pytest.mark.parametrize(
     ("section", "why"),
     [
