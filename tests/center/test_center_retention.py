@@ -337,6 +337,27 @@ def test_a_clock_set_back_does_not_stop_the_sweep_and_the_disk_check_until_it_ca
     assert measured == ["disk", "disk"] and _files(parts, case) == GONE
 
 
+def test_a_clock_stepped_ahead_while_the_center_runs_deletes_no_files_before_their_days(parts, tmp_path, caplog):
+    """A bad time server steps the center's clock two months ahead: a case closed 150 days ago must keep its
+    files its 180 days of time that really passed, not lose them at the next round."""
+    mono = [1000.0]
+    retention = Retention(parts.cfg.retention, parts.sessions, parts.files, _usage(500), monotonic=lambda: mono[0])
+    real = utcnow()
+    young, old = _case(parts, tmp_path, "ev-150-days", 2), _case(parts, tmp_path, "ev-180-days", 1)
+    _close(parts, young, real - dt.timedelta(days=150))
+    _close(parts, old, real + dt.timedelta(minutes=5) - dt.timedelta(days=DAYS))  # 180 days in 5 minutes
+    retention.tick(real)
+    assert _files(parts, young) == ALL_THERE and _files(parts, old) == ALL_THERE
+    mono[0] += 600.0
+    retention.tick(real + dt.timedelta(days=60))  # ten minutes later, by a clock stepped two months ahead
+    assert _files(parts, young) == ALL_THERE and "wall clock is 60.0 days ahead" in caplog.text
+    assert _files(parts, old) == GONE  # the control: 180 days and 5 minutes of time that passed, it goes
+    # A restart believes the clock again (as the node does): then it goes.
+    fresh = Retention(parts.cfg.retention, parts.sessions, parts.files, _usage(500), monotonic=lambda: mono[0])
+    fresh.tick(real + dt.timedelta(days=60))
+    assert _files(parts, young) == GONE
+
+
 @pytest.mark.parametrize(
     ("section", "why"),
     [
