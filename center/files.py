@@ -57,11 +57,17 @@ class EvidenceFiles:
         tmp = folder / f".{name}.{os.getpid()}.part"
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the database row that points at it is committed
-        os.replace(tmp, target)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the database row that points at it is committed
+            os.replace(tmp, target)
+        except BaseException:
+            # A write cut short (a full disk) leaves no part behind: no row names it, so no retention would ever
+            # free it, and on a full disk it holds the space the next alert needs. The message is given again.
+            tmp.unlink(missing_ok=True)
+            raise
         return str(target.relative_to(self.data_dir.resolve()))
 
     def path(self, relative: str) -> Path:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ EVENTS_PER_ROUND = 50  # events without a case, bounded apart from the cases: a 
 FAILED_RETRY_S = 24 * 3600.0  # a case whose files could not all be deleted (logged) is tried again a day later:
 # retried at every round, enough of them would fill every round and stop the sweep of the others
 DISK_WARN_EVERY_S = 6 * 3600.0  # while the disk stays low, the warning is repeated this often (not every round)
+CLOCK_AHEAD_WARN_S = 3600.0  # the wall clock this far ahead of the time seen passing is said in the log (once):
+# less is NTP settling after a start, not a step worth a line
 
 
 @dataclass
@@ -103,25 +107,37 @@ class Retention:
         sessions: sessionmaker,
         files: EvidenceFiles,
         usage: Callable[[Path], Usage] = shutil.disk_usage,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
-        self.cfg, self.sessions, self.files, self.usage = cfg, sessions, files, usage
+        self.cfg, self.sessions, self.files, self.usage, self.monotonic = cfg, sessions, files, usage, monotonic
         self.disk: DiskState | None = None
-        self._next_sweep = 0.0
+        self._next_sweep = -math.inf  # on self.monotonic: a wall clock set back must not put the next round off
         self._failing: set[int] = set()  # cases left until the next retry of failed ones
         self._failing_events: set[int] = set()  # the same, for events without a case
         self._failing_since = 0.0
         self._disk_warned_at: float | None = None
+        self.passed = PassedClock()
 
     def tick(self, now: dt.datetime | None = None) -> None:
         """A round when one is due (at once after a start, and again at the next tick while a backlog lasts)."""
         now = now or utcnow()
-        if now.timestamp() < self._next_sweep:
+        t = self.monotonic()
+        if t < self._next_sweep:
             return
-        self._next_sweep = now.timestamp() + SWEEP_EVERY_S  # a round that fails is not tried at every tick
+        self._next_sweep = t + SWEEP_EVERY_S  # a round that fails is not tried at every tick
         self.check_disk(now)
-        done = self.sweep(now)
+        ahead = now - self.passed.believe(now, t)
+        if ahead.total_seconds() > CLOCK_AHEAD_WARN_S and not self.passed.warned:
+            self.passed.warned = True  # once per run: the clock stays held back until the center restarts
+            log.warning(
+                "retention: the wall clock is %.1f days ahead of the time seen passing since the center started; "
+                "closed cases keep their files until evidence_days by the time seen passing (a restart believes "
+                "the clock again)",
+                ahead.total_seconds() / 86400,
+            )
+        done = self.sweep(now, ahead)
         if done.more:
-            self._next_sweep = 0.0
+            self._next_sweep = -math.inf
         if done.cases:
             log.info(
                 "retention: files of %d closed cases deleted (%d files, %.1f MB; %d already gone)",
@@ -140,16 +156,17 @@ class Retention:
             )
 
     # -- the sweep -----------------------------------------------------------------------------------------
-    def sweep(self, now: dt.datetime | None = None) -> Swept:
+    def sweep(self, now: dt.datetime | None = None, ahead: dt.timedelta = dt.timedelta(0)) -> Swept:
         """Delete the files of up to CASES_PER_ROUND cases closed more than evidence_days before `now`, and of up
-        to EVENTS_PER_ROUND events without a case first heard of more than evidence_days before it."""
+        to EVENTS_PER_ROUND events without a case first heard of more than evidence_days before it. `ahead`: how
+        far `now` is ahead of the time seen passing (PassedClock); the cutoff is held back by that much."""
         now = now or utcnow()
         done = Swept()
         if self.cfg.evidence_days is None:
             return done
-        if now.timestamp() - self._failing_since >= FAILED_RETRY_S:
+        if not 0 <= now.timestamp() - self._failing_since < FAILED_RETRY_S:  # a day on, or the clock set back
             self._failing, self._failing_events, self._failing_since = set(), set(), now.timestamp()
-        cutoff = now - dt.timedelta(days=self.cfg.evidence_days)
+        cutoff = now - ahead - dt.timedelta(days=self.cfg.evidence_days)
         query = due(cutoff).where(Case.id.not_in(self._failing)).order_by(Case.resolved_at, Case.id)
         caseless = caseless_due(cutoff).where(Event.id.not_in(self._failing_events))
         with self.sessions() as s:
@@ -257,6 +274,27 @@ class Retention:
             self._disk_warned_at = None
         self.disk = DiskState(share, low)
         return self.disk
+
+
+class PassedClock:
+    """The wall clock as retention believes it: never further ahead of its last reading than the time (monotonic)
+    seen passing since.
+
+    A case's age is counted by the wall clock, and the wall clock can be stepped ahead while the center runs (a
+    bad time server, a hand): by it alone, every case closed up to the step's length before evidence_days ago
+    would lose its files at the next round, months early. So a step ahead ages nothing: the files are kept that
+    much longer, until a restart believes the clock again. A step back is believed at once (files kept longer)."""
+
+    def __init__(self):
+        self._last: tuple[dt.datetime, float] | None = None  # (believed time, monotonic) at the last reading
+        self.warned = False  # whether the clock's being held back was logged
+
+    def believe(self, wall: dt.datetime, monotonic: float) -> dt.datetime:
+        if self._last is not None:
+            before, seen = self._last
+            wall = min(wall, before + dt.timedelta(seconds=monotonic - seen))
+        self._last = (wall, monotonic)
+        return wall
 
 
 def due(cutoff: dt.datetime) -> Select:

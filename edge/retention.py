@@ -55,7 +55,8 @@ KEPT_NAMES = frozenset(
 EXPENDABLE_DIRS = frozenset({"logs", "stats", "tmp"})  # top-level folders of disposable files
 # Disposable files at the top of storage.dir:
 EXPENDABLE_NAMES = ("*.tmp", "*.log", "*.log.*", ".*-partial*", "core", "core.*")
-IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left
+IN_USE_S = 60.0  # an expendable file written this recently may be in use (a .tmp about to be renamed): left;
+# one dated further ahead than this was written under a clock since set back, not now
 GB = 1_000_000_000
 
 
@@ -169,17 +170,31 @@ def scan(storage: Path) -> list[Item]:
 
 def _events(events: Path) -> list[Item]:
     out = []
-    for sub in events.iterdir():
+    try:
+        subs = list(events.iterdir())
+    except OSError as exc:  # the rest of storage.dir is still swept: expendable files must still go
+        log.error("retention: cannot list %s: %s", events, exc)
+        return out
+    for sub in subs:
         if sub.is_dir() and not sub.is_symlink():
             # Only a folder the node made (it holds event.json) is evidence; any other folder is not retention's
             # to judge (storage.dir shared with other data, a folder an operator put there): kept.
-            if (sub / EVENT).is_file():
+            if _holds_event(sub):
                 out.append(Item(sub, FileClass.EVIDENCE, _size(sub), event_time(sub), sub.name))
             else:
                 out.append(Item(sub, FileClass.KEPT, _size(sub), _mtime(sub)))
         else:
             out.append(Item(sub, FileClass.EXPENDABLE, _size(sub), _mtime(sub)))  # a stray file, not an event
     return out
+
+
+def _holds_event(folder: Path) -> bool:
+    """Whether the folder holds an event.json; False when the node may not look inside (a folder copied there as
+    root): pathlib raises on that, and one such folder must not stop every sweep and so fill the disk."""
+    try:
+        return (folder / EVENT).is_file()
+    except OSError:
+        return False
 
 
 def _disposable(path: Path) -> bool:
@@ -266,7 +281,7 @@ def sweep(
     for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
         if used <= report.budget_bytes:
             break
-        if now - it.time >= IN_USE_S and _delete(it):
+        if abs(now - it.time) >= IN_USE_S and _delete(it):
             used -= it.size
             report.freed_bytes += it.size
             report.expendable_deleted += 1

@@ -9,8 +9,10 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
@@ -33,6 +35,7 @@ from conftest import REPO, loop_clip, sim_facade
 
 DAY = 86400.0
 KB = 1000
+NOBODY = 65534  # the uid the sweep runs as when the tests run as root
 
 
 def _node(tmp_path: Path, storage: dict, mqtt_cfg: dict | None = None) -> Node:
@@ -156,6 +159,18 @@ def test_a_clock_stepped_ahead_while_the_node_runs_deletes_no_evidence_before_it
     assert node.retention.run_once().expired == [during.name] and young.is_dir()
 
 
+def test_files_written_while_the_clock_was_ahead_still_go_when_over_the_quota(tmp_path):
+    """A node whose clock ran a year ahead (a bad time server) until NTP set it back: the logs it wrote meanwhile
+    are dated in the future. They must not be taken for files being written now, kept until that date while the
+    disk fills."""
+    node = _node(tmp_path, {"quota_gb": 20 * KB / 1e9})
+    ahead = [_expendable(node.storage, f"logs/edge.log.{i}", 30 * KB, -365 + i) for i in (1, 2)]
+    now = _expendable(node.storage, "status.json.tmp", 30 * KB, 0)  # the control: being written, left
+    report = node.retention.run_once()
+    assert not any(p.exists() for p in ahead) and report.expendable_deleted == 2
+    assert now.exists()
+
+
 def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     store = tmp_path / "store"
     old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
@@ -271,6 +286,55 @@ def test_an_event_whose_deletion_was_cut_short_is_still_evidence_and_goes_at_the
         subprocess.run(["umount", "-l", str(stuck)], check=True)
     assert (old / "event.json").is_file()  # still the node's evidence, not an unknown folder kept for ever
     assert sweep(store, _policy(), Holds(store)).expired == [old.name] and not old.exists()
+
+
+@pytest.fixture
+def unprivileged_store():
+    """A storage.dir swept as an unprivileged user, as the unit runs the node (root reads every folder): under
+    root the sweep runs with the effective uid of `nobody`, owner of storage.dir."""
+    base = Path(tempfile.mkdtemp(prefix="edge-retention-"))
+    base.chmod(0o711)
+    store = base / "store"
+    (store / "events").mkdir(parents=True)
+    yield store
+    for root, dirs, _files in os.walk(base):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o700)
+    shutil.rmtree(base)
+
+
+@contextmanager
+def _as_node_user(store: Path):
+    if os.geteuid() != 0:
+        yield
+        return
+    for root, dirs, files in os.walk(store):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            if Path(name).name != "locked":
+                os.chown(name, NOBODY, NOBODY)
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_a_folder_in_events_the_node_may_not_read_stops_no_sweep(unprivileged_store):
+    """An installer copies a folder into events/ as root: the node may not look inside. Retention must go on
+    freeing space and expiring evidence; that folder is not the node's to judge, and stays."""
+    store = unprivileged_store
+    locked = store / "events" / "locked"
+    locked.mkdir()
+    (locked / "event.json").write_text("{}")
+    locked.chmod(0o700 if os.geteuid() == 0 else 0)  # root's own (under root), or nobody's to read
+    old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)  # the control: expired, goes
+    log = _expendable(store, "logs/edge.log.1", 30 * KB, 2)
+    policy = Policy(quota_bytes=20 * KB, free_min_bytes=0, evidence_s=30 * DAY, warn_share=0.9)
+    with _as_node_user(store):
+        report = sweep(store, policy, Holds(store))
+    assert report.expired == [old.name] and not old.exists()
+    assert not log.exists() and report.expendable_deleted == 1
+    assert locked.is_dir() and (locked / "event.json").is_file()
 
 
 # -- holds over MQTT -----------------------------------------------------------------------------------------

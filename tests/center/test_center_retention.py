@@ -4,9 +4,12 @@ closed, never while it is held or open; its rows stay, and its history says when
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
 import threading
 from types import SimpleNamespace
 
@@ -19,6 +22,7 @@ from sqlalchemy import select, update
 from support.servers import wait_for
 
 from center.db import Case, Event, Evidence, History, make_engine, make_sessions, utcnow
+from center.files import EvidenceFiles
 from center.models import Action, CaseState, Verdict
 from center.photos import keep_photo
 from center.retention import RETENTION, DiskState, Retention
@@ -306,6 +310,52 @@ def test_a_disk_running_low_is_warned_once_until_it_recovers(parts, caplog):
     caplog.clear()
     assert retention.check_disk(now + dt.timedelta(hours=8)) == DiskState(0.5, False)
     assert [r.levelno for r in caplog.records] == [logging.INFO]  # positive control: "free again", no warning
+
+
+def test_a_clock_set_back_does_not_stop_the_sweep_and_the_disk_check_until_it_catches_up(parts, tmp_path):
+    """A center that ran with its clock a week ahead (a bad time server) until NTP set it back: rounds are due by
+    the time that passed, not by the wall clock, or neither files nor the disk's free space would be looked at
+    for a week while the disk fills."""
+    measured: list[str] = []
+
+    def usage(_path):
+        measured.append("disk")
+        return SimpleNamespace(total=1000, free=500)
+
+    mono = [1000.0]
+    retention = Retention(parts.cfg.retention, parts.sessions, parts.files, usage, monotonic=lambda: mono[0])
+    ahead = utcnow() + dt.timedelta(days=7)
+    retention.tick(ahead)
+    assert measured == ["disk"]
+    mono[0] += 60.0
+    retention.tick(ahead + dt.timedelta(minutes=1))
+    assert measured == ["disk"]  # the control: not due again a minute later
+    case = _case(parts, tmp_path, "ev-after-the-step", 1)
+    _close(parts, case, utcnow() - dt.timedelta(days=DAYS + 1))
+    mono[0] += 600.0  # ten minutes on, the clock a week earlier than at the last round
+    retention.tick(utcnow())
+    assert measured == ["disk", "disk"] and _files(parts, case) == GONE
+
+
+def test_a_clock_stepped_ahead_while_the_center_runs_deletes_no_files_before_their_days(parts, tmp_path, caplog):
+    """A bad time server steps the center's clock two months ahead: a case closed 150 days ago must keep its
+    files its 180 days of time that really passed, not lose them at the next round."""
+    mono = [1000.0]
+    retention = Retention(parts.cfg.retention, parts.sessions, parts.files, _usage(500), monotonic=lambda: mono[0])
+    real = utcnow()
+    young, old = _case(parts, tmp_path, "ev-150-days", 2), _case(parts, tmp_path, "ev-180-days", 1)
+    _close(parts, young, real - dt.timedelta(days=150))
+    _close(parts, old, real + dt.timedelta(minutes=5) - dt.timedelta(days=DAYS))  # 180 days in 5 minutes
+    retention.tick(real)
+    assert _files(parts, young) == ALL_THERE and _files(parts, old) == ALL_THERE
+    mono[0] += 600.0
+    retention.tick(real + dt.timedelta(days=60))  # ten minutes later, by a clock stepped two months ahead
+    assert _files(parts, young) == ALL_THERE and "wall clock is 60.0 days ahead" in caplog.text
+    assert _files(parts, old) == GONE  # the control: 180 days and 5 minutes of time that passed, it goes
+    # A restart believes the clock again (as the node does): then it goes.
+    fresh = Retention(parts.cfg.retention, parts.sessions, parts.files, _usage(500), monotonic=lambda: mono[0])
+    fresh.tick(real + dt.timedelta(days=60))
+    assert _files(parts, young) == GONE
 
 
 @pytest.mark.parametrize(
@@ -633,3 +683,28 @@ def test_a_file_whose_sweep_time_was_never_kept_is_said_gone_after_its_old_mark_
         f"{mark.isoformat(timespec='seconds')} (deleted by it, or already missing then), before the event's "
         "alert came"
     )
+
+
+@pytest.fixture
+def small_data_dir(tmp_path):
+    """A data_dir on a disk of 256 KiB (a tmpfs: needs root)."""
+    data = tmp_path / "small"
+    data.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(data)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield data
+    subprocess.run(["umount", "-l", str(data)], check=True)
+
+
+def test_a_file_the_full_disk_cut_short_leaves_no_partial_file_behind(small_data_dir):
+    """A clip that does not fit is refused (the broker gives it again later), and the part of it written must
+    not stay: on a full disk it is the space the next alert's still needs, and no retention knows of it."""
+    files = EvidenceFiles(small_data_dir)
+    with pytest.raises(OSError) as why:
+        files.write("garden3-east", "20261101T000000-east-0000001-1", "clip-0.mp4", os.urandom(400_000))
+    assert why.value.errno == errno.ENOSPC
+    left = [p for p in small_data_dir.rglob("*") if p.is_file()]
+    assert left == [] and shutil.disk_usage(small_data_dir).used < 64_000
+    # the control: a still that fits is kept
+    rel = files.write("garden3-east", "20261101T000000-east-0000001-1", "snapshot-0.jpg", JPEG)
+    assert files.path(rel).read_bytes() == JPEG
