@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from center.config import CenterConfig
 from center.db import Event, Evidence, Job, utcnow
-from center.files import EvidenceFiles
+from center.files import EvidenceFiles, OutsideDataDir
 from center.ingest import parse_time
 from center.loop import HOLD_CHANNELS
 from center.models import JobState
@@ -254,15 +254,26 @@ class EmailNotifier:
         text = describe(p, self.zone)
         msg["Subject"] = text.splitlines()[0]
         msg.set_content(text)
-        still = still_of(self.sessions, job.case_id)
+        still = self._still(job.case_id)
         if still is not None:
-            msg.add_attachment(
-                self.files.path(still).read_bytes(), maintype="image", subtype="jpeg", filename="still.jpg"
-            )
+            msg.add_attachment(still, maintype="image", subtype="jpeg", filename="still.jpg")
         with self._connect() as smtp:
             if self.smtp.username:
                 smtp.login(self.smtp.username, self.smtp.password.get_secret_value() if self.smtp.password else "")
             smtp.send_message(msg)
+
+    def _still(self, case_id: int | None) -> bytes | None:
+        """The case's still to attach, or None. The text is what a worker must get: a still gone from the disk
+        (retention took the files of an event whose alert came late, or the disk lost it) is left out, never a
+        reason for the notice to fail at every attempt and never reach them."""
+        path = still_of(self.sessions, case_id)
+        if path is None:
+            return None
+        try:
+            return self.files.path(path).read_bytes()
+        except (OSError, OutsideDataDir) as exc:
+            log.warning("case %s: email sent without its still, which cannot be read: %s", case_id, exc)
+            return None
 
     def _connect(self) -> smtplib.SMTP:
         """A connection to the server, TLS (implicit or STARTTLS) verified against ca_file or the system's CAs."""

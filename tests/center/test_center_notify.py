@@ -23,7 +23,7 @@ from sqlalchemy import select
 from support.broker import make_ca
 from support.servers import free_port, wait_for
 
-from center.db import Case, Job
+from center.db import Case, Evidence, Job
 from center.models import Action, JobState, Verdict
 from center.notify import JobRunner, describe_camera_problem, make_notifiers
 from center.service import Center
@@ -410,6 +410,24 @@ def test_email_goes_to_the_worker_with_the_still_attached(center, mail):
     assert "确认 3号楼" in msg["Subject"]
     (attachment,) = [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
     assert attachment.get_payload(decode=True) == JPEG
+
+
+def test_a_dispatch_email_goes_without_its_still_when_the_still_is_no_longer_on_the_disk(center, mail):
+    messages, smtp = mail
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected", event_id="ev-gone"))
+    p.ingest.handle("edge/garden3-east/events/ev-gone/snapshot", JPEG)
+    with p.sessions() as s:
+        (still,) = s.scalars(select(Evidence).where(Evidence.kind == "snapshot")).all()
+    p.files.path(still.path).unlink()  # retention swept it (an event whose alert came late), or the disk lost it
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CONFIRM, "disp")
+    _runner(p).run_due()
+    by_to = {tuple(to): msg for to, msg in messages}
+    msg = by_to[("zhang@example.org",)]  # the grid worker is told all the same, at the first attempt
+    assert "确认 3号楼" in msg["Subject"]
+    assert not [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
+    assert {j.state for j in _jobs(p) if j.channel == "email"} == {JobState.SENT}
 
 
 def test_a_suspected_alert_reaches_the_office_s_dispatchers_with_its_level_shown(center, hook, mail):
