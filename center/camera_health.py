@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from center.db import Camera, CameraProblem, Node, utcnow
 from center.loop import OFFICE, Loop
+from edge.detect.tamper import ProblemState
 from edge.listen import MAX_CAMERAS_PER_NODE
 from edge.publish.problem_message import Id, ProblemMessage, Text
 from edge.retention import Level as StorageLevel
@@ -79,7 +80,11 @@ def keep_problem(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | 
     last = row.problems.get("at_s") if row.problems else None  # None: never told, or the camera started afresh
     if last is None or msg.at_s >= last:
         row.problems = {"active": [str(p) for p in msg.active], "at_s": msg.at_s}
-    _tell_office(s, loop, msg, at)
+        _tell_office(s, loop, msg, at)
+    elif (str(msg.problem) in row.problems.get("active", [])) == (msg.state == ProblemState.RAISED):
+        # An older message told only when the newer one agrees: a raise coming after its clear would send
+        # someone to a camera back to normal, and leave the office's last word on it "covered".
+        _tell_office(s, loop, msg, at)
     return True
 
 

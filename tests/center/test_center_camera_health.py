@@ -109,6 +109,23 @@ def test_an_older_message_coming_late_does_not_undo_a_newer_one(parts):
     assert _active(parts) == ["moved"]
 
 
+def _told(parts):
+    with parts.sessions() as s:
+        return [(j.payload["problem"], j.payload["state"]) for j in s.scalars(select(Job).order_by(Job.id))]
+
+
+def test_a_raise_coming_after_its_clear_does_not_send_anyone_to_a_camera_back_to_normal(parts):
+    _send(parts, problem(state="cleared", active=(), at_s=2000.0))
+    _send(parts, problem(at_s=1000.0))  # the raise, late (another instance took it, or the broker resent it)
+    assert _told(parts) == [("covered", "cleared")]
+
+
+def test_a_late_raise_of_a_problem_still_active_is_told(parts):
+    _send(parts, problem(problem="moved", active=("moved", "covered"), at_s=2000.0, id="east-moved-1"))
+    _send(parts, problem(at_s=1000.0))  # covered first; the newer message says it still is
+    assert _told(parts) == [("moved", "raised"), ("covered", "raised")]
+
+
 @pytest.mark.parametrize(
     "body",
     [
