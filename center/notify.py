@@ -439,15 +439,30 @@ class JobRunner:
             due = s.execute(query.order_by(Job.due_at, Job.id).limit(limit)).all()
         attempted = 0
         down: set[Lane] = set()
+        up: set[Lane] = set()
         for job_id, channel, target in due:
             if self._lane_of(channel, target) in down:
                 continue  # its endpoint just failed: tried again next round, after the jobs due before it
             job = self._claim(job_id, fixed or utcnow())
             if job is not None:
-                if not self._attempt(job):
-                    down.add(self._lane_of(channel, target))
+                (up if self._attempt(job) else down).add(self._lane_of(channel, target))
                 attempted += 1
+        for went in up - down:
+            self._wake(went, now)
         return attempted
+
+    def _wake(self, lane: Lane, now: dt.datetime) -> None:
+        """The endpoint of `lane` took a notice: its notices waiting out a retry delay (it was down) are due
+        now. Otherwise a dispatch that failed while WeCom was away would reach its worker up to retry.cap_s
+        (10 min) after the group took the next throw's notice. A notice that fails for a reason of its own is
+        then tried once more per notice the endpoint takes: never more often than notices come."""
+        query = update(Job).where(
+            Job.state == JobState.PENDING, Job.attempts > 0, Job.due_at > now, Job.channel.in_(lane.channels)
+        )
+        if lane.target is not None:
+            query = query.where(Job.target.in_(self.lane_targets.get(lane, [lane.target])))
+        with self.sessions.begin() as s:
+            s.execute(query.values(due_at=now))
 
     def _claim(self, job_id: int, now: dt.datetime) -> Job | None:
         lease = now + dt.timedelta(seconds=LEASE_S)

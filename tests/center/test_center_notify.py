@@ -165,6 +165,45 @@ def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(center):
     hook.close()
 
 
+def test_a_notice_waiting_to_be_retried_goes_as_soon_as_its_endpoint_takes_another(tmp_path, db_url):
+    hook = Receiver(statuses=[500])  # down for the first call, then up
+    retry = {"first_s": 600, "cap_s": 600, "max_attempts": 12}  # the second try would be 10 minutes later
+    p = make_parts(tmp_path, db_url, notify={"retry": retry, "webhooks": [{"url": hook.url, "secret": SECRET}]})
+    try:
+        runner = _runner(p)
+        send(p, alert(floor=5, event_id="ev-first"))
+        assert runner.run_due() == 1
+        assert [j.state for j in _jobs(p)] == [JobState.PENDING]  # the first throw's dispatch waits
+        send(p, alert(floor=20, event_id="ev-second"))  # the webhook is back: the next throw's notice goes
+        assert runner.run_due() == 1
+        assert runner.run_due() == 1  # and the first's with it, not ten minutes later
+        assert [j.state for j in _jobs(p)] == [JobState.SENT, JobState.SENT]
+        assert [json.loads(body)["floor"] for _, body in hook.requests] == [5, 20, 5]
+    finally:
+        p.engine.dispose()
+        hook.close()
+
+
+def test_a_notice_waiting_for_another_endpoint_is_not_hurried(tmp_path, db_url):
+    down, up = Receiver(statuses=[500, 500]), Receiver()
+    retry = {"first_s": 600, "cap_s": 600, "max_attempts": 12}
+    hooks = [{"url": down.url, "secret": SECRET}, {"url": up.url, "secret": SECRET}]
+    p = make_parts(tmp_path, db_url, notify={"retry": retry, "webhooks": hooks})
+    try:
+        runner = _runner(p)
+        send(p, alert(floor=5, event_id="ev-first"))
+        assert runner.run_due() == 2  # one to each webhook: the first fails
+        send(p, alert(floor=20, event_id="ev-second"))
+        runner.run_due()  # the second webhook's successes say nothing of the first, still down
+        runner.run_due()
+        assert len(up.requests) == 2 and len(down.requests) == 2  # each throw's notice once, no early retry
+        assert sorted(j.attempts for j in _jobs(p) if j.state == JobState.PENDING) == [1, 1]
+    finally:
+        p.engine.dispose()
+        down.close()
+        up.close()
+
+
 def test_a_notice_that_never_goes_is_marked_failed_with_its_error(center):
     hook = Receiver(statuses=[500] * 10)
     p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
