@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from typing import Protocol, TypeVar
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.config import CenterConfig
@@ -388,17 +388,20 @@ class JobRunner:
 
     def fail_unconfigured(self, now: dt.datetime | None = None) -> int:
         """Mark failed every webhook or WeCom notice waiting for an endpoint that center.yaml no longer has
-        (removed while its notices waited): no lane would ever send it. Run at start-up, when this instance
-        takes up its center.yaml; returns how many. Each is taken as a claim is (a conditional UPDATE), so
-        one another instance is sending now is left to it."""
+        (removed while its notices waited), and every email waiting when it has no smtp: no lane would ever
+        send it, and smtp added back months later would mail workers long-closed throws. Run at start-up, when
+        this instance takes up its center.yaml; returns how many. Each is taken as a claim is (a conditional
+        UPDATE), so one another instance is sending now is left to it."""
         now = now or utcnow()
         done = 0
-        for channel, known in self.known.items():
+        unsent = {channel: Job.target.not_in(known) for channel, known in self.known.items()}
+        if "email" not in self.notifiers:  # smtp: removed, so its queued mail would wait (unseen) for ever
+            unsent["email"] = true()
+        for channel, gone in unsent.items():
+            endpoint = "smtp" if channel == "email" else channel
             claimable = _claimable(now)
             with self.sessions() as s:
-                stale = s.scalars(
-                    select(Job.id).where(Job.channel == channel, Job.target.not_in(known), claimable)
-                ).all()
+                stale = s.scalars(select(Job.id).where(Job.channel == channel, gone, claimable)).all()
             for job_id in stale:
                 with self.sessions.begin() as s:
                     won = s.execute(
@@ -408,11 +411,11 @@ class JobRunner:
                             state=JobState.FAILED,
                             done_at=now,
                             lease_until=None,
-                            last_error=f"its {channel} is no longer in center.yaml",
+                            last_error=f"its {endpoint} is no longer in center.yaml",
                         )
                     ).rowcount
                 if won:
-                    log.error("%s notice %d failed: its %s is no longer in center.yaml", channel, job_id, channel)
+                    log.error("%s notice %d failed: its %s is no longer in center.yaml", channel, job_id, endpoint)
                     done += 1
         return done
 

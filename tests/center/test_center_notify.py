@@ -343,6 +343,19 @@ def test_a_notice_for_a_wecom_group_removed_from_center_yaml_ends_failed_and_goe
     b.close()
 
 
+def test_an_email_queued_before_smtp_was_removed_from_center_yaml_ends_failed(center, hook):
+    first = center(smtp={"host": "127.0.0.1", "port": 9, "sender": "c@x.org", "starttls": False})
+    send(first, alert(level="suspected"))  # the office's email waits (its server is away)
+    (mail,) = [j.id for j in _jobs(first) if j.channel == "email"]
+    again = center(webhooks=[{"url": hook.url, "secret": SECRET}])  # the office gave up email for a webhook
+    assert _runner(again).fail_unconfigured() == 1
+    (job,) = [j for j in _jobs(again) if j.id == mail]
+    assert job.state == JobState.FAILED and "smtp is no longer in center.yaml" in job.last_error
+    send(again, alert(level="suspected", floor=20))  # control: the webhook's notice is not touched
+    assert _runner(again).fail_unconfigured() == 0
+    assert _runner(again).run_due() == 1 and len(hook.requests) == 1
+
+
 def test_a_notice_an_older_center_queued_by_position_still_goes_to_that_webhook(center):
     a, b = Receiver(), Receiver()
     p = center(webhooks=[{"url": a.url, "secret": "secret-a"}, {"url": b.url, "secret": "secret-b"}])
