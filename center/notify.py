@@ -23,12 +23,12 @@ from email.message import EmailMessage
 from typing import Protocol, TypeVar
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.config import CenterConfig
 from center.db import Event, Evidence, Job, utcnow
-from center.files import EvidenceFiles
+from center.files import EvidenceFiles, OutsideDataDir
 from center.ingest import parse_time
 from center.loop import HOLD_CHANNELS
 from center.models import JobState
@@ -254,15 +254,26 @@ class EmailNotifier:
         text = describe(p, self.zone)
         msg["Subject"] = text.splitlines()[0]
         msg.set_content(text)
-        still = still_of(self.sessions, job.case_id)
+        still = self._still(job.case_id)
         if still is not None:
-            msg.add_attachment(
-                self.files.path(still).read_bytes(), maintype="image", subtype="jpeg", filename="still.jpg"
-            )
+            msg.add_attachment(still, maintype="image", subtype="jpeg", filename="still.jpg")
         with self._connect() as smtp:
             if self.smtp.username:
                 smtp.login(self.smtp.username, self.smtp.password.get_secret_value() if self.smtp.password else "")
             smtp.send_message(msg)
+
+    def _still(self, case_id: int | None) -> bytes | None:
+        """The case's still to attach, or None. The text is what a worker must get: a still gone from the disk
+        (retention took the files of an event whose alert came late, or the disk lost it) is left out, never a
+        reason for the notice to fail at every attempt and never reach them."""
+        path = still_of(self.sessions, case_id)
+        if path is None:
+            return None
+        try:
+            return self.files.path(path).read_bytes()
+        except (OSError, OutsideDataDir) as exc:
+            log.warning("case %s: email sent without its still, which cannot be read: %s", case_id, exc)
+            return None
 
     def _connect(self) -> smtplib.SMTP:
         """A connection to the server, TLS (implicit or STARTTLS) verified against ca_file or the system's CAs."""
@@ -377,17 +388,20 @@ class JobRunner:
 
     def fail_unconfigured(self, now: dt.datetime | None = None) -> int:
         """Mark failed every webhook or WeCom notice waiting for an endpoint that center.yaml no longer has
-        (removed while its notices waited): no lane would ever send it. Run at start-up, when this instance
-        takes up its center.yaml; returns how many. Each is taken as a claim is (a conditional UPDATE), so
-        one another instance is sending now is left to it."""
+        (removed while its notices waited), and every email waiting when it has no smtp: no lane would ever
+        send it, and smtp added back months later would mail workers long-closed throws. Run at start-up, when
+        this instance takes up its center.yaml; returns how many. Each is taken as a claim is (a conditional
+        UPDATE), so one another instance is sending now is left to it."""
         now = now or utcnow()
         done = 0
-        for channel, known in self.known.items():
+        unsent = {channel: Job.target.not_in(known) for channel, known in self.known.items()}
+        if "email" not in self.notifiers:  # smtp: removed, so its queued mail would wait (unseen) for ever
+            unsent["email"] = true()
+        for channel, gone in unsent.items():
+            endpoint = "smtp" if channel == "email" else channel
             claimable = _claimable(now)
             with self.sessions() as s:
-                stale = s.scalars(
-                    select(Job.id).where(Job.channel == channel, Job.target.not_in(known), claimable)
-                ).all()
+                stale = s.scalars(select(Job.id).where(Job.channel == channel, gone, claimable)).all()
             for job_id in stale:
                 with self.sessions.begin() as s:
                     won = s.execute(
@@ -397,11 +411,11 @@ class JobRunner:
                             state=JobState.FAILED,
                             done_at=now,
                             lease_until=None,
-                            last_error=f"its {channel} is no longer in center.yaml",
+                            last_error=f"its {endpoint} is no longer in center.yaml",
                         )
                     ).rowcount
                 if won:
-                    log.error("%s notice %d failed: its %s is no longer in center.yaml", channel, job_id, channel)
+                    log.error("%s notice %d failed: its %s is no longer in center.yaml", channel, job_id, endpoint)
                     done += 1
         return done
 
@@ -428,15 +442,30 @@ class JobRunner:
             due = s.execute(query.order_by(Job.due_at, Job.id).limit(limit)).all()
         attempted = 0
         down: set[Lane] = set()
+        up: set[Lane] = set()
         for job_id, channel, target in due:
             if self._lane_of(channel, target) in down:
                 continue  # its endpoint just failed: tried again next round, after the jobs due before it
             job = self._claim(job_id, fixed or utcnow())
             if job is not None:
-                if not self._attempt(job):
-                    down.add(self._lane_of(channel, target))
+                (up if self._attempt(job) else down).add(self._lane_of(channel, target))
                 attempted += 1
+        for went in up - down:
+            self._wake(went, now)
         return attempted
+
+    def _wake(self, lane: Lane, now: dt.datetime) -> None:
+        """The endpoint of `lane` took a notice: its notices waiting out a retry delay (it was down) are due
+        now. Otherwise a dispatch that failed while WeCom was away would reach its worker up to retry.cap_s
+        (10 min) after the group took the next throw's notice. A notice that fails for a reason of its own is
+        then tried once more per notice the endpoint takes: never more often than notices come."""
+        query = update(Job).where(
+            Job.state == JobState.PENDING, Job.attempts > 0, Job.due_at > now, Job.channel.in_(lane.channels)
+        )
+        if lane.target is not None:
+            query = query.where(Job.target.in_(self.lane_targets.get(lane, [lane.target])))
+        with self.sessions.begin() as s:
+            s.execute(query.values(due_at=now))
 
     def _claim(self, job_id: int, now: dt.datetime) -> Job | None:
         lease = now + dt.timedelta(seconds=LEASE_S)

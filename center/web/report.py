@@ -26,6 +26,15 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a cell Excel or WPS would run as a formula (OWASP's list)
+
+
+def text_cell(value: str) -> str:
+    """A free-text cell (a name from the roster) as text a spreadsheet shows, never a formula it runs: a name
+    such as '=HYPERLINK(...)' opened in the office's Excel would send data away or run a command."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def month_of(text: str | None, tz: str) -> dt.date:
     """The first day of a 'YYYY-MM' month; this month (in the center's zone) when absent or malformed."""
     try:
@@ -95,8 +104,8 @@ def to_csv(ctx: Context, cases: list[Case], t) -> str:
         floor = c.floor if c.floor is not None else ""
         w.writerow(
             [
-                c.id, b.name if b else c.building or "", facade_of_case(ctx, c) or "", floor,
-                local(c.alert_at), c.level, c.state, c.verdict or "", person_label(ctx, c.assignee, t),
+                c.id, text_cell(b.name if b else c.building or ""), text_cell(facade_of_case(ctx, c) or ""), floor,
+                local(c.alert_at), c.level, c.state, c.verdict or "", text_cell(person_label(ctx, c.assignee, t)),
                 local(c.acknowledged_at), local(c.resolved_at), secs(c.dispatched_at, c.acknowledged_at),
                 secs(c.created_at, c.resolved_at),
             ]

