@@ -27,6 +27,8 @@ from center.web.tables import WebLogin, WebSession
 
 COOKIE = "ec_session"
 LOGIN_CSRF_COOKIE = "ec_login_csrf"  # before login there is no session: a double-submit token guards the form
+DEVICE_COOKIE = "ec_device"  # + "_<user id>": this browser is one its person logged in from (see known_device)
+DEVICE_DAYS = 180  # a phone or desk in use every shift stays known; a lost one is forgotten at a password change
 SESSION_HOURS = 12  # one shift; a dispatcher logs in again at the next
 MIN_PASSWORD = 10  # characters; argon2 makes each guess slow, length makes the space large
 MAX_PASSWORD = 256  # longer input is refused before hashing (hashing is the expensive part)
@@ -87,6 +89,36 @@ def check_password(s: Session, name: str, password: str) -> User | None:
     return user
 
 
+def _device_mac(user: User, login: WebLogin, nonce: str) -> str:
+    # Keyed by the password's hash: secret (never sent), shared by every instance through the database, and
+    # changed with the password, so a password change forgets every browser the person was known on.
+    message = f"{user.id}:{user.name}:{nonce}".encode()
+    return hmac.new(login.password_hash.encode(), message, hashlib.sha256).hexdigest()
+
+
+def device_cookie(s: Session, user: User) -> tuple[str, str]:
+    """(name, value) of the cookie that makes this browser known for the user (set at a good login)."""
+    nonce = secrets.token_urlsafe(16)
+    return f"{DEVICE_COOKIE}_{user.id}", f"{nonce}.{_device_mac(user, s.get(WebLogin, user.id), nonce)}"
+
+
+def known_device(s: Session, name: str, cookies: dict[str, str]) -> str | None:
+    """The browser's own id when the user `name` logged in from it before with their current password, else None.
+
+    The login limit holds a name after a few failures; a guesser who knows a dispatcher's name could hold it
+    for good, a few guesses every quarter hour. A browser the person logged in from is counted apart, by its
+    own failures, so the person still logs in where they always do (OWASP's "device cookies")."""
+    if len(name) > 80 or "\x00" in name:
+        return None
+    user = s.scalar(select(User).where(User.name == name))
+    login = s.get(WebLogin, user.id) if user else None
+    value = cookies.get(f"{DEVICE_COOKIE}_{user.id}") if user else None
+    if login is None or not value or len(value) > 200:
+        return None
+    nonce, _, mac = value.partition(".")
+    return nonce if hmac.compare_digest(mac.encode(), _device_mac(user, login, nonce).encode()) else None
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -131,7 +163,9 @@ def same_token(expected: str | None, given: str | None) -> bool:
 
 @dataclass
 class LoginLimiter:
-    """Failed logins per address and per name in a sliding window: beyond the limit, logins wait.
+    """Failed logins per address and per name in a sliding window: beyond the limit, logins wait. A browser
+    its person logged in from before (`device`, see known_device) is counted by its own failures instead, so
+    neither a guesser of the name nor a sweep from the same address keeps the person out.
 
     Kept in memory per instance: a guesser spread over two instances gets twice the tries, still a handful."""
 
@@ -142,36 +176,37 @@ class LoginLimiter:
     _fails: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _keys(self, address: str, name: str) -> tuple[str, str]:
-        return f"ip:{address}", f"name:{name[:80]}"
+    def _keys(self, address: str, name: str, device: str | None = None) -> list[tuple[str, int]]:
+        """The counters an attempt is checked against and counted in, with their limits."""
+        if device is not None:
+            return [(f"device:{device}", self.max_failures)]
+        return [(f"ip:{address}", self.max_failures_address), (f"name:{name[:80]}", self.max_failures)]
 
     def _trim(self, q: deque, now: float) -> None:
         while q and q[0] <= now - self.window_s:
             q.popleft()
 
-    def attempt(self, address: str, name: str) -> tuple[float, float | None]:
+    def attempt(self, address: str, name: str, device: str | None = None) -> tuple[float, float | None]:
         """Check and count a login attempt at once: (seconds to wait, None) when held, else (0, its ticket).
 
         The attempt counts as a failure from the start, so a burst of parallel guesses (each taking argon2's
         time) cannot all pass the check before any of them has failed; a success takes its ticket back."""
         with self._lock:
-            wait = self._wait(address, name, time.monotonic())
+            wait = self._wait(address, name, device, time.monotonic())
             if wait > 0:
                 return wait, None
             now = time.monotonic()
-            self._record(address, name, now)
+            self._record(address, name, device, now)
             return 0.0, now
 
-    def blocked_for(self, address: str, name: str) -> float:
-        """Seconds until a login from this address for this name is tried again (0: now)."""
+    def blocked_for(self, address: str, name: str, device: str | None = None) -> float:
+        """Seconds until a login from this address (or known browser) for this name is tried again (0: now)."""
         with self._lock:
-            return self._wait(address, name, time.monotonic())
+            return self._wait(address, name, device, time.monotonic())
 
-    def _wait(self, address: str, name: str, now: float) -> float:
+    def _wait(self, address: str, name: str, device: str | None, now: float) -> float:
         wait = 0.0
-        for key, limit in zip(
-            self._keys(address, name), (self.max_failures_address, self.max_failures), strict=True
-        ):
+        for key, limit in self._keys(address, name, device):
             q = self._fails.get(key)
             if q is None:
                 continue
@@ -180,14 +215,14 @@ class LoginLimiter:
                 wait = max(wait, q[0] + self.window_s - now)
         return wait
 
-    def failed(self, address: str, name: str) -> None:
+    def failed(self, address: str, name: str, device: str | None = None) -> None:
         with self._lock:
-            self._record(address, name, time.monotonic())
+            self._record(address, name, device, time.monotonic())
 
-    def _record(self, address: str, name: str, now: float) -> None:
+    def _record(self, address: str, name: str, device: str | None, now: float) -> None:
         if len(self._fails) >= self.max_keys:
             self._forget(now)
-        for key in self._keys(address, name):
+        for key, _ in self._keys(address, name, device):
             self._fails[key].append(now)
 
     def _forget(self, now: float) -> None:
@@ -199,11 +234,14 @@ class LoginLimiter:
             for key in by_age[: len(by_age) - self.max_keys // 2]:
                 del self._fails[key]
 
-    def succeeded(self, address: str, name: str, ticket: float | None = None) -> None:
-        """A good login: the name's failures are forgotten, and the address's count loses this attempt."""
+    def succeeded(self, address: str, name: str, ticket: float | None = None, device: str | None = None) -> None:
+        """A good login: the name's (and the browser's) failures are forgotten, and the address's count loses
+        this attempt."""
         with self._lock:
-            by_address, by_name = self._keys(address, name)
+            (by_address, _), (by_name, _) = self._keys(address, name)
             self._fails.pop(by_name, None)
+            if device is not None:
+                self._fails.pop(self._keys(address, name, device)[0][0], None)
             q = self._fails.get(by_address)
             if ticket is not None and q is not None and ticket in q:
                 q.remove(ticket)

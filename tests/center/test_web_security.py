@@ -16,8 +16,9 @@ from sqlalchemy import select
 from support.servers import free_port, wait_for
 from web_fixtures import add_people, csrf_of, logged_in, password_of, web_app
 
-from center.db import Audit, Case, Event, Evidence, utcnow
+from center.db import Audit, Case, Event, Evidence, User, utcnow
 from center.models import Trust
+from center.web.security import DEVICE_COOKIE, set_password
 from center.web.tables import WebLogin
 
 
@@ -297,3 +298,58 @@ def test_one_login_opens_only_so_many_live_lists_and_a_closed_one_gives_its_plac
             sock.close()
         server.should_exit = True
         thread.join(15)
+
+
+def _try_login(client: TestClient, name: str, password: str):
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"name": name, "password": password, "csrf": token}, follow_redirects=False)
+
+
+def test_a_guesser_holding_a_name_does_not_lock_its_person_out_of_the_browser_they_logged_in_from(site):
+    _, app = site
+    own = logged_in(app, "zhang")  # zhang's phone: logged in there before, then out
+    own.post("/logout", data={"csrf": csrf_of(own.get("/alerts").text)})
+    guesser = TestClient(app, base_url="https://testserver")
+    for _ in range(5):
+        assert _try_login(guesser, "zhang", "guess-guess").status_code == 401
+    assert _try_login(guesser, "zhang", password_of("zhang")).status_code == 429  # control: the guesser waits
+    r = _try_login(own, "zhang", password_of("zhang"))
+    assert r.status_code == 303 and r.headers["location"] == "/alerts"
+
+
+def test_a_known_browser_is_held_after_its_own_failures_and_a_forged_or_stale_one_is_a_stranger(site):
+    parts, app = site
+    own = logged_in(app, "zhang")
+    for _ in range(5):
+        assert _try_login(own, "zhang", "guess-guess").status_code == 401
+    assert _try_login(own, "zhang", password_of("zhang")).status_code == 429  # its own guesses count
+    with parts.sessions() as s:
+        zhang = s.scalar(select(User).where(User.name == "zhang"))
+    for _ in range(5):  # a stranger's guesses hold the name
+        stranger = TestClient(app, base_url="https://testserver")
+        assert _try_login(stranger, "zhang", "guess-guess").status_code == 401
+    forged = TestClient(app, base_url="https://testserver")
+    forged.cookies.set(f"{DEVICE_COOKIE}_{zhang.id}", "made-up.0123456789abcdef")
+    assert _try_login(forged, "zhang", password_of("zhang")).status_code == 429  # not known: the name waits
+    chen = logged_in(app, "chen")
+    with parts.sessions.begin() as s:  # chen's password changes: the browser is known no more
+        set_password(s, s.scalar(select(User).where(User.name == "chen")), "a-new-password-for-chen")
+    for _ in range(5):
+        assert _try_login(TestClient(app, base_url="https://testserver"), "chen", "guess-guess").status_code == 401
+    assert _try_login(chen, "chen", "a-new-password-for-chen").status_code == 429
+
+
+def test_the_limiter_holds_a_known_browser_by_its_own_failures_not_by_its_address_or_name():
+    from center.web.security import LoginLimiter
+
+    limiter = LoginLimiter()
+    for i in range(30):  # a sweep of names from the office's one address
+        limiter.failed("10.0.0.1", f"nobody{i}")
+    for _ in range(5):
+        limiter.failed("10.0.0.2", "zhang")
+    assert limiter.blocked_for("10.0.0.1", "chen") > 0  # control: a stranger there waits
+    assert limiter.blocked_for("10.0.0.1", "zhang", device="phone-1") == 0
+    for _ in range(5):
+        limiter.failed("10.0.0.1", "zhang", device="phone-1")
+    assert limiter.blocked_for("10.0.0.3", "zhang", device="phone-1") > 0
+    assert limiter.blocked_for("10.0.0.3", "zhang", device="phone-2") == 0
