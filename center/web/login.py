@@ -70,13 +70,13 @@ def login(
     wait, ticket = web.limiter.attempt(address, name, device)  # counted as a failure until it succeeds
     if wait > 0:
         raise PageError(429, "login_wait", retry_after_s=wait, minutes=math.ceil(wait / 60))
+    checked = check_password(web.ctx.readers, web.ctx.sessions, name, password)  # argon2: no connection held
     with web.ctx.sessions.begin() as s:
-        user = check_password(s, name, password)
+        token = open_session(s, checked) if checked else None  # None: the password changed meanwhile
+        known = device_cookie(s, checked.user) if checked and token else None
         shown = name.replace("\x00", "")[:80] or "?"  # PostgreSQL keeps no NUL in text
-        audit(s, request, shown, "login" if user else "login_failed", "session")
-        token = open_session(s, user) if user else None
-        known = device_cookie(s, user) if user else None
-    if user is None or known is None:  # known is None exactly when user is
+        audit(s, request, shown, "login" if token else "login_failed", "session")
+    if token is None or known is None:  # known is None exactly when token is
         return web.render(request, None, "login.html", status=401, next=safe_next(next), csrf=csrf, error=True)
     web.limiter.succeeded(address, name, ticket, device)
     done = RedirectResponse(safe_next(next), status_code=303)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from center.db import User, utcnow
 from center.web.tables import WebLogin, WebSession
@@ -71,22 +71,63 @@ def set_password(s: Session, user: User, password: str) -> None:
     s.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
 
-def check_password(s: Session, name: str, password: str) -> User | None:
-    """The user whose name and password these are, or None (taking as long either way)."""
+@dataclass(frozen=True)
+class Checked:
+    """A name and password that matched: the user, and their password's hash as it was when checked."""
+
+    user: User
+    password_hash: str
+
+
+def check_password(readers: sessionmaker, sessions: sessionmaker, name: str, password: str) -> Checked | None:
+    """The user whose name and password these are, or None (taking as long either way).
+
+    argon2 runs with no database connection held: it is slow on purpose, and a login must not hold SQLite's
+    write lock (every alert being stored waits for it) or one of PostgreSQL's few pooled connections meanwhile."""
     plausible = len(name) <= 80 and "\x00" not in name  # no such user; and PostgreSQL refuses NUL in a query
-    user = s.scalar(select(User).where(User.name == name)) if plausible else None
-    login = s.get(WebLogin, user.id) if user else None
+    user, stored = None, None
+    if plausible:
+        with readers() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            login = s.get(WebLogin, user.id) if user else None
+            stored = login.password_hash if login else None
     if len(password) > MAX_PASSWORD:
         return None
     try:
-        _hasher.verify(login.password_hash if login else _DUMMY, password)
+        _hasher.verify(stored or _DUMMY, password)
     except (VerificationError, InvalidHashError):
         return None
-    if login is None:
+    if user is None or stored is None:
         return None
-    if _hasher.check_needs_rehash(login.password_hash):
-        login.password_hash = _hasher.hash(password)
-    return user
+    if _hasher.check_needs_rehash(stored):
+        fresh = _hasher.hash(password)
+        with sessions.begin() as s:
+            row = s.get(WebLogin, user.id)
+            if row is not None and row.password_hash == stored:  # not changed meanwhile
+                row.password_hash = stored = fresh
+    return Checked(user, stored)
+
+
+def open_session(s: Session, checked: Checked) -> str | None:
+    """A new session for a user whose password was just checked; returns the cookie value (kept nowhere else),
+    or None when their password changed (or they were removed) since: a password change ends every session,
+    including one a login checked against the old password was about to open."""
+    login = s.get(WebLogin, checked.user.id, with_for_update=True)
+    if login is None or login.password_hash != checked.password_hash:
+        return None
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    s.execute(delete(WebSession).where(WebSession.expires_at < now))  # expired ones go as new ones come
+    s.add(
+        WebSession(
+            token_sha256=_digest(token),
+            user_id=checked.user.id,
+            csrf=secrets.token_urlsafe(32),
+            created_at=now,
+            expires_at=now + dt.timedelta(hours=SESSION_HOURS),
+        )
+    )
+    return token
 
 
 def _device_mac(user: User, login: WebLogin, nonce: str) -> str:
@@ -121,23 +162,6 @@ def known_device(s: Session, name: str, cookies: dict[str, str]) -> str | None:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def open_session(s: Session, user: User) -> str:
-    """A new session for the user; returns the cookie value (kept nowhere else)."""
-    token = secrets.token_urlsafe(32)
-    now = utcnow()
-    s.execute(delete(WebSession).where(WebSession.expires_at < now))  # expired ones go as new ones come
-    s.add(
-        WebSession(
-            token_sha256=_digest(token),
-            user_id=user.id,
-            csrf=secrets.token_urlsafe(32),
-            created_at=now,
-            expires_at=now + dt.timedelta(hours=SESSION_HOURS),
-        )
-    )
-    return token
 
 
 def session_of(s: Session, token: str | None) -> tuple[WebSession, User] | None:

@@ -353,3 +353,58 @@ def test_the_limiter_holds_a_known_browser_by_its_own_failures_not_by_its_addres
         limiter.failed("10.0.0.1", "zhang", device="phone-1")
     assert limiter.blocked_for("10.0.0.3", "zhang", device="phone-1") > 0
     assert limiter.blocked_for("10.0.0.3", "zhang", device="phone-2") == 0
+
+
+def test_a_login_holds_no_database_connection_while_its_password_is_hashed(site, monkeypatch):
+    """argon2 is slow on purpose: a login holding SQLite's write lock (or one of PostgreSQL's few pooled
+    connections) while it hashes would hold up every alert being stored meanwhile."""
+    from center.web import security
+
+    parts, app = site
+    real, held = security._hasher, []
+
+    class Watched:
+        """The real hasher, noting how many database connections are in use while it works."""
+
+        def verify(self, stored, password):
+            held.append(parts.engine.pool.checkedout())
+            return real.verify(stored, password)
+
+        def check_needs_rehash(self, stored):
+            return real.check_needs_rehash(stored)
+
+    monkeypatch.setattr(security, "_hasher", Watched())
+    assert logged_in(app, "disp").get("/alerts").status_code == 200  # control: the login goes through
+    assert _try_login(TestClient(app, base_url="https://testserver"), "disp", "wrong-password!").status_code == 401
+    assert (
+        _try_login(TestClient(app, base_url="https://testserver"), "nobody", "wrong-password!").status_code == 401
+    )
+    assert held == [0, 0, 0]
+
+
+def test_a_password_changed_while_a_login_checks_the_old_one_opens_no_session(site, monkeypatch):
+    from center.web import security
+
+    parts, app = site
+    real = security._hasher
+
+    class Changing:
+        """The real hasher; while it checks the old password, an admin changes it (edge-center user password)."""
+
+        def verify(self, stored, password):
+            with parts.sessions.begin() as s:
+                set_password(s, s.scalar(select(User).where(User.name == "disp")), "the-new-password-of-disp")
+            return real.verify(stored, password)
+
+        def check_needs_rehash(self, stored):
+            return real.check_needs_rehash(stored)
+
+        def hash(self, password):
+            return real.hash(password)
+
+    monkeypatch.setattr(security, "_hasher", Changing())
+    client = TestClient(app, base_url="https://testserver")
+    assert _try_login(client, "disp", password_of("disp")).status_code == 401
+    assert "ec_session" not in client.cookies
+    monkeypatch.setattr(security, "_hasher", real)
+    assert _try_login(client, "disp", "the-new-password-of-disp").status_code == 303  # control: the new one works
