@@ -34,6 +34,9 @@ MIN_PASSWORD = 10  # characters; argon2 makes each guess slow, length makes the 
 MAX_PASSWORD = 256  # longer input is refused before hashing (hashing is the expensive part)
 
 _hasher = PasswordHasher()  # argon2id with the library's recommended (RFC 9106 low-memory) parameters
+HASHES_AT_ONCE = 2  # each hash takes 64 MiB and a core's time: more at once hash no faster on the center's two
+# cores, and the web's 40 threads hashing together (a burst of logins, a guesser's too) would take 2.5 GiB
+_hashing = threading.BoundedSemaphore(HASHES_AT_ONCE)  # the others wait their turn
 _DUMMY = _hasher.hash("not a password of anyone")  # verified against when the name is unknown: same time taken
 
 CSP = (
@@ -60,7 +63,8 @@ def hash_password(password: str) -> str:
         raise WeakPassword(f"a password needs at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise WeakPassword(f"a password may have at most {MAX_PASSWORD} characters")
-    return _hasher.hash(password)
+    with _hashing:
+        return _hasher.hash(password)
 
 
 def set_password(s: Session, user: User, password: str) -> None:
@@ -94,13 +98,15 @@ def check_password(readers: sessionmaker, sessions: sessionmaker, name: str, pas
     if len(password) > MAX_PASSWORD:
         return None
     try:
-        _hasher.verify(stored or _DUMMY, password)
+        with _hashing:
+            _hasher.verify(stored or _DUMMY, password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or stored is None:
         return None
     if _hasher.check_needs_rehash(stored):
-        fresh = _hasher.hash(password)
+        with _hashing:
+            fresh = _hasher.hash(password)
         with sessions.begin() as s:
             row = s.get(WebLogin, user.id)
             if row is not None and row.password_hash == stored:  # not changed meanwhile

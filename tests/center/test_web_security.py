@@ -408,3 +408,56 @@ def test_a_password_changed_while_a_login_checks_the_old_one_opens_no_session(si
     assert "ec_session" not in client.cookies
     monkeypatch.setattr(security, "_hasher", real)
     assert _try_login(client, "disp", "the-new-password-of-disp").status_code == 303  # control: the new one works
+
+
+LOOK_S = 2.0  # how long the test watches for a hash beyond the bound: where there is none, one shows at once
+
+
+def test_parallel_logins_hash_only_a_few_passwords_at_once(site, monkeypatch):
+    """argon2 takes 64 MiB a hash: the web's 40 threads hashing at once would take 2.5 GiB from the center."""
+    from argon2.exceptions import VerifyMismatchError
+
+    from center.db import make_sessions
+    from center.web import security
+
+    parts, _ = site
+    readers = make_sessions(parts.engine, readonly=True)
+    inside, most = 0, 0
+    watch = threading.Condition()
+    release = threading.Event()
+
+    class Held:
+        """A hasher whose every verification waits until the test lets it go, counting those under way."""
+
+        def verify(self, _stored, _password):
+            nonlocal inside, most
+            with watch:
+                inside += 1
+                most = max(most, inside)
+                watch.notify_all()
+            release.wait()
+            with watch:
+                inside -= 1
+            raise VerifyMismatchError
+
+    monkeypatch.setattr(security, "_hasher", Held())
+    answers: list[object] = []
+    bound = security.HASHES_AT_ONCE
+
+    def login(i: int) -> None:
+        answers.append(security.check_password(readers, parts.sessions, f"nobody{i}", "guess-guess-guess"))
+
+    threads = [threading.Thread(target=login, args=(i,), daemon=True) for i in range(3 * bound)]
+    try:
+        for t in threads:
+            t.start()
+        with watch:
+            assert watch.wait_for(lambda: inside >= bound, 60)  # control: as many as allowed run at once
+            watch.wait_for(lambda: inside > bound, LOOK_S)
+            seen = most
+    finally:
+        release.set()
+    for t in threads:
+        t.join(60)
+    assert seen == bound
+    assert answers == [None] * len(threads)  # the others waited their turn, then were answered
