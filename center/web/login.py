@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from typing import Annotated
 
@@ -45,9 +46,16 @@ def home():
     return RedirectResponse("/alerts", status_code=303)
 
 
+LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # what secrets.token_urlsafe(32) makes
+
+
 @router.get("/login")
 def login_page(request: Request, next: str | None = None, error: str | None = None):
-    token = secrets.token_urlsafe(32)
+    # The browser's token, when it has one, is kept: each open alert list reloads to this page when the session
+    # ends, and a new token for each would refuse every form but the last one loaded (and, after a login, the
+    # others). The token only proves the form came from this site; it is no secret between the tabs.
+    held = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = held if LOGIN_TOKEN.fullmatch(held) else secrets.token_urlsafe(32)
     page = web_of(request).render(request, None, "login.html", next=safe_next(next), csrf=token, error=error)
     _cookie(page, LOGIN_CSRF_COOKIE, token)
     return page
@@ -82,7 +90,6 @@ def login(
     done = RedirectResponse(safe_next(next), status_code=303)
     _cookie(done, COOKIE, token, max_age=SESSION_HOURS * 3600)
     _cookie(done, *known, max_age=DEVICE_DAYS * 86400, path="/login")  # sent with logins only
-    done.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
     return done
 
 

@@ -461,3 +461,18 @@ def test_parallel_logins_hash_only_a_few_passwords_at_once(site, monkeypatch):
         t.join(60)
     assert seen == bound
     assert answers == [None] * len(threads)  # the others waited their turn, then were answered
+
+
+def test_login_pages_open_in_two_tabs_both_log_in(site):
+    """Every open alert list of a dispatcher (a wall screen, a desk tab) reloads to the login page when the
+    session ends: the form of whichever they type into logs them in, before the other's and after it."""
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    tabs = [csrf_of(client.get("/login").text) for _ in range(2)]
+    for token in tabs:
+        r = client.post(
+            "/login", data={"name": "disp", "password": password_of("disp"), "csrf": token}, follow_redirects=False
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/alerts"
+    forged = client.post("/login", data={"name": "disp", "password": password_of("disp"), "csrf": "forged"})
+    assert forged.status_code == 403  # control: a form from elsewhere is still refused
