@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -191,6 +192,22 @@ def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(expected.encode(), given.encode())
 
 
+IPV6_PREFIX = 64  # a phone or home line gets a whole /64 and may pick any address in it: counted as one
+
+
+def _network(address: str) -> str:
+    """What the login limit counts as one address: an IPv4 address, an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a test client): as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)  # ::ffff:10.0.0.1 is 10.0.0.1
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
+
+
 @dataclass
 class LoginLimiter:
     """Failed logins per address and per name in a sliding window: beyond the limit, logins wait. A browser
@@ -210,7 +227,7 @@ class LoginLimiter:
         """The counters an attempt is checked against and counted in, with their limits."""
         if device is not None:
             return [(f"device:{device}", self.max_failures)]
-        return [(f"ip:{address}", self.max_failures_address), (f"name:{name[:80]}", self.max_failures)]
+        return [(f"ip:{_network(address)}", self.max_failures_address), (f"name:{name[:80]}", self.max_failures)]
 
     def _trim(self, q: deque, now: float) -> None:
         while q and q[0] <= now - self.window_s:

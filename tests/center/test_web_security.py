@@ -476,3 +476,18 @@ def test_login_pages_open_in_two_tabs_both_log_in(site):
         assert r.status_code == 303 and r.headers["location"] == "/alerts"
     forged = client.post("/login", data={"name": "disp", "password": password_of("disp"), "csrf": "forged"})
     assert forged.status_code == 403  # control: a form from elsewhere is still refused
+
+
+def test_the_login_limit_counts_an_ipv6_network_as_one_address():
+    """A phone or home line gets a whole IPv6 /64 and may pick any address in it: a sweep of names from fresh
+    addresses of one /64 is held like one from one address."""
+    from center.web.security import LoginLimiter
+
+    limiter = LoginLimiter()
+    for i in range(30):
+        limiter.failed(f"2001:db8:1:2::{i + 1:x}", f"nobody{i}")
+    assert limiter.blocked_for("2001:db8:1:2:ffff::99", "chen") > 0
+    assert limiter.blocked_for("2001:db8:1:3::1", "chen") == 0  # control: the next /64 is someone else
+    for i in range(29):
+        limiter.failed(f"10.0.0.{i + 1}", f"nobody{i}")
+    assert limiter.blocked_for("10.0.0.200", "chen") == 0  # control: IPv4 addresses are each their own
