@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from typing import Annotated
 
@@ -13,10 +14,13 @@ from center.web import i18n
 from center.web.app import PageError, Viewer, audit, check_csrf, viewer, web_of
 from center.web.security import (
     COOKIE,
+    DEVICE_DAYS,
     LOGIN_CSRF_COOKIE,
     SESSION_HOURS,
     check_password,
     close_session,
+    device_cookie,
+    known_device,
     open_session,
     same_token,
 )
@@ -31,10 +35,10 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _cookie(response, name: str, value: str, max_age: int | None = None) -> None:
+def _cookie(response, name: str, value: str, max_age: int | None = None, path: str = "/") -> None:
     # Secure: browsers send it only over HTTPS (the reverse proxy) or to this machine itself (localhost).
     # Lax, not Strict: a link to an alert in a WeCom message opens logged in; forms carry CSRF tokens anyway.
-    response.set_cookie(name, value, max_age=max_age, httponly=True, secure=True, samesite="lax", path="/")
+    response.set_cookie(name, value, max_age=max_age, httponly=True, secure=True, samesite="lax", path=path)
 
 
 @router.get("/")
@@ -42,9 +46,16 @@ def home():
     return RedirectResponse("/alerts", status_code=303)
 
 
+LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # what secrets.token_urlsafe(32) makes
+
+
 @router.get("/login")
 def login_page(request: Request, next: str | None = None, error: str | None = None):
-    token = secrets.token_urlsafe(32)
+    # The browser's token, when it has one, is kept: each open alert list reloads to this page when the session
+    # ends, and a new token for each would refuse every form but the last one loaded (and, after a login, the
+    # others). The token only proves the form came from this site; it is no secret between the tabs.
+    held = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = held if LOGIN_TOKEN.fullmatch(held) else secrets.token_urlsafe(32)
     page = web_of(request).render(request, None, "login.html", next=safe_next(next), csrf=token, error=error)
     _cookie(page, LOGIN_CSRF_COOKIE, token)
     return page
@@ -62,20 +73,23 @@ def login(
     if not same_token(request.cookies.get(LOGIN_CSRF_COOKIE), csrf):
         raise PageError(403, "csrf_refused")
     address = request.client.host if request.client else "?"
-    wait, ticket = web.limiter.attempt(address, name)  # counted as a failure until it succeeds
+    with web.ctx.readers() as s:
+        device = known_device(s, name, request.cookies)  # a browser this person logged in from: counted apart
+    wait, ticket = web.limiter.attempt(address, name, device)  # counted as a failure until it succeeds
     if wait > 0:
         raise PageError(429, "login_wait", retry_after_s=wait, minutes=math.ceil(wait / 60))
+    checked = check_password(web.ctx.readers, web.ctx.sessions, name, password)  # argon2: no connection held
     with web.ctx.sessions.begin() as s:
-        user = check_password(s, name, password)
+        token = open_session(s, checked) if checked else None  # None: the password changed meanwhile
+        known = device_cookie(s, checked.user) if checked and token else None
         shown = name.replace("\x00", "")[:80] or "?"  # PostgreSQL keeps no NUL in text
-        audit(s, request, shown, "login" if user else "login_failed", "session")
-        token = open_session(s, user) if user else None
-    if user is None:
+        audit(s, request, shown, "login" if token else "login_failed", "session")
+    if token is None or known is None:  # known is None exactly when token is
         return web.render(request, None, "login.html", status=401, next=safe_next(next), csrf=csrf, error=True)
-    web.limiter.succeeded(address, name, ticket)
+    web.limiter.succeeded(address, name, ticket, device)
     done = RedirectResponse(safe_next(next), status_code=303)
     _cookie(done, COOKIE, token, max_age=SESSION_HOURS * 3600)
-    done.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    _cookie(done, *known, max_age=DEVICE_DAYS * 86400, path="/login")  # sent with logins only
     return done
 
 

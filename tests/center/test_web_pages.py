@@ -339,9 +339,9 @@ def test_user_add_with_a_password_file_gives_a_login_and_a_weak_password_creates
     assert r.returncode == 0 and r.stdout.startswith("ec_")
     cfg, _ = load(config)
     engine = make_engine(cfg.database_url())
-    with make_sessions(engine).begin() as s:
-        assert check_password(s, "desk", "a-good-long-password") is not None
-        assert check_password(s, "desk", "too-short") is None
+    readers, writers = make_sessions(engine, readonly=True), make_sessions(engine)
+    assert check_password(readers, writers, "desk", "a-good-long-password") is not None
+    assert check_password(readers, writers, "desk", "too-short") is None
     engine.dispose()
 
 

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from support.servers import free_port, wait_for
 from web_fixtures import add_people, csrf_of, logged_in, password_of, web_app
 
-from center.db import Audit, Case, Event, Evidence, utcnow
+from center.db import Audit, Case, Event, Evidence, User, utcnow
 from center.models import Trust
+from center.web.security import DEVICE_COOKIE, set_password
 from center.web.tables import WebLogin
 
 
@@ -297,3 +298,196 @@ def test_one_login_opens_only_so_many_live_lists_and_a_closed_one_gives_its_plac
             sock.close()
         server.should_exit = True
         thread.join(15)
+
+
+def _try_login(client: TestClient, name: str, password: str):
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"name": name, "password": password, "csrf": token}, follow_redirects=False)
+
+
+def test_a_guesser_holding_a_name_does_not_lock_its_person_out_of_the_browser_they_logged_in_from(site):
+    _, app = site
+    own = logged_in(app, "zhang")  # zhang's phone: logged in there before, then out
+    own.post("/logout", data={"csrf": csrf_of(own.get("/alerts").text)})
+    guesser = TestClient(app, base_url="https://testserver")
+    for _ in range(5):
+        assert _try_login(guesser, "zhang", "guess-guess").status_code == 401
+    assert _try_login(guesser, "zhang", password_of("zhang")).status_code == 429  # control: the guesser waits
+    r = _try_login(own, "zhang", password_of("zhang"))
+    assert r.status_code == 303 and r.headers["location"] == "/alerts"
+
+
+def test_a_known_browser_is_held_after_its_own_failures_and_a_forged_or_stale_one_is_a_stranger(site):
+    parts, app = site
+    own = logged_in(app, "zhang")
+    for _ in range(5):
+        assert _try_login(own, "zhang", "guess-guess").status_code == 401
+    assert _try_login(own, "zhang", password_of("zhang")).status_code == 429  # its own guesses count
+    with parts.sessions() as s:
+        zhang = s.scalar(select(User).where(User.name == "zhang"))
+    for _ in range(5):  # a stranger's guesses hold the name
+        stranger = TestClient(app, base_url="https://testserver")
+        assert _try_login(stranger, "zhang", "guess-guess").status_code == 401
+    forged = TestClient(app, base_url="https://testserver")
+    forged.cookies.set(f"{DEVICE_COOKIE}_{zhang.id}", "made-up.0123456789abcdef")
+    assert _try_login(forged, "zhang", password_of("zhang")).status_code == 429  # not known: the name waits
+    chen = logged_in(app, "chen")
+    with parts.sessions.begin() as s:  # chen's password changes: the browser is known no more
+        set_password(s, s.scalar(select(User).where(User.name == "chen")), "a-new-password-for-chen")
+    for _ in range(5):
+        assert _try_login(TestClient(app, base_url="https://testserver"), "chen", "guess-guess").status_code == 401
+    assert _try_login(chen, "chen", "a-new-password-for-chen").status_code == 429
+
+
+def test_the_limiter_holds_a_known_browser_by_its_own_failures_not_by_its_address_or_name():
+    from center.web.security import LoginLimiter
+
+    limiter = LoginLimiter()
+    for i in range(30):  # a sweep of names from the office's one address
+        limiter.failed("10.0.0.1", f"nobody{i}")
+    for _ in range(5):
+        limiter.failed("10.0.0.2", "zhang")
+    assert limiter.blocked_for("10.0.0.1", "chen") > 0  # control: a stranger there waits
+    assert limiter.blocked_for("10.0.0.1", "zhang", device="phone-1") == 0
+    for _ in range(5):
+        limiter.failed("10.0.0.1", "zhang", device="phone-1")
+    assert limiter.blocked_for("10.0.0.3", "zhang", device="phone-1") > 0
+    assert limiter.blocked_for("10.0.0.3", "zhang", device="phone-2") == 0
+
+
+def test_a_login_holds_no_database_connection_while_its_password_is_hashed(site, monkeypatch):
+    """argon2 is slow on purpose: a login holding SQLite's write lock (or one of PostgreSQL's few pooled
+    connections) while it hashes would hold up every alert being stored meanwhile."""
+    from center.web import security
+
+    parts, app = site
+    real, held = security._hasher, []
+
+    class Watched:
+        """The real hasher, noting how many database connections are in use while it works."""
+
+        def verify(self, stored, password):
+            held.append(parts.engine.pool.checkedout())
+            return real.verify(stored, password)
+
+        def check_needs_rehash(self, stored):
+            return real.check_needs_rehash(stored)
+
+    monkeypatch.setattr(security, "_hasher", Watched())
+    assert logged_in(app, "disp").get("/alerts").status_code == 200  # control: the login goes through
+    assert _try_login(TestClient(app, base_url="https://testserver"), "disp", "wrong-password!").status_code == 401
+    assert (
+        _try_login(TestClient(app, base_url="https://testserver"), "nobody", "wrong-password!").status_code == 401
+    )
+    assert held == [0, 0, 0]
+
+
+def test_a_password_changed_while_a_login_checks_the_old_one_opens_no_session(site, monkeypatch):
+    from center.web import security
+
+    parts, app = site
+    real = security._hasher
+
+    class Changing:
+        """The real hasher; while it checks the old password, an admin changes it (edge-center user password)."""
+
+        def verify(self, stored, password):
+            with parts.sessions.begin() as s:
+                set_password(s, s.scalar(select(User).where(User.name == "disp")), "the-new-password-of-disp")
+            return real.verify(stored, password)
+
+        def check_needs_rehash(self, stored):
+            return real.check_needs_rehash(stored)
+
+        def hash(self, password):
+            return real.hash(password)
+
+    monkeypatch.setattr(security, "_hasher", Changing())
+    client = TestClient(app, base_url="https://testserver")
+    assert _try_login(client, "disp", password_of("disp")).status_code == 401
+    assert "ec_session" not in client.cookies
+    monkeypatch.setattr(security, "_hasher", real)
+    assert _try_login(client, "disp", "the-new-password-of-disp").status_code == 303  # control: the new one works
+
+
+LOOK_S = 2.0  # how long the test watches for a hash beyond the bound: where there is none, one shows at once
+
+
+def test_parallel_logins_hash_only_a_few_passwords_at_once(site, monkeypatch):
+    """argon2 takes 64 MiB a hash: the web's 40 threads hashing at once would take 2.5 GiB from the center."""
+    from argon2.exceptions import VerifyMismatchError
+
+    from center.db import make_sessions
+    from center.web import security
+
+    parts, _ = site
+    readers = make_sessions(parts.engine, readonly=True)
+    inside, most = 0, 0
+    watch = threading.Condition()
+    release = threading.Event()
+
+    class Held:
+        """A hasher whose every verification waits until the test lets it go, counting those under way."""
+
+        def verify(self, _stored, _password):
+            nonlocal inside, most
+            with watch:
+                inside += 1
+                most = max(most, inside)
+                watch.notify_all()
+            release.wait()
+            with watch:
+                inside -= 1
+            raise VerifyMismatchError
+
+    monkeypatch.setattr(security, "_hasher", Held())
+    answers: list[object] = []
+    bound = security.HASHES_AT_ONCE
+
+    def login(i: int) -> None:
+        answers.append(security.check_password(readers, parts.sessions, f"nobody{i}", "guess-guess-guess"))
+
+    threads = [threading.Thread(target=login, args=(i,), daemon=True) for i in range(3 * bound)]
+    try:
+        for t in threads:
+            t.start()
+        with watch:
+            assert watch.wait_for(lambda: inside >= bound, 60)  # control: as many as allowed run at once
+            watch.wait_for(lambda: inside > bound, LOOK_S)
+            seen = most
+    finally:
+        release.set()
+    for t in threads:
+        t.join(60)
+    assert seen == bound
+    assert answers == [None] * len(threads)  # the others waited their turn, then were answered
+
+
+def test_login_pages_open_in_two_tabs_both_log_in(site):
+    """Every open alert list of a dispatcher (a wall screen, a desk tab) reloads to the login page when the
+    session ends: the form of whichever they type into logs them in, before the other's and after it."""
+    _, app = site
+    client = TestClient(app, base_url="https://testserver")
+    tabs = [csrf_of(client.get("/login").text) for _ in range(2)]
+    for token in tabs:
+        r = client.post(
+            "/login", data={"name": "disp", "password": password_of("disp"), "csrf": token}, follow_redirects=False
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/alerts"
+    forged = client.post("/login", data={"name": "disp", "password": password_of("disp"), "csrf": "forged"})
+    assert forged.status_code == 403  # control: a form from elsewhere is still refused
+
+
+def test_the_login_limit_counts_an_ipv6_network_as_one_address():
+    """A phone or home line gets a whole IPv6 /64 and may pick any address in it: a sweep of names from fresh
+    addresses of one /64 is held like one from one address."""
+    from center.web.security import LoginLimiter
+
+    limiter = LoginLimiter()
+    for i in range(30):
+        limiter.failed(f"2001:db8:1:2::{i + 1:x}", f"nobody{i}")
+    assert limiter.blocked_for("2001:db8:1:2:ffff::99", "chen") > 0
+    assert limiter.blocked_for("2001:db8:1:3::1", "chen") == 0  # control: the next /64 is someone else
+    for i in range(29):
+        limiter.failed(f"10.0.0.{i + 1}", f"nobody{i}")
+    assert limiter.blocked_for("10.0.0.200", "chen") == 0  # control: IPv4 addresses are each their own
