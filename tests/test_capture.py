@@ -412,3 +412,43 @@ def test_backoff_survives_a_night_of_retries():
     b = Backoff(0.5, 30.0)
     b.failures = 5000  # a camera unpowered for a long night
     assert 15.0 <= b.next_delay() <= 30.0
+
+
+def _frame_sizes(clip: Path) -> set[tuple[int, int]]:
+    import av
+
+    with av.open(str(clip)) as c:
+        return {(f.width, f.height) for f in c.decode(video=0)}
+
+
+def test_a_picture_size_change_within_a_connection_starts_a_new_stream_and_its_own_clips(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    small = _ts(folder / "scene.mp4", tmp_path / "a.ts")
+    big = _ts(folder / "scene.mp4", tmp_path / "b.ts", offset=8, size="1280:720")
+    joined = tmp_path / "switch.ts"
+    joined.write_bytes(small.read_bytes() + big.read_bytes())  # the camera switched to 720p, same connection
+    feed = Feed(10_000, lossless=True)
+    cap = _file_capture(joined, feed)
+    cap.start()
+    items = _drain(feed, cap)
+    starts = [i for i in items if isinstance(i, StreamStarted)]
+    assert [(s.params.width, s.params.height) for s in starts] == [(640, 360), (1280, 720)]
+    stop = next(i for i in items if isinstance(i, StreamStopped))
+    assert stop.session == starts[0].session and "1280x720" in stop.reason
+    after = items[items.index(starts[1]) :]
+    assert all(i.packet.params == starts[1].params for i in after if isinstance(i, Chunk) and i.packet)
+    assert (cap.status.width, cap.status.height) == (1280, 720)
+
+    # each clip holds pictures of the one size its evidence records, and one cut by the change says so
+    facade = {**sim_facade(folder), "image_size": [640, 360]}
+    sink = Recorder()
+    text = ", facade: " + yaml.safe_dump(facade, default_flow_style=True).strip()
+    _feed_clip(_pipeline(tmp_path, text, sink, evidence=True), joined)
+    saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
+    sizes = {}
+    for files in saved:
+        recorded = yaml.safe_load((files.folder / "event.json").read_text())["evidence"]["frame_size"]
+        sizes[files.folder.name] = (_frame_sizes(files.folder / files.original), tuple(recorded))
+    assert {s for found, _ in sizes.values() for s in found} == {(640, 360), (1280, 720)}  # both halves alerted
+    assert all(found == {size} for found, size in sizes.values()), sizes
+    assert any("picture changed to 1280x720" in (f.note or "") for f in saved), [f.note for f in saved]

@@ -138,6 +138,7 @@ class CameraCapture(threading.Thread):
         )
         self._recent: deque[float] = deque(maxlen=50)
         self.session = 0
+        self._rate: float | None = None  # the frame rate the current session was announced with
         self._online_sessions = 0
         self._announced_stop = 0  # the last session whose end the feed was told
         self.decode_s = 0.0  # time spent decoding (metrics: ms per frame)
@@ -186,8 +187,8 @@ class CameraCapture(threading.Thread):
 
         def announce() -> None:
             stamps = [f.pts_s for c in held for f in c.frames]
-            rate = stream_rate(stamps, declared)
-            self.feed.put(StreamStarted(self.session, params, rate, source.announced_frames))
+            self._rate = stream_rate(stamps, declared)
+            self.feed.put(StreamStarted(self.session, source.params, self._rate, source.announced_frames))
             for chunk in held:
                 self.feed.put(chunk)
             held.clear()
@@ -215,6 +216,7 @@ class CameraCapture(threading.Thread):
     ) -> None:
         last: tuple[float | None, float] = (None, time.monotonic())  # the last frame's pts_s, and when it came
         announced = False
+        params = source.params
         for item in reader:
             if self._halt.is_set():
                 reader.stop()  # nothing more is read; what was read still goes to the worker, as it did
@@ -224,6 +226,12 @@ class CameraCapture(threading.Thread):
                 if item.admitted:
                     self.feed.release(1)  # its place in the feed was kept for a frame that never comes
                 raise
+            if chunk.packet is not None and chunk.packet.params != params:
+                params = chunk.packet.params
+                self.status.width, self.status.height = params.width, params.height
+                if announced:  # else the stream is announced with the size it has by then
+                    self._resized(params, source.announced_frames)
+                    chunk.session = self.session
             if announced:
                 self.feed.put(chunk)
             else:
@@ -258,6 +266,15 @@ class CameraCapture(threading.Thread):
             if frame.pts_s is not None:
                 last_pts_s = frame.pts_s
         return Chunk(self.session, pkt, frames, item.admitted), (last_pts_s, last_frame)
+
+    def _resized(self, params: StreamParams, frames: int | None) -> None:
+        """The camera changed its picture size within the connection: what follows is another stream, as after
+        a reconnect (tracks end, clips in progress are saved), only without losing the connection."""
+        reason = f"the picture changed to {params.width}x{params.height}"
+        log.warning("camera %s: %s; a new stream starts", self.camera, reason)
+        self._announce_stop(reason)
+        self.session += 1
+        self.feed.put(StreamStarted(self.session, params, self._rate, frames))
 
     def _delivered(self, frames: list[CapturedFrame]) -> None:
         if self.status.state != CameraState.ONLINE:

@@ -243,12 +243,20 @@ class VideoSource:
             frames.append(CapturedFrame(luma_plane(frame).copy(), t, frame.pts, pts_s))
         if flush:
             return None, frames
+        self._follow_size()
         stamp = packet.dts if packet.dts is not None else packet.pts  # decode order: never reordered
         pkt_t = clock.t(float(stamp * tb) if stamp is not None else None, arrival)
         kept = KeptPacket.of(packet, pkt_t, self.params)
         if self._reframe is not None:
             kept = replace(kept, data=self._reframe.convert(kept.data, kept.keyframe))
         return kept, frames
+
+    def _follow_size(self) -> None:
+        """Keep `params` to the picture size the decoder now reads: a camera can change it within a connection
+        (a new SPS after its settings changed), and packets of two sizes cannot share a clip."""
+        cc = self.stream.codec_context
+        if cc.width and cc.height and (cc.width, cc.height) != (self.params.width, self.params.height):
+            self.params = replace(self.params, width=cc.width, height=cc.height)
 
     def close(self) -> None:
         if self.container is not None:
