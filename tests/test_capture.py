@@ -452,3 +452,48 @@ def test_a_picture_size_change_within_a_connection_starts_a_new_stream_and_its_o
     assert {s for found, _ in sizes.values() for s in found} == {(640, 360), (1280, 720)}  # both halves alerted
     assert all(found == {size} for found, size in sizes.values()), sizes
     assert any("picture changed to 1280x720" in (f.note or "") for f in saved), [f.note for f in saved]
+
+
+@pytest.mark.parametrize("step_s", [-3600.0, 3600.0])
+def test_a_step_of_the_node_s_clock_starts_a_new_stream_stamped_on_the_new_time(
+    sim_clip, tmp_path, monkeypatch, step_s
+):
+    # A node without a real-time clock boots on the time it last saved and NTP then sets it: frames stamped
+    # across the step would go back an hour (the packet ring and a clip waiting for its post-roll wait an
+    # hour), or lag it by the lateness the stamps allow.
+    clip = tmp_path / "two.ts"
+    cut = ["ffmpeg", "-loglevel", "error", "-i", str(sim_clip("throw", 1) / "scene.mp4"), "-t", "2", "-c", "copy"]
+    subprocess.run([*cut, str(clip)], check=True)
+    offset = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: time.monotonic() + offset[0])
+    demux = VideoSource.demux
+
+    def as_a_camera_sends(self):  # 25 packets a second, the clock stepping after the first second
+        for n, item in enumerate(demux(self)):
+            time.sleep(0.04)
+            if n == 25:
+                offset[0] += step_s
+            yield item[0], time.time()
+
+    monkeypatch.setattr(VideoSource, "demux", as_a_camera_sends)
+    feed = Feed(max_frames=100)
+    cap = CameraCapture("cam", str(clip), CaptureConfig(), feed, is_file=False)
+    cap.start()
+    items, lag = [], []
+    try:
+        while (frames := sum(len(i.frames) for i in items if isinstance(i, Chunk))) < 48:
+            item = feed.get(5)
+            assert item is not None, items
+            items.append(item)
+            if isinstance(item, Chunk) and item.frames and frames >= 30:
+                lag.append(time.time() - item.frames[-1].t)
+    finally:
+        cap.stop()
+        cap.join(10)
+    stops = [i for i in items if isinstance(i, StreamStopped)]
+    assert len(stops) == 1 and "clock was set" in stops[0].reason and cap.reconnects == 0
+    for session in {i.session for i in items if isinstance(i, Chunk)}:
+        times = [f.t for i in items if isinstance(i, Chunk) and i.session == session for f in i.frames]
+        assert all(b > a for a, b in zip(times, times[1:], strict=False))  # each stream's times rise
+    assert lag and max(lag) < 1.0  # frames after the step stamped on the new time, not seconds off it
+    assert 20 <= cap.status.fps <= 30  # the camera's 25 fps, not a rate measured across the step

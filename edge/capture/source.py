@@ -220,6 +220,11 @@ class VideoSource:
         with _ffmpeg_errors(self._stalled()):
             return self._decode(packet, arrival)
 
+    def restamp(self, at: float) -> None:
+        """Stamp the frames from here on as a new connection opened at `at` (wall clock) would: the node's
+        clock was set, and times from before the step cannot go on in one stream with times after it."""
+        self._clock = StreamClock(self.opts.clock, at)
+
     def _stalled(self) -> str:
         return f"stalled: no data for {self.opts.read_timeout_s:.0f} s"
 
