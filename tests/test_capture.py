@@ -497,3 +497,29 @@ def test_a_step_of_the_node_s_clock_starts_a_new_stream_stamped_on_the_new_time(
         assert all(b > a for a, b in zip(times, times[1:], strict=False))  # each stream's times rise
     assert lag and max(lag) < 1.0  # frames after the step stamped on the new time, not seconds off it
     assert 20 <= cap.status.fps <= 30  # the camera's 25 fps, not a rate measured across the step
+
+
+def test_a_raw_h264_stream_without_timestamps_gets_times_and_evidence(sim_clip, tmp_path):
+    # An elementary stream (a DVR's .264 export, H.264 sent bare over TCP) has no timestamps at all; cameras
+    # send no B-frames, so decoding order is showing order.
+    folder = sim_clip("throw", 1)
+    ffmpeg = ["ffmpeg", "-loglevel", "error", "-i"]
+    mp4, raw = tmp_path / "scene.mp4", tmp_path / "scene.h264"
+    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "25"]
+    subprocess.run([*ffmpeg, str(folder / "scene.mp4"), *encode, str(mp4)], check=True)
+    subprocess.run([*ffmpeg, str(mp4), "-c", "copy", str(raw)], check=True)
+    facade = ", facade: " + yaml.safe_dump(sim_facade(folder), default_flow_style=True).strip()
+    found = {}
+    for clip in (mp4, raw):  # the mp4 is the control: the same throws, the same evidence
+        sink = Recorder()
+        _feed_clip(_pipeline(tmp_path / clip.suffix, facade, sink, evidence=True), clip)
+        alerted = sorted(r["start_frame"] for k, r in sink.updates if k == UpdateKind.NEW)
+        saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
+        assert len(saved) == len(alerted) and all(verify_folder(f.folder) == [] for f in saved)
+        found[clip.suffix] = alerted
+    assert found[".h264"] == found[".mp4"] and found[".mp4"]
+    feed = Feed(10_000, lossless=True)
+    cap = _file_capture(raw, feed)
+    cap.start()
+    times = [f.t for i in _drain(feed, cap) if isinstance(i, Chunk) for f in i.frames]
+    assert len(times) == 200 and np.allclose(np.diff(times), 0.04)

@@ -35,6 +35,9 @@ _MAX_LATENESS_S = 3.0  # frames stamped later than this behind their arrival: th
 # is parallelism enough (PyAV decodes without the GIL). FFmpeg's default (frame threads, one per core plus
 # one) cost 12 MB more per 1080p camera for its extra frames in flight, and more CPU for handing them over.
 DECODER_THREADS = 1
+# A stream that carries no timestamps at all (raw H.264, a DVR's .264 export) and declares no rate either is
+# timed at the rate most cameras send; one that declares its rate is timed at that.
+_UNTIMED_FPS = 25.0
 
 
 @dataclass
@@ -214,11 +217,24 @@ class VideoSource:
         self._first_pts: float | None = None
         self._clock = StreamClock(self.opts.clock, self._opened_at)
         self._stamped = False  # a frame with a timestamp has been seen
+        self._untimed = 0  # packets that came without any timestamp, timed by their count
 
     def decode(self, packet: av.Packet, arrival: float) -> tuple[KeptPacket | None, list[CapturedFrame]]:
         """A packet from demux(), in order, with the frames it decoded to (None at the final flush)."""
+        if packet.size and packet.pts is None and packet.dts is None:
+            self._time_untimed(packet)
         with _ffmpeg_errors(self._stalled()):
             return self._decode(packet, arrival)
+
+    def _time_untimed(self, packet: av.Packet) -> None:
+        """Time a packet of a stream without timestamps by its place in the stream, at its declared rate.
+
+        Else its frames cannot be placed in time (live they were never delivered), and the packet was taken for
+        the decoder's final flush and left out of the evidence. In decoding order: exact without B-frames.
+        """
+        rate = float(self.params.rate) if self.params.rate else _UNTIMED_FPS
+        packet.pts = packet.dts = round(self._untimed / rate / self._tb)
+        self._untimed += 1
 
     def restamp(self, at: float) -> None:
         """Stamp the frames from here on as a new connection opened at `at` (wall clock) would: the node's
