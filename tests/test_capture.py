@@ -523,3 +523,18 @@ def test_a_raw_h264_stream_without_timestamps_gets_times_and_evidence(sim_clip, 
     cap.start()
     times = [f.t for i in _drain(feed, cap) if isinstance(i, Chunk) for f in i.frames]
     assert len(times) == 200 and np.allclose(np.diff(times), 0.04)
+
+
+@pytest.mark.parametrize("ppm", [-100.0, 0.0, 100.0])
+def test_capture_times_keep_to_arrival_over_days_whatever_the_camera_clock_drift(ppm):
+    # A camera's clock is its own crystal: 100 ppm slow is 8.6 s a day behind the node's NTP time.
+    clock = StreamClock(Clock.WALL, opened_at=1000.0)
+    latency, late = 0.15, []
+    rng = np.random.default_rng(3)
+    for k in range(2 * 86400 * 2):  # two days, a frame each half second (enough to follow the clocks)
+        real = 1000.0 + k / 2
+        arrival = real + latency + (rng.exponential(0.05) if k % 500 else 2.0)  # jitter, and a late burst
+        t = clock.t((real - 1000.0) * (1 + ppm * 1e-6), arrival)
+        if k > 86400 * 2:
+            late.append(arrival - t)
+    assert max(late) < 2.0 + latency + 0.5 and np.median(late) < latency + 0.3, (max(late), np.median(late))

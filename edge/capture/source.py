@@ -31,6 +31,10 @@ class StreamEnded(SourceError):
 
 
 _MAX_LATENESS_S = 3.0  # frames stamped later than this behind their arrival: the camera's clock drifted; re-anchor
+# A camera clock that runs slow (its own crystal: 100 ppm is 8.6 s a day) is followed over windows of this
+# long: the frame that came soonest in one tells the network's delay, which jitter and bursts only add to.
+_DRIFT_WINDOW_S = 60.0
+_DRIFT_STEP_S = 0.1  # the soonest frame of a window this much later than the first window's: catch up
 # One decoding thread per camera: a node runs several cameras on few cores, so each camera's capture thread
 # is parallelism enough (PyAV decodes without the GIL). FFmpeg's default (frame threads, one per core plus
 # one) cost 12 MB more per 1080p camera for its extra frames in flight, and more CPU for handing them over.
@@ -75,13 +79,18 @@ class StreamClock:
     """Capture times from the stream's own timestamps, so frames that arrive in a burst keep their spacing.
 
     On the wall clock a stream's first frame is taken to be captured when the connection was opened; a frame
-    is never stamped after it arrived, and a camera clock that runs slow is pulled back within _MAX_LATENESS_S.
+    is never stamped after it arrived, and a camera clock that runs slow is followed: the frame that arrived
+    soonest in each _DRIFT_WINDOW_S keeps the delay the first window measured (and never more than
+    _MAX_LATENESS_S in between).
     """
 
     def __init__(self, clock: Clock, opened_at: float):
         self.clock, self.opened_at = Clock(clock), opened_at
         self.anchor: float | None = None
         self.last = 0.0
+        self._window: float | None = None  # arrival that began the current window
+        self._soonest = float("inf")  # the least lateness seen in it
+        self._delay: float | None = None  # the least lateness of the first window: the network's own
 
     def t(self, pts_s: float | None, arrival: float) -> float:
         if pts_s is None:  # no timestamp: arrival on the wall clock, the last known time on stream time
@@ -98,8 +107,21 @@ class StreamClock:
         elif arrival - t > _MAX_LATENESS_S:
             self.anchor = arrival - _MAX_LATENESS_S - pts_s
             t = self.anchor + pts_s
+        self._follow_drift(arrival, arrival - t)
         self.last = t
         return t
+
+    def _follow_drift(self, arrival: float, lateness: float) -> None:
+        self._soonest = min(self._soonest, lateness)
+        if self._window is None:
+            self._window = arrival
+        if arrival - self._window < _DRIFT_WINDOW_S:
+            return
+        if self._delay is None:
+            self._delay = self._soonest
+        elif self._soonest - self._delay > _DRIFT_STEP_S:
+            self.anchor += self._soonest - self._delay  # from the next frame: a step of about a tenth of a second
+        self._window, self._soonest = arrival, float("inf")
 
 
 _SECRET_PARAM = re.compile(SECRET_WORDS, re.IGNORECASE)
