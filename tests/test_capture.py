@@ -412,3 +412,129 @@ def test_backoff_survives_a_night_of_retries():
     b = Backoff(0.5, 30.0)
     b.failures = 5000  # a camera unpowered for a long night
     assert 15.0 <= b.next_delay() <= 30.0
+
+
+def _frame_sizes(clip: Path) -> set[tuple[int, int]]:
+    import av
+
+    with av.open(str(clip)) as c:
+        return {(f.width, f.height) for f in c.decode(video=0)}
+
+
+def test_a_picture_size_change_within_a_connection_starts_a_new_stream_and_its_own_clips(sim_clip, tmp_path):
+    folder = sim_clip("throw", 1)
+    small = _ts(folder / "scene.mp4", tmp_path / "a.ts")
+    big = _ts(folder / "scene.mp4", tmp_path / "b.ts", offset=8, size="1280:720")
+    joined = tmp_path / "switch.ts"
+    joined.write_bytes(small.read_bytes() + big.read_bytes())  # the camera switched to 720p, same connection
+    feed = Feed(10_000, lossless=True)
+    cap = _file_capture(joined, feed)
+    cap.start()
+    items = _drain(feed, cap)
+    starts = [i for i in items if isinstance(i, StreamStarted)]
+    assert [(s.params.width, s.params.height) for s in starts] == [(640, 360), (1280, 720)]
+    stop = next(i for i in items if isinstance(i, StreamStopped))
+    assert stop.session == starts[0].session and "1280x720" in stop.reason
+    after = items[items.index(starts[1]) :]
+    assert all(i.packet.params == starts[1].params for i in after if isinstance(i, Chunk) and i.packet)
+    assert (cap.status.width, cap.status.height) == (1280, 720)
+
+    # each clip holds pictures of the one size its evidence records, and one cut by the change says so
+    facade = {**sim_facade(folder), "image_size": [640, 360]}
+    sink = Recorder()
+    text = ", facade: " + yaml.safe_dump(facade, default_flow_style=True).strip()
+    _feed_clip(_pipeline(tmp_path, text, sink, evidence=True), joined)
+    saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
+    sizes = {}
+    for files in saved:
+        recorded = yaml.safe_load((files.folder / "event.json").read_text())["evidence"]["frame_size"]
+        sizes[files.folder.name] = (_frame_sizes(files.folder / files.original), tuple(recorded))
+    assert {s for found, _ in sizes.values() for s in found} == {(640, 360), (1280, 720)}  # both halves alerted
+    assert all(found == {size} for found, size in sizes.values()), sizes
+    assert any("picture changed to 1280x720" in (f.note or "") for f in saved), [f.note for f in saved]
+
+
+@pytest.mark.parametrize("step_s", [-3600.0, 3600.0])
+def test_a_step_of_the_node_s_clock_starts_a_new_stream_stamped_on_the_new_time(
+    sim_clip, tmp_path, monkeypatch, step_s
+):
+    # A node without a real-time clock boots on the time it last saved and NTP then sets it: frames stamped
+    # across the step would go back an hour (the packet ring and a clip waiting for its post-roll wait an
+    # hour), or lag it by the lateness the stamps allow.
+    clip = tmp_path / "two.ts"
+    cut = ["ffmpeg", "-loglevel", "error", "-i", str(sim_clip("throw", 1) / "scene.mp4"), "-t", "2", "-c", "copy"]
+    subprocess.run([*cut, str(clip)], check=True)
+    offset = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: time.monotonic() + offset[0])
+    demux = VideoSource.demux
+
+    def as_a_camera_sends(self):  # 25 packets a second, the clock stepping after the first second
+        for n, item in enumerate(demux(self)):
+            time.sleep(0.04)
+            if n == 25:
+                offset[0] += step_s
+            yield item[0], time.time()
+
+    monkeypatch.setattr(VideoSource, "demux", as_a_camera_sends)
+    feed = Feed(max_frames=100)
+    cap = CameraCapture("cam", str(clip), CaptureConfig(), feed, is_file=False)
+    cap.start()
+    items, lag = [], []
+    try:
+        while (frames := sum(len(i.frames) for i in items if isinstance(i, Chunk))) < 48:
+            item = feed.get(5)
+            assert item is not None, items
+            items.append(item)
+            if isinstance(item, Chunk) and item.frames and frames >= 30:
+                lag.append(time.time() - item.frames[-1].t)
+    finally:
+        cap.stop()
+        cap.join(10)
+    stops = [i for i in items if isinstance(i, StreamStopped)]
+    assert len(stops) == 1 and "clock was set" in stops[0].reason and cap.reconnects == 0
+    for session in {i.session for i in items if isinstance(i, Chunk)}:
+        times = [f.t for i in items if isinstance(i, Chunk) and i.session == session for f in i.frames]
+        assert all(b > a for a, b in zip(times, times[1:], strict=False))  # each stream's times rise
+    assert lag and max(lag) < 1.0  # frames after the step stamped on the new time, not seconds off it
+    assert 20 <= cap.status.fps <= 30  # the camera's 25 fps, not a rate measured across the step
+
+
+def test_a_raw_h264_stream_without_timestamps_gets_times_and_evidence(sim_clip, tmp_path):
+    # An elementary stream (a DVR's .264 export, H.264 sent bare over TCP) has no timestamps at all; cameras
+    # send no B-frames, so decoding order is showing order.
+    folder = sim_clip("throw", 1)
+    ffmpeg = ["ffmpeg", "-loglevel", "error", "-i"]
+    mp4, raw = tmp_path / "scene.mp4", tmp_path / "scene.h264"
+    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "25"]
+    subprocess.run([*ffmpeg, str(folder / "scene.mp4"), *encode, str(mp4)], check=True)
+    subprocess.run([*ffmpeg, str(mp4), "-c", "copy", str(raw)], check=True)
+    facade = ", facade: " + yaml.safe_dump(sim_facade(folder), default_flow_style=True).strip()
+    found = {}
+    for clip in (mp4, raw):  # the mp4 is the control: the same throws, the same evidence
+        sink = Recorder()
+        _feed_clip(_pipeline(tmp_path / clip.suffix, facade, sink, evidence=True), clip)
+        alerted = sorted(r["start_frame"] for k, r in sink.updates if k == UpdateKind.NEW)
+        saved = [f for f in sink.evidence if f.stage == EvidenceStage.ORIGINAL]
+        assert len(saved) == len(alerted) and all(verify_folder(f.folder) == [] for f in saved)
+        found[clip.suffix] = alerted
+    assert found[".h264"] == found[".mp4"] and found[".mp4"]
+    feed = Feed(10_000, lossless=True)
+    cap = _file_capture(raw, feed)
+    cap.start()
+    times = [f.t for i in _drain(feed, cap) if isinstance(i, Chunk) for f in i.frames]
+    assert len(times) == 200 and np.allclose(np.diff(times), 0.04)
+
+
+@pytest.mark.parametrize("ppm", [-100.0, 0.0, 100.0])
+def test_capture_times_keep_to_arrival_over_days_whatever_the_camera_clock_drift(ppm):
+    # A camera's clock is its own crystal: 100 ppm slow is 8.6 s a day behind the node's NTP time.
+    clock = StreamClock(Clock.WALL, opened_at=1000.0)
+    latency, late = 0.15, []
+    rng = np.random.default_rng(3)
+    for k in range(2 * 86400 * 2):  # two days, a frame each half second (enough to follow the clocks)
+        real = 1000.0 + k / 2
+        arrival = real + latency + (rng.exponential(0.05) if k % 500 else 2.0)  # jitter, and a late burst
+        t = clock.t((real - 1000.0) * (1 + ppm * 1e-6), arrival)
+        if k > 86400 * 2:
+            late.append(arrival - t)
+    assert max(late) < 2.0 + latency + 0.5 and np.median(late) < latency + 0.3, (max(late), np.median(late))

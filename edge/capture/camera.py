@@ -82,6 +82,10 @@ def stream_rate(stamps: list[float | None], declared: float | None) -> float | N
     return round(measured, 3)
 
 
+# The wall clock moving against the monotonic one by more than this between two packets was set (NTP stepping
+# it at boot, a person): a slew of NTP moves both clocks alike, and reading the two takes microseconds, so
+# this leaves room for a starved reader thread. A smaller step stays within the lateness stamps allow.
+_CLOCK_STEP_S = 2.0
 _BACKWARD_TOLERANCE_S = 0.2  # frames come in display order; a step back beyond jitter is a timestamp reset
 _MAX_DOUBLINGS = 30  # far past any cap; 2**1024 would overflow a float after a night of retries
 
@@ -138,6 +142,7 @@ class CameraCapture(threading.Thread):
         )
         self._recent: deque[float] = deque(maxlen=50)
         self.session = 0
+        self._rate: float | None = None  # the frame rate the current session was announced with
         self._online_sessions = 0
         self._announced_stop = 0  # the last session whose end the feed was told
         self.decode_s = 0.0  # time spent decoding (metrics: ms per frame)
@@ -186,8 +191,8 @@ class CameraCapture(threading.Thread):
 
         def announce() -> None:
             stamps = [f.pts_s for c in held for f in c.frames]
-            rate = stream_rate(stamps, declared)
-            self.feed.put(StreamStarted(self.session, params, rate, source.announced_frames))
+            self._rate = stream_rate(stamps, declared)
+            self.feed.put(StreamStarted(self.session, source.params, self._rate, source.announced_frames))
             for chunk in held:
                 self.feed.put(chunk)
             held.clear()
@@ -215,15 +220,29 @@ class CameraCapture(threading.Thread):
     ) -> None:
         last: tuple[float | None, float] = (None, time.monotonic())  # the last frame's pts_s, and when it came
         announced = False
+        params = source.params
+        clock: float | None = None  # the wall clock minus the monotonic one when the last packet arrived
         for item in reader:
             if self._halt.is_set():
                 reader.stop()  # nothing more is read; what was read still goes to the worker, as it did
+            step, clock = self._clock_step(source, item, clock)
+            if step:
+                source.restamp(item.arrival)
+                if announced:
+                    way = "forward" if step > 0 else "back"
+                    self._new_stream(f"the node's clock was set {way} by {abs(step):.0f} s", source)
             try:
                 chunk, last = self._decoded(source, item, *last)
             except BaseException:
                 if item.admitted:
                     self.feed.release(1)  # its place in the feed was kept for a frame that never comes
                 raise
+            if chunk.packet is not None and chunk.packet.params != params:
+                params = chunk.packet.params
+                self.status.width, self.status.height = params.width, params.height
+                if announced:  # else the stream is announced with the size it has by then
+                    self._new_stream(f"the picture changed to {params.width}x{params.height}", source)
+                    chunk.session = self.session
             if announced:
                 self.feed.put(chunk)
             else:
@@ -258,6 +277,30 @@ class CameraCapture(threading.Thread):
             if frame.pts_s is not None:
                 last_pts_s = frame.pts_s
         return Chunk(self.session, pkt, frames, item.admitted), (last_pts_s, last_frame)
+
+    def _clock_step(
+        self, source: VideoSource, item: Demuxed, last: float | None
+    ) -> tuple[float | None, float | None]:
+        """How far the node's wall clock was set since the last packet (None: it was not), and the new offset.
+
+        Only for a live camera stamped on the wall clock: a file waits for the worker between reading a packet
+        and noting when it came, and replay runs on stream time.
+        """
+        if self.feed.lossless or source.opts.clock is not Clock.WALL:
+            return None, None
+        offset = item.arrival - item.received
+        if last is not None and abs(offset - last) > _CLOCK_STEP_S:
+            return offset - last, offset
+        return None, offset
+
+    def _new_stream(self, reason: str, source: VideoSource) -> None:
+        """What follows within this connection is another stream, as after a reconnect (tracks end, clips in
+        progress are saved with a note), without losing the connection."""
+        log.warning("camera %s: %s; a new stream starts", self.camera, reason)
+        self._announce_stop(reason)
+        self.session += 1
+        self._recent.clear()  # the rate in status is measured on this stream's times, not across a clock step
+        self.feed.put(StreamStarted(self.session, source.params, self._rate, source.announced_frames))
 
     def _delivered(self, frames: list[CapturedFrame]) -> None:
         if self.status.state != CameraState.ONLINE:

@@ -31,10 +31,17 @@ class StreamEnded(SourceError):
 
 
 _MAX_LATENESS_S = 3.0  # frames stamped later than this behind their arrival: the camera's clock drifted; re-anchor
+# A camera clock that runs slow (its own crystal: 100 ppm is 8.6 s a day) is followed over windows of this
+# long: the frame that came soonest in one tells the network's delay, which jitter and bursts only add to.
+_DRIFT_WINDOW_S = 60.0
+_DRIFT_STEP_S = 0.1  # the soonest frame of a window this much later than the first window's: catch up
 # One decoding thread per camera: a node runs several cameras on few cores, so each camera's capture thread
 # is parallelism enough (PyAV decodes without the GIL). FFmpeg's default (frame threads, one per core plus
 # one) cost 12 MB more per 1080p camera for its extra frames in flight, and more CPU for handing them over.
 DECODER_THREADS = 1
+# A stream that carries no timestamps at all (raw H.264, a DVR's .264 export) and declares no rate either is
+# timed at the rate most cameras send; one that declares its rate is timed at that.
+_UNTIMED_FPS = 25.0
 
 
 @dataclass
@@ -72,13 +79,18 @@ class StreamClock:
     """Capture times from the stream's own timestamps, so frames that arrive in a burst keep their spacing.
 
     On the wall clock a stream's first frame is taken to be captured when the connection was opened; a frame
-    is never stamped after it arrived, and a camera clock that runs slow is pulled back within _MAX_LATENESS_S.
+    is never stamped after it arrived, and a camera clock that runs slow is followed: the frame that arrived
+    soonest in each _DRIFT_WINDOW_S keeps the delay the first window measured (and never more than
+    _MAX_LATENESS_S in between).
     """
 
     def __init__(self, clock: Clock, opened_at: float):
         self.clock, self.opened_at = Clock(clock), opened_at
         self.anchor: float | None = None
         self.last = 0.0
+        self._window: float | None = None  # arrival that began the current window
+        self._soonest = float("inf")  # the least lateness seen in it
+        self._delay: float | None = None  # the least lateness of the first window: the network's own
 
     def t(self, pts_s: float | None, arrival: float) -> float:
         if pts_s is None:  # no timestamp: arrival on the wall clock, the last known time on stream time
@@ -95,8 +107,21 @@ class StreamClock:
         elif arrival - t > _MAX_LATENESS_S:
             self.anchor = arrival - _MAX_LATENESS_S - pts_s
             t = self.anchor + pts_s
+        self._follow_drift(arrival, arrival - t)
         self.last = t
         return t
+
+    def _follow_drift(self, arrival: float, lateness: float) -> None:
+        self._soonest = min(self._soonest, lateness)
+        if self._window is None:
+            self._window = arrival
+        if arrival - self._window < _DRIFT_WINDOW_S:
+            return
+        if self._delay is None:
+            self._delay = self._soonest
+        elif self._soonest - self._delay > _DRIFT_STEP_S:
+            self.anchor += self._soonest - self._delay  # from the next frame: a step of about a tenth of a second
+        self._window, self._soonest = arrival, float("inf")
 
 
 _SECRET_PARAM = re.compile(SECRET_WORDS, re.IGNORECASE)
@@ -214,11 +239,29 @@ class VideoSource:
         self._first_pts: float | None = None
         self._clock = StreamClock(self.opts.clock, self._opened_at)
         self._stamped = False  # a frame with a timestamp has been seen
+        self._untimed = 0  # packets that came without any timestamp, timed by their count
 
     def decode(self, packet: av.Packet, arrival: float) -> tuple[KeptPacket | None, list[CapturedFrame]]:
         """A packet from demux(), in order, with the frames it decoded to (None at the final flush)."""
+        if packet.size and packet.pts is None and packet.dts is None:
+            self._time_untimed(packet)
         with _ffmpeg_errors(self._stalled()):
             return self._decode(packet, arrival)
+
+    def _time_untimed(self, packet: av.Packet) -> None:
+        """Time a packet of a stream without timestamps by its place in the stream, at its declared rate.
+
+        Else its frames cannot be placed in time (live they were never delivered), and the packet was taken for
+        the decoder's final flush and left out of the evidence. In decoding order: exact without B-frames.
+        """
+        rate = float(self.params.rate) if self.params.rate else _UNTIMED_FPS
+        packet.pts = packet.dts = round(self._untimed / rate / self._tb)
+        self._untimed += 1
+
+    def restamp(self, at: float) -> None:
+        """Stamp the frames from here on as a new connection opened at `at` (wall clock) would: the node's
+        clock was set, and times from before the step cannot go on in one stream with times after it."""
+        self._clock = StreamClock(self.opts.clock, at)
 
     def _stalled(self) -> str:
         return f"stalled: no data for {self.opts.read_timeout_s:.0f} s"
@@ -243,12 +286,20 @@ class VideoSource:
             frames.append(CapturedFrame(luma_plane(frame).copy(), t, frame.pts, pts_s))
         if flush:
             return None, frames
+        self._follow_size()
         stamp = packet.dts if packet.dts is not None else packet.pts  # decode order: never reordered
         pkt_t = clock.t(float(stamp * tb) if stamp is not None else None, arrival)
         kept = KeptPacket.of(packet, pkt_t, self.params)
         if self._reframe is not None:
             kept = replace(kept, data=self._reframe.convert(kept.data, kept.keyframe))
         return kept, frames
+
+    def _follow_size(self) -> None:
+        """Keep `params` to the picture size the decoder now reads: a camera can change it within a connection
+        (a new SPS after its settings changed), and packets of two sizes cannot share a clip."""
+        cc = self.stream.codec_context
+        if cc.width and cc.height and (cc.width, cc.height) != (self.params.width, self.params.height):
+            self.params = replace(self.params, width=cc.width, height=cc.height)
 
     def close(self) -> None:
         if self.container is not None:
