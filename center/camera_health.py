@@ -11,17 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from center.db import Camera, CameraProblem, Job, Node, utcnow
+from center.db import Camera, CameraProblem, Node, utcnow
 from center.loop import OFFICE, Loop
-from center.models import JobState
 from edge.detect.tamper import ProblemState
 from edge.listen import MAX_CAMERAS_PER_NODE
 from edge.publish.problem_message import Id, ProblemMessage, Text
 from edge.retention import Level as StorageLevel
-
-FLAP_QUIET_S = 15 * 60  # a camera problem raised again within this of the last raise told waits out the rest:
-# a camera going up and down every few minutes is one notice a quarter hour, not two every cycle in the chat
-OFFICE_CHANNELS = ("webhook", "wecom", "email")  # where Loop.fan_out sends the office's notices
 
 
 class StorageMessage(BaseModel):
@@ -94,26 +89,7 @@ def keep_problem(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | 
 
 
 def _tell_office(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | None) -> None:
-    """A notice on every webhook and WeCom group, and email to the office: someone must go to the camera.
-
-    A camera that flaps (a flaky PoE port: offline, back, offline) is told once per FLAP_QUIET_S: a raise
-    within that of the last raise told waits until it has passed, and a clear coming meanwhile withdraws it
-    and is not told either (the office's last word, back to normal, is still true). One that stays down is
-    told, FLAP_QUIET_S at most after the raise before."""
-    now = utcnow()
-    told = _raises_told(s, msg, now)
-    if msg.state == ProblemState.CLEARED:
-        waiting = [j for j in told if j.due_at > now and j.attempts == 0 and j.state == JobState.PENDING]
-        for job in waiting:
-            s.delete(job)
-        if waiting:
-            return
-        due = now
-    else:
-        last = max((j.due_at for j in told), default=None)
-        if last is not None and last > now:
-            return  # a raise of this problem is already waiting to be told
-        due = last + dt.timedelta(seconds=FLAP_QUIET_S) if last is not None else now
+    """A notice on every webhook and WeCom group, and email to the office: someone must go to the camera."""
     building = loop.roster.building_of(msg.node, msg.camera)
     b = loop.roster.buildings.get(building) if building else None
     payload = {
@@ -129,28 +105,7 @@ def _tell_office(s: Session, loop: Loop, msg: ProblemMessage, at: dt.datetime | 
         "address": b.address if b else None,
         "to": OFFICE,
     }
-    before = set(s.new)
-    loop.fan_out(s, None, payload, loop.roster.office.email, now)
-    for job in set(s.new) - before:
-        if isinstance(job, Job):
-            job.due_at = max(due, now)
-
-
-def _raises_told(s: Session, msg: ProblemMessage, now: dt.datetime) -> list[Job]:
-    """The notices of raises of `msg`'s problem on its camera due within FLAP_QUIET_S of now (or later)."""
-    jobs = s.scalars(
-        select(Job).where(
-            Job.case_id.is_(None),
-            Job.channel.in_(OFFICE_CHANNELS),
-            Job.due_at >= now - dt.timedelta(seconds=FLAP_QUIET_S),
-        )
-    )
-    want = {"kind": "camera_problem", "node": msg.node, "camera": msg.camera, "problem": str(msg.problem)}
-    return [
-        j
-        for j in jobs
-        if j.payload.get("state") == ProblemState.RAISED and all(j.payload.get(k) == v for k, v in want.items())
-    ]
+    loop.fan_out(s, None, payload, loop.roster.office.email, utcnow())
 
 
 def keep_storage(node: Node, msg: StorageMessage) -> None:

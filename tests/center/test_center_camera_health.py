@@ -3,7 +3,6 @@ through real notifiers; hostile or foreign messages refused."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import uuid
@@ -125,33 +124,6 @@ def test_a_late_raise_of_a_problem_still_active_is_told(parts):
     _send(parts, problem(problem="moved", active=("moved", "covered"), at_s=2000.0, id="east-moved-1"))
     _send(parts, problem(at_s=1000.0))  # covered first; the newer message says it still is
     assert _told(parts) == [("moved", "raised"), ("covered", "raised")]
-
-
-def test_a_camera_going_down_and_up_every_few_minutes_is_told_once_a_quarter_hour(parts, hook):
-    at = 1000.0
-    for cycle in range(4):  # a flaky PoE port: offline, back, offline, back ...
-        _send(parts, problem("offline", active=("offline",), at_s=at, id=f"east-offline-{cycle}"))
-        _send(parts, problem("offline", "cleared", active=(), at_s=at + 130, id=f"east-offline-{cycle}"))
-        at += 260
-    _runner(parts).run_due()
-    texts = [json.loads(body)["text"] for _, body in hook.requests]
-    assert len(texts) == 2 and "恢复正常" in texts[1]  # the first down and up; the office's last word stays true
-    assert _told(parts) == [("offline", "raised"), ("offline", "cleared")]
-    _send(parts, problem(problem="moved", active=("moved",), at_s=at, id="east-moved-1"))  # control: another
-    assert _runner(parts).run_due() == 1  # problem of the same camera is told at once
-
-
-def test_a_flapping_camera_that_then_stays_down_is_told_within_the_quarter_hour(parts, hook):
-    from center.camera_health import FLAP_QUIET_S
-    from center.db import utcnow
-
-    _send(parts, problem("offline", active=("offline",), at_s=1000.0, id="east-offline-1"))
-    _send(parts, problem("offline", "cleared", active=(), at_s=1130.0, id="east-offline-1"))
-    _send(parts, problem("offline", active=("offline",), at_s=1260.0, id="east-offline-2"))  # and stays down
-    assert _runner(parts).run_due() == 2  # the first down and up; the second down waits
-    later = utcnow() + dt.timedelta(seconds=FLAP_QUIET_S + 1)
-    assert _runner(parts).run_due(later) == 1
-    assert [json.loads(body)["state"] for _, body in hook.requests] == ["raised", "cleared", "raised"]
 
 
 @pytest.mark.parametrize(
