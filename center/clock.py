@@ -2,8 +2,11 @@
 
 A node that booted without a clock (no RTC battery, NTP not yet reached) or never synced on a closed network
 stamps its alerts with a wrong time, and the dispatcher's list is sorted by it: a case dated 2000 falls to
-the last page. A message's `sent_utc` (the node's clock as it left) against the center's receipt tells how
-far off the node is, whatever the message waited in the node's outbox.
+the last page. Two measures must agree before a time is moved. The node's latest stats message, as it came
+(never a retained copy), tells how far its clock is off now: the center's receipt minus the stats' `sent_utc`.
+An alert's own receipt minus its `sent_utc` says the same when the node's clock was off as it sent; it says
+more when the message waited on the way (the center down, the broker holding it, a resend with an old
+stamp), and then the node's time stands.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 # A node clock further off than this is corrected: NTP's error and a message's trip are far inside it, and a
-# case is not misplaced on the list by it.
+# case is not misplaced on the list by it. It is also how closely the two measures must agree.
 CLOCK_SKEW = dt.timedelta(minutes=2)
 
 
@@ -20,7 +23,7 @@ CLOCK_SKEW = dt.timedelta(minutes=2)
 class NodeClock:
     """How far a node's clock was off as a message left it: the center's time minus the node's."""
 
-    offset: dt.timedelta | None  # None: within CLOCK_SKEW, or not known (an older node sends no sent_utc)
+    offset: dt.timedelta | None  # None: within CLOCK_SKEW, not known, or the two measures disagree
     received: dt.datetime  # the center's clock when the message came
 
     def on_center_clock(self, node_time: dt.datetime | None) -> dt.datetime | None:
@@ -32,9 +35,19 @@ class NodeClock:
         return min(node_time, self.received) if node_time > self.received + CLOCK_SKEW else node_time
 
 
-def node_clock(sent: dt.datetime | None, received: dt.datetime) -> NodeClock:
-    """The node's clock as a message sent at `sent` (its clock) came at `received` (ours)."""
-    if sent is None:
+def node_clock(sent: dt.datetime | None, received: dt.datetime, measured_s: float | None) -> NodeClock:
+    """The node's clock as a message sent at `sent` (its clock) came at `received` (ours); `measured_s` is the
+    offset its latest live stats showed (`Node.clock_offset_s`)."""
+    if sent is None or measured_s is None:
         return NodeClock(None, received)
-    offset = received - sent
-    return NodeClock(offset if abs(offset) > CLOCK_SKEW else None, received)
+    measured = dt.timedelta(seconds=measured_s)
+    if abs(measured) <= CLOCK_SKEW or abs(received - sent - measured) > CLOCK_SKEW:
+        return NodeClock(None, received)
+    return NodeClock(measured, received)
+
+
+def told_offset(told: dt.datetime | None, kept: dt.datetime | None) -> dt.timedelta | None:
+    """How far a time the center kept (`kept`) was moved from what the node told (`told`), when it was."""
+    if told is None or kept is None or abs(kept - told) <= CLOCK_SKEW:
+        return None
+    return kept - told

@@ -73,6 +73,9 @@ class Node(Base):
     stats: Mapped[dict | None]
     stats_at: Mapped[dt.datetime | None]
     storage: Mapped[dict | None]  # the node's latest storage level message (docs/schemas/storage.schema.json)
+    # The center's clock minus the node's, in seconds, as its latest stats message (sent, not retained) showed:
+    # what center.clock corrects a wrong node clock's alert times by.
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)
 
 
 class Camera(Base):

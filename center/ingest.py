@@ -129,8 +129,10 @@ class Ingest:
     _health_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- routing -------------------------------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> None:
-        """Validate and store one message; returns once it is committed or refused for good."""
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Validate and store one message; returns once it is committed or refused for good.
+
+        `retained`: the broker gave it as the topic's retained message on subscribing, not as it was sent."""
         parts = topic.split("/")
         if len(parts) < 3 or parts[0] != self.prefix:
             self.drops("bad topic", topic)
@@ -142,7 +144,7 @@ class Ingest:
         if rest == ["available"]:
             self._available(node, payload, topic)
         elif rest == ["stats"]:
-            self._stats(node, payload, topic)
+            self._stats(node, payload, topic, live=not retained)
         elif len(rest) == 2 and rest[1] == "status":
             self._status(node, rest[0], payload, topic)
         elif len(rest) == 3 and rest[0] == "cameras" and rest[2] == "problem":
@@ -192,12 +194,12 @@ class Ingest:
         with self.sessions.begin() as s:
             self._node(s, node, utcnow()).available = payload.decode()
 
-    def _stats(self, node: str, payload: bytes, topic: str) -> None:
+    def _stats(self, node: str, payload: bytes, topic: str, live: bool) -> None:
         body = _json(payload, MAX_JSON_BYTES)
         if body is None or body.get("node") != node:
             self.drops("bad stats", topic)
             return
-        self._hold_health((node, None), payload, topic)
+        self._hold_health((node, None), payload, topic, live)
 
     def _status(self, node: str, camera: str, payload: bytes, topic: str) -> None:
         body = _json(payload, MAX_JSON_BYTES)
@@ -244,7 +246,7 @@ class Ingest:
         with self.sessions.begin() as s:
             keep_storage(self._node(s, node, utcnow()), msg)
 
-    def _hold_health(self, key: tuple[str, str | None], payload: bytes, topic: str) -> None:
+    def _hold_health(self, key: tuple[str, str | None], payload: bytes, topic: str, live: bool = False) -> None:
         """Keep the latest status or stats until the next flush_health: they come every few seconds from
         every camera (QoS 0, retained, so nothing to acknowledge), and one transaction takes them all.
 
@@ -261,7 +263,7 @@ class Ingest:
             ):
                 self.drops("health backlog", topic)
                 return
-            self._health[key] = (payload, utcnow())
+            self._health[key] = (payload, utcnow(), live)
             self._health_bytes[node] += size - freed
             self._health_total += size - freed
 
@@ -283,11 +285,14 @@ class Ingest:
 
     def _write_health(self, items: list) -> None:
         with self.sessions.begin() as s:
-            for (node, camera), (payload, at) in items:
+            for (node, camera), (payload, at, live) in items:
                 body = _json(payload, MAX_JSON_BYTES)  # validated when it came: parses again
                 n = self._node(s, node, at)
                 if camera is None:
                     n.stats, n.stats_at = body, at
+                    node_time = parse_time(body.get("sent_utc")) or parse_time(body.get("time_utc"))
+                    if live and node_time is not None:  # a retained one may be hours old: no measure of the clock
+                        n.clock_offset_s = (at - node_time).total_seconds()
                     continue
                 row = camera_row(s, node, camera, at)
                 if row is None:
@@ -340,7 +345,8 @@ class Ingest:
     def _fold(self, s: Session, node: str, body: dict, now: dt.datetime) -> None:
         """Fold one event message into its event row, and the event into a case once it says its level."""
         ev = self._event_row(s, node, body["id"], now)
-        clock = node_clock(parse_time(body.get("sent_utc")), now)  # the node's times, put on ours
+        offset = self._node(s, node, now, touch=False).clock_offset_s
+        clock = node_clock(parse_time(body.get("sent_utc")), now, offset)  # the node's times, put on ours
         camera = body.get("camera")
         if isinstance(camera, str) and valid_id(camera):
             ev.camera = ev.camera or camera

@@ -98,7 +98,7 @@ class Receiver:
         delay, failures = RETRY_FIRST_S, 0
         while not self.stopping.is_set():
             try:
-                self.ingest.handle(msg.topic, msg.payload)
+                self.ingest.handle(msg.topic, msg.payload, retained=bool(msg.retain))
                 break
             except IntegrityError:
                 # Another instance made the same row (an alert and its still, split between instances) and has

@@ -16,7 +16,7 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session, object_session
 
 from center.api import Caller, Context
-from center.clock import node_clock
+from center.clock import told_offset
 from center.db import Case, Event, Evidence, History, Job, Node, User, utcnow
 from center.files import OutsideDataDir
 from center.ingest import parse_time
@@ -244,10 +244,8 @@ def event_views(ctx: Context, case: Case) -> list[EventView]:
         if view.manifest is not None:
             view.signed_files = _signed_files(ctx, view.manifest)
         view.clip_late = view.clip is None and e.received_at < utcnow() - CLIP_LATE
-        # Its alert message's own clock against when the event's first message came (the alert, but for a still
-        # sent a moment before it): off by more than the seconds between them only when the node's clock was.
-        view.clock_offset = node_clock(parse_time(e.body.get("sent_utc")), e.received_at).offset
         view.node_alert_at = parse_time(e.body.get("alert_utc"))
+        view.clock_offset = told_offset(view.node_alert_at, e.alert_at)  # center.clock moved it
         out.append(view)
     return out
 

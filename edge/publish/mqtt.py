@@ -635,7 +635,9 @@ class MqttPublisher:
         for msg in batch:
             if not self.connected.is_set() or self._stop.is_set():
                 break
-            payload = stamp_sent(msg.payload, _now_iso()) if msg.kind in SENT_STAMPED else msg.payload
+            # Events and stats only: the storage and problem messages' schemas allow no field more.
+            stamped = msg.topic in (self.topics.events, self.topics.stats)
+            payload = stamp_sent(msg.payload, _now_iso()) if stamped else msg.payload
             info = self.client.publish(msg.topic, payload, qos=msg.qos, retain=msg.retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break  # not connected after all: the message stays in the outbox
@@ -673,11 +675,11 @@ class MqttPublisher:
 
 
 def stamp_sent(payload: bytes, sent_utc: str) -> bytes:
-    """The event message with `sent_utc`, the node's clock as it leaves; a payload that is no JSON object goes
-    as it is.
+    """An event or stats message with `sent_utc`, the node's clock as it leaves; a payload that is no JSON object
+    goes as it is.
 
-    Its `alert_utc` and `queued_utc` may be days old (the outbox waits out the network), so only the time it
-    left tells the center how far the node's clock is off: a node that booted without a clock, say.
+    An event's `alert_utc` and `queued_utc` may be days old (the outbox waits out the network), so only the time
+    it left tells the center how far the node's clock is off: a node that booted without a clock, say.
     """
     try:
         body = json.loads(payload)
@@ -699,10 +701,6 @@ def delivered(info: mqtt.MQTTMessageInfo) -> bool | None:
     if not published:
         return None
     return info.rc == mqtt.MQTT_ERR_SUCCESS  # paho sets rc before it marks a lost QoS 0 message published
-
-
-# The messages stamped with the time they leave: the event messages, whose node times the center shows.
-SENT_STAMPED = frozenset({Kind.ALERT, Kind.EVENT})
 
 
 def _now_iso() -> str:

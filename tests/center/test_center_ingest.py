@@ -20,6 +20,7 @@ from center.trust import reverify
 from edge.publish.manifest import key_id, write_manifest
 from edge.publish.mqtt import chunk_payloads
 
+HOUR = dt.timedelta(hours=1)
 JPEG = b"\xff\xd8\xff\xe0" + b"still" * 200
 CLIP = os.urandom(70_000)
 
@@ -390,23 +391,51 @@ def _iso(t: dt.datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _stats(parts, node_now: dt.datetime, retained: bool = False, node: str = "garden3-east") -> None:
+    """The node's stats message, its clock reading `node_now` as it left; written at once."""
+    body = {"v": 1, "node": node, "time_utc": _iso(node_now), "sent_utc": _iso(node_now), "cameras": {}}
+    parts.ingest.handle(f"edge/{node}/stats", json.dumps(body).encode(), retained=retained)
+    parts.ingest.flush_health()
+
+
+DAYS = dt.timedelta(days=3)
+
+
 def test_a_node_whose_clock_is_days_behind_has_its_alert_timed_on_the_center_s_clock(parts):
-    # A node that booted without a clock dates its alert three days back, and so its sent_utc: the case is
-    # dated when it came, not three days back (where the dispatcher's list would bury it).
+    # A node that booted without a clock dates its stats and its alert three days back: the case is dated
+    # when it came, not three days back (where the dispatcher's list would bury it).
     now = dt.datetime.now(dt.UTC)
-    days_behind = now - dt.timedelta(days=3)
-    send(
-        parts, alert(event_id="ev-clockless", at=days_behind, sent_utc=_iso(days_behind + dt.timedelta(seconds=1)))
-    )
+    _stats(parts, now - DAYS)
+    send(parts, alert(event_id="ev-clockless", at=now - DAYS, sent_utc=_iso(now - DAYS)))
     assert abs(_case_time(parts, "ev-clockless") - now) < dt.timedelta(seconds=30)
 
 
 def test_an_alert_that_waited_days_in_a_node_s_outbox_keeps_its_own_time(parts):
     # Positive control: the clock was right, the network was down; the message left just now.
     now = dt.datetime.now(dt.UTC)
-    days_ago = now - dt.timedelta(days=3)
-    send(parts, alert(event_id="ev-waited", at=days_ago, sent_utc=_iso(now)))
-    assert abs(_case_time(parts, "ev-waited") - days_ago) < dt.timedelta(seconds=1)
+    _stats(parts, now)
+    send(parts, alert(event_id="ev-waited", at=now - DAYS, sent_utc=_iso(now)))
+    assert abs(_case_time(parts, "ev-waited") - (now - DAYS)) < dt.timedelta(seconds=1)
+
+
+def test_an_alert_that_waited_on_its_way_keeps_its_own_time_though_it_left_long_ago(parts):
+    # The center was down for an hour while the broker held the alert (or paho resent it with its old stamp):
+    # received minus sent is an hour, but the node's live stats say its clock is right.
+    now = dt.datetime.now(dt.UTC)
+    _stats(parts, now)
+    send(parts, alert(event_id="ev-held", at=now - HOUR, sent_utc=_iso(now - HOUR)))
+    assert abs(_case_time(parts, "ev-held") - (now - HOUR)) < dt.timedelta(seconds=1)
+
+
+def test_a_retained_stats_message_hours_old_does_not_measure_the_node_s_clock(parts):
+    # On subscribing, the broker gives the stats a node left before it went away: no reading of its clock now.
+    now = dt.datetime.now(dt.UTC)
+    _stats(parts, now - HOUR, retained=True)
+    send(parts, alert(event_id="ev-after-retained", at=now - HOUR, sent_utc=_iso(now - HOUR)))
+    assert abs(_case_time(parts, "ev-after-retained") - (now - HOUR)) < dt.timedelta(seconds=1)
+    _stats(parts, now - HOUR)  # the control: the same stats as sent live do measure it
+    send(parts, alert(event_id="ev-after-live", at=now - HOUR, sent_utc=_iso(now - HOUR)))
+    assert abs(_case_time(parts, "ev-after-live") - now) < dt.timedelta(seconds=30)
 
 
 def test_an_alert_dated_in_the_future_by_a_node_that_does_not_say_when_it_sent_is_dated_when_it_came(parts):

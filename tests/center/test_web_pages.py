@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 import threading
 from pathlib import Path
@@ -776,8 +777,11 @@ def test_a_case_from_a_node_whose_clock_was_wrong_says_so_and_what_the_node_said
     now = dt.datetime.now(dt.UTC)
     behind = now - dt.timedelta(days=3)
     iso = lambda t: t.isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    stats = {"v": 1, "node": "garden3-east", "time_utc": iso(behind), "sent_utc": iso(behind), "cameras": {}}
+    parts.ingest.handle("edge/garden3-east/stats", json.dumps(stats).encode())
+    parts.ingest.flush_health()
     send(parts, alert("garden3-east", "east", "ev-clockless", at=behind, sent_utc=iso(behind)))
-    send(parts, alert("garden3-east", "east", "ev-right", at=now - HOUR, sent_utc=iso(now)))  # the control
+    send(parts, alert("garden3-east", "west", "ev-right", at=now - HOUR, sent_utc=iso(now)))  # the control
     with parts.sessions() as s:
         cases = {e.event_id: e.case_id for e in s.scalars(select(Event))}
     zh = i18n.translator("zh")

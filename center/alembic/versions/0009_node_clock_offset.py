@@ -1,0 +1,26 @@
+"""nodes.clock_offset_s: how far each node's clock is off, from its latest stats as they came (center.clock)
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-02 04:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("clock_offset_s", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.drop_column("clock_offset_s")
