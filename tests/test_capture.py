@@ -16,7 +16,7 @@ from support.sinks import Recorder
 from edge.capture.camera import RATE_FRAMES, Backoff, CameraCapture, CameraState, stream_rate
 from edge.capture.feed import DECODED_AHEAD, Chunk, Feed, StreamStarted, StreamStopped
 from edge.capture.packets import KeptPacket, StreamParams
-from edge.capture.source import CapturedFrame, Clock, SourceOptions, StreamClock, VideoSource
+from edge.capture.source import CapturedFrame, Clock, SourceError, SourceOptions, StreamClock, VideoSource
 from edge.config import CaptureConfig, parse_config
 from edge.detect.types import UpdateKind
 from edge.pipeline import CameraPipeline, EvidenceOutput
@@ -523,6 +523,47 @@ def test_a_raw_h264_stream_without_timestamps_gets_times_and_evidence(sim_clip, 
     cap.start()
     times = [f.t for i in _drain(feed, cap) if isinstance(i, Chunk) for f in i.frames]
     assert len(times) == 200 and np.allclose(np.diff(times), 0.04)
+
+
+def test_a_raw_h264_stream_is_timed_at_the_rate_its_own_timing_declares_not_ffmpeg_s_default(tmp_path):
+    # A 12 fps camera's DVR export: FFmpeg's raw H.264 reader says 25 fps whatever the stream declares, and
+    # timed at 25 its fall would look twice as fast and four times as accelerated.
+    times = {}
+    for fps in (12, 25):  # 25 is the control: FFmpeg's default happens to be right
+        raw = tmp_path / f"r{fps}.h264"
+        source = ["-f", "lavfi", "-i", f"testsrc=size=320x240:rate={fps}", "-t", "2"]
+        encode = ["-c:v", "libx264", "-bf", "0", str(raw)]
+        subprocess.run(["ffmpeg", "-loglevel", "error", *source, *encode], check=True)
+        feed = Feed(10_000, lossless=True)
+        cap = _file_capture(raw, feed)
+        cap.start()
+        times[fps] = [f.t for i in _drain(feed, cap) if isinstance(i, Chunk) for f in i.frames]
+    for fps, t in times.items():
+        assert len(t) == 2 * fps and np.allclose(np.diff(t), 1 / fps), (fps, np.diff(t)[:3])
+
+
+def test_one_packet_without_a_timestamp_in_a_timed_stream_is_not_timed_from_zero(tmp_path):
+    # RTSP or MPEG-TS may carry a packet with no timestamp among timed ones: counted from zero, its time would
+    # jump back and end the connection. Only a stream that never carried one is timed by count.
+    clip = tmp_path / "timed.mp4"
+    source = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "2", "-c:v", "libx264", "-bf", "0"]
+    subprocess.run(["ffmpeg", "-loglevel", "error", *source, str(clip)], check=True)
+    src = VideoSource(str(clip), SourceOptions(clock=Clock.STREAM))
+    src.open()
+    kept = []
+    try:
+        for i, (packet, arrival) in enumerate(src.demux()):
+            if i == 20:
+                packet.pts = packet.dts = None  # one packet lost its timestamp on the way
+            k, _ = src.decode(packet, arrival)
+            if k is not None:
+                kept.append((i, k.t))
+    except SourceError:
+        pass  # the end of the file
+    finally:
+        src.close()
+    assert [i for i, _ in kept][:3] == [0, 1, 2] and len(kept) >= 45  # the control: the rest kept, in order
+    assert kept[20][1] >= kept[19][1]  # the untimed packet is not stamped back at the stream's start
 
 
 @pytest.mark.parametrize("ppm", [-100.0, 0.0, 100.0])

@@ -240,10 +240,13 @@ class VideoSource:
         self._clock = StreamClock(self.opts.clock, self._opened_at)
         self._stamped = False  # a frame with a timestamp has been seen
         self._untimed = 0  # packets that came without any timestamp, timed by their count
+        self._packet_timed = False  # a packet with a timestamp has come: an untimed one after it is no raw stream
 
     def decode(self, packet: av.Packet, arrival: float) -> tuple[KeptPacket | None, list[CapturedFrame]]:
         """A packet from demux(), in order, with the frames it decoded to (None at the final flush)."""
-        if packet.size and packet.pts is None and packet.dts is None:
+        if packet.pts is not None or packet.dts is not None:
+            self._packet_timed = True
+        elif packet.size and not self._packet_timed:
             self._time_untimed(packet)
         with _ffmpeg_errors(self._stalled()):
             return self._decode(packet, arrival)
@@ -254,7 +257,9 @@ class VideoSource:
         Else its frames cannot be placed in time (live they were never delivered), and the packet was taken for
         the decoder's final flush and left out of the evidence. In decoding order: exact without B-frames.
         """
-        rate = float(self.params.rate) if self.params.rate else _UNTIMED_FPS
+        # The rate the stream's own timing says (H.264's VUI): a raw stream's average_rate is FFmpeg's default 25.
+        declared = self.stream.codec_context.framerate or self.params.rate
+        rate = float(declared) if declared else _UNTIMED_FPS
         packet.pts = packet.dts = round(self._untimed / rate / self._tb)
         self._untimed += 1
 
