@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -278,7 +279,9 @@ def sweep(
     used = sum(it.size for it in keep)
     report.budget_bytes = _budget(storage, policy, used)
     deleted: set[Path] = set()  # a set, not keep.remove() per file: thousands of rotated logs stay linear
-    for it in sorted((i for i in keep if i.cls is FileClass.EXPENDABLE), key=lambda i: i.time):
+    expendable = (i for i in keep if i.cls is FileClass.EXPENDABLE)
+    # Oldest first; a file dated ahead of now was written under a clock since set back: among the oldest.
+    for it in sorted(expendable, key=lambda i: i.time if i.time <= now + IN_USE_S else -math.inf):
         if used <= report.budget_bytes:
             break
         if abs(now - it.time) >= IN_USE_S and _delete(it):

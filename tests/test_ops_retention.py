@@ -171,6 +171,15 @@ def test_files_written_while_the_clock_was_ahead_still_go_when_over_the_quota(tm
     assert now.exists()
 
 
+def test_a_file_dated_ahead_goes_before_older_ones_as_it_was_written_under_a_clock_since_set_back(tmp_path):
+    node = _node(tmp_path, {"quota_gb": 40 * KB / 1e9})
+    ahead = _expendable(node.storage, "logs/edge.log.1", 30 * KB, -365)  # written while the clock ran a year on
+    older = _expendable(node.storage, "logs/edge.log.2", 30 * KB, 5)  # five days old: the next to go, not needed
+    report = node.retention.run_once()
+    assert not ahead.exists() and report.expendable_deleted == 1
+    assert older.exists()
+
+
 def test_an_unreadable_holds_file_stops_every_deletion_of_evidence(tmp_path):
     store = tmp_path / "store"
     old = _event(store, "20261001T000000-cam-0000001-1", 40, KB)
