@@ -15,8 +15,10 @@ from center.web.app import PageError, Viewer, audit, check_csrf, viewer, web_of
 from center.web.security import (
     COOKIE,
     DEVICE_DAYS,
+    HASH_WAIT_S,
     LOGIN_CSRF_COOKIE,
     SESSION_HOURS,
+    HashingBusy,
     check_password,
     close_session,
     device_cookie,
@@ -78,7 +80,10 @@ def login(
     wait, ticket = web.limiter.attempt(address, name, device)  # counted as a failure until it succeeds
     if wait > 0:
         raise PageError(429, "login_wait", retry_after_s=wait, minutes=math.ceil(wait / 60))
-    checked = check_password(web.ctx.readers, web.ctx.sessions, name, password)  # argon2: no connection held
+    try:
+        checked = check_password(web.ctx.readers, web.ctx.sessions, name, password)  # argon2: no connection held
+    except HashingBusy:
+        raise PageError(503, "login_busy", retry_after_s=HASH_WAIT_S) from None
     with web.ctx.sessions.begin() as s:
         token = open_session(s, checked) if checked else None  # None: the password changed meanwhile
         known = device_cookie(s, checked.user) if checked and token else None

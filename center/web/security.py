@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
@@ -37,7 +38,25 @@ MAX_PASSWORD = 256  # longer input is refused before hashing (hashing is the exp
 _hasher = PasswordHasher()  # argon2id with the library's recommended (RFC 9106 low-memory) parameters
 HASHES_AT_ONCE = 2  # each hash takes 64 MiB and a core's time: more at once hash no faster on the center's two
 # cores, and the web's 40 threads hashing together (a burst of logins, a guesser's too) would take 2.5 GiB
-_hashing = threading.BoundedSemaphore(HASHES_AT_ONCE)  # the others wait their turn
+_hashing = threading.BoundedSemaphore(HASHES_AT_ONCE)  # the others wait their turn...
+HASH_WAIT_S = 5.0  # ...this long at most, then are told to try again: a flood of guesses queued for the hash
+# must not hold every one of the web's threads, which every page (the dispatcher's alert list too) shares
+
+
+class HashingBusy(Exception):
+    """Too many logins are being checked at once: asked again in a few seconds, this one may go."""
+
+
+@contextmanager
+def _hash_turn():
+    if not _hashing.acquire(timeout=HASH_WAIT_S):
+        raise HashingBusy
+    try:
+        yield
+    finally:
+        _hashing.release()
+
+
 _DUMMY = _hasher.hash("not a password of anyone")  # verified against when the name is unknown: same time taken
 
 CSP = (
@@ -99,14 +118,14 @@ def check_password(readers: sessionmaker, sessions: sessionmaker, name: str, pas
     if len(password) > MAX_PASSWORD:
         return None
     try:
-        with _hashing:
+        with _hash_turn():
             _hasher.verify(stored or _DUMMY, password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or stored is None:
         return None
     if _hasher.check_needs_rehash(stored):
-        with _hashing:
+        with _hash_turn():
             fresh = _hasher.hash(password)
         with sessions.begin() as s:
             row = s.get(WebLogin, user.id)

@@ -463,6 +463,25 @@ def test_parallel_logins_hash_only_a_few_passwords_at_once(site, monkeypatch):
     assert answers == [None] * len(threads)  # the others waited their turn, then were answered
 
 
+def test_a_login_that_waits_too_long_for_its_hash_is_told_to_try_again_not_held(site, monkeypatch):
+    """A flood of guesses queued for the hash must not hold every web thread: past HASH_WAIT_S, 503."""
+    from center.web import security
+
+    _, app = site
+    monkeypatch.setattr(security, "HASH_WAIT_S", 0.2)
+    for _ in range(security.HASHES_AT_ONCE):  # every turn taken, as by guesses being hashed
+        assert security._hashing.acquire(timeout=1)
+    try:
+        busy = _try_login(TestClient(app, base_url="https://testserver"), "disp", password_of("disp"))
+    finally:
+        for _ in range(security.HASHES_AT_ONCE):
+            security._hashing.release()
+    assert busy.status_code == 503 and busy.headers.get("retry-after")
+    assert "ec_session" not in busy.cookies
+    ok = _try_login(TestClient(app, base_url="https://testserver"), "disp", password_of("disp"))
+    assert ok.status_code == 303  # the control: with a turn free, the same login goes
+
+
 def test_login_pages_open_in_two_tabs_both_log_in(site):
     """Every open alert list of a dispatcher (a wall screen, a desk tab) reloads to the login page when the
     session ends: the form of whichever they type into logs them in, before the other's and after it."""
