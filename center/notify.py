@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import smtplib
 import ssl
 import time
@@ -57,6 +58,8 @@ logging.getLogger("httpx").addFilter(_UrlsByHostOnly())
 
 LEASE_S = 120.0  # longer than any one send (HTTP and SMTP time out well before): a dead instance's job frees
 WECOM_IMAGE_MAX = 2 << 20  # WeCom group robots refuse images over 2 MB
+WECOM_TEXT_MAX = 2048  # bytes of UTF-8: WeCom group robots refuse a longer text, and the notice is lost
+CUT = "…"  # ends a text cut to fit
 SIGNATURE_HEADER = "X-Edge-Signature"  # sha256=<hex HMAC of "<timestamp>.<body>">
 TIMESTAMP_HEADER = "X-Edge-Timestamp"  # the receiver refuses old timestamps: a captured call cannot be replayed
 
@@ -222,19 +225,29 @@ class WecomNotifier:
                 "image": {"base64": base64.b64encode(data).decode(), "md5": hashlib.md5(data).hexdigest()},
             }
         else:
-            person = p.get("person") or {}
-            text = {"content": describe(p, self.zone)}
-            if person.get("wecom_user"):
-                text["mentioned_list"] = [person["wecom_user"]]
-            if person.get("phone"):
-                text["mentioned_mobile_list"] = [person["phone"]]
-            msg = {"msgtype": "text", "text": text}
+            msg = {"msgtype": "text", "text": wecom_text(p, self.zone)}
         r = self.http.post(str(robot.url), json=msg)
         if r.status_code >= 300:
             raise SendError(f"HTTP {r.status_code}")
         answer = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         if answer.get("errcode", 0) != 0:  # WeCom answers 200 with an error code
             raise SendError(f"WeCom errcode {answer.get('errcode')}: {str(answer.get('errmsg'))[:200]}")
+
+
+def wecom_text(p: dict, zone: str) -> dict:
+    """A WeCom robot's text message of a notice: within WeCom's size, its person @-mentioned."""
+    content = describe(p, zone)
+    if len(content.encode()) > WECOM_TEXT_MAX:  # a node's long reason (500 Chinese characters is 1,500 bytes)
+        content = content.encode()[: WECOM_TEXT_MAX - len(CUT.encode())].decode(errors="ignore") + CUT
+    text: dict = {"content": content}
+    person = p.get("person") or {}
+    if person.get("wecom_user"):
+        text["mentioned_list"] = [person["wecom_user"]]
+    if person.get("phone"):
+        # WeCom matches the number as the member registered it: digits, no country code, no spaces or dashes.
+        digits = re.sub(r"\D", "", person["phone"])
+        text["mentioned_mobile_list"] = [digits[2:] if len(digits) == 13 and digits.startswith("86") else digits]
+    return text
 
 
 class EmailNotifier:

@@ -25,7 +25,7 @@ from support.servers import free_port, wait_for
 
 from center.db import Case, Evidence, Job
 from center.models import Action, JobState, Verdict
-from center.notify import JobRunner, describe_camera_problem, make_notifiers
+from center.notify import WECOM_TEXT_MAX, JobRunner, describe_camera_problem, make_notifiers, wecom_text
 from center.service import Center
 from center.web.i18n import translator
 from edge.detect.tamper import Problem
@@ -652,3 +652,19 @@ def test_a_camera_problem_notice_names_the_problem_as_the_pages_do(problem):
 
 def test_a_problem_the_pages_have_no_words_for_is_named_by_its_own_name():
     assert _notice("fogged", "raised").startswith("【摄像机fogged】")
+
+
+def test_a_camera_problem_with_a_long_chinese_reason_fits_a_wecom_text_and_says_it_was_cut():
+    # WeCom refuses a text over 2,048 bytes, and the notice is lost: a node's reason may be 500 characters, of
+    # up to 4 bytes each.
+    problem = {"kind": "camera_problem", "state": "raised", "problem": "covered", "node": "n1", "camera": "c1"}
+    long = wecom_text({**problem, "reason": "𠀀" * 500}, "Asia/Shanghai")["content"]
+    assert len(long.encode()) <= WECOM_TEXT_MAX and long.endswith("…") and "n1/c1" in long
+    short = wecom_text({**problem, "reason": "镜头被遮挡"}, "Asia/Shanghai")["content"]
+    assert short.endswith("请派人到现场检查") and "镜头被遮挡" in short  # the control: a short one is whole
+
+
+@pytest.mark.parametrize("phone", ["13800000001", "138 0000 0001", "138-0000-0001", "+86 138-0000-0001"])
+def test_a_worker_s_phone_is_mentioned_on_wecom_as_the_digits_wecom_matches(phone):
+    payload = {"kind": "dispatch", "person": {"name": "张伟", "phone": phone}}
+    assert wecom_text(payload, "Asia/Shanghai")["mentioned_mobile_list"] == ["13800000001"]
