@@ -57,6 +57,8 @@ class _UrlsByHostOnly(logging.Filter):
 logging.getLogger("httpx").addFilter(_UrlsByHostOnly())
 
 LEASE_S = 120.0  # longer than any one send (HTTP and SMTP time out well before): a dead instance's job frees
+SMTP_STEPS = 6  # an email is at most this many waits on the server (connect, TLS, login, data, quit, and one
+# more): with a longer smtp.timeout_s the lease grows to match, or another instance would send it again
 WECOM_IMAGE_MAX = 2 << 20  # WeCom group robots refuse images over 2 MB
 WECOM_TEXT_MAX = 2048  # bytes of UTF-8: WeCom group robots refuse a longer text, and the notice is lost
 CUT = "…"  # ends a text cut to fit
@@ -377,6 +379,8 @@ class JobRunner:
 
     def __init__(self, cfg: CenterConfig, sessions: sessionmaker, notifiers: dict[str, Notifier], owner: str):
         self.retry = cfg.notify.retry
+        smtp = cfg.notify.smtp
+        self.lease_s = max(LEASE_S, SMTP_STEPS * smtp.timeout_s) if smtp is not None else LEASE_S
         self.sessions = sessions
         self.notifiers = notifiers
         self.owner = owner
@@ -481,7 +485,7 @@ class JobRunner:
             s.execute(query.values(due_at=now))
 
     def _claim(self, job_id: int, now: dt.datetime) -> Job | None:
-        lease = now + dt.timedelta(seconds=LEASE_S)
+        lease = now + dt.timedelta(seconds=self.lease_s)
         with self.sessions.begin() as s:
             won = s.execute(
                 update(Job)

@@ -25,7 +25,7 @@ from support.servers import free_port, wait_for
 
 from center.db import Case, Evidence, Job
 from center.models import Action, JobState, Verdict
-from center.notify import WECOM_TEXT_MAX, JobRunner, describe_camera_problem, make_notifiers, wecom_text
+from center.notify import LEASE_S, WECOM_TEXT_MAX, JobRunner, describe_camera_problem, make_notifiers, wecom_text
 from center.service import Center
 from center.web.i18n import translator
 from edge.detect.tamper import Problem
@@ -668,3 +668,15 @@ def test_a_camera_problem_with_a_long_chinese_reason_fits_a_wecom_text_and_says_
 def test_a_worker_s_phone_is_mentioned_on_wecom_as_the_digits_wecom_matches(phone):
     payload = {"kind": "dispatch", "person": {"name": "张伟", "phone": phone}}
     assert wecom_text(payload, "Asia/Shanghai")["mentioned_mobile_list"] == ["13800000001"]
+
+
+@pytest.mark.parametrize("timeout_s", [20.0, 100.0])
+def test_an_email_s_claim_outlasts_its_server_s_slowest_answers_so_no_other_instance_sends_it(center, timeout_s):
+    smtp = {"host": "127.0.0.1", "port": 9, "sender": "c@x.org", "starttls": False, "timeout_s": timeout_s}
+    p = center(smtp=smtp)
+    send(p, alert(level="suspected"))  # the office's email is due
+    (mail,) = [j.id for j in _jobs(p) if j.channel == "email"]
+    now = dt.datetime.now(dt.UTC)
+    claimed = _runner(p)._claim(mail, now)
+    held = (claimed.lease_until - now).total_seconds()
+    assert held >= max(LEASE_S, 5 * timeout_s)  # connect, TLS, login, data and quit may each wait that long
