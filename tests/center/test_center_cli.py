@@ -182,6 +182,15 @@ def test_a_grid_worker_user_must_be_a_worker_of_the_roster(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("ec_")
 
 
+@pytest.mark.parametrize("name", ["desk a", "a/b", "王芳", ".."])
+def test_a_user_name_the_pages_would_refuse_is_refused_by_user_add_too(tmp_path, name):
+    config = write_center(tmp_path)
+    r = run_cli("user", "add", name, "--role", "dispatcher", "--config", str(config))
+    assert r.returncode == 64 and "letters, digits" in r.stderr
+    r = run_cli("user", "add", "desk-a", "--role", "dispatcher", "--config", str(config))  # the control
+    assert r.returncode == 0 and r.stdout.startswith("ec_")
+
+
 def test_the_examples_commented_out_in_center_example_are_valid_once_put_in(tmp_path, monkeypatch):
     """An installer uncomments them: `${NAME}` inside {...} must be quoted, or the file is not YAML."""
     from center.config import load_center_config
