@@ -9,7 +9,6 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import threading
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ from centerkit import CenterProcess, run_cli, write_center
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parts import alert, context_of, make_parts, send
 from sqlalchemy import select, update
+from support.disk import small_disk
 from support.servers import wait_for
 
 from center.db import Case, Event, Evidence, History, make_engine, make_sessions, utcnow
@@ -688,12 +688,8 @@ def test_a_file_whose_sweep_time_was_never_kept_is_said_gone_after_its_old_mark_
 @pytest.fixture
 def small_data_dir(tmp_path):
     """A data_dir on a disk of 256 KiB (a tmpfs: needs root)."""
-    data = tmp_path / "small"
-    data.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(data)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield data
-    subprocess.run(["umount", "-l", str(data)], check=True)
+    with small_disk(tmp_path / "small", "256k") as data:
+        yield data
 
 
 def test_a_file_the_full_disk_cut_short_leaves_no_partial_file_behind(small_data_dir):
