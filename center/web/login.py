@@ -83,6 +83,7 @@ def login(
     try:
         checked = check_password(web.ctx.readers, web.ctx.sessions, name, password)  # argon2: no connection held
     except HashingBusy:
+        web.limiter.unchecked(address, name, ticket, device)
         raise PageError(503, "login_busy", retry_after_s=HASH_WAIT_S) from None
     with web.ctx.sessions.begin() as s:
         token = open_session(s, checked) if checked else None  # None: the password changed meanwhile

@@ -125,8 +125,11 @@ def check_password(readers: sessionmaker, sessions: sessionmaker, name: str, pas
     if user is None or stored is None:
         return None
     if _hasher.check_needs_rehash(stored):
-        with _hash_turn():
-            fresh = _hasher.hash(password)
+        try:
+            with _hash_turn():
+                fresh = _hasher.hash(password)
+        except HashingBusy:  # the password was right: rehashed at a later login, not refused for being busy
+            return Checked(user, stored)
         with sessions.begin() as s:
             row = s.get(WebLogin, user.id)
             if row is not None and row.password_hash == stored:  # not changed meanwhile
@@ -299,6 +302,15 @@ class LoginLimiter:
             by_age = sorted(self._fails, key=lambda k: self._fails[k][-1])
             for key in by_age[: len(by_age) - self.max_keys // 2]:
                 del self._fails[key]
+
+    def unchecked(self, address: str, name: str, ticket: float | None, device: str | None = None) -> None:
+        """An attempt whose password was never checked (the hash was busy): its ticket is taken back from every
+        count it was put in, so a person trying again during a flood of guesses is not locked out by it."""
+        with self._lock:
+            for key, _ in self._keys(address, name, device):
+                q = self._fails.get(key)
+                if ticket is not None and q is not None and ticket in q:
+                    q.remove(ticket)
 
     def succeeded(self, address: str, name: str, ticket: float | None = None, device: str | None = None) -> None:
         """A good login: the name's (and the browser's) failures are forgotten, and the address's count loses
