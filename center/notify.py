@@ -57,8 +57,8 @@ class _UrlsByHostOnly(logging.Filter):
 logging.getLogger("httpx").addFilter(_UrlsByHostOnly())
 
 LEASE_S = 120.0  # longer than any one send (HTTP and SMTP time out well before): a dead instance's job frees
-SMTP_STEPS = 6  # an email is at most this many waits on the server (connect, TLS, login, data, quit, and one
-# more): with a longer smtp.timeout_s the lease grows to match, or another instance would send it again
+SMTP_STEPS = 10  # an email waits on about this many server replies (greeting, EHLO, STARTTLS, EHLO, AUTH, MAIL,
+# RCPT, DATA, end of data, QUIT): its lease grows with smtp.timeout_s, or another instance would send it again
 WECOM_IMAGE_MAX = 2 << 20  # WeCom group robots refuse images over 2 MB
 WECOM_TEXT_MAX = 2048  # bytes of UTF-8: WeCom group robots refuse a longer text, and the notice is lost
 CUT = "…"  # ends a text cut to fit
@@ -239,8 +239,12 @@ class WecomNotifier:
 def wecom_text(p: dict, zone: str) -> dict:
     """A WeCom robot's text message of a notice: within WeCom's size, its person @-mentioned."""
     content = describe(p, zone)
-    if len(content.encode()) > WECOM_TEXT_MAX:  # a node's long reason (500 Chinese characters is 1,500 bytes)
-        content = content.encode()[: WECOM_TEXT_MAX - len(CUT.encode())].decode(errors="ignore") + CUT
+    over = len(content.encode()) - WECOM_TEXT_MAX
+    if over > 0 and isinstance(p.get("reason"), str):  # a node's reason: 500 characters may be 2,000 bytes
+        # Shortened itself, so the notice keeps its last line (send someone to the camera).
+        content = describe({**p, "reason": _cut(p["reason"], len(p["reason"].encode()) - over)}, zone)
+    if len(content.encode()) > WECOM_TEXT_MAX:
+        content = _cut(content, WECOM_TEXT_MAX)
     text: dict = {"content": content}
     person = p.get("person") or {}
     if person.get("wecom_user"):
@@ -248,8 +252,19 @@ def wecom_text(p: dict, zone: str) -> dict:
     if person.get("phone"):
         # WeCom matches the number as the member registered it: digits, no country code, no spaces or dashes.
         digits = re.sub(r"\D", "", person["phone"])
-        text["mentioned_mobile_list"] = [digits[2:] if len(digits) == 13 and digits.startswith("86") else digits]
+        for country in ("0086", "86"):  # China's code, written as +86 or 0086 before an 11-digit number
+            if len(digits) == len(country) + 11 and digits.startswith(country):
+                digits = digits[len(country) :]
+        if digits:
+            text["mentioned_mobile_list"] = [digits]
     return text
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` within `max_bytes` of UTF-8, ending in CUT when shortened, never splitting a character."""
+    if len(text.encode()) <= max_bytes:
+        return text
+    return text.encode()[: max(0, max_bytes - len(CUT.encode()))].decode(errors="ignore") + CUT
 
 
 class EmailNotifier:
@@ -379,8 +394,8 @@ class JobRunner:
 
     def __init__(self, cfg: CenterConfig, sessions: sessionmaker, notifiers: dict[str, Notifier], owner: str):
         self.retry = cfg.notify.retry
-        smtp = cfg.notify.smtp
-        self.lease_s = max(LEASE_S, SMTP_STEPS * smtp.timeout_s) if smtp is not None else LEASE_S
+        smtp = cfg.notify.smtp  # only email's claim grows: a crashed instance's WeCom notice is not held longer
+        self.email_lease_s = max(LEASE_S, SMTP_STEPS * smtp.timeout_s) if smtp is not None else LEASE_S
         self.sessions = sessions
         self.notifiers = notifiers
         self.owner = owner
@@ -399,6 +414,10 @@ class JobRunner:
         self.lane_targets: dict[Lane, list[str]] = {}  # its key, and its position as an older center queued it
         for (_, target), lane in self.endpoints.items():
             self.lane_targets.setdefault(lane, []).append(target)
+
+    def lease_s(self, channel: str) -> float:
+        """How long a claim on a notice of `channel` holds before another instance may send it."""
+        return self.email_lease_s if channel == "email" else LEASE_S
 
     def _lane_of(self, channel: str, target: str) -> Lane:
         return self.endpoints.get((channel, target)) or lane_of(channel, target)
@@ -463,7 +482,7 @@ class JobRunner:
         for job_id, channel, target in due:
             if self._lane_of(channel, target) in down:
                 continue  # its endpoint just failed: tried again next round, after the jobs due before it
-            job = self._claim(job_id, fixed or utcnow())
+            job = self._claim(job_id, fixed or utcnow(), self.lease_s(channel))
             if job is not None:
                 (up if self._attempt(job) else down).add(self._lane_of(channel, target))
                 attempted += 1
@@ -484,8 +503,8 @@ class JobRunner:
         with self.sessions.begin() as s:
             s.execute(query.values(due_at=now))
 
-    def _claim(self, job_id: int, now: dt.datetime) -> Job | None:
-        lease = now + dt.timedelta(seconds=self.lease_s)
+    def _claim(self, job_id: int, now: dt.datetime, lease_s: float = LEASE_S) -> Job | None:
+        lease = now + dt.timedelta(seconds=lease_s)
         with self.sessions.begin() as s:
             won = s.execute(
                 update(Job)
