@@ -73,9 +73,10 @@ class Node(Base):
     stats: Mapped[dict | None]
     stats_at: Mapped[dt.datetime | None]
     storage: Mapped[dict | None]  # the node's latest storage level message (docs/schemas/storage.schema.json)
-    # The center's clock minus the node's, in seconds, as its latest stats message (sent, not retained) showed:
-    # what center.clock corrects a wrong node clock's alert times by.
+    # The center's clock minus the node's, in seconds, as its stats messages (sent, not retained) showed it: the
+    # least of them since clock_offset_at (center.clock.keep_clock_sample); what a wrong clock is corrected by.
     clock_offset_s: Mapped[float | None] = mapped_column(Float)
+    clock_offset_at: Mapped[dt.datetime | None]
 
 
 class Camera(Base):

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.camera_health import camera_row, keep_problem, keep_storage, parse_storage
-from center.clock import node_clock
+from center.clock import keep_clock_sample, node_clock
 from center.counters import Drops
 from center.db import Camera, CameraProblem, Case, Chunk, Event, Evidence, Message, Node, utcnow
 from center.files import EvidenceFiles, OutsideDataDir, file_name
@@ -142,7 +142,7 @@ class Ingest:
             self.drops("bad topic", topic)
             return
         if rest == ["available"]:
-            self._available(node, payload, topic)
+            self._available(node, payload, topic, retained)
         elif rest == ["stats"]:
             self._stats(node, payload, topic, live=not retained)
         elif len(rest) == 2 and rest[1] == "status":
@@ -187,12 +187,15 @@ class Ingest:
             node.last_seen = now
         return node
 
-    def _available(self, node: str, payload: bytes, topic: str) -> None:
+    def _available(self, node: str, payload: bytes, topic: str, retained: bool) -> None:
         if payload not in (b"online", b"offline"):
             self.drops("bad available", topic)
             return
         with self.sessions.begin() as s:
-            self._node(s, node, utcnow()).available = payload.decode()
+            row = self._node(s, node, utcnow())
+            row.available = payload.decode()
+            if payload == b"online" and not retained:  # connected again (a reboot may have set its clock anew)
+                row.clock_offset_at = None
 
     def _stats(self, node: str, payload: bytes, topic: str, live: bool) -> None:
         body = _json(payload, MAX_JSON_BYTES)
@@ -292,7 +295,7 @@ class Ingest:
                     n.stats, n.stats_at = body, at
                     node_time = parse_time(body.get("sent_utc")) or parse_time(body.get("time_utc"))
                     if live and node_time is not None:  # a retained one may be hours old: no measure of the clock
-                        n.clock_offset_s = (at - node_time).total_seconds()
+                        keep_clock_sample(n, node_time, at)
                     continue
                 row = camera_row(s, node, camera, at)
                 if row is None:

@@ -244,7 +244,8 @@ def event_views(ctx: Context, case: Case) -> list[EventView]:
         if view.manifest is not None:
             view.signed_files = _signed_files(ctx, view.manifest)
         view.clip_late = view.clip is None and e.received_at < utcnow() - CLIP_LATE
-        view.node_alert_at = parse_time(e.body.get("alert_utc"))
+        # As ingest read it: a node whose clock was before 2000 (a dead RTC) sends no alert_utc, only queued_utc.
+        view.node_alert_at = parse_time(e.body.get("alert_utc")) or parse_time(e.body.get("queued_utc"))
         view.clock_offset = told_offset(view.node_alert_at, e.alert_at)  # center.clock moved it
         out.append(view)
     return out

@@ -445,3 +445,38 @@ def test_an_alert_dated_in_the_future_by_a_node_that_does_not_say_when_it_sent_i
     send(parts, alert(event_id="ev-on-time", at=now - dt.timedelta(minutes=10)))  # positive control
     assert abs(_case_time(parts, "ev-ahead") - now) < dt.timedelta(seconds=30)
     assert abs(_case_time(parts, "ev-on-time") - (now - dt.timedelta(minutes=10))) < dt.timedelta(seconds=1)
+
+
+def test_a_center_minutes_behind_its_messages_does_not_take_that_for_the_node_s_clock(parts):
+    # A database stall: the stats and the alert after it are both handled five minutes late. Their readings
+    # agree, but the least reading of the last minutes (the stats before the stall) says the clock is right.
+    now = dt.datetime.now(dt.UTC)
+    _stats(parts, now)
+    late = now - dt.timedelta(minutes=5)
+    _stats(parts, late)
+    send(parts, alert(event_id="ev-late", at=late, sent_utc=_iso(late)))
+    assert abs(_case_time(parts, "ev-late") - late) < dt.timedelta(seconds=1)
+
+
+def test_a_node_that_connects_again_with_its_clock_set_back_is_measured_anew_at_once(parts):
+    now = dt.datetime.now(dt.UTC)
+    _stats(parts, now)  # its clock was right
+    _stats(parts, now - DAYS)  # the control: a reading this far from the last minutes' least waits its turn
+    send(parts, alert(event_id="ev-unsure", at=now - DAYS, sent_utc=_iso(now - DAYS)))
+    assert abs(_case_time(parts, "ev-unsure") - (now - DAYS)) < dt.timedelta(seconds=1)
+    parts.ingest.handle("edge/garden3-east/available", b"online")  # rebooted, to a dead RTC's date
+    _stats(parts, now - DAYS)
+    send(parts, alert(event_id="ev-rebooted", at=now - DAYS, sent_utc=_iso(now - DAYS), camera="west"))
+    assert abs(_case_time(parts, "ev-rebooted") - now) < dt.timedelta(seconds=30)
+
+
+def test_an_alert_queued_before_a_reboot_set_the_clock_back_keeps_its_time(parts):
+    # Made under the right clock, sent after the node rebooted three days back: its alert_utc is later than
+    # its sent_utc, so the offset measured since is not its own.
+    now = dt.datetime.now(dt.UTC)
+    parts.ingest.handle("edge/garden3-east/available", b"online")
+    _stats(parts, now - DAYS)
+    send(parts, alert(event_id="ev-before-reboot", at=now - HOUR, sent_utc=_iso(now - DAYS)))
+    assert abs(_case_time(parts, "ev-before-reboot") - (now - HOUR)) < dt.timedelta(seconds=1)
+    send(parts, alert(event_id="ev-after-reboot", at=now - DAYS, sent_utc=_iso(now - DAYS)))  # the control
+    assert abs(_case_time(parts, "ev-after-reboot") - now) < dt.timedelta(seconds=30)

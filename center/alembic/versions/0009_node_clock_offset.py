@@ -1,4 +1,5 @@
-"""nodes.clock_offset_s: how far each node's clock is off, from its latest stats as they came (center.clock)
+"""nodes.clock_offset_s and clock_offset_at: how far each node's clock is off, from its stats as they came
+(center.clock)
 
 Revision ID: 0009
 Revises: 0008
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+import center.db
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -19,8 +22,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.add_column(sa.Column("clock_offset_s", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("clock_offset_at", center.db.UtcDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.drop_column("clock_offset_at")
         batch_op.drop_column("clock_offset_s")
