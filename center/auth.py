@@ -17,6 +17,8 @@ from center.db import User, utcnow
 from center.models import Role
 from edge.publish.mqtt import valid_id
 
+MAX_USER_NAME = 80  # the login form takes no longer name (center/web/login.py)
+
 TOKEN_BYTES = 32  # 256 bits
 
 
@@ -26,8 +28,8 @@ def digest(token: str) -> str:
 
 def add_user(s: Session, name: str, role: Role, worker: str | None = None) -> str:
     """Create a user; returns the token (not kept anywhere but in the caller's hands)."""
-    if not valid_id(name):  # as the Users page asks: it shows in URLs and the audit, and PostgreSQL keeps no NUL
-        raise ValueError(f"user name {name!r}: letters, digits, '.', '_' and '-' only, at most 128, no '..'")
+    if not valid_id(name) or len(name) > MAX_USER_NAME:  # as the Users page asks, and as long as a login takes
+        raise ValueError(f"user name {name!r}: letters, digits, '.', '_' and '-' only, at most 80, no '..'")
     if role == Role.GRID_WORKER and not worker:
         raise ValueError("a grid worker user needs --worker (their id in the roster)")
     token = "ec_" + secrets.token_urlsafe(TOKEN_BYTES)

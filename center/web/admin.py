@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from center.api import RowId
-from center.auth import add_user
+from center.auth import MAX_USER_NAME, add_user
 from center.db import Audit, Camera, Event, Evidence, Node, User, utcnow
 from center.models import Role
 from center.roster import Roster
@@ -255,7 +255,7 @@ def user_add(
         if role not in Role.__members__.values():
             raise PageError(422, "user.bad_role")
         chosen = Role(role)
-        if not valid_id(name):
+        if not valid_id(name) or len(name) > MAX_USER_NAME:  # a longer one could never log in
             raise PageError(422, "user.bad_name", name=name)
         if chosen == Role.GRID_WORKER and web.ctx.roster.person(f"worker:{worker}") is None:
             raise PageError(422, "user.bad_worker", worker=worker)

@@ -182,7 +182,7 @@ def test_a_grid_worker_user_must_be_a_worker_of_the_roster(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("ec_")
 
 
-@pytest.mark.parametrize("name", ["desk a", "a/b", "王芳", ".."])
+@pytest.mark.parametrize("name", ["desk a", "a/b", "王芳", "..", "d" * 81])
 def test_a_user_name_the_pages_would_refuse_is_refused_by_user_add_too(tmp_path, name):
     config = write_center(tmp_path)
     r = run_cli("user", "add", name, "--role", "dispatcher", "--config", str(config))

@@ -187,6 +187,8 @@ def test_an_admin_adds_a_user_who_can_then_log_in(site):
         "/users", data={"name": "wu", "role": "dispatcher", "password": "short", "csrf": token}
     )  # a weak password: refused, nobody created
     assert short.status_code == 422 and "密码须为 10 至 256 个字符" in short.text
+    long = {"name": "d" * 81, "role": "dispatcher", "password": "pw-long-enough-too", "csrf": token}
+    assert client.post("/users", data=long).status_code == 422  # longer than a login takes: refused, not made
     for name, password, status in (("li", "pw-li-long-enough", 200), ("wu", "short", 401)):
         fresh = TestClient(app, base_url="https://testserver")
         login = csrf_of(fresh.get("/login").text)
