@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 
+from center.auth import MAX_USER_NAME
 from center.web import i18n
 from center.web.app import PageError, Viewer, audit, check_csrf, viewer, web_of
 from center.web.security import (
@@ -66,7 +67,7 @@ def login_page(request: Request, next: str | None = None, error: str | None = No
 @router.post("/login")
 def login(
     request: Request,
-    name: Annotated[str, Form(max_length=80)] = "",
+    name: Annotated[str, Form(max_length=MAX_USER_NAME)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/alerts",
@@ -88,7 +89,7 @@ def login(
     with web.ctx.sessions.begin() as s:
         token = open_session(s, checked) if checked else None  # None: the password changed meanwhile
         known = device_cookie(s, checked.user) if checked and token else None
-        shown = name.replace("\x00", "")[:80] or "?"  # PostgreSQL keeps no NUL in text
+        shown = name.replace("\x00", "")[:MAX_USER_NAME] or "?"  # PostgreSQL keeps no NUL in text
         audit(s, request, shown, "login" if token else "login_failed", "session")
     if token is None or known is None:  # known is None exactly when token is
         return web.render(request, None, "login.html", status=401, next=safe_next(next), csrf=csrf, error=True)

@@ -24,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from center.auth import MAX_USER_NAME
 from center.db import User, utcnow
 from center.web.tables import WebLogin, WebSession
 
@@ -95,6 +96,11 @@ def set_password(s: Session, user: User, password: str) -> None:
     s.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
 
+def _plausible(name: str) -> bool:
+    """Whether a user may have this name at all: longer is no user's, and PostgreSQL refuses NUL in a query."""
+    return len(name) <= MAX_USER_NAME and "\x00" not in name
+
+
 @dataclass(frozen=True)
 class Checked:
     """A name and password that matched: the user, and their password's hash as it was when checked."""
@@ -108,9 +114,8 @@ def check_password(readers: sessionmaker, sessions: sessionmaker, name: str, pas
 
     argon2 runs with no database connection held: it is slow on purpose, and a login must not hold SQLite's
     write lock (every alert being stored waits for it) or one of PostgreSQL's few pooled connections meanwhile."""
-    plausible = len(name) <= 80 and "\x00" not in name  # no such user; and PostgreSQL refuses NUL in a query
     user, stored = None, None
-    if plausible:
+    if _plausible(name):
         with readers() as s:
             user = s.scalar(select(User).where(User.name == name))
             login = s.get(WebLogin, user.id) if user else None
@@ -178,7 +183,7 @@ def known_device(s: Session, name: str, cookies: dict[str, str]) -> str | None:
     The login limit holds a name after a few failures; a guesser who knows a dispatcher's name could hold it
     for good, a few guesses every quarter hour. A browser the person logged in from is counted apart, by its
     own failures, so the person still logs in where they always do (OWASP's "device cookies")."""
-    if len(name) > 80 or "\x00" in name:
+    if not _plausible(name):
         return None
     user = s.scalar(select(User).where(User.name == name))
     login = s.get(WebLogin, user.id) if user else None
@@ -249,7 +254,8 @@ class LoginLimiter:
         """The counters an attempt is checked against and counted in, with their limits."""
         if device is not None:
             return [(f"device:{device}", self.max_failures)]
-        return [(f"ip:{_network(address)}", self.max_failures_address), (f"name:{name[:80]}", self.max_failures)]
+        by_name = f"name:{name[:MAX_USER_NAME]}"
+        return [(f"ip:{_network(address)}", self.max_failures_address), (by_name, self.max_failures)]
 
     def _trim(self, q: deque, now: float) -> None:
         while q and q[0] <= now - self.window_s:
@@ -308,9 +314,12 @@ class LoginLimiter:
         count it was put in, so a person trying again during a flood of guesses is not locked out by it."""
         with self._lock:
             for key, _ in self._keys(address, name, device):
-                q = self._fails.get(key)
-                if ticket is not None and q is not None and ticket in q:
-                    q.remove(ticket)
+                self._take_back(key, ticket)
+
+    def _take_back(self, key: str, ticket: float | None) -> None:
+        q = self._fails.get(key)
+        if ticket is not None and q is not None and ticket in q:
+            q.remove(ticket)
 
     def succeeded(self, address: str, name: str, ticket: float | None = None, device: str | None = None) -> None:
         """A good login: the name's (and the browser's) failures are forgotten, and the address's count loses
@@ -320,6 +329,4 @@ class LoginLimiter:
             self._fails.pop(by_name, None)
             if device is not None:
                 self._fails.pop(self._keys(address, name, device)[0][0], None)
-            q = self._fails.get(by_address)
-            if ticket is not None and q is not None and ticket in q:
-                q.remove(ticket)
+            self._take_back(by_address, ticket)
