@@ -124,11 +124,13 @@ def _evidence_count(samples: dict) -> float:
     return sum(v for k, v in samples.items() if k[0] == "edge_evidence_write_seconds_count")
 
 
-def test_healthz_is_200_only_when_every_camera_is_online(camera, tmp_path):
+def test_healthz_is_200_only_when_every_camera_is_online(camera, looped, tmp_path):
     good_port, bad_port = free_port(), free_port()
     good = _node(tmp_path / "good", {"cam": camera.url}, good_port)
-    # The same camera, and one at an address where no camera answers.
-    bad = _node(tmp_path / "bad", {"cam": camera.url, "gone": f"rtsp://127.0.0.1:{free_port()}/x"}, bad_port)
+    # A camera of its own (the test server's shared stream, set up by two clients at once, has refused one and
+    # ended for both; joined later, it sets the first client's times back), and one where no camera answers.
+    other = RtspServer(looped).start()
+    bad = _node(tmp_path / "bad", {"cam": other.url, "gone": f"rtsp://127.0.0.1:{free_port()}/x"}, bad_port)
     good.start()
     bad.start()
     try:
@@ -145,6 +147,7 @@ def test_healthz_is_200_only_when_every_camera_is_online(camera, tmp_path):
     finally:
         good.stop()
         bad.stop()
+        other.kill()
 
 
 def test_healthz_is_503_once_the_outbox_stops_draining(camera, tmp_path):
